@@ -1,0 +1,187 @@
+/*
+ * cpu_backend.c - the CPU backend's table: host memory, the workspace, and
+ * count. Scatter and gather live in their own files.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_backend.h"
+#include "cpu_omp.h"
+
+#if defined(__FLT_EVAL_METHOD__) && __FLT_EVAL_METHOD__ != 0
+#error "the gather needs fp32 arithmetic rounded at each operation (FLT_EVAL_METHOD 0)"
+#endif
+
+static cpu_state *state_of(moes_context *ctx)
+{
+    return (cpu_state *)ctx->state;
+}
+
+static int cpu_open(moes_context *ctx, char *reason, size_t reason_len)
+{
+    cpu_state *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(reason, reason_len, "cannot allocate the CPU state");
+        return MOES_ERR_OUT_OF_MEMORY;
+    }
+    ctx->state = s;
+    return MOES_OK;
+}
+
+static int cpu_close(moes_context *ctx)
+{
+    cpu_state *s = state_of(ctx);
+    if (s) {
+        free(s->workspace);
+        free(s);
+    }
+    ctx->state = NULL;
+    return MOES_OK;
+}
+
+/* How many parts the tokens are cut into: one per thread, but never more
+ * parts than tokens (and at least one). */
+static int64_t parts_for(const moes_context *ctx, int64_t n_tokens)
+{
+    int64_t parts = ctx->cpu_threads;
+    if (parts > n_tokens)
+        parts = n_tokens;
+    return parts < 1 ? 1 : parts;
+}
+
+/* Makes the workspace hold len int64 elements. */
+static int ensure_workspace(moes_context *ctx, int64_t len)
+{
+    cpu_state *s = state_of(ctx);
+    int64_t *w;
+    if (len <= s->workspace_len)
+        return MOES_OK;
+    if (ctx->workspace_reserved)
+        return moes_set_error(ctx, MOES_ERR_WORKSPACE,
+            "this call needs %lld bytes of workspace, more than the %lld "
+            "reserved", (long long)len * 8,
+            (long long)s->workspace_len * 8);
+    if ((uint64_t)len > SIZE_MAX / sizeof *w || !(w = malloc((size_t)len * sizeof *w)))
+        return moes_set_error(ctx, MOES_ERR_OUT_OF_MEMORY,
+            "cannot allocate %lld bytes of workspace", (long long)len * 8);
+    free(s->workspace);
+    s->workspace = w;
+    s->workspace_len = len;
+    return MOES_OK;
+}
+
+/* Workspace elements for P parts, E experts and `arrays` [E] arrays. */
+static int workspace_len(int64_t parts, int64_t n_experts, int arrays,
+                         int64_t *len)
+{
+    return moes_mul_i64(parts + arrays, n_experts, len);
+}
+
+int cpu_route_prepare(moes_context *ctx, const moes_route_plan *plan,
+                      cpu_route *route, int extra_arrays, int64_t **extra)
+{
+    const int64_t n_experts = plan->r.n_experts;
+    int64_t len;
+    int st;
+    route->plan = plan;
+    route->parts = parts_for(ctx, plan->r.n_tokens);
+    if (!workspace_len(route->parts, n_experts, 1 + extra_arrays, &len))
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "the workspace for %lld experts overflows",
+            (long long)n_experts);
+    if ((st = ensure_workspace(ctx, len)) != MOES_OK)
+        return st;
+    route->part_counts = state_of(ctx)->workspace;
+    route->counts = route->part_counts + route->parts * n_experts;
+    if (extra)
+        *extra = extra_arrays > 0 ? route->counts + n_experts : NULL;
+    return MOES_OK;
+}
+
+static int cpu_reserve(moes_context *ctx, int64_t n_tokens, int64_t top_k,
+                       int64_t n_experts)
+{
+    int64_t len;
+    (void)top_k;
+    /* The scatter is the largest user: part counts, counts, start. */
+    if (!workspace_len(parts_for(ctx, n_tokens), n_experts, 2, &len))
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "the workspace for %lld experts overflows",
+            (long long)n_experts);
+    ctx->workspace_reserved = 0; /* a new reservation may grow it */
+    return ensure_workspace(ctx, len);
+}
+
+static int cpu_count(moes_context *ctx, const moes_count_plan *plan,
+                     moes_data_error *err)
+{
+    cpu_route route;
+    const int64_t n_experts = plan->route.r.n_experts;
+    size_t elem = moes_index_dtype_size(plan->counts_dtype);
+    int st = cpu_route_prepare(ctx, &plan->route, &route, 0, NULL);
+    if (st != MOES_OK)
+        return st;
+    st = cpu_route_count(&route, ctx->cpu_threads, err);
+    if (st != MOES_OK)
+        return st;
+    for (int64_t e = 0; e < n_experts; e++)
+        moes_index_store(plan->counts, elem, e, route.counts[e]);
+    return MOES_OK;
+}
+
+static int cpu_malloc(moes_context *ctx, void **ptr, int64_t bytes)
+{
+    /* aligned_alloc wants a multiple of the alignment. */
+    uint64_t rounded = ((uint64_t)bytes + 63u) & ~(uint64_t)63u;
+    void *p = rounded <= SIZE_MAX && rounded >= (uint64_t)bytes
+                  ? aligned_alloc(64, (size_t)rounded)
+                  : NULL;
+    if (!p)
+        return moes_set_error(ctx, MOES_ERR_OUT_OF_MEMORY,
+            "cannot allocate %lld bytes", (long long)bytes);
+    *ptr = p;
+    return MOES_OK;
+}
+
+static int cpu_free(moes_context *ctx, void *ptr)
+{
+    (void)ctx;
+    free(ptr);
+    return MOES_OK;
+}
+
+static int cpu_copy(moes_context *ctx, void *dst, const void *src,
+                    int64_t bytes)
+{
+    (void)ctx;
+    memmove(dst, src, (size_t)bytes);
+    return MOES_OK;
+}
+
+static int cpu_fill(moes_context *ctx, void *ptr, int value, int64_t bytes)
+{
+    (void)ctx;
+    memset(ptr, value, (size_t)bytes);
+    return MOES_OK;
+}
+
+const moes_backend_ops moes_cpu_backend = {
+    .name = "cpu",
+    .open = cpu_open,
+    .close = cpu_close,
+    .get_info = NULL,
+    .malloc = cpu_malloc,
+    .free = cpu_free,
+    .copy_to_backend = cpu_copy,
+    .copy_to_host = cpu_copy,
+    .copy_within = cpu_copy,
+    .fill = cpu_fill,
+    .set_stream = NULL,
+    .synchronize = NULL,
+    .get_error = NULL,
+    .reserve_workspace = cpu_reserve,
+    .count = cpu_count,
+    .scatter = cpu_scatter,
+    .gather = cpu_gather,
+};

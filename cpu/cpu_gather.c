@@ -1,0 +1,118 @@
+/*
+ * cpu_gather.c - the gather on the CPU: check out_index, then for each
+ * token sum its rows in k order, a chunk of the hidden dimension at a time
+ * so the accumulator stays in L1.
+ */
+#include <string.h>
+
+#include "cpu_backend.h"
+#include "cpu_omp.h"
+#include "numerics.h"
+
+enum { CHUNK = 512 };
+
+/* Smallest flat index t*K+k of an out_index entry outside [-1, M), or -1. */
+static int64_t find_bad_index(const moes_gather_plan *plan, int threads)
+{
+    const moes_gather_args *a = &plan->a;
+    int64_t bad = INT64_MAX;
+    MOES_OMP(parallel for num_threads(threads) schedule(static) reduction(min:bad))
+    for (int64_t t = 0; t < a->n_tokens; t++) {
+        for (int64_t k = 0; k < a->top_k; k++) {
+            int64_t v = moes_index_load(a->out_index, plan->index_elem,
+                                        t * a->out_index_stride + k);
+            if ((v < -1 || v >= a->y_rows) && t * a->top_k + k < bad) {
+                bad = t * a->top_k + k;
+                break;
+            }
+        }
+    }
+    return bad == INT64_MAX ? -1 : bad;
+}
+
+/* Widens n elements of a bf16, fp16 or fp32 row to fp32. */
+static void load_row(float *dst, const void *src, int dtype, int64_t n)
+{
+    if (dtype == MOES_DTYPE_FP32) {
+        memcpy(dst, src, (size_t)n * sizeof *dst);
+    } else if (dtype == MOES_DTYPE_BF16) {
+        const uint16_t *s = src;
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = moes_bf16_to_f32(s[i]);
+    } else {
+        const uint16_t *s = src;
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = moes_f16_to_f32(s[i]);
+    }
+}
+
+/* Narrows n fp32 values to the output dtype. */
+static void store_row(void *dst, const float *src, int dtype, int64_t n)
+{
+    if (dtype == MOES_DTYPE_FP32) {
+        memcpy(dst, src, (size_t)n * sizeof *src);
+    } else if (dtype == MOES_DTYPE_BF16) {
+        uint16_t *d = dst;
+        for (int64_t i = 0; i < n; i++)
+            d[i] = moes_f32_to_bf16(src[i]);
+    } else {
+        uint16_t *d = dst;
+        for (int64_t i = 0; i < n; i++)
+            d[i] = moes_f32_to_f16(src[i]);
+    }
+}
+
+static void gather_token(const moes_gather_plan *plan, int64_t t)
+{
+    const moes_gather_args *a = &plan->a;
+    const int accumulate = (a->flags & MOES_GATHER_ACCUMULATE) != 0;
+    char *out_row = (char *)a->out + t * a->out_stride * (int64_t)plan->out_elem;
+    float acc[CHUNK], y[CHUNK];
+
+    for (int64_t h0 = 0; h0 < a->hidden; h0 += CHUNK) {
+        int64_t n = a->hidden - h0 < CHUNK ? a->hidden - h0 : CHUNK;
+        if (accumulate)
+            load_row(acc, out_row + h0 * (int64_t)plan->out_elem, a->out_dtype,
+                     n);
+        else
+            memset(acc, 0, (size_t)n * sizeof *acc);
+        for (int64_t k = 0; k < a->top_k; k++) {
+            int64_t row = moes_index_load(a->out_index, plan->index_elem,
+                                          t * a->out_index_stride + k);
+            float w;
+            if (row < 0)
+                continue;
+            w = a->weights ? a->weights[t * a->weights_stride + k] : 1.0f;
+            load_row(y,
+                     (const char *)a->y +
+                         (row * a->y_stride + h0) * (int64_t)plan->y_elem,
+                     a->y_dtype, n);
+            for (int64_t i = 0; i < n; i++)
+                acc[i] = moes_gather_step(acc[i], w, y[i]);
+        }
+        store_row(out_row + h0 * (int64_t)plan->out_elem, acc, a->out_dtype,
+                  n);
+    }
+}
+
+int cpu_gather(moes_context *ctx, const moes_gather_plan *plan,
+               moes_data_error *err)
+{
+    const moes_gather_args *a = &plan->a;
+    const int threads = ctx->cpu_threads;
+    int64_t bad = find_bad_index(plan, threads);
+    if (bad >= 0) {
+        err->status = MOES_ERR_INVALID_OUT_INDEX;
+        err->index = bad;
+        err->value = moes_index_load(a->out_index, plan->index_elem,
+                                     bad / a->top_k * a->out_index_stride +
+                                         bad % a->top_k);
+        err->row_len = a->top_k;
+        err->limit = a->y_rows;
+        return err->status;
+    }
+    MOES_OMP(parallel for num_threads(threads) schedule(static))
+    for (int64_t t = 0; t < a->n_tokens; t++)
+        gather_token(plan, t);
+    return MOES_OK;
+}

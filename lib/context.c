@@ -1,0 +1,245 @@
+/*
+ * context.c - opening and closing contexts, choosing the backend, and the
+ * calls that only ask the context something.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "internal.h"
+
+MOES_API int moes_version(int *major, int *minor, int *patch)
+{
+    if (major)
+        *major = MOES_VERSION_MAJOR;
+    if (minor)
+        *minor = MOES_VERSION_MINOR;
+    if (patch)
+        *patch = MOES_VERSION_PATCH;
+    return MOES_OK;
+}
+
+MOES_API int moes_dtype_size(int dtype, size_t *size)
+{
+    size_t s;
+    if (!size)
+        return MOES_ERR_NULL_POINTER;
+    switch (dtype) {
+    case MOES_DTYPE_FP8_E4M3:
+    case MOES_DTYPE_FP8_E5M2: s = 1; break;
+    case MOES_DTYPE_BF16:
+    case MOES_DTYPE_FP16: s = 2; break;
+    case MOES_DTYPE_FP32:
+    case MOES_DTYPE_INT32: s = 4; break;
+    case MOES_DTYPE_INT64: s = 8; break;
+    default: return MOES_ERR_INVALID_DTYPE;
+    }
+    *size = s;
+    return MOES_OK;
+}
+
+MOES_API int moes_backends_compiled(unsigned *mask)
+{
+    if (!mask)
+        return MOES_ERR_NULL_POINTER;
+    *mask = 1u << MOES_BACKEND_CPU;
+    if (moes_cuda_compiled)
+        *mask |= 1u << MOES_BACKEND_CUDA;
+    return MOES_OK;
+}
+
+MOES_API int moes_context_options_init(moes_context_options *opts)
+{
+    if (!opts)
+        return MOES_ERR_NULL_POINTER;
+    memset(opts, 0, sizeof *opts);
+    opts->struct_size = sizeof *opts;
+    opts->backend = MOES_BACKEND_AUTO;
+    return MOES_OK;
+}
+
+/* MOES_BACKEND overrides the program's choice; a value we do not know is an
+ * error rather than a silent default. Returns -1 for a bad value. */
+static int backend_from_env(int requested, const char **source)
+{
+    const char *env = getenv("MOES_BACKEND");
+    *source = "requested by the program";
+    if (!env || !*env)
+        return requested;
+    *source = "forced by MOES_BACKEND";
+    if (strcasecmp(env, "cpu") == 0)
+        return MOES_BACKEND_CPU;
+    if (strcasecmp(env, "cuda") == 0)
+        return MOES_BACKEND_CUDA;
+    if (strcasecmp(env, "auto") == 0)
+        return MOES_BACKEND_AUTO;
+    return -1;
+}
+
+static int open_backend(moes_context *ctx, const moes_backend_ops *ops,
+                        int backend, char *reason, size_t reason_len)
+{
+    ctx->ops = ops;
+    ctx->backend = backend;
+    ctx->state = NULL;
+    return ops->open(ctx, reason, reason_len);
+}
+
+MOES_API int moes_context_create(moes_context **out,
+                                 const moes_context_options *opts)
+{
+    moes_context_options defaults;
+    const char *source;
+    char why[200] = "";
+    int requested, st;
+    moes_context *ctx;
+
+    if (!out)
+        return moes_set_error(NULL, MOES_ERR_NULL_POINTER, "ctx is NULL");
+    *out = NULL;
+    if (!opts) {
+        moes_context_options_init(&defaults);
+        opts = &defaults;
+    }
+    if (opts->struct_size != sizeof *opts)
+        return moes_set_error(NULL, MOES_ERR_INVALID_ARGUMENT,
+            "opts->struct_size = %zu, expected %zu", opts->struct_size,
+            sizeof *opts);
+    if (opts->backend < MOES_BACKEND_AUTO || opts->backend > MOES_BACKEND_CUDA)
+        return moes_set_error(NULL, MOES_ERR_INVALID_ARGUMENT,
+            "opts->backend = %d is not a moes_backend", opts->backend);
+    if (opts->cpu_threads < 0)
+        return moes_set_error(NULL, MOES_ERR_INVALID_ARGUMENT,
+            "opts->cpu_threads = %d is negative", opts->cpu_threads);
+    if (opts->cuda_device < 0)
+        return moes_set_error(NULL, MOES_ERR_INVALID_ARGUMENT,
+            "opts->cuda_device = %d is negative", opts->cuda_device);
+    requested = backend_from_env(opts->backend, &source);
+    if (requested < 0)
+        return moes_set_error(NULL, MOES_ERR_INVALID_ARGUMENT,
+            "MOES_BACKEND = \"%s\" is not cpu, cuda or auto",
+            getenv("MOES_BACKEND"));
+
+    ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return moes_set_error(NULL, MOES_ERR_OUT_OF_MEMORY,
+                              "cannot allocate the context");
+#ifdef _OPENMP
+    ctx->cpu_threads = opts->cpu_threads > 0 ? opts->cpu_threads
+                                             : omp_get_max_threads();
+#else
+    ctx->cpu_threads = 1;
+#endif
+    ctx->cuda_device = opts->cuda_device;
+
+    if (requested == MOES_BACKEND_CPU) {
+        snprintf(ctx->reason, sizeof ctx->reason, "CPU %s", source);
+        st = open_backend(ctx, &moes_cpu_backend, MOES_BACKEND_CPU, why,
+                          sizeof why);
+    } else {
+        st = open_backend(ctx, &moes_cuda_backend, MOES_BACKEND_CUDA, why,
+                          sizeof why);
+        if (st == MOES_OK) {
+            snprintf(ctx->reason, sizeof ctx->reason, "CUDA %s%s",
+                     requested == MOES_BACKEND_AUTO ? "chosen by AUTO, "
+                                                    : "",
+                     requested == MOES_BACKEND_AUTO ? "a device is usable"
+                                                    : source);
+        } else if (requested == MOES_BACKEND_CUDA) {
+            free(ctx);
+            return moes_set_error(NULL, MOES_ERR_BACKEND_UNAVAILABLE,
+                "the CUDA backend (%s) cannot be used: %s", source, why);
+        } else {
+            snprintf(ctx->reason, sizeof ctx->reason,
+                     "CPU chosen by AUTO: %s", why);
+            st = open_backend(ctx, &moes_cpu_backend, MOES_BACKEND_CPU, why,
+                              sizeof why);
+        }
+    }
+    if (st != MOES_OK) {
+        free(ctx);
+        return moes_set_error(NULL, st, "cannot open the backend: %s", why);
+    }
+    moes_log("backend %s (%s)", ctx->ops->name, ctx->reason);
+    *out = ctx;
+    return MOES_OK;
+}
+
+MOES_API int moes_context_destroy(moes_context *ctx)
+{
+    int st;
+    if (!ctx)
+        return MOES_OK;
+    st = ctx->ops->close(ctx);
+    free(ctx);
+    return st;
+}
+
+MOES_API int moes_context_get_info(moes_context *ctx, moes_context_info *info)
+{
+    if (!ctx)
+        return MOES_ERR_NULL_POINTER;
+    if (!info)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "info is NULL");
+    if (info->struct_size != sizeof *info)
+        return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+            "info->struct_size = %zu, expected %zu", info->struct_size,
+            sizeof *info);
+    memset(info, 0, sizeof *info);
+    info->struct_size = sizeof *info;
+    info->backend = ctx->backend;
+    info->cpu_threads = ctx->cpu_threads;
+    snprintf(info->reason, sizeof info->reason, "%s", ctx->reason);
+    snprintf(info->device_name, sizeof info->device_name, "cpu");
+    if (ctx->ops->get_info)
+        return ctx->ops->get_info(ctx, info);
+    return MOES_OK;
+}
+
+MOES_API int moes_set_stream(moes_context *ctx, void *stream)
+{
+    if (!ctx)
+        return MOES_ERR_NULL_POINTER;
+    if (ctx->ops->set_stream) {
+        int st = ctx->ops->set_stream(ctx, stream);
+        if (st != MOES_OK)
+            return st;
+    }
+    ctx->stream = stream;
+    return MOES_OK;
+}
+
+MOES_API int moes_synchronize(moes_context *ctx)
+{
+    moes_data_error err = {0};
+    int st;
+    if (!ctx)
+        return MOES_ERR_NULL_POINTER;
+    if (!ctx->ops->synchronize)
+        return MOES_OK;
+    st = ctx->ops->synchronize(ctx, &err);
+    if (st != MOES_OK)
+        return st;
+    return err.status == MOES_OK ? MOES_OK
+                                 : moes_report_data_error(ctx, &err);
+}
+
+MOES_API int moes_get_error(moes_context *ctx)
+{
+    moes_data_error err = {0};
+    int st;
+    if (!ctx)
+        return MOES_ERR_NULL_POINTER;
+    if (!ctx->ops->get_error)
+        return MOES_OK;
+    st = ctx->ops->get_error(ctx, &err);
+    if (st != MOES_OK)
+        return st;
+    return err.status == MOES_OK ? MOES_OK
+                                 : moes_report_data_error(ctx, &err);
+}

@@ -1,0 +1,31 @@
+/*
+ * data_error.h - how a backend reports a data error (a bad id, map entry,
+ * out_index entry, or a capacity too small) to lib/, which turns it into
+ * the status and the message. Plain C, also compiled by nvcc: the CUDA
+ * kernels fill the same record in device memory.
+ *
+ * When several elements are wrong, the one reported is fixed: map errors
+ * before id errors before capacity errors, and among errors of one kind
+ * the smallest flat index (t * K + k for ids and out_index). So both
+ * backends name the same element.
+ */
+#ifndef MOES_DATA_ERROR_H
+#define MOES_DATA_ERROR_H
+
+#include <stdint.h>
+
+typedef struct moes_data_error {
+    int32_t status;   /* a moes_status; MOES_OK when nothing is wrong      */
+    int32_t reserved;
+    int64_t index;    /* flat index of the element (t * K + k, or map i)   */
+    int64_t value;    /* its value; for MOES_ERR_CAPACITY the rows needed  */
+    int64_t row_len;  /* K for ids and out_index (to print [t][k]), else 0 */
+    int64_t limit;    /* the bound broken: E_global, E, M, or the capacity */
+} moes_data_error;
+
+/* The order in which errors of different kinds win (lower wins). */
+#define MOES_DATA_ERROR_RANK_MAP 0
+#define MOES_DATA_ERROR_RANK_ID 1
+#define MOES_DATA_ERROR_RANK_CAPACITY 2
+
+#endif /* MOES_DATA_ERROR_H */

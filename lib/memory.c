@@ -1,0 +1,122 @@
+/*
+ * memory.c - memory on the context's backend: allocation, copies, fills,
+ * and the reservation of workspace.
+ */
+#include "internal.h"
+
+MOES_API int moes_malloc(moes_context *ctx, void **ptr, int64_t bytes)
+{
+    if (!ctx)
+        return MOES_ERR_NULL_POINTER;
+    if (!ptr)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "ptr is NULL");
+    *ptr = NULL;
+    if (bytes <= 0)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "bytes = %lld must be positive", (long long)bytes);
+    return ctx->ops->malloc(ctx, ptr, bytes);
+}
+
+MOES_API int moes_free(moes_context *ctx, void *ptr)
+{
+    if (!ctx)
+        return MOES_ERR_NULL_POINTER;
+    if (!ptr)
+        return MOES_OK;
+    return ctx->ops->free(ctx, ptr);
+}
+
+/* The checks that all copies share. Returns MOES_OK when the copy may go
+ * on (bytes == 0 is a valid copy of nothing). */
+static int check_copy(moes_context *ctx, const void *dst, const void *src,
+                      int64_t bytes)
+{
+    if (bytes < 0)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "bytes = %lld is negative", (long long)bytes);
+    if (bytes > 0 && !dst)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "dst is NULL");
+    if (bytes > 0 && !src)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "src is NULL");
+    return MOES_OK;
+}
+
+MOES_API int moes_copy_to_backend(moes_context *ctx, void *dst,
+                                  const void *host_src, int64_t bytes)
+{
+    int st;
+    if (!ctx)
+        return MOES_ERR_NULL_POINTER;
+    if ((st = check_copy(ctx, dst, host_src, bytes)) != MOES_OK)
+        return st;
+    return bytes ? ctx->ops->copy_to_backend(ctx, dst, host_src, bytes)
+                 : MOES_OK;
+}
+
+MOES_API int moes_copy_to_host(moes_context *ctx, void *host_dst,
+                               const void *src, int64_t bytes)
+{
+    int st;
+    if (!ctx)
+        return MOES_ERR_NULL_POINTER;
+    if ((st = check_copy(ctx, host_dst, src, bytes)) != MOES_OK)
+        return st;
+    return bytes ? ctx->ops->copy_to_host(ctx, host_dst, src, bytes)
+                 : MOES_OK;
+}
+
+MOES_API int moes_copy_within(moes_context *ctx, void *dst, const void *src,
+                              int64_t bytes)
+{
+    int st;
+    if (!ctx)
+        return MOES_ERR_NULL_POINTER;
+    if ((st = check_copy(ctx, dst, src, bytes)) != MOES_OK)
+        return st;
+    return bytes ? ctx->ops->copy_within(ctx, dst, src, bytes) : MOES_OK;
+}
+
+MOES_API int moes_fill(moes_context *ctx, void *ptr, int value, int64_t bytes)
+{
+    if (!ctx)
+        return MOES_ERR_NULL_POINTER;
+    if (bytes < 0)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "bytes = %lld is negative", (long long)bytes);
+    if (value < 0 || value > 255)
+        return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+            "value = %d is outside 0..255", value);
+    if (bytes == 0)
+        return MOES_OK;
+    if (!ptr)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "ptr is NULL");
+    return ctx->ops->fill(ctx, ptr, value, bytes);
+}
+
+MOES_API int moes_reserve_workspace(moes_context *ctx, int64_t n_tokens,
+                                    int64_t top_k, int64_t n_experts)
+{
+    int64_t choices;
+    int st;
+    if (!ctx)
+        return MOES_ERR_NULL_POINTER;
+    if (n_tokens < 0)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "n_tokens = %lld is negative", (long long)n_tokens);
+    if (top_k < 1)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "top_k = %lld must be at least 1", (long long)top_k);
+    if (n_experts < 1)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "n_experts = %lld must be at least 1", (long long)n_experts);
+    if (!moes_mul_i64(n_tokens, top_k, &choices))
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "n_tokens * top_k overflows 64 bits");
+    if (ctx->ops->reserve_workspace) {
+        st = ctx->ops->reserve_workspace(ctx, n_tokens, top_k, n_experts);
+        if (st != MOES_OK)
+            return st;
+    }
+    ctx->workspace_reserved = 1;
+    return MOES_OK;
+}

@@ -1,0 +1,450 @@
+/*
+ * moescatter.h - token scatter and gather for Mixture-of-Experts layers.
+ *
+ * This header is the library's manual. Read it top to bottom once.
+ *
+ * THE JOB
+ *   Every token t (0 <= t < N) is routed to K experts: ids[t][k]. The
+ *   scatter copies token t's row once per chosen expert into a buffer in
+ *   which each expert's rows are contiguous; the gather sums each token's K
+ *   expert results back, weighted by the router weights.
+ *
+ *   With expert parallelism a rank holds E local experts out of E_global.
+ *   An optional expert map (int32, E_global entries) turns a global id into
+ *   a local one; -1 (as an id, or as a map entry) means "not here": that
+ *   (t, k) is counted nowhere and placed nowhere.
+ *
+ * DETERMINISM
+ *   Rows of one expert are always in ascending t*K + k order, on every
+ *   backend and for every thread count. The gather sums in k order with
+ *   fp32 arithmetic and no fused multiply-add, so the CPU and CUDA backends
+ *   give the same bits.
+ *
+ * CONTEXTS AND BACKENDS
+ *   Everything happens through a context (moes_context_create). A context
+ *   runs on one backend: the CPU (OpenMP threads, host pointers) or CUDA
+ *   (device pointers, asynchronous on the context's stream). Backend AUTO
+ *   picks CUDA when a device is usable and the CPU otherwise; the reason is
+ *   reported by moes_context_get_info. The environment variable
+ *   MOES_BACKEND=cpu|cuda|auto overrides what the program asked for, and
+ *   MOES_LOG=1 prints the choice (once per context) on standard error.
+ *   A context must not be used by two threads at the same time; separate
+ *   contexts are independent.
+ *
+ * ERRORS
+ *   Every function returns a moes_status. On failure, moes_last_error()
+ *   gives a message that names the argument and, for data errors, the
+ *   element at fault ("ids[3][1] = 300 is outside [-1, 256)").
+ *   Bad input never crashes and never writes out of bounds. When ids, the
+ *   expert map, out_index or the capacity are wrong, no output buffer is
+ *   modified. On CUDA those are found by the kernels: they write nothing
+ *   and the error is returned by the next moes_synchronize() (and by
+ *   moes_get_error()); until then the call itself returned MOES_OK.
+ *
+ * SIZES
+ *   All sizes, strides and offsets are int64_t. Strides are in elements
+ *   and must be at least the row length. Index outputs (out_index, counts,
+ *   expert_start, expert_end, m_indices, masked_m) share one integer type,
+ *   chosen per call: int32 (what GEMM libraries usually take) or int64.
+ */
+#ifndef MOESCATTER_H
+#define MOESCATTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(MOES_BUILDING_SHARED)
+#define MOES_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define MOES_API __attribute__((visibility("default")))
+#else
+#define MOES_API
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Version                                                            */
+/* ------------------------------------------------------------------ */
+
+#define MOES_VERSION_MAJOR 0
+#define MOES_VERSION_MINOR 1
+#define MOES_VERSION_PATCH 0
+#define MOES_VERSION_NUMBER \
+    (MOES_VERSION_MAJOR * 10000 + MOES_VERSION_MINOR * 100 + MOES_VERSION_PATCH)
+
+/* Fills the version of the library actually linked (which may differ from
+ * the MOES_VERSION_* macros the caller was compiled with). Any pointer may
+ * be NULL. Returns MOES_OK. */
+MOES_API int moes_version(int *major, int *minor, int *patch);
+
+/* ------------------------------------------------------------------ */
+/* Status codes: never renumbered, only appended.                     */
+/* ------------------------------------------------------------------ */
+
+typedef enum moes_status {
+    MOES_OK = 0,
+    MOES_ERR_NULL_POINTER = 1,      /* a needed pointer is NULL           */
+    MOES_ERR_INVALID_SIZE = 2,      /* a size is negative or zero         */
+    MOES_ERR_INVALID_STRIDE = 3,    /* a stride is smaller than its row   */
+    MOES_ERR_OVERFLOW = 4,          /* a byte count overflows 64 bits, or
+                                       an index does not fit int32        */
+    MOES_ERR_INVALID_DTYPE = 5,     /* unknown or unsupported dtype       */
+    MOES_ERR_INVALID_FLAGS = 6,     /* unknown flag bits                  */
+    MOES_ERR_INVALID_ALIGNMENT = 7, /* alignment < 1                      */
+    MOES_ERR_INVALID_ID = 8,        /* ids entry < -1 or >= E_global      */
+    MOES_ERR_INVALID_MAP = 9,       /* expert map entry < -1 or >= E      */
+    MOES_ERR_INVALID_OUT_INDEX = 10,/* gather out_index outside [-1, M)   */
+    MOES_ERR_CAPACITY = 11,         /* output rows fewer than needed      */
+    MOES_ERR_INVALID_ARGUMENT = 12, /* any other bad argument (an unknown
+                                       layout or backend, a struct_size
+                                       the library does not know, ...)    */
+    MOES_ERR_OUT_OF_MEMORY = 13,    /* an allocation failed               */
+    MOES_ERR_BACKEND_UNAVAILABLE = 14, /* the backend asked for cannot run */
+    MOES_ERR_DEVICE = 15,           /* the CUDA driver reported an error  */
+    MOES_ERR_WORKSPACE = 16         /* a call needs more workspace than was
+                                       reserved, and growing it would
+                                       allocate                           */
+} moes_status;
+
+/* The fixed English name of a status ("invalid id"). Never NULL: an unknown
+ * value gives "unknown status". */
+MOES_API const char *moes_strerror(int status);
+
+/* ------------------------------------------------------------------ */
+/* Element types                                                      */
+/* ------------------------------------------------------------------ */
+
+typedef enum moes_dtype {
+    MOES_DTYPE_FP8_E4M3 = 1,
+    MOES_DTYPE_FP8_E5M2 = 2,
+    MOES_DTYPE_BF16 = 3,
+    MOES_DTYPE_FP16 = 4,
+    MOES_DTYPE_FP32 = 5,
+    MOES_DTYPE_INT32 = 6,
+    MOES_DTYPE_INT64 = 7
+} moes_dtype;
+
+/* Size in bytes of one element of dtype (1, 2, 4 or 8). Returns
+ * MOES_ERR_NULL_POINTER when size is NULL and MOES_ERR_INVALID_DTYPE for an
+ * unknown dtype (size is then left alone). */
+MOES_API int moes_dtype_size(int dtype, size_t *size);
+
+/* ------------------------------------------------------------------ */
+/* Contexts                                                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct moes_context moes_context; /* opaque */
+
+typedef enum moes_backend {
+    MOES_BACKEND_AUTO = 0,
+    MOES_BACKEND_CPU = 1,
+    MOES_BACKEND_CUDA = 2
+} moes_backend;
+
+typedef struct moes_context_options {
+    size_t struct_size;   /* sizeof(moes_context_options)                */
+    int backend;          /* moes_backend; MOES_BACKEND env var overrides */
+    int cpu_threads;      /* OpenMP threads; 0 = OpenMP's default         */
+    int cuda_device;      /* device ordinal for CUDA, default 0           */
+} moes_context_options;
+
+/* Sets opts to the defaults: AUTO, default threads, device 0.
+ * Returns MOES_ERR_NULL_POINTER when opts is NULL. */
+MOES_API int moes_context_options_init(moes_context_options *opts);
+
+/* Opens a context. opts may be NULL for the defaults. On success *ctx is
+ * the new context; on failure *ctx is NULL and the message is available
+ * through moes_last_error(NULL) in the calling thread.
+ * Returns MOES_ERR_NULL_POINTER (ctx NULL), MOES_ERR_INVALID_ARGUMENT
+ * (unknown backend, struct_size, bad MOES_BACKEND value, negative
+ * threads), MOES_ERR_BACKEND_UNAVAILABLE (CUDA asked for and not usable:
+ * built without CUDA, no driver, no device, no kernel image for the GPU),
+ * MOES_ERR_DEVICE, MOES_ERR_OUT_OF_MEMORY. */
+MOES_API int moes_context_create(moes_context **ctx,
+                                 const moes_context_options *opts);
+
+/* Closes a context and frees its workspace (not the caller's buffers,
+ * nor buffers from moes_malloc, which must be freed before). NULL is
+ * accepted and does nothing. Returns MOES_OK, or MOES_ERR_DEVICE when the
+ * driver reports an error while releasing. */
+MOES_API int moes_context_destroy(moes_context *ctx);
+
+typedef struct moes_context_info {
+    size_t struct_size;       /* sizeof(moes_context_info), set by caller */
+    int backend;              /* MOES_BACKEND_CPU or MOES_BACKEND_CUDA    */
+    int cpu_threads;          /* threads the CPU backend uses             */
+    char reason[256];         /* why this backend was chosen              */
+    char device_name[256];    /* CUDA device name, or "cpu"               */
+    int device_multiprocessors; /* CUDA SMs, 0 on the CPU                 */
+    int device_compute_capability; /* e.g. 90, 0 on the CPU              */
+    int64_t device_memory_bytes;   /* CUDA global memory, 0 on the CPU    */
+} moes_context_info;
+
+/* Describes the context: backend, why it was chosen, device or threads.
+ * Returns MOES_ERR_NULL_POINTER or MOES_ERR_INVALID_ARGUMENT (struct_size
+ * unknown). */
+MOES_API int moes_context_get_info(moes_context *ctx, moes_context_info *info);
+
+/* Which backends this build contains: a bit per moes_backend value
+ * (1 << MOES_BACKEND_CPU always, 1 << MOES_BACKEND_CUDA when compiled with
+ * CUDA). Returns MOES_ERR_NULL_POINTER when mask is NULL. */
+MOES_API int moes_backends_compiled(unsigned *mask);
+
+/* The detailed message of the last failed call on ctx (or, with ctx NULL,
+ * of the last failed moes_context_create in this thread). "" when there
+ * was none. The string is valid until the next call on the context. */
+MOES_API const char *moes_last_error(const moes_context *ctx);
+
+/* ------------------------------------------------------------------ */
+/* Streams, synchronization and deferred errors                       */
+/* ------------------------------------------------------------------ */
+
+/* Sets the CUDA stream (a CUstream / cudaStream_t, NULL = the legacy
+ * default stream) on which later calls are queued. On the CPU the value is
+ * stored and ignored. Returns MOES_ERR_NULL_POINTER when ctx is NULL. */
+MOES_API int moes_set_stream(moes_context *ctx, void *stream);
+
+/* Waits for all work queued on the context's stream, then returns the first
+ * data error found on the device since the last synchronize (and clears
+ * it), or MOES_ERR_DEVICE. On the CPU there is nothing to wait for: returns
+ * MOES_OK. */
+MOES_API int moes_synchronize(moes_context *ctx);
+
+/* Returns, without waiting, the data error already found by finished work
+ * (MOES_OK when none so far). Does not clear it. */
+MOES_API int moes_get_error(moes_context *ctx);
+
+/* ------------------------------------------------------------------ */
+/* Memory on the context's backend                                    */
+/* ------------------------------------------------------------------ */
+
+/* Allocates bytes (> 0) of backend memory: host memory aligned to 64 bytes
+ * on the CPU, device memory on CUDA. Returns MOES_ERR_NULL_POINTER,
+ * MOES_ERR_INVALID_SIZE, MOES_ERR_OUT_OF_MEMORY. */
+MOES_API int moes_malloc(moes_context *ctx, void **ptr, int64_t bytes);
+
+/* Frees memory from moes_malloc. NULL ptr is accepted. Returns
+ * MOES_ERR_NULL_POINTER (ctx) or MOES_ERR_DEVICE. */
+MOES_API int moes_free(moes_context *ctx, void *ptr);
+
+/* Copies bytes from host memory to backend memory, from backend memory to
+ * host memory, and within backend memory. These wait until the copy is
+ * done (on CUDA they are ordered on the context's stream). Returns
+ * MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE (bytes < 0), MOES_ERR_DEVICE. */
+MOES_API int moes_copy_to_backend(moes_context *ctx, void *dst,
+                                  const void *host_src, int64_t bytes);
+MOES_API int moes_copy_to_host(moes_context *ctx, void *host_dst,
+                               const void *src, int64_t bytes);
+MOES_API int moes_copy_within(moes_context *ctx, void *dst, const void *src,
+                              int64_t bytes);
+
+/* Sets bytes of backend memory to value (0..255), asynchronously on CUDA.
+ * Returns MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE,
+ * MOES_ERR_INVALID_ARGUMENT (value outside 0..255), MOES_ERR_DEVICE. */
+MOES_API int moes_fill(moes_context *ctx, void *ptr, int value, int64_t bytes);
+
+/* Reserves the scratch memory that calls up to these sizes need, so that
+ * later calls never allocate (a CUDA graph can capture them). After a
+ * reservation a call that needs more returns MOES_ERR_WORKSPACE instead of
+ * allocating. Without one, calls grow the workspace as needed.
+ * Returns MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE (negative sizes,
+ * n_experts < 1), MOES_ERR_OVERFLOW, MOES_ERR_OUT_OF_MEMORY. */
+MOES_API int moes_reserve_workspace(moes_context *ctx, int64_t n_tokens,
+                                    int64_t top_k, int64_t n_experts);
+
+/* ------------------------------------------------------------------ */
+/* Routing: who goes where                                            */
+/* ------------------------------------------------------------------ */
+
+typedef struct moes_routing {
+    size_t struct_size;        /* sizeof(moes_routing)                   */
+    int64_t n_tokens;          /* N >= 0                                 */
+    int64_t top_k;             /* K >= 1                                 */
+    const void *ids;           /* [N][ids_stride] expert ids             */
+    int ids_dtype;             /* MOES_DTYPE_INT32 or MOES_DTYPE_INT64   */
+    int64_t ids_stride;        /* >= K; 0 means K                        */
+    const int32_t *expert_map; /* [n_experts_global] or NULL             */
+    int64_t n_experts_global;  /* E_global >= 1: ids are < this. Without
+                                  a map it must equal n_experts.         */
+    int64_t n_experts;         /* E >= 1 local experts                   */
+} moes_routing;
+
+/* Sets routing to zero sizes and NULL pointers with struct_size filled.
+ * Returns MOES_ERR_NULL_POINTER when routing is NULL. */
+MOES_API int moes_routing_init(moes_routing *routing);
+
+/* counts[e] = number of (t, k) whose local expert is e, for e < E.
+ * counts is an output of E entries of counts_dtype (int32 or int64).
+ * Returns MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE,
+ * MOES_ERR_INVALID_STRIDE, MOES_ERR_INVALID_DTYPE, MOES_ERR_OVERFLOW,
+ * MOES_ERR_INVALID_ARGUMENT, and (deferred on CUDA) MOES_ERR_INVALID_ID,
+ * MOES_ERR_INVALID_MAP; counts is then unchanged. */
+MOES_API int moes_count(moes_context *ctx, const moes_routing *routing,
+                        void *counts, int counts_dtype);
+
+/* ------------------------------------------------------------------ */
+/* Scatter                                                            */
+/* ------------------------------------------------------------------ */
+
+typedef enum moes_layout {
+    /* Expert e's rows start at start[e] = sum over e' < e of
+     * roundup(counts[e'], A); rows start[e] + counts[e] .. up to the next
+     * multiple of A are padding. M = start[E-1] + roundup(counts[E-1], A).
+     * Reports m_indices[row] (e on real rows, -1 on padding and on the
+     * tail up to the capacity). */
+    MOES_LAYOUT_CONTIGUOUS = 1,
+    /* The same rows, reported as expert_start[e] and expert_end[e] (the end
+     * of e's aligned block); m_indices is optional. */
+    MOES_LAYOUT_GROUPED = 2,
+    /* Expert e owns rows e*C .. e*C + C - 1 (C = capacity, per expert).
+     * masked_m[e] = min(counts[e], C). The first C (t, k) in t*K + k order
+     * are kept; the rest get out_index -1 and are counted in n_dropped. */
+    MOES_LAYOUT_MASKED = 3
+} moes_layout;
+
+typedef enum moes_scale_format {
+    MOES_SCALES_NONE = 0,  /* no scales                                   */
+    MOES_SCALES_FP32 = 1,  /* out_scales[row * rs + s * cs], fp32         */
+    /* Packed UE8M0: the exponent byte (bits >> 23) & 0xFF of scales
+     * 4w .. 4w+3 in one uint32 word (low byte first, zero bytes past S),
+     * stored at out_scales[row * rs + w * cs], w < ceil(S / 4).          */
+    MOES_SCALES_UE8M0 = 2
+} moes_scale_format;
+
+/* Padding rows (inside aligned blocks, the tail up to the capacity, and
+ * masked rows past masked_m) get zero data and zero scales. Without it
+ * they are not touched. */
+#define MOES_SCATTER_ZERO_PADDING 0x1u
+/* m_indices of padding rows inside an expert's aligned block (or its
+ * masked block) say that expert instead of -1. The tail stays -1. */
+#define MOES_SCATTER_LABEL_PADDING 0x2u
+
+typedef struct moes_scatter_args {
+    size_t struct_size;       /* sizeof(moes_scatter_args)                 */
+    int layout;               /* moes_layout                               */
+    int64_t alignment;        /* A >= 1 (contiguous, grouped; default 128) */
+    int64_t capacity;         /* rows of out (contiguous, grouped), or rows
+                                 per expert C (masked); >= 1               */
+    unsigned flags;           /* MOES_SCATTER_*                            */
+
+    /* Rows in: x[N][x_stride] of x_dtype, hidden elements used. */
+    const void *x;
+    int x_dtype;              /* fp8 e4m3/e5m2, bf16, fp16, fp32           */
+    int64_t hidden;           /* H >= 1                                    */
+    int64_t x_stride;         /* >= H; 0 means H                           */
+
+    /* Optional per-block scales in: x_scales[N][x_scales_stride] fp32,
+     * S = ceil(H / scale_block) of them used. NULL for none. */
+    const float *x_scales;
+    int64_t scale_block;      /* B >= 1 (default 128)                      */
+    int64_t x_scales_stride;  /* >= S; 0 means S                           */
+
+    /* Rows out: out[capacity rows (E*C when masked)][out_stride]. */
+    void *out;
+    int64_t out_stride;       /* >= H; 0 means H                           */
+
+    /* Scales out, required iff x_scales is given. Strides in elements
+     * (floats or uint32 words); rows must not overlap. 0 and 0 mean
+     * row-major and dense. */
+    void *out_scales;
+    int out_scales_format;    /* moes_scale_format                         */
+    int64_t out_scales_row_stride;
+    int64_t out_scales_col_stride;
+
+    /* Index outputs, all of index_dtype. */
+    int index_dtype;          /* MOES_DTYPE_INT32 or MOES_DTYPE_INT64      */
+    void *out_index;          /* [N][out_index_stride], required           */
+    int64_t out_index_stride; /* >= K; 0 means K                           */
+    void *counts;             /* [E] or NULL                               */
+    void *expert_start;       /* [E] or NULL                               */
+    void *expert_end;         /* [E]: required for GROUPED, else optional  */
+    void *m_indices;          /* [rows of out]: required for CONTIGUOUS    */
+    void *masked_m;           /* [E]: required for MASKED, else must be NULL */
+    int64_t *n_dropped;       /* one int64 (backend memory); MASKED only,
+                                 optional                                  */
+} moes_scatter_args;
+
+/* Sets args to the defaults (contiguous, A = 128, B = 128, int32 indices,
+ * zero strides meaning dense) with NULL buffers and struct_size filled.
+ * Returns MOES_ERR_NULL_POINTER when args is NULL. */
+MOES_API int moes_scatter_args_init(moes_scatter_args *args);
+
+/* The scatter. See moes_layout for where rows go. For every valid (t, k),
+ * its output row is a byte copy of x[t] and its scales are copied (fp32)
+ * or packed (UE8M0); out_index[t][k] is that row, or -1.
+ * Returns MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE,
+ * MOES_ERR_INVALID_STRIDE, MOES_ERR_INVALID_DTYPE, MOES_ERR_INVALID_FLAGS,
+ * MOES_ERR_INVALID_ALIGNMENT, MOES_ERR_OVERFLOW, MOES_ERR_INVALID_ARGUMENT,
+ * MOES_ERR_WORKSPACE, MOES_ERR_OUT_OF_MEMORY, and (deferred on CUDA)
+ * MOES_ERR_INVALID_ID, MOES_ERR_INVALID_MAP, MOES_ERR_CAPACITY: then no
+ * output buffer is modified. */
+MOES_API int moes_scatter(moes_context *ctx, const moes_routing *routing,
+                          const moes_scatter_args *args);
+
+/* The fewest rows that can never be too small for a contiguous or grouped
+ * scatter: roundup(N*K + min(E, N*K) * (A - 1), A); for the masked layout,
+ * the capacity per expert that never drops: N*K. (0 when N is 0.)
+ * ctx may be NULL (the message is then not kept).
+ * Returns MOES_ERR_NULL_POINTER (capacity), MOES_ERR_INVALID_SIZE,
+ * MOES_ERR_INVALID_ALIGNMENT, MOES_ERR_INVALID_ARGUMENT (layout),
+ * MOES_ERR_OVERFLOW. */
+MOES_API int moes_scatter_capacity(moes_context *ctx, int layout,
+                                   int64_t n_tokens, int64_t top_k,
+                                   int64_t n_experts, int64_t alignment,
+                                   int64_t *capacity);
+
+/* ------------------------------------------------------------------ */
+/* Gather                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Start from the old out[t][h] instead of 0 (e.g. a shared expert's or a
+ * residual output already there). */
+#define MOES_GATHER_ACCUMULATE 0x1u
+
+typedef struct moes_gather_args {
+    size_t struct_size;       /* sizeof(moes_gather_args)                  */
+    unsigned flags;           /* MOES_GATHER_*                             */
+    int64_t n_tokens;         /* N >= 0                                    */
+    int64_t top_k;            /* K >= 1                                    */
+    int64_t hidden;           /* H >= 1                                    */
+
+    const void *y;            /* expert outputs [y_rows][y_stride]         */
+    int y_dtype;              /* bf16, fp16, fp32                          */
+    int64_t y_rows;           /* M >= 0: out_index entries must be < M      */
+    int64_t y_stride;         /* >= H; 0 means H                           */
+
+    const void *out_index;    /* [N][out_index_stride] from the scatter    */
+    int index_dtype;          /* MOES_DTYPE_INT32 or MOES_DTYPE_INT64      */
+    int64_t out_index_stride; /* >= K; 0 means K                           */
+
+    const float *weights;     /* [N][weights_stride] fp32, NULL = all 1.0  */
+    int64_t weights_stride;   /* >= K; 0 means K                           */
+
+    void *out;                /* [N][out_stride]                           */
+    int out_dtype;            /* bf16, fp16, fp32                          */
+    int64_t out_stride;       /* >= H; 0 means H                           */
+} moes_gather_args;
+
+/* Sets args to the defaults (int32 out_index, dense strides, no flags)
+ * with NULL buffers and struct_size filled. Returns MOES_ERR_NULL_POINTER
+ * when args is NULL. */
+MOES_API int moes_gather_args_init(moes_gather_args *args);
+
+/* out[t][h] = cvt(acc), acc = 0 (or old out[t][h] with ACCUMULATE), then
+ * for k = 0 .. K-1 with out_index[t][k] >= 0:
+ *     acc = fp32(acc + fp32(w[t][k] * y[out_index[t][k]][h]))
+ * cvt rounds to nearest even (NaN stays NaN, quiet, sign kept).
+ * Returns MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE,
+ * MOES_ERR_INVALID_STRIDE, MOES_ERR_INVALID_DTYPE, MOES_ERR_INVALID_FLAGS,
+ * MOES_ERR_OVERFLOW, MOES_ERR_INVALID_ARGUMENT, and (deferred on CUDA)
+ * MOES_ERR_INVALID_OUT_INDEX: then out is unchanged. */
+MOES_API int moes_gather(moes_context *ctx, const moes_gather_args *args);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOESCATTER_H */

@@ -1,0 +1,168 @@
+/*
+ * numerics.h - the element conversions and the gather step, in one place.
+ *
+ * This header is compiled by the C compiler (CPU backend, oracle, tests)
+ * and by nvcc (CUDA kernels), so that the two backends cannot drift apart.
+ * Everything is done on bit patterns with integer arithmetic: nothing here
+ * depends on the floating-point environment (rounding mode, flush-to-zero,
+ * contraction), except moes_gather_step, which uses the explicitly rounded
+ * fp32 operations of each compiler.
+ *
+ * Rules (DESIGN.md, Numerics):
+ *   fp32 -> bf16/fp16: round to nearest even, overflow to infinity,
+ *   subnormals kept, NaN -> quiet NaN with the same sign (0x7FC0 / 0x7E00).
+ */
+#ifndef MOES_NUMERICS_H
+#define MOES_NUMERICS_H
+
+#include <stdint.h>
+
+#if defined(__CUDACC__)
+#define MOES_HD __host__ __device__ __forceinline__
+#else
+#include <string.h>
+#define MOES_HD static inline
+#endif
+
+MOES_HD uint32_t moes_f32_to_bits(float f)
+{
+#if defined(__CUDA_ARCH__)
+    return __float_as_uint(f);
+#else
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+#endif
+}
+
+MOES_HD float moes_bits_to_f32(uint32_t u)
+{
+#if defined(__CUDA_ARCH__)
+    return __uint_as_float(u);
+#else
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+#endif
+}
+
+/* bf16 is the high half of an fp32: widening is exact. */
+MOES_HD float moes_bf16_to_f32(uint16_t h)
+{
+    return moes_bits_to_f32((uint32_t)h << 16);
+}
+
+MOES_HD uint16_t moes_f32_to_bf16(float f)
+{
+    uint32_t u = moes_f32_to_bits(f);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u)
+        return (uint16_t)(((u >> 16) & 0x8000u) | 0x7FC0u);
+    /* Adding 0x7FFF plus the lowest kept bit rounds to nearest even; a
+     * carry out of the mantissa bumps the exponent, up to infinity. */
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+MOES_HD float moes_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1Fu;
+    uint32_t mant = h & 0x3FFu;
+    uint32_t bits;
+    if (exp == 0x1Fu) {
+        bits = sign | 0x7F800000u | (mant << 13); /* inf, NaN payload kept */
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112u) << 23) | (mant << 13);
+    } else if (mant == 0) {
+        bits = sign;
+    } else {
+        /* Subnormal: mant * 2^-24. Normalize so the leading one is bit 10. */
+        uint32_t e = 113u; /* biased fp32 exponent of 2^-14 */
+        while (!(mant & 0x400u)) {
+            mant <<= 1;
+            e--;
+        }
+        bits = sign | (e << 23) | ((mant & 0x3FFu) << 13);
+    }
+    return moes_bits_to_f32(bits);
+}
+
+MOES_HD uint16_t moes_f32_to_f16(float f)
+{
+    uint32_t u = moes_f32_to_bits(f);
+    uint32_t sign = (u >> 16) & 0x8000u;
+    uint32_t a = u & 0x7FFFFFFFu;
+    if (a > 0x7F800000u)
+        return (uint16_t)(sign | 0x7E00u);
+    /* 65520 is half-way between 65504 (odd mantissa) and 65536: ties and
+     * above round to infinity. */
+    if (a >= 0x477FF000u)
+        return (uint16_t)(sign | 0x7C00u);
+    if (a >= 0x38800000u) { /* a normal half: |f| >= 2^-14 */
+        uint32_t v = a - (112u << 23);
+        v += 0x0FFFu + ((v >> 13) & 1u);
+        return (uint16_t)(sign | (v >> 13));
+    }
+    /* A subnormal half, round(|f| / 2^-24). 2^-25 and below go to zero
+     * (2^-25 itself is a tie that goes to the even zero). */
+    if (a <= 0x33000000u)
+        return (uint16_t)sign;
+    {
+        uint32_t exp = a >> 23; /* 102 .. 112 */
+        uint32_t mant = (a & 0x7FFFFFu) | 0x800000u;
+        uint32_t shift = 126u - exp; /* 14 .. 24 */
+        uint32_t result = mant >> shift;
+        uint32_t rem = mant & ((1u << shift) - 1u);
+        uint32_t half = 1u << (shift - 1u);
+        if (rem > half || (rem == half && (result & 1u)))
+            result++; /* may carry into the smallest normal: still right */
+        return (uint16_t)(sign | result);
+    }
+}
+
+/* UE8M0: the biased exponent byte of an fp32 scale, no rounding. */
+MOES_HD uint32_t moes_f32_exponent_byte(float f)
+{
+    return (moes_f32_to_bits(f) >> 23) & 0xFFu;
+}
+
+/* Word w of a packed UE8M0 scale row: the exponent bytes of scales 4w ..
+ * 4w+3, low byte first, zero bytes past n_scales. */
+MOES_HD uint32_t moes_ue8m0_word(const float *scales, int64_t n_scales,
+                                 int64_t w)
+{
+    uint32_t word = 0;
+    for (int j = 0; j < 4; j++) {
+        int64_t s = 4 * w + j;
+        if (s < n_scales)
+            word |= moes_f32_exponent_byte(scales[s]) << (8 * j);
+    }
+    return word;
+}
+
+/* The one NaN that arithmetic in the gather produces. IEEE 754 leaves the
+ * sign and payload of a NaN result open (x86 gives 0xFFC00000 for inf -
+ * inf and keeps an operand's payload, CUDA gives 0x7FFFFFFF), so every
+ * NaN an operation makes is replaced by this one: the positive quiet NaN.
+ * A NaN that is only carried through (an accumulated output with no
+ * valid k) keeps its sign. */
+#define MOES_F32_QNAN_BITS 0x7FC00000u
+
+/* One gather step: acc + fp32(w * y), each operation rounded to fp32 on
+ * its own (never fused), a NaN result made canonical. The C side relies
+ * on -ffp-contract=off and on FLT_EVAL_METHOD == 0; CUDA uses the
+ * explicitly rounded intrinsics. */
+MOES_HD float moes_gather_step(float acc, float w, float y)
+{
+#if defined(__CUDA_ARCH__)
+    float r = __fadd_rn(acc, __fmul_rn(w, y));
+#else
+    float p = w * y;
+    float r = acc + p;
+#endif
+    return (moes_f32_to_bits(r) & 0x7FFFFFFFu) > 0x7F800000u
+               ? moes_bits_to_f32(MOES_F32_QNAN_BITS)
+               : r;
+}
+
+#endif /* MOES_NUMERICS_H */

@@ -1,0 +1,390 @@
+/*
+ * validate.c - every argument check of the library, in one place, so that
+ * every backend rejects the same inputs with the same status and message.
+ */
+#include <string.h>
+
+#include "validate.h"
+
+#define LL(v) ((long long)(v))
+
+/* A dense [rows][stride] buffer of elem-byte elements must have a byte
+ * size that fits int64. */
+static int check_extent(moes_context *ctx, const char *name, int64_t rows,
+                        int64_t stride, size_t elem)
+{
+    int64_t n;
+    if (!moes_mul_i64(rows, stride, &n) || !moes_mul_i64(n, (int64_t)elem, &n))
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "%s: %lld rows of stride %lld overflow a 64-bit byte count",
+            name, LL(rows), LL(stride));
+    return MOES_OK;
+}
+
+/* Resolves a row stride (0 means dense) and checks it against the row. */
+static int resolve_stride(moes_context *ctx, const char *name,
+                          int64_t *stride, int64_t row, const char *row_name)
+{
+    if (*stride == 0)
+        *stride = row;
+    if (*stride < row)
+        return moes_set_error(ctx, MOES_ERR_INVALID_STRIDE,
+            "%s = %lld is smaller than %s = %lld", name, LL(*stride),
+            row_name, LL(row));
+    return MOES_OK;
+}
+
+static int check_struct_size(moes_context *ctx, const char *name,
+                             size_t given, size_t expected)
+{
+    if (given != expected)
+        return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+            "%s->struct_size = %zu, expected %zu (sizeof the struct in "
+            "this version)", name, given, expected);
+    return MOES_OK;
+}
+
+static int is_float_dtype(int d)
+{
+    return d == MOES_DTYPE_BF16 || d == MOES_DTYPE_FP16 || d == MOES_DTYPE_FP32;
+}
+
+#define TRY(expr)                                                           \
+    do {                                                                    \
+        int st_ = (expr);                                                   \
+        if (st_ != MOES_OK)                                                 \
+            return st_;                                                     \
+    } while (0)
+
+int moes_validate_routing(moes_context *ctx, const moes_routing *routing,
+                          moes_route_plan *plan)
+{
+    moes_routing r;
+    if (!routing)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "routing is NULL");
+    TRY(check_struct_size(ctx, "routing", routing->struct_size,
+                          sizeof *routing));
+    r = *routing;
+    if (r.n_tokens < 0)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "routing->n_tokens = %lld is negative", LL(r.n_tokens));
+    if (r.top_k < 1)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "routing->top_k = %lld must be at least 1", LL(r.top_k));
+    if (r.n_experts < 1)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "routing->n_experts = %lld must be at least 1", LL(r.n_experts));
+    if (r.expert_map) {
+        if (r.n_experts_global < 1)
+            return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+                "routing->n_experts_global = %lld must be at least 1 with "
+                "an expert map", LL(r.n_experts_global));
+    } else {
+        if (r.n_experts_global == 0)
+            r.n_experts_global = r.n_experts;
+        if (r.n_experts_global != r.n_experts)
+            return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+                "routing->n_experts_global = %lld differs from n_experts = "
+                "%lld, but there is no expert_map", LL(r.n_experts_global),
+                LL(r.n_experts));
+    }
+    plan->ids_elem = moes_index_dtype_size(r.ids_dtype);
+    if (!plan->ids_elem)
+        return moes_set_error(ctx, MOES_ERR_INVALID_DTYPE,
+            "routing->ids_dtype = %d is not MOES_DTYPE_INT32 or "
+            "MOES_DTYPE_INT64", r.ids_dtype);
+    TRY(resolve_stride(ctx, "routing->ids_stride", &r.ids_stride, r.top_k,
+                       "top_k"));
+    TRY(check_extent(ctx, "routing->ids", r.n_tokens, r.ids_stride,
+                     plan->ids_elem));
+    if (!moes_mul_i64(r.n_tokens, r.top_k, &plan->n_choices))
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "routing->n_tokens * top_k overflows 64 bits");
+    if (r.n_tokens > 0 && !r.ids)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
+            "routing->ids is NULL");
+    TRY(check_extent(ctx, "routing->expert_map", 1, r.n_experts_global, 4));
+    plan->r = r;
+    return MOES_OK;
+}
+
+/* An int32 index output must be able to hold every value it may get. */
+static int check_index_range(moes_context *ctx, const char *name, size_t elem,
+                             int64_t max_value)
+{
+    if (elem == 4 && max_value > INT32_MAX)
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "%s: values up to %lld do not fit MOES_DTYPE_INT32; use "
+            "MOES_DTYPE_INT64", name, LL(max_value));
+    return MOES_OK;
+}
+
+int moes_validate_count(moes_context *ctx, const moes_routing *routing,
+                        void *counts, int counts_dtype, moes_count_plan *plan)
+{
+    size_t elem;
+    TRY(moes_validate_routing(ctx, routing, &plan->route));
+    elem = moes_index_dtype_size(counts_dtype);
+    if (!elem)
+        return moes_set_error(ctx, MOES_ERR_INVALID_DTYPE,
+            "counts_dtype = %d is not MOES_DTYPE_INT32 or MOES_DTYPE_INT64",
+            counts_dtype);
+    if (!counts)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "counts is NULL");
+    TRY(check_index_range(ctx, "counts", elem, plan->route.n_choices));
+    plan->counts = counts;
+    plan->counts_dtype = counts_dtype;
+    return MOES_OK;
+}
+
+/* Scales out: [rows][cols] at (row_stride, col_stride) elements. The rows
+ * must not overlap: either row-major-like (row_stride covers a row) or
+ * column-major-like (col_stride covers a column). */
+static int resolve_scale_strides(moes_context *ctx, moes_scatter_args *a,
+                                 int64_t rows, int64_t cols)
+{
+    int64_t rs = a->out_scales_row_stride, cs = a->out_scales_col_stride;
+    int64_t row_span, col_span, last;
+    if (rs < 0 || cs < 0)
+        return moes_set_error(ctx, MOES_ERR_INVALID_STRIDE,
+            "args->out_scales_row_stride = %lld and out_scales_col_stride "
+            "= %lld must not be negative", LL(rs), LL(cs));
+    if (cs == 0)
+        cs = 1;
+    if (rs == 0 && !moes_mul_i64(cols, cs, &rs))
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "args->out_scales: the row stride overflows");
+    if (!moes_mul_i64(cols, cs, &row_span) ||
+        !moes_mul_i64(rows, rs, &col_span))
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "args->out_scales: the strides overflow");
+    if (rows > 1 && cols > 1 && rs < row_span && cs < col_span)
+        return moes_set_error(ctx, MOES_ERR_INVALID_STRIDE,
+            "args->out_scales_row_stride = %lld and out_scales_col_stride "
+            "= %lld make rows overlap (%lld rows of %lld columns)", LL(rs),
+            LL(cs), LL(rows), LL(cols));
+    /* The byte extent: (offset of the last element + 1) * 4. */
+    if (rows > 0 &&
+        (!moes_mul_i64(rows - 1, rs, &last) ||
+         !moes_mul_i64(cols - 1, cs, &row_span) ||
+         !moes_add_i64(last, row_span, &last) ||
+         !moes_add_i64(last, 1, &last) || !moes_mul_i64(last, 4, &last)))
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "args->out_scales: the byte extent overflows 64 bits");
+    a->out_scales_row_stride = rs;
+    a->out_scales_col_stride = cs;
+    return MOES_OK;
+}
+
+int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
+                          const moes_scatter_args *args,
+                          moes_scatter_plan *plan)
+{
+    moes_scatter_args a;
+    const moes_routing *r;
+    int64_t n_tokens, n_experts;
+    size_t x_elem = 0;
+
+    memset(plan, 0, sizeof *plan);
+    TRY(moes_validate_routing(ctx, routing, &plan->route));
+    r = &plan->route.r;
+    n_tokens = r->n_tokens;
+    n_experts = r->n_experts;
+    if (!args)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "args is NULL");
+    TRY(check_struct_size(ctx, "args", args->struct_size, sizeof *args));
+    a = *args;
+
+    if (a.layout != MOES_LAYOUT_CONTIGUOUS && a.layout != MOES_LAYOUT_GROUPED &&
+        a.layout != MOES_LAYOUT_MASKED)
+        return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+            "args->layout = %d is not a moes_layout", a.layout);
+    if (a.flags & ~(MOES_SCATTER_ZERO_PADDING | MOES_SCATTER_LABEL_PADDING))
+        return moes_set_error(ctx, MOES_ERR_INVALID_FLAGS,
+            "args->flags = 0x%x has unknown bits 0x%x", a.flags,
+            a.flags & ~(MOES_SCATTER_ZERO_PADDING |
+                        MOES_SCATTER_LABEL_PADDING));
+    if (a.alignment < 1)
+        return moes_set_error(ctx, MOES_ERR_INVALID_ALIGNMENT,
+            "args->alignment = %lld must be at least 1", LL(a.alignment));
+    if (a.capacity < 0)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "args->capacity = %lld is negative", LL(a.capacity));
+    if (a.layout == MOES_LAYOUT_MASKED) {
+        if (!moes_mul_i64(n_experts, a.capacity, &plan->out_rows))
+            return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+                "args->capacity = %lld times n_experts = %lld overflows",
+                LL(a.capacity), LL(n_experts));
+    } else {
+        plan->out_rows = a.capacity;
+    }
+
+    /* Rows in and out. */
+    if (moes_dtype_size(a.x_dtype, &x_elem) != MOES_OK ||
+        a.x_dtype == MOES_DTYPE_INT32 || a.x_dtype == MOES_DTYPE_INT64)
+        return moes_set_error(ctx, MOES_ERR_INVALID_DTYPE,
+            "args->x_dtype = %d is not an fp8, bf16, fp16 or fp32 dtype",
+            a.x_dtype);
+    if (a.hidden < 1)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "args->hidden = %lld must be at least 1", LL(a.hidden));
+    TRY(resolve_stride(ctx, "args->x_stride", &a.x_stride, a.hidden,
+                       "hidden"));
+    TRY(resolve_stride(ctx, "args->out_stride", &a.out_stride, a.hidden,
+                       "hidden"));
+    TRY(check_extent(ctx, "args->x", n_tokens, a.x_stride, x_elem));
+    TRY(check_extent(ctx, "args->out", plan->out_rows, a.out_stride, x_elem));
+    if (n_tokens > 0 && !a.x)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "args->x is NULL");
+    if (plan->out_rows > 0 && !a.out)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
+                              "args->out is NULL");
+
+    /* Scales. */
+    if (a.x_scales) {
+        if (a.scale_block < 1)
+            return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+                "args->scale_block = %lld must be at least 1",
+                LL(a.scale_block));
+        plan->n_scales = (a.hidden - 1) / a.scale_block + 1;
+        TRY(resolve_stride(ctx, "args->x_scales_stride", &a.x_scales_stride,
+                           plan->n_scales, "the scales per row"));
+        TRY(check_extent(ctx, "args->x_scales", n_tokens, a.x_scales_stride,
+                         4));
+        if (a.out_scales_format == MOES_SCALES_FP32)
+            plan->n_scale_cols = plan->n_scales;
+        else if (a.out_scales_format == MOES_SCALES_UE8M0)
+            plan->n_scale_cols = (plan->n_scales + 3) / 4;
+        else
+            return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+                "args->out_scales_format = %d is not MOES_SCALES_FP32 or "
+                "MOES_SCALES_UE8M0, but x_scales is given",
+                a.out_scales_format);
+        if (!a.out_scales && plan->out_rows > 0)
+            return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
+                "args->out_scales is NULL, but x_scales is given");
+        TRY(resolve_scale_strides(ctx, &a, plan->out_rows,
+                                  plan->n_scale_cols));
+    } else {
+        if (a.out_scales)
+            return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+                "args->out_scales is given, but x_scales is NULL");
+        if (a.out_scales_format != MOES_SCALES_NONE)
+            return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+                "args->out_scales_format = %d, but x_scales is NULL",
+                a.out_scales_format);
+    }
+
+    /* Index outputs. */
+    plan->index_elem = moes_index_dtype_size(a.index_dtype);
+    if (!plan->index_elem)
+        return moes_set_error(ctx, MOES_ERR_INVALID_DTYPE,
+            "args->index_dtype = %d is not MOES_DTYPE_INT32 or "
+            "MOES_DTYPE_INT64", a.index_dtype);
+    TRY(check_index_range(ctx, "args->out_index", plan->index_elem,
+                          plan->out_rows));
+    TRY(check_index_range(ctx, "args->counts", plan->index_elem,
+                          plan->route.n_choices));
+    TRY(resolve_stride(ctx, "args->out_index_stride", &a.out_index_stride,
+                       r->top_k, "top_k"));
+    TRY(check_extent(ctx, "args->out_index", n_tokens, a.out_index_stride,
+                     plan->index_elem));
+    TRY(check_extent(ctx, "args->m_indices", 1, plan->out_rows,
+                     plan->index_elem));
+    if (n_tokens > 0 && !a.out_index)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
+                              "args->out_index is NULL");
+    switch (a.layout) {
+    case MOES_LAYOUT_CONTIGUOUS:
+        if (!a.m_indices && plan->out_rows > 0)
+            return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
+                "args->m_indices is NULL; the contiguous layout reports it");
+        break;
+    case MOES_LAYOUT_GROUPED:
+        if (!a.expert_end)
+            return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
+                "args->expert_end is NULL; the grouped layout reports it");
+        break;
+    default: /* MOES_LAYOUT_MASKED */
+        if (!a.masked_m)
+            return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
+                "args->masked_m is NULL; the masked layout reports it");
+        break;
+    }
+    if (a.layout != MOES_LAYOUT_MASKED) {
+        if (a.masked_m)
+            return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+                "args->masked_m is given, but the layout is not masked");
+        if (a.n_dropped)
+            return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+                "args->n_dropped is given, but the layout is not masked");
+    }
+    plan->a = a;
+    plan->x_elem = x_elem;
+    plan->row_bytes = a.hidden * (int64_t)x_elem; /* checked by the extent */
+    return MOES_OK;
+}
+
+int moes_validate_gather(moes_context *ctx, const moes_gather_args *args,
+                         moes_gather_plan *plan)
+{
+    moes_gather_args a;
+    memset(plan, 0, sizeof *plan);
+    if (!args)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "args is NULL");
+    TRY(check_struct_size(ctx, "args", args->struct_size, sizeof *args));
+    a = *args;
+    if (a.flags & ~MOES_GATHER_ACCUMULATE)
+        return moes_set_error(ctx, MOES_ERR_INVALID_FLAGS,
+            "args->flags = 0x%x has unknown bits 0x%x", a.flags,
+            a.flags & ~MOES_GATHER_ACCUMULATE);
+    if (a.n_tokens < 0)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "args->n_tokens = %lld is negative", LL(a.n_tokens));
+    if (a.top_k < 1)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "args->top_k = %lld must be at least 1", LL(a.top_k));
+    if (a.hidden < 1)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "args->hidden = %lld must be at least 1", LL(a.hidden));
+    if (a.y_rows < 0)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "args->y_rows = %lld is negative", LL(a.y_rows));
+    if (!is_float_dtype(a.y_dtype))
+        return moes_set_error(ctx, MOES_ERR_INVALID_DTYPE,
+            "args->y_dtype = %d is not bf16, fp16 or fp32", a.y_dtype);
+    if (!is_float_dtype(a.out_dtype))
+        return moes_set_error(ctx, MOES_ERR_INVALID_DTYPE,
+            "args->out_dtype = %d is not bf16, fp16 or fp32", a.out_dtype);
+    plan->index_elem = moes_index_dtype_size(a.index_dtype);
+    if (!plan->index_elem)
+        return moes_set_error(ctx, MOES_ERR_INVALID_DTYPE,
+            "args->index_dtype = %d is not MOES_DTYPE_INT32 or "
+            "MOES_DTYPE_INT64", a.index_dtype);
+    moes_dtype_size(a.y_dtype, &plan->y_elem);
+    moes_dtype_size(a.out_dtype, &plan->out_elem);
+    TRY(resolve_stride(ctx, "args->y_stride", &a.y_stride, a.hidden,
+                       "hidden"));
+    TRY(resolve_stride(ctx, "args->out_index_stride", &a.out_index_stride,
+                       a.top_k, "top_k"));
+    TRY(resolve_stride(ctx, "args->weights_stride", &a.weights_stride,
+                       a.top_k, "top_k"));
+    TRY(resolve_stride(ctx, "args->out_stride", &a.out_stride, a.hidden,
+                       "hidden"));
+    TRY(check_extent(ctx, "args->y", a.y_rows, a.y_stride, plan->y_elem));
+    TRY(check_extent(ctx, "args->out_index", a.n_tokens, a.out_index_stride,
+                     plan->index_elem));
+    TRY(check_extent(ctx, "args->weights", a.n_tokens, a.weights_stride, 4));
+    TRY(check_extent(ctx, "args->out", a.n_tokens, a.out_stride,
+                     plan->out_elem));
+    if (a.y_rows > 0 && !a.y)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "args->y is NULL");
+    if (a.n_tokens > 0 && !a.out_index)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
+                              "args->out_index is NULL");
+    if (a.n_tokens > 0 && !a.out)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
+                              "args->out is NULL");
+    plan->a = a;
+    return MOES_OK;
+}
