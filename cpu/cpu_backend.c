@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cpu_backend.h"
 #include "cpu_omp.h"
@@ -130,6 +131,21 @@ static int cpu_count(moes_context *ctx, const moes_count_plan *plan,
     return MOES_OK;
 }
 
+static int cpu_timestamp(moes_context *ctx, int slot)
+{
+    cpu_state *s = state_of(ctx);
+    clock_gettime(CLOCK_MONOTONIC, &s->timestamps[slot]);
+    return MOES_OK;
+}
+
+static int cpu_elapsed_ms(moes_context *ctx, int from, int to, double *ms)
+{
+    const cpu_state *s = state_of(ctx);
+    *ms = (double)(s->timestamps[to].tv_sec - s->timestamps[from].tv_sec) * 1e3 +
+          (double)(s->timestamps[to].tv_nsec - s->timestamps[from].tv_nsec) * 1e-6;
+    return MOES_OK;
+}
+
 static int cpu_malloc(moes_context *ctx, void **ptr, int64_t bytes)
 {
     /* aligned_alloc wants a multiple of the alignment. */
@@ -180,6 +196,8 @@ const moes_backend_ops moes_cpu_backend = {
     .set_stream = NULL,
     .synchronize = NULL,
     .get_error = NULL,
+    .timestamp = cpu_timestamp,
+    .elapsed_ms = cpu_elapsed_ms,
     .reserve_workspace = cpu_reserve,
     .count = cpu_count,
     .scatter = cpu_scatter,

@@ -5,12 +5,15 @@
 #ifndef MOES_CPU_BACKEND_H
 #define MOES_CPU_BACKEND_H
 
+#include <time.h>
+
 #include "cpu_route.h"
 #include "internal.h"
 
 typedef struct cpu_state {
     int64_t *workspace;
     int64_t workspace_len; /* in int64 elements */
+    struct timespec timestamps[MOES_TIMESTAMP_SLOTS];
 } cpu_state;
 
 /* Sets up route for plan: picks the parts and carves part_counts, counts

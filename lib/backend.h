@@ -93,6 +93,10 @@ typedef struct moes_backend_ops {
     /* Optional: reads, without waiting, a deferred data error already
      * found by finished work. */
     int (*get_error)(moes_context *ctx, moes_data_error *err);
+    /* Records a timestamp in slot (checked by lib/), and measures between
+     * two recorded slots, waiting for `to`. */
+    int (*timestamp)(moes_context *ctx, int slot);
+    int (*elapsed_ms)(moes_context *ctx, int from, int to, double *ms);
     /* Optional: reserves workspace for calls up to these sizes. */
     int (*reserve_workspace)(moes_context *ctx, int64_t n_tokens,
                              int64_t top_k, int64_t n_experts);

@@ -243,3 +243,38 @@ MOES_API int moes_get_error(moes_context *ctx)
     return err.status == MOES_OK ? MOES_OK
                                  : moes_report_data_error(ctx, &err);
 }
+
+MOES_API int moes_timestamp(moes_context *ctx, int slot)
+{
+    int st;
+    if (!ctx)
+        return MOES_ERR_NULL_POINTER;
+    if (slot < 0 || slot >= MOES_TIMESTAMP_SLOTS)
+        return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+            "slot = %d is outside 0..%d", slot, MOES_TIMESTAMP_SLOTS - 1);
+    st = ctx->ops->timestamp(ctx, slot);
+    if (st == MOES_OK)
+        ctx->timestamps_recorded |= 1u << slot;
+    return st;
+}
+
+MOES_API int moes_elapsed_ms(moes_context *ctx, int from, int to, double *ms)
+{
+    if (!ctx)
+        return MOES_ERR_NULL_POINTER;
+    if (!ms)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "ms is NULL");
+    if (from < 0 || from >= MOES_TIMESTAMP_SLOTS)
+        return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+            "from = %d is outside 0..%d", from, MOES_TIMESTAMP_SLOTS - 1);
+    if (to < 0 || to >= MOES_TIMESTAMP_SLOTS)
+        return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+            "to = %d is outside 0..%d", to, MOES_TIMESTAMP_SLOTS - 1);
+    if (!(ctx->timestamps_recorded & (1u << from)))
+        return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+            "slot %d was never recorded", from);
+    if (!(ctx->timestamps_recorded & (1u << to)))
+        return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+            "slot %d was never recorded", to);
+    return ctx->ops->elapsed_ms(ctx, from, to, ms);
+}

@@ -20,6 +20,7 @@ struct moes_context {
     int cuda_device;
     void *stream;
     int workspace_reserved;   /* after moes_reserve_workspace: no growth   */
+    unsigned timestamps_recorded; /* a bit per slot recorded              */
     char reason[256];
     char message[MOES_MESSAGE_LEN];
 };

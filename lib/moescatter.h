@@ -218,6 +218,24 @@ MOES_API int moes_synchronize(moes_context *ctx);
 MOES_API int moes_get_error(moes_context *ctx);
 
 /* ------------------------------------------------------------------ */
+/* Timing                                                             */
+/* ------------------------------------------------------------------ */
+
+#define MOES_TIMESTAMP_SLOTS 16
+
+/* Records a timestamp in slot (0 .. MOES_TIMESTAMP_SLOTS - 1): on CUDA an
+ * event queued on the context's stream (it does not wait), on the CPU the
+ * monotonic clock now. Returns MOES_ERR_NULL_POINTER,
+ * MOES_ERR_INVALID_ARGUMENT (slot), MOES_ERR_DEVICE. */
+MOES_API int moes_timestamp(moes_context *ctx, int slot);
+
+/* Milliseconds from the timestamp in slot `from` to the one in slot `to`,
+ * waiting for the latter to be reached. Returns MOES_ERR_NULL_POINTER,
+ * MOES_ERR_INVALID_ARGUMENT (a slot out of range or never recorded),
+ * MOES_ERR_DEVICE. */
+MOES_API int moes_elapsed_ms(moes_context *ctx, int from, int to, double *ms);
+
+/* ------------------------------------------------------------------ */
 /* Memory on the context's backend                                    */
 /* ------------------------------------------------------------------ */
 
