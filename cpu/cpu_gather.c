@@ -9,7 +9,20 @@
 #include "cpu_omp.h"
 #include "numerics.h"
 
-enum { CHUNK = 512 };
+/* 4096 fp32 accumulators (16 KiB) stay in L1 and give each row of y a long
+ * enough sequential run for the hardware prefetcher. */
+enum { CHUNK = 4096 };
+
+/* Built for AVX2 as well as the baseline where the compiler can, and
+ * picked at load time: the gather is vectorized arithmetic on rows that
+ * stream from memory, and wider vectors keep up with the memory. Results
+ * are the same bits either way (no FMA: contraction is off). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define MOES_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define MOES_VECTOR_CLONES
+#endif
 
 /* Smallest flat index t*K+k of an out_index entry outside [-1, M), or -1. */
 static int64_t find_bad_index(const moes_gather_plan *plan, int threads)
@@ -31,6 +44,7 @@ static int64_t find_bad_index(const moes_gather_plan *plan, int threads)
 }
 
 /* Widens n elements of a bf16, fp16 or fp32 row to fp32. */
+MOES_VECTOR_CLONES
 static void load_row(float *dst, const void *src, int dtype, int64_t n)
 {
     if (dtype == MOES_DTYPE_FP32) {
@@ -47,6 +61,7 @@ static void load_row(float *dst, const void *src, int dtype, int64_t n)
 }
 
 /* Narrows n fp32 values to the output dtype. */
+MOES_VECTOR_CLONES
 static void store_row(void *dst, const float *src, int dtype, int64_t n)
 {
     if (dtype == MOES_DTYPE_FP32) {
@@ -62,12 +77,33 @@ static void store_row(void *dst, const float *src, int dtype, int64_t n)
     }
 }
 
+/* acc[i] = step(acc[i], w, y[i]) over one chunk, the widening of y folded
+ * into the same vectorized pass. */
+MOES_VECTOR_CLONES
+static void accumulate_row(float *restrict acc, const void *restrict y,
+                           int dtype, float w, int64_t n)
+{
+    if (dtype == MOES_DTYPE_BF16) {
+        const uint16_t *src = y;
+        for (int64_t i = 0; i < n; i++)
+            acc[i] = moes_gather_step(acc[i], w, moes_bf16_to_f32(src[i]));
+    } else if (dtype == MOES_DTYPE_FP16) {
+        const uint16_t *src = y;
+        for (int64_t i = 0; i < n; i++)
+            acc[i] = moes_gather_step(acc[i], w, moes_f16_to_f32(src[i]));
+    } else {
+        const float *src = y;
+        for (int64_t i = 0; i < n; i++)
+            acc[i] = moes_gather_step(acc[i], w, src[i]);
+    }
+}
+
 static void gather_token(const moes_gather_plan *plan, int64_t t)
 {
     const moes_gather_args *a = &plan->a;
     const int accumulate = (a->flags & MOES_GATHER_ACCUMULATE) != 0;
     char *out_row = (char *)a->out + t * a->out_stride * (int64_t)plan->out_elem;
-    float acc[CHUNK], y[CHUNK];
+    float acc[CHUNK];
 
     for (int64_t h0 = 0; h0 < a->hidden; h0 += CHUNK) {
         int64_t n = a->hidden - h0 < CHUNK ? a->hidden - h0 : CHUNK;
@@ -83,12 +119,10 @@ static void gather_token(const moes_gather_plan *plan, int64_t t)
             if (row < 0)
                 continue;
             w = a->weights ? a->weights[t * a->weights_stride + k] : 1.0f;
-            load_row(y,
-                     (const char *)a->y +
-                         (row * a->y_stride + h0) * (int64_t)plan->y_elem,
-                     a->y_dtype, n);
-            for (int64_t i = 0; i < n; i++)
-                acc[i] = moes_gather_step(acc[i], w, y[i]);
+            accumulate_row(acc,
+                           (const char *)a->y +
+                               (row * a->y_stride + h0) * (int64_t)plan->y_elem,
+                           a->y_dtype, w, n);
         }
         store_row(out_row + h0 * (int64_t)plan->out_elem, acc, a->out_dtype,
                   n);

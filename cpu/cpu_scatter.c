@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cpu_backend.h"
+#include "cpu_copy.h"
 #include "cpu_omp.h"
 #include "numerics.h"
 
@@ -141,12 +142,14 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                                  row);
                 if (row < 0)
                     continue;
-                memcpy((char *)a->out + row * a->out_stride * (int64_t)plan->x_elem,
-                       src, (size_t)plan->row_bytes);
+                cpu_copy_row((char *)a->out +
+                                 row * a->out_stride * (int64_t)plan->x_elem,
+                             src, (size_t)plan->row_bytes);
                 if (a->x_scales)
                     copy_scales(plan, t, row);
             }
         }
+        cpu_copy_fence();
     }
 
     /* Per-expert outputs, labels and padding. */

@@ -1,0 +1,60 @@
+/*
+ * cpu_copy.h - copying a token's row into the scatter output.
+ *
+ * The output of a prefill scatter is K times the input and far larger
+ * than any cache, and it is not read back by this call: plain stores would
+ * first read every destination line (write-allocate), a third of the
+ * traffic for nothing. Long rows therefore go out with non-temporal
+ * stores where the CPU has them; callers issue cpu_copy_fence() once the
+ * rows are written so that they are visible like ordinary stores.
+ */
+#ifndef MOES_CPU_COPY_H
+#define MOES_CPU_COPY_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* Rows shorter than this are copied with memcpy: they may stay in cache
+ * and be read soon, and the setup costs more than it saves. */
+#define CPU_STREAM_MIN_BYTES 1024
+
+static inline void cpu_copy_row(void *dst, const void *src, size_t bytes)
+{
+#if defined(__SSE2__)
+    if (bytes >= CPU_STREAM_MIN_BYTES) {
+        char *d = dst;
+        const char *s = src;
+        size_t head = (16u - ((uintptr_t)d & 15u)) & 15u;
+        memcpy(d, s, head);
+        d += head;
+        s += head;
+        bytes -= head;
+        for (; bytes >= 64; bytes -= 64, d += 64, s += 64) {
+            __m128i a = _mm_loadu_si128((const __m128i *)s);
+            __m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
+            __m128i c = _mm_loadu_si128((const __m128i *)(s + 32));
+            __m128i e = _mm_loadu_si128((const __m128i *)(s + 48));
+            _mm_stream_si128((__m128i *)d, a);
+            _mm_stream_si128((__m128i *)(d + 16), b);
+            _mm_stream_si128((__m128i *)(d + 32), c);
+            _mm_stream_si128((__m128i *)(d + 48), e);
+        }
+        memcpy(d, s, bytes);
+        return;
+    }
+#endif
+    memcpy(dst, src, bytes);
+}
+
+static inline void cpu_copy_fence(void)
+{
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
+
+#endif /* MOES_CPU_COPY_H */
