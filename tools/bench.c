@@ -1,0 +1,339 @@
+/*
+ * bench.c - `moescatter bench`: times the scatter and the gather on the
+ * MoE layers of real models and compares them with the copy bandwidth of
+ * the same backend, for one token count or a sweep of them.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+
+enum {
+    OPT_PRESET = 1, OPT_TOKENS, OPT_BACKEND, OPT_THREADS, OPT_ITERS,
+    OPT_LAYOUT, OPT_ALIGNMENT, OPT_UE8M0, OPT_ALLOW_REPEATS, OPT_ACCUMULATE,
+    OPT_JSON, OPT_SEED, OPT_SWEEP, OPT_MIN_TOKENS, OPT_MAX_TOKENS, OPT_CSV,
+    OPT_PLOT, OPT_LIST
+};
+
+static const tool_option options[] = {
+    {"preset", 1, OPT_PRESET},
+    {"tokens", 1, OPT_TOKENS},
+    {"backend", 1, OPT_BACKEND},
+    {"threads", 1, OPT_THREADS},
+    {"iters", 1, OPT_ITERS},
+    {"layout", 1, OPT_LAYOUT},
+    {"alignment", 1, OPT_ALIGNMENT},
+    {"ue8m0", 0, OPT_UE8M0},
+    {"allow-repeats", 0, OPT_ALLOW_REPEATS},
+    {"accumulate", 0, OPT_ACCUMULATE},
+    {"json", 0, OPT_JSON},
+    {"seed", 1, OPT_SEED},
+    {"sweep", 0, OPT_SWEEP},
+    {"min-tokens", 1, OPT_MIN_TOKENS},
+    {"max-tokens", 1, OPT_MAX_TOKENS},
+    {"csv", 1, OPT_CSV},
+    {"plot", 1, OPT_PLOT},
+    {"list-presets", 0, OPT_LIST},
+    {NULL, 0, 0},
+};
+
+/* Defaults: a modest run that takes a few seconds on a small CPU. */
+#define DEFAULT_TOKENS 256
+#define DEFAULT_ITERS 50
+#define DEFAULT_WARMUP 5
+#define DEFAULT_SEED 1
+#define SWEEP_MAX_TOKENS_CUDA 32768
+#define SWEEP_MAX_TOKENS_CPU 1024
+/* The sets together exceed this: more than twice the L2 of current GPUs
+ * (50 MiB on an H100) and the last-level cache of most CPUs. */
+#define ROTATE_BYTES (128ll << 20)
+#define COPY_BYTES_CUDA (256ll << 20)
+#define COPY_BYTES_CPU (64ll << 20)
+#define COPY_ITERS_MAX 20
+
+static void usage(void)
+{
+    printf(
+        "Usage: moescatter bench [OPTIONS]\n"
+        "\n"
+        "Times moes_scatter (count and scatter, as one call) and moes_gather\n"
+        "on the MoE layer of a real model, rotating among input sets that\n"
+        "together exceed 128 MiB, and prints per call the median time, the\n"
+        "fewest bytes the call must move, GB/s, and the fraction of the copy\n"
+        "bandwidth (moes_copy_within) measured in the same run.\n"
+        "\n"
+        "  --preset NAME      deepseek-v3 (default), deepseek-v3-ep8,\n"
+        "                     qwen3-30b-a3b, mixtral (--list-presets)\n"
+        "  --tokens N         tokens (default %d)\n"
+        "  --layout L         contiguous (default), grouped or masked\n"
+        "  --alignment A      rows per aligned block (default 128)\n"
+        "  --ue8m0            pack the scales as UE8M0 (deepseek presets)\n"
+        "  --allow-repeats    a token may name the same expert twice\n"
+        "  --accumulate       the gather adds onto the old output\n"
+        "  --seed S           routing and data seed (default %d)\n"
+        "  --iters N          timed calls per operation (default %d)\n"
+        "  --backend B        auto (default), cpu or cuda\n"
+        "  --threads N        OpenMP threads of the CPU backend\n"
+        "  --json             print JSON instead of the table\n"
+        "  --sweep            every power of two from --min-tokens (1) to\n"
+        "                     --max-tokens (%d on CUDA, %d on the CPU)\n"
+        "  --csv FILE         write the results as CSV\n"
+        "  --plot FILE        with --sweep: plot GB/s against tokens into\n"
+        "                     FILE.png or FILE.svg with gnuplot (the CSV goes\n"
+        "                     to --csv, or next to the plot)\n"
+        "\n"
+        "See moescatter(1), BYTES MOVED, for what is counted.\n",
+        DEFAULT_TOKENS, DEFAULT_SEED, DEFAULT_ITERS, SWEEP_MAX_TOKENS_CUDA,
+        SWEEP_MAX_TOKENS_CPU);
+}
+
+static void list_presets(void)
+{
+    for (int i = 0; i < bench_n_presets; i++) {
+        const bench_preset *p = &bench_presets[i];
+        printf("%-16s %s: hidden %lld, %lld experts", p->name, p->model,
+               (long long)p->hidden, (long long)p->n_experts);
+        if (p->n_experts != p->n_experts_global)
+            printf(" of %lld", (long long)p->n_experts_global);
+        printf(", top-%lld, x %s%s, y %s, out %s\n", (long long)p->top_k,
+               bench_dtype_name(p->x_dtype),
+               p->scale_block ? " + fp32 scales per 128" : "",
+               bench_dtype_name(p->y_dtype), bench_dtype_name(p->out_dtype));
+    }
+}
+
+typedef struct bench_options {
+    bench_config cfg;
+    int backend, json, sweep;
+    int64_t threads, min_tokens, max_tokens;
+    int tokens_given, max_given;
+    const char *csv, *plot;
+} bench_options;
+
+static int parse_layout(const char *text, int *layout)
+{
+    if (strcmp(text, "contiguous") == 0)
+        *layout = MOES_LAYOUT_CONTIGUOUS;
+    else if (strcmp(text, "grouped") == 0)
+        *layout = MOES_LAYOUT_GROUPED;
+    else if (strcmp(text, "masked") == 0)
+        *layout = MOES_LAYOUT_MASKED;
+    else
+        return tool_usage_error("bench", "--layout: '%s' is not contiguous, "
+                                "grouped or masked", text);
+    return TOOL_EXIT_OK;
+}
+
+/* Returns -1 to go on, or the exit status. */
+static int parse(int argc, char **argv, bench_options *o)
+{
+    tool_parser p;
+    const char *v;
+    int id, rc = TOOL_EXIT_OK;
+
+    memset(o, 0, sizeof *o);
+    o->cfg.preset = &bench_presets[0];
+    o->cfg.tokens = DEFAULT_TOKENS;
+    o->cfg.layout = MOES_LAYOUT_CONTIGUOUS;
+    o->cfg.alignment = 128;
+    o->cfg.seed = DEFAULT_SEED;
+    o->cfg.iters = DEFAULT_ITERS;
+    o->cfg.warmup = DEFAULT_WARMUP;
+    o->cfg.rotate_bytes = ROTATE_BYTES;
+    o->backend = MOES_BACKEND_AUTO;
+    o->min_tokens = 1;
+    tool_parser_init(&p, "bench", options, argc, argv);
+    while (rc == TOOL_EXIT_OK &&
+           (id = tool_next_option(&p, &v)) != TOOL_OPT_END) {
+        switch (id) {
+        case TOOL_OPT_HELP: usage(); return TOOL_EXIT_OK;
+        case TOOL_OPT_ERROR: return TOOL_EXIT_USAGE;
+        case OPT_LIST: list_presets(); return TOOL_EXIT_OK;
+        case OPT_PRESET:
+            o->cfg.preset = bench_find_preset(v);
+            if (!o->cfg.preset)
+                return tool_usage_error("bench", "--preset: unknown preset "
+                                        "'%s' (see --list-presets)", v);
+            break;
+        case OPT_TOKENS:
+            rc = tool_parse_i64("bench", "--tokens", v, 1, 1ll << 24,
+                                &o->cfg.tokens);
+            o->tokens_given = 1;
+            break;
+        case OPT_BACKEND: rc = tool_parse_backend("bench", v, &o->backend); break;
+        case OPT_THREADS:
+            rc = tool_parse_i64("bench", "--threads", v, 1, 4096, &o->threads);
+            break;
+        case OPT_ITERS:
+            rc = tool_parse_i64("bench", "--iters", v, 1, 1000000,
+                                &o->cfg.iters);
+            break;
+        case OPT_LAYOUT: rc = parse_layout(v, &o->cfg.layout); break;
+        case OPT_ALIGNMENT:
+            rc = tool_parse_i64("bench", "--alignment", v, 1, 1 << 20,
+                                &o->cfg.alignment);
+            break;
+        case OPT_UE8M0: o->cfg.ue8m0 = 1; break;
+        case OPT_ALLOW_REPEATS: o->cfg.allow_repeats = 1; break;
+        case OPT_ACCUMULATE: o->cfg.accumulate = 1; break;
+        case OPT_JSON: o->json = 1; break;
+        case OPT_SEED: rc = tool_parse_u64("bench", "--seed", v, &o->cfg.seed); break;
+        case OPT_SWEEP: o->sweep = 1; break;
+        case OPT_MIN_TOKENS:
+            rc = tool_parse_i64("bench", "--min-tokens", v, 1, 1ll << 24,
+                                &o->min_tokens);
+            break;
+        case OPT_MAX_TOKENS:
+            rc = tool_parse_i64("bench", "--max-tokens", v, 1, 1ll << 24,
+                                &o->max_tokens);
+            o->max_given = 1;
+            break;
+        case OPT_CSV: o->csv = v; break;
+        case OPT_PLOT: o->plot = v; break;
+        }
+    }
+    if (rc != TOOL_EXIT_OK)
+        return rc;
+    if (o->cfg.ue8m0 && !o->cfg.preset->scale_block)
+        return tool_usage_error("bench", "--ue8m0: preset %s has no scales",
+                                o->cfg.preset->name);
+    if (!o->cfg.allow_repeats &&
+        o->cfg.preset->top_k > o->cfg.preset->n_experts_global)
+        return tool_usage_error("bench", "top-k exceeds the experts");
+    if (o->plot && !o->sweep)
+        return tool_usage_error("bench", "--plot needs --sweep");
+    if (o->sweep && o->tokens_given)
+        return tool_usage_error("bench", "--sweep and --tokens exclude each "
+                                "other; use --min-tokens and --max-tokens");
+    if (o->max_given && o->max_tokens < o->min_tokens)
+        return tool_usage_error("bench", "--max-tokens is below --min-tokens");
+    return -1;
+}
+
+/* The CSV next to the plot: the plot's name with .csv for its extension. */
+static char *csv_beside(const char *plot)
+{
+    size_t n = strlen(plot);
+    char *s = malloc(n + 5);
+    if (!s)
+        return NULL;
+    memcpy(s, plot, n + 1);
+    if (n > 4 && s[n - 4] == '.')
+        s[n - 4] = '\0';
+    strcat(s, ".csv");
+    return s;
+}
+
+static int run_point(moes_context *ctx, const bench_config *cfg,
+                     bench_result *r)
+{
+    bench_workload w;
+    int rc = bench_workload_create(ctx, cfg, &w);
+    if (rc != TOOL_EXIT_OK)
+        return rc;
+    rc = bench_measure(ctx, &w, r);
+    bench_workload_destroy(ctx, &w);
+    return rc;
+}
+
+int tool_bench(int argc, char **argv)
+{
+    bench_options o;
+    bench_run_info run;
+    moes_context_info info;
+    moes_context *ctx;
+    bench_result *results = NULL;
+    int64_t n_results = 0, cap_results = 0;
+    char *csv_owned = NULL;
+    const char *csv;
+    int rc, st;
+
+    rc = parse(argc, argv, &o);
+    if (rc >= 0)
+        return rc;
+    if (tool_open_context("bench", o.backend, (int)o.threads, &ctx))
+        return TOOL_EXIT_FAILURE;
+    info.struct_size = sizeof info;
+    st = moes_context_get_info(ctx, &info);
+    if (st != MOES_OK) {
+        rc = tool_library_error("bench", ctx, "moes_context_get_info", st);
+        goto done;
+    }
+    memset(&run, 0, sizeof run);
+    run.cfg = &o.cfg;
+    run.ctx_info = &info;
+    run.copy_buffer_bytes = info.backend == MOES_BACKEND_CUDA
+                                ? COPY_BYTES_CUDA
+                                : COPY_BYTES_CPU;
+    rc = bench_measure_copy(ctx, run.copy_buffer_bytes,
+                            o.cfg.iters < COPY_ITERS_MAX ? o.cfg.iters
+                                                         : COPY_ITERS_MAX,
+                            &run.copy);
+    if (rc != TOOL_EXIT_OK)
+        goto done;
+    if (!o.max_given)
+        o.max_tokens = info.backend == MOES_BACKEND_CUDA
+                           ? SWEEP_MAX_TOKENS_CUDA
+                           : SWEEP_MAX_TOKENS_CPU;
+    if (!o.json)
+        bench_print_header(stdout, &run);
+
+    for (int64_t tokens = o.sweep ? o.min_tokens : o.cfg.tokens;;
+         tokens *= 2) {
+        bench_config cfg = o.cfg;
+        if (n_results == cap_results) {
+            bench_result *more;
+            cap_results = cap_results ? 2 * cap_results : 8;
+            more = realloc(results, (size_t)cap_results * sizeof *results);
+            if (!more) {
+                rc = tool_fail("bench", "cannot allocate the results");
+                goto done;
+            }
+            results = more;
+        }
+        cfg.tokens = tokens;
+        rc = run_point(ctx, &cfg, &results[n_results]);
+        if (rc != TOOL_EXIT_OK)
+            goto done;
+        if (!o.json) {
+            if (o.sweep)
+                bench_print_sweep_row(stdout, &run, &results[n_results],
+                                      n_results == 0);
+            else
+                bench_print_table(stdout, &run, &results[n_results]);
+            fflush(stdout);
+        }
+        n_results++;
+        if (!o.sweep || tokens > o.max_tokens / 2)
+            break;
+    }
+    if (o.json)
+        bench_print_json(stdout, &run, results, n_results);
+
+    csv = o.csv;
+    if (!csv && o.plot) {
+        csv = csv_owned = csv_beside(o.plot);
+        if (!csv) {
+            rc = tool_fail("bench", "cannot allocate a file name");
+            goto done;
+        }
+    }
+    if (csv) {
+        rc = bench_write_csv(csv, &run, results, n_results);
+        if (rc == TOOL_EXIT_OK && !o.json)
+            printf("\nwrote %s\n", csv);
+    }
+    if (rc == TOOL_EXIT_OK && o.plot) {
+        rc = bench_plot(o.plot, csv, &run);
+        if (rc == TOOL_EXIT_OK && !o.json)
+            printf("wrote %s\n", o.plot);
+    }
+done:
+    free(results);
+    free(csv_owned);
+    st = moes_context_destroy(ctx);
+    if (st != MOES_OK && rc == TOOL_EXIT_OK)
+        rc = tool_library_error("bench", NULL, "moes_context_destroy", st);
+    return rc;
+}
