@@ -321,7 +321,11 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
     }
     plan->a = a;
     plan->x_elem = x_elem;
-    plan->row_bytes = a.hidden * (int64_t)x_elem; /* checked by the extent */
+    /* hidden * x_elem fits whenever a row of x or of out exists (their
+     * extents were checked above). With neither, hidden may be any size:
+     * nothing is copied, and the product must not be formed. */
+    if (!moes_mul_i64(a.hidden, (int64_t)x_elem, &plan->row_bytes))
+        plan->row_bytes = 0;
     return MOES_OK;
 }
 
