@@ -1,0 +1,295 @@
+/*
+ * gpu_backend.c - the CUDA backend's table: opening the driver, the device,
+ * its primary context and the embedded kernels; closing; the device's
+ * description; and the helpers every host file uses.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu_state.h"
+
+const int moes_cuda_compiled = 1;
+
+/* The fatbin nvcc built from moes_kernels.cu (bin2c'd at build time). */
+extern const unsigned long long moes_gpu_fatbin[];
+
+const char *const gpu_kernel_names[GPU_K_COUNT] = {
+    [GPU_K_CHECK_MAP] = "moes_check_map",
+    [GPU_K_COUNT_TILES] = "moes_count_tiles",
+    [GPU_K_SCAN_TILES] = "moes_scan_tiles",
+    [GPU_K_SCAN_EXPERTS] = "moes_scan_experts",
+    [GPU_K_FINISH_VALIDATION] = "moes_finish_validation",
+    [GPU_K_PLACE] = "moes_place",
+    [GPU_K_COPY_ROWS] = "moes_copy_rows",
+    [GPU_K_LABEL_ROWS] = "moes_label_rows",
+    [GPU_K_ZERO_PADDING] = "moes_zero_padding",
+    [GPU_K_EXPERT_OUTPUTS] = "moes_expert_outputs",
+    [GPU_K_CHECK_OUT_INDEX] = "moes_check_out_index",
+    [GPU_K_GATHER_ROWS] = "moes_gather_rows",
+};
+
+int gpu_fail(moes_context *ctx, CUresult r, const char *what)
+{
+    gpu_state *s = gpu_state_of(ctx);
+    return moes_set_error(ctx,
+        r == GPU_CUDA_ERROR_OUT_OF_MEMORY ? MOES_ERR_OUT_OF_MEMORY
+                                          : MOES_ERR_DEVICE,
+        "%s failed: %s (CUDA error %d)", what,
+        gpu_driver_error_string(&s->drv, r), r);
+}
+
+int gpu_enter(moes_context *ctx)
+{
+    gpu_state *s = gpu_state_of(ctx);
+    CUresult r = s->drv.cuCtxSetCurrent(s->primary);
+    return r ? gpu_fail(ctx, r, "making the primary context current")
+             : MOES_OK;
+}
+
+int gpu_launch(moes_context *ctx, enum gpu_kernel k, int64_t grid,
+               unsigned block, void *args)
+{
+    gpu_state *s = gpu_state_of(ctx);
+    void *params[1] = { args };
+    CUresult r;
+    if (grid < 1)
+        grid = 1;
+    r = s->drv.cuLaunchKernel(s->kernels[k], (unsigned)grid, 1, 1, block, 1,
+                              1, 0, gpu_stream_of(ctx), params, NULL);
+    if (r) {
+        char what[96];
+        snprintf(what, sizeof what, "launching %s", gpu_kernel_names[k]);
+        return gpu_fail(ctx, r, what);
+    }
+    return MOES_OK;
+}
+
+int64_t gpu_grid_for(int64_t n, int64_t per_block)
+{
+    /* Enough blocks to fill any current GPU many times over; the kernels
+     * loop over the rest. */
+    const int64_t max_blocks = 1 << 20;
+    int64_t blocks = n / per_block + (n % per_block != 0);
+    return blocks < 1 ? 1 : blocks > max_blocks ? max_blocks : blocks;
+}
+
+static void release(gpu_state *s)
+{
+    if (s->primary) {
+        s->drv.cuCtxSetCurrent(s->primary);
+        for (int i = 0; i < MOES_TIMESTAMP_SLOTS; i++)
+            if (s->events[i])
+                s->drv.cuEventDestroy(s->events[i]);
+        if (s->workspace)
+            s->drv.cuMemFree(s->workspace);
+        if (s->dev_state)
+            s->drv.cuMemFree(s->dev_state);
+        if (s->module)
+            s->drv.cuModuleUnload(s->module);
+        s->drv.cuDevicePrimaryCtxRelease(s->device);
+    }
+    gpu_driver_close(&s->drv);
+    free(s);
+}
+
+/* Loads the embedded module; says precisely why when it cannot. */
+static int load_module(gpu_state *s, char *reason, size_t reason_len)
+{
+    CUresult r = s->drv.cuModuleLoadData(&s->module, moes_gpu_fatbin);
+    if (r == GPU_CUDA_ERROR_NO_BINARY_FOR_GPU || r == GPU_CUDA_ERROR_INVALID_PTX ||
+        r == GPU_CUDA_ERROR_UNSUPPORTED_PTX_VERSION) {
+        snprintf(reason, reason_len,
+                 "no kernel image for this GPU (sm_%d): %s",
+                 s->compute_capability, gpu_driver_error_string(&s->drv, r));
+        return MOES_ERR_BACKEND_UNAVAILABLE;
+    }
+    if (r) {
+        snprintf(reason, reason_len, "cannot load the kernels: %s",
+                 gpu_driver_error_string(&s->drv, r));
+        return MOES_ERR_BACKEND_UNAVAILABLE;
+    }
+    for (int k = 0; k < GPU_K_COUNT; k++) {
+        r = s->drv.cuModuleGetFunction(&s->kernels[k], s->module,
+                                       gpu_kernel_names[k]);
+        if (r) {
+            snprintf(reason, reason_len, "kernel %s missing: %s",
+                     gpu_kernel_names[k], gpu_driver_error_string(&s->drv, r));
+            return MOES_ERR_BACKEND_UNAVAILABLE;
+        }
+    }
+    return MOES_OK;
+}
+
+/* The device-side error state: record clear, no key. */
+static int init_device_state(gpu_state *s, char *reason, size_t reason_len)
+{
+    CUresult r = s->drv.cuMemAlloc(&s->dev_state, sizeof(gpu_device_state));
+    if (!r)
+        r = s->drv.cuMemsetD8Async(s->dev_state, 0, sizeof(gpu_device_state),
+                                   NULL);
+    if (!r)
+        r = s->drv.cuMemsetD8Async(
+            s->dev_state + offsetof(gpu_device_state, key), 0xFF,
+            sizeof(unsigned long long), NULL);
+    if (!r)
+        r = s->drv.cuStreamSynchronize(NULL);
+    if (r) {
+        snprintf(reason, reason_len, "cannot set up the device state: %s",
+                 gpu_driver_error_string(&s->drv, r));
+        return MOES_ERR_DEVICE;
+    }
+    return MOES_OK;
+}
+
+static int describe_device(gpu_state *s, char *reason, size_t reason_len)
+{
+    int major = 0, minor = 0;
+    size_t mem = 0;
+    CUresult r = s->drv.cuDeviceGetName(s->device_name,
+                                        (int)sizeof s->device_name, s->device);
+    if (!r)
+        r = s->drv.cuDeviceGetAttribute(
+            &s->multiprocessors, GPU_CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            s->device);
+    if (!r)
+        r = s->drv.cuDeviceGetAttribute(
+            &major, GPU_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+            s->device);
+    if (!r)
+        r = s->drv.cuDeviceGetAttribute(
+            &minor, GPU_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+            s->device);
+    if (!r)
+        r = s->drv.cuDeviceTotalMem(&mem, s->device);
+    if (r) {
+        snprintf(reason, reason_len, "cannot query the device: %s",
+                 gpu_driver_error_string(&s->drv, r));
+        return MOES_ERR_BACKEND_UNAVAILABLE;
+    }
+    s->compute_capability = major * 10 + minor;
+    s->memory_bytes = (int64_t)mem;
+    return MOES_OK;
+}
+
+static int open_device(moes_context *ctx, gpu_state *s, char *reason,
+                       size_t reason_len)
+{
+    int count = 0, st;
+    CUresult r;
+    if (!gpu_driver_open(&s->drv, reason, reason_len))
+        return MOES_ERR_BACKEND_UNAVAILABLE;
+    r = s->drv.cuInit(0);
+    if (r == GPU_CUDA_ERROR_NO_DEVICE) {
+        snprintf(reason, reason_len, "no CUDA device");
+        return MOES_ERR_BACKEND_UNAVAILABLE;
+    }
+    if (r) {
+        snprintf(reason, reason_len, "the CUDA driver cannot start: %s",
+                 gpu_driver_error_string(&s->drv, r));
+        return MOES_ERR_BACKEND_UNAVAILABLE;
+    }
+    r = s->drv.cuDeviceGetCount(&count);
+    if (r || count < 1) {
+        snprintf(reason, reason_len, "no CUDA device");
+        return MOES_ERR_BACKEND_UNAVAILABLE;
+    }
+    if (ctx->cuda_device >= count) {
+        snprintf(reason, reason_len, "device %d does not exist (%d device%s)",
+                 ctx->cuda_device, count, count == 1 ? "" : "s");
+        return MOES_ERR_BACKEND_UNAVAILABLE;
+    }
+    r = s->drv.cuDeviceGet(&s->device, ctx->cuda_device);
+    if (r) {
+        snprintf(reason, reason_len, "cannot open device %d: %s",
+                 ctx->cuda_device, gpu_driver_error_string(&s->drv, r));
+        return MOES_ERR_BACKEND_UNAVAILABLE;
+    }
+    if ((st = describe_device(s, reason, reason_len)) != MOES_OK)
+        return st;
+    /* The primary context is the one the CUDA runtime uses: the caller's
+     * cudaMalloc pointers and streams are valid in it. */
+    r = s->drv.cuDevicePrimaryCtxRetain(&s->primary, s->device);
+    if (r) {
+        s->primary = NULL;
+        snprintf(reason, reason_len,
+                 "cannot retain the primary context of device %d: %s",
+                 ctx->cuda_device, gpu_driver_error_string(&s->drv, r));
+        return MOES_ERR_BACKEND_UNAVAILABLE;
+    }
+    r = s->drv.cuCtxSetCurrent(s->primary);
+    if (r) {
+        snprintf(reason, reason_len, "cannot use device %d: %s",
+                 ctx->cuda_device, gpu_driver_error_string(&s->drv, r));
+        return MOES_ERR_BACKEND_UNAVAILABLE;
+    }
+    if ((st = load_module(s, reason, reason_len)) != MOES_OK)
+        return st;
+    return init_device_state(s, reason, reason_len);
+}
+
+static int cuda_open(moes_context *ctx, char *reason, size_t reason_len)
+{
+    gpu_state *s = calloc(1, sizeof *s);
+    int st;
+    if (!s) {
+        snprintf(reason, reason_len, "cannot allocate the CUDA state");
+        return MOES_ERR_OUT_OF_MEMORY;
+    }
+    st = open_device(ctx, s, reason, reason_len);
+    if (st != MOES_OK) {
+        release(s);
+        return st;
+    }
+    ctx->state = s;
+    return MOES_OK;
+}
+
+static int cuda_close(moes_context *ctx)
+{
+    gpu_state *s = gpu_state_of(ctx);
+    int st = MOES_OK;
+    if (!s)
+        return MOES_OK;
+    if (s->drv.cuCtxSetCurrent(s->primary) == 0) {
+        CUresult r = s->drv.cuStreamSynchronize(gpu_stream_of(ctx));
+        if (r)
+            st = gpu_fail(ctx, r, "waiting for the stream before closing");
+    }
+    release(s);
+    ctx->state = NULL;
+    return st;
+}
+
+static int cuda_get_info(moes_context *ctx, moes_context_info *info)
+{
+    const gpu_state *s = gpu_state_of(ctx);
+    snprintf(info->device_name, sizeof info->device_name, "%s",
+             s->device_name);
+    info->device_multiprocessors = s->multiprocessors;
+    info->device_compute_capability = s->compute_capability;
+    info->device_memory_bytes = s->memory_bytes;
+    return MOES_OK;
+}
+
+const moes_backend_ops moes_cuda_backend = {
+    .name = "cuda",
+    .open = cuda_open,
+    .close = cuda_close,
+    .get_info = cuda_get_info,
+    .malloc = gpu_malloc,
+    .free = gpu_free,
+    .copy_to_backend = gpu_copy_to_backend,
+    .copy_to_host = gpu_copy_to_host,
+    .copy_within = gpu_copy_within,
+    .fill = gpu_fill,
+    .set_stream = NULL, /* the stream is ctx->stream, kept by lib/ */
+    .synchronize = gpu_synchronize,
+    .get_error = gpu_get_error,
+    .timestamp = gpu_timestamp,
+    .elapsed_ms = gpu_elapsed_ms,
+    .reserve_workspace = gpu_reserve,
+    .count = gpu_count,
+    .scatter = gpu_scatter,
+    .gather = gpu_gather,
+};

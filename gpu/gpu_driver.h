@@ -1,0 +1,87 @@
+/*
+ * gpu_driver.h - the CUDA driver API, opened at run time.
+ *
+ * The library links no CUDA library: libcuda.so.1 is opened with dlopen
+ * when a CUDA context is created, and the few entry points the backend
+ * uses are resolved by name (the _v2 versions where the driver has them).
+ * The types are declared here, so the toolkit's headers are not needed to
+ * compile the host code either.
+ */
+#ifndef MOES_GPU_DRIVER_H
+#define MOES_GPU_DRIVER_H
+
+#include <stddef.h>
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef unsigned long long CUdeviceptr;
+typedef struct CUctx_st *CUcontext;
+typedef struct CUmod_st *CUmodule;
+typedef struct CUfunc_st *CUfunction;
+typedef struct CUstream_st *CUstream;
+typedef struct CUevent_st *CUevent;
+
+/* The values of cuda.h that the backend needs. */
+enum {
+    GPU_CUDA_SUCCESS = 0,
+    GPU_CUDA_ERROR_OUT_OF_MEMORY = 2,
+    GPU_CUDA_ERROR_NO_DEVICE = 100,
+    GPU_CUDA_ERROR_INVALID_DEVICE = 101,
+    GPU_CUDA_ERROR_NO_BINARY_FOR_GPU = 209,
+    GPU_CUDA_ERROR_INVALID_PTX = 218,
+    GPU_CUDA_ERROR_UNSUPPORTED_PTX_VERSION = 222,
+    GPU_CUDA_ERROR_NOT_READY = 600,
+    GPU_CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16,
+    GPU_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75,
+    GPU_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
+};
+
+typedef struct gpu_driver {
+    void *handle;
+    CUresult (*cuInit)(unsigned flags);
+    CUresult (*cuGetErrorString)(CUresult error, const char **str);
+    CUresult (*cuDeviceGetCount)(int *count);
+    CUresult (*cuDeviceGet)(CUdevice *device, int ordinal);
+    CUresult (*cuDeviceGetName)(char *name, int len, CUdevice device);
+    CUresult (*cuDeviceGetAttribute)(int *value, int attrib, CUdevice device);
+    CUresult (*cuDeviceTotalMem)(size_t *bytes, CUdevice device);
+    CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *ctx, CUdevice device);
+    CUresult (*cuDevicePrimaryCtxRelease)(CUdevice device);
+    CUresult (*cuCtxSetCurrent)(CUcontext ctx);
+    CUresult (*cuModuleLoadData)(CUmodule *module, const void *image);
+    CUresult (*cuModuleUnload)(CUmodule module);
+    CUresult (*cuModuleGetFunction)(CUfunction *fn, CUmodule module,
+                                    const char *name);
+    CUresult (*cuLaunchKernel)(CUfunction f, unsigned grid_x, unsigned grid_y,
+                               unsigned grid_z, unsigned block_x,
+                               unsigned block_y, unsigned block_z,
+                               unsigned shared_bytes, CUstream stream,
+                               void **params, void **extra);
+    CUresult (*cuMemAlloc)(CUdeviceptr *ptr, size_t bytes);
+    CUresult (*cuMemFree)(CUdeviceptr ptr);
+    CUresult (*cuMemcpyHtoDAsync)(CUdeviceptr dst, const void *src,
+                                  size_t bytes, CUstream stream);
+    CUresult (*cuMemcpyDtoHAsync)(void *dst, CUdeviceptr src, size_t bytes,
+                                  CUstream stream);
+    CUresult (*cuMemcpyDtoDAsync)(CUdeviceptr dst, CUdeviceptr src,
+                                  size_t bytes, CUstream stream);
+    CUresult (*cuMemsetD8Async)(CUdeviceptr dst, unsigned char value,
+                                size_t n, CUstream stream);
+    CUresult (*cuStreamSynchronize)(CUstream stream);
+    CUresult (*cuStreamQuery)(CUstream stream);
+    CUresult (*cuEventCreate)(CUevent *event, unsigned flags);
+    CUresult (*cuEventDestroy)(CUevent event);
+    CUresult (*cuEventRecord)(CUevent event, CUstream stream);
+    CUresult (*cuEventSynchronize)(CUevent event);
+    CUresult (*cuEventElapsedTime)(float *ms, CUevent from, CUevent to);
+} gpu_driver;
+
+/* Opens libcuda.so.1 and resolves every entry point. On failure returns 0
+ * with the reason in why (nothing stays open). */
+int gpu_driver_open(gpu_driver *drv, char *why, size_t why_len);
+void gpu_driver_close(gpu_driver *drv);
+
+/* The driver's description of an error ("out of memory"), never NULL. */
+const char *gpu_driver_error_string(const gpu_driver *drv, CUresult r);
+
+#endif /* MOES_GPU_DRIVER_H */

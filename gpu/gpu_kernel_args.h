@@ -1,0 +1,136 @@
+/*
+ * gpu_kernel_args.h - what the host code hands to the kernels: one struct
+ * per operation, passed by value as the kernel's only parameter, and the
+ * device-side record of data errors. Plain C, compiled by gcc (the host
+ * side, which fills the structs) and by nvcc (the kernels), so that the
+ * two sides cannot disagree on a field's place. Only fixed-size integers
+ * and pointers appear here: both compilers lay them out the same way on
+ * x86-64 and on the device.
+ */
+#ifndef MOES_GPU_KERNEL_ARGS_H
+#define MOES_GPU_KERNEL_ARGS_H
+
+#include <stdint.h>
+
+#include "data_error.h"
+
+/* The context's device-side error state, in one small allocation. */
+typedef struct gpu_device_state {
+    /* The first data error since the last synchronize: sticky. Every kernel
+     * returns at once while its status is set, so that nothing is written
+     * after an error, in this call or in later ones, until the host has
+     * been told. */
+    moes_data_error record;
+    /* The smallest error key of the call in flight, ~0 when none:
+     * rank << 56 | flat index (data_error.h ranks). Reset by the kernel
+     * that turns it into the record, at the end of every validation. */
+    unsigned long long key;
+    /* Rows the last contiguous/grouped routing needs (saturated at
+     * INT64_MAX), and the (t, k) a masked scatter drops. */
+    int64_t rows_needed;
+    int64_t dropped;
+} gpu_device_state;
+
+#define GPU_ERROR_KEY_NONE (~0ull)
+#define GPU_ERROR_KEY(rank, index) \
+    (((unsigned long long)(rank) << 56) | (unsigned long long)(index))
+
+/* Which operation a validation belongs to, for the record's fields. */
+#define GPU_OP_ROUTE 0  /* count and scatter: map, ids, capacity */
+#define GPU_OP_GATHER 1 /* gather: out_index                     */
+
+/* Count and scatter. The route fields are used by both; the rest only by
+ * the scatter. Byte strides are precomputed by the host (64-bit). */
+typedef struct gpu_scatter_args {
+    gpu_device_state *state;
+
+    /* Routing. */
+    const void *ids;
+    int64_t ids_stride;          /* elements                              */
+    int64_t ids_elem;            /* 4 or 8                                */
+    const int32_t *map;          /* NULL without a map                    */
+    int64_t n_global;            /* E_global                              */
+    int64_t n_experts;           /* E                                     */
+    int64_t n_tokens;            /* N                                     */
+    int64_t top_k;               /* K                                     */
+    int64_t n_choices;           /* N * K                                 */
+
+    /* The tiles of choices (DESIGN: deterministic placement) and the
+     * workspace arrays. tile_table is [E][tiles]: counts per (expert,
+     * tile), then each tile's first rank within the expert. */
+    int64_t tiles;
+    int64_t tile_size;
+    int64_t *tile_table;
+    int64_t *counts;             /* [E] totals                            */
+    int64_t *start;              /* [E] first row of each expert          */
+
+    /* Scatter. */
+    int64_t layout;              /* moes_layout                           */
+    int64_t alignment;
+    int64_t capacity;
+    int64_t flags;
+    int64_t out_rows;
+    const unsigned char *x;
+    int64_t x_stride_bytes;
+    int64_t row_bytes;
+    unsigned char *out;
+    int64_t out_stride_bytes;
+    int64_t copy_width;          /* bytes per vector in the row copy      */
+    const float *x_scales;       /* NULL without scales                   */
+    int64_t x_scales_stride;
+    int64_t n_scales;
+    void *out_scales;
+    int64_t out_scales_format;
+    int64_t out_scales_row_stride;
+    int64_t out_scales_col_stride;
+    int64_t n_scale_cols;
+
+    /* Index outputs, index_elem bytes each. For a count, counts_out is
+     * the caller's counts (of index_elem bytes) and the rest are NULL. */
+    int64_t index_elem;
+    void *out_index;
+    int64_t out_index_stride;
+    void *counts_out;
+    void *start_out;
+    void *end_out;
+    void *m_indices;
+    void *masked_m;
+    int64_t *n_dropped;
+} gpu_scatter_args;
+
+typedef struct gpu_gather_args {
+    gpu_device_state *state;
+    int64_t flags;
+    int64_t n_tokens;
+    int64_t top_k;
+    int64_t hidden;
+    const void *y;
+    int64_t y_dtype;
+    int64_t y_rows;
+    int64_t y_stride;            /* elements                              */
+    const void *out_index;
+    int64_t index_elem;
+    int64_t out_index_stride;
+    const float *weights;        /* NULL: all 1.0                         */
+    int64_t weights_stride;
+    void *out;
+    int64_t out_dtype;
+    int64_t out_stride;          /* elements                              */
+} gpu_gather_args;
+
+/* The kernel that turns a key into the record takes this. */
+typedef struct gpu_finish_args {
+    gpu_device_state *state;
+    int64_t op;                  /* GPU_OP_*                              */
+    const void *ids;             /* ids (route) or out_index (gather)     */
+    int64_t ids_stride;
+    int64_t ids_elem;
+    int64_t row_len;             /* K                                     */
+    const int32_t *map;
+    int64_t n_global;            /* the bound of an id                    */
+    int64_t n_experts;           /* the bound of a map entry              */
+    int64_t y_rows;              /* the bound of an out_index entry       */
+    int64_t capacity;
+} gpu_finish_args;
+
+#endif /* MOES_GPU_KERNEL_ARGS_H */

@@ -1,0 +1,319 @@
+/*
+ * gpu_ops.c - count, scatter and gather on the GPU: the workspace they
+ * need, the kernel arguments, and the order of the launches.
+ *
+ * A call only queues kernels on the context's stream: no host wait and,
+ * once the workspace is reserved, no allocation, so a call can be captured
+ * in a CUDA graph. Data errors are found by the kernels, recorded on the
+ * device, and turn every later kernel into a no-op until the host reads
+ * them (gpu_synchronize): the call itself returns MOES_OK.
+ */
+#include <string.h>
+
+#include "gpu_state.h"
+
+/* Choices per tile at least, and the most (tile, expert) entries. One warp
+ * walks a tile, so the tile count is the parallelism of the counting and
+ * placing kernels, and the table is their workspace. */
+#define GPU_TILE_MIN 512
+#define GPU_TABLE_MAX ((int64_t)1 << 22)
+
+static int64_t ceil_div(int64_t a, int64_t b)
+{
+    return a / b + (a % b != 0);
+}
+
+void gpu_tiles_for(int64_t n_choices, int64_t n_experts, int64_t *tiles,
+                   int64_t *tile_size)
+{
+    int64_t wanted = ceil_div(n_choices, GPU_TILE_MIN);
+    int64_t fit = GPU_TABLE_MAX / n_experts;
+    int64_t t = wanted < fit ? wanted : fit;
+    if (t < 1)
+        t = 1;
+    *tiles = t;
+    *tile_size = n_choices > 0 ? ceil_div(n_choices, t) : 1;
+}
+
+/* Table entries plus counts and start, in bytes. */
+static int bytes_for_entries(int64_t entries, int64_t n_experts,
+                             int64_t *bytes)
+{
+    int64_t n;
+    return moes_mul_i64(n_experts, 2, &n) && moes_add_i64(n, entries, &n) &&
+           moes_mul_i64(n, 8, bytes);
+}
+
+int gpu_route_workspace_bytes(int64_t n_choices, int64_t n_experts,
+                              int64_t *bytes)
+{
+    int64_t tiles, tile_size, entries;
+    gpu_tiles_for(n_choices, n_experts, &tiles, &tile_size);
+    return moes_mul_i64(tiles, n_experts, &entries) &&
+           bytes_for_entries(entries, n_experts, bytes);
+}
+
+/* max(E, min(ceil(C / GPU_TILE_MIN) * E, GPU_TABLE_MAX)) entries: at least
+ * tiles * E for these sizes (see gpu_tiles_for), and never less for
+ * larger ones, so a reservation covers every smaller call. */
+int gpu_reserved_workspace_bytes(int64_t n_choices, int64_t n_experts,
+                                 int64_t *bytes)
+{
+    int64_t wanted = ceil_div(n_choices, GPU_TILE_MIN);
+    int64_t entries = wanted > GPU_TABLE_MAX / n_experts
+                          ? GPU_TABLE_MAX
+                          : wanted * n_experts;
+    if (entries < n_experts)
+        entries = n_experts;
+    return bytes_for_entries(entries, n_experts, bytes);
+}
+
+int gpu_ensure_workspace(moes_context *ctx, int64_t bytes)
+{
+    gpu_state *s = gpu_state_of(ctx);
+    CUdeviceptr p = 0;
+    CUresult r;
+    if (bytes <= s->workspace_bytes)
+        return MOES_OK;
+    if (ctx->workspace_reserved)
+        return moes_set_error(ctx, MOES_ERR_WORKSPACE,
+            "this call needs %lld bytes of workspace, more than the %lld "
+            "reserved", (long long)bytes, (long long)s->workspace_bytes);
+    if (s->workspace) {
+        /* Queued kernels may still use the old one. */
+        r = s->drv.cuStreamSynchronize(gpu_stream_of(ctx));
+        if (!r)
+            r = s->drv.cuMemFree(s->workspace);
+        if (r)
+            return gpu_fail(ctx, r, "releasing the old workspace");
+        s->workspace = 0;
+        s->workspace_bytes = 0;
+    }
+    r = s->drv.cuMemAlloc(&p, (size_t)bytes);
+    if (r == GPU_CUDA_ERROR_OUT_OF_MEMORY)
+        return moes_set_error(ctx, MOES_ERR_OUT_OF_MEMORY,
+            "cannot allocate %lld bytes of workspace", (long long)bytes);
+    if (r)
+        return gpu_fail(ctx, r, "allocating the workspace");
+    s->workspace = p;
+    s->workspace_bytes = bytes;
+    return MOES_OK;
+}
+
+int gpu_reserve(moes_context *ctx, int64_t n_tokens, int64_t top_k,
+                int64_t n_experts)
+{
+    int64_t bytes;
+    int st = gpu_enter(ctx);
+    if (st != MOES_OK)
+        return st;
+    if (!gpu_reserved_workspace_bytes(n_tokens * top_k, n_experts, &bytes))
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "the workspace for %lld experts overflows", (long long)n_experts);
+    ctx->workspace_reserved = 0; /* a new reservation may grow it */
+    return gpu_ensure_workspace(ctx, bytes);
+}
+
+#define TRY(expr)                                                           \
+    do {                                                                    \
+        int st_ = (expr);                                                   \
+        if (st_ != MOES_OK)                                                 \
+            return st_;                                                     \
+    } while (0)
+
+enum { WARPS_PER_BLOCK = 4, WARP_THREADS = 32 };
+
+/* The routing half of the arguments, and the workspace behind it. */
+static int prepare_route(moes_context *ctx, const moes_route_plan *rp,
+                         gpu_scatter_args *a)
+{
+    gpu_state *s = gpu_state_of(ctx);
+    const int64_t n_experts = rp->r.n_experts;
+    int64_t bytes;
+    char *ws;
+    memset(a, 0, sizeof *a);
+    if (!gpu_route_workspace_bytes(rp->n_choices, n_experts, &bytes))
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "the workspace for %lld experts overflows", (long long)n_experts);
+    TRY(gpu_ensure_workspace(ctx, bytes));
+    a->state = (gpu_device_state *)(uintptr_t)s->dev_state;
+    a->ids = rp->r.ids;
+    a->ids_stride = rp->r.ids_stride;
+    a->ids_elem = (int64_t)rp->ids_elem;
+    a->map = rp->r.expert_map;
+    a->n_global = rp->r.n_experts_global;
+    a->n_experts = n_experts;
+    a->n_tokens = rp->r.n_tokens;
+    a->top_k = rp->r.top_k;
+    a->n_choices = rp->n_choices;
+    gpu_tiles_for(rp->n_choices, n_experts, &a->tiles, &a->tile_size);
+    ws = (char *)(uintptr_t)s->workspace;
+    a->tile_table = (int64_t *)ws;
+    a->counts = a->tile_table + a->tiles * n_experts;
+    a->start = a->counts + n_experts;
+    return MOES_OK;
+}
+
+/* Map check, counts per tile, ranks per tile and totals per expert. */
+static int launch_route(moes_context *ctx, gpu_scatter_args *a)
+{
+    const unsigned warp_block = WARPS_PER_BLOCK * WARP_THREADS;
+    if (a->map && a->n_global > 0)
+        TRY(gpu_launch(ctx, GPU_K_CHECK_MAP, gpu_grid_for(a->n_global, 256),
+                       256, a));
+    TRY(gpu_launch(ctx, GPU_K_COUNT_TILES,
+                   gpu_grid_for(a->tiles, WARPS_PER_BLOCK), warp_block, a));
+    return gpu_launch(ctx, GPU_K_SCAN_TILES,
+                      gpu_grid_for(a->n_experts, WARPS_PER_BLOCK), warp_block,
+                      a);
+}
+
+static int launch_finish_route(moes_context *ctx, const gpu_scatter_args *a)
+{
+    gpu_finish_args f;
+    memset(&f, 0, sizeof f);
+    f.state = a->state;
+    f.op = GPU_OP_ROUTE;
+    f.ids = a->ids;
+    f.ids_stride = a->ids_stride;
+    f.ids_elem = a->ids_elem;
+    f.row_len = a->top_k;
+    f.map = a->map;
+    f.n_global = a->n_global;
+    f.n_experts = a->n_experts;
+    f.capacity = a->capacity;
+    return gpu_launch(ctx, GPU_K_FINISH_VALIDATION, 1, 1, &f);
+}
+
+int gpu_count(moes_context *ctx, const moes_count_plan *plan,
+              moes_data_error *err)
+{
+    gpu_scatter_args a;
+    (void)err;
+    TRY(gpu_enter(ctx));
+    TRY(prepare_route(ctx, &plan->route, &a));
+    a.index_elem = (int64_t)moes_index_dtype_size(plan->counts_dtype);
+    a.counts_out = plan->counts;
+    TRY(launch_route(ctx, &a));
+    TRY(launch_finish_route(ctx, &a));
+    return gpu_launch(ctx, GPU_K_EXPERT_OUTPUTS,
+                      gpu_grid_for(a.n_experts, 256), 256, &a);
+}
+
+/* The widest of 16, 8, 4, 2, 1 bytes that divides every address and
+ * length of the row copy. */
+static int64_t copy_width(const moes_scatter_plan *plan)
+{
+    const uint64_t bits = (uint64_t)(uintptr_t)plan->a.x |
+                          (uint64_t)(uintptr_t)plan->a.out |
+                          (uint64_t)(plan->a.x_stride * (int64_t)plan->x_elem) |
+                          (uint64_t)(plan->a.out_stride * (int64_t)plan->x_elem) |
+                          (uint64_t)plan->row_bytes;
+    int64_t w = 16;
+    while (w > 1 && (bits & (uint64_t)(w - 1)))
+        w /= 2;
+    return w;
+}
+
+int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
+                moes_data_error *err)
+{
+    const moes_scatter_args *s = &plan->a;
+    const unsigned warp_block = WARPS_PER_BLOCK * WARP_THREADS;
+    gpu_scatter_args a;
+    (void)err;
+    TRY(gpu_enter(ctx));
+    TRY(prepare_route(ctx, &plan->route, &a));
+    a.layout = s->layout;
+    a.alignment = s->alignment;
+    a.capacity = s->capacity;
+    a.flags = s->flags;
+    a.out_rows = plan->out_rows;
+    a.x = s->x;
+    a.x_stride_bytes = s->x_stride * (int64_t)plan->x_elem;
+    a.row_bytes = plan->row_bytes;
+    a.out = s->out;
+    a.out_stride_bytes = s->out_stride * (int64_t)plan->x_elem;
+    a.copy_width = copy_width(plan);
+    a.x_scales = s->x_scales;
+    a.x_scales_stride = s->x_scales_stride;
+    a.n_scales = plan->n_scales;
+    a.out_scales = s->out_scales;
+    a.out_scales_format = s->out_scales_format;
+    a.out_scales_row_stride = s->out_scales_row_stride;
+    a.out_scales_col_stride = s->out_scales_col_stride;
+    a.n_scale_cols = plan->n_scale_cols;
+    a.index_elem = (int64_t)plan->index_elem;
+    a.out_index = s->out_index;
+    a.out_index_stride = s->out_index_stride;
+    a.counts_out = s->counts;
+    a.start_out = s->expert_start;
+    a.end_out = s->expert_end;
+    a.m_indices = s->m_indices;
+    a.masked_m = s->masked_m;
+    a.n_dropped = s->n_dropped;
+
+    TRY(launch_route(ctx, &a));
+    TRY(gpu_launch(ctx, GPU_K_SCAN_EXPERTS, 1, 1024, &a));
+    TRY(launch_finish_route(ctx, &a));
+    if (a.n_choices > 0) {
+        TRY(gpu_launch(ctx, GPU_K_PLACE, gpu_grid_for(a.tiles, WARPS_PER_BLOCK),
+                       warp_block, &a));
+        TRY(gpu_launch(ctx, GPU_K_COPY_ROWS, gpu_grid_for(a.n_tokens, 1), 128,
+                       &a));
+    }
+    if (a.m_indices && a.out_rows > 0)
+        TRY(gpu_launch(ctx, GPU_K_LABEL_ROWS, gpu_grid_for(a.out_rows, 256),
+                       256, &a));
+    if ((a.flags & MOES_SCATTER_ZERO_PADDING) && a.out_rows > 0)
+        TRY(gpu_launch(ctx, GPU_K_ZERO_PADDING, gpu_grid_for(a.out_rows, 1),
+                       128, &a));
+    return gpu_launch(ctx, GPU_K_EXPERT_OUTPUTS,
+                      gpu_grid_for(a.n_experts, 256), 256, &a);
+}
+
+int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
+               moes_data_error *err)
+{
+    gpu_state *st = gpu_state_of(ctx);
+    const moes_gather_args *g = &plan->a;
+    gpu_gather_args a;
+    gpu_finish_args f;
+    (void)err;
+    TRY(gpu_enter(ctx));
+    if (g->n_tokens == 0)
+        return MOES_OK;
+    memset(&a, 0, sizeof a);
+    a.state = (gpu_device_state *)(uintptr_t)st->dev_state;
+    a.flags = g->flags;
+    a.n_tokens = g->n_tokens;
+    a.top_k = g->top_k;
+    a.hidden = g->hidden;
+    a.y = g->y;
+    a.y_dtype = g->y_dtype;
+    a.y_rows = g->y_rows;
+    a.y_stride = g->y_stride;
+    a.out_index = g->out_index;
+    a.index_elem = (int64_t)plan->index_elem;
+    a.out_index_stride = g->out_index_stride;
+    a.weights = g->weights;
+    a.weights_stride = g->weights_stride;
+    a.out = g->out;
+    a.out_dtype = g->out_dtype;
+    a.out_stride = g->out_stride;
+
+    memset(&f, 0, sizeof f);
+    f.state = a.state;
+    f.op = GPU_OP_GATHER;
+    f.ids = g->out_index;
+    f.ids_stride = g->out_index_stride;
+    f.ids_elem = a.index_elem;
+    f.row_len = g->top_k;
+    f.y_rows = g->y_rows;
+
+    TRY(gpu_launch(ctx, GPU_K_CHECK_OUT_INDEX,
+                   gpu_grid_for(a.n_tokens * a.top_k, 256), 256, &a));
+    TRY(gpu_launch(ctx, GPU_K_FINISH_VALIDATION, 1, 1, &f));
+    return gpu_launch(ctx, GPU_K_GATHER_ROWS, gpu_grid_for(a.n_tokens, 1), 256,
+                      &a);
+}

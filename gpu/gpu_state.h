@@ -1,0 +1,109 @@
+/*
+ * gpu_state.h - what the CUDA backend's host files share: its state, the
+ * kernels of the embedded module, and small helpers around driver calls.
+ */
+#ifndef MOES_GPU_STATE_H
+#define MOES_GPU_STATE_H
+
+#include "gpu_driver.h"
+#include "gpu_kernel_args.h"
+#include "internal.h"
+
+/* The kernels, in the order of gpu_kernel_names (gpu_backend.c). */
+enum gpu_kernel {
+    GPU_K_CHECK_MAP,
+    GPU_K_COUNT_TILES,
+    GPU_K_SCAN_TILES,
+    GPU_K_SCAN_EXPERTS,
+    GPU_K_FINISH_VALIDATION,
+    GPU_K_PLACE,
+    GPU_K_COPY_ROWS,
+    GPU_K_LABEL_ROWS,
+    GPU_K_ZERO_PADDING,
+    GPU_K_EXPERT_OUTPUTS,
+    GPU_K_CHECK_OUT_INDEX,
+    GPU_K_GATHER_ROWS,
+    GPU_K_COUNT
+};
+
+extern const char *const gpu_kernel_names[GPU_K_COUNT];
+
+typedef struct gpu_state {
+    gpu_driver drv;
+    CUdevice device;
+    CUcontext primary;
+    CUmodule module;
+    CUfunction kernels[GPU_K_COUNT];
+    CUdeviceptr dev_state;        /* one gpu_device_state                  */
+    CUdeviceptr workspace;        /* tile table, counts, start             */
+    int64_t workspace_bytes;
+    CUevent events[MOES_TIMESTAMP_SLOTS];
+    moes_data_error known;        /* the record as last read from the GPU  */
+    char device_name[256];
+    int multiprocessors;
+    int compute_capability;
+    int64_t memory_bytes;
+} gpu_state;
+
+static inline gpu_state *gpu_state_of(moes_context *ctx)
+{
+    return (gpu_state *)ctx->state;
+}
+
+static inline CUstream gpu_stream_of(const moes_context *ctx)
+{
+    return (CUstream)ctx->stream;
+}
+
+/* Turns a failed driver call into MOES_ERR_DEVICE with a message. */
+int gpu_fail(moes_context *ctx, CUresult r, const char *what);
+
+/* Makes the device's primary context current on the calling thread. */
+int gpu_enter(moes_context *ctx);
+
+/* Queues kernel k on the context's stream with one struct argument. */
+int gpu_launch(moes_context *ctx, enum gpu_kernel k, int64_t grid,
+               unsigned block, void *args);
+
+/* Blocks of `per_block` items for n items, capped for grid-stride loops. */
+int64_t gpu_grid_for(int64_t n, int64_t per_block);
+
+/* Makes the workspace at least bytes long: grows it unless a reservation
+ * forbids (then MOES_ERR_WORKSPACE). */
+int gpu_ensure_workspace(moes_context *ctx, int64_t bytes);
+
+/* The tiles of N*K choices for E experts (see route_count.cu), the
+ * workspace a call needs, and a bound on it that grows with each size,
+ * for the reservation. Return 0 on overflow. */
+void gpu_tiles_for(int64_t n_choices, int64_t n_experts, int64_t *tiles,
+                   int64_t *tile_size);
+int gpu_route_workspace_bytes(int64_t n_choices, int64_t n_experts,
+                              int64_t *bytes);
+int gpu_reserved_workspace_bytes(int64_t n_choices, int64_t n_experts,
+                                 int64_t *bytes);
+
+/* The operations (gpu_ops.c) and the memory and stream calls
+ * (gpu_memory.c). */
+int gpu_count(moes_context *ctx, const moes_count_plan *plan,
+              moes_data_error *err);
+int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
+                moes_data_error *err);
+int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
+               moes_data_error *err);
+int gpu_reserve(moes_context *ctx, int64_t n_tokens, int64_t top_k,
+                int64_t n_experts);
+int gpu_malloc(moes_context *ctx, void **ptr, int64_t bytes);
+int gpu_free(moes_context *ctx, void *ptr);
+int gpu_copy_to_backend(moes_context *ctx, void *dst, const void *src,
+                        int64_t bytes);
+int gpu_copy_to_host(moes_context *ctx, void *dst, const void *src,
+                     int64_t bytes);
+int gpu_copy_within(moes_context *ctx, void *dst, const void *src,
+                    int64_t bytes);
+int gpu_fill(moes_context *ctx, void *ptr, int value, int64_t bytes);
+int gpu_synchronize(moes_context *ctx, moes_data_error *err);
+int gpu_get_error(moes_context *ctx, moes_data_error *err);
+int gpu_timestamp(moes_context *ctx, int slot);
+int gpu_elapsed_ms(moes_context *ctx, int from, int to, double *ms);
+
+#endif /* MOES_GPU_STATE_H */

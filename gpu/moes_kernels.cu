@@ -1,0 +1,11 @@
+/*
+ * moes_kernels.cu - the one translation unit nvcc turns into the embedded
+ * fatbin: a fatbin holds one module, so the kernel files, one concern
+ * each, are compiled together here.
+ */
+#include "route_count.cu"
+#include "expert_scan.cu"
+#include "error_record.cu"
+#include "place_copy.cu"
+#include "pad_labels.cu"
+#include "gather.cu"

@@ -1,0 +1,109 @@
+/*
+ * pad_labels.cu - everything of a scatter that is not a token row: the
+ * label of every output row (m_indices), zeroed padding rows, and the
+ * per-expert outputs (counts, start, end, masked_m, n_dropped). Also the
+ * counts of moes_count.
+ */
+#include "kernel_common.cuh"
+
+/* The expert whose block holds row r (contiguous, grouped): the last e with
+ * start[e] <= r. Empty experts share their start with the next one, so
+ * the last one is the one whose block is not empty. */
+__device__ __forceinline__ int64_t owner_of_row(const gpu_scatter_args &a,
+                                                int64_t r)
+{
+    int64_t lo = 0, hi = a.n_experts - 1;
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo + 1) / 2;
+        if (a.start[mid] <= r)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+/* Row r's label: its expert on a real row, and on padding inside the
+ * expert's block when the caller asks for labelled padding; else -1 (the
+ * tail is always -1). *padding says whether r holds no token. */
+__device__ __forceinline__ int64_t row_label(const gpu_scatter_args &a,
+                                             int64_t r, bool *padding)
+{
+    int64_t e, first, real;
+    if (a.layout == MOES_LAYOUT_MASKED) {
+        e = r / a.capacity;
+        first = e * a.capacity;
+        real = a.counts[e] < a.capacity ? a.counts[e] : a.capacity;
+    } else {
+        if (r >= a.state->rows_needed) {
+            *padding = true;
+            return -1;
+        }
+        e = owner_of_row(a, r);
+        first = a.start[e];
+        real = a.counts[e];
+    }
+    *padding = r - first >= real;
+    return !*padding || (a.flags & MOES_SCATTER_LABEL_PADDING) ? e : -1;
+}
+
+extern "C" __global__ void moes_label_rows(const gpu_scatter_args a)
+{
+    if (moes_dev_failed(a.state))
+        return;
+    for (int64_t r = moes_dev_thread(); r < a.out_rows; r += moes_dev_threads()) {
+        bool padding;
+        moes_dev_index_store(a.m_indices, a.index_elem, r,
+                             row_label(a, r, &padding));
+    }
+}
+
+/* One block per row; rows that hold a token are left alone. */
+extern "C" __global__ void moes_zero_padding(const gpu_scatter_args a)
+{
+    if (moes_dev_failed(a.state))
+        return;
+    for (int64_t r = blockIdx.x; r < a.out_rows; r += gridDim.x) {
+        bool padding;
+        row_label(a, r, &padding);
+        if (!padding)
+            continue;
+        unsigned char *dst = a.out + r * a.out_stride_bytes;
+        if (a.copy_width == 16) {
+            for (int64_t i = threadIdx.x; i < a.row_bytes / 16; i += blockDim.x)
+                ((uint4 *)dst)[i] = make_uint4(0, 0, 0, 0);
+        } else {
+            for (int64_t i = threadIdx.x; i < a.row_bytes; i += blockDim.x)
+                dst[i] = 0;
+        }
+        /* fp32 0.0 and a zero UE8M0 word are both four zero bytes. */
+        if (a.x_scales)
+            for (int64_t j = threadIdx.x; j < a.n_scale_cols; j += blockDim.x)
+                ((uint32_t *)a.out_scales)[r * a.out_scales_row_stride +
+                                           j * a.out_scales_col_stride] = 0;
+    }
+}
+
+extern "C" __global__ void moes_expert_outputs(const gpu_scatter_args a)
+{
+    const bool masked = a.layout == MOES_LAYOUT_MASKED;
+    if (moes_dev_failed(a.state))
+        return;
+    for (int64_t e = moes_dev_thread(); e < a.n_experts; e += moes_dev_threads()) {
+        const int64_t count = a.counts[e];
+        if (a.counts_out)
+            moes_dev_index_store(a.counts_out, a.index_elem, e, count);
+        if (a.start_out)
+            moes_dev_index_store(a.start_out, a.index_elem, e, a.start[e]);
+        if (a.end_out)
+            moes_dev_index_store(a.end_out, a.index_elem, e,
+                                 a.start[e] + (masked ? a.capacity
+                                               : moes_dev_round_up_sat(
+                                                     count, a.alignment)));
+        if (a.masked_m)
+            moes_dev_index_store(a.masked_m, a.index_elem, e,
+                                 count < a.capacity ? count : a.capacity);
+    }
+    if (a.n_dropped && moes_dev_thread() == 0)
+        *a.n_dropped = a.state->dropped;
+}
