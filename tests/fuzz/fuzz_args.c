@@ -1,0 +1,673 @@
+/*
+ * fuzz_args.c - any argument set for moes_count, moes_scatter and
+ * moes_gather on the CPU backend.
+ *
+ * The input becomes the sizes, strides, dtypes, flags, layout, alignment,
+ * capacity, struct_size, which pointers are NULL, and the values of ids,
+ * the expert map, out_index and the data. Every buffer is exactly as large
+ * as the arguments claim; outputs sit between canaries and start
+ * canary-filled. Then:
+ *   - the library and the test kit's oracle return the same status;
+ *   - on success every output byte equals the oracle's;
+ *   - on failure no output byte changed and there is a message;
+ *   - never a guard overwritten, a crash or a sanitizer report.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuzz_check.h"
+#include "fuzz_extent.h"
+#include "fuzz_guard.h"
+#include "fuzz_input.h"
+#include "fuzz_random.h"
+#include "moescatter.h"
+#include "oracle.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+enum { MAX_BUFFERS = 16 };
+
+/* The buffers of one call: inputs (exact, plain) and outputs (guarded). */
+typedef struct call_buffers {
+    void *inputs[MAX_BUFFERS];
+    int n_inputs;
+    fz_buf outputs[MAX_BUFFERS];
+    const char *names[MAX_BUFFERS];
+    void *expected[MAX_BUFFERS]; /* the oracle's copy of each output     */
+    int n_outputs;
+    int skip;        /* a valid size too large to run fast               */
+    int overflowed;  /* a claimed size that does not fit int64           */
+    uint64_t seed;
+} call_buffers;
+
+static moes_context *cpu_context(int threads)
+{
+    static moes_context *contexts[3];
+    if (!contexts[threads]) {
+        moes_context_options o;
+        moes_context_options_init(&o);
+        o.backend = MOES_BACKEND_CPU;
+        o.cpu_threads = threads;
+        if (moes_context_create(&contexts[threads], &o) != MOES_OK)
+            fz_fail("cannot open a CPU context: %s", moes_last_error(NULL));
+    }
+    return contexts[threads];
+}
+
+/* Sizes an argument; returns the byte count to allocate, or marks the
+ * call skipped or bound to fail. */
+static size_t claim(call_buffers *cb, int64_t rows, int64_t stride,
+                    int64_t row_len, int64_t elem)
+{
+    size_t bytes;
+    switch (fz_extent(rows, stride, row_len, elem, &bytes)) {
+    case FZ_EXTENT_TOO_BIG:
+        cb->skip = 1;
+        return 0;
+    case FZ_EXTENT_OVERFLOW:
+        cb->overflowed = 1;
+        return 0;
+    default:
+        return bytes;
+    }
+}
+
+/* An input of len bytes; its contents come from fill (or noise). */
+static void *add_input(call_buffers *cb, size_t len, const void *fill)
+{
+    void *p;
+    if (cb->skip)
+        return NULL;
+    p = fz_input_copy(fill, len);
+    if (!p)
+        fz_fail("out of memory");
+    if (!fill)
+        fz_fill_bytes(p, len, &cb->seed);
+    cb->inputs[cb->n_inputs++] = p;
+    return p;
+}
+
+/* An output of len bytes, canary-filled (or holding init). */
+static void *add_output(call_buffers *cb, const char *name, size_t len,
+                        const void *init)
+{
+    fz_buf *b;
+    if (cb->skip)
+        return NULL;
+    b = &cb->outputs[cb->n_outputs];
+    if (!fz_buf_alloc(b, len))
+        fz_fail("out of memory");
+    if (init)
+        fz_buf_set(b, init);
+    cb->names[cb->n_outputs] = name;
+    cb->expected[cb->n_outputs] = fz_input_copy(b->initial, len);
+    cb->n_outputs++;
+    return b->data;
+}
+
+/* The oracle's copy of the output whose data is p (NULL stays NULL). */
+static void *expected_of(call_buffers *cb, const void *p)
+{
+    if (!p)
+        return NULL;
+    for (int i = 0; i < cb->n_outputs; i++)
+        if (cb->outputs[i].data == p)
+            return cb->expected[i];
+    fz_fail("internal: unknown output");
+}
+
+static void free_buffers(call_buffers *cb)
+{
+    for (int i = 0; i < cb->n_inputs; i++)
+        free(cb->inputs[i]);
+    for (int i = 0; i < cb->n_outputs; i++) {
+        fz_buf_free(&cb->outputs[i]);
+        free(cb->expected[i]);
+    }
+}
+
+static int is_data_error(int st)
+{
+    return st == MOES_ERR_INVALID_ID || st == MOES_ERR_INVALID_MAP ||
+           st == MOES_ERR_INVALID_OUT_INDEX || st == MOES_ERR_CAPACITY;
+}
+
+/* The verdict on one call, given the library's and the oracle's status. */
+static void judge(call_buffers *cb, const char *op, moes_context *ctx,
+                  int got, int want)
+{
+    for (int i = 0; i < cb->n_outputs; i++)
+        if (!fz_buf_guards_ok(&cb->outputs[i]))
+            fz_fail("%s wrote outside %s (status %d)", op, cb->names[i], got);
+    if (got != want)
+        fz_fail("%s returned %d (%s: %s), the oracle %d (%s: %s)", op, got,
+                moes_strerror(got), moes_last_error(ctx), want,
+                moes_strerror(want), moes_oracle_last_error());
+    if (cb->overflowed && got == MOES_OK)
+        fz_fail("%s accepted a buffer whose size overflows int64", op);
+    if (got != MOES_OK) {
+        const char *msg = moes_last_error(ctx);
+        if (!msg || !*msg)
+            fz_fail("%s returned %d with no message", op, got);
+        for (int i = 0; i < cb->n_outputs; i++)
+            if (!fz_buf_untouched(&cb->outputs[i]))
+                fz_fail("%s returned %d (%s) but changed %s at byte %lld",
+                        op, got, msg, cb->names[i],
+                        (long long)fz_buf_diff(&cb->outputs[i],
+                                               cb->outputs[i].initial));
+        if (is_data_error(got) &&
+            strcmp(msg, moes_oracle_last_error()) != 0)
+            fz_fail("%s: message \"%s\", the oracle's \"%s\"", op, msg,
+                    moes_oracle_last_error());
+        return;
+    }
+    for (int i = 0; i < cb->n_outputs; i++) {
+        int64_t at = fz_buf_diff(&cb->outputs[i], cb->expected[i]);
+        if (at >= 0)
+            fz_fail("%s: %s differs from the oracle at byte %lld (0x%02x, "
+                    "oracle 0x%02x)", op, cb->names[i], (long long)at,
+                    cb->outputs[i].data[at],
+                    ((const uint8_t *)cb->expected[i])[at]);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Decoding                                                           */
+/* ------------------------------------------------------------------ */
+
+static size_t decode_struct_size(fz_input *in, size_t right)
+{
+    uint8_t b = fz_u8(in);
+    if (b < 248)
+        return right;
+    return b == 248 ? 0 : b == 249 ? right - 8 : b == 250 ? right + 8 : right - 1;
+}
+
+/* An index dtype: int32 or int64 mostly, sometimes anything. */
+static int decode_index_dtype(fz_input *in)
+{
+    static const int wild[] = {0, MOES_DTYPE_FP32, MOES_DTYPE_BF16, 8, -1};
+    uint8_t b = fz_u8(in);
+    if (b < 240)
+        return b & 1 ? MOES_DTYPE_INT64 : MOES_DTYPE_INT32;
+    return wild[b % 5];
+}
+
+/* A float dtype from `first` to MOES_DTYPE_FP32, sometimes anything. */
+static int decode_float_dtype(fz_input *in, int first)
+{
+    static const int wild[] = {0, MOES_DTYPE_INT32, MOES_DTYPE_INT64, 8, -1,
+                               MOES_DTYPE_FP8_E4M3};
+    uint8_t b = fz_u8(in);
+    if (b < 240)
+        return first + b % (MOES_DTYPE_FP32 - first + 1);
+    return wild[b % 6];
+}
+
+/* a + b and a * b, clamped to int64 (sizes here may be wild). */
+static int64_t sat(__int128 v)
+{
+    return v > INT64_MAX ? INT64_MAX : v < INT64_MIN ? INT64_MIN : (int64_t)v;
+}
+
+/* A row stride: 0 (dense), the row plus a little, or anything. */
+static int64_t decode_stride(fz_input *in, int64_t row)
+{
+    uint8_t b = fz_u8(in);
+    if (b < 128)
+        return 0;
+    if (b < 232)
+        return sat((__int128)row + b % 4);
+    if (b < 240)
+        return sat((__int128)row - 1 - b % 2);
+    return fz_wild(in);
+}
+
+/* Counts of experts stay small when valid (the workspace grows with E). */
+static int64_t decode_experts(fz_input *in, int64_t hi)
+{
+    static const int64_t wild[] = {0, -1, INT64_MIN, 4096};
+    uint8_t b = fz_u8(in);
+    if (b < 240)
+        return 1 + b % hi;
+    return wild[b % 4];
+}
+
+/* Which required pointers are left NULL: none, mostly. */
+static uint8_t decode_nulls(fz_input *in)
+{
+    return fz_u8(in) >= 224 ? fz_u8(in) : 0;
+}
+
+static size_t elem_of(int dtype)
+{
+    size_t s = 0;
+    moes_dtype_size(dtype, &s);
+    return s;
+}
+
+/* An id or map entry in [-1, limit) mostly, sometimes just outside, or
+ * anything. */
+static int64_t decode_entry(fz_input *in, int64_t limit)
+{
+    uint8_t b = fz_u8(in);
+    if (limit < 1 || limit > 64)
+        limit = 64;
+    if (b < 224)
+        return (int64_t)(b % (limit + 1)) - 1;
+    if (b < 236)
+        return limit + b % 3;
+    if (b < 248)
+        return -2 - b % 3;
+    return fz_wild(in);
+}
+
+static void store_index(void *base, size_t elem, int64_t i, int64_t v)
+{
+    if (elem == 4) {
+        int32_t w = (int32_t)v;
+        memcpy((char *)base + 4 * i, &w, 4);
+    } else {
+        memcpy((char *)base + 8 * i, &v, 8);
+    }
+}
+
+/* ids [N][stride] with values everywhere, padding included (a library
+ * that read past K would then see garbage). */
+static void *decode_ids(fz_input *in, call_buffers *cb, moes_routing *r,
+                        int64_t id_limit)
+{
+    size_t elem = elem_of(r->ids_dtype), bytes, n;
+    void *ids;
+    if (elem != 4 && elem != 8)
+        elem = 4;
+    bytes = claim(cb, r->n_tokens, r->ids_stride == 0 ? r->top_k : r->ids_stride,
+                  r->top_k, (int64_t)elem);
+    ids = add_input(cb, bytes, NULL);
+    if (!ids)
+        return NULL;
+    n = bytes / elem;
+    for (size_t i = 0; i < n; i++)
+        store_index(ids, elem, (int64_t)i, decode_entry(in, id_limit));
+    return ids;
+}
+
+/* The routing part of count and scatter. */
+static void decode_routing(fz_input *in, call_buffers *cb, moes_routing *r,
+                           int *routing_null)
+{
+    uint8_t shape = fz_u8(in);
+    moes_routing_init(r);
+    r->struct_size = decode_struct_size(in, sizeof *r);
+    r->n_tokens = fz_size(in, 0, 12);
+    r->top_k = fz_size(in, 1, 5);
+    r->n_experts = decode_experts(in, 9);
+    r->ids_dtype = decode_index_dtype(in);
+    r->ids_stride = decode_stride(in, r->top_k);
+    *routing_null = shape == 255;
+    /* shape: bit 0 a map, bits 3-4 that map dropped (E_global kept) or,
+     * without a map, E_global given; bits 5-6 ids NULL. */
+    if (shape & 1) {
+        /* With a map: E_global of its own, entries in [-1, E). */
+        int64_t g = decode_experts(in, 12), i;
+        size_t bytes = claim(cb, 1, g, g, 4);
+        int32_t *map = add_input(cb, bytes, NULL);
+        r->n_experts_global = g;
+        r->expert_map = map;
+        if (map)
+            for (i = 0; i < (int64_t)(bytes / 4); i++)
+                map[i] = (int32_t)decode_entry(in, r->n_experts);
+        if ((shape & 0x18) == 0x18 && !cb->skip)
+            r->expert_map = NULL; /* E_global without its map */
+    } else {
+        r->n_experts_global = (shape & 0x18) == 0x18 ? fz_size(in, 0, 10) : 0;
+    }
+    if ((shape & 0x60) != 0x60 || r->n_tokens == 0)
+        r->ids = decode_ids(in, cb, r,
+                            r->expert_map || r->n_experts_global > 0
+                                ? r->n_experts_global
+                                : r->n_experts);
+}
+
+/* Counts per local expert of the valid (t, k), for choosing capacities
+ * near the edge. Returns the rows the contiguous layout needs and the
+ * largest count. */
+static void rows_needed(const moes_routing *r, int64_t alignment,
+                        int64_t *rows, int64_t *largest)
+{
+    int64_t counts[64] = {0};
+    size_t elem = elem_of(r->ids_dtype);
+    int64_t stride = r->ids_stride ? r->ids_stride : r->top_k;
+    if (!r->ids || r->n_experts < 1 || r->n_experts > 64 || r->n_tokens > 64 ||
+        r->top_k > 64 || stride < r->top_k || (elem != 4 && elem != 8))
+        return;
+    for (int64_t t = 0; t < r->n_tokens; t++)
+        for (int64_t k = 0; k < r->top_k; k++) {
+            int64_t id, e;
+            if (elem == 4) {
+                int32_t v;
+                memcpy(&v, (const char *)r->ids + 4 * (t * stride + k), 4);
+                id = v;
+            } else {
+                memcpy(&id, (const char *)r->ids + 8 * (t * stride + k), 8);
+            }
+            if (id < 0 || id >= (r->expert_map ? r->n_experts_global
+                                                : r->n_experts))
+                continue;
+            e = r->expert_map ? r->expert_map[id] : id;
+            if (e >= 0 && e < r->n_experts)
+                counts[e]++;
+        }
+    for (int64_t e = 0; e < r->n_experts; e++) {
+        if (alignment >= 1 && alignment <= 1024)
+            *rows += (counts[e] + alignment - 1) / alignment * alignment;
+        if (counts[e] > *largest)
+            *largest = counts[e];
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* The three operations                                               */
+/* ------------------------------------------------------------------ */
+
+static void fuzz_count(fz_input *in, call_buffers *cb, moes_context *ctx)
+{
+    moes_routing r;
+    int routing_null, dtype, got, want;
+    void *counts = NULL;
+    uint8_t present;
+
+    decode_routing(in, cb, &r, &routing_null);
+    dtype = decode_index_dtype(in);
+    present = fz_u8(in);
+    if (present < 240) {
+        size_t elem = elem_of(dtype);
+        counts = add_output(cb, "counts",
+                            claim(cb, 1, r.n_experts, r.n_experts,
+                                  elem ? (int64_t)elem : 8),
+                            NULL);
+    }
+    if (cb->skip)
+        return;
+    got = moes_count(ctx, routing_null ? NULL : &r, counts, dtype);
+    want = moes_oracle_count(routing_null ? NULL : &r,
+                             expected_of(cb, counts), dtype);
+    judge(cb, "moes_count", ctx, got, want);
+}
+
+static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
+{
+    moes_routing r;
+    moes_scatter_args a, e;
+    int routing_null, args_null, got, want;
+    int64_t out_rows = 0, n_scales = 0, cols = 0, rs, cs, needed, largest;
+    size_t x_elem, ie;
+    uint8_t b, present, nulls;
+
+    decode_routing(in, cb, &r, &routing_null);
+    moes_scatter_args_init(&a);
+    a.struct_size = decode_struct_size(in, sizeof a);
+    b = fz_u8(in);
+    args_null = b == 255;
+    a.layout = b < 240 ? 1 + b % 3 : (b & 1 ? 0 : 4);
+    b = fz_u8(in);
+    a.flags = b < 240 ? (unsigned)(b & 3) : 4u << (b % 29);
+    b = fz_u8(in);
+    a.alignment = b < 240 ? (b % 16 == 15 ? 128 : 1 + b % 8) : fz_wild(in);
+    needed = largest = 0;
+    if (!cb->skip && !cb->overflowed)
+        rows_needed(&r, a.alignment, &needed, &largest);
+    b = fz_u8(in);
+    if (a.layout == MOES_LAYOUT_MASKED)
+        needed = largest;
+    switch (b % 8) {
+    case 0: case 1: case 2: case 3: a.capacity = needed + (b >> 3) % 3; break;
+    case 4: a.capacity = needed > 0 ? needed - 1 : 0; break;
+    case 5: a.capacity = fz_range(in, 0, 40); break;
+    case 6:
+        if (moes_scatter_capacity(NULL, a.layout, r.n_tokens, r.top_k,
+                                  r.n_experts, a.alignment,
+                                  &a.capacity) != MOES_OK)
+            a.capacity = needed;
+        break;
+    default: a.capacity = fz_wild(in); break;
+    }
+    a.x_dtype = decode_float_dtype(in, MOES_DTYPE_FP8_E4M3);
+    b = fz_u8(in);
+    a.hidden = b < 240 ? 1 + b % 24 : fz_wild(in);
+    a.x_stride = decode_stride(in, a.hidden);
+    a.out_stride = decode_stride(in, a.hidden);
+    a.index_dtype = decode_index_dtype(in);
+    a.out_index_stride = decode_stride(in, r.top_k);
+    present = fz_u8(in);  /* scales and the optional outputs */
+    nulls = decode_nulls(in); /* required pointers left NULL */
+    x_elem = elem_of(a.x_dtype);
+    ie = elem_of(a.index_dtype);
+    if (!x_elem)
+        x_elem = 1;
+    if (!ie)
+        ie = 8;
+    if (a.layout == MOES_LAYOUT_MASKED) {
+        __int128 rows = (__int128)(r.n_experts > 0 ? r.n_experts : 0) *
+                        (a.capacity > 0 ? a.capacity : 0);
+        if (rows > INT64_MAX)
+            cb->overflowed = 1;
+        else
+            out_rows = (int64_t)rows;
+    } else {
+        out_rows = a.capacity;
+    }
+
+    if (present & 1) {
+        /* Scales in and out. */
+        b = fz_u8(in);
+        a.scale_block = b < 240 ? 1 + b % 9 : fz_wild(in);
+        if (a.hidden >= 1 && a.scale_block >= 1)
+            n_scales = (a.hidden - 1) / a.scale_block + 1;
+        a.x_scales_stride = decode_stride(in, n_scales);
+        b = fz_u8(in);
+        a.out_scales_format = b < 240 ? 1 + b % 2 : (b & 1 ? 0 : 3);
+        cols = a.out_scales_format == MOES_SCALES_UE8M0 ? (n_scales + 3) / 4
+                                                         : n_scales;
+        b = fz_u8(in);
+        switch (b % 6) {
+        case 0: rs = 0; cs = 0; break;
+        case 1: cs = 1 + b / 6 % 2; rs = sat((__int128)cols * cs + b / 12 % 3); break;
+        case 2: rs = 1; cs = sat((__int128)out_rows + b / 6 % 3); break;
+        case 3: rs = fz_range(in, 0, 12); cs = fz_range(in, 0, 12); break;
+        case 4: rs = fz_wild(in); cs = fz_range(in, 0, 3); break;
+        default: rs = fz_range(in, 0, 12); cs = fz_wild(in); break;
+        }
+        a.out_scales_row_stride = rs;
+        a.out_scales_col_stride = cs;
+        a.x_scales = add_input(cb,
+                               claim(cb, r.n_tokens, a.x_scales_stride,
+                                     n_scales, 4),
+                               NULL);
+        if (!(nulls & 0x80) && !cb->skip) {
+            /* ((rows - 1) * rs + (cols - 1) * cs + 1) floats, with the
+             * library's defaults for zero strides. */
+            size_t bytes = 0;
+            if (cs == 0)
+                cs = 1;
+            if (rs == 0)
+                rs = sat((__int128)cols * cs);
+            if (rs < 0 || cs < 0) {
+                /* The library must reject it: nothing to size. */
+            } else if (out_rows > 0 && cols > 0) {
+                __int128 n = (__int128)(out_rows - 1) * rs +
+                             (__int128)(cols - 1) * cs + 1;
+                if (n > INT64_MAX / 4)
+                    cb->overflowed = 1;
+                else if (n * 4 > FZ_MAX_BUFFER_BYTES)
+                    cb->skip = 1;
+                else
+                    bytes = (size_t)n * 4;
+            }
+            a.out_scales = add_output(cb, "out_scales", bytes, NULL);
+        }
+    } else if (present & 2) {
+        /* Scales out without scales in, or a format without scales. */
+        a.out_scales_format = MOES_SCALES_FP32;
+        if (present & 4)
+            a.out_scales = add_output(cb, "out_scales", 16, NULL);
+    }
+    if (!(nulls & 1) || r.n_tokens == 0)
+        a.x = add_input(cb, claim(cb, r.n_tokens, a.x_stride, a.hidden,
+                                  (int64_t)x_elem),
+                        NULL);
+    if (!(nulls & 2))
+        a.out = add_output(cb, "out",
+                           claim(cb, out_rows, a.out_stride, a.hidden,
+                                 (int64_t)x_elem),
+                           NULL);
+    if (!(nulls & 4))
+        a.out_index = add_output(cb, "out_index",
+                                 claim(cb, r.n_tokens, a.out_index_stride,
+                                       r.top_k, (int64_t)ie),
+                                 NULL);
+    {
+        size_t per_expert = claim(cb, 1, r.n_experts, r.n_experts,
+                                  (int64_t)ie);
+        int contiguous = a.layout == MOES_LAYOUT_CONTIGUOUS;
+        int grouped = a.layout == MOES_LAYOUT_GROUPED;
+        int masked = a.layout == MOES_LAYOUT_MASKED;
+        if (present & 8)
+            a.counts = add_output(cb, "counts", per_expert, NULL);
+        if (present & 16)
+            a.expert_start = add_output(cb, "expert_start", per_expert, NULL);
+        if ((grouped && !(nulls & 8)) || (!grouped && (present & 32)))
+            a.expert_end = add_output(cb, "expert_end", per_expert, NULL);
+        if ((contiguous && !(nulls & 16)) || (!contiguous && (present & 64)))
+            a.m_indices = add_output(cb, "m_indices",
+                                     claim(cb, 1, out_rows, out_rows,
+                                           (int64_t)ie),
+                                     NULL);
+        if ((masked && !(nulls & 32)) || (!masked && (present & 128) &&
+                                          (nulls & 64)))
+            a.masked_m = add_output(cb, "masked_m", per_expert, NULL);
+        if ((masked && (present & 128)) || (!masked && (present & 32) &&
+                                            (nulls & 64)))
+            a.n_dropped = add_output(cb, "n_dropped", 8, NULL);
+    }
+    if (cb->skip)
+        return;
+    /* The data: rows and scales were filled with noise as allocated. */
+    got = moes_scatter(ctx, routing_null ? NULL : &r, args_null ? NULL : &a);
+    e = a;
+    e.out = expected_of(cb, a.out);
+    e.out_scales = expected_of(cb, a.out_scales);
+    e.out_index = expected_of(cb, a.out_index);
+    e.counts = expected_of(cb, a.counts);
+    e.expert_start = expected_of(cb, a.expert_start);
+    e.expert_end = expected_of(cb, a.expert_end);
+    e.m_indices = expected_of(cb, a.m_indices);
+    e.masked_m = expected_of(cb, a.masked_m);
+    e.n_dropped = expected_of(cb, a.n_dropped);
+    want = moes_oracle_scatter(routing_null ? NULL : &r,
+                               args_null ? NULL : &e);
+    judge(cb, "moes_scatter", ctx, got, want);
+}
+
+static void fuzz_gather(fz_input *in, call_buffers *cb, moes_context *ctx)
+{
+    moes_gather_args a, e;
+    int args_null, got, want;
+    size_t y_elem, out_elem, ie, bytes;
+    uint8_t b, nulls;
+    void *out_init = NULL;
+
+    moes_gather_args_init(&a);
+    a.struct_size = decode_struct_size(in, sizeof a);
+    b = fz_u8(in);
+    args_null = b == 255;
+    a.flags = b < 240 ? (unsigned)(b & 1) : 2u << (b % 30);
+    a.n_tokens = fz_size(in, 0, 12);
+    a.top_k = fz_size(in, 1, 5);
+    b = fz_u8(in);
+    a.hidden = b < 224 ? 1 + b % 40 : b < 240 ? fz_range(in, 500, 1100)
+                                              : fz_wild(in);
+    a.y_dtype = decode_float_dtype(in, MOES_DTYPE_BF16);
+    a.out_dtype = decode_float_dtype(in, MOES_DTYPE_BF16);
+    a.y_rows = fz_size(in, 0, 16);
+    a.y_stride = decode_stride(in, a.hidden);
+    a.index_dtype = decode_index_dtype(in);
+    a.out_index_stride = decode_stride(in, a.top_k);
+    a.weights_stride = decode_stride(in, a.top_k);
+    a.out_stride = decode_stride(in, a.hidden);
+    nulls = decode_nulls(in);
+    if (fz_u8(in) & 1)
+        nulls |= 4; /* weights given */
+    else
+        nulls &= (uint8_t)~4;
+    y_elem = elem_of(a.y_dtype);
+    out_elem = elem_of(a.out_dtype);
+    ie = elem_of(a.index_dtype);
+    if (!y_elem)
+        y_elem = 4;
+    if (!out_elem)
+        out_elem = 4;
+    if (ie != 4 && ie != 8)
+        ie = 8;
+
+    if (!(nulls & 1) || a.y_rows == 0) {
+        bytes = claim(cb, a.y_rows, a.y_stride, a.hidden, (int64_t)y_elem);
+        a.y = add_input(cb, bytes, NULL);
+        if (a.y)
+            fz_fill_elems((void *)a.y, y_elem, bytes / y_elem, &cb->seed);
+    }
+    if (!(nulls & 2) || a.n_tokens == 0) {
+        void *idx;
+        bytes = claim(cb, a.n_tokens, a.out_index_stride, a.top_k,
+                      (int64_t)ie);
+        idx = add_input(cb, bytes, NULL);
+        if (idx)
+            for (size_t i = 0; i < bytes / ie; i++)
+                store_index(idx, ie, (int64_t)i, decode_entry(in, a.y_rows));
+        a.out_index = idx;
+    }
+    if (nulls & 4) {
+        bytes = claim(cb, a.n_tokens, a.weights_stride, a.top_k, 4);
+        a.weights = add_input(cb, bytes, NULL);
+        if (a.weights)
+            fz_fill_elems((void *)a.weights, 4, bytes / 4, &cb->seed);
+    }
+    if (!(nulls & 8) || a.n_tokens == 0) {
+        bytes = claim(cb, a.n_tokens, a.out_stride, a.hidden,
+                      (int64_t)out_elem);
+        if (a.flags & MOES_GATHER_ACCUMULATE && !cb->skip) {
+            out_init = malloc(bytes ? bytes : 1);
+            if (!out_init)
+                fz_fail("out of memory");
+            fz_fill_elems(out_init, out_elem, bytes / out_elem, &cb->seed);
+        }
+        a.out = add_output(cb, "out", bytes, out_init);
+        free(out_init);
+    }
+    if (cb->skip)
+        return;
+    got = moes_gather(ctx, args_null ? NULL : &a);
+    e = a;
+    e.out = expected_of(cb, a.out);
+    want = moes_oracle_gather(args_null ? NULL : &e);
+    judge(cb, "moes_gather", ctx, got, want);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    fz_input in = {data, size};
+    call_buffers cb;
+    uint8_t op = fz_u8(&in);
+    moes_context *ctx = cpu_context(1 + (op >> 7));
+
+    memset(&cb, 0, sizeof cb);
+    cb.seed = fz_u64(&in);
+    switch (op % 3) {
+    case 0: fuzz_count(&in, &cb, ctx); break;
+    case 1: fuzz_scatter(&in, &cb, ctx); break;
+    default: fuzz_gather(&in, &cb, ctx); break;
+    }
+    free_buffers(&cb);
+    return 0;
+}
