@@ -1,0 +1,92 @@
+/*
+ * casegen.h - one random, complete case (routing, scatter and gather
+ * arguments, host inputs) drawn deterministically from a 64-bit seed.
+ *
+ * The same seed gives the same case on every machine: a failure is
+ * replayed from its seed alone. Pointers in the argument structs are left
+ * NULL; the runner (caserun.h) points them at buffers it allocates on the
+ * backend under test, or at host buffers for the oracle.
+ */
+#ifndef MOES_CASEGEN_H
+#define MOES_CASEGEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moescatter.h"
+
+/* What a case deliberately breaks, so that error paths are compared. */
+typedef enum moes_case_fault {
+    MOES_CASE_VALID = 0,
+    MOES_CASE_BAD_ID = 1,        /* ids entries < -1 or >= E_global      */
+    MOES_CASE_BAD_MAP = 2,       /* expert map entries < -1 or >= E      */
+    MOES_CASE_BAD_CAPACITY = 3,  /* a contiguous/grouped capacity < M    */
+    MOES_CASE_BAD_OUT_INDEX = 4, /* gather out_index outside [-1, M)     */
+    MOES_CASE_FAULT_COUNT = 5
+} moes_case_fault;
+
+/* Upper bounds on the drawn sizes (0 = the default); a test that needs
+ * many fast cases lowers them. */
+typedef struct moes_case_limits {
+    int64_t max_tokens;   /* default 400  */
+    int64_t max_hidden;   /* default 1100 */
+    int64_t max_experts;  /* default 3000 */
+} moes_case_limits;
+
+/* A host buffer of the case: bytes long, NULL when bytes is 0. */
+typedef struct moes_case_buffer {
+    void *data;
+    int64_t bytes;
+} moes_case_buffer;
+
+typedef struct moes_case {
+    uint64_t seed;
+    int fault;                  /* moes_case_fault                          */
+    int counts_dtype;           /* for moes_count                           */
+
+    /* Arguments, buffers NULL. */
+    moes_routing routing;
+    moes_scatter_args scatter;
+    moes_gather_args gather;    /* y_rows is the scatter's rows of out      */
+
+    /* Which optional scatter outputs the case asks for. */
+    int want_counts, want_start, want_end, want_m_indices, want_n_dropped;
+
+    /* Inputs (host). */
+    moes_case_buffer ids, map, x, x_scales;
+    moes_case_buffer y;           /* [M][y_stride] expert outputs           */
+    moes_case_buffer weights;
+    /* The gather's out_index when the scatter's own cannot be used (the
+     * scatter failed, or the case breaks out_index): [N][stride]. */
+    moes_case_buffer gather_index;
+    /* Initial contents of the gather's out (ACCUMULATE), else unused.     */
+    moes_case_buffer gather_out_init;
+
+    /* Byte sizes of the outputs (0 = not asked for). */
+    int64_t count_bytes;        /* moes_count's counts                      */
+    int64_t out_bytes, out_scales_bytes, out_index_bytes;
+    int64_t expert_array_bytes; /* counts, start, end, masked_m: E entries  */
+    int64_t m_indices_bytes;
+    int64_t gather_out_bytes;
+
+    /* Derived facts, for messages and for tests. */
+    int64_t out_rows;           /* capacity, or E * C (masked)              */
+    int64_t rows_needed;        /* M of contiguous/grouped, else 0          */
+} moes_case;
+
+/* Draws the case of seed. fault is a moes_case_fault, or -1 for a fault
+ * drawn from the seed (valid in about half of the cases). limits may be
+ * NULL. Returns MOES_OK or MOES_ERR_OUT_OF_MEMORY (c is then empty). */
+int moes_case_generate(moes_case *c, uint64_t seed, int fault,
+                       const moes_case_limits *limits);
+
+/* Frees the host buffers of c (c may be half-built or zeroed). */
+void moes_case_free(moes_case *c);
+
+/* One line with the case's parameters, for failure messages. */
+void moes_case_describe(const moes_case *c, char *buf, size_t len);
+
+/* The name of a fault ("valid", "bad id", ...). */
+const char *moes_case_fault_name(int fault);
+
+#endif /* MOES_CASEGEN_H */
