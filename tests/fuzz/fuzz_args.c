@@ -46,6 +46,9 @@ static moes_context *cpu_context(int threads)
     static moes_context *contexts[3];
     if (!contexts[threads]) {
         moes_context_options o;
+        /* Sleeping, not spinning, between parallel regions: the machine
+         * may have fewer cores than threads. Read when OpenMP starts. */
+        setenv("OMP_WAIT_POLICY", "passive", 0);
         moes_context_options_init(&o);
         o.backend = MOES_BACKEND_CPU;
         o.cpu_threads = threads;
@@ -140,12 +143,17 @@ static void judge(call_buffers *cb, const char *op, moes_context *ctx,
     for (int i = 0; i < cb->n_outputs; i++)
         if (!fz_buf_guards_ok(&cb->outputs[i]))
             fz_fail("%s wrote outside %s (status %d)", op, cb->names[i], got);
+    if (cb->overflowed) {
+        /* A claimed size beyond int64: the call must fail. The oracle is
+         * not asked (its buffers would be as fictitious as the size). */
+        if (got == MOES_OK)
+            fz_fail("%s accepted a buffer whose size overflows int64", op);
+        want = got;
+    }
     if (got != want)
         fz_fail("%s returned %d (%s: %s), the oracle %d (%s: %s)", op, got,
                 moes_strerror(got), moes_last_error(ctx), want,
                 moes_strerror(want), moes_oracle_last_error());
-    if (cb->overflowed && got == MOES_OK)
-        fz_fail("%s accepted a buffer whose size overflows int64", op);
     if (got != MOES_OK) {
         const char *msg = moes_last_error(ctx);
         if (!msg || !*msg)
@@ -156,7 +164,7 @@ static void judge(call_buffers *cb, const char *op, moes_context *ctx,
                         op, got, msg, cb->names[i],
                         (long long)fz_buf_diff(&cb->outputs[i],
                                                cb->outputs[i].initial));
-        if (is_data_error(got) &&
+        if (is_data_error(got) && !cb->overflowed &&
             strcmp(msg, moes_oracle_last_error()) != 0)
             fz_fail("%s: message \"%s\", the oracle's \"%s\"", op, msg,
                     moes_oracle_last_error());
@@ -391,8 +399,9 @@ static void fuzz_count(fz_input *in, call_buffers *cb, moes_context *ctx)
     if (cb->skip)
         return;
     got = moes_count(ctx, routing_null ? NULL : &r, counts, dtype);
-    want = moes_oracle_count(routing_null ? NULL : &r,
-                             expected_of(cb, counts), dtype);
+    want = cb->overflowed ? MOES_OK
+                          : moes_oracle_count(routing_null ? NULL : &r,
+                                              expected_of(cb, counts), dtype);
     judge(cb, "moes_count", ctx, got, want);
 }
 
@@ -565,8 +574,9 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
     e.m_indices = expected_of(cb, a.m_indices);
     e.masked_m = expected_of(cb, a.masked_m);
     e.n_dropped = expected_of(cb, a.n_dropped);
-    want = moes_oracle_scatter(routing_null ? NULL : &r,
-                               args_null ? NULL : &e);
+    want = cb->overflowed ? MOES_OK
+                          : moes_oracle_scatter(routing_null ? NULL : &r,
+                                                args_null ? NULL : &e);
     judge(cb, "moes_scatter", ctx, got, want);
 }
 
@@ -650,7 +660,8 @@ static void fuzz_gather(fz_input *in, call_buffers *cb, moes_context *ctx)
     got = moes_gather(ctx, args_null ? NULL : &a);
     e = a;
     e.out = expected_of(cb, a.out);
-    want = moes_oracle_gather(args_null ? NULL : &e);
+    want = cb->overflowed ? MOES_OK
+                          : moes_oracle_gather(args_null ? NULL : &e);
     judge(cb, "moes_gather", ctx, got, want);
 }
 
@@ -659,7 +670,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_input in = {data, size};
     call_buffers cb;
     uint8_t op = fz_u8(&in);
-    moes_context *ctx = cpu_context(1 + (op >> 7));
+    /* Two threads (two parts of the tokens) one time in sixteen: a
+     * parallel region with a sleeping second thread costs as much as the
+     * rest of the call. fuzz_diff covers the thread counts thoroughly. */
+    moes_context *ctx = cpu_context(op >= 0xF0 ? 2 : 1);
 
     memset(&cb, 0, sizeof cb);
     cb.seed = fz_u64(&in);
