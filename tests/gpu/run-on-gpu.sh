@@ -1,0 +1,137 @@
+#!/bin/sh
+# run-on-gpu.sh - everything about the CUDA backend that needs a GPU.
+#
+# Run from anywhere on a machine with an NVIDIA GPU, its driver, the CUDA
+# toolkit (nvcc, compute-sanitizer) and Criterion:
+#
+#     tests/gpu/run-on-gpu.sh
+#
+# It configures and builds the library with CUDA in its own build folder,
+# then runs:
+#   1. the whole Criterion suite (tests/unit) with MOES_BACKEND=cuda;
+#   2. diff_cuda: CPU vs CUDA, bit for bit, on random cases of the test kit;
+#   3. graph_replay: count + scatter + gather captured in a CUDA graph and
+#      replayed with new inputs, compared with the CPU;
+#   4. compute-sanitizer memcheck, racecheck, synccheck and initcheck over
+#      sanitize_cases (E = 256 with poisoned workspace and outputs,
+#      E = 65536, data-error cases);
+# and prints a summary table last. Logs go to $OUT (or ./gpu-results).
+#
+# Knobs (environment):
+#   MOES_CUDA_ARCH    architectures to build (default 90; "auto" = all)
+#   MOES_DIFF_CASES   differential cases (default 10000)
+#   MOES_BUILD_DIR    build folder (default /tmp/moes-gpu-build)
+#   MOES_STEP_TIMEOUT seconds each step may take (default 600)
+#   MAKE_JOBS         parallel make jobs (default: the number of CPUs)
+set -u
+
+src=$(cd "$(dirname "$0")/../.." && pwd)
+out=${OUT:-$(pwd)/gpu-results}
+build=${MOES_BUILD_DIR:-/tmp/moes-gpu-build}
+arch=${MOES_CUDA_ARCH:-90}
+cases=${MOES_DIFF_CASES:-10000}
+step_timeout=${MOES_STEP_TIMEOUT:-600}
+jobs=${MAKE_JOBS:-$(nproc 2>/dev/null || echo 4)}
+mkdir -p "$out" "$build"
+rm -f "$out/sanitizers.log"
+
+summary=""
+add() { summary="$summary$(printf '%-34s %s' "$1" "$2")
+"; }
+
+print_summary() {
+    echo
+    echo "==================== GPU summary ===================="
+    printf '%s' "$summary"
+    echo "logs: $out"
+}
+
+# A step's command under a time limit, its output in a log.
+step() {
+    log=$1
+    shift
+    timeout "$step_timeout" "$@" >"$out/$log" 2>&1
+}
+
+# ---------------------------------------------------------------- build
+if [ ! -x "$src/configure" ]; then
+    (cd "$src" && ./autogen.sh) >"$out/autogen.log" 2>&1 || {
+        add "build" "FAILED (autogen.sh, see autogen.log)"
+        print_summary
+        exit 1
+    }
+fi
+arch_flag="--with-cuda-arch=$arch"
+[ "$arch" = auto ] && arch_flag=""
+(
+    cd "$build" &&
+    "$src/configure" --with-cuda --enable-werror $arch_flag &&
+    make -j"$jobs" &&
+    make -j"$jobs" -C tests unit &&
+    make -j"$jobs" -C tests/gpu diff_cuda graph_replay sanitize_cases
+) >"$out/build.log" 2>&1
+if [ $? -ne 0 ]; then
+    add "build" "FAILED (see build.log)"
+    tail -30 "$out/build.log"
+    print_summary
+    exit 1
+fi
+add "build" "ok (sm: $(sed -n 's/^MOES_CUDA_ARCHS = //p' "$build/Makefile"))"
+status=0
+
+# ---------------------------------------------------------------- device
+if command -v nvidia-smi >/dev/null 2>&1; then
+    add "device" "$(nvidia-smi --query-gpu=name,driver_version,memory.total \
+                     --format=csv,noheader 2>&1 | head -1)"
+fi
+
+# ---------------------------------------------------------------- 1. unit
+step unit.log env MOES_BACKEND=cuda "$build/tests/unit"
+rc=$?
+synthesis=$(grep -a 'Synthesis' "$out/unit.log" | tail -1 | sed 's/.*Synthesis: //')
+add "Criterion (MOES_BACKEND=cuda)" "${synthesis:-no synthesis line} (exit $rc)"
+[ $rc -eq 0 ] || status=1
+
+# ---------------------------------------------------------------- 2. diff
+step diff_cuda.log "$build/tests/gpu/diff_cuda" "$cases"
+rc=$?
+line=$(grep -a '^diff_cuda:' "$out/diff_cuda.log" | tail -1 | sed 's/^diff_cuda: //')
+[ -n "$line" ] || line=$(grep -a '^progress:' "$out/diff_cuda.log" | tail -1 |
+                         sed 's/^progress: /stopped after /')
+add "CPU vs CUDA differential" "${line:-did not finish} (exit $rc)"
+[ $rc -eq 0 ] || status=1
+
+# ---------------------------------------------------------------- 3. graph
+step graph_replay.log "$build/tests/gpu/graph_replay"
+rc=$?
+line=$(grep -a '^graph_replay:' "$out/graph_replay.log" | tail -1 | sed 's/^graph_replay: //')
+add "CUDA graph capture + replay" "${line:-did not finish} (exit $rc)"
+[ $rc -eq 0 ] || status=1
+
+# ---------------------------------------------------------------- 4. sanitizers
+sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+step sanitize_plain.log "$build/tests/gpu/sanitize_cases"
+rc=$?
+line=$(grep -a '^sanitize_cases:' "$out/sanitize_plain.log" | tail -1 | sed 's/^sanitize_cases: //')
+add "sanitize_cases (no tool)" "${line:-did not finish} (exit $rc)"
+[ $rc -eq 0 ] || status=1
+for tool in memcheck racecheck synccheck initcheck; do
+    extra=""
+    [ $tool = memcheck ] && extra="--leak-check full"
+    # shellcheck disable=SC2086
+    step "sanitizer_$tool.log" "$sanitizer" --tool $tool $extra \
+        --error-exitcode 99 "$build/tests/gpu/sanitize_cases"
+    rc=$?
+    # racecheck ends with its own summary line.
+    errors=$(grep -a -E 'ERROR SUMMARY|RACECHECK SUMMARY' \
+             "$out/sanitizer_$tool.log" | tail -1 | sed 's/.* SUMMARY: //')
+    add "compute-sanitizer $tool" "${errors:-no summary} (exit $rc)"
+    [ $rc -eq 0 ] || status=1
+    # One log for the four tools.
+    { echo "######## $tool (exit $rc)"; cat "$out/sanitizer_$tool.log"; } \
+        >>"$out/sanitizers.log"
+    rm -f "$out/sanitizer_$tool.log"
+done
+
+print_summary | tee "$out/summary.txt"
+exit $status

@@ -1,0 +1,398 @@
+/*
+ * sanitize_cases.c - a representative run of the CUDA backend for the
+ * compute-sanitizer tools (memcheck, racecheck, synccheck, initcheck),
+ * compared bit for bit with the CPU backend on the way.
+ *
+ * The scenarios cover what the kernels must get right at the edges: E =
+ * 256 and E = 65536 experts, H = 7168, an odd H and H = 1, both index
+ * widths, an expert map, strided rows, every layout, padding flags, both
+ * scale formats, drops, N = 0, and each kind of data error (bad id, bad
+ * map entry, capacity too small, bad out_index) with outputs that must
+ * stay untouched. Outputs start poisoned with a canary, and the
+ * workspace is allocated in memory that was just poisoned and freed, so
+ * a read of something never written shows up as a difference (and to
+ * initcheck).
+ *
+ *   sanitize_cases     prints one line per scenario and a last line
+ *                      "sanitize_cases: <n> scenarios, <n> failed"
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moescatter.h"
+
+#define CANARY 0xA5
+
+typedef struct scenario {
+    const char *name;
+    int64_t n, k, e, e_global; /* e_global 0: no map                  */
+    int64_t h, x_pad;          /* x and out strides are h + x_pad      */
+    int x_dtype, ids_dtype, index_dtype;
+    int layout;
+    int64_t alignment;
+    unsigned flags;
+    int scales;                /* moes_scale_format                    */
+    int64_t block;
+    int fault;                 /* enum fault                           */
+} scenario;
+
+enum fault { VALID, BAD_ID, BAD_MAP, BAD_CAPACITY, BAD_OUT_INDEX };
+
+static const scenario scenarios[] = {
+    {"E=256 bf16 H=7168 contiguous, UE8M0 scales, zero+label padding", 333,
+     8, 256, 0, 7168, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 128,
+     MOES_SCATTER_ZERO_PADDING | MOES_SCATTER_LABEL_PADDING,
+     MOES_SCALES_UE8M0, 128, VALID},
+    {"E=256 fp8 H=7168 grouped, fp32 scales, map E_global=384, strided",
+     200, 6, 256, 384, 7168, 3, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT64,
+     MOES_DTYPE_INT64, MOES_LAYOUT_GROUPED, 64, 0, MOES_SCALES_FP32, 128,
+     VALID},
+    {"E=65536 bf16 H=96 contiguous A=16", 4096, 8, 65536, 0, 96, 0,
+     MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 16, MOES_SCATTER_LABEL_PADDING, 0, 128, VALID},
+    {"E=1 fp32 H=1 masked with drops", 1000, 4, 1, 0, 1, 0, MOES_DTYPE_FP32,
+     MOES_DTYPE_INT32, MOES_DTYPE_INT32, MOES_LAYOUT_MASKED, 1,
+     MOES_SCATTER_ZERO_PADDING, 0, 128, VALID},
+    {"E=64 fp16 H=7 masked, map E_global=100, fp32 scales B=3", 517, 5, 64,
+     100, 7, 1, MOES_DTYPE_FP16, MOES_DTYPE_INT64, MOES_DTYPE_INT32,
+     MOES_LAYOUT_MASKED, 1, MOES_SCATTER_LABEL_PADDING, MOES_SCALES_FP32, 3,
+     VALID},
+    {"E=1024 fp8 H=1 contiguous A=1", 5000, 3, 1024, 0, 1, 0,
+     MOES_DTYPE_FP8_E5M2, MOES_DTYPE_INT32, MOES_DTYPE_INT64,
+     MOES_LAYOUT_CONTIGUOUS, 1, 0, 0, 128, VALID},
+    {"N=0", 0, 8, 256, 0, 128, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT32,
+     MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128,
+     MOES_SCATTER_ZERO_PADDING, 0, 128, VALID},
+    {"bad id, E=256", 300, 8, 256, 0, 512, 0, MOES_DTYPE_BF16,
+     MOES_DTYPE_INT32, MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128,
+     MOES_SCATTER_ZERO_PADDING, MOES_SCALES_UE8M0, 128, BAD_ID},
+    {"bad map entry, E=256", 300, 8, 256, 300, 512, 0, MOES_DTYPE_BF16,
+     MOES_DTYPE_INT64, MOES_DTYPE_INT32, MOES_LAYOUT_GROUPED, 128, 0, 0, 128,
+     BAD_MAP},
+    {"capacity too small, E=4096", 700, 8, 4096, 0, 64, 0, MOES_DTYPE_BF16,
+     MOES_DTYPE_INT32, MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128,
+     MOES_SCATTER_ZERO_PADDING, 0, 128, BAD_CAPACITY},
+    {"bad out_index in the gather", 300, 8, 256, 0, 256, 0, MOES_DTYPE_BF16,
+     MOES_DTYPE_INT32, MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128, 0, 0,
+     128, BAD_OUT_INDEX},
+};
+
+static uint64_t rng_state;
+
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static void *xmalloc(int64_t bytes)
+{
+    void *p = malloc(bytes > 0 ? (size_t)bytes : 1);
+    if (!p) {
+        fprintf(stderr, "out of host memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+static void random_bytes(void *p, int64_t bytes)
+{
+    unsigned char *b = p;
+    for (int64_t i = 0; i < bytes; i++)
+        b[i] = (unsigned char)(rnd() >> 24);
+}
+
+static void store_index(void *base, int dtype, int64_t i, int64_t v)
+{
+    if (dtype == MOES_DTYPE_INT32)
+        ((int32_t *)base)[i] = (int32_t)v;
+    else
+        ((int64_t *)base)[i] = v;
+}
+
+/* The buffers of one side. Host pointers on the CPU, device on CUDA. */
+enum { B_IDS, B_MAP, B_X, B_XS, B_Y, B_W, B_GIDX, /* inputs */
+       B_COUNT, B_OUT, B_OUTS, B_OIDX, B_COUNTS, B_START, B_END, B_MIDX,
+       B_MASKED, B_DROP, B_GOUT, B_N };
+#define FIRST_OUTPUT B_COUNT
+
+static const char *const buffer_names[B_N] = {
+    "ids", "map", "x", "x_scales", "y", "weights", "gather out_index",
+    "count counts", "out", "out_scales", "out_index", "counts",
+    "expert_start", "expert_end", "m_indices", "masked_m", "n_dropped",
+    "gather out"};
+
+typedef struct side {
+    moes_context *ctx;
+    int on_device;
+    void *buf[B_N];
+    int status[3];
+    char message[3][512];
+} side;
+
+static int sync_status(side *s, int st)
+{
+    if (st == MOES_OK && s->on_device)
+        st = moes_synchronize(s->ctx);
+    return st;
+}
+
+/* Runs count, scatter and gather of the scenario on one side. */
+static int run_side(side *s, const scenario *sc, void *const host[B_N],
+                    const int64_t bytes[B_N], int64_t capacity,
+                    int64_t out_rows)
+{
+    moes_routing r;
+    moes_scatter_args a;
+    moes_gather_args g;
+    for (int i = 0; i < B_N; i++) {
+        s->buf[i] = NULL;
+        if (!bytes[i])
+            continue;
+        if (s->on_device) {
+            if (moes_malloc(s->ctx, &s->buf[i], bytes[i]) != MOES_OK)
+                return 0;
+            if (i < FIRST_OUTPUT)
+                moes_copy_to_backend(s->ctx, s->buf[i], host[i], bytes[i]);
+            else
+                moes_fill(s->ctx, s->buf[i], CANARY, bytes[i]);
+        } else {
+            s->buf[i] = xmalloc(bytes[i]);
+            if (i < FIRST_OUTPUT)
+                memcpy(s->buf[i], host[i], (size_t)bytes[i]);
+            else
+                memset(s->buf[i], CANARY, (size_t)bytes[i]);
+        }
+    }
+
+    moes_routing_init(&r);
+    r.n_tokens = sc->n;
+    r.top_k = sc->k;
+    r.ids = s->buf[B_IDS];
+    r.ids_dtype = sc->ids_dtype;
+    r.expert_map = s->buf[B_MAP];
+    r.n_experts_global = sc->e_global ? sc->e_global : sc->e;
+    r.n_experts = sc->e;
+    s->status[0] = sync_status(s, moes_count(s->ctx, &r, s->buf[B_COUNT],
+                                             sc->index_dtype));
+    snprintf(s->message[0], sizeof s->message[0], "%s",
+             s->status[0] ? moes_last_error(s->ctx) : "");
+
+    moes_scatter_args_init(&a);
+    a.layout = sc->layout;
+    a.alignment = sc->alignment;
+    a.capacity = capacity;
+    a.flags = sc->flags;
+    a.x = s->buf[B_X];
+    a.x_dtype = sc->x_dtype;
+    a.hidden = sc->h;
+    a.x_stride = sc->h + sc->x_pad;
+    a.out = s->buf[B_OUT];
+    a.out_stride = sc->h + sc->x_pad;
+    if (sc->scales) {
+        a.x_scales = s->buf[B_XS];
+        a.scale_block = sc->block;
+        a.out_scales = s->buf[B_OUTS];
+        a.out_scales_format = sc->scales;
+    }
+    a.index_dtype = sc->index_dtype;
+    a.out_index = s->buf[B_OIDX];
+    a.counts = s->buf[B_COUNTS];
+    a.expert_start = s->buf[B_START];
+    a.expert_end = s->buf[B_END];
+    a.m_indices = s->buf[B_MIDX];
+    a.masked_m = s->buf[B_MASKED];
+    a.n_dropped = s->buf[B_DROP];
+    s->status[1] = sync_status(s, moes_scatter(s->ctx, &r, &a));
+    snprintf(s->message[1], sizeof s->message[1], "%s",
+             s->status[1] ? moes_last_error(s->ctx) : "");
+
+    moes_gather_args_init(&g);
+    g.n_tokens = sc->n;
+    g.top_k = sc->k;
+    g.hidden = sc->h;
+    g.y = s->buf[B_Y];
+    g.y_dtype = MOES_DTYPE_BF16;
+    g.y_rows = out_rows;
+    g.out_index = s->buf[B_GIDX];
+    g.index_dtype = sc->index_dtype;
+    g.weights = s->buf[B_W];
+    g.out = s->buf[B_GOUT];
+    g.out_dtype = MOES_DTYPE_BF16;
+    s->status[2] = sync_status(s, moes_gather(s->ctx, &g));
+    snprintf(s->message[2], sizeof s->message[2], "%s",
+             s->status[2] ? moes_last_error(s->ctx) : "");
+    return 1;
+}
+
+static void free_side(side *s)
+{
+    for (int i = 0; i < B_N; i++) {
+        if (s->on_device)
+            moes_free(s->ctx, s->buf[i]);
+        else
+            free(s->buf[i]);
+        s->buf[i] = NULL;
+    }
+}
+
+static int run_scenario(moes_context *cpu_ctx, moes_context *cuda_ctx,
+                        const scenario *sc)
+{
+    const int64_t e_global = sc->e_global ? sc->e_global : sc->e;
+    const int64_t choices = sc->n * sc->k;
+    const int64_t stride = sc->h + sc->x_pad;
+    size_t x_elem = 1, ie = sc->index_dtype == MOES_DTYPE_INT32 ? 4 : 8;
+    size_t id_elem = sc->ids_dtype == MOES_DTYPE_INT32 ? 4 : 8;
+    int64_t capacity, out_rows, n_scales = 0, scale_cols = 0;
+    int64_t bytes[B_N] = {0};
+    void *host[B_N] = {0};
+    side cpu = {cpu_ctx, 0, {0}, {0}, {{0}}};
+    side gpu = {cuda_ctx, 1, {0}, {0}, {{0}}};
+    int failed = 0;
+
+    moes_dtype_size(sc->x_dtype, &x_elem);
+    moes_scatter_capacity(NULL, sc->layout, sc->n, sc->k, sc->e,
+                          sc->alignment, &capacity);
+    if (sc->layout == MOES_LAYOUT_MASKED)
+        capacity = choices / sc->e / 2 + 1; /* some experts drop */
+    if (sc->fault == BAD_CAPACITY)
+        capacity = 1;
+    out_rows = sc->layout == MOES_LAYOUT_MASKED ? capacity * sc->e : capacity;
+    if (sc->scales) {
+        n_scales = (sc->h + sc->block - 1) / sc->block;
+        scale_cols = sc->scales == MOES_SCALES_FP32 ? n_scales
+                                                    : (n_scales + 3) / 4;
+    }
+
+    bytes[B_IDS] = choices * (int64_t)id_elem;
+    bytes[B_MAP] = sc->e_global ? e_global * 4 : 0;
+    bytes[B_X] = sc->n * stride * (int64_t)x_elem;
+    bytes[B_XS] = sc->n * n_scales * 4;
+    bytes[B_Y] = out_rows * sc->h * 2;
+    bytes[B_W] = choices * 4;
+    bytes[B_GIDX] = choices * (int64_t)ie;
+    bytes[B_COUNT] = sc->e * (int64_t)ie;
+    bytes[B_OUT] = out_rows * stride * (int64_t)x_elem;
+    bytes[B_OUTS] = out_rows * scale_cols * 4;
+    bytes[B_OIDX] = choices * (int64_t)ie;
+    bytes[B_COUNTS] = sc->e * (int64_t)ie;
+    bytes[B_START] = sc->e * (int64_t)ie;
+    bytes[B_END] = sc->e * (int64_t)ie;
+    bytes[B_MIDX] = sc->layout == MOES_LAYOUT_MASKED ? 0 : out_rows * (int64_t)ie;
+    bytes[B_MASKED] = sc->layout == MOES_LAYOUT_MASKED ? sc->e * (int64_t)ie : 0;
+    bytes[B_DROP] = sc->layout == MOES_LAYOUT_MASKED ? 8 : 0;
+    bytes[B_GOUT] = sc->n * sc->h * 2;
+
+    for (int i = 0; i < FIRST_OUTPUT; i++) {
+        host[i] = xmalloc(bytes[i]);
+        random_bytes(host[i], bytes[i]);
+    }
+    for (int64_t c = 0; c < choices; c++) {
+        int64_t id = rnd() % 20 == 0 ? -1 : (int64_t)(rnd() % (uint64_t)e_global);
+        /* Skewed: half the choices on a few experts, so blocks overflow
+         * their alignment and masked experts drop. */
+        if (rnd() % 2 == 0)
+            id = (int64_t)(rnd() % (e_global < 7 ? (uint64_t)e_global : 7));
+        store_index(host[B_IDS], sc->ids_dtype, c, id);
+        store_index(host[B_GIDX], sc->index_dtype, c,
+                    rnd() % 10 == 0 ? -1 : (int64_t)(rnd() % (uint64_t)out_rows));
+        ((float *)host[B_W])[c] = (float)(rnd() % 2001) / 1000.0f - 1.0f;
+    }
+    for (int64_t i = 0; sc->e_global && i < e_global; i++)
+        ((int32_t *)host[B_MAP])[i] =
+            rnd() % 8 == 0 ? -1 : (int32_t)(rnd() % (uint64_t)sc->e);
+    for (int64_t i = 0; i < sc->n * n_scales; i++)
+        ((float *)host[B_XS])[i] = (float)(rnd() % 1000 + 1) / 64.0f;
+    if (sc->fault == BAD_ID && choices > 10) {
+        store_index(host[B_IDS], sc->ids_dtype, choices / 2, e_global + 5);
+        store_index(host[B_IDS], sc->ids_dtype, choices / 3, -7);
+    }
+    if (sc->fault == BAD_MAP) {
+        ((int32_t *)host[B_MAP])[e_global - 1] = (int32_t)sc->e + 3;
+        ((int32_t *)host[B_MAP])[e_global / 2] = -2;
+    }
+    if (sc->fault == BAD_OUT_INDEX && choices > 10) {
+        store_index(host[B_GIDX], sc->index_dtype, choices - 1, out_rows);
+        store_index(host[B_GIDX], sc->index_dtype, choices / 4, -3);
+    }
+
+    if (!run_side(&cpu, sc, host, bytes, capacity, out_rows) ||
+        !run_side(&gpu, sc, host, bytes, capacity, out_rows)) {
+        printf("FAIL %s: cannot allocate\n", sc->name);
+        failed = 1;
+    }
+    for (int call = 0; !failed && call < 3; call++) {
+        if (cpu.status[call] != gpu.status[call] ||
+            strcmp(cpu.message[call], gpu.message[call]) != 0) {
+            printf("FAIL %s: call %d: CPU %s \"%s\", CUDA %s \"%s\"\n",
+                   sc->name, call, moes_strerror(cpu.status[call]),
+                   cpu.message[call], moes_strerror(gpu.status[call]),
+                   gpu.message[call]);
+            failed = 1;
+        }
+    }
+    for (int i = FIRST_OUTPUT; !failed && i < B_N; i++) {
+        unsigned char *got;
+        if (!bytes[i])
+            continue;
+        got = xmalloc(bytes[i]);
+        moes_copy_to_host(cuda_ctx, got, gpu.buf[i], bytes[i]);
+        for (int64_t b = 0; b < bytes[i]; b++) {
+            if (got[b] != ((unsigned char *)cpu.buf[i])[b]) {
+                printf("FAIL %s: %s differs at byte %lld: CPU 0x%02x, CUDA "
+                       "0x%02x\n", sc->name, buffer_names[i], (long long)b,
+                       ((unsigned char *)cpu.buf[i])[b], got[b]);
+                failed = 1;
+                break;
+            }
+        }
+        free(got);
+    }
+    if (!failed)
+        printf("ok   %s (count: %s, scatter: %s, gather: %s)\n", sc->name,
+               moes_strerror(cpu.status[0]), moes_strerror(cpu.status[1]),
+               moes_strerror(cpu.status[2]));
+    free_side(&cpu);
+    free_side(&gpu);
+    for (int i = 0; i < FIRST_OUTPUT; i++)
+        free(host[i]);
+    return failed;
+}
+
+int main(void)
+{
+    moes_context_options opts;
+    moes_context *cpu = NULL, *cuda = NULL;
+    const int n = (int)(sizeof scenarios / sizeof scenarios[0]);
+    int failed = 0;
+    void *poison = NULL;
+
+    unsetenv("MOES_BACKEND");
+    moes_context_options_init(&opts);
+    opts.backend = MOES_BACKEND_CPU;
+    if (moes_context_create(&cpu, &opts) != MOES_OK)
+        return 2;
+    opts.backend = MOES_BACKEND_CUDA;
+    if (moes_context_create(&cuda, &opts) != MOES_OK) {
+        fprintf(stderr, "sanitize_cases: %s\n", moes_last_error(NULL));
+        return 2;
+    }
+    /* Memory the workspace will likely reuse: poisoned, then freed. */
+    if (moes_malloc(cuda, &poison, (int64_t)64 << 20) == MOES_OK) {
+        moes_fill(cuda, poison, CANARY, (int64_t)64 << 20);
+        moes_synchronize(cuda);
+        moes_free(cuda, poison);
+    }
+    rng_state = 0x9E3779B97F4A7C15ull;
+    for (int i = 0; i < n; i++)
+        failed += run_scenario(cpu, cuda, &scenarios[i]);
+    printf("sanitize_cases: %d scenarios, %d failed\n", n, failed);
+    moes_context_destroy(cuda);
+    moes_context_destroy(cpu);
+    return failed ? 1 : 0;
+}
