@@ -16,6 +16,8 @@ typedef struct tool_command {
 static const tool_command commands[] = {
     {"info", tool_info,
      "the library version, the backends and the device or CPU threads"},
+    {"check", tool_check,
+     "compare a backend against the ground truth on random cases"},
     {"bench", tool_bench,
      "time scatter and gather on the shapes of real models"},
 };
