@@ -290,7 +290,8 @@ typedef struct moes_routing {
     int64_t n_experts;         /* E >= 1 local experts                   */
 } moes_routing;
 
-/* Sets routing to zero sizes and NULL pointers with struct_size filled.
+/* Sets routing to zero sizes and NULL pointers, top_k to 1 and ids_dtype
+ * to MOES_DTYPE_INT32, with struct_size filled.
  * Returns MOES_ERR_NULL_POINTER when routing is NULL. */
 MOES_API int moes_routing_init(moes_routing *routing);
 
@@ -385,8 +386,9 @@ typedef struct moes_scatter_args {
                                  optional                                  */
 } moes_scatter_args;
 
-/* Sets args to the defaults (contiguous, A = 128, B = 128, int32 indices,
- * zero strides meaning dense) with NULL buffers and struct_size filled.
+/* Sets args to the defaults (contiguous, A = 128, B = 128, bf16 rows, no
+ * scales, int32 indices, zero strides meaning dense, capacity 0) with NULL
+ * buffers and struct_size filled.
  * Returns MOES_ERR_NULL_POINTER when args is NULL. */
 MOES_API int moes_scatter_args_init(moes_scatter_args *args);
 
@@ -446,8 +448,8 @@ typedef struct moes_gather_args {
     int64_t out_stride;       /* >= H; 0 means H                           */
 } moes_gather_args;
 
-/* Sets args to the defaults (int32 out_index, dense strides, no flags)
- * with NULL buffers and struct_size filled. Returns MOES_ERR_NULL_POINTER
+/* Sets args to the defaults (top_k 1, bf16 y and out, int32 out_index,
+ * dense strides, no flags) with NULL buffers and struct_size filled. Returns MOES_ERR_NULL_POINTER
  * when args is NULL. */
 MOES_API int moes_gather_args_init(moes_gather_args *args);
 
