@@ -449,8 +449,8 @@ typedef struct moes_gather_args {
 } moes_gather_args;
 
 /* Sets args to the defaults (top_k 1, bf16 y and out, int32 out_index,
- * dense strides, no flags) with NULL buffers and struct_size filled. Returns MOES_ERR_NULL_POINTER
- * when args is NULL. */
+ * dense strides, no flags) with NULL buffers and struct_size filled.
+ * Returns MOES_ERR_NULL_POINTER when args is NULL. */
 MOES_API int moes_gather_args_init(moes_gather_args *args);
 
 /* out[t][h] = cvt(acc), acc = 0 (or old out[t][h] with ACCUMULATE), then
