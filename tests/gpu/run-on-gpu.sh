@@ -12,9 +12,10 @@
 #   2. diff_cuda: CPU vs CUDA, bit for bit, on random cases of the test kit;
 #   3. graph_replay: count + scatter + gather captured in a CUDA graph and
 #      replayed with new inputs, compared with the CPU;
-#   4. compute-sanitizer memcheck, racecheck, synccheck and initcheck over
-#      sanitize_cases (E = 256 with poisoned workspace and outputs,
-#      E = 65536, data-error cases);
+#   4. sanitize_cases alone, then its scenario past 2^31 elements
+#      (64-bit offsets), then compute-sanitizer memcheck, racecheck,
+#      synccheck and initcheck over sanitize_cases (E = 256 with poisoned
+#      workspace and outputs, E = 65536, data-error cases);
 # and prints a summary table last. Logs go to $OUT (or ./gpu-results).
 #
 # Knobs (environment):
@@ -114,6 +115,11 @@ step sanitize_plain.log "$build/tests/gpu/sanitize_cases"
 rc=$?
 line=$(grep -a '^sanitize_cases:' "$out/sanitize_plain.log" | tail -1 | sed 's/^sanitize_cases: //')
 add "sanitize_cases (no tool)" "${line:-did not finish} (exit $rc)"
+[ $rc -eq 0 ] || status=1
+step sanitize_large.log "$build/tests/gpu/sanitize_cases" large
+rc=$?
+line=$(grep -a '^sanitize_cases:' "$out/sanitize_large.log" | tail -1 | sed 's/^sanitize_cases: //')
+add "64-bit offsets (> 2^31 elements)" "${line:-did not finish} (exit $rc)"
 [ $rc -eq 0 ] || status=1
 for tool in memcheck racecheck synccheck initcheck; do
     extra=""

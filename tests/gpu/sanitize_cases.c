@@ -13,8 +13,9 @@
  * a read of something never written shows up as a difference (and to
  * initcheck).
  *
- *   sanitize_cases     prints one line per scenario and a last line
- *                      "sanitize_cases: <n> scenarios, <n> failed"
+ *   sanitize_cases        prints one line per scenario and a last line
+ *                         "sanitize_cases: <n> scenarios, <n> failed"
+ *   sanitize_cases large  the same for one scenario past 2^31 elements
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +80,14 @@ static const scenario scenarios[] = {
      128, BAD_OUT_INDEX},
 };
 
+/* Past 2^31 elements: out is 2.5 GB of fp8, y 5 GB of bf16, so every row
+ * offset must be formed in 64 bits. Too heavy for the sanitizers: run on
+ * its own ("sanitize_cases large"). */
+static const scenario large_scenario = {
+    "64-bit offsets: out 2.5 GB fp8, y 5 GB bf16, H=7168", 40000, 8, 256, 0,
+    7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+    MOES_LAYOUT_CONTIGUOUS, 128, MOES_SCATTER_LABEL_PADDING, 0, 128, VALID};
+
 static uint64_t rng_state;
 
 static uint64_t rnd(void)
@@ -102,7 +111,12 @@ static void *xmalloc(int64_t bytes)
 static void random_bytes(void *p, int64_t bytes)
 {
     unsigned char *b = p;
-    for (int64_t i = 0; i < bytes; i++)
+    int64_t i = 0;
+    for (; i + 8 <= bytes; i += 8) {
+        uint64_t v = rnd();
+        memcpy(b + i, &v, 8);
+    }
+    for (; i < bytes; i++)
         b[i] = (unsigned char)(rnd() >> 24);
 }
 
@@ -364,8 +378,9 @@ static int run_scenario(moes_context *cpu_ctx, moes_context *cuda_ctx,
     return failed;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    const int large = argc > 1 && strcmp(argv[1], "large") == 0;
     moes_context_options opts;
     moes_context *cpu = NULL, *cuda = NULL;
     const int n = (int)(sizeof scenarios / sizeof scenarios[0]);
@@ -389,9 +404,13 @@ int main(void)
         moes_free(cuda, poison);
     }
     rng_state = 0x9E3779B97F4A7C15ull;
-    for (int i = 0; i < n; i++)
-        failed += run_scenario(cpu, cuda, &scenarios[i]);
-    printf("sanitize_cases: %d scenarios, %d failed\n", n, failed);
+    if (large)
+        failed += run_scenario(cpu, cuda, &large_scenario);
+    else
+        for (int i = 0; i < n; i++)
+            failed += run_scenario(cpu, cuda, &scenarios[i]);
+    printf("sanitize_cases: %d scenarios, %d failed\n", large ? 1 : n,
+           failed);
     moes_context_destroy(cuda);
     moes_context_destroy(cpu);
     return failed ? 1 : 0;
