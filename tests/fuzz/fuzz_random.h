@@ -52,7 +52,8 @@ static inline uint16_t fz_f16_bits(uint64_t *s)
     return (uint16_t)(r >> 20);
 }
 
-/* Fills n elements of elem bytes (1, 2 or 4) with values of that width. */
+/* Fills n elements of elem bytes: floats of that width for 2 and 4 bytes,
+ * noise for any other width. */
 static inline void fz_fill_elems(void *dst, size_t elem, size_t n,
                                  uint64_t *s)
 {
@@ -65,7 +66,8 @@ static inline void fz_fill_elems(void *dst, size_t elem, size_t n,
             uint16_t v = fz_f16_bits(s);
             memcpy(d + 2 * i, &v, 2);
         } else {
-            d[i] = (uint8_t)fz_next(s);
+            for (size_t j = 0; j < elem; j++)
+                d[elem * i + j] = (uint8_t)fz_next(s);
         }
     }
 }
