@@ -5,12 +5,11 @@
  */
 #include "kernel_common.cuh"
 
-extern "C" __global__ void moes_finish_validation(const gpu_finish_args a)
+/* Run by one thread. */
+__device__ void moes_stage_finish_validation(const gpu_finish_args &a)
 {
     gpu_device_state *s = a.state;
     const unsigned long long key = s->key;
-    if (threadIdx.x != 0 || blockIdx.x != 0)
-        return;
     if (key != GPU_ERROR_KEY_NONE && s->record.status == MOES_OK) {
         const int rank = (int)(key >> 56);
         const int64_t index = (int64_t)(key & ((1ull << 56) - 1));
@@ -43,4 +42,10 @@ extern "C" __global__ void moes_finish_validation(const gpu_finish_args a)
         s->record = r;
     }
     s->key = GPU_ERROR_KEY_NONE;
+}
+
+extern "C" __global__ void moes_finish_validation(const gpu_finish_args a)
+{
+    if (threadIdx.x == 0 && blockIdx.x == 0)
+        moes_stage_finish_validation(a);
 }

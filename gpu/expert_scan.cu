@@ -14,14 +14,12 @@
 
 /* One warp per expert: tile_table[e][*] becomes exclusive ranks, counts[e]
  * the total. */
-extern "C" __global__ void moes_scan_tiles(const gpu_scatter_args a)
+__device__ void moes_stage_scan_tiles(const gpu_scatter_args &a,
+                                      int64_t thread, int64_t threads)
 {
     const unsigned lane = threadIdx.x % MOES_WARP;
-    const int64_t n_warps = moes_dev_threads() / MOES_WARP;
-    if (moes_dev_failed(a.state))
-        return;
-    for (int64_t e = moes_dev_thread() / MOES_WARP; e < a.n_experts;
-         e += n_warps) {
+    const int64_t n_warps = threads / MOES_WARP;
+    for (int64_t e = thread / MOES_WARP; e < a.n_experts; e += n_warps) {
         int64_t *col = a.tile_table + e * a.tiles;
         int64_t run = 0;
         for (int64_t base = 0; base < a.tiles; base += MOES_WARP) {
@@ -55,10 +53,16 @@ __device__ __forceinline__ int64_t warp_scan_sat(int64_t x, unsigned lane)
 
 enum { SCAN_THREADS = 1024 };
 
-/* One block of SCAN_THREADS: start[e], the rows needed, the capacity
- * check (contiguous, grouped) or the dropped choices (masked). */
-extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
-moes_scan_experts(const gpu_scatter_args a)
+extern "C" __global__ void moes_scan_tiles(const gpu_scatter_args a)
+{
+    if (!moes_dev_failed(a.state))
+        moes_stage_scan_tiles(a, moes_dev_thread(), moes_dev_threads());
+}
+
+/* The whole block (a multiple of 32 threads, at most SCAN_THREADS):
+ * start[e], the rows needed, the capacity check (contiguous, grouped) or
+ * the dropped choices (masked). */
+__device__ void moes_block_scan_experts(const gpu_scatter_args &a)
 {
     __shared__ int64_t warp_sums[SCAN_THREADS / MOES_WARP];
     __shared__ int64_t dropped_sums[SCAN_THREADS / MOES_WARP];
@@ -68,8 +72,6 @@ moes_scan_experts(const gpu_scatter_args a)
     const bool masked = a.layout == MOES_LAYOUT_MASKED;
     int64_t carry = 0, dropped = 0;
 
-    if (moes_dev_failed(a.state))
-        return;
     for (int64_t base = 0; base < a.n_experts; base += blockDim.x) {
         const int64_t e = base + threadIdx.x;
         int64_t v = 0;
@@ -119,4 +121,11 @@ moes_scan_experts(const gpu_scatter_args a)
         if (!masked && carry > a.capacity)
             moes_dev_report(a.state, MOES_DATA_ERROR_RANK_CAPACITY, 0);
     }
+}
+
+extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
+moes_scan_experts(const gpu_scatter_args a)
+{
+    if (!moes_dev_failed(a.state))
+        moes_block_scan_experts(a);
 }

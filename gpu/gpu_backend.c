@@ -27,6 +27,7 @@ const char *const gpu_kernel_names[GPU_K_COUNT] = {
     [GPU_K_EXPERT_OUTPUTS] = "moes_expert_outputs",
     [GPU_K_CHECK_OUT_INDEX] = "moes_check_out_index",
     [GPU_K_GATHER_ROWS] = "moes_gather_rows",
+    [GPU_K_ROUTE_SMALL] = "moes_route_small",
 };
 
 int gpu_fail(moes_context *ctx, CUresult r, const char *what)

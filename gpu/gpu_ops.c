@@ -121,7 +121,22 @@ int gpu_reserve(moes_context *ctx, int64_t n_tokens, int64_t top_k,
             return st_;                                                     \
     } while (0)
 
-enum { WARPS_PER_BLOCK = 4, WARP_THREADS = 32 };
+enum { WARPS_PER_BLOCK = 4, WARP_THREADS = 32, SMALL_BLOCK = 1024 };
+
+/* Up to these sizes the whole routing runs in one block, one launch
+ * (route_small.cu): beyond them one block is slower than a grid. */
+#define GPU_SMALL_CHOICES 4096
+#define GPU_SMALL_EXPERTS 1024
+#define GPU_SMALL_MAP 65536
+#define GPU_SMALL_ROWS (1 << 18)
+
+static int route_is_small(const gpu_scatter_args *a)
+{
+    return a->n_choices <= GPU_SMALL_CHOICES &&
+           a->n_experts <= GPU_SMALL_EXPERTS &&
+           (!a->map || a->n_global <= GPU_SMALL_MAP) &&
+           a->out_rows <= GPU_SMALL_ROWS;
+}
 
 /* The routing half of the arguments, and the workspace behind it. */
 static int prepare_route(moes_context *ctx, const moes_route_plan *rp,
@@ -194,6 +209,8 @@ int gpu_count(moes_context *ctx, const moes_count_plan *plan,
     TRY(prepare_route(ctx, &plan->route, &a));
     a.index_elem = (int64_t)moes_index_dtype_size(plan->counts_dtype);
     a.counts_out = plan->counts;
+    if (route_is_small(&a))
+        return gpu_launch(ctx, GPU_K_ROUTE_SMALL, 1, SMALL_BLOCK, &a);
     TRY(launch_route(ctx, &a));
     TRY(launch_finish_route(ctx, &a));
     return gpu_launch(ctx, GPU_K_EXPERT_OUTPUTS,
@@ -253,23 +270,30 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     a.masked_m = s->masked_m;
     a.n_dropped = s->n_dropped;
 
-    TRY(launch_route(ctx, &a));
-    TRY(gpu_launch(ctx, GPU_K_SCAN_EXPERTS, 1, 1024, &a));
-    TRY(launch_finish_route(ctx, &a));
-    if (a.n_choices > 0) {
-        TRY(gpu_launch(ctx, GPU_K_PLACE, gpu_grid_for(a.tiles, WARPS_PER_BLOCK),
-                       warp_block, &a));
+    if (route_is_small(&a)) {
+        /* Routing, labels and per-expert outputs in one launch. */
+        TRY(gpu_launch(ctx, GPU_K_ROUTE_SMALL, 1, SMALL_BLOCK, &a));
+    } else {
+        TRY(launch_route(ctx, &a));
+        TRY(gpu_launch(ctx, GPU_K_SCAN_EXPERTS, 1, SMALL_BLOCK, &a));
+        TRY(launch_finish_route(ctx, &a));
+        if (a.n_choices > 0)
+            TRY(gpu_launch(ctx, GPU_K_PLACE,
+                           gpu_grid_for(a.tiles, WARPS_PER_BLOCK), warp_block,
+                           &a));
+        if (a.m_indices && a.out_rows > 0)
+            TRY(gpu_launch(ctx, GPU_K_LABEL_ROWS,
+                           gpu_grid_for(a.out_rows, 256), 256, &a));
+        TRY(gpu_launch(ctx, GPU_K_EXPERT_OUTPUTS,
+                       gpu_grid_for(a.n_experts, 256), 256, &a));
+    }
+    if (a.n_choices > 0)
         TRY(gpu_launch(ctx, GPU_K_COPY_ROWS, gpu_grid_for(a.n_tokens, 1), 128,
                        &a));
-    }
-    if (a.m_indices && a.out_rows > 0)
-        TRY(gpu_launch(ctx, GPU_K_LABEL_ROWS, gpu_grid_for(a.out_rows, 256),
-                       256, &a));
     if ((a.flags & MOES_SCATTER_ZERO_PADDING) && a.out_rows > 0)
         TRY(gpu_launch(ctx, GPU_K_ZERO_PADDING, gpu_grid_for(a.out_rows, 1),
                        128, &a));
-    return gpu_launch(ctx, GPU_K_EXPERT_OUTPUTS,
-                      gpu_grid_for(a.n_experts, 256), 256, &a);
+    return MOES_OK;
 }
 
 int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,

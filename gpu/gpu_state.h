@@ -23,6 +23,7 @@ enum gpu_kernel {
     GPU_K_EXPERT_OUTPUTS,
     GPU_K_CHECK_OUT_INDEX,
     GPU_K_GATHER_ROWS,
+    GPU_K_ROUTE_SMALL,
     GPU_K_COUNT
 };
 

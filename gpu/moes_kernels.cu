@@ -9,3 +9,4 @@
 #include "place_copy.cu"
 #include "pad_labels.cu"
 #include "gather.cu"
+#include "route_small.cu"

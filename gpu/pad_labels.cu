@@ -47,15 +47,46 @@ __device__ __forceinline__ int64_t row_label(const gpu_scatter_args &a,
     return !*padding || (a.flags & MOES_SCATTER_LABEL_PADDING) ? e : -1;
 }
 
-extern "C" __global__ void moes_label_rows(const gpu_scatter_args a)
+__device__ void moes_stage_label_rows(const gpu_scatter_args &a,
+                                      int64_t thread, int64_t threads)
 {
-    if (moes_dev_failed(a.state))
-        return;
-    for (int64_t r = moes_dev_thread(); r < a.out_rows; r += moes_dev_threads()) {
+    for (int64_t r = thread; r < a.out_rows; r += threads) {
         bool padding;
         moes_dev_index_store(a.m_indices, a.index_elem, r,
                              row_label(a, r, &padding));
     }
+}
+
+/* The same labels, one warp per expert block and the tail after: only
+ * stores, no search, for a single block (route_small.cu), where a search
+ * per row would be a chain of dependent loads. */
+__device__ void moes_stage_label_blocks(const gpu_scatter_args &a,
+                                        int64_t thread, int64_t threads)
+{
+    const unsigned lane = threadIdx.x % MOES_WARP;
+    const bool masked = a.layout == MOES_LAYOUT_MASKED;
+    const bool label_padding = (a.flags & MOES_SCATTER_LABEL_PADDING) != 0;
+    for (int64_t e = thread / MOES_WARP; e < a.n_experts;
+         e += threads / MOES_WARP) {
+        const int64_t count = a.counts[e];
+        const int64_t first = masked ? e * a.capacity : a.start[e];
+        const int64_t real = masked && count > a.capacity ? a.capacity : count;
+        const int64_t block = masked ? a.capacity
+                                     : moes_dev_round_up_sat(count, a.alignment);
+        for (int64_t r = lane; r < block; r += MOES_WARP)
+            moes_dev_index_store(a.m_indices, a.index_elem, first + r,
+                                 r < real || label_padding ? e : -1);
+    }
+    if (!masked)
+        for (int64_t r = a.state->rows_needed + thread; r < a.out_rows;
+             r += threads)
+            moes_dev_index_store(a.m_indices, a.index_elem, r, -1);
+}
+
+extern "C" __global__ void moes_label_rows(const gpu_scatter_args a)
+{
+    if (!moes_dev_failed(a.state))
+        moes_stage_label_rows(a, moes_dev_thread(), moes_dev_threads());
 }
 
 /* One block per row; rows that hold a token are left alone. */
@@ -84,12 +115,11 @@ extern "C" __global__ void moes_zero_padding(const gpu_scatter_args a)
     }
 }
 
-extern "C" __global__ void moes_expert_outputs(const gpu_scatter_args a)
+__device__ void moes_stage_expert_outputs(const gpu_scatter_args &a,
+                                          int64_t thread, int64_t threads)
 {
     const bool masked = a.layout == MOES_LAYOUT_MASKED;
-    if (moes_dev_failed(a.state))
-        return;
-    for (int64_t e = moes_dev_thread(); e < a.n_experts; e += moes_dev_threads()) {
+    for (int64_t e = thread; e < a.n_experts; e += threads) {
         const int64_t count = a.counts[e];
         if (a.counts_out)
             moes_dev_index_store(a.counts_out, a.index_elem, e, count);
@@ -104,6 +134,12 @@ extern "C" __global__ void moes_expert_outputs(const gpu_scatter_args a)
             moes_dev_index_store(a.masked_m, a.index_elem, e,
                                  count < a.capacity ? count : a.capacity);
     }
-    if (a.n_dropped && moes_dev_thread() == 0)
+    if (a.n_dropped && thread == 0)
         *a.n_dropped = a.state->dropped;
+}
+
+extern "C" __global__ void moes_expert_outputs(const gpu_scatter_args a)
+{
+    if (!moes_dev_failed(a.state))
+        moes_stage_expert_outputs(a, moes_dev_thread(), moes_dev_threads());
 }

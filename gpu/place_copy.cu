@@ -14,16 +14,14 @@
  */
 #include "kernel_common.cuh"
 
-extern "C" __global__ void moes_place(const gpu_scatter_args a)
+__device__ void moes_stage_place(const gpu_scatter_args &a, int64_t thread,
+                                 int64_t threads)
 {
     const unsigned lane = threadIdx.x % MOES_WARP;
     const unsigned lower = (1u << lane) - 1u;
-    const int64_t n_warps = moes_dev_threads() / MOES_WARP;
+    const int64_t n_warps = threads / MOES_WARP;
     const bool masked = a.layout == MOES_LAYOUT_MASKED;
-    if (moes_dev_failed(a.state))
-        return;
-    for (int64_t tile = moes_dev_thread() / MOES_WARP; tile < a.tiles;
-         tile += n_warps) {
+    for (int64_t tile = thread / MOES_WARP; tile < a.tiles; tile += n_warps) {
         const int64_t begin = tile * a.tile_size;
         const int64_t end = begin + a.tile_size < a.n_choices
                                 ? begin + a.tile_size
@@ -54,6 +52,12 @@ extern "C" __global__ void moes_place(const gpu_scatter_args a)
             __syncwarp();
         }
     }
+}
+
+extern "C" __global__ void moes_place(const gpu_scatter_args a)
+{
+    if (!moes_dev_failed(a.state))
+        moes_stage_place(a, moes_dev_thread(), moes_dev_threads());
 }
 
 enum { COPY_ROWS_CACHED = 32 };

@@ -9,25 +9,25 @@
  */
 #include "kernel_common.cuh"
 
-/* Map entries outside [-1, E). The smallest index wins (atomicMin). */
-extern "C" __global__ void moes_check_map(const gpu_scatter_args a)
+/* Map entries outside [-1, E). The smallest index wins (atomicMin).
+ * Stages take the calling thread's index among `threads` taking part, so
+ * that a grid and a single block (route_small.cu) run the same code. */
+__device__ void moes_stage_check_map(const gpu_scatter_args &a, int64_t thread,
+                                     int64_t threads)
 {
-    if (moes_dev_failed(a.state))
-        return;
-    for (int64_t i = moes_dev_thread(); i < a.n_global; i += moes_dev_threads()) {
+    for (int64_t i = thread; i < a.n_global; i += threads) {
         int32_t v = a.map[i];
         if (v < -1 || v >= a.n_experts)
             moes_dev_report(a.state, MOES_DATA_ERROR_RANK_MAP, i);
     }
 }
 
-extern "C" __global__ void moes_count_tiles(const gpu_scatter_args a)
+__device__ void moes_stage_count_tiles(const gpu_scatter_args &a,
+                                       int64_t thread, int64_t threads)
 {
     const unsigned lane = threadIdx.x % MOES_WARP;
-    const int64_t n_warps = moes_dev_threads() / MOES_WARP;
-    if (moes_dev_failed(a.state))
-        return;
-    for (int64_t tile = moes_dev_thread() / MOES_WARP; tile < a.tiles;
+    const int64_t n_warps = threads / MOES_WARP;
+    for (int64_t tile = thread / MOES_WARP; tile < a.tiles;
          tile += n_warps) {
         const int64_t begin = tile * a.tile_size;
         const int64_t end = begin + a.tile_size < a.n_choices
@@ -59,4 +59,16 @@ extern "C" __global__ void moes_count_tiles(const gpu_scatter_args a)
             __syncwarp();
         }
     }
+}
+
+extern "C" __global__ void moes_check_map(const gpu_scatter_args a)
+{
+    if (!moes_dev_failed(a.state))
+        moes_stage_check_map(a, moes_dev_thread(), moes_dev_threads());
+}
+
+extern "C" __global__ void moes_count_tiles(const gpu_scatter_args a)
+{
+    if (!moes_dev_failed(a.state))
+        moes_stage_count_tiles(a, moes_dev_thread(), moes_dev_threads());
 }

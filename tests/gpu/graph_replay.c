@@ -22,8 +22,12 @@
 
 #include "moescatter.h"
 
-enum { N = 300, K = 8, E = 256, E_GLOBAL = 320, H = 7168, A = 128,
-       REPLAYS = 6, BAD_REPLAY = 3 };
+/* Two token counts: the first takes the one-launch routing of small calls,
+ * the second the multi-kernel one. */
+enum { N_SMALL = 300, N_LARGE = 2000, N_MAX = N_LARGE, K = 8, E = 256,
+       E_GLOBAL = 320, H = 7168, A = 128, REPLAYS = 6, BAD_REPLAY = 3 };
+
+static int N;
 
 #define CUDA_OK(expr)                                                       \
     do {                                                                    \
@@ -121,18 +125,18 @@ static void new_inputs(void *const h[BUF_N], int bad)
         ids[N * K / 2 + 1] = E_GLOBAL + 9;
 }
 
-int main(void)
+/* Captures the calls for n tokens once and replays them; returns the
+ * number of failed replays. */
+static int capture_and_replay(moes_context *cpu, moes_context *cuda,
+                              cudaStream_t stream, int n)
 {
-    moes_context_options opts;
-    moes_context *cpu = NULL, *cuda = NULL;
-    cudaStream_t stream;
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     void *dev[BUF_N], *host[BUF_N], *ref[BUF_N];
     int64_t capacity;
     int failed = 0;
 
-    unsetenv("MOES_BACKEND");
+    N = n;
     moes_scatter_capacity(NULL, MOES_LAYOUT_CONTIGUOUS, N, K, E, A, &capacity);
     sizes[IN_IDS] = N * K * 4;
     sizes[IN_MAP] = E_GLOBAL * 4;
@@ -144,40 +148,20 @@ int main(void)
     sizes[OUT_M_INDICES] = capacity * 4;
     sizes[OUT_START] = E * 4;
     sizes[OUT_GATHER] = (int64_t)N * H * 2;
-
-    CUDA_OK(cudaSetDevice(0));
-    CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    moes_context_options_init(&opts);
-    opts.backend = MOES_BACKEND_CPU;
-    if (moes_context_create(&cpu, &opts) != MOES_OK)
-        return 2;
-    opts.backend = MOES_BACKEND_CUDA;
-    if (moes_context_create(&cuda, &opts) != MOES_OK) {
-        fprintf(stderr, "graph_replay: %s\n", moes_last_error(NULL));
-        return 2;
-    }
-    moes_set_stream(cuda, stream);
-    if (moes_reserve_workspace(cuda, N, K, E) != MOES_OK) {
-        fprintf(stderr, "reserve: %s\n", moes_last_error(cuda));
-        return 2;
-    }
     for (int i = 0; i < BUF_N; i++) {
         CUDA_OK(cudaMalloc(&dev[i], (size_t)sizes[i]));
         host[i] = malloc((size_t)sizes[i]);
         ref[i] = malloc((size_t)sizes[i]);
         if (!host[i] || !ref[i])
-            return 2;
+            exit(2);
     }
 
     /* Captured once: no allocation, no host wait inside the calls. */
     CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-    {
-        int st = queue_calls(cuda, dev, capacity);
-        if (st != MOES_OK) {
-            fprintf(stderr, "a call failed under capture: %s\n",
-                    moes_last_error(cuda));
-            return 2;
-        }
+    if (queue_calls(cuda, dev, capacity) != MOES_OK) {
+        fprintf(stderr, "a call failed under capture: %s\n",
+                moes_last_error(cuda));
+        exit(2);
     }
     CUDA_OK(cudaStreamEndCapture(stream, &graph));
     CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
@@ -198,14 +182,14 @@ int main(void)
         st = moes_synchronize(cuda);
         want_st = queue_calls(cpu, ref, capacity);
         if (st != want_st) {
-            printf("FAIL replay %d: CUDA %s (%s), CPU %s\n", rep,
+            printf("FAIL N=%d replay %d: CUDA %s (%s), CPU %s\n", N, rep,
                    moes_strerror(st), moes_last_error(cuda),
                    moes_strerror(want_st));
             failed++;
             continue;
         }
         if (bad && strcmp(moes_last_error(cuda), moes_last_error(cpu)) != 0) {
-            printf("FAIL replay %d: CUDA \"%s\", CPU \"%s\"\n", rep,
+            printf("FAIL N=%d replay %d: CUDA \"%s\", CPU \"%s\"\n", N, rep,
                    moes_last_error(cuda), moes_last_error(cpu));
             failed++;
             continue;
@@ -214,15 +198,15 @@ int main(void)
             CUDA_OK(cudaMemcpy(host[i], dev[i], (size_t)sizes[i],
                                cudaMemcpyDeviceToHost));
             if (memcmp(host[i], ref[i], (size_t)sizes[i]) != 0) {
-                printf("FAIL replay %d: %s differs from the CPU\n", rep,
-                       names[i]);
+                printf("FAIL N=%d replay %d: %s differs from the CPU\n", N,
+                       rep, names[i]);
                 failed++;
                 break;
             }
         }
-        printf("replay %d: %s\n", rep, bad ? moes_last_error(cuda) : "same bits");
+        printf("N=%d replay %d: %s\n", N, rep,
+               bad ? moes_last_error(cuda) : "same bits");
     }
-    printf("graph_replay: %d replays, %d failed\n", REPLAYS, failed);
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
     for (int i = 0; i < BUF_N; i++) {
@@ -230,6 +214,37 @@ int main(void)
         free(host[i]);
         free(ref[i]);
     }
+    return failed;
+}
+
+int main(void)
+{
+    moes_context_options opts;
+    moes_context *cpu = NULL, *cuda = NULL;
+    cudaStream_t stream;
+    int failed = 0;
+
+    unsetenv("MOES_BACKEND");
+    CUDA_OK(cudaSetDevice(0));
+    CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    moes_context_options_init(&opts);
+    opts.backend = MOES_BACKEND_CPU;
+    if (moes_context_create(&cpu, &opts) != MOES_OK)
+        return 2;
+    opts.backend = MOES_BACKEND_CUDA;
+    if (moes_context_create(&cuda, &opts) != MOES_OK) {
+        fprintf(stderr, "graph_replay: %s\n", moes_last_error(NULL));
+        return 2;
+    }
+    moes_set_stream(cuda, stream);
+    /* The largest of the two: the smaller must then fit as well. */
+    if (moes_reserve_workspace(cuda, N_MAX, K, E) != MOES_OK) {
+        fprintf(stderr, "reserve: %s\n", moes_last_error(cuda));
+        return 2;
+    }
+    failed += capture_and_replay(cpu, cuda, stream, N_SMALL);
+    failed += capture_and_replay(cpu, cuda, stream, N_LARGE);
+    printf("graph_replay: %d replays, %d failed\n", 2 * REPLAYS, failed);
     moes_context_destroy(cuda);
     moes_context_destroy(cpu);
     cudaStreamDestroy(stream);
