@@ -1,0 +1,125 @@
+#!/bin/sh
+# run-fuzzers.sh [SECONDS] - builds the libFuzzer targets with clang and
+# runs each for SECONDS (default 60), then prints per target: executions,
+# exec/s, coverage (cov and ft of libFuzzer's last status line) and
+# findings. Exits 1 on any finding, after copying each crashing input into
+# tests/fuzz/regressions/ as TARGET-KIND-HASH (replay it with the target's
+# replay program, or with the target itself: fuzz-out/TARGET FILE).
+#
+#   run-fuzzers.sh --build-only     only build (what `make fuzzers` runs)
+#
+# Environment:
+#   FUZZ_CC       the compiler (default clang); it must support
+#                 -fsanitize=fuzzer,address,undefined and -fopenmp
+#   FUZZ_OUT      where binaries, working corpora, logs and findings go
+#                 (default ./fuzz-out)
+#   FUZZ_TARGETS  the targets to build and run (default: fuzz_args fuzz_diff)
+#   FUZZ_FLAGS    more libFuzzer flags for every run (e.g. -jobs=2)
+#
+# Each run starts from the committed seed corpus and the regressions, and
+# writes new inputs only to FUZZ_OUT/corpus/TARGET.
+set -u
+
+build_only=no
+seconds=60
+case "${1:-}" in
+--build-only) build_only=yes ;;
+'') ;;
+*[!0-9]*) echo "usage: $0 [SECONDS | --build-only]" >&2; exit 2 ;;
+*) seconds=$1 ;;
+esac
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+cc=${FUZZ_CC:-clang}
+out=${FUZZ_OUT:-$PWD/fuzz-out}
+targets=${FUZZ_TARGETS:-fuzz_args fuzz_diff}
+mkdir -p "$out/obj" || exit 2
+out=$(cd "$out" && pwd)
+
+# The project's flags (common.am), with the sanitizers. Contraction stays
+# off: the oracle and the backend must round each fp32 operation alike.
+cflags="-std=c11 -ffp-contract=off -g -O1 -fno-omit-frame-pointer -fopenmp \
+ -Wall -Wextra -D_POSIX_C_SOURCE=200809L \
+ -I$top/lib -I$top/tests/kit -I$here \
+ -fsanitize=address,undefined -fno-sanitize-recover=undefined"
+
+probe="$out/obj/probe.c"
+printf '%s\n' '#include <stddef.h>' '#include <stdint.h>' \
+    'int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)' \
+    '{ (void)d; (void)n; return 0; }' > "$probe"
+if ! $cc -fopenmp -fsanitize=fuzzer,address,undefined "$probe" \
+        -o "$out/obj/probe" 2>"$out/obj/probe.log"; then
+    echo "$0: $cc cannot build libFuzzer targets" \
+         "(-fsanitize=fuzzer,address,undefined -fopenmp):" >&2
+    cat "$out/obj/probe.log" >&2
+    exit 2
+fi
+
+# The library as the fuzzers see it: lib/, the CPU backend, and the CUDA
+# stub (the CUDA backend needs nvcc; the replay programs of `make check`
+# cover it on a GPU machine).
+lib_sources="$top/lib/*.c $top/cpu/*.c $top/gpu/gpu_stub.c"
+kit_sources="$top/tests/kit/*.c"
+echo "building with $cc into $out"
+rm -f "$out"/obj/*.o
+(
+    cd "$out/obj" &&
+    # shellcheck disable=SC2086
+    $cc $cflags -fsanitize=fuzzer-no-link -c $lib_sources $kit_sources \
+        "$here/fuzz_guard.c"
+) || exit 2
+mkdir -p "$out/obj-targets" || exit 2
+for t in $targets; do
+    $cc $cflags -fsanitize=fuzzer -c "$here/$t.c" -o "$out/obj-targets/$t.o" &&
+    $cc -fopenmp -fsanitize=fuzzer,address,undefined \
+        "$out"/obj/*.o "$out/obj-targets/$t.o" -o "$out/$t" || exit 2
+done
+[ "$build_only" = yes ] && exit 0
+
+# Threads sleep between parallel regions instead of spinning (the
+# targets ask for it too; this covers OpenMP starting earlier).
+OMP_WAIT_POLICY=passive
+export OMP_WAIT_POLICY
+
+status=0
+report="$out/report.txt"
+printf '%-10s %12s %8s %6s %7s %9s\n' target executions exec/s cov ft \
+    findings > "$report"
+for t in $targets; do
+    work="$out/corpus/$t"
+    art="$out/findings/$t"
+    log="$out/$t.log"
+    mkdir -p "$work" "$art"
+    rm -f "$art"/*
+    echo "running $t for $seconds s (log: $log)"
+    # shellcheck disable=SC2086
+    "$out/$t" -max_total_time="$seconds" -print_final_stats=1 \
+        -timeout=25 -max_len=1024 -artifact_prefix="$art/" ${FUZZ_FLAGS:-} \
+        "$work" "$here/corpus/$t" "$here/regressions" > "$log" 2>&1
+    rc=$?
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
+    cov=$(grep -a -o 'cov: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
+    ft=$(grep -a -o 'ft: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
+    findings=0
+    for f in "$art"/*; do
+        [ -f "$f" ] || continue
+        findings=$((findings + 1))
+        name=$(basename "$f")
+        kind=${name%%-*}
+        hash=${name#*-}
+        cp "$f" "$here/regressions/$t-$kind-$hash"
+        echo "FINDING in $t: $here/regressions/$t-$kind-$hash"
+    done
+    if [ "$rc" -ne 0 ] && [ "$findings" -eq 0 ]; then
+        # A crash of libFuzzer itself, or one that left no input.
+        findings=1
+        echo "FINDING in $t: exit status $rc with no saved input; see $log"
+    fi
+    [ "$findings" -eq 0 ] || status=1
+    printf '%-10s %12s %8s %6s %7s %9s\n' "$t" "${execs:-?}" "${rate:-?}" \
+        "${cov:-?}" "${ft:-?}" "$findings" >> "$report"
+done
+cat "$report"
+exit $status
