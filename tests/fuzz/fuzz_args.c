@@ -76,6 +76,16 @@ static size_t claim(call_buffers *cb, int64_t rows, int64_t stride,
     }
 }
 
+/* A buffer left NULL still has a claimed size, which the library checks
+ * too: one beyond int64 makes the call bound to fail. */
+static void claim_absent(call_buffers *cb, int64_t rows, int64_t stride,
+                         int64_t row_len, int64_t elem)
+{
+    size_t bytes;
+    if (fz_extent(rows, stride, row_len, elem, &bytes) == FZ_EXTENT_OVERFLOW)
+        cb->overflowed = 1;
+}
+
 /* An input of len bytes; its contents come from fill (or noise). */
 static void *add_input(call_buffers *cb, size_t len, const void *fill)
 {
@@ -336,6 +346,8 @@ static void decode_routing(fz_input *in, call_buffers *cb, moes_routing *r,
                             r->expert_map || r->n_experts_global > 0
                                 ? r->n_experts_global
                                 : r->n_experts);
+    else
+        claim_absent(cb, r->n_tokens, r->ids_stride, r->top_k, 8);
 }
 
 /* Counts per local expert of the valid (t, k), for choosing capacities
@@ -494,7 +506,7 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
                                claim(cb, r.n_tokens, a.x_scales_stride,
                                      n_scales, 4),
                                NULL);
-        if (!(nulls & 0x80) && !cb->skip) {
+        {
             /* ((rows - 1) * rs + (cols - 1) * cs + 1) floats, with the
              * library's defaults for zero strides. */
             size_t bytes = 0;
@@ -510,11 +522,12 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
                 if (n > INT64_MAX / 4)
                     cb->overflowed = 1;
                 else if (n * 4 > FZ_MAX_BUFFER_BYTES)
-                    cb->skip = 1;
+                    cb->skip |= !(nulls & 0x80);
                 else
                     bytes = (size_t)n * 4;
             }
-            a.out_scales = add_output(cb, "out_scales", bytes, NULL);
+            if (!(nulls & 0x80))
+                a.out_scales = add_output(cb, "out_scales", bytes, NULL);
         }
     } else if (present & 2) {
         /* Scales out without scales in, or a format without scales. */
@@ -526,16 +539,22 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
         a.x = add_input(cb, claim(cb, r.n_tokens, a.x_stride, a.hidden,
                                   (int64_t)x_elem),
                         NULL);
+    else
+        claim_absent(cb, r.n_tokens, a.x_stride, a.hidden, 8);
     if (!(nulls & 2))
         a.out = add_output(cb, "out",
                            claim(cb, out_rows, a.out_stride, a.hidden,
                                  (int64_t)x_elem),
                            NULL);
+    else
+        claim_absent(cb, out_rows, a.out_stride, a.hidden, 8);
     if (!(nulls & 4))
         a.out_index = add_output(cb, "out_index",
                                  claim(cb, r.n_tokens, a.out_index_stride,
                                        r.top_k, (int64_t)ie),
                                  NULL);
+    else
+        claim_absent(cb, r.n_tokens, a.out_index_stride, r.top_k, 8);
     {
         size_t per_expert = claim(cb, 1, r.n_experts, r.n_experts,
                                   (int64_t)ie);
@@ -626,6 +645,8 @@ static void fuzz_gather(fz_input *in, call_buffers *cb, moes_context *ctx)
         a.y = add_input(cb, bytes, NULL);
         if (a.y)
             fz_fill_elems((void *)a.y, y_elem, bytes / y_elem, &cb->seed);
+    } else {
+        claim_absent(cb, a.y_rows, a.y_stride, a.hidden, 8);
     }
     if (!(nulls & 2) || a.n_tokens == 0) {
         void *idx;
@@ -636,12 +657,16 @@ static void fuzz_gather(fz_input *in, call_buffers *cb, moes_context *ctx)
             for (size_t i = 0; i < bytes / ie; i++)
                 store_index(idx, ie, (int64_t)i, decode_entry(in, a.y_rows));
         a.out_index = idx;
+    } else {
+        claim_absent(cb, a.n_tokens, a.out_index_stride, a.top_k, 8);
     }
     if (nulls & 4) {
         bytes = claim(cb, a.n_tokens, a.weights_stride, a.top_k, 4);
         a.weights = add_input(cb, bytes, NULL);
         if (a.weights)
             fz_fill_elems((void *)a.weights, 4, bytes / 4, &cb->seed);
+    } else {
+        claim_absent(cb, a.n_tokens, a.weights_stride, a.top_k, 4);
     }
     if (!(nulls & 8) || a.n_tokens == 0) {
         bytes = claim(cb, a.n_tokens, a.out_stride, a.hidden,
@@ -654,6 +679,8 @@ static void fuzz_gather(fz_input *in, call_buffers *cb, moes_context *ctx)
         }
         a.out = add_output(cb, "out", bytes, out_init);
         free(out_init);
+    } else {
+        claim_absent(cb, a.n_tokens, a.out_stride, a.hidden, 8);
     }
     if (cb->skip)
         return;
