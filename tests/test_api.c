@@ -1,10 +1,377 @@
+/*
+ * test_api.c - the small functions: version, status names, dtype sizes,
+ * the init functions, the capacity helper, context info, timestamps,
+ * memory helpers and workspace reservation.
+ */
 #include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
 
-#include "moescatter.h"
+#include "helpers.h"
 
 Test(api, version)
 {
-    int major = -1;
-    cr_assert_eq(moes_version(&major, NULL, NULL), MOES_OK);
-    cr_assert_eq(major, MOES_VERSION_MAJOR);
+    int major = -1, minor = -1, patch = -1;
+    cr_assert_eq(moes_version(&major, &minor, &patch), MOES_OK);
+    cr_expect_eq(major, MOES_VERSION_MAJOR);
+    cr_expect_eq(minor, MOES_VERSION_MINOR);
+    cr_expect_eq(patch, MOES_VERSION_PATCH);
+    cr_expect_eq(MOES_VERSION_NUMBER,
+                 major * 10000 + minor * 100 + patch);
+    cr_expect_eq(moes_version(NULL, NULL, NULL), MOES_OK);
+}
+
+Test(api, strerror_every_code)
+{
+    static const char *names[] = {
+        "success", "null pointer", "invalid size", "invalid stride",
+        "size overflow", "invalid dtype", "invalid flags",
+        "invalid alignment", "invalid expert id", "invalid expert map entry",
+        "invalid out_index entry", "capacity too small", "invalid argument",
+        "out of memory", "backend unavailable", "device error",
+        "workspace too small"};
+    for (int s = 0; s <= MOES_ERR_WORKSPACE; s++)
+        cr_expect_str_eq(moes_strerror(s), names[s], "status %d", s);
+    cr_expect_str_eq(moes_strerror(-1), "unknown status");
+    cr_expect_str_eq(moes_strerror(MOES_ERR_WORKSPACE + 1), "unknown status");
+    cr_expect_str_eq(moes_strerror(1 << 30), "unknown status");
+}
+
+Test(api, dtype_size)
+{
+    static const int dtypes[] = {MOES_DTYPE_FP8_E4M3, MOES_DTYPE_FP8_E5M2,
+                                 MOES_DTYPE_BF16, MOES_DTYPE_FP16,
+                                 MOES_DTYPE_FP32, MOES_DTYPE_INT32,
+                                 MOES_DTYPE_INT64};
+    static const size_t sizes[] = {1, 1, 2, 2, 4, 4, 8};
+    size_t s;
+    for (int i = 0; i < 7; i++) {
+        s = 0;
+        cr_expect_eq(moes_dtype_size(dtypes[i], &s), MOES_OK);
+        cr_expect_eq(s, sizes[i], "dtype %d", dtypes[i]);
+    }
+    s = 77;
+    cr_expect_eq(moes_dtype_size(0, &s), MOES_ERR_INVALID_DTYPE);
+    cr_expect_eq(moes_dtype_size(8, &s), MOES_ERR_INVALID_DTYPE);
+    cr_expect_eq(moes_dtype_size(-1, &s), MOES_ERR_INVALID_DTYPE);
+    cr_expect_eq(s, 77, "size must be left alone");
+    cr_expect_eq(moes_dtype_size(MOES_DTYPE_FP32, NULL),
+                 MOES_ERR_NULL_POINTER);
+}
+
+Test(api, init_functions)
+{
+    moes_routing r;
+    moes_scatter_args s;
+    moes_gather_args g;
+    moes_context_options o;
+    memset(&r, 0x5A, sizeof r);
+    memset(&s, 0x5A, sizeof s);
+    memset(&g, 0x5A, sizeof g);
+    memset(&o, 0x5A, sizeof o);
+    cr_assert_eq(moes_routing_init(&r), MOES_OK);
+    cr_expect_eq(r.struct_size, sizeof r);
+    cr_expect_eq(r.n_tokens, 0);
+    cr_expect_eq(r.top_k, 1);
+    cr_expect_null(r.ids);
+    cr_expect_null(r.expert_map);
+    cr_expect_eq(r.ids_dtype, MOES_DTYPE_INT32);
+    cr_expect_eq(r.ids_stride, 0);
+
+    cr_assert_eq(moes_scatter_args_init(&s), MOES_OK);
+    cr_expect_eq(s.struct_size, sizeof s);
+    cr_expect_eq(s.layout, MOES_LAYOUT_CONTIGUOUS);
+    cr_expect_eq(s.alignment, 128);
+    cr_expect_eq(s.scale_block, 128);
+    cr_expect_eq(s.index_dtype, MOES_DTYPE_INT32);
+    cr_expect_eq(s.out_scales_format, MOES_SCALES_NONE);
+    cr_expect_eq(s.flags, 0u);
+    cr_expect_null(s.x);
+    cr_expect_null(s.out);
+    cr_expect_null(s.n_dropped);
+    cr_expect_eq(s.x_stride, 0);
+
+    cr_assert_eq(moes_gather_args_init(&g), MOES_OK);
+    cr_expect_eq(g.struct_size, sizeof g);
+    cr_expect_eq(g.top_k, 1);
+    cr_expect_eq(g.index_dtype, MOES_DTYPE_INT32);
+    cr_expect_eq(g.flags, 0u);
+    cr_expect_null(g.weights);
+    cr_expect_null(g.y);
+
+    cr_assert_eq(moes_context_options_init(&o), MOES_OK);
+    cr_expect_eq(o.struct_size, sizeof o);
+    cr_expect_eq(o.backend, MOES_BACKEND_AUTO);
+    cr_expect_eq(o.cpu_threads, 0);
+    cr_expect_eq(o.cuda_device, 0);
+
+    cr_expect_eq(moes_routing_init(NULL), MOES_ERR_NULL_POINTER);
+    cr_expect_eq(moes_scatter_args_init(NULL), MOES_ERR_NULL_POINTER);
+    cr_expect_eq(moes_gather_args_init(NULL), MOES_ERR_NULL_POINTER);
+    cr_expect_eq(moes_context_options_init(NULL), MOES_ERR_NULL_POINTER);
+}
+
+/* roundup(N*K + min(E, N*K) * (A - 1), A), computed here in 128 bits. */
+static int64_t formula(int64_t n, int64_t k, int64_t e, int64_t a)
+{
+    __extension__ __int128 c = (__int128)n * k;
+    __int128 blocks = e < c ? e : c;
+    __int128 rows = c + blocks * (a - 1);
+    return (int64_t)((rows + a - 1) / a * a);
+}
+
+Test(api, capacity_formula)
+{
+    static const int64_t cases[][4] = {
+        {3, 2, 3, 4}, {5, 1, 100, 128}, {0, 8, 16, 128}, {1, 1, 1, 1},
+        {1000, 8, 256, 128}, {7, 9, 3000, 96}, {4096, 8, 64, 7},
+        {1, 9, 1, 300}, {123456, 6, 2, 1}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const int64_t *c = cases[i];
+        int64_t cap = -1;
+        for (int layout = MOES_LAYOUT_CONTIGUOUS;
+             layout <= MOES_LAYOUT_GROUPED; layout++) {
+            cr_assert_eq(moes_scatter_capacity(NULL, layout, c[0], c[1],
+                                               c[2], c[3], &cap), MOES_OK);
+            cr_expect_eq(cap, formula(c[0], c[1], c[2], c[3]),
+                         "N=%lld K=%lld E=%lld A=%lld: %lld", (long long)c[0],
+                         (long long)c[1], (long long)c[2], (long long)c[3],
+                         (long long)cap);
+        }
+        cr_assert_eq(moes_scatter_capacity(NULL, MOES_LAYOUT_MASKED, c[0],
+                                           c[1], c[2], c[3], &cap), MOES_OK);
+        cr_expect_eq(cap, c[0] * c[1]);
+    }
+}
+
+Test(api, capacity_errors)
+{
+    moes_context *ctx = test_open(0);
+    int64_t cap = 99;
+    cr_expect_eq(moes_scatter_capacity(ctx, 1, 1, 1, 1, 1, NULL),
+                 MOES_ERR_NULL_POINTER);
+    cr_expect_eq(moes_scatter_capacity(ctx, 0, 1, 1, 1, 1, &cap),
+                 MOES_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(moes_last_error(ctx), "layout") != NULL);
+    cr_expect_eq(moes_scatter_capacity(ctx, 1, -1, 1, 1, 1, &cap),
+                 MOES_ERR_INVALID_SIZE);
+    cr_expect_eq(moes_scatter_capacity(ctx, 1, 1, 0, 1, 1, &cap),
+                 MOES_ERR_INVALID_SIZE);
+    cr_expect_eq(moes_scatter_capacity(ctx, 1, 1, 1, 0, 1, &cap),
+                 MOES_ERR_INVALID_SIZE);
+    cr_expect_eq(moes_scatter_capacity(ctx, 1, 1, 1, 1, 0, &cap),
+                 MOES_ERR_INVALID_ALIGNMENT);
+    cr_expect_eq(moes_scatter_capacity(ctx, 1, INT64_MAX / 2, 4, 1, 1, &cap),
+                 MOES_ERR_OVERFLOW);
+    cr_expect_eq(moes_scatter_capacity(ctx, 2, (int64_t)1 << 40, 8,
+                                       (int64_t)1 << 40, (int64_t)1 << 30,
+                                       &cap), MOES_ERR_OVERFLOW);
+    cr_expect_eq(cap, 99, "capacity must be left alone on error");
+    /* The largest that fits still works. */
+    cr_expect_eq(moes_scatter_capacity(ctx, 1, INT64_MAX / 2, 2, 1, 1, &cap),
+                 MOES_OK);
+    cr_expect_eq(cap, INT64_MAX / 2 * 2);
+    test_close(ctx);
+}
+
+/* The helper's capacity is never too small: scatter random routings with
+ * exactly that capacity. */
+Test(api, capacity_is_enough)
+{
+    moes_context *ctx = test_open(0);
+    uint64_t state = 12345;
+    for (int iter = 0; iter < 40; iter++) {
+        int64_t n = 1 + (int64_t)(state % 50), k = 1 + (int64_t)(state % 7);
+        int64_t e = 1 + (int64_t)((state >> 8) % 20);
+        int64_t a = 1 + (int64_t)((state >> 16) % 130), cap;
+        int32_t *ids = malloc((size_t)(n * k) * 4);
+        void *d_ids, *d_x, *d_out, *d_index, *d_m;
+        moes_routing r;
+        moes_scatter_args s;
+        for (int64_t i = 0; i < n * k; i++) {
+            state = state * 6364136223846793005ull + 1442695040888963407ull;
+            ids[i] = (int32_t)((state >> 33) % (uint64_t)e);
+        }
+        cr_assert_eq(moes_scatter_capacity(ctx, MOES_LAYOUT_CONTIGUOUS, n, k,
+                                           e, a, &cap), MOES_OK);
+        d_ids = dev_from(ctx, ids, n * k * 4);
+        d_x = dev_new(ctx, n);
+        d_out = dev_new(ctx, cap);
+        d_index = dev_new(ctx, n * k * 4);
+        d_m = dev_new(ctx, cap * 4);
+        moes_routing_init(&r);
+        r.n_tokens = n;
+        r.top_k = k;
+        r.n_experts = e;
+        r.ids = d_ids;
+        moes_scatter_args_init(&s);
+        s.alignment = a;
+        s.capacity = cap;
+        s.x = d_x;
+        s.x_dtype = MOES_DTYPE_FP8_E5M2;
+        s.hidden = 1;
+        s.out = d_out;
+        s.out_index = d_index;
+        s.m_indices = d_m;
+        cr_expect_eq(moes_scatter(ctx, &r, &s), MOES_OK, "%s",
+                     moes_last_error(ctx));
+        cr_expect_eq(moes_synchronize(ctx), MOES_OK);
+        free(ids);
+        dev_free(ctx, d_ids);
+        dev_free(ctx, d_x);
+        dev_free(ctx, d_out);
+        dev_free(ctx, d_index);
+        dev_free(ctx, d_m);
+    }
+    test_close(ctx);
+}
+
+Test(api, context_info)
+{
+    moes_context *ctx = test_open(3);
+    moes_context_info info;
+    unsigned mask = 0;
+    cr_expect_str_eq(moes_last_error(ctx), "",
+                     "a fresh context has no message");
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    cr_assert_eq(moes_context_get_info(ctx, &info), MOES_OK);
+    cr_expect(info.backend == MOES_BACKEND_CPU ||
+              info.backend == MOES_BACKEND_CUDA);
+    cr_expect(info.reason[0] != '\0', "no reason given");
+    cr_expect_eq(info.cpu_threads, 3);
+    if (info.backend == MOES_BACKEND_CPU) {
+        cr_expect_str_eq(info.device_name, "cpu");
+        cr_expect_eq(info.device_multiprocessors, 0);
+        cr_expect_eq(info.device_memory_bytes, 0);
+    } else {
+        cr_expect_gt(info.device_multiprocessors, 0);
+        cr_expect_gt(info.device_compute_capability, 0);
+    }
+    info.struct_size = 1;
+    cr_expect_eq(moes_context_get_info(ctx, &info),
+                 MOES_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(moes_context_get_info(ctx, NULL), MOES_ERR_NULL_POINTER);
+    cr_expect_eq(moes_context_get_info(NULL, &info), MOES_ERR_NULL_POINTER);
+    cr_assert_eq(moes_backends_compiled(&mask), MOES_OK);
+    cr_expect(mask & (1u << MOES_BACKEND_CPU));
+    cr_expect_eq(mask & ~((1u << MOES_BACKEND_CPU) | (1u << MOES_BACKEND_CUDA)),
+                 0u);
+    cr_expect_eq(moes_backends_compiled(NULL), MOES_ERR_NULL_POINTER);
+    cr_expect_eq(moes_context_destroy(NULL), MOES_OK);
+    test_close(ctx);
+}
+
+Test(api, streams_and_errors)
+{
+    moes_context *ctx = test_open(0);
+    cr_expect_eq(moes_set_stream(ctx, NULL), MOES_OK);
+    cr_expect_eq(moes_synchronize(ctx), MOES_OK);
+    cr_expect_eq(moes_get_error(ctx), MOES_OK);
+    test_close(ctx);
+}
+
+Test(api, timestamps)
+{
+    moes_context *ctx = test_open(0);
+    double ms = -1.0;
+    cr_expect_eq(moes_timestamp(ctx, -1), MOES_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(moes_timestamp(ctx, MOES_TIMESTAMP_SLOTS),
+                 MOES_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(moes_elapsed_ms(ctx, 0, 1, &ms), MOES_ERR_INVALID_ARGUMENT,
+                 "slots never recorded");
+    cr_expect(strstr(moes_last_error(ctx), "never recorded") != NULL);
+    cr_assert_eq(moes_timestamp(ctx, 0), MOES_OK);
+    cr_expect_eq(moes_elapsed_ms(ctx, 0, 1, &ms), MOES_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(moes_timestamp(ctx, MOES_TIMESTAMP_SLOTS - 1), MOES_OK);
+    cr_assert_eq(moes_elapsed_ms(ctx, 0, MOES_TIMESTAMP_SLOTS - 1, &ms),
+                 MOES_OK);
+    cr_expect_geq(ms, 0.0);
+    cr_expect_lt(ms, 60000.0);
+    cr_expect_eq(moes_elapsed_ms(ctx, 0, 0, NULL), MOES_ERR_NULL_POINTER);
+    cr_expect_eq(moes_elapsed_ms(ctx, 0, 16, &ms), MOES_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(moes_elapsed_ms(ctx, -1, 0, &ms), MOES_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(moes_timestamp(NULL, 0), MOES_ERR_NULL_POINTER);
+    test_close(ctx);
+}
+
+Test(api, memory_helpers)
+{
+    moes_context *ctx = test_open(0);
+    unsigned char host[1000], back[1000];
+    void *a = NULL, *b = NULL, *p = (void *)1;
+    for (int i = 0; i < 1000; i++)
+        host[i] = (unsigned char)(i * 7 + 3);
+    cr_assert_eq(moes_malloc(ctx, &a, 1000), MOES_OK);
+    cr_assert_eq(moes_malloc(ctx, &b, 1000), MOES_OK);
+    cr_expect_eq(moes_copy_to_backend(ctx, a, host, 1000), MOES_OK);
+    cr_expect_eq(moes_copy_within(ctx, b, a, 1000), MOES_OK);
+    cr_expect_eq(moes_fill(ctx, (char *)b + 10, 0xEE, 5), MOES_OK);
+    cr_expect_eq(moes_copy_to_host(ctx, back, b, 1000), MOES_OK);
+    for (int i = 0; i < 1000; i++)
+        cr_expect_eq(back[i], i >= 10 && i < 15 ? 0xEE : host[i],
+                     "byte %d", i);
+
+    cr_expect_eq(moes_malloc(ctx, &p, 0), MOES_ERR_INVALID_SIZE);
+    cr_expect_null(p, "*ptr is NULL after a failed allocation");
+    cr_expect_eq(moes_malloc(ctx, &p, -8), MOES_ERR_INVALID_SIZE);
+    cr_expect_eq(moes_malloc(ctx, NULL, 8), MOES_ERR_NULL_POINTER);
+    cr_expect_eq(moes_malloc(NULL, &p, 8), MOES_ERR_NULL_POINTER);
+    cr_expect_eq(moes_copy_to_backend(ctx, a, host, -1),
+                 MOES_ERR_INVALID_SIZE);
+    cr_expect_eq(moes_copy_to_host(ctx, NULL, a, 4), MOES_ERR_NULL_POINTER);
+    cr_expect_eq(moes_copy_within(ctx, b, NULL, 4), MOES_ERR_NULL_POINTER);
+    cr_expect_eq(moes_copy_to_host(ctx, NULL, NULL, 0), MOES_OK);
+    cr_expect_eq(moes_fill(ctx, a, 256, 4), MOES_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(moes_fill(ctx, a, -1, 4), MOES_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(moes_fill(ctx, a, 0, -4), MOES_ERR_INVALID_SIZE);
+    cr_expect_eq(moes_fill(ctx, NULL, 0, 4), MOES_ERR_NULL_POINTER);
+    cr_expect_eq(moes_fill(ctx, NULL, 0, 0), MOES_OK);
+    cr_expect_eq(moes_free(ctx, NULL), MOES_OK);
+    cr_expect_eq(moes_free(NULL, a), MOES_ERR_NULL_POINTER);
+    cr_expect_eq(moes_free(ctx, a), MOES_OK);
+    cr_expect_eq(moes_free(ctx, b), MOES_OK);
+    test_close(ctx);
+}
+
+/* After a reservation a call that needs more returns MOES_ERR_WORKSPACE
+ * (and writes nothing); a larger reservation makes it work. */
+Test(api, reserve_workspace)
+{
+    moes_context *ctx = test_open(1);
+    const int64_t e = 5000;
+    int32_t ids[2] = {4999, 0};
+    void *d_ids = dev_from(ctx, ids, sizeof ids);
+    void *d_counts = dev_new(ctx, e * 4);
+    moes_routing r;
+    cr_expect_eq(moes_reserve_workspace(ctx, -1, 1, 1), MOES_ERR_INVALID_SIZE);
+    cr_expect_eq(moes_reserve_workspace(ctx, 1, 0, 1), MOES_ERR_INVALID_SIZE);
+    cr_expect_eq(moes_reserve_workspace(ctx, 1, 1, 0), MOES_ERR_INVALID_SIZE);
+    cr_expect_eq(moes_reserve_workspace(ctx, INT64_MAX, 2, 1),
+                 MOES_ERR_OVERFLOW);
+    cr_assert_eq(moes_reserve_workspace(ctx, 2, 1, 4), MOES_OK);
+    moes_routing_init(&r);
+    r.n_tokens = 2;
+    r.top_k = 1;
+    r.n_experts = e;
+    r.ids = d_ids;
+    cr_expect_eq(moes_count(ctx, &r, d_counts, MOES_DTYPE_INT32),
+                 MOES_ERR_WORKSPACE);
+    cr_expect(strstr(moes_last_error(ctx), "workspace") != NULL, "%s",
+              moes_last_error(ctx));
+    cr_expect(dev_is_canary(ctx, d_counts, e * 4));
+    cr_assert_eq(moes_reserve_workspace(ctx, 2, 1, e), MOES_OK);
+    cr_expect_eq(moes_count(ctx, &r, d_counts, MOES_DTYPE_INT32), MOES_OK,
+                 "%s", moes_last_error(ctx));
+    cr_expect_eq(moes_synchronize(ctx), MOES_OK);
+    {
+        int32_t *c = dev_get(ctx, d_counts, e * 4);
+        cr_expect_eq(c[0], 1);
+        cr_expect_eq(c[4999], 1);
+        cr_expect_eq(c[1], 0);
+        free(c);
+    }
+    dev_free(ctx, d_ids);
+    dev_free(ctx, d_counts);
+    test_close(ctx);
 }

@@ -1,0 +1,254 @@
+/*
+ * test_kit.c - the test kit checks itself: the same seed makes the same
+ * case, the comparison finds a single changed byte in any output, faults
+ * give the status they promise, and the generator reaches the inputs the
+ * differential tests claim to cover. A kit that can never report a
+ * difference would make every other randomized test pass for nothing.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "helpers.h"
+#include "testkit.h"
+
+static int same_buffer(const moes_case_buffer *a, const moes_case_buffer *b)
+{
+    return a->bytes == b->bytes &&
+           (a->bytes == 0 || memcmp(a->data, b->data, (size_t)a->bytes) == 0);
+}
+
+Test(kit, same_seed_same_case)
+{
+    for (uint64_t seed = 1; seed < 60; seed++) {
+        moes_case a, b;
+        char da[1024], db[1024];
+        cr_assert_eq(moes_case_generate(&a, seed * 7919, -1, NULL), MOES_OK);
+        cr_assert_eq(moes_case_generate(&b, seed * 7919, -1, NULL), MOES_OK);
+        moes_case_describe(&a, da, sizeof da);
+        moes_case_describe(&b, db, sizeof db);
+        cr_expect_str_eq(da, db);
+        cr_expect(same_buffer(&a.ids, &b.ids));
+        cr_expect(same_buffer(&a.x, &b.x));
+        cr_expect(same_buffer(&a.y, &b.y));
+        cr_expect(same_buffer(&a.map, &b.map));
+        cr_expect(same_buffer(&a.gather_index, &b.gather_index));
+        moes_case_free(&a);
+        moes_case_free(&b);
+    }
+}
+
+/* Flips one byte of each output of a valid case in turn: the comparison
+ * must notice every time, and name the buffer. */
+Test(kit, compare_finds_one_byte)
+{
+    int flipped = 0;
+    for (uint64_t seed = 100; seed < 140; seed++) {
+        moes_case c;
+        moes_case_result a, b;
+        char msg[1024];
+        cr_assert_eq(moes_case_generate(&c, seed, MOES_CASE_VALID, NULL),
+                     MOES_OK);
+        cr_assert_eq(moes_case_run(NULL, &c, &a, msg, sizeof msg), MOES_OK);
+        cr_assert_eq(moes_case_run(NULL, &c, &b, msg, sizeof msg), MOES_OK);
+        cr_assert_eq(moes_case_compare(&c, &a, &b, msg, sizeof msg), 0, "%s",
+                     msg);
+        for (int i = 0; i < MOES_OUT_COUNT_OF; i++) {
+            unsigned char *p = b.out[i].data;
+            int64_t at;
+            if (b.out[i].bytes == 0)
+                continue;
+            at = (int64_t)((seed * 2654435761u) % (uint64_t)b.out[i].bytes);
+            p[at] ^= 0x10;
+            cr_expect_eq(moes_case_compare(&c, &a, &b, msg, sizeof msg), 1);
+            cr_expect(strstr(msg, moes_case_output_name(i)) != NULL,
+                      "\"%s\" does not name %s", msg,
+                      moes_case_output_name(i));
+            p[at] ^= 0x10;
+            flipped++;
+        }
+        b.status[MOES_CALL_GATHER] = MOES_ERR_DEVICE;
+        cr_expect_eq(moes_case_compare(&c, &a, &b, msg, sizeof msg), 1);
+        cr_expect(strstr(msg, "gather: status") != NULL, "%s", msg);
+        moes_case_result_free(&a);
+        moes_case_result_free(&b);
+        moes_case_free(&c);
+    }
+    cr_expect_gt(flipped, 200);
+}
+
+/* A data error's message names the element; a different element is a
+ * difference even with the same status. */
+Test(kit, compare_checks_the_element)
+{
+    moes_case c;
+    moes_case_result a, b;
+    char msg[1024];
+    cr_assert_eq(moes_case_generate(&c, 77, MOES_CASE_BAD_ID, NULL), MOES_OK);
+    cr_assert_eq(moes_case_run(NULL, &c, &a, msg, sizeof msg), MOES_OK);
+    cr_assert_eq(moes_case_run(NULL, &c, &b, msg, sizeof msg), MOES_OK);
+    cr_assert_eq(a.status[MOES_CALL_SCATTER], MOES_ERR_INVALID_ID);
+    snprintf(b.message[MOES_CALL_SCATTER], sizeof b.message[0],
+             "ids[0][0] = 123456789 is outside [-1, 1)");
+    cr_expect_eq(moes_case_compare(&c, &a, &b, msg, sizeof msg), 1);
+    cr_expect(strstr(msg, "message") != NULL, "%s", msg);
+    moes_case_result_free(&a);
+    moes_case_result_free(&b);
+    moes_case_free(&c);
+}
+
+/* Each fault gives its status, from the call it concerns. */
+Test(kit, faults_give_their_status)
+{
+    static const int want[MOES_CASE_FAULT_COUNT][3] = {
+        {MOES_OK, MOES_OK, MOES_OK},
+        {MOES_ERR_INVALID_ID, MOES_ERR_INVALID_ID, -1},
+        {MOES_ERR_INVALID_MAP, MOES_ERR_INVALID_MAP, -1},
+        {MOES_OK, MOES_ERR_CAPACITY, -1},
+        {MOES_OK, MOES_OK, MOES_ERR_INVALID_OUT_INDEX}};
+    for (int f = 0; f < MOES_CASE_FAULT_COUNT; f++) {
+        for (uint64_t seed = 0; seed < 40; seed++) {
+            moes_case c;
+            moes_case_result r;
+            char msg[1024], desc[1024];
+            cr_assert_eq(moes_case_generate(&c, seed, f, NULL), MOES_OK);
+            cr_assert_eq(moes_case_run(NULL, &c, &r, msg, sizeof msg),
+                         MOES_OK);
+            moes_case_describe(&c, desc, sizeof desc);
+            for (int call = 0; call < 3; call++)
+                if (want[f][call] >= 0)
+                    cr_expect_eq(r.status[call], want[f][call],
+                                 "call %d: %d (%s) %s", call, r.status[call],
+                                 r.message[call], desc);
+            moes_case_result_free(&r);
+            moes_case_free(&c);
+        }
+    }
+}
+
+/* After an error the outputs hold nothing but the canary. */
+Test(kit, errors_leave_canaries)
+{
+    for (uint64_t seed = 0; seed < 60; seed++) {
+        moes_case c;
+        moes_case_result r;
+        char msg[1024];
+        cr_assert_eq(moes_case_generate(&c, seed, MOES_CASE_BAD_MAP, NULL),
+                     MOES_OK);
+        cr_assert_eq(moes_case_run(NULL, &c, &r, msg, sizeof msg), MOES_OK);
+        for (int i = MOES_OUT_COUNT_COUNTS; i <= MOES_OUT_N_DROPPED; i++) {
+            const unsigned char *p = r.out[i].data;
+            for (int64_t b = 0; b < r.out[i].bytes; b++)
+                cr_assert_eq(p[b], MOES_CANARY, "seed %llu %s byte %lld",
+                             (unsigned long long)seed,
+                             moes_case_output_name(i), (long long)b);
+        }
+        moes_case_result_free(&r);
+        moes_case_free(&c);
+    }
+}
+
+/* Over the seeds the differential tests use, the generator reaches every
+ * feature DESIGN.md names. */
+Test(kit, generator_coverage)
+{
+    enum { SEEDS = 3000 };
+    int n0 = 0, n1 = 0, nbig = 0, k[10] = {0}, e1 = 0, ebig = 0, map = 0;
+    int map_neg = 0, ids_neg = 0, dup = 0, h1 = 0, hodd = 0, hbig = 0;
+    int x[6] = {0}, ids64 = 0, idx64 = 0, align_odd = 0, layout[4] = {0};
+    int drops = 0, tail = 0, scales[3] = {0}, mn_major = 0, flags[4] = {0};
+    int acc = 0, no_w = 0, y[6] = {0}, out[6] = {0}, gaps = 0, faults = 0;
+    for (uint64_t s = 0; s < SEEDS; s++) {
+        moes_case c;
+        const moes_routing *r = &c.routing;
+        const moes_scatter_args *a = &c.scatter;
+        size_t ie;
+        int64_t stride;
+        cr_assert_eq(moes_case_generate(&c, 0x5EED0000ull + s, -1, NULL),
+                     MOES_OK);
+        n0 += r->n_tokens == 0;
+        n1 += r->n_tokens == 1;
+        nbig += r->n_tokens >= 200;
+        k[r->top_k]++;
+        e1 += r->n_experts == 1;
+        ebig += r->n_experts >= 1000;
+        map += c.map.data != NULL;
+        for (int64_t i = 0; c.map.data && i < r->n_experts_global; i++)
+            if (((int32_t *)c.map.data)[i] == -1) {
+                map_neg++;
+                break;
+            }
+        ie = r->ids_dtype == MOES_DTYPE_INT32 ? 4 : 8;
+        stride = r->ids_stride ? r->ids_stride : r->top_k;
+        for (int64_t t = 0; t < r->n_tokens; t++) {
+            int64_t prev = -5;
+            for (int64_t j = 0; j < r->top_k; j++) {
+                int64_t id = ie == 4
+                    ? ((int32_t *)c.ids.data)[t * stride + j]
+                    : ((int64_t *)c.ids.data)[t * stride + j];
+                ids_neg += id == -1;
+                dup += id == prev && id >= 0;
+                prev = id;
+            }
+        }
+        h1 += a->hidden == 1;
+        hodd += a->hidden % 2 == 1 && a->hidden > 1;
+        hbig += a->hidden > 700;
+        x[a->x_dtype]++;
+        ids64 += r->ids_dtype == MOES_DTYPE_INT64;
+        idx64 += a->index_dtype == MOES_DTYPE_INT64;
+        align_odd += a->alignment == 3 || a->alignment == 7 ||
+                     a->alignment == 48 || a->alignment == 96;
+        layout[a->layout]++;
+        drops += a->layout == MOES_LAYOUT_MASKED && c.fault == 0 &&
+                 c.out_rows < r->n_tokens * r->top_k;
+        tail += a->layout != MOES_LAYOUT_MASKED && a->capacity > c.rows_needed;
+        scales[a->out_scales_format]++;
+        mn_major += a->out_scales_row_stride == 1 &&
+                    a->out_scales_col_stride > 1;
+        flags[a->flags & 3]++;
+        acc += (c.gather.flags & MOES_GATHER_ACCUMULATE) != 0;
+        no_w += c.weights.data == NULL;
+        y[c.gather.y_dtype]++;
+        out[c.gather.out_dtype]++;
+        gaps += a->x_stride > a->hidden && a->out_stride > a->hidden;
+        faults += c.fault != MOES_CASE_VALID;
+        moes_case_free(&c);
+    }
+    cr_expect_gt(n0, 0);
+    cr_expect_gt(n1, 0);
+    cr_expect_gt(nbig, 0);
+    for (int i = 1; i <= 9; i++)
+        cr_expect_gt(k[i], 0, "K = %d never drawn", i);
+    cr_expect_gt(e1, 0);
+    cr_expect_gt(ebig, 0);
+    cr_expect_gt(map, 0);
+    cr_expect_gt(map_neg, 0);
+    cr_expect_gt(ids_neg, 0);
+    cr_expect_gt(dup, 0);
+    cr_expect_gt(h1, 0);
+    cr_expect_gt(hodd, 0);
+    cr_expect_gt(hbig, 0);
+    for (int d = MOES_DTYPE_FP8_E4M3; d <= MOES_DTYPE_FP32; d++)
+        cr_expect_gt(x[d], 0, "x dtype %d never drawn", d);
+    for (int d = MOES_DTYPE_BF16; d <= MOES_DTYPE_FP32; d++) {
+        cr_expect_gt(y[d], 0);
+        cr_expect_gt(out[d], 0);
+    }
+    cr_expect_gt(ids64, 0);
+    cr_expect_gt(idx64, 0);
+    cr_expect_gt(align_odd, 0);
+    for (int l = 1; l <= 3; l++)
+        cr_expect_gt(layout[l], 0);
+    cr_expect_gt(drops, 0);
+    cr_expect_gt(tail, 0);
+    for (int f = 0; f < 3; f++)
+        cr_expect_gt(scales[f], 0);
+    cr_expect_gt(mn_major, 0);
+    for (int f = 0; f < 4; f++)
+        cr_expect_gt(flags[f], 0);
+    cr_expect_gt(acc, 0);
+    cr_expect_gt(no_w, 0);
+    cr_expect_gt(gaps, 0);
+    cr_expect_gt(faults, SEEDS / 3);
+}
