@@ -47,7 +47,8 @@ static moes_context *cpu_context(int threads)
     if (!contexts[threads]) {
         moes_context_options o;
         /* Sleeping, not spinning, between parallel regions: the machine
-         * may have fewer cores than threads. Read when OpenMP starts. */
+         * may have fewer cores than threads. LLVM's OpenMP reads this when
+         * it starts; GNU OpenMP at load time (make check sets it). */
         setenv("OMP_WAIT_POLICY", "passive", 0);
         moes_context_options_init(&o);
         o.backend = MOES_BACKEND_CPU;
