@@ -14,12 +14,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "testkit.h"
 #include "tool.h"
 
 enum {
     OPT_CASES = 1, OPT_SEED, OPT_TIME, OPT_BACKEND, OPT_THREADS, OPT_REPLAY,
-    OPT_MAX_TOKENS, OPT_MAX_HIDDEN, OPT_MAX_EXPERTS
+    OPT_MAX_TOKENS, OPT_MAX_HIDDEN, OPT_MAX_EXPERTS, OPT_JOBS
 };
 
 static const tool_option options[] = {
@@ -32,6 +36,7 @@ static const tool_option options[] = {
     {"max-tokens", 1, OPT_MAX_TOKENS},
     {"max-hidden", 1, OPT_MAX_HIDDEN},
     {"max-experts", 1, OPT_MAX_EXPERTS},
+    {"jobs", 1, OPT_JOBS},
     {NULL, 0, 0},
 };
 
@@ -59,6 +64,8 @@ static void usage(void)
         "  --time SECONDS    stop after this long, even before N cases\n"
         "  --backend B       auto (default), cpu or cuda\n"
         "  --threads N       OpenMP threads of the CPU backend\n"
+        "  --jobs J          cases run at the same time, each on contexts\n"
+        "                    of its own (default: one per OpenMP thread)\n"
         "  --replay ID       run one case: S:I (case I of seed S) or the\n"
         "                    case seed printed with it\n"
         "  --max-tokens N, --max-hidden N, --max-experts N\n"
@@ -206,7 +213,7 @@ static int replay(moes_context *ctx, moes_context *ref, const char *ref_name,
 }
 
 typedef struct check_options {
-    int64_t cases, threads;
+    int64_t cases, threads, jobs;
     uint64_t seed;
     double seconds;           /* 0: no limit */
     int backend;
@@ -252,6 +259,9 @@ static int parse(int argc, char **argv, check_options *o)
             rc = tool_parse_i64("check", "--max-hidden", v, 1, 1 << 20,
                                 &o->limits.max_hidden);
             break;
+        case OPT_JOBS:
+            rc = tool_parse_i64("check", "--jobs", v, 1, 1024, &o->jobs);
+            break;
         case OPT_MAX_EXPERTS:
             rc = tool_parse_i64("check", "--max-experts", v, 1, 1 << 20,
                                 &o->limits.max_experts);
@@ -261,89 +271,188 @@ static int parse(int argc, char **argv, check_options *o)
     return rc == TOOL_EXIT_OK ? -1 : rc;
 }
 
+/* The contexts of one job: the backend under test and its reference. */
+typedef struct check_job {
+    moes_context *ctx, *ref;
+} check_job;
+
+/* What the jobs share; changed only inside the critical section. */
+typedef struct check_totals {
+    int64_t done, differences, errors;
+    double last_progress;
+} check_totals;
+
+static void close_jobs(check_job *jobs, int64_t n)
+{
+    for (int64_t j = 0; j < n; j++) {
+        moes_context_destroy(jobs[j].ref);
+        moes_context_destroy(jobs[j].ctx);
+    }
+    free(jobs);
+}
+
+/* Opens n jobs' contexts; backend and ref_name say what they are. */
+static int open_jobs(const check_options *o, int64_t n, check_job **out,
+                     int *backend, const char **ref_name)
+{
+    check_job *jobs = calloc((size_t)n, sizeof *jobs);
+    moes_context_info info;
+    int st;
+    *out = NULL;
+    if (!jobs)
+        return tool_fail("check", "out of memory");
+    for (int64_t j = 0; j < n; j++) {
+        if (tool_open_context("check", o->backend, (int)o->threads,
+                              &jobs[j].ctx)) {
+            close_jobs(jobs, j);
+            return TOOL_EXIT_FAILURE;
+        }
+        info.struct_size = sizeof info;
+        st = moes_context_get_info(jobs[j].ctx, &info);
+        if (st != MOES_OK) {
+            tool_library_error("check", jobs[j].ctx, "moes_context_get_info",
+                               st);
+            close_jobs(jobs, j + 1);
+            return TOOL_EXIT_FAILURE;
+        }
+        *backend = info.backend;
+        if (open_reference(info.backend, (int)o->threads, &jobs[j].ref,
+                           ref_name)) {
+            close_jobs(jobs, j + 1);
+            return TOOL_EXIT_FAILURE;
+        }
+    }
+    *out = jobs;
+    return TOOL_EXIT_OK;
+}
+
+/* Counts one case's verdict, prints a difference and the progress line. */
+static void record(const check_options *o, check_totals *totals,
+                   int64_t index, int verdict, const char *msg,
+                   const char *name, int progress, double start)
+{
+    double t;
+    totals->done++;
+    if (verdict == MOES_CHECK_DIFFERENT)
+        totals->differences++;
+    else if (verdict != MOES_CHECK_SAME)
+        totals->errors++;
+    if (verdict != MOES_CHECK_SAME &&
+        totals->differences + totals->errors <= MAX_REPORTED) {
+        if (progress)
+            fprintf(stderr, "\r\033[K");
+        printf("case %llu:%lld %s: %s\n  replay: moescatter check "
+               "--replay %llu:%lld --backend %s\n",
+               (unsigned long long)o->seed, (long long)index,
+               verdict == MOES_CHECK_DIFFERENT ? "differs" : "could not run",
+               msg, (unsigned long long)o->seed, (long long)index, name);
+        fflush(stdout);
+    }
+    if (!progress)
+        return;
+    t = now_seconds();
+    if (t - totals->last_progress >= 0.25) {
+        fprintf(stderr, "\rcheck: %lld/%lld cases, %lld differences, %.1f s",
+                (long long)totals->done, (long long)o->cases,
+                (long long)(totals->differences + totals->errors), t - start);
+        totals->last_progress = t;
+    }
+}
+
+/* Runs case i on job's contexts and records the verdict. */
+static void run_case(const check_options *o, const check_job *job,
+                     check_totals *totals, int64_t i, const char *name,
+                     int progress, double start)
+{
+    char msg[2048];
+    int verdict = moes_case_check(job->ctx, job->ref,
+                                  case_seed(o->seed, (uint64_t)i), -1,
+                                  &o->limits, msg, sizeof msg);
+#ifdef _OPENMP
+#pragma omp critical(check_record)
+#endif
+    record(o, totals, i, verdict, msg, name, progress, start);
+}
+
 int tool_check(int argc, char **argv)
 {
     check_options o;
-    moes_context *ctx = NULL, *ref = NULL;
-    moes_context_info info;
-    const char *ref_name, *name;
-    char msg[2048];
-    double start, last_progress = 0.0, elapsed;
-    int64_t done = 0, differences = 0, errors = 0;
-    int rc, st, progress;
+    check_job *jobs = NULL;
+    check_totals totals = {0, 0, 0, 0.0};
+    const char *ref_name = "oracle", *name;
+    double start, elapsed;
+    int backend = MOES_BACKEND_CPU;
+    int rc, progress;
 
     rc = parse(argc, argv, &o);
     if (rc >= 0)
         return rc;
-    if (tool_open_context("check", o.backend, (int)o.threads, &ctx))
-        return TOOL_EXIT_FAILURE;
-    info.struct_size = sizeof info;
-    st = moes_context_get_info(ctx, &info);
-    if (st != MOES_OK) {
-        rc = tool_library_error("check", ctx, "moes_context_get_info", st);
-        goto done;
-    }
-    name = tool_backend_name(info.backend);
-    rc = open_reference(info.backend, (int)o.threads, &ref, &ref_name);
-    if (rc != TOOL_EXIT_OK)
-        goto done;
-
     if (o.replay) {
         uint64_t seed;
         char label[64];
         rc = parse_replay(o.replay, &seed, label, sizeof label);
+        if (rc != TOOL_EXIT_OK)
+            return rc;
+        rc = open_jobs(&o, 1, &jobs, &backend, &ref_name);
         if (rc == TOOL_EXIT_OK)
-            rc = replay(ctx, ref, ref_name, name, seed, label, &o.limits);
-        goto done;
+            rc = replay(jobs[0].ctx, jobs[0].ref, ref_name,
+                        tool_backend_name(backend), seed, label, &o.limits);
+        if (jobs)
+            close_jobs(jobs, 1);
+        return rc;
     }
+    if (!o.jobs) {
+#ifdef _OPENMP
+        o.jobs = omp_get_max_threads();
+#else
+        o.jobs = 1;
+#endif
+    }
+    if (o.jobs > o.cases)
+        o.jobs = o.cases;
+    rc = open_jobs(&o, o.jobs, &jobs, &backend, &ref_name);
+    if (rc != TOOL_EXIT_OK)
+        return rc;
+    name = tool_backend_name(backend);
 
+    /* Each job runs whole cases on its own contexts. A CPU context keeps
+     * the thread count it was opened with, so it cuts the tokens into
+     * the same parts as a lone run would, even when it runs inside a job
+     * (where its own parallel regions get one thread). A single job runs
+     * outside any parallel region, so that the backend's own threads
+     * work as they do in a program. */
     progress = isatty(fileno(stderr));
     start = now_seconds();
-    for (done = 0; done < o.cases; done++) {
-        uint64_t seed = case_seed(o.seed, (uint64_t)done);
-        double t = now_seconds();
-        int verdict;
-        if (o.seconds > 0.0 && t - start >= o.seconds)
-            break;
-        if (progress && t - last_progress >= 0.25) {
-            fprintf(stderr, "\rcheck: %lld/%lld cases, %lld differences, "
-                            "%.1f s",
-                    (long long)done, (long long)o.cases,
-                    (long long)(differences + errors), t - start);
-            last_progress = t;
+    if (o.jobs == 1) {
+        for (int64_t i = 0; i < o.cases; i++) {
+            if (o.seconds > 0.0 && now_seconds() - start >= o.seconds)
+                break;
+            run_case(&o, &jobs[0], &totals, i, name, progress, start);
         }
-        verdict = moes_case_check(ctx, ref, seed, -1, &o.limits, msg,
-                                  sizeof msg);
-        if (verdict == MOES_CHECK_SAME)
-            continue;
-        if (verdict == MOES_CHECK_DIFFERENT)
-            differences++;
-        else
-            errors++;
-        if (differences + errors <= MAX_REPORTED) {
-            if (progress)
-                fprintf(stderr, "\r\033[K");
-            printf("case %llu:%lld %s: %s\n  replay: moescatter check "
-                   "--replay %llu:%lld --backend %s\n",
-                   (unsigned long long)o.seed, (long long)done,
-                   verdict == MOES_CHECK_DIFFERENT ? "differs"
-                                                   : "could not run",
-                   msg, (unsigned long long)o.seed, (long long)done, name);
-            fflush(stdout);
+    } else {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)o.jobs) schedule(dynamic, 1)
+#endif
+        for (int64_t i = 0; i < o.cases; i++) {
+            int job = 0;
+#ifdef _OPENMP
+            job = omp_get_thread_num();
+#endif
+            if (o.seconds > 0.0 && now_seconds() - start >= o.seconds)
+                continue;
+            run_case(&o, &jobs[job], &totals, i, name, progress, start);
         }
     }
     elapsed = now_seconds() - start;
     if (progress)
         fprintf(stderr, "\r\033[K");
-    printf("check: %lld cases, %lld differences", (long long)done,
-           (long long)differences);
-    if (errors)
-        printf(", %lld cases that could not run", (long long)errors);
+    printf("check: %lld cases, %lld differences", (long long)totals.done,
+           (long long)totals.differences);
+    if (totals.errors)
+        printf(", %lld cases that could not run", (long long)totals.errors);
     printf(", backend %s vs %s, seed %llu, %.1f s\n", name, ref_name,
            (unsigned long long)o.seed, elapsed);
-    rc = differences + errors ? TOOL_EXIT_FAILURE : TOOL_EXIT_OK;
-done:
-    moes_context_destroy(ref);
-    moes_context_destroy(ctx);
-    return rc;
+    close_jobs(jobs, o.jobs);
+    return totals.differences + totals.errors ? TOOL_EXIT_FAILURE
+                                              : TOOL_EXIT_OK;
 }
