@@ -490,7 +490,8 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
         a.x_scales_stride = decode_stride(in, n_scales);
         b = fz_u8(in);
         a.out_scales_format = b < 240 ? 1 + b % 2 : (b & 1 ? 0 : 3);
-        cols = a.out_scales_format == MOES_SCALES_UE8M0 ? (n_scales + 3) / 4
+        cols = a.out_scales_format == MOES_SCALES_UE8M0 ? n_scales / 4 +
+                                                               (n_scales % 4 != 0)
                                                          : n_scales;
         b = fz_u8(in);
         switch (b % 6) {
