@@ -1,0 +1,329 @@
+/*
+ * graph_bench.c - decode-size scatter and gather, timed back to back on
+ * one stream and replayed from a CUDA graph.
+ *
+ * The DeepSeek-V3 layer (H 7168, fp8 e4m3 rows with fp32 scales per 128,
+ * top-8, bf16 expert outputs and gather output, contiguous layout,
+ * alignment 128, capacity from moes_scatter_capacity), for two cases:
+ * 128 tokens over 256 experts, and 1024 received tokens of which this
+ * rank holds experts 0..31 of 256 (an expert map, as with 8-way expert
+ * parallelism). SETS input sets with their own outputs are used in turn,
+ * so that a call does not find the last call's data in L2.
+ *
+ * For each case and operation it prints the time per call:
+ *   back-to-back  CALLS calls queued between two events, no graph;
+ *   graph         the same CALLS calls captured once (after
+ *                 moes_reserve_workspace) and the graph replayed REPLAYS
+ *                 times, median replay over CALLS.
+ * The last synchronize must report no error. Correctness of captured
+ * calls is graph_replay's job; this program only times them.
+ *
+ * GPU-only: links the CUDA runtime for the capture API.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime_api.h>
+
+#include "moescatter.h"
+
+enum { H = 7168, K = 8, E_GLOBAL = 256, A = 128, SCALE_BLOCK = 128,
+       SETS = 16, CALLS = 64, REPLAYS = 21, WARMUP = 32 };
+#define S ((H + SCALE_BLOCK - 1) / SCALE_BLOCK)
+
+#define CUDA_OK(expr)                                                       \
+    do {                                                                    \
+        cudaError_t e_ = (expr);                                            \
+        if (e_ != cudaSuccess) {                                            \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,   \
+                    cudaGetErrorString(e_));                                \
+            exit(2);                                                        \
+        }                                                                   \
+    } while (0)
+
+#define MOES_OK_OR_DIE(ctx, expr)                                           \
+    do {                                                                    \
+        int st_ = (expr);                                                   \
+        if (st_ != MOES_OK) {                                               \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,   \
+                    moes_last_error(ctx));                                  \
+            exit(2);                                                        \
+        }                                                                   \
+    } while (0)
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+
+static uint64_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+typedef struct bench_case {
+    const char *name;
+    int64_t tokens;
+    int64_t n_experts;          /* local; < E_GLOBAL: with a map */
+} bench_case;
+
+typedef struct set_buffers {
+    void *ids, *x, *scales, *weights;
+    void *out, *out_scales, *out_index, *m_indices, *y, *gather_out;
+} set_buffers;
+
+typedef struct case_state {
+    const bench_case *c;
+    int64_t capacity;
+    int32_t *map;               /* device, NULL without */
+    set_buffers sets[SETS];
+} case_state;
+
+static void *dev_alloc(int64_t bytes)
+{
+    void *p = NULL;
+    CUDA_OK(cudaMalloc(&p, (size_t)bytes));
+    return p;
+}
+
+/* Random bytes of every buffer a call reads: never zeros. */
+static void *dev_random(int64_t bytes)
+{
+    unsigned char *h = malloc((size_t)bytes);
+    void *d = dev_alloc(bytes);
+    if (!h) {
+        fprintf(stderr, "out of host memory\n");
+        exit(2);
+    }
+    for (int64_t i = 0; i < bytes; i++)
+        h[i] = (unsigned char)(rnd() >> 24);
+    CUDA_OK(cudaMemcpy(d, h, (size_t)bytes, cudaMemcpyHostToDevice));
+    free(h);
+    return d;
+}
+
+static void setup_case(moes_context *ctx, const bench_case *c, case_state *s)
+{
+    const int64_t n = c->tokens;
+    memset(s, 0, sizeof *s);
+    s->c = c;
+    MOES_OK_OR_DIE(ctx, moes_scatter_capacity(ctx, MOES_LAYOUT_CONTIGUOUS, n,
+                                              K, c->n_experts, A,
+                                              &s->capacity));
+    if (c->n_experts < E_GLOBAL) {
+        int32_t map[E_GLOBAL];
+        for (int g = 0; g < E_GLOBAL; g++)
+            map[g] = g < c->n_experts ? g : -1;
+        s->map = dev_alloc(sizeof map);
+        CUDA_OK(cudaMemcpy(s->map, map, sizeof map, cudaMemcpyHostToDevice));
+    }
+    for (int i = 0; i < SETS; i++) {
+        set_buffers *b = &s->sets[i];
+        int32_t *ids = malloc((size_t)(n * K) * sizeof *ids);
+        float *w = malloc((size_t)(n * K) * sizeof *w);
+        float *scales = malloc((size_t)(n * S) * sizeof *scales);
+        /* y: one random block repeated over the capacity's rows. */
+        const int64_t y_bytes = s->capacity * H * 2;
+        const int64_t y_block = (int64_t)16 << 20;
+        if (!ids || !w || !scales) {
+            fprintf(stderr, "out of host memory\n");
+            exit(2);
+        }
+        for (int64_t t = 0; t < n; t++)
+            for (int k = 0; k < K; k++) {
+                int32_t e;
+                int repeat;
+                do { /* distinct experts within a token */
+                    e = (int32_t)(rnd() % E_GLOBAL);
+                    repeat = 0;
+                    for (int j = 0; j < k; j++)
+                        repeat |= ids[t * K + j] == e;
+                } while (repeat);
+                ids[t * K + k] = e;
+                w[t * K + k] = (float)(rnd() % 1000) / 1000.0f;
+            }
+        for (int64_t j = 0; j < n * S; j++)
+            scales[j] = (float)(rnd() % 1000 + 1) / 4096.0f;
+        b->ids = dev_alloc(n * K * 4);
+        b->weights = dev_alloc(n * K * 4);
+        b->scales = dev_alloc(n * S * 4);
+        CUDA_OK(cudaMemcpy(b->ids, ids, (size_t)(n * K * 4),
+                           cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(b->weights, w, (size_t)(n * K * 4),
+                           cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(b->scales, scales, (size_t)(n * S * 4),
+                           cudaMemcpyHostToDevice));
+        free(ids);
+        free(w);
+        free(scales);
+        /* fp8 e4m3 rows: any bytes (the scatter copies them). */
+        b->x = dev_random(n * H);
+        b->out = dev_alloc(s->capacity * H);
+        b->out_scales = dev_alloc(s->capacity * S * 4);
+        b->out_index = dev_alloc(n * K * 4);
+        b->m_indices = dev_alloc(s->capacity * 4);
+        b->gather_out = dev_alloc(n * H * 2);
+        b->y = dev_alloc(y_bytes);
+        {
+            void *block = dev_random(y_bytes < y_block ? y_bytes : y_block);
+            for (int64_t off = 0; off < y_bytes; off += y_block) {
+                int64_t len = y_bytes - off < y_block ? y_bytes - off : y_block;
+                CUDA_OK(cudaMemcpy((char *)b->y + off, block, (size_t)len,
+                                   cudaMemcpyDeviceToDevice));
+            }
+            CUDA_OK(cudaFree(block));
+        }
+    }
+}
+
+static void free_case(case_state *s)
+{
+    for (int i = 0; i < SETS; i++) {
+        set_buffers *b = &s->sets[i];
+        void *all[] = {b->ids, b->x, b->scales, b->weights, b->out,
+                       b->out_scales, b->out_index, b->m_indices, b->y,
+                       b->gather_out};
+        for (size_t j = 0; j < sizeof all / sizeof all[0]; j++)
+            cudaFree(all[j]);
+    }
+    cudaFree(s->map);
+}
+
+static void scatter_call(moes_context *ctx, const case_state *s, int i)
+{
+    const set_buffers *b = &s->sets[i % SETS];
+    moes_routing r;
+    moes_scatter_args a;
+    moes_routing_init(&r);
+    r.n_tokens = s->c->tokens;
+    r.top_k = K;
+    r.ids = b->ids;
+    r.expert_map = s->map;
+    r.n_experts_global = E_GLOBAL;
+    r.n_experts = s->c->n_experts;
+    moes_scatter_args_init(&a);
+    a.layout = MOES_LAYOUT_CONTIGUOUS;
+    a.alignment = A;
+    a.capacity = s->capacity;
+    a.x = b->x;
+    a.x_dtype = MOES_DTYPE_FP8_E4M3;
+    a.hidden = H;
+    a.x_scales = b->scales;
+    a.scale_block = SCALE_BLOCK;
+    a.out = b->out;
+    a.out_scales = b->out_scales;
+    a.out_scales_format = MOES_SCALES_FP32;
+    a.out_index = b->out_index;
+    a.m_indices = b->m_indices;
+    MOES_OK_OR_DIE(ctx, moes_scatter(ctx, &r, &a));
+}
+
+static void gather_call(moes_context *ctx, const case_state *s, int i)
+{
+    const set_buffers *b = &s->sets[i % SETS];
+    moes_gather_args g;
+    moes_gather_args_init(&g);
+    g.n_tokens = s->c->tokens;
+    g.top_k = K;
+    g.hidden = H;
+    g.y = b->y;
+    g.y_dtype = MOES_DTYPE_BF16;
+    g.y_rows = s->capacity;
+    g.out_index = b->out_index;
+    g.weights = b->weights;
+    g.out = b->gather_out;
+    g.out_dtype = MOES_DTYPE_BF16;
+    MOES_OK_OR_DIE(ctx, moes_gather(ctx, &g));
+}
+
+typedef void (*call_fn)(moes_context *, const case_state *, int);
+
+static int compare_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Microseconds per call: back to back, and replayed from a graph. */
+static void time_op(moes_context *ctx, cudaStream_t stream,
+                    const case_state *s, call_fn call, double *plain_us,
+                    double *graph_us)
+{
+    cudaEvent_t e0, e1;
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    float ms, replay_ms[REPLAYS];
+    CUDA_OK(cudaEventCreate(&e0));
+    CUDA_OK(cudaEventCreate(&e1));
+    for (int i = 0; i < WARMUP; i++)
+        call(ctx, s, i);
+    CUDA_OK(cudaEventRecord(e0, stream));
+    for (int i = 0; i < CALLS; i++)
+        call(ctx, s, i);
+    CUDA_OK(cudaEventRecord(e1, stream));
+    CUDA_OK(cudaEventSynchronize(e1));
+    CUDA_OK(cudaEventElapsedTime(&ms, e0, e1));
+    *plain_us = 1000.0 * ms / CALLS;
+
+    CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    for (int i = 0; i < CALLS; i++)
+        call(ctx, s, i);
+    CUDA_OK(cudaStreamEndCapture(stream, &graph));
+    CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+    CUDA_OK(cudaGraphLaunch(exec, stream)); /* warm-up */
+    for (int r = 0; r < REPLAYS; r++) {
+        CUDA_OK(cudaEventRecord(e0, stream));
+        CUDA_OK(cudaGraphLaunch(exec, stream));
+        CUDA_OK(cudaEventRecord(e1, stream));
+        CUDA_OK(cudaEventSynchronize(e1));
+        CUDA_OK(cudaEventElapsedTime(&replay_ms[r], e0, e1));
+    }
+    qsort(replay_ms, REPLAYS, sizeof replay_ms[0], compare_float);
+    *graph_us = 1000.0 * replay_ms[REPLAYS / 2] / CALLS;
+    CUDA_OK(cudaGraphExecDestroy(exec));
+    CUDA_OK(cudaGraphDestroy(graph));
+    CUDA_OK(cudaEventDestroy(e0));
+    CUDA_OK(cudaEventDestroy(e1));
+    MOES_OK_OR_DIE(ctx, moes_synchronize(ctx));
+}
+
+int main(void)
+{
+    static const bench_case cases[] = {
+        {"decode 128 tokens, 256 experts", 128, 256},
+        {"EP8 decode 1024 tokens, 32 of 256 experts", 1024, 32},
+    };
+    moes_context_options opts;
+    moes_context *ctx;
+    cudaStream_t stream;
+    double us[2][2][2];
+
+    CUDA_OK(cudaSetDevice(0));
+    CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    moes_context_options_init(&opts);
+    opts.backend = MOES_BACKEND_CUDA;
+    if (moes_context_create(&ctx, &opts) != MOES_OK) {
+        fprintf(stderr, "CUDA context: %s\n", moes_last_error(NULL));
+        return 2;
+    }
+    MOES_OK_OR_DIE(ctx, moes_set_stream(ctx, stream));
+    MOES_OK_OR_DIE(ctx, moes_reserve_workspace(ctx, 1024, K, E_GLOBAL));
+    for (int c = 0; c < 2; c++) {
+        case_state s;
+        setup_case(ctx, &cases[c], &s);
+        CUDA_OK(cudaDeviceSynchronize());
+        /* The scatter first: its out_index feeds the gather. */
+        time_op(ctx, stream, &s, scatter_call, &us[c][0][0], &us[c][0][1]);
+        time_op(ctx, stream, &s, gather_call, &us[c][1][0], &us[c][1][1]);
+        printf("graph_bench: %s (capacity %lld): scatter %.2f us back to "
+               "back, %.2f us from a graph; gather %.2f us back to back, "
+               "%.2f us from a graph\n",
+               cases[c].name, (long long)s.capacity, us[c][0][0],
+               us[c][0][1], us[c][1][0], us[c][1][1]);
+        free_case(&s);
+    }
+    moes_context_destroy(ctx);
+    CUDA_OK(cudaStreamDestroy(stream));
+    return 0;
+}
