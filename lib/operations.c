@@ -2,6 +2,8 @@
  * operations.c - the entry points of count, scatter and gather: validate
  * once, then hand the plan to the context's backend.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "validate.h"
@@ -94,6 +96,23 @@ MOES_API int moes_gather(moes_context *ctx, const moes_gather_args *args)
     return finish(ctx, ctx->ops->gather(ctx, &plan, &err), &err);
 }
 
+/* moes_scatter_capacity's errors: recorded on ctx, and not at all when
+ * ctx is NULL (moes_last_error(NULL) belongs to moes_context_create). */
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+static int capacity_error(moes_context *ctx, int status, const char *fmt, ...)
+{
+    char message[MOES_MESSAGE_LEN];
+    va_list ap;
+    if (!ctx)
+        return status;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    return moes_set_error(ctx, status, "%s", message);
+}
+
 MOES_API int moes_scatter_capacity(moes_context *ctx, int layout,
                                    int64_t n_tokens, int64_t top_k,
                                    int64_t n_experts, int64_t alignment,
@@ -101,25 +120,25 @@ MOES_API int moes_scatter_capacity(moes_context *ctx, int layout,
 {
     int64_t choices, blocks, rows;
     if (!capacity)
-        return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "capacity is NULL");
+        return capacity_error(ctx, MOES_ERR_NULL_POINTER, "capacity is NULL");
     if (layout != MOES_LAYOUT_CONTIGUOUS && layout != MOES_LAYOUT_GROUPED &&
         layout != MOES_LAYOUT_MASKED)
-        return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+        return capacity_error(ctx, MOES_ERR_INVALID_ARGUMENT,
             "layout = %d is not a moes_layout", layout);
     if (n_tokens < 0)
-        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+        return capacity_error(ctx, MOES_ERR_INVALID_SIZE,
             "n_tokens = %lld is negative", (long long)n_tokens);
     if (top_k < 1)
-        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+        return capacity_error(ctx, MOES_ERR_INVALID_SIZE,
             "top_k = %lld must be at least 1", (long long)top_k);
     if (n_experts < 1)
-        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+        return capacity_error(ctx, MOES_ERR_INVALID_SIZE,
             "n_experts = %lld must be at least 1", (long long)n_experts);
     if (alignment < 1)
-        return moes_set_error(ctx, MOES_ERR_INVALID_ALIGNMENT,
+        return capacity_error(ctx, MOES_ERR_INVALID_ALIGNMENT,
             "alignment = %lld must be at least 1", (long long)alignment);
     if (!moes_mul_i64(n_tokens, top_k, &choices))
-        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+        return capacity_error(ctx, MOES_ERR_OVERFLOW,
             "n_tokens * top_k overflows 64 bits");
     if (layout == MOES_LAYOUT_MASKED) {
         *capacity = choices;
@@ -131,7 +150,7 @@ MOES_API int moes_scatter_capacity(moes_context *ctx, int layout,
     if (!moes_mul_i64(blocks, alignment - 1, &rows) ||
         !moes_add_i64(rows, choices, &rows) ||
         !moes_add_i64(rows, alignment - 1, &rows))
-        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+        return capacity_error(ctx, MOES_ERR_OVERFLOW,
             "the capacity for %lld tokens overflows 64 bits",
             (long long)n_tokens);
     *capacity = rows / alignment * alignment;

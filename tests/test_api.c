@@ -375,3 +375,24 @@ Test(api, reserve_workspace)
     dev_free(ctx, d_counts);
     test_close(ctx);
 }
+
+/* With ctx NULL the capacity helper keeps no message: in particular it
+ * must not overwrite the message of a failed moes_context_create, which
+ * moes_last_error(NULL) reports. */
+Test(api, capacity_without_context_keeps_no_message)
+{
+    moes_context *ctx = NULL;
+    moes_context_options o;
+    int64_t cap;
+    moes_context_options_init(&o);
+    o.backend = 99;
+    cr_assert_eq(moes_context_create(&ctx, &o), MOES_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(moes_last_error(NULL), "backend") != NULL);
+    cr_expect_eq(moes_scatter_capacity(NULL, 0, 1, 1, 1, 1, &cap),
+                 MOES_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(moes_scatter_capacity(NULL, 1, 1, 1, 1, 0, &cap),
+                 MOES_ERR_INVALID_ALIGNMENT);
+    cr_expect(strstr(moes_last_error(NULL), "opts->backend") != NULL,
+              "the creation message was replaced by \"%s\"",
+              moes_last_error(NULL));
+}
