@@ -442,3 +442,47 @@ Test(scatter_literal, no_tokens)
     dev_free(ctx, d_out);
     test_close(ctx);
 }
+
+/* CPU only, by nature: the CPU backend takes plain host pointers from
+ * malloc() (DESIGN.md: "On the CPU, buffers are host pointers"). Skipped
+ * on any other backend, where host pointers are not valid buffers. */
+Test(scatter_literal, cpu_takes_host_pointers)
+{
+    moes_context *ctx = test_open(2);
+    int32_t *out_index = malloc(N * K * 4), *m = malloc(8 * 4);
+    float *out = malloc(8 * H * 4);
+    const int32_t want_index[N * K] = {0, 2, 3, 4, -1, 1};
+    const int32_t want_m[8] = {0, 0, 2, 2, 2, -1, -1, -1};
+    moes_routing r;
+    moes_scatter_args a;
+    if (!test_is_cpu(ctx)) {
+        free(out_index);
+        free(m);
+        free(out);
+        test_close(ctx);
+        cr_skip("host pointers are buffers only on the CPU backend");
+    }
+    moes_routing_init(&r);
+    r.n_tokens = N;
+    r.top_k = K;
+    r.n_experts = E;
+    r.ids = ids3;
+    moes_scatter_args_init(&a);
+    a.alignment = 1;
+    a.capacity = 8;
+    a.x = x3;
+    a.x_dtype = MOES_DTYPE_FP32;
+    a.hidden = H;
+    a.out = out;
+    a.out_index = out_index;
+    a.m_indices = m;
+    cr_assert_eq(moes_scatter(ctx, &r, &a), MOES_OK, "%s",
+                 moes_last_error(ctx));
+    cr_expect_arr_eq(out_index, want_index, sizeof want_index);
+    cr_expect_arr_eq(m, want_m, sizeof want_m);
+    cr_expect_arr_eq(out + 4 * H, x3 + 1 * H, H * 4);
+    free(out_index);
+    free(m);
+    free(out);
+    test_close(ctx);
+}
