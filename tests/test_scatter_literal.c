@@ -403,7 +403,7 @@ Test(scatter_literal, fp32_scales_mn_major)
 Test(scatter_literal, no_tokens)
 {
     moes_context *ctx = test_open(0);
-    void *d_m = dev_new(ctx, 4 * 4), *d_counts = dev_new(ctx, 2 * 8);
+    void *d_m = dev_new(ctx, 4 * 8), *d_counts = dev_new(ctx, 2 * 8);
     void *d_end = dev_new(ctx, 2 * 8), *d_out = dev_new(ctx, 4 * 3);
     int64_t *m, *counts, *end;
     moes_routing r;
