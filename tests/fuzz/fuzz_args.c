@@ -462,8 +462,16 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
     a.out_stride = decode_stride(in, a.hidden);
     a.index_dtype = decode_index_dtype(in);
     a.out_index_stride = decode_stride(in, r.top_k);
-    present = fz_u8(in);  /* scales and the optional outputs */
-    nulls = decode_nulls(in); /* required pointers left NULL */
+    /* present: bit 0 scales (in and out); without them, bit 1 an
+     * out_scales_format anyway and bit 2 an out_scales buffer too; bits
+     * 3-7 counts, expert_start, expert_end, m_indices, masked_m (or
+     * n_dropped when masked) where the layout leaves them optional.
+     * nulls: bits 0-5 leave x, out, out_index, expert_end (grouped),
+     * m_indices (contiguous), masked_m (masked) NULL; bit 6 passes
+     * masked_m / n_dropped to a layout that is not masked; bit 7 leaves
+     * out_scales NULL. */
+    present = fz_u8(in);
+    nulls = decode_nulls(in);
     x_elem = elem_of(a.x_dtype);
     ie = elem_of(a.index_dtype);
     if (!x_elem)
