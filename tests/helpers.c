@@ -80,3 +80,15 @@ int dev_is_canary(moes_context *ctx, const void *dev, int64_t bytes)
     free(h);
     return ok;
 }
+
+/* Under AddressSanitizer an allocation larger than anything the machine
+ * has must fail the way it does without it (NULL, so the library returns
+ * MOES_ERR_OUT_OF_MEMORY) instead of stopping the test program. The
+ * sanitizer runtime looks this function up by name: it must be visible
+ * despite -fvisibility=hidden. */
+const char *__asan_default_options(void);
+__attribute__((visibility("default"), used))
+const char *__asan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}

@@ -396,3 +396,32 @@ Test(api, capacity_without_context_keeps_no_message)
               "the creation message was replaced by \"%s\"",
               moes_last_error(NULL));
 }
+
+/* A reservation that fails (here: far more memory than exists) leaves the
+ * earlier one in force: calls still may not grow the workspace. */
+Test(api, failed_reservation_keeps_the_earlier_one)
+{
+    moes_context *ctx = test_open(1);
+    int32_t ids[2] = {999, 0};
+    void *d_ids = dev_from(ctx, ids, sizeof ids);
+    void *d_counts = dev_new(ctx, 1000 * 4);
+    moes_routing r;
+    int st;
+    moes_routing_init(&r);
+    r.n_tokens = 2;
+    r.top_k = 1;
+    r.n_experts = 1000;
+    r.ids = d_ids;
+    cr_assert_eq(moes_reserve_workspace(ctx, 2, 1, 4), MOES_OK);
+    cr_expect_eq(moes_count(ctx, &r, d_counts, MOES_DTYPE_INT32),
+                 MOES_ERR_WORKSPACE);
+    st = moes_reserve_workspace(ctx, 2, 1, (int64_t)1 << 40);
+    cr_expect(st == MOES_ERR_OUT_OF_MEMORY || st == MOES_ERR_OVERFLOW,
+              "%d: %s", st, moes_last_error(ctx));
+    cr_expect_eq(moes_count(ctx, &r, d_counts, MOES_DTYPE_INT32),
+                 MOES_ERR_WORKSPACE, "the first reservation was dropped");
+    cr_expect(dev_is_canary(ctx, d_counts, 1000 * 4));
+    dev_free(ctx, d_ids);
+    dev_free(ctx, d_counts);
+    test_close(ctx);
+}
