@@ -46,6 +46,7 @@ __device__ void moes_stage_finish_validation(const gpu_finish_args &a)
 
 extern "C" __global__ void moes_finish_validation(const gpu_finish_args a)
 {
+    moes_dev_enter();
     if (threadIdx.x == 0 && blockIdx.x == 0)
         moes_stage_finish_validation(a);
 }

@@ -55,6 +55,7 @@ enum { SCAN_THREADS = 1024 };
 
 extern "C" __global__ void moes_scan_tiles(const gpu_scatter_args a)
 {
+    moes_dev_enter();
     if (!moes_dev_failed(a.state))
         moes_stage_scan_tiles(a, moes_dev_thread(), moes_dev_threads());
 }
@@ -126,6 +127,7 @@ __device__ void moes_block_scan_experts(const gpu_scatter_args &a)
 extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
 moes_scan_experts(const gpu_scatter_args a)
 {
+    moes_dev_enter();
     if (!moes_dev_failed(a.state))
         moes_block_scan_experts(a);
 }

@@ -48,22 +48,51 @@ int gpu_enter(moes_context *ctx)
              : MOES_OK;
 }
 
-int gpu_launch(moes_context *ctx, enum gpu_kernel k, int64_t grid,
-               unsigned block, void *args)
+static int launch(moes_context *ctx, enum gpu_kernel k, int64_t grid,
+                  unsigned block, void *args, int overlap)
 {
     gpu_state *s = gpu_state_of(ctx);
     void *params[1] = { args };
     CUresult r;
     if (grid < 1)
         grid = 1;
-    r = s->drv.cuLaunchKernel(s->kernels[k], (unsigned)grid, 1, 1, block, 1,
-                              1, 0, gpu_stream_of(ctx), params, NULL);
+    if (overlap && s->overlap_launches) {
+        gpu_launch_attribute attr;
+        gpu_launch_config config;
+        memset(&attr, 0, sizeof attr);
+        attr.id = GPU_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmatic_stream_serialization_allowed = 1;
+        memset(&config, 0, sizeof config);
+        config.grid_x = (unsigned)grid;
+        config.grid_y = config.grid_z = 1;
+        config.block_x = block;
+        config.block_y = config.block_z = 1;
+        config.stream = gpu_stream_of(ctx);
+        config.attrs = &attr;
+        config.n_attrs = 1;
+        r = s->drv.cuLaunchKernelEx(&config, s->kernels[k], params, NULL);
+    } else {
+        r = s->drv.cuLaunchKernel(s->kernels[k], (unsigned)grid, 1, 1, block,
+                                  1, 1, 0, gpu_stream_of(ctx), params, NULL);
+    }
     if (r) {
         char what[96];
         snprintf(what, sizeof what, "launching %s", gpu_kernel_names[k]);
         return gpu_fail(ctx, r, what);
     }
     return MOES_OK;
+}
+
+int gpu_launch(moes_context *ctx, enum gpu_kernel k, int64_t grid,
+               unsigned block, void *args)
+{
+    return launch(ctx, k, grid, block, args, 0);
+}
+
+int gpu_launch_next(moes_context *ctx, enum gpu_kernel k, int64_t grid,
+                    unsigned block, void *args)
+{
+    return launch(ctx, k, grid, block, args, 1);
 }
 
 int64_t gpu_grid_for(int64_t n, int64_t per_block)
@@ -118,6 +147,17 @@ static int load_module(gpu_state *s, char *reason, size_t reason_len)
                      gpu_kernel_names[k], gpu_driver_error_string(&s->drv, r));
             return MOES_ERR_BACKEND_UNAVAILABLE;
         }
+    }
+    {
+        /* Programmatic dependent launch needs a driver with
+         * cuLaunchKernelEx and kernels whose waits were compiled in: code
+         * built for sm_90 or later (kernel_common.cuh), which code
+         * compiled at load time from older PTX is not. */
+        int ptx = 0;
+        r = s->drv.cuFuncGetAttribute(&ptx, GPU_CU_FUNC_ATTRIBUTE_PTX_VERSION,
+                                      s->kernels[GPU_K_COPY_ROWS]);
+        s->overlap_launches = !r && ptx >= 90 &&
+                              s->drv.cuLaunchKernelEx != NULL;
     }
     return MOES_OK;
 }

@@ -31,6 +31,7 @@ static const entry_point entry_points[] = {
     ENTRY(cuModuleLoadData, "cuModuleLoadData"),
     ENTRY(cuModuleUnload, "cuModuleUnload"),
     ENTRY(cuModuleGetFunction, "cuModuleGetFunction"),
+    ENTRY(cuFuncGetAttribute, "cuFuncGetAttribute"),
     ENTRY(cuLaunchKernel, "cuLaunchKernel"),
     ENTRY(cuMemAlloc, "cuMemAlloc_v2"),
     ENTRY(cuMemFree, "cuMemFree_v2"),
@@ -71,6 +72,12 @@ int gpu_driver_open(gpu_driver *drv, char *why, size_t why_len)
         /* POSIX guarantees that a data pointer from dlsym converts to a
          * function pointer; copy the bytes to say so in C. */
         memcpy((char *)drv + entry_points[i].offset, &sym, sizeof sym);
+    }
+    {
+        /* Optional: launches that may overlap the kernel before them. */
+        void *sym = dlsym(drv->handle, "cuLaunchKernelEx");
+        if (sym)
+            memcpy(&drv->cuLaunchKernelEx, &sym, sizeof sym);
     }
     return 1;
 }

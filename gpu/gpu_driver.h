@@ -36,6 +36,30 @@ enum {
     GPU_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
 };
 
+/* cuLaunchKernelEx's configuration (cuda.h: CUlaunchConfig and
+ * CUlaunchAttribute), with the one attribute the backend sets. */
+enum { GPU_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6,
+       GPU_CU_FUNC_ATTRIBUTE_PTX_VERSION = 5 };
+
+typedef struct gpu_launch_attribute {
+    int id;
+    char pad[4];
+    union {
+        char pad[64];
+        int programmatic_stream_serialization_allowed;
+        void *align; /* the union of cuda.h holds pointers */
+    } value;
+} gpu_launch_attribute;
+
+typedef struct gpu_launch_config {
+    unsigned grid_x, grid_y, grid_z;
+    unsigned block_x, block_y, block_z;
+    unsigned shared_bytes;
+    CUstream stream;
+    gpu_launch_attribute *attrs;
+    unsigned n_attrs;
+} gpu_launch_config;
+
 typedef struct gpu_driver {
     void *handle;
     CUresult (*cuInit)(unsigned flags);
@@ -52,6 +76,7 @@ typedef struct gpu_driver {
     CUresult (*cuModuleUnload)(CUmodule module);
     CUresult (*cuModuleGetFunction)(CUfunction *fn, CUmodule module,
                                     const char *name);
+    CUresult (*cuFuncGetAttribute)(int *value, int attrib, CUfunction f);
     CUresult (*cuLaunchKernel)(CUfunction f, unsigned grid_x, unsigned grid_y,
                                unsigned grid_z, unsigned block_x,
                                unsigned block_y, unsigned block_z,
@@ -74,6 +99,9 @@ typedef struct gpu_driver {
     CUresult (*cuEventRecord)(CUevent event, CUstream stream);
     CUresult (*cuEventSynchronize)(CUevent event);
     CUresult (*cuEventElapsedTime)(float *ms, CUevent from, CUevent to);
+    /* Optional (CUDA 12 and later drivers): NULL when absent. */
+    CUresult (*cuLaunchKernelEx)(const gpu_launch_config *config,
+                                 CUfunction f, void **params, void **extra);
 } gpu_driver;
 
 /* Opens libcuda.so.1 and resolves every entry point. On failure returns 0

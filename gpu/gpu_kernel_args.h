@@ -116,6 +116,8 @@ typedef struct gpu_gather_args {
     void *out;
     int64_t out_dtype;
     int64_t out_stride;          /* elements                              */
+    int64_t vector;              /* 1: groups of 8 elements, 16-byte aligned */
+    int64_t check_here;          /* 1: the gather kernel checks out_index */
 } gpu_gather_args;
 
 /* The kernel that turns a key into the record takes this. */

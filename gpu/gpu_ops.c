@@ -13,9 +13,10 @@
 #include "gpu_state.h"
 
 /* Choices per tile at least, and the most (tile, expert) entries. One warp
- * walks a tile, so the tile count is the parallelism of the counting and
- * placing kernels, and the table is their workspace. */
-#define GPU_TILE_MIN 512
+ * walks a tile, 32 choices a round, each round waiting on the last, so
+ * short tiles (4 rounds) keep the counting and placing kernels short; the
+ * tile count is their parallelism, and the table is their workspace. */
+#define GPU_TILE_MIN 128
 #define GPU_TABLE_MAX ((int64_t)1 << 22)
 
 static int64_t ceil_div(int64_t a, int64_t b)
@@ -121,12 +122,14 @@ int gpu_reserve(moes_context *ctx, int64_t n_tokens, int64_t top_k,
             return st_;                                                     \
     } while (0)
 
-enum { WARPS_PER_BLOCK = 4, WARP_THREADS = 32, SMALL_BLOCK = 1024 };
+enum { WARPS_PER_BLOCK = 4, WARP_THREADS = 32, SMALL_BLOCK = 1024,
+       COPY_THREADS = 256, GATHER_THREADS = 256 };
 
 /* Up to these sizes the whole routing runs in one block, one launch
- * (route_small.cu): beyond them one block is slower than a grid. */
-#define GPU_SMALL_CHOICES 4096
-#define GPU_SMALL_EXPERTS 1024
+ * (route_small.cu, whose ROUTE_SMALL_CHOICES and ROUTE_SMALL_EXPERTS
+ * these are): beyond them one block is slower than a grid. */
+#define GPU_SMALL_CHOICES 8192
+#define GPU_SMALL_EXPERTS 512
 #define GPU_SMALL_MAP 65536
 #define GPU_SMALL_ROWS (1 << 18)
 
@@ -173,14 +176,16 @@ static int prepare_route(moes_context *ctx, const moes_route_plan *rp,
 static int launch_route(moes_context *ctx, gpu_scatter_args *a)
 {
     const unsigned warp_block = WARPS_PER_BLOCK * WARP_THREADS;
-    if (a->map && a->n_global > 0)
+    const int with_map = a->map && a->n_global > 0;
+    if (with_map)
         TRY(gpu_launch(ctx, GPU_K_CHECK_MAP, gpu_grid_for(a->n_global, 256),
                        256, a));
-    TRY(gpu_launch(ctx, GPU_K_COUNT_TILES,
-                   gpu_grid_for(a->tiles, WARPS_PER_BLOCK), warp_block, a));
-    return gpu_launch(ctx, GPU_K_SCAN_TILES,
-                      gpu_grid_for(a->n_experts, WARPS_PER_BLOCK), warp_block,
-                      a);
+    TRY((with_map ? gpu_launch_next : gpu_launch)(
+        ctx, GPU_K_COUNT_TILES, gpu_grid_for(a->tiles, WARPS_PER_BLOCK),
+        warp_block, a));
+    return gpu_launch_next(ctx, GPU_K_SCAN_TILES,
+                           gpu_grid_for(a->n_experts, WARPS_PER_BLOCK),
+                           warp_block, a);
 }
 
 static int launch_finish_route(moes_context *ctx, const gpu_scatter_args *a)
@@ -197,7 +202,7 @@ static int launch_finish_route(moes_context *ctx, const gpu_scatter_args *a)
     f.n_global = a->n_global;
     f.n_experts = a->n_experts;
     f.capacity = a->capacity;
-    return gpu_launch(ctx, GPU_K_FINISH_VALIDATION, 1, 1, &f);
+    return gpu_launch_next(ctx, GPU_K_FINISH_VALIDATION, 1, 1, &f);
 }
 
 int gpu_count(moes_context *ctx, const moes_count_plan *plan,
@@ -213,8 +218,8 @@ int gpu_count(moes_context *ctx, const moes_count_plan *plan,
         return gpu_launch(ctx, GPU_K_ROUTE_SMALL, 1, SMALL_BLOCK, &a);
     TRY(launch_route(ctx, &a));
     TRY(launch_finish_route(ctx, &a));
-    return gpu_launch(ctx, GPU_K_EXPERT_OUTPUTS,
-                      gpu_grid_for(a.n_experts, 256), 256, &a);
+    return gpu_launch_next(ctx, GPU_K_EXPERT_OUTPUTS,
+                           gpu_grid_for(a.n_experts, 256), 256, &a);
 }
 
 /* The widest of 16, 8, 4, 2, 1 bytes that divides every address and
@@ -275,25 +280,51 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
         TRY(gpu_launch(ctx, GPU_K_ROUTE_SMALL, 1, SMALL_BLOCK, &a));
     } else {
         TRY(launch_route(ctx, &a));
-        TRY(gpu_launch(ctx, GPU_K_SCAN_EXPERTS, 1, SMALL_BLOCK, &a));
+        TRY(gpu_launch_next(ctx, GPU_K_SCAN_EXPERTS, 1, SMALL_BLOCK, &a));
         TRY(launch_finish_route(ctx, &a));
         if (a.n_choices > 0)
-            TRY(gpu_launch(ctx, GPU_K_PLACE,
-                           gpu_grid_for(a.tiles, WARPS_PER_BLOCK), warp_block,
-                           &a));
+            TRY(gpu_launch_next(ctx, GPU_K_PLACE,
+                                gpu_grid_for(a.tiles, WARPS_PER_BLOCK),
+                                warp_block, &a));
         if (a.m_indices && a.out_rows > 0)
-            TRY(gpu_launch(ctx, GPU_K_LABEL_ROWS,
-                           gpu_grid_for(a.out_rows, 256), 256, &a));
-        TRY(gpu_launch(ctx, GPU_K_EXPERT_OUTPUTS,
-                       gpu_grid_for(a.n_experts, 256), 256, &a));
+            TRY(gpu_launch_next(ctx, GPU_K_LABEL_ROWS,
+                                gpu_grid_for(a.out_rows, 256), 256, &a));
+        TRY(gpu_launch_next(ctx, GPU_K_EXPERT_OUTPUTS,
+                            gpu_grid_for(a.n_experts, 256), 256, &a));
     }
-    if (a.n_choices > 0)
-        TRY(gpu_launch(ctx, GPU_K_COPY_ROWS, gpu_grid_for(a.n_tokens, 1), 128,
-                       &a));
+    if (a.n_choices > 0) {
+        /* One thread per (token, vector of the row or scale word). */
+        const int64_t slots = a.row_bytes / a.copy_width +
+                              (a.x_scales ? a.n_scale_cols : 0);
+        TRY(gpu_launch_next(ctx, GPU_K_COPY_ROWS,
+                            gpu_grid_for(a.n_tokens * slots, COPY_THREADS),
+                            COPY_THREADS, &a));
+    }
     if ((a.flags & MOES_SCATTER_ZERO_PADDING) && a.out_rows > 0)
-        TRY(gpu_launch(ctx, GPU_K_ZERO_PADDING, gpu_grid_for(a.out_rows, 1),
-                       128, &a));
+        TRY(gpu_launch_next(ctx, GPU_K_ZERO_PADDING,
+                            gpu_grid_for(a.out_rows, 1), 128, &a));
     return MOES_OK;
+}
+
+/* Elements per thread of the gather's vector path (gather.cu), the calls
+ * small enough to check out_index inside the gather kernel, and the blocks
+ * per multiprocessor it then runs. */
+#define GATHER_VEC 8
+#define GPU_GATHER_CHECK_INSIDE 8192
+#define GATHER_BLOCKS_PER_SM 3
+
+/* Groups of 8 elements with 16-byte loads and stores: every row start and
+ * every group must be 16-byte aligned in y and in out. */
+static int64_t gather_vector(const moes_gather_plan *plan)
+{
+    const moes_gather_args *g = &plan->a;
+    const uint64_t bits = (uint64_t)(uintptr_t)g->y |
+                          (uint64_t)(uintptr_t)g->out |
+                          (uint64_t)(g->y_stride * (int64_t)plan->y_elem) |
+                          (uint64_t)(g->out_stride * (int64_t)plan->out_elem) |
+                          (uint64_t)(GATHER_VEC * plan->y_elem) |
+                          (uint64_t)(GATHER_VEC * plan->out_elem);
+    return g->hidden % GATHER_VEC == 0 && (bits & 15u) == 0;
 }
 
 int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
@@ -303,6 +334,7 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     const moes_gather_args *g = &plan->a;
     gpu_gather_args a;
     gpu_finish_args f;
+    int64_t groups, blocks;
     (void)err;
     TRY(gpu_enter(ctx));
     if (g->n_tokens == 0)
@@ -335,9 +367,21 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     f.row_len = g->top_k;
     f.y_rows = g->y_rows;
 
+    a.vector = gather_vector(plan);
+    groups = a.vector ? a.hidden / GATHER_VEC : a.hidden;
+    blocks = gpu_grid_for(a.n_tokens * groups, GATHER_THREADS);
+    if (a.n_tokens * a.top_k <= GPU_GATHER_CHECK_INSIDE) {
+        /* One launch: every block reads the whole of out_index before it
+         * stores (gather.cu); few blocks, so that little is read twice. */
+        const int64_t most = (int64_t)st->multiprocessors * GATHER_BLOCKS_PER_SM;
+        a.check_here = 1;
+        return gpu_launch(ctx, GPU_K_GATHER_ROWS,
+                          blocks < most || most < 1 ? blocks : most,
+                          GATHER_THREADS, &a);
+    }
     TRY(gpu_launch(ctx, GPU_K_CHECK_OUT_INDEX,
                    gpu_grid_for(a.n_tokens * a.top_k, 256), 256, &a));
-    TRY(gpu_launch(ctx, GPU_K_FINISH_VALIDATION, 1, 1, &f));
-    return gpu_launch(ctx, GPU_K_GATHER_ROWS, gpu_grid_for(a.n_tokens, 1), 256,
-                      &a);
+    TRY(gpu_launch_next(ctx, GPU_K_FINISH_VALIDATION, 1, 1, &f));
+    return gpu_launch_next(ctx, GPU_K_GATHER_ROWS, blocks, GATHER_THREADS,
+                           &a);
 }

@@ -42,6 +42,7 @@ typedef struct gpu_state {
     moes_data_error known;        /* the record as last read from the GPU  */
     char device_name[256];
     int multiprocessors;
+    int overlap_launches;         /* gpu_launch_next may overlap           */
     int compute_capability;
     int64_t memory_bytes;
 } gpu_state;
@@ -65,6 +66,11 @@ int gpu_enter(moes_context *ctx);
 /* Queues kernel k on the context's stream with one struct argument. */
 int gpu_launch(moes_context *ctx, enum gpu_kernel k, int64_t grid,
                unsigned block, void *args);
+/* The same for a kernel that follows another of the same call: where the
+ * GPU and driver allow, it may start while that one still runs and waits
+ * for it inside (moes_dev_wait_prior, kernel_common.cuh). */
+int gpu_launch_next(moes_context *ctx, enum gpu_kernel k, int64_t grid,
+                    unsigned block, void *args);
 
 /* Blocks of `per_block` items for n items, capped for grid-stride loops. */
 int64_t gpu_grid_for(int64_t n, int64_t per_block);

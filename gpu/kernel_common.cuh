@@ -30,6 +30,34 @@ __device__ __forceinline__ void moes_dev_index_store(void *base, int64_t elem,
         ((int64_t *)base)[i] = v;
 }
 
+/* Programmatic dependent launch (sm_90 and later). Within one call every
+ * kernel after the first is launched so that it may start while the one
+ * before it still runs: it must call moes_dev_wait_prior() before it reads
+ * anything an earlier kernel writes or writes anything at all, which
+ * waits for the earlier kernel to finish and its writes to be visible.
+ * moes_dev_release_next() lets the next kernel start early. On older
+ * GPUs, and in a kernel launched the ordinary way, both do nothing. */
+__device__ __forceinline__ void moes_dev_wait_prior(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void moes_dev_release_next(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/* Both, for a kernel with nothing to do before the wait. */
+__device__ __forceinline__ void moes_dev_enter(void)
+{
+    moes_dev_wait_prior();
+    moes_dev_release_next();
+}
+
 /* True when an earlier call, or this one's validation, found a data error:
  * then the kernel must write nothing. The record is written by a previous
  * kernel on the same stream, so a plain (volatile) load sees it. */

@@ -85,6 +85,7 @@ __device__ void moes_stage_label_blocks(const gpu_scatter_args &a,
 
 extern "C" __global__ void moes_label_rows(const gpu_scatter_args a)
 {
+    moes_dev_enter();
     if (!moes_dev_failed(a.state))
         moes_stage_label_rows(a, moes_dev_thread(), moes_dev_threads());
 }
@@ -92,6 +93,7 @@ extern "C" __global__ void moes_label_rows(const gpu_scatter_args a)
 /* One block per row; rows that hold a token are left alone. */
 extern "C" __global__ void moes_zero_padding(const gpu_scatter_args a)
 {
+    moes_dev_enter();
     if (moes_dev_failed(a.state))
         return;
     for (int64_t r = blockIdx.x; r < a.out_rows; r += gridDim.x) {
@@ -140,6 +142,7 @@ __device__ void moes_stage_expert_outputs(const gpu_scatter_args &a,
 
 extern "C" __global__ void moes_expert_outputs(const gpu_scatter_args a)
 {
+    moes_dev_enter();
     if (!moes_dev_failed(a.state))
         moes_stage_expert_outputs(a, moes_dev_thread(), moes_dev_threads());
 }

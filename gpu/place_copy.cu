@@ -9,8 +9,9 @@
  * the new running rank after every peer has read the old one
  * (__syncwarp), so no atomic decides where a row goes.
  *
- * Copy: one block per token reads the token's row once, in the widest
- * vectors the alignment allows, and writes it to each of its K rows.
+ * Copy: each thread reads one vector of a token's row (or one scale
+ * word) once, in the widest vectors the alignment allows, and writes it
+ * to each of the token's K rows.
  */
 #include "kernel_common.cuh"
 
@@ -56,72 +57,92 @@ __device__ void moes_stage_place(const gpu_scatter_args &a, int64_t thread,
 
 extern "C" __global__ void moes_place(const gpu_scatter_args a)
 {
+    moes_dev_enter();
     if (!moes_dev_failed(a.state))
         moes_stage_place(a, moes_dev_thread(), moes_dev_threads());
 }
 
-enum { COPY_ROWS_CACHED = 32 };
+/* The copy: one work item per (token, slot), one item per thread. Slots
+ * 0 .. n_vec-1 are the vectors of the row (the widest of 16, 8, 4, 2, 1
+ * bytes that the addresses allow), the next n_scale_cols are the scale
+ * words. A thread reads its vector once and writes it to each of the
+ * token's rows, so a warp reads and writes whole 512-byte runs of a row
+ * with 16-byte accesses. The first item's read is issued before waiting
+ * for the placement (it reads only the caller's input), so that it
+ * overlaps the routing. */
+enum { COPY_THREADS = 256 };
 
 template <typename V>
-__device__ __forceinline__ void copy_row(const gpu_scatter_args &a, int64_t t,
-                                         const int64_t *rows)
+__device__ __forceinline__ void store_to_rows(const gpu_scatter_args &a,
+                                              int64_t t, int64_t slot,
+                                              const V v)
 {
-    const V *src = (const V *)(a.x + t * a.x_stride_bytes);
-    const int64_t n = a.row_bytes / (int64_t)sizeof(V);
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-        const V v = src[i];
-        for (int64_t k = 0; k < a.top_k; k++) {
-            const int64_t row = k < COPY_ROWS_CACHED
-                ? rows[k]
-                : moes_dev_index_load(a.out_index, a.index_elem,
-                                      t * a.out_index_stride + k);
-            if (row >= 0)
-                ((V *)(a.out + row * a.out_stride_bytes))[i] = v;
-        }
+#pragma unroll 8
+    for (int64_t k = 0; k < a.top_k; k++) {
+        const int64_t row = moes_dev_index_load(a.out_index, a.index_elem,
+                                                t * a.out_index_stride + k);
+        if (row >= 0)
+            ((V *)(a.out + row * a.out_stride_bytes))[slot] = v;
     }
 }
 
-__device__ __forceinline__ void copy_scales(const gpu_scatter_args &a,
-                                            int64_t t, const int64_t *rows)
+__device__ __forceinline__ void store_scale(const gpu_scatter_args &a,
+                                            int64_t t, int64_t j,
+                                            uint32_t word)
 {
-    const float *src = a.x_scales + t * a.x_scales_stride;
-    for (int64_t j = threadIdx.x; j < a.n_scale_cols; j += blockDim.x) {
-        const uint32_t word =
-            a.out_scales_format == MOES_SCALES_FP32
-                ? moes_f32_to_bits(src[j])
-                : moes_ue8m0_word(src, a.n_scales, j);
-        for (int64_t k = 0; k < a.top_k; k++) {
-            const int64_t row = k < COPY_ROWS_CACHED
-                ? rows[k]
-                : moes_dev_index_load(a.out_index, a.index_elem,
-                                      t * a.out_index_stride + k);
-            if (row >= 0)
-                ((uint32_t *)a.out_scales)[row * a.out_scales_row_stride +
-                                           j * a.out_scales_col_stride] = word;
-        }
+#pragma unroll 8
+    for (int64_t k = 0; k < a.top_k; k++) {
+        const int64_t row = moes_dev_index_load(a.out_index, a.index_elem,
+                                                t * a.out_index_stride + k);
+        if (row >= 0)
+            ((uint32_t *)a.out_scales)[row * a.out_scales_row_stride +
+                                       j * a.out_scales_col_stride] = word;
     }
 }
 
-extern "C" __global__ void moes_copy_rows(const gpu_scatter_args a)
+template <typename V>
+__device__ void copy_items(const gpu_scatter_args &a)
 {
-    __shared__ int64_t rows[COPY_ROWS_CACHED];
-    if (moes_dev_failed(a.state))
-        return;
-    for (int64_t t = blockIdx.x; t < a.n_tokens; t += gridDim.x) {
-        __syncthreads(); /* the last token's rows are no longer read */
-        for (int64_t k = threadIdx.x; k < a.top_k && k < COPY_ROWS_CACHED;
-             k += blockDim.x)
-            rows[k] = moes_dev_index_load(a.out_index, a.index_elem,
-                                          t * a.out_index_stride + k);
-        __syncthreads();
-        switch (a.copy_width) {
-        case 16: copy_row<uint4>(a, t, rows); break;
-        case 8: copy_row<uint2>(a, t, rows); break;
-        case 4: copy_row<uint32_t>(a, t, rows); break;
-        case 2: copy_row<uint16_t>(a, t, rows); break;
-        default: copy_row<unsigned char>(a, t, rows); break;
+    const int64_t n_vec = a.row_bytes / (int64_t)sizeof(V);
+    const int64_t slots = n_vec + (a.x_scales ? a.n_scale_cols : 0);
+    const int64_t items = a.n_tokens * slots;
+    bool waited = false;
+    for (int64_t item = moes_dev_thread(); item < items;
+         item += moes_dev_threads()) {
+        const int64_t t = item / slots, slot = item - t * slots;
+        V v;
+        uint32_t word = 0;
+        if (slot < n_vec) {
+            v = ((const V *)(a.x + t * a.x_stride_bytes))[slot];
+        } else {
+            const float *src = a.x_scales + t * a.x_scales_stride;
+            const int64_t j = slot - n_vec;
+            word = a.out_scales_format == MOES_SCALES_FP32
+                       ? moes_f32_to_bits(src[j])
+                       : moes_ue8m0_word(src, a.n_scales, j);
         }
-        if (a.x_scales)
-            copy_scales(a, t, rows);
+        if (!waited) {
+            moes_dev_wait_prior();
+            if (moes_dev_failed(a.state))
+                return;
+            waited = true;
+        }
+        if (slot < n_vec)
+            store_to_rows<V>(a, t, slot, v);
+        else
+            store_scale(a, t, slot - n_vec, word);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(COPY_THREADS)
+moes_copy_rows(const gpu_scatter_args a)
+{
+    moes_dev_release_next();
+    switch (a.copy_width) {
+    case 16: copy_items<uint4>(a); break;
+    case 8: copy_items<uint2>(a); break;
+    case 4: copy_items<uint32_t>(a); break;
+    case 2: copy_items<uint16_t>(a); break;
+    default: copy_items<unsigned char>(a); break;
     }
 }

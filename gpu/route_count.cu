@@ -63,12 +63,14 @@ __device__ void moes_stage_count_tiles(const gpu_scatter_args &a,
 
 extern "C" __global__ void moes_check_map(const gpu_scatter_args a)
 {
+    moes_dev_enter();
     if (!moes_dev_failed(a.state))
         moes_stage_check_map(a, moes_dev_thread(), moes_dev_threads());
 }
 
 extern "C" __global__ void moes_count_tiles(const gpu_scatter_args a)
 {
+    moes_dev_enter();
     if (!moes_dev_failed(a.state))
         moes_stage_count_tiles(a, moes_dev_thread(), moes_dev_threads());
 }

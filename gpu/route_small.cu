@@ -1,30 +1,108 @@
 /*
  * route_small.cu - the whole routing of a small call in one launch.
  *
- * Decode-size work (a few hundred choices) is dominated by launch
- * latency, so one block runs, in order and separated by block barriers,
- * the stages that otherwise are separate kernels: map check, tile counts,
- * tile scan, expert scan, the error record, placement, labels and the
- * per-expert outputs. The code of each stage is the same as in the
- * multi-kernel path (labels are written per expert block rather than
- * searched per row); only the set of threads differs. The row copy and
- * the zeroing of padding rows stay separate launches: they need the whole
- * GPU's bandwidth.
+ * Decode-size work (up to ROUTE_SMALL_CHOICES choices) is dominated by
+ * latency, so one block of SCAN_THREADS threads does it all, separated by
+ * block barriers: map check, counts, ranks, expert scan, the error
+ * record, placement, labels and the per-expert outputs.
+ *
+ * Warp w owns the w-th of 32 equal spans of the choices in t*K + k order
+ * and walks it 32 at a time (at most ROUTE_SMALL_ROUNDS rounds), each
+ * lane keeping its choices' experts in registers. Lanes that picked the
+ * same expert find each other with __match_any_sync; a lane's rank is the
+ * number of such lanes below it plus the warp's running count for that
+ * expert, kept in row w of a shared table that only warp w touches. An
+ * exclusive scan down each expert's column of the table then turns the
+ * per-warp counts into each warp's first rank, so every choice's rank is
+ * its position among the expert's choices in t*K + k order: no atomic
+ * decides where a row goes.
  */
 #include "kernel_common.cuh"
+
+enum {
+    ROUTE_SMALL_WARPS = SCAN_THREADS / MOES_WARP,
+    ROUTE_SMALL_ROUNDS = 8,
+    ROUTE_SMALL_CHOICES = ROUTE_SMALL_WARPS * MOES_WARP * ROUTE_SMALL_ROUNDS,
+    ROUTE_SMALL_EXPERTS = 512
+};
+
+/* Ranks fit 16 bits: a column sums to at most ROUTE_SMALL_CHOICES. */
+typedef uint16_t route_rank;
 
 extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
 moes_route_small(const gpu_scatter_args a)
 {
+    __shared__ route_rank table[ROUTE_SMALL_WARPS * ROUTE_SMALL_EXPERTS];
     const int64_t thread = threadIdx.x, threads = blockDim.x;
+    const unsigned lane = threadIdx.x % MOES_WARP;
+    const unsigned warp = threadIdx.x / MOES_WARP;
+    const unsigned lower = (1u << lane) - 1u;
     const bool scatter = a.layout != 0;
+    const bool masked = a.layout == MOES_LAYOUT_MASKED;
+    const int64_t n_experts = a.n_experts;
+    const int64_t span = (a.n_choices + ROUTE_SMALL_WARPS - 1) /
+                         ROUTE_SMALL_WARPS;
+    const int64_t begin = (int64_t)warp * span;
+    const int64_t end = begin + span < a.n_choices ? begin + span
+                                                    : a.n_choices;
+    route_rank *mine = table + warp * ROUTE_SMALL_EXPERTS;
+    int32_t expert[ROUTE_SMALL_ROUNDS];
+    route_rank rank[ROUTE_SMALL_ROUNDS];
+
+    moes_dev_enter();
     if (moes_dev_failed(a.state))
         return;
     if (a.map)
         moes_stage_check_map(a, thread, threads);
-    moes_stage_count_tiles(a, thread, threads);
+    for (int64_t i = thread; i < ROUTE_SMALL_WARPS * n_experts; i += threads)
+        table[(i / n_experts) * ROUTE_SMALL_EXPERTS + i % n_experts] = 0;
+
+    /* Every load of the routing first, all independent. */
+#pragma unroll
+    for (int r = 0; r < ROUTE_SMALL_ROUNDS; r++) {
+        const int64_t c = begin + r * MOES_WARP + lane;
+        int64_t id = 0;
+        expert[r] = -1;
+        rank[r] = 0;
+        if (c < end) {
+            expert[r] = (int32_t)moes_dev_local_expert(a, c, &id);
+            if (id < -1 || id >= a.n_global)
+                moes_dev_report(a.state, MOES_DATA_ERROR_RANK_ID, c);
+        }
+    }
+    __syncthreads(); /* the table is zero */
+
+    /* Ranks within the warp's span, in order. */
+#pragma unroll
+    for (int r = 0; r < ROUTE_SMALL_ROUNDS; r++) {
+        if (begin + r * MOES_WARP >= end) /* the same for the whole warp */
+            break;
+        const int32_t e = expert[r];
+        const unsigned peers = __match_any_sync(0xFFFFFFFFu, e);
+        route_rank before = 0;
+        if (e >= 0)
+            before = mine[e];
+        __syncwarp();
+        if (e >= 0) {
+            rank[r] = (route_rank)(before + __popc(peers & lower));
+            if (lane == (unsigned)(__ffs(peers) - 1))
+                mine[e] = (route_rank)(before + __popc(peers));
+        }
+        __syncwarp();
+    }
     __syncthreads();
-    moes_stage_scan_tiles(a, thread, threads);
+
+    /* Down each expert's column: each warp's first rank, and the total. */
+    for (int64_t e = thread; e < n_experts; e += threads) {
+        int64_t run = 0;
+        for (int w = 0; w < ROUTE_SMALL_WARPS; w++) {
+            route_rank *cell = &table[w * ROUTE_SMALL_EXPERTS + e];
+            const int64_t v = *cell;
+            *cell = (route_rank)run;
+            run += v;
+        }
+        a.counts[e] = run;
+    }
     __syncthreads();
     if (scatter)
         moes_block_scan_experts(a);
@@ -49,7 +127,24 @@ moes_route_small(const gpu_scatter_args a)
     if (moes_dev_failed(a.state))
         return;
     if (scatter) {
-        moes_stage_place(a, thread, threads);
+#pragma unroll
+        for (int r = 0; r < ROUTE_SMALL_ROUNDS; r++) {
+            const int64_t c = begin + r * MOES_WARP + lane;
+            if (c >= end)
+                break;
+            const int32_t e = expert[r];
+            int64_t row = -1;
+            if (e >= 0) {
+                const int64_t at = (int64_t)mine[e] + rank[r];
+                if (masked)
+                    row = at < a.capacity ? e * a.capacity + at : -1;
+                else
+                    row = a.start[e] + at;
+            }
+            const int64_t t = c / a.top_k, k = c - t * a.top_k;
+            moes_dev_index_store(a.out_index, a.index_elem,
+                                 t * a.out_index_stride + k, row);
+        }
         if (a.m_indices)
             moes_stage_label_blocks(a, thread, threads);
     }
