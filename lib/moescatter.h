@@ -344,9 +344,12 @@ typedef enum moes_scale_format {
 typedef struct moes_scatter_args {
     size_t struct_size;       /* sizeof(moes_scatter_args)                 */
     int layout;               /* moes_layout                               */
-    int64_t alignment;        /* A >= 1 (contiguous, grouped; default 128) */
+    int64_t alignment;        /* A >= 1 (used by contiguous and grouped;
+                                 checked for every layout; default 128)    */
     int64_t capacity;         /* rows of out (contiguous, grouped), or rows
-                                 per expert C (masked); >= 1               */
+                                 per expert C (masked); >= 0. 0 is valid
+                                 when nothing is placed, and with masked
+                                 drops every choice                        */
     unsigned flags;           /* MOES_SCATTER_*                            */
 
     /* Rows in: x[N][x_stride] of x_dtype, hidden elements used. */

@@ -285,6 +285,9 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
                           plan->out_rows));
     TRY(check_index_range(ctx, "args->counts", plan->index_elem,
                           plan->route.n_choices));
+    /* m_indices holds expert ids. */
+    TRY(check_index_range(ctx, "args->m_indices", plan->index_elem,
+                          n_experts - 1));
     TRY(resolve_stride(ctx, "args->out_index_stride", &a.out_index_stride,
                        r->top_k, "top_k"));
     TRY(check_extent(ctx, "args->out_index", n_tokens, a.out_index_stride,
