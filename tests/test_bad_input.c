@@ -393,6 +393,13 @@ static void int32_masked_rows_overflow(fixture *f)
     f->s.m_indices = NULL;
     f->s.capacity = (int64_t)1 << 30; /* 4 experts: 2^32 rows */
 }
+/* m_indices holds expert ids: int32 cannot label expert 2^31. */
+static void int32_expert_ids_overflow(fixture *f)
+{
+    f->r.n_experts = (int64_t)INT32_MAX + 2;
+    if (!f->r.expert_map)
+        f->r.n_experts_global = f->r.n_experts;
+}
 
 static const bad_case scatter_cases[] = {
     BAD(routing_null, MOES_ERR_NULL_POINTER, "routing"),
@@ -466,6 +473,7 @@ static const bad_case scatter_cases[] = {
     BAD(out_index_stride_small, MOES_ERR_INVALID_STRIDE, "out_index_stride"),
     BAD(int32_rows_overflow, MOES_ERR_OVERFLOW, "INT32"),
     BAD(int32_masked_rows_overflow, MOES_ERR_OVERFLOW, "INT32"),
+    BAD(int32_expert_ids_overflow, MOES_ERR_OVERFLOW, "m_indices"),
 };
 
 ParameterizedTestParameters(bad_input, scatter)
