@@ -32,7 +32,10 @@ const char *moes_oracle_last_error(void)
 /* Does rows * stride * elem bytes fit int64? */
 static int bytes_fit(int64_t rows, int64_t stride, size_t elem)
 {
-    return (wide)rows * stride * (wide)elem <= (wide)INT64_MAX;
+    /* Two int64 factors always fit 128 bits; check before the third. */
+    wide elements = (wide)rows * stride;
+    return elements <= (wide)INT64_MAX &&
+           elements * (wide)elem <= (wide)INT64_MAX;
 }
 
 static size_t index_elem(int dtype)
