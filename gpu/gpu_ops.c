@@ -115,13 +115,6 @@ int gpu_reserve(moes_context *ctx, int64_t n_tokens, int64_t top_k,
     return gpu_ensure_workspace(ctx, bytes);
 }
 
-#define TRY(expr)                                                           \
-    do {                                                                    \
-        int st_ = (expr);                                                   \
-        if (st_ != MOES_OK)                                                 \
-            return st_;                                                     \
-    } while (0)
-
 enum { WARPS_PER_BLOCK = 4, WARP_THREADS = 32, SMALL_BLOCK = 1024,
        COPY_THREADS = 256, GATHER_THREADS = 256 };
 
@@ -153,7 +146,7 @@ static int prepare_route(moes_context *ctx, const moes_route_plan *rp,
     if (!gpu_route_workspace_bytes(rp->n_choices, n_experts, &bytes))
         return moes_set_error(ctx, MOES_ERR_OVERFLOW,
             "the workspace for %lld experts overflows", (long long)n_experts);
-    TRY(gpu_ensure_workspace(ctx, bytes));
+    MOES_TRY(gpu_ensure_workspace(ctx, bytes));
     a->state = (gpu_device_state *)(uintptr_t)s->dev_state;
     a->ids = rp->r.ids;
     a->ids_stride = rp->r.ids_stride;
@@ -178,9 +171,9 @@ static int launch_route(moes_context *ctx, gpu_scatter_args *a)
     const unsigned warp_block = WARPS_PER_BLOCK * WARP_THREADS;
     const int with_map = a->map && a->n_global > 0;
     if (with_map)
-        TRY(gpu_launch(ctx, GPU_K_CHECK_MAP, gpu_grid_for(a->n_global, 256),
+        MOES_TRY(gpu_launch(ctx, GPU_K_CHECK_MAP, gpu_grid_for(a->n_global, 256),
                        256, a));
-    TRY((with_map ? gpu_launch_next : gpu_launch)(
+    MOES_TRY((with_map ? gpu_launch_next : gpu_launch)(
         ctx, GPU_K_COUNT_TILES, gpu_grid_for(a->tiles, WARPS_PER_BLOCK),
         warp_block, a));
     return gpu_launch_next(ctx, GPU_K_SCAN_TILES,
@@ -210,14 +203,14 @@ int gpu_count(moes_context *ctx, const moes_count_plan *plan,
 {
     gpu_scatter_args a;
     (void)err;
-    TRY(gpu_enter(ctx));
-    TRY(prepare_route(ctx, &plan->route, &a));
+    MOES_TRY(gpu_enter(ctx));
+    MOES_TRY(prepare_route(ctx, &plan->route, &a));
     a.index_elem = (int64_t)moes_index_dtype_size(plan->counts_dtype);
     a.counts_out = plan->counts;
     if (route_is_small(&a))
         return gpu_launch(ctx, GPU_K_ROUTE_SMALL, 1, SMALL_BLOCK, &a);
-    TRY(launch_route(ctx, &a));
-    TRY(launch_finish_route(ctx, &a));
+    MOES_TRY(launch_route(ctx, &a));
+    MOES_TRY(launch_finish_route(ctx, &a));
     return gpu_launch_next(ctx, GPU_K_EXPERT_OUTPUTS,
                            gpu_grid_for(a.n_experts, 256), 256, &a);
 }
@@ -244,8 +237,8 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     const unsigned warp_block = WARPS_PER_BLOCK * WARP_THREADS;
     gpu_scatter_args a;
     (void)err;
-    TRY(gpu_enter(ctx));
-    TRY(prepare_route(ctx, &plan->route, &a));
+    MOES_TRY(gpu_enter(ctx));
+    MOES_TRY(prepare_route(ctx, &plan->route, &a));
     a.layout = s->layout;
     a.alignment = s->alignment;
     a.capacity = s->capacity;
@@ -277,31 +270,31 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
 
     if (route_is_small(&a)) {
         /* Routing, labels and per-expert outputs in one launch. */
-        TRY(gpu_launch(ctx, GPU_K_ROUTE_SMALL, 1, SMALL_BLOCK, &a));
+        MOES_TRY(gpu_launch(ctx, GPU_K_ROUTE_SMALL, 1, SMALL_BLOCK, &a));
     } else {
-        TRY(launch_route(ctx, &a));
-        TRY(gpu_launch_next(ctx, GPU_K_SCAN_EXPERTS, 1, SMALL_BLOCK, &a));
-        TRY(launch_finish_route(ctx, &a));
+        MOES_TRY(launch_route(ctx, &a));
+        MOES_TRY(gpu_launch_next(ctx, GPU_K_SCAN_EXPERTS, 1, SMALL_BLOCK, &a));
+        MOES_TRY(launch_finish_route(ctx, &a));
         if (a.n_choices > 0)
-            TRY(gpu_launch_next(ctx, GPU_K_PLACE,
+            MOES_TRY(gpu_launch_next(ctx, GPU_K_PLACE,
                                 gpu_grid_for(a.tiles, WARPS_PER_BLOCK),
                                 warp_block, &a));
         if (a.m_indices && a.out_rows > 0)
-            TRY(gpu_launch_next(ctx, GPU_K_LABEL_ROWS,
+            MOES_TRY(gpu_launch_next(ctx, GPU_K_LABEL_ROWS,
                                 gpu_grid_for(a.out_rows, 256), 256, &a));
-        TRY(gpu_launch_next(ctx, GPU_K_EXPERT_OUTPUTS,
+        MOES_TRY(gpu_launch_next(ctx, GPU_K_EXPERT_OUTPUTS,
                             gpu_grid_for(a.n_experts, 256), 256, &a));
     }
     if (a.n_choices > 0) {
         /* One thread per (token, vector of the row or scale word). */
         const int64_t slots = a.row_bytes / a.copy_width +
                               (a.x_scales ? a.n_scale_cols : 0);
-        TRY(gpu_launch_next(ctx, GPU_K_COPY_ROWS,
+        MOES_TRY(gpu_launch_next(ctx, GPU_K_COPY_ROWS,
                             gpu_grid_for(a.n_tokens * slots, COPY_THREADS),
                             COPY_THREADS, &a));
     }
     if ((a.flags & MOES_SCATTER_ZERO_PADDING) && a.out_rows > 0)
-        TRY(gpu_launch_next(ctx, GPU_K_ZERO_PADDING,
+        MOES_TRY(gpu_launch_next(ctx, GPU_K_ZERO_PADDING,
                             gpu_grid_for(a.out_rows, 1), 128, &a));
     return MOES_OK;
 }
@@ -336,7 +329,7 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     gpu_finish_args f;
     int64_t groups, blocks;
     (void)err;
-    TRY(gpu_enter(ctx));
+    MOES_TRY(gpu_enter(ctx));
     if (g->n_tokens == 0)
         return MOES_OK;
     memset(&a, 0, sizeof a);
@@ -379,9 +372,9 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
                           blocks < most || most < 1 ? blocks : most,
                           GATHER_THREADS, &a);
     }
-    TRY(gpu_launch(ctx, GPU_K_CHECK_OUT_INDEX,
+    MOES_TRY(gpu_launch(ctx, GPU_K_CHECK_OUT_INDEX,
                    gpu_grid_for(a.n_tokens * a.top_k, 256), 256, &a));
-    TRY(gpu_launch_next(ctx, GPU_K_FINISH_VALIDATION, 1, 1, &f));
+    MOES_TRY(gpu_launch_next(ctx, GPU_K_FINISH_VALIDATION, 1, 1, &f));
     return gpu_launch_next(ctx, GPU_K_GATHER_ROWS, blocks, GATHER_THREADS,
                            &a);
 }

@@ -36,6 +36,14 @@ int moes_set_error(moes_context *ctx, int status, const char *fmt, ...);
 /* Turns a backend's data error into its status and message. */
 int moes_report_data_error(moes_context *ctx, const moes_data_error *err);
 
+/* Returns from the calling function when expr is not MOES_OK. */
+#define MOES_TRY(expr)                                                      \
+    do {                                                                    \
+        int st_ = (expr);                                                   \
+        if (st_ != MOES_OK)                                                 \
+            return st_;                                                     \
+    } while (0)
+
 /* Checked int64 arithmetic: return 0 on overflow (and leave *out alone). */
 int moes_mul_i64(int64_t a, int64_t b, int64_t *out);
 int moes_add_i64(int64_t a, int64_t b, int64_t *out);

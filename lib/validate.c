@@ -49,20 +49,13 @@ static int is_float_dtype(int d)
     return d == MOES_DTYPE_BF16 || d == MOES_DTYPE_FP16 || d == MOES_DTYPE_FP32;
 }
 
-#define TRY(expr)                                                           \
-    do {                                                                    \
-        int st_ = (expr);                                                   \
-        if (st_ != MOES_OK)                                                 \
-            return st_;                                                     \
-    } while (0)
-
 int moes_validate_routing(moes_context *ctx, const moes_routing *routing,
                           moes_route_plan *plan)
 {
     moes_routing r;
     if (!routing)
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "routing is NULL");
-    TRY(check_struct_size(ctx, "routing", routing->struct_size,
+    MOES_TRY(check_struct_size(ctx, "routing", routing->struct_size,
                           sizeof *routing));
     r = *routing;
     if (r.n_tokens < 0)
@@ -93,9 +86,9 @@ int moes_validate_routing(moes_context *ctx, const moes_routing *routing,
         return moes_set_error(ctx, MOES_ERR_INVALID_DTYPE,
             "routing->ids_dtype = %d is not MOES_DTYPE_INT32 or "
             "MOES_DTYPE_INT64", r.ids_dtype);
-    TRY(resolve_stride(ctx, "routing->ids_stride", &r.ids_stride, r.top_k,
+    MOES_TRY(resolve_stride(ctx, "routing->ids_stride", &r.ids_stride, r.top_k,
                        "top_k"));
-    TRY(check_extent(ctx, "routing->ids", r.n_tokens, r.ids_stride,
+    MOES_TRY(check_extent(ctx, "routing->ids", r.n_tokens, r.ids_stride,
                      plan->ids_elem));
     if (!moes_mul_i64(r.n_tokens, r.top_k, &plan->n_choices))
         return moes_set_error(ctx, MOES_ERR_OVERFLOW,
@@ -103,7 +96,7 @@ int moes_validate_routing(moes_context *ctx, const moes_routing *routing,
     if (r.n_tokens > 0 && !r.ids)
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
             "routing->ids is NULL");
-    TRY(check_extent(ctx, "routing->expert_map", 1, r.n_experts_global, 4));
+    MOES_TRY(check_extent(ctx, "routing->expert_map", 1, r.n_experts_global, 4));
     plan->r = r;
     return MOES_OK;
 }
@@ -123,7 +116,7 @@ int moes_validate_count(moes_context *ctx, const moes_routing *routing,
                         void *counts, int counts_dtype, moes_count_plan *plan)
 {
     size_t elem;
-    TRY(moes_validate_routing(ctx, routing, &plan->route));
+    MOES_TRY(moes_validate_routing(ctx, routing, &plan->route));
     elem = moes_index_dtype_size(counts_dtype);
     if (!elem)
         return moes_set_error(ctx, MOES_ERR_INVALID_DTYPE,
@@ -131,7 +124,7 @@ int moes_validate_count(moes_context *ctx, const moes_routing *routing,
             counts_dtype);
     if (!counts)
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "counts is NULL");
-    TRY(check_index_range(ctx, "counts", elem, plan->route.n_choices));
+    MOES_TRY(check_index_range(ctx, "counts", elem, plan->route.n_choices));
     plan->counts = counts;
     plan->counts_dtype = counts_dtype;
     return MOES_OK;
@@ -186,13 +179,13 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
     size_t x_elem = 0;
 
     memset(plan, 0, sizeof *plan);
-    TRY(moes_validate_routing(ctx, routing, &plan->route));
+    MOES_TRY(moes_validate_routing(ctx, routing, &plan->route));
     r = &plan->route.r;
     n_tokens = r->n_tokens;
     n_experts = r->n_experts;
     if (!args)
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "args is NULL");
-    TRY(check_struct_size(ctx, "args", args->struct_size, sizeof *args));
+    MOES_TRY(check_struct_size(ctx, "args", args->struct_size, sizeof *args));
     a = *args;
 
     if (a.layout != MOES_LAYOUT_CONTIGUOUS && a.layout != MOES_LAYOUT_GROUPED &&
@@ -228,12 +221,12 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
     if (a.hidden < 1)
         return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
             "args->hidden = %lld must be at least 1", LL(a.hidden));
-    TRY(resolve_stride(ctx, "args->x_stride", &a.x_stride, a.hidden,
+    MOES_TRY(resolve_stride(ctx, "args->x_stride", &a.x_stride, a.hidden,
                        "hidden"));
-    TRY(resolve_stride(ctx, "args->out_stride", &a.out_stride, a.hidden,
+    MOES_TRY(resolve_stride(ctx, "args->out_stride", &a.out_stride, a.hidden,
                        "hidden"));
-    TRY(check_extent(ctx, "args->x", n_tokens, a.x_stride, x_elem));
-    TRY(check_extent(ctx, "args->out", plan->out_rows, a.out_stride, x_elem));
+    MOES_TRY(check_extent(ctx, "args->x", n_tokens, a.x_stride, x_elem));
+    MOES_TRY(check_extent(ctx, "args->out", plan->out_rows, a.out_stride, x_elem));
     if (n_tokens > 0 && !a.x)
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "args->x is NULL");
     if (plan->out_rows > 0 && !a.out)
@@ -247,9 +240,9 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
                 "args->scale_block = %lld must be at least 1",
                 LL(a.scale_block));
         plan->n_scales = (a.hidden - 1) / a.scale_block + 1;
-        TRY(resolve_stride(ctx, "args->x_scales_stride", &a.x_scales_stride,
+        MOES_TRY(resolve_stride(ctx, "args->x_scales_stride", &a.x_scales_stride,
                            plan->n_scales, "the scales per row"));
-        TRY(check_extent(ctx, "args->x_scales", n_tokens, a.x_scales_stride,
+        MOES_TRY(check_extent(ctx, "args->x_scales", n_tokens, a.x_scales_stride,
                          4));
         if (a.out_scales_format == MOES_SCALES_FP32)
             plan->n_scale_cols = plan->n_scales;
@@ -263,7 +256,7 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
         if (!a.out_scales && plan->out_rows > 0)
             return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
                 "args->out_scales is NULL, but x_scales is given");
-        TRY(resolve_scale_strides(ctx, &a, plan->out_rows,
+        MOES_TRY(resolve_scale_strides(ctx, &a, plan->out_rows,
                                   plan->n_scale_cols));
     } else {
         if (a.out_scales)
@@ -281,18 +274,18 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
         return moes_set_error(ctx, MOES_ERR_INVALID_DTYPE,
             "args->index_dtype = %d is not MOES_DTYPE_INT32 or "
             "MOES_DTYPE_INT64", a.index_dtype);
-    TRY(check_index_range(ctx, "args->out_index", plan->index_elem,
+    MOES_TRY(check_index_range(ctx, "args->out_index", plan->index_elem,
                           plan->out_rows));
-    TRY(check_index_range(ctx, "args->counts", plan->index_elem,
+    MOES_TRY(check_index_range(ctx, "args->counts", plan->index_elem,
                           plan->route.n_choices));
     /* m_indices holds expert ids. */
-    TRY(check_index_range(ctx, "args->m_indices", plan->index_elem,
+    MOES_TRY(check_index_range(ctx, "args->m_indices", plan->index_elem,
                           n_experts - 1));
-    TRY(resolve_stride(ctx, "args->out_index_stride", &a.out_index_stride,
+    MOES_TRY(resolve_stride(ctx, "args->out_index_stride", &a.out_index_stride,
                        r->top_k, "top_k"));
-    TRY(check_extent(ctx, "args->out_index", n_tokens, a.out_index_stride,
+    MOES_TRY(check_extent(ctx, "args->out_index", n_tokens, a.out_index_stride,
                      plan->index_elem));
-    TRY(check_extent(ctx, "args->m_indices", 1, plan->out_rows,
+    MOES_TRY(check_extent(ctx, "args->m_indices", 1, plan->out_rows,
                      plan->index_elem));
     if (n_tokens > 0 && !a.out_index)
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
@@ -339,7 +332,7 @@ int moes_validate_gather(moes_context *ctx, const moes_gather_args *args,
     memset(plan, 0, sizeof *plan);
     if (!args)
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "args is NULL");
-    TRY(check_struct_size(ctx, "args", args->struct_size, sizeof *args));
+    MOES_TRY(check_struct_size(ctx, "args", args->struct_size, sizeof *args));
     a = *args;
     if (a.flags & ~MOES_GATHER_ACCUMULATE)
         return moes_set_error(ctx, MOES_ERR_INVALID_FLAGS,
@@ -370,19 +363,19 @@ int moes_validate_gather(moes_context *ctx, const moes_gather_args *args,
             "MOES_DTYPE_INT64", a.index_dtype);
     moes_dtype_size(a.y_dtype, &plan->y_elem);
     moes_dtype_size(a.out_dtype, &plan->out_elem);
-    TRY(resolve_stride(ctx, "args->y_stride", &a.y_stride, a.hidden,
+    MOES_TRY(resolve_stride(ctx, "args->y_stride", &a.y_stride, a.hidden,
                        "hidden"));
-    TRY(resolve_stride(ctx, "args->out_index_stride", &a.out_index_stride,
+    MOES_TRY(resolve_stride(ctx, "args->out_index_stride", &a.out_index_stride,
                        a.top_k, "top_k"));
-    TRY(resolve_stride(ctx, "args->weights_stride", &a.weights_stride,
+    MOES_TRY(resolve_stride(ctx, "args->weights_stride", &a.weights_stride,
                        a.top_k, "top_k"));
-    TRY(resolve_stride(ctx, "args->out_stride", &a.out_stride, a.hidden,
+    MOES_TRY(resolve_stride(ctx, "args->out_stride", &a.out_stride, a.hidden,
                        "hidden"));
-    TRY(check_extent(ctx, "args->y", a.y_rows, a.y_stride, plan->y_elem));
-    TRY(check_extent(ctx, "args->out_index", a.n_tokens, a.out_index_stride,
+    MOES_TRY(check_extent(ctx, "args->y", a.y_rows, a.y_stride, plan->y_elem));
+    MOES_TRY(check_extent(ctx, "args->out_index", a.n_tokens, a.out_index_stride,
                      plan->index_elem));
-    TRY(check_extent(ctx, "args->weights", a.n_tokens, a.weights_stride, 4));
-    TRY(check_extent(ctx, "args->out", a.n_tokens, a.out_stride,
+    MOES_TRY(check_extent(ctx, "args->weights", a.n_tokens, a.weights_stride, 4));
+    MOES_TRY(check_extent(ctx, "args->out", a.n_tokens, a.out_stride,
                      plan->out_elem));
     if (a.y_rows > 0 && !a.y)
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "args->y is NULL");
