@@ -24,23 +24,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cuda_runtime_api.h>
+#include "cuda_check.h"
 
 #include "moescatter.h"
 
 enum { H = 7168, K = 8, E_GLOBAL = 256, A = 128, SCALE_BLOCK = 128,
        SETS = 16, CALLS = 64, REPLAYS = 21, WARMUP = 32 };
 #define S ((H + SCALE_BLOCK - 1) / SCALE_BLOCK)
-
-#define CUDA_OK(expr)                                                       \
-    do {                                                                    \
-        cudaError_t e_ = (expr);                                            \
-        if (e_ != cudaSuccess) {                                            \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,   \
-                    cudaGetErrorString(e_));                                \
-            exit(2);                                                        \
-        }                                                                   \
-    } while (0)
 
 #define MOES_OK_OR_DIE(ctx, expr)                                           \
     do {                                                                    \

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cuda_runtime_api.h>
+#include "cuda_check.h"
 
 #include "moescatter.h"
 
@@ -28,16 +28,6 @@ enum { N_SMALL = 300, N_LARGE = 2000, N_MAX = N_LARGE, K = 8, E = 256,
        E_GLOBAL = 320, H = 7168, A = 128, REPLAYS = 6, BAD_REPLAY = 3 };
 
 static int N;
-
-#define CUDA_OK(expr)                                                       \
-    do {                                                                    \
-        cudaError_t e_ = (expr);                                            \
-        if (e_ != cudaSuccess) {                                            \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,   \
-                    cudaGetErrorString(e_));                                \
-            exit(2);                                                        \
-        }                                                                   \
-    } while (0)
 
 static uint64_t rng = 0x243F6A8885A308D3ull;
 

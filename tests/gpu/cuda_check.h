@@ -1,0 +1,23 @@
+/*
+ * cuda_check.h - the GPU-only test programs' check of a CUDA runtime call:
+ * a failure prints where and why, and ends the program with status 2.
+ */
+#ifndef MOES_TESTS_CUDA_CHECK_H
+#define MOES_TESTS_CUDA_CHECK_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <cuda_runtime_api.h>
+
+#define CUDA_OK(expr)                                                       \
+    do {                                                                    \
+        cudaError_t e_ = (expr);                                            \
+        if (e_ != cudaSuccess) {                                            \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,   \
+                    cudaGetErrorString(e_));                                \
+            exit(2);                                                        \
+        }                                                                   \
+    } while (0)
+
+#endif /* MOES_TESTS_CUDA_CHECK_H */
