@@ -12,6 +12,7 @@
 enum {
     OPT_PRESET = 1, OPT_TOKENS, OPT_BACKEND, OPT_THREADS, OPT_ITERS,
     OPT_LAYOUT, OPT_ALIGNMENT, OPT_UE8M0, OPT_ALLOW_REPEATS, OPT_ACCUMULATE,
+    OPT_EXACT_CAPACITY,
     OPT_JSON, OPT_SEED, OPT_SWEEP, OPT_MIN_TOKENS, OPT_MAX_TOKENS, OPT_CSV,
     OPT_PLOT, OPT_LIST
 };
@@ -27,6 +28,7 @@ static const tool_option options[] = {
     {"ue8m0", 0, OPT_UE8M0},
     {"allow-repeats", 0, OPT_ALLOW_REPEATS},
     {"accumulate", 0, OPT_ACCUMULATE},
+    {"exact-capacity", 0, OPT_EXACT_CAPACITY},
     {"json", 0, OPT_JSON},
     {"seed", 1, OPT_SEED},
     {"sweep", 0, OPT_SWEEP},
@@ -71,6 +73,10 @@ static void usage(void)
         "  --ue8m0            pack the scales as UE8M0 (deepseek presets)\n"
         "  --allow-repeats    a token may name the same expert twice\n"
         "  --accumulate       the gather adds onto the old output\n"
+        "  --exact-capacity   give the scatter only the rows the routings\n"
+        "                     use (default: moes_scatter_capacity's\n"
+        "                     bound, as a caller that captures graphs does;\n"
+        "                     masked: always the largest count)\n"
         "  --seed S           routing and data seed (default %d)\n"
         "  --iters N          timed calls per operation (default %d)\n"
         "  --backend B        auto (default), cpu or cuda\n"
@@ -177,6 +183,7 @@ static int parse(int argc, char **argv, bench_options *o)
         case OPT_UE8M0: o->cfg.ue8m0 = 1; break;
         case OPT_ALLOW_REPEATS: o->cfg.allow_repeats = 1; break;
         case OPT_ACCUMULATE: o->cfg.accumulate = 1; break;
+        case OPT_EXACT_CAPACITY: o->cfg.exact_capacity = 1; break;
         case OPT_JSON: o->json = 1; break;
         case OPT_SEED: rc = tool_parse_u64("bench", "--seed", v, &o->cfg.seed); break;
         case OPT_SWEEP: o->sweep = 1; break;

@@ -42,6 +42,7 @@ typedef struct bench_config {
     int ue8m0;                  /* pack the scales as UE8M0             */
     int allow_repeats;          /* a token may name an expert twice     */
     int accumulate;             /* gather with MOES_GATHER_ACCUMULATE   */
+    int exact_capacity;         /* capacity = the rows the routings use */
     uint64_t seed;
     int64_t iters;              /* timed calls per operation            */
     int64_t warmup;             /* untimed calls before (>= the sets)   */
@@ -96,7 +97,7 @@ typedef struct bench_timing {
 typedef struct bench_result {
     int64_t tokens;
     bench_timing scatter, gather;
-    int64_t capacity_bound, rows_used_max, n_sets;
+    int64_t capacity, capacity_bound, rows_used_max, n_sets;
     double sets_bytes;          /* what the sets together move          */
 } bench_result;
 

@@ -105,6 +105,7 @@ int bench_measure(moes_context *ctx, const bench_workload *w, bench_result *r)
         return tool_fail("bench", "cannot allocate the timings");
     r->tokens = w->cfg.tokens;
     r->capacity_bound = w->capacity_bound;
+    r->capacity = w->capacity;
     r->rows_used_max = w->cfg.layout == MOES_LAYOUT_MASKED ? w->out_rows
                                                            : w->rows_used_max;
     r->n_sets = w->n_sets;

@@ -94,8 +94,10 @@ void bench_print_table(FILE *f, const bench_run_info *run,
                    "moes_scatter_capacity: %lld per expert\n",
                 (long long)r->rows_used_max, (long long)r->capacity_bound);
     else
-        fprintf(f, "rows      %lld used at most; moes_scatter_capacity: %lld\n",
-                (long long)r->rows_used_max, (long long)r->capacity_bound);
+        fprintf(f, "rows      %lld used at most, capacity %lld (%s)\n",
+                (long long)r->rows_used_max, (long long)r->capacity,
+                r->capacity == r->capacity_bound ? "moes_scatter_capacity"
+                                                 : "the rows used");
     fprintf(f, "\n%-8s %10s %10s %11s %9s %8s\n", "call", "median ms",
             "min ms", "MB moved", "GB/s", "of copy");
     print_timing_row(f, "scatter", run, &r->scatter);
@@ -183,9 +185,11 @@ void bench_print_json(FILE *f, const bench_run_info *run,
     for (int64_t i = 0; i < n_results; i++) {
         const bench_result *r = &results[i];
         fprintf(f, "%s\n  {\"tokens\": %lld, \"input_sets\": %lld, "
-                   "\"rows_used\": %lld, \"capacity_bound\": %lld, ",
+                   "\"rows_used\": %lld, \"capacity\": %lld, "
+                   "\"capacity_bound\": %lld, ",
                 i ? "," : "", (long long)r->tokens, (long long)r->n_sets,
-                (long long)r->rows_used_max, (long long)r->capacity_bound);
+                (long long)r->rows_used_max, (long long)r->capacity,
+                (long long)r->capacity_bound);
         json_timing(f, "scatter", run, &r->scatter, 1);
         fprintf(f, ", ");
         json_timing(f, "gather", run, &r->gather, 1);
@@ -204,18 +208,19 @@ int bench_write_csv(const char *path, const bench_run_info *run,
     fprintf(f, "tokens,scatter_ms,scatter_bytes,scatter_gbps,"
                "scatter_fraction_of_copy,gather_ms,gather_bytes,gather_gbps,"
                "gather_fraction_of_copy,copy_gbps,input_sets,rows_used,"
-               "capacity_bound\n");
+               "capacity_bound,capacity\n");
     for (int64_t i = 0; i < n_results; i++) {
         const bench_result *r = &results[i];
         fprintf(f, "%lld,%.6f,%.0f,%.4f,%.5f,%.6f,%.0f,%.4f,%.5f,%.4f,"
-                   "%lld,%lld,%lld\n",
+                   "%lld,%lld,%lld,%lld\n",
                 (long long)r->tokens, r->scatter.median_ms, r->scatter.bytes,
                 bench_gbps(r->scatter.bytes, r->scatter.median_ms),
                 fraction(run, &r->scatter), r->gather.median_ms,
                 r->gather.bytes,
                 bench_gbps(r->gather.bytes, r->gather.median_ms),
                 fraction(run, &r->gather), copy, (long long)r->n_sets,
-                (long long)r->rows_used_max, (long long)r->capacity_bound);
+                (long long)r->rows_used_max, (long long)r->capacity_bound,
+                (long long)r->capacity);
     }
     if (fclose(f) != 0)
         return tool_fail("bench", "cannot write %s", path);

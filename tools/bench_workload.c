@@ -388,7 +388,8 @@ int bench_workload_create(moes_context *ctx, const bench_config *cfg,
     w->y_rows = st0.placed;
     w->out_rows = cfg->layout == MOES_LAYOUT_MASKED
                       ? p->n_experts * (st0.max_count > 0 ? st0.max_count : 1)
-                      : (st0.rows_used > 0 ? st0.rows_used : 1);
+                  : cfg->exact_capacity ? (st0.rows_used > 0 ? st0.rows_used : 1)
+                                        : w->capacity_bound;
     if (make_expert_map(ctx, w) != TOOL_EXIT_OK)
         goto done;
     probe.tokens_touched = st0.tokens_touched;
@@ -432,8 +433,13 @@ int bench_workload_create(moes_context *ctx, const bench_config *cfg,
         /* A capacity per expert that drops nothing: the largest count. */
         w->capacity = st0.max_count > 0 ? st0.max_count : 1;
         w->out_rows = p->n_experts * w->capacity;
-    } else {
+    } else if (cfg->exact_capacity) {
         w->capacity = w->rows_used_max > 0 ? w->rows_used_max : 1;
+        w->out_rows = w->capacity;
+    } else {
+        /* What a caller that sizes its buffers once (and captures the
+         * calls in a graph) passes: never too small for any routing. */
+        w->capacity = w->capacity_bound;
         w->out_rows = w->capacity;
     }
 
