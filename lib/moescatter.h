@@ -204,7 +204,9 @@ MOES_API const char *moes_last_error(const moes_context *ctx);
 
 /* Sets the CUDA stream (a CUstream / cudaStream_t, NULL = the legacy
  * default stream) on which later calls are queued. On the CPU the value is
- * stored and ignored. Returns MOES_ERR_NULL_POINTER when ctx is NULL. */
+ * stored and ignored. moes_context_destroy waits for this stream, so it
+ * must outlive the context (or be replaced first, e.g. by NULL). Returns
+ * MOES_ERR_NULL_POINTER when ctx is NULL. */
 MOES_API int moes_set_stream(moes_context *ctx, void *stream);
 
 /* Waits for all work queued on the context's stream, then returns the first
