@@ -430,17 +430,43 @@ int tool_check(int argc, char **argv)
             run_case(&o, &jobs[0], &totals, i, name, progress, start);
         }
     } else {
+        /* Cases are handed out one at a time from a shared counter, and
+         * the first job to see the time run out stops them all: a loop
+         * over all --cases would still walk every index after that. */
+        int64_t next = 0;
+        int stop = 0;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads((int)o.jobs) schedule(dynamic, 1)
+#pragma omp parallel num_threads((int)o.jobs)
 #endif
-        for (int64_t i = 0; i < o.cases; i++) {
+        {
             int job = 0;
 #ifdef _OPENMP
             job = omp_get_thread_num();
 #endif
-            if (o.seconds > 0.0 && now_seconds() - start >= o.seconds)
-                continue;
-            run_case(&o, &jobs[job], &totals, i, name, progress, start);
+            for (;;) {
+                int64_t i;
+                int stopped;
+#ifdef _OPENMP
+#pragma omp atomic read
+#endif
+                stopped = stop;
+                if (stopped)
+                    break;
+#ifdef _OPENMP
+#pragma omp atomic capture
+#endif
+                i = next++;
+                if (i >= o.cases)
+                    break;
+                if (o.seconds > 0.0 && now_seconds() - start >= o.seconds) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                    stop = 1;
+                    break;
+                }
+                run_case(&o, &jobs[job], &totals, i, name, progress, start);
+            }
         }
     }
     elapsed = now_seconds() - start;
