@@ -11,6 +11,7 @@
  * libFuzzer can steer the routing: duplicates, empty experts, -1.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,8 +56,24 @@ static void open_paths(void)
     moes_context_options_init(&o);
     o.backend = MOES_BACKEND_CUDA;
     if (moes_context_create(&paths[n_paths].ctx, &o) == MOES_OK) {
+        moes_context_info info;
+        info.struct_size = sizeof info;
         snprintf(paths[n_paths].name, sizeof paths[n_paths].name, "cuda");
+        if (moes_context_get_info(paths[n_paths].ctx, &info) == MOES_OK)
+            fprintf(stderr, "fuzz_diff: paths: oracle, cpu (1 to %d threads), "
+                            "cuda on %s (sm %d)\n",
+                    CPU_PATHS, info.device_name,
+                    info.device_compute_capability);
         n_paths++;
+    } else {
+        /* A run meant to compare the GPU must not pass without it. */
+        const char *need = getenv("MOES_FUZZ_REQUIRE_CUDA");
+        if (need && *need && strcmp(need, "0") != 0)
+            fz_fail("MOES_FUZZ_REQUIRE_CUDA is set but the CUDA path does "
+                    "not open: %s", moes_last_error(NULL));
+        fprintf(stderr, "fuzz_diff: paths: oracle, cpu (1 to %d threads); "
+                        "no cuda: %s\n",
+                CPU_PATHS, moes_last_error(NULL));
     }
 }
 

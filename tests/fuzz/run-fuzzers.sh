@@ -16,6 +16,12 @@
 #                 (default ./fuzz-out)
 #   FUZZ_TARGETS  the targets to build and run (default: fuzz_args fuzz_diff)
 #   FUZZ_FLAGS    more libFuzzer flags for every run (e.g. -jobs=2)
+#   FUZZ_CUDA     a build tree configured and built with CUDA: link the
+#                 CUDA backend (gpu/*.c and that tree's embedded kernels)
+#                 instead of the stub, so that fuzz_diff compares the GPU
+#                 too where a device is usable. With
+#                 MOES_FUZZ_REQUIRE_CUDA=1 a run where CUDA does not open
+#                 is a finding.
 #
 # Each run starts from the committed seed corpus and the regressions, and
 # writes new inputs only to FUZZ_OUT/corpus/TARGET.
@@ -72,6 +78,22 @@ cflags="$cflags $openmp"
 # stub (the CUDA backend needs nvcc; the replay programs of `make check`
 # cover it on a GPU machine).
 lib_sources="$top/lib/*.c $top/cpu/*.c $top/gpu/gpu_stub.c"
+link_cuda=
+if [ -n "${FUZZ_CUDA:-}" ]; then
+    fatbin_c="$FUZZ_CUDA/gpu/moes_kernels_fatbin.c"
+    if [ ! -f "$fatbin_c" ]; then
+        echo "$0: FUZZ_CUDA=$FUZZ_CUDA: no $fatbin_c" \
+             "(configure with CUDA and run make there first)" >&2
+        exit 2
+    fi
+    fatbin_c=$(cd "$(dirname "$fatbin_c")" && pwd)/moes_kernels_fatbin.c
+    lib_sources="$top/lib/*.c $top/cpu/*.c $top/gpu/gpu_backend.c \
+ $top/gpu/gpu_driver.c $top/gpu/gpu_memory.c $top/gpu/gpu_ops.c $fatbin_c"
+    link_cuda=-ldl
+    # The CUDA driver maps memory where ASan keeps its shadow gap.
+    ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}protect_shadow_gap=0
+    export ASAN_OPTIONS
+fi
 kit_sources="$top/tests/kit/*.c"
 echo "building with $cc into $out"
 rm -f "$out"/obj/*.o
@@ -90,7 +112,7 @@ mkdir -p "$out/obj-targets" || exit 2
 for t in $targets; do
     $cc $cflags -fsanitize=fuzzer -c "$here/$t.c" -o "$out/obj-targets/$t.o" &&
     $cc $openmp -fsanitize=fuzzer,address,undefined \
-        "$out"/obj/*.o "$out/obj-targets/$t.o" -o "$out/$t" || exit 2
+        "$out"/obj/*.o "$out/obj-targets/$t.o" $link_cuda -o "$out/$t" || exit 2
 done
 [ "$build_only" = yes ] && exit 0
 

@@ -1,0 +1,138 @@
+#!/bin/sh
+# fuzz-on-gpu.sh - the GPU half of the fuzz suite, on a machine with an
+# NVIDIA GPU, its driver and the CUDA toolkit:
+#
+#     tests/gpu/fuzz-on-gpu.sh [SECONDS]        (default 540)
+#     tests/gpu/fuzz-on-gpu.sh --sanitize-only
+#
+#   1. compute-sanitizer memcheck, racecheck, synccheck and initcheck over
+#      fuzz_diff_replay: every file of the fuzz_diff seed corpus and of
+#      tests/fuzz/regressions, each run on the oracle, the CPU backend and
+#      the CUDA backend, compared bit for bit (MOES_FUZZ_REQUIRE_CUDA=1:
+#      a run where CUDA does not open fails);
+#   2. CUDA against the CPU and the oracle on fuzz-generated cases for
+#      SECONDS: fuzz_diff built with clang's libFuzzer and the CUDA
+#      backend linked in (run-fuzzers.sh with FUZZ_CUDA), or, where clang
+#      cannot build libFuzzer targets, the same case generator through
+#      `moescatter check --backend cuda --time SECONDS`.
+# It prints a summary table last; logs go to $OUT (or ./gpu-results).
+#
+# It builds in MOES_BUILD_DIR (default /tmp/moes-gpu-build, the folder
+# run-on-gpu.sh uses, so a build left there by it is reused) for
+# MOES_CUDA_ARCH (default 90).
+set -u
+
+src=$(cd "$(dirname "$0")/../.." && pwd)
+out=${OUT:-$(pwd)/gpu-results}
+build=${MOES_BUILD_DIR:-/tmp/moes-gpu-build}
+arch=${MOES_CUDA_ARCH:-90}
+jobs=${MAKE_JOBS:-$(nproc 2>/dev/null || echo 4)}
+seconds=540
+sanitize_only=no
+case "${1:-}" in
+--sanitize-only) sanitize_only=yes ;;
+'') ;;
+*[!0-9]*) echo "usage: $0 [SECONDS | --sanitize-only]" >&2; exit 2 ;;
+*) seconds=$1 ;;
+esac
+mkdir -p "$out" "$build"
+
+summary=""
+add() { summary="$summary$(printf '%-36s %s' "$1" "$2")
+"; }
+print_summary() {
+    echo
+    echo "================= GPU fuzz summary =================="
+    printf '%s' "$summary"
+    echo "logs: $out"
+}
+
+# ---------------------------------------------------------------- build
+if [ ! -x "$src/configure" ]; then
+    (cd "$src" && ./autogen.sh) >"$out/autogen.log" 2>&1 || {
+        add "build" "FAILED (autogen.sh, see autogen.log)"
+        print_summary
+        exit 1
+    }
+fi
+arch_flag="--with-cuda-arch=$arch"
+[ "$arch" = auto ] && arch_flag=""
+(
+    cd "$build" &&
+    { [ -f Makefile ] || "$src/configure" --with-cuda --enable-werror $arch_flag; } &&
+    make -j"$jobs" &&
+    make -j"$jobs" -C tests/fuzz fuzz_diff_replay
+) >"$out/fuzz-build.log" 2>&1
+if [ $? -ne 0 ] || [ ! -f "$build/gpu/moes_kernels_fatbin.c" ]; then
+    add "build" "FAILED (see fuzz-build.log; a CUDA build is needed)"
+    tail -30 "$out/fuzz-build.log"
+    print_summary
+    exit 1
+fi
+add "build" "ok (sm: $(sed -n 's/^MOES_CUDA_ARCHS = //p' "$build/Makefile"))"
+status=0
+MOES_FUZZ_REQUIRE_CUDA=1
+export MOES_FUZZ_REQUIRE_CUDA
+
+# ------------------------------------------------- 1. sanitizers, corpus
+replay="$build/tests/fuzz/fuzz_diff_replay"
+timeout 900 "$replay" >"$out/fuzz-replay.log" 2>&1
+rc=$?
+paths=$(grep -a '^fuzz_diff: paths:' "$out/fuzz-replay.log" | head -1 |
+        sed 's/^fuzz_diff: paths: //')
+add "corpus replay, no tool" "$(tail -1 "$out/fuzz-replay.log") (exit $rc)"
+add "  paths" "${paths:-?}"
+[ $rc -eq 0 ] || status=1
+sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+rm -f "$out/fuzz-sanitizers.log"
+for tool in memcheck racecheck synccheck initcheck; do
+    extra=""
+    [ $tool = memcheck ] && extra="--leak-check full"
+    # shellcheck disable=SC2086
+    timeout 900 "$sanitizer" --tool $tool $extra --error-exitcode 99 \
+        "$replay" >"$out/fuzz-sanitizer-$tool.log" 2>&1
+    rc=$?
+    errors=$(grep -a -E 'ERROR SUMMARY|RACECHECK SUMMARY' \
+             "$out/fuzz-sanitizer-$tool.log" | tail -1 | sed 's/.* SUMMARY: //')
+    files=$(grep -a 'files run' "$out/fuzz-sanitizer-$tool.log" | tail -1 |
+            sed 's/.*: \([0-9]* files run\).*/\1/')
+    add "compute-sanitizer $tool, corpus" "${errors:-no summary}; ${files:-?} (exit $rc)"
+    [ $rc -eq 0 ] || status=1
+    { echo "######## $tool (exit $rc)"; cat "$out/fuzz-sanitizer-$tool.log"; } \
+        >>"$out/fuzz-sanitizers.log"
+    rm -f "$out/fuzz-sanitizer-$tool.log"
+done
+if [ "$sanitize_only" = yes ]; then
+    print_summary | tee "$out/fuzz-summary.txt"
+    exit $status
+fi
+
+# ------------------------------------- 2. CUDA vs CPU on generated cases
+if FUZZ_OUT="$out/fuzz-out" FUZZ_TARGETS=fuzz_diff FUZZ_CUDA="$build" \
+        "$src/tests/fuzz/run-fuzzers.sh" --build-only \
+        >"$out/fuzz-libfuzzer-build.log" 2>&1; then
+    FUZZ_OUT="$out/fuzz-out" FUZZ_TARGETS=fuzz_diff FUZZ_CUDA="$build" \
+        "$src/tests/fuzz/run-fuzzers.sh" "$seconds" >"$out/fuzz-run.log" 2>&1
+    rc=$?
+    paths=$(grep -a '^fuzz_diff: paths:' "$out/fuzz-out/fuzz_diff.log" |
+            head -1 | sed 's/^fuzz_diff: paths: //')
+    line=$(grep -a '^fuzz_diff ' "$out/fuzz-out/report.txt" | tail -1)
+    add "fuzz_diff, $seconds s" "${line:-no report} (exit $rc)"
+    add "  (executions exec/s cov ft findings)" ""
+    add "  paths" "${paths:-?}"
+    cp "$out/fuzz-out/fuzz_diff.log" "$out/fuzz_diff.log" 2>/dev/null
+    rm -rf "$out/fuzz-out/obj" "$out/fuzz-out/obj-targets" "$out/fuzz-out/fuzz_diff"
+else
+    # No libFuzzer here: the same generator through the tool.
+    timeout $((seconds + 120)) "$build/tools/moescatter" check \
+        --backend cuda --time "$seconds" --cases 1000000000 \
+        >"$out/fuzz-run.log" 2>&1
+    rc=$?
+    line=$(grep -a '^check:' "$out/fuzz-run.log" | tail -1)
+    add "moescatter check, $seconds s" "${line:-no summary} (exit $rc)"
+    add "  (libFuzzer build failed)" "see fuzz-libfuzzer-build.log"
+fi
+[ $rc -eq 0 ] || status=1
+
+print_summary | tee "$out/fuzz-summary.txt"
+exit $status
