@@ -3,7 +3,8 @@
 # NVIDIA GPU, its driver and the CUDA toolkit:
 #
 #     tests/gpu/fuzz-on-gpu.sh [SECONDS]        (default 540)
-#     tests/gpu/fuzz-on-gpu.sh --sanitize-only
+#     tests/gpu/fuzz-on-gpu.sh --sanitize-only   (step 1 only)
+#     tests/gpu/fuzz-on-gpu.sh --fuzz-only [SECONDS]   (step 2 only)
 #
 #   1. compute-sanitizer memcheck, racecheck, synccheck and initcheck over
 #      fuzz_diff_replay: every file of the fuzz_diff seed corpus and of
@@ -17,6 +18,10 @@
 #      `moescatter check --backend cuda --time SECONDS`.
 # It prints a summary table last; logs go to $OUT (or ./gpu-results).
 #
+# Step 2 keeps its libFuzzer corpus in MOES_FUZZ_WORK (default
+# /tmp/moes-gpu-fuzz), so that a second run on the same machine goes on
+# from where the first stopped; only logs are written to $OUT.
+#
 # It builds in MOES_BUILD_DIR (default /tmp/moes-gpu-build, the folder
 # run-on-gpu.sh uses, so a build left there by it is reused) for
 # MOES_CUDA_ARCH (default 90).
@@ -27,12 +32,20 @@ out=${OUT:-$(pwd)/gpu-results}
 build=${MOES_BUILD_DIR:-/tmp/moes-gpu-build}
 arch=${MOES_CUDA_ARCH:-90}
 jobs=${MAKE_JOBS:-$(nproc 2>/dev/null || echo 4)}
+work=${MOES_FUZZ_WORK:-/tmp/moes-gpu-fuzz}
 seconds=540
-sanitize_only=no
+sanitize=yes
+fuzz=yes
 case "${1:-}" in
---sanitize-only) sanitize_only=yes ;;
+--sanitize-only) fuzz=no; shift ;;
+--fuzz-only) sanitize=no; shift ;;
+esac
+case "${1:-}" in
 '') ;;
-*[!0-9]*) echo "usage: $0 [SECONDS | --sanitize-only]" >&2; exit 2 ;;
+*[!0-9]*)
+    echo "usage: $0 [--sanitize-only | --fuzz-only] [SECONDS]" >&2
+    exit 2
+    ;;
 *) seconds=$1 ;;
 esac
 mkdir -p "$out" "$build"
@@ -86,7 +99,9 @@ add "  paths" "${paths:-?}"
 [ $rc -eq 0 ] || status=1
 sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 rm -f "$out/fuzz-sanitizers.log"
-for tool in memcheck racecheck synccheck initcheck; do
+tools="memcheck racecheck synccheck initcheck"
+[ "$sanitize" = yes ] || tools=
+for tool in $tools; do
     extra=""
     [ $tool = memcheck ] && extra="--leak-check full"
     # shellcheck disable=SC2086
@@ -113,26 +128,27 @@ case "$paths" in
     exit 1
     ;;
 esac
-if [ "$sanitize_only" = yes ]; then
+if [ "$fuzz" = no ]; then
     print_summary | tee "$out/fuzz-summary.txt"
     exit $status
 fi
 
 # ------------------------------------- 2. CUDA vs CPU on generated cases
-if FUZZ_OUT="$out/fuzz-out" FUZZ_TARGETS=fuzz_diff FUZZ_CUDA="$build" \
+if FUZZ_OUT="$work" FUZZ_TARGETS=fuzz_diff FUZZ_CUDA="$build" \
         "$src/tests/fuzz/run-fuzzers.sh" --build-only \
         >"$out/fuzz-libfuzzer-build.log" 2>&1; then
-    FUZZ_OUT="$out/fuzz-out" FUZZ_TARGETS=fuzz_diff FUZZ_CUDA="$build" \
+    corpus_before=$(ls "$work/corpus/fuzz_diff" 2>/dev/null | wc -l)
+    FUZZ_OUT="$work" FUZZ_TARGETS=fuzz_diff FUZZ_CUDA="$build" \
         "$src/tests/fuzz/run-fuzzers.sh" "$seconds" >"$out/fuzz-run.log" 2>&1
     rc=$?
-    paths=$(grep -a '^fuzz_diff: paths:' "$out/fuzz-out/fuzz_diff.log" |
+    paths=$(grep -a '^fuzz_diff: paths:' "$work/fuzz_diff.log" |
             head -1 | sed 's/^fuzz_diff: paths: //')
-    line=$(grep -a '^fuzz_diff ' "$out/fuzz-out/report.txt" | tail -1)
+    line=$(grep -a '^fuzz_diff ' "$work/report.txt" | tail -1)
     add "fuzz_diff, $seconds s" "${line:-no report} (exit $rc)"
     add "  (executions exec/s cov ft findings)" ""
     add "  paths" "${paths:-?}"
-    cp "$out/fuzz-out/fuzz_diff.log" "$out/fuzz_diff.log" 2>/dev/null
-    rm -rf "$out/fuzz-out/obj" "$out/fuzz-out/obj-targets" "$out/fuzz-out/fuzz_diff"
+    add "  corpus in $work" "$corpus_before files before this run"
+    cp "$work/fuzz_diff.log" "$out/fuzz_diff.log" 2>/dev/null
 else
     # No libFuzzer here: the same generator through the tool.
     timeout $((seconds + 120)) "$build/tools/moescatter" check \
