@@ -137,43 +137,50 @@ static void accumulate_row(float *restrict acc, const void *restrict y,
     }
 }
 
+/* The first k >= from of token t whose out_index entry names a row of y
+ * (its row in *row), or top_k when none is left. */
+static int64_t next_placed_k(const moes_gather_plan *plan, int64_t t,
+                             int64_t from, int64_t *row)
+{
+    const moes_gather_args *a = &plan->a;
+    for (int64_t k = from; k < a->top_k; k++) {
+        *row = moes_index_load(a->out_index, plan->index_elem,
+                               t * a->out_index_stride + k);
+        if (*row >= 0)
+            return k;
+    }
+    return a->top_k;
+}
+
 static void gather_token(const moes_gather_plan *plan, int64_t t)
 {
     const moes_gather_args *a = &plan->a;
     const int accumulate = (a->flags & MOES_GATHER_ACCUMULATE) != 0;
+    const int64_t y_elem = plan->y_elem;
     char *out_row = (char *)a->out + t * a->out_stride * (int64_t)plan->out_elem;
     float acc[CHUNK];
 
     for (int64_t h0 = 0; h0 < a->hidden; h0 += CHUNK) {
         int64_t n = a->hidden - h0 < CHUNK ? a->hidden - h0 : CHUNK;
+        int64_t row, next_row = -1;
         if (accumulate)
             load_row(acc, out_row + h0 * (int64_t)plan->out_elem, a->out_dtype,
                      n);
         else
             memset(acc, 0, (size_t)n * sizeof *acc);
-        for (int64_t k = 0; k < a->top_k; k++) {
-            int64_t row = moes_index_load(a->out_index, plan->index_elem,
-                                          t * a->out_index_stride + k);
-            float w;
-            if (row < 0)
-                continue;
-            /* The start of the next valid row's chunk, read next. */
-            for (int64_t k2 = k + 1; k2 < a->top_k; k2++) {
-                int64_t next = moes_index_load(a->out_index, plan->index_elem,
-                                               t * a->out_index_stride + k2);
-                if (next >= 0) {
-                    int64_t run = n * (int64_t)plan->y_elem;
-                    prefetch_bytes((const char *)a->y +
-                                       (next * a->y_stride + h0) *
-                                           (int64_t)plan->y_elem,
-                                   run < PREFETCH_AHEAD ? run : PREFETCH_AHEAD);
-                    break;
-                }
-            }
-            w = a->weights ? a->weights[t * a->weights_stride + k] : 1.0f;
+        /* Rows in k order; while one is summed, the start of the next
+         * one's chunk is prefetched. */
+        for (int64_t k = next_placed_k(plan, t, 0, &row), next; k < a->top_k;
+             k = next, row = next_row) {
+            float w = a->weights ? a->weights[t * a->weights_stride + k] : 1.0f;
+            next = next_placed_k(plan, t, k + 1, &next_row);
+            if (next < a->top_k)
+                prefetch_bytes((const char *)a->y +
+                                   (next_row * a->y_stride + h0) * y_elem,
+                               n * y_elem < PREFETCH_AHEAD ? n * y_elem
+                                                           : PREFETCH_AHEAD);
             accumulate_row(acc,
-                           (const char *)a->y +
-                               (row * a->y_stride + h0) * (int64_t)plan->y_elem,
+                           (const char *)a->y + (row * a->y_stride + h0) * y_elem,
                            a->y_dtype, plan->y_elem, w, n);
         }
         store_row(out_row + h0 * (int64_t)plan->out_elem, acc, a->out_dtype,
