@@ -356,6 +356,28 @@ static int make_expert_map(moes_context *ctx, bench_workload *w)
     return TOOL_EXIT_OK;
 }
 
+/* The scatter's capacity and the rows of out, for routings that use at
+ * most rows_used rows (contiguous, grouped) and put at most max_count
+ * rows on one expert (masked). */
+static void choose_capacity(bench_workload *w, int64_t rows_used,
+                            int64_t max_count)
+{
+    const bench_config *cfg = &w->cfg;
+    if (cfg->layout == MOES_LAYOUT_MASKED) {
+        /* A capacity per expert that drops nothing: the largest count. */
+        w->capacity = max_count > 0 ? max_count : 1;
+        w->out_rows = cfg->preset->n_experts * w->capacity;
+    } else if (cfg->exact_capacity) {
+        w->capacity = rows_used > 0 ? rows_used : 1;
+        w->out_rows = w->capacity;
+    } else {
+        /* What a caller that sizes its buffers once (and captures the
+         * calls in a graph) passes: never too small for any routing. */
+        w->capacity = w->capacity_bound;
+        w->out_rows = w->capacity;
+    }
+}
+
 int bench_workload_create(moes_context *ctx, const bench_config *cfg,
                           bench_workload *w)
 {
@@ -386,10 +408,7 @@ int bench_workload_create(moes_context *ctx, const bench_config *cfg,
     routing_stats(cfg, ids, counts, &st0);
     w->rows_used_max = st0.rows_used;
     w->y_rows = st0.placed;
-    w->out_rows = cfg->layout == MOES_LAYOUT_MASKED
-                      ? p->n_experts * (st0.max_count > 0 ? st0.max_count : 1)
-                  : cfg->exact_capacity ? (st0.rows_used > 0 ? st0.rows_used : 1)
-                                        : w->capacity_bound;
+    choose_capacity(w, st0.rows_used, st0.max_count);
     if (make_expert_map(ctx, w) != TOOL_EXIT_OK)
         goto done;
     probe.tokens_touched = st0.tokens_touched;
@@ -429,19 +448,7 @@ int bench_workload_create(moes_context *ctx, const bench_config *cfg,
     }
     if (w->y_rows < 1)
         w->y_rows = 1;
-    if (cfg->layout == MOES_LAYOUT_MASKED) {
-        /* A capacity per expert that drops nothing: the largest count. */
-        w->capacity = st0.max_count > 0 ? st0.max_count : 1;
-        w->out_rows = p->n_experts * w->capacity;
-    } else if (cfg->exact_capacity) {
-        w->capacity = w->rows_used_max > 0 ? w->rows_used_max : 1;
-        w->out_rows = w->capacity;
-    } else {
-        /* What a caller that sizes its buffers once (and captures the
-         * calls in a graph) passes: never too small for any routing. */
-        w->capacity = w->capacity_bound;
-        w->out_rows = w->capacity;
-    }
+    choose_capacity(w, w->rows_used_max, st0.max_count);
 
     w->sets = calloc((size_t)w->n_sets, sizeof *w->sets);
     if (!w->sets)
