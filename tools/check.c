@@ -374,6 +374,12 @@ static void run_case(const check_options *o, const check_job *job,
     record(o, totals, i, verdict, msg, name, progress, start);
 }
 
+/* Whether --time, when given, has run out since start. */
+static int time_is_up(const check_options *o, double start)
+{
+    return o->seconds > 0.0 && now_seconds() - start >= o->seconds;
+}
+
 int tool_check(int argc, char **argv)
 {
     check_options o;
@@ -425,7 +431,7 @@ int tool_check(int argc, char **argv)
     start = now_seconds();
     if (o.jobs == 1) {
         for (int64_t i = 0; i < o.cases; i++) {
-            if (o.seconds > 0.0 && now_seconds() - start >= o.seconds)
+            if (time_is_up(&o, start))
                 break;
             run_case(&o, &jobs[0], &totals, i, name, progress, start);
         }
@@ -458,7 +464,7 @@ int tool_check(int argc, char **argv)
                 i = next++;
                 if (i >= o.cases)
                     break;
-                if (o.seconds > 0.0 && now_seconds() - start >= o.seconds) {
+                if (time_is_up(&o, start)) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
