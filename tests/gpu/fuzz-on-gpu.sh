@@ -49,25 +49,15 @@ case "${1:-}" in
 *) seconds=$1 ;;
 esac
 mkdir -p "$out" "$build"
-
-summary=""
-add() { summary="$summary$(printf '%-36s %s' "$1" "$2")
-"; }
-print_summary() {
-    echo
-    echo "================= GPU fuzz summary =================="
-    printf '%s' "$summary"
-    echo "logs: $out"
-}
+step_timeout=900
+. "$src/tests/gpu/gpu_steps.sh"
 
 # ---------------------------------------------------------------- build
-if [ ! -x "$src/configure" ]; then
-    (cd "$src" && ./autogen.sh) >"$out/autogen.log" 2>&1 || {
-        add "build" "FAILED (autogen.sh, see autogen.log)"
-        print_summary
-        exit 1
-    }
-fi
+ensure_configure || {
+    add "build" "FAILED (autogen.sh, see autogen.log)"
+    print_summary "GPU fuzz summary"
+    exit 1
+}
 arch_flag="--with-cuda-arch=$arch"
 [ "$arch" = auto ] && arch_flag=""
 (
@@ -79,7 +69,7 @@ arch_flag="--with-cuda-arch=$arch"
 if [ $? -ne 0 ] || [ ! -f "$build/gpu/moes_kernels_fatbin.c" ]; then
     add "build" "FAILED (see fuzz-build.log; a CUDA build is needed)"
     tail -30 "$out/fuzz-build.log"
-    print_summary
+    print_summary "GPU fuzz summary"
     exit 1
 fi
 add "build" "ok (sm: $(sed -n 's/^MOES_CUDA_ARCHS = //p' "$build/Makefile"))"
@@ -89,7 +79,7 @@ export MOES_FUZZ_REQUIRE_CUDA
 
 # ------------------------------------------------- 1. sanitizers, corpus
 replay="$build/tests/fuzz/fuzz_diff_replay"
-timeout 900 "$replay" >"$out/fuzz-replay.log" 2>&1
+timeout "$step_timeout" "$replay" >"$out/fuzz-replay.log" 2>&1
 rc=$?
 paths=$(grep -a '^fuzz_diff: paths:' "$out/fuzz-replay.log" | head -1 |
         sed 's/^fuzz_diff: paths: //')
@@ -97,39 +87,22 @@ paths=$(grep -a '^fuzz_diff: paths:' "$out/fuzz-replay.log" | head -1 |
 add "corpus replay, no tool" "$(tail -1 "$out/fuzz-replay.log") (exit $rc)"
 add "  paths" "${paths:-?}"
 [ $rc -eq 0 ] || status=1
-sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-rm -f "$out/fuzz-sanitizers.log"
-tools="memcheck racecheck synccheck initcheck"
-[ "$sanitize" = yes ] || tools=
-for tool in $tools; do
-    extra=""
-    [ $tool = memcheck ] && extra="--leak-check full"
-    # shellcheck disable=SC2086
-    timeout 900 "$sanitizer" --tool $tool $extra --error-exitcode 99 \
-        "$replay" >"$out/fuzz-sanitizer-$tool.log" 2>&1
-    rc=$?
-    errors=$(grep -a -E 'ERROR SUMMARY|RACECHECK SUMMARY' \
-             "$out/fuzz-sanitizer-$tool.log" | tail -1 | sed 's/.* SUMMARY: //')
-    files=$(grep -a 'files run' "$out/fuzz-sanitizer-$tool.log" | tail -1 |
-            sed 's/.*: \([0-9]* files run\).*/\1/')
-    add "compute-sanitizer $tool, corpus" "${errors:-no summary}; ${files:-?} (exit $rc)"
-    [ $rc -eq 0 ] || status=1
-    { echo "######## $tool (exit $rc)"; cat "$out/fuzz-sanitizer-$tool.log"; } \
-        >>"$out/fuzz-sanitizers.log"
-    rm -f "$out/fuzz-sanitizer-$tool.log"
-done
+if [ "$sanitize" = yes ]; then
+    run_sanitizers ", corpus" fuzz-sanitizers.log \
+        's/.*: \([0-9]* files run\).*/\1/p' "$replay" || status=1
+fi
 # Without a CUDA path there is nothing for step 2 to compare (and every
 # input would be "a finding" copied into regressions/).
 case "$paths" in
 *"cuda on"*) ;;
 *)
     add "CUDA vs CPU fuzzing" "NOT RUN: the CUDA path does not open"
-    print_summary | tee "$out/fuzz-summary.txt"
+    print_summary "GPU fuzz summary" | tee "$out/fuzz-summary.txt"
     exit 1
     ;;
 esac
 if [ "$fuzz" = no ]; then
-    print_summary | tee "$out/fuzz-summary.txt"
+    print_summary "GPU fuzz summary" | tee "$out/fuzz-summary.txt"
     exit $status
 fi
 
@@ -161,5 +134,5 @@ else
 fi
 [ $rc -eq 0 ] || status=1
 
-print_summary | tee "$out/fuzz-summary.txt"
+print_summary "GPU fuzz summary" | tee "$out/fuzz-summary.txt"
 exit $status

@@ -34,18 +34,7 @@ cases=${MOES_DIFF_CASES:-10000}
 step_timeout=${MOES_STEP_TIMEOUT:-600}
 jobs=${MAKE_JOBS:-$(nproc 2>/dev/null || echo 4)}
 mkdir -p "$out" "$build"
-rm -f "$out/sanitizers.log"
-
-summary=""
-add() { summary="$summary$(printf '%-34s %s' "$1" "$2")
-"; }
-
-print_summary() {
-    echo
-    echo "==================== GPU summary ===================="
-    printf '%s' "$summary"
-    echo "logs: $out"
-}
+. "$src/tests/gpu/gpu_steps.sh"
 
 # A step's command under a time limit, its output in a log.
 step() {
@@ -55,13 +44,11 @@ step() {
 }
 
 # ---------------------------------------------------------------- build
-if [ ! -x "$src/configure" ]; then
-    (cd "$src" && ./autogen.sh) >"$out/autogen.log" 2>&1 || {
-        add "build" "FAILED (autogen.sh, see autogen.log)"
-        print_summary
-        exit 1
-    }
-fi
+ensure_configure || {
+    add "build" "FAILED (autogen.sh, see autogen.log)"
+    print_summary "GPU summary"
+    exit 1
+}
 arch_flag="--with-cuda-arch=$arch"
 [ "$arch" = auto ] && arch_flag=""
 (
@@ -74,7 +61,7 @@ arch_flag="--with-cuda-arch=$arch"
 if [ $? -ne 0 ]; then
     add "build" "FAILED (see build.log)"
     tail -30 "$out/build.log"
-    print_summary
+    print_summary "GPU summary"
     exit 1
 fi
 add "build" "ok (sm: $(sed -n 's/^MOES_CUDA_ARCHS = //p' "$build/Makefile"))"
@@ -110,7 +97,6 @@ add "CUDA graph capture + replay" "${line:-did not finish} (exit $rc)"
 [ $rc -eq 0 ] || status=1
 
 # ---------------------------------------------------------------- 4. sanitizers
-sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 step sanitize_plain.log "$build/tests/gpu/sanitize_cases"
 rc=$?
 line=$(grep -a '^sanitize_cases:' "$out/sanitize_plain.log" | tail -1 | sed 's/^sanitize_cases: //')
@@ -121,23 +107,8 @@ rc=$?
 line=$(grep -a '^sanitize_cases:' "$out/sanitize_large.log" | tail -1 | sed 's/^sanitize_cases: //')
 add "64-bit offsets (> 2^31 elements)" "${line:-did not finish} (exit $rc)"
 [ $rc -eq 0 ] || status=1
-for tool in memcheck racecheck synccheck initcheck; do
-    extra=""
-    [ $tool = memcheck ] && extra="--leak-check full"
-    # shellcheck disable=SC2086
-    step "sanitizer_$tool.log" "$sanitizer" --tool $tool $extra \
-        --error-exitcode 99 "$build/tests/gpu/sanitize_cases"
-    rc=$?
-    # racecheck ends with its own summary line.
-    errors=$(grep -a -E 'ERROR SUMMARY|RACECHECK SUMMARY' \
-             "$out/sanitizer_$tool.log" | tail -1 | sed 's/.* SUMMARY: //')
-    add "compute-sanitizer $tool" "${errors:-no summary} (exit $rc)"
-    [ $rc -eq 0 ] || status=1
-    # One log for the four tools.
-    { echo "######## $tool (exit $rc)"; cat "$out/sanitizer_$tool.log"; } \
-        >>"$out/sanitizers.log"
-    rm -f "$out/sanitizer_$tool.log"
-done
+run_sanitizers "" sanitizers.log "" "$build/tests/gpu/sanitize_cases" ||
+    status=1
 
-print_summary | tee "$out/summary.txt"
+print_summary "GPU summary" | tee "$out/summary.txt"
 exit $status

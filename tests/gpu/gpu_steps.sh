@@ -1,0 +1,65 @@
+# gpu_steps.sh - what run-on-gpu.sh and fuzz-on-gpu.sh share, sourced by
+# both: the summary table printed last, the configure script of a git
+# checkout, and the four compute-sanitizer tools over one program.
+# The caller sets $src (the source tree) and $out (the log folder), and
+# may set $step_timeout (seconds a step may take, default 600).
+
+summary=""
+
+# add LABEL VALUE: one line of the summary table.
+add() {
+    summary="$summary$(printf '%-36s %s' "$1" "$2")
+"
+}
+
+# print_summary TITLE: the table, then where the logs are.
+print_summary() {
+    echo
+    echo "==================== $1 ===================="
+    printf '%s' "$summary"
+    echo "logs: $out"
+}
+
+# ensure_configure: a git checkout has no configure script until
+# autogen.sh has run. Fails (with the reason in autogen.log) if it cannot.
+ensure_configure() {
+    [ -x "$src/configure" ] && return 0
+    (cd "$src" && ./autogen.sh) >"$out/autogen.log" 2>&1
+}
+
+# run_sanitizers LABEL LOG PICK PROGRAM [ARGS...]: runs PROGRAM under
+# compute-sanitizer memcheck (with leak checking), racecheck, synccheck
+# and initcheck, adds a line "compute-sanitizer TOOL LABEL" per tool with
+# its summary (and, when PICK is not empty, the last line that the sed
+# script PICK prints from the output), and appends the four logs to
+# $out/LOG. Returns 1 when any tool failed.
+run_sanitizers() {
+    label=$1 log=$2 pick=$3
+    shift 3
+    sanitizer=$(command -v compute-sanitizer ||
+                echo /usr/local/cuda/bin/compute-sanitizer)
+    failed=0
+    rm -f "$out/$log"
+    for tool in memcheck racecheck synccheck initcheck; do
+        extra=""
+        [ $tool = memcheck ] && extra="--leak-check full"
+        tool_log="$out/sanitizer-$tool.log"
+        # shellcheck disable=SC2086
+        timeout "${step_timeout:-600}" "$sanitizer" --tool $tool $extra \
+            --error-exitcode 99 "$@" >"$tool_log" 2>&1
+        rc=$?
+        # racecheck ends with its own summary line.
+        errors=$(grep -a -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$tool_log" |
+                 tail -1 | sed 's/.* SUMMARY: //')
+        line="${errors:-no summary}"
+        if [ -n "$pick" ]; then
+            picked=$(sed -n "$pick" "$tool_log" | tail -1)
+            line="$line; ${picked:-?}"
+        fi
+        add "compute-sanitizer $tool$label" "$line (exit $rc)"
+        [ $rc -eq 0 ] || failed=1
+        { echo "######## $tool (exit $rc)"; cat "$tool_log"; } >>"$out/$log"
+        rm -f "$tool_log"
+    done
+    return $failed
+}
