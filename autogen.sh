@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Generates configure and the Makefile.in files in a git checkout.
 set -e
 cd "$(dirname "$0")"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cpu_backend.c - the CPU backend's table: host memory, the workspace, and
  * count. Scatter and gather live in their own files.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cpu_backend.h - what the CPU backend's files share: its state, the
  * workspace, and the operations behind its table.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cpu_copy.h - copying a token's row into the scatter output.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cpu_gather.c - the gather on the CPU: check out_index, then for each
  * token sum its rows in k order, a chunk of the hidden dimension at a time

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cpu_omp.h - OpenMP pragmas that vanish without OpenMP (no
  * unknown-pragma warnings), and the thread count of a context.

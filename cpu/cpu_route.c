@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cpu_route.c - check the expert map and the ids, count, rank.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cpu_route.h - the routing pass of the CPU backend: check the map and the
  * ids, count per part, and turn counts into each part's first rank per

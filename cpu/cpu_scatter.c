@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cpu_scatter.c - the scatter on the CPU: route, place, copy, pad.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cuda_stream.c - libmoescatter inside a CUDA program: the caller's own
  * stream and cudaMalloc buffers.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * minimal_moe.c - the smallest complete MoE layer around libmoescatter.
  *

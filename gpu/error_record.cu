@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * error_record.cu - the end of every validation: the smallest error key of
  * the call becomes the sticky record, its value read from the inputs while

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * expert_scan.cu - the prefix sums: over the tiles of each expert (each
  * tile's first rank within the expert, and the expert's total), then over

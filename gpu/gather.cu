@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * gather.cu - check out_index, then sum each token's K rows in k order:
  * acc = fp32(acc + fp32(w * y)) through moes_gather_step (numerics.h), the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * gpu_backend.c - the CUDA backend's table: opening the driver, the device,
  * its primary context and the embedded kernels; closing; the device's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * gpu_driver.c - opening libcuda.so.1 and resolving its entry points.
  */

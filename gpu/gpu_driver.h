@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * gpu_driver.h - the CUDA driver API, opened at run time.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * gpu_kernel_args.h - what the host code hands to the kernels: one struct
  * per operation, passed by value as the kernel's only parameter, and the

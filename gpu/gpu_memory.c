@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * gpu_memory.c - device memory, copies and fills on the context's stream,
  * waiting for the stream and reading the device's error record, and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * gpu_ops.c - count, scatter and gather on the GPU: the workspace they
  * need, the kernel arguments, and the order of the launches.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * gpu_state.h - what the CUDA backend's host files share: its state, the
  * kernels of the embedded module, and small helpers around driver calls.

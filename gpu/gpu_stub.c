@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * gpu_stub.c - the CUDA backend's place when the library is built without
  * CUDA: opening it fails with a reason that says so, and AUTO then uses

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * kernel_common.cuh - what every kernel file shares: index loads and
  * stores of either width, the error record checks, grid-stride helpers.

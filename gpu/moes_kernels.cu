@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * moes_kernels.cu - the one translation unit nvcc turns into the embedded
  * fatbin: a fatbin holds one module, so the kernel files, one concern

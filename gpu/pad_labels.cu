@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pad_labels.cu - everything of a scatter that is not a token row: the
  * label of every output row (m_indices), zeroed padding rows, and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * place_copy.cu - where each choice goes, then the rows themselves.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * route_count.cu - the first pass over the routing: check the expert map
  * and the ids, and count each expert's choices per tile.

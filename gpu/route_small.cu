@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * route_small.cu - the whole routing of a small call in one launch.
  *

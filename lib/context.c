@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * context.c - opening and closing contexts, choosing the backend, and the
  * calls that only ask the context something.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * data_error.h - how a backend reports a data error (a bad id, map entry,
  * out_index entry, or a capacity too small) to lib/, which turns it into

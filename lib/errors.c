@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * errors.c - status names, the per-context message, and the description of
  * data errors found by a backend.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * internal.h - the context and the helpers that lib/ and the backends share.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * memory.c - memory on the context's backend: allocation, copies, fills,
  * and the reservation of workspace.

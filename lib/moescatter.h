@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * moescatter.h - token scatter and gather for Mixture-of-Experts layers.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * numerics.h - the element conversions and the gather step, in one place.
  *

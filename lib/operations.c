@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * operations.c - the entry points of count, scatter and gather: validate
  * once, then hand the plan to the context's backend.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * validate.c - every argument check of the library, in one place, so that
  * every backend rejects the same inputs with the same status and message.

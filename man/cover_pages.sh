@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Every function the public header declares with MOES_API has its own
 # section-3 page, and every name a section-3 page's NAME gives is such a
 # function.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Every manual page must pass `mandoc -T lint` without a single message.
 # Skipped (77) when configure found no mandoc.
 : "${srcdir:=.}"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * helpers.h - what the unit tests share: opening a context (always through
  * MOES_BACKEND_AUTO, so that MOES_BACKEND=cuda runs the whole suite on a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_api.c - the small functions: version, status names, dtype sizes,
  * the init functions, the capacity helper, context info, timestamps,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_bad_input.c - every class of bad input of DESIGN.md, for count,
  * scatter and gather: the status, a message naming the argument (and the

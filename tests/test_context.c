@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_context.c - opening contexts: bad options, the MOES_BACKEND
  * override, and CUDA asked for where it cannot run. These tests change

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_differential.c - the backend against the oracle on random cases,
  * bit for bit, with several thread counts. Half the cases break one kind

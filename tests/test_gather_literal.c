@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_gather_literal.c - gathers whose results are written out by hand:
  * known weights, no weights, ACCUMULATE, -1 rows skipped, each output

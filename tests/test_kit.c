@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_kit.c - the test kit checks itself: the same seed makes the same
  * case, the comparison finds a single changed byte in any output, faults

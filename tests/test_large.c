@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_large.c - row offsets past 2^31 elements, where 32-bit offset
  * arithmetic wraps (a bug that has shipped in MoE kernels before).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_numerics.c - lib/numerics.h against references written another
  * way: widening through ldexp() in double precision, narrowing by

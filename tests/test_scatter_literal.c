@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_scatter_literal.c - small scatters whose every output is written
  * out by hand in the test, for each layout, with padding labels, zero

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench.c - `moescatter bench`: times the scatter and the gather on the
  * MoE layers of real models and compares them with the copy bandwidth of

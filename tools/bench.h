@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench.h - what the files of `moescatter bench` share: the model
  * presets, the workload (input sets on the backend), the measurements

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_measure.c - timing whole library calls with the library's own
  * timestamps (CUDA events on the context's stream, the monotonic clock on

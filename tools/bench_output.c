@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_output.c - what `moescatter bench` prints: the header, the table
  * of one run, the lines of a sweep, JSON, CSV, and the plot through

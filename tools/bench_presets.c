@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_presets.c - the MoE layers of real models that `moescatter bench`
  * times.

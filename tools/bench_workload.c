@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_workload.c - the input sets of `moescatter bench`: random routings
  * drawn from the seed, the buffers they need on the backend, and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check.c - `moescatter check`: random cases from a seed, each run on the
  * chosen backend and on the ground truth (the CPU backend for CUDA, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * info.c - `moescatter info`: the library version, the backends built in,
  * the backend a context gets and why, and its device or CPU threads.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * main.c - the moescatter command: finds the subcommand and runs it.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * options.c - the command-line parsing the subcommands share: long
  * options, numbers, backends, and the messages for bad input.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * rng.h - the tool's random numbers: splitmix64, small, fast and the same
  * sequence on every machine for a given seed.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * tool.h - what the subcommands of the moescatter tool share: exit
  * statuses, the option parser, number parsing and opening a context.

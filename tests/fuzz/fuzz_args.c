@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_args.c - any argument set for moes_count, moes_scatter and
  * moes_gather on the CPU backend.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_check.h - how a fuzz target reports a finding: a message on
  * standard error, then abort(), which libFuzzer records as a crash (and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_diff.c - one valid case (or one with a single deliberate fault)
  * run on every path: the oracle, the OpenMP backend with 1 thread and

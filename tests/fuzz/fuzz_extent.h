@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_extent.h - the bytes a [rows][stride] argument claims: from the
  * first element to the last one a correct call can touch, i.e.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_guard.c - output buffers with canaries on both sides.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_guard.h - output buffers with canaries on both sides.
  *

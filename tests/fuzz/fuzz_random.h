@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_random.h - bulk data for the fuzzers: a small generator seeded from
  * the input, and element values that favour the numbers conversions get

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_replay.c - runs a fuzz target's LLVMFuzzerTestOneInput on files,
  * without libFuzzer, so the seed corpus and the regressions are a plain

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * oracle_cases.c - the kit's random cases (valid and faulty, small sizes)
  * on the CPU backend with 1 and 3 threads, and on CUDA when a device is

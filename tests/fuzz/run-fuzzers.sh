@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # run-fuzzers.sh [SECONDS] - builds the libFuzzer targets with clang and
 # runs each for SECONDS (default 60), then prints per target: executions,
 # exec/s, coverage (cov and ft of libFuzzer's last status line) and

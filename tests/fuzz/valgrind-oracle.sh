@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # valgrind-oracle.sh [BUILD_DIR] - the oracle comparisons under Valgrind's
 # memcheck: the kit's random cases (oracle_cases, 150 cases, each on the
 # CPU with 1 and 3 threads) and the replay of both fuzz targets over the

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # bench-on-gpu.sh - the performance cases of the CUDA backend, on a GPU.
 #
 #     tests/gpu/bench-on-gpu.sh BUILD_DIR

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cuda_check.h - the GPU-only test programs' check of a CUDA runtime call:
  * a failure prints where and why, and ends the program with status 2.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cuda_fallback.c - what a program linked against the static library sees
  * about the CUDA backend on this machine.

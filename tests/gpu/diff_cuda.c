@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * diff_cuda.c - the CPU and CUDA backends, compared bit for bit on random
  * cases of the test kit: every status, every data-error message, every

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # fuzz-on-gpu.sh - the GPU half of the fuzz suite, on a machine with an
 # NVIDIA GPU, its driver and the CUDA toolkit:
 #

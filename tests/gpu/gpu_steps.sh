@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # gpu_steps.sh - what run-on-gpu.sh and fuzz-on-gpu.sh share, sourced by
 # both: the summary table printed last, the configure script of a git
 # checkout, and the four compute-sanitizer tools over one program.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * graph_bench.c - decode-size scatter and gather, timed back to back on
  * one stream and replayed from a CUDA graph.

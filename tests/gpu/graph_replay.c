@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * graph_replay.c - a call of the CUDA backend can be captured in a CUDA
  * graph and replayed.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # run-on-gpu.sh - everything about the CUDA backend that needs a GPU.
 #
 # Run from anywhere on a machine with an NVIDIA GPU, its driver, the CUDA

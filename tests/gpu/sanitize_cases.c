@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sanitize_cases.c - a representative run of the CUDA backend for the
  * compute-sanitizer tools (memcheck, racecheck, synccheck, initcheck),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * casegen.c - random cases. Each choice is drawn from the seed's own
  * generator, in a fixed order, so a seed always makes the same case.

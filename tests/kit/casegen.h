@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * casegen.h - one random, complete case (routing, scatter and gather
  * arguments, host inputs) drawn deterministically from a 64-bit seed.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * caserun.c - one case, three calls, on a backend or on the oracle.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * caserun.h - runs a case (casegen.h) on a context of any backend, or on
  * the oracle, and brings every output back to the host.

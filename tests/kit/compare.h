@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * compare.h - bit-for-bit comparison of two runs of a case, and the
  * differential check of one seed (generate, run on both sides, compare).

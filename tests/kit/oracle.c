@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * oracle.c - count, scatter and gather, straight from DESIGN.md.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * oracle.h - count, scatter and gather written straight from DESIGN.md,
  * single-threaded, on host buffers.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * oracle_args.c - argument checks of the oracle. The rules are those of
  * DESIGN.md and moescatter.h; the order in which they are tried is the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * oracle_args.h - the oracle's argument checks: the library's rules,
  * applied in the library's order, so that a call the library rejects is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * rng.h - the kit's pseudo-random numbers: xoshiro256** seeded through
  * splitmix64. Fixed algorithms, so a seed means the same case everywhere

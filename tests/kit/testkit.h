@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * testkit.h - the test kit: a naive oracle, random cases, a runner for any
  * backend, and a bit-for-bit comparison. Used by the unit tests, the
