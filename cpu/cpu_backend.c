@@ -112,21 +112,13 @@ static int cpu_reserve(moes_context *ctx, int64_t n_tokens, int64_t top_k,
                        int64_t n_experts)
 {
     int64_t len;
-    int reserved = ctx->workspace_reserved, st;
     (void)top_k;
     /* The scatter is the largest user: part counts, counts, start. */
     if (!workspace_len(parts_for(ctx, n_tokens), n_experts, 2, &len))
         return moes_set_error(ctx, MOES_ERR_OVERFLOW,
             "the workspace for %lld experts overflows",
             (long long)n_experts);
-    /* A new reservation may grow the workspace; when it cannot, the
-     * reservation before it still holds (calls must not start to
-     * allocate because a larger reservation failed). */
-    ctx->workspace_reserved = 0;
-    st = ensure_workspace(ctx, len);
-    if (st != MOES_OK)
-        ctx->workspace_reserved = reserved;
-    return st;
+    return ensure_workspace(ctx, len);
 }
 
 static int cpu_count(moes_context *ctx, const moes_count_plan *plan,

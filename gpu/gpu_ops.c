@@ -112,7 +112,6 @@ int gpu_reserve(moes_context *ctx, int64_t n_tokens, int64_t top_k,
     if (!gpu_reserved_workspace_bytes(n_tokens * top_k, n_experts, &bytes))
         return moes_set_error(ctx, MOES_ERR_OVERFLOW,
             "the workspace for %lld experts overflows", (long long)n_experts);
-    ctx->workspace_reserved = 0; /* a new reservation may grow it */
     return gpu_ensure_workspace(ctx, bytes);
 }
 

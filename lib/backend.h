@@ -98,7 +98,9 @@ typedef struct moes_backend_ops {
      * two recorded slots, waiting for `to`. */
     int (*timestamp)(moes_context *ctx, int slot);
     int (*elapsed_ms)(moes_context *ctx, int from, int to, double *ms);
-    /* Optional: reserves workspace for calls up to these sizes. */
+    /* Optional: reserves workspace for calls up to these sizes. It is
+     * called with ctx->workspace_reserved cleared, so that it may grow the
+     * workspace; lib/ sets the flag again whether it succeeds or not. */
     int (*reserve_workspace)(moes_context *ctx, int64_t n_tokens,
                              int64_t top_k, int64_t n_experts);
 

@@ -114,9 +114,16 @@ MOES_API int moes_reserve_workspace(moes_context *ctx, int64_t n_tokens,
         return moes_set_error(ctx, MOES_ERR_OVERFLOW,
             "n_tokens * top_k overflows 64 bits");
     if (ctx->ops->reserve_workspace) {
+        /* A new reservation may grow the workspace; when it cannot, the
+         * one before it still holds: calls must not start to allocate
+         * because a larger reservation failed. */
+        const int reserved = ctx->workspace_reserved;
+        ctx->workspace_reserved = 0;
         st = ctx->ops->reserve_workspace(ctx, n_tokens, top_k, n_experts);
-        if (st != MOES_OK)
+        if (st != MOES_OK) {
+            ctx->workspace_reserved = reserved;
             return st;
+        }
     }
     ctx->workspace_reserved = 1;
     return MOES_OK;
