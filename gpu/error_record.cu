@@ -44,10 +44,3 @@ __device__ void moes_stage_finish_validation(const gpu_finish_args &a)
     }
     s->key = GPU_ERROR_KEY_NONE;
 }
-
-extern "C" __global__ void moes_finish_validation(const gpu_finish_args a)
-{
-    moes_dev_enter();
-    if (threadIdx.x == 0 && blockIdx.x == 0)
-        moes_stage_finish_validation(a);
-}

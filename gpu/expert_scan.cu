@@ -5,41 +5,13 @@
  * the experts (each expert's first row, the rows needed, the capacity
  * check).
  *
- * Race-free by construction: in the tile scan each lane reads and writes
- * only its own element and the running sum travels in registers through
- * warp shuffles; in the expert scan a single block walks the experts in
- * chunks, the per-warp sums go through shared memory with a barrier on
- * each side, and the carry between chunks stays in registers.
+ * Race-free by construction: in the tile scan each thread reads and
+ * writes only its own run of tiles and the block's sums go through shared
+ * memory with a barrier on each side; in the expert scan a single block
+ * walks the experts in chunks in the same way, and the carry between
+ * chunks stays in registers.
  */
 #include "kernel_common.cuh"
-
-/* One warp per expert: tile_table[e][*] becomes exclusive ranks, counts[e]
- * the total. */
-__device__ void moes_stage_scan_tiles(const gpu_scatter_args &a,
-                                      int64_t thread, int64_t threads)
-{
-    const unsigned lane = threadIdx.x % MOES_WARP;
-    const int64_t n_warps = threads / MOES_WARP;
-    for (int64_t e = thread / MOES_WARP; e < a.n_experts; e += n_warps) {
-        int64_t *col = a.tile_table + e * a.tiles;
-        int64_t run = 0;
-        for (int64_t base = 0; base < a.tiles; base += MOES_WARP) {
-            const int64_t i = base + lane;
-            const int64_t v = i < a.tiles ? col[i] : 0;
-            int64_t incl = v;
-            for (int off = 1; off < MOES_WARP; off *= 2) {
-                int64_t y = __shfl_up_sync(0xFFFFFFFFu, incl, off);
-                if (lane >= (unsigned)off)
-                    incl += y;
-            }
-            if (i < a.tiles)
-                col[i] = run + incl - v;
-            run += __shfl_sync(0xFFFFFFFFu, incl, MOES_WARP - 1);
-        }
-        if (lane == 0)
-            a.counts[e] = run;
-    }
-}
 
 /* Inclusive warp scan with a saturating sum (associative on values >= 0). */
 __device__ __forceinline__ int64_t warp_scan_sat(int64_t x, unsigned lane)
@@ -53,13 +25,6 @@ __device__ __forceinline__ int64_t warp_scan_sat(int64_t x, unsigned lane)
 }
 
 enum { SCAN_THREADS = 1024 };
-
-extern "C" __global__ void moes_scan_tiles(const gpu_scatter_args a)
-{
-    moes_dev_enter();
-    if (!moes_dev_failed(a.state))
-        moes_stage_scan_tiles(a, moes_dev_thread(), moes_dev_threads());
-}
 
 /* The whole block (a multiple of 32 threads, at most SCAN_THREADS):
  * start[e], the rows needed, the capacity check (contiguous, grouped) or
@@ -125,10 +90,112 @@ __device__ void moes_block_scan_experts(const gpu_scatter_args &a)
     }
 }
 
-extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
-moes_scan_experts(const gpu_scatter_args a)
+/* The finish arguments of a routing validation (map, ids, capacity). */
+__device__ __forceinline__ gpu_finish_args moes_route_finish_args(
+    const gpu_scatter_args &a)
 {
+    gpu_finish_args f;
+    f.state = a.state;
+    f.op = GPU_OP_ROUTE;
+    f.ids = a.ids;
+    f.ids_stride = a.ids_stride;
+    f.ids_elem = a.ids_elem;
+    f.row_len = a.top_k;
+    f.map = a.map;
+    f.n_global = a.n_global;
+    f.n_experts = a.n_experts;
+    f.y_rows = 0;
+    f.capacity = a.capacity;
+    return f;
+}
+
+/* Exclusive sum over the block of one value per thread (any block size up
+ * to SCAN_THREADS, a multiple of 32); *total gets the block's sum. */
+__device__ int64_t block_exclusive_sum(int64_t v, int64_t *total)
+{
+    __shared__ int64_t warp_sums[SCAN_THREADS / MOES_WARP];
+    const unsigned lane = threadIdx.x % MOES_WARP;
+    const unsigned warp = threadIdx.x / MOES_WARP;
+    const unsigned n_warps = blockDim.x / MOES_WARP;
+    int64_t incl = v;
+    for (int off = 1; off < MOES_WARP; off *= 2) {
+        const int64_t y = __shfl_up_sync(0xFFFFFFFFu, incl, off);
+        if (lane >= (unsigned)off)
+            incl += y;
+    }
+    if (lane == MOES_WARP - 1)
+        warp_sums[warp] = incl;
+    __syncthreads();
+    if (warp == 0) {
+        int64_t w = lane < n_warps ? warp_sums[lane] : 0;
+        for (int off = 1; off < MOES_WARP; off *= 2) {
+            const int64_t y = __shfl_up_sync(0xFFFFFFFFu, w, off);
+            if (lane >= (unsigned)off)
+                w += y;
+        }
+        if (lane < n_warps)
+            warp_sums[lane] = w;
+    }
+    __syncthreads();
+    const int64_t before = warp > 0 ? warp_sums[warp - 1] : 0;
+    *total = warp_sums[n_warps - 1];
+    __syncthreads(); /* warp_sums may be used again */
+    return before + incl - v;
+}
+
+/* One block per expert: tile_table[e][*] becomes each tile's first rank
+ * within the expert, counts[e] the total. Thread i owns the i-th of
+ * blockDim.x contiguous runs of the tiles: it sums its run (independent
+ * loads, all in flight), one block scan gives each run its first rank,
+ * and the thread rewrites its run. Then the last block to finish scans
+ * the experts (start, the rows needed, the capacity check) and turns the
+ * first error of the routing into the record: the whole of the routing's
+ * prefix sums and its validation in one launch. */
+extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
+moes_scan_routing(const gpu_scatter_args a)
+{
+    enum { UNROLL = 8 };
+    const int64_t run_len = (a.tiles + blockDim.x - 1) / blockDim.x;
+    const int64_t lo0 = (int64_t)threadIdx.x * run_len;
+    const int64_t lo = lo0 < a.tiles ? lo0 : a.tiles;
+    const int64_t hi = lo + run_len < a.tiles ? lo + run_len : a.tiles;
     moes_dev_enter();
-    if (!moes_dev_failed(a.state))
+    const bool failed = moes_dev_failed(a.state);
+    for (int64_t e = blockIdx.x; !failed && e < a.n_experts; e += gridDim.x) {
+        int64_t *col = a.tile_table + e * a.tiles;
+        int64_t sum = 0, total;
+        for (int64_t i = lo; i < hi; i += UNROLL) {
+            int64_t v[UNROLL];
+#pragma unroll
+            for (int j = 0; j < UNROLL; j++)
+                v[j] = i + j < hi ? col[i + j] : 0;
+#pragma unroll
+            for (int j = 0; j < UNROLL; j++)
+                sum += v[j];
+        }
+        int64_t run = block_exclusive_sum(sum, &total);
+        for (int64_t i = lo; i < hi; i += UNROLL) {
+            int64_t v[UNROLL];
+#pragma unroll
+            for (int j = 0; j < UNROLL; j++)
+                v[j] = i + j < hi ? col[i + j] : 0;
+#pragma unroll
+            for (int j = 0; j < UNROLL; j++)
+                if (i + j < hi) {
+                    col[i + j] = run;
+                    run += v[j];
+                }
+        }
+        if (threadIdx.x == 0)
+            a.counts[e] = total;
+    }
+    /* Every block counts itself, failed or not, so that the last one is
+     * known; the counts of all experts are visible to it. */
+    if (!moes_dev_last_block(a.state))
+        return;
+    if (!failed && a.layout != 0) /* a count has no rows to place */
         moes_block_scan_experts(a);
+    __syncthreads();
+    if (threadIdx.x == 0)
+        moes_dev_close_validation(a.state, moes_route_finish_args(a));
 }

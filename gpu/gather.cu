@@ -4,27 +4,31 @@
  * acc = fp32(acc + fp32(w * y)) through moes_gather_step (numerics.h), the
  * same function the CPU uses, so the bits match.
  *
- * The work is cut into (token, column group) items, one per thread, so
- * that even a few tokens spread over the whole GPU. Where the rows allow
- * it a group is 8 elements read with 16-byte loads; the loads of up to
- * GATHER_K_BATCH rows are all issued before the first is used, so that
- * each thread keeps that many independent loads in flight. Else a group
- * is one element.
+ * Two launches. moes_check_out_index reads every entry once and its last
+ * block turns the first bad one into the error record. moes_gather_rows
+ * is launched so that it may start while the check still runs: it reads
+ * out_index, the weights and y (inputs of the call, which nothing in the
+ * call writes) and sums, and only then waits for the check to finish and
+ * stores nothing when it found an error. An entry is only ever used to
+ * address y after a bounds test of its own, so a bad one is never read
+ * through.
  *
- * Small calls check out_index inside the gather kernel itself (every
- * block reads the whole of it, which is cheaper than two more launches),
- * and a block stores only once it knows that every entry is valid. Large
- * calls check it in a grid of its own first (moes_check_out_index and
- * moes_finish_validation).
+ * One warp per (token, chunk of the row) item: lane k loads the token's
+ * out_index[t][k] and weight, the valid ones are walked in k order from
+ * the warp's ballot, and each lane loads GPU_ROW_PER_THREAD vectors of
+ * every valid row, 16 bytes each where the alignment allows. Rows with
+ * out_index -1 cost nothing, so a warp keeps as many loads in flight for
+ * an expert-parallel rank (one valid k in eight) as for a dense token;
+ * no barrier and no shared memory, and few registers, for high occupancy.
  */
 #include "kernel_common.cuh"
 
-extern "C" __global__ void moes_check_out_index(const gpu_gather_args a)
+extern "C" __global__ void __launch_bounds__(GPU_CHECK_THREADS)
+moes_check_out_index(const gpu_gather_args a)
 {
     const int64_t n = a.n_tokens * a.top_k;
+    gpu_finish_args f;
     moes_dev_enter();
-    if (moes_dev_failed(a.state))
-        return;
     for (int64_t c = moes_dev_thread(); c < n; c += moes_dev_threads()) {
         const int64_t t = c / a.top_k, k = c - t * a.top_k;
         const int64_t v = moes_dev_index_load(a.out_index, a.index_elem,
@@ -32,13 +36,23 @@ extern "C" __global__ void moes_check_out_index(const gpu_gather_args a)
         if (v < -1 || v >= a.y_rows)
             moes_dev_report(a.state, MOES_DATA_ERROR_RANK_ID, c);
     }
+    f.state = a.state;
+    f.op = GPU_OP_GATHER;
+    f.ids = a.out_index;
+    f.ids_stride = a.out_index_stride;
+    f.ids_elem = a.index_elem;
+    f.row_len = a.top_k;
+    f.map = NULL;
+    f.n_global = 0;
+    f.n_experts = 0;
+    f.y_rows = a.y_rows;
+    f.capacity = 0;
+    if (moes_dev_last_block(a.state) && threadIdx.x == 0)
+        moes_dev_close_validation(a.state, f);
 }
 
-enum { GATHER_K_BATCH = 8, GATHER_VEC = 8, GATHER_THREADS = 256,
-       GATHER_BLOCKS_PER_SM = 3 };
-
-/* Elements of y and out as fp32, GATHER_VEC (or 1) at a time. The vector
- * forms need 16-byte aligned addresses (checked by the host). */
+/* Elements of y and out as fp32, GPU_GATHER_VEC (or 1) at a time. The
+ * vector forms need 16-byte aligned addresses (checked by the host). */
 template <int D> struct elem_io;
 
 template <> struct elem_io<MOES_DTYPE_FP32> {
@@ -121,200 +135,181 @@ template <int D> struct half_io {
 template <> struct elem_io<MOES_DTYPE_BF16> : half_io<MOES_DTYPE_BF16> {};
 template <> struct elem_io<MOES_DTYPE_FP16> : half_io<MOES_DTYPE_FP16> {};
 
-/* The smallest flat index of a bad out_index entry, over the whole call,
- * or INT64_MAX: every thread of the block looks at a slice. */
-__device__ __forceinline__ int64_t first_bad_slice(const gpu_gather_args &a)
+/* The first 32 out_index entries and weights of token t. */
+__device__ __forceinline__ moes_row_fetch fetch_first(const gpu_gather_args &a,
+                                                      int64_t t)
 {
-    const int64_t n = a.n_tokens * a.top_k;
-    int64_t first = INT64_MAX;
-    for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
-        const int64_t t = c / a.top_k, k = c - t * a.top_k;
-        const int64_t v = moes_dev_index_load(a.out_index, a.index_elem,
-                                              t * a.out_index_stride + k);
-        if ((v < -1 || v >= a.y_rows) && c < first)
-            first = c;
-    }
-    return first;
+    return moes_dev_fetch_rows(a.out_index, a.index_elem,
+                               t * a.out_index_stride, 0, a.top_k, a.weights,
+                               t * a.weights_stride);
 }
 
-/* A bad entry was seen by this block: the smallest one becomes the record
- * (block 0 alone writes it; every block found the same one), and nothing
- * is stored. */
-__device__ void record_first_bad(const gpu_gather_args &a, int64_t mine)
-{
-    __shared__ long long warp_min[GATHER_THREADS / MOES_WARP];
-    long long m = mine;
-    for (int off = MOES_WARP / 2; off > 0; off /= 2) {
-        const long long o = __shfl_down_sync(0xFFFFFFFFu, m, off);
-        m = o < m ? o : m;
-    }
-    if (threadIdx.x % MOES_WARP == 0)
-        warp_min[threadIdx.x / MOES_WARP] = m;
-    __syncthreads();
-    if (threadIdx.x == 0 && blockIdx.x == 0) {
-        long long first = warp_min[0];
-        for (unsigned w = 1; w < blockDim.x / MOES_WARP; w++)
-            first = warp_min[w] < first ? warp_min[w] : first;
-        gpu_finish_args f;
-        f.state = a.state;
-        f.op = GPU_OP_GATHER;
-        f.ids = a.out_index;
-        f.ids_stride = a.out_index_stride;
-        f.ids_elem = a.index_elem;
-        f.row_len = a.top_k;
-        f.map = NULL;
-        f.n_global = 0;
-        f.n_experts = 0;
-        f.y_rows = a.y_rows;
-        f.capacity = 0;
-        /* The key is unused by this path: it stays "none" and becomes the
-         * given one for the record. */
-        a.state->key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, first);
-        moes_stage_finish_validation(f);
-    }
-}
-
-/* The loads of k0 .. k0+KB-1 first, then their sum in order.
- * A row outside [0, y_rows) is not read (only a call that stores nothing
- * can hold one). */
-template <int YD, bool VEC, int KB>
-__device__ __forceinline__ void gather_batch(const gpu_gather_args &a,
-                                             int64_t t, int64_t col,
-                                             int64_t k0, float *acc)
-{
-    typedef elem_io<YD> io;
-    typename io::vec v[KB];
-    float one[KB];
-    float w[KB];
-    bool use[KB];
-    const int64_t ysz = YD == MOES_DTYPE_FP32 ? 4 : 2;
-#pragma unroll
-    for (int j = 0; j < KB; j++) {
-        const int64_t k = k0 + j;
-        int64_t row = -1;
-        w[j] = 1.0f;
-        if (k < a.top_k) {
-            row = moes_dev_index_load(a.out_index, a.index_elem,
-                                      t * a.out_index_stride + k);
-            if (a.weights)
-                w[j] = a.weights[t * a.weights_stride + k];
-        }
-        use[j] = row >= 0 && row < a.y_rows;
-        const unsigned char *p = (const unsigned char *)a.y +
-                                 (row * a.y_stride + col) * ysz;
-        if (VEC) {
-            if (use[j])
-                v[j] = io::load_vec(p);
-        } else {
-            one[j] = use[j] ? io::load_one(p) : 0.0f;
-        }
-    }
-#pragma unroll
-    for (int j = 0; j < KB; j++) {
-        if (!use[j])
-            continue;
-        if (VEC) {
-#pragma unroll
-            for (int i = 0; i < GATHER_VEC; i++)
-                acc[i] = moes_gather_step(acc[i], w[j], io::get(v[j], i));
-        } else {
-            acc[0] = moes_gather_step(acc[0], w[j], one[j]);
-        }
-    }
-}
-
-/* Every block walks the items in block-sized steps together, so that the
- * barrier of the checking path is reached by all its threads. */
+/* One (token, chunk) item per warp at a time. VEC: a lane's vectors are
+ * GPU_GATHER_VEC elements; else single elements. */
 template <int YD, int OD, bool VEC>
-__device__ void gather_items(const gpu_gather_args &a, bool check_here)
+__device__ void gather_items(const gpu_gather_args &a)
 {
+    typedef elem_io<YD> yio;
     typedef elem_io<OD> oio;
-    const int64_t per_item = VEC ? GATHER_VEC : 1;
-    const int64_t groups = a.hidden / per_item;
-    const int64_t items = a.n_tokens * groups;
+    enum { P = GPU_ROW_PER_THREAD, V = VEC ? GPU_GATHER_VEC : 1,
+           GB = YD == MOES_DTYPE_FP32 ? GPU_GATHER_ROW_BATCH / 2
+                                      : GPU_GATHER_ROW_BATCH };
+    const int64_t ysz = YD == MOES_DTYPE_FP32 ? 4 : 2;
     const int64_t osz = OD == MOES_DTYPE_FP32 ? 4 : 2;
+    const int64_t groups = a.hidden / V;
+    const int64_t items = a.n_tokens * a.chunks;
+    const int64_t lane = threadIdx.x % MOES_WARP;
     const bool accumulate = (a.flags & MOES_GATHER_ACCUMULATE) != 0;
-    bool checked = !check_here;
-    /* fp32 rows take twice the registers: half as many at a time. */
-    constexpr int batch = VEC && YD == MOES_DTYPE_FP32 ? GATHER_K_BATCH / 2
-                                                   : GATHER_K_BATCH;
-    for (int64_t base = (int64_t)blockIdx.x * blockDim.x; base < items;
-         base += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t item = base + threadIdx.x;
-        const bool live = item < items;
-        const int64_t t = live ? item / groups : 0;
-        const int64_t col = (item - t * groups) * per_item;
-        unsigned char *o = (unsigned char *)a.out +
-                           (t * a.out_stride + col) * osz;
-        float acc[GATHER_VEC];
-        int64_t bad = INT64_MAX;
-        if (!checked)
-            bad = first_bad_slice(a);
+
+    const int64_t stride = moes_dev_threads() / MOES_WARP;
+    int64_t item = moes_dev_thread() / MOES_WARP;
+    bool checked = false;
+    moes_row_fetch next;
+    if (item < items)
+        next = fetch_first(a, item / a.chunks);
+    for (; item < items; item += stride) {
+        const int64_t t = item / a.chunks;
+        const int64_t g0 = (item - t * a.chunks) * (MOES_WARP * P) + lane;
+        unsigned char *o = (unsigned char *)a.out + t * a.out_stride * osz;
+        const moes_row_fetch first = next;
+        if (item + stride < items)
+            next = fetch_first(a, (item + stride) / a.chunks);
+        float acc[P][V];
 #pragma unroll
-        for (int i = 0; i < GATHER_VEC; i++)
-            acc[i] = 0.0f;
-        if (live && accumulate) {
-            if (VEC) {
-                const typename oio::vec old = oio::load_vec(o);
+        for (int j = 0; j < P; j++) {
+            const int64_t g = g0 + j * MOES_WARP;
 #pragma unroll
-                for (int i = 0; i < GATHER_VEC; i++)
-                    acc[i] = oio::get(old, i);
-            } else {
-                acc[0] = oio::load_one(o);
+            for (int i = 0; i < V; i++)
+                acc[j][i] = 0.0f;
+            if (accumulate && g < groups) {
+                if (VEC) {
+                    const typename oio::vec old = oio::load_vec(o + g * V * osz);
+#pragma unroll
+                    for (int i = 0; i < V; i++)
+                        acc[j][i] = oio::get(old, i);
+                } else {
+                    acc[j][0] = oio::load_one(o + g * osz);
+                }
             }
         }
-        if (live)
-            for (int64_t k0 = 0; k0 < a.top_k; k0 += batch)
-                gather_batch<YD, VEC, batch>(a, t, col, k0, acc);
-        if (!checked) {
-            /* Stores wait until the whole of out_index is known good. */
-            if (__syncthreads_or(bad != INT64_MAX)) {
-                record_first_bad(a, bad);
-                return;
+        for (int64_t k0 = 0; k0 < a.top_k; k0 += MOES_WARP) {
+            const moes_row_fetch f =
+                k0 == 0 ? first
+                        : moes_dev_fetch_rows(a.out_index, a.index_elem,
+                                              t * a.out_index_stride, k0,
+                                              a.top_k, a.weights,
+                                              t * a.weights_stride);
+            unsigned valid = moes_dev_valid_rows(f, a.y_rows);
+            /* Up to GB valid rows at a time: all their loads are issued
+             * before the first is summed, in k order. */
+            while (valid) {
+                float w[GB];
+                typename yio::vec v[GB][P];
+                float one[GB][P];
+                int nb = 0;
+#pragma unroll
+                for (int b = 0; b < GB; b++) {
+                    if (!valid)
+                        break;
+                    const int64_t row = moes_dev_next_row(&valid, f, &w[b]);
+                    const unsigned char *y = (const unsigned char *)a.y +
+                                             row * a.y_stride * ysz;
+#pragma unroll
+                    for (int j = 0; j < P; j++) {
+                        const int64_t g = g0 + j * MOES_WARP;
+                        if (g < groups) {
+                            if (VEC)
+                                v[b][j] = yio::load_vec(y + g * V * ysz);
+                            else
+                                one[b][j] = yio::load_one(y + g * ysz);
+                        }
+                    }
+                    nb++;
+                }
+#pragma unroll
+                for (int b = 0; b < GB; b++) {
+                    if (b >= nb)
+                        break;
+#pragma unroll
+                    for (int j = 0; j < P; j++) {
+                        if (g0 + j * MOES_WARP >= groups)
+                            continue;
+#pragma unroll
+                        for (int i = 0; i < V; i++)
+                            acc[j][i] = moes_gather_step(
+                                acc[j][i], w[b],
+                                VEC ? yio::get(v[b][j], i) : one[b][j]);
+                    }
+                }
             }
+        }
+        /* The check of out_index has finished, and its verdict is the same
+         * for every thread. */
+        if (!checked) {
+            moes_dev_wait_prior();
+            if (moes_dev_failed(a.state))
+                return;
             checked = true;
         }
-        if (!live)
-            continue;
-        if (VEC)
-            oio::store_vec(o, acc);
-        else
-            oio::store_one(o, acc[0]);
+#pragma unroll
+        for (int j = 0; j < P; j++) {
+            const int64_t g = g0 + j * MOES_WARP;
+            if (g >= groups)
+                continue;
+            if (VEC)
+                oio::store_vec(o + g * V * osz, acc[j]);
+            else
+                oio::store_one(o + g * osz, acc[j][0]);
+        }
     }
 }
 
 template <int YD, int OD>
-__device__ __forceinline__ void gather_path(const gpu_gather_args &a,
-                                            bool check_here)
+__device__ __forceinline__ void gather_path(const gpu_gather_args &a)
 {
     if (a.vector)
-        gather_items<YD, OD, true>(a, check_here);
+        gather_items<YD, OD, true>(a);
     else
-        gather_items<YD, OD, false>(a, check_here);
+        gather_items<YD, OD, false>(a);
 }
 
 template <int YD>
-__device__ __forceinline__ void gather_out(const gpu_gather_args &a,
-                                           bool check_here)
+__device__ __forceinline__ void gather_out(const gpu_gather_args &a)
 {
     switch (a.out_dtype) {
-    case MOES_DTYPE_FP32: gather_path<YD, MOES_DTYPE_FP32>(a, check_here); break;
-    case MOES_DTYPE_BF16: gather_path<YD, MOES_DTYPE_BF16>(a, check_here); break;
-    default: gather_path<YD, MOES_DTYPE_FP16>(a, check_here); break;
+    case MOES_DTYPE_FP32: gather_path<YD, MOES_DTYPE_FP32>(a); break;
+    case MOES_DTYPE_BF16: gather_path<YD, MOES_DTYPE_BF16>(a); break;
+    default: gather_path<YD, MOES_DTYPE_FP16>(a); break;
     }
 }
 
-/* a.check_here: out_index has not been checked by an earlier kernel. */
-extern "C" __global__ void __launch_bounds__(GATHER_THREADS, GATHER_BLOCKS_PER_SM)
-moes_gather_rows(const gpu_gather_args a)
+/* Launched after moes_check_out_index, allowed to start before it ends.
+ * One kernel per dtype of y, so that each gets the registers its own
+ * loads need (fp32 rows take twice those of 16-bit ones). */
+template <int YD>
+__device__ __forceinline__ void gather_kernel(const gpu_gather_args &a)
 {
-    const bool check_here = a.check_here != 0;
-    moes_dev_enter();
+    moes_dev_release_next();
+    /* An error of an earlier call: this one writes nothing either. */
     if (moes_dev_failed(a.state))
         return;
-    switch (a.y_dtype) {
-    case MOES_DTYPE_FP32: gather_out<MOES_DTYPE_FP32>(a, check_here); break;
-    case MOES_DTYPE_BF16: gather_out<MOES_DTYPE_BF16>(a, check_here); break;
-    default: gather_out<MOES_DTYPE_FP16>(a, check_here); break;
-    }
+    gather_out<YD>(a);
+}
+
+extern "C" __global__ void __launch_bounds__(GPU_ROW_THREADS)
+moes_gather_rows_fp32(const gpu_gather_args a)
+{
+    gather_kernel<MOES_DTYPE_FP32>(a);
+}
+
+extern "C" __global__ void __launch_bounds__(GPU_ROW_THREADS)
+moes_gather_rows_bf16(const gpu_gather_args a)
+{
+    gather_kernel<MOES_DTYPE_BF16>(a);
+}
+
+extern "C" __global__ void __launch_bounds__(GPU_ROW_THREADS)
+moes_gather_rows_fp16(const gpu_gather_args a)
+{
+    gather_kernel<MOES_DTYPE_FP16>(a);
 }

@@ -18,16 +18,15 @@ extern const unsigned long long moes_gpu_fatbin[];
 const char *const gpu_kernel_names[GPU_K_COUNT] = {
     [GPU_K_CHECK_MAP] = "moes_check_map",
     [GPU_K_COUNT_TILES] = "moes_count_tiles",
-    [GPU_K_SCAN_TILES] = "moes_scan_tiles",
-    [GPU_K_SCAN_EXPERTS] = "moes_scan_experts",
-    [GPU_K_FINISH_VALIDATION] = "moes_finish_validation",
-    [GPU_K_PLACE] = "moes_place",
+    [GPU_K_SCAN_ROUTING] = "moes_scan_routing",
+    [GPU_K_PLACE_AND_LABEL] = "moes_place_and_label",
     [GPU_K_COPY_ROWS] = "moes_copy_rows",
-    [GPU_K_LABEL_ROWS] = "moes_label_rows",
     [GPU_K_ZERO_PADDING] = "moes_zero_padding",
     [GPU_K_EXPERT_OUTPUTS] = "moes_expert_outputs",
     [GPU_K_CHECK_OUT_INDEX] = "moes_check_out_index",
-    [GPU_K_GATHER_ROWS] = "moes_gather_rows",
+    [GPU_K_GATHER_ROWS_FP32] = "moes_gather_rows_fp32",
+    [GPU_K_GATHER_ROWS_BF16] = "moes_gather_rows_bf16",
+    [GPU_K_GATHER_ROWS_FP16] = "moes_gather_rows_fp16",
     [GPU_K_ROUTE_SMALL] = "moes_route_small",
 };
 

@@ -30,7 +30,29 @@ typedef struct gpu_device_state {
      * INT64_MAX), and the (t, k) a masked scatter drops. */
     int64_t rows_needed;
     int64_t dropped;
+    /* Blocks of the checking kernel in flight that have finished: the last
+     * one turns the key into the record and sets this back to 0. */
+    unsigned int blocks_done;
+    unsigned int reserved;
 } gpu_device_state;
+
+/* Launch shapes shared by the host code, which sizes the grids, and the
+ * kernels, which are written for them.
+ *
+ * The gather and the row copy give each warp a (token, chunk of the row)
+ * item: the warp loads the token's out_index entries (and weights) one
+ * per lane, keeps the valid ones in registers, and each lane then moves
+ * GPU_ROW_PER_THREAD vectors of the chunk (16 bytes where the alignment
+ * allows) for every valid row, so that each thread has that many
+ * independent loads in flight whatever the number of valid k, and no
+ * block-wide barrier or shared memory is needed. A chunk is
+ * 32 * GPU_ROW_PER_THREAD vectors; blocks have GPU_ROW_THREADS threads. */
+#define GPU_ROW_PER_THREAD 2
+#define GPU_ROW_THREADS 256
+#define GPU_ROW_BLOCKS_PER_SM 8   /* grid cap, in blocks per multiprocessor */
+#define GPU_GATHER_VEC 8          /* elements per vector of the gather   */
+#define GPU_GATHER_ROW_BATCH 2    /* valid rows whose loads are in flight together */
+#define GPU_CHECK_THREADS 256     /* moes_check_out_index                 */
 
 #define GPU_ERROR_KEY_NONE (~0ull)
 #define GPU_ERROR_KEY(rank, index) \
@@ -77,6 +99,9 @@ typedef struct gpu_scatter_args {
     unsigned char *out;
     int64_t out_stride_bytes;
     int64_t copy_width;          /* bytes per vector in the row copy      */
+    int64_t copy_chunks;         /* row chunks per token (one per warp)   */
+    int64_t place_blocks;        /* moes_place_and_label: its first part  */
+    int64_t label_blocks;        /* and its second                        */
     const float *x_scales;       /* NULL without scales                   */
     int64_t x_scales_stride;
     int64_t n_scales;
@@ -118,7 +143,7 @@ typedef struct gpu_gather_args {
     int64_t out_dtype;
     int64_t out_stride;          /* elements                              */
     int64_t vector;              /* 1: groups of 8 elements, 16-byte aligned */
-    int64_t check_here;          /* 1: the gather kernel checks out_index */
+    int64_t chunks;              /* row chunks per token (one per warp)   */
 } gpu_gather_args;
 
 /* The kernel that turns a key into the record takes this. */

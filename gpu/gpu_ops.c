@@ -116,7 +116,7 @@ int gpu_reserve(moes_context *ctx, int64_t n_tokens, int64_t top_k,
 }
 
 enum { WARPS_PER_BLOCK = 4, WARP_THREADS = 32, SMALL_BLOCK = 1024,
-       COPY_THREADS = 256, GATHER_THREADS = 256 };
+       SCAN_BLOCK = 256, LABEL_ROWS_PER_BLOCK = 2048 };
 
 /* Up to these sizes the whole routing runs in one block, one launch
  * (route_small.cu, whose ROUTE_SMALL_CHOICES and ROUTE_SMALL_EXPERTS
@@ -165,7 +165,9 @@ static int prepare_route(moes_context *ctx, const moes_route_plan *rp,
     return MOES_OK;
 }
 
-/* Map check, counts per tile, ranks per tile and totals per expert. */
+/* Map check, counts per tile, then ranks per tile, totals and (for a
+ * scatter) first rows per expert, the capacity check and the error
+ * record, in moes_scan_routing. */
 static int launch_route(moes_context *ctx, gpu_scatter_args *a)
 {
     const unsigned warp_block = WARPS_PER_BLOCK * WARP_THREADS;
@@ -176,26 +178,8 @@ static int launch_route(moes_context *ctx, gpu_scatter_args *a)
     MOES_TRY((with_map ? gpu_launch_next : gpu_launch)(
         ctx, GPU_K_COUNT_TILES, gpu_grid_for(a->tiles, WARPS_PER_BLOCK),
         warp_block, a));
-    return gpu_launch_next(ctx, GPU_K_SCAN_TILES,
-                           gpu_grid_for(a->n_experts, WARPS_PER_BLOCK),
-                           warp_block, a);
-}
-
-static int launch_finish_route(moes_context *ctx, const gpu_scatter_args *a)
-{
-    gpu_finish_args f;
-    memset(&f, 0, sizeof f);
-    f.state = a->state;
-    f.op = GPU_OP_ROUTE;
-    f.ids = a->ids;
-    f.ids_stride = a->ids_stride;
-    f.ids_elem = a->ids_elem;
-    f.row_len = a->top_k;
-    f.map = a->map;
-    f.n_global = a->n_global;
-    f.n_experts = a->n_experts;
-    f.capacity = a->capacity;
-    return gpu_launch_next(ctx, GPU_K_FINISH_VALIDATION, 1, 1, &f);
+    return gpu_launch_next(ctx, GPU_K_SCAN_ROUTING,
+                           gpu_grid_for(a->n_experts, 1), SCAN_BLOCK, a);
 }
 
 int gpu_count(moes_context *ctx, const moes_count_plan *plan,
@@ -210,9 +194,26 @@ int gpu_count(moes_context *ctx, const moes_count_plan *plan,
     if (route_is_small(&a))
         return gpu_launch(ctx, GPU_K_ROUTE_SMALL, 1, SMALL_BLOCK, &a);
     MOES_TRY(launch_route(ctx, &a));
-    MOES_TRY(launch_finish_route(ctx, &a));
     return gpu_launch_next(ctx, GPU_K_EXPERT_OUTPUTS,
                            gpu_grid_for(a.n_experts, 256), 256, &a);
+}
+
+/* Chunks of a row of `vectors` vectors, one warp each (gather.cu,
+ * place_copy.cu), and the blocks of GPU_ROW_THREADS threads for them. */
+static int64_t row_chunks(int64_t vectors)
+{
+    return ceil_div(vectors > 0 ? vectors : 1, WARP_THREADS * GPU_ROW_PER_THREAD);
+}
+
+static int64_t row_blocks(const gpu_state *st, int64_t n_tokens, int64_t chunks)
+{
+    /* A few blocks per multiprocessor more than fit at once: each warp then
+     * walks several items and fetches the next one's out_index entries
+     * while it works on the current one. */
+    const int64_t enough = (int64_t)st->multiprocessors * GPU_ROW_BLOCKS_PER_SM;
+    const int64_t blocks = gpu_grid_for(n_tokens * chunks,
+                                        GPU_ROW_THREADS / WARP_THREADS);
+    return enough > 0 && blocks > enough ? enough : blocks;
 }
 
 /* The widest of 16, 8, 4, 2, 1 bytes that divides every address and
@@ -272,39 +273,33 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
         /* Routing, labels and per-expert outputs in one launch. */
         MOES_TRY(gpu_launch(ctx, GPU_K_ROUTE_SMALL, 1, SMALL_BLOCK, &a));
     } else {
+        /* Placement, labels and per-expert outputs: one launch, its grid
+         * cut in three (place_and_label.cu). */
         MOES_TRY(launch_route(ctx, &a));
-        MOES_TRY(gpu_launch_next(ctx, GPU_K_SCAN_EXPERTS, 1, SMALL_BLOCK, &a));
-        MOES_TRY(launch_finish_route(ctx, &a));
-        if (a.n_choices > 0)
-            MOES_TRY(gpu_launch_next(ctx, GPU_K_PLACE,
-                                gpu_grid_for(a.tiles, WARPS_PER_BLOCK),
-                                warp_block, &a));
-        if (a.m_indices && a.out_rows > 0)
-            MOES_TRY(gpu_launch_next(ctx, GPU_K_LABEL_ROWS,
-                                gpu_grid_for(a.out_rows, 256), 256, &a));
-        MOES_TRY(gpu_launch_next(ctx, GPU_K_EXPERT_OUTPUTS,
-                            gpu_grid_for(a.n_experts, 256), 256, &a));
+        a.place_blocks = a.n_choices > 0 ? gpu_grid_for(a.tiles, WARPS_PER_BLOCK)
+                                         : 0;
+        a.label_blocks = 0;
+        if (a.m_indices && a.out_rows > 0) {
+            const int64_t experts = gpu_grid_for(a.n_experts, WARPS_PER_BLOCK);
+            const int64_t tail = gpu_grid_for(a.out_rows, LABEL_ROWS_PER_BLOCK);
+            a.label_blocks = experts > tail ? experts : tail;
+        }
+        MOES_TRY(gpu_launch_next(ctx, GPU_K_PLACE_AND_LABEL,
+                                 a.place_blocks + a.label_blocks +
+                                     gpu_grid_for(a.n_experts, warp_block),
+                                 warp_block, &a));
     }
     if (a.n_choices > 0) {
-        /* One thread per (token, vector of the row or scale word). */
-        const int64_t slots = a.row_bytes / a.copy_width +
-                              (a.x_scales ? a.n_scale_cols : 0);
+        a.copy_chunks = row_chunks(a.row_bytes / a.copy_width);
         MOES_TRY(gpu_launch_next(ctx, GPU_K_COPY_ROWS,
-                            gpu_grid_for(a.n_tokens * slots, COPY_THREADS),
-                            COPY_THREADS, &a));
+                                 row_blocks(gpu_state_of(ctx), a.n_tokens, a.copy_chunks),
+                                 GPU_ROW_THREADS, &a));
     }
     if ((a.flags & MOES_SCATTER_ZERO_PADDING) && a.out_rows > 0)
         MOES_TRY(gpu_launch_next(ctx, GPU_K_ZERO_PADDING,
                             gpu_grid_for(a.out_rows, 1), 128, &a));
     return MOES_OK;
 }
-
-/* Elements per thread of the gather's vector path (gather.cu), the calls
- * small enough to check out_index inside the gather kernel, and the blocks
- * per multiprocessor it then runs. */
-#define GATHER_VEC 8
-#define GPU_GATHER_CHECK_INSIDE 8192
-#define GATHER_BLOCKS_PER_SM 3
 
 /* Groups of 8 elements with 16-byte loads and stores: every row start and
  * every group must be 16-byte aligned in y and in out. */
@@ -315,9 +310,9 @@ static int64_t gather_vector(const moes_gather_plan *plan)
                           (uint64_t)(uintptr_t)g->out |
                           (uint64_t)(g->y_stride * (int64_t)plan->y_elem) |
                           (uint64_t)(g->out_stride * (int64_t)plan->out_elem) |
-                          (uint64_t)(GATHER_VEC * plan->y_elem) |
-                          (uint64_t)(GATHER_VEC * plan->out_elem);
-    return g->hidden % GATHER_VEC == 0 && (bits & 15u) == 0;
+                          (uint64_t)(GPU_GATHER_VEC * plan->y_elem) |
+                          (uint64_t)(GPU_GATHER_VEC * plan->out_elem);
+    return g->hidden % GPU_GATHER_VEC == 0 && (bits & 15u) == 0;
 }
 
 int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
@@ -326,8 +321,6 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     gpu_state *st = gpu_state_of(ctx);
     const moes_gather_args *g = &plan->a;
     gpu_gather_args a;
-    gpu_finish_args f;
-    int64_t groups, blocks;
     (void)err;
     MOES_TRY(gpu_enter(ctx));
     if (g->n_tokens == 0)
@@ -351,30 +344,17 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     a.out_dtype = g->out_dtype;
     a.out_stride = g->out_stride;
 
-    memset(&f, 0, sizeof f);
-    f.state = a.state;
-    f.op = GPU_OP_GATHER;
-    f.ids = g->out_index;
-    f.ids_stride = g->out_index_stride;
-    f.ids_elem = a.index_elem;
-    f.row_len = g->top_k;
-    f.y_rows = g->y_rows;
-
     a.vector = gather_vector(plan);
-    groups = a.vector ? a.hidden / GATHER_VEC : a.hidden;
-    blocks = gpu_grid_for(a.n_tokens * groups, GATHER_THREADS);
-    if (a.n_tokens * a.top_k <= GPU_GATHER_CHECK_INSIDE) {
-        /* One launch: every block reads the whole of out_index before it
-         * stores (gather.cu); few blocks, so that little is read twice. */
-        const int64_t most = (int64_t)st->multiprocessors * GATHER_BLOCKS_PER_SM;
-        a.check_here = 1;
-        return gpu_launch(ctx, GPU_K_GATHER_ROWS,
-                          blocks < most || most < 1 ? blocks : most,
-                          GATHER_THREADS, &a);
-    }
+    a.chunks = row_chunks(a.vector ? a.hidden / GPU_GATHER_VEC : a.hidden);
+    /* The check's last block writes the record; the gather may start
+     * while it runs and waits for it before storing (gather.cu). */
     MOES_TRY(gpu_launch(ctx, GPU_K_CHECK_OUT_INDEX,
-                   gpu_grid_for(a.n_tokens * a.top_k, 256), 256, &a));
-    MOES_TRY(gpu_launch_next(ctx, GPU_K_FINISH_VALIDATION, 1, 1, &f));
-    return gpu_launch_next(ctx, GPU_K_GATHER_ROWS, blocks, GATHER_THREADS,
+                        gpu_grid_for(a.n_tokens * a.top_k, GPU_CHECK_THREADS),
+                        GPU_CHECK_THREADS, &a));
+    return gpu_launch_next(ctx,
+                           a.y_dtype == MOES_DTYPE_FP32 ? GPU_K_GATHER_ROWS_FP32
+                           : a.y_dtype == MOES_DTYPE_BF16 ? GPU_K_GATHER_ROWS_BF16
+                                                          : GPU_K_GATHER_ROWS_FP16,
+                           row_blocks(st, a.n_tokens, a.chunks), GPU_ROW_THREADS,
                            &a);
 }

@@ -112,4 +112,81 @@ __device__ __forceinline__ int64_t moes_dev_local_expert(
     return (e >= 0 && e < a.n_experts) ? e : -1;
 }
 
+/* Lane l of the calling warp loads entry k0 + l of a token's index row
+ * (index[at + k], for k0 + l < k1: at most 32 entries) and, when weights
+ * is not NULL, its weight (else 1.0). The loads are only issued here:
+ * a warp fetches its next item's entries before it works on the current
+ * one, so that their latency hides behind that work. */
+struct moes_row_fetch {
+    int64_t row;
+    float weight;
+};
+
+__device__ __forceinline__ moes_row_fetch moes_dev_fetch_rows(
+    const void *index, int64_t elem, int64_t at, int64_t k0, int64_t k1,
+    const float *weights, int64_t w_at)
+{
+    const int64_t k = k0 + (int64_t)(threadIdx.x % MOES_WARP);
+    moes_row_fetch f;
+    f.row = -1;
+    f.weight = 1.0f;
+    if (k < k1) {
+        f.row = moes_dev_index_load(index, elem, at + k);
+        if (weights)
+            f.weight = weights[w_at + k];
+    }
+    return f;
+}
+
+/* The warp's ballot of the fetched entries that are valid rows,
+ * 0 <= entry < bound: walking its set bits from the lowest
+ * (moes_dev_next_row) visits them in k order. Every lane must call it. */
+__device__ __forceinline__ unsigned moes_dev_valid_rows(const moes_row_fetch &f,
+                                                        int64_t bound)
+{
+    return __ballot_sync(0xFFFFFFFFu, f.row >= 0 && f.row < bound);
+}
+
+/* The lowest valid entry left in *valid, broadcast to the whole warp, and
+ * its bit cleared. */
+__device__ __forceinline__ int64_t moes_dev_next_row(unsigned *valid,
+                                                     const moes_row_fetch &f,
+                                                     float *w)
+{
+    const int src = __ffs(*valid) - 1;
+    *valid &= *valid - 1;
+    *w = __shfl_sync(0xFFFFFFFFu, f.weight, src);
+    return __shfl_sync(0xFFFFFFFFu, (long long)f.row, src);
+}
+
+/* True, in every thread of the block, for the last block of the grid to
+ * get here; then every other block's writes before this point (reports,
+ * counts) are visible to it. Every thread of every block must call it,
+ * once per launch. */
+__device__ __forceinline__ bool moes_dev_last_block(gpu_device_state *s)
+{
+    __shared__ bool last;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        /* Our writes are visible before our arrival is counted. */
+        __threadfence();
+        last = atomicAdd(&s->blocks_done, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (last)
+        __threadfence();
+    return last;
+}
+
+/* Run by one thread of the last block: the key of the validation becomes
+ * the record, and the block counter is ready for the next launch. */
+__device__ void moes_stage_finish_validation(const gpu_finish_args &a);
+
+__device__ __forceinline__ void moes_dev_close_validation(
+    gpu_device_state *s, const gpu_finish_args &f)
+{
+    moes_stage_finish_validation(f);
+    s->blocks_done = 0;
+}
+
 #endif /* MOES_KERNEL_COMMON_CUH */

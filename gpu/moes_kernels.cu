@@ -9,5 +9,6 @@
 #include "error_record.cu"
 #include "place_copy.cu"
 #include "pad_labels.cu"
+#include "place_and_label.cu"
 #include "gather.cu"
 #include "route_small.cu"

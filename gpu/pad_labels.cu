@@ -48,19 +48,8 @@ __device__ __forceinline__ int64_t row_label(const gpu_scatter_args &a,
     return !*padding || (a.flags & MOES_SCATTER_LABEL_PADDING) ? e : -1;
 }
 
-__device__ void moes_stage_label_rows(const gpu_scatter_args &a,
-                                      int64_t thread, int64_t threads)
-{
-    for (int64_t r = thread; r < a.out_rows; r += threads) {
-        bool padding;
-        moes_dev_index_store(a.m_indices, a.index_elem, r,
-                             row_label(a, r, &padding));
-    }
-}
-
-/* The same labels, one warp per expert block and the tail after: only
- * stores, no search, for a single block (route_small.cu), where a search
- * per row would be a chain of dependent loads. */
+/* The labels, one warp per expert block and the tail after: only stores,
+ * no search per row (which would be a chain of dependent loads). */
 __device__ void moes_stage_label_blocks(const gpu_scatter_args &a,
                                         int64_t thread, int64_t threads)
 {
@@ -82,13 +71,6 @@ __device__ void moes_stage_label_blocks(const gpu_scatter_args &a,
         for (int64_t r = a.state->rows_needed + thread; r < a.out_rows;
              r += threads)
             moes_dev_index_store(a.m_indices, a.index_elem, r, -1);
-}
-
-extern "C" __global__ void moes_label_rows(const gpu_scatter_args a)
-{
-    moes_dev_enter();
-    if (!moes_dev_failed(a.state))
-        moes_stage_label_rows(a, moes_dev_thread(), moes_dev_threads());
 }
 
 /* One block per row; rows that hold a token are left alone. */

@@ -10,9 +10,9 @@
  * the new running rank after every peer has read the old one
  * (__syncwarp), so no atomic decides where a row goes.
  *
- * Copy: each thread reads one vector of a token's row (or one scale
- * word) once, in the widest vectors the alignment allows, and writes it
- * to each of the token's K rows.
+ * Copy: a block reads a chunk of a token's row (and its scale words)
+ * once, in the widest vectors the alignment allows, and writes it to each
+ * of the token's rows.
  */
 #include "kernel_common.cuh"
 
@@ -56,89 +56,99 @@ __device__ void moes_stage_place(const gpu_scatter_args &a, int64_t thread,
     }
 }
 
-extern "C" __global__ void moes_place(const gpu_scatter_args a)
-{
-    moes_dev_enter();
-    if (!moes_dev_failed(a.state))
-        moes_stage_place(a, moes_dev_thread(), moes_dev_threads());
-}
-
-/* The copy: one work item per (token, slot), one item per thread. Slots
- * 0 .. n_vec-1 are the vectors of the row (the widest of 16, 8, 4, 2, 1
- * bytes that the addresses allow), the next n_scale_cols are the scale
- * words. A thread reads its vector once and writes it to each of the
- * token's rows, so a warp reads and writes whole 512-byte runs of a row
- * with 16-byte accesses. The first item's read is issued before waiting
- * for the placement (it reads only the caller's input), so that it
- * overlaps the routing. */
-enum { COPY_THREADS = 256 };
-
-template <typename V>
-__device__ __forceinline__ void store_to_rows(const gpu_scatter_args &a,
-                                              int64_t t, int64_t slot,
-                                              const V v)
-{
-#pragma unroll 8
-    for (int64_t k = 0; k < a.top_k; k++) {
-        const int64_t row = moes_dev_index_load(a.out_index, a.index_elem,
-                                                t * a.out_index_stride + k);
-        if (row >= 0)
-            ((V *)(a.out + row * a.out_stride_bytes))[slot] = v;
-    }
-}
-
-__device__ __forceinline__ void store_scale(const gpu_scatter_args &a,
-                                            int64_t t, int64_t j,
-                                            uint32_t word)
-{
-#pragma unroll 8
-    for (int64_t k = 0; k < a.top_k; k++) {
-        const int64_t row = moes_dev_index_load(a.out_index, a.index_elem,
-                                                t * a.out_index_stride + k);
-        if (row >= 0)
-            ((uint32_t *)a.out_scales)[row * a.out_scales_row_stride +
-                                       j * a.out_scales_col_stride] = word;
-    }
-}
-
+/* The copy: one warp per (token, chunk of the row) item. The lanes load
+ * the token's out_index entries (written by the placement); a token placed
+ * nowhere costs that and nothing more. Each lane then reads
+ * GPU_ROW_PER_THREAD vectors of the chunk once, in the widest vectors
+ * that the addresses allow, and writes them to every row of the token;
+ * the warp of a token's first chunk also writes its scale words. */
 template <typename V>
 __device__ void copy_items(const gpu_scatter_args &a)
 {
+    enum { P = GPU_ROW_PER_THREAD };
     const int64_t n_vec = a.row_bytes / (int64_t)sizeof(V);
-    const int64_t slots = n_vec + (a.x_scales ? a.n_scale_cols : 0);
-    const int64_t items = a.n_tokens * slots;
-    bool waited = false;
-    for (int64_t item = moes_dev_thread(); item < items;
-         item += moes_dev_threads()) {
-        const int64_t t = item / slots, slot = item - t * slots;
-        V v;
-        uint32_t word = 0;
-        if (slot < n_vec) {
-            v = ((const V *)(a.x + t * a.x_stride_bytes))[slot];
-        } else {
-            const float *src = a.x_scales + t * a.x_scales_stride;
-            const int64_t j = slot - n_vec;
-            word = a.out_scales_format == MOES_SCALES_FP32
-                       ? moes_f32_to_bits(src[j])
-                       : moes_ue8m0_word(src, a.n_scales, j);
+    const int64_t items = a.n_tokens * a.copy_chunks;
+    const int64_t lane = threadIdx.x % MOES_WARP;
+    const int64_t stride = moes_dev_threads() / MOES_WARP;
+    int64_t item = moes_dev_thread() / MOES_WARP;
+    moes_row_fetch next;
+    if (item < items)
+        next = moes_dev_fetch_rows(a.out_index, a.index_elem,
+                                   item / a.copy_chunks * a.out_index_stride,
+                                   0, a.top_k, NULL, 0);
+    for (; item < items; item += stride) {
+        const int64_t t = item / a.copy_chunks;
+        const int64_t chunk = item - t * a.copy_chunks;
+        const int64_t s0 = chunk * (MOES_WARP * P) + lane;
+        const V *x = (const V *)(a.x + t * a.x_stride_bytes);
+        const moes_row_fetch first = next;
+        /* The next item's entries load while this one is copied. */
+        if (item + stride < items)
+            next = moes_dev_fetch_rows(
+                a.out_index, a.index_elem,
+                (item + stride) / a.copy_chunks * a.out_index_stride, 0,
+                a.top_k, NULL, 0);
+        for (int64_t k0 = 0; k0 < a.top_k; k0 += MOES_WARP) {
+            const moes_row_fetch f =
+                k0 == 0 ? first
+                        : moes_dev_fetch_rows(a.out_index, a.index_elem,
+                                              t * a.out_index_stride, k0,
+                                              a.top_k, NULL, 0);
+            unsigned valid = moes_dev_valid_rows(f, a.out_rows);
+            if (!valid)
+                continue;
+            V v[P];
+#pragma unroll
+            for (int j = 0; j < P; j++) {
+                const int64_t s = s0 + j * MOES_WARP;
+                if (s < n_vec)
+                    v[j] = x[s];
+            }
+            uint32_t word = 0;
+            const bool scales = a.x_scales && chunk == 0;
+            if (scales && lane < a.n_scale_cols) {
+                const float *src = a.x_scales + t * a.x_scales_stride;
+                word = a.out_scales_format == MOES_SCALES_FP32
+                           ? moes_f32_to_bits(src[lane])
+                           : moes_ue8m0_word(src, a.n_scales, lane);
+            }
+            while (valid) {
+                float w;
+                const int64_t row = moes_dev_next_row(&valid, f, &w);
+                V *dst = (V *)(a.out + row * a.out_stride_bytes);
+#pragma unroll
+                for (int j = 0; j < P; j++) {
+                    const int64_t s = s0 + j * MOES_WARP;
+                    if (s < n_vec)
+                        dst[s] = v[j];
+                }
+                if (!scales)
+                    continue;
+                uint32_t *ds = (uint32_t *)a.out_scales +
+                               row * a.out_scales_row_stride;
+                if (lane < a.n_scale_cols)
+                    ds[lane * a.out_scales_col_stride] = word;
+                /* Rows with more scale words than lanes: the rest. */
+                const float *src = a.x_scales + t * a.x_scales_stride;
+                for (int64_t j = lane + MOES_WARP; j < a.n_scale_cols;
+                     j += MOES_WARP)
+                    ds[j * a.out_scales_col_stride] =
+                        a.out_scales_format == MOES_SCALES_FP32
+                            ? moes_f32_to_bits(src[j])
+                            : moes_ue8m0_word(src, a.n_scales, j);
+            }
         }
-        if (!waited) {
-            moes_dev_wait_prior();
-            if (moes_dev_failed(a.state))
-                return;
-            waited = true;
-        }
-        if (slot < n_vec)
-            store_to_rows<V>(a, t, slot, v);
-        else
-            store_scale(a, t, slot - n_vec, word);
     }
 }
 
-extern "C" __global__ void __launch_bounds__(COPY_THREADS)
+extern "C" __global__ void __launch_bounds__(GPU_ROW_THREADS)
 moes_copy_rows(const gpu_scatter_args a)
 {
     moes_dev_release_next();
+    /* out_index comes from the placement. */
+    moes_dev_wait_prior();
+    if (moes_dev_failed(a.state))
+        return;
     switch (a.copy_width) {
     case 16: copy_items<uint4>(a); break;
     case 8: copy_items<uint2>(a); break;

@@ -5,7 +5,8 @@
  * Decode-size work (up to ROUTE_SMALL_CHOICES choices) is dominated by
  * latency, so one block of SCAN_THREADS threads does it all, separated by
  * block barriers: map check, counts, ranks, expert scan, the error
- * record, placement, labels and the per-expert outputs.
+ * record, placement, labels and the per-expert outputs, with the
+ * per-expert totals and first rows in shared memory.
  *
  * Warp w owns the w-th of 32 equal spans of the choices in t*K + k order
  * and walks it 32 at a time (at most ROUTE_SMALL_ROUNDS rounds), each
@@ -31,9 +32,17 @@ enum {
 typedef uint16_t route_rank;
 
 extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
-moes_route_small(const gpu_scatter_args a)
+moes_route_small(const gpu_scatter_args args)
 {
     __shared__ route_rank table[ROUTE_SMALL_WARPS * ROUTE_SMALL_EXPERTS];
+    /* The per-expert totals and first rows stay in shared memory: every
+     * stage below reads them right after another wrote them, and a round
+     * trip through global memory between two barriers is what a single
+     * block waits on most. */
+    __shared__ int64_t counts[ROUTE_SMALL_EXPERTS], start[ROUTE_SMALL_EXPERTS];
+    gpu_scatter_args a = args;
+    a.counts = counts;
+    a.start = start;
     const int64_t thread = threadIdx.x, threads = blockDim.x;
     const unsigned lane = threadIdx.x % MOES_WARP;
     const unsigned warp = threadIdx.x / MOES_WARP;
@@ -108,21 +117,8 @@ moes_route_small(const gpu_scatter_args a)
     if (scatter)
         moes_block_scan_experts(a);
     __syncthreads();
-    if (thread == 0) {
-        gpu_finish_args f;
-        f.state = a.state;
-        f.op = GPU_OP_ROUTE;
-        f.ids = a.ids;
-        f.ids_stride = a.ids_stride;
-        f.ids_elem = a.ids_elem;
-        f.row_len = a.top_k;
-        f.map = a.map;
-        f.n_global = a.n_global;
-        f.n_experts = a.n_experts;
-        f.y_rows = 0;
-        f.capacity = a.capacity;
-        moes_stage_finish_validation(f);
-    }
+    if (thread == 0)
+        moes_stage_finish_validation(moes_route_finish_args(a));
     __syncthreads();
     /* Read by every thread after the barrier: the same answer for all. */
     if (moes_dev_failed(a.state))
@@ -150,4 +146,11 @@ moes_route_small(const gpu_scatter_args a)
             moes_stage_label_blocks(a, thread, threads);
     }
     moes_stage_expert_outputs(a, thread, threads);
+    /* The zero-padding kernel that follows finds the padding rows from
+     * the workspace's copy. */
+    if (a.flags & MOES_SCATTER_ZERO_PADDING)
+        for (int64_t e = thread; e < n_experts; e += threads) {
+            args.counts[e] = counts[e];
+            args.start[e] = start[e];
+        }
 }

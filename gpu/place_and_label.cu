@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * place_and_label.cu - after the prefix sums of a large scatter, in one
+ * launch: where each choice goes (out_index), the label of every output
+ * row (m_indices), and the per-expert outputs. The grid is cut in three:
+ * place_blocks blocks place, the next label_blocks label, the rest write
+ * the per-expert outputs. The parts write disjoint outputs and read only
+ * what the scan wrote, so they need nothing from one another.
+ */
+#include "kernel_common.cuh"
+
+extern "C" __global__ void moes_place_and_label(const gpu_scatter_args a)
+{
+    moes_dev_enter();
+    if (moes_dev_failed(a.state))
+        return;
+    const int64_t block = blockIdx.x;
+    if (block < a.place_blocks) {
+        moes_stage_place(a, block * blockDim.x + threadIdx.x,
+                         a.place_blocks * blockDim.x);
+    } else if (block < a.place_blocks + a.label_blocks) {
+        if (a.m_indices)
+            moes_stage_label_blocks(
+                a, (block - a.place_blocks) * blockDim.x + threadIdx.x,
+                a.label_blocks * blockDim.x);
+    } else {
+        const int64_t first = a.place_blocks + a.label_blocks;
+        moes_stage_expert_outputs(a, (block - first) * blockDim.x + threadIdx.x,
+                                  ((int64_t)gridDim.x - first) * blockDim.x);
+    }
+}
