@@ -16,6 +16,7 @@
 #endif
 
 #include "cpu_backend.h"
+#include "cpu_copy.h"
 #include "cpu_omp.h"
 
 #if defined(__FLT_EVAL_METHOD__) && __FLT_EVAL_METHOD__ != 0
@@ -214,11 +215,15 @@ static int cpu_copy(moes_context *ctx, void *dst, const void *src,
         memmove(dst, src, (size_t)bytes);
         return MOES_OK;
     }
+    /* Streaming stores, as the scatter's rows go out: a large copy's
+     * destination is not read back soon, and reading it into the cache
+     * first (write-allocate) would cost a third more traffic. */
     MOES_OMP(parallel for num_threads((int)parts) schedule(static, 1))
     for (int64_t p = 0; p < parts; p++) {
         int64_t begin = bytes / parts * p;
         int64_t end = p == parts - 1 ? bytes : bytes / parts * (p + 1);
-        memcpy(d + begin, s + begin, (size_t)(end - begin));
+        cpu_copy_row(d + begin, s + begin, (size_t)(end - begin));
+        cpu_copy_fence();
     }
     return MOES_OK;
 }

@@ -51,7 +51,7 @@ static const tool_option options[] = {
 /* The sets together exceed this: more than twice the L2 of current GPUs
  * (50 MiB on an H100) and the last-level cache of most CPUs. */
 #define ROTATE_BYTES (128ll << 20)
-#define COPY_BYTES_CUDA (256ll << 20)
+#define COPY_BYTES_CUDA (1ll << 30)
 #define COPY_BYTES_CPU (64ll << 20)
 #define COPY_ITERS_MAX 20
 

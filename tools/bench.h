@@ -90,7 +90,7 @@ void bench_gather_call(const bench_workload *w, const bench_set *s,
 
 /* The times of one operation. */
 typedef struct bench_timing {
-    double median_ms, min_ms;
+    double median_ms, min_ms, max_ms;
     double bytes;               /* mean over the sets of the fewest bytes */
 } bench_timing;
 

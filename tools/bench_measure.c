@@ -26,6 +26,7 @@ static void summarize(double *ms, int64_t n, bench_timing *t)
 {
     qsort(ms, (size_t)n, sizeof *ms, compare_double);
     t->min_ms = ms[0];
+    t->max_ms = ms[n - 1];
     t->median_ms = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
 }
 

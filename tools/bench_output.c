@@ -68,8 +68,8 @@ void bench_print_header(FILE *f, const bench_run_info *run)
     else
         fprintf(f, "backend   cpu: %d threads (%s)\n", ci->cpu_threads,
                 ci->reason);
-    fprintf(f, "copy      moes_copy_within of %.0f MiB: %.3f ms, %.1f GB/s "
-               "(bytes read + written)\n",
+    fprintf(f, "copy      moes_copy_within of %.0f MiB, the yardstick: %.3f ms, "
+               "%.1f GB/s (bytes read + written)\n",
             (double)run->copy_buffer_bytes / MIB, run->copy.median_ms,
             bench_gbps(run->copy.bytes, run->copy.median_ms));
     fprintf(f, "timing    median of %lld calls each, after warm-up\n",
@@ -79,9 +79,9 @@ void bench_print_header(FILE *f, const bench_run_info *run)
 static void print_timing_row(FILE *f, const char *name,
                              const bench_run_info *run, const bench_timing *t)
 {
-    fprintf(f, "%-8s %10.4f %10.4f %11.3f %9.2f %8.3f\n", name, t->median_ms,
-            t->min_ms, t->bytes / 1e6, bench_gbps(t->bytes, t->median_ms),
-            fraction(run, t));
+    fprintf(f, "%-8s %10.4f %10.4f %10.4f %11.3f %9.2f %8.3f\n", name,
+            t->median_ms, t->min_ms, t->max_ms, t->bytes / 1e6,
+            bench_gbps(t->bytes, t->median_ms), fraction(run, t));
 }
 
 void bench_print_table(FILE *f, const bench_run_info *run,
@@ -99,8 +99,8 @@ void bench_print_table(FILE *f, const bench_run_info *run,
                 (long long)r->rows_used_max, (long long)r->capacity,
                 r->capacity == r->capacity_bound ? "moes_scatter_capacity"
                                                  : "the rows used");
-    fprintf(f, "\n%-8s %10s %10s %11s %9s %8s\n", "call", "median ms",
-            "min ms", "MB moved", "GB/s", "of copy");
+    fprintf(f, "\n%-8s %10s %10s %10s %11s %9s %8s\n", "call", "median ms",
+            "min ms", "max ms", "MB moved", "GB/s", "of copy");
     print_timing_row(f, "scatter", run, &r->scatter);
     print_timing_row(f, "gather", run, &r->gather);
     print_timing_row(f, "copy", run, &run->copy);
@@ -110,13 +110,16 @@ void bench_print_sweep_row(FILE *f, const bench_run_info *run,
                            const bench_result *r, int first)
 {
     if (first)
-        fprintf(f, "\n%8s %11s %9s %8s %11s %9s %8s %5s\n", "tokens",
-                "scatter ms", "GB/s", "of copy", "gather ms", "GB/s",
-                "of copy", "sets");
-    fprintf(f, "%8lld %11.4f %9.2f %8.3f %11.4f %9.2f %8.3f %5lld\n",
-            (long long)r->tokens, r->scatter.median_ms,
+        fprintf(f, "\n%8s %11s %17s %9s %8s %11s %17s %9s %8s %5s\n",
+                "tokens", "scatter ms", "(min - max)", "GB/s", "of copy",
+                "gather ms", "(min - max)", "GB/s", "of copy", "sets");
+    fprintf(f, "%8lld %11.4f (%7.4f - %7.4f) %9.2f %8.3f %11.4f "
+               "(%7.4f - %7.4f) %9.2f %8.3f %5lld\n",
+            (long long)r->tokens, r->scatter.median_ms, r->scatter.min_ms,
+            r->scatter.max_ms,
             bench_gbps(r->scatter.bytes, r->scatter.median_ms),
             fraction(run, &r->scatter), r->gather.median_ms,
+            r->gather.min_ms, r->gather.max_ms,
             bench_gbps(r->gather.bytes, r->gather.median_ms),
             fraction(run, &r->gather), (long long)r->n_sets);
 }
@@ -140,8 +143,8 @@ static void json_timing(FILE *f, const char *name, const bench_run_info *run,
                         const bench_timing *t, int with_fraction)
 {
     fprintf(f, "\"%s\": {\"median_ms\": %.6f, \"min_ms\": %.6f, "
-               "\"bytes\": %.0f, \"gbps\": %.4f",
-            name, t->median_ms, t->min_ms, t->bytes,
+               "\"max_ms\": %.6f, \"bytes\": %.0f, \"gbps\": %.4f",
+            name, t->median_ms, t->min_ms, t->max_ms, t->bytes,
             bench_gbps(t->bytes, t->median_ms));
     if (with_fraction)
         fprintf(f, ", \"fraction_of_copy\": %.5f", fraction(run, t));
@@ -209,11 +212,12 @@ int bench_write_csv(const char *path, const bench_run_info *run,
     fprintf(f, "tokens,scatter_ms,scatter_bytes,scatter_gbps,"
                "scatter_fraction_of_copy,gather_ms,gather_bytes,gather_gbps,"
                "gather_fraction_of_copy,copy_gbps,input_sets,rows_used,"
-               "capacity_bound,capacity\n");
+               "capacity_bound,capacity,scatter_min_ms,scatter_max_ms,"
+               "gather_min_ms,gather_max_ms\n");
     for (int64_t i = 0; i < n_results; i++) {
         const bench_result *r = &results[i];
         fprintf(f, "%lld,%.6f,%.0f,%.4f,%.5f,%.6f,%.0f,%.4f,%.5f,%.4f,"
-                   "%lld,%lld,%lld,%lld\n",
+                   "%lld,%lld,%lld,%lld,%.6f,%.6f,%.6f,%.6f\n",
                 (long long)r->tokens, r->scatter.median_ms, r->scatter.bytes,
                 bench_gbps(r->scatter.bytes, r->scatter.median_ms),
                 fraction(run, &r->scatter), r->gather.median_ms,
@@ -221,7 +225,8 @@ int bench_write_csv(const char *path, const bench_run_info *run,
                 bench_gbps(r->gather.bytes, r->gather.median_ms),
                 fraction(run, &r->gather), copy, (long long)r->n_sets,
                 (long long)r->rows_used_max, (long long)r->capacity_bound,
-                (long long)r->capacity);
+                (long long)r->capacity, r->scatter.min_ms, r->scatter.max_ms,
+                r->gather.min_ms, r->gather.max_ms);
     }
     if (fclose(f) != 0)
         return tool_fail("bench", "cannot write %s", path);
@@ -305,9 +310,12 @@ int bench_plot(const char *path, const char *csv_path,
                                                        : "masked");
     fprintf(g, "plot ");
     gnuplot_string(g, csv_path);
-    fprintf(g, " using 1:4 skip 1 with linespoints title 'scatter', '' "
-               "using 1:8 skip 1 with linespoints title 'gather', '' using "
-               "1:10 skip 1 with lines dashtype 2 title 'moes\\_copy\\_within'\n");
+    /* The median's GB/s, with a bar from the slowest call to the fastest. */
+    fprintf(g, " using 1:4:($3/$16/1e6):($3/$15/1e6) skip 1 with yerrorlines "
+               "title 'scatter (bar: max to min time)', '' using "
+               "1:8:($7/$18/1e6):($7/$17/1e6) skip 1 with yerrorlines title "
+               "'gather', '' using 1:10 skip 1 with lines dashtype 2 title "
+               "'moes\\_copy\\_within'\n");
     status = pclose(g);
     if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
         return tool_fail("bench", "gnuplot failed: no plot written; the data "
