@@ -1,37 +1,100 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# bench-on-gpu.sh - the performance cases of the CUDA backend, on a GPU.
+# bench-on-gpu.sh - the performance cases of the CUDA backend, on a GPU,
+# with the targets beside the figures.
 #
 #     tests/gpu/bench-on-gpu.sh BUILD_DIR
 #
 # BUILD_DIR is a configured CUDA build (run-on-gpu.sh leaves one in
-# /tmp/moes-gpu-build). Times with `moescatter bench` (each call between
-# its own events, the copy bandwidth of the same run) the DeepSeek-V3
-# layer: 4096-token prefill over 256 experts, 32768 received tokens of
-# EP8 prefill, 128-token decode, 1024 received tokens of EP8 decode; then
-# graph_bench for the two decode cases back to back and from a CUDA graph.
-# Logs go to $OUT (or ./gpu-results); the last lines are a summary.
+# /tmp/moes-gpu-build), or any folder holding tools/moescatter and
+# tests/gpu/graph_bench already built (both link the library statically,
+# so they can be built elsewhere and carried). Times with `moescatter
+# bench` (each call between its own events, the 1 GiB copy of the same
+# run as the yardstick) the DeepSeek-V3 layer: 4096-token prefill over
+# 256 experts, 32768 received tokens of EP8 prefill, 128-token decode,
+# 1024 received tokens of EP8 decode; then graph_bench for the two decode
+# cases back to back and replayed from a CUDA graph; then the other
+# presets and layouts at 4096 tokens. Logs go to $OUT (or ./gpu-results);
+# the last lines are the table of figures and targets.
 set -u
 build=${1:-/tmp/moes-gpu-build}
 out=${OUT:-$(pwd)/gpu-results}
 mkdir -p "$out"
 tool="$build/tools/moescatter"
-make -C "$build/tests/gpu" graph_bench >"$out/bench-build.log" 2>&1 || {
-    echo "graph_bench: build FAILED (see bench-build.log)"
-    tail -20 "$out/bench-build.log"
-    exit 1
-}
+graph="$build/tests/gpu/graph_bench"
+if [ ! -x "$graph" ]; then
+    make -C "$build/tests/gpu" graph_bench >"$out/bench-build.log" 2>&1 || {
+        echo "graph_bench: build FAILED (see bench-build.log)"
+        tail -20 "$out/bench-build.log"
+        exit 1
+    }
+fi
 status=0
+log="$out/bench.log"
+: >"$log"
+
+# run_case NAME ARGS...: one bench run; its table goes to bench.log under
+# a "######## NAME" line.
 run_case() {
     name=$1
     shift
-    echo "######## $name: moescatter bench $*" >>"$out/bench.log"
-    "$tool" bench --backend cuda "$@" >>"$out/bench.log" 2>&1 || status=1
+    echo "######## $name: moescatter bench $*" >>"$log"
+    "$tool" bench --backend cuda "$@" >>"$log" 2>&1 || status=1
 }
-run_case "prefill 4096" --preset deepseek-v3 --tokens 4096 --iters 100
-run_case "EP8 prefill 32768" --preset deepseek-v3-ep8 --tokens 32768 --iters 50
-run_case "decode 128" --preset deepseek-v3 --tokens 128 --iters 500
-run_case "EP8 decode 1024" --preset deepseek-v3-ep8 --tokens 1024 --iters 500
-"$build/tests/gpu/graph_bench" >"$out/graph_bench.log" 2>&1 || status=1
-cat "$out/bench.log" "$out/graph_bench.log"
+run_case prefill --preset deepseek-v3 --tokens 4096 --iters 100
+run_case ep8-prefill --preset deepseek-v3-ep8 --tokens 32768 --iters 50
+run_case decode --preset deepseek-v3 --tokens 128 --iters 500
+run_case ep8-decode --preset deepseek-v3-ep8 --tokens 1024 --iters 500
+run_case qwen3 --preset qwen3-30b-a3b --tokens 4096 --iters 100
+run_case mixtral --preset mixtral --tokens 4096 --iters 100
+run_case ue8m0 --preset deepseek-v3 --tokens 4096 --ue8m0 --iters 100
+run_case grouped --preset deepseek-v3 --tokens 4096 --layout grouped --iters 100
+run_case masked --preset deepseek-v3 --tokens 4096 --layout masked --iters 100
+"$graph" >"$out/graph_bench.log" 2>&1 || status=1
+cat "$log" "$out/graph_bench.log"
+
+# field CASE CALL COLUMN: a column of a call's row in a case's table
+# (2 median ms, 3 min ms, 4 max ms, 7 fraction of the copy).
+field() {
+    awk -v c="######## $1:" -v call="$2" -v col="$3" '
+        index($0, c) == 1 { on = 1; next }
+        /^########/ { on = 0 }
+        on && $1 == call { print $col; exit }' "$log"
+}
+us() { awk -v ms="$1" 'BEGIN { if (ms == "") print "-"; else printf "%.1f us", ms * 1000 }'; }
+pct() { awk -v f="$1" 'BEGIN { if (f == "") print "-"; else printf "%.0f%%", f * 100 }'; }
+# graph CASE CALL: the graph replay time from graph_bench's line for CASE.
+graph() {
+    sed -n "s/^graph_bench: $1 .*$2 [0-9.]* us back to back, \([0-9.]*\) us from a graph.*/\1 us/p" \
+        "$out/graph_bench.log" | head -1
+}
+graph_gather() {
+    sed -n "s/^graph_bench: $1 .*gather [0-9.]* us back to back, \([0-9.]*\) us from a graph.*/\1 us/p" \
+        "$out/graph_bench.log" | head -1
+}
+copy=$(sed -n 's/^copy .* \([0-9.]*\) GB\/s (bytes read + written).*/\1/p' "$log" | head -1)
+
+row() {
+    printf '%-34s %-22s %-22s %-22s %-22s\n' "$@"
+}
+{
+    echo
+    echo "==================== CUDA figures and targets ===================="
+    echo "device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1); copy yardstick ${copy:-?} GB/s (1 GiB, first case)"
+    row "case" "scatter" "target" "gather" "target"
+    for c in "prefill:prefill 4096:<= 75 us (>= 85%):<= 131 us (>= 95%)" \
+             "ep8-prefill:EP8 prefill 32768:<= 120 us (>= 80%):<= 245 us (>= 90%)"; do
+        id=${c%%:*}; rest=${c#*:}; name=${rest%%:*}; rest=${rest#*:}
+        ts=${rest%%:*}; tg=${rest#*:}
+        row "$name" "$(us "$(field "$id" scatter 2)") ($(pct "$(field "$id" scatter 7)"))" "$ts" \
+            "$(us "$(field "$id" gather 2)") ($(pct "$(field "$id" gather 7)"))" "$tg"
+    done
+    row "decode 128, graph replay" "$(graph decode scatter)" "<= 6 us" "$(graph_gather decode)" "<= 5 us"
+    row "EP8 decode 1024, graph replay" "$(graph "EP8 decode" scatter)" "<= 7 us" "$(graph_gather "EP8 decode")" "<= 7 us"
+    row "decode 128, single call" "$(us "$(field decode scatter 2)")" "<= 12 us" "$(us "$(field decode gather 2)")" "<= 10 us"
+    row "EP8 decode 1024, single call" "$(us "$(field ep8-decode scatter 2)")" "<= 12 us" "$(us "$(field ep8-decode gather 2)")" "<= 10 us"
+    for c in qwen3 mixtral ue8m0 grouped masked; do
+        row "$c 4096 (of copy)" "$(pct "$(field $c scatter 7)")" ">= 80%" "$(pct "$(field $c gather 7)")" ">= 80%"
+    done
+} | tee "$out/bench-summary.txt"
 exit $status
