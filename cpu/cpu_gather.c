@@ -61,12 +61,17 @@ static void load_row(float *dst, const void *src, int dtype, int64_t n)
     }
 }
 
-/* Narrows n fp32 values to the output dtype. */
+/* Narrows n fp32 values to the output dtype. fp32 values are stored
+ * with their NaNs made canonical, as the narrowing conversions do: an
+ * accumulated value with no valid k would otherwise carry a signalling
+ * NaN or a payload through unchanged. */
 MOES_VECTOR_CLONES
 static void store_row(void *dst, const float *src, int dtype, int64_t n)
 {
     if (dtype == MOES_DTYPE_FP32) {
-        memcpy(dst, src, (size_t)n * sizeof *src);
+        float *d = dst;
+        for (int64_t i = 0; i < n; i++)
+            d[i] = moes_f32_canonical(src[i]);
     } else if (dtype == MOES_DTYPE_BF16) {
         uint16_t *d = dst;
         for (int64_t i = 0; i < n; i++)

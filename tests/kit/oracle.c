@@ -308,7 +308,12 @@ static float load_float(const void *base, int dtype, int64_t i)
 static void store_float(void *base, int dtype, int64_t i, float f)
 {
     if (dtype == MOES_DTYPE_FP32) {
-        memcpy((char *)base + i * 4, &f, 4);
+        /* Every NaN written is canonical: quiet, its sign, no payload. */
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        if ((u & 0x7FFFFFFFu) > 0x7F800000u)
+            u = (u & 0x80000000u) | 0x7FC00000u;
+        memcpy((char *)base + i * 4, &u, 4);
         return;
     }
     uint16_t h = dtype == MOES_DTYPE_BF16 ? moes_f32_to_bf16(f)
