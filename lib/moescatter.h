@@ -105,9 +105,16 @@ typedef enum moes_status {
     MOES_ERR_OUT_OF_MEMORY = 13,    /* an allocation failed               */
     MOES_ERR_BACKEND_UNAVAILABLE = 14, /* the backend asked for cannot run */
     MOES_ERR_DEVICE = 15,           /* the CUDA driver reported an error  */
-    MOES_ERR_WORKSPACE = 16         /* a call needs more workspace than was
+    MOES_ERR_WORKSPACE = 16,        /* a call needs more workspace than was
                                        reserved, and growing it would
                                        allocate                           */
+    MOES_ERR_INVALID_SCALE = 17,    /* a scale that UE8M0 cannot hold: not
+                                       a positive, finite, normal power of
+                                       two                                */
+    MOES_ERR_OVERLAP = 18,          /* an output shares memory with an
+                                       input or with another output       */
+    MOES_ERR_MISALIGNED = 19        /* a pointer not aligned to the size
+                                       of its elements                    */
 } moes_status;
 
 /* The fixed English name of a status ("invalid id"). Never NULL: an unknown

@@ -145,7 +145,8 @@ static void free_buffers(call_buffers *cb)
 static int is_data_error(int st)
 {
     return st == MOES_ERR_INVALID_ID || st == MOES_ERR_INVALID_MAP ||
-           st == MOES_ERR_INVALID_OUT_INDEX || st == MOES_ERR_CAPACITY;
+           st == MOES_ERR_INVALID_OUT_INDEX || st == MOES_ERR_CAPACITY ||
+           st == MOES_ERR_INVALID_SCALE;
 }
 
 /* The verdict on one call, given the library's and the oracle's status. */
