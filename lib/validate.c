@@ -204,7 +204,7 @@ static int check_index_range(moes_context *ctx, const char *output,
 {
     if (elem == 4 && max_value > INT32_MAX)
         return moes_set_error(ctx, MOES_ERR_OVERFLOW,
-            "%s = %lld: %s gets values up to %lld, which do not fit "
+            "%s = %lld: %s get values up to %lld, which do not fit "
             "MOES_DTYPE_INT32; use MOES_DTYPE_INT64", cause,
             LL(cause_value), output, LL(max_value));
     return MOES_OK;
@@ -395,7 +395,8 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
     /* out_index, expert_start and expert_end hold rows of out (up to
      * out_rows), counts and masked_m up to N*K choices, m_indices expert
      * ids (only checked when it is given: nothing else holds one). */
-    MOES_TRY(check_index_range(ctx, "args->out_index",
+    MOES_TRY(check_index_range(ctx, "the row indices (out_index, "
+                               "expert_start, expert_end)",
                                a.layout == MOES_LAYOUT_MASKED
                                    ? "args->capacity * n_experts"
                                    : "args->capacity",
