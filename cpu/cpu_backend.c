@@ -7,6 +7,8 @@
 #if defined(__linux__) && !defined(_DEFAULT_SOURCE)
 #define _DEFAULT_SOURCE 1
 #endif
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,37 @@ static cpu_state *state_of(moes_context *ctx)
     return (cpu_state *)ctx->state;
 }
 
+/* Set in the child of a fork(): from then on every call of this process
+ * runs on one thread (see cpu_threads). */
+static volatile sig_atomic_t in_forked_child;
+
+static void mark_forked_child(void)
+{
+    in_forked_child = 1;
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void install_atfork(void)
+{
+    (void)pthread_atfork(NULL, NULL, mark_forked_child);
+}
+
+/* At load time where the compiler can, so that a fork made before the
+ * first context (after the program's own OpenMP use) is seen too; else
+ * when the first CPU context opens. */
+#if defined(__GNUC__)
+__attribute__((constructor)) static void install_atfork_at_load(void)
+{
+    (void)pthread_once(&atfork_once, install_atfork);
+}
+#endif
+
+int cpu_threads(const moes_context *ctx)
+{
+    return in_forked_child ? 1 : ctx->cpu_threads;
+}
+
 static int cpu_open(moes_context *ctx, char *reason, size_t reason_len)
 {
     cpu_state *s = calloc(1, sizeof *s);
@@ -35,6 +68,7 @@ static int cpu_open(moes_context *ctx, char *reason, size_t reason_len)
         snprintf(reason, reason_len, "cannot allocate the CPU state");
         return MOES_ERR_OUT_OF_MEMORY;
     }
+    (void)pthread_once(&atfork_once, install_atfork);
     ctx->state = s;
     return MOES_OK;
 }
@@ -50,76 +84,75 @@ static int cpu_close(moes_context *ctx)
     return MOES_OK;
 }
 
-/* How many parts the tokens are cut into: one per thread, but never more
- * parts than tokens (and at least one). */
-static int64_t parts_for(const moes_context *ctx, int64_t n_tokens)
-{
-    int64_t parts = ctx->cpu_threads;
-    if (parts > n_tokens)
-        parts = n_tokens;
-    return parts < 1 ? 1 : parts;
-}
-
-/* Makes the workspace hold len int64 elements. */
-static int ensure_workspace(moes_context *ctx, int64_t len)
+int cpu_workspace(moes_context *ctx, int64_t bytes, void **out)
 {
     cpu_state *s = state_of(ctx);
-    int64_t *w;
-    if (len <= s->workspace_len)
+    void *w;
+    if (bytes <= s->workspace_bytes) {
+        *out = s->workspace;
         return MOES_OK;
+    }
     if (ctx->workspace_reserved)
         return moes_set_error(ctx, MOES_ERR_WORKSPACE,
             "this call needs %lld bytes of workspace, more than the %lld "
-            "reserved", (long long)len * 8,
-            (long long)s->workspace_len * 8);
-    if ((uint64_t)len > SIZE_MAX / sizeof *w || !(w = malloc((size_t)len * sizeof *w)))
+            "reserved", (long long)bytes, (long long)s->workspace_bytes);
+    if ((uint64_t)bytes > SIZE_MAX || !(w = malloc((size_t)bytes)))
         return moes_set_error(ctx, MOES_ERR_OUT_OF_MEMORY,
-            "cannot allocate %lld bytes of workspace", (long long)len * 8);
+            "cannot allocate %lld bytes of workspace", (long long)bytes);
     free(s->workspace);
     s->workspace = w;
-    s->workspace_len = len;
+    s->workspace_bytes = bytes;
+    *out = w;
     return MOES_OK;
-}
-
-/* Workspace elements for P parts, E experts and `arrays` [E] arrays. */
-static int workspace_len(int64_t parts, int64_t n_experts, int arrays,
-                         int64_t *len)
-{
-    return moes_mul_i64(parts + arrays, n_experts, len);
 }
 
 int cpu_route_prepare(moes_context *ctx, const moes_route_plan *plan,
-                      cpu_route *route, int extra_arrays, int64_t **extra)
+                      cpu_route *route, int scatter)
 {
-    const int64_t n_experts = plan->r.n_experts;
-    int64_t len;
-    int st;
-    route->plan = plan;
-    route->parts = parts_for(ctx, plan->r.n_tokens);
-    if (!workspace_len(route->parts, n_experts, 1 + extra_arrays, &len))
+    const int threads = cpu_threads(ctx);
+    int64_t bytes = cpu_route_workspace_bytes(plan, threads, scatter);
+    void *w;
+    if (bytes < 0)
         return moes_set_error(ctx, MOES_ERR_OVERFLOW,
-            "the workspace for %lld experts overflows",
-            (long long)n_experts);
-    if ((st = ensure_workspace(ctx, len)) != MOES_OK)
-        return st;
-    route->part_counts = state_of(ctx)->workspace;
-    route->counts = route->part_counts + route->parts * n_experts;
-    if (extra)
-        *extra = extra_arrays > 0 ? route->counts + n_experts : NULL;
+            "routing->n_experts = %lld: the routing's workspace does not "
+            "fit a 64-bit byte count", (long long)plan->r.n_experts);
+    MOES_TRY(cpu_workspace(ctx, bytes, &w));
+    cpu_route_init(route, plan, threads, scatter, w);
     return MOES_OK;
+}
+
+/* The most workspace any call up to these sizes needs: the routing (dense:
+ * at most max(N*K, E) part counters and two [E] arrays; sparse: six int64
+ * per choice) or the gather (a chunk of accumulators per thread), whichever
+ * is larger; -1 when that does not fit int64. */
+static int64_t reserve_bytes(int threads, int64_t n_tokens, int64_t top_k,
+                             int64_t n_experts)
+{
+    int64_t nk, dense, sparse, gather;
+    if (!moes_mul_i64(n_tokens, top_k, &nk) ||
+        !moes_mul_i64(n_experts, 2, &dense) ||
+        !moes_add_i64(dense, nk > n_experts ? nk : n_experts, &dense) ||
+        !moes_mul_i64(dense, 8, &dense) || !moes_mul_i64(nk, 48, &sparse))
+        return -1;
+    gather = cpu_gather_workspace_bytes(threads, INT64_MAX, INT64_MAX);
+    if (dense < sparse)
+        dense = sparse;
+    return dense > gather ? dense : gather;
 }
 
 static int cpu_reserve(moes_context *ctx, int64_t n_tokens, int64_t top_k,
                        int64_t n_experts)
 {
-    int64_t len;
-    (void)top_k;
-    /* The scatter is the largest user: part counts, counts, start. */
-    if (!workspace_len(parts_for(ctx, n_tokens), n_experts, 2, &len))
+    int64_t bytes = reserve_bytes(cpu_threads(ctx), n_tokens, top_k,
+                                  n_experts);
+    void *w;
+    if (bytes < 0)
         return moes_set_error(ctx, MOES_ERR_OVERFLOW,
-            "the workspace for %lld experts overflows",
-            (long long)n_experts);
-    return ensure_workspace(ctx, len);
+            "the workspace for %lld tokens of top_k %lld and %lld experts "
+            "does not fit a 64-bit byte count", (long long)n_tokens,
+            (long long)top_k, (long long)n_experts);
+    /* lib/ keeps the reservation before this one in force if this fails. */
+    return cpu_workspace(ctx, bytes, &w);
 }
 
 static int cpu_count(moes_context *ctx, const moes_count_plan *plan,
@@ -127,15 +160,28 @@ static int cpu_count(moes_context *ctx, const moes_count_plan *plan,
 {
     cpu_route route;
     const int64_t n_experts = plan->route.r.n_experts;
+    const int threads = cpu_threads(ctx);
     size_t elem = moes_index_dtype_size(plan->counts_dtype);
-    int st = cpu_route_prepare(ctx, &plan->route, &route, 0, NULL);
+    int st = cpu_route_prepare(ctx, &plan->route, &route, 0);
     if (st != MOES_OK)
         return st;
-    st = cpu_route_count(&route, ctx->cpu_threads, err);
+    st = cpu_route_count(&route, threads, err);
     if (st != MOES_OK)
         return st;
+    if (!route.sparse) {
+        for (int64_t e = 0; e < n_experts; e++)
+            moes_index_store(plan->counts, elem, e, route.counts[e]);
+        return MOES_OK;
+    }
+    /* Sparse: zeros, then the experts that have rows. */
+    MOES_OMP(parallel for num_threads(threads) schedule(static))
     for (int64_t e = 0; e < n_experts; e++)
-        moes_index_store(plan->counts, elem, e, route.counts[e]);
+        moes_index_store(plan->counts, elem, e, 0);
+    for (int64_t g = 0; g < route.n_groups; g++)
+        moes_index_store(plan->counts, elem, route.group_expert[g],
+                         (g + 1 < route.n_groups ? route.group_first[g + 1]
+                                                 : route.n_valid) -
+                             route.group_first[g]);
     return MOES_OK;
 }
 
@@ -198,8 +244,8 @@ static int cpu_free(moes_context *ctx, void *ptr)
 static int64_t split_parts(const moes_context *ctx, int64_t bytes)
 {
     int64_t parts = bytes / CPU_SPLIT_MIN_BYTES;
-    if (parts > ctx->cpu_threads)
-        parts = ctx->cpu_threads;
+    if (parts > cpu_threads(ctx))
+        parts = cpu_threads(ctx);
     return parts < 1 ? 1 : parts;
 }
 

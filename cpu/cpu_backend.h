@@ -12,17 +12,23 @@
 #include "internal.h"
 
 typedef struct cpu_state {
-    int64_t *workspace;
-    int64_t workspace_len; /* in int64 elements */
+    void *workspace;          /* 8-byte aligned (malloc)                   */
+    int64_t workspace_bytes;
     struct timespec timestamps[MOES_TIMESTAMP_SLOTS];
 } cpu_state;
 
-/* Sets up route for plan: picks the parts and carves part_counts, counts
- * and (when extra_arrays > 1) further [E] arrays out of the workspace,
- * growing it unless a reservation forbids. *extra receives the first
- * array after counts (or NULL). */
+/* The context's workspace, at least bytes long (grown unless a
+ * reservation forbids): *out points to it. */
+int cpu_workspace(moes_context *ctx, int64_t bytes, void **out);
+
+/* Sets up route for plan over the workspace (grown as needed). scatter:
+ * with room for the first rows and the row of each choice. */
 int cpu_route_prepare(moes_context *ctx, const moes_route_plan *plan,
-                      cpu_route *route, int extra_arrays, int64_t **extra);
+                      cpu_route *route, int scatter);
+
+/* The gather's workspace: one accumulator chunk per thread. */
+int64_t cpu_gather_workspace_bytes(int threads, int64_t n_tokens,
+                                   int64_t hidden);
 
 int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                 moes_data_error *err);

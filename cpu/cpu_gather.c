@@ -11,8 +11,22 @@
 #include "numerics.h"
 
 /* 4096 fp32 accumulators (16 KiB) stay in L1 and give each row of y a long
- * enough sequential run for the hardware prefetcher. */
+ * enough sequential run for the hardware prefetcher. They live in the
+ * context's workspace, one chunk per thread, not on the caller's stack:
+ * callers on small stacks (fibers, small pthreads) must keep working. */
 enum { CHUNK = 4096 };
+
+int64_t cpu_gather_workspace_bytes(int threads, int64_t n_tokens,
+                                   int64_t hidden)
+{
+    int64_t team = threads < n_tokens ? threads : n_tokens;
+    int64_t chunk = hidden < CHUNK ? hidden : CHUNK;
+    if (team < 1)
+        team = 1;
+    if (chunk < 1)
+        chunk = 1;
+    return team * chunk * (int64_t)sizeof(float); /* <= threads * 16 KiB */
+}
 
 /* Built for AVX2 as well as the baseline where the compiler can, and
  * picked at load time: the gather is vectorized arithmetic on rows that
@@ -61,12 +75,17 @@ static void load_row(float *dst, const void *src, int dtype, int64_t n)
     }
 }
 
-/* Narrows n fp32 values to the output dtype. */
+/* Narrows n fp32 values to the output dtype. fp32 values are stored
+ * with their NaNs made canonical, as the narrowing conversions do: an
+ * accumulated value with no valid k would otherwise carry a signalling
+ * NaN or a payload through unchanged. */
 MOES_VECTOR_CLONES
 static void store_row(void *dst, const float *src, int dtype, int64_t n)
 {
     if (dtype == MOES_DTYPE_FP32) {
-        memcpy(dst, src, (size_t)n * sizeof *src);
+        float *d = dst;
+        for (int64_t i = 0; i < n; i++)
+            d[i] = moes_f32_canonical(src[i]);
     } else if (dtype == MOES_DTYPE_BF16) {
         uint16_t *d = dst;
         for (int64_t i = 0; i < n; i++)
@@ -139,7 +158,9 @@ static void accumulate_row(float *restrict acc, const void *restrict y,
 }
 
 /* The first k >= from of token t whose out_index entry names a row of y
- * (its row in *row), or top_k when none is left. */
+ * (its row in *row), or top_k when none is left. The entries were checked
+ * by another pass; one outside [0, y_rows) now (the caller changed it
+ * during the call) is skipped, never used as an index. */
 static int64_t next_placed_k(const moes_gather_plan *plan, int64_t t,
                              int64_t from, int64_t *row)
 {
@@ -147,22 +168,22 @@ static int64_t next_placed_k(const moes_gather_plan *plan, int64_t t,
     for (int64_t k = from; k < a->top_k; k++) {
         *row = moes_index_load(a->out_index, plan->index_elem,
                                t * a->out_index_stride + k);
-        if (*row >= 0)
+        if (*row >= 0 && *row < a->y_rows)
             return k;
     }
     return a->top_k;
 }
 
-static void gather_token(const moes_gather_plan *plan, int64_t t)
+static void gather_token(const moes_gather_plan *plan, int64_t t,
+                         float *restrict acc, int64_t chunk)
 {
     const moes_gather_args *a = &plan->a;
     const int accumulate = (a->flags & MOES_GATHER_ACCUMULATE) != 0;
     const int64_t y_elem = plan->y_elem;
     char *out_row = (char *)a->out + t * a->out_stride * (int64_t)plan->out_elem;
-    float acc[CHUNK];
 
-    for (int64_t h0 = 0; h0 < a->hidden; h0 += CHUNK) {
-        int64_t n = a->hidden - h0 < CHUNK ? a->hidden - h0 : CHUNK;
+    for (int64_t h0 = 0; h0 < a->hidden; h0 += chunk) {
+        int64_t n = a->hidden - h0 < chunk ? a->hidden - h0 : chunk;
         int64_t row, next_row = -1;
         if (accumulate)
             load_row(acc, out_row + h0 * (int64_t)plan->out_elem, a->out_dtype,
@@ -193,8 +214,12 @@ int cpu_gather(moes_context *ctx, const moes_gather_plan *plan,
                moes_data_error *err)
 {
     const moes_gather_args *a = &plan->a;
-    const int threads = ctx->cpu_threads;
+    const int threads = cpu_threads(ctx);
     int64_t bad = find_bad_index(plan, threads);
+    int64_t team = threads < a->n_tokens ? threads : a->n_tokens;
+    int64_t chunk = a->hidden < CHUNK ? a->hidden : CHUNK;
+    float *accumulators;
+    void *w;
     if (bad >= 0) {
         err->status = MOES_ERR_INVALID_OUT_INDEX;
         err->index = bad;
@@ -205,8 +230,19 @@ int cpu_gather(moes_context *ctx, const moes_gather_plan *plan,
         err->limit = a->y_rows;
         return err->status;
     }
-    MOES_OMP(parallel for num_threads(threads) schedule(static))
-    for (int64_t t = 0; t < a->n_tokens; t++)
-        gather_token(plan, t);
+    if (a->n_tokens == 0)
+        return MOES_OK;
+    MOES_TRY(cpu_workspace(ctx, cpu_gather_workspace_bytes(threads,
+                                                           a->n_tokens,
+                                                           a->hidden),
+                           &w));
+    accumulators = w;
+    MOES_OMP(parallel num_threads((int)team))
+    {
+        float *acc = accumulators + (int64_t)cpu_thread_num() * chunk;
+        MOES_OMP(for schedule(static))
+        for (int64_t t = 0; t < a->n_tokens; t++)
+            gather_token(plan, t, acc, chunk);
+    }
     return MOES_OK;
 }

@@ -2,10 +2,77 @@
 /*
  * cpu_route.c - check the expert map and the ids, count, rank.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_omp.h"
 #include "cpu_route.h"
+
+/* N*K below E / CPU_SPARSE_RATIO takes the sparse way: sorting N*K pairs
+ * then costs less than clearing and scanning E counters. */
+#define CPU_SPARSE_RATIO 4
+
+static int route_is_sparse(const moes_route_plan *rp)
+{
+    return rp->n_choices < rp->r.n_experts / CPU_SPARSE_RATIO;
+}
+
+/* Parts of the dense way: one per thread, never more than tokens, and
+ * never so many that parts * E outgrows max(N*K, E). */
+static int64_t dense_parts(const moes_route_plan *rp, int threads)
+{
+    int64_t parts = threads;
+    int64_t by_size = rp->n_choices / rp->r.n_experts;
+    if (parts > rp->r.n_tokens)
+        parts = rp->r.n_tokens;
+    if (parts > by_size)
+        parts = by_size;
+    return parts < 1 ? 1 : parts;
+}
+
+int64_t cpu_route_workspace_bytes(const moes_route_plan *plan, int threads,
+                                  int scatter)
+{
+    int64_t elems, len;
+    if (route_is_sparse(plan)) {
+        /* choices (2 each), groups (2 each), and for the scatter the
+         * groups' first rows and each choice's row. */
+        elems = scatter ? 6 : 4;
+        if (!moes_mul_i64(plan->n_choices, elems, &len))
+            return -1;
+    } else {
+        elems = dense_parts(plan, threads) + (scatter ? 2 : 1);
+        if (!moes_mul_i64(plan->r.n_experts, elems, &len))
+            return -1;
+    }
+    return moes_mul_i64(len, 8, &len) ? len : -1;
+}
+
+void cpu_route_init(cpu_route *route, const moes_route_plan *plan,
+                    int threads, int scatter, void *workspace)
+{
+    int64_t *w = workspace;
+    const int64_t n_experts = plan->r.n_experts, nk = plan->n_choices;
+    memset(route, 0, sizeof *route);
+    route->plan = plan;
+    route->sparse = route_is_sparse(plan);
+    if (route->sparse) {
+        route->parts = 1;
+        route->choices = (cpu_choice *)w;
+        route->group_expert = w + 2 * nk;
+        route->group_first = w + 3 * nk;
+        if (scatter) {
+            route->group_start = w + 4 * nk;
+            route->row_of = w + 5 * nk;
+        }
+    } else {
+        route->parts = dense_parts(plan, threads);
+        route->part_counts = w;
+        route->counts = w + route->parts * n_experts;
+        if (scatter)
+            route->start = route->counts + n_experts;
+    }
+}
 
 /* Smallest flat index of a bad map entry, or -1. */
 static int64_t find_bad_map_entry(const moes_route_plan *rp, int threads)
@@ -18,6 +85,72 @@ static int64_t find_bad_map_entry(const moes_route_plan *rp, int threads)
         if ((map[i] < -1 || map[i] >= e) && i < bad)
             bad = i;
     return bad == INT64_MAX ? -1 : bad;
+}
+
+static int bad_id(const moes_route_plan *rp, int64_t bad, moes_data_error *err)
+{
+    const int64_t k_top = rp->r.top_k;
+    int64_t t = bad / k_top, k = bad % k_top;
+    err->status = MOES_ERR_INVALID_ID;
+    err->index = bad;
+    err->value = moes_index_load(rp->r.ids, rp->ids_elem,
+                                 t * rp->r.ids_stride + k);
+    err->row_len = k_top;
+    err->limit = rp->r.n_experts_global;
+    return err->status;
+}
+
+static int compare_choices(const void *pa, const void *pb)
+{
+    const cpu_choice *a = pa, *b = pb;
+    if (a->expert != b->expert)
+        return a->expert < b->expert ? -1 : 1;
+    return (a->flat > b->flat) - (a->flat < b->flat);
+}
+
+/* The sparse way: collect the valid choices in t*K+k order (checking
+ * each id as it is read, and using only what this pass checked), sort
+ * them by expert (ties keep t*K+k order: flat is unique), and group. */
+static int count_sparse(cpu_route *route, moes_data_error *err)
+{
+    const moes_route_plan *rp = route->plan;
+    const int64_t n = rp->r.n_tokens, k_top = rp->r.top_k;
+    const int64_t n_global = rp->r.n_experts_global;
+    const int32_t *map = rp->r.expert_map;
+    int64_t valid = 0, groups = 0;
+
+    for (int64_t t = 0; t < n; t++) {
+        for (int64_t k = 0; k < k_top; k++) {
+            int64_t id = moes_index_load(rp->r.ids, rp->ids_elem,
+                                         t * rp->r.ids_stride + k);
+            int64_t e;
+            if (id < -1 || id >= n_global)
+                return bad_id(rp, t * k_top + k, err);
+            if (id < 0)
+                continue;
+            e = map ? map[id] : id;
+            /* The map was checked, but by another pass: a value that is
+             * no longer in range counts nowhere. */
+            if (e < 0 || e >= rp->r.n_experts)
+                continue;
+            route->choices[valid].expert = e;
+            route->choices[valid].flat = t * k_top + k;
+            valid++;
+        }
+    }
+    route->n_valid = valid;
+    if (valid > 1)
+        qsort(route->choices, (size_t)valid, sizeof *route->choices,
+              compare_choices);
+    for (int64_t i = 0; i < valid; i++) {
+        if (i == 0 || route->choices[i].expert != route->choices[i - 1].expert) {
+            route->group_expert[groups] = route->choices[i].expert;
+            route->group_first[groups] = i;
+            groups++;
+        }
+    }
+    route->n_groups = groups;
+    return MOES_OK;
 }
 
 int cpu_route_count(cpu_route *route, int threads, moes_data_error *err)
@@ -41,6 +174,8 @@ int cpu_route_count(cpu_route *route, int threads, moes_data_error *err)
             return err->status;
         }
     }
+    if (route->sparse)
+        return count_sparse(route, err);
 
     MOES_OMP(parallel for num_threads(threads) schedule(static, 1) reduction(min:bad))
     for (int64_t p = 0; p < parts; p++) {
@@ -60,22 +195,14 @@ int cpu_route_count(cpu_route *route, int threads, moes_data_error *err)
                 }
                 if (id >= 0) {
                     int64_t e = map ? map[id] : id;
-                    if (e >= 0)
+                    if (e >= 0 && e < n_experts)
                         c[e]++;
                 }
             }
         }
     }
-    if (bad != INT64_MAX) {
-        int64_t t = bad / k_top, k = bad % k_top;
-        err->status = MOES_ERR_INVALID_ID;
-        err->index = bad;
-        err->value = moes_index_load(rp->r.ids, rp->ids_elem,
-                                     t * rp->r.ids_stride + k);
-        err->row_len = k_top;
-        err->limit = n_global;
-        return err->status;
-    }
+    if (bad != INT64_MAX)
+        return bad_id(rp, bad, err);
 
     MOES_OMP(parallel for num_threads(threads) schedule(static))
     for (int64_t e = 0; e < n_experts; e++) {
@@ -100,4 +227,33 @@ void cpu_route_ranks(cpu_route *route, int threads)
             run += c;
         }
     }
+}
+
+int64_t cpu_route_find_group(const cpu_route *route, int64_t e,
+                             int64_t *before)
+{
+    /* The first group whose expert is >= e. */
+    int64_t lo = 0, hi = route->n_groups;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (route->group_expert[mid] < e)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *before = lo - 1;
+    return lo < route->n_groups && route->group_expert[lo] == e ? lo : -1;
+}
+
+int64_t cpu_route_expert_count(const cpu_route *route, int64_t e)
+{
+    int64_t g, before;
+    if (!route->sparse)
+        return route->counts[e];
+    g = cpu_route_find_group(route, e, &before);
+    if (g < 0)
+        return 0;
+    return (g + 1 < route->n_groups ? route->group_first[g + 1]
+                                    : route->n_valid) -
+           route->group_first[g];
 }

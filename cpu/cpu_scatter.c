@@ -22,7 +22,8 @@ static int64_t round_up_sat(int64_t v, int64_t a)
     return r / a * a;
 }
 
-/* Experts' first rows (contiguous/grouped) and M, the rows they need. */
+/* Dense: experts' first rows (contiguous/grouped) and M, the rows they
+ * need (INT64_MAX when that does not fit). */
 static int64_t place_experts(const int64_t *counts, int64_t n_experts,
                              int64_t alignment, int64_t *start)
 {
@@ -33,6 +34,73 @@ static int64_t place_experts(const int64_t *counts, int64_t n_experts,
             row = INT64_MAX;
     }
     return row;
+}
+
+/* Sparse: the same over the experts that have rows (the others add no
+ * rows); in the masked layout expert e starts at e * C. */
+static int64_t place_groups(cpu_route *route, int masked, int64_t cap,
+                            int64_t alignment)
+{
+    int64_t row = 0;
+    for (int64_t g = 0; g < route->n_groups; g++) {
+        int64_t count = cpu_route_expert_count(route, route->group_expert[g]);
+        if (masked) {
+            route->group_start[g] = route->group_expert[g] * cap;
+            continue;
+        }
+        route->group_start[g] = row;
+        if (!moes_add_i64(row, round_up_sat(count, alignment), &row))
+            row = INT64_MAX;
+    }
+    return row;
+}
+
+/* Expert e's count and first row, either way. */
+static void expert_rows(const cpu_route *route, const moes_scatter_plan *plan,
+                        int64_t e, int64_t *count, int64_t *start)
+{
+    const moes_scatter_args *a = &plan->a;
+    int64_t g, before;
+    if (!route->sparse) {
+        *count = route->counts[e];
+        *start = route->start[e];
+        return;
+    }
+    g = cpu_route_find_group(route, e, &before);
+    *count = g >= 0 ? cpu_route_expert_count(route, e) : 0;
+    if (a->layout == MOES_LAYOUT_MASKED)
+        *start = e * a->capacity;
+    else if (g >= 0)
+        *start = route->group_start[g];
+    else if (before >= 0)
+        /* An expert without rows starts where the one before ends. */
+        *start = route->group_start[before] +
+                 round_up_sat(cpu_route_expert_count(
+                                  route, route->group_expert[before]),
+                              a->alignment);
+    else
+        *start = 0;
+}
+
+/* Smallest flat index t*S+s of a scale UE8M0 cannot hold, or -1. Every
+ * scale of every token is checked, placed or not. */
+static int64_t find_bad_scale(const moes_scatter_plan *plan, int threads)
+{
+    const moes_scatter_args *a = &plan->a;
+    const int64_t n = plan->route.r.n_tokens, n_scales = plan->n_scales;
+    int64_t bad = INT64_MAX;
+    MOES_OMP(parallel for num_threads(threads) schedule(static) reduction(min:bad))
+    for (int64_t t = 0; t < n; t++) {
+        const float *row = a->x_scales + t * a->x_scales_stride;
+        for (int64_t s = 0; s < n_scales; s++) {
+            if (!moes_ue8m0_scale_ok(moes_f32_to_bits(row[s]))) {
+                if (t * n_scales + s < bad)
+                    bad = t * n_scales + s;
+                break;
+            }
+        }
+    }
+    return bad == INT64_MAX ? -1 : bad;
 }
 
 static void copy_scales(const moes_scatter_plan *plan, int64_t t,
@@ -84,8 +152,26 @@ static void finish_block(const moes_scatter_plan *plan, int64_t e,
             zero_row(plan, r);
 }
 
-int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
-                moes_data_error *err)
+/* Writes (t, k)'s out_index entry and, when it has a row, the row and its
+ * scales. */
+static void place_choice(const moes_scatter_plan *plan, int64_t t,
+                         int64_t k, int64_t row)
+{
+    const moes_scatter_args *a = &plan->a;
+    moes_index_store(a->out_index, plan->index_elem,
+                     t * a->out_index_stride + k, row);
+    if (row < 0)
+        return;
+    cpu_copy_row((char *)a->out + row * a->out_stride * (int64_t)plan->x_elem,
+                 (const char *)a->x + t * a->x_stride * (int64_t)plan->x_elem,
+                 (size_t)plan->row_bytes);
+    if (a->x_scales)
+        copy_scales(plan, t, row);
+}
+
+/* Dense: each part walks its tokens in t*K+k order and hands out ranks. */
+static void place_dense(const moes_scatter_plan *plan, cpu_route *route,
+                        int threads)
 {
     const moes_scatter_args *a = &plan->a;
     const moes_route_plan *rp = &plan->route;
@@ -93,85 +179,170 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     const int64_t n_experts = rp->r.n_experts;
     const int masked = a->layout == MOES_LAYOUT_MASKED;
     const int64_t cap = a->capacity;
-    const int threads = ctx->cpu_threads;
-    const size_t ie = plan->index_elem;
-    cpu_route route;
-    int64_t *start, rows_used;
-    int st;
-
-    st = cpu_route_prepare(ctx, rp, &route, 1, &start);
-    if (st != MOES_OK)
-        return st;
-    st = cpu_route_count(&route, threads, err);
-    if (st != MOES_OK)
-        return st;
-    if (masked) {
-        for (int64_t e = 0; e < n_experts; e++)
-            start[e] = e * cap;
-        rows_used = plan->out_rows;
-    } else {
-        rows_used = place_experts(route.counts, n_experts, a->alignment,
-                                  start);
-        if (rows_used > cap) {
-            err->status = MOES_ERR_CAPACITY;
-            err->index = 0;
-            err->value = rows_used;
-            err->row_len = 0;
-            err->limit = cap;
-            return err->status;
-        }
-    }
-    cpu_route_ranks(&route, threads);
-
-    /* Place and copy, one part of the tokens per iteration. */
     MOES_OMP(parallel for num_threads(threads) schedule(static, 1))
-    for (int64_t p = 0; p < route.parts; p++) {
-        int64_t *rank = route.part_counts + p * n_experts;
-        int64_t t_end = cpu_part_begin(n, route.parts, p + 1);
-        for (int64_t t = cpu_part_begin(n, route.parts, p); t < t_end; t++) {
-            const char *src =
-                (const char *)a->x + t * a->x_stride * (int64_t)plan->x_elem;
+    for (int64_t p = 0; p < route->parts; p++) {
+        int64_t *rank = route->part_counts + p * n_experts;
+        int64_t t_end = cpu_part_begin(n, route->parts, p + 1);
+        for (int64_t t = cpu_part_begin(n, route->parts, p); t < t_end; t++) {
             for (int64_t k = 0; k < k_top; k++) {
                 int64_t e = cpu_local_expert(rp, t, k);
                 int64_t row = -1;
                 if (e >= 0) {
                     int64_t r = rank[e]++;
-                    if (!masked || r < cap)
-                        row = start[e] + r;
+                    /* r < counts[e] holds unless ids changed since they
+                     * were counted; then the row would be another
+                     * expert's (or past the capacity): not placed. */
+                    if (r < route->counts[e] && (!masked || r < cap))
+                        row = route->start[e] + r;
                 }
-                moes_index_store(a->out_index, ie, t * a->out_index_stride + k,
-                                 row);
-                if (row < 0)
-                    continue;
-                cpu_copy_row((char *)a->out +
-                                 row * a->out_stride * (int64_t)plan->x_elem,
-                             src, (size_t)plan->row_bytes);
-                if (a->x_scales)
-                    copy_scales(plan, t, row);
+                place_choice(plan, t, k, row);
             }
         }
         cpu_copy_fence();
     }
+}
 
-    /* Per-expert outputs, labels and padding. */
-    MOES_OMP(parallel for num_threads(threads) schedule(dynamic, 16))
-    for (int64_t e = 0; e < n_experts; e++) {
-        int64_t count = route.counts[e];
-        int64_t real = masked && count > cap ? cap : count;
-        int64_t block = masked ? cap : round_up_sat(count, a->alignment);
-        finish_block(plan, e, start[e], real, block);
-        if (a->counts)
-            moes_index_store(a->counts, ie, e, count);
-        if (a->expert_start)
-            moes_index_store(a->expert_start, ie, e, start[e]);
-        if (a->expert_end)
-            moes_index_store(a->expert_end, ie, e, start[e] + block);
-        if (a->masked_m)
-            moes_index_store(a->masked_m, ie, e, real);
+/* Sparse: each choice's row from its place in the sorted list, then the
+ * copies in token order; ids are not read again. */
+static void place_sparse(const moes_scatter_plan *plan, cpu_route *route,
+                         int threads)
+{
+    const moes_scatter_args *a = &plan->a;
+    const int64_t n = plan->route.r.n_tokens, k_top = plan->route.r.top_k;
+    const int64_t nk = plan->route.n_choices;
+    const int masked = a->layout == MOES_LAYOUT_MASKED;
+    const int64_t cap = a->capacity;
+    int64_t parts = threads < n ? threads : n;
+    for (int64_t f = 0; f < nk; f++)
+        route->row_of[f] = -1;
+    for (int64_t g = 0; g < route->n_groups; g++) {
+        int64_t first = route->group_first[g];
+        int64_t end = g + 1 < route->n_groups ? route->group_first[g + 1]
+                                              : route->n_valid;
+        for (int64_t i = first; i < end; i++)
+            if (!masked || i - first < cap)
+                route->row_of[route->choices[i].flat] =
+                    route->group_start[g] + (i - first);
+    }
+    if (parts < 1)
+        parts = 1;
+    MOES_OMP(parallel for num_threads((int)parts) schedule(static, 1))
+    for (int64_t p = 0; p < parts; p++) {
+        int64_t t_end = cpu_part_begin(n, parts, p + 1);
+        for (int64_t t = cpu_part_begin(n, parts, p); t < t_end; t++)
+            for (int64_t k = 0; k < k_top; k++)
+                place_choice(plan, t, k, route->row_of[t * k_top + k]);
+        cpu_copy_fence();
+    }
+}
+
+/* Labels, padding and the [E] outputs of expert e. */
+static void finish_expert(const moes_scatter_plan *plan,
+                          const cpu_route *route, int64_t e)
+{
+    const moes_scatter_args *a = &plan->a;
+    const int masked = a->layout == MOES_LAYOUT_MASKED;
+    const int64_t cap = a->capacity;
+    const size_t ie = plan->index_elem;
+    int64_t count, start, real, block;
+    expert_rows(route, plan, e, &count, &start);
+    real = masked && count > cap ? cap : count;
+    block = masked ? cap : round_up_sat(count, a->alignment);
+    finish_block(plan, e, start, real, block);
+    if (a->counts)
+        moes_index_store(a->counts, ie, e, count);
+    if (a->expert_start)
+        moes_index_store(a->expert_start, ie, e, start);
+    if (a->expert_end)
+        moes_index_store(a->expert_end, ie, e, start + block);
+    if (a->masked_m)
+        moes_index_store(a->masked_m, ie, e, real);
+}
+
+int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
+                moes_data_error *err)
+{
+    const moes_scatter_args *a = &plan->a;
+    const moes_route_plan *rp = &plan->route;
+    const int64_t n_experts = rp->r.n_experts;
+    const int masked = a->layout == MOES_LAYOUT_MASKED;
+    const int64_t cap = a->capacity;
+    const int threads = cpu_threads(ctx);
+    const size_t ie = plan->index_elem;
+    const int per_expert_arrays = a->counts || a->expert_start ||
+                                  a->expert_end || a->masked_m;
+    const int pads = a->m_indices || (a->flags & MOES_SCATTER_ZERO_PADDING);
+    cpu_route route;
+    int64_t rows_used;
+    int st;
+
+    st = cpu_route_prepare(ctx, rp, &route, 1);
+    if (st != MOES_OK)
+        return st;
+    st = cpu_route_count(&route, threads, err);
+    if (st != MOES_OK)
+        return st;
+    if (route.sparse) {
+        rows_used = place_groups(&route, masked, cap, a->alignment);
+    } else if (masked) {
+        for (int64_t e = 0; e < n_experts; e++)
+            route.start[e] = e * cap;
+        rows_used = 0;
+    } else {
+        rows_used = place_experts(route.counts, n_experts, a->alignment,
+                                  route.start);
+    }
+    if (masked) {
+        rows_used = plan->out_rows;
+    } else if (rows_used > cap) {
+        err->status = MOES_ERR_CAPACITY;
+        err->index = 0;
+        err->value = rows_used;
+        err->row_len = 0;
+        err->limit = cap;
+        return err->status;
+    }
+    if (a->x_scales && a->out_scales_format == MOES_SCALES_UE8M0) {
+        int64_t bad = find_bad_scale(plan, threads);
+        if (bad >= 0) {
+            int64_t t = bad / plan->n_scales, s = bad % plan->n_scales;
+            err->status = MOES_ERR_INVALID_SCALE;
+            err->index = bad;
+            err->value = (int64_t)moes_f32_to_bits(
+                a->x_scales[t * a->x_scales_stride + s]);
+            err->row_len = plan->n_scales;
+            err->limit = 0;
+            return err->status;
+        }
     }
 
-    /* The tail past the last expert's block (contiguous and grouped). */
-    if (!masked) {
+    /* Nothing is wrong: from here on the caller's buffers are written. */
+    if (route.sparse) {
+        place_sparse(plan, &route, threads);
+    } else {
+        cpu_route_ranks(&route, threads);
+        place_dense(plan, &route, threads);
+    }
+
+    /* Per-expert outputs, labels and padding. Every expert when an [E]
+     * output is asked for or the layout is masked (each expert owns C
+     * rows); else only the experts that have rows, so that the sparse
+     * way does no work of size E. */
+    if (per_expert_arrays || masked || !route.sparse) {
+        if (per_expert_arrays || pads) {
+            MOES_OMP(parallel for num_threads(threads) schedule(dynamic, 16))
+            for (int64_t e = 0; e < n_experts; e++)
+                finish_expert(plan, &route, e);
+        }
+    } else if (pads) {
+        for (int64_t g = 0; g < route.n_groups; g++)
+            finish_expert(plan, &route, route.group_expert[g]);
+    }
+
+    /* The tail past the last expert's block (contiguous and grouped),
+     * only when something is written there: an unused capacity costs
+     * nothing. */
+    if (!masked && pads) {
         MOES_OMP(parallel for num_threads(threads) schedule(static))
         for (int64_t r = rows_used; r < cap; r++) {
             if (a->m_indices)
@@ -182,9 +353,18 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     }
     if (a->n_dropped) {
         int64_t dropped = 0;
-        for (int64_t e = 0; e < n_experts; e++)
-            if (route.counts[e] > cap)
-                dropped += route.counts[e] - cap;
+        if (route.sparse) {
+            for (int64_t g = 0; g < route.n_groups; g++) {
+                int64_t c = cpu_route_expert_count(&route,
+                                                   route.group_expert[g]);
+                if (c > cap)
+                    dropped += c - cap;
+            }
+        } else {
+            for (int64_t e = 0; e < n_experts; e++)
+                if (route.counts[e] > cap)
+                    dropped += route.counts[e] - cap;
+        }
         *a->n_dropped = dropped;
     }
     return MOES_OK;

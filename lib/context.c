@@ -3,6 +3,7 @@
  * context.c - opening and closing contexts, choosing the backend, and the
  * calls that only ask the context something.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,25 @@ static int backend_from_env(int requested, const char **source)
     return -1;
 }
 
+#ifdef _OPENMP
+/* The most threads a context uses: the larger of 64 and four per
+ * processor, and never more than OpenMP's thread limit. A count far past
+ * what the machine runs (cpu_threads or OMP_NUM_THREADS of 100000 or
+ * INT_MAX) would only make the runtime fail to start the threads, or
+ * abort the process asking for their stacks. */
+static int cpu_thread_cap(void)
+{
+    int procs = omp_get_num_procs();
+    int limit = omp_get_thread_limit();
+    int cap = procs > 16 && procs < INT_MAX / 4 ? 4 * procs : 64;
+    if (procs >= INT_MAX / 4)
+        cap = INT_MAX;
+    if (limit > 0 && cap > limit)
+        cap = limit;
+    return cap;
+}
+#endif
+
 static int open_backend(moes_context *ctx, const moes_backend_ops *ops,
                         int backend, char *reason, size_t reason_len)
 {
@@ -133,6 +153,10 @@ MOES_API int moes_context_create(moes_context **out,
 #ifdef _OPENMP
     ctx->cpu_threads = opts->cpu_threads > 0 ? opts->cpu_threads
                                              : omp_get_max_threads();
+    if (ctx->cpu_threads > cpu_thread_cap())
+        ctx->cpu_threads = cpu_thread_cap();
+    if (ctx->cpu_threads < 1)
+        ctx->cpu_threads = 1;
 #else
     ctx->cpu_threads = 1;
 #endif

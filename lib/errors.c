@@ -32,6 +32,9 @@ static const char *status_name(moes_status status)
     case MOES_ERR_BACKEND_UNAVAILABLE: return "backend unavailable";
     case MOES_ERR_DEVICE: return "device error";
     case MOES_ERR_WORKSPACE: return "workspace too small";
+    case MOES_ERR_INVALID_SCALE: return "invalid scale";
+    case MOES_ERR_OVERLAP: return "overlapping buffers";
+    case MOES_ERR_MISALIGNED: return "misaligned pointer";
     }
     return NULL;
 }
@@ -80,9 +83,25 @@ int moes_report_data_error(moes_context *ctx, const moes_data_error *err)
             (long long)t, (long long)k, (long long)err->value,
             (long long)err->limit);
     case MOES_ERR_CAPACITY:
+        /* The rows needed saturate at INT64_MAX when their sum does not
+         * fit: say so rather than print a number that is not the count. */
+        if (err->value == INT64_MAX)
+            return moes_set_error(ctx, err->status,
+                "capacity = %lld is smaller than the rows this routing "
+                "needs (their count does not fit 64 bits)",
+                (long long)err->limit);
         return moes_set_error(ctx, err->status,
             "capacity = %lld is smaller than the %lld rows this routing needs",
             (long long)err->limit, (long long)err->value);
+    case MOES_ERR_INVALID_SCALE: {
+        uint32_t bits = (uint32_t)err->value;
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        return moes_set_error(ctx, err->status,
+            "x_scales[%lld][%lld] = %g (bits 0x%08x) is not a positive, "
+            "finite, normal power of two, which UE8M0 needs",
+            (long long)t, (long long)k, (double)f, (unsigned)bits);
+    }
     default:
         return moes_set_error(ctx, err->status, "%s",
                               moes_strerror(err->status));

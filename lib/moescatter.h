@@ -21,6 +21,15 @@
  *   fp32 arithmetic and no fused multiply-add, so the CPU and CUDA backends
  *   give the same bits.
  *
+ * BUFFERS
+ *   No output may share a byte with an input of the call or with another
+ *   output, over the extent its arguments give it (first element to the
+ *   last one the call may touch): MOES_ERR_OVERLAP, naming both. Every
+ *   pointer must be aligned to the size of its elements:
+ *   MOES_ERR_MISALIGNED. The work and the workspace of a call grow with
+ *   what it reads and writes, never with an unused capacity or with the
+ *   thread count times the experts.
+ *
  * CONTEXTS AND BACKENDS
  *   Everything happens through a context (moes_context_create). A context
  *   runs on one backend: the CPU (OpenMP threads, host pointers) or CUDA
@@ -30,15 +39,17 @@
  *   MOES_BACKEND=cpu|cuda|auto overrides what the program asked for, and
  *   MOES_LOG=1 prints the choice (once per context) on standard error.
  *   A context must not be used by two threads at the same time; separate
- *   contexts are independent.
+ *   contexts are independent. In a child process made by fork() the CPU
+ *   backend runs on one thread (OpenMP's threads do not survive a fork).
+ *   The library keeps no more than a few KiB on the caller's stack.
  *
  * ERRORS
  *   Every function returns a moes_status. On failure, moes_last_error()
  *   gives a message that names the argument and, for data errors, the
  *   element at fault ("ids[3][1] = 300 is outside [-1, 256)").
  *   Bad input never crashes and never writes out of bounds. When ids, the
- *   expert map, out_index or the capacity are wrong, no output buffer is
- *   modified. On CUDA those are found by the kernels: they write nothing
+ *   expert map, out_index, the capacity or a UE8M0 scale are wrong, no
+ *   output buffer is modified. On CUDA those are found by the kernels: they write nothing
  *   and the error is returned by the next moes_synchronize() (and by
  *   moes_get_error()); until then the call itself returned MOES_OK.
  *
@@ -105,9 +116,16 @@ typedef enum moes_status {
     MOES_ERR_OUT_OF_MEMORY = 13,    /* an allocation failed               */
     MOES_ERR_BACKEND_UNAVAILABLE = 14, /* the backend asked for cannot run */
     MOES_ERR_DEVICE = 15,           /* the CUDA driver reported an error  */
-    MOES_ERR_WORKSPACE = 16         /* a call needs more workspace than was
+    MOES_ERR_WORKSPACE = 16,        /* a call needs more workspace than was
                                        reserved, and growing it would
                                        allocate                           */
+    MOES_ERR_INVALID_SCALE = 17,    /* a scale that UE8M0 cannot hold: not
+                                       a positive, finite, normal power of
+                                       two                                */
+    MOES_ERR_OVERLAP = 18,          /* an output shares memory with an
+                                       input or with another output       */
+    MOES_ERR_MISALIGNED = 19        /* a pointer not aligned to the size
+                                       of its elements                    */
 } moes_status;
 
 /* The fixed English name of a status ("invalid id"). Never NULL: an unknown
@@ -148,7 +166,10 @@ typedef enum moes_backend {
 typedef struct moes_context_options {
     size_t struct_size;   /* sizeof(moes_context_options)                */
     int backend;          /* moes_backend; MOES_BACKEND env var overrides */
-    int cpu_threads;      /* OpenMP threads; 0 = OpenMP's default         */
+    int cpu_threads;      /* OpenMP threads; 0 = OpenMP's default
+                             (OMP_NUM_THREADS). Either is capped at the
+                             larger of 64 and 4 per processor, and at
+                             OMP_THREAD_LIMIT                             */
     int cuda_device;      /* device ordinal for CUDA, default 0           */
 } moes_context_options;
 
@@ -302,8 +323,9 @@ MOES_API int moes_routing_init(moes_routing *routing);
  * counts is an output of E entries of counts_dtype (int32 or int64).
  * Returns MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE,
  * MOES_ERR_INVALID_STRIDE, MOES_ERR_INVALID_DTYPE, MOES_ERR_OVERFLOW,
- * MOES_ERR_INVALID_ARGUMENT, and (deferred on CUDA) MOES_ERR_INVALID_ID,
- * MOES_ERR_INVALID_MAP; counts is then unchanged. */
+ * MOES_ERR_INVALID_ARGUMENT, MOES_ERR_OVERLAP, MOES_ERR_MISALIGNED,
+ * MOES_ERR_WORKSPACE, MOES_ERR_OUT_OF_MEMORY, and (deferred on CUDA)
+ * MOES_ERR_INVALID_ID, MOES_ERR_INVALID_MAP; counts is then unchanged. */
 MOES_API int moes_count(moes_context *ctx, const moes_routing *routing,
                         void *counts, int counts_dtype);
 
@@ -332,7 +354,10 @@ typedef enum moes_scale_format {
     MOES_SCALES_FP32 = 1,  /* out_scales[row * rs + s * cs], fp32         */
     /* Packed UE8M0: the exponent byte (bits >> 23) & 0xFF of scales
      * 4w .. 4w+3 in one uint32 word (low byte first, zero bytes past S),
-     * stored at out_scales[row * rs + w * cs], w < ceil(S / 4).          */
+     * stored at out_scales[row * rs + w * cs], w < ceil(S / 4). Every
+     * scale of every token must be a positive, finite, normal power of
+     * two (sign 0, mantissa 0, exponent 1..254), else
+     * MOES_ERR_INVALID_SCALE (a data error: nothing written).            */
     MOES_SCALES_UE8M0 = 2
 } moes_scale_format;
 
@@ -373,7 +398,7 @@ typedef struct moes_scatter_args {
 
     /* Scales out, required iff x_scales is given. Strides in elements
      * (floats or uint32 words); rows must not overlap. 0 and 0 mean
-     * row-major and dense. */
+     * row-major and dense; one of them 0 alone is an error. */
     void *out_scales;
     int out_scales_format;    /* moes_scale_format                         */
     int64_t out_scales_row_stride;
@@ -404,9 +429,10 @@ MOES_API int moes_scatter_args_init(moes_scatter_args *args);
  * Returns MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE,
  * MOES_ERR_INVALID_STRIDE, MOES_ERR_INVALID_DTYPE, MOES_ERR_INVALID_FLAGS,
  * MOES_ERR_INVALID_ALIGNMENT, MOES_ERR_OVERFLOW, MOES_ERR_INVALID_ARGUMENT,
- * MOES_ERR_WORKSPACE, MOES_ERR_OUT_OF_MEMORY, and (deferred on CUDA)
- * MOES_ERR_INVALID_ID, MOES_ERR_INVALID_MAP, MOES_ERR_CAPACITY: then no
- * output buffer is modified. */
+ * MOES_ERR_WORKSPACE, MOES_ERR_OUT_OF_MEMORY, MOES_ERR_OVERLAP,
+ * MOES_ERR_MISALIGNED, and (deferred on CUDA) MOES_ERR_INVALID_ID,
+ * MOES_ERR_INVALID_MAP, MOES_ERR_CAPACITY, MOES_ERR_INVALID_SCALE: then
+ * no output buffer is modified. */
 MOES_API int moes_scatter(moes_context *ctx, const moes_routing *routing,
                           const moes_scatter_args *args);
 
@@ -462,11 +488,15 @@ MOES_API int moes_gather_args_init(moes_gather_args *args);
 /* out[t][h] = cvt(acc), acc = 0 (or old out[t][h] with ACCUMULATE), then
  * for k = 0 .. K-1 with out_index[t][k] >= 0:
  *     acc = fp32(acc + fp32(w[t][k] * y[out_index[t][k]][h]))
- * cvt rounds to nearest even (NaN stays NaN, quiet, sign kept).
+ * cvt rounds to nearest even. Every NaN written is canonical, fp32
+ * included (quiet, no payload): one that came in (the old out, y or w)
+ * keeps its sign (of acc, else w, else y in the step that met it), one
+ * the arithmetic made (inf - inf, 0 * inf) is +NaN.
  * Returns MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE,
  * MOES_ERR_INVALID_STRIDE, MOES_ERR_INVALID_DTYPE, MOES_ERR_INVALID_FLAGS,
- * MOES_ERR_OVERFLOW, MOES_ERR_INVALID_ARGUMENT, and (deferred on CUDA)
- * MOES_ERR_INVALID_OUT_INDEX: then out is unchanged. */
+ * MOES_ERR_OVERFLOW, MOES_ERR_INVALID_ARGUMENT, MOES_ERR_OVERLAP,
+ * MOES_ERR_MISALIGNED, MOES_ERR_WORKSPACE, MOES_ERR_OUT_OF_MEMORY, and
+ * (deferred on CUDA) MOES_ERR_INVALID_OUT_INDEX: then out is unchanged. */
 MOES_API int moes_gather(moes_context *ctx, const moes_gather_args *args);
 
 #ifdef __cplusplus

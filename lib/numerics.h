@@ -9,9 +9,13 @@
  * contraction), except moes_gather_step, which uses the explicitly rounded
  * fp32 operations of each compiler.
  *
- * Rules (DESIGN.md, Numerics):
+ * Rules:
  *   fp32 -> bf16/fp16: round to nearest even, overflow to infinity,
  *   subnormals kept, NaN -> quiet NaN with the same sign (0x7FC0 / 0x7E00).
+ *   Every NaN the gather writes is canonical, fp32 included (0x7FC00000
+ *   with a sign): a NaN that came in keeps its sign and nothing else, a
+ *   NaN made by the arithmetic (inf - inf, 0 * inf) is +NaN. No signalling
+ *   NaN and no payload ever reaches an output.
  */
 #ifndef MOES_NUMERICS_H
 #define MOES_NUMERICS_H
@@ -115,14 +119,26 @@ MOES_HD uint16_t moes_f32_to_f16(float f)
     }
 }
 
-/* UE8M0: the biased exponent byte of an fp32 scale, no rounding. */
+/* UE8M0: the biased exponent byte of an fp32 scale. Only a positive,
+ * finite, normal power of two (sign 0, mantissa 0, exponent 1 .. 254) is
+ * packed: anything else would lose its mantissa (1.5 would become 1.0)
+ * or have no UE8M0 value at all, and is rejected as bad input before the
+ * first write (moes_ue8m0_scale_ok). */
 MOES_HD uint32_t moes_f32_exponent_byte(float f)
 {
     return (moes_f32_to_bits(f) >> 23) & 0xFFu;
 }
 
+/* 1 when the scale with these bits packs into UE8M0 without loss. */
+MOES_HD int moes_ue8m0_scale_ok(uint32_t bits)
+{
+    return (bits & 0x807FFFFFu) == 0 && bits >= 0x00800000u &&
+           bits <= 0x7F000000u;
+}
+
 /* Word w of a packed UE8M0 scale row: the exponent bytes of scales 4w ..
- * 4w+3, low byte first, zero bytes past n_scales. */
+ * 4w+3, low byte first, zero bytes past n_scales. The scales were checked
+ * with moes_ue8m0_scale_ok. */
 MOES_HD uint32_t moes_ue8m0_word(const float *scales, int64_t n_scales,
                                  int64_t w)
 {
@@ -135,18 +151,39 @@ MOES_HD uint32_t moes_ue8m0_word(const float *scales, int64_t n_scales,
     return word;
 }
 
-/* The one NaN that arithmetic in the gather produces. IEEE 754 leaves the
- * sign and payload of a NaN result open (x86 gives 0xFFC00000 for inf -
- * inf and keeps an operand's payload, CUDA gives 0x7FFFFFFF), so every
- * NaN an operation makes is replaced by this one: the positive quiet NaN.
- * A NaN that is only carried through (an accumulated output with no
- * valid k) keeps its sign. */
+/* The canonical quiet NaN: sign bit clear, top mantissa bit set, no
+ * payload. IEEE 754 leaves the sign and payload of a NaN result open (x86
+ * gives 0xFFC00000 for inf - inf and keeps an operand's payload, CUDA
+ * gives 0x7FFFFFFF), so the gather never lets one through as it is. */
 #define MOES_F32_QNAN_BITS 0x7FC00000u
+
+MOES_HD int moes_f32_bits_are_nan(uint32_t u)
+{
+    return (u & 0x7FFFFFFFu) > 0x7F800000u;
+}
+
+/* f itself, or, when f is a NaN, the canonical NaN with f's sign. The
+ * fp32 output of the gather goes through this, as bf16 and fp16 outputs
+ * go through their conversions: an accumulated signalling NaN or a NaN
+ * payload never reaches the output. */
+MOES_HD float moes_f32_canonical(float f)
+{
+    uint32_t u = moes_f32_to_bits(f);
+    return moes_f32_bits_are_nan(u)
+               ? moes_bits_to_f32((u & 0x80000000u) | MOES_F32_QNAN_BITS)
+               : f;
+}
 
 /* One gather step: acc + fp32(w * y), each operation rounded to fp32 on
  * its own (never fused), a NaN result made canonical. The C side relies
  * on -ffp-contract=off and on FLT_EVAL_METHOD == 0; CUDA uses the
- * explicitly rounded intrinsics. */
+ * explicitly rounded intrinsics.
+ *
+ * A NaN result keeps the sign of the NaN that came in, looked for in this
+ * order: acc, then w, then y (the hardware's own choice differs between
+ * CPUs and GPUs). A NaN that no operand carried was made by the
+ * arithmetic (inf - inf, 0 * inf) and is +NaN. Written with selects, not
+ * branches, so that the CPU's loops over a row still vectorize. */
 MOES_HD float moes_gather_step(float acc, float w, float y)
 {
 #if defined(__CUDA_ARCH__)
@@ -155,8 +192,14 @@ MOES_HD float moes_gather_step(float acc, float w, float y)
     float p = w * y;
     float r = acc + p;
 #endif
-    return (moes_f32_to_bits(r) & 0x7FFFFFFFu) > 0x7F800000u
-               ? moes_bits_to_f32(MOES_F32_QNAN_BITS)
+    uint32_t ab = moes_f32_to_bits(acc), wb = moes_f32_to_bits(w);
+    uint32_t yb = moes_f32_to_bits(y);
+    uint32_t from = moes_f32_bits_are_nan(ab)   ? ab
+                    : moes_f32_bits_are_nan(wb) ? wb
+                    : moes_f32_bits_are_nan(yb) ? yb
+                                                : 0u;
+    return moes_f32_bits_are_nan(moes_f32_to_bits(r))
+               ? moes_bits_to_f32((from & 0x80000000u) | MOES_F32_QNAN_BITS)
                : r;
 }
 

@@ -50,6 +50,94 @@ static int is_float_dtype(int d)
     return d == MOES_DTYPE_BF16 || d == MOES_DTYPE_FP16 || d == MOES_DTYPE_FP32;
 }
 
+/* ------------------------------------------------------------------ */
+/* Pointers: alignment and overlap, once every extent is known.       */
+/* ------------------------------------------------------------------ */
+
+/* The bytes a buffer argument covers: from its first element to the end
+ * of the last one a call may touch. Empty for a NULL pointer or no rows. */
+typedef struct moes_span {
+    const char *name;
+    const void *ptr;
+    size_t elem;       /* alignment the pointer needs                     */
+    uintptr_t begin, end;
+} moes_span;
+
+/* A [rows][stride] buffer of which row_len elements per row are used.
+ * Every caller has checked rows * stride * elem against int64, and
+ * row_len <= stride, so the byte count below fits. */
+static moes_span span_rows(const char *name, const void *ptr, int64_t rows,
+                           int64_t stride, int64_t row_len, size_t elem)
+{
+    moes_span sp = {name, ptr, elem, 0, 0};
+    if (ptr && rows > 0 && row_len > 0) {
+        uint64_t bytes =
+            ((uint64_t)(rows - 1) * (uint64_t)stride + (uint64_t)row_len) *
+            (uint64_t)elem;
+        sp.begin = (uintptr_t)ptr;
+        /* A range past the top of the address space cannot be a real
+         * buffer; clamped, it still overlaps whatever lies above it. */
+        sp.end = bytes > UINTPTR_MAX - sp.begin ? UINTPTR_MAX
+                                                : sp.begin + (uintptr_t)bytes;
+    }
+    return sp;
+}
+
+/* Each non-NULL pointer must be aligned to its element size: the
+ * backends load and store whole elements (and CUDA faults on a
+ * misaligned access), and a misaligned element access is undefined
+ * behaviour in C. */
+static int check_alignment(moes_context *ctx, const moes_span *spans, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (spans[i].ptr && spans[i].elem > 1 &&
+            (uintptr_t)spans[i].ptr % spans[i].elem != 0)
+            return moes_set_error(ctx, MOES_ERR_MISALIGNED,
+                "%s = %p is not aligned to its %zu-byte elements",
+                spans[i].name, spans[i].ptr, spans[i].elem);
+    return MOES_OK;
+}
+
+static int spans_overlap(const moes_span *a, const moes_span *b)
+{
+    return a->begin < a->end && b->begin < b->end && a->begin < b->end &&
+           b->begin < a->end;
+}
+
+/* No output may share a byte with an input or with another output: a
+ * call reads its inputs while it writes, and an output written over an
+ * input (or over another output) would be read back as if it were input.
+ * Outputs are taken in order; each is compared with every input, then
+ * with the outputs before it, so the pair reported is fixed. */
+static int check_overlaps(moes_context *ctx, const moes_span *in, int n_in,
+                          const moes_span *out, int n_out)
+{
+    for (int o = 0; o < n_out; o++) {
+        for (int i = 0; i < n_in; i++)
+            if (spans_overlap(&out[o], &in[i]))
+                return moes_set_error(ctx, MOES_ERR_OVERLAP,
+                    "%s overlaps %s: an output must not share memory "
+                    "with an input", out[o].name, in[i].name);
+        for (int p = 0; p < o; p++)
+            if (spans_overlap(&out[o], &out[p]))
+                return moes_set_error(ctx, MOES_ERR_OVERLAP,
+                    "%s overlaps %s: outputs must not share memory",
+                    out[o].name, out[p].name);
+    }
+    return MOES_OK;
+}
+
+/* The routing's inputs: ids, then the map. */
+static int routing_spans(const moes_route_plan *rp, moes_span *in)
+{
+    const moes_routing *r = &rp->r;
+    in[0] = span_rows("routing->ids", r->ids, r->n_tokens, r->ids_stride,
+                      r->top_k, rp->ids_elem);
+    in[1] = span_rows("routing->expert_map", r->expert_map, 1,
+                      r->n_experts_global, r->n_experts_global, 4);
+    return 2;
+}
+
 int moes_validate_routing(moes_context *ctx, const moes_routing *routing,
                           moes_route_plan *plan)
 {
@@ -97,19 +185,28 @@ int moes_validate_routing(moes_context *ctx, const moes_routing *routing,
     if (r.n_tokens > 0 && !r.ids)
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
             "routing->ids is NULL");
-    MOES_TRY(check_extent(ctx, "routing->expert_map", 1, r.n_experts_global, 4));
+    /* E_global entries of the map (E without one) must have a byte count;
+     * without a map the limit is on n_experts, and the message says so. */
+    if (r.expert_map)
+        MOES_TRY(check_extent(ctx, "routing->expert_map", 1,
+                              r.n_experts_global, 4));
+    else
+        MOES_TRY(check_extent(ctx, "routing->n_experts", 1, r.n_experts, 4));
     plan->r = r;
     return MOES_OK;
 }
 
-/* An int32 index output must be able to hold every value it may get. */
-static int check_index_range(moes_context *ctx, const char *name, size_t elem,
-                             int64_t max_value)
+/* An int32 index output must be able to hold every value it may get.
+ * `cause` names the argument whose size makes the values that large. */
+static int check_index_range(moes_context *ctx, const char *output,
+                             const char *cause, int64_t cause_value,
+                             size_t elem, int64_t max_value)
 {
     if (elem == 4 && max_value > INT32_MAX)
         return moes_set_error(ctx, MOES_ERR_OVERFLOW,
-            "%s: values up to %lld do not fit MOES_DTYPE_INT32; use "
-            "MOES_DTYPE_INT64", name, LL(max_value));
+            "%s = %lld: %s get values up to %lld, which do not fit "
+            "MOES_DTYPE_INT32; use MOES_DTYPE_INT64", cause,
+            LL(cause_value), output, LL(max_value));
     return MOES_OK;
 }
 
@@ -125,9 +222,21 @@ int moes_validate_count(moes_context *ctx, const moes_routing *routing,
             counts_dtype);
     if (!counts)
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "counts is NULL");
-    MOES_TRY(check_index_range(ctx, "counts", elem, plan->route.n_choices));
+    MOES_TRY(check_index_range(ctx, "counts", "routing->n_tokens * top_k",
+                               plan->route.n_choices, elem,
+                               plan->route.n_choices));
+    MOES_TRY(check_extent(ctx, "counts", 1, plan->route.r.n_experts, elem));
     plan->counts = counts;
     plan->counts_dtype = counts_dtype;
+    {
+        moes_span in[2], out[1];
+        int n_in = routing_spans(&plan->route, in);
+        out[0] = span_rows("counts", counts, 1, plan->route.r.n_experts,
+                           plan->route.r.n_experts, elem);
+        MOES_TRY(check_alignment(ctx, in, n_in));
+        MOES_TRY(check_alignment(ctx, out, 1));
+        MOES_TRY(check_overlaps(ctx, in, n_in, out, 1));
+    }
     return MOES_OK;
 }
 
@@ -143,6 +252,14 @@ static int resolve_scale_strides(moes_context *ctx, moes_scatter_args *a,
         return moes_set_error(ctx, MOES_ERR_INVALID_STRIDE,
             "args->out_scales_row_stride = %lld and out_scales_col_stride "
             "= %lld must not be negative", LL(rs), LL(cs));
+    /* Both zero means dense row-major. One zero alone has two readings
+     * (a dense row, or a stride the caller forgot), and a caller who
+     * sized the buffer for the other one would get writes past its end. */
+    if ((rs == 0) != (cs == 0))
+        return moes_set_error(ctx, MOES_ERR_INVALID_STRIDE,
+            "args->out_scales_row_stride = %lld and out_scales_col_stride "
+            "= %lld: a zero stride is only valid when both are zero "
+            "(dense row-major)", LL(rs), LL(cs));
     if (cs == 0)
         cs = 1;
     if (rs == 0 && !moes_mul_i64(cols, cs, &rs))
@@ -275,19 +392,36 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
         return moes_set_error(ctx, MOES_ERR_INVALID_DTYPE,
             "args->index_dtype = %d is not MOES_DTYPE_INT32 or "
             "MOES_DTYPE_INT64", a.index_dtype);
-    MOES_TRY(check_index_range(ctx, "args->out_index", plan->index_elem,
-                          plan->out_rows));
-    MOES_TRY(check_index_range(ctx, "args->counts", plan->index_elem,
-                          plan->route.n_choices));
-    /* m_indices holds expert ids. */
-    MOES_TRY(check_index_range(ctx, "args->m_indices", plan->index_elem,
-                          n_experts - 1));
+    /* out_index, expert_start and expert_end hold rows of out (up to
+     * out_rows), counts and masked_m up to N*K choices, m_indices expert
+     * ids (only checked when it is given: nothing else holds one). */
+    MOES_TRY(check_index_range(ctx, "the row indices (out_index, "
+                               "expert_start, expert_end)",
+                               a.layout == MOES_LAYOUT_MASKED
+                                   ? "args->capacity * n_experts"
+                                   : "args->capacity",
+                               plan->out_rows, plan->index_elem,
+                               plan->out_rows));
+    MOES_TRY(check_index_range(ctx, "args->counts",
+                               "routing->n_tokens * top_k",
+                               plan->route.n_choices, plan->index_elem,
+                               plan->route.n_choices));
+    if (a.m_indices)
+        MOES_TRY(check_index_range(ctx, "args->m_indices",
+                                   "routing->n_experts", n_experts,
+                                   plan->index_elem, n_experts - 1));
     MOES_TRY(resolve_stride(ctx, "args->out_index_stride", &a.out_index_stride,
                        r->top_k, "top_k"));
     MOES_TRY(check_extent(ctx, "args->out_index", n_tokens, a.out_index_stride,
                      plan->index_elem));
-    MOES_TRY(check_extent(ctx, "args->m_indices", 1, plan->out_rows,
-                     plan->index_elem));
+    MOES_TRY(check_extent(ctx, a.m_indices ? "args->m_indices"
+                                           : "args->capacity (the rows of "
+                                             "m_indices)",
+                          1, plan->out_rows, plan->index_elem));
+    if (a.counts || a.expert_start || a.expert_end || a.masked_m)
+        MOES_TRY(check_extent(ctx, "the per-expert outputs (counts, "
+                                   "expert_start, expert_end, masked_m)",
+                              1, n_experts, plan->index_elem));
     if (n_tokens > 0 && !a.out_index)
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
                               "args->out_index is NULL");
@@ -315,6 +449,39 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
         if (a.n_dropped)
             return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
                 "args->n_dropped is given, but the layout is not masked");
+    }
+    {
+        moes_span in[4], out[9];
+        int n_in = routing_spans(&plan->route, in);
+        const int64_t out_rows = plan->out_rows;
+        in[n_in++] = span_rows("args->x", a.x, n_tokens, a.x_stride,
+                               a.hidden, x_elem);
+        in[n_in++] = span_rows("args->x_scales", a.x_scales, n_tokens,
+                               a.x_scales_stride, plan->n_scales, 4);
+        out[0] = span_rows("args->out", a.out, out_rows, a.out_stride,
+                           a.hidden, x_elem);
+        /* (rows - 1) * rs + (cols - 1) * cs + 1 elements, checked by
+         * resolve_scale_strides; written as rows of that stride. */
+        out[1] = span_rows("args->out_scales", a.x_scales ? a.out_scales : NULL,
+                           out_rows, a.out_scales_row_stride,
+                           (plan->n_scale_cols - 1) * a.out_scales_col_stride
+                               + 1, 4);
+        out[2] = span_rows("args->out_index", a.out_index, n_tokens,
+                           a.out_index_stride, r->top_k, plan->index_elem);
+        out[3] = span_rows("args->counts", a.counts, 1, n_experts, n_experts,
+                           plan->index_elem);
+        out[4] = span_rows("args->expert_start", a.expert_start, 1,
+                           n_experts, n_experts, plan->index_elem);
+        out[5] = span_rows("args->expert_end", a.expert_end, 1, n_experts,
+                           n_experts, plan->index_elem);
+        out[6] = span_rows("args->m_indices", a.m_indices, 1, out_rows,
+                           out_rows, plan->index_elem);
+        out[7] = span_rows("args->masked_m", a.masked_m, 1, n_experts,
+                           n_experts, plan->index_elem);
+        out[8] = span_rows("args->n_dropped", a.n_dropped, 1, 1, 1, 8);
+        MOES_TRY(check_alignment(ctx, in, n_in));
+        MOES_TRY(check_alignment(ctx, out, 9));
+        MOES_TRY(check_overlaps(ctx, in, n_in, out, 9));
     }
     plan->a = a;
     plan->x_elem = x_elem;
@@ -386,6 +553,20 @@ int moes_validate_gather(moes_context *ctx, const moes_gather_args *args,
     if (a.n_tokens > 0 && !a.out)
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
                               "args->out is NULL");
+    {
+        moes_span in[3], out[1];
+        in[0] = span_rows("args->y", a.y, a.y_rows, a.y_stride, a.hidden,
+                          plan->y_elem);
+        in[1] = span_rows("args->out_index", a.out_index, a.n_tokens,
+                          a.out_index_stride, a.top_k, plan->index_elem);
+        in[2] = span_rows("args->weights", a.weights, a.n_tokens,
+                          a.weights_stride, a.top_k, 4);
+        out[0] = span_rows("args->out", a.out, a.n_tokens, a.out_stride,
+                           a.hidden, plan->out_elem);
+        MOES_TRY(check_alignment(ctx, in, 3));
+        MOES_TRY(check_alignment(ctx, out, 1));
+        MOES_TRY(check_overlaps(ctx, in, 3, out, 1));
+    }
     plan->a = a;
     return MOES_OK;
 }

@@ -30,11 +30,12 @@ Test(api, strerror_every_code)
         "invalid alignment", "invalid expert id", "invalid expert map entry",
         "invalid out_index entry", "capacity too small", "invalid argument",
         "out of memory", "backend unavailable", "device error",
-        "workspace too small"};
-    for (int s = 0; s <= MOES_ERR_WORKSPACE; s++)
+        "workspace too small", "invalid scale", "overlapping buffers",
+        "misaligned pointer"};
+    for (int s = 0; s <= MOES_ERR_MISALIGNED; s++)
         cr_expect_str_eq(moes_strerror(s), names[s], "status %d", s);
     cr_expect_str_eq(moes_strerror(-1), "unknown status");
-    cr_expect_str_eq(moes_strerror(MOES_ERR_WORKSPACE + 1), "unknown status");
+    cr_expect_str_eq(moes_strerror(MOES_ERR_MISALIGNED + 1), "unknown status");
     cr_expect_str_eq(moes_strerror(1 << 30), "unknown status");
 }
 
@@ -337,12 +338,25 @@ Test(api, memory_helpers)
 
 /* After a reservation a call that needs more returns MOES_ERR_WORKSPACE
  * (and writes nothing); a larger reservation makes it work. */
+/* n ids, each naming expert i % e: a routing whose workspace grows with
+ * n (the dense way: N*K is not small next to E). */
+static void *spread_ids(moes_context *ctx, int64_t n, int64_t e)
+{
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    void *d;
+    cr_assert(ids != NULL);
+    for (int64_t i = 0; i < n; i++)
+        ids[i] = (int32_t)(i % e);
+    d = dev_from(ctx, ids, n * (int64_t)sizeof *ids);
+    free(ids);
+    return d;
+}
+
 Test(api, reserve_workspace)
 {
     moes_context *ctx = test_open(1);
-    const int64_t e = 5000;
-    int32_t ids[2] = {4999, 0};
-    void *d_ids = dev_from(ctx, ids, sizeof ids);
+    const int64_t e = 5000, n = 5000;
+    void *d_ids = spread_ids(ctx, n, e);
     void *d_counts = dev_new(ctx, e * 4);
     moes_routing r;
     cr_expect_eq(moes_reserve_workspace(ctx, -1, 1, 1), MOES_ERR_INVALID_SIZE);
@@ -352,7 +366,7 @@ Test(api, reserve_workspace)
                  MOES_ERR_OVERFLOW);
     cr_assert_eq(moes_reserve_workspace(ctx, 2, 1, 4), MOES_OK);
     moes_routing_init(&r);
-    r.n_tokens = 2;
+    r.n_tokens = n;
     r.top_k = 1;
     r.n_experts = e;
     r.ids = d_ids;
@@ -361,7 +375,7 @@ Test(api, reserve_workspace)
     cr_expect(strstr(moes_last_error(ctx), "workspace") != NULL, "%s",
               moes_last_error(ctx));
     cr_expect(dev_is_canary(ctx, d_counts, e * 4));
-    cr_assert_eq(moes_reserve_workspace(ctx, 2, 1, e), MOES_OK);
+    cr_assert_eq(moes_reserve_workspace(ctx, n, 1, e), MOES_OK);
     cr_expect_eq(moes_count(ctx, &r, d_counts, MOES_DTYPE_INT32), MOES_OK,
                  "%s", moes_last_error(ctx));
     cr_expect_eq(moes_synchronize(ctx), MOES_OK);
@@ -369,7 +383,40 @@ Test(api, reserve_workspace)
         int32_t *c = dev_get(ctx, d_counts, e * 4);
         cr_expect_eq(c[0], 1);
         cr_expect_eq(c[4999], 1);
+        cr_expect_eq(c[1], 1);
+        free(c);
+    }
+    dev_free(ctx, d_ids);
+    dev_free(ctx, d_counts);
+    test_close(ctx);
+}
+
+/* A few tokens over many experts: the workspace follows N*K, not E, so
+ * a reservation for few experts is enough for any number of them. */
+Test(api, workspace_does_not_grow_with_experts)
+{
+    moes_context *ctx = test_open(4);
+    const int64_t e = 1000000;
+    int32_t ids[4] = {999999, 0, 5, 999999};
+    void *d_ids = dev_from(ctx, ids, sizeof ids);
+    void *d_counts = dev_new(ctx, e * 4);
+    moes_routing r;
+    cr_assert_eq(moes_reserve_workspace(ctx, 4, 1, 4), MOES_OK);
+    moes_routing_init(&r);
+    r.n_tokens = 4;
+    r.top_k = 1;
+    r.n_experts = e;
+    r.ids = d_ids;
+    cr_expect_eq(moes_count(ctx, &r, d_counts, MOES_DTYPE_INT32), MOES_OK,
+                 "%s", moes_last_error(ctx));
+    cr_expect_eq(moes_synchronize(ctx), MOES_OK);
+    {
+        int32_t *c = dev_get(ctx, d_counts, e * 4);
+        cr_expect_eq(c[0], 1);
+        cr_expect_eq(c[5], 1);
+        cr_expect_eq(c[999999], 2);
         cr_expect_eq(c[1], 0);
+        cr_expect_eq(c[999998], 0);
         free(c);
     }
     dev_free(ctx, d_ids);
@@ -403,15 +450,14 @@ Test(api, capacity_without_context_keeps_no_message)
 Test(api, failed_reservation_keeps_the_earlier_one)
 {
     moes_context *ctx = test_open(1);
-    int32_t ids[2] = {999, 0};
-    void *d_ids = dev_from(ctx, ids, sizeof ids);
-    void *d_counts = dev_new(ctx, 1000 * 4);
+    void *d_ids = spread_ids(ctx, 8000, 2000);
+    void *d_counts = dev_new(ctx, 2000 * 4);
     moes_routing r;
     int st;
     moes_routing_init(&r);
-    r.n_tokens = 2;
+    r.n_tokens = 8000;
     r.top_k = 1;
-    r.n_experts = 1000;
+    r.n_experts = 2000;
     r.ids = d_ids;
     cr_assert_eq(moes_reserve_workspace(ctx, 2, 1, 4), MOES_OK);
     cr_expect_eq(moes_count(ctx, &r, d_counts, MOES_DTYPE_INT32),
@@ -421,7 +467,7 @@ Test(api, failed_reservation_keeps_the_earlier_one)
               "%d: %s", st, moes_last_error(ctx));
     cr_expect_eq(moes_count(ctx, &r, d_counts, MOES_DTYPE_INT32),
                  MOES_ERR_WORKSPACE, "the first reservation was dropped");
-    cr_expect(dev_is_canary(ctx, d_counts, 1000 * 4));
+    cr_expect(dev_is_canary(ctx, d_counts, 2000 * 4));
     dev_free(ctx, d_ids);
     dev_free(ctx, d_counts);
     test_close(ctx);

@@ -380,6 +380,17 @@ static void scale_stride_negative(fixture *f)
 static void scale_bytes_overflow(fixture *f)
 {
     f->s.out_scales_row_stride = INT64_MAX / 16;
+    f->s.out_scales_col_stride = 1;
+}
+static void scale_row_stride_alone_zero(fixture *f)
+{
+    f->s.out_scales_row_stride = 0;
+    f->s.out_scales_col_stride = 64;
+}
+static void scale_col_stride_alone_zero(fixture *f)
+{
+    f->s.out_scales_row_stride = S;
+    f->s.out_scales_col_stride = 0;
 }
 static void index_dtype_float(fixture *f) { f->s.index_dtype = MOES_DTYPE_FP16; }
 static void out_index_stride_small(fixture *f) { f->s.out_index_stride = 1; }
@@ -470,6 +481,10 @@ static const bad_case scatter_cases[] = {
     BAD(scale_rows_overlap, MOES_ERR_INVALID_STRIDE, "overlap"),
     BAD(scale_stride_negative, MOES_ERR_INVALID_STRIDE, "out_scales"),
     BAD(scale_bytes_overflow, MOES_ERR_OVERFLOW, "out_scales"),
+    BAD(scale_row_stride_alone_zero, MOES_ERR_INVALID_STRIDE,
+        "out_scales_row_stride"),
+    BAD(scale_col_stride_alone_zero, MOES_ERR_INVALID_STRIDE,
+        "out_scales_col_stride"),
     BAD(index_dtype_float, MOES_ERR_INVALID_DTYPE, "index_dtype"),
     BAD(out_index_stride_small, MOES_ERR_INVALID_STRIDE, "out_index_stride"),
     BAD(int32_rows_overflow, MOES_ERR_OVERFLOW, "INT32"),

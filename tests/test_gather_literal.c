@@ -126,15 +126,16 @@ Test(gather_literal, overflow_to_infinity)
 
 Test(gather_literal, nan_canonical)
 {
-    /* Token 0: inf + -inf; token 1: -1 * (a negative NaN with a payload);
-     * token 2: 0 * that NaN, then 1 * it. Every result is the positive
-     * quiet NaN, in each output dtype. */
+    /* Token 0: inf + -inf, a NaN made by the arithmetic: +NaN. Token 1:
+     * -1 * (a negative NaN with a payload); token 2: 0 * that NaN, then
+     * 1 * it: the NaN came in, so it keeps its sign and loses its payload.
+     * The same canonical NaNs in each output dtype. */
     const float y[3] = {INFINITY, -INFINITY, f32(0xFFC01234u)};
     const int32_t index[3 * 2] = {0, 1, 2, -1, 2, 2};
     const float w[3 * 2] = {1, 1, -1, 1, 0, 1};
-    const uint32_t want32[3] = {0x7FC00000u, 0x7FC00000u, 0x7FC00000u};
-    const uint16_t want_bf[3] = {0x7FC0, 0x7FC0, 0x7FC0};
-    const uint16_t want_h[3] = {0x7E00, 0x7E00, 0x7E00};
+    const uint32_t want32[3] = {0x7FC00000u, 0xFFC00000u, 0xFFC00000u};
+    const uint16_t want_bf[3] = {0x7FC0, 0xFFC0, 0xFFC0};
+    const uint16_t want_h[3] = {0x7E00, 0xFE00, 0xFE00};
     uint32_t *o32;
     uint16_t *o16;
     o32 = run_gather(y, MOES_DTYPE_FP32, 3, index, w, MOES_DTYPE_FP32,
@@ -154,8 +155,9 @@ Test(gather_literal, nan_canonical)
 
 Test(gather_literal, nan_carried_keeps_sign)
 {
-    /* ACCUMULATE with no valid k: the old value is carried. An fp32 NaN
-     * keeps its bits; a bf16 NaN is narrowed again: quiet, sign kept. */
+    /* ACCUMULATE with no valid k: the old value is carried, and a NaN
+     * among them is made canonical in every dtype: quiet, sign kept,
+     * payload dropped (a signalling fp32 NaN included). */
     const float y[1] = {1.0f};
     const int32_t index[2] = {-1, -1};
     const uint32_t init32[1] = {0xFFC01234u};
@@ -167,10 +169,37 @@ Test(gather_literal, nan_carried_keeps_sign)
     uint16_t *o16 = run_gather(y, MOES_DTYPE_FP32, 1, index, NULL,
                                MOES_DTYPE_BF16, init16,
                                MOES_GATHER_ACCUMULATE, 1, 2, 1);
-    cr_expect_eq(o32[0], 0xFFC01234u, "0x%08x", o32[0]);
+    cr_expect_eq(o32[0], 0xFFC00000u, "0x%08x", o32[0]);
     cr_expect_arr_eq(o16, want16, sizeof want16, "0x%04x", o16[0]);
     free(o32);
     free(o16);
+}
+
+Test(gather_literal, fp32_signalling_nan_made_canonical)
+{
+    /* A signalling NaN, positive and negative, carried with no valid k
+     * (ACCUMULATE), and one read from y and summed: each output is the
+     * quiet NaN with the incoming sign, never the signalling one. */
+    const float y[2] = {f32(0x7F800001u), f32(0xFFA00001u)};
+    const int32_t carried[2] = {-1, -1}, summed[2] = {0, 1};
+    const uint32_t init_pos[1] = {0x7F800001u}, init_neg[1] = {0xFF800123u};
+    uint32_t *o = run_gather(y, MOES_DTYPE_FP32, 2, carried, NULL,
+                             MOES_DTYPE_FP32, init_pos,
+                             MOES_GATHER_ACCUMULATE, 1, 2, 1);
+    cr_expect_eq(o[0], 0x7FC00000u, "0x%08x", o[0]);
+    free(o);
+    o = run_gather(y, MOES_DTYPE_FP32, 2, carried, NULL, MOES_DTYPE_FP32,
+                   init_neg, MOES_GATHER_ACCUMULATE, 1, 2, 1);
+    cr_expect_eq(o[0], 0xFFC00000u, "0x%08x", o[0]);
+    free(o);
+    o = run_gather(y, MOES_DTYPE_FP32, 2, summed, NULL, MOES_DTYPE_FP32,
+                   NULL, 0, 1, 2, 1);
+    cr_expect_eq(o[0], 0x7FC00000u, "0x%08x", o[0]);
+    free(o);
+    o = run_gather(y, MOES_DTYPE_FP32, 2, summed + 1, NULL, MOES_DTYPE_FP32,
+                   NULL, 0, 1, 1, 1);
+    cr_expect_eq(o[0], 0xFFC00000u, "0x%08x", o[0]);
+    free(o);
 }
 
 Test(gather_literal, all_skipped_gives_zero)

@@ -106,7 +106,8 @@ Test(kit, faults_give_their_status)
         {MOES_ERR_INVALID_ID, MOES_ERR_INVALID_ID, -1},
         {MOES_ERR_INVALID_MAP, MOES_ERR_INVALID_MAP, -1},
         {MOES_OK, MOES_ERR_CAPACITY, -1},
-        {MOES_OK, MOES_OK, MOES_ERR_INVALID_OUT_INDEX}};
+        {MOES_OK, MOES_OK, MOES_ERR_INVALID_OUT_INDEX},
+        {MOES_OK, MOES_ERR_INVALID_SCALE, -1}};
     for (int f = 0; f < MOES_CASE_FAULT_COUNT; f++) {
         for (uint64_t seed = 0; seed < 40; seed++) {
             moes_case c;

@@ -298,6 +298,21 @@ Test(numerics, subnormals_and_ties)
     cr_assert_eq(moes_f32_to_f16(f32(0x80000000u)), 0x8000);
 }
 
+Test(numerics, ue8m0_scale_ok)
+{
+    /* Only positive, finite, normal powers of two pack without loss. */
+    cr_assert(moes_ue8m0_scale_ok(0x3F800000u));  /* 1.0        */
+    cr_assert(moes_ue8m0_scale_ok(0x00800000u));  /* 2^-126     */
+    cr_assert(moes_ue8m0_scale_ok(0x7F000000u));  /* 2^127      */
+    cr_assert(!moes_ue8m0_scale_ok(0x3FC00000u)); /* 1.5        */
+    cr_assert(!moes_ue8m0_scale_ok(0xBF800000u)); /* -1.0       */
+    cr_assert(!moes_ue8m0_scale_ok(0x00000000u)); /* 0          */
+    cr_assert(!moes_ue8m0_scale_ok(0x80000000u)); /* -0         */
+    cr_assert(!moes_ue8m0_scale_ok(0x00400000u)); /* 2^-127, subnormal */
+    cr_assert(!moes_ue8m0_scale_ok(0x7F800000u)); /* inf        */
+    cr_assert(!moes_ue8m0_scale_ok(0x7FC00000u)); /* NaN        */
+}
+
 Test(numerics, ue8m0)
 {
     float s[5] = {1.0f, 2.0f, 0.5f, -8.0f, 1e-40f};
@@ -310,7 +325,9 @@ Test(numerics, ue8m0)
 }
 
 /* The gather step rounds the product before the sum (no fused
- * multiply-add) and makes every NaN result the positive quiet NaN. */
+ * multiply-add) and makes every NaN result canonical: +NaN when the
+ * arithmetic made it, the incoming NaN's sign (acc, then w, then y)
+ * otherwise. */
 Test(numerics, gather_step)
 {
     float w = 1.0f + ldexpf(1.0f, -12);
@@ -320,7 +337,14 @@ Test(numerics, gather_step)
     r = moes_gather_step(INFINITY, 1.0f, -INFINITY);
     cr_assert_eq(moes_f32_to_bits(r), MOES_F32_QNAN_BITS);
     r = moes_gather_step(1.0f, 1.0f, f32(0xFFC00001u));
+    cr_assert_eq(moes_f32_to_bits(r), 0xFFC00000u);
+    r = moes_gather_step(1.0f, f32(0x7F800001u), f32(0xFFC00001u));
     cr_assert_eq(moes_f32_to_bits(r), MOES_F32_QNAN_BITS);
+    r = moes_gather_step(f32(0xFF800001u), f32(0x7F800001u), 1.0f);
+    cr_assert_eq(moes_f32_to_bits(r), 0xFFC00000u);
+    cr_assert_eq(moes_f32_to_bits(moes_f32_canonical(f32(0x7F800001u))),
+                 MOES_F32_QNAN_BITS);
+    cr_assert_eq(moes_f32_to_bits(moes_f32_canonical(-2.5f)), 0xC0200000u);
     r = moes_gather_step(0.0f, 0.0f, INFINITY);
     cr_assert_eq(moes_f32_to_bits(r), MOES_F32_QNAN_BITS);
     r = moes_gather_step(ldexpf(1.0f, -149), 1.0f, ldexpf(1.0f, -149));

@@ -312,13 +312,19 @@ Test(scatter_literal, expert_map_int64)
 }
 
 /* Scales: H = 5, block 1 so S = 5; two tokens, both to expert 0, A = 1,
- * capacity 3 (one tail row). UE8M0 packs 4 exponent bytes per word, low
- * byte first, no rounding, zero bytes past S. */
+ * capacity 3 (one tail row). fp32 scales are copied bit for bit, any
+ * value; UE8M0 packs 4 exponent bytes per word, low byte first, zero
+ * bytes past S, of scales that are powers of two (the smallest normal
+ * one, 2^-126, included). */
 static void scales_case(int format, int mn_major, unsigned flags,
                         const uint32_t *want, int64_t n_words)
 {
-    const float xs[2 * 5] = {1.0f, 2.0f, 0.5f, -8.0f, 1024.0f,
-                             3.0f, 1e-40f, -0.75f, 1.5f, 65536.0f};
+    const float any[2 * 5] = {1.0f, 2.0f, 0.5f, -8.0f, 1024.0f,
+                              3.0f, 1e-40f, -0.75f, 1.5f, 65536.0f};
+    const float powers_of_two[2 * 5] = {1.0f, 2.0f, 0.5f, 8.0f, 1024.0f,
+                                        2.0f, 0x1p-126f, 0.5f, 1.0f,
+                                        65536.0f};
+    const float *xs = format == MOES_SCALES_UE8M0 ? powers_of_two : any;
     const int32_t ids[2] = {0, 0};
     const uint16_t x[2 * 5] = {0};
     const int64_t rows = 3;
@@ -326,7 +332,7 @@ static void scales_case(int format, int mn_major, unsigned flags,
     moes_context *ctx = test_open(0);
     void *d_ids = dev_from(ctx, ids, sizeof ids);
     void *d_x = dev_from(ctx, x, sizeof x);
-    void *d_xs = dev_from(ctx, xs, sizeof xs);
+    void *d_xs = dev_from(ctx, xs, sizeof any);
     void *d_out = dev_new(ctx, rows * 5 * 2), *d_index = dev_new(ctx, 8);
     void *d_m = dev_new(ctx, rows * 4);
     void *d_os = dev_new(ctx, rows * cols * 4);
@@ -377,8 +383,8 @@ static void scales_case(int format, int mn_major, unsigned flags,
 
 Test(scatter_literal, ue8m0_row_major)
 {
-    /* Row 0: exponents 7F 80 7E 82 | 89; row 1: 80 00 7E 7F | 8F. */
-    const uint32_t want[6] = {0x827E807Fu, 0x00000089u, 0x7F7E0080u,
+    /* Row 0: exponents 7F 80 7E 82 | 89; row 1: 80 01 7E 7F | 8F. */
+    const uint32_t want[6] = {0x827E807Fu, 0x00000089u, 0x7F7E0180u,
                               0x0000008Fu, CW, CW};
     scales_case(MOES_SCALES_UE8M0, 0, 0, want, 6);
 }
@@ -386,7 +392,7 @@ Test(scatter_literal, ue8m0_row_major)
 Test(scatter_literal, ue8m0_mn_major_zero_padding)
 {
     /* Column-major: word w of row r at r + 3 w; the tail row is zeroed. */
-    const uint32_t want[6] = {0x827E807Fu, 0x7F7E0080u, 0,
+    const uint32_t want[6] = {0x827E807Fu, 0x7F7E0180u, 0,
                               0x00000089u, 0x0000008Fu, 0};
     scales_case(MOES_SCALES_UE8M0, 1, MOES_SCATTER_ZERO_PADDING, want, 6);
 }

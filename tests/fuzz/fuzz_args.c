@@ -4,14 +4,24 @@
  * moes_gather on the CPU backend.
  *
  * The input becomes the sizes, strides, dtypes, flags, layout, alignment,
- * capacity, struct_size, which pointers are NULL, and the values of ids,
- * the expert map, out_index and the data. Every buffer is exactly as large
- * as the arguments claim; outputs sit between canaries and start
- * canary-filled. Then:
+ * capacity, struct_size, which pointers are NULL, the thread count, and
+ * the values of ids, the expert map, out_index and the data. Every buffer
+ * is exactly as large as the arguments claim; outputs sit between
+ * canaries and start canary-filled. Then:
  *   - the library and the test kit's oracle return the same status;
  *   - on success every output byte equals the oracle's;
  *   - on failure no output byte changed and there is a message;
  *   - never a guard overwritten, a crash or a sanitizer report.
+ *
+ * One call in four places every buffer inside one arena instead, each at
+ * an offset the input chooses: after the others (with a gap of 0 to 24
+ * bytes, so sometimes touching), or inside an earlier one (an overlap,
+ * now and then misaligned). The oracle gets a copy of the arena with the
+ * same layout and alignment, so it sees the same overlaps; on success the
+ * two arenas must then be equal byte for byte (a write outside an output
+ * shows up there), on failure the library's must be untouched. One call
+ * in 32 allows buffers of up to 8 MiB instead of 256 KiB (longer rows,
+ * more than one gather chunk, larger capacities).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -29,6 +39,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 enum { MAX_BUFFERS = 16 };
 
+/* Buffers in arena mode: where each one lies in the arena. */
+enum { MAX_PLACED = 2 * MAX_BUFFERS };
+
 /* The buffers of one call: inputs (exact, plain) and outputs (guarded). */
 typedef struct call_buffers {
     void *inputs[MAX_BUFFERS];
@@ -40,12 +53,26 @@ typedef struct call_buffers {
     int skip;        /* a valid size too large to run fast               */
     int overflowed;  /* a claimed size that does not fit int64           */
     uint64_t seed;
+    int64_t max_bytes; /* a larger buffer skips the call                 */
+    /* Arena mode: each buffer's own allocation and its place. */
+    int arena;
+    fz_input *in;
+    const void *staged[MAX_PLACED];
+    size_t staged_len[MAX_PLACED], placed[MAX_PLACED], arena_end;
+    int n_staged;
+    fz_buf lib_arena;    /* the library's buffers, between guards        */
+    uint8_t *oracle_arena; /* the oracle's copy, same layout            */
 } call_buffers;
 
-static moes_context *cpu_context(int threads)
+/* Thread counts by slot: one, a few, more than the cores, and one far
+ * past what any machine runs (the library caps it). */
+static const int thread_counts[] = {1, 2, 3, 4, 7, 100000};
+
+static moes_context *cpu_context(int slot)
 {
-    static moes_context *contexts[3];
-    if (!contexts[threads]) {
+    static moes_context *contexts[6];
+    const int threads = thread_counts[slot];
+    if (!contexts[slot]) {
         moes_context_options o;
         /* Sleeping, not spinning, between parallel regions: the machine
          * may have fewer cores than threads. LLVM's OpenMP reads this when
@@ -54,10 +81,10 @@ static moes_context *cpu_context(int threads)
         moes_context_options_init(&o);
         o.backend = MOES_BACKEND_CPU;
         o.cpu_threads = threads;
-        if (moes_context_create(&contexts[threads], &o) != MOES_OK)
+        if (moes_context_create(&contexts[slot], &o) != MOES_OK)
             fz_fail("cannot open a CPU context: %s", moes_last_error(NULL));
     }
-    return contexts[threads];
+    return contexts[slot];
 }
 
 /* Sizes an argument; returns the byte count to allocate, or marks the
@@ -66,7 +93,8 @@ static size_t claim(call_buffers *cb, int64_t rows, int64_t stride,
                     int64_t row_len, int64_t elem)
 {
     size_t bytes;
-    switch (fz_extent(rows, stride, row_len, elem, &bytes)) {
+    switch (fz_extent_max(rows, stride, row_len, elem, cb->max_bytes,
+                          &bytes)) {
     case FZ_EXTENT_TOO_BIG:
         cb->skip = 1;
         return 0;
@@ -88,6 +116,33 @@ static void claim_absent(call_buffers *cb, int64_t rows, int64_t stride,
         cb->overflowed = 1;
 }
 
+/* Arena mode: where a buffer of len bytes goes. Mostly after the others
+ * (8-byte aligned, with a gap of 0, 8, 16 or 24 bytes); one time in
+ * five inside an earlier buffer (or just past its end), 8-byte aligned
+ * unless the input asks for an odd offset. */
+static void place(call_buffers *cb, const void *p, size_t len)
+{
+    uint8_t b;
+    size_t off;
+    if (!cb->arena || cb->n_staged >= MAX_PLACED)
+        return;
+    b = fz_u8(cb->in);
+    if (cb->n_staged > 0 && b >= 204) {
+        int i = b % cb->n_staged;
+        off = cb->placed[i] + fz_u8(cb->in) % (cb->staged_len[i] + 1);
+        if ((b & 15) != 15)
+            off &= ~(size_t)7;
+    } else {
+        off = ((cb->arena_end + 7) & ~(size_t)7) + (size_t)(b % 4) * 8;
+    }
+    cb->staged[cb->n_staged] = p;
+    cb->staged_len[cb->n_staged] = len;
+    cb->placed[cb->n_staged] = off;
+    cb->n_staged++;
+    if (off + len > cb->arena_end)
+        cb->arena_end = off + len;
+}
+
 /* An input of len bytes; its contents come from fill (or noise). */
 static void *add_input(call_buffers *cb, size_t len, const void *fill)
 {
@@ -100,6 +155,7 @@ static void *add_input(call_buffers *cb, size_t len, const void *fill)
     if (!fill)
         fz_fill_bytes(p, len, &cb->seed);
     cb->inputs[cb->n_inputs++] = p;
+    place(cb, p, len);
     return p;
 }
 
@@ -118,7 +174,69 @@ static void *add_output(call_buffers *cb, const char *name, size_t len,
     cb->names[cb->n_outputs] = name;
     cb->expected[cb->n_outputs] = fz_input_copy(b->initial, len);
     cb->n_outputs++;
+    place(cb, b->data, len);
     return b->data;
+}
+
+/* Arena mode: both arenas, each buffer's contents copied to its place
+ * (in the order they were added: a later buffer placed over an earlier
+ * one wins, as it would in the caller's memory). */
+static void build_arenas(call_buffers *cb)
+{
+    size_t len = cb->arena_end;
+    uint8_t *data = malloc(len ? len : 1);
+    if (!data || !fz_buf_alloc(&cb->lib_arena, len))
+        fz_fail("out of memory");
+    memcpy(data, cb->lib_arena.data, len);
+    for (int i = 0; i < cb->n_staged; i++)
+        if (cb->staged_len[i])
+            memcpy(data + cb->placed[i], cb->staged[i], cb->staged_len[i]);
+    fz_buf_set(&cb->lib_arena, data);
+    cb->oracle_arena = data;
+}
+
+/* The arena address of a buffer, in the arena at base (NULL stays NULL;
+ * a pointer the fuzzer did not place stays as it is). */
+static void *in_arena(const call_buffers *cb, const void *p, uint8_t *base)
+{
+    if (!p)
+        return NULL;
+    for (int i = 0; i < cb->n_staged; i++)
+        if (cb->staged[i] == p)
+            return base + cb->placed[i];
+    return (void *)p;
+}
+
+static void routing_in_arena(const call_buffers *cb, moes_routing *r,
+                             uint8_t *base)
+{
+    r->ids = in_arena(cb, r->ids, base);
+    r->expert_map = in_arena(cb, r->expert_map, base);
+}
+
+static void scatter_in_arena(const call_buffers *cb, moes_scatter_args *a,
+                             uint8_t *base)
+{
+    a->x = in_arena(cb, a->x, base);
+    a->x_scales = in_arena(cb, a->x_scales, base);
+    a->out = in_arena(cb, a->out, base);
+    a->out_scales = in_arena(cb, a->out_scales, base);
+    a->out_index = in_arena(cb, a->out_index, base);
+    a->counts = in_arena(cb, a->counts, base);
+    a->expert_start = in_arena(cb, a->expert_start, base);
+    a->expert_end = in_arena(cb, a->expert_end, base);
+    a->m_indices = in_arena(cb, a->m_indices, base);
+    a->masked_m = in_arena(cb, a->masked_m, base);
+    a->n_dropped = in_arena(cb, a->n_dropped, base);
+}
+
+static void gather_in_arena(const call_buffers *cb, moes_gather_args *a,
+                            uint8_t *base)
+{
+    a->y = in_arena(cb, a->y, base);
+    a->out_index = in_arena(cb, a->out_index, base);
+    a->weights = in_arena(cb, a->weights, base);
+    a->out = in_arena(cb, a->out, base);
 }
 
 /* The oracle's copy of the output whose data is p (NULL stays NULL). */
@@ -134,6 +252,10 @@ static void *expected_of(call_buffers *cb, const void *p)
 
 static void free_buffers(call_buffers *cb)
 {
+    if (cb->oracle_arena) {
+        fz_buf_free(&cb->lib_arena);
+        free(cb->oracle_arena);
+    }
     for (int i = 0; i < cb->n_inputs; i++)
         free(cb->inputs[i]);
     for (int i = 0; i < cb->n_outputs; i++) {
@@ -145,7 +267,47 @@ static void free_buffers(call_buffers *cb)
 static int is_data_error(int st)
 {
     return st == MOES_ERR_INVALID_ID || st == MOES_ERR_INVALID_MAP ||
-           st == MOES_ERR_INVALID_OUT_INDEX || st == MOES_ERR_CAPACITY;
+           st == MOES_ERR_INVALID_OUT_INDEX || st == MOES_ERR_CAPACITY ||
+           st == MOES_ERR_INVALID_SCALE;
+}
+
+/* The verdict on one call in arena mode: the library's arena against the
+ * oracle's. */
+static void judge_arena(call_buffers *cb, const char *op, moes_context *ctx,
+                        int got, int want)
+{
+    const fz_buf *a = &cb->lib_arena;
+    if (!fz_buf_guards_ok(a))
+        fz_fail("%s wrote outside the arena (status %d)", op, got);
+    if (cb->overflowed) {
+        if (got == MOES_OK)
+            fz_fail("%s accepted a buffer whose size overflows int64", op);
+        want = got;
+    }
+    if (got != want)
+        fz_fail("%s returned %d (%s: %s), the oracle %d (%s: %s), buffers "
+                "in one arena", op, got, moes_strerror(got),
+                moes_last_error(ctx), want, moes_strerror(want),
+                moes_oracle_last_error());
+    if (got != MOES_OK) {
+        const char *msg = moes_last_error(ctx);
+        if (!msg || !*msg)
+            fz_fail("%s returned %d with no message", op, got);
+        if (!fz_buf_untouched(a))
+            fz_fail("%s returned %d (%s) but changed arena byte %lld", op,
+                    got, msg, (long long)fz_buf_diff(a, a->initial));
+        if (is_data_error(got) && !cb->overflowed &&
+            strcmp(msg, moes_oracle_last_error()) != 0)
+            fz_fail("%s: message \"%s\", the oracle's \"%s\"", op, msg,
+                    moes_oracle_last_error());
+        return;
+    }
+    {
+        int64_t at = fz_buf_diff(a, cb->oracle_arena);
+        if (at >= 0)
+            fz_fail("%s: arena byte %lld is 0x%02x, the oracle's 0x%02x",
+                    op, (long long)at, a->data[at], cb->oracle_arena[at]);
+    }
 }
 
 /* The verdict on one call, given the library's and the oracle's status. */
@@ -412,6 +574,21 @@ static void fuzz_count(fz_input *in, call_buffers *cb, moes_context *ctx)
     }
     if (cb->skip)
         return;
+    if (cb->arena) {
+        moes_routing ro = r;
+        build_arenas(cb);
+        routing_in_arena(cb, &r, cb->lib_arena.data);
+        routing_in_arena(cb, &ro, cb->oracle_arena);
+        got = moes_count(ctx, routing_null ? NULL : &r,
+                         in_arena(cb, counts, cb->lib_arena.data), dtype);
+        want = cb->overflowed
+                   ? MOES_OK
+                   : moes_oracle_count(routing_null ? NULL : &ro,
+                                       in_arena(cb, counts, cb->oracle_arena),
+                                       dtype);
+        judge_arena(cb, "moes_count", ctx, got, want);
+        return;
+    }
     got = moes_count(ctx, routing_null ? NULL : &r, counts, dtype);
     want = cb->overflowed ? MOES_OK
                           : moes_oracle_count(routing_null ? NULL : &r,
@@ -447,7 +624,11 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
     switch (b % 8) {
     case 0: case 1: case 2: case 3: a.capacity = needed + (b >> 3) % 3; break;
     case 4: a.capacity = needed > 0 ? needed - 1 : 0; break;
-    case 5: a.capacity = fz_range(in, 0, 40); break;
+    case 5:
+        a.capacity = cb->max_bytes > FZ_MAX_BUFFER_BYTES
+                         ? fz_range(in, 0, 60000)
+                         : fz_range(in, 0, 40);
+        break;
     case 6:
         if (moes_scatter_capacity(NULL, a.layout, r.n_tokens, r.top_k,
                                   r.n_experts, a.alignment,
@@ -458,7 +639,9 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
     }
     a.x_dtype = decode_float_dtype(in, MOES_DTYPE_FP8_E4M3);
     b = fz_u8(in);
-    a.hidden = b < 240 ? 1 + b % 24 : fz_wild(in);
+    a.hidden = b >= 240 ? fz_wild(in)
+               : cb->max_bytes > FZ_MAX_BUFFER_BYTES ? 1 + (b * 41) % 6000
+                                                     : 1 + b % 24;
     a.x_stride = decode_stride(in, a.hidden);
     a.out_stride = decode_stride(in, a.hidden);
     a.index_dtype = decode_index_dtype(in);
@@ -517,6 +700,27 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
                                claim(cb, r.n_tokens, a.x_scales_stride,
                                      n_scales, 4),
                                NULL);
+        /* UE8M0 packs powers of two only: mostly give it those (noise
+         * would almost always be refused), now and then with one bad
+         * scale among them; one time in eight the noise stays. */
+        if (a.x_scales && a.out_scales_format == MOES_SCALES_UE8M0 &&
+            (cb->seed >> 8) % 8 != 0) {
+            size_t n = claim(cb, r.n_tokens, a.x_scales_stride, n_scales, 4) / 4;
+            uint32_t *xs = (uint32_t *)(void *)a.x_scales;
+            for (size_t i = 0; i < n; i++) {
+                uint64_t v = fz_next(&cb->seed);
+                uint32_t e = v % 16 == 0 ? 1 + (uint32_t)(v >> 8) % 254
+                                         : 100 + (uint32_t)(v >> 8) % 56;
+                xs[i] = e << 23;
+            }
+            if (n > 0 && (cb->seed >> 11) % 8 == 0) {
+                static const uint32_t bad[] = {0x3FC00000u, 0xBF800000u, 0,
+                                               0x80000000u, 0x00400000u,
+                                               0x7F800000u, 0x7FC00001u};
+                uint64_t v = fz_next(&cb->seed);
+                xs[v % n] = bad[(v >> 32) % 7];
+            }
+        }
         {
             /* ((rows - 1) * rs + (cols - 1) * cs + 1) floats, with the
              * library's defaults for zero strides. */
@@ -532,7 +736,7 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
                              (__int128)(cols - 1) * cs + 1;
                 if (n > INT64_MAX / 4)
                     cb->overflowed = 1;
-                else if (n * 4 > FZ_MAX_BUFFER_BYTES)
+                else if (n * 4 > cb->max_bytes)
                     cb->skip |= !(nulls & 0x80);
                 else
                     bytes = (size_t)n * 4;
@@ -593,6 +797,23 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
     if (cb->skip)
         return;
     /* The data: rows and scales were filled with noise as allocated. */
+    if (cb->arena) {
+        moes_routing ro = r;
+        moes_scatter_args ao = a;
+        build_arenas(cb);
+        routing_in_arena(cb, &r, cb->lib_arena.data);
+        scatter_in_arena(cb, &a, cb->lib_arena.data);
+        routing_in_arena(cb, &ro, cb->oracle_arena);
+        scatter_in_arena(cb, &ao, cb->oracle_arena);
+        got = moes_scatter(ctx, routing_null ? NULL : &r,
+                           args_null ? NULL : &a);
+        want = cb->overflowed
+                   ? MOES_OK
+                   : moes_oracle_scatter(routing_null ? NULL : &ro,
+                                         args_null ? NULL : &ao);
+        judge_arena(cb, "moes_scatter", ctx, got, want);
+        return;
+    }
     got = moes_scatter(ctx, routing_null ? NULL : &r, args_null ? NULL : &a);
     e = a;
     e.out = expected_of(cb, a.out);
@@ -626,8 +847,10 @@ static void fuzz_gather(fz_input *in, call_buffers *cb, moes_context *ctx)
     a.n_tokens = fz_size(in, 0, 12);
     a.top_k = fz_size(in, 1, 5);
     b = fz_u8(in);
-    a.hidden = b < 224 ? 1 + b % 40 : b < 240 ? fz_range(in, 500, 1100)
-                                              : fz_wild(in);
+    a.hidden = b < 224 ? 1 + b % 40
+               : b >= 240 ? fz_wild(in)
+               : cb->max_bytes > FZ_MAX_BUFFER_BYTES ? fz_range(in, 4000, 9000)
+                                                     : fz_range(in, 500, 1100);
     a.y_dtype = decode_float_dtype(in, MOES_DTYPE_BF16);
     a.out_dtype = decode_float_dtype(in, MOES_DTYPE_BF16);
     a.y_rows = fz_size(in, 0, 16);
@@ -695,6 +918,17 @@ static void fuzz_gather(fz_input *in, call_buffers *cb, moes_context *ctx)
     }
     if (cb->skip)
         return;
+    if (cb->arena) {
+        moes_gather_args ao = a;
+        build_arenas(cb);
+        gather_in_arena(cb, &a, cb->lib_arena.data);
+        gather_in_arena(cb, &ao, cb->oracle_arena);
+        got = moes_gather(ctx, args_null ? NULL : &a);
+        want = cb->overflowed ? MOES_OK
+                              : moes_oracle_gather(args_null ? NULL : &ao);
+        judge_arena(cb, "moes_gather", ctx, got, want);
+        return;
+    }
     got = moes_gather(ctx, args_null ? NULL : &a);
     e = a;
     e.out = expected_of(cb, a.out);
@@ -708,13 +942,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_input in = {data, size};
     call_buffers cb;
     uint8_t op = fz_u8(&in);
-    /* Two threads (two parts of the tokens) one time in sixteen: a
-     * parallel region with a sleeping second thread costs as much as the
-     * rest of the call. fuzz_diff covers the thread counts thoroughly. */
-    moes_context *ctx = cpu_context(op >= 0xF0 ? 2 : 1);
+    /* More than one thread one time in sixteen (2, 3, 4 or 7, and, one
+     * time in 256, 100000, which the library caps): a parallel region
+     * with sleeping threads costs as much as the rest of the call.
+     * fuzz_diff covers the thread counts thoroughly. */
+    moes_context *ctx = cpu_context(op == 0xFF ? 5 : op >= 0xF0 ? 1 + op % 4
+                                                                : 0);
 
     memset(&cb, 0, sizeof cb);
     cb.seed = fz_u64(&in);
+    cb.in = &in;
+    cb.arena = (op / 3) % 4 == 1;
+    cb.max_bytes = (cb.seed & 31) == 31 ? (int64_t)8 << 20
+                                        : FZ_MAX_BUFFER_BYTES;
     switch (op % 3) {
     case 0: fuzz_count(&in, &cb, ctx); break;
     case 1: fuzz_scatter(&in, &cb, ctx); break;

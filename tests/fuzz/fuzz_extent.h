@@ -19,9 +19,10 @@
 enum { FZ_EXTENT_OK = 0, FZ_EXTENT_TOO_BIG = 1, FZ_EXTENT_OVERFLOW = 2 };
 
 /* A stride of 0 means dense; a stride smaller than the row (which the
- * library must reject) is sized as dense. */
-static inline int fz_extent(int64_t rows, int64_t stride, int64_t row_len,
-                            int64_t elem, size_t *bytes)
+ * library must reject) is sized as dense. Above max bytes: too big. */
+static inline int fz_extent_max(int64_t rows, int64_t stride,
+                                int64_t row_len, int64_t elem,
+                                int64_t max, size_t *bytes)
 {
     __int128 n;
     *bytes = 0;
@@ -33,10 +34,17 @@ static inline int fz_extent(int64_t rows, int64_t stride, int64_t row_len,
     if (n > INT64_MAX || n * elem > INT64_MAX)
         return FZ_EXTENT_OVERFLOW;
     n *= elem;
-    if (n > FZ_MAX_BUFFER_BYTES)
+    if (n > max)
         return FZ_EXTENT_TOO_BIG;
     *bytes = (size_t)n;
     return FZ_EXTENT_OK;
+}
+
+static inline int fz_extent(int64_t rows, int64_t stride, int64_t row_len,
+                            int64_t elem, size_t *bytes)
+{
+    return fz_extent_max(rows, stride, row_len, elem, FZ_MAX_BUFFER_BYTES,
+                         bytes);
 }
 
 #endif /* FUZZ_EXTENT_H */

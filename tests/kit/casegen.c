@@ -387,9 +387,11 @@ static void draw_scales(moes_rng *g, moes_case *c, int64_t *out_scales_bytes)
     moes_scatter_args *a = &c->scatter;
     int64_t r = moes_rng_below(g, 100), s, cols, rs, cs, rows = c->out_rows;
     *out_scales_bytes = 0;
-    if (r < 40)
+    if (r < 40 && c->fault != MOES_CASE_BAD_SCALE)
         return;
-    a->out_scales_format = r < 70 ? MOES_SCALES_FP32 : MOES_SCALES_UE8M0;
+    a->out_scales_format = r < 70 && c->fault != MOES_CASE_BAD_SCALE
+                               ? MOES_SCALES_FP32
+                               : MOES_SCALES_UE8M0;
     r = moes_rng_below(g, 100);
     a->scale_block = r < 10 ? 1 : r < 40 ? 128 : moes_rng_range(g, 2, 200);
     s = (a->hidden + a->scale_block - 1) / a->scale_block;
@@ -439,6 +441,20 @@ static void inject_fault(moes_rng *g, moes_case *c)
             v = pick == 0 ? r->n_experts : pick == 1 ? INT32_MAX
               : pick == 2 ? -2 - moes_rng_below(g, 5) : INT32_MIN;
             ((int32_t *)c->map.data)[at] = (int32_t)v;
+        } else if (c->fault == MOES_CASE_BAD_SCALE) {
+            /* Not a power of two, negative, zero, subnormal, inf, NaN. */
+            static const uint32_t bad[] = {
+                0x3FC00000u, 0x40400000u, 0x3F400000u, 0xBF800000u,
+                0x00000000u, 0x80000000u, 0x00400000u, 0x7F800000u,
+                0x7FC00000u, 0xFF800001u, 0x3F800001u, 0x7F7FFFFFu};
+            const moes_scatter_args *a = &c->scatter;
+            int64_t s = (a->hidden + a->scale_block - 1) / a->scale_block;
+            int64_t t = moes_rng_below(g, r->n_tokens);
+            int64_t j = moes_rng_below(g, s);
+            uint32_t bits = bad[moes_rng_below(g, sizeof bad / sizeof bad[0])];
+            memcpy((char *)c->x_scales.data +
+                       (t * resolved(a->x_scales_stride, s) + j) * 4,
+                   &bits, 4);
         } else if (c->fault == MOES_CASE_BAD_OUT_INDEX) {
             size_t ie = dtype_bytes(c->scatter.index_dtype);
             int64_t t = moes_rng_below(g, r->n_tokens);
@@ -570,8 +586,19 @@ static int draw_case(moes_rng *g, moes_case *c, const moes_case_limits *lim)
          * are still given, as an empty (but real) buffer. */
         if (!alloc_buffer(&c->x_scales, bytes > 0 ? bytes : 4))
             return 0;
-        for (int64_t i = 0; i < c->x_scales.bytes / 4; i++)
-            draw_value(g, MOES_DTYPE_FP32, (char *)c->x_scales.data + i * 4);
+        for (int64_t i = 0; i < c->x_scales.bytes / 4; i++) {
+            /* UE8M0 packs powers of two only: the exponent of each one,
+             * mostly near 1.0, sometimes at the ends of the range. */
+            uint32_t e = moes_rng_chance(g, 90)
+                             ? (uint32_t)moes_rng_range(g, 100, 150)
+                             : (uint32_t)moes_rng_range(g, 1, 254);
+            uint32_t bits = e << 23;
+            if (a->out_scales_format == MOES_SCALES_UE8M0)
+                memcpy((char *)c->x_scales.data + i * 4, &bits, 4);
+            else
+                draw_value(g, MOES_DTYPE_FP32,
+                           (char *)c->x_scales.data + i * 4);
+        }
     }
 
     a->index_dtype = moes_rng_chance(g, 50) ? MOES_DTYPE_INT32
@@ -648,6 +675,7 @@ const char *moes_case_fault_name(int fault)
     case MOES_CASE_BAD_MAP: return "bad map";
     case MOES_CASE_BAD_CAPACITY: return "bad capacity";
     case MOES_CASE_BAD_OUT_INDEX: return "bad out_index";
+    case MOES_CASE_BAD_SCALE: return "bad scale";
     default: return "unknown fault";
     }
 }

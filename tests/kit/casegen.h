@@ -23,7 +23,9 @@ typedef enum moes_case_fault {
     MOES_CASE_BAD_MAP = 2,       /* expert map entries < -1 or >= E      */
     MOES_CASE_BAD_CAPACITY = 3,  /* a contiguous/grouped capacity < M    */
     MOES_CASE_BAD_OUT_INDEX = 4, /* gather out_index outside [-1, M)     */
-    MOES_CASE_FAULT_COUNT = 5
+    MOES_CASE_BAD_SCALE = 5,     /* UE8M0 scales that are not positive,
+                                    finite, normal powers of two        */
+    MOES_CASE_FAULT_COUNT = 6
 } moes_case_fault;
 
 /* Upper bounds on the drawn sizes (0 = the default); a test that needs

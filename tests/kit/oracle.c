@@ -222,9 +222,40 @@ int moes_oracle_scatter(const moes_routing *routing,
             free(counts);
             free(start);
             free(block);
+            if (m == INT64_MAX)
+                return oracle_fail(MOES_ERR_CAPACITY,
+                    "capacity = %lld is smaller than the rows this routing "
+                    "needs (their count does not fit 64 bits)",
+                    (long long)cap);
             return oracle_fail(MOES_ERR_CAPACITY,
                 "capacity = %lld is smaller than the %lld rows this routing "
                 "needs", (long long)cap, (long long)m);
+        }
+    }
+
+    /* UE8M0 keeps only the exponent: every scale of every token must be a
+     * positive, finite, normal power of two (exponent 1..254, no sign, no
+     * mantissa bits), checked after map, ids and capacity. */
+    if (a->x_scales && a->out_scales_format == MOES_SCALES_UE8M0) {
+        for (int64_t t = 0; t < n; t++) {
+            for (int64_t j = 0; j < s.n_scales; j++) {
+                uint32_t bits;
+                float f;
+                memcpy(&bits, &a->x_scales[t * a->x_scales_stride + j], 4);
+                if ((bits & 0x80000000u) == 0 && (bits & 0x007FFFFFu) == 0 &&
+                    (bits >> 23) >= 1 && (bits >> 23) <= 254)
+                    continue;
+                memcpy(&f, &bits, 4);
+                free(local);
+                free(counts);
+                free(start);
+                free(block);
+                return oracle_fail(MOES_ERR_INVALID_SCALE,
+                    "x_scales[%lld][%lld] = %g (bits 0x%08x) is not a "
+                    "positive, finite, normal power of two, which UE8M0 "
+                    "needs", (long long)t, (long long)j, (double)f,
+                    (unsigned)bits);
+            }
         }
     }
 
@@ -308,7 +339,12 @@ static float load_float(const void *base, int dtype, int64_t i)
 static void store_float(void *base, int dtype, int64_t i, float f)
 {
     if (dtype == MOES_DTYPE_FP32) {
-        memcpy((char *)base + i * 4, &f, 4);
+        /* Every NaN written is canonical: quiet, its sign, no payload. */
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        if ((u & 0x7FFFFFFFu) > 0x7F800000u)
+            u = (u & 0x80000000u) | 0x7FC00000u;
+        memcpy((char *)base + i * 4, &u, 4);
         return;
     }
     uint16_t h = dtype == MOES_DTYPE_BF16 ? moes_f32_to_bf16(f)

@@ -83,6 +83,47 @@ static int stride_ok(int64_t *stride, int64_t row, const char *name)
             return status_;                                                 \
     } while (0)
 
+/* A buffer's bytes [begin, end): from its first element to the end of
+ * the last one a call may touch; empty when absent or without rows. */
+typedef struct oracle_extent {
+    const void *p;
+    size_t elem;
+    wide begin, end;
+} oracle_extent;
+
+static oracle_extent extent(const void *p, int64_t rows, int64_t stride,
+                            int64_t row_len, size_t elem)
+{
+    oracle_extent x = {p, elem, 0, 0};
+    if (p != NULL && rows > 0 && row_len > 0) {
+        x.begin = (wide)(uintptr_t)p;
+        x.end = x.begin + ((wide)(rows - 1) * stride + row_len) * (wide)elem;
+    }
+    return x;
+}
+
+/* Every pointer aligned to its element size, then no output sharing a
+ * byte with an input or an earlier output. */
+static int pointers_ok(const oracle_extent *in, int n_in,
+                       const oracle_extent *out, int n_out)
+{
+    for (int i = 0; i < n_in + n_out; i++) {
+        const oracle_extent *x = i < n_in ? &in[i] : &out[i - n_in];
+        if (x->p != NULL && (uintptr_t)x->p % x->elem != 0)
+            return oracle_fail(MOES_ERR_MISALIGNED, "pointer %d misaligned",
+                               i);
+    }
+    for (int o = 0; o < n_out; o++)
+        for (int i = 0; i < n_in + o; i++) {
+            const oracle_extent *x = i < n_in ? &in[i] : &out[i - n_in];
+            if (out[o].begin < out[o].end && x->begin < x->end &&
+                out[o].begin < x->end && x->begin < out[o].end)
+                return oracle_fail(MOES_ERR_OVERLAP,
+                                   "output %d overlaps buffer %d", o, i);
+        }
+    return MOES_OK;
+}
+
 int oracle_check_routing(const moes_routing *routing, oracle_routing *out)
 {
     moes_routing r;
@@ -134,6 +175,18 @@ int oracle_check_count(const moes_routing *routing, const void *counts,
         return oracle_fail(MOES_ERR_NULL_POINTER, "counts is NULL");
     if (*counts_elem == 4 && out->choices > INT32_MAX)
         return oracle_fail(MOES_ERR_OVERFLOW, "counts do not fit int32");
+    if (!bytes_fit(1, out->r.n_experts, *counts_elem))
+        return oracle_fail(MOES_ERR_OVERFLOW, "counts bytes");
+    {
+        const moes_routing *r = &out->r;
+        oracle_extent in[2], o[1];
+        in[0] = extent(r->ids, r->n_tokens, r->ids_stride, r->top_k,
+                       out->ids_elem);
+        in[1] = extent(r->expert_map, 1, r->n_experts_global,
+                       r->n_experts_global, 4);
+        o[0] = extent(counts, 1, r->n_experts, r->n_experts, *counts_elem);
+        CHECK(pointers_ok(in, 2, o, 1));
+    }
     return MOES_OK;
 }
 
@@ -144,6 +197,8 @@ static int scale_strides_ok(moes_scatter_args *a, int64_t rows, int64_t cols)
     wide rs = a->out_scales_row_stride, cs = a->out_scales_col_stride;
     if (rs < 0 || cs < 0)
         return oracle_fail(MOES_ERR_INVALID_STRIDE, "negative scale stride");
+    if ((rs == 0) != (cs == 0))
+        return oracle_fail(MOES_ERR_INVALID_STRIDE, "one zero scale stride");
     if (cs == 0)
         cs = 1;
     if (rs == 0) {
@@ -240,7 +295,8 @@ int oracle_check_scatter(const moes_routing *routing,
     if (out->index_elem == 0)
         return oracle_fail(MOES_ERR_INVALID_DTYPE, "index_dtype");
     if (out->index_elem == 4 &&
-        (out->out_rows > INT32_MAX || out->route.choices > INT32_MAX))
+        (out->out_rows > INT32_MAX || out->route.choices > INT32_MAX ||
+         (a.m_indices != NULL && e - 1 > INT32_MAX)))
         return oracle_fail(MOES_ERR_OVERFLOW, "indices do not fit int32");
     CHECK(stride_ok(&a.out_index_stride, out->route.r.top_k,
                     "out_index_stride"));
@@ -248,6 +304,9 @@ int oracle_check_scatter(const moes_routing *routing,
         return oracle_fail(MOES_ERR_OVERFLOW, "out_index bytes");
     if (!bytes_fit(1, out->out_rows, out->index_elem))
         return oracle_fail(MOES_ERR_OVERFLOW, "m_indices bytes");
+    if ((a.counts || a.expert_start || a.expert_end || a.masked_m) &&
+        !bytes_fit(1, e, out->index_elem))
+        return oracle_fail(MOES_ERR_OVERFLOW, "per-expert bytes");
     if (n > 0 && a.out_index == NULL)
         return oracle_fail(MOES_ERR_NULL_POINTER, "out_index is NULL");
     if (a.layout == MOES_LAYOUT_CONTIGUOUS && a.m_indices == NULL &&
@@ -261,6 +320,31 @@ int oracle_check_scatter(const moes_routing *routing,
         (a.masked_m != NULL || a.n_dropped != NULL))
         return oracle_fail(MOES_ERR_INVALID_ARGUMENT,
                            "masked outputs without the masked layout");
+    {
+        const moes_routing *r = &out->route.r;
+        const int64_t rows = out->out_rows;
+        const size_t ie = out->index_elem;
+        oracle_extent in[4], o[9];
+        in[0] = extent(r->ids, n, r->ids_stride, r->top_k,
+                       out->route.ids_elem);
+        in[1] = extent(r->expert_map, 1, r->n_experts_global,
+                       r->n_experts_global, 4);
+        in[2] = extent(a.x, n, a.x_stride, a.hidden, out->x_elem);
+        in[3] = extent(a.x_scales, n, a.x_scales_stride, out->n_scales, 4);
+        o[0] = extent(a.out, rows, a.out_stride, a.hidden, out->x_elem);
+        o[1] = extent(a.x_scales ? a.out_scales : NULL, rows,
+                      a.out_scales_row_stride,
+                      (out->n_scale_cols - 1) * a.out_scales_col_stride + 1,
+                      4);
+        o[2] = extent(a.out_index, n, a.out_index_stride, r->top_k, ie);
+        o[3] = extent(a.counts, 1, e, e, ie);
+        o[4] = extent(a.expert_start, 1, e, e, ie);
+        o[5] = extent(a.expert_end, 1, e, e, ie);
+        o[6] = extent(a.m_indices, 1, rows, rows, ie);
+        o[7] = extent(a.masked_m, 1, e, e, ie);
+        o[8] = extent(a.n_dropped, 1, 1, 1, 8);
+        CHECK(pointers_ok(in, 4, o, 9));
+    }
     out->a = a;
     return MOES_OK;
 }
@@ -308,6 +392,16 @@ int oracle_check_gather(const moes_gather_args *args, oracle_gather *out)
         return oracle_fail(MOES_ERR_NULL_POINTER, "out_index is NULL");
     if (a.n_tokens > 0 && a.out == NULL)
         return oracle_fail(MOES_ERR_NULL_POINTER, "out is NULL");
+    {
+        oracle_extent in[3], o[1];
+        in[0] = extent(a.y, a.y_rows, a.y_stride, a.hidden, out->y_elem);
+        in[1] = extent(a.out_index, a.n_tokens, a.out_index_stride, a.top_k,
+                       out->index_elem);
+        in[2] = extent(a.weights, a.n_tokens, a.weights_stride, a.top_k, 4);
+        o[0] = extent(a.out, a.n_tokens, a.out_stride, a.hidden,
+                      out->out_elem);
+        CHECK(pointers_ok(in, 3, o, 1));
+    }
     out->a = a;
     return MOES_OK;
 }
