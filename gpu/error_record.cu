@@ -30,6 +30,13 @@ __device__ void moes_stage_finish_validation(const gpu_finish_args &a)
                 r.status = MOES_ERR_INVALID_ID;
                 r.limit = a.n_global;
             }
+        } else if (rank == MOES_DATA_ERROR_RANK_SCALE) {
+            const int64_t t = index / a.n_scales, j = index - t * a.n_scales;
+            r.status = MOES_ERR_INVALID_SCALE;
+            r.value = (int64_t)moes_f32_to_bits(
+                a.x_scales[t * a.x_scales_stride + j]);
+            r.row_len = a.n_scales;
+            r.limit = 0;
         } else if (rank == MOES_DATA_ERROR_RANK_MAP) {
             r.status = MOES_ERR_INVALID_MAP;
             r.value = a.map[index];

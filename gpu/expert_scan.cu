@@ -106,6 +106,9 @@ __device__ __forceinline__ gpu_finish_args moes_route_finish_args(
     f.n_experts = a.n_experts;
     f.y_rows = 0;
     f.capacity = a.capacity;
+    f.x_scales = a.x_scales;
+    f.x_scales_stride = a.x_scales_stride;
+    f.n_scales = a.n_scales;
     return f;
 }
 

@@ -47,6 +47,9 @@ moes_check_out_index(const gpu_gather_args a)
     f.n_experts = 0;
     f.y_rows = a.y_rows;
     f.capacity = 0;
+    f.x_scales = NULL;
+    f.x_scales_stride = 0;
+    f.n_scales = 0;
     if (moes_dev_last_block(a.state) && threadIdx.x == 0)
         moes_dev_close_validation(a.state, f);
 }
@@ -71,16 +74,18 @@ template <> struct elem_io<MOES_DTYPE_FP32> {
         return __uint_as_float(j == 0 ? q.x : j == 1 ? q.y : j == 2 ? q.z
                                                                     : q.w);
     }
+    /* Every NaN written is canonical (numerics.h), as the narrowing
+     * conversions make bf16 and fp16 ones. */
+    static __device__ __forceinline__ uint32_t out(float f)
+    {
+        return moes_f32_to_bits(moes_f32_canonical(f));
+    }
     static __device__ __forceinline__ void store_vec(void *p, const float *f)
     {
-        ((uint4 *)p)[0] = make_uint4(__float_as_uint(f[0]),
-                                     __float_as_uint(f[1]),
-                                     __float_as_uint(f[2]),
-                                     __float_as_uint(f[3]));
-        ((uint4 *)p)[1] = make_uint4(__float_as_uint(f[4]),
-                                     __float_as_uint(f[5]),
-                                     __float_as_uint(f[6]),
-                                     __float_as_uint(f[7]));
+        ((uint4 *)p)[0] = make_uint4(out(f[0]), out(f[1]), out(f[2]),
+                                     out(f[3]));
+        ((uint4 *)p)[1] = make_uint4(out(f[4]), out(f[5]), out(f[6]),
+                                     out(f[7]));
     }
     static __device__ __forceinline__ float load_one(const void *p)
     {
@@ -88,7 +93,7 @@ template <> struct elem_io<MOES_DTYPE_FP32> {
     }
     static __device__ __forceinline__ void store_one(void *p, float f)
     {
-        *(float *)p = f;
+        *(uint32_t *)p = out(f);
     }
 };
 

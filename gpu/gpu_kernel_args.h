@@ -159,6 +159,9 @@ typedef struct gpu_finish_args {
     int64_t n_experts;           /* the bound of a map entry              */
     int64_t y_rows;              /* the bound of an out_index entry       */
     int64_t capacity;
+    const float *x_scales;       /* the scale a UE8M0 error names         */
+    int64_t x_scales_stride;
+    int64_t n_scales;            /* S, the scales of a row                */
 } gpu_finish_args;
 
 #endif /* MOES_GPU_KERNEL_ARGS_H */

@@ -62,6 +62,23 @@ __device__ void moes_stage_count_tiles(const gpu_scatter_args &a,
     }
 }
 
+/* Under UE8M0 every scale of every token must be a positive normal power
+ * of two (numerics.h, moes_ue8m0_scale_ok), placed or not, as on the CPU:
+ * the smallest t * S + s that is not wins. */
+__device__ void moes_stage_check_scales(const gpu_scatter_args &a,
+                                        int64_t thread, int64_t threads)
+{
+    if (!a.x_scales || a.out_scales_format != MOES_SCALES_UE8M0)
+        return;
+    const int64_t n = a.n_tokens * a.n_scales;
+    for (int64_t i = thread; i < n; i += threads) {
+        const int64_t t = i / a.n_scales, j = i - t * a.n_scales;
+        if (!moes_ue8m0_scale_ok(
+                moes_f32_to_bits(a.x_scales[t * a.x_scales_stride + j])))
+            moes_dev_report(a.state, MOES_DATA_ERROR_RANK_SCALE, i);
+    }
+}
+
 extern "C" __global__ void moes_check_map(const gpu_scatter_args a)
 {
     moes_dev_enter();
@@ -72,6 +89,8 @@ extern "C" __global__ void moes_check_map(const gpu_scatter_args a)
 extern "C" __global__ void moes_count_tiles(const gpu_scatter_args a)
 {
     moes_dev_enter();
-    if (!moes_dev_failed(a.state))
-        moes_stage_count_tiles(a, moes_dev_thread(), moes_dev_threads());
+    if (moes_dev_failed(a.state))
+        return;
+    moes_stage_count_tiles(a, moes_dev_thread(), moes_dev_threads());
+    moes_stage_check_scales(a, moes_dev_thread(), moes_dev_threads());
 }

@@ -64,6 +64,7 @@ moes_route_small(const gpu_scatter_args args)
         return;
     if (a.map)
         moes_stage_check_map(a, thread, threads);
+    moes_stage_check_scales(a, thread, threads);
     for (int64_t i = thread; i < ROUTE_SMALL_WARPS * n_experts; i += threads)
         table[(i / n_experts) * ROUTE_SMALL_EXPERTS + i % n_experts] = 0;
 
