@@ -146,6 +146,16 @@ __device__ int64_t block_exclusive_sum(int64_t v, int64_t *total)
     return before + incl - v;
 }
 
+/* col[i .. i+N-1] (0 past hi), N independent loads in flight. */
+template <int N>
+__device__ __forceinline__ void load_run(const int64_t *col, int64_t i,
+                                         int64_t hi, int64_t *v)
+{
+#pragma unroll
+    for (int j = 0; j < N; j++)
+        v[j] = i + j < hi ? col[i + j] : 0;
+}
+
 /* One block per expert: tile_table[e][*] becomes each tile's first rank
  * within the expert, counts[e] the total. Thread i owns the i-th of
  * blockDim.x contiguous runs of the tiles: it sums its run (independent
@@ -169,9 +179,7 @@ moes_scan_routing(const gpu_scatter_args a)
         int64_t sum = 0, total;
         for (int64_t i = lo; i < hi; i += UNROLL) {
             int64_t v[UNROLL];
-#pragma unroll
-            for (int j = 0; j < UNROLL; j++)
-                v[j] = i + j < hi ? col[i + j] : 0;
+            load_run<UNROLL>(col, i, hi, v);
 #pragma unroll
             for (int j = 0; j < UNROLL; j++)
                 sum += v[j];
@@ -179,9 +187,7 @@ moes_scan_routing(const gpu_scatter_args a)
         int64_t run = block_exclusive_sum(sum, &total);
         for (int64_t i = lo; i < hi; i += UNROLL) {
             int64_t v[UNROLL];
-#pragma unroll
-            for (int j = 0; j < UNROLL; j++)
-                v[j] = i + j < hi ? col[i + j] : 0;
+            load_run<UNROLL>(col, i, hi, v);
 #pragma unroll
             for (int j = 0; j < UNROLL; j++)
                 if (i + j < hi) {
