@@ -71,7 +71,7 @@ extern "C" {
 /* ------------------------------------------------------------------ */
 
 #define MOES_VERSION_MAJOR 0
-#define MOES_VERSION_MINOR 1
+#define MOES_VERSION_MINOR 2
 #define MOES_VERSION_PATCH 0
 #define MOES_VERSION_NUMBER \
     (MOES_VERSION_MAJOR * 10000 + MOES_VERSION_MINOR * 100 + MOES_VERSION_PATCH)
