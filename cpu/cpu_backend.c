@@ -42,7 +42,8 @@ static int cpu_close(moes_context *ctx)
 {
     cpu_state *s = state_of(ctx);
     if (s) {
-        free(s->workspace);
+        if (!s->workspace_from_caller)
+            free(s->workspace);
         free(s);
     }
     ctx->state = NULL;
@@ -66,6 +67,11 @@ static int ensure_workspace(moes_context *ctx, int64_t len)
     int64_t *w;
     if (len <= s->workspace_len)
         return MOES_OK;
+    if (s->workspace_from_caller)
+        return moes_set_error(ctx, MOES_ERR_WORKSPACE,
+            "this call needs %lld bytes of workspace, more than the %lld "
+            "of the caller's workspace (moes_set_workspace)",
+            (long long)len * 8, (long long)s->workspace_len * 8);
     if (ctx->workspace_reserved)
         return moes_set_error(ctx, MOES_ERR_WORKSPACE,
             "this call needs %lld bytes of workspace, more than the %lld "
@@ -108,17 +114,25 @@ int cpu_route_prepare(moes_context *ctx, const moes_route_plan *plan,
     return MOES_OK;
 }
 
+/* The most workspace elements a call up to these sizes needs: the
+ * scatter is the largest user (part counts, counts, start). */
+static int reserve_len(moes_context *ctx, int64_t n_tokens,
+                       int64_t n_experts, int64_t *len)
+{
+    if (!workspace_len(parts_for(ctx, n_tokens), n_experts, 2, len))
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "the workspace for %lld experts overflows",
+            (long long)n_experts);
+    return MOES_OK;
+}
+
 static int cpu_reserve(moes_context *ctx, int64_t n_tokens, int64_t top_k,
                        int64_t n_experts)
 {
     int64_t len;
     int reserved = ctx->workspace_reserved, st;
     (void)top_k;
-    /* The scatter is the largest user: part counts, counts, start. */
-    if (!workspace_len(parts_for(ctx, n_tokens), n_experts, 2, &len))
-        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
-            "the workspace for %lld experts overflows",
-            (long long)n_experts);
+    MOES_TRY(reserve_len(ctx, n_tokens, n_experts, &len));
     /* A new reservation may grow the workspace; when it cannot, the
      * reservation before it still holds (calls must not start to
      * allocate because a larger reservation failed). */
@@ -127,6 +141,39 @@ static int cpu_reserve(moes_context *ctx, int64_t n_tokens, int64_t top_k,
     if (st != MOES_OK)
         ctx->workspace_reserved = reserved;
     return st;
+}
+
+static int cpu_workspace_size(moes_context *ctx, int64_t n_tokens,
+                              int64_t top_k, int64_t n_experts,
+                              int64_t *bytes)
+{
+    int64_t len;
+    (void)top_k;
+    MOES_TRY(reserve_len(ctx, n_tokens, n_experts, &len));
+    if (!moes_mul_i64(len, (int64_t)sizeof(int64_t), bytes))
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "the workspace for %lld experts overflows",
+            (long long)n_experts);
+    return MOES_OK;
+}
+
+/* The caller's host buffer becomes the workspace, as it is: the calls
+ * carve the same int64 arrays out of it as out of the context's own. */
+static int cpu_set_workspace(moes_context *ctx, void *ptr, int64_t bytes)
+{
+    cpu_state *s = state_of(ctx);
+    if (!s->workspace_from_caller)
+        free(s->workspace);
+    s->workspace = ptr;
+    s->workspace_len = ptr ? bytes / (int64_t)sizeof(int64_t) : 0;
+    s->workspace_from_caller = ptr != NULL;
+    return MOES_OK;
+}
+
+static int cpu_workspace_held(moes_context *ctx, int64_t *bytes)
+{
+    *bytes = state_of(ctx)->workspace_len * (int64_t)sizeof(int64_t);
+    return MOES_OK;
 }
 
 static int cpu_count(moes_context *ctx, const moes_count_plan *plan,
@@ -261,6 +308,9 @@ const moes_backend_ops moes_cpu_backend = {
     .timestamp = cpu_timestamp,
     .elapsed_ms = cpu_elapsed_ms,
     .reserve_workspace = cpu_reserve,
+    .workspace_size = cpu_workspace_size,
+    .set_workspace = cpu_set_workspace,
+    .workspace_held = cpu_workspace_held,
     .count = cpu_count,
     .scatter = cpu_scatter,
     .gather = cpu_gather,

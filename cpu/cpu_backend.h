@@ -14,6 +14,7 @@
 typedef struct cpu_state {
     int64_t *workspace;
     int64_t workspace_len; /* in int64 elements */
+    int workspace_from_caller; /* moes_set_workspace's: never freed here */
     struct timespec timestamps[MOES_TIMESTAMP_SLOTS];
 } cpu_state;
 
