@@ -7,7 +7,7 @@
  * The tokens are cut into `parts` contiguous ranges, a fixed function of N
  * and the thread count, and each range is walked in t*K+k order; ranks
  * within an expert are then ascending in t*K+k whatever thread runs which
- * part. That is the determinism DESIGN.md asks for.
+ * part. That is the determinism docs/design-rules.md asks for.
  */
 #ifndef MOES_CPU_ROUTE_H
 #define MOES_CPU_ROUTE_H
