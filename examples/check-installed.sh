@@ -92,6 +92,22 @@ elif [ "$shared_too" = yes ] &&
 else
     pass "find_package(moescatter) and moescatter::moescatter"
 fi
+# The version file must refuse what this version is not.
+if [ -n "$CMAKE" ]; then
+    want=$(($(sed -n 's/^#define MOES_VERSION_MAJOR  *//p' \
+              "$includedir/moescatter.h") + 1)).0
+    if "$CMAKE" -S "$srcdir/cmake" -B "$dir/cmake-too-new" \
+            -DCMAKE_PREFIX_PATH="$prefix" -DMOES_WANT_VERSION="$want" \
+            >"$dir/cmake-too-new.log" 2>&1; then
+        fail "find_package(moescatter $want) accepted this version"
+    elif ! grep -q "moescatterConfigVersion.cmake\|not.*compatible\|version" \
+            "$dir/cmake-too-new.log"; then
+        fail "find_package(moescatter $want) failed for another reason:"
+        cat "$dir/cmake-too-new.log" >&2
+    else
+        pass "find_package(moescatter $want) is refused"
+    fi
+fi
 
 # ---- 3. what else is installed
 if "$bindir/moescatter" info >"$dir/info.log" 2>&1; then
