@@ -51,7 +51,7 @@ ensure_configure || {
     exit 1
 }
 arch_flag="--with-cuda-arch=$arch"
-[ "$arch" = auto ] && arch_flag=""
+[ "$arch" = auto ] && arch_flag="--with-cuda-arch=all"
 (
     cd "$build" &&
     "$src/configure" --with-cuda --enable-werror $arch_flag &&
