@@ -77,7 +77,8 @@ static int cpu_close(moes_context *ctx)
 {
     cpu_state *s = state_of(ctx);
     if (s) {
-        free(s->workspace);
+        if (!s->workspace_from_caller)
+            free(s->workspace);
         free(s);
     }
     ctx->state = NULL;
@@ -92,6 +93,11 @@ int cpu_workspace(moes_context *ctx, int64_t bytes, void **out)
         *out = s->workspace;
         return MOES_OK;
     }
+    if (s->workspace_from_caller)
+        return moes_set_error(ctx, MOES_ERR_WORKSPACE,
+            "this call needs %lld bytes of workspace, more than the %lld "
+            "of the caller's workspace (moes_set_workspace)",
+            (long long)bytes, (long long)s->workspace_bytes);
     if (ctx->workspace_reserved)
         return moes_set_error(ctx, MOES_ERR_WORKSPACE,
             "this call needs %lld bytes of workspace, more than the %lld "
@@ -153,6 +159,38 @@ static int cpu_reserve(moes_context *ctx, int64_t n_tokens, int64_t top_k,
             (long long)top_k, (long long)n_experts);
     /* lib/ keeps the reservation before this one in force if this fails. */
     return cpu_workspace(ctx, bytes, &w);
+}
+
+static int cpu_workspace_size(moes_context *ctx, int64_t n_tokens,
+                              int64_t top_k, int64_t n_experts,
+                              int64_t *bytes)
+{
+    *bytes = reserve_bytes(cpu_threads(ctx), n_tokens, top_k, n_experts);
+    if (*bytes < 0)
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "the workspace for %lld tokens of top_k %lld and %lld experts "
+            "does not fit a 64-bit byte count", (long long)n_tokens,
+            (long long)top_k, (long long)n_experts);
+    return MOES_OK;
+}
+
+/* The caller's host buffer becomes the workspace, as it is: the calls
+ * carve their arrays out of it as out of the context's own. */
+static int cpu_set_workspace(moes_context *ctx, void *ptr, int64_t bytes)
+{
+    cpu_state *s = state_of(ctx);
+    if (!s->workspace_from_caller)
+        free(s->workspace);
+    s->workspace = ptr;
+    s->workspace_bytes = ptr ? bytes : 0;
+    s->workspace_from_caller = ptr != NULL;
+    return MOES_OK;
+}
+
+static int cpu_workspace_held(moes_context *ctx, int64_t *bytes)
+{
+    *bytes = state_of(ctx)->workspace_bytes;
+    return MOES_OK;
 }
 
 static int cpu_count(moes_context *ctx, const moes_count_plan *plan,
@@ -304,6 +342,9 @@ const moes_backend_ops moes_cpu_backend = {
     .timestamp = cpu_timestamp,
     .elapsed_ms = cpu_elapsed_ms,
     .reserve_workspace = cpu_reserve,
+    .workspace_size = cpu_workspace_size,
+    .set_workspace = cpu_set_workspace,
+    .workspace_held = cpu_workspace_held,
     .count = cpu_count,
     .scatter = cpu_scatter,
     .gather = cpu_gather,

@@ -12,8 +12,9 @@
 #include "internal.h"
 
 typedef struct cpu_state {
-    void *workspace;          /* 8-byte aligned (malloc)                   */
+    void *workspace;          /* 8-byte aligned (malloc, or the caller's) */
     int64_t workspace_bytes;
+    int workspace_from_caller; /* moes_set_workspace's: never freed here */
     struct timespec timestamps[MOES_TIMESTAMP_SLOTS];
 } cpu_state;
 

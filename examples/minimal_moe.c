@@ -9,7 +9,7 @@
  * token. The context is opened on AUTO and every buffer comes from
  * moes_malloc, so the program runs unchanged on the CPU and on CUDA.
  *
- * Build: cc -std=c11 minimal_moe.c $(pkg-config --cflags --libs moescatter)
+ * Build: cc minimal_moe.c $(pkg-config --cflags --libs --static moescatter)
  */
 #include <math.h>
 #include <stdio.h>

@@ -111,7 +111,7 @@ static void release(gpu_state *s)
         for (int i = 0; i < MOES_TIMESTAMP_SLOTS; i++)
             if (s->events[i])
                 s->drv.cuEventDestroy(s->events[i]);
-        if (s->workspace)
+        if (s->workspace && !s->workspace_from_caller)
             s->drv.cuMemFree(s->workspace);
         if (s->dev_state)
             s->drv.cuMemFree(s->dev_state);
@@ -210,6 +210,12 @@ static int describe_device(gpu_state *s, char *reason, size_t reason_len)
     }
     s->compute_capability = major * 10 + minor;
     s->memory_bytes = (int64_t)mem;
+    /* Optional knowledge: where the query fails, host pointers are
+     * checked one by one (gpu_check_pointer). */
+    if (s->drv.cuDeviceGetAttribute(
+            &s->pageable_access, GPU_CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS,
+            s->device) != 0)
+        s->pageable_access = 0;
     return MOES_OK;
 }
 
@@ -330,6 +336,9 @@ const moes_backend_ops moes_cuda_backend = {
     .timestamp = gpu_timestamp,
     .elapsed_ms = gpu_elapsed_ms,
     .reserve_workspace = gpu_reserve,
+    .workspace_size = gpu_workspace_size,
+    .set_workspace = gpu_set_workspace,
+    .workspace_held = gpu_workspace_held,
     .count = gpu_count,
     .scatter = gpu_scatter,
     .gather = gpu_gather,

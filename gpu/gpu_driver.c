@@ -47,6 +47,7 @@ static const entry_point entry_points[] = {
     ENTRY(cuEventRecord, "cuEventRecord"),
     ENTRY(cuEventSynchronize, "cuEventSynchronize"),
     ENTRY(cuEventElapsedTime, "cuEventElapsedTime"),
+    ENTRY(cuPointerGetAttribute, "cuPointerGetAttribute"),
 };
 
 int gpu_driver_open(gpu_driver *drv, char *why, size_t why_len)

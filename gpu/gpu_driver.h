@@ -34,7 +34,16 @@ enum {
     GPU_CUDA_ERROR_NOT_READY = 600,
     GPU_CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16,
     GPU_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75,
-    GPU_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
+    GPU_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76,
+    GPU_CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS = 88,
+    GPU_CUDA_ERROR_INVALID_VALUE = 1,
+    /* cuPointerGetAttribute: what it is asked, and CUmemorytype. */
+    GPU_CU_POINTER_ATTRIBUTE_MEMORY_TYPE = 2,
+    GPU_CU_POINTER_ATTRIBUTE_DEVICE_POINTER = 3,
+    GPU_CU_MEMORYTYPE_HOST = 1,
+    GPU_CU_MEMORYTYPE_DEVICE = 2,
+    GPU_CU_MEMORYTYPE_ARRAY = 3,
+    GPU_CU_MEMORYTYPE_UNIFIED = 4
 };
 
 /* cuLaunchKernelEx's configuration (cuda.h: CUlaunchConfig and
@@ -100,6 +109,8 @@ typedef struct gpu_driver {
     CUresult (*cuEventRecord)(CUevent event, CUstream stream);
     CUresult (*cuEventSynchronize)(CUevent event);
     CUresult (*cuEventElapsedTime)(float *ms, CUevent from, CUevent to);
+    CUresult (*cuPointerGetAttribute)(void *data, int attribute,
+                                      CUdeviceptr ptr);
     /* Optional (CUDA 12 and later drivers): NULL when absent. */
     CUresult (*cuLaunchKernelEx)(const gpu_launch_config *config,
                                  CUfunction f, void **params, void **extra);

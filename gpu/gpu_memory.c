@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * gpu_memory.c - device memory, copies and fills on the context's stream,
- * waiting for the stream and reading the device's error record, and the
- * timestamps.
+ * waiting for the stream and reading the device's error record, the
+ * timestamps, the caller's workspace, and the check that a call's buffers
+ * are memory the device can access.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "gpu_state.h"
@@ -36,6 +38,9 @@ int gpu_free(moes_context *ctx, void *ptr)
 {
     CUresult r;
     ENTER(ctx);
+    /* Its address may come back as other memory: forget what was found. */
+    memset(gpu_state_of(ctx)->reachable, 0,
+           sizeof gpu_state_of(ctx)->reachable);
     r = DRV(ctx).cuMemFree((CUdeviceptr)(uintptr_t)ptr);
     return r ? gpu_fail(ctx, r, "cuMemFree") : MOES_OK;
 }
@@ -179,5 +184,189 @@ int gpu_elapsed_ms(moes_context *ctx, int from, int to, double *ms)
     if (r)
         return gpu_fail(ctx, r, "measuring between timestamps");
     *ms = (double)f;
+    return MOES_OK;
+}
+
+/* ---------------------------------------------------------------- */
+/* The caller's workspace                                           */
+/* ---------------------------------------------------------------- */
+
+int gpu_workspace_size(moes_context *ctx, int64_t n_tokens, int64_t top_k,
+                       int64_t n_experts, int64_t *bytes)
+{
+    /* The reservation's bound: it covers every call up to these sizes
+     * (gpu_reserved_workspace_bytes), and so does a buffer of that size. */
+    if (!gpu_reserved_workspace_bytes(n_tokens * top_k, n_experts, bytes))
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "the workspace for %lld experts overflows", (long long)n_experts);
+    return MOES_OK;
+}
+
+int gpu_set_workspace(moes_context *ctx, void *ptr, int64_t bytes)
+{
+    gpu_state *s = gpu_state_of(ctx);
+    CUresult r;
+    ENTER(ctx);
+    if (ptr) {
+        int st = gpu_check_pointer(ctx, "ptr", ptr);
+        if (st != MOES_OK)
+            return st;
+    }
+    if (s->workspace && !s->workspace_from_caller) {
+        /* Kernels queued on the stream may still use the context's own
+         * workspace. (The caller's needs no wait: it is never freed
+         * here, and the caller orders its reuse on the stream.) */
+        r = s->drv.cuStreamSynchronize(gpu_stream_of(ctx));
+        if (!r)
+            r = s->drv.cuMemFree(s->workspace);
+        if (r)
+            return gpu_fail(ctx, r, "releasing the context's own workspace");
+    }
+    s->workspace = (CUdeviceptr)(uintptr_t)ptr;
+    s->workspace_bytes = ptr ? bytes : 0;
+    s->workspace_from_caller = ptr != NULL;
+    return MOES_OK;
+}
+
+int gpu_workspace_held(moes_context *ctx, int64_t *bytes)
+{
+    *bytes = gpu_state_of(ctx)->workspace_bytes;
+    return MOES_OK;
+}
+
+/* ---------------------------------------------------------------- */
+/* Which memory a pointer is in                                     */
+/* ---------------------------------------------------------------- */
+
+static size_t cache_slot(uintptr_t p)
+{
+    /* Fibonacci hashing: allocations are aligned, so the low bits alone
+     * would crowd a few entries. */
+    return (size_t)(((uint64_t)p * 0x9E3779B97F4A7C15ull) >> 58) &
+           (GPU_POINTER_CACHE - 1);
+}
+
+/* 1 when a kernel can read and write through ptr itself: device memory,
+ * managed memory, and page-locked host memory mapped at the same address
+ * (cuMemHostAlloc, and cuMemHostRegister where the device uses the host's
+ * addresses); 0 for memory CUDA does not know (malloc'd) or host memory
+ * mapped elsewhere on the device; -1 with the driver's error in *r. */
+static int device_reaches(gpu_state *s, const void *ptr, CUresult *r)
+{
+    const CUdeviceptr p = (CUdeviceptr)(uintptr_t)ptr;
+    unsigned int type = 0;
+    CUdeviceptr mapped = 0;
+    *r = s->drv.cuPointerGetAttribute(&type,
+                                      GPU_CU_POINTER_ATTRIBUTE_MEMORY_TYPE, p);
+    if (*r == GPU_CUDA_ERROR_INVALID_VALUE) {
+        /* Not allocated, registered or mapped through CUDA. */
+        *r = 0;
+        return 0;
+    }
+    if (*r)
+        return -1;
+    if (type == GPU_CU_MEMORYTYPE_DEVICE || type == GPU_CU_MEMORYTYPE_UNIFIED)
+        return 1;
+    if (type != GPU_CU_MEMORYTYPE_HOST)
+        return 0;
+    *r = s->drv.cuPointerGetAttribute(&mapped,
+                                      GPU_CU_POINTER_ATTRIBUTE_DEVICE_POINTER,
+                                      p);
+    if (*r == GPU_CUDA_ERROR_INVALID_VALUE) {
+        /* Page-locked but not mapped into the device's address space. */
+        *r = 0;
+        return 0;
+    }
+    if (*r)
+        return -1;
+    return mapped == p;
+}
+
+int gpu_check_pointer(moes_context *ctx, const char *name, const void *ptr)
+{
+    gpu_state *s = gpu_state_of(ctx);
+    const uintptr_t p = (uintptr_t)ptr;
+    const size_t slot = cache_slot(p);
+    CUresult r = 0;
+    int reaches;
+    /* Where the device reads pageable host memory (HMM, ATS) every
+     * pointer the validation let through is fine. */
+    if (!ptr || s->pageable_access || s->reachable[slot] == p)
+        return MOES_OK;
+    reaches = device_reaches(s, ptr, &r);
+    if (reaches < 0) {
+        char what[160];
+        snprintf(what, sizeof what, "asking where %s = %p points", name,
+                 ptr);
+        return gpu_fail(ctx, r, what);
+    }
+    if (!reaches)
+        return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+            "%s = %p is host memory that the GPU cannot access (malloc'd, "
+            "or page-locked but not mapped): on the CUDA backend give device "
+            "memory (cudaMalloc, moes_malloc), managed memory, or host "
+            "memory registered with CUDA", name, ptr);
+    s->reachable[slot] = p;
+    return MOES_OK;
+}
+
+/* Checks ptr when the buffer holds at least one element. */
+#define CHECK_BUFFER(ctx, name, ptr, used)                                 \
+    do {                                                                   \
+        if (used) {                                                        \
+            int st_ = gpu_check_pointer(ctx, name, ptr);                   \
+            if (st_ != MOES_OK)                                            \
+                return st_;                                                \
+        }                                                                  \
+    } while (0)
+
+static int check_route_pointers(moes_context *ctx, const moes_route_plan *rp)
+{
+    CHECK_BUFFER(ctx, "routing->ids", rp->r.ids, rp->n_choices > 0);
+    CHECK_BUFFER(ctx, "routing->expert_map", rp->r.expert_map, 1);
+    return MOES_OK;
+}
+
+int gpu_check_count_pointers(moes_context *ctx, const moes_count_plan *plan)
+{
+    int st = check_route_pointers(ctx, &plan->route);
+    if (st != MOES_OK)
+        return st;
+    CHECK_BUFFER(ctx, "counts", plan->counts, 1);
+    return MOES_OK;
+}
+
+int gpu_check_scatter_pointers(moes_context *ctx,
+                               const moes_scatter_plan *plan)
+{
+    const moes_scatter_args *a = &plan->a;
+    const int tokens = plan->route.n_choices > 0;
+    const int rows = plan->out_rows > 0;
+    int st = check_route_pointers(ctx, &plan->route);
+    if (st != MOES_OK)
+        return st;
+    CHECK_BUFFER(ctx, "args->x", a->x, tokens);
+    CHECK_BUFFER(ctx, "args->x_scales", a->x_scales, tokens);
+    CHECK_BUFFER(ctx, "args->out_index", a->out_index, tokens);
+    CHECK_BUFFER(ctx, "args->out", a->out, rows);
+    CHECK_BUFFER(ctx, "args->out_scales", a->out_scales, rows);
+    CHECK_BUFFER(ctx, "args->m_indices", a->m_indices, rows);
+    CHECK_BUFFER(ctx, "args->counts", a->counts, 1);
+    CHECK_BUFFER(ctx, "args->expert_start", a->expert_start, 1);
+    CHECK_BUFFER(ctx, "args->expert_end", a->expert_end, 1);
+    CHECK_BUFFER(ctx, "args->masked_m", a->masked_m, 1);
+    CHECK_BUFFER(ctx, "args->n_dropped", a->n_dropped, 1);
+    return MOES_OK;
+}
+
+int gpu_check_gather_pointers(moes_context *ctx,
+                              const moes_gather_plan *plan)
+{
+    const moes_gather_args *g = &plan->a;
+    const int tokens = g->n_tokens > 0;
+    CHECK_BUFFER(ctx, "args->y", g->y, tokens && g->y_rows > 0);
+    CHECK_BUFFER(ctx, "args->out_index", g->out_index, tokens);
+    CHECK_BUFFER(ctx, "args->weights", g->weights, tokens);
+    CHECK_BUFFER(ctx, "args->out", g->out, tokens);
     return MOES_OK;
 }

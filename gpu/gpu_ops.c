@@ -77,6 +77,11 @@ int gpu_ensure_workspace(moes_context *ctx, int64_t bytes)
     CUresult r;
     if (bytes <= s->workspace_bytes)
         return MOES_OK;
+    if (s->workspace_from_caller)
+        return moes_set_error(ctx, MOES_ERR_WORKSPACE,
+            "this call needs %lld bytes of workspace, more than the %lld "
+            "of the caller's workspace (moes_set_workspace)",
+            (long long)bytes, (long long)s->workspace_bytes);
     if (ctx->workspace_reserved)
         return moes_set_error(ctx, MOES_ERR_WORKSPACE,
             "this call needs %lld bytes of workspace, more than the %lld "
@@ -188,6 +193,7 @@ int gpu_count(moes_context *ctx, const moes_count_plan *plan,
     gpu_scatter_args a;
     (void)err;
     MOES_TRY(gpu_enter(ctx));
+    MOES_TRY(gpu_check_count_pointers(ctx, plan));
     MOES_TRY(prepare_route(ctx, &plan->route, &a));
     a.index_elem = (int64_t)moes_index_dtype_size(plan->counts_dtype);
     a.counts_out = plan->counts;
@@ -239,6 +245,7 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     gpu_scatter_args a;
     (void)err;
     MOES_TRY(gpu_enter(ctx));
+    MOES_TRY(gpu_check_scatter_pointers(ctx, plan));
     MOES_TRY(prepare_route(ctx, &plan->route, &a));
     a.layout = s->layout;
     a.alignment = s->alignment;
@@ -323,6 +330,7 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     gpu_gather_args a;
     (void)err;
     MOES_TRY(gpu_enter(ctx));
+    MOES_TRY(gpu_check_gather_pointers(ctx, plan));
     if (g->n_tokens == 0)
         return MOES_OK;
     memset(&a, 0, sizeof a);

@@ -29,6 +29,11 @@ enum gpu_kernel {
 
 extern const char *const gpu_kernel_names[GPU_K_COUNT];
 
+/* Pointers found reachable by the device, remembered so that a repeated
+ * call checks its buffers without asking the driver: direct-mapped, one
+ * pointer value per entry (a power of two). */
+#define GPU_POINTER_CACHE 64
+
 typedef struct gpu_state {
     gpu_driver drv;
     CUdevice device;
@@ -38,6 +43,9 @@ typedef struct gpu_state {
     CUdeviceptr dev_state;        /* one gpu_device_state                  */
     CUdeviceptr workspace;        /* tile table, counts, start             */
     int64_t workspace_bytes;
+    int workspace_from_caller;    /* moes_set_workspace's: never freed here */
+    int pageable_access;          /* the device reads any host memory      */
+    uintptr_t reachable[GPU_POINTER_CACHE]; /* 0: empty entry             */
     CUevent events[MOES_TIMESTAMP_SLOTS];
     moes_data_error known;        /* the record as last read from the GPU  */
     char device_name[256];
@@ -78,6 +86,25 @@ int64_t gpu_grid_for(int64_t n, int64_t per_block);
 /* Makes the workspace at least bytes long: grows it unless a reservation
  * forbids (then MOES_ERR_WORKSPACE). */
 int gpu_ensure_workspace(moes_context *ctx, int64_t bytes);
+
+/* The caller's workspace (moes_set_workspace, moes_workspace_size) and
+ * the bytes the calls use now (gpu_memory.c). */
+int gpu_workspace_size(moes_context *ctx, int64_t n_tokens, int64_t top_k,
+                       int64_t n_experts, int64_t *bytes);
+int gpu_set_workspace(moes_context *ctx, void *ptr, int64_t bytes);
+int gpu_workspace_held(moes_context *ctx, int64_t *bytes);
+
+/* MOES_ERR_INVALID_ARGUMENT naming the argument when ptr (not NULL) is
+ * memory the device cannot access, such as plain malloc'd host memory on
+ * a GPU without pageable memory access; the buffers of one call at once
+ * (those that hold at least one element). Answers are cached per pointer
+ * (gpu_state.reachable). */
+int gpu_check_pointer(moes_context *ctx, const char *name, const void *ptr);
+int gpu_check_count_pointers(moes_context *ctx, const moes_count_plan *plan);
+int gpu_check_scatter_pointers(moes_context *ctx,
+                               const moes_scatter_plan *plan);
+int gpu_check_gather_pointers(moes_context *ctx,
+                              const moes_gather_plan *plan);
 
 /* The tiles of N*K choices for E experts (see route_count.cu), the
  * workspace a call needs, and a bound on it that grows with each size,

@@ -100,9 +100,28 @@ typedef struct moes_backend_ops {
     int (*elapsed_ms)(moes_context *ctx, int from, int to, double *ms);
     /* Optional: reserves workspace for calls up to these sizes. It is
      * called with ctx->workspace_reserved cleared, so that it may grow the
-     * workspace; lib/ sets the flag again whether it succeeds or not. */
+     * workspace; lib/ sets the flag again whether it succeeds or not. With
+     * the caller's workspace in place it allocates nothing and returns
+     * MOES_ERR_WORKSPACE when that is too small for these sizes. */
     int (*reserve_workspace)(moes_context *ctx, int64_t n_tokens,
                              int64_t top_k, int64_t n_experts);
+    /* Optional, all three or none; absent means the backend uses no
+     * scratch memory (lib/ then reports 0 bytes and accepts any caller's
+     * workspace without using it).
+     * workspace_size: the bytes that every call up to these sizes needs
+     * (sizes checked by lib/, n_tokens * top_k does not overflow).
+     * set_workspace: calls take their scratch memory from [ptr, ptr +
+     * bytes) from now on and never allocate, failing with
+     * MOES_ERR_WORKSPACE when it is too small; the backend's own
+     * workspace is freed. ptr NULL (bytes 0) returns to the backend's own,
+     * grown on demand. lib/ has checked the sizes and the alignment
+     * (MOES_WORKSPACE_ALIGNMENT); the backend checks that it can reach
+     * the memory.
+     * workspace_held: the bytes of workspace the calls use now. */
+    int (*workspace_size)(moes_context *ctx, int64_t n_tokens, int64_t top_k,
+                          int64_t n_experts, int64_t *bytes);
+    int (*set_workspace)(moes_context *ctx, void *ptr, int64_t bytes);
+    int (*workspace_held)(moes_context *ctx, int64_t *bytes);
 
     /* The operations. On a data error a synchronous backend fills *err
      * and returns err->status, having written nothing. An asynchronous

@@ -14,6 +14,7 @@
 #endif
 
 #include "internal.h"
+#include "struct_size.h"
 
 MOES_API int moes_version(int *major, int *minor, int *patch)
 {
@@ -114,7 +115,7 @@ static int open_backend(moes_context *ctx, const moes_backend_ops *ops,
 MOES_API int moes_context_create(moes_context **out,
                                  const moes_context_options *opts)
 {
-    moes_context_options defaults;
+    moes_context_options given;
     const char *source;
     char why[200] = "";
     int requested, st;
@@ -124,13 +125,11 @@ MOES_API int moes_context_create(moes_context **out,
         return moes_set_error(NULL, MOES_ERR_NULL_POINTER, "ctx is NULL");
     *out = NULL;
     if (!opts) {
-        moes_context_options_init(&defaults);
-        opts = &defaults;
+        moes_context_options_init(&given);
+    } else if ((st = moes_options_from_caller(opts, &given)) != MOES_OK) {
+        return st;
     }
-    if (opts->struct_size != sizeof *opts)
-        return moes_set_error(NULL, MOES_ERR_INVALID_ARGUMENT,
-            "opts->struct_size = %zu, expected %zu", opts->struct_size,
-            sizeof *opts);
+    opts = &given;
     if (opts->backend < MOES_BACKEND_AUTO || opts->backend > MOES_BACKEND_CUDA)
         return moes_set_error(NULL, MOES_ERR_INVALID_ARGUMENT,
             "opts->backend = %d is not a moes_backend", opts->backend);
@@ -207,22 +206,25 @@ MOES_API int moes_context_destroy(moes_context *ctx)
 
 MOES_API int moes_context_get_info(moes_context *ctx, moes_context_info *info)
 {
+    moes_context_info full;
     if (!ctx)
         return MOES_ERR_NULL_POINTER;
     if (!info)
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "info is NULL");
-    if (info->struct_size != sizeof *info)
-        return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
-            "info->struct_size = %zu, expected %zu", info->struct_size,
-            sizeof *info);
-    memset(info, 0, sizeof *info);
-    info->struct_size = sizeof *info;
-    info->backend = ctx->backend;
-    info->cpu_threads = ctx->cpu_threads;
-    snprintf(info->reason, sizeof info->reason, "%s", ctx->reason);
-    snprintf(info->device_name, sizeof info->device_name, "cpu");
+    MOES_TRY(moes_info_size_check(ctx, info));
+    /* Filled whole, then copied as far as the caller's version knows. */
+    memset(&full, 0, sizeof full);
+    full.struct_size = sizeof full;
+    full.backend = ctx->backend;
+    full.cpu_threads = ctx->cpu_threads;
+    snprintf(full.reason, sizeof full.reason, "%s", ctx->reason);
+    snprintf(full.device_name, sizeof full.device_name, "cpu");
+    full.workspace_from_caller = ctx->workspace_from_caller;
+    if (ctx->ops->workspace_held)
+        MOES_TRY(ctx->ops->workspace_held(ctx, &full.workspace_bytes));
     if (ctx->ops->get_info)
-        return ctx->ops->get_info(ctx, info);
+        MOES_TRY(ctx->ops->get_info(ctx, &full));
+    moes_info_to_caller(info, &full);
     return MOES_OK;
 }
 

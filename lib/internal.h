@@ -21,6 +21,7 @@ struct moes_context {
     int cuda_device;
     void *stream;
     int workspace_reserved;   /* after moes_reserve_workspace: no growth   */
+    int workspace_from_caller; /* moes_set_workspace gave one: no growth   */
     unsigned timestamps_recorded; /* a bit per slot recorded              */
     char reason[256];
     char message[MOES_MESSAGE_LEN];

@@ -94,13 +94,11 @@ MOES_API int moes_fill(moes_context *ctx, void *ptr, int value, int64_t bytes)
     return ctx->ops->fill(ctx, ptr, value, bytes);
 }
 
-MOES_API int moes_reserve_workspace(moes_context *ctx, int64_t n_tokens,
-                                    int64_t top_k, int64_t n_experts)
+/* The sizes a workspace is asked for: those of moes_reserve_workspace. */
+static int check_workspace_sizes(moes_context *ctx, int64_t n_tokens,
+                                 int64_t top_k, int64_t n_experts)
 {
     int64_t choices;
-    int st;
-    if (!ctx)
-        return MOES_ERR_NULL_POINTER;
     if (n_tokens < 0)
         return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
             "n_tokens = %lld is negative", (long long)n_tokens);
@@ -113,6 +111,16 @@ MOES_API int moes_reserve_workspace(moes_context *ctx, int64_t n_tokens,
     if (!moes_mul_i64(n_tokens, top_k, &choices))
         return moes_set_error(ctx, MOES_ERR_OVERFLOW,
             "n_tokens * top_k overflows 64 bits");
+    return MOES_OK;
+}
+
+MOES_API int moes_reserve_workspace(moes_context *ctx, int64_t n_tokens,
+                                    int64_t top_k, int64_t n_experts)
+{
+    int st;
+    if (!ctx)
+        return MOES_ERR_NULL_POINTER;
+    MOES_TRY(check_workspace_sizes(ctx, n_tokens, top_k, n_experts));
     if (ctx->ops->reserve_workspace) {
         /* A new reservation may grow the workspace; when it cannot, the
          * one before it still holds: calls must not start to allocate
@@ -126,5 +134,48 @@ MOES_API int moes_reserve_workspace(moes_context *ctx, int64_t n_tokens,
         }
     }
     ctx->workspace_reserved = 1;
+    return MOES_OK;
+}
+
+MOES_API int moes_workspace_size(moes_context *ctx, int64_t n_tokens,
+                                 int64_t top_k, int64_t n_experts,
+                                 int64_t *bytes)
+{
+    if (!ctx)
+        return MOES_ERR_NULL_POINTER;
+    if (!bytes)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "bytes is NULL");
+    MOES_TRY(check_workspace_sizes(ctx, n_tokens, top_k, n_experts));
+    if (!ctx->ops->workspace_size) {
+        *bytes = 0;
+        return MOES_OK;
+    }
+    return ctx->ops->workspace_size(ctx, n_tokens, top_k, n_experts, bytes);
+}
+
+MOES_API int moes_set_workspace(moes_context *ctx, void *ptr, int64_t bytes)
+{
+    if (!ctx)
+        return MOES_ERR_NULL_POINTER;
+    if (bytes < 0)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "bytes = %lld is negative", (long long)bytes);
+    if (!ptr && bytes > 0)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
+            "ptr is NULL but bytes = %lld (NULL and 0 give the workspace "
+            "back)", (long long)bytes);
+    if (ptr && bytes == 0)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "bytes = 0 for a workspace at %p", ptr);
+    if ((uintptr_t)ptr % MOES_WORKSPACE_ALIGNMENT != 0)
+        return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+            "ptr = %p is not aligned to MOES_WORKSPACE_ALIGNMENT = %d bytes",
+            ptr, MOES_WORKSPACE_ALIGNMENT);
+    if (ctx->ops->set_workspace)
+        MOES_TRY(ctx->ops->set_workspace(ctx, ptr, bytes));
+    ctx->workspace_from_caller = ptr != NULL;
+    /* The caller's buffer replaces any reservation; without it the
+     * context's own workspace grows again as calls need. */
+    ctx->workspace_reserved = 0;
     return MOES_OK;
 }

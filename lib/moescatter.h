@@ -53,6 +53,14 @@
  *   and the error is returned by the next moes_synchronize() (and by
  *   moes_get_error()); until then the call itself returned MOES_OK.
  *
+ * STRUCTS AND VERSIONS
+ *   Every struct the caller fills starts with struct_size, set by the
+ *   _init function (or to sizeof the struct). Structs only grow, at the
+ *   end: a program compiled against an earlier version passes its smaller
+ *   struct_size, and the fields it does not know take their defaults (and
+ *   are not written, for moes_context_info). A struct_size that no
+ *   version has had, larger ones included, is MOES_ERR_INVALID_ARGUMENT.
+ *
  * SIZES
  *   All sizes, strides and offsets are int64_t. Strides are in elements
  *   and must be at least the row length. Index outputs (out_index, counts,
@@ -82,7 +90,7 @@ extern "C" {
 /* ------------------------------------------------------------------ */
 
 #define MOES_VERSION_MAJOR 0
-#define MOES_VERSION_MINOR 1
+#define MOES_VERSION_MINOR 2
 #define MOES_VERSION_PATCH 0
 #define MOES_VERSION_NUMBER \
     (MOES_VERSION_MAJOR * 10000 + MOES_VERSION_MINOR * 100 + MOES_VERSION_PATCH)
@@ -117,8 +125,9 @@ typedef enum moes_status {
     MOES_ERR_BACKEND_UNAVAILABLE = 14, /* the backend asked for cannot run */
     MOES_ERR_DEVICE = 15,           /* the CUDA driver reported an error  */
     MOES_ERR_WORKSPACE = 16,        /* a call needs more workspace than was
-                                       reserved, and growing it would
-                                       allocate                           */
+                                       reserved or than the caller's
+                                       workspace holds, and growing it
+                                       would allocate                     */
     MOES_ERR_INVALID_SCALE = 17,    /* a scale that UE8M0 cannot hold: not
                                        a positive, finite, normal power of
                                        two                                */
@@ -203,6 +212,11 @@ typedef struct moes_context_info {
     int device_multiprocessors; /* CUDA SMs, 0 on the CPU                 */
     int device_compute_capability; /* e.g. 90, 0 on the CPU              */
     int64_t device_memory_bytes;   /* CUDA global memory, 0 on the CPU    */
+    /* Since 0.2; a struct_size of 0.1 leaves them alone.                 */
+    int64_t workspace_bytes;  /* scratch memory the context uses now: its
+                                 own, or the caller's                     */
+    int workspace_from_caller; /* 1 when that is the caller's buffer
+                                  (moes_set_workspace), else 0            */
 } moes_context_info;
 
 /* Describes the context: backend, why it was chosen, device or threads.
@@ -291,11 +305,43 @@ MOES_API int moes_fill(moes_context *ctx, void *ptr, int value, int64_t bytes);
 /* Reserves the scratch memory that calls up to these sizes need, so that
  * later calls never allocate (a CUDA graph can capture them). After a
  * reservation a call that needs more returns MOES_ERR_WORKSPACE instead of
- * allocating. Without one, calls grow the workspace as needed.
+ * allocating. Without one, calls grow the workspace as needed. With the
+ * caller's workspace in place (moes_set_workspace) nothing is allocated:
+ * MOES_ERR_WORKSPACE says that it is too small for these sizes.
  * Returns MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE (negative sizes,
- * n_experts < 1), MOES_ERR_OVERFLOW, MOES_ERR_OUT_OF_MEMORY. */
+ * n_experts < 1), MOES_ERR_OVERFLOW, MOES_ERR_OUT_OF_MEMORY,
+ * MOES_ERR_WORKSPACE. */
 MOES_API int moes_reserve_workspace(moes_context *ctx, int64_t n_tokens,
                                     int64_t top_k, int64_t n_experts);
+
+/* The bytes of workspace that every call up to these sizes needs on
+ * ctx's backend (count and scatter use it; the gather needs none): the
+ * size to give moes_set_workspace. It depends on the backend and, on the
+ * CPU, on the thread count. Returns MOES_ERR_NULL_POINTER,
+ * MOES_ERR_INVALID_SIZE (negative sizes, top_k or n_experts < 1),
+ * MOES_ERR_OVERFLOW. */
+MOES_API int moes_workspace_size(moes_context *ctx, int64_t n_tokens,
+                                 int64_t top_k, int64_t n_experts,
+                                 int64_t *bytes);
+
+/* Hands the context a workspace the caller owns (backend memory: device
+ * memory on CUDA, host memory on the CPU; MOES_WORKSPACE_ALIGNMENT-byte
+ * aligned). From then on calls take their scratch memory from it and
+ * never allocate; a call that needs more than bytes returns
+ * MOES_ERR_WORKSPACE. The context's own workspace is freed (on CUDA after
+ * waiting for the stream). The buffer holds nothing from one call to the
+ * next: it may be reused for other work ordered after the call (on CUDA,
+ * later on the same stream), and replaced by another at any time. It is
+ * never freed by the library. ptr NULL with bytes 0 gives it back: calls
+ * then use the context's own workspace again, which grows as needed.
+ * Returns MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE,
+ * MOES_ERR_INVALID_ARGUMENT (misaligned; on CUDA, memory the device
+ * cannot access), MOES_ERR_DEVICE. */
+MOES_API int moes_set_workspace(moes_context *ctx, void *ptr, int64_t bytes);
+
+/* The alignment moes_set_workspace requires (cudaMalloc, moes_malloc and
+ * the usual allocators give more). */
+#define MOES_WORKSPACE_ALIGNMENT 16
 
 /* ------------------------------------------------------------------ */
 /* Routing: who goes where                                            */

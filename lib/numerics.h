@@ -9,7 +9,7 @@
  * contraction), except moes_gather_step, which uses the explicitly rounded
  * fp32 operations of each compiler.
  *
- * Rules:
+ * Rules (docs/design-rules.md, Numerics):
  *   fp32 -> bf16/fp16: round to nearest even, overflow to infinity,
  *   subnormals kept, NaN -> quiet NaN with the same sign (0x7FC0 / 0x7E00).
  *   Every NaN the gather writes is canonical, fp32 included (0x7FC00000

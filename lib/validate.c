@@ -5,6 +5,7 @@
  */
 #include <string.h>
 
+#include "struct_size.h"
 #include "validate.h"
 
 #define LL(v) ((long long)(v))
@@ -32,16 +33,6 @@ static int resolve_stride(moes_context *ctx, const char *name,
         return moes_set_error(ctx, MOES_ERR_INVALID_STRIDE,
             "%s = %lld is smaller than %s = %lld", name, LL(*stride),
             row_name, LL(row));
-    return MOES_OK;
-}
-
-static int check_struct_size(moes_context *ctx, const char *name,
-                             size_t given, size_t expected)
-{
-    if (given != expected)
-        return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
-            "%s->struct_size = %zu, expected %zu (sizeof the struct in "
-            "this version)", name, given, expected);
     return MOES_OK;
 }
 
@@ -144,9 +135,7 @@ int moes_validate_routing(moes_context *ctx, const moes_routing *routing,
     moes_routing r;
     if (!routing)
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "routing is NULL");
-    MOES_TRY(check_struct_size(ctx, "routing", routing->struct_size,
-                          sizeof *routing));
-    r = *routing;
+    MOES_TRY(moes_routing_from_caller(ctx, routing, &r));
     if (r.n_tokens < 0)
         return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
             "routing->n_tokens = %lld is negative", LL(r.n_tokens));
@@ -303,8 +292,7 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
     n_experts = r->n_experts;
     if (!args)
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "args is NULL");
-    MOES_TRY(check_struct_size(ctx, "args", args->struct_size, sizeof *args));
-    a = *args;
+    MOES_TRY(moes_scatter_args_from_caller(ctx, args, &a));
 
     if (a.layout != MOES_LAYOUT_CONTIGUOUS && a.layout != MOES_LAYOUT_GROUPED &&
         a.layout != MOES_LAYOUT_MASKED)
@@ -500,8 +488,7 @@ int moes_validate_gather(moes_context *ctx, const moes_gather_args *args,
     memset(plan, 0, sizeof *plan);
     if (!args)
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "args is NULL");
-    MOES_TRY(check_struct_size(ctx, "args", args->struct_size, sizeof *args));
-    a = *args;
+    MOES_TRY(moes_gather_args_from_caller(ctx, args, &a));
     if (a.flags & ~MOES_GATHER_ACCUMULATE)
         return moes_set_error(ctx, MOES_ERR_INVALID_FLAGS,
             "args->flags = 0x%x has unknown bits 0x%x", a.flags,

@@ -35,6 +35,19 @@ for f in $functions; do
     fi
 done
 
+# Every page's title line names this version ("libmoescatter 0.2.0").
+if [ -n "${PACKAGE_VERSION:-}" ]; then
+    for page in $MAN_PAGES; do
+        [ -f "$srcdir/$page" ] || continue
+        if ! sed -n '/^\.TH /p' "$srcdir/$page" |
+                grep -q "\"libmoescatter $PACKAGE_VERSION\""; then
+            echo "$page: the .TH line does not say libmoescatter" \
+                 "$PACKAGE_VERSION" >&2
+            status=1
+        fi
+    done
+fi
+
 n_pages=0
 for page in $MAN_PAGES; do
     case $page in

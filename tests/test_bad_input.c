@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_bad_input.c - every class of bad input of DESIGN.md, for count,
- * scatter and gather: the status, a message naming the argument (and the
- * element for data errors), and every output buffer byte-for-byte
- * untouched (they start filled with the canary).
+ * test_bad_input.c - every class of bad input of docs/design-rules.md,
+ * for count, scatter and gather: the status, a message naming the
+ * argument (and the element for data errors), and every output buffer
+ * byte-for-byte untouched (they start filled with the canary).
  *
  * One table per call; each row is a parameterized test instance that
  * starts from a valid call and breaks one thing. Rows are passed to the

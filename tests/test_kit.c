@@ -151,7 +151,7 @@ Test(kit, errors_leave_canaries)
 }
 
 /* Over the seeds the differential tests use, the generator reaches every
- * feature DESIGN.md names. */
+ * feature docs/design-rules.md names. */
 Test(kit, generator_coverage)
 {
     enum { SEEDS = 3000 };

@@ -451,8 +451,9 @@ Test(scatter_literal, no_tokens)
 }
 
 /* CPU only, by nature: the CPU backend takes plain host pointers from
- * malloc() (DESIGN.md: "On the CPU, buffers are host pointers"). Skipped
- * on any other backend, where host pointers are not valid buffers. */
+ * malloc() (docs/design-rules.md: on the CPU, buffers are host
+ * pointers). Skipped on any other backend, where host pointers are not
+ * valid buffers. */
 Test(scatter_literal, cpu_takes_host_pointers)
 {
     moes_context *ctx = test_open(2);

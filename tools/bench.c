@@ -260,8 +260,23 @@ int tool_bench(int argc, char **argv)
     rc = parse(argc, argv, &o);
     if (rc >= 0)
         return rc;
-    if (tool_open_context("bench", o.backend, (int)o.threads, &ctx))
+    /* The files are checked now: a sweep can take minutes, and its
+     * results must not be lost to a path found wrong at the end. */
+    csv = o.csv;
+    if (!csv && o.plot) {
+        csv = csv_owned = csv_beside(o.plot);
+        if (!csv)
+            return tool_fail("bench", "cannot allocate a file name");
+    }
+    rc = bench_check_outputs(csv, o.plot);
+    if (rc != TOOL_EXIT_OK) {
+        free(csv_owned);
+        return rc;
+    }
+    if (tool_open_context("bench", o.backend, (int)o.threads, &ctx)) {
+        free(csv_owned);
         return TOOL_EXIT_FAILURE;
+    }
     info.struct_size = sizeof info;
     st = moes_context_get_info(ctx, &info);
     if (st != MOES_OK) {
@@ -319,14 +334,6 @@ int tool_bench(int argc, char **argv)
     if (o.json)
         bench_print_json(stdout, &run, results, n_results);
 
-    csv = o.csv;
-    if (!csv && o.plot) {
-        csv = csv_owned = csv_beside(o.plot);
-        if (!csv) {
-            rc = tool_fail("bench", "cannot allocate a file name");
-            goto done;
-        }
-    }
     if (csv) {
         rc = bench_write_csv(csv, &run, results, n_results);
         if (rc == TOOL_EXIT_OK && !o.json)

@@ -127,6 +127,10 @@ void bench_print_json(FILE *f, const bench_run_info *run,
                       const bench_result *results, int64_t n_results);
 int bench_write_csv(const char *path, const bench_run_info *run,
                     const bench_result *results, int64_t n_results);
+/* Before anything is measured: the CSV and the plot (either may be NULL)
+ * can be written, the plot's name ends in .png or .svg, and gnuplot is
+ * on PATH. Returns TOOL_EXIT_OK, or says why not. */
+int bench_check_outputs(const char *csv_path, const char *plot_path);
 /* Plots GB/s against tokens from the CSV at csv_path into path (.png or
  * .svg) with gnuplot. Returns TOOL_EXIT_OK, or says why not. */
 int bench_plot(const char *path, const char *csv_path,

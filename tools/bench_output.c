@@ -271,6 +271,50 @@ static int ends_with(const char *s, const char *suffix)
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
+/* Whether a file can be written at path: the file itself when it is
+ * there, else its folder. */
+static int can_write(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir;
+    int ok;
+    if (access(path, F_OK) == 0)
+        return access(path, W_OK) == 0;
+    if (!slash)
+        return access(".", W_OK) == 0;
+    if (slash == path)
+        return access("/", W_OK) == 0;
+    dir = malloc((size_t)(slash - path) + 1);
+    if (!dir)
+        return 0;
+    memcpy(dir, path, (size_t)(slash - path));
+    dir[slash - path] = '\0';
+    ok = access(dir, W_OK) == 0;
+    free(dir);
+    return ok;
+}
+
+int bench_check_outputs(const char *csv_path, const char *plot_path)
+{
+    if (csv_path && !can_write(csv_path))
+        return tool_fail("bench", "--csv: cannot write %s (no such folder, "
+                         "or no permission)", csv_path);
+    if (!plot_path)
+        return TOOL_EXIT_OK;
+    if (!ends_with(plot_path, ".svg") && !ends_with(plot_path, ".png"))
+        return tool_fail("bench", "--plot %s: the name must end in .png or "
+                         ".svg", plot_path);
+    if (strchr(plot_path, '\n') || (csv_path && strchr(csv_path, '\n')))
+        return tool_fail("bench", "--plot: a file name holds a newline");
+    if (!can_write(plot_path))
+        return tool_fail("bench", "--plot: cannot write %s (no such folder, "
+                         "or no permission)", plot_path);
+    if (!on_path("gnuplot"))
+        return tool_fail("bench", "--plot: gnuplot is not installed (not "
+                         "found on PATH)");
+    return TOOL_EXIT_OK;
+}
+
 int bench_plot(const char *path, const char *csv_path,
                const bench_run_info *run)
 {

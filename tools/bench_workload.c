@@ -7,6 +7,12 @@
  * The sets rotate so that no call finds its inputs in a cache: there are
  * enough of them that together they move more than cfg->rotate_bytes
  * (one set alone when it is larger), and they live in one allocation.
+ * The scatter's outputs that are as large as the capacity (out, its
+ * scales, m_indices) are shared by the sets in turn: a call writes only
+ * its placed rows there, and with a capacity bound far above the rows
+ * used (a few tokens), a copy per set made the footprint thousands of
+ * times what a call moves. They get as many copies as fit in
+ * rotate_bytes, so memory stays proportional to what is timed.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -226,10 +232,10 @@ static void *carve(void *arena, int64_t *offset, int64_t bytes)
     return p;
 }
 
-/* Lays set s out in the arena from *offset; with arena NULL only adds up
- * the bytes. */
-static void layout_set(const bench_workload *w, void *arena, int64_t *offset,
-                       bench_set *s)
+/* Lays out the buffers of set s that grow with what a call moves, in the
+ * arena from *offset; with arena NULL only adds up the bytes. */
+static void layout_inputs(const bench_workload *w, void *arena,
+                          int64_t *offset, bench_set *s)
 {
     const bench_config *cfg = &w->cfg;
     const bench_preset *p = cfg->preset;
@@ -242,24 +248,57 @@ static void layout_set(const bench_workload *w, void *arena, int64_t *offset,
                       : NULL;
     s->weights = carve(arena, offset, nk * 4);
     s->y = carve(arena, offset, w->y_rows * h * dtype_bytes(p->y_dtype));
-    s->out = carve(arena, offset, w->out_rows * h * dtype_bytes(p->x_dtype));
-    s->out_scales = p->scale_block
-                        ? carve(arena, offset, w->out_rows * scale_cols(cfg) * 4)
-                        : NULL;
     s->out_index = carve(arena, offset, nk * 4);
-    s->m_indices = s->expert_start = s->expert_end = NULL;
+    s->expert_start = s->expert_end = NULL;
     s->masked_m = s->n_dropped = NULL;
-    if (cfg->layout == MOES_LAYOUT_CONTIGUOUS) {
-        s->m_indices = carve(arena, offset, w->out_rows * 4);
-    } else if (cfg->layout == MOES_LAYOUT_GROUPED) {
+    if (cfg->layout == MOES_LAYOUT_GROUPED) {
         s->expert_start = carve(arena, offset, e * 4);
         s->expert_end = carve(arena, offset, e * 4);
-    } else {
+    } else if (cfg->layout == MOES_LAYOUT_MASKED) {
         s->masked_m = carve(arena, offset, e * 4);
         s->n_dropped = carve(arena, offset, 8);
     }
     s->gather_index = carve(arena, offset, nk * 4);
     s->gather_out = carve(arena, offset, n * h * dtype_bytes(p->out_dtype));
+}
+
+/* Lays out the scatter's outputs as large as the capacity (out, its
+ * scales, m_indices) for set s; with arena NULL only adds up the bytes. */
+static void layout_outputs(const bench_workload *w, void *arena,
+                           int64_t *offset, bench_set *s)
+{
+    const bench_config *cfg = &w->cfg;
+    const bench_preset *p = cfg->preset;
+    const int64_t h = p->hidden;
+    s->out = carve(arena, offset, w->out_rows * h * dtype_bytes(p->x_dtype));
+    s->out_scales = p->scale_block
+                        ? carve(arena, offset, w->out_rows * scale_cols(cfg) * 4)
+                        : NULL;
+    s->m_indices = cfg->layout == MOES_LAYOUT_CONTIGUOUS
+                       ? carve(arena, offset, w->out_rows * 4)
+                       : NULL;
+}
+
+/* Lays out every set: the inputs of each, then n_out copies of the large
+ * outputs that the sets take in turn. Returns the bytes (arena NULL:
+ * only counts them). */
+static int64_t layout_sets(bench_workload *w, void *arena, int64_t n_out)
+{
+    int64_t offset = 0;
+    for (int64_t i = 0; i < w->n_sets; i++)
+        layout_inputs(w, arena, &offset, &w->sets[i]);
+    for (int64_t i = 0; i < w->n_sets; i++) {
+        bench_set *s = &w->sets[i];
+        if (i < n_out) {
+            layout_outputs(w, arena, &offset, s);
+        } else {
+            const bench_set *same = &w->sets[i % n_out];
+            s->out = same->out;
+            s->out_scales = same->out_scales;
+            s->m_indices = same->m_indices;
+        }
+    }
+    return offset;
 }
 
 static int upload(moes_context *ctx, void *dst, const void *src,
@@ -384,7 +423,8 @@ int bench_workload_create(moes_context *ctx, const bench_config *cfg,
 {
     const bench_preset *p = cfg->preset;
     const int64_t nk = cfg->tokens * p->top_k;
-    int64_t *counts = NULL, offset, set_alloc, max_by_arena, want;
+    int64_t *counts = NULL, offset, set_alloc, out_alloc, max_by_arena, want;
+    int64_t n_out;
     int32_t *ids = NULL;
     set_stats st0;
     bench_set probe;
@@ -418,10 +458,15 @@ int bench_workload_create(moes_context *ctx, const bench_config *cfg,
     want = (int64_t)((double)cfg->rotate_bytes /
                      (probe.scatter_bytes + probe.gather_bytes)) + 1;
     offset = 0;
-    layout_set(w, NULL, &offset, &probe);
+    layout_inputs(w, NULL, &offset, &probe);
     /* Other routings may need more rows: leave room for an eighth more. */
     set_alloc = offset + offset / 8;
-    max_by_arena = BENCH_MAX_ARENA / set_alloc;
+    offset = 0;
+    layout_outputs(w, NULL, &offset, &probe);
+    out_alloc = offset + offset / 8;
+    max_by_arena = BENCH_MAX_ARENA > out_alloc
+                       ? (BENCH_MAX_ARENA - out_alloc) / set_alloc
+                       : 1;
     w->n_sets = want < BENCH_MAX_SETS ? want : BENCH_MAX_SETS;
     if (w->n_sets > max_by_arena)
         w->n_sets = max_by_arena;
@@ -454,18 +499,22 @@ int bench_workload_create(moes_context *ctx, const bench_config *cfg,
     w->sets = calloc((size_t)w->n_sets, sizeof *w->sets);
     if (!w->sets)
         goto out_of_memory;
+    /* Copies of the large outputs: as many as rotate_bytes holds, at
+     * least one, at most one per set. */
     offset = 0;
-    for (int64_t i = 0; i < w->n_sets; i++)
-        layout_set(w, NULL, &offset, &w->sets[i]);
-    w->arena_bytes = offset;
+    layout_outputs(w, NULL, &offset, &probe);
+    n_out = cfg->rotate_bytes / offset;
+    if (n_out > w->n_sets)
+        n_out = w->n_sets;
+    if (n_out < 1)
+        n_out = 1;
+    w->arena_bytes = layout_sets(w, NULL, n_out);
     st = moes_malloc(ctx, &w->arena, w->arena_bytes);
     if (st != MOES_OK) {
         tool_library_error("bench", ctx, "moes_malloc of the input sets", st);
         goto done;
     }
-    offset = 0;
-    for (int64_t i = 0; i < w->n_sets; i++)
-        layout_set(w, w->arena, &offset, &w->sets[i]);
+    layout_sets(w, w->arena, n_out);
     rc = fill_sets(ctx, w, ids, &rng);
     goto done;
 

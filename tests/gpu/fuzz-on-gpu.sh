@@ -60,7 +60,7 @@ ensure_configure || {
     exit 1
 }
 arch_flag="--with-cuda-arch=$arch"
-[ "$arch" = auto ] && arch_flag=""
+[ "$arch" = auto ] && arch_flag="--with-cuda-arch=all"
 (
     cd "$build" &&
     { [ -f Makefile ] || "$src/configure" --with-cuda --enable-werror $arch_flag; } &&

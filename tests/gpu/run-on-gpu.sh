@@ -12,7 +12,9 @@
 #   1. the whole Criterion suite (tests/unit) with MOES_BACKEND=cuda;
 #   2. diff_cuda: CPU vs CUDA, bit for bit, on random cases of the test kit;
 #   3. graph_replay: count + scatter + gather captured in a CUDA graph and
-#      replayed with new inputs, compared with the CPU;
+#      replayed with new inputs, compared with the CPU; caller_memory:
+#      buffers of every memory kind, the cost of their check, a capture on
+#      the caller's workspace;
 #   4. sanitize_cases alone, then its scenario past 2^31 elements
 #      (64-bit offsets), then compute-sanitizer memcheck, racecheck,
 #      synccheck and initcheck over sanitize_cases (E = 256 with poisoned
@@ -51,13 +53,14 @@ ensure_configure || {
     exit 1
 }
 arch_flag="--with-cuda-arch=$arch"
-[ "$arch" = auto ] && arch_flag=""
+[ "$arch" = auto ] && arch_flag="--with-cuda-arch=all"
 (
     cd "$build" &&
     "$src/configure" --with-cuda --enable-werror $arch_flag &&
     make -j"$jobs" &&
     make -j"$jobs" -C tests unit &&
-    make -j"$jobs" -C tests/gpu diff_cuda graph_replay sanitize_cases
+    make -j"$jobs" -C tests/gpu diff_cuda graph_replay sanitize_cases \
+        caller_memory
 ) >"$out/build.log" 2>&1
 if [ $? -ne 0 ]; then
     add "build" "FAILED (see build.log)"
@@ -95,6 +98,13 @@ step graph_replay.log "$build/tests/gpu/graph_replay"
 rc=$?
 line=$(grep -a '^graph_replay:' "$out/graph_replay.log" | tail -1 | sed 's/^graph_replay: //')
 add "CUDA graph capture + replay" "${line:-did not finish} (exit $rc)"
+[ $rc -eq 0 ] || status=1
+
+# ---------------------------------------------------------------- 3b. caller's memory
+step caller_memory.log "$build/tests/gpu/caller_memory"
+rc=$?
+line=$(grep -a '^caller_memory:' "$out/caller_memory.log" | tail -1 | sed 's/^caller_memory: //')
+add "pointer kinds, caller's workspace" "${line:-did not finish} (exit $rc)"
 [ $rc -eq 0 ] || status=1
 
 # ---------------------------------------------------------------- 4. sanitizers

@@ -90,7 +90,7 @@ static int side_download(side *s, moes_case_buffer *b, const void *p,
     return st == MOES_OK ? st : side_fail(s, st, "copy to the host");
 }
 
-/* The status of a call as DESIGN.md defines it on an asynchronous
+/* The status of a call as docs/design-rules.md defines it on an asynchronous
  * backend: the call's own error, else the next synchronize's. */
 static void finish_call(side *s, int st, int *status, char *message,
                         size_t len)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * oracle.c - count, scatter and gather, straight from DESIGN.md.
+ * oracle.c - count, scatter and gather, straight from docs/design-rules.md.
  *
  * Plain loops, one thread, no cleverness: the scatter places expert after
  * expert, each time walking every (t, k) in t*K + k order. All checks of

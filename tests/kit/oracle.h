@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * oracle.h - count, scatter and gather written straight from DESIGN.md,
- * single-threaded, on host buffers.
+ * oracle.h - count, scatter and gather written straight from
+ * docs/design-rules.md, single-threaded, on host buffers.
  *
  * The oracle is the reference the backends are compared with. It is meant
  * to be read and believed, not to be fast: the scatter walks every (t, k)

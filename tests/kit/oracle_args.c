@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * oracle_args.c - argument checks of the oracle. The rules are those of
- * DESIGN.md and moescatter.h; the order in which they are tried is the
- * library's, so that an input with several faults gets the same status.
+ * docs/design-rules.md and moescatter.h; the order in which they are
+ * tried is the library's, so that an input with several faults gets the
+ * same status.
  * Sizes are computed in 128 bits: no product can wrap here.
  */
 #include <stdarg.h>
