@@ -546,8 +546,10 @@ def _device_of(device):
         if d.type == "cpu":
             return _lib.BACKEND_CPU, 0
         if d.type == "cuda":
-            return _lib.BACKEND_CUDA, (d.index if d.index is not None
-                                       else torch.cuda.current_device())
+            if d.index is not None:
+                return _lib.BACKEND_CUDA, d.index
+            return _lib.BACKEND_CUDA, (torch.cuda.current_device()
+                                       if torch.cuda.is_available() else 0)
     elif isinstance(device, str) and device.startswith("cuda"):
         return _lib.BACKEND_CUDA, int(device.partition(":")[2] or 0)
     raise ValueError("device must be 'cpu', 'cuda', 'cuda:N' or an int, got "
