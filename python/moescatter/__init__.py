@@ -25,7 +25,10 @@ argument lists of LightLLM's and vLLM's Triton kernels.
 from ._lib import Error, ArgumentError, BackendError, library_path
 from ._ops import (ScatterResult, count, scatter, gather, scatter_capacity,
                    backend_info, synchronize, reserve_workspace)
-from . import _lib, _torch_ops
+from . import _lib, _ops, _torch_ops
+
+if _torch_ops.REGISTERED:
+    _ops.compile_hook = _torch_ops
 
 __version__ = _lib.version()
 

@@ -176,11 +176,16 @@ def _capacity(ctx_handle, layout, n, k, e, alignment):
     return cap.value
 
 
+# The _torch_ops module once it has registered the operators (set by the
+# package's __init__), else None: one test per call when torch is old.
+compile_hook = None
+
+
 def _maybe_compiled(name):
     """Under torch.compile the registered op is traced instead of the
     ctypes call (see _torch_ops)."""
-    from . import _torch_ops
-    if _torch_ops.REGISTERED and _torch_ops.is_compiling():
+    hook = compile_hook
+    if hook is not None and hook.is_compiling():
         return getattr(torch.ops.moescatter, name)
     return None
 
@@ -199,13 +204,11 @@ def count(topk_ids, num_experts, *, expert_map=None, dtype=None):
     Raises ``moescatter.Error`` (a ValueError) for ids or map entries out of
     range; on CUDA those are found by the kernels: see ``synchronize``.
     """
-    space = A.space_of(topk_ids, "topk_ids")
     code = A.index_code(dtype)
-    if space[0] == A.KIND_TORCH and torch is not None:
-        op = _maybe_compiled("count")
-        if op is not None:
-            return op(topk_ids, int(num_experts), expert_map,
-                      code == _lib.DTYPE_INT64)
+    op = _maybe_compiled("count")
+    if op is not None:
+        return op(topk_ids, num_experts, expert_map, code == _lib.DTYPE_INT64)
+    space = A.space_of(topk_ids, "topk_ids")
     ctx = _context(space)
     counts = A.empty(space, (max(int(num_experts), 0),), code)
     with ctx.lock:
@@ -274,16 +277,14 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
     if lay is None:
         raise ValueError("layout must be one of %s, got %r"
                          % (", ".join(LAYOUTS), layout))
-    space = A.space_of(x, "x")
     icode = A.index_code(index_dtype)
-    if space[0] == A.KIND_TORCH and torch is not None:
-        op = _maybe_compiled("scatter")
-        if op is not None:
-            from . import _torch_ops
-            return _torch_ops.scatter_compiled(
-                op, x, topk_ids, num_experts, x_scales, layout, alignment,
-                expert_map, capacity, scale_format, scale_block, zero_padding,
-                label_padding, icode, scales_mn_major)
+    op = _maybe_compiled("scatter")
+    if op is not None:
+        return compile_hook.scatter_compiled(
+            op, x, topk_ids, num_experts, x_scales, layout, alignment,
+            expert_map, capacity, scale_format, scale_block, zero_padding,
+            label_padding, icode, scales_mn_major)
+    space = A.space_of(x, "x")
     A.check_space(topk_ids, "topk_ids", space)
     xin, x_rs = A.as_input_matrix(x, "x")
     xcode = A.dtype_code(xin, "x", _ROWS)
@@ -460,13 +461,11 @@ def gather(y, out_index, weights=None, *, out=None, out_dtype=None,
     ``synchronize()``, with ``out`` left unchanged).
     """
     fn = "moes_gather"
+    op = _maybe_compiled("gather")
+    if op is not None:
+        return compile_hook.gather_compiled(op, y, out_index, weights, out,
+                                            out_dtype, accumulate)
     space = A.space_of(y, "y")
-    if space[0] == A.KIND_TORCH and torch is not None:
-        op = _maybe_compiled("gather")
-        if op is not None:
-            from . import _torch_ops
-            return _torch_ops.gather_compiled(op, y, out_index, weights, out,
-                                              out_dtype, accumulate)
     if y.ndim == 3:
         y = y.reshape(-1, y.shape[2])
     yin, y_rs = A.as_input_matrix(y, "y")

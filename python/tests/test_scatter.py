@@ -18,7 +18,6 @@ LAYOUTS = ["contiguous", "grouped", "masked"]
 def check(res, want, x, *, layout, index_dtype=torch.int32, zero_padding=False,
           scales=False, scale_format="fp32", mn_major=False):
     n, h = x.shape
-    k = len(want.out_index[0]) if want.out_index else res.out_index.shape[1]
     cpu = lambda t: t.cpu()  # noqa: E731
     assert res.out_index.dtype == index_dtype
     assert res.out_index.tolist() == want.out_index
