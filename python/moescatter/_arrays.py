@@ -19,9 +19,7 @@ try:
 except ImportError:
     numpy = None
 
-KIND_TORCH = 0
-KIND_NUMPY = 1
-CPU = -1  # the device number of host memory
+CPU = -1  # the space of torch CPU tensors
 
 _TORCH_DTYPES = {}
 _TORCH_FROM_CODE = {}
@@ -49,59 +47,75 @@ _NUMPY_FROM_CODE = {_lib.DTYPE_FP16: "float16", _lib.DTYPE_FP32: "float32",
                     _lib.DTYPE_INT32: "int32", _lib.DTYPE_INT64: "int64"}
 
 
+TorchTensor = torch.Tensor if torch is not None else ()
+NDArray = numpy.ndarray if numpy is not None else ()
+NUMPY = -2  # the space of NumPy arrays; torch tensors: CPU or a device
+
+
 def is_torch(a):
-    return torch is not None and isinstance(a, torch.Tensor)
+    return isinstance(a, TorchTensor)
 
 
 def is_numpy(a):
-    return numpy is not None and isinstance(a, numpy.ndarray)
+    return isinstance(a, NDArray)
 
 
 def space_of(a, name):
-    """(kind, device) of an array: device -1 for host memory, else the CUDA
-    device number."""
-    if is_torch(a):
+    """Where an array lives: NUMPY, CPU (a torch CPU tensor) or the CUDA
+    device number of a torch CUDA tensor."""
+    if isinstance(a, TorchTensor):
         if a.is_cuda:
-            return KIND_TORCH, a.get_device()
+            return a.get_device()
         if a.is_cpu and a.layout == torch.strided:
-            return KIND_TORCH, CPU
+            return CPU
         raise ValueError("%s: a %s tensor on %s; the library takes strided "
                          "tensors on the CPU or on CUDA devices"
                          % (name, a.layout, a.device))
-    if is_numpy(a):
-        return KIND_NUMPY, CPU
+    if isinstance(a, NDArray):
+        return NUMPY
     raise TypeError("%s: expected a torch.Tensor or a numpy.ndarray, got %s"
                     % (name, type(a).__name__))
 
 
-def check_space(a, name, space):
-    s = space_of(a, name)
-    if s != space:
-        raise ValueError("%s is on %s but the first array is on %s"
-                         % (name, space_name(s), space_name(space)))
-
-
 def space_name(space):
-    kind, dev = space
-    if kind == KIND_NUMPY:
-        return "the host (numpy)"
-    return "cpu" if dev == CPU else "cuda:%d" % dev
+    if space == NUMPY:
+        return "the host (a NumPy array)"
+    return "cpu" if space == CPU else "cuda:%d" % space
 
 
-def dtype_code(a, name, allowed=None):
+def check_space(a, name, space):
+    """a must live where the call's first array does (a cheap test: it runs
+    for every array of every call)."""
+    if isinstance(a, TorchTensor):
+        if space >= 0:
+            if a.is_cuda and a.get_device() == space:
+                return
+        elif space == CPU:
+            if a.is_cpu:
+                return
+    elif isinstance(a, NDArray) and space == NUMPY:
+        return
+    raise ValueError("%s is on %s but the first array is on %s"
+                     % (name, space_name(space_of(a, name)),
+                        space_name(space)))
+
+
+def _dtype_error(a, name, allowed):
+    raise TypeError("%s: dtype %s is not one the library takes here (%s)"
+                    % (name, a.dtype, ", ".join(code_name(c)
+                                                for c in allowed)))
+
+
+def dtype_code(a, name, allowed):
     """The library's dtype of an array; TypeError for any other dtype."""
-    if is_torch(a):
+    if isinstance(a, TorchTensor):
         code = _TORCH_DTYPES.get(a.dtype)
-        shown = a.dtype
     else:
         code = _NUMPY_NAMES.get(a.dtype.name)
         if code is not None and a.dtype.itemsize != _SIZES[code]:
             code = None
-        shown = a.dtype
-    if code is None or (allowed is not None and code not in allowed):
-        want = allowed if allowed is not None else sorted(_TORCH_FROM_CODE)
-        raise TypeError("%s: dtype %s is not one the library takes here (%s)"
-                        % (name, shown, ", ".join(code_name(c) for c in want)))
+    if code not in allowed:
+        _dtype_error(a, name, allowed)
     return code
 
 
@@ -114,106 +128,162 @@ def code_name(code):
     return _CODE_NAMES.get(code, str(code))
 
 
-def ptr(a):
-    if is_torch(a):
-        return a.data_ptr()
-    return a.__array_interface__["data"][0]
-
-
 def shape(a):
     return tuple(a.shape)
 
 
-def strides(a):
-    """Strides in elements."""
-    if is_torch(a):
-        return a.stride()
-    item = a.itemsize
-    st = a.strides
-    if any(s % item for s in st):
-        return None  # not a whole number of elements: copy
-    return tuple(s // item for s in st)
-
-
 def dense(a):
     """A dense row-major copy (or a itself when it is one already)."""
-    if is_torch(a):
+    if isinstance(a, TorchTensor):
         return a.contiguous()
     return numpy.ascontiguousarray(a)
 
 
-def _row_stride(shp, st):
-    """The row stride of a 2-D array whose rows are contiguous runs, or None
-    when it has none the library can follow."""
-    rows, cols = shp
-    if st is None:
-        return None
-    if cols > 1 and st[1] != 1:
+def _np_strides(a):
+    """Strides in elements, or None when one is not a whole number of
+    elements."""
+    item = a.itemsize
+    st = a.strides
+    for s in st:
+        if s % item:
+            return None
+    return tuple(s // item for s in st)
+
+
+def _np_ptr(a):
+    return a.__array_interface__["data"][0]
+
+
+def _row_stride(rows, cols, s0, s1):
+    """The row stride the library can follow, or None."""
+    if cols > 1 and s1 != 1:
         return None
     if rows <= 1:
         return cols if cols > 0 else 1  # a lone row: any stride covers it
-    if st[0] < cols:
+    if s0 < cols:
         return None  # overlapping rows (expand) or a transposed matrix
-    return st[0]
+    return s0
 
 
-def as_input_matrix(a, name, ndim=2):
-    """(array, row stride) of a 2-D input; a dense copy when its strides are
-    not the library's."""
-    if a.ndim != ndim:
-        raise ValueError("%s must have %d dimensions, got shape %s"
-                         % (name, ndim, shape(a)))
-    rs = _row_stride(shape(a), strides(a))
-    if rs is None:
-        a = dense(a)
-        rs = max(a.shape[1], 1)
-    return a, rs
-
-
-def output_row_stride(a, name):
-    """The row stride of a 2-D output given by the caller."""
+def matrix_in(a, name, allowed, space):
+    """An input matrix as (array to keep alive, pointer, rows, columns, row
+    stride, dtype code). A matrix whose elements are not contiguous within a
+    row, or whose rows overlap, is copied first."""
+    if isinstance(a, TorchTensor):
+        check_space(a, name, space)
+        code = _TORCH_DTYPES.get(a.dtype)
+        if code not in allowed:
+            _dtype_error(a, name, allowed)
+        if a.dim() != 2:
+            raise ValueError("%s must have 2 dimensions, got shape %s"
+                             % (name, tuple(a.shape)))
+        rows, cols = a.shape
+        s0, s1 = a.stride()
+        rs = _row_stride(rows, cols, s0, s1)
+        if rs is None:
+            a = a.contiguous()
+            rs = max(cols, 1)
+        return a, a.data_ptr(), rows, cols, rs, code
+    check_space(a, name, space)
+    code = dtype_code(a, name, allowed)
     if a.ndim != 2:
         raise ValueError("%s must have 2 dimensions, got shape %s"
-                         % (name, shape(a)))
-    rs = _row_stride(shape(a), strides(a))
+                         % (name, a.shape))
+    rows, cols = a.shape
+    st = _np_strides(a)
+    rs = None if st is None else _row_stride(rows, cols, st[0], st[1])
+    if rs is None:
+        a = numpy.ascontiguousarray(a)
+        rs = max(cols, 1)
+    return a, _np_ptr(a), rows, cols, rs, code
+
+
+def matrix_out(a, name, allowed, space):
+    """An output matrix given by the caller as (pointer, rows, columns, row
+    stride, dtype code): the library writes rows of contiguous elements
+    that do not overlap, and nowhere else."""
+    if isinstance(a, TorchTensor):
+        check_space(a, name, space)
+        code = _TORCH_DTYPES.get(a.dtype)
+        if code not in allowed:
+            _dtype_error(a, name, allowed)
+        if a.dim() != 2:
+            raise ValueError("%s must have 2 dimensions, got shape %s"
+                             % (name, tuple(a.shape)))
+        rows, cols = a.shape
+        st = a.stride()
+        rs = _row_stride(rows, cols, st[0], st[1])
+        p = a.data_ptr()
+    else:
+        check_space(a, name, space)
+        code = dtype_code(a, name, allowed)
+        if a.ndim != 2:
+            raise ValueError("%s must have 2 dimensions, got shape %s"
+                             % (name, a.shape))
+        if not a.flags.writeable:
+            raise ValueError("%s is read-only" % name)
+        rows, cols = a.shape
+        st = _np_strides(a)
+        rs = None if st is None else _row_stride(rows, cols, st[0], st[1])
+        p = _np_ptr(a)
     if rs is None:
         raise ValueError("%s: strides %s; the library writes rows of "
                          "contiguous elements that do not overlap"
-                         % (name, strides(a)))
-    check_writeable(a, name)
-    return rs
+                         % (name, st))
+    return p, rows, cols, rs, code
 
 
-def as_input_vector(a, name):
+def vector_in(a, name, allowed, space):
+    """An input vector as (array to keep alive, pointer, length, code)."""
+    check_space(a, name, space)
+    code = dtype_code(a, name, allowed)
     if a.ndim != 1:
         raise ValueError("%s must have 1 dimension, got shape %s"
                          % (name, shape(a)))
-    st = strides(a)
-    if a.shape[0] > 1 and (st is None or st[0] != 1):
-        a = dense(a)
-    return a
+    n = a.shape[0]
+    if isinstance(a, TorchTensor):
+        if n > 1 and a.stride(0) != 1:
+            a = a.contiguous()
+        return a, a.data_ptr(), n, code
+    st = _np_strides(a)
+    if n > 1 and (st is None or st[0] != 1):
+        a = numpy.ascontiguousarray(a)
+    return a, _np_ptr(a), n, code
 
 
-def check_output_vector(a, name, length):
-    if a.ndim != 1 or a.shape[0] < length:
-        raise ValueError("%s must be a vector of at least %d entries, got "
-                         "shape %s" % (name, length, shape(a)))
-    st = strides(a)
-    if a.shape[0] > 1 and (st is None or st[0] != 1):
-        raise ValueError("%s must be contiguous, got strides %s"
-                         % (name, st))
-    check_writeable(a, name)
+def vector_out(a, name, allowed, space, length):
+    """The pointer of an output vector of at least length entries."""
+    check_space(a, name, space)
+    if isinstance(a, TorchTensor):
+        code = _TORCH_DTYPES.get(a.dtype)
+        if code not in allowed:
+            _dtype_error(a, name, allowed)
+        ok = a.dim() == 1 and a.shape[0] >= length and \
+            (a.shape[0] <= 1 or a.stride(0) == 1)
+        p = a.data_ptr()
+    else:
+        dtype_code(a, name, allowed)
+        st = _np_strides(a)
+        ok = a.ndim == 1 and a.shape[0] >= length and \
+            (a.shape[0] <= 1 or (st is not None and st[0] == 1))
+        if not a.flags.writeable:
+            raise ValueError("%s is read-only" % name)
+        p = _np_ptr(a)
+    if not ok:
+        raise ValueError("%s must be a contiguous vector of at least %d "
+                         "entries, got shape %s" % (name, length, shape(a)))
+    return p
 
 
-def check_writeable(a, name):
-    if is_numpy(a) and not a.flags.writeable:
-        raise ValueError("%s is read-only" % name)
+def ptr(a):
+    if isinstance(a, TorchTensor):
+        return a.data_ptr()
+    return _np_ptr(a)
 
 
 def empty(space, shp, code):
-    kind, dev = space
-    if kind == KIND_TORCH:
-        device = "cpu" if dev == CPU else torch.device("cuda", dev)
+    if space != NUMPY:
+        device = "cpu" if space == CPU else torch.device("cuda", space)
         return torch.empty(shp, dtype=_TORCH_FROM_CODE[code], device=device)
     name = _NUMPY_FROM_CODE.get(code)
     if name is None:

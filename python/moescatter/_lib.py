@@ -294,8 +294,8 @@ class Context:
     used by two threads at once, and ctypes lets go of the GIL in calls."""
 
     __slots__ = ("handle", "backend", "device", "lock", "stream", "routing",
-                 "scatter_args", "gather_args", "workspace", "ws_sizes",
-                 "__weakref__")
+                 "scatter_args", "gather_args", "routing_ref", "scatter_ref",
+                 "gather_ref", "workspace", "ws_sizes", "__weakref__")
 
     def __init__(self, backend, device):
         opts = ContextOptions()
@@ -323,8 +323,14 @@ class Context:
         self.stream = None
         self.routing = Routing()
         LIB.moes_routing_init(ctypes.byref(self.routing))
+        # Every field is set by each call; the sizes once, here.
         self.scatter_args = ScatterArgs()
+        LIB.moes_scatter_args_init(ctypes.byref(self.scatter_args))
         self.gather_args = GatherArgs()
+        LIB.moes_gather_args_init(ctypes.byref(self.gather_args))
+        self.routing_ref = ctypes.byref(self.routing)
+        self.scatter_ref = ctypes.byref(self.scatter_args)
+        self.gather_ref = ctypes.byref(self.gather_args)
         # Workspace buffers from torch, one per stream (see _ops).
         self.workspace = {}
         self.ws_sizes = {}

@@ -63,10 +63,9 @@ else:
 
 
 def _context(space):
-    dev = space[1]
-    if dev == A.CPU:
+    if space < 0:  # torch CPU tensors and NumPy arrays
         return _lib.context(_lib.BACKEND_CPU, 0)
-    return _lib.context(_lib.BACKEND_CUDA, dev)
+    return _lib.context(_lib.BACKEND_CUDA, space)
 
 
 def _set_stream(ctx):
@@ -138,27 +137,23 @@ def _bad(status, message, function):
 def _routing(ctx, topk_ids, num_experts, expert_map, space, fn):
     """Fills ctx.routing; returns the arrays it points into (they must live
     until the call returns) and (N, K)."""
-    ids, ids_rs = A.as_input_matrix(topk_ids, "topk_ids")
-    ids_code = A.dtype_code(ids, "topk_ids", _INDEX)
-    n, k = ids.shape
-    num_experts = int(num_experts)
+    ids, p, n, k, rs, code = A.matrix_in(topk_ids, "topk_ids", _INDEX, space)
     r = ctx.routing
     r.n_tokens = n
     r.top_k = k
-    r.ids = A.ptr(ids)
-    r.ids_dtype = ids_code
-    r.ids_stride = ids_rs
+    r.ids = p
+    r.ids_dtype = code
+    r.ids_stride = rs
     r.n_experts = num_experts
     if expert_map is not None:
-        A.check_space(expert_map, "expert_map", space)
-        emap = A.as_input_vector(expert_map, "expert_map")
-        A.dtype_code(emap, "expert_map", (_lib.DTYPE_INT32,))
-        r.expert_map = A.ptr(emap) or None
-        r.n_experts_global = emap.shape[0]
-        if emap.shape[0] == 0:
+        emap, mp, e_global, _ = A.vector_in(expert_map, "expert_map",
+                                            (_lib.DTYPE_INT32,), space)
+        if e_global == 0:
             _bad(_lib.MOES_ERR_INVALID_SIZE,
                  "expert_map is empty: it needs one entry per global expert",
                  fn)
+        r.expert_map = mp
+        r.n_experts_global = e_global
     else:
         emap = None
         r.expert_map = None
@@ -209,14 +204,15 @@ def count(topk_ids, num_experts, *, expert_map=None, dtype=None):
     if op is not None:
         return op(topk_ids, num_experts, expert_map, code == _lib.DTYPE_INT64)
     space = A.space_of(topk_ids, "topk_ids")
+    num_experts = int(num_experts)
     ctx = _context(space)
-    counts = A.empty(space, (max(int(num_experts), 0),), code)
+    counts = A.empty(space, (max(num_experts, 0),), code)
     with ctx.lock:
         keep, n, k = _routing(ctx, topk_ids, num_experts, expert_map, space,
                               "moes_count")
-        ws = _enter(ctx, n, k, max(int(num_experts), 1), workspace=True)
-        st = LIB.moes_count(ctx.handle, ctypes.byref(ctx.routing),
-                            A.ptr(counts) or None, code)
+        ws = _enter(ctx, n, k, max(num_experts, 1), workspace=True)
+        st = LIB.moes_count(ctx.handle, ctx.routing_ref, A.ptr(counts),
+                            code)
         if st != _lib.MOES_OK:
             ctx.fail(st, "moes_count")
     del keep, ws
@@ -285,28 +281,28 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
             expert_map, capacity, scale_format, scale_block, zero_padding,
             label_padding, icode, scales_mn_major)
     space = A.space_of(x, "x")
+    xin, x_ptr, n, h, x_rs, xcode = A.matrix_in(x, "x", _ROWS, space)
     A.check_space(topk_ids, "topk_ids", space)
-    xin, x_rs = A.as_input_matrix(x, "x")
-    xcode = A.dtype_code(xin, "x", _ROWS)
-    n, h = xin.shape
     if topk_ids.ndim != 2 or topk_ids.shape[0] != n:
         raise ValueError("topk_ids must be [N, K] with N = %d (the rows of "
                          "x), got shape %s" % (n, A.shape(topk_ids)))
     k = topk_ids.shape[1]
     e = int(num_experts)
+    alignment = int(alignment)
+    scale_block = int(scale_block)
     if e < 1:
         _bad(_lib.MOES_ERR_INVALID_SIZE,
              "num_experts = %d must be at least 1" % e, fn)
     ctx = _context(space)
     if capacity is None:
-        capacity = _capacity(ctx.handle, lay, n, k, e, int(alignment))
+        capacity = _capacity(ctx.handle, lay, n, k, e, alignment)
     capacity = int(capacity)
     if capacity < 0:
         _bad(_lib.MOES_ERR_INVALID_SIZE,
              "capacity = %d is negative" % capacity, fn)
     masked = lay == _lib.LAYOUT_MASKED
     rows = e * capacity if masked else capacity
-    # The data's trailing shape: [rows, H], or [E, C, H] when masked.
+    # The data's leading shape: [rows], or [E, C] when masked.
     lead = (e, capacity) if masked else (rows,)
 
     out = A.empty(space, lead + (h,), xcode)
@@ -318,12 +314,13 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
         if sfmt is None:
             raise ValueError("scale_format must be 'fp32' or 'ue8m0', got %r"
                              % (scale_format,))
-        if int(scale_block) < 1:
+        if scale_block < 1:
             _bad(_lib.MOES_ERR_INVALID_SIZE,
                  "scale_block = %d must be at least 1" % scale_block, fn)
-        s = -(-h // int(scale_block))
+        s = -(-h // scale_block)
         cols = s if sfmt == _lib.SCALES_FP32 else -(-s // 4)
-        scode = _lib.DTYPE_FP32 if sfmt == _lib.SCALES_FP32 else _lib.DTYPE_INT32
+        scode = _lib.DTYPE_FP32 if sfmt == _lib.SCALES_FP32 \
+            else _lib.DTYPE_INT32
         if scales_mn_major:
             if masked:
                 raise ValueError("scales_mn_major: the masked layout's scales "
@@ -334,6 +331,7 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
             srs, scs = 1, max(rows, 1)
         else:
             out_scales = A.empty(space, lead + (cols,), scode)
+            srs, scs = cols, 1
     elif scales_mn_major:
         raise ValueError("scales_mn_major without x_scales")
     out_index = A.empty(space, (n, k), icode)
@@ -346,72 +344,70 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
     n_dropped = A.empty(space, (), _lib.DTYPE_INT64) if masked else None
     flags = ((_lib.SCATTER_ZERO_PADDING if zero_padding else 0)
              | (_lib.SCATTER_LABEL_PADDING if label_padding else 0))
-    scatter_into(ctx, space, xin, x_rs, xcode, topk_ids, e, x_scales,
-                 lay, int(alignment), expert_map, capacity, flags,
-                 int(scale_block), out, h, out_scales, sfmt, srs, scs, icode,
-                 out_index, k, counts, start, end, m_indices, masked_m,
-                 n_dropped)
+    p = A.ptr
+    scatter_into(ctx, space, x_ptr, n, h, x_rs, xcode, topk_ids, e,
+                 x_scales, lay, alignment, expert_map, capacity, flags,
+                 scale_block, p(out), h, p(out_scales) if sfmt else None,
+                 sfmt, srs, scs, icode, p(out_index), k, p(counts), p(start),
+                 p(end), p(m_indices) if m_indices is not None else None,
+                 p(masked_m) if masked else None,
+                 p(n_dropped) if masked else None)
     return ScatterResult(out, out_scales, out_index, m_indices, counts,
                          start, end, masked_m, n_dropped)
 
 
-def scatter_into(ctx, space, x, x_rs, xcode, topk_ids, e, x_scales, layout,
-                 alignment, expert_map, capacity, flags, scale_block, out,
-                 out_rs, out_scales, sfmt, srs, scs, icode, out_index,
-                 out_index_rs, counts, start, end, m_indices, masked_m,
-                 n_dropped):
-    """The scatter into buffers that exist (the caller's, or scatter's):
-    x's and the outputs' shapes and strides are the caller's business; the
-    inputs are checked here."""
+def scatter_into(ctx, space, x_ptr, n, h, x_rs, xcode, topk_ids, e,
+                 x_scales, layout, alignment, expert_map, capacity, flags,
+                 scale_block, out, out_rs, out_scales, sfmt, srs, scs, icode,
+                 out_index, out_index_rs, counts, start, end, m_indices,
+                 masked_m, n_dropped):
+    """The scatter into buffers that exist (the caller's, or scatter's),
+    given as pointers (0 or None for none) whose extents the caller has
+    checked; x_scales, topk_ids and expert_map are checked here. The
+    arrays behind the pointers must live until this returns."""
     fn = "moes_scatter"
-    n, h = x.shape
     xs = None
+    xs_ptr = None
     xs_rs = 0
     if x_scales is not None:
-        A.check_space(x_scales, "x_scales", space)
-        xs, xs_rs = A.as_input_matrix(x_scales, "x_scales")
-        A.dtype_code(xs, "x_scales", (_lib.DTYPE_FP32,))
+        xs, xs_ptr, xs_n, xs_s, xs_rs, _ = A.matrix_in(
+            x_scales, "x_scales", (_lib.DTYPE_FP32,), space)
         s = -(-h // scale_block)
-        if xs.shape[0] != n or xs.shape[1] < s:
+        if xs_n != n or xs_s < s:
             raise ValueError("x_scales must be [N, S] with N = %d and S = "
                              "ceil(H / scale_block) = %d, got shape %s"
                              % (n, s, A.shape(xs)))
     with ctx.lock:
         keep, n_ids, k = _routing(ctx, topk_ids, e, expert_map, space, fn)
         a = ctx.scatter_args
-        LIB.moes_scatter_args_init(ctypes.byref(a))
         a.layout = layout
         a.alignment = alignment
         a.capacity = capacity
         a.flags = flags
-        a.x = A.ptr(x) or None
+        a.x = x_ptr
         a.x_dtype = xcode
         a.hidden = h
         a.x_stride = x_rs
-        if xs is not None:
-            a.x_scales = A.ptr(xs) or None
-            a.scale_block = scale_block
-            a.x_scales_stride = xs_rs
-            a.out_scales = A.ptr(out_scales) or None
-            a.out_scales_format = sfmt
-            a.out_scales_row_stride = srs
-            a.out_scales_col_stride = scs
-        a.out = A.ptr(out) or None
+        a.x_scales = xs_ptr
+        a.scale_block = scale_block
+        a.x_scales_stride = xs_rs
+        a.out = out
         a.out_stride = out_rs
+        a.out_scales = out_scales
+        a.out_scales_format = sfmt
+        a.out_scales_row_stride = srs
+        a.out_scales_col_stride = scs
         a.index_dtype = icode
-        a.out_index = A.ptr(out_index) or None
+        a.out_index = out_index
         a.out_index_stride = out_index_rs
-        a.counts = A.ptr(counts) or None if counts is not None else None
-        a.expert_start = A.ptr(start) or None if start is not None else None
-        a.expert_end = A.ptr(end) or None if end is not None else None
-        a.m_indices = A.ptr(m_indices) or None \
-            if m_indices is not None else None
-        a.masked_m = A.ptr(masked_m) or None if masked_m is not None else None
-        a.n_dropped = A.ptr(n_dropped) or None \
-            if n_dropped is not None else None
+        a.counts = counts
+        a.expert_start = start
+        a.expert_end = end
+        a.m_indices = m_indices
+        a.masked_m = masked_m
+        a.n_dropped = n_dropped
         ws = _enter(ctx, n_ids, k, e, workspace=True)
-        st = LIB.moes_scatter(ctx.handle, ctypes.byref(ctx.routing),
-                              ctypes.byref(a))
+        st = LIB.moes_scatter(ctx.handle, ctx.routing_ref, ctx.scatter_ref)
         if st != _lib.MOES_OK:
             ctx.fail(st, fn)
     del keep, xs, ws
@@ -468,20 +464,16 @@ def gather(y, out_index, weights=None, *, out=None, out_dtype=None,
     space = A.space_of(y, "y")
     if y.ndim == 3:
         y = y.reshape(-1, y.shape[2])
-    yin, y_rs = A.as_input_matrix(y, "y")
-    ycode = A.dtype_code(yin, "y", _FLOAT)
-    m, h = yin.shape
-    A.check_space(out_index, "out_index", space)
-    oi, oi_rs = A.as_input_matrix(out_index, "out_index")
-    icode = A.dtype_code(oi, "out_index", _INDEX)
-    n, k = oi.shape
+    yin, y_ptr, m, h, y_rs, ycode = A.matrix_in(y, "y", _FLOAT, space)
+    oi, oi_ptr, n, k, oi_rs, icode = A.matrix_in(out_index, "out_index",
+                                                 _INDEX, space)
     w = None
+    w_ptr = None
     w_rs = 0
     if weights is not None:
-        A.check_space(weights, "weights", space)
-        w, w_rs = A.as_input_matrix(weights, "weights")
-        A.dtype_code(w, "weights", (_lib.DTYPE_FP32,))
-        if tuple(w.shape) != (n, k):
+        w, w_ptr, wn, wk, w_rs, _ = A.matrix_in(weights, "weights",
+                                               (_lib.DTYPE_FP32,), space)
+        if wn != n or wk != k:
             raise ValueError("weights must be [N, K] = [%d, %d] like "
                              "out_index, got shape %s" % (n, k, A.shape(w)))
     if out is None:
@@ -490,40 +482,37 @@ def gather(y, out_index, weights=None, *, out=None, out_dtype=None,
                              "onto)")
         ocode = A.float_code(out_dtype) if out_dtype is not None else ycode
         out = A.empty(space, (n, h), ocode)
+        o_ptr = A.ptr(out)
         o_rs = h
     else:
-        A.check_space(out, "out", space)
-        ocode = A.dtype_code(out, "out", _FLOAT)
+        o_ptr, on, oh, o_rs, ocode = A.matrix_out(out, "out", _FLOAT, space)
         if out_dtype is not None and A.float_code(out_dtype) != ocode:
             raise ValueError("out_dtype %s differs from out's dtype %s"
                              % (out_dtype, out.dtype))
-        o_rs = A.output_row_stride(out, "out")
-        if tuple(out.shape) != (n, h):
+        if on != n or oh != h:
             raise ValueError("out must be [N, H] = [%d, %d], got shape %s"
                              % (n, h, A.shape(out)))
     ctx = _context(space)
     with ctx.lock:
         g = ctx.gather_args
-        LIB.moes_gather_args_init(ctypes.byref(g))
         g.flags = _lib.GATHER_ACCUMULATE if accumulate else 0
         g.n_tokens = n
         g.top_k = k
         g.hidden = h
-        g.y = A.ptr(yin) or None
+        g.y = y_ptr
         g.y_dtype = ycode
         g.y_rows = m
         g.y_stride = y_rs
-        g.out_index = A.ptr(oi) or None
+        g.out_index = oi_ptr
         g.index_dtype = icode
         g.out_index_stride = oi_rs
-        if w is not None:
-            g.weights = A.ptr(w) or None
-            g.weights_stride = w_rs
-        g.out = A.ptr(out) or None
+        g.weights = w_ptr
+        g.weights_stride = w_rs
+        g.out = o_ptr
         g.out_dtype = ocode
         g.out_stride = o_rs
         _enter(ctx)
-        st = LIB.moes_gather(ctx.handle, ctypes.byref(g))
+        st = LIB.moes_gather(ctx.handle, ctx.gather_ref)
         if st != _lib.MOES_OK:
             ctx.fail(st, fn)
     del yin, oi, w

@@ -72,3 +72,13 @@ def test_library_path_override(tmp_path):
                          env=env, capture_output=True, text=True)
     assert res.returncode != 0
     assert "MOESCATTER_LIBRARY" in res.stderr and "nowhere.so" in res.stderr
+
+
+def test_example_moe_layer_runs():
+    example = os.path.join(os.path.dirname(__file__), os.pardir, "examples",
+                           "moe_layer.py")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    res = subprocess.run([sys.executable, example, "--tokens", "24"],
+                         env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "moe_layer on" in res.stdout

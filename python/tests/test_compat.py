@@ -161,9 +161,49 @@ def test_errors(device):
         compat.ep_scatter(*args(128))   # two experts need 256 rows
         finish(device)
     assert info.value.status_name == "MOES_ERR_CAPACITY"
-    with pytest.raises(TypeError, match="share one dtype"):
+    with pytest.raises(TypeError, match="expert_start_loc: dtype"):
         compat.ep_scatter(*args(256, torch.int64))
     a = list(args(256))
     a[5] = torch.empty(100, 128, device=device)
     with pytest.raises(ValueError, match="output_tensor"):
         compat.ep_scatter(*a)
+
+
+def test_fast_and_checked_paths_agree(device, monkeypatch):
+    """The common case takes the straight path; one token (or anything
+    unusual) takes the checked one: same results."""
+    gen = torch.Generator().manual_seed(6)
+    results = []
+    for n in (1, 5):
+        ids = make_ids(n, 2, 4, gen, device=device)
+        x = torch.randn(n, 256, generator=gen).to(device)
+        xs = torch.rand(n, 2, generator=gen).to(device)
+        m = 4 * 128
+        out = torch.zeros(m, 256, device=device)
+        out_s = torch.zeros(m, 2, device=device)
+        m_idx = torch.empty(m, dtype=torch.int32, device=device)
+        oi = torch.empty(n, 2, dtype=torch.int32, device=device)
+        start = torch.empty(4, dtype=torch.int32, device=device)
+        counts = torch.zeros(4, dtype=torch.int32, device=device)
+        w = torch.rand(n, 2, generator=gen).to(device)
+        res = torch.empty(n, 256, device=device)
+        for fast in (True, False):
+            if not fast:
+                monkeypatch.setattr(compat, "_scatter_fast",
+                                    lambda *a: False)
+                monkeypatch.setattr(compat, "_gather_fast", lambda *a: False)
+            compat.ep_scatter(x, xs, ids, counts, start, out, out_s, m_idx,
+                              oi)
+            compat.ep_gather(out, ids, w, oi, res)
+            finish(device)
+            results.append((oi.clone(), m_idx.clone(), start.clone(),
+                            out.clone(), out_s.clone(), res.clone()))
+            monkeypatch.undo()
+        for a, b in zip(results[-2], results[-1]):
+            assert ref.same_bits(a.cpu(), b.cpu())
+        want = ref.scatter(x.cpu(), ids.cpu(), 4, xs.cpu())
+        assert oi.tolist() == want.out_index
+    if device == "cpu":
+        # The straight path really is taken in the common case.
+        monkeypatch.setattr(compat, "_scatter_checked", None)
+        compat.ep_scatter(x, xs, ids, counts, start, out, out_s, m_idx, oi)
