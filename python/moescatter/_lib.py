@@ -3,7 +3,7 @@
 one context per (backend, device).
 
 Nothing here needs a compiler: the shared library is found at the path that
-make recorded at build time (moescatter/_paths.py), or at the path in the
+make install recorded (moescatter/_paths.py), or at the path in the
 environment variable MOESCATTER_LIBRARY, which wins.
 """
 import ctypes
@@ -169,7 +169,7 @@ class GatherArgs(ctypes.Structure):
 
 def library_path():
     """The shared library the package loads: $MOESCATTER_LIBRARY, else the
-    installed path recorded by make."""
+    installed path recorded by make install."""
     env = os.environ.get("MOESCATTER_LIBRARY")
     if env:
         return env
@@ -177,9 +177,9 @@ def library_path():
         from . import _paths
     except ImportError:
         raise ImportError(
-            "moescatter: this copy of the package was not built by make "
-            "(moescatter/_paths.py is missing); set MOESCATTER_LIBRARY to "
-            "the path of libmoescatter.so") from None
+            "moescatter: this copy of the package was not installed by make "
+            "install (moescatter/_paths.py is missing); set "
+            "MOESCATTER_LIBRARY to the path of libmoescatter.so") from None
     return _paths.LIBRARY
 
 

@@ -82,3 +82,43 @@ def test_example_moe_layer_runs():
                          env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "moe_layer on" in res.stdout
+
+
+def test_forced_backend_is_an_error():
+    """MOES_BACKEND overrides what a program asks for; the package takes the
+    backend from the arrays' device, so a forced other one is an error."""
+    code = ("import torch, moescatter\n"
+            "try:\n"
+            "    moescatter.count(torch.zeros(1, 1, dtype=torch.int32), 1)\n"
+            "except moescatter.Error as e:\n"
+            "    print(e.status_name)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path),
+               MOES_BACKEND="cuda")
+    res = subprocess.run([sys.executable, "-c", code], env=env,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "MOES_ERR_BACKEND_UNAVAILABLE"
+
+
+def test_threads_share_a_context():
+    import threading
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 128, generator=gen)
+    ids = torch.randint(-1, 8, (64, 4), generator=gen).int()
+    want = moescatter.scatter(x, ids, 8, alignment=8)
+    bad = []
+
+    def work():
+        for _ in range(50):
+            r = moescatter.scatter(x, ids, 8, alignment=8)
+            if not torch.equal(r.out_index, want.out_index) or \
+                    not torch.equal(r.m_indices, want.m_indices):
+                bad.append(1)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
