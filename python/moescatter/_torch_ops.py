@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 
 from . import _arrays as A
 from . import _lib
+from . import _ops
 
 torch = A.torch
 REGISTERED = False
@@ -55,7 +56,6 @@ def _scale_cols(h, scale_block, scale_format):
 
 def _register():
     from torch import Tensor
-    from . import _ops
 
     T9 = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
                Tensor, Tensor]
@@ -140,7 +140,6 @@ def scatter_compiled(op, x, topk_ids, num_experts, x_scales, layout,
                      alignment, expert_map, capacity, scale_format,
                      scale_block, zero_padding, label_padding, icode,
                      scales_mn_major):
-    from ._ops import ScatterResult
     if capacity is None:
         capacity = capacity_bound(layout, x.shape[0], topk_ids.shape[1],
                                   num_experts, alignment)
@@ -148,7 +147,7 @@ def scatter_compiled(op, x, topk_ids, num_experts, x_scales, layout,
            capacity, scale_format, scale_block, zero_padding, label_padding,
            icode == _lib.DTYPE_INT64, scales_mn_major)
     masked = layout == "masked"
-    return ScatterResult(
+    return _ops.ScatterResult(
         r[0], r[1] if x_scales is not None else None, r[2],
         r[3] if layout == "contiguous" else None, r[4], r[5], r[6],
         r[7] if masked else None, r[8] if masked else None)
