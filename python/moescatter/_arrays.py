@@ -281,9 +281,16 @@ def ptr(a):
     return _np_ptr(a)
 
 
+_DEVICES = {}
+
+
 def empty(space, shp, code):
     if space != NUMPY:
-        device = "cpu" if space == CPU else torch.device("cuda", space)
+        device = _DEVICES.get(space)
+        if device is None:
+            device = torch.device("cpu") if space == CPU \
+                else torch.device("cuda", space)
+            _DEVICES[space] = device
         return torch.empty(shp, dtype=_TORCH_FROM_CODE[code], device=device)
     name = _NUMPY_FROM_CODE.get(code)
     if name is None:
