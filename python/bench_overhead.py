@@ -59,8 +59,10 @@ def main():
     p.add_argument("--experts", type=int, default=32,
                    help="local experts (256 over 8 ranks: 32)")
     p.add_argument("--hidden", type=int, default=7168)
-    p.add_argument("--iters", type=int, default=200,
-                   help="calls per burst (keep under the launch queue)")
+    p.add_argument("--iters", type=int, default=50,
+                   help="calls per burst: few enough that the kernels they "
+                   "launch fit in the launch queue, so that the host never "
+                   "waits for the GPU inside a burst")
     p.add_argument("--json", help="also write the results here")
     a = p.parse_args()
     dev = a.device
