@@ -19,6 +19,8 @@ try:
 except ImportError:
     numpy = None
 
+_arg_error = _lib.argument_error
+
 CPU = -1  # the space of torch CPU tensors
 
 _TORCH_DTYPES = {}
@@ -68,7 +70,7 @@ def space_of(a, name):
             return a.get_device()
         if a.is_cpu and a.layout == torch.strided:
             return CPU
-        raise ValueError("%s: a %s tensor on %s; the library takes strided "
+        raise _arg_error("%s: a %s tensor on %s; the library takes strided "
                          "tensors on the CPU or on CUDA devices"
                          % (name, a.layout, a.device))
     if isinstance(a, NDArray):
@@ -95,7 +97,7 @@ def check_space(a, name, space):
                 return
     elif isinstance(a, NDArray) and space == NUMPY:
         return
-    raise ValueError("%s is on %s but the first array is on %s"
+    raise _arg_error("%s is on %s but the first array is on %s"
                      % (name, space_name(space_of(a, name)),
                         space_name(space)))
 
@@ -175,7 +177,7 @@ def matrix_in(a, name, allowed, space):
         if code not in allowed:
             _dtype_error(a, name, allowed)
         if a.dim() != 2:
-            raise ValueError("%s must have 2 dimensions, got shape %s"
+            raise _arg_error("%s must have 2 dimensions, got shape %s"
                              % (name, tuple(a.shape)))
         rows, cols = a.shape
         s0, s1 = a.stride()
@@ -187,7 +189,7 @@ def matrix_in(a, name, allowed, space):
     check_space(a, name, space)
     code = dtype_code(a, name, allowed)
     if a.ndim != 2:
-        raise ValueError("%s must have 2 dimensions, got shape %s"
+        raise _arg_error("%s must have 2 dimensions, got shape %s"
                          % (name, a.shape))
     rows, cols = a.shape
     st = _np_strides(a)
@@ -208,7 +210,7 @@ def matrix_out(a, name, allowed, space):
         if code not in allowed:
             _dtype_error(a, name, allowed)
         if a.dim() != 2:
-            raise ValueError("%s must have 2 dimensions, got shape %s"
+            raise _arg_error("%s must have 2 dimensions, got shape %s"
                              % (name, tuple(a.shape)))
         rows, cols = a.shape
         st = a.stride()
@@ -218,18 +220,18 @@ def matrix_out(a, name, allowed, space):
         check_space(a, name, space)
         code = dtype_code(a, name, allowed)
         if a.ndim != 2:
-            raise ValueError("%s must have 2 dimensions, got shape %s"
+            raise _arg_error("%s must have 2 dimensions, got shape %s"
                              % (name, a.shape))
         if not a.flags.writeable:
-            raise ValueError("%s is read-only" % name)
+            raise _arg_error("%s is read-only" % name)
         rows, cols = a.shape
         st = _np_strides(a)
         rs = None if st is None else _row_stride(rows, cols, st[0], st[1])
         p = _np_ptr(a)
     if rs is None:
-        raise ValueError("%s: strides %s; the library writes rows of "
+        raise _arg_error("%s: strides %s; the library writes rows of "
                          "contiguous elements that do not overlap"
-                         % (name, st))
+                         % (name, st), _lib.MOES_ERR_INVALID_STRIDE)
     return p, rows, cols, rs, code
 
 
@@ -238,7 +240,7 @@ def vector_in(a, name, allowed, space):
     check_space(a, name, space)
     code = dtype_code(a, name, allowed)
     if a.ndim != 1:
-        raise ValueError("%s must have 1 dimension, got shape %s"
+        raise _arg_error("%s must have 1 dimension, got shape %s"
                          % (name, shape(a)))
     n = a.shape[0]
     if isinstance(a, TorchTensor):
@@ -267,10 +269,10 @@ def vector_out(a, name, allowed, space, length):
         ok = a.ndim == 1 and a.shape[0] >= length and \
             (a.shape[0] <= 1 or (st is not None and st[0] == 1))
         if not a.flags.writeable:
-            raise ValueError("%s is read-only" % name)
+            raise _arg_error("%s is read-only" % name)
         p = _np_ptr(a)
     if not ok:
-        raise ValueError("%s must be a contiguous vector of at least %d "
+        raise _arg_error("%s must be a contiguous vector of at least %d "
                          "entries, got shape %s" % (name, length, shape(a)))
     return p
 

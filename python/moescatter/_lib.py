@@ -103,6 +103,12 @@ class BackendError(Error, RuntimeError):
     workspace too small for the call."""
 
 
+def argument_error(message, status=MOES_ERR_INVALID_ARGUMENT):
+    """An argument the package itself refused (a shape, a device, strides
+    the library cannot follow), as the library would word its status."""
+    return ArgumentError(status, message)
+
+
 def make_error(status, message, function=None):
     cls = ArgumentError if status in ARGUMENT_STATUSES else BackendError
     return cls(status, message, function)

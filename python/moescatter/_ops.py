@@ -9,6 +9,8 @@ from . import _lib
 from . import _arrays as A
 from ._lib import LIB, ArgumentError
 
+_arg_error = _lib.argument_error
+
 torch = A.torch
 
 LAYOUTS = {"contiguous": _lib.LAYOUT_CONTIGUOUS,
@@ -271,7 +273,7 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
     fn = "moes_scatter"
     lay = LAYOUTS.get(layout)
     if lay is None:
-        raise ValueError("layout must be one of %s, got %r"
+        raise _arg_error("layout must be one of %s, got %r"
                          % (", ".join(LAYOUTS), layout))
     icode = A.index_code(index_dtype)
     op = _maybe_compiled("scatter")
@@ -284,7 +286,7 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
     xin, x_ptr, n, h, x_rs, xcode = A.matrix_in(x, "x", _ROWS, space)
     A.check_space(topk_ids, "topk_ids", space)
     if topk_ids.ndim != 2 or topk_ids.shape[0] != n:
-        raise ValueError("topk_ids must be [N, K] with N = %d (the rows of "
+        raise _arg_error("topk_ids must be [N, K] with N = %d (the rows of "
                          "x), got shape %s" % (n, A.shape(topk_ids)))
     k = topk_ids.shape[1]
     e = int(num_experts)
@@ -312,7 +314,7 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
     if x_scales is not None:
         sfmt = SCALE_FORMATS.get(scale_format)
         if sfmt is None:
-            raise ValueError("scale_format must be 'fp32' or 'ue8m0', got %r"
+            raise _arg_error("scale_format must be 'fp32' or 'ue8m0', got %r"
                              % (scale_format,))
         if scale_block < 1:
             _bad(_lib.MOES_ERR_INVALID_SIZE,
@@ -323,7 +325,7 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
             else _lib.DTYPE_INT32
         if scales_mn_major:
             if masked:
-                raise ValueError("scales_mn_major: the masked layout's scales "
+                raise _arg_error("scales_mn_major: the masked layout's scales "
                                  "are row-major only")
             out_scales = A.empty(space, (cols, rows), scode)
             out_scales = out_scales.T if A.is_numpy(out_scales) \
@@ -333,7 +335,7 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
             out_scales = A.empty(space, lead + (cols,), scode)
             srs, scs = cols, 1
     elif scales_mn_major:
-        raise ValueError("scales_mn_major without x_scales")
+        raise _arg_error("scales_mn_major without x_scales")
     out_index = A.empty(space, (n, k), icode)
     counts = A.empty(space, (e,), icode)
     start = A.empty(space, (e,), icode)
@@ -374,7 +376,7 @@ def scatter_into(ctx, space, x_ptr, n, h, x_rs, xcode, topk_ids, e,
             x_scales, "x_scales", (_lib.DTYPE_FP32,), space)
         s = -(-h // scale_block)
         if xs_n != n or xs_s < s:
-            raise ValueError("x_scales must be [N, S] with N = %d and S = "
+            raise _arg_error("x_scales must be [N, S] with N = %d and S = "
                              "ceil(H / scale_block) = %d, got shape %s"
                              % (n, s, A.shape(xs)))
     with ctx.lock:
@@ -420,7 +422,7 @@ def scatter_capacity(n_tokens, top_k, num_experts, *, layout="contiguous",
     expert (0 when N is 0). Computed from the sizes alone."""
     lay = LAYOUTS.get(layout)
     if lay is None:
-        raise ValueError("layout must be one of %s, got %r"
+        raise _arg_error("layout must be one of %s, got %r"
                          % (", ".join(LAYOUTS), layout))
     ctx = _lib.context(_lib.BACKEND_CPU, 0)
     with ctx.lock:
@@ -474,11 +476,11 @@ def gather(y, out_index, weights=None, *, out=None, out_dtype=None,
         w, w_ptr, wn, wk, w_rs, _ = A.matrix_in(weights, "weights",
                                                (_lib.DTYPE_FP32,), space)
         if wn != n or wk != k:
-            raise ValueError("weights must be [N, K] = [%d, %d] like "
+            raise _arg_error("weights must be [N, K] = [%d, %d] like "
                              "out_index, got shape %s" % (n, k, A.shape(w)))
     if out is None:
         if accumulate:
-            raise ValueError("accumulate=True needs out (the values to add "
+            raise _arg_error("accumulate=True needs out (the values to add "
                              "onto)")
         ocode = A.float_code(out_dtype) if out_dtype is not None else ycode
         out = A.empty(space, (n, h), ocode)
@@ -487,10 +489,10 @@ def gather(y, out_index, weights=None, *, out=None, out_dtype=None,
     else:
         o_ptr, on, oh, o_rs, ocode = A.matrix_out(out, "out", _FLOAT, space)
         if out_dtype is not None and A.float_code(out_dtype) != ocode:
-            raise ValueError("out_dtype %s differs from out's dtype %s"
+            raise _arg_error("out_dtype %s differs from out's dtype %s"
                              % (out_dtype, out.dtype))
         if on != n or oh != h:
-            raise ValueError("out must be [N, H] = [%d, %d], got shape %s"
+            raise _arg_error("out must be [N, H] = [%d, %d], got shape %s"
                              % (n, h, A.shape(out)))
     ctx = _context(space)
     with ctx.lock:
@@ -540,7 +542,7 @@ def _device_of(device):
                                        if torch.cuda.is_available() else 0)
     elif isinstance(device, str) and device.startswith("cuda"):
         return _lib.BACKEND_CUDA, int(device.partition(":")[2] or 0)
-    raise ValueError("device must be 'cpu', 'cuda', 'cuda:N' or an int, got "
+    raise _arg_error("device must be 'cpu', 'cuda', 'cuda:N' or an int, got "
                      "%r" % (device,))
 
 

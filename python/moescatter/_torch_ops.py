@@ -16,6 +16,8 @@ from . import _arrays as A
 from . import _lib
 from . import _ops
 
+_arg_error = _lib.argument_error
+
 torch = A.torch
 REGISTERED = False
 REGISTRATION_ERROR = None
@@ -156,7 +158,7 @@ def scatter_compiled(op, x, topk_ids, num_experts, x_scales, layout,
 def gather_compiled(op, y, out_index, weights, out, out_dtype, accumulate):
     if out is None:
         if accumulate:
-            raise ValueError("accumulate=True needs out (the values to add "
+            raise _arg_error("accumulate=True needs out (the values to add "
                              "onto)")
         code = A.float_code(out_dtype) if out_dtype is not None \
             else A.float_code(y.dtype)

@@ -86,7 +86,8 @@ def test_lightllm_pattern(device, dtype):
     assert ref.same_bits(res.cpu(), ref.gather(y.cpu(), oi.cpu(), w.cpu()))
 
 
-@pytest.mark.parametrize("mn_major", [False, True], ids=["rowmajor", "mnmajor"])
+@pytest.mark.parametrize("mn_major", [False, True],
+                         ids=["rowmajor", "mnmajor"])
 def test_vllm_pattern(device, mn_major):
     """vLLM: real counts, the map, buffers of compute_aligned_M's bound,
     m_indices zeroed beforehand."""

@@ -121,6 +121,14 @@ def test_argument_errors(device):
                            1)
     with pytest.raises(TypeError):
         moescatter.scatter([[1.0]], ids, 1)
+    # What the package refuses itself carries a status too.
+    with pytest.raises(moescatter.Error) as info:
+        moescatter.scatter(x, ids[:1], 1)
+    assert info.value.status_name == "MOES_ERR_INVALID_ARGUMENT"
+    assert "topk_ids must be [N, K]" in info.value.message
+    with pytest.raises(moescatter.Error) as info:
+        moescatter.gather(x, ids, out=torch.empty(4, 2, device=device).t())
+    assert info.value.status_name == "MOES_ERR_INVALID_STRIDE"
 
 
 def test_error_classes():

@@ -57,7 +57,8 @@ def check(res, want, x, *, layout, index_dtype=torch.int32, zero_padding=False,
     if scale_format == "fp32":
         assert sc.dtype == torch.float32 and sc.shape[1] == want.n_scales
     else:
-        assert sc.dtype == torch.int32 and sc.shape[1] == -(-want.n_scales // 4)
+        assert sc.dtype == torch.int32
+        assert sc.shape[1] == -(-want.n_scales // 4)
     for row, s in want.scales.items():
         assert ref.same_bits(sc[row], s.cpu()), "scales of row %d" % row
     if zero_padding and padding:
@@ -79,7 +80,8 @@ def case(seed, n, k, e, e_global=None, ids_dtype=torch.int32, device="cpu"):
 def test_layouts_dtypes(device, layout, dtype, ids_dtype, index_dtype,
                         with_map):
     e = 6
-    gen, ids, emap = case(zlib.crc32(("%s%s%s" % (layout, dtype, with_map)).encode()), 23,
+    seed = zlib.crc32(("%s%s%s" % (layout, dtype, with_map)).encode())
+    gen, ids, emap = case(seed, 23,
                           3, e, 10 if with_map else None, ids_dtype, device)
     x = make_rows(23, 37, dtype, gen, device)
     alignment = 4
@@ -98,7 +100,8 @@ def test_layouts_dtypes(device, layout, dtype, ids_dtype, index_dtype,
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("scale_format", ["fp32", "ue8m0"])
 @pytest.mark.parametrize("scale_block", [128, 32, 48])
-@pytest.mark.parametrize("mn_major", [False, True], ids=["rowmajor", "mnmajor"])
+@pytest.mark.parametrize("mn_major", [False, True],
+                         ids=["rowmajor", "mnmajor"])
 def test_scales(device, layout, scale_format, scale_block, mn_major):
     e, h = 5, 300
     gen, ids, _ = case(7, 19, 4, e, device=device)

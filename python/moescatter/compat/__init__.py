@@ -65,6 +65,8 @@ from .. import _lib
 from .. import _ops
 from .. import _arrays as A
 
+_arg_error = _lib.argument_error
+
 BLOCK_M = 128  # rows of an expert's block, as in the Triton kernels
 BLOCK_SCALE = 128  # elements per fp32 scale
 _INDEX = (_lib.DTYPE_INT32, _lib.DTYPE_INT64)
@@ -231,11 +233,11 @@ def _scatter_checked(recv_x, recv_x_scale, recv_topk,
     st = A.vector_out(expert_start_loc, "expert_start_loc", (icode,), space,
                       num_experts)
     if rows < capacity or oh != h:
-        raise ValueError("output_tensor must be [M, H] with M >= %d "
+        raise _arg_error("output_tensor must be [M, H] with M >= %d "
                          "(m_indices' rows) and H = %d, got shape %s"
                          % (capacity, h, A.shape(output_tensor)))
     if oi_n != n or oi_k != recv_topk.shape[1]:
-        raise ValueError("output_index must have recv_topk's shape %s, got "
+        raise _arg_error("output_index must have recv_topk's shape %s, got "
                          "%s" % (A.shape(recv_topk), A.shape(output_index)))
     os_ptr = None
     sfmt = _lib.SCALES_NONE
@@ -245,7 +247,7 @@ def _scatter_checked(recv_x, recv_x_scale, recv_topk,
         s = -(-h // BLOCK_SCALE)
         sh = output_tensor_scale.shape
         if output_tensor_scale.dim() != 2 or sh[0] < capacity or sh[1] < s:
-            raise ValueError("output_tensor_scale must be [M, S] with M >= %d "
+            raise _arg_error("output_tensor_scale must be [M, S] with M >= %d "
                              "and S >= ceil(H / 128) = %d, got shape %s"
                              % (capacity, s, tuple(sh)))
         A.dtype_code(output_tensor_scale, "output_tensor_scale", _FP32)
@@ -275,7 +277,7 @@ def ep_gather(input_tensor, recv_topk_ids, recv_topk_weight, input_index,
                     output_tensor):
         return
     if recv_topk_ids.shape[1] != input_index.shape[1]:
-        raise ValueError("recv_topk_ids and input_index differ in top_k")
+        raise _arg_error("recv_topk_ids and input_index differ in top_k")
     _ops.gather(input_tensor, input_index, recv_topk_weight,
                 out=output_tensor)
 
