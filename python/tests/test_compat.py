@@ -208,3 +208,17 @@ def test_fast_and_checked_paths_agree(device, monkeypatch):
         # The straight path really is taken in the common case.
         monkeypatch.setattr(compat, "_scatter_checked", None)
         compat.ep_scatter(x, xs, ids, counts, start, out, out_s, m_idx, oi)
+
+
+def test_device_mismatch(device):
+    other = "cpu" if device != "cpu" else None
+    if other is None:
+        pytest.skip("needs a second kind of device")
+    ids = torch.zeros(4, 2, dtype=torch.int32, device=device)
+    x = torch.ones(4, 128, device=device)
+    with pytest.raises(ValueError, match="m_indices is on cpu"):
+        compat.ep_scatter(x, None, ids, torch.zeros(2, dtype=torch.int32),
+                          torch.empty(2, dtype=torch.int32, device=device),
+                          torch.empty(256, 128, device=device), None,
+                          torch.empty(256, dtype=torch.int32, device=other),
+                          torch.empty(4, 2, dtype=torch.int32, device=device))

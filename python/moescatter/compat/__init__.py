@@ -106,9 +106,16 @@ def _scatter_fast(x, xs, ids, counts, start, out, out_s, m_idx, oi, emap):
     path then handles it (and words the error). Decode steps call this
     thousands of times a second, and every Python call it saves counts."""
     try:
-        dev = x.device
-        if out.device != dev or ids.device != dev or oi.device != dev or \
-                m_idx.device != dev or start.device != dev:
+        # Device numbers: -1 for the CPU. A CUDA x makes every other tensor
+        # with its number a tensor of that device (one of another kind with
+        # the same number is not a case engines have), and a CPU x a CPU
+        # one (a meta tensor's null pointer the library refuses).
+        dev = x.get_device()
+        if not (x.is_cuda if dev >= 0 else x.is_cpu):
+            return False
+        if out.get_device() != dev or ids.get_device() != dev or \
+                oi.get_device() != dev or m_idx.get_device() != dev or \
+                start.get_device() != dev:
             return False
         xcode = _ROW_CODES.get(x.dtype)
         icode = _INDEX_CODES.get(oi.dtype)
@@ -136,7 +143,7 @@ def _scatter_fast(x, xs, ids, counts, start, out, out_s, m_idx, oi, emap):
                 rows < capacity or oh != h:
             return False
         if xs is not None:
-            if xs.device != dev or out_s.device != dev or \
+            if xs.get_device() != dev or out_s.get_device() != dev or \
                     xs.dtype != _F32 or out_s.dtype != _F32:
                 return False
             xs_n, xs_s = xs.shape
@@ -155,7 +162,7 @@ def _scatter_fast(x, xs, ids, counts, start, out, out_s, m_idx, oi, emap):
             xs_rs = srs = scs = 0
             sfmt = _lib.SCALES_NONE
         if emap is not None:
-            if emap.device != dev or emap.dtype != _I32:
+            if emap.get_device() != dev or emap.dtype != _I32:
                 return False
             (e_global,) = emap.shape
             if e_global < 2 or emap.stride(0) != 1:
@@ -166,7 +173,7 @@ def _scatter_fast(x, xs, ids, counts, start, out, out_s, m_idx, oi, emap):
             e_global = e
     except (AttributeError, TypeError, ValueError):
         return False
-    ctx = _ops._context(x.get_device())
+    ctx = _ops._context(dev)
     with ctx.lock:
         r = ctx.routing
         r.n_tokens = n
@@ -286,8 +293,11 @@ def _gather_fast(y, w, oi, out):
     """ep_gather's common case in one run (see _scatter_fast); False, having
     called nothing, for anything else."""
     try:
-        dev = y.device
-        if oi.device != dev or w.device != dev or out.device != dev:
+        dev = y.get_device()  # as in _scatter_fast
+        if not (y.is_cuda if dev >= 0 else y.is_cpu):
+            return False
+        if oi.get_device() != dev or w.get_device() != dev or \
+                out.get_device() != dev:
             return False
         ycode = _FLOAT_CODES.get(y.dtype)
         ocode = _FLOAT_CODES.get(out.dtype)
@@ -310,7 +320,7 @@ def _gather_fast(y, w, oi, out):
             return False
     except (AttributeError, TypeError, ValueError):
         return False
-    ctx = _ops._context(y.get_device())
+    ctx = _ops._context(dev)
     with ctx.lock:
         g = ctx.gather_args
         g.flags = 0
