@@ -381,6 +381,9 @@ def scatter_into(ctx, space, x_ptr, n, h, x_rs, xcode, topk_ids, e,
                              % (n, s, A.shape(xs)))
     with ctx.lock:
         keep, n_ids, k = _routing(ctx, topk_ids, e, expert_map, space, fn)
+        if n_ids != n:
+            # The library reads a row of x per row of ids.
+            raise _arg_error("topk_ids has %d rows, x %d" % (n_ids, n))
         a = ctx.scatter_args
         a.layout = layout
         a.alignment = alignment

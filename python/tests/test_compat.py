@@ -222,3 +222,14 @@ def test_device_mismatch(device):
                           torch.empty(256, 128, device=device), None,
                           torch.empty(256, dtype=torch.int32, device=other),
                           torch.empty(4, 2, dtype=torch.int32, device=device))
+
+
+def test_ids_rows_must_match_x(device):
+    ids = torch.zeros(3, 2, dtype=torch.int32, device=device)
+    x = torch.ones(1, 128, device=device)
+    with pytest.raises(moescatter.Error, match="topk_ids has 3 rows, x 1"):
+        compat.ep_scatter(x, None, ids, torch.zeros(2, dtype=torch.int32),
+                          torch.empty(2, dtype=torch.int32, device=device),
+                          torch.empty(256, 128, device=device), None,
+                          torch.empty(256, dtype=torch.int32, device=device),
+                          torch.empty(1, 2, dtype=torch.int32, device=device))

@@ -48,7 +48,7 @@ ep_scatter
 
 ep_gather
   * A choice is summed when ``input_index[t][k] >= 0``; ``recv_topk_ids``
-    and ``expert_map`` are not read (only the former's shape). With an
+    and ``expert_map`` are not read. With an
     ``input_index`` from this ``ep_scatter`` that is the same set of
     choices: it wrote -1 for every choice it did not place. An
     ``input_index`` from another kernel, with stale entries where ids are
@@ -283,8 +283,6 @@ def ep_gather(input_tensor, recv_topk_ids, recv_topk_weight, input_index,
     if _gather_fast(input_tensor, recv_topk_weight, input_index,
                     output_tensor):
         return
-    if recv_topk_ids.shape[1] != input_index.shape[1]:
-        raise _arg_error("recv_topk_ids and input_index differ in top_k")
     _ops.gather(input_tensor, input_index, recv_topk_weight,
                 out=output_tensor)
 
