@@ -1,0 +1,141 @@
+# SPDX-License-Identifier: MIT
+"""Errors: the status name and the library's message, ValueError for bad
+arguments and data, TypeError for dtypes, nothing written on failure."""
+import pytest
+import torch
+
+import moescatter
+from conftest import finish
+
+
+def raises_status(device, name, fn, *args, **kw):
+    with pytest.raises(moescatter.Error) as info:
+        fn(*args, **kw)
+        finish(device)
+    e = info.value
+    assert e.status_name == name, str(e)
+    assert isinstance(e, ValueError)
+    assert e.message and e.message in str(e) and name in str(e)
+    return e
+
+
+def test_bad_id(device):
+    ids = torch.tensor([[0, 1], [5, 0]], dtype=torch.int32, device=device)
+    x = torch.ones(2, 4, device=device)
+    e = raises_status(device, "MOES_ERR_INVALID_ID", moescatter.scatter, x,
+                      ids, 3)
+    assert "ids[1][0] = 5" in e.message
+    assert e.reason == moescatter.Error(8, "").reason != ""
+    raises_status(device, "MOES_ERR_INVALID_ID", moescatter.count, ids, 3)
+
+
+def test_bad_map(device):
+    ids = torch.tensor([[0, 1]], dtype=torch.int32, device=device)
+    emap = torch.tensor([0, 7], dtype=torch.int32, device=device)
+    e = raises_status(device, "MOES_ERR_INVALID_MAP", moescatter.count, ids,
+                      2, expert_map=emap)
+    assert "expert_map[1]" in e.message
+
+
+def test_capacity_too_small(device):
+    ids = torch.zeros(5, 1, dtype=torch.int32, device=device)
+    x = torch.ones(5, 2, device=device)
+    e = raises_status(device, "MOES_ERR_CAPACITY", moescatter.scatter, x,
+                      ids, 1, alignment=1, capacity=4)
+    assert "5" in e.message
+
+
+def test_bad_out_index_leaves_out_alone(device):
+    y = torch.ones(4, 3, device=device)
+    oi = torch.tensor([[0, 9]], dtype=torch.int32, device=device)
+    out = torch.full((1, 3), 7.0, device=device)
+    e = raises_status(device, "MOES_ERR_INVALID_OUT_INDEX", moescatter.gather,
+                      y, oi, out=out)
+    assert "out_index[0][1] = 9" in e.message
+    assert out.tolist() == [[7.0, 7.0, 7.0]]
+
+
+def test_sizes(device):
+    x = torch.ones(2, 4, device=device)
+    ids = torch.zeros(2, 0, dtype=torch.int32, device=device)
+    raises_status(device, "MOES_ERR_INVALID_SIZE", moescatter.scatter, x,
+                  ids, 3)
+    ids = torch.zeros(2, 1, dtype=torch.int32, device=device)
+    raises_status(device, "MOES_ERR_INVALID_SIZE", moescatter.scatter, x,
+                  ids, 0)
+    raises_status(device, "MOES_ERR_INVALID_ALIGNMENT", moescatter.scatter,
+                  x, ids, 2, alignment=0)
+
+
+@pytest.mark.parametrize("what", ["x", "ids", "scales", "map", "weights",
+                                  "out_index", "y", "out_dtype",
+                                  "index_dtype"])
+def test_dtypes_are_type_errors(device, what):
+    x = torch.ones(2, 4, device=device)
+    ids = torch.zeros(2, 1, dtype=torch.int32, device=device)
+    with pytest.raises(TypeError):
+        if what == "x":
+            moescatter.scatter(x.int(), ids, 1)
+        elif what == "ids":
+            moescatter.scatter(x, ids.float(), 1)
+        elif what == "scales":
+            moescatter.scatter(x, ids, 1, torch.ones(2, 1, device=device,
+                                                     dtype=torch.float16))
+        elif what == "map":
+            moescatter.count(ids, 1, expert_map=torch.zeros(
+                1, dtype=torch.int64, device=device))
+        elif what == "weights":
+            moescatter.gather(x, ids, torch.ones(2, 1, dtype=torch.float64,
+                                                 device=device))
+        elif what == "out_index":
+            moescatter.gather(x, ids.short())
+        elif what == "y":
+            moescatter.gather(x.double(), ids)
+        elif what == "out_dtype":
+            moescatter.gather(x, ids, out_dtype=torch.int32)
+        else:
+            moescatter.scatter(x, ids, 1, index_dtype=torch.int16)
+
+
+def test_argument_errors(device):
+    x = torch.ones(2, 4, device=device)
+    ids = torch.zeros(2, 1, dtype=torch.int32, device=device)
+    with pytest.raises(ValueError, match="layout"):
+        moescatter.scatter(x, ids, 1, layout="sorted")
+    with pytest.raises(ValueError, match="scale_format"):
+        moescatter.scatter(x, ids, 1, torch.ones(2, 1, device=device),
+                           scale_format="e8m0")
+    with pytest.raises(ValueError, match="topk_ids"):
+        moescatter.scatter(x, ids[:1], 1)
+    with pytest.raises(ValueError, match="x_scales"):
+        moescatter.scatter(x, ids, 1, torch.ones(2, 1, device=device),
+                           scale_block=2)
+    with pytest.raises(ValueError, match="accumulate"):
+        moescatter.gather(x, ids, accumulate=True)
+    with pytest.raises(ValueError, match="out must be"):
+        moescatter.gather(x, ids, out=torch.empty(3, 4, device=device))
+    with pytest.raises(ValueError, match="strides"):
+        moescatter.gather(x, ids, out=torch.empty(4, 2, device=device).t())
+    with pytest.raises(ValueError, match="is on"):
+        moescatter.scatter(x, ids.numpy() if device == "cpu" else ids.cpu(),
+                           1)
+    with pytest.raises(TypeError):
+        moescatter.scatter([[1.0]], ids, 1)
+    # What the package refuses itself carries a status too.
+    with pytest.raises(moescatter.Error) as info:
+        moescatter.scatter(x, ids[:1], 1)
+    assert info.value.status_name == "MOES_ERR_INVALID_ARGUMENT"
+    assert "topk_ids must be [N, K]" in info.value.message
+    with pytest.raises(moescatter.Error) as info:
+        moescatter.gather(x, ids, out=torch.empty(4, 2, device=device).t())
+    assert info.value.status_name == "MOES_ERR_INVALID_STRIDE"
+
+
+def test_error_classes():
+    assert issubclass(moescatter.ArgumentError, moescatter.Error)
+    assert issubclass(moescatter.ArgumentError, ValueError)
+    assert issubclass(moescatter.BackendError, RuntimeError)
+    with pytest.raises(moescatter.Error) as info:
+        moescatter.scatter_capacity(1, 1, 1, alignment=0)
+    assert info.value.status_name == "MOES_ERR_INVALID_ALIGNMENT"
+    assert info.value.status == 7
