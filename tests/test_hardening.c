@@ -444,6 +444,11 @@ Test(hardening, huge_thread_counts)
         o.cpu_threads = counts[i];
         cr_assert_eq(moes_context_create(&ctx, &o), MOES_OK, "%s",
                      moes_last_error(NULL));
+        if (!test_is_cpu(ctx)) {
+            /* MOES_BACKEND in the environment chose another backend. */
+            moes_context_destroy(ctx);
+            cr_skip_test("thread counts and host buffers: CPU only");
+        }
         info.struct_size = sizeof info;
         cr_assert_eq(moes_context_get_info(ctx, &info), MOES_OK);
         cr_expect(info.cpu_threads >= 1 && info.cpu_threads < counts[i],
@@ -467,6 +472,7 @@ Test(hardening, messages_name_the_argument_at_fault)
     moes_routing r;
     moes_scatter_args a;
     const char *msg;
+    int st;
     moes_routing_init(&r);
     r.n_tokens = 2;
     r.top_k = 1;
@@ -496,7 +502,12 @@ Test(hardening, messages_name_the_argument_at_fault)
     scatter_args_of(&a, x, out, index, end);
     a.alignment = INT64_MAX / 2 + 1;
     a.capacity = 4;
-    cr_expect_eq(moes_scatter(ctx, &r, &a), MOES_ERR_CAPACITY);
+    /* A data error: on CUDA the call succeeds and the next synchronize
+     * reports it. */
+    st = moes_scatter(ctx, &r, &a);
+    if (st == MOES_OK)
+        st = moes_synchronize(ctx);
+    cr_expect_eq(st, MOES_ERR_CAPACITY);
     msg = moes_last_error(ctx);
     cr_expect(strstr(msg, "9223372036854775807") == NULL, "%s", msg);
     cr_expect(strstr(msg, "capacity = 4") != NULL, "%s", msg);
