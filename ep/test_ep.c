@@ -13,6 +13,10 @@
  * byte the dispatch should not write, or forgot to write, shows.
  *
  *     mpirun -np 3 ep/test_ep [cases] [first seed]
+ *
+ * Built with EP_TEST_NCCL (ep/nccl-one-gpu.sh), the same cases run on
+ * one GPU through the NCCL transport on a one-rank communicator: inputs
+ * and outputs are copied to and from device buffers around each call.
  */
 #include "config.h"
 
@@ -21,7 +25,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef EP_TEST_NCCL
+#include <dlfcn.h>
+
+#include "mpi_single.h"
+#else
 #include <mpi.h>
+#endif
 
 #include "moescatter_ep.h"
 #include "oracle.h"
@@ -42,6 +52,32 @@ int dlclose(void *handle)
 
 static int rank, n_ranks;
 static long checks, failures;
+
+#ifdef EP_TEST_NCCL
+/* The CUDA context and the one-rank NCCL communicator. */
+static moes_context *dev_ctx;
+static void *nccl_comm;
+
+static void *to_dev(const void *host, int64_t bytes)
+{
+    void *d = NULL;
+    if (moes_malloc(dev_ctx, &d, bytes > 0 ? bytes : 64) != MOES_OK ||
+        (bytes > 0 && moes_copy_to_backend(dev_ctx, d, host, bytes)))
+        MPI_Abort(MPI_COMM_WORLD, 4);
+    return d;
+}
+
+static void from_dev(void *host, void *d, int64_t bytes)
+{
+    if (bytes > 0 && moes_copy_to_host(dev_ctx, host, d, bytes) != MOES_OK)
+        MPI_Abort(MPI_COMM_WORLD, 4);
+}
+
+static void drop_dev(const void *d)
+{
+    moes_free(dev_ctx, (void *)d);
+}
+#endif
 
 static void *xalloc(int64_t bytes)
 {
@@ -560,18 +596,62 @@ static void run_case(moes_context *ctx, uint64_t seed)
     moes_ep_options opts;
     default_options(&c, &opts);
     moes_ep *ep = NULL;
+#ifdef EP_TEST_NCCL
+    (void)ctx;
+    int rc = moes_ep_create_nccl(&ep, dev_ctx, &opts, nccl_comm, NULL);
+#else
     int rc = moes_ep_create_mpi(&ep, ctx, &opts, MPI_COMM_WORLD);
+#endif
     expect(rc == MOES_OK, seed, moes_ep_last_error(NULL));
     if (rc == MOES_OK) {
         local_out o;
         alloc_local(&c, mine->n_recv, &o);
         poison_local(&c, &o);
         moes_scatter_args local;
-        local_args(&c, &o, &local);
         int64_t n_received = -1, n_dropped = -1;
         moes_ep_dispatch_args d;
+#ifdef EP_TEST_NCCL
+        /* The same buffers on the device, poisoned alike. */
+        local_out od = o;
+        od.out = to_dev(o.out, o.out_bytes);
+        od.out_scales = to_dev(o.out_scales, o.scales_bytes);
+        od.counts = to_dev(o.counts, o.index_bytes);
+        od.start = to_dev(o.start, o.index_bytes);
+        od.end = to_dev(o.end, o.index_bytes);
+        od.masked_m = to_dev(o.masked_m, o.index_bytes);
+        od.m_indices = to_dev(o.m_indices, o.m_bytes);
+        int64_t *dropped_dev = to_dev(&o.n_dropped, 8);
+        local_args(&c, &od, &local);
+        if (local.n_dropped)
+            local.n_dropped = dropped_dev;
+        rank_input host_in = c.in[rank];
+        rank_input *in = &c.in[rank];
+        in->x = to_dev(host_in.x, in->n * c.x_stride * (int64_t)c.x_size);
+        in->scales = to_dev(host_in.scales, in->n * c.xs_stride * 4);
+        in->ids = to_dev(host_in.ids, in->n * c.ids_stride *
+                                          (int64_t)c.ids_size);
+        in->weights = to_dev(host_in.weights, in->n * c.w_stride * 4);
         dispatch_args(&c, &local, &n_received, &n_dropped, &d);
         rc = moes_ep_dispatch(ep, &d);
+        from_dev(o.out, od.out, o.out_bytes);
+        from_dev(o.out_scales, od.out_scales, o.scales_bytes);
+        from_dev(o.counts, od.counts, o.index_bytes);
+        from_dev(o.start, od.start, o.index_bytes);
+        from_dev(o.end, od.end, o.index_bytes);
+        from_dev(o.masked_m, od.masked_m, o.index_bytes);
+        from_dev(o.m_indices, od.m_indices, o.m_bytes);
+        from_dev(&o.n_dropped, dropped_dev, 8);
+        void *dev_bufs[] = {od.out, od.out_scales, od.counts, od.start,
+                            od.end, od.masked_m, od.m_indices, dropped_dev,
+                            in->x, in->scales, in->ids, in->weights};
+        for (size_t i = 0; i < sizeof dev_bufs / sizeof *dev_bufs; i++)
+            drop_dev(dev_bufs[i]);
+        *in = host_in;
+#else
+        local_args(&c, &o, &local);
+        dispatch_args(&c, &local, &n_received, &n_dropped, &d);
+        rc = moes_ep_dispatch(ep, &d);
+#endif
         expect(rc == MOES_OK, seed, moes_ep_last_error(ep));
         expect(n_received == mine->n_recv, seed, "n_received");
         expect(n_dropped == expected_dropped(&c), seed, "n_dropped");
@@ -594,7 +674,20 @@ static void run_case(moes_context *ctx, uint64_t seed)
         ca.y = mine->y;
         ca.y_rows = o.rows;
         ca.out = out;
+#ifdef EP_TEST_NCCL
+        size_t ys;
+        moes_dtype_size(c.y_dtype, &ys);
+        ca.y = to_dev(mine->y, o.rows * c.H * (int64_t)ys);
+        ca.out = to_dev(out, out_bytes);
         rc = moes_ep_combine(ep, &ca);
+        if (rc == MOES_OK)
+            rc = moes_synchronize(dev_ctx);
+        from_dev(out, ca.out, out_bytes);
+        drop_dev(ca.y);
+        drop_dev(ca.out);
+#else
+        rc = moes_ep_combine(ep, &ca);
+#endif
         expect(rc == MOES_OK, seed, moes_ep_last_error(ep));
         expect_same(out, ref_out, out_bytes, seed, "combined out");
         free(out);
@@ -616,6 +709,7 @@ static void run_case(moes_context *ctx, uint64_t seed)
 /* Bad input: an error on every rank, nothing written anywhere        */
 /* ------------------------------------------------------------------ */
 
+#ifndef EP_TEST_NCCL
 static void bad_inputs(moes_context *ctx)
 {
     const uint64_t seed = 0xBAD;
@@ -738,6 +832,34 @@ static void bad_inputs(moes_context *ctx)
     expect(rc == MOES_ERR_NULL_POINTER && !ep, seed,
            "moes_ep_create_nccl with no communicator");
 }
+#endif
+
+#ifdef EP_TEST_NCCL
+/* A one-rank communicator on device 0 and a CUDA context, through the
+ * same libnccl.so.2 (or MOES_NCCL_LIBRARY) the ep layer opens. */
+static void open_gpu(void)
+{
+    moes_context_options o;
+    moes_context_options_init(&o);
+    o.backend = MOES_BACKEND_CUDA;
+    if (moes_context_create(&dev_ctx, &o) != MOES_OK) {
+        printf("no usable GPU (%s): skipped\n", moes_last_error(NULL));
+        exit(77);
+    }
+    const char *path = getenv("MOES_NCCL_LIBRARY");
+    void *lib = dlopen(path && *path ? path : "libnccl.so.2", RTLD_NOW);
+    union {
+        void *p;
+        int (*f)(void **, int, const int *);
+    } init;
+    init.p = lib ? dlsym(lib, "ncclCommInitAll") : NULL;
+    int device = 0;
+    if (!init.p || init.f(&nccl_comm, 1, &device) != 0) {
+        printf("NCCL cannot be opened or initialized: skipped\n");
+        exit(77);
+    }
+}
+#endif
 
 int main(int argc, char **argv)
 {
@@ -762,9 +884,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "moes_context_create: %s\n", moes_last_error(NULL));
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
+#ifdef EP_TEST_NCCL
+    open_gpu();
+#endif
     for (long i = 0; i < cases; i++)
         run_case(ctx, first + (uint64_t)i);
+#ifdef EP_TEST_NCCL
+    moes_ep *ep = NULL;
+    moes_ep_options bad;
+    moes_ep_options_init(&bad);
+    int rc = moes_ep_create_nccl(&ep, dev_ctx, &bad, NULL, NULL);
+    expect(rc == MOES_ERR_NULL_POINTER && !ep, 0,
+           "moes_ep_create_nccl with no communicator");
+    moes_context_destroy(dev_ctx);
+#else
     bad_inputs(ctx);
+#endif
     moes_context_destroy(ctx);
 
     long totals[2] = {checks, failures};
