@@ -1,16 +1,18 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# Every function the public header declares with MOES_API has its own
+# Every function the public headers declare with MOES_API has its own
 # section-3 page, and every name a section-3 page's NAME gives is such a
-# function.
+# function. MOES_HEADER lists the headers, separated by spaces.
 : "${srcdir:=.}"
-header=${MOES_HEADER:-$srcdir/../lib/moescatter.h}
-if [ ! -f "$header" ]; then
-    echo "$header: not found" >&2
-    exit 1
-fi
+header=${MOES_HEADER:-$srcdir/../lib/moescatter.h $srcdir/../ep/moescatter_ep.h}
+for h in $header; do
+    if [ ! -f "$h" ]; then
+        echo "$h: not found" >&2
+        exit 1
+    fi
+done
 functions=$(sed -n 's/^MOES_API[^(]*[ *]\([A-Za-z_][A-Za-z_0-9]*\)(.*/\1/p' \
-                "$header" | sort -u)
+                $header | sort -u)
 if [ -z "$functions" ]; then
     echo "$header: no MOES_API function found" >&2
     exit 1

@@ -1,0 +1,1012 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ep.c - dispatch and combine across ranks, written once over the
+ * transport's collectives and the library's public scatter and gather.
+ *
+ * Dispatch, on every rank:
+ *   1. route: on the host, which ranks each token goes to (pack_ids[t][r]
+ *      = r, or -1), checking every id;
+ *   2. pack: moes_scatter with the ranks as experts puts each token's row,
+ *      scales, ids and weights once per destination, destinations in
+ *      ascending order and tokens in their order within each; its
+ *      out_index [N][R] is the row each (token, rank) takes in the send
+ *      buffer, which is also where its partial comes back;
+ *   3. agree: one all-to-all carries every rank's status and counts, so a
+ *      rank that found bad input stops every rank before any data moves;
+ *   4. exchange rows, scales, ids and weights;
+ *   5. scatter what arrived (source rank ascending, then the source's
+ *      order) into the caller's layout, global ids turned local by a map.
+ * Combine gathers each received token into one fp32 partial, sends the
+ * partials back, and gathers them once more with K = R and unit weights:
+ * acc = 0 + 1*p_0 + 1*p_1 ... is exactly the ascending-rank fp32 sum, and
+ * the library's gather converts it and makes every NaN canonical.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ep_internal.h"
+
+static _Thread_local char create_error[512];
+
+void moes_ep_set_create_error(const char *message)
+{
+    snprintf(create_error, sizeof create_error, "%s", message);
+}
+
+int moes_ep_fail(moes_ep *ep, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ep->message, sizeof ep->message, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+const char *moes_ep_last_error(const moes_ep *ep)
+{
+    return ep ? ep->message : create_error;
+}
+
+int moes_ep_options_init(moes_ep_options *opts)
+{
+    if (!opts)
+        return MOES_ERR_NULL_POINTER;
+    memset(opts, 0, sizeof *opts);
+    opts->struct_size = sizeof *opts;
+    opts->n_ranks = 1;
+    opts->x_dtype = MOES_DTYPE_BF16;
+    opts->scale_block = 128;
+    opts->ids_dtype = MOES_DTYPE_INT32;
+    opts->y_dtype = MOES_DTYPE_BF16;
+    opts->out_dtype = MOES_DTYPE_BF16;
+    opts->mode = MOES_EP_MODE_EXACT;
+    return MOES_OK;
+}
+
+int moes_ep_dispatch_args_init(moes_ep_dispatch_args *args)
+{
+    if (!args)
+        return MOES_ERR_NULL_POINTER;
+    memset(args, 0, sizeof *args);
+    args->struct_size = sizeof *args;
+    return MOES_OK;
+}
+
+int moes_ep_combine_args_init(moes_ep_combine_args *args)
+{
+    if (!args)
+        return MOES_ERR_NULL_POINTER;
+    memset(args, 0, sizeof *args);
+    args->struct_size = sizeof *args;
+    return MOES_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Statuses every rank agrees on                                      */
+/* ------------------------------------------------------------------ */
+
+/* A status and the rank that had it in one int64, so that the maximum
+ * over the ranks is the highest status, from the lowest rank that had it. */
+#define EP_RANK_BITS 20
+static int64_t encode_status(const moes_ep *ep, int status)
+{
+    if (status == MOES_OK)
+        return 0;
+    return ((int64_t)status << EP_RANK_BITS) |
+           (((int64_t)1 << EP_RANK_BITS) - 1 - ep->rank);
+}
+
+/* After the agreement: MOES_OK when every rank was fine; a failing rank
+ * keeps its own status and message, the others report the peer's. */
+static int agreed_status(moes_ep *ep, int own, int64_t worst)
+{
+    if (own != MOES_OK)
+        return own;
+    if (worst == 0)
+        return MOES_OK;
+    int status = (int)(worst >> EP_RANK_BITS);
+    int rank = (int)(((int64_t)1 << EP_RANK_BITS) - 1 -
+                     (worst & (((int64_t)1 << EP_RANK_BITS) - 1)));
+    return moes_ep_fail(ep, status,
+                        "rank %d failed (%s): nothing was exchanged", rank,
+                        moes_strerror(status));
+}
+
+static int agree(moes_ep *ep, int status)
+{
+    int64_t v = encode_status(ep, status);
+    int rc = ep->transport->allreduce_max_i64(ep, &v, 1);
+    if (rc != MOES_OK)
+        return rc;
+    return agreed_status(ep, status, v);
+}
+
+/* ------------------------------------------------------------------ */
+/* Buffers                                                            */
+/* ------------------------------------------------------------------ */
+
+static int ensure(moes_ep *ep, ep_buffer *b, int64_t bytes)
+{
+    if (bytes < 64)
+        bytes = 64;
+    if (b->ptr && b->bytes >= bytes)
+        return MOES_OK;
+    if (b->ptr) {
+        moes_free(ep->ctx, b->ptr);
+        b->ptr = NULL;
+        b->bytes = 0;
+    }
+    int rc = moes_malloc(ep->ctx, &b->ptr, bytes);
+    if (rc != MOES_OK) {
+        b->ptr = NULL;
+        return moes_ep_fail(ep, rc, "cannot allocate %lld bytes: %s",
+                            (long long)bytes, moes_last_error(ep->ctx));
+    }
+    b->bytes = bytes;
+    return MOES_OK;
+}
+
+static void release(moes_ep *ep, ep_buffer *b)
+{
+    if (b->ptr)
+        moes_free(ep->ctx, b->ptr);
+    b->ptr = NULL;
+    b->bytes = 0;
+}
+
+static int mul_ok(int64_t a, int64_t b, int64_t *r)
+{
+    return !__builtin_mul_overflow(a, b, r) && *r >= 0;
+}
+
+/* Per-token payload sizes. */
+static int64_t row_bytes(const moes_ep *ep)
+{
+    return ep->opts.hidden * ep->x_size;
+}
+static int64_t scale_bytes(const moes_ep *ep)
+{
+    return ep->n_scales * (int64_t)sizeof(float);
+}
+static int64_t ids_bytes(const moes_ep *ep)
+{
+    return ep->opts.top_k * ep->ids_size;
+}
+static int64_t weight_bytes(const moes_ep *ep)
+{
+    return ep->opts.top_k * (int64_t)sizeof(float);
+}
+static int64_t partial_bytes(const moes_ep *ep)
+{
+    return ep->opts.hidden * (int64_t)sizeof(float);
+}
+
+/* Send-side buffers for `slots` tokens, receive-side for `recv` tokens. */
+static int size_send(moes_ep *ep, int64_t slots)
+{
+    int rc;
+    if ((rc = ensure(ep, &ep->send_rows, slots * row_bytes(ep))) ||
+        (rc = ensure(ep, &ep->send_scales, slots * scale_bytes(ep))) ||
+        (rc = ensure(ep, &ep->send_ids, slots * ids_bytes(ep))) ||
+        (rc = ensure(ep, &ep->send_weights, slots * weight_bytes(ep))) ||
+        (rc = ensure(ep, &ep->back, slots * partial_bytes(ep))))
+        return rc;
+    return MOES_OK;
+}
+
+static int size_recv(moes_ep *ep, int64_t slots)
+{
+    int rc;
+    if ((rc = ensure(ep, &ep->recv_rows, slots * row_bytes(ep))) ||
+        (rc = ensure(ep, &ep->recv_scales, slots * scale_bytes(ep))) ||
+        (rc = ensure(ep, &ep->recv_ids, slots * ids_bytes(ep))) ||
+        (rc = ensure(ep, &ep->recv_weights, slots * weight_bytes(ep))) ||
+        (rc = ensure(ep, &ep->recv_index, slots * ep->opts.top_k * 8)) ||
+        (rc = ensure(ep, &ep->partial, slots * partial_bytes(ep))))
+        return rc;
+    return MOES_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Create and destroy                                                 */
+/* ------------------------------------------------------------------ */
+
+moes_ep *moes_ep_alloc(moes_context *ctx, const moes_ep_options *opts)
+{
+    moes_ep *ep = calloc(1, sizeof *ep);
+    if (!ep)
+        return NULL;
+    ep->ctx = ctx;
+    if (opts && opts->struct_size == sizeof *opts)
+        ep->opts = *opts;
+    return ep;
+}
+
+static int is_row_dtype(int d)
+{
+    return d == MOES_DTYPE_FP8_E4M3 || d == MOES_DTYPE_FP8_E5M2 ||
+           d == MOES_DTYPE_BF16 || d == MOES_DTYPE_FP16 ||
+           d == MOES_DTYPE_FP32;
+}
+
+static int is_float_dtype(int d)
+{
+    return d == MOES_DTYPE_BF16 || d == MOES_DTYPE_FP16 ||
+           d == MOES_DTYPE_FP32;
+}
+
+static int validate_options(moes_ep *ep)
+{
+    const moes_ep_options *o = &ep->opts;
+    if (o->struct_size != sizeof *o)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_ARGUMENT,
+                            "opts->struct_size is %zu, expected %zu",
+                            o->struct_size, sizeof *o);
+    if (o->n_ranks != ep->n_ranks)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_ARGUMENT,
+                            "opts->n_ranks = %d but the communicator has "
+                            "%d ranks", o->n_ranks, ep->n_ranks);
+    if (o->experts_per_rank < 1 || o->hidden < 1 || o->top_k < 1 ||
+        o->max_tokens < 0 || o->scale_block < 1)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_SIZE,
+                            "experts_per_rank, hidden, top_k and scale_block "
+                            "must be >= 1 and max_tokens >= 0 (got %lld, "
+                            "%lld, %lld, %lld, %lld)",
+                            (long long)o->experts_per_rank,
+                            (long long)o->hidden, (long long)o->top_k,
+                            (long long)o->scale_block,
+                            (long long)o->max_tokens);
+    if (!is_row_dtype(o->x_dtype))
+        return moes_ep_fail(ep, MOES_ERR_INVALID_DTYPE,
+                            "opts->x_dtype = %d is not a row dtype",
+                            o->x_dtype);
+    if (!is_float_dtype(o->y_dtype) || !is_float_dtype(o->out_dtype))
+        return moes_ep_fail(ep, MOES_ERR_INVALID_DTYPE,
+                            "opts->y_dtype = %d and opts->out_dtype = %d "
+                            "must be bf16, fp16 or fp32",
+                            o->y_dtype, o->out_dtype);
+    if (o->ids_dtype != MOES_DTYPE_INT32 && o->ids_dtype != MOES_DTYPE_INT64)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_DTYPE,
+                            "opts->ids_dtype = %d is neither int32 nor int64",
+                            o->ids_dtype);
+    if (o->mode != MOES_EP_MODE_EXACT && o->mode != MOES_EP_MODE_BOUNDED)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_ARGUMENT,
+                            "opts->mode = %d is unknown", o->mode);
+    if (o->mode == MOES_EP_MODE_BOUNDED && o->tokens_per_pair < 1)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_SIZE,
+                            "opts->tokens_per_pair = %lld: the bounded mode "
+                            "needs at least 1", (long long)o->tokens_per_pair);
+    size_t xs = 0;
+    moes_dtype_size(o->x_dtype, &xs);
+    ep->x_size = (int64_t)xs;
+    ep->ids_size = o->ids_dtype == MOES_DTYPE_INT32 ? 4 : 8;
+    ep->n_scales = (o->hidden + o->scale_block - 1) / o->scale_block;
+
+    /* Every byte count the exchanges use must fit, and an MPI count an
+     * int: checked once here rather than half-way through a dispatch. */
+    int64_t experts, routing, slots, bytes;
+    int64_t slots_max = o->mode == MOES_EP_MODE_BOUNDED ? o->tokens_per_pair
+                                                        : o->max_tokens;
+    if (!mul_ok(o->experts_per_rank, ep->n_ranks, &experts) ||
+        (o->ids_dtype == MOES_DTYPE_INT32 && experts > INT32_MAX) ||
+        !mul_ok(o->max_tokens, ep->n_ranks, &routing) ||
+        !mul_ok(routing, 8, &bytes) ||
+        !mul_ok(slots_max, ep->n_ranks, &slots) || slots > INT32_MAX ||
+        !mul_ok(o->hidden, 8, &bytes) || bytes > INT32_MAX ||
+        !mul_ok(slots, o->hidden * 8 + ep->n_scales * 4 + o->top_k * 16,
+                &bytes))
+        return moes_ep_fail(ep, MOES_ERR_OVERFLOW,
+                            "the sizes given (%d ranks, %lld experts each, "
+                            "%lld tokens, hidden %lld) overflow a buffer's "
+                            "byte count or an exchange's count",
+                            ep->n_ranks, (long long)o->experts_per_rank,
+                            (long long)slots_max, (long long)o->hidden);
+    return MOES_OK;
+}
+
+static int allocate(moes_ep *ep)
+{
+    const moes_ep_options *o = &ep->opts;
+    int R = ep->n_ranks;
+    int64_t routing = o->max_tokens * R;
+    ep->send_counts = calloc((size_t)R, sizeof(int64_t));
+    ep->send_displs = calloc((size_t)R, sizeof(int64_t));
+    ep->recv_counts = calloc((size_t)R, sizeof(int64_t));
+    ep->recv_displs = calloc((size_t)R, sizeof(int64_t));
+    ep->exchange_send = calloc((size_t)R * 4, sizeof(int64_t));
+    ep->exchange_recv = calloc((size_t)R * 4, sizeof(int64_t));
+    ep->host_pack_ids = calloc((size_t)(routing > 0 ? routing : 1),
+                               sizeof(int32_t));
+    int32_t *map = calloc((size_t)(o->experts_per_rank * R), sizeof(int32_t));
+    if (!ep->send_counts || !ep->send_displs || !ep->recv_counts ||
+        !ep->recv_displs || !ep->exchange_send || !ep->exchange_recv ||
+        !ep->host_pack_ids || !map) {
+        free(map);
+        return moes_ep_fail(ep, MOES_ERR_OUT_OF_MEMORY,
+                            "cannot allocate the ep context's host arrays");
+    }
+    for (int64_t p = 0; p < o->experts_per_rank * R; p++)
+        map[p] = p / o->experts_per_rank == ep->rank
+                     ? (int32_t)(p % o->experts_per_rank)
+                     : -1;
+    int rc;
+    if ((rc = ensure(ep, &ep->pack_ids, routing * 4)) ||
+        (rc = ensure(ep, &ep->pack_index, routing * 8)) ||
+        (rc = ensure(ep, &ep->scratch_index, routing * 8)) ||
+        (rc = ensure(ep, &ep->rank_tmp, (int64_t)R * 8)) ||
+        (rc = ensure(ep, &ep->local_counts, o->experts_per_rank * 8)) ||
+        (rc = ensure(ep, &ep->expert_map, o->experts_per_rank * R * 4))) {
+        free(map);
+        return rc;
+    }
+    rc = moes_copy_to_backend(ep->ctx, ep->expert_map.ptr, map,
+                              o->experts_per_rank * R * 4);
+    free(map);
+    if (rc != MOES_OK)
+        return moes_ep_fail(ep, rc, "cannot copy the expert map: %s",
+                            moes_last_error(ep->ctx));
+    if (o->mode == MOES_EP_MODE_BOUNDED) {
+        int64_t slots = o->tokens_per_pair * R;
+        if ((rc = size_send(ep, slots)) || (rc = size_recv(ep, slots)))
+            return rc;
+        /* Slots past a pair's count travel too: define their bytes once
+         * (ids -1 for every later dispatch is set per dispatch). */
+        ep_buffer *zero[] = {&ep->send_rows, &ep->send_scales,
+                             &ep->send_weights, &ep->back};
+        for (size_t i = 0; i < sizeof zero / sizeof *zero; i++)
+            if ((rc = moes_fill(ep->ctx, zero[i]->ptr, 0, zero[i]->bytes)))
+                return moes_ep_fail(ep, rc, "cannot clear a buffer: %s",
+                                    moes_last_error(ep->ctx));
+        /* Scales of empty slots are scattered too, and a UE8M0 layout
+         * rejects any scale that is not a power of two: empty slots carry
+         * 1.0, restored before each dispatch. */
+        int64_t n = ep->send_scales.bytes / 4;
+        float *ones = malloc((size_t)n * sizeof *ones);
+        if (!ones)
+            return moes_ep_fail(ep, MOES_ERR_OUT_OF_MEMORY,
+                                "cannot allocate the unit scales");
+        for (int64_t i = 0; i < n; i++)
+            ones[i] = 1.0f;
+        if (!(rc = ensure(ep, &ep->unit_scales, n * 4)))
+            rc = moes_copy_to_backend(ep->ctx, ep->unit_scales.ptr, ones,
+                                      n * 4);
+        free(ones);
+        if (rc != MOES_OK)
+            return moes_ep_fail(ep, rc, "cannot set the unit scales: %s",
+                                moes_last_error(ep->ctx));
+    }
+    return MOES_OK;
+}
+
+int moes_ep_destroy(moes_ep *ep)
+{
+    if (!ep)
+        return MOES_OK;
+    ep_buffer *all[] = {&ep->pack_ids,     &ep->pack_index,  &ep->scratch_index,
+                        &ep->rank_tmp,     &ep->expert_map,  &ep->local_counts,
+                        &ep->send_rows,    &ep->send_scales, &ep->send_ids,
+                        &ep->send_weights, &ep->recv_rows,   &ep->recv_scales,
+                        &ep->recv_ids,     &ep->recv_weights, &ep->recv_index,
+                        &ep->partial,      &ep->back,        &ep->unit_scales};
+    if (ep->ctx)
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+            release(ep, all[i]);
+    if (ep->transport && ep->transport->release)
+        ep->transport->release(ep);
+    free(ep->send_counts);
+    free(ep->send_displs);
+    free(ep->recv_counts);
+    free(ep->recv_displs);
+    free(ep->exchange_send);
+    free(ep->exchange_recv);
+    free(ep->host_pack_ids);
+    free(ep->host_ids);
+    free(ep);
+    return MOES_OK;
+}
+
+/* The options every rank must give alike, compared through one maximum
+ * of each value and of its negation. */
+#define EP_AGREED_FIELDS 11
+static void agreed_fields(const moes_ep *ep, int64_t *v)
+{
+    const moes_ep_options *o = &ep->opts;
+    v[0] = o->n_ranks;
+    v[1] = o->experts_per_rank;
+    v[2] = o->hidden;
+    v[3] = o->top_k;
+    v[4] = o->x_dtype;
+    v[5] = o->scale_block;
+    v[6] = o->ids_dtype;
+    v[7] = o->y_dtype;
+    v[8] = o->out_dtype;
+    v[9] = o->mode;
+    v[10] = o->mode == MOES_EP_MODE_BOUNDED ? o->tokens_per_pair : 0;
+}
+
+static const char *const agreed_names[EP_AGREED_FIELDS] = {
+    "n_ranks", "experts_per_rank", "hidden", "top_k", "x_dtype",
+    "scale_block", "ids_dtype", "y_dtype", "out_dtype", "mode",
+    "tokens_per_pair"};
+
+int moes_ep_finish_create(moes_ep **out, moes_ep *ep, int status)
+{
+    if (status == MOES_OK)
+        status = validate_options(ep);
+    if (status == MOES_OK)
+        status = allocate(ep);
+
+    /* Every rank takes part, whatever it found: one maximum over the
+     * status and the fields, and over the negated fields. */
+    int64_t v[1 + 2 * EP_AGREED_FIELDS];
+    int64_t fields[EP_AGREED_FIELDS];
+    agreed_fields(ep, fields);
+    v[0] = encode_status(ep, status);
+    for (int i = 0; i < EP_AGREED_FIELDS; i++) {
+        v[1 + i] = fields[i];
+        v[1 + EP_AGREED_FIELDS + i] = -fields[i];
+    }
+    int rc = ep->transport->allreduce_max_i64(ep, v, 1 + 2 * EP_AGREED_FIELDS);
+    if (rc == MOES_OK) {
+        rc = agreed_status(ep, status, v[0]);
+        for (int i = 0; rc == MOES_OK && i < EP_AGREED_FIELDS; i++)
+            if (v[1 + i] != -v[1 + EP_AGREED_FIELDS + i])
+                rc = moes_ep_fail(ep, MOES_ERR_INVALID_ARGUMENT,
+                                  "the ranks disagree on %s: from %lld to "
+                                  "%lld", agreed_names[i],
+                                  (long long)-v[1 + EP_AGREED_FIELDS + i],
+                                  (long long)v[1 + i]);
+    }
+    if (rc != MOES_OK) {
+        moes_ep_set_create_error(ep->message);
+        moes_ep_destroy(ep);
+        *out = NULL;
+        return rc;
+    }
+    *out = ep;
+    return MOES_OK;
+}
+
+int moes_ep_capacity(moes_ep *ep, int layout, int64_t alignment,
+                     int64_t *capacity)
+{
+    if (!ep || !capacity)
+        return MOES_ERR_NULL_POINTER;
+    int64_t per_pair = ep->opts.mode == MOES_EP_MODE_BOUNDED
+                           ? ep->opts.tokens_per_pair
+                           : ep->opts.max_tokens;
+    int rc = moes_scatter_capacity(ep->ctx, layout, per_pair * ep->n_ranks,
+                                   ep->opts.top_k, ep->opts.experts_per_rank,
+                                   alignment, capacity);
+    if (rc != MOES_OK)
+        return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
+    return MOES_OK;
+}
+
+int moes_ep_get_stats(moes_ep *ep, moes_ep_stats *stats)
+{
+    if (!ep || !stats)
+        return MOES_ERR_NULL_POINTER;
+    if (stats->struct_size != sizeof *stats)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_ARGUMENT,
+                            "stats->struct_size is %zu, expected %zu",
+                            stats->struct_size, sizeof *stats);
+    stats->rank = ep->rank;
+    stats->n_ranks = ep->n_ranks;
+    stats->bytes_sent = ep->bytes_sent;
+    stats->bytes_received = ep->bytes_received;
+    return MOES_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Dispatch                                                           */
+/* ------------------------------------------------------------------ */
+
+static int check_dispatch(moes_ep *ep, const moes_ep_dispatch_args *a)
+{
+    const moes_ep_options *o = &ep->opts;
+    if (a->struct_size != sizeof *a)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_ARGUMENT,
+                            "args->struct_size is %zu, expected %zu",
+                            a->struct_size, sizeof *a);
+    if (!a->local || !a->n_received)
+        return moes_ep_fail(ep, MOES_ERR_NULL_POINTER,
+                            "args->%s is NULL",
+                            !a->local ? "local" : "n_received");
+    if (a->local->struct_size != sizeof(moes_scatter_args))
+        return moes_ep_fail(ep, MOES_ERR_INVALID_ARGUMENT,
+                            "args->local->struct_size is %zu, expected %zu",
+                            a->local->struct_size, sizeof(moes_scatter_args));
+    if (a->n_tokens < 0 || a->n_tokens > o->max_tokens)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_SIZE,
+                            "args->n_tokens = %lld is outside [0, %lld] "
+                            "(max_tokens)", (long long)a->n_tokens,
+                            (long long)o->max_tokens);
+    if (a->n_tokens > 0 && (!a->x || !a->ids))
+        return moes_ep_fail(ep, MOES_ERR_NULL_POINTER, "args->%s is NULL",
+                            !a->x ? "x" : "ids");
+    if ((a->ids_stride != 0 && a->ids_stride < o->top_k) ||
+        (a->weights_stride != 0 && a->weights_stride < o->top_k) ||
+        (a->x_stride != 0 && a->x_stride < o->hidden) ||
+        (a->x_scales_stride != 0 && a->x_scales_stride < ep->n_scales) ||
+        a->ids_stride < 0 || a->weights_stride < 0 || a->x_stride < 0 ||
+        a->x_scales_stride < 0)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_STRIDE,
+                            "a stride of args is smaller than its row");
+    const moes_scatter_args *l = a->local;
+    if (l->layout != MOES_LAYOUT_CONTIGUOUS &&
+        l->layout != MOES_LAYOUT_GROUPED && l->layout != MOES_LAYOUT_MASKED)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_ARGUMENT,
+                            "args->local->layout = %d is unknown", l->layout);
+    if (l->alignment < 1)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_ALIGNMENT,
+                            "args->local->alignment = %lld is below 1",
+                            (long long)l->alignment);
+    if (l->capacity < 0)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_SIZE,
+                            "args->local->capacity = %lld is negative",
+                            (long long)l->capacity);
+    if (l->index_dtype != MOES_DTYPE_INT32 &&
+        l->index_dtype != MOES_DTYPE_INT64)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_DTYPE,
+                            "args->local->index_dtype = %d is neither int32 "
+                            "nor int64", l->index_dtype);
+    if (!l->out || (a->x_scales && !l->out_scales))
+        return moes_ep_fail(ep, MOES_ERR_NULL_POINTER,
+                            "args->local->%s is NULL",
+                            !l->out ? "out" : "out_scales");
+    return MOES_OK;
+}
+
+static int64_t read_id(const void *ids, int size, int64_t i)
+{
+    if (size == 4)
+        return ((const int32_t *)ids)[i];
+    return ((const int64_t *)ids)[i];
+}
+
+/* Step 1: pack_ids[t][r] = r when token t has an expert on rank r. */
+static int route(moes_ep *ep, const moes_ep_dispatch_args *a)
+{
+    const int64_t N = a->n_tokens, K = ep->opts.top_k;
+    const int64_t El = ep->opts.experts_per_rank;
+    const int R = ep->n_ranks;
+    const int64_t stride = a->ids_stride ? a->ids_stride : K;
+    const void *ids = a->ids;
+    if (N > 0 && ep->on_device) {
+        /* The destinations are decided on the host: the ids come over. */
+        int64_t bytes = ((N - 1) * stride + K) * ep->ids_size;
+        if (ep->host_ids_len < bytes) {
+            free(ep->host_ids);
+            ep->host_ids = malloc((size_t)bytes);
+            ep->host_ids_len = ep->host_ids ? bytes : 0;
+            if (!ep->host_ids)
+                return moes_ep_fail(ep, MOES_ERR_OUT_OF_MEMORY,
+                                    "cannot allocate %lld bytes for the ids",
+                                    (long long)bytes);
+        }
+        int rc = moes_copy_to_host(ep->ctx, ep->host_ids, a->ids, bytes);
+        if (rc != MOES_OK)
+            return moes_ep_fail(ep, rc, "cannot read args->ids: %s",
+                                moes_last_error(ep->ctx));
+        ids = ep->host_ids;
+    }
+    for (int64_t t = 0; t < N; t++)
+        for (int64_t k = 0; k < K; k++) {
+            int64_t id = read_id(ids, (int)ep->ids_size, t * stride + k);
+            if (id < -1 || id >= El * R)
+                return moes_ep_fail(ep, MOES_ERR_INVALID_ID,
+                                    "ids[%lld][%lld] = %lld is outside "
+                                    "[-1, %lld)", (long long)t, (long long)k,
+                                    (long long)id, (long long)(El * R));
+        }
+    for (int r = 0; r < R; r++)
+        ep->send_counts[r] = 0;
+    for (int64_t t = 0; t < N; t++) {
+        int32_t *row = ep->host_pack_ids + t * R;
+        for (int r = 0; r < R; r++)
+            row[r] = -1;
+        for (int64_t k = 0; k < K; k++) {
+            int64_t id = read_id(ids, (int)ep->ids_size, t * stride + k);
+            if (id >= 0)
+                row[id / El] = (int32_t)(id / El);
+        }
+        for (int r = 0; r < R; r++)
+            if (row[r] >= 0)
+                ep->send_counts[r]++;
+    }
+    return MOES_OK;
+}
+
+/* One moes_scatter of the ranks as experts: `elems` elements of dtype per
+ * token from src (stride in elements) into dst, one slot per (token,
+ * destination). */
+static int pack_one(moes_ep *ep, int64_t N, const void *src, int dtype,
+                    int64_t elems, int64_t stride, const float *scales,
+                    int64_t scales_stride, void *dst, void *dst_scales,
+                    void *out_index)
+{
+    const int R = ep->n_ranks;
+    moes_routing r;
+    moes_routing_init(&r);
+    r.n_tokens = N;
+    r.top_k = R;
+    r.ids = ep->pack_ids.ptr;
+    r.ids_dtype = MOES_DTYPE_INT32;
+    r.n_experts_global = R;
+    r.n_experts = R;
+    moes_scatter_args s;
+    moes_scatter_args_init(&s);
+    if (ep->opts.mode == MOES_EP_MODE_BOUNDED) {
+        s.layout = MOES_LAYOUT_MASKED;
+        s.capacity = ep->opts.tokens_per_pair;
+        s.masked_m = ep->rank_tmp.ptr;
+    } else {
+        s.layout = MOES_LAYOUT_GROUPED;
+        s.capacity = ep->send_slots;
+        s.expert_end = ep->rank_tmp.ptr;
+    }
+    s.alignment = 1;
+    s.x = src;
+    s.x_dtype = dtype;
+    s.hidden = elems;
+    s.x_stride = stride;
+    s.x_scales = scales;
+    s.scale_block = ep->opts.scale_block;
+    s.x_scales_stride = scales_stride;
+    s.out = dst;
+    s.out_scales = scales ? dst_scales : NULL;
+    s.out_scales_format = scales ? MOES_SCALES_FP32 : MOES_SCALES_NONE;
+    s.index_dtype = MOES_DTYPE_INT64;
+    s.out_index = out_index;
+    int rc = moes_scatter(ep->ctx, &r, &s);
+    if (rc != MOES_OK)
+        return moes_ep_fail(ep, rc, "packing for the other ranks: %s",
+                            moes_last_error(ep->ctx));
+    return MOES_OK;
+}
+
+/* Step 2: the send buffers, destinations ascending. */
+static int pack(moes_ep *ep, const moes_ep_dispatch_args *a)
+{
+    const int64_t N = a->n_tokens, K = ep->opts.top_k;
+    const int R = ep->n_ranks;
+    int rc;
+    if (ep->opts.mode == MOES_EP_MODE_EXACT) {
+        ep->send_slots = 0;
+        for (int r = 0; r < R; r++)
+            ep->send_slots += ep->send_counts[r];
+        if ((rc = size_send(ep, ep->send_slots)))
+            return rc;
+    } else {
+        ep->send_slots = ep->opts.tokens_per_pair * R;
+        /* Empty slots must read as "no expert here" on arrival. */
+        if ((rc = moes_fill(ep->ctx, ep->send_ids.ptr, 0xFF,
+                            ep->send_ids.bytes)) ||
+            (a->x_scales &&
+             (rc = moes_copy_within(ep->ctx, ep->send_scales.ptr,
+                                    ep->unit_scales.ptr,
+                                    ep->send_scales.bytes))))
+            return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
+    }
+    if (N > 0 && (rc = moes_copy_to_backend(ep->ctx, ep->pack_ids.ptr,
+                                            ep->host_pack_ids, N * R * 4)))
+        return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
+    if (N == 0)
+        return MOES_OK;
+    if ((rc = pack_one(ep, N, a->x, ep->opts.x_dtype, ep->opts.hidden,
+                       a->x_stride, a->x_scales, a->x_scales_stride,
+                       ep->send_rows.ptr, ep->send_scales.ptr,
+                       ep->pack_index.ptr)))
+        return rc;
+    /* Ids and weights travel as rows of 4-byte elements: the scatter
+     * copies bytes. */
+    int64_t words = ep->ids_size / 4;
+    int64_t ids_stride = a->ids_stride ? a->ids_stride : K;
+    if ((rc = pack_one(ep, N, a->ids, MOES_DTYPE_FP32, K * words,
+                       ids_stride * words, NULL, 0, ep->send_ids.ptr, NULL,
+                       ep->scratch_index.ptr)))
+        return rc;
+    if (a->weights &&
+        (rc = pack_one(ep, N, a->weights, MOES_DTYPE_FP32, K,
+                       a->weights_stride, NULL, 0, ep->send_weights.ptr, NULL,
+                       ep->scratch_index.ptr)))
+        return rc;
+    return MOES_OK;
+}
+
+static int exchange(moes_ep *ep, void *send, void *recv, int64_t elem_bytes,
+                    int forward)
+{
+    int rc;
+    if (forward)
+        rc = ep->transport->alltoallv(ep, send, ep->send_counts,
+                                      ep->send_displs, recv, ep->recv_counts,
+                                      ep->recv_displs, elem_bytes);
+    else
+        rc = ep->transport->alltoallv(ep, send, ep->recv_counts,
+                                      ep->recv_displs, recv, ep->send_counts,
+                                      ep->send_displs, elem_bytes);
+    if (rc != MOES_OK)
+        return rc;
+    for (int r = 0; r < ep->n_ranks; r++) {
+        if (r == ep->rank)
+            continue;
+        ep->bytes_sent += (forward ? ep->send_counts : ep->recv_counts)[r] *
+                          elem_bytes;
+        ep->bytes_received +=
+            (forward ? ep->recv_counts : ep->send_counts)[r] * elem_bytes;
+    }
+    return MOES_OK;
+}
+
+/* The routing of the received slots, in the caller's local experts. */
+static void received_routing(moes_ep *ep, moes_routing *r)
+{
+    moes_routing_init(r);
+    r->n_tokens = ep->recv_slots;
+    r->top_k = ep->opts.top_k;
+    r->ids = ep->recv_ids.ptr;
+    r->ids_dtype = ep->opts.ids_dtype;
+    r->expert_map = ep->expert_map.ptr;
+    r->n_experts_global = ep->opts.experts_per_rank * ep->n_ranks;
+    r->n_experts = ep->opts.experts_per_rank;
+}
+
+/* Whether the caller's layout holds what arrived: checked before anything
+ * of the caller's is written, so that every rank can stop. */
+static int check_capacity(moes_ep *ep, const moes_scatter_args *l)
+{
+    if (l->layout == MOES_LAYOUT_MASKED)
+        return MOES_OK;
+    moes_routing r;
+    received_routing(ep, &r);
+    const int64_t El = ep->opts.experts_per_rank;
+    int rc = moes_count(ep->ctx, &r, ep->local_counts.ptr, MOES_DTYPE_INT64);
+    int64_t *counts = malloc((size_t)El * sizeof *counts);
+    if (!counts)
+        return moes_ep_fail(ep, MOES_ERR_OUT_OF_MEMORY,
+                            "cannot allocate the local counts");
+    if (rc == MOES_OK)
+        rc = moes_copy_to_host(ep->ctx, counts, ep->local_counts.ptr, El * 8);
+    if (rc == MOES_OK && ep->on_device)
+        rc = moes_synchronize(ep->ctx);
+    if (rc != MOES_OK) {
+        free(counts);
+        return moes_ep_fail(ep, rc, "counting the received tokens: %s",
+                            moes_last_error(ep->ctx));
+    }
+    int64_t rows = 0;
+    for (int64_t e = 0; e < El; e++)
+        rows += (counts[e] + l->alignment - 1) / l->alignment * l->alignment;
+    free(counts);
+    if (rows > l->capacity)
+        return moes_ep_fail(ep, MOES_ERR_CAPACITY,
+                            "args->local->capacity = %lld rows, but the "
+                            "tokens this rank receives need %lld",
+                            (long long)l->capacity, (long long)rows);
+    return MOES_OK;
+}
+
+int moes_ep_dispatch(moes_ep *ep, const moes_ep_dispatch_args *args)
+{
+    if (!ep)
+        return MOES_ERR_NULL_POINTER;
+    const int R = ep->n_ranks;
+    const int bounded = ep->opts.mode == MOES_EP_MODE_BOUNDED;
+    const int64_t B = ep->opts.tokens_per_pair;
+    ep->message[0] = '\0';
+    ep->dispatched = 0;
+    ep->bytes_sent = ep->bytes_received = 0;
+
+    /* Local work first; its status travels with the counts, so a rank
+     * with NULL args still takes part in the exchange of statuses. */
+    int status = args ? check_dispatch(ep, args)
+                      : moes_ep_fail(ep, MOES_ERR_NULL_POINTER,
+                                     "args is NULL");
+    if (status == MOES_OK)
+        status = route(ep, args);
+    if (status == MOES_OK)
+        status = pack(ep, args);
+    int has_scales = status == MOES_OK && args->x_scales != NULL;
+    int has_weights = status == MOES_OK && args->weights != NULL;
+    int64_t dropped = 0;
+    for (int r = 0; r < R; r++) {
+        int64_t n = status == MOES_OK ? ep->send_counts[r] : 0;
+        if (bounded && n > B) {
+            dropped += n - B;
+            n = B;
+        }
+        ep->send_counts[r] = n;
+        ep->exchange_send[r * 4 + 0] = encode_status(ep, status);
+        ep->exchange_send[r * 4 + 1] = n;
+        ep->exchange_send[r * 4 + 2] = has_scales;
+        ep->exchange_send[r * 4 + 3] = has_weights;
+    }
+    int rc = ep->transport->alltoall_i64(ep, ep->exchange_send,
+                                         ep->exchange_recv, 4);
+    if (rc != MOES_OK)
+        return rc;
+    int64_t worst = 0;
+    int flags_differ = 0;
+    for (int s = 0; s < R; s++) {
+        if (ep->exchange_recv[s * 4] > worst)
+            worst = ep->exchange_recv[s * 4];
+        flags_differ |= ep->exchange_recv[s * 4 + 2] != has_scales ||
+                        ep->exchange_recv[s * 4 + 3] != has_weights;
+    }
+    if ((rc = agreed_status(ep, status, worst)) != MOES_OK)
+        return rc;
+    if (flags_differ)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_ARGUMENT,
+                            "the ranks disagree on whether scales or weights "
+                            "are sent: every rank must give both or neither");
+
+    /* Where each pair's tokens sit: packed by the scatter (exact) or in
+     * fixed slots of B (bounded). */
+    int64_t received = 0;
+    for (int r = 0; r < R; r++) {
+        ep->recv_counts[r] = ep->exchange_recv[r * 4 + 1];
+        received += ep->recv_counts[r];
+    }
+    if (bounded) {
+        for (int r = 0; r < R; r++) {
+            ep->send_counts[r] = ep->recv_counts[r] = B;
+            ep->send_displs[r] = ep->recv_displs[r] = r * B;
+        }
+        ep->recv_slots = B * R;
+    } else {
+        int64_t sd = 0, rd = 0;
+        for (int r = 0; r < R; r++) {
+            ep->send_displs[r] = sd;
+            ep->recv_displs[r] = rd;
+            sd += ep->send_counts[r];
+            rd += ep->recv_counts[r];
+        }
+        ep->recv_slots = rd;
+        status = rd > INT32_MAX
+                     ? moes_ep_fail(ep, MOES_ERR_OVERFLOW,
+                                    "%lld tokens arrive, more than one "
+                                    "exchange can count", (long long)rd)
+                     : size_recv(ep, rd);
+        if ((rc = agree(ep, status)) != MOES_OK)
+            return rc;
+    }
+
+    if ((rc = exchange(ep, ep->send_rows.ptr, ep->recv_rows.ptr,
+                       row_bytes(ep), 1)) ||
+        (has_scales && (rc = exchange(ep, ep->send_scales.ptr,
+                                      ep->recv_scales.ptr, scale_bytes(ep),
+                                      1))) ||
+        (rc = exchange(ep, ep->send_ids.ptr, ep->recv_ids.ptr, ids_bytes(ep),
+                       1)) ||
+        (has_weights && (rc = exchange(ep, ep->send_weights.ptr,
+                                       ep->recv_weights.ptr, weight_bytes(ep),
+                                       1))))
+        return rc;
+
+    const moes_scatter_args *l = args->local;
+    if ((rc = agree(ep, check_capacity(ep, l))) != MOES_OK)
+        return rc;
+
+    moes_routing r;
+    received_routing(ep, &r);
+    moes_scatter_args s = *l;
+    s.x = ep->recv_rows.ptr;
+    s.x_dtype = ep->opts.x_dtype;
+    s.hidden = ep->opts.hidden;
+    s.x_stride = 0;
+    s.x_scales = has_scales ? ep->recv_scales.ptr : NULL;
+    s.scale_block = ep->opts.scale_block;
+    s.x_scales_stride = 0;
+    s.out_index = ep->recv_index.ptr;
+    s.out_index_stride = 0;
+    status = moes_scatter(ep->ctx, &r, &s);
+    if (status == MOES_OK && ep->on_device)
+        status = moes_synchronize(ep->ctx);
+    if (status != MOES_OK)
+        moes_ep_fail(ep, status, "the local scatter: %s",
+                     moes_last_error(ep->ctx));
+    if ((rc = agree(ep, status)) != MOES_OK)
+        return rc;
+
+    ep->dispatched = 1;
+    ep->n_tokens = args->n_tokens;
+    ep->recv_index_dtype = l->index_dtype;
+    ep->has_weights = has_weights;
+    *args->n_received = received;
+    if (args->n_dropped)
+        *args->n_dropped = dropped;
+    return MOES_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Combine                                                            */
+/* ------------------------------------------------------------------ */
+
+static int check_combine(moes_ep *ep, const moes_ep_combine_args *a)
+{
+    if (a->struct_size != sizeof *a)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_ARGUMENT,
+                            "args->struct_size is %zu, expected %zu",
+                            a->struct_size, sizeof *a);
+    if (!ep->dispatched)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_ARGUMENT,
+                            "no successful moes_ep_dispatch before this "
+                            "combine");
+    if (a->flags & ~MOES_GATHER_ACCUMULATE)
+        return moes_ep_fail(ep, MOES_ERR_INVALID_FLAGS,
+                            "args->flags = 0x%x has unknown bits", a->flags);
+    if (ep->n_tokens > 0 && !a->out)
+        return moes_ep_fail(ep, MOES_ERR_NULL_POINTER, "args->out is NULL");
+    if (a->out_stride < 0 || (a->out_stride && a->out_stride < ep->opts.hidden))
+        return moes_ep_fail(ep, MOES_ERR_INVALID_STRIDE,
+                            "args->out_stride = %lld is smaller than hidden",
+                            (long long)a->out_stride);
+    return MOES_OK;
+}
+
+int moes_ep_combine(moes_ep *ep, const moes_ep_combine_args *args)
+{
+    if (!ep)
+        return MOES_ERR_NULL_POINTER;
+    ep->message[0] = '\0';
+    ep->bytes_sent = ep->bytes_received = 0;
+    int status = args ? check_combine(ep, args)
+                      : moes_ep_fail(ep, MOES_ERR_NULL_POINTER,
+                                     "args is NULL");
+    if (status == MOES_OK && ep->recv_slots > 0) {
+        moes_gather_args g;
+        moes_gather_args_init(&g);
+        g.n_tokens = ep->recv_slots;
+        g.top_k = ep->opts.top_k;
+        g.hidden = ep->opts.hidden;
+        g.y = args->y;
+        g.y_dtype = ep->opts.y_dtype;
+        g.y_rows = args->y_rows;
+        g.y_stride = args->y_stride;
+        g.out_index = ep->recv_index.ptr;
+        g.index_dtype = ep->recv_index_dtype;
+        g.weights = ep->has_weights ? ep->recv_weights.ptr : NULL;
+        g.out = ep->partial.ptr;
+        g.out_dtype = MOES_DTYPE_FP32;
+        status = moes_gather(ep->ctx, &g);
+        if (status == MOES_OK && ep->on_device)
+            status = moes_get_error(ep->ctx);
+        if (status != MOES_OK)
+            moes_ep_fail(ep, status, "the local gather: %s",
+                         moes_last_error(ep->ctx));
+    }
+    int rc = agree(ep, status);
+    if (rc != MOES_OK)
+        return rc;
+    if ((rc = exchange(ep, ep->partial.ptr, ep->back.ptr, partial_bytes(ep),
+                       0)))
+        return rc;
+
+    if (ep->n_tokens == 0)
+        return MOES_OK;
+    moes_gather_args g;
+    moes_gather_args_init(&g);
+    g.flags = args->flags;
+    g.n_tokens = ep->n_tokens;
+    g.top_k = ep->n_ranks;
+    g.hidden = ep->opts.hidden;
+    g.y = ep->back.ptr;
+    g.y_dtype = MOES_DTYPE_FP32;
+    g.y_rows = ep->send_slots;
+    g.out_index = ep->pack_index.ptr;
+    g.index_dtype = MOES_DTYPE_INT64;
+    g.out = args->out;
+    g.out_dtype = ep->opts.out_dtype;
+    g.out_stride = args->out_stride;
+    rc = moes_gather(ep->ctx, &g);
+    if (rc != MOES_OK)
+        return moes_ep_fail(ep, rc, "adding the partials: %s",
+                            moes_last_error(ep->ctx));
+    return MOES_OK;
+}

@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ep_internal.h - the ep context and the few collectives a transport
+ * provides. The dispatch and combine logic (ep.c) is written once over
+ * them, so that MPI and NCCL move the same bytes in the same order.
+ */
+#ifndef MOES_EP_INTERNAL_H
+#define MOES_EP_INTERNAL_H
+
+#include <stdint.h>
+
+#include "moescatter_ep.h"
+
+typedef struct ep_transport {
+    /* Every rank sends n int64 (host memory) to every rank: send[r*n ..]
+     * goes to rank r, recv[s*n ..] came from rank s. */
+    int (*alltoall_i64)(moes_ep *ep, const int64_t *send, int64_t *recv,
+                        int n);
+    /* Element-wise maximum of n int64 (host memory) over the ranks, in
+     * place. */
+    int (*allreduce_max_i64)(moes_ep *ep, int64_t *values, int n);
+    /* Backend buffers; counts and displacements in elements of
+     * elem_bytes, one per rank. */
+    int (*alltoallv)(moes_ep *ep, const void *send, const int64_t *send_counts,
+                     const int64_t *send_displs, void *recv,
+                     const int64_t *recv_counts, const int64_t *recv_displs,
+                     int64_t elem_bytes);
+    void (*release)(moes_ep *ep);
+} ep_transport;
+
+/* A backend buffer that grows (exact mode) or is sized once (bounded). */
+typedef struct ep_buffer {
+    void *ptr;
+    int64_t bytes;
+} ep_buffer;
+
+struct moes_ep {
+    moes_context *ctx;
+    moes_ep_options opts;
+    const ep_transport *transport;
+    void *transport_state;
+    int rank;
+    int n_ranks;
+    int on_device;          /* buffers are device memory (NCCL)          */
+    int64_t ids_size;       /* bytes of one id                           */
+    int64_t x_size;         /* bytes of one row element                  */
+    int64_t n_scales;       /* S = ceil(H / B)                           */
+    char message[512];
+
+    /* Host arrays, R entries each (or N*R for the routing). */
+    int64_t *send_counts, *send_displs, *recv_counts, *recv_displs;
+    int64_t *exchange_send, *exchange_recv; /* 4 per rank               */
+    int32_t *host_pack_ids;                 /* [max N][R]               */
+    void *host_ids;                         /* ids copied off a device  */
+    int64_t host_pack_ids_len, host_ids_len;
+
+    /* Backend buffers. */
+    ep_buffer pack_ids;      /* [N][R] int32: rank r if the token goes  */
+    ep_buffer pack_index;    /* [N][R] int64: its row in send/back      */
+    ep_buffer scratch_index; /* [N][R] int64                            */
+    ep_buffer rank_tmp;      /* [R] int64 (expert_end / masked_m)       */
+    ep_buffer expert_map;    /* [R*E_local] int32: this rank's map      */
+    ep_buffer local_counts;  /* [E_local] int64                         */
+    ep_buffer send_rows, send_scales, send_ids, send_weights;
+    ep_buffer recv_rows, recv_scales, recv_ids, recv_weights;
+    ep_buffer recv_index;    /* [recv slots][K], local index dtype      */
+    ep_buffer partial;       /* [recv slots][H] fp32                    */
+    ep_buffer back;          /* [send slots][H] fp32                    */
+    ep_buffer unit_scales;   /* bounded: send_scales' size of 1.0f      */
+
+    /* What the last dispatch left for the combine. */
+    int dispatched;
+    int64_t n_tokens;
+    int64_t send_slots, recv_slots;
+    int recv_index_dtype;
+    int has_weights;
+    int64_t bytes_sent, bytes_received;
+};
+
+int moes_ep_fail(moes_ep *ep, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Shared by the transports' create functions: validates opts, allocates,
+ * and checks with the transport that every rank agrees. On failure the ep
+ * is freed and *out is NULL. */
+int moes_ep_finish_create(moes_ep **out, moes_ep *ep, int local_status);
+
+/* The ep with its options, context and message; transport not yet set. */
+moes_ep *moes_ep_alloc(moes_context *ctx, const moes_ep_options *opts);
+
+/* The message of the last failed create in this thread. */
+void moes_ep_set_create_error(const char *message);
+
+#endif /* MOES_EP_INTERNAL_H */

@@ -1,0 +1,24 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# nccl-one-gpu.sh BUILDDIR [CASES]: the ep suite through the NCCL transport
+# on one GPU (a one-rank NCCL communicator), then under compute-sanitizer
+# memcheck when it is installed. BUILDDIR is a tree configured with CUDA
+# and built (libmoescatter and the test kit); no MPI is needed. NCCL is
+# found as libnccl.so.2, or at $MOES_NCCL_LIBRARY.
+set -e
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+build=$(cd "${1:?usage: nccl-one-gpu.sh BUILDDIR [CASES]}" && pwd)
+cases=${2:-150}
+out=$build/ep/test_ep_nccl
+mkdir -p "$build/ep"
+${CC:-cc} -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off \
+    -D_POSIX_C_SOURCE=200809L -DEP_TEST_NCCL \
+    -I"$build" -I"$top/lib" -I"$here" -I"$top/tests/kit" \
+    -o "$out" "$here/ep.c" "$here/transport_nccl.c" "$here/test_ep.c" \
+    "$build/tests/kit/.libs/libmoes_testkit.a" "$build/lib/.libs/libmoescatter.a" \
+    -fopenmp -ldl -lm
+"$out" "$cases"
+if command -v compute-sanitizer >/dev/null 2>&1; then
+    compute-sanitizer --tool memcheck --error-exitcode 1 "$out" 20
+fi

@@ -1,0 +1,912 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_ep.c - the ep suite, run under mpirun with 1 to 4 ranks.
+ *
+ * Every rank draws the same random cases (all ranks' inputs, from the
+ * seed), runs its own part through moes_ep_dispatch and moes_ep_combine,
+ * and compares every output buffer byte for byte with a reference that
+ * one process builds from the test kit's oracle with the same rank
+ * grouping: each rank's received tokens (source rank ascending, then the
+ * source's order), their oracle scatter, the oracle gather of that rank's
+ * expert outputs into fp32 partials, and the oracle gather of the
+ * partials in ascending rank order. Outputs start poisoned, so that a
+ * byte the dispatch should not write, or forgot to write, shows.
+ *
+ *     mpirun -np 3 ep/test_ep [cases] [first seed]
+ *
+ * Built with EP_TEST_NCCL (ep/nccl-one-gpu.sh), the same cases run on
+ * one GPU through the NCCL transport on a one-rank communicator: inputs
+ * and outputs are copied to and from device buffers around each call.
+ */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef EP_TEST_NCCL
+#include <dlfcn.h>
+
+#include "mpi_single.h"
+#else
+#include <mpi.h>
+#endif
+
+#include "moescatter_ep.h"
+#include "oracle.h"
+#include "rng.h"
+
+#define MAX_RANKS 8
+
+/* Open MPI unloads its components at exit, before LeakSanitizer looks:
+ * what they keep would then come from no known module, and no suppression
+ * could name it. Keeping them loaded lets lsan.supp name them, so that a
+ * leak of the ep layer itself still fails the suite. */
+__attribute__((visibility("default"))) int dlclose(void *handle);
+int dlclose(void *handle)
+{
+    (void)handle;
+    return 0;
+}
+
+static int rank, n_ranks;
+static long checks, failures;
+
+#ifdef EP_TEST_NCCL
+/* The CUDA context and the one-rank NCCL communicator. */
+static moes_context *dev_ctx;
+static void *nccl_comm;
+
+static void *to_dev(const void *host, int64_t bytes)
+{
+    void *d = NULL;
+    if (moes_malloc(dev_ctx, &d, bytes > 0 ? bytes : 64) != MOES_OK ||
+        (bytes > 0 && moes_copy_to_backend(dev_ctx, d, host, bytes)))
+        MPI_Abort(MPI_COMM_WORLD, 4);
+    return d;
+}
+
+static void from_dev(void *host, void *d, int64_t bytes)
+{
+    if (bytes > 0 && moes_copy_to_host(dev_ctx, host, d, bytes) != MOES_OK)
+        MPI_Abort(MPI_COMM_WORLD, 4);
+}
+
+static void drop_dev(const void *d)
+{
+    moes_free(dev_ctx, (void *)d);
+}
+#endif
+
+static void *xalloc(int64_t bytes)
+{
+    void *p = calloc(1, (size_t)(bytes > 0 ? bytes : 1));
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        MPI_Abort(MPI_COMM_WORLD, 2);
+    }
+    return p;
+}
+
+static void random_bytes(moes_rng *g, void *p, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        ((uint8_t *)p)[i] = (uint8_t)moes_rng_next(g);
+}
+
+static void expect(int ok, uint64_t seed, const char *what)
+{
+    checks++;
+    if (!ok) {
+        failures++;
+        if (failures <= 20)
+            fprintf(stderr, "rank %d/%d, seed %llu: %s\n", rank, n_ranks,
+                    (unsigned long long)seed, what);
+    }
+}
+
+static void expect_same(const void *a, const void *b, int64_t n,
+                        uint64_t seed, const char *what)
+{
+    char text[160];
+    int64_t i = 0;
+    while (i < n && ((const uint8_t *)a)[i] == ((const uint8_t *)b)[i])
+        i++;
+    snprintf(text, sizeof text, "%s differs from the reference at byte %lld "
+             "of %lld", what, (long long)i, (long long)n);
+    expect(i == n, seed, text);
+}
+
+/* ------------------------------------------------------------------ */
+/* One case                                                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct rank_input {
+    int64_t n;
+    uint8_t *x;
+    float *scales;
+    void *ids;
+    float *weights;
+} rank_input;
+
+/* The local layout's output buffers of one rank. */
+typedef struct local_out {
+    int64_t rows, capacity;
+    uint8_t *out, *out_scales, *counts, *start, *end, *m_indices, *masked_m;
+    int64_t n_dropped;
+    int64_t out_bytes, scales_bytes, index_bytes, m_bytes;
+} local_out;
+
+typedef struct ep_case {
+    uint64_t seed;
+    int64_t El, H, K, max_tokens, B, scale_block, S;
+    int x_dtype, ids_dtype, y_dtype, out_dtype, mode;
+    int has_scales, has_weights, scale_format;
+    int layout, index_dtype;
+    int64_t alignment, masked_C;
+    unsigned scatter_flags, gather_flags;
+    int want_counts, want_start, want_m;
+    int64_t x_stride, ids_stride, w_stride, xs_stride;
+    size_t x_size, ids_size;
+    rank_input in[MAX_RANKS];
+    uint8_t poison;
+} ep_case;
+
+static int64_t get_id(const ep_case *c, const void *ids, int64_t i)
+{
+    return c->ids_size == 4 ? ((const int32_t *)ids)[i]
+                            : ((const int64_t *)ids)[i];
+}
+
+static void set_id(const ep_case *c, void *ids, int64_t i, int64_t v)
+{
+    if (c->ids_size == 4)
+        ((int32_t *)ids)[i] = (int32_t)v;
+    else
+        ((int64_t *)ids)[i] = v;
+}
+
+static void draw_case(ep_case *c, uint64_t seed)
+{
+    static const int rows[] = {MOES_DTYPE_FP8_E4M3, MOES_DTYPE_FP8_E5M2,
+                               MOES_DTYPE_BF16, MOES_DTYPE_FP16,
+                               MOES_DTYPE_FP32};
+    static const int floats[] = {MOES_DTYPE_BF16, MOES_DTYPE_FP16,
+                                 MOES_DTYPE_FP32};
+    moes_rng g;
+    moes_rng_seed(&g, seed * 1000003u + (uint64_t)n_ranks);
+    memset(c, 0, sizeof *c);
+    c->seed = seed;
+    c->El = moes_rng_range(&g, 1, 3);
+    c->H = moes_rng_range(&g, 1, 37);
+    c->K = moes_rng_range(&g, 1, 4);
+    c->max_tokens = moes_rng_range(&g, 0, 12);
+    c->mode = moes_rng_chance(&g, 50) ? MOES_EP_MODE_EXACT
+                                      : MOES_EP_MODE_BOUNDED;
+    c->B = moes_rng_range(&g, 1, 5);
+    c->x_dtype = rows[moes_rng_below(&g, 5)];
+    c->ids_dtype = moes_rng_chance(&g, 50) ? MOES_DTYPE_INT32
+                                           : MOES_DTYPE_INT64;
+    c->y_dtype = floats[moes_rng_below(&g, 3)];
+    c->out_dtype = floats[moes_rng_below(&g, 3)];
+    c->has_scales = moes_rng_chance(&g, 40);
+    c->scale_format = moes_rng_chance(&g, 50) ? MOES_SCALES_FP32
+                                              : MOES_SCALES_UE8M0;
+    c->scale_block = moes_rng_range(&g, 1, 16);
+    c->S = (c->H + c->scale_block - 1) / c->scale_block;
+    c->has_weights = moes_rng_chance(&g, 75);
+    c->layout = (int)moes_rng_range(&g, 1, 3);
+    c->index_dtype = moes_rng_chance(&g, 50) ? MOES_DTYPE_INT32
+                                             : MOES_DTYPE_INT64;
+    static const int64_t aligns[] = {1, 2, 4, 8};
+    c->alignment = aligns[moes_rng_below(&g, 4)];
+    c->masked_C = moes_rng_range(&g, 0, 4);
+    c->scatter_flags = (unsigned)moes_rng_below(&g, 4);
+    c->gather_flags = moes_rng_chance(&g, 25) ? MOES_GATHER_ACCUMULATE : 0;
+    c->want_counts = moes_rng_chance(&g, 50);
+    c->want_start = moes_rng_chance(&g, 50);
+    c->want_m = c->layout == MOES_LAYOUT_CONTIGUOUS ||
+                (c->layout == MOES_LAYOUT_GROUPED && moes_rng_chance(&g, 50));
+    c->x_stride = c->H + moes_rng_range(&g, 0, 2);
+    c->ids_stride = c->K + moes_rng_range(&g, 0, 1);
+    c->w_stride = c->K + moes_rng_range(&g, 0, 1);
+    c->xs_stride = c->S + moes_rng_range(&g, 0, 1);
+    moes_dtype_size(c->x_dtype, &c->x_size);
+    c->ids_size = c->ids_dtype == MOES_DTYPE_INT32 ? 4 : 8;
+    c->poison = (uint8_t)moes_rng_range(&g, 1, 255);
+
+    /* Routings: random, everything to one rank, nothing anywhere, and
+     * few experts (many duplicates). */
+    int style = (int)moes_rng_below(&g, 4);
+    int64_t E = c->El * n_ranks;
+    int target = (int)moes_rng_below(&g, n_ranks);
+    for (int s = 0; s < n_ranks; s++) {
+        rank_input *in = &c->in[s];
+        in->n = moes_rng_chance(&g, 15) ? 0
+                                        : moes_rng_range(&g, 0, c->max_tokens);
+        in->x = xalloc(in->n * c->x_stride * (int64_t)c->x_size);
+        random_bytes(&g, in->x, in->n * c->x_stride * (int64_t)c->x_size);
+        in->scales = xalloc(in->n * c->xs_stride * 4);
+        for (int64_t i = 0; i < in->n * c->xs_stride; i++)
+            in->scales[i] = c->scale_format == MOES_SCALES_UE8M0
+                                ? ldexpf(1.0f, (int)moes_rng_range(&g, -20, 20))
+                                : (float)moes_rng_range(&g, -1000, 1000) / 7.0f;
+        in->ids = xalloc(in->n * c->ids_stride * (int64_t)c->ids_size);
+        for (int64_t t = 0; t < in->n; t++)
+            for (int64_t k = 0; k < c->ids_stride; k++) {
+                int64_t id;
+                if (k >= c->K)
+                    id = 12345; /* past K: must never be read */
+                else if (style == 1)
+                    id = moes_rng_chance(&g, 10)
+                             ? -1
+                             : target * c->El + moes_rng_below(&g, c->El);
+                else if (style == 2)
+                    id = -1;
+                else if (style == 3)
+                    id = moes_rng_below(&g, E < 2 ? E : 2);
+                else
+                    id = moes_rng_range(&g, -1, E - 1);
+                set_id(c, in->ids, t * c->ids_stride + k, id);
+            }
+        in->weights = xalloc(in->n * c->w_stride * 4);
+        for (int64_t i = 0; i < in->n * c->w_stride; i++)
+            in->weights[i] = (float)moes_rng_range(&g, -64, 64) / 16.0f;
+    }
+}
+
+static void free_case(ep_case *c)
+{
+    for (int s = 0; s < n_ranks; s++) {
+        free(c->in[s].x);
+        free(c->in[s].scales);
+        free(c->in[s].ids);
+        free(c->in[s].weights);
+    }
+}
+
+/* Whether token t of source s goes to rank r. */
+static int goes_to(const ep_case *c, int s, int64_t t, int r)
+{
+    for (int64_t k = 0; k < c->K; k++) {
+        int64_t id = get_id(c, c->in[s].ids, t * c->ids_stride + k);
+        if (id >= 0 && id / c->El == r)
+            return 1;
+    }
+    return 0;
+}
+
+/* What rank r receives: (source, token) pairs in the contract's order,
+ * the bounded mode keeping the first B of each pair. */
+static int64_t received(const ep_case *c, int r, int *src, int64_t *tok)
+{
+    int64_t n = 0;
+    for (int s = 0; s < n_ranks; s++) {
+        int64_t sent = 0;
+        for (int64_t t = 0; t < c->in[s].n; t++) {
+            if (!goes_to(c, s, t, r))
+                continue;
+            if (c->mode == MOES_EP_MODE_BOUNDED && sent == c->B)
+                continue;
+            sent++;
+            src[n] = s;
+            tok[n] = t;
+            n++;
+        }
+    }
+    return n;
+}
+
+static int64_t scale_row_elems(const ep_case *c)
+{
+    return c->scale_format == MOES_SCALES_UE8M0 ? (c->S + 3) / 4 : c->S;
+}
+
+static void alloc_local(const ep_case *c, int64_t n_recv, local_out *o)
+{
+    memset(o, 0, sizeof *o);
+    if (c->layout == MOES_LAYOUT_MASKED) {
+        o->capacity = c->masked_C;
+        o->rows = c->El * c->masked_C;
+    } else {
+        moes_scatter_capacity(NULL, c->layout, n_recv, c->K, c->El,
+                              c->alignment, &o->capacity);
+        o->rows = o->capacity;
+    }
+    o->out_bytes = o->rows * c->H * (int64_t)c->x_size;
+    o->scales_bytes = c->has_scales ? o->rows * scale_row_elems(c) * 4 : 0;
+    o->index_bytes = c->El * 8;
+    o->m_bytes = o->rows * 8;
+    o->out = xalloc(o->out_bytes);
+    o->out_scales = xalloc(o->scales_bytes);
+    o->counts = xalloc(o->index_bytes);
+    o->start = xalloc(o->index_bytes);
+    o->end = xalloc(o->index_bytes);
+    o->masked_m = xalloc(o->index_bytes);
+    o->m_indices = xalloc(o->m_bytes);
+}
+
+static void poison_local(const ep_case *c, local_out *o)
+{
+    memset(o->out, c->poison, (size_t)o->out_bytes);
+    memset(o->out_scales, c->poison, (size_t)o->scales_bytes);
+    memset(o->counts, c->poison, (size_t)o->index_bytes);
+    memset(o->start, c->poison, (size_t)o->index_bytes);
+    memset(o->end, c->poison, (size_t)o->index_bytes);
+    memset(o->masked_m, c->poison, (size_t)o->index_bytes);
+    memset(o->m_indices, c->poison, (size_t)o->m_bytes);
+    memset(&o->n_dropped, c->poison, sizeof o->n_dropped);
+}
+
+static void free_local(local_out *o)
+{
+    free(o->out);
+    free(o->out_scales);
+    free(o->counts);
+    free(o->start);
+    free(o->end);
+    free(o->masked_m);
+    free(o->m_indices);
+}
+
+/* The caller's layout over o (x, out_index and the rest left to fill). */
+static void local_args(const ep_case *c, local_out *o, moes_scatter_args *s)
+{
+    moes_scatter_args_init(s);
+    s->layout = c->layout;
+    s->alignment = c->alignment;
+    s->capacity = o->capacity;
+    s->flags = c->scatter_flags;
+    s->out = o->out;
+    if (c->has_scales) {
+        s->out_scales = o->out_scales;
+        s->out_scales_format = c->scale_format;
+    }
+    s->index_dtype = c->index_dtype;
+    s->counts = c->want_counts ? o->counts : NULL;
+    s->expert_start = c->want_start ? o->start : NULL;
+    s->expert_end = c->layout == MOES_LAYOUT_GROUPED ? o->end : NULL;
+    s->m_indices = c->want_m ? o->m_indices : NULL;
+    s->masked_m = c->layout == MOES_LAYOUT_MASKED ? o->masked_m : NULL;
+    s->n_dropped = c->layout == MOES_LAYOUT_MASKED ? &o->n_dropped : NULL;
+}
+
+static void *make_y(const ep_case *c, int r, int64_t rows)
+{
+    size_t ys;
+    moes_dtype_size(c->y_dtype, &ys);
+    void *y = xalloc(rows * c->H * (int64_t)ys);
+    moes_rng g;
+    moes_rng_seed(&g, c->seed * 7919u + (uint64_t)r * 31u + 5u);
+    if (c->y_dtype == MOES_DTYPE_FP32) {
+        for (int64_t i = 0; i < rows * c->H; i++)
+            ((float *)y)[i] = (float)moes_rng_range(&g, -4000, 4000) / 64.0f;
+    } else {
+        /* Any bits: specials included, the gather must agree anyway. */
+        random_bytes(&g, y, rows * c->H * (int64_t)ys);
+    }
+    return y;
+}
+
+/* The reference of rank r: its local outputs, and the fp32 partial of
+ * each received token. */
+typedef struct rank_ref {
+    int64_t n_recv;
+    int src[MAX_RANKS * 64];
+    int64_t tok[MAX_RANKS * 64];
+    local_out o;
+    float *partial;
+    void *y;
+} rank_ref;
+
+static void reference_rank(const ep_case *c, int r, rank_ref *ref)
+{
+    ref->n_recv = received(c, r, ref->src, ref->tok);
+    int64_t n = ref->n_recv;
+    alloc_local(c, n, &ref->o);
+    poison_local(c, &ref->o);
+    uint8_t *x = xalloc(n * c->H * (int64_t)c->x_size);
+    float *scales = xalloc(n * c->S * 4);
+    void *ids = xalloc(n * c->K * (int64_t)c->ids_size);
+    float *w = xalloc(n * c->K * 4);
+    for (int64_t j = 0; j < n; j++) {
+        const rank_input *in = &c->in[ref->src[j]];
+        int64_t t = ref->tok[j];
+        memcpy(x + j * c->H * c->x_size, in->x + t * c->x_stride * c->x_size,
+               (size_t)c->H * c->x_size);
+        memcpy(scales + j * c->S, in->scales + t * c->xs_stride,
+               (size_t)c->S * 4);
+        memcpy(w + j * c->K, in->weights + t * c->w_stride, (size_t)c->K * 4);
+        ep_case *cc = (ep_case *)c;
+        for (int64_t k = 0; k < c->K; k++) {
+            int64_t id = get_id(c, in->ids, t * c->ids_stride + k);
+            set_id(cc, ids, j * c->K + k,
+                   id >= 0 && id / c->El == r ? id % c->El : -1);
+        }
+    }
+    moes_routing rt;
+    moes_routing_init(&rt);
+    rt.n_tokens = n;
+    rt.top_k = c->K;
+    rt.ids = ids;
+    rt.ids_dtype = c->ids_dtype;
+    rt.n_experts_global = c->El;
+    rt.n_experts = c->El;
+    moes_scatter_args s;
+    local_args(c, &ref->o, &s);
+    s.x = x;
+    s.x_dtype = c->x_dtype;
+    s.hidden = c->H;
+    s.x_scales = c->has_scales ? scales : NULL;
+    s.scale_block = c->scale_block;
+    void *out_index = xalloc(n * c->K * 8);
+    s.out_index = out_index;
+    int rc = moes_oracle_scatter(&rt, &s);
+    if (rc != MOES_OK) {
+        fprintf(stderr, "seed %llu: the oracle scatter failed: %s\n",
+                (unsigned long long)c->seed, moes_oracle_last_error());
+        MPI_Abort(MPI_COMM_WORLD, 3);
+    }
+    ref->y = make_y(c, r, ref->o.rows);
+    ref->partial = xalloc(n * c->H * 4);
+    moes_gather_args g;
+    moes_gather_args_init(&g);
+    g.n_tokens = n;
+    g.top_k = c->K;
+    g.hidden = c->H;
+    g.y = ref->y;
+    g.y_dtype = c->y_dtype;
+    g.y_rows = ref->o.rows;
+    g.out_index = out_index;
+    g.index_dtype = c->index_dtype;
+    g.weights = c->has_weights ? w : NULL;
+    g.out = ref->partial;
+    g.out_dtype = MOES_DTYPE_FP32;
+    if (n > 0 && moes_oracle_gather(&g) != MOES_OK) {
+        fprintf(stderr, "seed %llu: the oracle gather failed: %s\n",
+                (unsigned long long)c->seed, moes_oracle_last_error());
+        MPI_Abort(MPI_COMM_WORLD, 3);
+    }
+    free(x);
+    free(scales);
+    free(ids);
+    free(w);
+    free(out_index);
+}
+
+/* The combined output of rank me: the partials of its tokens, ascending
+ * rank, added by the oracle gather with unit weights. */
+static void reference_combine(const ep_case *c, rank_ref *refs, void *out)
+{
+    int64_t N = c->in[rank].n;
+    int64_t total = 0;
+    for (int r = 0; r < n_ranks; r++)
+        total += refs[r].n_recv;
+    float *stack = xalloc(total * c->H * 4);
+    int64_t *index = xalloc(N * n_ranks * 8);
+    for (int64_t i = 0; i < N * n_ranks; i++)
+        index[i] = -1;
+    int64_t row = 0;
+    for (int r = 0; r < n_ranks; r++)
+        for (int64_t j = 0; j < refs[r].n_recv; j++) {
+            if (refs[r].src[j] != rank)
+                continue;
+            memcpy(stack + row * c->H, refs[r].partial + j * c->H,
+                   (size_t)c->H * 4);
+            index[refs[r].tok[j] * n_ranks + r] = row++;
+        }
+    moes_gather_args g;
+    moes_gather_args_init(&g);
+    g.flags = c->gather_flags;
+    g.n_tokens = N;
+    g.top_k = n_ranks;
+    g.hidden = c->H;
+    g.y = stack;
+    g.y_dtype = MOES_DTYPE_FP32;
+    g.y_rows = row;
+    g.out_index = index;
+    g.index_dtype = MOES_DTYPE_INT64;
+    g.out = out;
+    g.out_dtype = c->out_dtype;
+    if (N > 0 && moes_oracle_gather(&g) != MOES_OK) {
+        fprintf(stderr, "seed %llu: the oracle combine failed: %s\n",
+                (unsigned long long)c->seed, moes_oracle_last_error());
+        MPI_Abort(MPI_COMM_WORLD, 3);
+    }
+    free(stack);
+    free(index);
+}
+
+static void default_options(const ep_case *c, moes_ep_options *o)
+{
+    moes_ep_options_init(o);
+    o->n_ranks = n_ranks;
+    o->experts_per_rank = c->El;
+    o->hidden = c->H;
+    o->top_k = c->K;
+    o->max_tokens = c->max_tokens;
+    o->x_dtype = c->x_dtype;
+    o->scale_block = c->scale_block;
+    o->ids_dtype = c->ids_dtype;
+    o->y_dtype = c->y_dtype;
+    o->out_dtype = c->out_dtype;
+    o->mode = c->mode;
+    o->tokens_per_pair = c->B;
+}
+
+static void dispatch_args(const ep_case *c, const moes_scatter_args *local,
+                          int64_t *n_received, int64_t *n_dropped,
+                          moes_ep_dispatch_args *d)
+{
+    const rank_input *in = &c->in[rank];
+    moes_ep_dispatch_args_init(d);
+    d->n_tokens = in->n;
+    d->x = in->x;
+    d->x_stride = c->x_stride;
+    d->x_scales = c->has_scales ? in->scales : NULL;
+    d->x_scales_stride = c->xs_stride;
+    d->ids = in->ids;
+    d->ids_stride = c->ids_stride;
+    d->weights = c->has_weights ? in->weights : NULL;
+    d->weights_stride = c->w_stride;
+    d->local = local;
+    d->n_received = n_received;
+    d->n_dropped = n_dropped;
+}
+
+static int64_t expected_dropped(const ep_case *c)
+{
+    if (c->mode != MOES_EP_MODE_BOUNDED)
+        return 0;
+    int64_t dropped = 0;
+    for (int r = 0; r < n_ranks; r++) {
+        int64_t n = 0;
+        for (int64_t t = 0; t < c->in[rank].n; t++)
+            n += goes_to(c, rank, t, r);
+        if (n > c->B)
+            dropped += n - c->B;
+    }
+    return dropped;
+}
+
+static void run_case(moes_context *ctx, uint64_t seed)
+{
+    ep_case c;
+    draw_case(&c, seed);
+    rank_ref *refs = xalloc((int64_t)sizeof *refs * n_ranks);
+    for (int r = 0; r < n_ranks; r++)
+        reference_rank(&c, r, &refs[r]);
+    rank_ref *mine = &refs[rank];
+
+    size_t os;
+    moes_dtype_size(c.out_dtype, &os);
+    int64_t out_bytes = c.in[rank].n * c.H * (int64_t)os;
+    void *out_init = xalloc(out_bytes);
+    moes_rng g;
+    moes_rng_seed(&g, seed * 17u + (uint64_t)rank);
+    if (c.gather_flags & MOES_GATHER_ACCUMULATE)
+        random_bytes(&g, out_init, out_bytes);
+    else
+        memset(out_init, c.poison, (size_t)out_bytes);
+    void *ref_out = xalloc(out_bytes);
+    memcpy(ref_out, out_init, (size_t)out_bytes);
+    reference_combine(&c, refs, ref_out);
+
+    moes_ep_options opts;
+    default_options(&c, &opts);
+    moes_ep *ep = NULL;
+#ifdef EP_TEST_NCCL
+    (void)ctx;
+    int rc = moes_ep_create_nccl(&ep, dev_ctx, &opts, nccl_comm, NULL);
+#else
+    int rc = moes_ep_create_mpi(&ep, ctx, &opts, MPI_COMM_WORLD);
+#endif
+    expect(rc == MOES_OK, seed, moes_ep_last_error(NULL));
+    if (rc == MOES_OK) {
+        local_out o;
+        alloc_local(&c, mine->n_recv, &o);
+        poison_local(&c, &o);
+        moes_scatter_args local;
+        int64_t n_received = -1, n_dropped = -1;
+        moes_ep_dispatch_args d;
+#ifdef EP_TEST_NCCL
+        /* The same buffers on the device, poisoned alike. */
+        local_out od = o;
+        od.out = to_dev(o.out, o.out_bytes);
+        od.out_scales = to_dev(o.out_scales, o.scales_bytes);
+        od.counts = to_dev(o.counts, o.index_bytes);
+        od.start = to_dev(o.start, o.index_bytes);
+        od.end = to_dev(o.end, o.index_bytes);
+        od.masked_m = to_dev(o.masked_m, o.index_bytes);
+        od.m_indices = to_dev(o.m_indices, o.m_bytes);
+        int64_t *dropped_dev = to_dev(&o.n_dropped, 8);
+        local_args(&c, &od, &local);
+        if (local.n_dropped)
+            local.n_dropped = dropped_dev;
+        rank_input host_in = c.in[rank];
+        rank_input *in = &c.in[rank];
+        in->x = to_dev(host_in.x, in->n * c.x_stride * (int64_t)c.x_size);
+        in->scales = to_dev(host_in.scales, in->n * c.xs_stride * 4);
+        in->ids = to_dev(host_in.ids, in->n * c.ids_stride *
+                                          (int64_t)c.ids_size);
+        in->weights = to_dev(host_in.weights, in->n * c.w_stride * 4);
+        dispatch_args(&c, &local, &n_received, &n_dropped, &d);
+        rc = moes_ep_dispatch(ep, &d);
+        from_dev(o.out, od.out, o.out_bytes);
+        from_dev(o.out_scales, od.out_scales, o.scales_bytes);
+        from_dev(o.counts, od.counts, o.index_bytes);
+        from_dev(o.start, od.start, o.index_bytes);
+        from_dev(o.end, od.end, o.index_bytes);
+        from_dev(o.masked_m, od.masked_m, o.index_bytes);
+        from_dev(o.m_indices, od.m_indices, o.m_bytes);
+        from_dev(&o.n_dropped, dropped_dev, 8);
+        void *dev_bufs[] = {od.out, od.out_scales, od.counts, od.start,
+                            od.end, od.masked_m, od.m_indices, dropped_dev,
+                            in->x, in->scales, in->ids, in->weights};
+        for (size_t i = 0; i < sizeof dev_bufs / sizeof *dev_bufs; i++)
+            drop_dev(dev_bufs[i]);
+        *in = host_in;
+#else
+        local_args(&c, &o, &local);
+        dispatch_args(&c, &local, &n_received, &n_dropped, &d);
+        rc = moes_ep_dispatch(ep, &d);
+#endif
+        expect(rc == MOES_OK, seed, moes_ep_last_error(ep));
+        expect(n_received == mine->n_recv, seed, "n_received");
+        expect(n_dropped == expected_dropped(&c), seed, "n_dropped");
+        local_out *e = &mine->o;
+        expect_same(o.out, e->out, o.out_bytes, seed, "out");
+        expect_same(o.out_scales, e->out_scales, o.scales_bytes, seed,
+                    "out_scales");
+        expect_same(o.counts, e->counts, o.index_bytes, seed, "counts");
+        expect_same(o.start, e->start, o.index_bytes, seed, "expert_start");
+        expect_same(o.end, e->end, o.index_bytes, seed, "expert_end");
+        expect_same(o.masked_m, e->masked_m, o.index_bytes, seed, "masked_m");
+        expect_same(o.m_indices, e->m_indices, o.m_bytes, seed, "m_indices");
+        expect_same(&o.n_dropped, &e->n_dropped, 8, seed, "local n_dropped");
+
+        void *out = xalloc(out_bytes);
+        memcpy(out, out_init, (size_t)out_bytes);
+        moes_ep_combine_args ca;
+        moes_ep_combine_args_init(&ca);
+        ca.flags = c.gather_flags;
+        ca.y = mine->y;
+        ca.y_rows = o.rows;
+        ca.out = out;
+#ifdef EP_TEST_NCCL
+        size_t ys;
+        moes_dtype_size(c.y_dtype, &ys);
+        ca.y = to_dev(mine->y, o.rows * c.H * (int64_t)ys);
+        ca.out = to_dev(out, out_bytes);
+        rc = moes_ep_combine(ep, &ca);
+        if (rc == MOES_OK)
+            rc = moes_synchronize(dev_ctx);
+        from_dev(out, ca.out, out_bytes);
+        drop_dev(ca.y);
+        drop_dev(ca.out);
+#else
+        rc = moes_ep_combine(ep, &ca);
+#endif
+        expect(rc == MOES_OK, seed, moes_ep_last_error(ep));
+        expect_same(out, ref_out, out_bytes, seed, "combined out");
+        free(out);
+        free_local(&o);
+        moes_ep_destroy(ep);
+    }
+    for (int r = 0; r < n_ranks; r++) {
+        free_local(&refs[r].o);
+        free(refs[r].partial);
+        free(refs[r].y);
+    }
+    free(refs);
+    free(out_init);
+    free(ref_out);
+    free_case(&c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Bad input: an error on every rank, nothing written anywhere        */
+/* ------------------------------------------------------------------ */
+
+#ifndef EP_TEST_NCCL
+static void bad_inputs(moes_context *ctx)
+{
+    const uint64_t seed = 0xBAD;
+    ep_case c;
+    /* A case where every rank sends something everywhere. */
+    for (uint64_t s = 1;; s++) {
+        draw_case(&c, s);
+        int ok = c.layout != MOES_LAYOUT_MASKED && c.max_tokens > 0;
+        for (int r = 0; ok && r < n_ranks; r++)
+            ok = c.in[r].n > 0;
+        if (ok)
+            break;
+        free_case(&c);
+    }
+    moes_ep_options opts;
+    default_options(&c, &opts);
+    moes_ep *ep = NULL;
+    char what[128];
+
+    /* The communicator's size wrong, on every rank. */
+    opts.n_ranks = n_ranks + 1;
+    int rc = moes_ep_create_mpi(&ep, ctx, &opts, MPI_COMM_WORLD);
+    expect(rc == MOES_ERR_INVALID_ARGUMENT && !ep, seed,
+           "create with n_ranks = size + 1 succeeded");
+    /* One rank disagrees on the hidden size: every rank fails. */
+    default_options(&c, &opts);
+    if (rank == n_ranks - 1)
+        opts.hidden++;
+    rc = moes_ep_create_mpi(&ep, ctx, &opts, MPI_COMM_WORLD);
+    expect(n_ranks == 1 ? rc == MOES_OK : rc == MOES_ERR_INVALID_ARGUMENT,
+           seed, "create with one rank's hidden size different");
+    moes_ep_destroy(ep);
+    ep = NULL;
+    /* One rank with a bad size of its own: its status, on every rank. */
+    default_options(&c, &opts);
+    if (rank == 0)
+        opts.top_k = 0;
+    rc = moes_ep_create_mpi(&ep, ctx, &opts, MPI_COMM_WORLD);
+    expect(rc == MOES_ERR_INVALID_SIZE && !ep, seed,
+           "create with top_k 0 on rank 0");
+
+    default_options(&c, &opts);
+    rc = moes_ep_create_mpi(&ep, ctx, &opts, MPI_COMM_WORLD);
+    expect(rc == MOES_OK, seed, moes_ep_last_error(NULL));
+    if (rc != MOES_OK) {
+        free_case(&c);
+        return;
+    }
+    moes_ep_combine_args ca;
+    moes_ep_combine_args_init(&ca);
+    uint8_t dummy[8];
+    ca.y = dummy;
+    ca.out = dummy;
+    rc = moes_ep_combine(ep, &ca);
+    expect(rc == MOES_ERR_INVALID_ARGUMENT, seed,
+           "combine before any dispatch");
+
+    local_out o, fresh;
+    alloc_local(&c, c.max_tokens * n_ranks, &o);
+    alloc_local(&c, c.max_tokens * n_ranks, &fresh);
+    poison_local(&c, &fresh);
+    for (int fault = 0; fault < 3; fault++) {
+        poison_local(&c, &o);
+        moes_scatter_args local;
+        local_args(&c, &o, &local);
+        int64_t n_received = -7, n_dropped = -7;
+        moes_ep_dispatch_args d;
+        dispatch_args(&c, &local, &n_received, &n_dropped, &d);
+        int faulty = n_ranks - 1;
+        int expected;
+        void *saved = xalloc(c.in[faulty].n * c.ids_stride * 8);
+        if (fault == 0) {
+            /* An id one past the last expert on the last rank. */
+            memcpy(saved, c.in[faulty].ids,
+                   (size_t)(c.in[faulty].n * c.ids_stride) * c.ids_size);
+            set_id(&c, c.in[faulty].ids, (c.in[faulty].n - 1) * c.ids_stride,
+                   c.El * n_ranks);
+            expected = MOES_ERR_INVALID_ID;
+        } else if (fault == 1) {
+            if (rank == faulty)
+                d.n_tokens = c.max_tokens + 1;
+            expected = MOES_ERR_INVALID_SIZE;
+        } else {
+            /* Every token everywhere is sent somewhere, so a layout of no
+             * rows cannot hold what some rank receives. */
+            for (int r = 0; r < n_ranks; r++)
+                for (int64_t t = 0; t < c.in[r].n; t++)
+                    set_id(&c, c.in[r].ids, t * c.ids_stride, 0);
+            if (rank == 0)
+                local.capacity = 0;
+            expected = MOES_ERR_CAPACITY;
+        }
+        rc = moes_ep_dispatch(ep, &d);
+        snprintf(what, sizeof what, "bad dispatch %d returned %d, not %d",
+                 fault, rc, expected);
+        expect(rc == expected, seed, what);
+        snprintf(what, sizeof what, "bad dispatch %d wrote an output", fault);
+        expect(n_received == -7 && n_dropped == -7 &&
+                   !memcmp(o.out, fresh.out, (size_t)o.out_bytes) &&
+                   !memcmp(o.m_indices, fresh.m_indices, (size_t)o.m_bytes) &&
+                   !memcmp(o.end, fresh.end, (size_t)o.index_bytes) &&
+                   !memcmp(o.counts, fresh.counts, (size_t)o.index_bytes),
+               seed, what);
+        if (fault == 0)
+            memcpy(c.in[faulty].ids, saved,
+                   (size_t)(c.in[faulty].n * c.ids_stride) * c.ids_size);
+        free(saved);
+        /* A failed dispatch leaves nothing to combine. */
+        rc = moes_ep_combine(ep, &ca);
+        expect(rc == MOES_ERR_INVALID_ARGUMENT, seed,
+               "combine after a failed dispatch");
+    }
+    free_local(&o);
+    free_local(&fresh);
+    moes_ep_destroy(ep);
+    free_case(&c);
+
+    /* NCCL over a missing communicator: refused on every rank, no wait. */
+    rc = moes_ep_create_nccl(&ep, ctx, &opts, NULL, NULL);
+    expect(rc == MOES_ERR_NULL_POINTER && !ep, seed,
+           "moes_ep_create_nccl with no communicator");
+}
+#endif
+
+#ifdef EP_TEST_NCCL
+/* A one-rank communicator on device 0 and a CUDA context, through the
+ * same libnccl.so.2 (or MOES_NCCL_LIBRARY) the ep layer opens. */
+static void open_gpu(void)
+{
+    moes_context_options o;
+    moes_context_options_init(&o);
+    o.backend = MOES_BACKEND_CUDA;
+    if (moes_context_create(&dev_ctx, &o) != MOES_OK) {
+        printf("no usable GPU (%s): skipped\n", moes_last_error(NULL));
+        exit(77);
+    }
+    const char *path = getenv("MOES_NCCL_LIBRARY");
+    void *lib = dlopen(path && *path ? path : "libnccl.so.2", RTLD_NOW);
+    union {
+        void *p;
+        int (*f)(void **, int, const int *);
+    } init;
+    init.p = lib ? dlsym(lib, "ncclCommInitAll") : NULL;
+    int device = 0;
+    if (!init.p || init.f(&nccl_comm, 1, &device) != 0) {
+        printf("NCCL cannot be opened or initialized: skipped\n");
+        exit(77);
+    }
+}
+#endif
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &n_ranks);
+    if (n_ranks > MAX_RANKS) {
+        if (rank == 0)
+            fprintf(stderr, "at most %d ranks\n", MAX_RANKS);
+        MPI_Finalize();
+        return 1;
+    }
+    long cases = argc > 1 ? atol(argv[1]) : 150;
+    uint64_t first = argc > 2 ? strtoull(argv[2], NULL, 0) : 1;
+
+    moes_context_options copts;
+    moes_context_options_init(&copts);
+    copts.backend = MOES_BACKEND_CPU;
+    copts.cpu_threads = 1;
+    moes_context *ctx = NULL;
+    if (moes_context_create(&ctx, &copts) != MOES_OK) {
+        fprintf(stderr, "moes_context_create: %s\n", moes_last_error(NULL));
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+#ifdef EP_TEST_NCCL
+    open_gpu();
+#endif
+    for (long i = 0; i < cases; i++)
+        run_case(ctx, first + (uint64_t)i);
+#ifdef EP_TEST_NCCL
+    moes_ep *ep = NULL;
+    moes_ep_options bad;
+    moes_ep_options_init(&bad);
+    int rc = moes_ep_create_nccl(&ep, dev_ctx, &bad, NULL, NULL);
+    expect(rc == MOES_ERR_NULL_POINTER && !ep, 0,
+           "moes_ep_create_nccl with no communicator");
+    moes_context_destroy(dev_ctx);
+#else
+    bad_inputs(ctx);
+#endif
+    moes_context_destroy(ctx);
+
+    long totals[2] = {checks, failures};
+    MPI_Allreduce(MPI_IN_PLACE, totals, 2, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
+    if (rank == 0)
+        printf("ep suite, %d rank%s: %ld cases, %ld checks, %ld failed\n",
+               n_ranks, n_ranks > 1 ? "s" : "", cases, totals[0], totals[1]);
+    MPI_Finalize();
+    return totals[1] == 0 ? 0 : 1;
+}
