@@ -46,8 +46,12 @@ def capacity_bound(layout, n, k, e, alignment):
     nk = n * k
     if layout == "masked":
         return nk
-    smin = getattr(torch, "sym_min", min)
-    m = smin(e, nk)
+    # torch.sym_min only where a size is symbolic: on plain ints it returns
+    # an int, which torch.compile refuses as the result of a torch.* call.
+    if isinstance(e, int) and isinstance(nk, int):
+        m = min(e, nk)
+    else:
+        m = getattr(torch, "sym_min", min)(e, nk)
     return (nk + m * (alignment - 1) + alignment - 1) // alignment * alignment
 
 
