@@ -192,15 +192,17 @@ MOES_HD float moes_gather_step(float acc, float w, float y)
     float p = w * y;
     float r = acc + p;
 #endif
+    /* All-ones masks and bit operations rather than a chain of
+     * conditionals: the CPU's loops over a row only vectorize so. */
     uint32_t ab = moes_f32_to_bits(acc), wb = moes_f32_to_bits(w);
-    uint32_t yb = moes_f32_to_bits(y);
-    uint32_t from = moes_f32_bits_are_nan(ab)   ? ab
-                    : moes_f32_bits_are_nan(wb) ? wb
-                    : moes_f32_bits_are_nan(yb) ? yb
-                                                : 0u;
-    return moes_f32_bits_are_nan(moes_f32_to_bits(r))
-               ? moes_bits_to_f32((from & 0x80000000u) | MOES_F32_QNAN_BITS)
-               : r;
+    uint32_t yb = moes_f32_to_bits(y), rb = moes_f32_to_bits(r);
+    uint32_t an = 0u - (uint32_t)moes_f32_bits_are_nan(ab);
+    uint32_t wn = 0u - (uint32_t)moes_f32_bits_are_nan(wb);
+    uint32_t yn = 0u - (uint32_t)moes_f32_bits_are_nan(yb);
+    uint32_t rn = 0u - (uint32_t)moes_f32_bits_are_nan(rb);
+    uint32_t from = (ab & an) | (wb & wn & ~an) | (yb & yn & ~an & ~wn);
+    uint32_t nan = (from & 0x80000000u) | MOES_F32_QNAN_BITS;
+    return moes_bits_to_f32((rb & ~rn) | (nan & rn));
 }
 
 #endif /* MOES_NUMERICS_H */
