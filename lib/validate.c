@@ -63,9 +63,10 @@ typedef struct moes_span {
     uintptr_t begin, end;
 } moes_span;
 
-/* A [rows][stride] buffer of which row_len elements per row are used.
- * Every caller has checked rows * stride * elem against int64, and
- * row_len <= stride, so the byte count below fits. */
+/* A [rows][stride] buffer of which row_len elements per row are used:
+ * ((rows - 1) * stride + row_len) * elem bytes. Every caller has checked
+ * that this count fits int64 (rows * stride * elem with row_len <=
+ * stride, or the scales' own extent), so it is formed without overflow. */
 static moes_span span_rows(const char *name, const void *ptr, int64_t rows,
                            int64_t stride, int64_t row_len, size_t elem)
 {
