@@ -366,7 +366,9 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
         if (a.out_scales_format == MOES_SCALES_FP32)
             plan->n_scale_cols = plan->n_scales;
         else if (a.out_scales_format == MOES_SCALES_UE8M0)
-            plan->n_scale_cols = (plan->n_scales + 3) / 4;
+            /* ceil(S / 4), without S + 3, which overflows for an S
+             * near INT64_MAX (a huge hidden with no tokens is valid). */
+            plan->n_scale_cols = plan->n_scales / 4 + (plan->n_scales % 4 != 0);
         else
             return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
                 "args->out_scales_format = %d is not MOES_SCALES_FP32 or "
