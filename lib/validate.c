@@ -54,9 +54,10 @@ typedef struct moes_span {
     uintptr_t begin, end;
 } moes_span;
 
-/* A [rows][stride] buffer of which row_len elements per row are used.
- * Every caller has checked rows * stride * elem against int64, and
- * row_len <= stride, so the byte count below fits. */
+/* A [rows][stride] buffer of which row_len elements per row are used:
+ * ((rows - 1) * stride + row_len) * elem bytes. Every caller has checked
+ * that this count fits int64 (rows * stride * elem with row_len <=
+ * stride, or the scales' own extent), so it is formed without overflow. */
 static moes_span span_rows(const char *name, const void *ptr, int64_t rows,
                            int64_t stride, int64_t row_len, size_t elem)
 {
@@ -353,7 +354,9 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
         if (a.out_scales_format == MOES_SCALES_FP32)
             plan->n_scale_cols = plan->n_scales;
         else if (a.out_scales_format == MOES_SCALES_UE8M0)
-            plan->n_scale_cols = (plan->n_scales + 3) / 4;
+            /* ceil(S / 4), without S + 3, which overflows for an S
+             * near INT64_MAX (a huge hidden with no tokens is valid). */
+            plan->n_scale_cols = plan->n_scales / 4 + (plan->n_scales % 4 != 0);
         else
             return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
                 "args->out_scales_format = %d is not MOES_SCALES_FP32 or "

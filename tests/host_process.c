@@ -133,7 +133,9 @@ static int run_fork(void)
             _exit(1);
         moes_context_destroy(ctx);
         ctx = open_cpu(4);
-        _exit(exercise(ctx) != 0);
+        status = exercise(ctx) != 0;
+        moes_context_destroy(ctx);
+        _exit(status);
     }
     if (waitpid(child, &status, 0) != child)
         return fail("waitpid", NULL);

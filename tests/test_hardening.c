@@ -512,6 +512,19 @@ Test(hardening, messages_name_the_argument_at_fault)
     cr_expect(strstr(msg, "9223372036854775807") == NULL, "%s", msg);
     cr_expect(strstr(msg, "capacity = 4") != NULL, "%s", msg);
 
+    /* A workspace whose byte count does not fit 64 bits: said so, not
+     * computed with a signed overflow into "0 bytes" or a negative. */
+    {
+        moes_context *two = test_open(2);
+        int st = moes_reserve_workspace(two, 2, 1, (int64_t)1 << 59);
+        cr_expect(st == MOES_ERR_OVERFLOW || st == MOES_ERR_OUT_OF_MEMORY,
+                  "%d", st);
+        msg = moes_last_error(two);
+        cr_expect(strstr(msg, " 0 bytes") == NULL, "%s", msg);
+        cr_expect(strstr(msg, " -") == NULL, "%s", msg);
+        test_close(two);
+    }
+
     /* No expert map: it is not the map that is too large. */
     r.n_experts = INT64_MAX / 2;
     cr_expect_eq(moes_count(ctx, &r, out, MOES_DTYPE_INT32),
