@@ -116,24 +116,70 @@ static void prefetch_bytes(const char *p, int64_t bytes)
         MOES_PREFETCH(p + b);
 }
 
+/* The widened y[i] of a row of any dtype. */
+static inline float widen(const void *y, int dtype, int64_t i)
+{
+    if (dtype == MOES_DTYPE_BF16)
+        return moes_bf16_to_f32(((const uint16_t *)y)[i]);
+    if (dtype == MOES_DTYPE_FP16)
+        return moes_f16_to_f32(((const uint16_t *)y)[i]);
+    return ((const float *)y)[i];
+}
+
+/* Whether any acc[i] or y[i] of the block is a NaN (one vectorized pass
+ * over data that the step reads again from L1 right after). */
+MOES_VECTOR_CLONES
+static int block_has_nan(const float *restrict acc, const void *restrict y,
+                         int dtype, int64_t n)
+{
+    uint32_t any = 0;
+    if (dtype == MOES_DTYPE_BF16) {
+        const uint16_t *src = y;
+        for (int64_t i = 0; i < n; i++)
+            any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(acc[i])) |
+                    (uint32_t)((src[i] & 0x7FFFu) > 0x7F80u);
+    } else if (dtype == MOES_DTYPE_FP16) {
+        const uint16_t *src = y;
+        for (int64_t i = 0; i < n; i++)
+            any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(acc[i])) |
+                    (uint32_t)((src[i] & 0x7FFFu) > 0x7C00u);
+    } else {
+        const float *src = y;
+        for (int64_t i = 0; i < n; i++)
+            any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(acc[i])) |
+                    (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(src[i]));
+    }
+    return any != 0;
+}
+
 /* acc[i] = step(acc[i], w, y[i]) over one block, the widening of y folded
- * into the same vectorized pass. */
+ * into the same vectorized pass. A block with no NaN among its inputs
+ * (nearly all of them) takes moes_gather_step_no_nan_in, which gives the
+ * same bits with a third of the operations: the NaN sign rule of
+ * moes_gather_step costs more than the memory traffic it rides on. */
 MOES_VECTOR_CLONES
 static void accumulate_block(float *restrict acc, const void *restrict y,
                              int dtype, float w, int64_t n)
 {
-    if (dtype == MOES_DTYPE_BF16) {
+    const int plain = !moes_f32_bits_are_nan(moes_f32_to_bits(w)) &&
+                      !block_has_nan(acc, y, dtype, n);
+    if (plain && dtype == MOES_DTYPE_BF16) {
         const uint16_t *src = y;
         for (int64_t i = 0; i < n; i++)
-            acc[i] = moes_gather_step(acc[i], w, moes_bf16_to_f32(src[i]));
-    } else if (dtype == MOES_DTYPE_FP16) {
+            acc[i] = moes_gather_step_no_nan_in(acc[i], w,
+                                                moes_bf16_to_f32(src[i]));
+    } else if (plain && dtype == MOES_DTYPE_FP16) {
         const uint16_t *src = y;
         for (int64_t i = 0; i < n; i++)
-            acc[i] = moes_gather_step(acc[i], w, moes_f16_to_f32(src[i]));
-    } else {
+            acc[i] = moes_gather_step_no_nan_in(acc[i], w,
+                                                moes_f16_to_f32(src[i]));
+    } else if (plain) {
         const float *src = y;
         for (int64_t i = 0; i < n; i++)
-            acc[i] = moes_gather_step(acc[i], w, src[i]);
+            acc[i] = moes_gather_step_no_nan_in(acc[i], w, src[i]);
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            acc[i] = moes_gather_step(acc[i], w, widen(y, dtype, i));
     }
 }
 
