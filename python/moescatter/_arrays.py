@@ -167,72 +167,56 @@ def _row_stride(rows, cols, s0, s1):
     return s0
 
 
+def _matrix(a, name, allowed, space):
+    """What matrix_in and matrix_out both check of a 2-D array: its space,
+    dtype and rank. Returns (dtype code, rows, columns, row stride or None
+    when its rows are not contiguous elements that do not overlap, the
+    strides in elements or None)."""
+    check_space(a, name, space)
+    if isinstance(a, TorchTensor):
+        code = _TORCH_DTYPES.get(a.dtype)
+        if code not in allowed:
+            _dtype_error(a, name, allowed)
+        st = tuple(a.stride()) if a.dim() == 2 else None
+    else:
+        code = dtype_code(a, name, allowed)
+        st = _np_strides(a) if a.ndim == 2 else None
+    if len(a.shape) != 2:
+        raise _arg_error("%s must have 2 dimensions, got shape %s"
+                         % (name, tuple(a.shape)))
+    rows, cols = a.shape
+    rs = None if st is None else _row_stride(rows, cols, st[0], st[1])
+    return code, rows, cols, rs, st
+
+
 def matrix_in(a, name, allowed, space):
     """An input matrix as (array to keep alive, pointer, rows, columns, row
     stride, dtype code). A matrix whose elements are not contiguous within a
     row, or whose rows overlap, is copied first."""
-    if isinstance(a, TorchTensor):
-        check_space(a, name, space)
-        code = _TORCH_DTYPES.get(a.dtype)
-        if code not in allowed:
-            _dtype_error(a, name, allowed)
-        if a.dim() != 2:
-            raise _arg_error("%s must have 2 dimensions, got shape %s"
-                             % (name, tuple(a.shape)))
-        rows, cols = a.shape
-        s0, s1 = a.stride()
-        rs = _row_stride(rows, cols, s0, s1)
-        if rs is None:
-            a = a.contiguous()
-            rs = max(cols, 1)
-        return a, a.data_ptr(), rows, cols, rs, code
-    check_space(a, name, space)
-    code = dtype_code(a, name, allowed)
-    if a.ndim != 2:
-        raise _arg_error("%s must have 2 dimensions, got shape %s"
-                         % (name, a.shape))
-    rows, cols = a.shape
-    st = _np_strides(a)
-    rs = None if st is None else _row_stride(rows, cols, st[0], st[1])
+    code, rows, cols, rs, _ = _matrix(a, name, allowed, space)
     if rs is None:
-        a = numpy.ascontiguousarray(a)
+        if isinstance(a, TorchTensor):
+            a = a.contiguous()
+        else:
+            a = numpy.ascontiguousarray(a)
         rs = max(cols, 1)
-    return a, _np_ptr(a), rows, cols, rs, code
+    ptr = a.data_ptr() if isinstance(a, TorchTensor) else _np_ptr(a)
+    return a, ptr, rows, cols, rs, code
 
 
 def matrix_out(a, name, allowed, space):
     """An output matrix given by the caller as (pointer, rows, columns, row
     stride, dtype code): the library writes rows of contiguous elements
     that do not overlap, and nowhere else."""
-    if isinstance(a, TorchTensor):
-        check_space(a, name, space)
-        code = _TORCH_DTYPES.get(a.dtype)
-        if code not in allowed:
-            _dtype_error(a, name, allowed)
-        if a.dim() != 2:
-            raise _arg_error("%s must have 2 dimensions, got shape %s"
-                             % (name, tuple(a.shape)))
-        rows, cols = a.shape
-        st = a.stride()
-        rs = _row_stride(rows, cols, st[0], st[1])
-        p = a.data_ptr()
-    else:
-        check_space(a, name, space)
-        code = dtype_code(a, name, allowed)
-        if a.ndim != 2:
-            raise _arg_error("%s must have 2 dimensions, got shape %s"
-                             % (name, a.shape))
-        if not a.flags.writeable:
-            raise _arg_error("%s is read-only" % name)
-        rows, cols = a.shape
-        st = _np_strides(a)
-        rs = None if st is None else _row_stride(rows, cols, st[0], st[1])
-        p = _np_ptr(a)
+    code, rows, cols, rs, st = _matrix(a, name, allowed, space)
+    if not isinstance(a, TorchTensor) and not a.flags.writeable:
+        raise _arg_error("%s is read-only" % name)
     if rs is None:
         raise _arg_error("%s: strides %s; the library writes rows of "
                          "contiguous elements that do not overlap"
                          % (name, st), _lib.MOES_ERR_INVALID_STRIDE)
-    return p, rows, cols, rs, code
+    ptr = a.data_ptr() if isinstance(a, TorchTensor) else _np_ptr(a)
+    return ptr, rows, cols, rs, code
 
 
 def vector_in(a, name, allowed, space):
