@@ -133,27 +133,39 @@ static void zero_row(const moes_scatter_plan *plan, int64_t row)
     }
 }
 
+/* Rows [first, end) that hold no token: label (m_indices), pad value
+ * (row_source) and, when asked for, zero data and scales. */
+static void pad_rows(const moes_scatter_plan *plan, int64_t first,
+                     int64_t end, int64_t label)
+{
+    const moes_scatter_args *a = &plan->a;
+    for (int64_t r = first; r < end; r++) {
+        if (a->m_indices)
+            moes_index_store(a->m_indices, plan->index_elem, r, label);
+        if (a->row_source)
+            moes_index_store(a->row_source, plan->index_elem, r,
+                             a->row_source_pad);
+        if (a->flags & MOES_SCATTER_ZERO_PADDING)
+            zero_row(plan, r);
+    }
+}
+
 /* Labels and padding of expert e's block, rows [first, first + block),
- * of which the first `real` hold tokens. */
+ * of which the first `real` hold tokens (their row_source entries are
+ * written with the rows). */
 static void finish_block(const moes_scatter_plan *plan, int64_t e,
                          int64_t first, int64_t real, int64_t block)
 {
     const moes_scatter_args *a = &plan->a;
-    const int64_t pad_label =
-        (a->flags & MOES_SCATTER_LABEL_PADDING) ? e : -1;
-    if (a->m_indices) {
+    if (a->m_indices)
         for (int64_t r = first; r < first + real; r++)
             moes_index_store(a->m_indices, plan->index_elem, r, e);
-        for (int64_t r = first + real; r < first + block; r++)
-            moes_index_store(a->m_indices, plan->index_elem, r, pad_label);
-    }
-    if (a->flags & MOES_SCATTER_ZERO_PADDING)
-        for (int64_t r = first + real; r < first + block; r++)
-            zero_row(plan, r);
+    pad_rows(plan, first + real, first + block,
+             (a->flags & MOES_SCATTER_LABEL_PADDING) ? e : -1);
 }
 
-/* Writes (t, k)'s out_index entry and, when it has a row, the row and its
- * scales. */
+/* Writes (t, k)'s out_index entry and, when it has a row, its
+ * row_source entry, the row and its scales. */
 static void place_choice(const moes_scatter_plan *plan, int64_t t,
                          int64_t k, int64_t row)
 {
@@ -161,6 +173,11 @@ static void place_choice(const moes_scatter_plan *plan, int64_t t,
     moes_index_store(a->out_index, plan->index_elem,
                      t * a->out_index_stride + k, row);
     if (row < 0)
+        return;
+    if (a->row_source)
+        moes_index_store(a->row_source, plan->index_elem, row,
+                         t * plan->route.r.top_k + k);
+    if (plan->index_only)
         return;
     cpu_copy_row((char *)a->out + row * a->out_stride * (int64_t)plan->x_elem,
                  (const char *)a->x + t * a->x_stride * (int64_t)plan->x_elem,
@@ -254,7 +271,9 @@ static void finish_expert(const moes_scatter_plan *plan,
     if (a->expert_start)
         moes_index_store(a->expert_start, ie, e, start);
     if (a->expert_end)
-        moes_index_store(a->expert_end, ie, e, start + block);
+        moes_index_store(a->expert_end, ie, e,
+                         start + ((a->flags & MOES_SCATTER_UNPADDED_END)
+                                      ? real : block));
     if (a->masked_m)
         moes_index_store(a->masked_m, ie, e, real);
 }
@@ -268,10 +287,10 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     const int masked = a->layout == MOES_LAYOUT_MASKED;
     const int64_t cap = a->capacity;
     const int threads = cpu_threads(ctx);
-    const size_t ie = plan->index_elem;
     const int per_expert_arrays = a->counts || a->expert_start ||
                                   a->expert_end || a->masked_m;
-    const int pads = a->m_indices || (a->flags & MOES_SCATTER_ZERO_PADDING);
+    const int pads = a->m_indices || a->row_source ||
+                     (a->flags & MOES_SCATTER_ZERO_PADDING);
     cpu_route route;
     int64_t rows_used;
     int st;
@@ -343,13 +362,11 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
      * only when something is written there: an unused capacity costs
      * nothing. */
     if (!masked && pads) {
-        MOES_OMP(parallel for num_threads(threads) schedule(static))
-        for (int64_t r = rows_used; r < cap; r++) {
-            if (a->m_indices)
-                moes_index_store(a->m_indices, ie, r, -1);
-            if (a->flags & MOES_SCATTER_ZERO_PADDING)
-                zero_row(plan, r);
-        }
+        const int64_t tail = cap - rows_used, parts = threads;
+        MOES_OMP(parallel for num_threads(threads) schedule(static, 1))
+        for (int64_t p = 0; p < parts; p++)
+            pad_rows(plan, rows_used + cpu_part_begin(tail, parts, p),
+                     rows_used + cpu_part_begin(tail, parts, p + 1), -1);
     }
     if (a->n_dropped) {
         int64_t dropped = 0;

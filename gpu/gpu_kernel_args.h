@@ -123,6 +123,8 @@ typedef struct gpu_scatter_args {
     void *m_indices;
     void *masked_m;
     int64_t *n_dropped;
+    void *row_source;            /* [out_rows] or NULL                    */
+    int64_t row_source_pad;      /* its value on rows without a choice    */
 } gpu_scatter_args;
 
 typedef struct gpu_gather_args {

@@ -351,6 +351,7 @@ int gpu_check_scatter_pointers(moes_context *ctx,
     CHECK_BUFFER(ctx, "args->out", a->out, rows);
     CHECK_BUFFER(ctx, "args->out_scales", a->out_scales, rows);
     CHECK_BUFFER(ctx, "args->m_indices", a->m_indices, rows);
+    CHECK_BUFFER(ctx, "args->row_source", a->row_source, rows);
     CHECK_BUFFER(ctx, "args->counts", a->counts, 1);
     CHECK_BUFFER(ctx, "args->expert_start", a->expert_start, 1);
     CHECK_BUFFER(ctx, "args->expert_end", a->expert_end, 1);

@@ -275,6 +275,8 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     a.m_indices = s->m_indices;
     a.masked_m = s->masked_m;
     a.n_dropped = s->n_dropped;
+    a.row_source = s->row_source;
+    a.row_source_pad = s->row_source_pad;
 
     if (route_is_small(&a)) {
         /* Routing, labels and per-expert outputs in one launch. */
@@ -286,7 +288,7 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
         a.place_blocks = a.n_choices > 0 ? gpu_grid_for(a.tiles, WARPS_PER_BLOCK)
                                          : 0;
         a.label_blocks = 0;
-        if (a.m_indices && a.out_rows > 0) {
+        if ((a.m_indices || a.row_source) && a.out_rows > 0) {
             const int64_t experts = gpu_grid_for(a.n_experts, WARPS_PER_BLOCK);
             const int64_t tail = gpu_grid_for(a.out_rows, LABEL_ROWS_PER_BLOCK);
             a.label_blocks = experts > tail ? experts : tail;
@@ -296,7 +298,7 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                                      gpu_grid_for(a.n_experts, warp_block),
                                  warp_block, &a));
     }
-    if (a.n_choices > 0) {
+    if (a.n_choices > 0 && !plan->index_only) {
         a.copy_chunks = row_chunks(a.row_bytes / a.copy_width);
         MOES_TRY(gpu_launch_next(ctx, GPU_K_COPY_ROWS,
                                  row_blocks(gpu_state_of(ctx), a.n_tokens, a.copy_chunks),

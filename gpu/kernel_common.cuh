@@ -112,6 +112,17 @@ __device__ __forceinline__ int64_t moes_dev_local_expert(
     return (e >= 0 && e < a.n_experts) ? e : -1;
 }
 
+/* Choice c's out_index entry, and the row_source entry of its row. */
+__device__ __forceinline__ void moes_dev_place_choice(
+    const gpu_scatter_args &a, int64_t c, int64_t row)
+{
+    const int64_t t = c / a.top_k, k = c - t * a.top_k;
+    moes_dev_index_store(a.out_index, a.index_elem, t * a.out_index_stride + k,
+                         row);
+    if (row >= 0 && a.row_source)
+        moes_dev_index_store(a.row_source, a.index_elem, row, c);
+}
+
 /* Lane l of the calling warp loads entry k0 + l of a token's index row
  * (index[at + k], for k0 + l < k1: at most 32 entries) and, when weights
  * is not NULL, its weight (else 1.0). The loads are only issued here:

@@ -48,8 +48,10 @@ __device__ __forceinline__ int64_t row_label(const gpu_scatter_args &a,
     return !*padding || (a.flags & MOES_SCATTER_LABEL_PADDING) ? e : -1;
 }
 
-/* The labels, one warp per expert block and the tail after: only stores,
- * no search per row (which would be a chain of dependent loads). */
+/* The labels (m_indices) of every row and the row_source pad of rows
+ * without a choice (the placement writes the others), one warp per
+ * expert block and the tail after: only stores, no search per row
+ * (which would be a chain of dependent loads). */
 __device__ void moes_stage_label_blocks(const gpu_scatter_args &a,
                                         int64_t thread, int64_t threads)
 {
@@ -63,14 +65,24 @@ __device__ void moes_stage_label_blocks(const gpu_scatter_args &a,
         const int64_t real = masked && count > a.capacity ? a.capacity : count;
         const int64_t block = masked ? a.capacity
                                      : moes_dev_round_up_sat(count, a.alignment);
-        for (int64_t r = lane; r < block; r += MOES_WARP)
-            moes_dev_index_store(a.m_indices, a.index_elem, first + r,
-                                 r < real || label_padding ? e : -1);
+        if (a.m_indices)
+            for (int64_t r = lane; r < block; r += MOES_WARP)
+                moes_dev_index_store(a.m_indices, a.index_elem, first + r,
+                                     r < real || label_padding ? e : -1);
+        if (a.row_source)
+            for (int64_t r = real + lane; r < block; r += MOES_WARP)
+                moes_dev_index_store(a.row_source, a.index_elem, first + r,
+                                     a.row_source_pad);
     }
     if (!masked)
         for (int64_t r = a.state->rows_needed + thread; r < a.out_rows;
-             r += threads)
-            moes_dev_index_store(a.m_indices, a.index_elem, r, -1);
+             r += threads) {
+            if (a.m_indices)
+                moes_dev_index_store(a.m_indices, a.index_elem, r, -1);
+            if (a.row_source)
+                moes_dev_index_store(a.row_source, a.index_elem, r,
+                                     a.row_source_pad);
+        }
 }
 
 /* One block per row; rows that hold a token are left alone. */
@@ -110,14 +122,17 @@ __device__ void moes_stage_expert_outputs(const gpu_scatter_args &a,
             moes_dev_index_store(a.counts_out, a.index_elem, e, count);
         if (a.start_out)
             moes_dev_index_store(a.start_out, a.index_elem, e, a.start[e]);
+        const int64_t real = masked && count > a.capacity ? a.capacity
+                                                          : count;
         if (a.end_out)
-            moes_dev_index_store(a.end_out, a.index_elem, e,
-                                 a.start[e] + (masked ? a.capacity
-                                               : moes_dev_round_up_sat(
-                                                     count, a.alignment)));
+            moes_dev_index_store(
+                a.end_out, a.index_elem, e,
+                a.start[e] + ((a.flags & MOES_SCATTER_UNPADDED_END) ? real
+                              : masked ? a.capacity
+                                       : moes_dev_round_up_sat(count,
+                                                               a.alignment)));
         if (a.masked_m)
-            moes_dev_index_store(a.masked_m, a.index_elem, e,
-                                 count < a.capacity ? count : a.capacity);
+            moes_dev_index_store(a.masked_m, a.index_elem, e, real);
     }
     if (a.n_dropped && thread == 0)
         *a.n_dropped = a.state->dropped;

@@ -46,11 +46,8 @@ __device__ void moes_stage_place(const gpu_scatter_args &a, int64_t thread,
                 if (lane == (unsigned)(__ffs(peers) - 1))
                     a.tile_table[e * a.tiles + tile] = rank_base + __popc(peers);
             }
-            if (c < end) {
-                const int64_t t = c / a.top_k, k = c - t * a.top_k;
-                moes_dev_index_store(a.out_index, a.index_elem,
-                                     t * a.out_index_stride + k, row);
-            }
+            if (c < end)
+                moes_dev_place_choice(a, c, row);
             __syncwarp();
         }
     }

@@ -139,11 +139,9 @@ moes_route_small(const gpu_scatter_args args)
                 else
                     row = a.start[e] + at;
             }
-            const int64_t t = c / a.top_k, k = c - t * a.top_k;
-            moes_dev_index_store(a.out_index, a.index_elem,
-                                 t * a.out_index_stride + k, row);
+            moes_dev_place_choice(a, c, row);
         }
-        if (a.m_indices)
+        if (a.m_indices || a.row_source)
             moes_stage_label_blocks(a, thread, threads);
     }
     moes_stage_expert_outputs(a, thread, threads);

@@ -46,6 +46,9 @@ typedef struct moes_scatter_plan {
     int64_t n_scales;         /* S = ceil(H / B), 0 without scales         */
     int64_t n_scale_cols;     /* S (fp32) or ceil(S / 4) (UE8M0), or 0     */
     size_t index_elem;        /* 4 or 8                                    */
+    int index_only;           /* x, x_scales, out, out_scales all NULL: no
+                                 row is read or written; hidden, x_elem
+                                 and row_bytes are 0                       */
 } moes_scatter_plan;
 
 /* A gather, validated. Every stride in a is resolved. */

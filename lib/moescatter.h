@@ -90,7 +90,7 @@ extern "C" {
 /* ------------------------------------------------------------------ */
 
 #define MOES_VERSION_MAJOR 0
-#define MOES_VERSION_MINOR 2
+#define MOES_VERSION_MINOR 3
 #define MOES_VERSION_PATCH 0
 #define MOES_VERSION_NUMBER \
     (MOES_VERSION_MAJOR * 10000 + MOES_VERSION_MINOR * 100 + MOES_VERSION_PATCH)
@@ -414,6 +414,11 @@ typedef enum moes_scale_format {
 /* m_indices of padding rows inside an expert's aligned block (or its
  * masked block) say that expert instead of -1. The tail stays -1. */
 #define MOES_SCATTER_LABEL_PADDING 0x2u
+/* expert_end[e] is the end of e's real rows, expert_start[e] + counts[e]
+ * (masked: + masked_m[e]), instead of the end of its aligned (or masked)
+ * block: the "psum" form of grouped GEMMs that take each group's last
+ * row. Since 0.3. */
+#define MOES_SCATTER_UNPADDED_END 0x4u
 
 typedef struct moes_scatter_args {
     size_t struct_size;       /* sizeof(moes_scatter_args)                 */
@@ -461,17 +466,34 @@ typedef struct moes_scatter_args {
     void *masked_m;           /* [E]: required for MASKED, else must be NULL */
     int64_t *n_dropped;       /* one int64 (backend memory); MASKED only,
                                  optional                                  */
+
+    /* Since 0.3 (a struct_size of 0.2 means NULL and -1). */
+    /* [rows of out] or NULL: row_source[row] = t*K + k of the choice on
+     * that row, row_source_pad on every row that holds none (padding in
+     * a block, the tail up to the capacity, masked rows past masked_m):
+     * the row-to-choice map of fused-MoE GEMMs that read x in place
+     * (row_source[row] / K is the token).                                */
+    void *row_source;
+    int64_t row_source_pad;   /* any value of index_dtype; default -1     */
 } moes_scatter_args;
 
 /* Sets args to the defaults (contiguous, A = 128, B = 128, bf16 rows, no
- * scales, int32 indices, zero strides meaning dense, capacity 0) with NULL
- * buffers and struct_size filled.
+ * scales, int32 indices, zero strides meaning dense, capacity 0,
+ * row_source_pad -1) with NULL buffers and struct_size filled.
  * Returns MOES_ERR_NULL_POINTER when args is NULL. */
 MOES_API int moes_scatter_args_init(moes_scatter_args *args);
 
 /* The scatter. See moes_layout for where rows go. For every valid (t, k),
  * its output row is a byte copy of x[t] and its scales are copied (fp32)
  * or packed (UE8M0); out_index[t][k] is that row, or -1.
+ *
+ * INDEX ONLY: with x, x_scales, out and out_scales all NULL no row is
+ * copied and hidden, x_dtype and the row strides are not read; every
+ * index output (out_index, m_indices, row_source, the [E] arrays) comes
+ * out as it would with rows, for GEMMs that read x in place through
+ * row_source. ZERO_PADDING then has no rows to zero: with a capacity
+ * above 0 it is MOES_ERR_INVALID_FLAGS. Validation and errors are the
+ * same as with rows.
  * Returns MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE,
  * MOES_ERR_INVALID_STRIDE, MOES_ERR_INVALID_DTYPE, MOES_ERR_INVALID_FLAGS,
  * MOES_ERR_INVALID_ALIGNMENT, MOES_ERR_OVERFLOW, MOES_ERR_INVALID_ARGUMENT,

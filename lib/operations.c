@@ -32,6 +32,7 @@ MOES_API int moes_scatter_args_init(moes_scatter_args *args)
     args->x_dtype = MOES_DTYPE_BF16;
     args->out_scales_format = MOES_SCALES_NONE;
     args->index_dtype = MOES_DTYPE_INT32;
+    args->row_source_pad = -1;
     return MOES_OK;
 }
 

@@ -20,21 +20,23 @@
  * indistinguishable, so add explicit padding then). */
 #define ROUTING_0_1 SIZE_THROUGH(moes_routing, n_experts)
 #define SCATTER_ARGS_0_1 SIZE_THROUGH(moes_scatter_args, n_dropped)
+#define SCATTER_ARGS_0_3 sizeof(moes_scatter_args)
 #define GATHER_ARGS_0_1 SIZE_THROUGH(moes_gather_args, out_stride)
 #define OPTIONS_0_1 SIZE_THROUGH(moes_context_options, cuda_device)
 #define INFO_0_1 SIZE_THROUGH(moes_context_info, device_memory_bytes)
 #define INFO_0_2 sizeof(moes_context_info)
 
 static const size_t routing_sizes[] = {ROUTING_0_1};
-static const size_t scatter_args_sizes[] = {SCATTER_ARGS_0_1};
+static const size_t scatter_args_sizes[] = {SCATTER_ARGS_0_1,
+                                             SCATTER_ARGS_0_3};
 static const size_t gather_args_sizes[] = {GATHER_ARGS_0_1};
 static const size_t options_sizes[] = {OPTIONS_0_1};
 static const size_t info_sizes[] = {INFO_0_1, INFO_0_2};
 
 /* Each list ends with this version's size, and sizes only grow. */
 _Static_assert(ROUTING_0_1 == sizeof(moes_routing), "moes_routing grew");
-_Static_assert(SCATTER_ARGS_0_1 == sizeof(moes_scatter_args),
-               "moes_scatter_args grew");
+_Static_assert(SCATTER_ARGS_0_1 < SCATTER_ARGS_0_3,
+               "each version's moes_scatter_args is larger than the last");
 _Static_assert(GATHER_ARGS_0_1 == sizeof(moes_gather_args),
                "moes_gather_args grew");
 _Static_assert(OPTIONS_0_1 == sizeof(moes_context_options),

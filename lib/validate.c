@@ -277,6 +277,46 @@ static int resolve_scale_strides(moes_context *ctx, moes_scatter_args *a,
     return MOES_OK;
 }
 
+#define SCATTER_FLAGS                                                     \
+    (MOES_SCATTER_ZERO_PADDING | MOES_SCATTER_LABEL_PADDING |              \
+     MOES_SCATTER_UNPADDED_END)
+
+/* Rows in and out of a scatter that copies them: dtype, sizes, strides,
+ * extents and pointers. */
+static int check_scatter_rows(moes_context *ctx, moes_scatter_args *a,
+                              int64_t n_tokens, int64_t out_rows,
+                              size_t *x_elem)
+{
+    if (moes_dtype_size(a->x_dtype, x_elem) != MOES_OK ||
+        a->x_dtype == MOES_DTYPE_INT32 || a->x_dtype == MOES_DTYPE_INT64)
+        return moes_set_error(ctx, MOES_ERR_INVALID_DTYPE,
+            "args->x_dtype = %d is not an fp8, bf16, fp16 or fp32 dtype",
+            a->x_dtype);
+    if (a->hidden < 1)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "args->hidden = %lld must be at least 1", LL(a->hidden));
+    MOES_TRY(resolve_stride(ctx, "args->x_stride", &a->x_stride, a->hidden,
+                            "hidden"));
+    MOES_TRY(resolve_stride(ctx, "args->out_stride", &a->out_stride,
+                            a->hidden, "hidden"));
+    MOES_TRY(check_extent(ctx, "args->x", n_tokens, a->x_stride, *x_elem));
+    MOES_TRY(check_extent(ctx, "args->out", out_rows, a->out_stride,
+                          *x_elem));
+    /* Some of x, x_scales, out and out_scales are given, so this is not
+     * an index-only scatter: the others must be there too. */
+    if (n_tokens > 0 && !a->x)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
+            "args->x is NULL, but %s is given (an index-only scatter leaves "
+            "x, x_scales, out and out_scales all NULL)",
+            a->out ? "out" : a->x_scales ? "x_scales" : "out_scales");
+    if (out_rows > 0 && !a->out)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
+            "args->out is NULL, but %s is given (an index-only scatter "
+            "leaves x, x_scales, out and out_scales all NULL)",
+            a->x ? "x" : a->x_scales ? "x_scales" : "out_scales");
+    return MOES_OK;
+}
+
 int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
                           const moes_scatter_args *args,
                           moes_scatter_plan *plan)
@@ -299,11 +339,10 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
         a.layout != MOES_LAYOUT_MASKED)
         return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
             "args->layout = %d is not a moes_layout", a.layout);
-    if (a.flags & ~(MOES_SCATTER_ZERO_PADDING | MOES_SCATTER_LABEL_PADDING))
+    if (a.flags & ~SCATTER_FLAGS)
         return moes_set_error(ctx, MOES_ERR_INVALID_FLAGS,
             "args->flags = 0x%x has unknown bits 0x%x", a.flags,
-            a.flags & ~(MOES_SCATTER_ZERO_PADDING |
-                        MOES_SCATTER_LABEL_PADDING));
+            a.flags & ~SCATTER_FLAGS);
     if (a.alignment < 1)
         return moes_set_error(ctx, MOES_ERR_INVALID_ALIGNMENT,
             "args->alignment = %lld must be at least 1", LL(a.alignment));
@@ -319,26 +358,22 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
         plan->out_rows = a.capacity;
     }
 
-    /* Rows in and out. */
-    if (moes_dtype_size(a.x_dtype, &x_elem) != MOES_OK ||
-        a.x_dtype == MOES_DTYPE_INT32 || a.x_dtype == MOES_DTYPE_INT64)
-        return moes_set_error(ctx, MOES_ERR_INVALID_DTYPE,
-            "args->x_dtype = %d is not an fp8, bf16, fp16 or fp32 dtype",
-            a.x_dtype);
-    if (a.hidden < 1)
-        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
-            "args->hidden = %lld must be at least 1", LL(a.hidden));
-    MOES_TRY(resolve_stride(ctx, "args->x_stride", &a.x_stride, a.hidden,
-                       "hidden"));
-    MOES_TRY(resolve_stride(ctx, "args->out_stride", &a.out_stride, a.hidden,
-                       "hidden"));
-    MOES_TRY(check_extent(ctx, "args->x", n_tokens, a.x_stride, x_elem));
-    MOES_TRY(check_extent(ctx, "args->out", plan->out_rows, a.out_stride, x_elem));
-    if (n_tokens > 0 && !a.x)
-        return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "args->x is NULL");
-    if (plan->out_rows > 0 && !a.out)
-        return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
-                              "args->out is NULL");
+    /* Rows in and out, unless there are none: an index-only scatter
+     * reads no row and writes none. */
+    plan->index_only = !a.x && !a.x_scales && !a.out && !a.out_scales;
+    if (plan->index_only) {
+        if ((a.flags & MOES_SCATTER_ZERO_PADDING) && plan->out_rows > 0)
+            return moes_set_error(ctx, MOES_ERR_INVALID_FLAGS,
+                "args->flags has MOES_SCATTER_ZERO_PADDING, but this "
+                "scatter is index-only (x, x_scales, out and out_scales "
+                "NULL): there are no rows to zero");
+        a.hidden = 0;
+        a.x_stride = 0;
+        a.out_stride = 0;
+    } else {
+        MOES_TRY(check_scatter_rows(ctx, &a, n_tokens, plan->out_rows,
+                                    &x_elem));
+    }
 
     /* Scales. */
     if (a.x_scales) {
@@ -393,10 +428,19 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
                                    : "args->capacity",
                                plan->out_rows, plan->index_elem,
                                plan->out_rows));
-    MOES_TRY(check_index_range(ctx, "args->counts",
+    /* counts hold up to N*K, row_source up to N*K - 1 and its pad. */
+    MOES_TRY(check_index_range(ctx, a.row_source ? "args->counts and "
+                                                   "args->row_source"
+                                                 : "args->counts",
                                "routing->n_tokens * top_k",
                                plan->route.n_choices, plan->index_elem,
                                plan->route.n_choices));
+    if (a.row_source && plan->index_elem == 4 &&
+        (a.row_source_pad < INT32_MIN || a.row_source_pad > INT32_MAX))
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "args->row_source_pad = %lld does not fit MOES_DTYPE_INT32, "
+            "the index_dtype; use MOES_DTYPE_INT64",
+            LL(a.row_source_pad));
     if (a.m_indices)
         MOES_TRY(check_index_range(ctx, "args->m_indices",
                                    "routing->n_experts", n_experts,
@@ -405,9 +449,10 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
                        r->top_k, "top_k"));
     MOES_TRY(check_extent(ctx, "args->out_index", n_tokens, a.out_index_stride,
                      plan->index_elem));
-    MOES_TRY(check_extent(ctx, a.m_indices ? "args->m_indices"
-                                           : "args->capacity (the rows of "
-                                             "m_indices)",
+    MOES_TRY(check_extent(ctx, a.m_indices    ? "args->m_indices"
+                               : a.row_source ? "args->row_source"
+                                              : "args->capacity (the rows of "
+                                                "m_indices)",
                           1, plan->out_rows, plan->index_elem));
     if (a.counts || a.expert_start || a.expert_end || a.masked_m)
         MOES_TRY(check_extent(ctx, "the per-expert outputs (counts, "
@@ -442,7 +487,7 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
                 "args->n_dropped is given, but the layout is not masked");
     }
     {
-        moes_span in[4], out[9];
+        moes_span in[4], out[10];
         int n_in = routing_spans(&plan->route, in);
         const int64_t out_rows = plan->out_rows;
         in[n_in++] = span_rows("args->x", a.x, n_tokens, a.x_stride,
@@ -470,9 +515,11 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
         out[7] = span_rows("args->masked_m", a.masked_m, 1, n_experts,
                            n_experts, plan->index_elem);
         out[8] = span_rows("args->n_dropped", a.n_dropped, 1, 1, 1, 8);
+        out[9] = span_rows("args->row_source", a.row_source, 1, out_rows,
+                           out_rows, plan->index_elem);
         MOES_TRY(check_alignment(ctx, in, n_in));
-        MOES_TRY(check_alignment(ctx, out, 9));
-        MOES_TRY(check_overlaps(ctx, in, n_in, out, 9));
+        MOES_TRY(check_alignment(ctx, out, 10));
+        MOES_TRY(check_overlaps(ctx, in, n_in, out, 10));
     }
     plan->a = a;
     plan->x_elem = x_elem;

@@ -32,8 +32,8 @@ typedef struct fixture {
     void *counts;      /* moes_count's output                          */
     int counts_dtype;
     void *ids, *map, *x, *xs, *y, *w, *gidx;
-    void *outs[8];     /* every scatter output, canary-filled           */
-    int64_t out_bytes[8];
+    void *outs[9];     /* every scatter output, canary-filled           */
+    int64_t out_bytes[9];
     void *gout;        /* gather out                                    */
 } fixture;
 
@@ -73,7 +73,8 @@ static void setup(fixture *f)
     f->out_bytes[5] = E * 8;          /* end        */
     f->out_bytes[6] = CAP * 8;        /* m_indices  */
     f->out_bytes[7] = E * 8;          /* masked_m   */
-    for (int i = 0; i < 8; i++)
+    f->out_bytes[8] = CAP * 8;        /* row_source */
+    for (int i = 0; i < 9; i++)
         f->outs[i] = dev_new(f->ctx, f->out_bytes[i]);
     f->gout = dev_new(f->ctx, N * H * 4);
 
@@ -99,6 +100,7 @@ static void setup(fixture *f)
     f->s.expert_start = f->outs[4];
     f->s.expert_end = f->outs[5];
     f->s.m_indices = f->outs[6];
+    f->s.row_source = f->outs[8];
 
     moes_gather_args_init(&f->g);
     f->g.n_tokens = N;
@@ -119,7 +121,7 @@ static void teardown(fixture *f)
                     f->gidx, f->gout};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         dev_free(f->ctx, bufs[i]);
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < 9; i++)
         dev_free(f->ctx, f->outs[i]);
     test_close(f->ctx);
 }
@@ -308,7 +310,7 @@ static void args_null(fixture *f) { (void)f; }
 static void args_struct_size(fixture *f) { f->s.struct_size += 8; }
 static void layout_zero(fixture *f) { f->s.layout = 0; }
 static void layout_unknown(fixture *f) { f->s.layout = 4; }
-static void flags_unknown(fixture *f) { f->s.flags = 0x4; }
+static void flags_unknown(fixture *f) { f->s.flags = 0x8; }
 static void flags_high_bit(fixture *f) { f->s.flags = 0x80000001u; }
 static void alignment_zero(fixture *f) { f->s.alignment = 0; }
 static void alignment_negative(fixture *f) { f->s.alignment = -128; }
@@ -413,6 +415,55 @@ static void int32_expert_ids_overflow(fixture *f)
         f->r.n_experts_global = f->r.n_experts;
 }
 
+/* Index-only (no rows): the same checks, and no rows to zero. */
+static void index_only(fixture *f)
+{
+    f->s.x = NULL;
+    f->s.x_scales = NULL;
+    f->s.out = NULL;
+    f->s.out_scales = NULL;
+    f->s.out_scales_format = MOES_SCALES_NONE;
+}
+static void index_only_zero_padding(fixture *f)
+{
+    index_only(f);
+    f->s.flags = MOES_SCATTER_ZERO_PADDING;
+}
+static void index_only_bad_id(fixture *f)
+{
+    index_only(f);
+    set_id(f, 3, 1, 300);
+}
+static void index_only_bad_map(fixture *f)
+{
+    index_only(f);
+    set_map(f, 2, E);
+}
+static void index_only_capacity_small(fixture *f)
+{
+    index_only(f);
+    f->s.capacity = 9;
+}
+/* Rows half given: x and out NULL with scales is not index-only. */
+static void rows_scales_only(fixture *f)
+{
+    f->s.x = NULL;
+    f->s.out = NULL;
+}
+static void row_source_pad_int32(fixture *f)
+{
+    f->s.row_source_pad = (int64_t)INT32_MAX + 1;
+}
+static void row_source_over_out_index(fixture *f)
+{
+    f->s.row_source = f->outs[2];
+}
+static void row_source_over_ids(fixture *f) { f->s.row_source = f->ids; }
+static void row_source_misaligned(fixture *f)
+{
+    f->s.row_source = (char *)f->outs[8] + 2;
+}
+
 static const bad_case scatter_cases[] = {
     BAD(routing_null, MOES_ERR_NULL_POINTER, "routing"),
     BAD(routing_struct_size, MOES_ERR_INVALID_ARGUMENT, "struct_size"),
@@ -490,6 +541,18 @@ static const bad_case scatter_cases[] = {
     BAD(int32_rows_overflow, MOES_ERR_OVERFLOW, "INT32"),
     BAD(int32_masked_rows_overflow, MOES_ERR_OVERFLOW, "INT32"),
     BAD(int32_expert_ids_overflow, MOES_ERR_OVERFLOW, "m_indices"),
+    BAD(index_only_zero_padding, MOES_ERR_INVALID_FLAGS, "ZERO_PADDING"),
+    BAD(index_only_bad_id, MOES_ERR_INVALID_ID,
+        "ids[3][1] = 300 is outside [-1, 4)"),
+    BAD(index_only_bad_map, MOES_ERR_INVALID_MAP,
+        "expert_map[2] = 4 is outside [-1, 4)"),
+    BAD(index_only_capacity_small, MOES_ERR_CAPACITY,
+        "capacity = 9 is smaller than the 10 rows this routing needs"),
+    BAD(rows_scales_only, MOES_ERR_NULL_POINTER, "args->x is NULL"),
+    BAD(row_source_pad_int32, MOES_ERR_OVERFLOW, "row_source_pad"),
+    BAD(row_source_over_out_index, MOES_ERR_OVERLAP, "row_source"),
+    BAD(row_source_over_ids, MOES_ERR_OVERLAP, "row_source"),
+    BAD(row_source_misaligned, MOES_ERR_MISALIGNED, "row_source"),
 };
 
 ParameterizedTestParameters(bad_input, scatter)
@@ -509,7 +572,7 @@ ParameterizedTest(size_t *i, bad_input, scatter)
                                  bc->breaks == routing_null ? NULL : &f.r,
                                  bc->breaks == args_null ? NULL : &f.s));
     expect_message(&f, bc, st);
-    for (int b = 0; b < 8; b++)
+    for (int b = 0; b < 9; b++)
         cr_expect(dev_is_canary(f.ctx, f.outs[b], f.out_bytes[b]),
                   "%s: output %d changed", bc->name, b);
     teardown(&f);

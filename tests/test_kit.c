@@ -138,7 +138,7 @@ Test(kit, errors_leave_canaries)
         cr_assert_eq(moes_case_generate(&c, seed, MOES_CASE_BAD_MAP, NULL),
                      MOES_OK);
         cr_assert_eq(moes_case_run(NULL, &c, &r, msg, sizeof msg), MOES_OK);
-        for (int i = MOES_OUT_COUNT_COUNTS; i <= MOES_OUT_N_DROPPED; i++) {
+        for (int i = MOES_OUT_COUNT_COUNTS; i <= MOES_OUT_ROW_SOURCE; i++) {
             const unsigned char *p = r.out[i].data;
             for (int64_t b = 0; b < r.out[i].bytes; b++)
                 cr_assert_eq(p[b], MOES_CANARY, "seed %llu %s byte %lld",
@@ -160,6 +160,7 @@ Test(kit, generator_coverage)
     int x[6] = {0}, ids64 = 0, idx64 = 0, align_odd = 0, layout[4] = {0};
     int drops = 0, tail = 0, scales[3] = {0}, mn_major = 0, flags[4] = {0};
     int acc = 0, no_w = 0, y[6] = {0}, out[6] = {0}, gaps = 0, faults = 0;
+    int index_only[4] = {0}, row_source = 0, pads[3] = {0}, unpadded = 0;
     for (uint64_t s = 0; s < SEEDS; s++) {
         moes_case c;
         const moes_routing *r = &c.routing;
@@ -215,8 +216,21 @@ Test(kit, generator_coverage)
         out[c.gather.out_dtype]++;
         gaps += a->x_stride > a->hidden && a->out_stride > a->hidden;
         faults += c.fault != MOES_CASE_VALID;
+        if (c.index_only)
+            index_only[a->layout]++;
+        row_source += c.want_row_source;
+        if (c.want_row_source)
+            pads[a->row_source_pad == -1 ? 0
+                 : a->row_source_pad == r->n_tokens * r->top_k ? 1 : 2]++;
+        unpadded += (a->flags & MOES_SCATTER_UNPADDED_END) && c.want_end;
         moes_case_free(&c);
     }
+    for (int l = MOES_LAYOUT_CONTIGUOUS; l <= MOES_LAYOUT_MASKED; l++)
+        cr_expect_gt(index_only[l], 0, "no index-only case of layout %d", l);
+    cr_expect_gt(row_source, 0);
+    for (int p = 0; p < 3; p++)
+        cr_expect_gt(pads[p], 0, "row_source pad kind %d never drawn", p);
+    cr_expect_gt(unpadded, 0);
     cr_expect_gt(n0, 0);
     cr_expect_gt(n1, 0);
     cr_expect_gt(nbig, 0);

@@ -228,6 +228,7 @@ static void scatter_in_arena(const call_buffers *cb, moes_scatter_args *a,
     a->m_indices = in_arena(cb, a->m_indices, base);
     a->masked_m = in_arena(cb, a->masked_m, base);
     a->n_dropped = in_arena(cb, a->n_dropped, base);
+    a->row_source = in_arena(cb, a->row_source, base);
 }
 
 static void gather_in_arena(const call_buffers *cb, moes_gather_args *a,
@@ -616,7 +617,7 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
     int routing_null, args_null, got, want;
     int64_t out_rows = 0, n_scales = 0, cols = 0, rs, cs, needed, largest;
     size_t x_elem, ie;
-    uint8_t b, present, nulls;
+    uint8_t b, present, nulls, rows_byte;
 
     decode_routing(in, cb, &r, &routing_null);
     moes_scatter_args_init(&a);
@@ -625,7 +626,7 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
     args_null = b == 255;
     a.layout = b < 240 ? 1 + b % 3 : (b & 1 ? 0 : 4);
     b = fz_u8(in);
-    a.flags = b < 240 ? (unsigned)(b & 3) : 4u << (b % 29);
+    a.flags = b < 240 ? (unsigned)(b & 7) : 8u << (b % 28);
     b = fz_u8(in);
     a.alignment = b < 240 ? (b % 16 == 15 ? 128 : 1 + b % 8) : fz_wild(in);
     needed = largest = 0;
@@ -669,6 +670,10 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
      * out_scales NULL. */
     present = fz_u8(in);
     nulls = decode_nulls(in);
+    /* rows: bit 0 a row_source output; bits 1-2 its pad (-1, N*K, a
+     * value of the index type, anything); bit 3 index-only (no x, out
+     * or scales) when bit 0 of present leaves the scales out. */
+    rows_byte = fz_u8(in);
     x_elem = elem_of(a.x_dtype);
     ie = elem_of(a.index_dtype);
     if (!x_elem)
@@ -763,13 +768,19 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
         if (present & 4)
             a.out_scales = add_output(cb, "out_scales", 16, NULL);
     }
-    if (!(nulls & 1) || r.n_tokens == 0)
+    if ((rows_byte & 8) && !(present & 1)) {
+        /* Index-only: nothing of the rows is given. */
+        a.out_scales = NULL;
+    } else if (!(nulls & 1) || r.n_tokens == 0) {
         a.x = add_input(cb, claim(cb, r.n_tokens, a.x_stride, a.hidden,
                                   (int64_t)x_elem),
                         NULL);
-    else
+    } else {
         claim_absent(cb, r.n_tokens, a.x_stride, a.hidden, 8);
-    if (!(nulls & 2))
+    }
+    if ((rows_byte & 8) && !(present & 1))
+        ;
+    else if (!(nulls & 2))
         a.out = add_output(cb, "out",
                            claim(cb, out_rows, a.out_stride, a.hidden,
                                  (int64_t)x_elem),
@@ -806,6 +817,17 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
         if ((masked && (present & 128)) || (!masked && (present & 32) &&
                                             (nulls & 64)))
             a.n_dropped = add_output(cb, "n_dropped", 8, NULL);
+        if (rows_byte & 1)
+            a.row_source = add_output(cb, "row_source",
+                                      claim(cb, 1, out_rows, out_rows,
+                                            (int64_t)ie),
+                                      NULL);
+        switch ((rows_byte >> 1) & 3) {
+        case 0: a.row_source_pad = -1; break;
+        case 1: a.row_source_pad = sat((__int128)r.n_tokens * r.top_k); break;
+        case 2: a.row_source_pad = (int32_t)fz_u64(in); break;
+        default: a.row_source_pad = fz_wild(in); break;
+        }
     }
     if (cb->skip)
         return;
@@ -846,6 +868,7 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
     e.m_indices = expected_of(cb, a.m_indices);
     e.masked_m = expected_of(cb, a.masked_m);
     e.n_dropped = expected_of(cb, a.n_dropped);
+    e.row_source = expected_of(cb, a.row_source);
     want = cb->overflowed ? MOES_OK
                           : moes_oracle_scatter(routing_null ? NULL : &r,
                                                 args_null ? NULL : &e);

@@ -50,6 +50,12 @@ run_case mixtral --preset mixtral --tokens 4096 --iters 100
 run_case ue8m0 --preset deepseek-v3 --tokens 4096 --ue8m0 --iters 100
 run_case grouped --preset deepseek-v3 --tokens 4096 --layout grouped --iters 100
 run_case masked --preset deepseek-v3 --tokens 4096 --layout masked --iters 100
+for c in "idx-decode:deepseek-v3:128" "idx-ep8-decode:deepseek-v3-ep8:1024" \
+         "idx-prefill:deepseek-v3:4096" "idx-ep8-prefill:deepseek-v3-ep8:32768"; do
+    id=${c%%:*}; rest=${c#*:}
+    run_case "$id" --preset "${rest%%:*}" --tokens "${rest#*:}" --index-only \
+        --alignment 64 --iters 300
+done
 "$graph" >"$out/graph_bench.log" 2>&1 || status=1
 cat "$log" "$out/graph_bench.log"
 
@@ -66,6 +72,11 @@ pct() { awk -v f="$1" 'BEGIN { if (f == "") print "-"; else printf "%.0f%%", f *
 # graph CASE CALL: the graph replay time from graph_bench's line for CASE.
 graph() {
     sed -n "s/^graph_bench: $1 .*$2 [0-9.]* us back to back, \([0-9.]*\) us from a graph.*/\1 us/p" \
+        "$out/graph_bench.log" | head -1
+}
+# graph_index CASE: graph_bench's replay time of the index-only CASE.
+graph_index() {
+    sed -n "s/^graph_bench: index-only $1 .* \([0-9.]*\) us from a graph.*/\1 us/p" \
         "$out/graph_bench.log" | head -1
 }
 graph_gather() {
@@ -95,6 +106,13 @@ row() {
     row "EP8 decode 1024, single call" "$(us "$(field ep8-decode scatter 2)")" "<= 12 us" "$(us "$(field ep8-decode gather 2)")" "<= 10 us"
     for c in qwen3 mixtral ue8m0 grouped masked; do
         row "$c 4096 (of copy)" "$(pct "$(field $c scatter 7)")" ">= 80%" "$(pct "$(field $c gather 7)")" ">= 80%"
+    done
+    echo
+    row "index-only scatter (A 64)" "single call" "graph replay" "target (graph)"
+    for c in "idx-decode:decode 128:< 5 us" "idx-ep8-decode:EP8 decode 1024:< 5 us" \
+             "idx-prefill:prefill 4096:< 15 us" "idx-ep8-prefill:EP8 prefill 32768:< 15 us"; do
+        id=${c%%:*}; rest=${c#*:}; name=${rest%%:*}; target=${rest#*:}
+        row "$name" "$(us "$(field "$id" scatter 2)")" "$(graph_index "$name")" "$target"
     done
 } | tee "$out/bench-summary.txt"
 exit $status

@@ -16,6 +16,9 @@
  *   graph         the same CALLS calls captured once (after
  *                 moes_reserve_workspace) and the graph replayed REPLAYS
  *                 times, median replay over CALLS.
+ * Then the index-only scatter (no x, no out: out_index, m_indices and
+ * row_source with vLLM's pad N*K, alignment IDX_A) for those two cases
+ * and for 4096 tokens over 256 experts and 32768 over 32 of 256.
  * The last synchronize must report no error. Correctness of captured
  * calls is graph_replay's job; this program only times them.
  *
@@ -30,7 +33,7 @@
 #include "moescatter.h"
 
 enum { H = 7168, K = 8, E_GLOBAL = 256, A = 128, SCALE_BLOCK = 128,
-       SETS = 16, CALLS = 64, REPLAYS = 21, WARMUP = 32 };
+       SETS = 16, CALLS = 64, REPLAYS = 21, WARMUP = 32, IDX_A = 64 };
 #define S ((H + SCALE_BLOCK - 1) / SCALE_BLOCK)
 
 #define MOES_OK_OR_DIE(ctx, expr)                                           \
@@ -57,11 +60,13 @@ typedef struct bench_case {
     const char *name;
     int64_t tokens;
     int64_t n_experts;          /* local; < E_GLOBAL: with a map */
+    int index_only;             /* only ids in, only indices out  */
 } bench_case;
 
 typedef struct set_buffers {
     void *ids, *x, *scales, *weights;
     void *out, *out_scales, *out_index, *m_indices, *y, *gather_out;
+    void *row_source;
 } set_buffers;
 
 typedef struct case_state {
@@ -100,7 +105,8 @@ static void setup_case(moes_context *ctx, const bench_case *c, case_state *s)
     memset(s, 0, sizeof *s);
     s->c = c;
     MOES_OK_OR_DIE(ctx, moes_scatter_capacity(ctx, MOES_LAYOUT_CONTIGUOUS, n,
-                                              K, c->n_experts, A,
+                                              K, c->n_experts,
+                                              c->index_only ? IDX_A : A,
                                               &s->capacity));
     if (c->n_experts < E_GLOBAL) {
         int32_t map[E_GLOBAL];
@@ -148,12 +154,16 @@ static void setup_case(moes_context *ctx, const bench_case *c, case_state *s)
         free(ids);
         free(w);
         free(scales);
+        b->out_index = dev_alloc(n * K * 4);
+        b->m_indices = dev_alloc(s->capacity * 4);
+        if (c->index_only) {
+            b->row_source = dev_alloc(s->capacity * 4);
+            continue;
+        }
         /* fp8 e4m3 rows: any bytes (the scatter copies them). */
         b->x = dev_random(n * H);
         b->out = dev_alloc(s->capacity * H);
         b->out_scales = dev_alloc(s->capacity * S * 4);
-        b->out_index = dev_alloc(n * K * 4);
-        b->m_indices = dev_alloc(s->capacity * 4);
         b->gather_out = dev_alloc(n * H * 2);
         b->y = dev_alloc(y_bytes);
         {
@@ -174,7 +184,7 @@ static void free_case(case_state *s)
         set_buffers *b = &s->sets[i];
         void *all[] = {b->ids, b->x, b->scales, b->weights, b->out,
                        b->out_scales, b->out_index, b->m_indices, b->y,
-                       b->gather_out};
+                       b->gather_out, b->row_source};
         for (size_t j = 0; j < sizeof all / sizeof all[0]; j++)
             cudaFree(all[j]);
     }
@@ -207,6 +217,32 @@ static void scatter_call(moes_context *ctx, const case_state *s, int i)
     a.out_scales_format = MOES_SCALES_FP32;
     a.out_index = b->out_index;
     a.m_indices = b->m_indices;
+    MOES_OK_OR_DIE(ctx, moes_scatter(ctx, &r, &a));
+}
+
+/* vLLM's moe_align_block_size: sorted_token_ids (row_source, padded with
+ * N*K), the expert of each block (m_indices[b * IDX_A]). */
+static void index_only_call(moes_context *ctx, const case_state *s, int i)
+{
+    const set_buffers *b = &s->sets[i % SETS];
+    moes_routing r;
+    moes_scatter_args a;
+    moes_routing_init(&r);
+    r.n_tokens = s->c->tokens;
+    r.top_k = K;
+    r.ids = b->ids;
+    r.expert_map = s->map;
+    r.n_experts_global = E_GLOBAL;
+    r.n_experts = s->c->n_experts;
+    moes_scatter_args_init(&a);
+    a.layout = MOES_LAYOUT_CONTIGUOUS;
+    a.alignment = IDX_A;
+    a.capacity = s->capacity;
+    a.flags = MOES_SCATTER_LABEL_PADDING;
+    a.out_index = b->out_index;
+    a.m_indices = b->m_indices;
+    a.row_source = b->row_source;
+    a.row_source_pad = s->c->tokens * K;
     MOES_OK_OR_DIE(ctx, moes_scatter(ctx, &r, &a));
 }
 
@@ -282,8 +318,14 @@ static void time_op(moes_context *ctx, cudaStream_t stream,
 int main(void)
 {
     static const bench_case cases[] = {
-        {"decode 128 tokens, 256 experts", 128, 256},
-        {"EP8 decode 1024 tokens, 32 of 256 experts", 1024, 32},
+        {"decode 128 tokens, 256 experts", 128, 256, 0},
+        {"EP8 decode 1024 tokens, 32 of 256 experts", 1024, 32, 0},
+    };
+    static const bench_case index_cases[] = {
+        {"decode 128 tokens, 256 experts", 128, 256, 1},
+        {"EP8 decode 1024 tokens, 32 of 256 experts", 1024, 32, 1},
+        {"prefill 4096 tokens, 256 experts", 4096, 256, 1},
+        {"EP8 prefill 32768 tokens, 32 of 256 experts", 32768, 32, 1},
     };
     moes_context_options opts;
     moes_context *ctx;
@@ -299,7 +341,7 @@ int main(void)
         return 2;
     }
     MOES_OK_OR_DIE(ctx, moes_set_stream(ctx, stream));
-    MOES_OK_OR_DIE(ctx, moes_reserve_workspace(ctx, 1024, K, E_GLOBAL));
+    MOES_OK_OR_DIE(ctx, moes_reserve_workspace(ctx, 32768, K, E_GLOBAL));
     for (int c = 0; c < 2; c++) {
         case_state s;
         setup_case(ctx, &cases[c], &s);
@@ -312,6 +354,18 @@ int main(void)
                "%.2f us from a graph\n",
                cases[c].name, (long long)s.capacity, us[c][0][0],
                us[c][0][1], us[c][1][0], us[c][1][1]);
+        free_case(&s);
+    }
+    for (size_t c = 0; c < sizeof index_cases / sizeof index_cases[0]; c++) {
+        case_state s;
+        double plain, graph;
+        setup_case(ctx, &index_cases[c], &s);
+        CUDA_OK(cudaDeviceSynchronize());
+        time_op(ctx, stream, &s, index_only_call, &plain, &graph);
+        printf("graph_bench: index-only %s (capacity %lld, alignment %d): "
+               "%.2f us back to back, %.2f us from a graph\n",
+               index_cases[c].name, (long long)s.capacity, IDX_A, plain,
+               graph);
         free_case(&s);
     }
     moes_context_destroy(ctx);

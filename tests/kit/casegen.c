@@ -553,7 +553,11 @@ static int draw_case(moes_rng *g, moes_case *c, const moes_case_limits *lim)
     moes_scatter_args_init(a);
     if (!draw_placement(g, c))
         return 0;
-    a->flags = (unsigned)moes_rng_below(g, 4);
+    a->flags = (unsigned)moes_rng_below(g, 8);
+    /* Index-only: no rows, so no scales to break and no rows to zero. */
+    c->index_only = c->fault != MOES_CASE_BAD_SCALE && moes_rng_chance(g, 15);
+    if (c->index_only)
+        a->flags &= ~MOES_SCATTER_ZERO_PADDING;
 
     /* The hidden size, kept so that the biggest buffer fits the budget. */
     a->x_dtype = x_dtypes[moes_rng_below(g, 5)];
@@ -573,12 +577,13 @@ static int draw_case(moes_rng *g, moes_case *c, const moes_case_limits *lim)
     a->hidden = h;
     a->x_stride = draw_stride(g, h);
     a->out_stride = draw_stride(g, h);
-    if (!alloc_buffer(&c->x, extent(n, resolved(a->x_stride, h), h, xe)))
-        return 0;
-    fill_random_bytes(g, &c->x);
-    c->out_bytes = extent(c->out_rows, resolved(a->out_stride, h), h, xe);
-
-    draw_scales(g, c, &c->out_scales_bytes);
+    if (!c->index_only) {
+        if (!alloc_buffer(&c->x, extent(n, resolved(a->x_stride, h), h, xe)))
+            return 0;
+        fill_random_bytes(g, &c->x);
+        c->out_bytes = extent(c->out_rows, resolved(a->out_stride, h), h, xe);
+        draw_scales(g, c, &c->out_scales_bytes);
+    }
     if (a->out_scales_format != MOES_SCALES_NONE) {
         int64_t s = (h + a->scale_block - 1) / a->scale_block;
         int64_t bytes = extent(n, resolved(a->x_scales_stride, s), s, 4);
@@ -615,6 +620,18 @@ static int draw_case(moes_rng *g, moes_case *c, const moes_case_limits *lim)
     c->want_n_dropped = a->layout == MOES_LAYOUT_MASKED &&
                         moes_rng_chance(g, 70);
     c->m_indices_bytes = c->want_m_indices ? c->out_rows * (int64_t)ie : 0;
+    c->want_row_source = moes_rng_chance(g, c->index_only ? 80 : 40);
+    c->row_source_bytes = c->want_row_source ? c->out_rows * (int64_t)ie : 0;
+    {
+        /* -1 (the default), N*K (the convention of vLLM's sorted ids), or
+         * any value of the index type. */
+        int64_t r100 = moes_rng_below(g, 100);
+        a->row_source_pad =
+            r100 < 40 ? -1
+          : r100 < 70 ? n * k
+          : ie == 4 ? (int64_t)(int32_t)moes_rng_next(g)
+                    : (int64_t)moes_rng_next(g);
+    }
 
     c->counts_dtype = moes_rng_chance(g, 50) ? MOES_DTYPE_INT32
                                              : MOES_DTYPE_INT64;
@@ -707,9 +724,10 @@ void moes_case_describe(const moes_case *c, char *buf, size_t len)
     snprintf(buf, len,
         "seed=0x%016llx fault=%s N=%lld K=%lld E=%lld Eg=%lld map=%s "
         "ids=%s/%lld layout=%s A=%lld cap=%lld rows=%lld need=%lld "
-        "flags=0x%x x=%s H=%lld xs=%lld os=%lld scales=%s B=%lld "
+        "flags=0x%x x=%s%s H=%lld xs=%lld os=%lld scales=%s B=%lld "
         "ss=%lld rs=%lld cs=%lld index=%s/%lld out{counts=%d start=%d end=%d "
-        "m_indices=%d n_dropped=%d} gather{y=%s/%lld out=%s/%lld w=%s/%lld "
+        "m_indices=%d n_dropped=%d row_source=%d pad=%lld} "
+        "gather{y=%s/%lld out=%s/%lld w=%s/%lld "
         "acc=%d} counts=%s",
         (unsigned long long)c->seed, moes_case_fault_name(c->fault),
         (long long)r->n_tokens, (long long)r->top_k, (long long)r->n_experts,
@@ -717,12 +735,14 @@ void moes_case_describe(const moes_case *c, char *buf, size_t len)
         dtype_name(r->ids_dtype), (long long)r->ids_stride, layouts[layout],
         (long long)a->alignment, (long long)a->capacity,
         (long long)c->out_rows, (long long)c->rows_needed, a->flags,
+        c->index_only ? "none (index only), was " : "",
         dtype_name(a->x_dtype), (long long)a->hidden, (long long)a->x_stride,
         (long long)a->out_stride, scales[sf], (long long)a->scale_block,
         (long long)a->x_scales_stride, (long long)a->out_scales_row_stride,
         (long long)a->out_scales_col_stride, dtype_name(a->index_dtype),
         (long long)a->out_index_stride, c->want_counts, c->want_start,
         c->want_end, c->want_m_indices, c->want_n_dropped,
+        c->want_row_source, (long long)a->row_source_pad,
         dtype_name(ga->y_dtype), (long long)ga->y_stride,
         dtype_name(ga->out_dtype), (long long)ga->out_stride,
         c->weights.data ? "yes" : "no", (long long)ga->weights_stride,

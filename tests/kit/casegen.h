@@ -54,6 +54,10 @@ typedef struct moes_case {
 
     /* Which optional scatter outputs the case asks for. */
     int want_counts, want_start, want_end, want_m_indices, want_n_dropped;
+    int want_row_source;
+    /* An index-only scatter: x, x_scales, out and out_scales are NULL
+     * (hidden still sizes the gather). */
+    int index_only;
 
     /* Inputs (host). */
     moes_case_buffer ids, map, x, x_scales;
@@ -70,6 +74,7 @@ typedef struct moes_case {
     int64_t out_bytes, out_scales_bytes, out_index_bytes;
     int64_t expert_array_bytes; /* counts, start, end, masked_m: E entries  */
     int64_t m_indices_bytes;
+    int64_t row_source_bytes;
     int64_t gather_out_bytes;
 
     /* Derived facts, for messages and for tests. */

@@ -132,6 +132,7 @@ static int64_t output_bytes(const moes_case *c, int i)
     case MOES_OUT_M_INDICES: return c->m_indices_bytes;
     case MOES_OUT_MASKED_M: return masked ? c->expert_array_bytes : 0;
     case MOES_OUT_N_DROPPED: return c->want_n_dropped ? 8 : 0;
+    case MOES_OUT_ROW_SOURCE: return c->row_source_bytes;
     case MOES_OUT_GATHER: return c->gather_out_bytes;
     default: return 0;
     }
@@ -188,6 +189,7 @@ static int run_calls(side *s, const moes_case *c, run_buffers *b,
     sa.m_indices = b->out[MOES_OUT_M_INDICES];
     sa.masked_m = b->out[MOES_OUT_MASKED_M];
     sa.n_dropped = b->out[MOES_OUT_N_DROPPED];
+    sa.row_source = b->out[MOES_OUT_ROW_SOURCE];
     st = s->ctx ? moes_scatter(s->ctx, &routing, &sa)
                 : moes_oracle_scatter(&routing, &sa);
     finish_call(s, st, &res->status[MOES_CALL_SCATTER],
@@ -245,6 +247,6 @@ const char *moes_case_output_name(int i)
         "count: counts", "scatter: out", "scatter: out_scales",
         "scatter: out_index", "scatter: counts", "scatter: expert_start",
         "scatter: expert_end", "scatter: m_indices", "scatter: masked_m",
-        "scatter: n_dropped", "gather: out"};
+        "scatter: n_dropped", "scatter: row_source", "gather: out"};
     return i >= 0 && i < MOES_OUT_COUNT_OF ? names[i] : "?";
 }

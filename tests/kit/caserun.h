@@ -33,6 +33,7 @@ typedef enum moes_case_output {
     MOES_OUT_M_INDICES,        /* scatter: m_indices                    */
     MOES_OUT_MASKED_M,         /* scatter: masked_m                     */
     MOES_OUT_N_DROPPED,        /* scatter: n_dropped (one int64)        */
+    MOES_OUT_ROW_SOURCE,       /* scatter: row_source                   */
     MOES_OUT_GATHER,           /* gather: out                           */
     MOES_OUT_COUNT_OF
 } moes_case_output;

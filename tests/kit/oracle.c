@@ -157,10 +157,15 @@ static void copy_row(const oracle_scatter *s, int64_t t, int64_t row)
     }
 }
 
-/* A padding row: zero data and zero scales when asked for. */
-static void pad_row(const oracle_scatter *s, int64_t row)
+/* A row that holds no token: its label, its row_source pad, and zero
+ * data and zero scales when asked for. */
+static void pad_row(const oracle_scatter *s, int64_t row, int64_t label)
 {
     const moes_scatter_args *a = &s->a;
+    if (a->m_indices)
+        store_index(a->m_indices, s->index_elem, row, label);
+    if (a->row_source)
+        store_index(a->row_source, s->index_elem, row, a->row_source_pad);
     if (!(a->flags & MOES_SCATTER_ZERO_PADDING))
         return;
     memset((char *)a->out + (size_t)(row * a->out_stride) * s->x_elem, 0,
@@ -276,26 +281,31 @@ int moes_oracle_scatter(const moes_routing *routing,
                 int64_t t = f / k_top, k = f % k_top;
                 store_index(a->out_index, s.index_elem,
                             t * a->out_index_stride + k, row);
-                copy_row(&s, t, row);
+                if (!s.index_only)
+                    copy_row(&s, t, row);
                 if (a->m_indices)
                     store_index(a->m_indices, s.index_elem, row, e);
+                if (a->row_source)
+                    store_index(a->row_source, s.index_elem, row, f);
             }
             placed++;
         }
         /* placed == counts[e]; the rows of the block after the kept ones
          * are padding. */
         for (int64_t r = start[e] + (masked && placed > cap ? cap : placed);
-             r < start[e] + block[e]; r++) {
-            if (a->m_indices)
-                store_index(a->m_indices, s.index_elem, r, label);
-            pad_row(&s, r);
-        }
+             r < start[e] + block[e]; r++)
+            pad_row(&s, r, label);
         if (a->counts)
             store_index(a->counts, s.index_elem, e, counts[e]);
         if (a->expert_start)
             store_index(a->expert_start, s.index_elem, e, start[e]);
+        /* The end of the block, or with UNPADDED_END of the rows kept. */
         if (a->expert_end)
-            store_index(a->expert_end, s.index_elem, e, start[e] + block[e]);
+            store_index(a->expert_end, s.index_elem, e,
+                        (a->flags & MOES_SCATTER_UNPADDED_END)
+                            ? start[e] + (masked && counts[e] > cap
+                                              ? cap : counts[e])
+                            : start[e] + block[e]);
         if (a->masked_m)
             store_index(a->masked_m, s.index_elem, e,
                         counts[e] < cap ? counts[e] : cap);
@@ -304,11 +314,8 @@ int moes_oracle_scatter(const moes_routing *routing,
     if (!masked) {
         /* The tail after the last block, up to the capacity. */
         int64_t used = n_exp > 0 ? start[n_exp - 1] + block[n_exp - 1] : 0;
-        for (int64_t r = used; r < cap; r++) {
-            if (a->m_indices)
-                store_index(a->m_indices, s.index_elem, r, -1);
-            pad_row(&s, r);
-        }
+        for (int64_t r = used; r < cap; r++)
+            pad_row(&s, r, -1);
     }
     if (a->n_dropped) {
         int64_t dropped = 0;

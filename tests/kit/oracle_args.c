@@ -236,8 +236,9 @@ int oracle_check_scatter(const moes_routing *routing,
     a = *args;
     if (a.layout < MOES_LAYOUT_CONTIGUOUS || a.layout > MOES_LAYOUT_MASKED)
         return oracle_fail(MOES_ERR_INVALID_ARGUMENT, "layout");
-    if ((a.flags | MOES_SCATTER_ZERO_PADDING | MOES_SCATTER_LABEL_PADDING) !=
-        (MOES_SCATTER_ZERO_PADDING | MOES_SCATTER_LABEL_PADDING))
+    if (a.flags & ~(unsigned)(MOES_SCATTER_ZERO_PADDING |
+                              MOES_SCATTER_LABEL_PADDING |
+                              MOES_SCATTER_UNPADDED_END))
         return oracle_fail(MOES_ERR_INVALID_FLAGS, "flags");
     if (a.alignment < 1)
         return oracle_fail(MOES_ERR_INVALID_ALIGNMENT, "alignment");
@@ -250,21 +251,31 @@ int oracle_check_scatter(const moes_routing *routing,
     } else {
         out->out_rows = a.capacity;
     }
-    out->x_elem = row_elem(a.x_dtype);
-    if (out->x_elem == 0)
-        return oracle_fail(MOES_ERR_INVALID_DTYPE, "x_dtype");
-    if (a.hidden < 1)
-        return oracle_fail(MOES_ERR_INVALID_SIZE, "hidden < 1");
-    CHECK(stride_ok(&a.x_stride, a.hidden, "x_stride"));
-    CHECK(stride_ok(&a.out_stride, a.hidden, "out_stride"));
-    if (!bytes_fit(n, a.x_stride, out->x_elem))
-        return oracle_fail(MOES_ERR_OVERFLOW, "x bytes");
-    if (!bytes_fit(out->out_rows, a.out_stride, out->x_elem))
-        return oracle_fail(MOES_ERR_OVERFLOW, "out bytes");
-    if (n > 0 && a.x == NULL)
-        return oracle_fail(MOES_ERR_NULL_POINTER, "x is NULL");
-    if (out->out_rows > 0 && a.out == NULL)
-        return oracle_fail(MOES_ERR_NULL_POINTER, "out is NULL");
+    /* No rows at all (x, x_scales, out, out_scales NULL): only the
+     * indices are made, and the row arguments are not looked at. */
+    out->index_only = !a.x && !a.x_scales && !a.out && !a.out_scales;
+    if (out->index_only) {
+        if ((a.flags & MOES_SCATTER_ZERO_PADDING) && out->out_rows > 0)
+            return oracle_fail(MOES_ERR_INVALID_FLAGS,
+                               "zero padding without rows");
+        a.hidden = 0;
+    } else {
+        out->x_elem = row_elem(a.x_dtype);
+        if (out->x_elem == 0)
+            return oracle_fail(MOES_ERR_INVALID_DTYPE, "x_dtype");
+        if (a.hidden < 1)
+            return oracle_fail(MOES_ERR_INVALID_SIZE, "hidden < 1");
+        CHECK(stride_ok(&a.x_stride, a.hidden, "x_stride"));
+        CHECK(stride_ok(&a.out_stride, a.hidden, "out_stride"));
+        if (!bytes_fit(n, a.x_stride, out->x_elem))
+            return oracle_fail(MOES_ERR_OVERFLOW, "x bytes");
+        if (!bytes_fit(out->out_rows, a.out_stride, out->x_elem))
+            return oracle_fail(MOES_ERR_OVERFLOW, "out bytes");
+        if (n > 0 && a.x == NULL)
+            return oracle_fail(MOES_ERR_NULL_POINTER, "x is NULL");
+        if (out->out_rows > 0 && a.out == NULL)
+            return oracle_fail(MOES_ERR_NULL_POINTER, "out is NULL");
+    }
 
     if (a.x_scales != NULL) {
         if (a.scale_block < 1)
@@ -299,6 +310,9 @@ int oracle_check_scatter(const moes_routing *routing,
         (out->out_rows > INT32_MAX || out->route.choices > INT32_MAX ||
          (a.m_indices != NULL && e - 1 > INT32_MAX)))
         return oracle_fail(MOES_ERR_OVERFLOW, "indices do not fit int32");
+    if (out->index_elem == 4 && a.row_source != NULL &&
+        (a.row_source_pad < INT32_MIN || a.row_source_pad > INT32_MAX))
+        return oracle_fail(MOES_ERR_OVERFLOW, "row_source_pad");
     CHECK(stride_ok(&a.out_index_stride, out->route.r.top_k,
                     "out_index_stride"));
     if (!bytes_fit(n, a.out_index_stride, out->index_elem))
@@ -325,7 +339,7 @@ int oracle_check_scatter(const moes_routing *routing,
         const moes_routing *r = &out->route.r;
         const int64_t rows = out->out_rows;
         const size_t ie = out->index_elem;
-        oracle_extent in[4], o[9];
+        oracle_extent in[4], o[10];
         in[0] = extent(r->ids, n, r->ids_stride, r->top_k,
                        out->route.ids_elem);
         in[1] = extent(r->expert_map, 1, r->n_experts_global,
@@ -344,7 +358,8 @@ int oracle_check_scatter(const moes_routing *routing,
         o[6] = extent(a.m_indices, 1, rows, rows, ie);
         o[7] = extent(a.masked_m, 1, e, e, ie);
         o[8] = extent(a.n_dropped, 1, 1, 1, 8);
-        CHECK(pointers_ok(in, 4, o, 9));
+        o[9] = extent(a.row_source, 1, rows, rows, ie);
+        CHECK(pointers_ok(in, 4, o, 10));
     }
     out->a = a;
     return MOES_OK;

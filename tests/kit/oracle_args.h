@@ -27,6 +27,7 @@ typedef struct oracle_scatter {
     int64_t out_rows;     /* capacity, or E * capacity when masked      */
     int64_t n_scales;     /* S, or 0 without scales                     */
     int64_t n_scale_cols; /* S (fp32) or ceil(S / 4) (UE8M0)            */
+    int index_only;       /* x, x_scales, out, out_scales all NULL      */
 } oracle_scatter;
 
 typedef struct oracle_gather {
