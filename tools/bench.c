@@ -13,7 +13,7 @@
 enum {
     OPT_PRESET = 1, OPT_TOKENS, OPT_BACKEND, OPT_THREADS, OPT_ITERS,
     OPT_LAYOUT, OPT_ALIGNMENT, OPT_UE8M0, OPT_ALLOW_REPEATS, OPT_ACCUMULATE,
-    OPT_EXACT_CAPACITY,
+    OPT_EXACT_CAPACITY, OPT_INDEX_ONLY,
     OPT_JSON, OPT_SEED, OPT_SWEEP, OPT_MIN_TOKENS, OPT_MAX_TOKENS, OPT_CSV,
     OPT_PLOT, OPT_LIST
 };
@@ -30,6 +30,7 @@ static const tool_option options[] = {
     {"allow-repeats", 0, OPT_ALLOW_REPEATS},
     {"accumulate", 0, OPT_ACCUMULATE},
     {"exact-capacity", 0, OPT_EXACT_CAPACITY},
+    {"index-only", 0, OPT_INDEX_ONLY},
     {"json", 0, OPT_JSON},
     {"seed", 1, OPT_SEED},
     {"sweep", 0, OPT_SWEEP},
@@ -78,6 +79,10 @@ static void usage(void)
         "                     use (default: moes_scatter_capacity's\n"
         "                     bound, as a caller that captures graphs does;\n"
         "                     masked: always the largest count)\n"
+        "  --index-only       the scatter copies no rows (x and out NULL):\n"
+        "                     it reports out_index, its layout's indices\n"
+        "                     and row_source (pad N*K), as for GEMMs that\n"
+        "                     read the rows in place\n"
         "  --seed S           routing and data seed (default %d)\n"
         "  --iters N          timed calls per operation (default %d)\n"
         "  --backend B        auto (default), cpu or cuda\n"
@@ -185,6 +190,7 @@ static int parse(int argc, char **argv, bench_options *o)
         case OPT_ALLOW_REPEATS: o->cfg.allow_repeats = 1; break;
         case OPT_ACCUMULATE: o->cfg.accumulate = 1; break;
         case OPT_EXACT_CAPACITY: o->cfg.exact_capacity = 1; break;
+        case OPT_INDEX_ONLY: o->cfg.index_only = 1; break;
         case OPT_JSON: o->json = 1; break;
         case OPT_SEED: rc = tool_parse_u64("bench", "--seed", v, &o->cfg.seed); break;
         case OPT_SWEEP: o->sweep = 1; break;
@@ -203,6 +209,10 @@ static int parse(int argc, char **argv, bench_options *o)
     }
     if (rc != TOOL_EXIT_OK)
         return rc;
+    if (o->cfg.ue8m0 && o->cfg.index_only)
+        return tool_usage_error("bench", "--ue8m0 and --index-only exclude "
+                                "each other: an index-only scatter has no "
+                                "scales");
     if (o->cfg.ue8m0 && !o->cfg.preset->scale_block)
         return tool_usage_error("bench", "--ue8m0: preset %s has no scales",
                                 o->cfg.preset->name);

@@ -44,6 +44,7 @@ typedef struct bench_config {
     int allow_repeats;          /* a token may name an expert twice     */
     int accumulate;             /* gather with MOES_GATHER_ACCUMULATE   */
     int exact_capacity;         /* capacity = the rows the routings use */
+    int index_only;             /* the scatter copies no rows           */
     uint64_t seed;
     int64_t iters;              /* timed calls per operation            */
     int64_t warmup;             /* untimed calls before (>= the sets)   */
@@ -56,6 +57,7 @@ typedef struct bench_set {
     void *out, *out_scales, *out_index, *m_indices;
     void *expert_start, *expert_end, *masked_m, *n_dropped;
     void *gather_index, *gather_out;
+    void *row_source;           /* index-only: [out_rows]               */
     int64_t placed;             /* rows the scatter places              */
     int64_t tokens_touched;     /* tokens with at least one placed row  */
     double scatter_bytes;       /* the fewest bytes each call moves     */

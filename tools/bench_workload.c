@@ -149,14 +149,18 @@ static void set_bytes(const bench_workload *w, bench_set *s)
     /* Scatter reads: ids, the map, the rows and scales of the tokens
      * that go somewhere. */
     rd = n * k * idx + (w->expert_map ? 4.0 * (double)p->n_experts_global : 0);
-    rd += (double)s->tokens_touched * h * xe;
-    if (p->scale_block)
-        rd += (double)s->tokens_touched * (double)scales_per_row(p) * 4.0;
-    /* Writes: the placed rows and their scales, out_index, and what the
-     * layout reports. */
+    if (!cfg->index_only) {
+        rd += (double)s->tokens_touched * h * xe;
+        if (p->scale_block)
+            rd += (double)s->tokens_touched * (double)scales_per_row(p) * 4.0;
+    }
+    /* Writes: the placed rows and their scales (index-only: row_source
+     * instead), out_index, and what the layout reports. */
     if (p->scale_block)
         sc = (double)scale_cols(cfg) * 4.0;
-    wr = (double)s->placed * (h * xe + sc) + n * k * idx;
+    wr = cfg->index_only ? (double)w->out_rows * idx
+                         : (double)s->placed * (h * xe + sc);
+    wr += n * k * idx;
     switch (cfg->layout) {
     case MOES_LAYOUT_CONTIGUOUS: wr += (double)w->out_rows * idx; break;
     case MOES_LAYOUT_GROUPED: wr += 2.0 * e * idx; break;
@@ -214,12 +218,15 @@ static void fill_weights(tool_rng *rng, float *dst, int64_t n)
         dst[i] = (float)(tool_rng_next(rng) >> 40) * 0x1p-24f;
 }
 
-static void fill_scales(tool_rng *rng, float *dst, int64_t n)
+/* Positive normal scales near 2^-10; powers of two only when they are to
+ * be packed as UE8M0 (which keeps the exponent alone and refuses the
+ * others). */
+static void fill_scales(tool_rng *rng, float *dst, int64_t n, int ue8m0)
 {
     for (int64_t i = 0; i < n; i++) {
         uint64_t r = tool_rng_next(rng);
         uint32_t bits = (uint32_t)(110u + r % 24) << 23 |
-                        (uint32_t)((r >> 8) & 0x7FFFFFu);
+                        (ue8m0 ? 0u : (uint32_t)((r >> 8) & 0x7FFFFFu));
         memcpy(&dst[i], &bits, 4);
     }
 }
@@ -270,10 +277,15 @@ static void layout_outputs(const bench_workload *w, void *arena,
     const bench_config *cfg = &w->cfg;
     const bench_preset *p = cfg->preset;
     const int64_t h = p->hidden;
-    s->out = carve(arena, offset, w->out_rows * h * dtype_bytes(p->x_dtype));
-    s->out_scales = p->scale_block
-                        ? carve(arena, offset, w->out_rows * scale_cols(cfg) * 4)
-                        : NULL;
+    s->out = s->out_scales = s->row_source = NULL;
+    if (cfg->index_only)
+        s->row_source = carve(arena, offset, w->out_rows * 4);
+    else
+        s->out = carve(arena, offset,
+                       w->out_rows * h * dtype_bytes(p->x_dtype));
+    if (p->scale_block && !cfg->index_only)
+        s->out_scales = carve(arena, offset,
+                              w->out_rows * scale_cols(cfg) * 4);
     s->m_indices = cfg->layout == MOES_LAYOUT_CONTIGUOUS
                        ? carve(arena, offset, w->out_rows * 4)
                        : NULL;
@@ -296,6 +308,7 @@ static int64_t layout_sets(bench_workload *w, void *arena, int64_t n_out)
             s->out = same->out;
             s->out_scales = same->out_scales;
             s->m_indices = same->m_indices;
+            s->row_source = same->row_source;
         }
     }
     return offset;
@@ -352,7 +365,7 @@ static int fill_sets(moes_context *ctx, bench_workload *w, const int32_t *ids,
         if (rc == TOOL_EXIT_OK)
             rc = upload(ctx, s->x, host, x_bytes);
         if (p->scale_block && rc == TOOL_EXIT_OK) {
-            fill_scales(rng, host, n * scales_per_row(p));
+            fill_scales(rng, host, n * scales_per_row(p), cfg->ue8m0);
             rc = upload(ctx, s->x_scales, host, n * scales_per_row(p) * 4);
         }
         fill_weights(rng, host, nk);
@@ -556,11 +569,17 @@ void bench_scatter_call(const bench_workload *w, const bench_set *s,
     args->layout = cfg->layout;
     args->alignment = cfg->alignment;
     args->capacity = w->capacity;
-    args->x = s->x;
     args->x_dtype = p->x_dtype;
     args->hidden = p->hidden;
-    args->out = s->out;
-    if (p->scale_block) {
+    if (cfg->index_only) {
+        /* No rows: the indices, and row_source padded as vLLM pads. */
+        args->row_source = s->row_source;
+        args->row_source_pad = cfg->tokens * p->top_k;
+    } else {
+        args->x = s->x;
+        args->out = s->out;
+    }
+    if (p->scale_block && !cfg->index_only) {
         args->x_scales = s->x_scales;
         args->scale_block = p->scale_block;
         args->out_scales = s->out_scales;

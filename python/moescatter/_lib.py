@@ -157,7 +157,9 @@ class ScatterArgs(ctypes.Structure):
                 ("out_index_stride", c_int64), ("counts", c_void_p),
                 ("expert_start", c_void_p), ("expert_end", c_void_p),
                 ("m_indices", c_void_p), ("masked_m", c_void_p),
-                ("n_dropped", c_void_p)]
+                ("n_dropped", c_void_p),
+                # Since 0.3: a 0.2 library's struct_size leaves them out.
+                ("row_source", c_void_p), ("row_source_pad", c_int64)]
 
 
 class GatherArgs(ctypes.Structure):
@@ -304,7 +306,8 @@ class Context:
 
     __slots__ = ("handle", "backend", "device", "lock", "stream", "routing",
                  "scatter_args", "gather_args", "routing_ref", "scatter_ref",
-                 "gather_ref", "workspace", "ws_sizes", "__weakref__")
+                 "gather_ref", "workspace", "ws_sizes", "ws_given",
+                 "__weakref__")
 
     def __init__(self, backend, device):
         opts = ContextOptions()
@@ -343,6 +346,9 @@ class Context:
         # Workspace buffers from torch, one per stream (see _ops).
         self.workspace = {}
         self.ws_sizes = {}
+        # (pointer, bytes) of the workspace the library holds now: handing
+        # it the same one again is skipped.
+        self.ws_given = None
 
     def info(self):
         info = ContextInfo()

@@ -113,9 +113,13 @@ def _hand_workspace(ctx, n_tokens, top_k, n_experts):
             buf = torch.empty(need, dtype=torch.uint8,
                               device=torch.device("cuda", ctx.device))
             ctx.workspace[ctx.stream] = buf
-    st = LIB.moes_set_workspace(ctx.handle, buf.data_ptr(), buf.numel())
-    if st != _lib.MOES_OK:
-        ctx.fail(st, "moes_set_workspace")
+    given = (buf.data_ptr(), buf.numel())
+    if given != ctx.ws_given:
+        ctx.ws_given = None
+        st = LIB.moes_set_workspace(ctx.handle, given[0], given[1])
+        if st != _lib.MOES_OK:
+            ctx.fail(st, "moes_set_workspace")
+        ctx.ws_given = given
     return buf
 
 
