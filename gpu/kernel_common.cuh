@@ -90,12 +90,44 @@ __device__ __forceinline__ int64_t moes_dev_add_sat(int64_t a, int64_t b)
     return a > INT64_MAX - b ? INT64_MAX : a + b;
 }
 
-/* roundup(v, a) saturating at INT64_MAX (CPU: round_up_sat). */
+/* roundup(v, a) saturating at INT64_MAX (CPU: round_up_sat). Values that
+ * fit 32 bits (all of them in practice) take the 32-bit division, a third
+ * of the instructions of the 64-bit one. */
 __device__ __forceinline__ int64_t moes_dev_round_up_sat(int64_t v, int64_t a)
 {
     if (v > INT64_MAX - (a - 1))
         return INT64_MAX;
+    if (((uint64_t)v | (uint64_t)a) <= 0x7FFFFFFFull)
+        return (int64_t)(((uint32_t)v + (uint32_t)a - 1u) / (uint32_t)a *
+                         (uint32_t)a);
     return (v + a - 1) / a * a;
+}
+
+/* Expert e's rows: its first, how many hold tokens, and its whole block
+ * (the aligned block, or the C rows of the masked layout). In the
+ * contiguous and grouped layouts the block is where the next expert
+ * starts (or the rows needed, for the last one): the expert scan rounded
+ * each count up once, and nothing here divides again. */
+struct moes_expert_rows {
+    int64_t first, real, block;
+};
+
+__device__ __forceinline__ moes_expert_rows moes_dev_expert_rows(
+    const gpu_scatter_args &a, int64_t e, int64_t rows_needed)
+{
+    moes_expert_rows x;
+    const int64_t count = a.counts[e];
+    if (a.layout == MOES_LAYOUT_MASKED) {
+        x.first = e * a.capacity;
+        x.real = count < a.capacity ? count : a.capacity;
+        x.block = a.capacity;
+    } else {
+        x.first = a.start[e];
+        x.real = count;
+        x.block = (e + 1 < a.n_experts ? a.start[e + 1] : rows_needed) -
+                  x.first;
+    }
+    return x;
 }
 
 /* The local expert of choice c = t*K + k, or -1 (id -1, mapped to -1, or

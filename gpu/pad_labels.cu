@@ -58,24 +58,21 @@ __device__ void moes_stage_label_blocks(const gpu_scatter_args &a,
     const unsigned lane = threadIdx.x % MOES_WARP;
     const bool masked = a.layout == MOES_LAYOUT_MASKED;
     const bool label_padding = (a.flags & MOES_SCATTER_LABEL_PADDING) != 0;
+    const int64_t rows_needed = a.state->rows_needed;
     for (int64_t e = thread / MOES_WARP; e < a.n_experts;
          e += threads / MOES_WARP) {
-        const int64_t count = a.counts[e];
-        const int64_t first = masked ? e * a.capacity : a.start[e];
-        const int64_t real = masked && count > a.capacity ? a.capacity : count;
-        const int64_t block = masked ? a.capacity
-                                     : moes_dev_round_up_sat(count, a.alignment);
+        const moes_expert_rows x = moes_dev_expert_rows(a, e, rows_needed);
         if (a.m_indices)
-            for (int64_t r = lane; r < block; r += MOES_WARP)
-                moes_dev_index_store(a.m_indices, a.index_elem, first + r,
-                                     r < real || label_padding ? e : -1);
+            for (int64_t r = lane; r < x.block; r += MOES_WARP)
+                moes_dev_index_store(a.m_indices, a.index_elem, x.first + r,
+                                     r < x.real || label_padding ? e : -1);
         if (a.row_source)
-            for (int64_t r = real + lane; r < block; r += MOES_WARP)
-                moes_dev_index_store(a.row_source, a.index_elem, first + r,
+            for (int64_t r = x.real + lane; r < x.block; r += MOES_WARP)
+                moes_dev_index_store(a.row_source, a.index_elem, x.first + r,
                                      a.row_source_pad);
     }
     if (!masked)
-        for (int64_t r = a.state->rows_needed + thread; r < a.out_rows;
+        for (int64_t r = rows_needed + thread; r < a.out_rows;
              r += threads) {
             if (a.m_indices)
                 moes_dev_index_store(a.m_indices, a.index_elem, r, -1);
@@ -115,24 +112,23 @@ extern "C" __global__ void moes_zero_padding(const gpu_scatter_args a)
 __device__ void moes_stage_expert_outputs(const gpu_scatter_args &a,
                                           int64_t thread, int64_t threads)
 {
-    const bool masked = a.layout == MOES_LAYOUT_MASKED;
+    /* A count (layout 0) has counts and nothing else. */
+    const int64_t rows_needed = a.layout != 0 ? a.state->rows_needed : 0;
     for (int64_t e = thread; e < a.n_experts; e += threads) {
-        const int64_t count = a.counts[e];
         if (a.counts_out)
-            moes_dev_index_store(a.counts_out, a.index_elem, e, count);
+            moes_dev_index_store(a.counts_out, a.index_elem, e, a.counts[e]);
+        if (a.layout == 0)
+            continue;
+        const moes_expert_rows x = moes_dev_expert_rows(a, e, rows_needed);
         if (a.start_out)
-            moes_dev_index_store(a.start_out, a.index_elem, e, a.start[e]);
-        const int64_t real = masked && count > a.capacity ? a.capacity
-                                                          : count;
+            moes_dev_index_store(a.start_out, a.index_elem, e, x.first);
         if (a.end_out)
             moes_dev_index_store(
                 a.end_out, a.index_elem, e,
-                a.start[e] + ((a.flags & MOES_SCATTER_UNPADDED_END) ? real
-                              : masked ? a.capacity
-                                       : moes_dev_round_up_sat(count,
-                                                               a.alignment)));
+                x.first + ((a.flags & MOES_SCATTER_UNPADDED_END) ? x.real
+                                                                : x.block));
         if (a.masked_m)
-            moes_dev_index_store(a.masked_m, a.index_elem, e, real);
+            moes_dev_index_store(a.masked_m, a.index_elem, e, x.real);
     }
     if (a.n_dropped && thread == 0)
         *a.n_dropped = a.state->dropped;

@@ -31,6 +31,36 @@ enum {
 /* Ranks fit 16 bits: a column sums to at most ROUTE_SMALL_CHOICES. */
 typedef uint16_t route_rank;
 
+/* Choice c's local expert, or -1, like moes_dev_local_expert, for the
+ * small sizes of this kernel: c < ROUTE_SMALL_CHOICES, so t and k come
+ * from a 32-bit division (the 64-bit one is three times the work, and a
+ * single block has nothing to hide it behind). */
+__device__ __forceinline__ int32_t small_local_expert(
+    const gpu_scatter_args &a, int64_t c, int64_t *id_out)
+{
+    const uint32_t t = (uint32_t)c / (uint32_t)a.top_k;
+    const uint32_t k = (uint32_t)c - t * (uint32_t)a.top_k;
+    const int64_t id = moes_dev_index_load(a.ids, a.ids_elem,
+                                           (int64_t)t * a.ids_stride + k);
+    *id_out = id;
+    if (id < 0 || id >= a.n_global)
+        return -1;
+    const int64_t e = a.map ? (int64_t)a.map[id] : id;
+    return (e >= 0 && e < a.n_experts) ? (int32_t)e : -1;
+}
+
+/* moes_dev_place_choice with the same 32-bit division. */
+__device__ __forceinline__ void small_place_choice(const gpu_scatter_args &a,
+                                                   int64_t c, int64_t row)
+{
+    const uint32_t t = (uint32_t)c / (uint32_t)a.top_k;
+    const uint32_t k = (uint32_t)c - t * (uint32_t)a.top_k;
+    moes_dev_index_store(a.out_index, a.index_elem,
+                         (int64_t)t * a.out_index_stride + k, row);
+    if (row >= 0 && a.row_source)
+        moes_dev_index_store(a.row_source, a.index_elem, row, c);
+}
+
 extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
 moes_route_small(const gpu_scatter_args args)
 {
@@ -65,8 +95,11 @@ moes_route_small(const gpu_scatter_args args)
     if (a.map)
         moes_stage_check_map(a, thread, threads);
     moes_stage_check_scales(a, thread, threads);
-    for (int64_t i = thread; i < ROUTE_SMALL_WARPS * n_experts; i += threads)
-        table[(i / n_experts) * ROUTE_SMALL_EXPERTS + i % n_experts] = 0;
+    /* The whole table, 16 bytes a store: fewer instructions than its used
+     * columns one by one. */
+    for (int i = threadIdx.x; i < (int)(sizeof table / sizeof(uint4));
+         i += blockDim.x)
+        ((uint4 *)table)[i] = make_uint4(0, 0, 0, 0);
 
     /* Every load of the routing first, all independent. */
 #pragma unroll
@@ -76,7 +109,7 @@ moes_route_small(const gpu_scatter_args args)
         expert[r] = -1;
         rank[r] = 0;
         if (c < end) {
-            expert[r] = (int32_t)moes_dev_local_expert(a, c, &id);
+            expert[r] = small_local_expert(a, c, &id);
             if (id < -1 || id >= a.n_global)
                 moes_dev_report(a.state, MOES_DATA_ERROR_RANK_ID, c);
         }
@@ -103,14 +136,19 @@ moes_route_small(const gpu_scatter_args args)
     }
     __syncthreads();
 
-    /* Down each expert's column: each warp's first rank, and the total. */
-    for (int64_t e = thread; e < n_experts; e += threads) {
-        int64_t run = 0;
+    /* Down each expert's column: each warp's first rank, and the total.
+     * The column's loads are all issued before the sums, not one round
+     * trip to shared memory per warp. */
+    for (int e = threadIdx.x; e < n_experts; e += blockDim.x) {
+        route_rank v[ROUTE_SMALL_WARPS];
+        int run = 0;
+#pragma unroll
+        for (int w = 0; w < ROUTE_SMALL_WARPS; w++)
+            v[w] = table[w * ROUTE_SMALL_EXPERTS + e];
+#pragma unroll
         for (int w = 0; w < ROUTE_SMALL_WARPS; w++) {
-            route_rank *cell = &table[w * ROUTE_SMALL_EXPERTS + e];
-            const int64_t v = *cell;
-            *cell = (route_rank)run;
-            run += v;
+            table[w * ROUTE_SMALL_EXPERTS + e] = (route_rank)run;
+            run += v[w];
         }
         a.counts[e] = run;
     }
@@ -139,7 +177,7 @@ moes_route_small(const gpu_scatter_args args)
                 else
                     row = a.start[e] + at;
             }
-            moes_dev_place_choice(a, c, row);
+            small_place_choice(a, c, row);
         }
         if (a.m_indices || a.row_source)
             moes_stage_label_blocks(a, thread, threads);
