@@ -19,12 +19,18 @@ errors in the data (ids, map, out_index, capacity) are found by the kernels
 and raised by ``moescatter.synchronize()``; in the meantime the call that
 hit one wrote nothing, and neither did any later call on that device.
 
+``scatter(None, topk_ids, ...)`` is the index-only scatter: no row is
+copied, and ``row_source=True`` gives each row's t*K + k for kernels that
+read x in place; ``align_block_size`` builds vLLM's moe_align_block_size
+outputs on it.
+
 ``moescatter.compat`` has drop-in ``ep_scatter``/``ep_gather`` with the
 argument lists of LightLLM's and vLLM's Triton kernels.
 """
 from ._lib import Error, ArgumentError, BackendError, library_path
 from ._ops import (ScatterResult, count, scatter, gather, scatter_capacity,
-                   backend_info, synchronize, reserve_workspace)
+                   align_block_size, backend_info, synchronize,
+                   reserve_workspace)
 from . import _lib, _ops, _torch_ops
 
 if _torch_ops.REGISTERED:
@@ -33,5 +39,6 @@ if _torch_ops.REGISTERED:
 __version__ = _lib.version()
 
 __all__ = ["Error", "ArgumentError", "BackendError", "ScatterResult",
-           "count", "scatter", "gather", "scatter_capacity", "backend_info",
-           "synchronize", "reserve_workspace", "library_path"]
+           "count", "scatter", "gather", "scatter_capacity",
+           "align_block_size", "backend_info", "synchronize",
+           "reserve_workspace", "library_path"]

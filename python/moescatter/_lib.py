@@ -43,7 +43,9 @@ STATUS_NAMES = {
 MOES_OK = 0
 MOES_ERR_INVALID_SIZE = 2
 MOES_ERR_INVALID_STRIDE = 3
+MOES_ERR_OVERFLOW = 4
 MOES_ERR_INVALID_DTYPE = 5
+MOES_ERR_INVALID_ALIGNMENT = 7
 MOES_ERR_INVALID_ARGUMENT = 12
 # Statuses that say the arguments or the data were wrong (the caller's
 # fault), as opposed to the machine (memory, driver, workspace).
@@ -71,6 +73,7 @@ SCALES_UE8M0 = 2
 
 SCATTER_ZERO_PADDING = 0x1
 SCATTER_LABEL_PADDING = 0x2
+SCATTER_UNPADDED_END = 0x4  # since 0.3
 GATHER_ACCUMULATE = 0x1
 
 
@@ -258,9 +261,42 @@ def last_error(ctx):
     return msg.decode("utf-8", "replace") if msg else ""
 
 
+def _version_numbers():
+    major, minor, patch = c_int(), c_int(), c_int()
+    LIB.moes_version(ctypes.byref(major), ctypes.byref(minor),
+                     ctypes.byref(patch))
+    return major.value, minor.value, patch.value
+
+
+# The version of the library loaded, asked once: what it can do follows.
+VERSION = _version_numbers()
+# row_source, the index-only scatter and MOES_SCATTER_UNPADDED_END.
+HAS_INDEX_ONLY = VERSION >= (0, 3, 0)
+
+
+def version():
+    return "%d.%d.%d" % VERSION
+
+
+def require(feature, since):
+    """Refuses ``feature`` (words for the message) when the library loaded
+    is older than ``since`` (major, minor): an older library would ignore
+    the fields or refuse the flag with a message that does not say why."""
+    if VERSION[:2] < tuple(since):
+        raise ArgumentError(
+            MOES_ERR_INVALID_ARGUMENT,
+            "%s needs libmoescatter %d.%d or later, but the library loaded "
+            "(%s) is %s" % (feature, since[0], since[1], LIBRARY_PATH,
+                            version()))
+
+
 def _check_struct_sizes():
     """The structs above must be the library's: a library of another version
-    is refused at import rather than read or written wrongly."""
+    is refused at import rather than read or written wrongly. The one
+    exception is moes_scatter_args of a 0.1 or 0.2 library, which ends
+    before row_source: its init sets that smaller struct_size, the library
+    then reads no further, and the features of the fields past it are
+    refused (see require)."""
     for init, cls in ((LIB.moes_context_options_init, ContextOptions),
                       (LIB.moes_routing_init, Routing),
                       (LIB.moes_scatter_args_init, ScatterArgs),
@@ -268,21 +304,18 @@ def _check_struct_sizes():
         scratch = ctypes.create_string_buffer(4096)
         init(scratch)
         size = c_size_t.from_buffer(scratch).value
-        if size != ctypes.sizeof(cls):
-            raise ImportError(
-                "moescatter: %s is %d bytes in %s but %d in this package: "
-                "the package and the library are of different versions"
-                % (cls.__name__, size, LIBRARY_PATH, ctypes.sizeof(cls)))
+        if size == ctypes.sizeof(cls):
+            continue
+        if cls is ScatterArgs and not HAS_INDEX_ONLY and \
+                size == ScatterArgs.row_source.offset:
+            continue
+        raise ImportError(
+            "moescatter: %s is %d bytes in %s but %d in this package: "
+            "the package and the library are of different versions"
+            % (cls.__name__, size, LIBRARY_PATH, ctypes.sizeof(cls)))
 
 
 _check_struct_sizes()
-
-
-def version():
-    major, minor, patch = c_int(), c_int(), c_int()
-    LIB.moes_version(ctypes.byref(major), ctypes.byref(minor),
-                     ctypes.byref(patch))
-    return "%d.%d.%d" % (major.value, minor.value, patch.value)
 
 
 def backends_compiled():

@@ -25,7 +25,8 @@ _ROWS = (_lib.DTYPE_FP8_E4M3, _lib.DTYPE_FP8_E5M2) + _FLOAT
 class ScatterResult(NamedTuple):
     """What ``scatter`` returns; a field is None where the layout has none.
 
-    out         rows in their layout: [capacity, H], or [E, C, H] (masked)
+    out         rows in their layout: [capacity, H], or [E, C, H] (masked);
+                None for an index-only scatter (x=None)
     out_scales  the scales of those rows (fp32, or UE8M0 packed four to an
                 int32 word), [rows, S or ceil(S/4)] or [E, C, ...]; None
                 without x_scales
@@ -34,11 +35,16 @@ class ScatterResult(NamedTuple):
                 tail (contiguous only)
     counts      [E]: rows of each expert (before any drop)
     expert_start, expert_end   [E]: the first row of each expert and the end
-                of its aligned block (e*C and e*C + C when masked)
+                of its aligned block (e*C and e*C + C when masked); with
+                ``unpadded_end`` the end of its real rows instead,
+                expert_start + counts (masked: + masked_m)
     masked_m    [E]: min(counts, C) (masked only)
     n_dropped   a 0-dimensional int64: choices dropped (masked only)
+    row_source  [capacity], or [E, C] (masked): t*K + k of the choice on
+                each row, ``row_source_pad`` on rows that hold none; None
+                unless asked for with ``row_source=True``
     """
-    out: Any
+    out: Optional[Any]
     out_scales: Optional[Any]
     out_index: Any
     m_indices: Optional[Any]
@@ -47,6 +53,7 @@ class ScatterResult(NamedTuple):
     expert_end: Any
     masked_m: Optional[Any]
     n_dropped: Optional[Any]
+    row_source: Optional[Any] = None
 
 
 # ---------------------------------------------------------------- contexts
@@ -231,12 +238,20 @@ def count(topk_ids, num_experts, *, expert_map=None, dtype=None):
 def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
             alignment=128, expert_map=None, capacity=None,
             scale_format="fp32", scale_block=128, zero_padding=False,
-            label_padding=False, index_dtype=None, scales_mn_major=False):
+            label_padding=False, index_dtype=None, scales_mn_major=False,
+            row_source=False, row_source_pad=-1, unpadded_end=False):
     """Copies each token's row once per chosen expert, so that each expert's
     rows are contiguous, in ascending t*K + k order (deterministic).
 
     x            [N, H] rows: fp8 (e4m3, e5m2), bf16, fp16 or fp32; copied
-                 byte for byte
+                 byte for byte. None: an index-only scatter, which copies
+                 nothing and computes every index output (out_index,
+                 m_indices, row_source, counts, expert_start, expert_end,
+                 masked_m, n_dropped) as it would with rows, for GEMMs that
+                 read x in place through row_source; ``out`` is then None,
+                 x_scales must be None, N and the device come from
+                 topk_ids, and zero_padding with a capacity above 0 is
+                 MOES_ERR_INVALID_FLAGS (there are no rows to zero)
     topk_ids     [N, K] int32 or int64 expert ids, -1 for none
     num_experts  E, the local experts
     x_scales     optional fp32 [N, S] per-block scales, S = ceil(H /
@@ -261,6 +276,21 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
     scales_mn_major  out_scales stored transposed ([S, rows] in memory,
                  returned as its [rows, S] view), the MN-major layout of
                  DeepGEMM; contiguous and grouped layouts only
+    row_source   also return ``row_source``: for each row, t*K + k of the
+                 choice placed there (row_source // K is the token), and
+                 ``row_source_pad`` on every row that holds none (padding in
+                 an aligned block, the tail up to the capacity, masked rows
+                 past masked_m); [capacity], or [E, C] when masked, of the
+                 index dtype
+    row_source_pad  the value of those rows (default -1); it must fit the
+                 index dtype (else MOES_ERR_OVERFLOW)
+    unpadded_end   expert_end[e] = expert_start[e] + counts[e] (masked:
+                 + masked_m[e]), the end of e's real rows, instead of the
+                 end of its aligned block: the "psum" form of grouped GEMMs
+                 that take each group's last row
+
+    row_source, x=None and unpadded_end need libmoescatter 0.3 or later:
+    with an older library they raise ``moescatter.Error``.
 
     Torch CPU tensors run on the CPU backend; CUDA tensors on the CUDA
     backend, on the tensor's device and torch.cuda.current_stream(); NumPy
@@ -280,18 +310,32 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
         raise _arg_error("layout must be one of %s, got %r"
                          % (", ".join(LAYOUTS), layout))
     icode = A.index_code(index_dtype)
+    if x is None or row_source or unpadded_end:
+        row_source_pad = _check_index_only(x, x_scales, row_source,
+                                           row_source_pad, unpadded_end, fn)
     op = _maybe_compiled("scatter")
     if op is not None:
         return compile_hook.scatter_compiled(
             op, x, topk_ids, num_experts, x_scales, layout, alignment,
             expert_map, capacity, scale_format, scale_block, zero_padding,
-            label_padding, icode, scales_mn_major)
-    space = A.space_of(x, "x")
-    xin, x_ptr, n, h, x_rs, xcode = A.matrix_in(x, "x", _ROWS, space)
-    A.check_space(topk_ids, "topk_ids", space)
-    if topk_ids.ndim != 2 or topk_ids.shape[0] != n:
-        raise _arg_error("topk_ids must be [N, K] with N = %d (the rows of "
-                         "x), got shape %s" % (n, A.shape(topk_ids)))
+            label_padding, icode, scales_mn_major, bool(row_source),
+            row_source_pad if row_source else -1, bool(unpadded_end))
+    if x is None:
+        # Index only: N and the device are topk_ids'; no row is read, so
+        # the row arguments are placeholders the library does not look at.
+        space = A.space_of(topk_ids, "topk_ids")
+        if topk_ids.ndim != 2:
+            raise _arg_error("topk_ids must be [N, K], got shape %s"
+                             % (A.shape(topk_ids),))
+        n = topk_ids.shape[0]
+        x_ptr, h, x_rs, xcode = None, 0, 0, _lib.DTYPE_BF16
+    else:
+        space = A.space_of(x, "x")
+        xin, x_ptr, n, h, x_rs, xcode = A.matrix_in(x, "x", _ROWS, space)
+        A.check_space(topk_ids, "topk_ids", space)
+        if topk_ids.ndim != 2 or topk_ids.shape[0] != n:
+            raise _arg_error("topk_ids must be [N, K] with N = %d (the rows "
+                             "of x), got shape %s" % (n, A.shape(topk_ids)))
     k = topk_ids.shape[1]
     e = int(num_experts)
     alignment = int(alignment)
@@ -311,7 +355,7 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
     # The data's leading shape: [rows], or [E, C] when masked.
     lead = (e, capacity) if masked else (rows,)
 
-    out = A.empty(space, lead + (h,), xcode)
+    out = A.empty(space, lead + (h,), xcode) if x is not None else None
     out_scales = None
     sfmt = _lib.SCALES_NONE
     srs = scs = 0
@@ -348,29 +392,70 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
         if lay == _lib.LAYOUT_CONTIGUOUS else None
     masked_m = A.empty(space, (e,), icode) if masked else None
     n_dropped = A.empty(space, (), _lib.DTYPE_INT64) if masked else None
+    sources = A.empty(space, lead, icode) if row_source else None
     flags = ((_lib.SCATTER_ZERO_PADDING if zero_padding else 0)
-             | (_lib.SCATTER_LABEL_PADDING if label_padding else 0))
+             | (_lib.SCATTER_LABEL_PADDING if label_padding else 0)
+             | (_lib.SCATTER_UNPADDED_END if unpadded_end else 0))
     p = A.ptr
     scatter_into(ctx, space, x_ptr, n, h, x_rs, xcode, topk_ids, e,
                  x_scales, lay, alignment, expert_map, capacity, flags,
-                 scale_block, p(out), h, p(out_scales) if sfmt else None,
+                 scale_block, p(out) if out is not None else None, h,
+                 p(out_scales) if sfmt else None,
                  sfmt, srs, scs, icode, p(out_index), k, p(counts), p(start),
                  p(end), p(m_indices) if m_indices is not None else None,
                  p(masked_m) if masked else None,
-                 p(n_dropped) if masked else None)
+                 p(n_dropped) if masked else None,
+                 p(sources) if sources is not None else None,
+                 row_source_pad if sources is not None else -1)
     return ScatterResult(out, out_scales, out_index, m_indices, counts,
-                         start, end, masked_m, n_dropped)
+                         start, end, masked_m, n_dropped, sources)
+
+
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+_SymInt = getattr(torch, "SymInt", None) if torch is not None else None
+
+
+def _symbolic(v):
+    """A size torch.compile traces symbolically (int() would pin it)."""
+    return _SymInt is not None and isinstance(v, _SymInt)
+
+
+def _check_index_only(x, x_scales, row_source, row_source_pad, unpadded_end,
+                      fn):
+    """What scatter's 0.3 arguments need before anything is allocated (on
+    either path, eager or compiled); returns row_source_pad as an int."""
+    if row_source:
+        _lib.require("row_source", (0, 3))
+    if x is None:
+        _lib.require("an index-only scatter (x=None)", (0, 3))
+        if x_scales is not None:
+            raise _arg_error("x_scales is given but x is None: an index-only "
+                             "scatter copies no rows and no scales")
+    if unpadded_end:
+        _lib.require("unpadded_end", (0, 3))
+    pad = row_source_pad
+    if not isinstance(pad, int) and not _symbolic(pad):
+        pad = int(pad)  # a NumPy or torch integer
+    # ctypes would wrap a value past int64 silently; the library checks
+    # the index dtype's range.
+    if row_source and isinstance(pad, int) and \
+            not _INT64_MIN <= pad <= _INT64_MAX:
+        _bad(_lib.MOES_ERR_OVERFLOW,
+             "row_source_pad = %d does not fit int64" % pad, fn)
+    return pad
 
 
 def scatter_into(ctx, space, x_ptr, n, h, x_rs, xcode, topk_ids, e,
                  x_scales, layout, alignment, expert_map, capacity, flags,
                  scale_block, out, out_rs, out_scales, sfmt, srs, scs, icode,
                  out_index, out_index_rs, counts, start, end, m_indices,
-                 masked_m, n_dropped):
+                 masked_m, n_dropped, row_source=None, row_source_pad=-1):
     """The scatter into buffers that exist (the caller's, or scatter's),
     given as pointers (0 or None for none) whose extents the caller has
     checked; x_scales, topk_ids and expert_map are checked here. The
-    arrays behind the pointers must live until this returns."""
+    arrays behind the pointers must live until this returns. x_ptr and
+    out None (with no scales) make it index-only."""
     fn = "moes_scatter"
     xs = None
     xs_ptr = None
@@ -415,6 +500,10 @@ def scatter_into(ctx, space, x_ptr, n, h, x_rs, xcode, topk_ids, e,
         a.m_indices = m_indices
         a.masked_m = masked_m
         a.n_dropped = n_dropped
+        # Set on every call: the struct is the context's, shared with the
+        # other callers (compat's fast path clears row_source too).
+        a.row_source = row_source
+        a.row_source_pad = row_source_pad
         ws = _enter(ctx, n_ids, k, e, workspace=True)
         st = LIB.moes_scatter(ctx.handle, ctx.routing_ref, ctx.scatter_ref)
         if st != _lib.MOES_OK:
@@ -435,6 +524,100 @@ def scatter_capacity(n_tokens, top_k, num_experts, *, layout="contiguous",
     with ctx.lock:
         return _capacity(ctx.handle, lay, int(n_tokens), int(top_k),
                          int(num_experts), int(alignment))
+
+
+# ---------------------------------------------------------------- align
+
+
+def align_block_size(topk_ids, block_size, num_experts, expert_map=None,
+                     pad_sorted_ids=False):
+    """vLLM's ``moe_align_block_size``: the choices sorted by expert in blocks
+    of ``block_size`` rows, for fused-MoE GEMMs that read the tokens in
+    place. Returns ``(sorted_token_ids, expert_ids,
+    num_tokens_post_padded)``, all int32 on topk_ids' device, with vLLM's
+    shapes and padding:
+
+    sorted_token_ids  [max_num_tokens_padded]: t*K + k of the choice on
+                      each row, ``numel`` (= N*K) on rows that hold none.
+                      max_num_tokens_padded = numel + num_experts *
+                      (block_size - 1), rounded up to block_size when
+                      ``pad_sorted_ids``, and min(numel * block_size, that)
+                      when numel < num_experts
+    expert_ids        [ceil(max_num_tokens_padded / block_size)]: the expert
+                      of each block of block_size rows, -1 for the blocks
+                      past the last one used
+    num_tokens_post_padded  [1]: the rows used, the sum over experts of
+                      their counts rounded up to block_size
+
+    topk_ids is [N, K] (or [numel]) int32 or int64; ids of -1 are skipped.
+    Nothing waits for the device: the sizes come from the shapes, so a
+    CUDA graph can capture it.
+
+    Where this differs from vLLM:
+      * the choices of one expert are always in ascending t*K + k order
+        (deterministic; the order of vLLM's CUDA kernel is not fixed);
+      * with ``expert_map`` (int32, num_experts entries: global id -> local
+        id or -1; ``num_experts`` is the global count) it always behaves as
+        vLLM's ``ignore_invalid_experts=True``: the choices the map sends
+        to -1 get no rows and no blocks, and expert_ids hold local ids (the
+        map's values);
+      * ids outside [-1, num_experts) raise ``moescatter.Error`` (vLLM's
+        newer kernels skip them; on CUDA the error comes from
+        ``synchronize()``, with the outputs left unwritten).
+
+    It is the index-only contiguous ``scatter`` with alignment =
+    block_size and capacity = max_num_tokens_padded: sorted_token_ids is
+    its row_source (padded with numel), expert_ids every block_size-th
+    entry of its m_indices (padding rows labelled with their expert), and
+    num_tokens_post_padded its last expert_end. Needs libmoescatter 0.3 or
+    later.
+    """
+    fn = "align_block_size"
+    _lib.require("align_block_size", (0, 3))
+    if not (A.is_torch(topk_ids) or A.is_numpy(topk_ids)):
+        A.space_of(topk_ids, "topk_ids")  # the TypeError that names it
+    block_size = int(block_size)
+    num_experts = int(num_experts)
+    if block_size < 1:
+        _bad(_lib.MOES_ERR_INVALID_ALIGNMENT,
+             "block_size = %d must be at least 1" % block_size, fn)
+    if num_experts < 1:
+        _bad(_lib.MOES_ERR_INVALID_SIZE,
+             "num_experts = %d must be at least 1" % num_experts, fn)
+    if topk_ids.ndim == 1:
+        # t*K + k of a [numel, 1] view is the flat index, as with [N, K].
+        topk_ids = topk_ids.reshape(-1, 1)
+    elif topk_ids.ndim != 2:
+        raise _arg_error("topk_ids must be [N, K] or [numel], got shape %s"
+                         % (A.shape(topk_ids),))
+    if expert_map is not None and not (A.is_torch(expert_map) or
+                                       A.is_numpy(expert_map)):
+        A.space_of(expert_map, "expert_map")
+    if expert_map is not None and (
+            len(expert_map.shape) != 1 or
+            expert_map.shape[0] != num_experts):
+        raise _arg_error("expert_map must have num_experts = %d entries "
+                         "(one per global expert), got shape %s"
+                         % (num_experts, A.shape(expert_map)))
+    numel = topk_ids.shape[0] * topk_ids.shape[1]
+    padded = numel + num_experts * (block_size - 1)
+    if pad_sorted_ids:
+        padded = (padded + block_size - 1) // block_size * block_size
+    if numel < num_experts:
+        padded = min(numel * block_size, padded)
+    # With a map the local ids are its values, all below its length (the
+    # library refuses any other): taking that length as the local count
+    # needs no look at the map's contents, and the local experts that no
+    # entry names get no rows, so they change nothing.
+    r = scatter(None, topk_ids, num_experts, layout="contiguous",
+                alignment=block_size, expert_map=expert_map,
+                capacity=padded, label_padding=True, row_source=True,
+                row_source_pad=numel)
+    # Every expert's rows start on a block boundary and fill ceil(count /
+    # block_size) blocks, the padding rows labelled with its id too: any
+    # row of a block, the first one here, names the block's expert.
+    expert_ids = A.dense(r.m_indices[::block_size])
+    return r.row_source, expert_ids, r.expert_end[-1:]
 
 
 # ---------------------------------------------------------------- gather

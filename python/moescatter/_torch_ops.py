@@ -63,8 +63,8 @@ def _scale_cols(h, scale_block, scale_format):
 def _register():
     from torch import Tensor
 
-    T9 = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-               Tensor, Tensor]
+    T10 = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+                Tensor, Tensor, Tensor]
 
     @torch.library.custom_op("moescatter::count", mutates_args=())
     def count_op(topk_ids: Tensor, num_experts: int,
@@ -77,53 +77,68 @@ def _register():
         return topk_ids.new_empty(
             (num_experts,), dtype=torch.int64 if int64 else torch.int32)
 
+    # The arguments since 0.3 come last, with defaults, so that calls with
+    # the first fourteen keep working. x None is the index-only scatter.
+    # Outputs a call does not have are empty int32 tensors.
     @torch.library.custom_op("moescatter::scatter", mutates_args=())
-    def scatter_op(x: Tensor, topk_ids: Tensor, num_experts: int,
+    def scatter_op(x: Optional[Tensor], topk_ids: Tensor, num_experts: int,
                    x_scales: Optional[Tensor], layout: str, alignment: int,
                    expert_map: Optional[Tensor], capacity: int,
                    scale_format: str, scale_block: int, zero_padding: bool,
                    label_padding: bool, int64_index: bool,
-                   scales_mn_major: bool) -> T9:
+                   scales_mn_major: bool, row_source: bool = False,
+                   row_source_pad: int = -1,
+                   unpadded_end: bool = False) -> T10:
         r = _ops.scatter(x, topk_ids, num_experts, x_scales, layout=layout,
                          alignment=alignment, expert_map=expert_map,
                          capacity=capacity, scale_format=scale_format,
                          scale_block=scale_block, zero_padding=zero_padding,
                          label_padding=label_padding,
                          index_dtype=torch.int64 if int64_index
-                         else torch.int32, scales_mn_major=scales_mn_major)
-        none = x.new_empty((0,), dtype=torch.int32)
+                         else torch.int32, scales_mn_major=scales_mn_major,
+                         row_source=row_source,
+                         row_source_pad=row_source_pad,
+                         unpadded_end=unpadded_end)
+        none = topk_ids.new_empty((0,), dtype=torch.int32)
         return tuple(none.clone() if f is None else f for f in r)
 
     @scatter_op.register_fake
     def _(x, topk_ids, num_experts, x_scales, layout, alignment, expert_map,
           capacity, scale_format, scale_block, zero_padding, label_padding,
-          int64_index, scales_mn_major):
-        n, h = x.shape
-        k = topk_ids.shape[1]
+          int64_index, scales_mn_major, row_source=False, row_source_pad=-1,
+          unpadded_end=False):
+        ids = topk_ids
+        n, k = ids.shape
         e = num_experts
         idt = torch.int64 if int64_index else torch.int32
         masked = layout == "masked"
         rows = e * capacity if masked else capacity
         lead = (e, capacity) if masked else (rows,)
-        out = x.new_empty(lead + (h,))
-        if x_scales is not None:
+        none = ids.new_empty((0,), dtype=torch.int32)
+        if x is not None:
+            h = x.shape[1]
+            out = x.new_empty(lead + (h,))
+        else:
+            out = none.clone()
+        if x_scales is not None and x is not None:
             cols = _scale_cols(h, scale_block, scale_format)
             sdt = torch.float32 if scale_format == "fp32" else torch.int32
             if scales_mn_major:
-                out_scales = x.new_empty((cols, rows), dtype=sdt).t()
+                out_scales = ids.new_empty((cols, rows), dtype=sdt).t()
             else:
-                out_scales = x.new_empty(lead + (cols,), dtype=sdt)
+                out_scales = ids.new_empty(lead + (cols,), dtype=sdt)
         else:
-            out_scales = x.new_empty((0,), dtype=torch.int32)
-        none = x.new_empty((0,), dtype=torch.int32)
+            out_scales = none.clone()
         return (out, out_scales,
-                x.new_empty((n, k), dtype=idt),
-                x.new_empty((rows,), dtype=idt) if layout == "contiguous"
+                ids.new_empty((n, k), dtype=idt),
+                ids.new_empty((rows,), dtype=idt) if layout == "contiguous"
                 else none.clone(),
-                x.new_empty((e,), dtype=idt), x.new_empty((e,), dtype=idt),
-                x.new_empty((e,), dtype=idt),
-                x.new_empty((e,), dtype=idt) if masked else none.clone(),
-                x.new_empty((), dtype=torch.int64) if masked
+                ids.new_empty((e,), dtype=idt), ids.new_empty((e,), dtype=idt),
+                ids.new_empty((e,), dtype=idt),
+                ids.new_empty((e,), dtype=idt) if masked else none.clone(),
+                ids.new_empty((), dtype=torch.int64) if masked
+                else none.clone(),
+                ids.new_empty(lead, dtype=idt) if row_source
                 else none.clone())
 
     @torch.library.custom_op("moescatter::gather", mutates_args=())
@@ -145,18 +160,23 @@ def _register():
 def scatter_compiled(op, x, topk_ids, num_experts, x_scales, layout,
                      alignment, expert_map, capacity, scale_format,
                      scale_block, zero_padding, label_padding, icode,
-                     scales_mn_major):
+                     scales_mn_major, row_source=False, row_source_pad=-1,
+                     unpadded_end=False):
     if capacity is None:
-        capacity = capacity_bound(layout, x.shape[0], topk_ids.shape[1],
+        n = x.shape[0] if x is not None else topk_ids.shape[0]
+        capacity = capacity_bound(layout, n, topk_ids.shape[1],
                                   num_experts, alignment)
     r = op(x, topk_ids, num_experts, x_scales, layout, alignment, expert_map,
            capacity, scale_format, scale_block, zero_padding, label_padding,
-           icode == _lib.DTYPE_INT64, scales_mn_major)
+           icode == _lib.DTYPE_INT64, scales_mn_major, row_source,
+           row_source_pad, unpadded_end)
     masked = layout == "masked"
     return _ops.ScatterResult(
-        r[0], r[1] if x_scales is not None else None, r[2],
+        r[0] if x is not None else None,
+        r[1] if x_scales is not None else None, r[2],
         r[3] if layout == "contiguous" else None, r[4], r[5], r[6],
-        r[7] if masked else None, r[8] if masked else None)
+        r[7] if masked else None, r[8] if masked else None,
+        r[9] if row_source else None)
 
 
 def gather_compiled(op, y, out_index, weights, out, out_dtype, accumulate):

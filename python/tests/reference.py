@@ -50,7 +50,8 @@ def ue8m0_words(scales_row, n_words):
 
 class Scattered:
     """The expected outputs. ``placed`` maps each output row holding a token
-    to that token; rows not in it are padding."""
+    to that token, ``sources`` to that choice's t*K + k; rows not in them
+    are padding. ``end_unpadded`` is expert_end with unpadded_end."""
 
     def __init__(self, **kw):
         self.__dict__.update(kw)
@@ -59,7 +60,9 @@ class Scattered:
 def scatter(x, ids, num_experts, x_scales=None, *, layout="contiguous",
             alignment=128, expert_map=None, capacity=None,
             scale_format="fp32", scale_block=128, label_padding=False):
-    n, h = x.shape
+    # x None: an index-only scatter, whose index outputs are the same.
+    n = ids.shape[0]
+    h = x.shape[1] if x is not None else 1
     k = ids.shape[1]
     e_n = num_experts
     loc = local_ids(ids, e_n, expert_map)
@@ -84,6 +87,7 @@ def scatter(x, ids, num_experts, x_scales=None, *, layout="contiguous",
     next_slot = [0] * e_n
     out_index = [[-1] * k for _ in range(n)]
     placed = {}
+    sources = {}
     dropped = 0
     for t in range(n):  # ascending t*K + k
         for kk in range(k):
@@ -97,6 +101,7 @@ def scatter(x, ids, num_experts, x_scales=None, *, layout="contiguous",
             next_slot[e] += 1
             out_index[t][kk] = row
             placed[row] = t
+            sources[row] = t * k + kk
     m_indices = None
     if layout == "contiguous":
         m_indices = [-1] * rows
@@ -108,6 +113,8 @@ def scatter(x, ids, num_experts, x_scales=None, *, layout="contiguous",
                     m_indices[r] = e
     masked_m = [min(c, capacity) for c in counts] \
         if layout == "masked" else None
+    end_unpadded = [start[e] + (masked_m[e] if masked_m else counts[e])
+                    for e in range(e_n)]
     s = -(-h // scale_block)
     expected_scales = None
     if x_scales is not None:
@@ -118,9 +125,52 @@ def scatter(x, ids, num_experts, x_scales=None, *, layout="contiguous",
             expected_scales = {r: ue8m0_words(x_scales[t, :s], nw)
                                for r, t in placed.items()}
     return Scattered(rows=rows, capacity=capacity, counts=counts, start=start,
-                     end=end, out_index=out_index, placed=placed,
-                     m_indices=m_indices, masked_m=masked_m, dropped=dropped,
+                     end=end, end_unpadded=end_unpadded, out_index=out_index,
+                     placed=placed, sources=sources, m_indices=m_indices,
+                     masked_m=masked_m, dropped=dropped,
                      scales=expected_scales, n_scales=s)
+
+
+def row_source(want, pad):
+    """row_source of a scatter: t*K + k on each placed row, pad elsewhere,
+    over all rows (flat, masked included)."""
+    return [want.sources.get(r, pad) for r in range(want.rows)]
+
+
+def align_block_size(ids, block_size, num_experts, expert_map=None,
+                     pad_sorted_ids=False):
+    """vLLM's moe_align_block_size conventions, written out: the sizes from
+    the shapes, each local expert's choices in ascending flat index order
+    (the flat index of ids), each expert's rows rounded up to block_size,
+    padding rows and the tail holding numel, expert_ids the expert of each
+    block and -1 past the last one used. With a map, choices it sends to
+    -1 are left out and the experts are its values. Python lists."""
+    flat = ids.reshape(-1).tolist()
+    numel = len(flat)
+    padded = numel + num_experts * (block_size - 1)
+    if pad_sorted_ids:
+        padded = roundup(padded, block_size)
+    if numel < num_experts:
+        padded = min(numel * block_size, padded)
+    local = []
+    for i in flat:
+        if i >= 0 and expert_map is not None:
+            i = int(expert_map[i])
+        local.append(i)
+    n_local = num_experts if expert_map is None else len(expert_map)
+    sorted_ids = [numel] * padded
+    expert_ids = [-1] * (-(-padded // block_size))
+    pos = 0
+    for e in range(n_local):
+        mine = [j for j, le in enumerate(local) if le == e]
+        if not mine:
+            continue
+        sorted_ids[pos:pos + len(mine)] = mine
+        blocks = -(-len(mine) // block_size)
+        for b in range(blocks):
+            expert_ids[pos // block_size + b] = e
+        pos += blocks * block_size
+    return sorted_ids, expert_ids, [pos]
 
 
 def gather(y, out_index, weights=None, out_dtype=None, init=None):

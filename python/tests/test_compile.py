@@ -48,6 +48,22 @@ def test_opcheck(device, layout, mn_major):
         9, 256, dtype=torch.bfloat16, device=device)))
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "grouped", "masked"])
+@pytest.mark.parametrize("index_only", [False, True],
+                         ids=["rows", "indexonly"])
+def test_opcheck_row_source(device, layout, index_only):
+    """The arguments of 0.3, after the first fourteen: row_source, its pad
+    and unpadded_end; x None for the index-only scatter."""
+    x, ids, xs, w = inputs(device)
+    cap = 4 if layout == "masked" else 6 * 128
+    # opcheck compares outputs: padding rows are zeroed where there are
+    # rows, and there is nothing else to leave unwritten.
+    torch.library.opcheck(torch.ops.moescatter.scatter, (
+        None if index_only else x, ids, 6, None if index_only else xs,
+        layout, 128, None, cap, "fp32", 128, not index_only, True, False,
+        False, True, ids.numel(), True))
+
+
 def test_compile_fullgraph(device):
     x, ids, xs, w = inputs(device)
 
@@ -79,3 +95,28 @@ def test_compile_gather_into_out(device):
     got = torch.compile(f, backend="aot_eager", fullgraph=True)(
         y, oi, w, base.clone())
     assert ref.same_bits(want.cpu(), got.cpu())
+
+
+def test_compile_index_only_and_align(device):
+    x, ids, xs, w = inputs(device)
+    emap = torch.tensor([3, -1, 0, 1, -1, 2], dtype=torch.int32,
+                        device=device)
+
+    def route(ids, emap):
+        r = moescatter.scatter(None, ids, 6, layout="grouped", alignment=16,
+                               row_source=True, row_source_pad=-7,
+                               unpadded_end=True)
+        rows = moescatter.scatter(x, ids, 6, layout="masked", capacity=3,
+                                  zero_padding=True, row_source=True)
+        a = moescatter.align_block_size(ids, 16, 6, emap,
+                                        pad_sorted_ids=True)
+        return (r.out_index, r.row_source, r.expert_start, r.expert_end,
+                rows.out, rows.row_source, rows.masked_m) + a
+
+    eager = route(ids, emap)
+    compiled = torch.compile(route, backend="aot_eager", fullgraph=True)(
+        ids, emap)
+    finish(device)
+    assert len(eager) == len(compiled) == 10
+    for a, b in zip(eager, compiled):
+        assert ref.same_bits(a.cpu(), b.cpu())

@@ -211,6 +211,9 @@ def _scatter_fast(x, xs, ids, counts, start, out, out_s, m_idx, oi, emap):
         a.m_indices = m_idx.data_ptr()
         a.masked_m = None
         a.n_dropped = None
+        # The struct is shared with moescatter.scatter, which may have
+        # left a row_source there.
+        a.row_source = None
         ws = _ops._enter(ctx, n, k, e, workspace=True)
         st = _lib.LIB.moes_scatter(ctx.handle, ctx.routing_ref,
                                    ctx.scatter_ref)
