@@ -24,6 +24,7 @@
 #include "config.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -517,10 +518,15 @@ static int check_dispatch(moes_ep *ep, const moes_ep_dispatch_args *a)
         return moes_ep_fail(ep, MOES_ERR_NULL_POINTER,
                             "args->%s is NULL",
                             !a->local ? "local" : "n_received");
-    if (a->local->struct_size != sizeof(moes_scatter_args))
+    /* This version's struct, or the 0.2 one that ends before row_source
+     * (moes_scatter checks the size again for its own call). */
+    if (a->local->struct_size != sizeof(moes_scatter_args) &&
+        a->local->struct_size != offsetof(moes_scatter_args, row_source))
         return moes_ep_fail(ep, MOES_ERR_INVALID_ARGUMENT,
-                            "args->local->struct_size is %zu, expected %zu",
-                            a->local->struct_size, sizeof(moes_scatter_args));
+                            "args->local->struct_size is %zu, expected %zu "
+                            "(or %zu, that of 0.2)",
+                            a->local->struct_size, sizeof(moes_scatter_args),
+                            offsetof(moes_scatter_args, row_source));
     if (a->n_tokens < 0 || a->n_tokens > o->max_tokens)
         return moes_ep_fail(ep, MOES_ERR_INVALID_SIZE,
                             "args->n_tokens = %lld is outside [0, %lld] "
@@ -895,7 +901,12 @@ int moes_ep_dispatch(moes_ep *ep, const moes_ep_dispatch_args *args)
 
     moes_routing r;
     received_routing(ep, &r);
-    moes_scatter_args s = *l;
+    /* The caller's struct over this version's defaults: it may be the
+     * smaller 0.2 one (check_dispatch). */
+    moes_scatter_args s;
+    moes_scatter_args_init(&s);
+    memcpy(&s, l, l->struct_size);
+    s.struct_size = sizeof s;
     s.x = ep->recv_rows.ptr;
     s.x_dtype = ep->opts.x_dtype;
     s.hidden = ep->opts.hidden;

@@ -479,9 +479,24 @@ typedef struct moes_scatter_args {
 
 /* Sets args to the defaults (contiguous, A = 128, B = 128, bf16 rows, no
  * scales, int32 indices, zero strides meaning dense, capacity 0,
- * row_source_pad -1) with NULL buffers and struct_size filled.
- * Returns MOES_ERR_NULL_POINTER when args is NULL. */
+ * row_source_pad -1) with NULL buffers, and struct_size to struct_size:
+ * the size of the caller's struct, which the macro moes_scatter_args_init
+ * below passes (sizeof the struct as the caller's header declares it),
+ * or that of an earlier version. No byte past struct_size is written, so
+ * a program built against an older header is safe with a newer library.
+ * Returns MOES_ERR_NULL_POINTER when args is NULL, and
+ * MOES_ERR_INVALID_ARGUMENT (args left alone) when struct_size is the
+ * size of the struct in no version. Since 0.3. */
+MOES_API int moes_scatter_args_init_sized(moes_scatter_args *args,
+                                          size_t struct_size);
+
+/* The same for the 0.1 and 0.2 struct, which ends at n_dropped: the
+ * function that programs built against those versions call. Programs
+ * built against this header call moes_scatter_args_init_sized through
+ * this macro. Returns MOES_ERR_NULL_POINTER when args is NULL. */
 MOES_API int moes_scatter_args_init(moes_scatter_args *args);
+#define moes_scatter_args_init(args) \
+    moes_scatter_args_init_sized((args), sizeof *(args))
 
 /* The scatter. See moes_layout for where rows go. For every valid (t, k),
  * its output row is a byte copy of x[t] and its scales are copied (fp32)

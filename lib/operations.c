@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "struct_size.h"
 #include "validate.h"
 
 MOES_API int moes_routing_init(moes_routing *routing)
@@ -20,20 +21,33 @@ MOES_API int moes_routing_init(moes_routing *routing)
     return MOES_OK;
 }
 
-MOES_API int moes_scatter_args_init(moes_scatter_args *args)
+MOES_API int moes_scatter_args_init_sized(moes_scatter_args *args,
+                                          size_t struct_size)
 {
+    moes_scatter_args full;
     if (!args)
         return MOES_ERR_NULL_POINTER;
-    memset(args, 0, sizeof *args);
-    args->struct_size = sizeof *args;
-    args->layout = MOES_LAYOUT_CONTIGUOUS;
-    args->alignment = 128;
-    args->scale_block = 128;
-    args->x_dtype = MOES_DTYPE_BF16;
-    args->out_scales_format = MOES_SCALES_NONE;
-    args->index_dtype = MOES_DTYPE_INT32;
-    args->row_source_pad = -1;
+    if (!moes_scatter_args_size_known(struct_size))
+        return MOES_ERR_INVALID_ARGUMENT;
+    memset(&full, 0, sizeof full);
+    full.layout = MOES_LAYOUT_CONTIGUOUS;
+    full.alignment = 128;
+    full.scale_block = 128;
+    full.x_dtype = MOES_DTYPE_BF16;
+    full.out_scales_format = MOES_SCALES_NONE;
+    full.index_dtype = MOES_DTYPE_INT32;
+    full.row_source_pad = -1;
+    full.struct_size = struct_size;
+    /* The caller's struct may be an older, smaller one. */
+    memcpy(args, &full, struct_size);
     return MOES_OK;
+}
+
+/* The 0.1 and 0.2 entry point; the header's macro of the same name is not
+ * expanded here (the name is not followed by a parenthesis). */
+MOES_API int (moes_scatter_args_init)(moes_scatter_args *args)
+{
+    return moes_scatter_args_init_sized(args, moes_scatter_args_size_0_2());
 }
 
 MOES_API int moes_gather_args_init(moes_gather_args *args)

@@ -82,6 +82,17 @@ static void copy_over(void *out, size_t out_size, const void *given,
     memcpy(out, &out_size, sizeof out_size);
 }
 
+int moes_scatter_args_size_known(size_t size)
+{
+    return known_size(size, scatter_args_sizes,
+                      sizeof scatter_args_sizes / sizeof scatter_args_sizes[0]);
+}
+
+size_t moes_scatter_args_size_0_2(void)
+{
+    return SCATTER_ARGS_0_1;
+}
+
 int moes_routing_from_caller(moes_context *ctx, const moes_routing *given,
                              moes_routing *out)
 {

@@ -28,6 +28,12 @@ int moes_gather_args_from_caller(moes_context *ctx,
 int moes_options_from_caller(const moes_context_options *given,
                              moes_context_options *out);
 
+/* Whether size is that of moes_scatter_args in some version, and the
+ * size it had in 0.1 and 0.2 (what the 0.2 entry point of its init
+ * fills). */
+int moes_scatter_args_size_known(size_t size);
+size_t moes_scatter_args_size_0_2(void);
+
 /* Checks info->struct_size; then moes_info_to_caller copies the first
  * struct_size bytes of full into info (the fields of later versions are
  * not written) and keeps the caller's struct_size. */

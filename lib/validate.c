@@ -287,6 +287,20 @@ static int check_scatter_rows(moes_context *ctx, moes_scatter_args *a,
                               int64_t n_tokens, int64_t out_rows,
                               size_t *x_elem)
 {
+    /* Some of x, x_scales, out and out_scales are given, so this is not
+     * an index-only scatter: the others must be there too. Said first, as
+     * a caller who meant an index-only call has left the row sizes
+     * unset too. */
+    if (n_tokens > 0 && !a->x)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
+            "args->x is NULL, but %s is given (an index-only scatter leaves "
+            "x, x_scales, out and out_scales all NULL)",
+            a->out ? "out" : a->x_scales ? "x_scales" : "out_scales");
+    if (out_rows > 0 && !a->out)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
+            "args->out is NULL, but %s is given (an index-only scatter "
+            "leaves x, x_scales, out and out_scales all NULL)",
+            a->x ? "x" : a->x_scales ? "x_scales" : "out_scales");
     if (moes_dtype_size(a->x_dtype, x_elem) != MOES_OK ||
         a->x_dtype == MOES_DTYPE_INT32 || a->x_dtype == MOES_DTYPE_INT64)
         return moes_set_error(ctx, MOES_ERR_INVALID_DTYPE,
@@ -302,18 +316,6 @@ static int check_scatter_rows(moes_context *ctx, moes_scatter_args *a,
     MOES_TRY(check_extent(ctx, "args->x", n_tokens, a->x_stride, *x_elem));
     MOES_TRY(check_extent(ctx, "args->out", out_rows, a->out_stride,
                           *x_elem));
-    /* Some of x, x_scales, out and out_scales are given, so this is not
-     * an index-only scatter: the others must be there too. */
-    if (n_tokens > 0 && !a->x)
-        return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
-            "args->x is NULL, but %s is given (an index-only scatter leaves "
-            "x, x_scales, out and out_scales all NULL)",
-            a->out ? "out" : a->x_scales ? "x_scales" : "out_scales");
-    if (out_rows > 0 && !a->out)
-        return moes_set_error(ctx, MOES_ERR_NULL_POINTER,
-            "args->out is NULL, but %s is given (an index-only scatter "
-            "leaves x, x_scales, out and out_scales all NULL)",
-            a->x ? "x" : a->x_scales ? "x_scales" : "out_scales");
     return MOES_OK;
 }
 

@@ -343,6 +343,16 @@ static void out_bytes_overflow(fixture *f)
 }
 static void x_null(fixture *f) { f->s.x = NULL; }
 static void out_null(fixture *f) { f->s.out = NULL; }
+/* A caller who meant index-only but left out given: the NULL x is what
+ * is named, not the hidden size it did not set either. */
+static void x_null_hidden_unset(fixture *f)
+{
+    f->s.x = NULL;
+    f->s.x_scales = NULL;
+    f->s.out_scales = NULL;
+    f->s.out_scales_format = MOES_SCALES_NONE;
+    f->s.hidden = 0;
+}
 static void out_index_null(fixture *f) { f->s.out_index = NULL; }
 static void m_indices_null(fixture *f) { f->s.m_indices = NULL; }
 static void expert_end_null(fixture *f)
@@ -513,6 +523,8 @@ static const bad_case scatter_cases[] = {
     BAD(out_bytes_overflow, MOES_ERR_OVERFLOW, "out"),
     BAD(x_null, MOES_ERR_NULL_POINTER, "args->x"),
     BAD(out_null, MOES_ERR_NULL_POINTER, "args->out"),
+    BAD(x_null_hidden_unset, MOES_ERR_NULL_POINTER,
+        "args->x is NULL, but out is given"),
     BAD(out_index_null, MOES_ERR_NULL_POINTER, "out_index"),
     BAD(m_indices_null, MOES_ERR_NULL_POINTER, "m_indices"),
     BAD(expert_end_null, MOES_ERR_NULL_POINTER, "expert_end"),

@@ -281,3 +281,42 @@ Test(row_source, older_struct_ignores_the_new_fields)
     dev_free(ctx, mi);
     test_close(ctx);
 }
+
+/* The init entry point of 0.1 and 0.2 (what their programs call) fills
+ * the struct of those versions and not one byte past it. */
+Test(row_source, old_init_writes_the_old_struct_only)
+{
+    union {
+        moes_scatter_args a;
+        unsigned char bytes[sizeof(moes_scatter_args)];
+    } u;
+    const size_t old_size = offsetof(moes_scatter_args, row_source);
+    memset(u.bytes, 0x5A, sizeof u.bytes);
+    cr_assert_eq((moes_scatter_args_init)(&u.a), MOES_OK);
+    cr_expect_eq(u.a.struct_size, old_size);
+    cr_expect_eq(u.a.alignment, 128);
+    cr_expect_eq(u.a.layout, MOES_LAYOUT_CONTIGUOUS);
+    for (size_t i = old_size; i < sizeof u.bytes; i++)
+        cr_expect_eq(u.bytes[i], 0x5A, "byte %zu past the 0.2 struct", i);
+    cr_expect_eq((moes_scatter_args_init)(NULL), MOES_ERR_NULL_POINTER);
+}
+
+/* Through the header's macro: this version's struct, whole. */
+Test(row_source, sized_init)
+{
+    moes_scatter_args a, b;
+    memset(&a, 0x5A, sizeof a);
+    cr_assert_eq(moes_scatter_args_init(&a), MOES_OK);
+    cr_expect_eq(a.struct_size, sizeof a);
+    cr_expect_eq(a.row_source, NULL);
+    cr_expect_eq(a.row_source_pad, -1);
+    /* A size no version had: refused, nothing written. */
+    memset(&b, 0x5A, sizeof b);
+    cr_expect_eq(moes_scatter_args_init_sized(&b, sizeof b + 8),
+                 MOES_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(moes_scatter_args_init_sized(&b, 7),
+                 MOES_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(b.alignment, (int64_t)0x5A5A5A5A5A5A5A5All);
+    cr_expect_eq(moes_scatter_args_init_sized(NULL, sizeof b),
+                 MOES_ERR_NULL_POINTER);
+}

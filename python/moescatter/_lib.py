@@ -232,6 +232,13 @@ def _load():
         fn = getattr(lib, name)
         fn.argtypes = argtypes
         fn.restype = c_int
+    # Since 0.3 the struct's init takes the caller's size; the function
+    # without it fills the 0.2 struct.
+    try:
+        lib.moes_scatter_args_init_sized.argtypes = [c_void_p, c_size_t]
+        lib.moes_scatter_args_init_sized.restype = c_int
+    except AttributeError:
+        pass
     lib.moes_strerror.restype = ctypes.c_char_p
     lib.moes_last_error.restype = ctypes.c_char_p
     # The caller-workspace hand-over (a workspace from torch's allocator):
@@ -290,6 +297,16 @@ def require(feature, since):
                             version()))
 
 
+def scatter_args_init(args):
+    """moes_scatter_args_init for this package's struct: the sized init
+    where the library has it (0.3 on), else the 0.2 one, which fills the
+    0.2 struct that such a library knows."""
+    sized = getattr(LIB, "moes_scatter_args_init_sized", None)
+    if sized is not None:
+        return sized(args, ctypes.sizeof(ScatterArgs))
+    return LIB.moes_scatter_args_init(args)
+
+
 def _check_struct_sizes():
     """The structs above must be the library's: a library of another version
     is refused at import rather than read or written wrongly. The one
@@ -299,7 +316,7 @@ def _check_struct_sizes():
     refused (see require)."""
     for init, cls in ((LIB.moes_context_options_init, ContextOptions),
                       (LIB.moes_routing_init, Routing),
-                      (LIB.moes_scatter_args_init, ScatterArgs),
+                      (scatter_args_init, ScatterArgs),
                       (LIB.moes_gather_args_init, GatherArgs)):
         scratch = ctypes.create_string_buffer(4096)
         init(scratch)
@@ -370,7 +387,7 @@ class Context:
         LIB.moes_routing_init(ctypes.byref(self.routing))
         # Every field is set by each call; the sizes once, here.
         self.scatter_args = ScatterArgs()
-        LIB.moes_scatter_args_init(ctypes.byref(self.scatter_args))
+        scatter_args_init(ctypes.byref(self.scatter_args))
         self.gather_args = GatherArgs()
         LIB.moes_gather_args_init(ctypes.byref(self.gather_args))
         self.routing_ref = ctypes.byref(self.routing)

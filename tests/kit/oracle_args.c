@@ -260,6 +260,10 @@ int oracle_check_scatter(const moes_routing *routing,
                                "zero padding without rows");
         a.hidden = 0;
     } else {
+        if (n > 0 && a.x == NULL)
+            return oracle_fail(MOES_ERR_NULL_POINTER, "x is NULL");
+        if (out->out_rows > 0 && a.out == NULL)
+            return oracle_fail(MOES_ERR_NULL_POINTER, "out is NULL");
         out->x_elem = row_elem(a.x_dtype);
         if (out->x_elem == 0)
             return oracle_fail(MOES_ERR_INVALID_DTYPE, "x_dtype");
@@ -271,10 +275,6 @@ int oracle_check_scatter(const moes_routing *routing,
             return oracle_fail(MOES_ERR_OVERFLOW, "x bytes");
         if (!bytes_fit(out->out_rows, a.out_stride, out->x_elem))
             return oracle_fail(MOES_ERR_OVERFLOW, "out bytes");
-        if (n > 0 && a.x == NULL)
-            return oracle_fail(MOES_ERR_NULL_POINTER, "x is NULL");
-        if (out->out_rows > 0 && a.out == NULL)
-            return oracle_fail(MOES_ERR_NULL_POINTER, "out is NULL");
     }
 
     if (a.x_scales != NULL) {
