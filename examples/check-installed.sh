@@ -6,6 +6,7 @@
 #          cc app.c $(pkg-config --cflags --libs --static moescatter)
 #      with app.c a copy of minimal_moe.c; the program must not need
 #      libmoescatter.so, and runs with an empty LD_LIBRARY_PATH.
+#      psum_grouped.c is linked and run the same way.
 #   2. examples/cmake, a project outside the tree, with find_package and
 #      the imported target moescatter::moescatter; run the same way.
 #      Skipped, and said so, without cmake (MOES_REQUIRE_CMAKE=1 fails
@@ -64,6 +65,21 @@ if (cd "$dir" && cc app.c $($PKG_CONFIG --cflags --libs --static moescatter)); t
 else
     fail "cc app.c \$(pkg-config --cflags --libs --static moescatter)" \
          "did not link"
+fi
+
+# The second example on the same link line, run the same way.
+cp "$srcdir/psum_grouped.c" "$dir/psum_grouped.c" || exit 99
+run_path=
+[ "$shared_too" = yes ] && run_path=$libdir
+if ! (cd "$dir" && cc -o psum_grouped psum_grouped.c \
+        $($PKG_CONFIG --cflags --libs --static moescatter)); then
+    fail "psum_grouped.c did not link with the documented link line"
+elif LD_LIBRARY_PATH="$run_path" "$dir/psum_grouped" >"$dir/psum.log" 2>&1
+then
+    pass "psum_grouped, linked with the documented link line"
+else
+    fail "psum_grouped failed:"
+    cat "$dir/psum.log" >&2
 fi
 
 # ---- 2. CMake
