@@ -8,6 +8,7 @@ the path in the environment variable MOESCATTER_LIBRARY, which wins.
 """
 import ctypes
 import os
+import struct
 import threading
 
 c_int64 = ctypes.c_int64
@@ -176,6 +177,31 @@ class GatherArgs(ctypes.Structure):
                 ("weights", c_void_p), ("weights_stride", c_int64),
                 ("out", c_void_p), ("out_dtype", c_int),
                 ("out_stride", c_int64)]
+
+
+# The structs' bytes in one struct.pack_into: the hot paths fill every
+# field with one call instead of one ctypes attribute store each (which
+# costs about as much as the rest of a small call's Python work).
+_PACK_CODES = {c_size_t: "Q", c_int: "i", c_uint: "I", c_int64: "q",
+               c_void_p: "Q"}
+
+
+def _packer(cls):
+    """A struct.Struct that writes cls's fields, in _fields_ order, at
+    their offsets (pointers as integers, 0 for NULL)."""
+    fmt, pos = "=", 0
+    for name, typ in cls._fields_:
+        offset = getattr(cls, name).offset
+        fmt += "x" * (offset - pos) + _PACK_CODES[typ]
+        pos = offset + ctypes.sizeof(typ)
+    fmt += "x" * (ctypes.sizeof(cls) - pos)
+    packer = struct.Struct(fmt)
+    assert packer.size == ctypes.sizeof(cls)
+    return packer
+
+
+ROUTING_PACK = _packer(Routing)
+SCATTER_PACK = _packer(ScatterArgs)
 
 
 # ---------------------------------------------------------------- loading
@@ -357,7 +383,7 @@ class Context:
     __slots__ = ("handle", "backend", "device", "lock", "stream", "routing",
                  "scatter_args", "gather_args", "routing_ref", "scatter_ref",
                  "gather_ref", "workspace", "ws_sizes", "ws_given",
-                 "__weakref__")
+                 "routing_bytes", "scatter_bytes", "__weakref__")
 
     def __init__(self, backend, device):
         opts = ContextOptions()
@@ -390,6 +416,11 @@ class Context:
         scatter_args_init(ctypes.byref(self.scatter_args))
         self.gather_args = GatherArgs()
         LIB.moes_gather_args_init(ctypes.byref(self.gather_args))
+        # The same memory as bytes, for ROUTING_PACK and SCATTER_PACK.
+        self.routing_bytes = (ctypes.c_char * ctypes.sizeof(Routing)) \
+            .from_buffer(self.routing)
+        self.scatter_bytes = (ctypes.c_char * ctypes.sizeof(ScatterArgs)) \
+            .from_buffer(self.scatter_args)
         self.routing_ref = ctypes.byref(self.routing)
         self.scatter_ref = ctypes.byref(self.scatter_args)
         self.gather_ref = ctypes.byref(self.gather_args)

@@ -76,7 +76,30 @@ _FLOAT_CODES = {d: c for d, c in A._TORCH_DTYPES.items()
                 if c in _ops._FLOAT}
 _INDEX_CODES = {d: c for d, c in A._TORCH_DTYPES.items() if c in _INDEX}
 _F32 = A.torch.float32 if A.torch is not None else None
+
+# _scatter_fast writes the structs' fields by position, in this order.
+assert tuple(f for f, _ in _lib.Routing._fields_) == (
+    "struct_size", "n_tokens", "top_k", "ids", "ids_dtype", "ids_stride",
+    "expert_map", "n_experts_global", "n_experts")
+assert tuple(f for f, _ in _lib.ScatterArgs._fields_) == (
+    "struct_size", "layout", "alignment", "capacity", "flags", "x",
+    "x_dtype", "hidden", "x_stride", "x_scales", "scale_block",
+    "x_scales_stride", "out", "out_stride", "out_scales",
+    "out_scales_format", "out_scales_row_stride", "out_scales_col_stride",
+    "index_dtype", "out_index", "out_index_stride", "counts",
+    "expert_start", "expert_end", "m_indices", "masked_m", "n_dropped",
+    "row_source", "row_source_pad")
 _I32 = A.torch.int32 if A.torch is not None else None
+
+
+# The library's context of each device number (-1: the CPU), looked up
+# once: contexts live as long as the process (_lib.context).
+_CONTEXTS = {}
+
+
+def _context_of(dev):
+    ctx = _CONTEXTS[dev] = _ops._context(dev)
+    return ctx
 
 
 def ep_scatter(recv_x, recv_x_scale, recv_topk, num_recv_tokens_per_expert,
@@ -173,47 +196,21 @@ def _scatter_fast(x, xs, ids, counts, start, out, out_s, m_idx, oi, emap):
             e_global = e
     except (AttributeError, TypeError, ValueError):
         return False
-    ctx = _ops._context(dev)
+    ctx = _CONTEXTS.get(dev) or _context_of(dev)
     with ctx.lock:
-        r = ctx.routing
-        r.n_tokens = n
-        r.top_k = k
-        r.ids = ids.data_ptr()
-        r.ids_dtype = ids_code
-        r.ids_stride = ids_rs
-        r.expert_map = map_ptr
-        r.n_experts_global = e_global
-        r.n_experts = e
-        a = ctx.scatter_args
-        a.layout = _lib.LAYOUT_CONTIGUOUS
-        a.alignment = BLOCK_M
-        a.capacity = capacity
-        a.flags = _lib.SCATTER_LABEL_PADDING
-        a.x = x.data_ptr()
-        a.x_dtype = xcode
-        a.hidden = h
-        a.x_stride = x_rs
-        a.x_scales = xs_ptr
-        a.scale_block = BLOCK_SCALE
-        a.x_scales_stride = xs_rs
-        a.out = out.data_ptr()
-        a.out_stride = out_rs
-        a.out_scales = os_ptr
-        a.out_scales_format = sfmt
-        a.out_scales_row_stride = srs
-        a.out_scales_col_stride = scs
-        a.index_dtype = icode
-        a.out_index = oi.data_ptr()
-        a.out_index_stride = oi_rs
-        a.counts = None
-        a.expert_start = start.data_ptr()
-        a.expert_end = None
-        a.m_indices = m_idx.data_ptr()
-        a.masked_m = None
-        a.n_dropped = None
-        # The struct is shared with moescatter.scatter, which may have
-        # left a row_source there.
-        a.row_source = None
+        # Every field, in the structs' order (checked at import, above).
+        _lib.ROUTING_PACK.pack_into(
+            ctx.routing_bytes, 0, ctx.routing.struct_size, n, k,
+            ids.data_ptr(), ids_code, ids_rs, map_ptr or 0, e_global, e)
+        _lib.SCATTER_PACK.pack_into(
+            ctx.scatter_bytes, 0, ctx.scatter_args.struct_size,
+            _lib.LAYOUT_CONTIGUOUS, BLOCK_M, capacity,
+            _lib.SCATTER_LABEL_PADDING, x.data_ptr(), xcode, h, x_rs,
+            xs_ptr or 0, BLOCK_SCALE, xs_rs, out.data_ptr(), out_rs,
+            os_ptr or 0, sfmt, srs, scs, icode, oi.data_ptr(), oi_rs,
+            0, start.data_ptr(), 0, m_idx.data_ptr(), 0, 0,
+            # row_source: none (scatter may have left one in this struct)
+            0, -1)
         ws = _ops._enter(ctx, n, k, e, workspace=True)
         st = _lib.LIB.moes_scatter(ctx.handle, ctx.routing_ref,
                                    ctx.scatter_ref)
@@ -321,7 +318,7 @@ def _gather_fast(y, w, oi, out):
             return False
     except (AttributeError, TypeError, ValueError):
         return False
-    ctx = _ops._context(dev)
+    ctx = _CONTEXTS.get(dev) or _context_of(dev)
     with ctx.lock:
         g = ctx.gather_args
         g.flags = 0
