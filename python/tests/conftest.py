@@ -22,6 +22,20 @@ FLOAT_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 INDEX_DTYPES = [torch.int32, torch.int64]
 
 
+def cuda_backend_usable():
+    """(True, "") when torch sees a CUDA device and the library's CUDA
+    backend opens on it, else (False, why): the reason of CUDA-only
+    tests' skips."""
+    import moescatter
+    if not torch.cuda.is_available():
+        return False, "no CUDA device visible to torch"
+    try:
+        moescatter.backend_info("cuda")
+    except moescatter.Error as e:
+        return False, "the library's CUDA backend cannot run: %s" % e
+    return True, ""
+
+
 @pytest.fixture(params=DEVICES)
 def device(request):
     return request.param

@@ -8,20 +8,11 @@ import torch
 import moescatter
 from moescatter import compat
 import reference as ref
-from conftest import ROW_DTYPES, make_ids, make_map, make_rows, make_scales
+from conftest import (ROW_DTYPES, cuda_backend_usable, make_ids, make_map,
+                      make_rows, make_scales)
 
 
-def _cuda_backend_usable():
-    if not torch.cuda.is_available():
-        return False, "no CUDA device visible to torch"
-    try:
-        moescatter.backend_info("cuda")
-    except moescatter.Error as e:
-        return False, "the library's CUDA backend cannot run: %s" % e
-    return True, ""
-
-
-_usable, _why = _cuda_backend_usable()
+_usable, _why = cuda_backend_usable()
 pytestmark = pytest.mark.skipif(not _usable, reason=_why)
 
 

@@ -12,8 +12,8 @@ import torch
 import moescatter
 from moescatter import _lib
 import reference as ref
-from conftest import (INDEX_DTYPES, finish, make_ids, make_map, make_rows,
-                      make_scales)
+from conftest import (INDEX_DTYPES, cuda_backend_usable, finish, make_ids,
+                      make_map, make_rows, make_scales)
 
 np = pytest.importorskip("numpy")
 
@@ -481,17 +481,7 @@ def test_align_block_size_errors(device):
 # ---------------------------------------------------------------- CUDA
 
 
-def _cuda_backend_usable():
-    if not torch.cuda.is_available():
-        return False, "no CUDA device visible to torch"
-    try:
-        moescatter.backend_info("cuda")
-    except moescatter.Error as e:
-        return False, "the library's CUDA backend cannot run: %s" % e
-    return True, ""
-
-
-_cuda_ok, _cuda_why = _cuda_backend_usable()
+_cuda_ok, _cuda_why = cuda_backend_usable()
 needs_cuda = pytest.mark.skipif(not _cuda_ok, reason=_cuda_why)
 
 

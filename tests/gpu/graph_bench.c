@@ -191,22 +191,33 @@ static void free_case(case_state *s)
     cudaFree(s->map);
 }
 
+/* The routing of set i, and the contiguous-layout arguments both
+ * scatters share: every index output of the set, its capacity. */
+static void scatter_common(const case_state *s, const set_buffers *b,
+                           int64_t alignment, moes_routing *r,
+                           moes_scatter_args *a)
+{
+    moes_routing_init(r);
+    r->n_tokens = s->c->tokens;
+    r->top_k = K;
+    r->ids = b->ids;
+    r->expert_map = s->map;
+    r->n_experts_global = E_GLOBAL;
+    r->n_experts = s->c->n_experts;
+    moes_scatter_args_init(a);
+    a->layout = MOES_LAYOUT_CONTIGUOUS;
+    a->alignment = alignment;
+    a->capacity = s->capacity;
+    a->out_index = b->out_index;
+    a->m_indices = b->m_indices;
+}
+
 static void scatter_call(moes_context *ctx, const case_state *s, int i)
 {
     const set_buffers *b = &s->sets[i % SETS];
     moes_routing r;
     moes_scatter_args a;
-    moes_routing_init(&r);
-    r.n_tokens = s->c->tokens;
-    r.top_k = K;
-    r.ids = b->ids;
-    r.expert_map = s->map;
-    r.n_experts_global = E_GLOBAL;
-    r.n_experts = s->c->n_experts;
-    moes_scatter_args_init(&a);
-    a.layout = MOES_LAYOUT_CONTIGUOUS;
-    a.alignment = A;
-    a.capacity = s->capacity;
+    scatter_common(s, b, A, &r, &a);
     a.x = b->x;
     a.x_dtype = MOES_DTYPE_FP8_E4M3;
     a.hidden = H;
@@ -215,8 +226,6 @@ static void scatter_call(moes_context *ctx, const case_state *s, int i)
     a.out = b->out;
     a.out_scales = b->out_scales;
     a.out_scales_format = MOES_SCALES_FP32;
-    a.out_index = b->out_index;
-    a.m_indices = b->m_indices;
     MOES_OK_OR_DIE(ctx, moes_scatter(ctx, &r, &a));
 }
 
@@ -227,20 +236,8 @@ static void index_only_call(moes_context *ctx, const case_state *s, int i)
     const set_buffers *b = &s->sets[i % SETS];
     moes_routing r;
     moes_scatter_args a;
-    moes_routing_init(&r);
-    r.n_tokens = s->c->tokens;
-    r.top_k = K;
-    r.ids = b->ids;
-    r.expert_map = s->map;
-    r.n_experts_global = E_GLOBAL;
-    r.n_experts = s->c->n_experts;
-    moes_scatter_args_init(&a);
-    a.layout = MOES_LAYOUT_CONTIGUOUS;
-    a.alignment = IDX_A;
-    a.capacity = s->capacity;
+    scatter_common(s, b, IDX_A, &r, &a);
     a.flags = MOES_SCATTER_LABEL_PADDING;
-    a.out_index = b->out_index;
-    a.m_indices = b->m_indices;
     a.row_source = b->row_source;
     a.row_source_pad = s->c->tokens * K;
     MOES_OK_OR_DIE(ctx, moes_scatter(ctx, &r, &a));
