@@ -3,6 +3,7 @@
 turned into the library's structs, outputs allocated where the caller gave
 none, the call made on the context of the arrays' device."""
 import ctypes
+import threading
 from typing import NamedTuple, Optional, Any
 
 from . import _lib
@@ -175,6 +176,19 @@ def _routing(ctx, topk_ids, num_experts, expert_map, space, fn):
 
 
 def _capacity(ctx_handle, layout, n, k, e, alignment):
+    # moes_scatter_capacity's formula, without the call, for sizes it
+    # accepts; anything else goes to the library for its error.
+    if n >= 0 and k >= 1 and e >= 1 and alignment >= 1 and \
+            layout in (_lib.LAYOUT_CONTIGUOUS, _lib.LAYOUT_GROUPED,
+                       _lib.LAYOUT_MASKED):
+        nk = n * k
+        if layout == _lib.LAYOUT_MASKED:
+            cap = nk
+        else:
+            cap = (nk + min(e, nk) * (alignment - 1) + alignment - 1) \
+                // alignment * alignment
+        if cap <= _INT64_MAX:
+            return cap
     cap = ctypes.c_int64()
     st = LIB.moes_scatter_capacity(ctx_handle, layout, n, k, e, alignment,
                                    ctypes.byref(cap))
@@ -384,15 +398,10 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
             srs, scs = cols, 1
     elif scales_mn_major:
         raise _arg_error("scales_mn_major without x_scales")
-    out_index = A.empty(space, (n, k), icode)
-    counts = A.empty(space, (e,), icode)
-    start = A.empty(space, (e,), icode)
-    end = A.empty(space, (e,), icode)
-    m_indices = A.empty(space, (rows,), icode) \
-        if lay == _lib.LAYOUT_CONTIGUOUS else None
-    masked_m = A.empty(space, (e,), icode) if masked else None
+    out_index, counts, start, end, m_indices, masked_m, sources = \
+        _index_outputs(space, icode, n, k, e, rows, lead,
+                       lay == _lib.LAYOUT_CONTIGUOUS, masked, row_source)
     n_dropped = A.empty(space, (), _lib.DTYPE_INT64) if masked else None
-    sources = A.empty(space, lead, icode) if row_source else None
     flags = ((_lib.SCATTER_ZERO_PADDING if zero_padding else 0)
              | (_lib.SCATTER_LABEL_PADDING if label_padding else 0)
              | (_lib.SCATTER_UNPADDED_END if unpadded_end else 0))
@@ -409,6 +418,36 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
                  row_source_pad if sources is not None else -1)
     return ScatterResult(out, out_scales, out_index, m_indices, counts,
                          start, end, masked_m, n_dropped, sources)
+
+
+# Set (per thread) while the torch.library operator runs scatter: an
+# operator's outputs must not share memory, so there each index output
+# gets its own allocation.
+_separate_outputs = threading.local()
+
+
+def _index_outputs(space, icode, n, k, e, rows, lead, contiguous, masked,
+                   row_source):
+    """out_index [N, K], counts, expert_start, expert_end [E], m_indices
+    [rows] (contiguous), masked_m [E] (masked), row_source (lead): views of
+    one allocation of icode elements, as one allocation costs what the
+    rest of a small call's Python work does (None where not made)."""
+    made = (True, True, True, True, contiguous, masked, bool(row_source))
+    sizes = (n * k, e, e, e, rows, e, rows)
+    if getattr(_separate_outputs, "on", False):
+        views = [A.empty(space, (size,), icode) if want else None
+                 for want, size in zip(made, sizes)]
+    else:
+        flat = A.empty(space, (sum(s for w, s in zip(made, sizes) if w),),
+                       icode)
+        views, at = [], 0
+        for want, size in zip(made, sizes):
+            views.append(flat[at:at + size] if want else None)
+            at += size if want else 0
+    views[0] = views[0].reshape(n, k)
+    if row_source:
+        views[6] = views[6].reshape(lead)
+    return tuple(views)
 
 
 _INT64_MIN = -(1 << 63)

@@ -89,16 +89,24 @@ def _register():
                    scales_mn_major: bool, row_source: bool = False,
                    row_source_pad: int = -1,
                    unpadded_end: bool = False) -> T10:
-        r = _ops.scatter(x, topk_ids, num_experts, x_scales, layout=layout,
-                         alignment=alignment, expert_map=expert_map,
-                         capacity=capacity, scale_format=scale_format,
-                         scale_block=scale_block, zero_padding=zero_padding,
-                         label_padding=label_padding,
-                         index_dtype=torch.int64 if int64_index
-                         else torch.int32, scales_mn_major=scales_mn_major,
-                         row_source=row_source,
-                         row_source_pad=row_source_pad,
-                         unpadded_end=unpadded_end)
+        # An operator's outputs must not share memory.
+        _ops._separate_outputs.on = True
+        try:
+            r = _ops.scatter(x, topk_ids, num_experts, x_scales,
+                             layout=layout, alignment=alignment,
+                             expert_map=expert_map, capacity=capacity,
+                             scale_format=scale_format,
+                             scale_block=scale_block,
+                             zero_padding=zero_padding,
+                             label_padding=label_padding,
+                             index_dtype=torch.int64 if int64_index
+                             else torch.int32,
+                             scales_mn_major=scales_mn_major,
+                             row_source=row_source,
+                             row_source_pad=row_source_pad,
+                             unpadded_end=unpadded_end)
+        finally:
+            _ops._separate_outputs.on = False
         none = topk_ids.new_empty((0,), dtype=torch.int32)
         return tuple(none.clone() if f is None else f for f in r)
 
