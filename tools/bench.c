@@ -95,6 +95,10 @@ static void usage(void)
         "                     FILE.png or FILE.svg with gnuplot (the CSV goes\n"
         "                     to --csv, or next to the plot)\n"
         "\n"
+        "  --ep               expert-parallel dispatch and combine across the\n"
+        "                     ranks of an MPI job instead (mpirun -np R\n"
+        "                     moescatter bench --ep --help for its options)\n"
+        "\n"
         "See moescatter(1), BYTES MOVED, for what is counted.\n",
         DEFAULT_TOKENS, DEFAULT_SEED, DEFAULT_ITERS, SWEEP_MAX_TOKENS_CUDA,
         SWEEP_MAX_TOKENS_CPU);
@@ -267,6 +271,10 @@ int tool_bench(int argc, char **argv)
     const char *csv;
     int rc, st;
 
+    /* --ep is another benchmark, with its own options. */
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--ep") == 0)
+            return tool_bench_ep(argc, argv);
     rc = parse(argc, argv, &o);
     if (rc >= 0)
         return rc;

@@ -85,5 +85,8 @@ int tool_library_error(const char *command, moes_context *ctx,
 int tool_info(int argc, char **argv);
 int tool_check(int argc, char **argv);
 int tool_bench(int argc, char **argv);
+/* bench --ep (bench_ep.c): under mpirun, or a usage error in a build
+ * without MPI. */
+int tool_bench_ep(int argc, char **argv);
 
 #endif /* MOES_TOOL_H */
