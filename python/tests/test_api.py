@@ -46,6 +46,28 @@ def test_capacity(layout, n, k, e, a):
         == ref.capacity_bound(layout, n, k, e, a)
 
 
+def test_capacity_formula_is_the_librarys():
+    """The capacity scatter computes in Python is the library's answer, and
+    what the library refuses (sizes past int64, bad alignment) still
+    raises its error."""
+    import ctypes
+    import itertools
+    from moescatter import _lib, _ops
+    for lay, n, k, e, a in itertools.product(
+            (_lib.LAYOUT_CONTIGUOUS, _lib.LAYOUT_GROUPED, _lib.LAYOUT_MASKED),
+            (0, 1, 3, 128, 4096, 10 ** 12, 2 ** 62), (1, 2, 8, 9),
+            (1, 3, 32, 256, 10 ** 6), (1, 2, 3, 64, 128, 1000, 0, -5)):
+        cap = ctypes.c_int64()
+        st = _lib.LIB.moes_scatter_capacity(None, lay, n, k, e, a,
+                                            ctypes.byref(cap))
+        if st == _lib.MOES_OK:
+            assert _ops._capacity(None, lay, n, k, e, a) == cap.value
+        else:
+            with pytest.raises(moescatter.Error) as info:
+                _ops._capacity(None, lay, n, k, e, a)
+            assert info.value.status == st
+
+
 def test_synchronize_cpu_is_a_no_op():
     moescatter.synchronize()
     moescatter.synchronize("cpu")
