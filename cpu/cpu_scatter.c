@@ -139,6 +139,11 @@ static void pad_rows(const moes_scatter_plan *plan, int64_t first,
                      int64_t end, int64_t label)
 {
     const moes_scatter_args *a = &plan->a;
+    /* Nothing to write, nothing to walk: an index-only masked scatter
+     * may have a capacity no buffer bounds (2^40 rows per expert). */
+    if (!a->m_indices && !a->row_source &&
+        !(a->flags & MOES_SCATTER_ZERO_PADDING))
+        return;
     for (int64_t r = first; r < end; r++) {
         if (a->m_indices)
             moes_index_store(a->m_indices, plan->index_elem, r, label);

@@ -320,3 +320,58 @@ Test(row_source, sized_init)
     cr_expect_eq(moes_scatter_args_init_sized(NULL, sizeof b),
                  MOES_ERR_NULL_POINTER);
 }
+
+/* An index-only call's capacity is bounded by no buffer: with nothing
+ * written per row (no m_indices, no row_source), 2^40 rows per expert
+ * must cost what the choices cost, on every layout that allows it. */
+Test(row_source, index_only_huge_capacity_costs_nothing, .timeout = 60)
+{
+    static const int layouts[] = {MOES_LAYOUT_GROUPED, MOES_LAYOUT_MASKED};
+    for (size_t l = 0; l < sizeof layouts / sizeof layouts[0]; l++) {
+        const int masked = layouts[l] == MOES_LAYOUT_MASKED;
+        moes_context *ctx = test_open(0);
+        void *ids = dev_from(ctx, ids3, sizeof ids3);
+        void *oi = dev_new(ctx, N * K * 8), *end = dev_new(ctx, E * 8);
+        void *mm = dev_new(ctx, E * 8);
+        moes_routing r;
+        moes_scatter_args a;
+        int64_t *got;
+        moes_routing_init(&r);
+        r.n_tokens = N;
+        r.top_k = K;
+        r.n_experts = E;
+        r.ids = ids;
+        moes_scatter_args_init(&a);
+        a.layout = layouts[l];
+        a.alignment = 2;
+        a.capacity = (int64_t)1 << 40;
+        a.index_dtype = MOES_DTYPE_INT64;
+        a.flags = MOES_SCATTER_UNPADDED_END;
+        a.out_index = oi;
+        a.expert_end = end;
+        a.masked_m = masked ? mm : NULL;
+        cr_assert_eq(moes_scatter(ctx, &r, &a), MOES_OK, "%s",
+                     moes_last_error(ctx));
+        cr_assert_eq(moes_synchronize(ctx), MOES_OK, "%s",
+                     moes_last_error(ctx));
+        got = dev_get(ctx, end, E * 8);
+        /* The real rows' ends: expert 0 has 2, expert 1 none, expert 2
+         * has 3 (grouped: from row 2, as expert 1 is empty; masked: from
+         * e * 2^40). */
+        if (masked) {
+            cr_expect_eq(got[0], 2);
+            cr_expect_eq(got[1], ((int64_t)1 << 40));
+            cr_expect_eq(got[2], ((int64_t)2 << 40) + 3);
+        } else {
+            cr_expect_eq(got[0], 2);
+            cr_expect_eq(got[1], 2);
+            cr_expect_eq(got[2], 2 + 3);
+        }
+        free(got);
+        dev_free(ctx, ids);
+        dev_free(ctx, oi);
+        dev_free(ctx, end);
+        dev_free(ctx, mm);
+        test_close(ctx);
+    }
+}

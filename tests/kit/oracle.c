@@ -184,7 +184,7 @@ int moes_oracle_scatter(const moes_routing *routing,
     oracle_scatter s;
     const moes_scatter_args *a;
     int64_t n, k_top, n_exp, cap, *local, *counts, *start, *block;
-    int masked, st;
+    int masked, pads, st;
 
     st = oracle_check_scatter(routing, args, &s);
     if (st != MOES_OK)
@@ -195,6 +195,8 @@ int moes_oracle_scatter(const moes_routing *routing,
     n_exp = s.route.r.n_experts;
     cap = a->capacity;
     masked = a->layout == MOES_LAYOUT_MASKED;
+    pads = a->m_indices || a->row_source ||
+           (a->flags & MOES_SCATTER_ZERO_PADDING);
 
     st = route(&s.route, &local, &counts);
     if (st != MOES_OK)
@@ -291,9 +293,10 @@ int moes_oracle_scatter(const moes_routing *routing,
             placed++;
         }
         /* placed == counts[e]; the rows of the block after the kept ones
-         * are padding. */
+         * are padding (walked only when something is written there: an
+         * index-only call's capacity need not fit any buffer). */
         for (int64_t r = start[e] + (masked && placed > cap ? cap : placed);
-             r < start[e] + block[e]; r++)
+             pads && r < start[e] + block[e]; r++)
             pad_row(&s, r, label);
         if (a->counts)
             store_index(a->counts, s.index_elem, e, counts[e]);
@@ -314,7 +317,7 @@ int moes_oracle_scatter(const moes_routing *routing,
     if (!masked) {
         /* The tail after the last block, up to the capacity. */
         int64_t used = n_exp > 0 ? start[n_exp - 1] + block[n_exp - 1] : 0;
-        for (int64_t r = used; r < cap; r++)
+        for (int64_t r = used; pads && r < cap; r++)
             pad_row(&s, r, -1);
     }
     if (a->n_dropped) {
