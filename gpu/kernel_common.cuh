@@ -130,12 +130,11 @@ __device__ __forceinline__ moes_expert_rows moes_dev_expert_rows(
     return x;
 }
 
-/* The local expert of choice c = t*K + k, or -1 (id -1, mapped to -1, or
+/* The local expert of choice (t, k), or -1 (id -1, mapped to -1, or
  * invalid: invalid ones are reported by the counting kernel). */
-__device__ __forceinline__ int64_t moes_dev_local_expert(
-    const gpu_scatter_args &a, int64_t c, int64_t *id_out)
+__device__ __forceinline__ int64_t moes_dev_local_expert_at(
+    const gpu_scatter_args &a, int64_t t, int64_t k, int64_t *id_out)
 {
-    int64_t t = c / a.top_k, k = c - t * a.top_k;
     int64_t id = moes_dev_index_load(a.ids, a.ids_elem, t * a.ids_stride + k);
     *id_out = id;
     if (id < 0 || id >= a.n_global)
@@ -144,15 +143,31 @@ __device__ __forceinline__ int64_t moes_dev_local_expert(
     return (e >= 0 && e < a.n_experts) ? e : -1;
 }
 
-/* Choice c's out_index entry, and the row_source entry of its row. */
-__device__ __forceinline__ void moes_dev_place_choice(
-    const gpu_scatter_args &a, int64_t c, int64_t row)
+/* The same for choice c = t*K + k. */
+__device__ __forceinline__ int64_t moes_dev_local_expert(
+    const gpu_scatter_args &a, int64_t c, int64_t *id_out)
 {
-    const int64_t t = c / a.top_k, k = c - t * a.top_k;
+    const int64_t t = c / a.top_k;
+    return moes_dev_local_expert_at(a, t, c - t * a.top_k, id_out);
+}
+
+/* Choice c = (t, k)'s out_index entry, and the row_source entry of its
+ * row. */
+__device__ __forceinline__ void moes_dev_place_choice_at(
+    const gpu_scatter_args &a, int64_t t, int64_t k, int64_t c, int64_t row)
+{
     moes_dev_index_store(a.out_index, a.index_elem, t * a.out_index_stride + k,
                          row);
     if (row >= 0 && a.row_source)
         moes_dev_index_store(a.row_source, a.index_elem, row, c);
+}
+
+/* The same for choice c = t*K + k. */
+__device__ __forceinline__ void moes_dev_place_choice(
+    const gpu_scatter_args &a, int64_t c, int64_t row)
+{
+    const int64_t t = c / a.top_k;
+    moes_dev_place_choice_at(a, t, c - t * a.top_k, c, row);
 }
 
 /* Lane l of the calling warp loads entry k0 + l of a token's index row

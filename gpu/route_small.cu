@@ -31,34 +31,23 @@ enum {
 /* Ranks fit 16 bits: a column sums to at most ROUTE_SMALL_CHOICES. */
 typedef uint16_t route_rank;
 
-/* Choice c's local expert, or -1, like moes_dev_local_expert, for the
- * small sizes of this kernel: c < ROUTE_SMALL_CHOICES, so t and k come
- * from a 32-bit division (the 64-bit one is three times the work, and a
- * single block has nothing to hide it behind). */
-__device__ __forceinline__ int32_t small_local_expert(
-    const gpu_scatter_args &a, int64_t c, int64_t *id_out)
-{
-    const uint32_t t = (uint32_t)c / (uint32_t)a.top_k;
-    const uint32_t k = (uint32_t)c - t * (uint32_t)a.top_k;
-    const int64_t id = moes_dev_index_load(a.ids, a.ids_elem,
-                                           (int64_t)t * a.ids_stride + k);
-    *id_out = id;
-    if (id < 0 || id >= a.n_global)
-        return -1;
-    const int64_t e = a.map ? (int64_t)a.map[id] : id;
-    return (e >= 0 && e < a.n_experts) ? (int32_t)e : -1;
-}
+/* Choice c = t*K + k split for the small sizes of this kernel:
+ * c < ROUTE_SMALL_CHOICES, so a 32-bit division does (the 64-bit one is
+ * three times the work, and a single block has nothing to hide it
+ * behind). The choice's expert and placement are the shared ones of
+ * kernel_common.cuh, given t and k. */
+struct small_choice {
+    int64_t t, k;
+};
 
-/* moes_dev_place_choice with the same 32-bit division. */
-__device__ __forceinline__ void small_place_choice(const gpu_scatter_args &a,
-                                                   int64_t c, int64_t row)
+__device__ __forceinline__ small_choice small_split(const gpu_scatter_args &a,
+                                                    int64_t c)
 {
     const uint32_t t = (uint32_t)c / (uint32_t)a.top_k;
-    const uint32_t k = (uint32_t)c - t * (uint32_t)a.top_k;
-    moes_dev_index_store(a.out_index, a.index_elem,
-                         (int64_t)t * a.out_index_stride + k, row);
-    if (row >= 0 && a.row_source)
-        moes_dev_index_store(a.row_source, a.index_elem, row, c);
+    small_choice s;
+    s.t = t;
+    s.k = (uint32_t)c - t * (uint32_t)a.top_k;
+    return s;
 }
 
 extern "C" __global__ void __launch_bounds__(SCAN_THREADS)
@@ -109,7 +98,8 @@ moes_route_small(const gpu_scatter_args args)
         expert[r] = -1;
         rank[r] = 0;
         if (c < end) {
-            expert[r] = small_local_expert(a, c, &id);
+            const small_choice s = small_split(a, c);
+            expert[r] = (int32_t)moes_dev_local_expert_at(a, s.t, s.k, &id);
             if (id < -1 || id >= a.n_global)
                 moes_dev_report(a.state, MOES_DATA_ERROR_RANK_ID, c);
         }
@@ -177,7 +167,8 @@ moes_route_small(const gpu_scatter_args args)
                 else
                     row = a.start[e] + at;
             }
-            small_place_choice(a, c, row);
+            const small_choice s = small_split(a, c);
+            moes_dev_place_choice_at(a, s.t, s.k, c, row);
         }
         if (a.m_indices || a.row_source)
             moes_stage_label_blocks(a, thread, threads);
