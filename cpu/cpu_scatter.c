@@ -133,6 +133,14 @@ static void zero_row(const moes_scatter_plan *plan, int64_t row)
     }
 }
 
+/* Whether rows that hold no token get anything written: a label, a
+ * row_source pad, or zeros. */
+static int writes_padding(const moes_scatter_args *a)
+{
+    return a->m_indices || a->row_source ||
+           (a->flags & MOES_SCATTER_ZERO_PADDING);
+}
+
 /* Rows [first, end) that hold no token: label (m_indices), pad value
  * (row_source) and, when asked for, zero data and scales. */
 static void pad_rows(const moes_scatter_plan *plan, int64_t first,
@@ -141,8 +149,7 @@ static void pad_rows(const moes_scatter_plan *plan, int64_t first,
     const moes_scatter_args *a = &plan->a;
     /* Nothing to write, nothing to walk: an index-only masked scatter
      * may have a capacity no buffer bounds (2^40 rows per expert). */
-    if (!a->m_indices && !a->row_source &&
-        !(a->flags & MOES_SCATTER_ZERO_PADDING))
+    if (!writes_padding(a))
         return;
     for (int64_t r = first; r < end; r++) {
         if (a->m_indices)
@@ -294,8 +301,7 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     const int threads = cpu_threads(ctx);
     const int per_expert_arrays = a->counts || a->expert_start ||
                                   a->expert_end || a->masked_m;
-    const int pads = a->m_indices || a->row_source ||
-                     (a->flags & MOES_SCATTER_ZERO_PADDING);
+    const int pads = writes_padding(a);
     cpu_route route;
     int64_t rows_used;
     int st;
