@@ -175,18 +175,25 @@ def _routing(ctx, topk_ids, num_experts, expert_map, space, fn):
     return (ids, emap), n, k
 
 
+def capacity_formula(masked, n, k, e, alignment, minimum=min):
+    """moes_scatter_capacity's bound: N*K rows per expert when masked,
+    else roundup(N*K + min(E, N*K) * (A - 1), A). minimum is min, or
+    torch.sym_min where the sizes are symbolic (torch.compile)."""
+    nk = n * k
+    if masked:
+        return nk
+    return (nk + minimum(e, nk) * (alignment - 1) + alignment - 1) \
+        // alignment * alignment
+
+
 def _capacity(ctx_handle, layout, n, k, e, alignment):
-    # moes_scatter_capacity's formula, without the call, for sizes it
-    # accepts; anything else goes to the library for its error.
+    # The formula, without the call, for sizes the library accepts;
+    # anything else goes to the library for its error.
     if n >= 0 and k >= 1 and e >= 1 and alignment >= 1 and \
             layout in (_lib.LAYOUT_CONTIGUOUS, _lib.LAYOUT_GROUPED,
                        _lib.LAYOUT_MASKED):
-        nk = n * k
-        if layout == _lib.LAYOUT_MASKED:
-            cap = nk
-        else:
-            cap = (nk + min(e, nk) * (alignment - 1) + alignment - 1) \
-                // alignment * alignment
+        cap = capacity_formula(layout == _lib.LAYOUT_MASKED, n, k, e,
+                               alignment)
         if cap <= _INT64_MAX:
             return cap
     cap = ctypes.c_int64()

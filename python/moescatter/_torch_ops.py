@@ -43,16 +43,12 @@ else:
 
 def capacity_bound(layout, n, k, e, alignment):
     """scatter_capacity's bound from sizes that may be symbolic."""
-    nk = n * k
-    if layout == "masked":
-        return nk
     # torch.sym_min only where a size is symbolic: on plain ints it returns
     # an int, which torch.compile refuses as the result of a torch.* call.
-    if isinstance(e, int) and isinstance(nk, int):
-        m = min(e, nk)
-    else:
-        m = getattr(torch, "sym_min", min)(e, nk)
-    return (nk + m * (alignment - 1) + alignment - 1) // alignment * alignment
+    symbolic = not (isinstance(e, int) and isinstance(n * k, int))
+    return _ops.capacity_formula(
+        layout == "masked", n, k, e, alignment,
+        getattr(torch, "sym_min", min) if symbolic else min)
 
 
 def _scale_cols(h, scale_block, scale_format):
