@@ -51,35 +51,53 @@ __device__ __forceinline__ int64_t row_label(const gpu_scatter_args &a,
 /* The labels (m_indices) of every row and the row_source pad of rows
  * without a choice (the placement writes the others), one warp per
  * expert block and the tail after: only stores, no search per row
- * (which would be a chain of dependent loads). */
-__device__ void moes_stage_label_blocks(const gpu_scatter_args &a,
-                                        int64_t thread, int64_t threads)
+ * (which would be a chain of dependent loads). Written for one index
+ * type at a time: the width test and the 64-bit address of a store per
+ * element were most of the instructions of this stage. An int32 index
+ * means fewer than 2^31 rows (validation), so offsets fit 32 bits. */
+template <typename T, typename R>
+__device__ __forceinline__ void label_blocks(const gpu_scatter_args &a,
+                                             int64_t thread, int64_t threads)
 {
-    const unsigned lane = threadIdx.x % MOES_WARP;
+    const R lane = (R)(threadIdx.x % MOES_WARP);
     const bool masked = a.layout == MOES_LAYOUT_MASKED;
     const bool label_padding = (a.flags & MOES_SCATTER_LABEL_PADDING) != 0;
     const int64_t rows_needed = a.state->rows_needed;
+    T *const labels = (T *)a.m_indices;
+    T *const sources = (T *)a.row_source;
+    const T pad = (T)a.row_source_pad;
     for (int64_t e = thread / MOES_WARP; e < a.n_experts;
          e += threads / MOES_WARP) {
         const moes_expert_rows x = moes_dev_expert_rows(a, e, rows_needed);
-        if (a.m_indices)
-            for (int64_t r = lane; r < x.block; r += MOES_WARP)
-                moes_dev_index_store(a.m_indices, a.index_elem, x.first + r,
-                                     r < x.real || label_padding ? e : -1);
-        if (a.row_source)
-            for (int64_t r = x.real + lane; r < x.block; r += MOES_WARP)
-                moes_dev_index_store(a.row_source, a.index_elem, x.first + r,
-                                     a.row_source_pad);
+        const R real = (R)x.real, block = (R)x.block;
+        if (labels) {
+            T *row = labels + x.first;
+            const T pad_label = label_padding ? (T)e : (T)-1;
+            for (R r = lane; r < block; r += MOES_WARP)
+                row[r] = r < real ? (T)e : pad_label;
+        }
+        if (sources) {
+            T *row = sources + x.first;
+            for (R r = real + lane; r < block; r += MOES_WARP)
+                row[r] = pad;
+        }
     }
     if (!masked)
-        for (int64_t r = rows_needed + thread; r < a.out_rows;
-             r += threads) {
-            if (a.m_indices)
-                moes_dev_index_store(a.m_indices, a.index_elem, r, -1);
-            if (a.row_source)
-                moes_dev_index_store(a.row_source, a.index_elem, r,
-                                     a.row_source_pad);
+        for (int64_t r = rows_needed + thread; r < a.out_rows; r += threads) {
+            if (labels)
+                labels[r] = (T)-1;
+            if (sources)
+                sources[r] = pad;
         }
+}
+
+__device__ void moes_stage_label_blocks(const gpu_scatter_args &a,
+                                        int64_t thread, int64_t threads)
+{
+    if (a.index_elem == 4)
+        label_blocks<int32_t, int32_t>(a, thread, threads);
+    else
+        label_blocks<int64_t, int64_t>(a, thread, threads);
 }
 
 /* One block per row; rows that hold a token are left alone. */
