@@ -79,14 +79,17 @@ __device__ void moes_block_scan_experts(const gpu_scatter_args &a)
     if (lane == 0)
         dropped_sums[warp] = dropped;
     __syncthreads();
-    if (threadIdx.x == 0) {
-        int64_t total = 0;
-        for (unsigned w = 0; w < n_warps; w++)
-            total += dropped_sums[w];
-        a.state->dropped = total;
-        a.state->rows_needed = masked ? a.out_rows : carry;
-        if (!masked && carry > a.capacity)
-            moes_dev_report(a.state, MOES_DATA_ERROR_RANK_CAPACITY, 0);
+    /* The warps' sums by warp 0, not one thread's loop over them. */
+    if (warp == 0) {
+        int64_t total = lane < n_warps ? dropped_sums[lane] : 0;
+        for (int off = MOES_WARP / 2; off > 0; off /= 2)
+            total += __shfl_down_sync(0xFFFFFFFFu, total, off);
+        if (lane == 0) {
+            a.state->dropped = total;
+            a.state->rows_needed = masked ? a.out_rows : carry;
+            if (!masked && carry > a.capacity)
+                moes_dev_report(a.state, MOES_DATA_ERROR_RANK_CAPACITY, 0);
+        }
     }
 }
 

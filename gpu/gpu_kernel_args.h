@@ -102,7 +102,12 @@ typedef struct gpu_scatter_args {
     int64_t copy_width;          /* bytes per vector in the row copy      */
     int64_t copy_chunks;         /* row chunks per token (one per warp)   */
     int64_t place_blocks;        /* moes_place_and_label: its first part  */
-    int64_t label_blocks;        /* and its second                        */
+    int64_t label_blocks;        /* and its second; in the one-block
+                                  * routing: nonzero when a later grid
+                                  * labels (moes_copy_rows' last blocks or
+                                  * moes_place_and_label)                 */
+    int64_t copy_blocks;         /* moes_copy_rows: blocks that copy; any
+                                  * after them label                      */
     const float *x_scales;       /* NULL without scales                   */
     int64_t x_scales_stride;
     int64_t n_scales;

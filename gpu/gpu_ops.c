@@ -204,6 +204,15 @@ int gpu_count(moes_context *ctx, const moes_count_plan *plan,
                            gpu_grid_for(a.n_experts, 256), 256, &a);
 }
 
+/* Blocks of `threads` threads for the row labels (pad_labels.cu): a
+ * warp per expert, and enough blocks for the tail after the last block. */
+static int64_t label_grid(const gpu_scatter_args *a, unsigned threads)
+{
+    const int64_t experts = gpu_grid_for(a->n_experts, threads / WARP_THREADS);
+    const int64_t tail = gpu_grid_for(a->out_rows, LABEL_ROWS_PER_BLOCK);
+    return experts > tail ? experts : tail;
+}
+
 /* Chunks of a row of `vectors` vectors, one warp each (gather.cu,
  * place_copy.cu), and the blocks of GPU_ROW_THREADS threads for them. */
 static int64_t row_chunks(int64_t vectors)
@@ -278,9 +287,23 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     a.row_source = s->row_source;
     a.row_source_pad = s->row_source_pad;
 
-    if (route_is_small(&a)) {
-        /* Routing, labels and per-expert outputs in one launch. */
+    const int small = route_is_small(&a);
+    const int copies = a.n_choices > 0 && !plan->index_only;
+    if (small) {
+        /* Routing and per-expert outputs in one block; the labels, a
+         * store per output row, by the grid after it: the copy's last
+         * blocks, or a launch of their own when no row is copied. */
+        if ((a.m_indices || a.row_source) && a.out_rows > 0)
+            a.label_blocks = label_grid(&a, copies ? GPU_ROW_THREADS
+                                                   : warp_block);
         MOES_TRY(gpu_launch(ctx, GPU_K_ROUTE_SMALL, 1, SMALL_BLOCK, &a));
+        if (a.label_blocks && !copies) {
+            a.place_blocks = 0;
+            /* Every block labels: none is left for the per-expert
+             * outputs, which the routing wrote. */
+            MOES_TRY(gpu_launch_next(ctx, GPU_K_PLACE_AND_LABEL,
+                                     a.label_blocks, warp_block, &a));
+        }
     } else {
         /* Placement, labels and per-expert outputs: one launch, its grid
          * cut in three (place_and_label.cu). */
@@ -288,20 +311,18 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
         a.place_blocks = a.n_choices > 0 ? gpu_grid_for(a.tiles, WARPS_PER_BLOCK)
                                          : 0;
         a.label_blocks = 0;
-        if ((a.m_indices || a.row_source) && a.out_rows > 0) {
-            const int64_t experts = gpu_grid_for(a.n_experts, WARPS_PER_BLOCK);
-            const int64_t tail = gpu_grid_for(a.out_rows, LABEL_ROWS_PER_BLOCK);
-            a.label_blocks = experts > tail ? experts : tail;
-        }
+        if ((a.m_indices || a.row_source) && a.out_rows > 0)
+            a.label_blocks = label_grid(&a, warp_block);
         MOES_TRY(gpu_launch_next(ctx, GPU_K_PLACE_AND_LABEL,
                                  a.place_blocks + a.label_blocks +
                                      gpu_grid_for(a.n_experts, warp_block),
                                  warp_block, &a));
     }
-    if (a.n_choices > 0 && !plan->index_only) {
+    if (copies) {
         a.copy_chunks = row_chunks(a.row_bytes / a.copy_width);
+        a.copy_blocks = row_blocks(gpu_state_of(ctx), a.n_tokens, a.copy_chunks);
         MOES_TRY(gpu_launch_next(ctx, GPU_K_COPY_ROWS,
-                                 row_blocks(gpu_state_of(ctx), a.n_tokens, a.copy_chunks),
+                                 a.copy_blocks + (small ? a.label_blocks : 0),
                                  GPU_ROW_THREADS, &a));
     }
     if ((a.flags & MOES_SCATTER_ZERO_PADDING) && a.out_rows > 0)

@@ -240,6 +240,13 @@ __device__ __forceinline__ bool moes_dev_last_block(gpu_device_state *s)
  * the record, and the block counter is ready for the next launch. */
 __device__ void moes_stage_finish_validation(const gpu_finish_args &a);
 
+/* Stages that kernels of other files run on a part of their grid
+ * (thread and threads count that part's threads). pad_labels.cu: */
+__device__ void moes_stage_label_blocks(const gpu_scatter_args &a,
+                                        int64_t thread, int64_t threads);
+__device__ void moes_stage_expert_outputs(const gpu_scatter_args &a,
+                                          int64_t thread, int64_t threads);
+
 __device__ __forceinline__ void moes_dev_close_validation(
     gpu_device_state *s, const gpu_finish_args &f)
 {

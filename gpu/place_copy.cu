@@ -12,7 +12,8 @@
  *
  * Copy: a block reads a chunk of a token's row (and its scale words)
  * once, in the widest vectors the alignment allows, and writes it to each
- * of the token's rows.
+ * of the token's rows. After the one-block routing, extra blocks of the
+ * same launch write the row labels.
  */
 #include "kernel_common.cuh"
 
@@ -66,7 +67,7 @@ __device__ void copy_items(const gpu_scatter_args &a)
     const int64_t n_vec = a.row_bytes / (int64_t)sizeof(V);
     const int64_t items = a.n_tokens * a.copy_chunks;
     const int64_t lane = threadIdx.x % MOES_WARP;
-    const int64_t stride = moes_dev_threads() / MOES_WARP;
+    const int64_t stride = a.copy_blocks * blockDim.x / MOES_WARP;
     int64_t item = moes_dev_thread() / MOES_WARP;
     moes_row_fetch next;
     if (item < items)
@@ -138,6 +139,9 @@ __device__ void copy_items(const gpu_scatter_args &a)
     }
 }
 
+/* The first copy_blocks blocks copy; the rest, after the one-block
+ * routing, write the row labels, which need only the expert blocks that
+ * the routing left in the workspace and so run beside the copy. */
 extern "C" __global__ void __launch_bounds__(GPU_ROW_THREADS)
 moes_copy_rows(const gpu_scatter_args a)
 {
@@ -146,6 +150,12 @@ moes_copy_rows(const gpu_scatter_args a)
     moes_dev_wait_prior();
     if (moes_dev_failed(a.state))
         return;
+    if (blockIdx.x >= a.copy_blocks) {
+        moes_stage_label_blocks(
+            a, (blockIdx.x - a.copy_blocks) * (int64_t)blockDim.x + threadIdx.x,
+            ((int64_t)gridDim.x - a.copy_blocks) * blockDim.x);
+        return;
+    }
     switch (a.copy_width) {
     case 16: copy_items<uint4>(a); break;
     case 8: copy_items<uint2>(a); break;

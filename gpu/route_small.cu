@@ -5,8 +5,9 @@
  * Decode-size work (up to ROUTE_SMALL_CHOICES choices) is dominated by
  * latency, so one block of SCAN_THREADS threads does it all, separated by
  * block barriers: map check, counts, ranks, expert scan, the error
- * record, placement, labels and the per-expert outputs, with the
- * per-expert totals and first rows in shared memory.
+ * record, placement and the per-expert outputs, with the per-expert
+ * totals and first rows in shared memory. The row labels, a store per
+ * output row, are left to the grid launched next (label_blocks).
  *
  * Warp w owns the w-th of 32 equal spans of the choices in t*K + k order
  * and walks it 32 at a time (at most ROUTE_SMALL_ROUNDS rounds), each
@@ -170,13 +171,16 @@ moes_route_small(const gpu_scatter_args args)
             const small_choice s = small_split(a, c);
             moes_dev_place_choice_at(a, s.t, s.k, c, row);
         }
-        if (a.m_indices || a.row_source)
+        /* The labels are stores over every output row, tens of
+         * thousands at decode sizes: a grid after this block writes them
+         * (label_blocks), unless there are none to write. */
+        if ((a.m_indices || a.row_source) && !a.label_blocks)
             moes_stage_label_blocks(a, thread, threads);
     }
     moes_stage_expert_outputs(a, thread, threads);
-    /* The zero-padding kernel that follows finds the padding rows from
-     * the workspace's copy. */
-    if (a.flags & MOES_SCATTER_ZERO_PADDING)
+    /* The kernels that follow (labels, zero padding) find the blocks
+     * from the workspace's copy. */
+    if (a.label_blocks || (a.flags & MOES_SCATTER_ZERO_PADDING))
         for (int64_t e = thread; e < n_experts; e += threads) {
             args.counts[e] = counts[e];
             args.start[e] = start[e];
