@@ -383,7 +383,7 @@ class Context:
     __slots__ = ("handle", "backend", "device", "lock", "stream", "routing",
                  "scatter_args", "gather_args", "routing_ref", "scatter_ref",
                  "gather_ref", "workspace", "ws_sizes", "ws_given",
-                 "routing_bytes", "scatter_bytes", "__weakref__")
+                 "routing_bytes", "scatter_bytes", "ws_memo", "__weakref__")
 
     def __init__(self, backend, device):
         opts = ContextOptions()
@@ -430,6 +430,9 @@ class Context:
         # (pointer, bytes) of the workspace the library holds now: handing
         # it the same one again is skipped.
         self.ws_given = None
+        # The last routing call's (stream, sizes, ws_given, buffer), when
+        # it was not captured: _ops._enter_routing's shortcut.
+        self.ws_memo = None
 
     def info(self):
         info = ContextInfo()

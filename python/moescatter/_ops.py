@@ -112,7 +112,8 @@ def _hand_workspace(ctx, n_tokens, top_k, n_experts):
         ctx.ws_sizes[key] = need
     if need <= 0:
         return None
-    if _capturing():
+    capturing = _capturing()
+    if capturing:
         buf = torch.empty(need, dtype=torch.uint8,
                           device=torch.device("cuda", ctx.device))
     else:
@@ -128,7 +129,25 @@ def _hand_workspace(ctx, n_tokens, top_k, n_experts):
         if st != _lib.MOES_OK:
             ctx.fail(st, "moes_set_workspace")
         ctx.ws_given = given
+    if not capturing:
+        ctx.ws_memo = (ctx.stream, n_tokens, top_k, n_experts, ctx.ws_given,
+                       buf)
     return buf
+
+
+def _enter_routing(ctx, n_tokens, top_k, n_experts):
+    """_enter(ctx, n_tokens, top_k, n_experts, workspace=True), with a
+    shortcut for the call that repeats the last one (decode steps): the
+    same stream, the same sizes, the library still holding the buffer that
+    call handed it, and no capture going on need nothing new."""
+    memo = ctx.ws_memo
+    if memo is not None and memo[1] == n_tokens and memo[2] == top_k and \
+            memo[3] == n_experts and memo[4] is ctx.ws_given and \
+            memo[0] == ctx.stream == _raw_stream(ctx.device) and \
+            not _capturing():
+        return memo[5]
+    ctx.ws_memo = None
+    return _enter(ctx, n_tokens, top_k, n_experts, workspace=True)
 
 
 def _enter(ctx, n_tokens=0, top_k=1, n_experts=1, workspace=False):

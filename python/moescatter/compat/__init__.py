@@ -211,7 +211,7 @@ def _scatter_fast(x, xs, ids, counts, start, out, out_s, m_idx, oi, emap):
             0, start.data_ptr(), 0, m_idx.data_ptr(), 0, 0,
             # row_source: none (scatter may have left one in this struct)
             0, -1)
-        ws = _ops._enter(ctx, n, k, e, workspace=True)
+        ws = _ops._enter_routing(ctx, n, k, e)
         st = _lib.LIB.moes_scatter(ctx.handle, ctx.routing_ref,
                                    ctx.scatter_ref)
         if st != _lib.MOES_OK:
