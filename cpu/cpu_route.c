@@ -56,8 +56,12 @@ void cpu_route_init(cpu_route *route, const moes_route_plan *plan,
     memset(route, 0, sizeof *route);
     route->plan = plan;
     route->sparse = route_is_sparse(plan);
+    route->parts = route->sparse ? 1 : dense_parts(plan, threads);
+    /* A route with nothing to hold (no choices on the sparse path) has no
+     * workspace: its arrays stay NULL, since even NULL + 0 is undefined. */
+    if (!w)
+        return;
     if (route->sparse) {
-        route->parts = 1;
         route->choices = (cpu_choice *)w;
         route->group_expert = w + 2 * nk;
         route->group_first = w + 3 * nk;
@@ -66,7 +70,6 @@ void cpu_route_init(cpu_route *route, const moes_route_plan *plan,
             route->row_of = w + 5 * nk;
         }
     } else {
-        route->parts = dense_parts(plan, threads);
         route->part_counts = w;
         route->counts = w + route->parts * n_experts;
         if (scatter)

@@ -68,22 +68,28 @@ typedef struct call_buffers {
  * past what any machine runs (the library caps it). */
 static const int thread_counts[] = {1, 2, 3, 4, 7, 100000};
 
+static moes_context *new_cpu_context(int threads)
+{
+    moes_context *ctx;
+    moes_context_options o;
+    /* Sleeping, not spinning, between parallel regions: the machine may
+     * have fewer cores than threads. LLVM's OpenMP reads this when it
+     * starts; GNU OpenMP at load time (make check sets it). */
+    setenv("OMP_WAIT_POLICY", "passive", 0);
+    moes_context_options_init(&o);
+    o.backend = MOES_BACKEND_CPU;
+    o.cpu_threads = threads;
+    if (moes_context_create(&ctx, &o) != MOES_OK)
+        fz_fail("cannot open a CPU context: %s", moes_last_error(NULL));
+    return ctx;
+}
+
+/* The contexts that live for the whole run, one per thread count. */
 static moes_context *cpu_context(int slot)
 {
     static moes_context *contexts[6];
-    const int threads = thread_counts[slot];
-    if (!contexts[slot]) {
-        moes_context_options o;
-        /* Sleeping, not spinning, between parallel regions: the machine
-         * may have fewer cores than threads. LLVM's OpenMP reads this when
-         * it starts; GNU OpenMP at load time (make check sets it). */
-        setenv("OMP_WAIT_POLICY", "passive", 0);
-        moes_context_options_init(&o);
-        o.backend = MOES_BACKEND_CPU;
-        o.cpu_threads = threads;
-        if (moes_context_create(&contexts[slot], &o) != MOES_OK)
-            fz_fail("cannot open a CPU context: %s", moes_last_error(NULL));
-    }
+    if (!contexts[slot])
+        contexts[slot] = new_cpu_context(thread_counts[slot]);
     return contexts[slot];
 }
 
@@ -990,11 +996,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * time in 256, 100000, which the library caps): a parallel region
      * with sleeping threads costs as much as the rest of the call.
      * fuzz_diff covers the thread counts thoroughly. */
-    moes_context *ctx = cpu_context(op == 0xFF ? 5 : op >= 0xF0 ? 1 + op % 4
-                                                                : 0);
+    const int slot = op == 0xFF ? 5 : op >= 0xF0 ? 1 + op % 4 : 0;
+    moes_context *ctx, *fresh = NULL;
 
     memset(&cb, 0, sizeof cb);
     cb.seed = fz_u64(&in);
+    /* One call in sixteen on a context of its own, made for it: what a
+     * first call meets (no workspace yet, nothing cached) that the
+     * long-lived contexts have forgotten. */
+    if ((cb.seed >> 56 & 15) == 15)
+        ctx = fresh = new_cpu_context(thread_counts[slot]);
+    else
+        ctx = cpu_context(slot);
     cb.in = &in;
     cb.arena = (op / 3) % 4 == 1;
     cb.max_bytes = (cb.seed & 31) == 31 ? (int64_t)8 << 20
@@ -1005,5 +1018,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     default: fuzz_gather(&in, &cb, ctx); break;
     }
     free_buffers(&cb);
+    moes_context_destroy(fresh);
     return 0;
 }
