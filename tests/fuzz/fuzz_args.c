@@ -438,7 +438,7 @@ static size_t elem_of(int dtype)
 
 /* An id or map entry in [-1, limit) mostly, sometimes just outside, or
  * anything. */
-static int64_t decode_entry(fz_input *in, int64_t limit)
+FZ_NO_COVERAGE static int64_t decode_entry(fz_input *in, int64_t limit)
 {
     uint8_t b = fz_u8(in);
     if (limit < 1 || limit > 64)
@@ -464,7 +464,7 @@ static void store_index(void *base, size_t elem, int64_t i, int64_t v)
 
 /* ids [N][stride] with values everywhere, padding included (a library
  * that read past K would then see garbage). */
-static void *decode_ids(fz_input *in, call_buffers *cb, moes_routing *r,
+FZ_NO_COVERAGE static void *decode_ids(fz_input *in, call_buffers *cb, moes_routing *r,
                         int64_t id_limit)
 {
     size_t elem = elem_of(r->ids_dtype), bytes, n;
@@ -480,6 +480,14 @@ static void *decode_ids(fz_input *in, call_buffers *cb, moes_routing *r,
     for (size_t i = 0; i < n; i++)
         store_index(ids, elem, (int64_t)i, decode_entry(in, id_limit));
     return ids;
+}
+
+/* n map entries in [-1, n_experts) mostly. */
+FZ_NO_COVERAGE static void decode_map(fz_input *in, int32_t *map, int64_t n,
+                                      int64_t n_experts)
+{
+    for (int64_t i = 0; i < n; i++)
+        map[i] = (int32_t)decode_entry(in, n_experts);
 }
 
 /* The routing part of count and scatter. */
@@ -499,14 +507,13 @@ static void decode_routing(fz_input *in, call_buffers *cb, moes_routing *r,
      * without a map, E_global given; bits 5-6 ids NULL. */
     if (shape & 1) {
         /* With a map: E_global of its own, entries in [-1, E). */
-        int64_t g = decode_experts(in, 12), i;
+        int64_t g = decode_experts(in, 12);
         size_t bytes = claim(cb, 1, g, g, 4);
         int32_t *map = add_input(cb, bytes, NULL);
         r->n_experts_global = g;
         r->expert_map = map;
         if (map)
-            for (i = 0; i < (int64_t)(bytes / 4); i++)
-                map[i] = (int32_t)decode_entry(in, r->n_experts);
+            decode_map(in, map, (int64_t)(bytes / 4), r->n_experts);
         if ((shape & 0x18) == 0x18 && !cb->skip)
             r->expert_map = NULL; /* E_global without its map */
     } else {
@@ -524,7 +531,7 @@ static void decode_routing(fz_input *in, call_buffers *cb, moes_routing *r,
 /* Counts per local expert of the valid (t, k), for choosing capacities
  * near the edge. Returns the rows the contiguous layout needs and the
  * largest count. */
-static void rows_needed(const moes_routing *r, int64_t alignment,
+FZ_NO_COVERAGE static void rows_needed(const moes_routing *r, int64_t alignment,
                         int64_t *rows, int64_t *largest)
 {
     int64_t counts[64] = {0};

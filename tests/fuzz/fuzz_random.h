@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "fuzz_input.h" /* FZ_NO_COVERAGE */
+
 static inline uint64_t fz_next(uint64_t *s)
 {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
@@ -55,8 +57,8 @@ static inline uint16_t fz_f16_bits(uint64_t *s)
 
 /* Fills n elements of elem bytes: floats of that width for 2 and 4 bytes,
  * noise for any other width. */
-static inline void fz_fill_elems(void *dst, size_t elem, size_t n,
-                                 uint64_t *s)
+FZ_NO_COVERAGE static inline void fz_fill_elems(void *dst, size_t elem,
+                                                size_t n, uint64_t *s)
 {
     uint8_t *d = dst;
     for (size_t i = 0; i < n; i++) {
@@ -74,7 +76,7 @@ static inline void fz_fill_elems(void *dst, size_t elem, size_t n,
 }
 
 /* Fills bytes with noise (for input padding between rows). */
-static inline void fz_fill_bytes(void *dst, size_t n, uint64_t *s)
+FZ_NO_COVERAGE static inline void fz_fill_bytes(void *dst, size_t n, uint64_t *s)
 {
     uint8_t *d = dst;
     for (size_t i = 0; i < n; i++)
