@@ -627,7 +627,7 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
 {
     moes_routing r;
     moes_scatter_args a, e;
-    int routing_null, args_null, got, want;
+    int routing_null, args_null, got, want, overflowed;
     int64_t out_rows = 0, n_scales = 0, cols = 0, rs, cs, needed, largest;
     size_t x_elem, ie;
     uint8_t b, present, nulls, rows_byte;
@@ -781,6 +781,9 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
         if (present & 4)
             a.out_scales = add_output(cb, "out_scales", 16, NULL);
     }
+    /* Whether a row claim overflowed, before x's and out's: an absent x
+     * or out overflows only where the library sizes it (below). */
+    overflowed = cb->overflowed;
     if ((rows_byte & 8) && !(present & 1)) {
         /* Index-only: nothing of the rows is given. */
         a.out_scales = NULL;
@@ -800,6 +803,11 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
                            NULL);
     else
         claim_absent(cb, out_rows, a.out_stride, a.hidden, 8);
+    /* x, x_scales, out and out_scales all NULL, by whichever branch above,
+     * is an index-only scatter, whose row sizes the library ignores: the
+     * claims of x and out then make nothing overflow. */
+    if (!a.x && !a.x_scales && !a.out && !a.out_scales)
+        cb->overflowed = overflowed;
     if (!(nulls & 4))
         a.out_index = add_output(cb, "out_index",
                                  claim(cb, r.n_tokens, a.out_index_stride,
