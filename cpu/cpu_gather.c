@@ -10,11 +10,13 @@
 #include "cpu_omp.h"
 #include "numerics.h"
 
-/* 4096 fp32 accumulators (16 KiB) stay in L1 and give each row of y a long
- * enough sequential run for the hardware prefetcher. They live in the
- * context's workspace, one chunk per thread, not on the caller's stack:
- * callers on small stacks (fibers, small pthreads) must keep working. */
-enum { CHUNK = 4096 };
+/* Two buffers of 2048 fp32 accumulators (16 KiB together) stay in L1 and
+ * give each row of y a long enough sequential run for the hardware
+ * prefetcher: each step reads one and writes the other (see
+ * accumulate_block). They live in the context's workspace, one pair per
+ * thread, not on the caller's stack: callers on small stacks (fibers,
+ * small pthreads) must keep working. */
+enum { CHUNK = 2048 };
 
 int64_t cpu_gather_workspace_bytes(int threads, int64_t n_tokens,
                                    int64_t hidden)
@@ -25,7 +27,7 @@ int64_t cpu_gather_workspace_bytes(int threads, int64_t n_tokens,
         team = 1;
     if (chunk < 1)
         chunk = 1;
-    return team * chunk * (int64_t)sizeof(float); /* <= threads * 16 KiB */
+    return team * 2 * chunk * (int64_t)sizeof(float); /* <= threads * 16 KiB */
 }
 
 /* Built for AVX2 as well as the baseline where the compiler can, and
@@ -126,68 +128,52 @@ static inline float widen(const void *y, int dtype, int64_t i)
     return ((const float *)y)[i];
 }
 
-/* Whether any acc[i] or y[i] of the block is a NaN (one vectorized pass
- * over data that the step reads again from L1 right after). */
+/* next[i] = step(acc[i], w, y[i]) over one block, the widening of y
+ * folded into the same vectorized pass. A sum that is not a NaN had no NaN
+ * operand (a NaN goes through both operations), so it is the step's
+ * answer; the pass writes the plain sums and notes whether any is a NaN,
+ * and only a block with one (nearly never) is done again with the NaN sign
+ * rule of moes_gather_step, from acc, which the pass left as it was.
+ * Returns nonzero when it had to. Same bits either way. */
 MOES_VECTOR_CLONES
-static int block_has_nan(const float *restrict acc, const void *restrict y,
-                         int dtype, int64_t n)
+static void accumulate_block(float *restrict next, const float *restrict acc,
+                             const void *restrict y, int dtype, float w,
+                             int64_t n)
 {
     uint32_t any = 0;
     if (dtype == MOES_DTYPE_BF16) {
         const uint16_t *src = y;
-        for (int64_t i = 0; i < n; i++)
-            any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(acc[i])) |
-                    (uint32_t)((src[i] & 0x7FFFu) > 0x7F80u);
+        for (int64_t i = 0; i < n; i++) {
+            float r = acc[i] + w * moes_bf16_to_f32(src[i]);
+            any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(r));
+            next[i] = r;
+        }
     } else if (dtype == MOES_DTYPE_FP16) {
         const uint16_t *src = y;
-        for (int64_t i = 0; i < n; i++)
-            any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(acc[i])) |
-                    (uint32_t)((src[i] & 0x7FFFu) > 0x7C00u);
+        for (int64_t i = 0; i < n; i++) {
+            float r = acc[i] + w * moes_f16_to_f32(src[i]);
+            any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(r));
+            next[i] = r;
+        }
     } else {
         const float *src = y;
-        for (int64_t i = 0; i < n; i++)
-            any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(acc[i])) |
-                    (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(src[i]));
+        for (int64_t i = 0; i < n; i++) {
+            float r = acc[i] + w * src[i];
+            any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(r));
+            next[i] = r;
+        }
     }
-    return any != 0;
-}
-
-/* acc[i] = step(acc[i], w, y[i]) over one block, the widening of y folded
- * into the same vectorized pass. A block with no NaN among its inputs
- * (nearly all of them) takes moes_gather_step_no_nan_in, which gives the
- * same bits with a third of the operations: the NaN sign rule of
- * moes_gather_step costs more than the memory traffic it rides on. */
-MOES_VECTOR_CLONES
-static void accumulate_block(float *restrict acc, const void *restrict y,
-                             int dtype, float w, int64_t n)
-{
-    const int plain = !moes_f32_bits_are_nan(moes_f32_to_bits(w)) &&
-                      !block_has_nan(acc, y, dtype, n);
-    if (plain && dtype == MOES_DTYPE_BF16) {
-        const uint16_t *src = y;
+    if (any)
         for (int64_t i = 0; i < n; i++)
-            acc[i] = moes_gather_step_no_nan_in(acc[i], w,
-                                                moes_bf16_to_f32(src[i]));
-    } else if (plain && dtype == MOES_DTYPE_FP16) {
-        const uint16_t *src = y;
-        for (int64_t i = 0; i < n; i++)
-            acc[i] = moes_gather_step_no_nan_in(acc[i], w,
-                                                moes_f16_to_f32(src[i]));
-    } else if (plain) {
-        const float *src = y;
-        for (int64_t i = 0; i < n; i++)
-            acc[i] = moes_gather_step_no_nan_in(acc[i], w, src[i]);
-    } else {
-        for (int64_t i = 0; i < n; i++)
-            acc[i] = moes_gather_step(acc[i], w, widen(y, dtype, i));
-    }
+            next[i] = moes_gather_step(acc[i], w, widen(y, dtype, i));
 }
 
 /* One chunk of a row in blocks, each block prefetching the bytes
  * PREFETCH_AHEAD further on, never past the chunk (the caller prefetched
  * the first lines while it read the previous row). */
-static void accumulate_row(float *restrict acc, const void *restrict y,
-                           int dtype, int elem, float w, int64_t n)
+static void accumulate_row(float *restrict next, const float *restrict acc,
+                           const void *restrict y, int dtype, int elem,
+                           float w, int64_t n)
 {
     const char *row = y;
     const int64_t bytes = n * elem;
@@ -198,7 +184,7 @@ static void accumulate_row(float *restrict acc, const void *restrict y,
             prefetch_bytes(row + ahead, bytes - ahead < PREFETCH_BLOCK
                                             ? bytes - ahead
                                             : PREFETCH_BLOCK);
-        accumulate_block(acc + i, row + i * elem, dtype, w,
+        accumulate_block(next + i, acc + i, row + i * elem, dtype, w,
                          n - i < block ? n - i : block);
     }
 }
@@ -221,7 +207,7 @@ static int64_t next_placed_k(const moes_gather_plan *plan, int64_t t,
 }
 
 static void gather_token(const moes_gather_plan *plan, int64_t t,
-                         float *restrict acc, int64_t chunk)
+                         float *acc, float *acc_next, int64_t chunk)
 {
     const moes_gather_args *a = &plan->a;
     const int accumulate = (a->flags & MOES_GATHER_ACCUMULATE) != 0;
@@ -247,9 +233,13 @@ static void gather_token(const moes_gather_plan *plan, int64_t t,
                                    (next_row * a->y_stride + h0) * y_elem,
                                n * y_elem < PREFETCH_AHEAD ? n * y_elem
                                                            : PREFETCH_AHEAD);
-            accumulate_row(acc,
+            accumulate_row(acc_next, acc,
                            (const char *)a->y + (row * a->y_stride + h0) * y_elem,
                            a->y_dtype, plan->y_elem, w, n);
+            /* The sums are in acc_next now: the buffers trade places. */
+            float *sums = acc_next;
+            acc_next = acc;
+            acc = sums;
         }
         store_row(out_row + h0 * (int64_t)plan->out_elem, acc, a->out_dtype,
                   n);
@@ -285,10 +275,10 @@ int cpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     accumulators = w;
     MOES_OMP(parallel num_threads((int)team))
     {
-        float *acc = accumulators + (int64_t)cpu_thread_num() * chunk;
+        float *acc = accumulators + (int64_t)cpu_thread_num() * 2 * chunk;
         MOES_OMP(for schedule(static))
         for (int64_t t = 0; t < a->n_tokens; t++)
-            gather_token(plan, t, acc, chunk);
+            gather_token(plan, t, acc, acc + chunk, chunk);
     }
     return MOES_OK;
 }

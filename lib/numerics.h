@@ -211,21 +211,4 @@ MOES_HD float moes_gather_step(float acc, float w, float y)
     return moes_bits_to_f32((rb & ~rn) | (nan & rn));
 }
 
-/* moes_gather_step where neither acc, w nor y is a NaN, with the same
- * bits: a NaN result can then only come from the arithmetic (inf - inf,
- * 0 * inf) and is +NaN. Fewer operations, for loops that have checked
- * their inputs. */
-MOES_HD float moes_gather_step_no_nan_in(float acc, float w, float y)
-{
-#if defined(__CUDA_ARCH__)
-    float r = __fadd_rn(acc, __fmul_rn(w, y));
-#else
-    float p = w * y;
-    float r = acc + p;
-#endif
-    uint32_t rb = moes_f32_to_bits(r);
-    uint32_t rn = 0u - (uint32_t)moes_f32_bits_are_nan(rb);
-    return moes_bits_to_f32((rb & ~rn) | (MOES_F32_QNAN_BITS & rn));
-}
-
 #endif /* MOES_NUMERICS_H */
