@@ -131,10 +131,10 @@ static inline float widen(const void *y, int dtype, int64_t i)
 /* next[i] = step(acc[i], w, y[i]) over one block, the widening of y
  * folded into the same vectorized pass. A sum that is not a NaN had no NaN
  * operand (a NaN goes through both operations), so it is the step's
- * answer; the pass writes the plain sums and notes whether any is a NaN,
- * and only a block with one (nearly never) is done again with the NaN sign
- * rule of moes_gather_step, from acc, which the pass left as it was.
- * Returns nonzero when it had to. Same bits either way. */
+ * answer; the pass writes the plain sums (moes_gather_sum) and notes
+ * whether any is a NaN, and only a block with one (nearly never) is done
+ * again with the NaN sign rule of moes_gather_step, from acc, which the
+ * pass left as it was. Same bits either way. */
 MOES_VECTOR_CLONES
 static void accumulate_block(float *restrict next, const float *restrict acc,
                              const void *restrict y, int dtype, float w,
@@ -144,21 +144,21 @@ static void accumulate_block(float *restrict next, const float *restrict acc,
     if (dtype == MOES_DTYPE_BF16) {
         const uint16_t *src = y;
         for (int64_t i = 0; i < n; i++) {
-            float r = acc[i] + w * moes_bf16_to_f32(src[i]);
+            float r = moes_gather_sum(acc[i], w, moes_bf16_to_f32(src[i]));
             any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(r));
             next[i] = r;
         }
     } else if (dtype == MOES_DTYPE_FP16) {
         const uint16_t *src = y;
         for (int64_t i = 0; i < n; i++) {
-            float r = acc[i] + w * moes_f16_to_f32(src[i]);
+            float r = moes_gather_sum(acc[i], w, moes_f16_to_f32(src[i]));
             any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(r));
             next[i] = r;
         }
     } else {
         const float *src = y;
         for (int64_t i = 0; i < n; i++) {
-            float r = acc[i] + w * src[i];
+            float r = moes_gather_sum(acc[i], w, src[i]);
             any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(r));
             next[i] = r;
         }

@@ -174,6 +174,19 @@ MOES_HD float moes_f32_canonical(float f)
                : f;
 }
 
+/* acc + w * y with each operation rounded on its own (no fused
+ * multiply-add): a gather step's result whenever it is not a NaN, since a
+ * NaN operand always gives a NaN sum. */
+MOES_HD float moes_gather_sum(float acc, float w, float y)
+{
+#if defined(__CUDA_ARCH__)
+    return __fadd_rn(acc, __fmul_rn(w, y));
+#else
+    float p = w * y;
+    return acc + p;
+#endif
+}
+
 /* One gather step: acc + fp32(w * y), each operation rounded to fp32 on
  * its own (never fused), a NaN result made canonical. The C side relies
  * on -ffp-contract=off and on FLT_EVAL_METHOD == 0; CUDA uses the
@@ -186,17 +199,14 @@ MOES_HD float moes_f32_canonical(float f)
  * branches, so that the CPU's loops over a row still vectorize. */
 MOES_HD float moes_gather_step(float acc, float w, float y)
 {
+    float r = moes_gather_sum(acc, w, y);
 #if defined(__CUDA_ARCH__)
-    float r = __fadd_rn(acc, __fmul_rn(w, y));
     /* A result that is not a NaN had no NaN operand (a NaN propagates
      * through both operations): it is the answer. A GPU thread takes
      * this test as one compare and a branch almost never taken, which
      * costs far less than the masks below on every element. */
     if (__builtin_expect(r == r, 1))
         return r;
-#else
-    float p = w * y;
-    float r = acc + p;
 #endif
     /* All-ones masks and bit operations rather than a chain of
      * conditionals: the CPU's loops over a row only vectorize so. */
