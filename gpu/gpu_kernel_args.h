@@ -102,10 +102,10 @@ typedef struct gpu_scatter_args {
     int64_t copy_width;          /* bytes per vector in the row copy      */
     int64_t copy_chunks;         /* row chunks per token (one per warp)   */
     int64_t place_blocks;        /* moes_place_and_label: its first part  */
-    int64_t label_blocks;        /* and its second; in the one-block
-                                  * routing: nonzero when a later grid
-                                  * labels (moes_copy_rows' last blocks or
-                                  * moes_place_and_label)                 */
+    int64_t label_blocks;        /* and its second; after the one-block
+                                  * routing, the blocks that label
+                                  * (moes_copy_rows' last ones, or a
+                                  * moes_place_and_label of their own)    */
     int64_t copy_blocks;         /* moes_copy_rows: blocks that copy; any
                                   * after them label                      */
     const float *x_scales;       /* NULL without scales                   */

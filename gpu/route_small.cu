@@ -171,11 +171,9 @@ moes_route_small(const gpu_scatter_args args)
             const small_choice s = small_split(a, c);
             moes_dev_place_choice_at(a, s.t, s.k, c, row);
         }
-        /* The labels are stores over every output row, tens of
-         * thousands at decode sizes: a grid after this block writes them
-         * (label_blocks), unless there are none to write. */
-        if ((a.m_indices || a.row_source) && !a.label_blocks)
-            moes_stage_label_blocks(a, thread, threads);
+        /* No labels here: they are stores over every output row, tens of
+         * thousands at decode sizes, and the grid launched after this
+         * block writes them (label_blocks, zero when there are none). */
     }
     moes_stage_expert_outputs(a, thread, threads);
     /* The kernels that follow (labels, zero padding) find the blocks
