@@ -5,8 +5,8 @@
  * same function the CPU uses, so the bits match.
  *
  * Two launches. moes_check_out_index reads every entry once and its last
- * block turns the first bad one into the error record. moes_gather_rows
- * is launched so that it may start while the check still runs: it reads
+ * block turns the first bad one into the error record. The gather kernel
+ * of the call's dtypes (moes_gather_Y_to_OUT) is launched so that it may start while the check still runs: it reads
  * out_index, the weights and y (inputs of the call, which nothing in the
  * call writes) and sums, and only then waits for the check to finish and
  * stores nothing when it found an error. An entry is only ever used to
@@ -15,11 +15,16 @@
  *
  * One warp per (token, chunk of the row) item: lane k loads the token's
  * out_index[t][k] and weight, the valid ones are walked in k order from
- * the warp's ballot, and each lane loads GPU_ROW_PER_THREAD vectors of
+ * the warp's ballot, and each lane loads GPU_GATHER_PER_THREAD vectors of
  * every valid row, 16 bytes each where the alignment allows. Rows with
  * out_index -1 cost nothing, so a warp keeps as many loads in flight for
  * an expert-parallel rank (one valid k in eight) as for a dense token;
- * no barrier and no shared memory, and few registers, for high occupancy.
+ * no barrier and no shared memory.
+ *
+ * The rows are summed with the plain rounded operations, and the NaN
+ * sign rule is applied only to an item whose sums came out NaN
+ * (gather_items says why that gives the same bits): the rule's compare
+ * and branch, taken per element and row, had cost as much as the sum.
  */
 #include "kernel_common.cuh"
 
@@ -149,22 +154,128 @@ __device__ __forceinline__ moes_row_fetch fetch_first(const gpu_gather_args &a,
                                t * a.weights_stride);
 }
 
-/* One (token, chunk) item per warp at a time. VEC: a lane's vectors are
- * GPU_GATHER_VEC elements; else single elements. */
-template <int YD, int OD, bool VEC>
-__device__ void gather_items(const gpu_gather_args &a)
+/* The shape of a warp's item: P vectors of V elements per lane (a chunk
+ * of 32 * P vectors), and up to GB valid rows whose loads are in flight
+ * together (halved for fp32 rows, whose vectors take twice the
+ * registers). */
+template <int YD, bool VEC, int P, int GB0> struct item_shape {
+    enum { V = VEC ? GPU_GATHER_VEC : 1,
+           GB = YD == MOES_DTYPE_FP32 && GB0 > 1 ? GB0 / 2 : GB0 };
+};
+
+/* acc = the lane's part of out (accumulate) or 0. */
+template <int OD, bool VEC, int P, int V>
+__device__ __forceinline__ void start_sums(const gpu_gather_args &a,
+                                           const unsigned char *o, int64_t g0,
+                                           int64_t groups, float (&acc)[P][V])
+{
+    typedef elem_io<OD> oio;
+    const int64_t osz = OD == MOES_DTYPE_FP32 ? 4 : 2;
+#pragma unroll
+    for (int j = 0; j < P; j++) {
+        const int64_t g = g0 + j * MOES_WARP;
+#pragma unroll
+        for (int i = 0; i < V; i++)
+            acc[j][i] = 0.0f;
+        if ((a.flags & MOES_GATHER_ACCUMULATE) && g < groups) {
+            if (VEC) {
+                const typename oio::vec old = oio::load_vec(o + g * V * osz);
+#pragma unroll
+                for (int i = 0; i < V; i++)
+                    acc[j][i] = oio::get(old, i);
+            } else {
+                acc[j][0] = oio::load_one(o + g * osz);
+            }
+        }
+    }
+}
+
+/* Adds token t's valid rows to acc in k order. EXACT: each step through
+ * moes_gather_step, the NaN sign rule included; else the plain rounded
+ * sum (moes_gather_sum), which equals it wherever it is not a NaN. */
+template <int YD, bool VEC, int P, int GB0, bool EXACT>
+__device__ __forceinline__ void add_rows(
+    const gpu_gather_args &a, int64_t t, int64_t g0, int64_t groups,
+    const moes_row_fetch &first,
+    float (&acc)[P][item_shape<YD, VEC, P, GB0>::V])
 {
     typedef elem_io<YD> yio;
-    typedef elem_io<OD> oio;
-    enum { P = GPU_ROW_PER_THREAD, V = VEC ? GPU_GATHER_VEC : 1,
-           GB = YD == MOES_DTYPE_FP32 ? GPU_GATHER_ROW_BATCH / 2
-                                      : GPU_GATHER_ROW_BATCH };
+    enum { V = item_shape<YD, VEC, P, GB0>::V,
+           GB = item_shape<YD, VEC, P, GB0>::GB };
     const int64_t ysz = YD == MOES_DTYPE_FP32 ? 4 : 2;
+    for (int64_t k0 = 0; k0 < a.top_k; k0 += MOES_WARP) {
+        const moes_row_fetch f =
+            k0 == 0 ? first
+                    : moes_dev_fetch_rows(a.out_index, a.index_elem,
+                                          t * a.out_index_stride, k0, a.top_k,
+                                          a.weights, t * a.weights_stride);
+        unsigned valid = moes_dev_valid_rows(f, a.y_rows);
+        /* Up to GB valid rows at a time: all their loads are issued
+         * before the first is summed, in k order. */
+        while (valid) {
+            float w[GB];
+            typename yio::vec v[GB][P];
+            float one[GB][P];
+            int nb = 0;
+#pragma unroll
+            for (int b = 0; b < GB; b++) {
+                if (!valid)
+                    break;
+                const int64_t row = moes_dev_next_row(&valid, f, &w[b]);
+                const unsigned char *y =
+                    (const unsigned char *)a.y + row * a.y_stride * ysz;
+#pragma unroll
+                for (int j = 0; j < P; j++) {
+                    const int64_t g = g0 + j * MOES_WARP;
+                    if (g < groups) {
+                        if (VEC)
+                            v[b][j] = yio::load_vec(y + g * V * ysz);
+                        else
+                            one[b][j] = yio::load_one(y + g * ysz);
+                    }
+                }
+                nb++;
+            }
+#pragma unroll
+            for (int b = 0; b < GB; b++) {
+                if (b >= nb)
+                    break;
+#pragma unroll
+                for (int j = 0; j < P; j++) {
+                    if (g0 + j * MOES_WARP >= groups)
+                        continue;
+#pragma unroll
+                    for (int i = 0; i < V; i++) {
+                        const float yv = VEC ? yio::get(v[b][j], i) : one[b][j];
+                        acc[j][i] = EXACT ? moes_gather_step(acc[j][i], w[b], yv)
+                                          : moes_gather_sum(acc[j][i], w[b], yv);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* One (token, chunk) item per warp at a time. VEC: a lane's vectors are
+ * GPU_GATHER_VEC elements; else single elements.
+ *
+ * The rows are summed with the plain rounded operations first. A NaN
+ * stays a NaN through every later step, so a lane whose sums all came out
+ * as numbers had no NaN at any step, and the plain sums are then the
+ * bits moes_gather_step gives. Only an item with a NaN somewhere (rare:
+ * a NaN or an infinity in the data) is summed again from the start with
+ * the sign rule; its rows and out are inputs nothing here has written
+ * yet. This keeps the rule's compare and branch out of the loop over
+ * rows, where they cost as much as the sum itself. */
+template <int YD, int OD, bool VEC, int P, int GB0>
+__device__ void gather_items(const gpu_gather_args &a)
+{
+    typedef elem_io<OD> oio;
+    enum { V = item_shape<YD, VEC, P, GB0>::V };
     const int64_t osz = OD == MOES_DTYPE_FP32 ? 4 : 2;
     const int64_t groups = a.hidden / V;
     const int64_t items = a.n_tokens * a.chunks;
     const int64_t lane = threadIdx.x % MOES_WARP;
-    const bool accumulate = (a.flags & MOES_GATHER_ACCUMULATE) != 0;
 
     const int64_t stride = moes_dev_threads() / MOES_WARP;
     int64_t item = moes_dev_thread() / MOES_WARP;
@@ -180,73 +291,20 @@ __device__ void gather_items(const gpu_gather_args &a)
         if (item + stride < items)
             next = fetch_first(a, (item + stride) / a.chunks);
         float acc[P][V];
+        start_sums<OD, VEC, P, V>(a, o, g0, groups, acc);
+        add_rows<YD, VEC, P, GB0, false>(a, t, g0, groups, first, acc);
+        bool nan = false;
 #pragma unroll
-        for (int j = 0; j < P; j++) {
-            const int64_t g = g0 + j * MOES_WARP;
+        for (int j = 0; j < P; j++)
 #pragma unroll
             for (int i = 0; i < V; i++)
-                acc[j][i] = 0.0f;
-            if (accumulate && g < groups) {
-                if (VEC) {
-                    const typename oio::vec old = oio::load_vec(o + g * V * osz);
-#pragma unroll
-                    for (int i = 0; i < V; i++)
-                        acc[j][i] = oio::get(old, i);
-                } else {
-                    acc[j][0] = oio::load_one(o + g * osz);
-                }
-            }
-        }
-        for (int64_t k0 = 0; k0 < a.top_k; k0 += MOES_WARP) {
-            const moes_row_fetch f =
-                k0 == 0 ? first
-                        : moes_dev_fetch_rows(a.out_index, a.index_elem,
-                                              t * a.out_index_stride, k0,
-                                              a.top_k, a.weights,
-                                              t * a.weights_stride);
-            unsigned valid = moes_dev_valid_rows(f, a.y_rows);
-            /* Up to GB valid rows at a time: all their loads are issued
-             * before the first is summed, in k order. */
-            while (valid) {
-                float w[GB];
-                typename yio::vec v[GB][P];
-                float one[GB][P];
-                int nb = 0;
-#pragma unroll
-                for (int b = 0; b < GB; b++) {
-                    if (!valid)
-                        break;
-                    const int64_t row = moes_dev_next_row(&valid, f, &w[b]);
-                    const unsigned char *y = (const unsigned char *)a.y +
-                                             row * a.y_stride * ysz;
-#pragma unroll
-                    for (int j = 0; j < P; j++) {
-                        const int64_t g = g0 + j * MOES_WARP;
-                        if (g < groups) {
-                            if (VEC)
-                                v[b][j] = yio::load_vec(y + g * V * ysz);
-                            else
-                                one[b][j] = yio::load_one(y + g * ysz);
-                        }
-                    }
-                    nb++;
-                }
-#pragma unroll
-                for (int b = 0; b < GB; b++) {
-                    if (b >= nb)
-                        break;
-#pragma unroll
-                    for (int j = 0; j < P; j++) {
-                        if (g0 + j * MOES_WARP >= groups)
-                            continue;
-#pragma unroll
-                        for (int i = 0; i < V; i++)
-                            acc[j][i] = moes_gather_step(
-                                acc[j][i], w[b],
-                                VEC ? yio::get(v[b][j], i) : one[b][j]);
-                    }
-                }
-            }
+                nan |= acc[j][i] != acc[j][i];
+        if (__any_sync(0xFFFFFFFFu, nan)) {
+            /* Fetched again rather than kept: fewer registers live
+             * across the common path. */
+            start_sums<OD, VEC, P, V>(a, o, g0, groups, acc);
+            add_rows<YD, VEC, P, 1, true>(a, t, g0, groups, fetch_first(a, t),
+                                          acc);
         }
         /* The check of out_index has finished, and its verdict is the same
          * for every thread. */
@@ -269,52 +327,43 @@ __device__ void gather_items(const gpu_gather_args &a)
     }
 }
 
-template <int YD, int OD>
-__device__ __forceinline__ void gather_path(const gpu_gather_args &a)
-{
-    if (a.vector)
-        gather_items<YD, OD, true>(a);
-    else
-        gather_items<YD, OD, false>(a);
-}
-
-template <int YD>
-__device__ __forceinline__ void gather_out(const gpu_gather_args &a)
-{
-    switch (a.out_dtype) {
-    case MOES_DTYPE_FP32: gather_path<YD, MOES_DTYPE_FP32>(a); break;
-    case MOES_DTYPE_BF16: gather_path<YD, MOES_DTYPE_BF16>(a); break;
-    default: gather_path<YD, MOES_DTYPE_FP16>(a); break;
-    }
-}
-
-/* Launched after moes_check_out_index, allowed to start before it ends.
- * One kernel per dtype of y, so that each gets the registers its own
- * loads need (fp32 rows take twice those of 16-bit ones). */
-template <int YD>
+/* The vector path with GPU_GATHER_ROW_BATCH rows in flight; the
+ * element-wise path (unaligned rows, rare) one row at a time, so that its
+ * registers stay below the vector path's. */
+template <int YD, int OD, int P = GPU_GATHER_PER_THREAD,
+          int GB = GPU_GATHER_ROW_BATCH>
 __device__ __forceinline__ void gather_kernel(const gpu_gather_args &a)
 {
     moes_dev_release_next();
     /* An error of an earlier call: this one writes nothing either. */
     if (moes_dev_failed(a.state))
         return;
-    gather_out<YD>(a);
+    if (a.vector)
+        gather_items<YD, OD, true, P, GB>(a);
+    else
+        gather_items<YD, OD, false, P, 1>(a);
 }
 
-extern "C" __global__ void __launch_bounds__(GPU_ROW_THREADS)
-moes_gather_rows_fp32(const gpu_gather_args a)
-{
-    gather_kernel<MOES_DTYPE_FP32>(a);
-}
+/* Launched after moes_check_out_index, allowed to start before it ends.
+ * One kernel per dtype pair, each held to the registers that let
+ * GPU_GATHER_MIN_BLOCKS blocks share a multiprocessor: a kernel that
+ * switched on the output dtype would take the registers of its largest
+ * path everywhere, and spill. */
+#define MOES_GATHER_KERNEL(name, YD, OD)                                      \
+    extern "C" __global__ void                                                \
+    __launch_bounds__(GPU_ROW_THREADS, GPU_GATHER_MIN_BLOCKS)                 \
+    name(const gpu_gather_args a)                                             \
+    {                                                                         \
+        gather_kernel<YD, OD>(a);                                             \
+    }
 
-extern "C" __global__ void __launch_bounds__(GPU_ROW_THREADS)
-moes_gather_rows_bf16(const gpu_gather_args a)
-{
-    gather_kernel<MOES_DTYPE_BF16>(a);
-}
-
-extern "C" __global__ void __launch_bounds__(GPU_ROW_THREADS)
-moes_gather_rows_fp16(const gpu_gather_args a)
-{
-    gather_kernel<MOES_DTYPE_FP16>(a);
-}
+MOES_GATHER_KERNEL(moes_gather_fp32_to_fp32, MOES_DTYPE_FP32, MOES_DTYPE_FP32)
+MOES_GATHER_KERNEL(moes_gather_fp32_to_bf16, MOES_DTYPE_FP32, MOES_DTYPE_BF16)
+MOES_GATHER_KERNEL(moes_gather_fp32_to_fp16, MOES_DTYPE_FP32, MOES_DTYPE_FP16)
+MOES_GATHER_KERNEL(moes_gather_bf16_to_fp32, MOES_DTYPE_BF16, MOES_DTYPE_FP32)
+MOES_GATHER_KERNEL(moes_gather_bf16_to_bf16, MOES_DTYPE_BF16, MOES_DTYPE_BF16)
+MOES_GATHER_KERNEL(moes_gather_bf16_to_fp16, MOES_DTYPE_BF16, MOES_DTYPE_FP16)
+MOES_GATHER_KERNEL(moes_gather_fp16_to_fp32, MOES_DTYPE_FP16, MOES_DTYPE_FP32)
+MOES_GATHER_KERNEL(moes_gather_fp16_to_bf16, MOES_DTYPE_FP16, MOES_DTYPE_BF16)
+MOES_GATHER_KERNEL(moes_gather_fp16_to_fp16, MOES_DTYPE_FP16, MOES_DTYPE_FP16)
+#undef MOES_GATHER_KERNEL

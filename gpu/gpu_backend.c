@@ -24,9 +24,15 @@ const char *const gpu_kernel_names[GPU_K_COUNT] = {
     [GPU_K_ZERO_PADDING] = "moes_zero_padding",
     [GPU_K_EXPERT_OUTPUTS] = "moes_expert_outputs",
     [GPU_K_CHECK_OUT_INDEX] = "moes_check_out_index",
-    [GPU_K_GATHER_ROWS_FP32] = "moes_gather_rows_fp32",
-    [GPU_K_GATHER_ROWS_BF16] = "moes_gather_rows_bf16",
-    [GPU_K_GATHER_ROWS_FP16] = "moes_gather_rows_fp16",
+    [GPU_K_GATHER_FP32_TO_FP32] = "moes_gather_fp32_to_fp32",
+    [GPU_K_GATHER_FP32_TO_BF16] = "moes_gather_fp32_to_bf16",
+    [GPU_K_GATHER_FP32_TO_FP16] = "moes_gather_fp32_to_fp16",
+    [GPU_K_GATHER_BF16_TO_FP32] = "moes_gather_bf16_to_fp32",
+    [GPU_K_GATHER_BF16_TO_BF16] = "moes_gather_bf16_to_bf16",
+    [GPU_K_GATHER_BF16_TO_FP16] = "moes_gather_bf16_to_fp16",
+    [GPU_K_GATHER_FP16_TO_FP32] = "moes_gather_fp16_to_fp32",
+    [GPU_K_GATHER_FP16_TO_BF16] = "moes_gather_fp16_to_bf16",
+    [GPU_K_GATHER_FP16_TO_FP16] = "moes_gather_fp16_to_fp16",
     [GPU_K_ROUTE_SMALL] = "moes_route_small",
 };
 

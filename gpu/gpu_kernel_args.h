@@ -42,16 +42,25 @@ typedef struct gpu_device_state {
  * The gather and the row copy give each warp a (token, chunk of the row)
  * item: the warp loads the token's out_index entries (and weights) one
  * per lane, keeps the valid ones in registers, and each lane then moves
- * GPU_ROW_PER_THREAD vectors of the chunk (16 bytes where the alignment
- * allows) for every valid row, so that each thread has that many
- * independent loads in flight whatever the number of valid k, and no
- * block-wide barrier or shared memory is needed. A chunk is
- * 32 * GPU_ROW_PER_THREAD vectors; blocks have GPU_ROW_THREADS threads. */
-#define GPU_ROW_PER_THREAD 2
+ * a few vectors of the chunk (16 bytes where the alignment allows) for
+ * every valid row, so that each thread has that many independent loads
+ * in flight whatever the number of valid k, and no block-wide barrier or
+ * shared memory is needed. A chunk is 32 vectors per vector a lane moves;
+ * blocks have GPU_ROW_THREADS threads. */
+#define GPU_ROW_PER_THREAD 2      /* row copy: vectors per lane and row  */
 #define GPU_ROW_THREADS 256
 #define GPU_ROW_BLOCKS_PER_SM 8   /* grid cap, in blocks per multiprocessor */
 #define GPU_GATHER_VEC 8          /* elements per vector of the gather   */
-#define GPU_GATHER_ROW_BATCH 2    /* valid rows whose loads are in flight together */
+/* The gather's shape, measured on an H200 (bench/NOTES.md): 4 vectors
+ * per lane (a chunk of 1024 elements), the loads of 2 valid rows in
+ * flight together, and registers for 2 blocks a multiprocessor (up to
+ * 128 a thread, which ptxas needs for that without spilling). Smaller
+ * shapes with more blocks a multiprocessor kept fewer bytes in flight
+ * and were slower at every size but the smallest; register caps that
+ * made ptxas spill were slower everywhere. */
+#define GPU_GATHER_PER_THREAD 4
+#define GPU_GATHER_ROW_BATCH 2
+#define GPU_GATHER_MIN_BLOCKS 2
 #define GPU_CHECK_THREADS 256     /* moes_check_out_index                 */
 
 #define GPU_ERROR_KEY_NONE (~0ull)

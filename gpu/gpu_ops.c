@@ -215,9 +215,9 @@ static int64_t label_grid(const gpu_scatter_args *a, unsigned threads)
 
 /* Chunks of a row of `vectors` vectors, one warp each (gather.cu,
  * place_copy.cu), and the blocks of GPU_ROW_THREADS threads for them. */
-static int64_t row_chunks(int64_t vectors)
+static int64_t row_chunks(int64_t vectors, int64_t per_thread)
 {
-    return ceil_div(vectors > 0 ? vectors : 1, WARP_THREADS * GPU_ROW_PER_THREAD);
+    return ceil_div(vectors > 0 ? vectors : 1, WARP_THREADS * per_thread);
 }
 
 static int64_t row_blocks(const gpu_state *st, int64_t n_tokens, int64_t chunks)
@@ -319,7 +319,8 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                                  warp_block, &a));
     }
     if (copies) {
-        a.copy_chunks = row_chunks(a.row_bytes / a.copy_width);
+        a.copy_chunks = row_chunks(a.row_bytes / a.copy_width,
+                                   GPU_ROW_PER_THREAD);
         a.copy_blocks = row_blocks(gpu_state_of(ctx), a.n_tokens, a.copy_chunks);
         MOES_TRY(gpu_launch_next(ctx, GPU_K_COPY_ROWS,
                                  a.copy_blocks + (small ? a.label_blocks : 0),
@@ -343,6 +344,15 @@ static int64_t gather_vector(const moes_gather_plan *plan)
                           (uint64_t)(GPU_GATHER_VEC * plan->y_elem) |
                           (uint64_t)(GPU_GATHER_VEC * plan->out_elem);
     return g->hidden % GPU_GATHER_VEC == 0 && (bits & 15u) == 0;
+}
+
+/* The gather kernel of a (y, out) dtype pair (gpu_state.h's order). */
+static enum gpu_kernel gpu_gather_kernel(int64_t y_dtype, int64_t out_dtype)
+{
+    const int y = y_dtype == MOES_DTYPE_FP32 ? 0 : y_dtype == MOES_DTYPE_BF16 ? 1 : 2;
+    const int o = out_dtype == MOES_DTYPE_FP32 ? 0
+                  : out_dtype == MOES_DTYPE_BF16 ? 1 : 2;
+    return (enum gpu_kernel)(GPU_K_GATHER_FP32_TO_FP32 + 3 * y + o);
 }
 
 int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
@@ -376,16 +386,14 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     a.out_stride = g->out_stride;
 
     a.vector = gather_vector(plan);
-    a.chunks = row_chunks(a.vector ? a.hidden / GPU_GATHER_VEC : a.hidden);
+    a.chunks = row_chunks(a.vector ? a.hidden / GPU_GATHER_VEC : a.hidden,
+                          GPU_GATHER_PER_THREAD);
     /* The check's last block writes the record; the gather may start
      * while it runs and waits for it before storing (gather.cu). */
     MOES_TRY(gpu_launch(ctx, GPU_K_CHECK_OUT_INDEX,
                         gpu_grid_for(a.n_tokens * a.top_k, GPU_CHECK_THREADS),
                         GPU_CHECK_THREADS, &a));
-    return gpu_launch_next(ctx,
-                           a.y_dtype == MOES_DTYPE_FP32 ? GPU_K_GATHER_ROWS_FP32
-                           : a.y_dtype == MOES_DTYPE_BF16 ? GPU_K_GATHER_ROWS_BF16
-                                                          : GPU_K_GATHER_ROWS_FP16,
+    return gpu_launch_next(ctx, gpu_gather_kernel(a.y_dtype, a.out_dtype),
                            row_blocks(st, a.n_tokens, a.chunks), GPU_ROW_THREADS,
                            &a);
 }

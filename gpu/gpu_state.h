@@ -20,9 +20,18 @@ enum gpu_kernel {
     GPU_K_ZERO_PADDING,
     GPU_K_EXPERT_OUTPUTS,
     GPU_K_CHECK_OUT_INDEX,
-    GPU_K_GATHER_ROWS_FP32,
-    GPU_K_GATHER_ROWS_BF16,
-    GPU_K_GATHER_ROWS_FP16,
+    /* The gather, one kernel per (y, out) dtype pair, in the order of
+     * gpu_gather_kernel (gpu_ops.c): y fp32, bf16, fp16, each with out
+     * fp32, bf16, fp16. */
+    GPU_K_GATHER_FP32_TO_FP32,
+    GPU_K_GATHER_FP32_TO_BF16,
+    GPU_K_GATHER_FP32_TO_FP16,
+    GPU_K_GATHER_BF16_TO_FP32,
+    GPU_K_GATHER_BF16_TO_BF16,
+    GPU_K_GATHER_BF16_TO_FP16,
+    GPU_K_GATHER_FP16_TO_FP32,
+    GPU_K_GATHER_FP16_TO_BF16,
+    GPU_K_GATHER_FP16_TO_FP16,
     GPU_K_ROUTE_SMALL,
     GPU_K_COUNT
 };

@@ -99,6 +99,28 @@ static void *dev_random(int64_t bytes)
     return d;
 }
 
+/* bf16 expert outputs: finite numbers of modest size, as a layer's are.
+ * (A NaN in a token's rows sends the gather down its slower path, which
+ * applies the NaN sign rule; random bytes would hold NaNs everywhere.) */
+static void *dev_finite_bf16(int64_t bytes)
+{
+    uint16_t *h = malloc((size_t)bytes);
+    void *d = dev_alloc(bytes);
+    if (!h) {
+        fprintf(stderr, "out of host memory\n");
+        exit(2);
+    }
+    for (int64_t i = 0; i < bytes / 2; i++) {
+        const uint64_t r = rnd();
+        /* sign, exponent 2^-8 .. 2^7, seven random mantissa bits */
+        h[i] = (uint16_t)(((r >> 40) & 0x8000u) | ((119u + r % 16u) << 7) |
+                          ((r >> 20) & 0x7Fu));
+    }
+    CUDA_OK(cudaMemcpy(d, h, (size_t)bytes, cudaMemcpyHostToDevice));
+    free(h);
+    return d;
+}
+
 static void setup_case(moes_context *ctx, const bench_case *c, case_state *s)
 {
     const int64_t n = c->tokens;
@@ -167,7 +189,7 @@ static void setup_case(moes_context *ctx, const bench_case *c, case_state *s)
         b->gather_out = dev_alloc(n * H * 2);
         b->y = dev_alloc(y_bytes);
         {
-            void *block = dev_random(y_bytes < y_block ? y_bytes : y_block);
+            void *block = dev_finite_bf16(y_bytes < y_block ? y_bytes : y_block);
             for (int64_t off = 0; off < y_bytes; off += y_block) {
                 int64_t len = y_bytes - off < y_block ? y_bytes - off : y_block;
                 CUDA_OK(cudaMemcpy((char *)b->y + off, block, (size_t)len,
