@@ -6,10 +6,11 @@
  *
  * Two launches. moes_check_out_index reads every entry once and its last
  * block turns the first bad one into the error record. The gather kernel
- * of the call's dtypes (moes_gather_Y_to_OUT) is launched so that it may start while the check still runs: it reads
- * out_index, the weights and y (inputs of the call, which nothing in the
- * call writes) and sums, and only then waits for the check to finish and
- * stores nothing when it found an error. An entry is only ever used to
+ * of the call's dtypes (moes_gather_Y_to_OUT) is launched so that it may
+ * start while the check still runs: it reads out_index, the weights and y
+ * (inputs of the call, which nothing in the call writes) and sums, and
+ * only then waits for the check to finish and stores nothing when it
+ * found an error. An entry is only ever used to
  * address y after a bounds test of its own, so a bad one is never read
  * through.
  *
@@ -158,7 +159,7 @@ __device__ __forceinline__ moes_row_fetch fetch_first(const gpu_gather_args &a,
  * of 32 * P vectors), and up to GB valid rows whose loads are in flight
  * together (halved for fp32 rows, whose vectors take twice the
  * registers). */
-template <int YD, bool VEC, int P, int GB0> struct item_shape {
+template <int YD, bool VEC, int GB0> struct item_shape {
     enum { V = VEC ? GPU_GATHER_VEC : 1,
            GB = YD == MOES_DTYPE_FP32 && GB0 > 1 ? GB0 / 2 : GB0 };
 };
@@ -197,11 +198,11 @@ template <int YD, bool VEC, int P, int GB0, bool EXACT>
 __device__ __forceinline__ void add_rows(
     const gpu_gather_args &a, int64_t t, int64_t g0, int64_t groups,
     const moes_row_fetch &first,
-    float (&acc)[P][item_shape<YD, VEC, P, GB0>::V])
+    float (&acc)[P][item_shape<YD, VEC, GB0>::V])
 {
     typedef elem_io<YD> yio;
-    enum { V = item_shape<YD, VEC, P, GB0>::V,
-           GB = item_shape<YD, VEC, P, GB0>::GB };
+    enum { V = item_shape<YD, VEC, GB0>::V,
+           GB = item_shape<YD, VEC, GB0>::GB };
     const int64_t ysz = YD == MOES_DTYPE_FP32 ? 4 : 2;
     for (int64_t k0 = 0; k0 < a.top_k; k0 += MOES_WARP) {
         const moes_row_fetch f =
@@ -271,7 +272,7 @@ template <int YD, int OD, bool VEC, int P, int GB0>
 __device__ void gather_items(const gpu_gather_args &a)
 {
     typedef elem_io<OD> oio;
-    enum { V = item_shape<YD, VEC, P, GB0>::V };
+    enum { V = item_shape<YD, VEC, GB0>::V };
     const int64_t osz = OD == MOES_DTYPE_FP32 ? 4 : 2;
     const int64_t groups = a.hidden / V;
     const int64_t items = a.n_tokens * a.chunks;

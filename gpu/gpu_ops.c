@@ -346,13 +346,18 @@ static int64_t gather_vector(const moes_gather_plan *plan)
     return g->hidden % GPU_GATHER_VEC == 0 && (bits & 15u) == 0;
 }
 
+/* fp32, bf16, fp16 (the gather's dtypes) as 0, 1, 2. */
+static int gather_dtype_slot(int64_t dtype)
+{
+    return dtype == MOES_DTYPE_FP32 ? 0 : dtype == MOES_DTYPE_BF16 ? 1 : 2;
+}
+
 /* The gather kernel of a (y, out) dtype pair (gpu_state.h's order). */
 static enum gpu_kernel gpu_gather_kernel(int64_t y_dtype, int64_t out_dtype)
 {
-    const int y = y_dtype == MOES_DTYPE_FP32 ? 0 : y_dtype == MOES_DTYPE_BF16 ? 1 : 2;
-    const int o = out_dtype == MOES_DTYPE_FP32 ? 0
-                  : out_dtype == MOES_DTYPE_BF16 ? 1 : 2;
-    return (enum gpu_kernel)(GPU_K_GATHER_FP32_TO_FP32 + 3 * y + o);
+    return (enum gpu_kernel)(GPU_K_GATHER_FP32_TO_FP32 +
+                             3 * gather_dtype_slot(y_dtype) +
+                             gather_dtype_slot(out_dtype));
 }
 
 int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,

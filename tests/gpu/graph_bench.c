@@ -83,20 +83,32 @@ static void *dev_alloc(int64_t bytes)
     return p;
 }
 
-/* Random bytes of every buffer a call reads: never zeros. */
-static void *dev_random(int64_t bytes)
+/* A device copy of the host buffer h (taken and freed). */
+static void *dev_from_host(void *h, int64_t bytes)
 {
-    unsigned char *h = malloc((size_t)bytes);
     void *d = dev_alloc(bytes);
+    CUDA_OK(cudaMemcpy(d, h, (size_t)bytes, cudaMemcpyHostToDevice));
+    free(h);
+    return d;
+}
+
+static void *host_alloc(int64_t bytes)
+{
+    void *h = malloc((size_t)bytes);
     if (!h) {
         fprintf(stderr, "out of host memory\n");
         exit(2);
     }
+    return h;
+}
+
+/* Random bytes of every buffer a call reads: never zeros. */
+static void *dev_random(int64_t bytes)
+{
+    unsigned char *h = host_alloc(bytes);
     for (int64_t i = 0; i < bytes; i++)
         h[i] = (unsigned char)(rnd() >> 24);
-    CUDA_OK(cudaMemcpy(d, h, (size_t)bytes, cudaMemcpyHostToDevice));
-    free(h);
-    return d;
+    return dev_from_host(h, bytes);
 }
 
 /* bf16 expert outputs: finite numbers of modest size, as a layer's are.
@@ -104,21 +116,14 @@ static void *dev_random(int64_t bytes)
  * applies the NaN sign rule; random bytes would hold NaNs everywhere.) */
 static void *dev_finite_bf16(int64_t bytes)
 {
-    uint16_t *h = malloc((size_t)bytes);
-    void *d = dev_alloc(bytes);
-    if (!h) {
-        fprintf(stderr, "out of host memory\n");
-        exit(2);
-    }
+    uint16_t *h = host_alloc(bytes);
     for (int64_t i = 0; i < bytes / 2; i++) {
         const uint64_t r = rnd();
         /* sign, exponent 2^-8 .. 2^7, seven random mantissa bits */
         h[i] = (uint16_t)(((r >> 40) & 0x8000u) | ((119u + r % 16u) << 7) |
                           ((r >> 20) & 0x7Fu));
     }
-    CUDA_OK(cudaMemcpy(d, h, (size_t)bytes, cudaMemcpyHostToDevice));
-    free(h);
-    return d;
+    return dev_from_host(h, bytes);
 }
 
 static void setup_case(moes_context *ctx, const bench_case *c, case_state *s)
