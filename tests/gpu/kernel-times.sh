@@ -19,6 +19,7 @@ tool="$build/tools/moescatter"
 ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
 [ -x "$tool" ] || { echo "kernel-times.sh: no $tool"; exit 2; }
 [ -x "$ncu" ] || { echo "kernel-times.sh: ncu not found"; exit 2; }
+csv=$(mktemp) || exit 2
 status=0
 for case in "deepseek-v3 4096" "deepseek-v3-ep8 32768" "deepseek-v3 128" \
             "deepseek-v3-ep8 1024"; do
@@ -27,13 +28,13 @@ for case in "deepseek-v3 4096" "deepseek-v3-ep8 32768" "deepseek-v3 128" \
     "$ncu" --clock-control none --metrics gpu__time_duration.sum \
         --print-units base --csv \
         "$tool" bench --backend cuda --preset "$1" --tokens "$2" --iters 2 \
-        2>/dev/null >"${TMPDIR:-/tmp}/kernel-times.csv" || status=1
-    grep '^"[0-9]' "${TMPDIR:-/tmp}/kernel-times.csv" |
+        2>/dev/null >"$csv" || status=1
+    grep '^"[0-9]' "$csv" |
         awk -F'","' '{ n = $5; v = $NF; gsub(/[",]/, "", v);
                        c[n]++; s[n] += v }
                      END { for (k in c)
                                printf "  %-28s %4d launches %10.2f us mean\n",
                                       k, c[k], s[k] / c[k] / 1000 }'
 done
-rm -f "${TMPDIR:-/tmp}/kernel-times.csv"
+rm -f "$csv"
 exit $status
