@@ -48,6 +48,12 @@ typedef struct gpu_device_state {
  * shared memory is needed. A chunk is 32 vectors per vector a lane moves;
  * blocks have GPU_ROW_THREADS threads. */
 #define GPU_ROW_PER_THREAD 2      /* row copy: vectors per lane and row  */
+/* The grid path's copy of rows that move in 16-byte vectors takes 8 per
+ * lane (a chunk of 4 KiB) in a kernel of its own, without the label
+ * blocks of the one-block path: 3-7% faster at prefill on an H200
+ * (bench/NOTES.md). Decode keeps 2, so that its few tokens still spread
+ * over many warps. */
+#define GPU_ROW_WIDE_PER_THREAD 8
 #define GPU_ROW_THREADS 256
 #define GPU_ROW_BLOCKS_PER_SM 8   /* grid cap, in blocks per multiprocessor */
 #define GPU_GATHER_VEC 8          /* elements per vector of the gather   */

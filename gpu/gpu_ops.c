@@ -319,10 +319,13 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                                  warp_block, &a));
     }
     if (copies) {
+        const int wide = !small && a.copy_width == 16;
         a.copy_chunks = row_chunks(a.row_bytes / a.copy_width,
-                                   GPU_ROW_PER_THREAD);
+                                   wide ? GPU_ROW_WIDE_PER_THREAD
+                                        : GPU_ROW_PER_THREAD);
         a.copy_blocks = row_blocks(gpu_state_of(ctx), a.n_tokens, a.copy_chunks);
-        MOES_TRY(gpu_launch_next(ctx, GPU_K_COPY_ROWS,
+        MOES_TRY(gpu_launch_next(ctx, wide ? GPU_K_COPY_ROWS_WIDE
+                                           : GPU_K_COPY_ROWS,
                                  a.copy_blocks + (small ? a.label_blocks : 0),
                                  GPU_ROW_THREADS, &a));
     }

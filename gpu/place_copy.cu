@@ -56,14 +56,13 @@ __device__ void moes_stage_place(const gpu_scatter_args &a, int64_t thread,
 
 /* The copy: one warp per (token, chunk of the row) item. The lanes load
  * the token's out_index entries (written by the placement); a token placed
- * nowhere costs that and nothing more. Each lane then reads
- * GPU_ROW_PER_THREAD vectors of the chunk once, in the widest vectors
- * that the addresses allow, and writes them to every row of the token;
- * the warp of a token's first chunk also writes its scale words. */
-template <typename V>
+ * nowhere costs that and nothing more. Each lane then reads P vectors
+ * of the chunk once, in the widest vectors that the addresses allow, and
+ * writes them to every row of the token; the warp of a token's first
+ * chunk also writes its scale words. */
+template <typename V, int P>
 __device__ void copy_items(const gpu_scatter_args &a)
 {
-    enum { P = GPU_ROW_PER_THREAD };
     const int64_t n_vec = a.row_bytes / (int64_t)sizeof(V);
     const int64_t items = a.n_tokens * a.copy_chunks;
     const int64_t lane = threadIdx.x % MOES_WARP;
@@ -156,11 +155,24 @@ moes_copy_rows(const gpu_scatter_args a)
             ((int64_t)gridDim.x - a.copy_blocks) * blockDim.x);
         return;
     }
+    enum { P = GPU_ROW_PER_THREAD };
     switch (a.copy_width) {
-    case 16: copy_items<uint4>(a); break;
-    case 8: copy_items<uint2>(a); break;
-    case 4: copy_items<uint32_t>(a); break;
-    case 2: copy_items<uint16_t>(a); break;
-    default: copy_items<unsigned char>(a); break;
+    case 16: copy_items<uint4, P>(a); break;
+    case 8: copy_items<uint2, P>(a); break;
+    case 4: copy_items<uint32_t, P>(a); break;
+    case 2: copy_items<uint16_t, P>(a); break;
+    default: copy_items<unsigned char, P>(a); break;
     }
+}
+
+/* The grid path's copy of rows in 16-byte vectors: no label blocks (the
+ * placement launch wrote the labels) and longer chunks. */
+extern "C" __global__ void __launch_bounds__(GPU_ROW_THREADS)
+moes_copy_rows_wide(const gpu_scatter_args a)
+{
+    moes_dev_release_next();
+    moes_dev_wait_prior();
+    if (moes_dev_failed(a.state))
+        return;
+    copy_items<uint4, GPU_ROW_WIDE_PER_THREAD>(a);
 }
