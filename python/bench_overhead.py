@@ -10,6 +10,15 @@ For each function: host us/call (a burst of calls with no wait in between:
 what the caller's thread spends), the bare ctypes call's host us/call, the
 difference (what the Python layer adds: the target is under 10 us at decode
 sizes), and device us/call from CUDA events around a burst.
+
+Two more columns make the difference harder to fool. "paired": the
+wrapper and the bare call alternate, each alone on an idle device (the
+device is waited for between calls, outside the timed part), and the
+column is the median of (wrapper - bare) over the pairs, so that a busy
+launch queue or a slow moment of the host counts on both sides. "python
+only": the wrapper's host time with the library's function replaced by
+one that returns at once, so nothing but the Python layer runs (the
+replacement costs one Python call more than nothing).
 """
 import argparse
 import ctypes
@@ -34,6 +43,49 @@ def host_us(fn, iters, sync):
         sync()
         best = min(best, (t1 - t0) / iters * 1e6)
     return best
+
+
+def paired_us(fn, base, iters, sync):
+    """Median over iters pairs of (fn's host time - base's), each call made
+    with the device idle."""
+    diffs = []
+    for i in range(iters):
+        pair = (fn, base) if i % 2 == 0 else (base, fn)
+        t = {}
+        for f in pair:
+            sync()
+            t0 = time.perf_counter()
+            f()
+            t[f] = time.perf_counter() - t0
+        diffs.append(t[fn] - t[base])
+    sync()
+    diffs.sort()
+    return diffs[len(diffs) // 2] * 1e6
+
+
+class _NoCall:
+    """The library with one function that returns MOES_OK at once."""
+
+    def __init__(self, lib, name):
+        self._lib, self._name = lib, name
+
+    def __getattr__(self, attr):
+        if attr == self._name:
+            return _no_call
+        return getattr(self._lib, attr)
+
+
+def _no_call(*args):
+    return 0
+
+
+def python_only_us(fn, c_name, iters, sync):
+    real = _lib.LIB
+    _lib.LIB = _ops.LIB = _NoCall(real, c_name)
+    try:
+        return host_us(fn, iters, sync)
+    finally:
+        _lib.LIB = _ops.LIB = real
 
 
 def device_us(fn, iters, device):
@@ -116,15 +168,19 @@ def main():
         lib.moes_gather(handle, g_ref)
 
     rows = []
-    for name, fn, base in (("compat.ep_scatter", ep_scatter, c_scatter),
-                           ("compat.ep_gather", ep_gather, c_gather),
-                           ("scatter", scatter, c_scatter),
-                           ("gather", gather, c_gather)):
+    for name, fn, base, c_name in (
+            ("compat.ep_scatter", ep_scatter, c_scatter, "moes_scatter"),
+            ("compat.ep_gather", ep_gather, c_gather, "moes_gather"),
+            ("scatter", scatter, c_scatter, "moes_scatter"),
+            ("gather", gather, c_gather, "moes_gather")):
         t_py = host_us(fn, a.iters, sync)
         t_c = host_us(base, a.iters, sync)
+        t_pair = paired_us(fn, base, 4 * a.iters, sync)
+        t_only = python_only_us(fn, c_name, a.iters, sync)
         t_dev = device_us(fn, a.iters, dev)
         rows.append(dict(function=name, host_us=t_py, bare_ctypes_us=t_c,
-                         python_layer_us=t_py - t_c, device_us=t_dev))
+                         python_layer_us=t_py - t_c, paired_us=t_pair,
+                         python_only_us=t_only, device_us=t_dev))
     moescatter.synchronize()
     info = moescatter.backend_info(dev)
     print("%s on %s (%s), N=%d K=%d E=%d H=%d, %s rows, torch %s, "
@@ -132,12 +188,13 @@ def main():
               info["version"], dev, info["device_name"], n, k, e, h,
               str(xdt).replace("torch.", ""), torch.__version__,
               info["caller_workspace"]))
-    print("%-18s %10s %12s %14s %10s" % ("function", "host us", "bare ctypes",
-                                        "python layer", "device us"))
+    print("%-18s %10s %12s %14s %8s %12s %10s" % (
+        "function", "host us", "bare ctypes", "python layer", "paired",
+        "python only", "device us"))
     for r in rows:
-        print("%-18s %10.2f %12.2f %14.2f %10s" % (
+        print("%-18s %10.2f %12.2f %14.2f %8.2f %12.2f %10s" % (
             r["function"], r["host_us"], r["bare_ctypes_us"],
-            r["python_layer_us"],
+            r["python_layer_us"], r["paired_us"], r["python_only_us"],
             "-" if r["device_us"] is None else "%.2f" % r["device_us"]))
     if a.json:
         with open(a.json, "w") as f:
