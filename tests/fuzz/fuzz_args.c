@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * fuzz_args.c - any argument set for moes_count, moes_scatter and
- * moes_gather on the CPU backend.
+ * fuzz_args.c - any argument set for moes_count, moes_distinct_experts,
+ * moes_scatter and moes_gather on the CPU backend.
  *
  * The input becomes the sizes, strides, dtypes, flags, layout, alignment,
  * capacity, struct_size, which pointers are NULL, the thread count, and
@@ -569,6 +569,70 @@ FZ_NO_COVERAGE static void rows_needed(const moes_routing *r, int64_t alignment,
 /* The three operations                                               */
 /* ------------------------------------------------------------------ */
 
+/* Steps past which the oracle is not run on an input: its placement
+ * walks the N*K choices once per expert, its distinct rows walk each
+ * token's K choices up to K times. */
+#define ORACLE_WORK_MAX ((int64_t)1 << 26)
+
+/* The oracle's rows of moes_distinct_experts: K walks over each token's
+ * K choices. */
+static int oracle_distinct_too_slow(const moes_routing *r)
+{
+    int64_t choices, steps;
+    if (r->n_tokens <= 0 || r->top_k <= 0)
+        return 0;
+    return __builtin_mul_overflow(r->n_tokens, r->top_k, &choices) ||
+           __builtin_mul_overflow(choices, r->top_k, &steps) ||
+           steps > ORACLE_WORK_MAX;
+}
+
+static void fuzz_distinct(fz_input *in, call_buffers *cb, moes_context *ctx)
+{
+    moes_routing r;
+    int routing_null, dtype, got, want;
+    void *out = NULL;
+    uint8_t present;
+
+    decode_routing(in, cb, &r, &routing_null);
+    dtype = decode_index_dtype(in);
+    present = fz_u8(in);
+    if (present < 240) {
+        size_t elem = elem_of(dtype);
+        out = add_output(cb, "out",
+                         claim(cb, r.n_tokens, r.top_k, r.top_k,
+                               elem ? (int64_t)elem : 8),
+                         NULL);
+    }
+    if (cb->skip)
+        return;
+    if (oracle_distinct_too_slow(&r)) {
+        moes_distinct_experts(ctx, routing_null ? NULL : &r, out, dtype);
+        return;
+    }
+    if (cb->arena) {
+        moes_routing ro = r;
+        build_arenas(cb);
+        routing_in_arena(cb, &r, cb->lib_arena.data);
+        routing_in_arena(cb, &ro, cb->oracle_arena);
+        got = moes_distinct_experts(ctx, routing_null ? NULL : &r,
+                                    in_arena(cb, out, cb->lib_arena.data),
+                                    dtype);
+        want = cb->overflowed
+                   ? MOES_OK
+                   : moes_oracle_distinct_experts(
+                         routing_null ? NULL : &ro,
+                         in_arena(cb, out, cb->oracle_arena), dtype);
+        judge_arena(cb, "moes_distinct_experts", ctx, got, want);
+        return;
+    }
+    got = moes_distinct_experts(ctx, routing_null ? NULL : &r, out, dtype);
+    want = cb->overflowed
+               ? MOES_OK
+               : moes_oracle_distinct_experts(routing_null ? NULL : &r,
+                                              expected_of(cb, out), dtype);
+    judge(cb, "moes_distinct_experts", ctx, got, want);
+}
+
 static void fuzz_count(fz_input *in, call_buffers *cb, moes_context *ctx)
 {
     moes_routing r;
@@ -609,9 +673,6 @@ static void fuzz_count(fz_input *in, call_buffers *cb, moes_context *ctx)
                                               expected_of(cb, counts), dtype);
     judge(cb, "moes_count", ctx, got, want);
 }
-
-/* Steps of the oracle's placement (E walks over the N*K choices). */
-#define ORACLE_WORK_MAX ((int64_t)1 << 26)
 
 static int oracle_too_slow(const moes_routing *r)
 {
@@ -1028,7 +1089,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cb.max_bytes = (cb.seed & 31) == 31 ? (int64_t)8 << 20
                                         : FZ_MAX_BUFFER_BYTES;
     switch (op % 3) {
-    case 0: fuzz_count(&in, &cb, ctx); break;
+    case 0:
+        /* op / 3 % 4 chose the arena; op / 12 splits the routing calls. */
+        if (op / 12 % 2)
+            fuzz_distinct(&in, &cb, ctx);
+        else
+            fuzz_count(&in, &cb, ctx);
+        break;
     case 1: fuzz_scatter(&in, &cb, ctx); break;
     default: fuzz_gather(&in, &cb, ctx); break;
     }
