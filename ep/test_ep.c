@@ -17,6 +17,9 @@
  * Built with EP_TEST_NCCL (ep/nccl-one-gpu.sh), the same cases run on
  * one GPU through the NCCL transport on a one-rank communicator: inputs
  * and outputs are copied to and from device buffers around each call.
+ * Then the bounded cases run again with no host output, so that nothing
+ * waits: eagerly, captured in a CUDA graph and replayed, and with an id
+ * out of range that only moes_ep_synchronize reports.
  */
 #include "config.h"
 
@@ -26,6 +29,7 @@
 #include <string.h>
 
 #ifdef EP_TEST_NCCL
+#include <cuda_runtime_api.h>
 #include <dlfcn.h>
 
 #include "mpi_single.h"
@@ -705,6 +709,254 @@ static void run_case(moes_context *ctx, uint64_t seed)
     free_case(&c);
 }
 
+#ifdef EP_TEST_NCCL
+/* ------------------------------------------------------------------ */
+/* Bounded mode on the device, with nothing waiting                  */
+/* ------------------------------------------------------------------ */
+
+/* The device copies of a case's buffers for this rank. */
+typedef struct device_run {
+    local_out od;       /* device pointers in a host local_out's shape */
+    int64_t *local_dropped, *pairs_dropped;
+    rank_input host_in; /* the host inputs, put back at the end        */
+    void *y, *out;
+} device_run;
+
+static void upload_outputs(const local_out *o, const void *out_init,
+                           int64_t out_bytes, device_run *dr)
+{
+    const struct {
+        void *d;
+        const void *h;
+        int64_t n;
+    } up[] = {{dr->od.out, o->out, o->out_bytes},
+              {dr->od.out_scales, o->out_scales, o->scales_bytes},
+              {dr->od.counts, o->counts, o->index_bytes},
+              {dr->od.start, o->start, o->index_bytes},
+              {dr->od.end, o->end, o->index_bytes},
+              {dr->od.masked_m, o->masked_m, o->index_bytes},
+              {dr->od.m_indices, o->m_indices, o->m_bytes},
+              {dr->local_dropped, &o->n_dropped, 8},
+              {dr->out, out_init, out_bytes}};
+    for (size_t i = 0; i < sizeof up / sizeof *up; i++)
+        if (up[i].n > 0 &&
+            moes_copy_to_backend(dev_ctx, up[i].d, up[i].h, up[i].n))
+            MPI_Abort(MPI_COMM_WORLD, 4);
+}
+
+static void download_outputs(local_out *o, void *out, int64_t out_bytes,
+                             const device_run *dr)
+{
+    from_dev(o->out, dr->od.out, o->out_bytes);
+    from_dev(o->out_scales, dr->od.out_scales, o->scales_bytes);
+    from_dev(o->counts, dr->od.counts, o->index_bytes);
+    from_dev(o->start, dr->od.start, o->index_bytes);
+    from_dev(o->end, dr->od.end, o->index_bytes);
+    from_dev(o->masked_m, dr->od.masked_m, o->index_bytes);
+    from_dev(o->m_indices, dr->od.m_indices, o->m_bytes);
+    from_dev(&o->n_dropped, dr->local_dropped, 8);
+    from_dev(out, dr->out, out_bytes);
+}
+
+static void expect_local(const local_out *o, const local_out *e,
+                         uint64_t seed, const char *when)
+{
+    char what[96];
+    const struct {
+        const void *a, *b;
+        int64_t n;
+        const char *name;
+    } cmp[] = {{o->out, e->out, o->out_bytes, "out"},
+               {o->out_scales, e->out_scales, o->scales_bytes, "out_scales"},
+               {o->counts, e->counts, o->index_bytes, "counts"},
+               {o->start, e->start, o->index_bytes, "expert_start"},
+               {o->end, e->end, o->index_bytes, "expert_end"},
+               {o->masked_m, e->masked_m, o->index_bytes, "masked_m"},
+               {o->m_indices, e->m_indices, o->m_bytes, "m_indices"},
+               {&o->n_dropped, &e->n_dropped, 8, "local n_dropped"}};
+    for (size_t i = 0; i < sizeof cmp / sizeof *cmp; i++) {
+        snprintf(what, sizeof what, "%s, %s", when, cmp[i].name);
+        expect_same(cmp[i].a, cmp[i].b, cmp[i].n, seed, what);
+    }
+}
+
+/* A bounded case (the first from seed on) with no host output: eagerly
+ * (graph 0) or captured once in a CUDA graph and replayed twice (graph
+ * 1), every output compared with the reference; then, eagerly, an id out
+ * of range: dispatch and combine return MOES_OK, moes_ep_synchronize
+ * MOES_ERR_INVALID_ID, and every output is as it was. */
+static void run_bounded_on_device(uint64_t seed, int graph)
+{
+    ep_case c;
+    for (;; seed++) {
+        draw_case(&c, seed);
+        if (c.mode == MOES_EP_MODE_BOUNDED)
+            break;
+        free_case(&c);
+    }
+    rank_ref *refs = xalloc((int64_t)sizeof *refs * n_ranks);
+    for (int r = 0; r < n_ranks; r++)
+        reference_rank(&c, r, &refs[r]);
+    rank_ref *mine = &refs[rank];
+    size_t os, ys;
+    moes_dtype_size(c.out_dtype, &os);
+    moes_dtype_size(c.y_dtype, &ys);
+    int64_t out_bytes = c.in[rank].n * c.H * (int64_t)os;
+    void *out_init = xalloc(out_bytes), *ref_out = xalloc(out_bytes);
+    void *out = xalloc(out_bytes);
+    moes_rng g;
+    moes_rng_seed(&g, seed * 17u + (uint64_t)rank);
+    if (c.gather_flags & MOES_GATHER_ACCUMULATE)
+        random_bytes(&g, out_init, out_bytes);
+    else
+        memset(out_init, c.poison, (size_t)out_bytes);
+    memcpy(ref_out, out_init, (size_t)out_bytes);
+    reference_combine(&c, refs, ref_out);
+
+    cudaStream_t stream;
+    if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) !=
+        cudaSuccess)
+        MPI_Abort(MPI_COMM_WORLD, 5);
+    moes_ep_options opts;
+    default_options(&c, &opts);
+    moes_ep *ep = NULL;
+    int rc = moes_ep_create_nccl(&ep, dev_ctx, &opts, nccl_comm, stream);
+    expect(rc == MOES_OK, seed, moes_ep_last_error(NULL));
+    if (rc != MOES_OK)
+        MPI_Abort(MPI_COMM_WORLD, 5);
+
+    local_out o, fresh;
+    alloc_local(&c, mine->n_recv, &o);
+    alloc_local(&c, mine->n_recv, &fresh);
+    poison_local(&c, &o);
+    poison_local(&c, &fresh);
+    device_run dr;
+    dr.od = o;
+    dr.od.out = to_dev(o.out, o.out_bytes);
+    dr.od.out_scales = to_dev(o.out_scales, o.scales_bytes);
+    dr.od.counts = to_dev(o.counts, o.index_bytes);
+    dr.od.start = to_dev(o.start, o.index_bytes);
+    dr.od.end = to_dev(o.end, o.index_bytes);
+    dr.od.masked_m = to_dev(o.masked_m, o.index_bytes);
+    dr.od.m_indices = to_dev(o.m_indices, o.m_bytes);
+    dr.local_dropped = to_dev(&o.n_dropped, 8);
+    int64_t pairs = -1;
+    dr.pairs_dropped = to_dev(&pairs, 8);
+    dr.y = to_dev(mine->y, o.rows * c.H * (int64_t)ys);
+    dr.out = to_dev(out_init, out_bytes);
+    moes_scatter_args local;
+    local_args(&c, &dr.od, &local);
+    if (local.n_dropped)
+        local.n_dropped = dr.local_dropped;
+    dr.host_in = c.in[rank];
+    rank_input *in = &c.in[rank];
+    in->x = to_dev(dr.host_in.x, in->n * c.x_stride * (int64_t)c.x_size);
+    in->scales = to_dev(dr.host_in.scales, in->n * c.xs_stride * 4);
+    in->ids = to_dev(dr.host_in.ids,
+                     in->n * c.ids_stride * (int64_t)c.ids_size);
+    in->weights = to_dev(dr.host_in.weights, in->n * c.w_stride * 4);
+    moes_ep_dispatch_args d;
+    dispatch_args(&c, &local, NULL, NULL, &d);
+    d.n_dropped_device = dr.pairs_dropped;
+    moes_ep_combine_args ca;
+    moes_ep_combine_args_init(&ca);
+    ca.flags = c.gather_flags;
+    ca.y = dr.y;
+    ca.y_rows = o.rows;
+    ca.out = dr.out;
+
+    int rd = moes_ep_dispatch(ep, &d);
+    int rcb = moes_ep_combine(ep, &ca);
+    expect(rd == MOES_OK && rcb == MOES_OK, seed, moes_ep_last_error(ep));
+    rc = moes_ep_synchronize(ep);
+    expect(rc == MOES_OK, seed, moes_ep_last_error(ep));
+    if (graph) {
+        /* The eager run above grew the workspace; capture from fresh
+         * outputs, replay twice (out put back before each). */
+        cudaGraph_t cg = NULL;
+        cudaGraphExec_t exec = NULL;
+        upload_outputs(&o, out_init, out_bytes, &dr);
+        expect(cudaStreamBeginCapture(stream,
+                                      cudaStreamCaptureModeThreadLocal) ==
+                   cudaSuccess,
+               seed, "cudaStreamBeginCapture");
+        rd = moes_ep_dispatch(ep, &d);
+        rcb = moes_ep_combine(ep, &ca);
+        cudaError_t ce = cudaStreamEndCapture(stream, &cg);
+        expect(rd == MOES_OK && rcb == MOES_OK, seed, moes_ep_last_error(ep));
+        expect(ce == cudaSuccess && cg, seed, cudaGetErrorString(ce));
+        ce = cg ? cudaGraphInstantiate(&exec, cg, 0) : cudaErrorUnknown;
+        expect(ce == cudaSuccess, seed, cudaGetErrorString(ce));
+        for (int rep = 0; exec && rep < 2; rep++) {
+            upload_outputs(&o, out_init, out_bytes, &dr);
+            expect(cudaGraphLaunch(exec, stream) == cudaSuccess, seed,
+                   "cudaGraphLaunch");
+            expect(cudaStreamSynchronize(stream) == cudaSuccess, seed,
+                   "cudaStreamSynchronize");
+        }
+        rc = moes_ep_synchronize(ep);
+        expect(rc == MOES_OK, seed, moes_ep_last_error(ep));
+        if (exec)
+            cudaGraphExecDestroy(exec);
+        if (cg)
+            cudaGraphDestroy(cg);
+    }
+    download_outputs(&o, out, out_bytes, &dr);
+    from_dev(&pairs, dr.pairs_dropped, 8);
+    expect_local(&o, &mine->o, seed, graph ? "graph replay" : "no wait");
+    expect_same(out, ref_out, out_bytes, seed,
+                graph ? "combined out (graph replay)" : "combined out (no wait)");
+    expect(pairs == expected_dropped(&c), seed, "n_dropped_device");
+
+    if (!graph && in->n > 0) {
+        /* An id one past the last expert: found on the device. */
+        upload_outputs(&fresh, out_init, out_bytes, &dr);
+        int64_t ids_bytes = in->n * c.ids_stride * (int64_t)c.ids_size;
+        void *bad = xalloc(ids_bytes);
+        memcpy(bad, dr.host_in.ids, (size_t)ids_bytes);
+        set_id(&c, bad, (in->n - 1) * c.ids_stride, c.El * n_ranks);
+        if (moes_copy_to_backend(dev_ctx, in->ids, bad, ids_bytes))
+            MPI_Abort(MPI_COMM_WORLD, 4);
+        rd = moes_ep_dispatch(ep, &d);
+        rcb = moes_ep_combine(ep, &ca);
+        expect(rd == MOES_OK && rcb == MOES_OK, seed,
+               "a bad id is not known to the host at once");
+        rc = moes_ep_synchronize(ep);
+        expect(rc == MOES_ERR_INVALID_ID, seed,
+               "moes_ep_synchronize after a bad id");
+        download_outputs(&o, out, out_bytes, &dr);
+        expect_local(&o, &fresh, seed, "after a bad id");
+        expect_same(out, out_init, out_bytes, seed,
+                    "combined out after a bad id");
+        free(bad);
+    }
+
+    void *dev_bufs[] = {dr.od.out,     dr.od.out_scales, dr.od.counts,
+                        dr.od.start,   dr.od.end,        dr.od.masked_m,
+                        dr.od.m_indices, dr.local_dropped, dr.pairs_dropped,
+                        dr.y,          dr.out,           in->x,
+                        in->scales,    in->ids,          in->weights};
+    for (size_t i = 0; i < sizeof dev_bufs / sizeof *dev_bufs; i++)
+        drop_dev(dev_bufs[i]);
+    *in = dr.host_in;
+    moes_ep_destroy(ep);
+    moes_set_stream(dev_ctx, NULL);
+    cudaStreamDestroy(stream);
+    free_local(&o);
+    free_local(&fresh);
+    for (int r = 0; r < n_ranks; r++) {
+        free_local(&refs[r].o);
+        free(refs[r].partial);
+        free(refs[r].y);
+    }
+    free(refs);
+    free(out_init);
+    free(ref_out);
+    free(out);
+    free_case(&c);
+}
+#endif
+
 /* ------------------------------------------------------------------ */
 /* Bad input: an error on every rank, nothing written anywhere        */
 /* ------------------------------------------------------------------ */
@@ -890,6 +1142,11 @@ int main(int argc, char **argv)
     for (long i = 0; i < cases; i++)
         run_case(ctx, first + (uint64_t)i);
 #ifdef EP_TEST_NCCL
+    long bounded_cases = cases < 40 ? cases : 40;
+    for (long i = 0; i < bounded_cases; i++) {
+        run_bounded_on_device(first + 1000u * (uint64_t)i, 0);
+        run_bounded_on_device(first + 1000u * (uint64_t)i, 1);
+    }
     moes_ep *ep = NULL;
     moes_ep_options bad;
     moes_ep_options_init(&bad);
