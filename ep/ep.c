@@ -993,6 +993,10 @@ static int dispatch_on_device(moes_ep *ep, const moes_ep_dispatch_args *args)
         if (status != MOES_OK)
             moes_ep_fail(ep, status, "%s", moes_last_error(ep->ctx));
     }
+    /* A failure the host saw after the markers were set (a pack may have
+     * written them): the peers get its status. */
+    if (status != MOES_OK && (rc = set_markers(ep, &ep->marks_send, status)))
+        return rc;
     /* Every buffer travels, whatever this rank found: the exchanges are
      * the same on every rank. */
     if ((rc = exchange_markers(ep, &ep->marks_send, &ep->marks_recv)) ||
@@ -1276,6 +1280,9 @@ static int combine_on_device(moes_ep *ep, const moes_ep_combine_args *args)
         if (status != MOES_OK)
             moes_ep_fail(ep, status, "%s", moes_last_error(ep->ctx));
     }
+    if (status != MOES_OK &&
+        (rc = set_markers(ep, &ep->back_marks_send, status)))
+        return rc;
     if ((rc = exchange_markers(ep, &ep->back_marks_send,
                                &ep->back_marks_recv)) ||
         (rc = exchange_fixed(ep, &ep->partial, &ep->back, B,

@@ -10,17 +10,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
 build=$(cd "${1:?usage: nccl-one-gpu.sh BUILDDIR [CASES]}" && pwd)
 cases=${2:-150}
-# The graph capture test uses the CUDA runtime (the library itself does not).
-cuda=${CUDA_HOME:-/usr/local/cuda}
 out=$build/ep/test_ep_nccl
 mkdir -p "$build/ep"
 ${CC:-cc} -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off \
     -D_POSIX_C_SOURCE=200809L -DEP_TEST_NCCL \
     -I"$build" -I"$top/lib" -I"$here" -I"$top/tests/kit" \
-    -I"$cuda/include" \
     -o "$out" "$here/ep.c" "$here/transport_nccl.c" "$here/test_ep.c" \
     "$build/tests/kit/.libs/libmoes_testkit.a" "$build/lib/.libs/libmoescatter.a" \
-    -L"$cuda/lib64" -lcudart -fopenmp -ldl -lm
+    -fopenmp -ldl -lm
 "$out" "$cases"
 if command -v compute-sanitizer >/dev/null 2>&1; then
     compute-sanitizer --tool memcheck --error-exitcode 1 "$out" 20

@@ -29,7 +29,6 @@
 #include <string.h>
 
 #ifdef EP_TEST_NCCL
-#include <cuda_runtime_api.h>
 #include <dlfcn.h>
 
 #include "mpi_single.h"
@@ -714,6 +713,56 @@ static void run_case(moes_context *ctx, uint64_t seed)
 /* Bounded mode on the device, with nothing waiting                  */
 /* ------------------------------------------------------------------ */
 
+/* The driver's streams and graphs, opened as the library opens the
+ * driver: NCCL brings a CUDA runtime of its own, and a second one linked
+ * here would take its symbols. */
+typedef struct graph_api {
+    int (*retain)(void **ctx, int device);
+    int (*set_current)(void *ctx);
+    int (*stream_create)(void **stream, unsigned flags);
+    int (*stream_destroy)(void *stream);
+    int (*stream_sync)(void *stream);
+    int (*begin_capture)(void *stream, int mode);
+    int (*end_capture)(void *stream, void **graph);
+    int (*instantiate)(void **exec, void *graph, unsigned long long flags);
+    int (*launch)(void *exec, void *stream);
+    int (*exec_destroy)(void *exec);
+    int (*graph_destroy)(void *graph);
+} graph_api;
+
+static graph_api cu;
+
+static void open_graph_api(void)
+{
+    void *lib = dlopen("libcuda.so.1", RTLD_NOW);
+    struct {
+        void **slot;
+        const char *name;
+    } syms[] = {{(void **)&cu.retain, "cuDevicePrimaryCtxRetain"},
+                {(void **)&cu.set_current, "cuCtxSetCurrent"},
+                {(void **)&cu.stream_create, "cuStreamCreate"},
+                {(void **)&cu.stream_destroy, "cuStreamDestroy_v2"},
+                {(void **)&cu.stream_sync, "cuStreamSynchronize"},
+                {(void **)&cu.begin_capture, "cuStreamBeginCapture_v2"},
+                {(void **)&cu.end_capture, "cuStreamEndCapture"},
+                {(void **)&cu.instantiate, "cuGraphInstantiateWithFlags"},
+                {(void **)&cu.launch, "cuGraphLaunch"},
+                {(void **)&cu.exec_destroy, "cuGraphExecDestroy"},
+                {(void **)&cu.graph_destroy, "cuGraphDestroy"}};
+    for (size_t i = 0; i < sizeof syms / sizeof *syms; i++) {
+        *syms[i].slot = lib ? dlsym(lib, syms[i].name) : NULL;
+        if (!*syms[i].slot) {
+            fprintf(stderr, "libcuda.so.1: no %s\n", syms[i].name);
+            MPI_Abort(MPI_COMM_WORLD, 5);
+        }
+    }
+    void *ctx = NULL;
+    if (cu.retain(&ctx, 0) || cu.set_current(ctx))
+        MPI_Abort(MPI_COMM_WORLD, 5);
+}
+
+enum { CU_STREAM_NON_BLOCKING_ = 1, CU_CAPTURE_THREAD_LOCAL_ = 1 };
+
 /* The device copies of a case's buffers for this rank. */
 typedef struct device_run {
     local_out od;       /* device pointers in a host local_out's shape */
@@ -813,9 +862,8 @@ static void run_bounded_on_device(uint64_t seed, int graph)
     memcpy(ref_out, out_init, (size_t)out_bytes);
     reference_combine(&c, refs, ref_out);
 
-    cudaStream_t stream;
-    if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) !=
-        cudaSuccess)
+    void *stream = NULL;
+    if (cu.stream_create(&stream, CU_STREAM_NON_BLOCKING_))
         MPI_Abort(MPI_COMM_WORLD, 5);
     moes_ep_options opts;
     default_options(&c, &opts);
@@ -873,33 +921,28 @@ static void run_bounded_on_device(uint64_t seed, int graph)
     if (graph) {
         /* The eager run above grew the workspace; capture from fresh
          * outputs, replay twice (out put back before each). */
-        cudaGraph_t cg = NULL;
-        cudaGraphExec_t exec = NULL;
+        void *cg = NULL, *exec = NULL;
         upload_outputs(&o, out_init, out_bytes, &dr);
-        expect(cudaStreamBeginCapture(stream,
-                                      cudaStreamCaptureModeThreadLocal) ==
-                   cudaSuccess,
-               seed, "cudaStreamBeginCapture");
+        expect(cu.begin_capture(stream, CU_CAPTURE_THREAD_LOCAL_) == 0, seed,
+               "cuStreamBeginCapture");
         rd = moes_ep_dispatch(ep, &d);
         rcb = moes_ep_combine(ep, &ca);
-        cudaError_t ce = cudaStreamEndCapture(stream, &cg);
+        int ce = cu.end_capture(stream, &cg);
         expect(rd == MOES_OK && rcb == MOES_OK, seed, moes_ep_last_error(ep));
-        expect(ce == cudaSuccess && cg, seed, cudaGetErrorString(ce));
-        ce = cg ? cudaGraphInstantiate(&exec, cg, 0) : cudaErrorUnknown;
-        expect(ce == cudaSuccess, seed, cudaGetErrorString(ce));
+        expect(ce == 0 && cg, seed, "cuStreamEndCapture");
+        ce = cg ? cu.instantiate(&exec, cg, 0) : 1;
+        expect(ce == 0, seed, "cuGraphInstantiate");
         for (int rep = 0; exec && rep < 2; rep++) {
             upload_outputs(&o, out_init, out_bytes, &dr);
-            expect(cudaGraphLaunch(exec, stream) == cudaSuccess, seed,
-                   "cudaGraphLaunch");
-            expect(cudaStreamSynchronize(stream) == cudaSuccess, seed,
-                   "cudaStreamSynchronize");
+            expect(cu.launch(exec, stream) == 0, seed, "cuGraphLaunch");
+            expect(cu.stream_sync(stream) == 0, seed, "cuStreamSynchronize");
         }
         rc = moes_ep_synchronize(ep);
         expect(rc == MOES_OK, seed, moes_ep_last_error(ep));
         if (exec)
-            cudaGraphExecDestroy(exec);
+            cu.exec_destroy(exec);
         if (cg)
-            cudaGraphDestroy(cg);
+            cu.graph_destroy(cg);
     }
     download_outputs(&o, out, out_bytes, &dr);
     from_dev(&pairs, dr.pairs_dropped, 8);
@@ -941,7 +984,7 @@ static void run_bounded_on_device(uint64_t seed, int graph)
     *in = dr.host_in;
     moes_ep_destroy(ep);
     moes_set_stream(dev_ctx, NULL);
-    cudaStreamDestroy(stream);
+    cu.stream_destroy(stream);
     free_local(&o);
     free_local(&fresh);
     for (int r = 0; r < n_ranks; r++) {
@@ -1143,6 +1186,7 @@ int main(int argc, char **argv)
         run_case(ctx, first + (uint64_t)i);
 #ifdef EP_TEST_NCCL
     long bounded_cases = cases < 40 ? cases : 40;
+    open_graph_api();
     for (long i = 0; i < bounded_cases; i++) {
         run_bounded_on_device(first + 1000u * (uint64_t)i, 0);
         run_bounded_on_device(first + 1000u * (uint64_t)i, 1);
