@@ -395,24 +395,26 @@ static int allocate(moes_ep *ep)
                                     moes_last_error(ep->ctx));
         /* Scales of empty slots are scattered too, and a UE8M0 layout
          * rejects any scale that is not a power of two: empty slots carry
-         * 1.0, restored before each dispatch. */
-        /* On a device the weights of a rank that gives none travel as
-         * 1.0 too (every rank sends every buffer there). */
-        int64_t n = ep->send_scales.bytes / 4, nw = ep->send_weights.bytes / 4;
-        int64_t most = n > nw ? n : nw;
-        float *ones = malloc((size_t)most * sizeof *ones);
+         * 1.0, restored before each dispatch. On a device that restoring
+         * may not wait (moes_copy_within does), so there a gather
+         * broadcasts one row of 1.0 (y) to every slot (out_index all 0):
+         * 0 + 1.0 * 1.0 is exactly 1.0. The weights of a rank that gives
+         * none travel as 1.0 the same way. */
+        int64_t n = ep->send_scales.bytes / 4;
+        if (ep->async)
+            n = ep->n_scales > o->top_k ? ep->n_scales : o->top_k;
+        float *ones = malloc((size_t)n * sizeof *ones);
         if (!ones)
             return moes_ep_fail(ep, MOES_ERR_OUT_OF_MEMORY,
                                 "cannot allocate the unit scales");
-        for (int64_t i = 0; i < most; i++)
+        for (int64_t i = 0; i < n; i++)
             ones[i] = 1.0f;
         if (!(rc = ensure(ep, &ep->unit_scales, n * 4)))
             rc = moes_copy_to_backend(ep->ctx, ep->unit_scales.ptr, ones,
                                       n * 4);
         if (rc == MOES_OK && ep->async &&
-            !(rc = ensure(ep, &ep->unit_weights, nw * 4)))
-            rc = moes_copy_to_backend(ep->ctx, ep->unit_weights.ptr, ones,
-                                      nw * 4);
+            !(rc = ensure(ep, &ep->zero_index, slots * 4)))
+            rc = moes_fill(ep->ctx, ep->zero_index.ptr, 0, slots * 4);
         free(ones);
         if (rc != MOES_OK)
             return moes_ep_fail(ep, rc, "cannot set the unit scales: %s",
@@ -434,7 +436,7 @@ int moes_ep_destroy(moes_ep *ep)
         &ep->partial,      &ep->back,            &ep->unit_scales,
         &ep->rank_map,     &ep->marks_send,      &ep->marks_recv,
         &ep->back_marks_send, &ep->back_marks_recv, &ep->rank_iota,
-        &ep->mark_counts,  &ep->dropped,         &ep->unit_weights};
+        &ep->mark_counts,  &ep->dropped,         &ep->zero_index};
     if (ep->ctx)
         for (size_t i = 0; i < sizeof all / sizeof *all; i++)
             release(ep, all[i]);
@@ -709,19 +711,39 @@ static int pack_one(moes_ep *ep, int64_t N, const void *src, int dtype,
     return MOES_OK;
 }
 
-/* Bounded: empty slots must read as "no expert here" on arrival, and
- * carry scales (and on a device weights) of 1.0. */
-static int clear_slots(moes_ep *ep)
+/* On a device: cols fp32 of 1.0 in every slot of dst, without a wait (a
+ * gather of the row of 1.0, allocate() says how). */
+static int unit_rows(moes_ep *ep, void *dst, int64_t cols)
 {
-    int rc;
-    if ((rc = moes_fill(ep->ctx, ep->send_ids.ptr, 0xFF,
-                        ep->send_ids.bytes)) ||
-        (rc = moes_copy_within(ep->ctx, ep->send_scales.ptr,
-                               ep->unit_scales.ptr, ep->send_scales.bytes)) ||
-        (ep->async &&
-         (rc = moes_copy_within(ep->ctx, ep->send_weights.ptr,
-                                ep->unit_weights.ptr,
-                                ep->send_weights.bytes))))
+    moes_gather_args g;
+    moes_gather_args_init(&g);
+    g.n_tokens = ep->opts.tokens_per_pair * ep->n_ranks;
+    g.top_k = 1;
+    g.hidden = cols;
+    g.y = ep->unit_scales.ptr;
+    g.y_dtype = MOES_DTYPE_FP32;
+    g.y_rows = 1;
+    g.out_index = ep->zero_index.ptr;
+    g.index_dtype = MOES_DTYPE_INT32;
+    g.out = dst;
+    g.out_dtype = MOES_DTYPE_FP32;
+    return moes_gather(ep->ctx, &g);
+}
+
+/* Bounded: empty slots must read as "no expert here" on arrival, and
+ * carry scales of 1.0 (on a device: when scales are sent, and weights of
+ * 1.0 when none are). a may be NULL (a failed dispatch sends only -1). */
+static int clear_slots(moes_ep *ep, const moes_ep_dispatch_args *a)
+{
+    int rc = moes_fill(ep->ctx, ep->send_ids.ptr, 0xFF, ep->send_ids.bytes);
+    if (rc == MOES_OK && !ep->async)
+        rc = moes_copy_within(ep->ctx, ep->send_scales.ptr,
+                              ep->unit_scales.ptr, ep->send_scales.bytes);
+    if (rc == MOES_OK && ep->async && a && a->x_scales)
+        rc = unit_rows(ep, ep->send_scales.ptr, ep->n_scales);
+    if (rc == MOES_OK && ep->async && (!a || !a->weights))
+        rc = unit_rows(ep, ep->send_weights.ptr, ep->opts.top_k);
+    if (rc != MOES_OK)
         return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
     return MOES_OK;
 }
@@ -742,7 +764,7 @@ static int pack(moes_ep *ep, const moes_ep_dispatch_args *a, void *masked_m,
             return rc;
     } else {
         ep->send_slots = ep->opts.tokens_per_pair * R;
-        if (!ep->async && (rc = clear_slots(ep)))
+        if (!ep->async && (rc = clear_slots(ep, a)))
             return rc;
     }
     if (N == 0)
@@ -972,7 +994,7 @@ static int dispatch_on_device(moes_ep *ep, const moes_ep_dispatch_args *args)
     int rc;
     ep->send_slots = ep->recv_slots = B * R;
     if ((rc = set_markers(ep, &ep->marks_send, status)) ||
-        (rc = clear_slots(ep)))
+        (rc = clear_slots(ep, status == MOES_OK ? args : NULL)))
         return rc;
     int64_t *dropped = args && args->n_dropped_device
                            ? args->n_dropped_device

@@ -70,14 +70,15 @@ struct moes_ep {
     ep_buffer rank_iota;     /* [R] int64: 0 .. R-1                     */
     ep_buffer mark_counts;   /* [tokens_per_pair + 2] int64 scratch     */
     ep_buffer dropped;       /* one int64: pairs the last dispatch dropped */
-    ep_buffer unit_weights;  /* send_weights' size of 1.0f              */
+    ep_buffer zero_index;    /* [tokens_per_pair * R] int32 of 0        */
     ep_buffer local_counts;  /* [E_local] int64                         */
     ep_buffer send_rows, send_scales, send_ids, send_weights;
     ep_buffer recv_rows, recv_scales, recv_ids, recv_weights;
     ep_buffer recv_index;    /* [recv slots][K], local index dtype      */
     ep_buffer partial;       /* [recv slots][H] fp32                    */
     ep_buffer back;          /* [send slots][H] fp32                    */
-    ep_buffer unit_scales;   /* bounded: send_scales' size of 1.0f      */
+    ep_buffer unit_scales;   /* bounded: send_scales' size of 1.0f (on a
+                                device: one row, max(S, K), of 1.0f)    */
 
     /* What the last dispatch left for the combine. */
     int dispatched;

