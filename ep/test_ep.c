@@ -573,6 +573,119 @@ static int64_t expected_dropped(const ep_case *c)
     return dropped;
 }
 
+/* Every output of the local layout against the reference. */
+static void expect_local(const local_out *o, const local_out *e,
+                         uint64_t seed, const char *when)
+{
+    char what[96];
+    const struct {
+        const void *a, *b;
+        int64_t n;
+        const char *name;
+    } cmp[] = {{o->out, e->out, o->out_bytes, "out"},
+               {o->out_scales, e->out_scales, o->scales_bytes, "out_scales"},
+               {o->counts, e->counts, o->index_bytes, "counts"},
+               {o->start, e->start, o->index_bytes, "expert_start"},
+               {o->end, e->end, o->index_bytes, "expert_end"},
+               {o->masked_m, e->masked_m, o->index_bytes, "masked_m"},
+               {o->m_indices, e->m_indices, o->m_bytes, "m_indices"},
+               {&o->n_dropped, &e->n_dropped, 8, "local n_dropped"}};
+    for (size_t i = 0; i < sizeof cmp / sizeof *cmp; i++) {
+        snprintf(what, sizeof what, "%s, %s", when, cmp[i].name);
+        expect_same(cmp[i].a, cmp[i].b, cmp[i].n, seed, what);
+    }
+}
+
+#ifdef EP_TEST_NCCL
+/* The device copies of a case's buffers for this rank: its inputs
+ * (swapped into c->in[rank] until device_run_close), a local_out's
+ * buffers, y and the combined out. */
+typedef struct device_run {
+    local_out od;       /* device pointers in a host local_out's shape */
+    int64_t *local_dropped, *pairs_dropped;
+    rank_input host_in; /* the host inputs, put back at the end        */
+    void *y, *out;
+} device_run;
+
+static void upload_outputs(const local_out *o, const void *out_init,
+                           int64_t out_bytes, device_run *dr)
+{
+    const struct {
+        void *d;
+        const void *h;
+        int64_t n;
+    } up[] = {{dr->od.out, o->out, o->out_bytes},
+              {dr->od.out_scales, o->out_scales, o->scales_bytes},
+              {dr->od.counts, o->counts, o->index_bytes},
+              {dr->od.start, o->start, o->index_bytes},
+              {dr->od.end, o->end, o->index_bytes},
+              {dr->od.masked_m, o->masked_m, o->index_bytes},
+              {dr->od.m_indices, o->m_indices, o->m_bytes},
+              {dr->local_dropped, &o->n_dropped, 8},
+              {dr->out, out_init, out_bytes}};
+    for (size_t i = 0; i < sizeof up / sizeof *up; i++)
+        if (up[i].n > 0 &&
+            moes_copy_to_backend(dev_ctx, up[i].d, up[i].h, up[i].n))
+            MPI_Abort(MPI_COMM_WORLD, 4);
+}
+
+static void download_outputs(local_out *o, void *out, int64_t out_bytes,
+                             const device_run *dr)
+{
+    from_dev(o->out, dr->od.out, o->out_bytes);
+    from_dev(o->out_scales, dr->od.out_scales, o->scales_bytes);
+    from_dev(o->counts, dr->od.counts, o->index_bytes);
+    from_dev(o->start, dr->od.start, o->index_bytes);
+    from_dev(o->end, dr->od.end, o->index_bytes);
+    from_dev(o->masked_m, dr->od.masked_m, o->index_bytes);
+    from_dev(o->m_indices, dr->od.m_indices, o->m_bytes);
+    from_dev(&o->n_dropped, dr->local_dropped, 8);
+    from_dev(out, dr->out, out_bytes);
+}
+
+/* Uploads this rank's inputs (into c->in[rank]), o's buffers, y and out. */
+static void device_run_open(ep_case *c, const local_out *o, const void *y,
+                            int64_t y_bytes, const void *out,
+                            int64_t out_bytes, device_run *dr)
+{
+    dr->od = *o;
+    dr->od.out = to_dev(o->out, o->out_bytes);
+    dr->od.out_scales = to_dev(o->out_scales, o->scales_bytes);
+    dr->od.counts = to_dev(o->counts, o->index_bytes);
+    dr->od.start = to_dev(o->start, o->index_bytes);
+    dr->od.end = to_dev(o->end, o->index_bytes);
+    dr->od.masked_m = to_dev(o->masked_m, o->index_bytes);
+    dr->od.m_indices = to_dev(o->m_indices, o->m_bytes);
+    dr->local_dropped = to_dev(&o->n_dropped, 8);
+    int64_t minus_one = -1;
+    dr->pairs_dropped = to_dev(&minus_one, 8);
+    dr->y = to_dev(y, y_bytes);
+    dr->out = to_dev(out, out_bytes);
+    dr->host_in = c->in[rank];
+    rank_input *in = &c->in[rank];
+    in->x = to_dev(dr->host_in.x, in->n * c->x_stride * (int64_t)c->x_size);
+    in->scales = to_dev(dr->host_in.scales, in->n * c->xs_stride * 4);
+    in->ids = to_dev(dr->host_in.ids,
+                     in->n * c->ids_stride * (int64_t)c->ids_size);
+    in->weights = to_dev(dr->host_in.weights, in->n * c->w_stride * 4);
+}
+
+/* Frees the device copies and puts the host inputs back. */
+static void device_run_close(ep_case *c, device_run *dr)
+{
+    rank_input *in = &c->in[rank];
+    void *dev_bufs[] = {dr->od.out,      dr->od.out_scales,  dr->od.counts,
+                        dr->od.start,    dr->od.end,         dr->od.masked_m,
+                        dr->od.m_indices, dr->local_dropped, dr->pairs_dropped,
+                        dr->y,           dr->out,            in->x,
+                        in->scales,      in->ids,            in->weights};
+    for (size_t i = 0; i < sizeof dev_bufs / sizeof *dev_bufs; i++)
+        drop_dev(dev_bufs[i]);
+    *in = dr->host_in;
+}
+
+#endif
+
 static void run_case(moes_context *ctx, uint64_t seed)
 {
     ep_case c;
@@ -613,62 +726,6 @@ static void run_case(moes_context *ctx, uint64_t seed)
         moes_scatter_args local;
         int64_t n_received = -1, n_dropped = -1;
         moes_ep_dispatch_args d;
-#ifdef EP_TEST_NCCL
-        /* The same buffers on the device, poisoned alike. */
-        local_out od = o;
-        od.out = to_dev(o.out, o.out_bytes);
-        od.out_scales = to_dev(o.out_scales, o.scales_bytes);
-        od.counts = to_dev(o.counts, o.index_bytes);
-        od.start = to_dev(o.start, o.index_bytes);
-        od.end = to_dev(o.end, o.index_bytes);
-        od.masked_m = to_dev(o.masked_m, o.index_bytes);
-        od.m_indices = to_dev(o.m_indices, o.m_bytes);
-        int64_t *dropped_dev = to_dev(&o.n_dropped, 8);
-        local_args(&c, &od, &local);
-        if (local.n_dropped)
-            local.n_dropped = dropped_dev;
-        rank_input host_in = c.in[rank];
-        rank_input *in = &c.in[rank];
-        in->x = to_dev(host_in.x, in->n * c.x_stride * (int64_t)c.x_size);
-        in->scales = to_dev(host_in.scales, in->n * c.xs_stride * 4);
-        in->ids = to_dev(host_in.ids, in->n * c.ids_stride *
-                                          (int64_t)c.ids_size);
-        in->weights = to_dev(host_in.weights, in->n * c.w_stride * 4);
-        dispatch_args(&c, &local, &n_received, &n_dropped, &d);
-        rc = moes_ep_dispatch(ep, &d);
-        from_dev(o.out, od.out, o.out_bytes);
-        from_dev(o.out_scales, od.out_scales, o.scales_bytes);
-        from_dev(o.counts, od.counts, o.index_bytes);
-        from_dev(o.start, od.start, o.index_bytes);
-        from_dev(o.end, od.end, o.index_bytes);
-        from_dev(o.masked_m, od.masked_m, o.index_bytes);
-        from_dev(o.m_indices, od.m_indices, o.m_bytes);
-        from_dev(&o.n_dropped, dropped_dev, 8);
-        void *dev_bufs[] = {od.out, od.out_scales, od.counts, od.start,
-                            od.end, od.masked_m, od.m_indices, dropped_dev,
-                            in->x, in->scales, in->ids, in->weights};
-        for (size_t i = 0; i < sizeof dev_bufs / sizeof *dev_bufs; i++)
-            drop_dev(dev_bufs[i]);
-        *in = host_in;
-#else
-        local_args(&c, &o, &local);
-        dispatch_args(&c, &local, &n_received, &n_dropped, &d);
-        rc = moes_ep_dispatch(ep, &d);
-#endif
-        expect(rc == MOES_OK, seed, moes_ep_last_error(ep));
-        expect(n_received == mine->n_recv, seed, "n_received");
-        expect(n_dropped == expected_dropped(&c), seed, "n_dropped");
-        local_out *e = &mine->o;
-        expect_same(o.out, e->out, o.out_bytes, seed, "out");
-        expect_same(o.out_scales, e->out_scales, o.scales_bytes, seed,
-                    "out_scales");
-        expect_same(o.counts, e->counts, o.index_bytes, seed, "counts");
-        expect_same(o.start, e->start, o.index_bytes, seed, "expert_start");
-        expect_same(o.end, e->end, o.index_bytes, seed, "expert_end");
-        expect_same(o.masked_m, e->masked_m, o.index_bytes, seed, "masked_m");
-        expect_same(o.m_indices, e->m_indices, o.m_bytes, seed, "m_indices");
-        expect_same(&o.n_dropped, &e->n_dropped, 8, seed, "local n_dropped");
-
         void *out = xalloc(out_bytes);
         memcpy(out, out_init, (size_t)out_bytes);
         moes_ep_combine_args ca;
@@ -678,19 +735,37 @@ static void run_case(moes_context *ctx, uint64_t seed)
         ca.y_rows = o.rows;
         ca.out = out;
 #ifdef EP_TEST_NCCL
+        /* The same buffers on the device, poisoned alike. */
         size_t ys;
         moes_dtype_size(c.y_dtype, &ys);
-        ca.y = to_dev(mine->y, o.rows * c.H * (int64_t)ys);
-        ca.out = to_dev(out, out_bytes);
-        rc = moes_ep_combine(ep, &ca);
-        if (rc == MOES_OK)
-            rc = moes_synchronize(dev_ctx);
-        from_dev(out, ca.out, out_bytes);
-        drop_dev(ca.y);
-        drop_dev(ca.out);
+        device_run dr;
+        device_run_open(&c, &o, mine->y, o.rows * c.H * (int64_t)ys, out,
+                        out_bytes, &dr);
+        local_args(&c, &dr.od, &local);
+        if (local.n_dropped)
+            local.n_dropped = dr.local_dropped;
+        dispatch_args(&c, &local, &n_received, &n_dropped, &d);
+        ca.y = dr.y;
+        ca.out = dr.out;
+        int rd = moes_ep_dispatch(ep, &d);
+        if (rd == MOES_OK) {
+            rc = moes_ep_combine(ep, &ca);
+            if (rc == MOES_OK)
+                rc = moes_synchronize(dev_ctx);
+        }
+        download_outputs(&o, out, out_bytes, &dr);
+        device_run_close(&c, &dr);
 #else
-        rc = moes_ep_combine(ep, &ca);
+        local_args(&c, &o, &local);
+        dispatch_args(&c, &local, &n_received, &n_dropped, &d);
+        int rd = moes_ep_dispatch(ep, &d);
+        if (rd == MOES_OK)
+            rc = moes_ep_combine(ep, &ca);
 #endif
+        expect(rd == MOES_OK, seed, moes_ep_last_error(ep));
+        expect(n_received == mine->n_recv, seed, "n_received");
+        expect(n_dropped == expected_dropped(&c), seed, "n_dropped");
+        expect_local(&o, &mine->o, seed, "dispatch");
         expect(rc == MOES_OK, seed, moes_ep_last_error(ep));
         expect_same(out, ref_out, out_bytes, seed, "combined out");
         free(out);
@@ -763,72 +838,6 @@ static void open_graph_api(void)
 
 enum { CU_STREAM_NON_BLOCKING_ = 1, CU_CAPTURE_THREAD_LOCAL_ = 1 };
 
-/* The device copies of a case's buffers for this rank. */
-typedef struct device_run {
-    local_out od;       /* device pointers in a host local_out's shape */
-    int64_t *local_dropped, *pairs_dropped;
-    rank_input host_in; /* the host inputs, put back at the end        */
-    void *y, *out;
-} device_run;
-
-static void upload_outputs(const local_out *o, const void *out_init,
-                           int64_t out_bytes, device_run *dr)
-{
-    const struct {
-        void *d;
-        const void *h;
-        int64_t n;
-    } up[] = {{dr->od.out, o->out, o->out_bytes},
-              {dr->od.out_scales, o->out_scales, o->scales_bytes},
-              {dr->od.counts, o->counts, o->index_bytes},
-              {dr->od.start, o->start, o->index_bytes},
-              {dr->od.end, o->end, o->index_bytes},
-              {dr->od.masked_m, o->masked_m, o->index_bytes},
-              {dr->od.m_indices, o->m_indices, o->m_bytes},
-              {dr->local_dropped, &o->n_dropped, 8},
-              {dr->out, out_init, out_bytes}};
-    for (size_t i = 0; i < sizeof up / sizeof *up; i++)
-        if (up[i].n > 0 &&
-            moes_copy_to_backend(dev_ctx, up[i].d, up[i].h, up[i].n))
-            MPI_Abort(MPI_COMM_WORLD, 4);
-}
-
-static void download_outputs(local_out *o, void *out, int64_t out_bytes,
-                             const device_run *dr)
-{
-    from_dev(o->out, dr->od.out, o->out_bytes);
-    from_dev(o->out_scales, dr->od.out_scales, o->scales_bytes);
-    from_dev(o->counts, dr->od.counts, o->index_bytes);
-    from_dev(o->start, dr->od.start, o->index_bytes);
-    from_dev(o->end, dr->od.end, o->index_bytes);
-    from_dev(o->masked_m, dr->od.masked_m, o->index_bytes);
-    from_dev(o->m_indices, dr->od.m_indices, o->m_bytes);
-    from_dev(&o->n_dropped, dr->local_dropped, 8);
-    from_dev(out, dr->out, out_bytes);
-}
-
-static void expect_local(const local_out *o, const local_out *e,
-                         uint64_t seed, const char *when)
-{
-    char what[96];
-    const struct {
-        const void *a, *b;
-        int64_t n;
-        const char *name;
-    } cmp[] = {{o->out, e->out, o->out_bytes, "out"},
-               {o->out_scales, e->out_scales, o->scales_bytes, "out_scales"},
-               {o->counts, e->counts, o->index_bytes, "counts"},
-               {o->start, e->start, o->index_bytes, "expert_start"},
-               {o->end, e->end, o->index_bytes, "expert_end"},
-               {o->masked_m, e->masked_m, o->index_bytes, "masked_m"},
-               {o->m_indices, e->m_indices, o->m_bytes, "m_indices"},
-               {&o->n_dropped, &e->n_dropped, 8, "local n_dropped"}};
-    for (size_t i = 0; i < sizeof cmp / sizeof *cmp; i++) {
-        snprintf(what, sizeof what, "%s, %s", when, cmp[i].name);
-        expect_same(cmp[i].a, cmp[i].b, cmp[i].n, seed, what);
-    }
-}
-
 /* A bounded case (the first from seed on) with no host output: eagerly
  * (graph 0) or captured once in a CUDA graph and replayed twice (graph
  * 1), every output compared with the reference; then, eagerly, an id out
@@ -878,33 +887,16 @@ static void run_bounded_on_device(uint64_t seed, int graph)
     alloc_local(&c, mine->n_recv, &fresh);
     poison_local(&c, &o);
     poison_local(&c, &fresh);
+    /* From the host ids, before they are swapped for device ones. */
+    const int64_t want_dropped = expected_dropped(&c);
     device_run dr;
-    dr.od = o;
-    dr.od.out = to_dev(o.out, o.out_bytes);
-    dr.od.out_scales = to_dev(o.out_scales, o.scales_bytes);
-    dr.od.counts = to_dev(o.counts, o.index_bytes);
-    dr.od.start = to_dev(o.start, o.index_bytes);
-    dr.od.end = to_dev(o.end, o.index_bytes);
-    dr.od.masked_m = to_dev(o.masked_m, o.index_bytes);
-    dr.od.m_indices = to_dev(o.m_indices, o.m_bytes);
-    dr.local_dropped = to_dev(&o.n_dropped, 8);
-    int64_t pairs = -1;
-    dr.pairs_dropped = to_dev(&pairs, 8);
-    dr.y = to_dev(mine->y, o.rows * c.H * (int64_t)ys);
-    dr.out = to_dev(out_init, out_bytes);
+    device_run_open(&c, &o, mine->y, o.rows * c.H * (int64_t)ys, out_init,
+                    out_bytes, &dr);
+    rank_input *in = &c.in[rank];
     moes_scatter_args local;
     local_args(&c, &dr.od, &local);
     if (local.n_dropped)
         local.n_dropped = dr.local_dropped;
-    /* From the host ids, before they are swapped for device ones. */
-    const int64_t want_dropped = expected_dropped(&c);
-    dr.host_in = c.in[rank];
-    rank_input *in = &c.in[rank];
-    in->x = to_dev(dr.host_in.x, in->n * c.x_stride * (int64_t)c.x_size);
-    in->scales = to_dev(dr.host_in.scales, in->n * c.xs_stride * 4);
-    in->ids = to_dev(dr.host_in.ids,
-                     in->n * c.ids_stride * (int64_t)c.ids_size);
-    in->weights = to_dev(dr.host_in.weights, in->n * c.w_stride * 4);
     moes_ep_dispatch_args d;
     dispatch_args(&c, &local, NULL, NULL, &d);
     d.n_dropped_device = dr.pairs_dropped;
@@ -947,6 +939,7 @@ static void run_bounded_on_device(uint64_t seed, int graph)
             cu.graph_destroy(cg);
     }
     download_outputs(&o, out, out_bytes, &dr);
+    int64_t pairs = -1;
     from_dev(&pairs, dr.pairs_dropped, 8);
     expect_local(&o, &mine->o, seed, graph ? "graph replay" : "no wait");
     expect_same(out, ref_out, out_bytes, seed,
@@ -976,14 +969,7 @@ static void run_bounded_on_device(uint64_t seed, int graph)
         free(bad);
     }
 
-    void *dev_bufs[] = {dr.od.out,     dr.od.out_scales, dr.od.counts,
-                        dr.od.start,   dr.od.end,        dr.od.masked_m,
-                        dr.od.m_indices, dr.local_dropped, dr.pairs_dropped,
-                        dr.y,          dr.out,           in->x,
-                        in->scales,    in->ids,          in->weights};
-    for (size_t i = 0; i < sizeof dev_bufs / sizeof *dev_bufs; i++)
-        drop_dev(dev_bufs[i]);
-    *in = dr.host_in;
+    device_run_close(&c, &dr);
     moes_ep_destroy(ep);
     moes_set_stream(dev_ctx, NULL);
     cu.stream_destroy(stream);
