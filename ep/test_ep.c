@@ -521,6 +521,16 @@ static void reference_combine(const ep_case *c, rank_ref *refs, void *out)
     free(index);
 }
 
+static void free_refs(rank_ref *refs)
+{
+    for (int r = 0; r < n_ranks; r++) {
+        free_local(&refs[r].o);
+        free(refs[r].partial);
+        free(refs[r].y);
+    }
+    free(refs);
+}
+
 static void default_options(const ep_case *c, moes_ep_options *o)
 {
     moes_ep_options_init(o);
@@ -772,12 +782,7 @@ static void run_case(moes_context *ctx, uint64_t seed)
         free_local(&o);
         moes_ep_destroy(ep);
     }
-    for (int r = 0; r < n_ranks; r++) {
-        free_local(&refs[r].o);
-        free(refs[r].partial);
-        free(refs[r].y);
-    }
-    free(refs);
+    free_refs(refs);
     free(out_init);
     free(ref_out);
     free_case(&c);
@@ -975,12 +980,7 @@ static void run_bounded_on_device(uint64_t seed, int graph)
     cu.stream_destroy(stream);
     free_local(&o);
     free_local(&fresh);
-    for (int r = 0; r < n_ranks; r++) {
-        free_local(&refs[r].o);
-        free(refs[r].partial);
-        free(refs[r].y);
-    }
-    free(refs);
+    free_refs(refs);
     free(out_init);
     free(ref_out);
     free(out);
