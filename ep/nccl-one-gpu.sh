@@ -1,8 +1,9 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # nccl-one-gpu.sh BUILDDIR [CASES]: the ep suite through the NCCL transport
-# on one GPU (a one-rank NCCL communicator), then under compute-sanitizer
-# memcheck when it is installed. BUILDDIR is a tree configured with CUDA
+# on one GPU (a one-rank NCCL communicator), the bounded mode's decode
+# timing (time_bounded), then the suite under compute-sanitizer memcheck
+# when it is installed. BUILDDIR is a tree configured with CUDA
 # and built (libmoescatter and the test kit); no MPI is needed. NCCL is
 # found as libnccl.so.2, or at $MOES_NCCL_LIBRARY.
 set -e
@@ -19,6 +20,13 @@ ${CC:-cc} -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off \
     "$build/tests/kit/.libs/libmoes_testkit.a" "$build/lib/.libs/libmoescatter.a" \
     -fopenmp -ldl -lm
 "$out" "$cases"
+# The bounded mode's graph replays at decode sizes (one rank).
+${CC:-cc} -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off \
+    -D_POSIX_C_SOURCE=200809L -I"$build" -I"$top/lib" -I"$here" \
+    -o "$build/ep/time_bounded" "$here/ep.c" "$here/transport_nccl.c" \
+    "$here/time_bounded.c" "$build/lib/.libs/libmoescatter.a" \
+    -fopenmp -ldl -lm
+"$build/ep/time_bounded" 128 256
 if command -v compute-sanitizer >/dev/null 2>&1; then
     # NCCL probes its kernels at init and some calls fail by design there:
     # API errors are not memory errors.

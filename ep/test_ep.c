@@ -29,8 +29,7 @@
 #include <string.h>
 
 #ifdef EP_TEST_NCCL
-#include <dlfcn.h>
-
+#include "device_harness.h"
 #include "mpi_single.h"
 #else
 #include <mpi.h>
@@ -613,6 +612,8 @@ static void expect_local(const local_out *o, const local_out *e,
 }
 
 #ifdef EP_TEST_NCCL
+static graph_api cu;
+
 /* The device copies of a case's buffers for this rank: its inputs
  * (swapped into c->in[rank] until device_run_close), a local_out's
  * buffers, y and the combined out. */
@@ -799,55 +800,6 @@ static void run_case(moes_context *ctx, uint64_t seed)
 /* Bounded mode on the device, with nothing waiting                  */
 /* ------------------------------------------------------------------ */
 
-/* The driver's streams and graphs, opened as the library opens the
- * driver: NCCL brings a CUDA runtime of its own, and a second one linked
- * here would take its symbols. */
-typedef struct graph_api {
-    int (*retain)(void **ctx, int device);
-    int (*set_current)(void *ctx);
-    int (*stream_create)(void **stream, unsigned flags);
-    int (*stream_destroy)(void *stream);
-    int (*stream_sync)(void *stream);
-    int (*begin_capture)(void *stream, int mode);
-    int (*end_capture)(void *stream, void **graph);
-    int (*instantiate)(void **exec, void *graph, unsigned long long flags);
-    int (*launch)(void *exec, void *stream);
-    int (*exec_destroy)(void *exec);
-    int (*graph_destroy)(void *graph);
-} graph_api;
-
-static graph_api cu;
-
-static void open_graph_api(void)
-{
-    void *lib = dlopen("libcuda.so.1", RTLD_NOW);
-    struct {
-        void **slot;
-        const char *name;
-    } syms[] = {{(void **)&cu.retain, "cuDevicePrimaryCtxRetain"},
-                {(void **)&cu.set_current, "cuCtxSetCurrent"},
-                {(void **)&cu.stream_create, "cuStreamCreate"},
-                {(void **)&cu.stream_destroy, "cuStreamDestroy_v2"},
-                {(void **)&cu.stream_sync, "cuStreamSynchronize"},
-                {(void **)&cu.begin_capture, "cuStreamBeginCapture_v2"},
-                {(void **)&cu.end_capture, "cuStreamEndCapture"},
-                {(void **)&cu.instantiate, "cuGraphInstantiateWithFlags"},
-                {(void **)&cu.launch, "cuGraphLaunch"},
-                {(void **)&cu.exec_destroy, "cuGraphExecDestroy"},
-                {(void **)&cu.graph_destroy, "cuGraphDestroy"}};
-    for (size_t i = 0; i < sizeof syms / sizeof *syms; i++) {
-        *syms[i].slot = lib ? dlsym(lib, syms[i].name) : NULL;
-        if (!*syms[i].slot) {
-            fprintf(stderr, "libcuda.so.1: no %s\n", syms[i].name);
-            MPI_Abort(MPI_COMM_WORLD, 5);
-        }
-    }
-    void *ctx = NULL;
-    if (cu.retain(&ctx, 0) || cu.set_current(ctx))
-        MPI_Abort(MPI_COMM_WORLD, 5);
-}
-
-enum { CU_STREAM_NON_BLOCKING_ = 1, CU_CAPTURE_THREAD_LOCAL_ = 1 };
 
 /* A bounded case (the first from seed on) with no host output: eagerly
  * (graph 0) or captured once in a CUDA graph and replayed twice (graph
@@ -1140,18 +1092,7 @@ static void open_gpu(void)
         printf("no usable GPU (%s): skipped\n", moes_last_error(NULL));
         exit(77);
     }
-    const char *path = getenv("MOES_NCCL_LIBRARY");
-    void *lib = dlopen(path && *path ? path : "libnccl.so.2", RTLD_NOW);
-    union {
-        void *p;
-        int (*f)(void **, int, const int *);
-    } init;
-    init.p = lib ? dlsym(lib, "ncclCommInitAll") : NULL;
-    int device = 0;
-    if (!init.p || init.f(&nccl_comm, 1, &device) != 0) {
-        printf("NCCL cannot be opened or initialized: skipped\n");
-        exit(77);
-    }
+    nccl_comm = open_nccl_one_rank();
 }
 #endif
 
@@ -1185,7 +1126,7 @@ int main(int argc, char **argv)
         run_case(ctx, first + (uint64_t)i);
 #ifdef EP_TEST_NCCL
     long bounded_cases = cases < 40 ? cases : 40;
-    open_graph_api();
+    open_graph_api(&cu);
     for (long i = 0; i < bounded_cases; i++) {
         run_bounded_on_device(first + 1000u * (uint64_t)i, 0);
         run_bounded_on_device(first + 1000u * (uint64_t)i, 1);
