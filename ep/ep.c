@@ -681,8 +681,9 @@ static int count_destinations(moes_ep *ep, int64_t n_tokens)
  * n_dropped go where given. */
 static int pack_one(moes_ep *ep, int64_t N, const void *src, int dtype,
                     int64_t elems, int64_t stride, const float *scales,
-                    int64_t scales_stride, void *dst, void *dst_scales,
-                    void *out_index, void *masked_m, int64_t *n_dropped)
+                    int64_t scale_block, int64_t scales_stride, void *dst,
+                    void *dst_scales, void *out_index, void *masked_m,
+                    int64_t *n_dropped)
 {
     moes_routing r;
     pack_routing(ep, N, &r);
@@ -704,7 +705,7 @@ static int pack_one(moes_ep *ep, int64_t N, const void *src, int dtype,
     s.hidden = elems;
     s.x_stride = stride;
     s.x_scales = scales;
-    s.scale_block = ep->opts.scale_block;
+    s.scale_block = scale_block;
     s.x_scales_stride = scales_stride;
     s.out = dst;
     s.out_scales = scales ? dst_scales : NULL;
@@ -777,24 +778,21 @@ static int pack(moes_ep *ep, const moes_ep_dispatch_args *a, void *masked_m,
     if (N == 0)
         return MOES_OK;
     if ((rc = pack_one(ep, N, a->x, ep->opts.x_dtype, ep->opts.hidden,
-                       a->x_stride, a->x_scales, a->x_scales_stride,
-                       ep->send_rows.ptr, ep->send_scales.ptr,
-                       ep->pack_index.ptr, masked_m, n_dropped)))
+                       a->x_stride, a->x_scales, ep->opts.scale_block,
+                       a->x_scales_stride, ep->send_rows.ptr,
+                       ep->send_scales.ptr, ep->pack_index.ptr, masked_m,
+                       n_dropped)))
         return rc;
-    /* Ids and weights travel as rows of 4-byte elements: the scatter
-     * copies bytes. */
+    /* Ids and weights in one more scatter: the ids as rows of 4-byte
+     * elements (the scatter copies bytes), the weights as their fp32
+     * "scales", one per id (a block of one id's words), which the scatter
+     * copies bit for bit. */
     int64_t words = ep->ids_size / 4;
     int64_t ids_stride = a->ids_stride ? a->ids_stride : K;
-    if ((rc = pack_one(ep, N, a->ids, MOES_DTYPE_FP32, K * words,
-                       ids_stride * words, NULL, 0, ep->send_ids.ptr, NULL,
-                       ep->scratch_index.ptr, NULL, NULL)))
-        return rc;
-    if (a->weights &&
-        (rc = pack_one(ep, N, a->weights, MOES_DTYPE_FP32, K,
-                       a->weights_stride, NULL, 0, ep->send_weights.ptr, NULL,
-                       ep->scratch_index.ptr, NULL, NULL)))
-        return rc;
-    return MOES_OK;
+    return pack_one(ep, N, a->ids, MOES_DTYPE_FP32, K * words,
+                    ids_stride * words, a->weights, words, a->weights_stride,
+                    ep->send_ids.ptr, ep->send_weights.ptr,
+                    ep->scratch_index.ptr, NULL, NULL);
 }
 
 static int exchange(moes_ep *ep, void *send, void *recv, int64_t elem_bytes,
