@@ -386,8 +386,12 @@ static int allocate(moes_ep *ep)
          (rc = ensure(ep, &ep->marks_recv, (int64_t)R * 8)) ||
          (rc = ensure(ep, &ep->back_marks_send, (int64_t)R * 8)) ||
          (rc = ensure(ep, &ep->back_marks_recv, (int64_t)R * 8)) ||
-         (rc = ensure(ep, &ep->mark_counts, (o->tokens_per_pair + 2) * 8))))
-        return rc;
+         (rc = ensure(ep, &ep->mark_y, (o->tokens_per_pair + 2) * 4)) ||
+         (rc = ensure(ep, &ep->mark_out, (int64_t)R * 4)) ||
+         (rc = moes_fill(ep->ctx, ep->mark_y.ptr, 0, ep->mark_y.bytes))))
+        return rc == MOES_OK ? MOES_OK
+                             : moes_ep_fail(ep, rc, "%s",
+                                            moes_last_error(ep->ctx));
     if (o->mode == MOES_EP_MODE_BOUNDED) {
         int64_t slots = o->tokens_per_pair * R;
         if ((rc = size_send(ep, slots)) || (rc = size_recv(ep, slots)))
@@ -443,7 +447,8 @@ int moes_ep_destroy(moes_ep *ep)
         &ep->partial,      &ep->back,            &ep->unit_scales,
         &ep->rank_map,     &ep->marks_send,      &ep->marks_recv,
         &ep->back_marks_send, &ep->back_marks_recv, &ep->rank_iota,
-        &ep->mark_counts,  &ep->dropped,         &ep->zero_index};
+        &ep->mark_y,       &ep->mark_out,        &ep->dropped,
+        &ep->zero_index};
     if (ep->ctx)
         for (size_t i = 0; i < sizeof all / sizeof *all; i++)
             release(ep, all[i]);
@@ -926,11 +931,12 @@ static int copy_dropped(moes_ep *ep, const moes_ep_dispatch_args *args,
  *     written by a count of 0 .. R-1 after the local gather.
  * A failure marker is a byte pattern (FAIL_BYTE, or 0x80 | the status of
  * an error found on the host) that as an int64 is below -1. The receiver
- * checks the markers it got as the ids of a count (valid: 0 .. B), so a
- * failed peer becomes this rank's own deferred MOES_ERR_INVALID_ID before
- * anything of the caller's is written, and every later step of the
- * stream writes nothing. moes_ep_synchronize returns it, naming the rank
- * whose marker it was.
+ * checks the markers it got as the out_index of a one-column gather
+ * (valid: 0 .. B), so a failed peer becomes this rank's own deferred
+ * error before anything of the caller's is written, and every later step
+ * of the stream writes nothing. moes_ep_synchronize returns it, with the
+ * status the marker carries and the rank whose marker it was. (On the
+ * CPU the check fails at once, and the call returns that.)
  */
 #define EP_FAIL_BYTE 0xFE
 
@@ -948,21 +954,56 @@ static int set_markers(moes_ep *ep, ep_buffer *b, int status)
                          : moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
 }
 
-/* The markers received, checked as ids in [0, limit): a failure marker
- * stops this rank's stream (deferred). */
-static int check_markers(moes_ep *ep, const ep_buffer *b, int64_t limit)
+/* The rank whose failure marker (markers[r] below -1) is the first, or -1;
+ * *status gets the status it carries (MOES_ERR_INVALID_ID for a failure
+ * found on that rank's device). */
+static int failed_rank(const int64_t *markers, int n, int *status)
 {
-    moes_routing r;
-    moes_routing_init(&r);
-    r.n_tokens = ep->n_ranks;
-    r.top_k = 1;
-    r.ids = b->ptr;
-    r.ids_dtype = MOES_DTYPE_INT64;
-    r.n_experts_global = limit;
-    r.n_experts = limit;
-    int rc = moes_count(ep->ctx, &r, ep->mark_counts.ptr, MOES_DTYPE_INT64);
-    return rc == MOES_OK ? MOES_OK
-                         : moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
+    for (int r = 0; r < n; r++)
+        if (markers[r] < -1) {
+            int byte = (int)(markers[r] & 0xFF);
+            *status = byte == EP_FAIL_BYTE ? MOES_ERR_INVALID_ID : byte & 0x7F;
+            return r;
+        }
+    return -1;
+}
+
+/* The markers received, checked as out_index entries in [-1, limit) of a
+ * one-column gather of zeros: a failure marker stops this rank's stream
+ * (deferred on a device). Where the check fails at once (on the CPU), the
+ * status and message are the failed peer's. */
+static int check_markers(moes_ep *ep, const ep_buffer *b, int64_t limit,
+                         const char *step)
+{
+    moes_gather_args g;
+    moes_gather_args_init(&g);
+    g.n_tokens = ep->n_ranks;
+    g.top_k = 1;
+    g.hidden = 1;
+    g.y = ep->mark_y.ptr;
+    g.y_dtype = MOES_DTYPE_FP32;
+    g.y_rows = limit;
+    g.out_index = b->ptr;
+    g.index_dtype = MOES_DTYPE_INT64;
+    g.out = ep->mark_out.ptr;
+    g.out_dtype = MOES_DTYPE_FP32;
+    int rc = moes_gather(ep->ctx, &g);
+    if (rc == MOES_OK)
+        return MOES_OK;
+    if (rc != MOES_ERR_INVALID_OUT_INDEX)
+        return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
+    int64_t *m = malloc((size_t)ep->n_ranks * sizeof *m);
+    int status = rc, r = -1;
+    if (m && moes_copy_to_host(ep->ctx, m, b->ptr,
+                               (int64_t)ep->n_ranks * 8) == MOES_OK)
+        r = failed_rank(m, ep->n_ranks, &status);
+    free(m);
+    if (r < 0)
+        return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
+    return moes_ep_fail(ep, status,
+                        "rank %d's %s failed (%s): nothing it sent was used, "
+                        "and this rank's outputs of that step are unchanged",
+                        r, step, moes_strerror(status));
 }
 
 /* A fixed exchange: per_pair cells of elem_bytes for every pair. */
@@ -1037,7 +1078,7 @@ static int dispatch_on_device(moes_ep *ep, const moes_ep_dispatch_args *args)
                              weight_bytes(ep))))
         return rc;
     if (status == MOES_OK)
-        status = check_markers(ep, &ep->marks_recv, B + 1);
+        status = check_markers(ep, &ep->marks_recv, B + 1, "dispatch");
     if (status == MOES_OK) {
         status = scatter_received(ep, args->local, args->x_scales != NULL);
         if (status != MOES_OK)
@@ -1316,7 +1357,7 @@ static int combine_on_device(moes_ep *ep, const moes_ep_combine_args *args)
                              partial_bytes(ep))))
         return rc;
     if (status == MOES_OK)
-        status = check_markers(ep, &ep->back_marks_recv, 2);
+        status = check_markers(ep, &ep->back_marks_recv, 2, "combine");
     if (status == MOES_OK && ep->n_tokens > 0)
         status = add_partials(ep, args);
     return status;
@@ -1344,20 +1385,6 @@ int moes_ep_combine(moes_ep *ep, const moes_ep_combine_args *args)
     if (ep->n_tokens == 0)
         return MOES_OK;
     return add_partials(ep, args);
-}
-
-/* The rank whose failure marker (markers[r] below -1) is the first, or -1;
- * *status gets the status it carries (MOES_ERR_INVALID_ID for a failure
- * found on that rank's device). */
-static int failed_rank(const int64_t *markers, int n, int *status)
-{
-    for (int r = 0; r < n; r++)
-        if (markers[r] < -1) {
-            int byte = (int)(markers[r] & 0xFF);
-            *status = byte == EP_FAIL_BYTE ? MOES_ERR_INVALID_ID : byte & 0x7F;
-            return r;
-        }
-    return -1;
 }
 
 int moes_ep_synchronize(moes_ep *ep)

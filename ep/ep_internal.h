@@ -68,7 +68,9 @@ struct moes_ep {
     ep_buffer marks_send, marks_recv;           /* dispatch: tokens sent */
     ep_buffer back_marks_send, back_marks_recv; /* combine: 1 when done  */
     ep_buffer rank_iota;     /* [R] int64: 0 .. R-1                     */
-    ep_buffer mark_counts;   /* [tokens_per_pair + 2] int64 scratch     */
+    ep_buffer mark_y;        /* [tokens_per_pair + 2] fp32 of 0: the rows
+                                the markers index when checked          */
+    ep_buffer mark_out;      /* [R] fp32 scratch of that check          */
     ep_buffer dropped;       /* one int64: pairs the last dispatch dropped */
     ep_buffer zero_index;    /* [tokens_per_pair * R] int32 of 0        */
     ep_buffer local_counts;  /* [E_local] int64                         */
