@@ -335,13 +335,11 @@ static int allocate(moes_ep *ep)
     ep->one_displs = calloc((size_t)R, sizeof(int64_t));
     int32_t *map = calloc((size_t)(El * R), sizeof(int32_t));
     int32_t *ranks = calloc((size_t)(El * R), sizeof(int32_t));
-    int64_t *iota = calloc((size_t)R, sizeof(int64_t));
     if (!ep->send_counts || !ep->send_displs || !ep->recv_counts ||
         !ep->recv_displs || !ep->exchange_send || !ep->exchange_recv ||
-        !ep->one_counts || !ep->one_displs || !map || !ranks || !iota) {
+        !ep->one_counts || !ep->one_displs || !map || !ranks) {
         free(map);
         free(ranks);
-        free(iota);
         return moes_ep_fail(ep, MOES_ERR_OUT_OF_MEMORY,
                             "cannot allocate the ep context's host arrays");
     }
@@ -351,7 +349,7 @@ static int allocate(moes_ep *ep)
     }
     for (int r = 0; r < R; r++) {
         ep->one_counts[r] = 1;
-        ep->one_displs[r] = iota[r] = r;
+        ep->one_displs[r] = r;
     }
     int rc;
     if ((rc = ensure(ep, &ep->pack_ids, routing * 4)) ||
@@ -361,23 +359,17 @@ static int allocate(moes_ep *ep)
         (rc = ensure(ep, &ep->local_counts, El * 8)) ||
         (rc = ensure(ep, &ep->expert_map, El * R * 4)) ||
         (rc = ensure(ep, &ep->rank_map, El * R * 4)) ||
-        (rc = ensure(ep, &ep->rank_iota, (int64_t)R * 8)) ||
         (rc = ensure(ep, &ep->dropped, 8))) {
         free(map);
         free(ranks);
-        free(iota);
         return rc;
     }
     rc = moes_copy_to_backend(ep->ctx, ep->expert_map.ptr, map, El * R * 4);
     if (rc == MOES_OK)
         rc = moes_copy_to_backend(ep->ctx, ep->rank_map.ptr, ranks,
                                   El * R * 4);
-    if (rc == MOES_OK)
-        rc = moes_copy_to_backend(ep->ctx, ep->rank_iota.ptr, iota,
-                                  (int64_t)R * 8);
     free(map);
     free(ranks);
-    free(iota);
     if (rc != MOES_OK)
         return moes_ep_fail(ep, rc, "cannot copy the expert maps: %s",
                             moes_last_error(ep->ctx));
@@ -446,7 +438,7 @@ int moes_ep_destroy(moes_ep *ep)
         &ep->recv_ids,     &ep->recv_weights,    &ep->recv_index,
         &ep->partial,      &ep->back,            &ep->unit_scales,
         &ep->rank_map,     &ep->marks_send,      &ep->marks_recv,
-        &ep->back_marks_send, &ep->back_marks_recv, &ep->rank_iota,
+        &ep->back_marks_send, &ep->back_marks_recv,
         &ep->mark_y,       &ep->mark_out,        &ep->dropped,
         &ep->zero_index};
     if (ep->ctx)
@@ -927,8 +919,8 @@ static int copy_dropped(moes_ep *ep, const moes_ep_dispatch_args *args,
  *     number of tokens kept for rank r, written by the packing scatter
  *     (masked_m), which the library runs only when nothing before it in
  *     the stream failed (a bad id found on the device leaves it as is);
- *   - combine: back_marks_send[r] starts the same way and becomes 1,
- *     written by a count of 0 .. R-1 after the local gather.
+ *   - combine: back_marks_send[r] starts the same way and becomes 0,
+ *     written by a gather of zeros after the local gather.
  * A failure marker is a byte pattern (FAIL_BYTE, or 0x80 | the status of
  * an error found on the host) that as an int64 is below -1. The receiver
  * checks the markers it got as the out_index of a one-column gather
@@ -950,6 +942,28 @@ static int set_markers(moes_ep *ep, ep_buffer *b, int status)
 {
     int rc = moes_fill(ep->ctx, b->ptr, marker_byte(status),
                        (int64_t)ep->n_ranks * 8);
+    return rc == MOES_OK ? MOES_OK
+                         : moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
+}
+
+/* Markers of 0 (a clean combine; a dispatch that kept no token) in all R
+ * cells: a gather of zeros, two fp32 a cell, which like every step writes
+ * only when nothing before it in the stream failed. */
+static int zero_markers(moes_ep *ep, ep_buffer *b)
+{
+    moes_gather_args g;
+    moes_gather_args_init(&g);
+    g.n_tokens = ep->n_ranks;
+    g.top_k = 1;
+    g.hidden = 2;
+    g.y = ep->mark_y.ptr;
+    g.y_dtype = MOES_DTYPE_FP32;
+    g.y_rows = 1;
+    g.out_index = ep->zero_index.ptr;
+    g.index_dtype = MOES_DTYPE_INT32;
+    g.out = b->ptr;
+    g.out_dtype = MOES_DTYPE_FP32;
+    int rc = moes_gather(ep->ctx, &g);
     return rc == MOES_OK ? MOES_OK
                          : moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
 }
@@ -1050,15 +1064,10 @@ static int dispatch_on_device(moes_ep *ep, const moes_ep_dispatch_args *args)
         if (status == MOES_OK)
             status = pack(ep, args, ep->marks_send.ptr, dropped);
     } else if (status == MOES_OK) {
-        /* No tokens: zero markers, from a count of nothing (which, like
-         * the packing, writes only when the stream is clean). */
-        moes_routing r;
-        pack_routing(ep, 0, &r);
-        status = moes_count(ep->ctx, &r, ep->marks_send.ptr,
-                            MOES_DTYPE_INT64);
-        if (status == MOES_OK)
-            status = moes_fill(ep->ctx, dropped, 0, 8);
-        if (status != MOES_OK)
+        /* No tokens: none kept for any rank, none dropped. */
+        status = zero_markers(ep, &ep->marks_send);
+        if (status == MOES_OK &&
+            (status = moes_fill(ep->ctx, dropped, 0, 8)) != MOES_OK)
             moes_ep_fail(ep, status, "%s", moes_last_error(ep->ctx));
     }
     /* A failure the host saw after the markers were set (a pack may have
@@ -1324,7 +1333,6 @@ static int add_partials(moes_ep *ep, const moes_ep_combine_args *args)
 
 static int combine_on_device(moes_ep *ep, const moes_ep_combine_args *args)
 {
-    const int R = ep->n_ranks;
     const int64_t B = ep->opts.tokens_per_pair;
     int status = args ? check_combine(ep, args)
                       : moes_ep_fail(ep, MOES_ERR_NULL_POINTER,
@@ -1334,20 +1342,8 @@ static int combine_on_device(moes_ep *ep, const moes_ep_combine_args *args)
         return rc;
     if (status == MOES_OK)
         status = gather_partials(ep, args);
-    if (status == MOES_OK) {
-        /* The markers of a clean combine: 1 for every rank. */
-        moes_routing r;
-        moes_routing_init(&r);
-        r.n_tokens = R;
-        r.ids = ep->rank_iota.ptr;
-        r.ids_dtype = MOES_DTYPE_INT64;
-        r.n_experts_global = R;
-        r.n_experts = R;
-        status = moes_count(ep->ctx, &r, ep->back_marks_send.ptr,
-                            MOES_DTYPE_INT64);
-        if (status != MOES_OK)
-            moes_ep_fail(ep, status, "%s", moes_last_error(ep->ctx));
-    }
+    if (status == MOES_OK)
+        status = zero_markers(ep, &ep->back_marks_send);
     if (status != MOES_OK &&
         (rc = set_markers(ep, &ep->back_marks_send, status)))
         return rc;

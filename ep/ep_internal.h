@@ -67,7 +67,6 @@ struct moes_ep {
     /* The markers of the bounded mode on a device: [R] int64 each. */
     ep_buffer marks_send, marks_recv;           /* dispatch: tokens sent */
     ep_buffer back_marks_send, back_marks_recv; /* combine: 1 when done  */
-    ep_buffer rank_iota;     /* [R] int64: 0 .. R-1                     */
     ep_buffer mark_y;        /* [tokens_per_pair + 2] fp32 of 0: the rows
                                 the markers index when checked          */
     ep_buffer mark_out;      /* [R] fp32 scratch of that check          */
