@@ -817,6 +817,13 @@ static int exchange(moes_ep *ep, void *send, void *recv, int64_t elem_bytes,
     return MOES_OK;
 }
 
+/* Begins (1) or ends (0) a group of exchanges that the transport may
+ * issue as one operation (one NCCL launch instead of one per buffer). */
+static int exchange_group(moes_ep *ep, int begin)
+{
+    return ep->transport->group ? ep->transport->group(ep, begin) : MOES_OK;
+}
+
 /* The routing of the received slots, in the caller's local experts. */
 static void received_routing(moes_ep *ep, moes_routing *r)
 {
@@ -1076,15 +1083,19 @@ static int dispatch_on_device(moes_ep *ep, const moes_ep_dispatch_args *args)
         return rc;
     /* Every buffer travels, whatever this rank found: the exchanges are
      * the same on every rank. */
-    if ((rc = exchange_markers(ep, &ep->marks_send, &ep->marks_recv)) ||
-        (rc = exchange_fixed(ep, &ep->send_rows, &ep->recv_rows, B,
-                             row_bytes(ep))) ||
-        (rc = exchange_fixed(ep, &ep->send_scales, &ep->recv_scales, B,
-                             scale_bytes(ep))) ||
-        (rc = exchange_fixed(ep, &ep->send_ids, &ep->recv_ids, B,
-                             ids_bytes(ep))) ||
-        (rc = exchange_fixed(ep, &ep->send_weights, &ep->recv_weights, B,
-                             weight_bytes(ep))))
+    if ((rc = exchange_group(ep, 1)))
+        return rc;
+    if (!(rc = exchange_markers(ep, &ep->marks_send, &ep->marks_recv)) &&
+        !(rc = exchange_fixed(ep, &ep->send_rows, &ep->recv_rows, B,
+                              row_bytes(ep))) &&
+        !(rc = exchange_fixed(ep, &ep->send_scales, &ep->recv_scales, B,
+                              scale_bytes(ep))) &&
+        !(rc = exchange_fixed(ep, &ep->send_ids, &ep->recv_ids, B,
+                              ids_bytes(ep))))
+        rc = exchange_fixed(ep, &ep->send_weights, &ep->recv_weights, B,
+                            weight_bytes(ep));
+    int end = exchange_group(ep, 0);
+    if ((rc = rc ? rc : end))
         return rc;
     if (status == MOES_OK)
         status = check_markers(ep, &ep->marks_recv, B + 1, "dispatch");
@@ -1217,16 +1228,20 @@ int moes_ep_dispatch(moes_ep *ep, const moes_ep_dispatch_args *args)
             return rc;
     }
 
-    if ((rc = exchange(ep, ep->send_rows.ptr, ep->recv_rows.ptr,
-                       row_bytes(ep), 1)) ||
-        (has_scales && (rc = exchange(ep, ep->send_scales.ptr,
-                                      ep->recv_scales.ptr, scale_bytes(ep),
-                                      1))) ||
-        (rc = exchange(ep, ep->send_ids.ptr, ep->recv_ids.ptr, ids_bytes(ep),
-                       1)) ||
-        (has_weights && (rc = exchange(ep, ep->send_weights.ptr,
-                                       ep->recv_weights.ptr, weight_bytes(ep),
-                                       1))))
+    if ((rc = exchange_group(ep, 1)))
+        return rc;
+    if (!(rc = exchange(ep, ep->send_rows.ptr, ep->recv_rows.ptr,
+                        row_bytes(ep), 1)) &&
+        !(has_scales && (rc = exchange(ep, ep->send_scales.ptr,
+                                       ep->recv_scales.ptr, scale_bytes(ep),
+                                       1))) &&
+        !(rc = exchange(ep, ep->send_ids.ptr, ep->recv_ids.ptr, ids_bytes(ep),
+                        1)))
+        rc = has_weights ? exchange(ep, ep->send_weights.ptr,
+                                    ep->recv_weights.ptr, weight_bytes(ep), 1)
+                         : MOES_OK;
+    int end = exchange_group(ep, 0);
+    if ((rc = rc ? rc : end))
         return rc;
 
     const moes_scatter_args *l = args->local;
@@ -1347,10 +1362,14 @@ static int combine_on_device(moes_ep *ep, const moes_ep_combine_args *args)
     if (status != MOES_OK &&
         (rc = set_markers(ep, &ep->back_marks_send, status)))
         return rc;
-    if ((rc = exchange_markers(ep, &ep->back_marks_send,
-                               &ep->back_marks_recv)) ||
-        (rc = exchange_fixed(ep, &ep->partial, &ep->back, B,
-                             partial_bytes(ep))))
+    if ((rc = exchange_group(ep, 1)))
+        return rc;
+    if (!(rc = exchange_markers(ep, &ep->back_marks_send,
+                                &ep->back_marks_recv)))
+        rc = exchange_fixed(ep, &ep->partial, &ep->back, B,
+                            partial_bytes(ep));
+    int end = exchange_group(ep, 0);
+    if ((rc = rc ? rc : end))
         return rc;
     if (status == MOES_OK)
         status = check_markers(ep, &ep->back_marks_recv, 2, "combine");

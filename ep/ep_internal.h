@@ -25,6 +25,10 @@ typedef struct ep_transport {
                      const int64_t *send_displs, void *recv,
                      const int64_t *recv_counts, const int64_t *recv_displs,
                      int64_t elem_bytes);
+    /* Optional: begin (1) or end (0) a group of alltoallv calls that the
+     * transport may issue as one operation (NCCL's ncclGroupStart/End,
+     * which nest). NULL: each call stands alone (MPI, blocking). */
+    int (*group)(moes_ep *ep, int begin);
     void (*release)(moes_ep *ep);
 } ep_transport;
 
