@@ -2,14 +2,15 @@
 /*
  * device_harness.h - what the one-GPU ep programs (the NCCL suite,
  * time_bounded) need beside the library: the driver's streams, events and
- * graphs, and a one-rank NCCL communicator, all opened at run time as the
- * library opens the driver. NCCL brings a CUDA runtime of its own, and a
+ * graphs, and an NCCL communicator over one or more GPUs of this process,
+ * all opened at run time as the library opens the driver. NCCL brings a CUDA runtime of its own, and a
  * second one linked into the program would take its symbols.
  */
 #ifndef MOES_EP_DEVICE_HARNESS_H
 #define MOES_EP_DEVICE_HARNESS_H
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -33,11 +34,14 @@ typedef struct graph_api {
 
 enum { CU_STREAM_NON_BLOCKING_ = 1, CU_CAPTURE_THREAD_LOCAL_ = 1 };
 
-/* Opens the driver's functions and makes device 0's primary context
- * current on this thread; exits with 77 (skipped) without a driver. */
-static inline void open_graph_api(graph_api *cu)
+/* Opens the driver's functions (once, whichever thread asks first: the
+ * table is then only read) and makes device's primary context current on
+ * the calling thread; exits with 77 (skipped) without a driver. */
+static inline void open_graph_api(graph_api *cu, int device)
 {
-    void *lib = dlopen("libcuda.so.1", RTLD_NOW);
+    static pthread_mutex_t once = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&once);
+    void *lib = cu->retain ? NULL : dlopen("libcuda.so.1", RTLD_NOW);
     struct {
         void **slot;
         const char *name;
@@ -56,7 +60,7 @@ static inline void open_graph_api(graph_api *cu)
                 {(void **)&cu->event_record, "cuEventRecord"},
                 {(void **)&cu->event_sync, "cuEventSynchronize"},
                 {(void **)&cu->event_elapsed, "cuEventElapsedTime_v2"}};
-    for (size_t i = 0; i < sizeof syms / sizeof *syms; i++) {
+    for (size_t i = 0; !cu->retain && i < sizeof syms / sizeof *syms; i++) {
         *syms[i].slot = lib ? dlsym(lib, syms[i].name) : NULL;
         if (!*syms[i].slot && i == sizeof syms / sizeof *syms - 1)
             *syms[i].slot = dlsym(lib, "cuEventElapsedTime");
@@ -65,16 +69,19 @@ static inline void open_graph_api(graph_api *cu)
             exit(77);
         }
     }
+    pthread_mutex_unlock(&once);
     void *ctx = NULL;
-    if (cu->retain(&ctx, 0) || cu->set_current(ctx)) {
-        printf("device 0's context cannot be made current: skipped\n");
+    if (cu->retain(&ctx, device) || cu->set_current(ctx)) {
+        printf("device %d's context cannot be made current: skipped\n",
+               device);
         exit(77);
     }
 }
 
-/* A one-rank communicator on device 0, through libnccl.so.2 (or the
- * library at $MOES_NCCL_LIBRARY); exits with 77 (skipped) without one. */
-static inline void *open_nccl_one_rank(void)
+/* A communicator of n ranks on devices 0 .. n-1 of this process (comms[r]
+ * for rank r), through libnccl.so.2 (or the library at
+ * $MOES_NCCL_LIBRARY); exits with 77 (skipped) without one. */
+static inline void open_nccl(int n, void **comms)
 {
     const char *path = getenv("MOES_NCCL_LIBRARY");
     void *lib = dlopen(path && *path ? path : "libnccl.so.2", RTLD_NOW);
@@ -83,12 +90,20 @@ static inline void *open_nccl_one_rank(void)
         int (*f)(void **, int, const int *);
     } init;
     init.p = lib ? dlsym(lib, "ncclCommInitAll") : NULL;
-    int device = 0;
-    void *comm = NULL;
-    if (!init.p || init.f(&comm, 1, &device) != 0) {
-        printf("NCCL cannot be opened or initialized: skipped\n");
+    int devices[8];
+    for (int r = 0; r < n && r < 8; r++)
+        devices[r] = r;
+    if (n < 1 || n > 8 || !init.p || init.f(comms, n, devices) != 0) {
+        printf("NCCL cannot be opened or initialized on %d GPU%s: skipped\n",
+               n, n == 1 ? "" : "s");
         exit(77);
     }
+}
+
+static inline void *open_nccl_one_rank(void)
+{
+    void *comm = NULL;
+    open_nccl(1, &comm);
     return comm;
 }
 

@@ -5,7 +5,8 @@
 # timing (time_bounded), then the suite under compute-sanitizer memcheck
 # when it is installed. BUILDDIR is a tree configured with CUDA
 # and built (libmoescatter and the test kit); no MPI is needed. NCCL is
-# found as libnccl.so.2, or at $MOES_NCCL_LIBRARY.
+# found as libnccl.so.2, or at $MOES_NCCL_LIBRARY. With MOES_EP_GPUS=N the
+# suite runs N ranks on GPUs 0 .. N-1, a thread each.
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -18,14 +19,14 @@ ${CC:-cc} -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off \
     -I"$build" -I"$top/lib" -I"$here" -I"$top/tests/kit" \
     -o "$out" "$here/ep.c" "$here/transport_nccl.c" "$here/test_ep.c" \
     "$build/tests/kit/.libs/libmoes_testkit.a" "$build/lib/.libs/libmoescatter.a" \
-    -fopenmp -ldl -lm
+    -fopenmp -pthread -ldl -lm
 "$out" "$cases"
 # The bounded mode's graph replays at decode sizes (one rank).
 ${CC:-cc} -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off \
     -D_POSIX_C_SOURCE=200809L -I"$build" -I"$top/lib" -I"$here" \
     -o "$build/ep/time_bounded" "$here/ep.c" "$here/transport_nccl.c" \
     "$here/time_bounded.c" "$build/lib/.libs/libmoescatter.a" \
-    -fopenmp -ldl -lm
+    -fopenmp -pthread -ldl -lm
 "$build/ep/time_bounded" 128 256
 if command -v compute-sanitizer >/dev/null 2>&1; then
     # NCCL probes its kernels at init and some calls fail by design there:

@@ -14,9 +14,11 @@
  *
  *     mpirun -np 3 ep/test_ep [cases] [first seed]
  *
- * Built with EP_TEST_NCCL (ep/nccl-one-gpu.sh), the same cases run on
- * one GPU through the NCCL transport on a one-rank communicator: inputs
- * and outputs are copied to and from device buffers around each call.
+ * Built with EP_TEST_NCCL (ep/nccl-one-gpu.sh), the same cases run
+ * through the NCCL transport, one rank per GPU and per thread of one
+ * process (MOES_EP_GPUS of them, default 1; mpi_threads.h stands in for
+ * MPI): inputs and outputs are copied to and from device buffers around
+ * each call.
  * Then the bounded cases run again with no host output, so that nothing
  * waits: eagerly, captured in a CUDA graph and replayed, and with an id
  * out of range that only moes_ep_synchronize reports.
@@ -30,7 +32,7 @@
 
 #ifdef EP_TEST_NCCL
 #include "device_harness.h"
-#include "mpi_single.h"
+#include "mpi_threads.h"
 #else
 #include <mpi.h>
 #endif
@@ -58,13 +60,23 @@ int dlclose(void *handle)
     return 0;
 }
 
-static int rank, n_ranks;
-static long checks, failures;
+/* In the NCCL build each rank is a thread (mpi_threads.h): what is a
+ * rank's own is thread-local there. */
+#ifdef EP_TEST_NCCL
+#define RANK_LOCAL _Thread_local
+#else
+#define RANK_LOCAL
+#endif
+static RANK_LOCAL int rank;
+static int n_ranks;
+static RANK_LOCAL long checks, failures;
 
 #ifdef EP_TEST_NCCL
 /* The CUDA context and the one-rank NCCL communicator. */
-static moes_context *dev_ctx;
-static void *nccl_comm;
+static RANK_LOCAL moes_context *dev_ctx;
+static RANK_LOCAL void *nccl_comm;
+/* Rank r's communicator, opened for every rank by main(). */
+static void *nccl_comms[8];
 
 static void *to_dev(const void *host, int64_t bytes)
 {
@@ -1083,28 +1095,39 @@ static void bad_inputs(moes_context *ctx)
 #ifdef EP_TEST_NCCL
 /* A one-rank communicator on device 0 and a CUDA context, through the
  * same libnccl.so.2 (or MOES_NCCL_LIBRARY) the ep layer opens. */
+/* This rank's GPU (device `rank`) and its communicator. */
 static void open_gpu(void)
 {
     moes_context_options o;
     moes_context_options_init(&o);
     o.backend = MOES_BACKEND_CUDA;
+    o.cuda_device = rank;
     if (moes_context_create(&dev_ctx, &o) != MOES_OK) {
-        printf("no usable GPU (%s): skipped\n", moes_last_error(NULL));
+        printf("no usable GPU %d (%s): skipped\n", rank,
+               moes_last_error(NULL));
         exit(77);
     }
-    nccl_comm = open_nccl_one_rank();
+    nccl_comm = nccl_comms[rank];
 }
 #endif
 
-int main(int argc, char **argv)
+typedef struct suite_args {
+    int argc;
+    char **argv;
+} suite_args;
+
+/* One rank's part of the suite; returns its exit status. */
+static int suite(void *p)
 {
-    MPI_Init(&argc, &argv);
+    const suite_args *sa = p;
+    int argc = sa->argc;
+    char **argv = sa->argv;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &n_ranks);
+    if (n_ranks == 0) /* MPI: the size of the job (threads: set by main) */
+        MPI_Comm_size(MPI_COMM_WORLD, &n_ranks);
     if (n_ranks > MAX_RANKS) {
         if (rank == 0)
             fprintf(stderr, "at most %d ranks\n", MAX_RANKS);
-        MPI_Finalize();
         return 1;
     }
     long cases = argc > 1 ? atol(argv[1]) : 150;
@@ -1126,7 +1149,7 @@ int main(int argc, char **argv)
         run_case(ctx, first + (uint64_t)i);
 #ifdef EP_TEST_NCCL
     long bounded_cases = cases < 40 ? cases : 40;
-    open_graph_api(&cu);
+    open_graph_api(&cu, rank);
     for (long i = 0; i < bounded_cases; i++) {
         run_bounded_on_device(first + 1000u * (uint64_t)i, 0);
         run_bounded_on_device(first + 1000u * (uint64_t)i, 1);
@@ -1149,6 +1172,27 @@ int main(int argc, char **argv)
         printf("ep suite%s, %d rank%s: %ld cases, %ld checks, %ld failed\n",
                EP_QUEUED_ON_HOST ? " (bounded mode queued)" : "", n_ranks,
                n_ranks > 1 ? "s" : "", cases, totals[0], totals[1]);
-    MPI_Finalize();
     return totals[1] == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    suite_args sa = {argc, argv};
+    MPI_Init(&argc, &argv);
+#ifdef EP_TEST_NCCL
+    /* MOES_EP_GPUS ranks, one GPU and one thread each (default 1). */
+    const char *gpus = getenv("MOES_EP_GPUS");
+    int n = gpus && *gpus ? atoi(gpus) : 1;
+    if (n < 1 || n > MAX_RANKS) {
+        fprintf(stderr, "MOES_EP_GPUS = %s: 1 to %d\n", gpus, MAX_RANKS);
+        return 2;
+    }
+    open_nccl(n, nccl_comms);
+    n_ranks = n;
+    int status = mpi_threads_run(n, suite, &sa);
+#else
+    int status = suite(&sa);
+#endif
+    MPI_Finalize();
+    return status;
 }

@@ -95,7 +95,7 @@ int main(int argc, char **argv)
         return 2;
     }
     graph_api cu;
-    open_graph_api(&cu);
+    open_graph_api(&cu, 0);
     moes_context_options o;
     moes_context_options_init(&o);
     o.backend = MOES_BACKEND_CUDA;
