@@ -1,12 +1,12 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# nccl-one-gpu.sh BUILDDIR [CASES]: the ep suite through the NCCL transport
-# on one GPU (a one-rank NCCL communicator), the bounded mode's decode
-# timing (time_bounded), then the suite under compute-sanitizer memcheck
-# when it is installed. BUILDDIR is a tree configured with CUDA
-# and built (libmoescatter and the test kit); no MPI is needed. NCCL is
-# found as libnccl.so.2, or at $MOES_NCCL_LIBRARY. With MOES_EP_GPUS=N the
-# suite runs N ranks on GPUs 0 .. N-1, a thread each.
+# nccl-one-gpu.sh BUILDDIR [CASES]: the ep suite through the NCCL
+# transport (one GPU and a one-rank communicator unless MOES_EP_GPUS=N asks
+# for N ranks on GPUs 0 .. N-1, a thread each), dispatch and combine timed
+# at decode and prefill sizes (time_nccl), then the suite under
+# compute-sanitizer memcheck when it is installed. BUILDDIR is a tree
+# configured with CUDA and built (libmoescatter and the test kit); no MPI
+# is needed. NCCL is found as libnccl.so.2, or at $MOES_NCCL_LIBRARY.
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -21,13 +21,15 @@ ${CC:-cc} -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off \
     "$build/tests/kit/.libs/libmoes_testkit.a" "$build/lib/.libs/libmoescatter.a" \
     -fopenmp -pthread -ldl -lm
 "$out" "$cases"
-# The bounded mode's graph replays at decode sizes (one rank).
+# Dispatch and combine timed: the bounded mode's graph replays at decode
+# sizes, the exact mode's calls at prefill sizes.
 ${CC:-cc} -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off \
     -D_POSIX_C_SOURCE=200809L -I"$build" -I"$top/lib" -I"$here" \
-    -o "$build/ep/time_bounded" "$here/ep.c" "$here/transport_nccl.c" \
-    "$here/time_bounded.c" "$build/lib/.libs/libmoescatter.a" \
+    -o "$build/ep/time_nccl" "$here/ep.c" "$here/transport_nccl.c" \
+    "$here/time_nccl.c" "$build/lib/.libs/libmoescatter.a" \
     -fopenmp -pthread -ldl -lm
-"$build/ep/time_bounded" 128 256
+"$build/ep/time_nccl" bounded 128
+"$build/ep/time_nccl" exact 4096
 if command -v compute-sanitizer >/dev/null 2>&1; then
     # NCCL probes its kernels at init and some calls fail by design there:
     # API errors are not memory errors.
