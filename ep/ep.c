@@ -716,23 +716,37 @@ static int pack_one(moes_ep *ep, int64_t N, const void *src, int dtype,
     return MOES_OK;
 }
 
-/* On a device: cols fp32 of 1.0 in every slot of dst, without a wait (a
- * gather of the row of 1.0, allocate() says how). */
-static int unit_rows(moes_ep *ep, void *dst, int64_t cols)
+/* out[t] = y[out_index[t]] for n_tokens rows of `cols` fp32 (top_k 1,
+ * unit weight: 0 + 1.0 * y is y exactly), queued without a wait, and like
+ * every step of a stream written only when nothing before it failed. The
+ * bounded mode on a device builds its fills and checks from this. */
+static int copy_rows_by_gather(moes_ep *ep, int64_t n_tokens, int64_t cols,
+                               const void *y, int64_t y_rows,
+                               const void *out_index, int index_dtype,
+                               void *out)
 {
     moes_gather_args g;
     moes_gather_args_init(&g);
-    g.n_tokens = ep->opts.tokens_per_pair * ep->n_ranks;
+    g.n_tokens = n_tokens;
     g.top_k = 1;
     g.hidden = cols;
-    g.y = ep->unit_scales.ptr;
+    g.y = y;
     g.y_dtype = MOES_DTYPE_FP32;
-    g.y_rows = 1;
-    g.out_index = ep->zero_index.ptr;
-    g.index_dtype = MOES_DTYPE_INT32;
-    g.out = dst;
+    g.y_rows = y_rows;
+    g.out_index = out_index;
+    g.index_dtype = index_dtype;
+    g.out = out;
     g.out_dtype = MOES_DTYPE_FP32;
     return moes_gather(ep->ctx, &g);
+}
+
+/* On a device: cols fp32 of 1.0 in every slot of dst (the row of 1.0,
+ * out_index all 0; allocate() says why). */
+static int unit_rows(moes_ep *ep, void *dst, int64_t cols)
+{
+    return copy_rows_by_gather(ep, ep->opts.tokens_per_pair * ep->n_ranks,
+                               cols, ep->unit_scales.ptr, 1,
+                               ep->zero_index.ptr, MOES_DTYPE_INT32, dst);
 }
 
 /* Bounded: empty slots must read as "no expert here" on arrival, and
@@ -954,23 +968,13 @@ static int set_markers(moes_ep *ep, ep_buffer *b, int status)
 }
 
 /* Markers of 0 (a clean combine; a dispatch that kept no token) in all R
- * cells: a gather of zeros, two fp32 a cell, which like every step writes
- * only when nothing before it in the stream failed. */
+ * cells: zeros, two fp32 a cell, written only when nothing before them in
+ * the stream failed. */
 static int zero_markers(moes_ep *ep, ep_buffer *b)
 {
-    moes_gather_args g;
-    moes_gather_args_init(&g);
-    g.n_tokens = ep->n_ranks;
-    g.top_k = 1;
-    g.hidden = 2;
-    g.y = ep->mark_y.ptr;
-    g.y_dtype = MOES_DTYPE_FP32;
-    g.y_rows = 1;
-    g.out_index = ep->zero_index.ptr;
-    g.index_dtype = MOES_DTYPE_INT32;
-    g.out = b->ptr;
-    g.out_dtype = MOES_DTYPE_FP32;
-    int rc = moes_gather(ep->ctx, &g);
+    int rc = copy_rows_by_gather(ep, ep->n_ranks, 2, ep->mark_y.ptr, 1,
+                                 ep->zero_index.ptr, MOES_DTYPE_INT32,
+                                 b->ptr);
     return rc == MOES_OK ? MOES_OK
                          : moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
 }
@@ -996,19 +1000,8 @@ static int failed_rank(const int64_t *markers, int n, int *status)
 static int check_markers(moes_ep *ep, const ep_buffer *b, int64_t limit,
                          const char *step)
 {
-    moes_gather_args g;
-    moes_gather_args_init(&g);
-    g.n_tokens = ep->n_ranks;
-    g.top_k = 1;
-    g.hidden = 1;
-    g.y = ep->mark_y.ptr;
-    g.y_dtype = MOES_DTYPE_FP32;
-    g.y_rows = limit;
-    g.out_index = b->ptr;
-    g.index_dtype = MOES_DTYPE_INT64;
-    g.out = ep->mark_out.ptr;
-    g.out_dtype = MOES_DTYPE_FP32;
-    int rc = moes_gather(ep->ctx, &g);
+    int rc = copy_rows_by_gather(ep, ep->n_ranks, 1, ep->mark_y.ptr, limit,
+                                 b->ptr, MOES_DTYPE_INT64, ep->mark_out.ptr);
     if (rc == MOES_OK)
         return MOES_OK;
     if (rc != MOES_ERR_INVALID_OUT_INDEX)
