@@ -20,6 +20,7 @@
 #include "cpu_backend.h"
 #include "cpu_copy.h"
 #include "cpu_omp.h"
+#include "distinct_row.h"
 
 #if defined(__FLT_EVAL_METHOD__) && __FLT_EVAL_METHOD__ != 0
 #error "the gather needs fp32 arithmetic rounded at each operation (FLT_EVAL_METHOD 0)"
@@ -223,6 +224,32 @@ static int cpu_count(moes_context *ctx, const moes_count_plan *plan,
     return MOES_OK;
 }
 
+/* The routing pass checks the map and the ids (its counts go unused), and
+ * only then is any row written. */
+static int cpu_distinct(moes_context *ctx, const moes_distinct_plan *plan,
+                        moes_data_error *err)
+{
+    cpu_route route;
+    const moes_route_plan *rp = &plan->route;
+    const int64_t n_tokens = rp->r.n_tokens, top_k = rp->r.top_k;
+    const int threads = cpu_threads(ctx);
+    const size_t elem = moes_index_dtype_size(plan->out_dtype);
+    int st = cpu_route_prepare(ctx, rp, &route, 0);
+    if (st != MOES_OK)
+        return st;
+    st = cpu_route_count(&route, threads, err);
+    if (st != MOES_OK)
+        return st;
+    MOES_OMP(parallel for num_threads(threads) schedule(static))
+    for (int64_t t = 0; t < n_tokens; t++) {
+        char *row = (char *)plan->out + (size_t)(t * top_k) * elem;
+        for (int64_t k = 0; k < top_k; k++)
+            moes_index_store(row, elem, k, cpu_local_expert(rp, t, k));
+        moes_distinct_row(row, (int64_t)elem, top_k);
+    }
+    return MOES_OK;
+}
+
 static int cpu_timestamp(moes_context *ctx, int slot)
 {
     cpu_state *s = state_of(ctx);
@@ -348,4 +375,5 @@ const moes_backend_ops moes_cpu_backend = {
     .count = cpu_count,
     .scatter = cpu_scatter,
     .gather = cpu_gather,
+    .distinct = cpu_distinct,
 };

@@ -31,6 +31,12 @@
 
 #include "ep_internal.h"
 
+/* A test build (test_ep_queued) runs the bounded mode's queued path over
+ * MPI too, so that its exchanges and markers meet 2 to 4 ranks. */
+#ifndef EP_QUEUED_ON_HOST
+#define EP_QUEUED_ON_HOST 0
+#endif
+
 static _Thread_local char create_error[512];
 
 void moes_ep_set_create_error(const char *message)
@@ -296,6 +302,8 @@ static int validate_options(moes_ep *ep)
         (o->ids_dtype == MOES_DTYPE_INT32 && experts > INT32_MAX) ||
         !mul_ok(o->max_tokens, ep->n_ranks, &routing) ||
         !mul_ok(routing, 8, &bytes) ||
+        !mul_ok(o->max_tokens, o->top_k, &routing) ||
+        !mul_ok(routing, 8, &bytes) ||
         !mul_ok(slots_max, ep->n_ranks, &slots) || slots > INT32_MAX ||
         !mul_ok(o->hidden, 8, &bytes) || bytes > INT32_MAX ||
         !mul_ok(slots, o->hidden * 8 + ep->n_scales * 4 + o->top_k * 16,
@@ -313,43 +321,69 @@ static int allocate(moes_ep *ep)
 {
     const moes_ep_options *o = &ep->opts;
     int R = ep->n_ranks;
-    int64_t routing = o->max_tokens * R;
+    const int64_t El = o->experts_per_rank;
+    int64_t routing = o->max_tokens * o->top_k;
+    ep->async = o->mode == MOES_EP_MODE_BOUNDED &&
+                (ep->on_device || EP_QUEUED_ON_HOST);
     ep->send_counts = calloc((size_t)R, sizeof(int64_t));
     ep->send_displs = calloc((size_t)R, sizeof(int64_t));
     ep->recv_counts = calloc((size_t)R, sizeof(int64_t));
     ep->recv_displs = calloc((size_t)R, sizeof(int64_t));
     ep->exchange_send = calloc((size_t)R * 4, sizeof(int64_t));
     ep->exchange_recv = calloc((size_t)R * 4, sizeof(int64_t));
-    ep->host_pack_ids = calloc((size_t)(routing > 0 ? routing : 1),
-                               sizeof(int32_t));
-    int32_t *map = calloc((size_t)(o->experts_per_rank * R), sizeof(int32_t));
+    ep->one_counts = calloc((size_t)R, sizeof(int64_t));
+    ep->one_displs = calloc((size_t)R, sizeof(int64_t));
+    int32_t *map = calloc((size_t)(El * R), sizeof(int32_t));
+    int32_t *ranks = calloc((size_t)(El * R), sizeof(int32_t));
     if (!ep->send_counts || !ep->send_displs || !ep->recv_counts ||
         !ep->recv_displs || !ep->exchange_send || !ep->exchange_recv ||
-        !ep->host_pack_ids || !map) {
+        !ep->one_counts || !ep->one_displs || !map || !ranks) {
         free(map);
+        free(ranks);
         return moes_ep_fail(ep, MOES_ERR_OUT_OF_MEMORY,
                             "cannot allocate the ep context's host arrays");
     }
-    for (int64_t p = 0; p < o->experts_per_rank * R; p++)
-        map[p] = p / o->experts_per_rank == ep->rank
-                     ? (int32_t)(p % o->experts_per_rank)
-                     : -1;
+    for (int64_t p = 0; p < El * R; p++) {
+        map[p] = p / El == ep->rank ? (int32_t)(p % El) : -1;
+        ranks[p] = (int32_t)(p / El);
+    }
+    for (int r = 0; r < R; r++) {
+        ep->one_counts[r] = 1;
+        ep->one_displs[r] = r;
+    }
     int rc;
     if ((rc = ensure(ep, &ep->pack_ids, routing * 4)) ||
         (rc = ensure(ep, &ep->pack_index, routing * 8)) ||
         (rc = ensure(ep, &ep->scratch_index, routing * 8)) ||
         (rc = ensure(ep, &ep->rank_tmp, (int64_t)R * 8)) ||
-        (rc = ensure(ep, &ep->local_counts, o->experts_per_rank * 8)) ||
-        (rc = ensure(ep, &ep->expert_map, o->experts_per_rank * R * 4))) {
+        (rc = ensure(ep, &ep->local_counts, El * 8)) ||
+        (rc = ensure(ep, &ep->expert_map, El * R * 4)) ||
+        (rc = ensure(ep, &ep->rank_map, El * R * 4)) ||
+        (rc = ensure(ep, &ep->dropped, 8))) {
         free(map);
+        free(ranks);
         return rc;
     }
-    rc = moes_copy_to_backend(ep->ctx, ep->expert_map.ptr, map,
-                              o->experts_per_rank * R * 4);
+    rc = moes_copy_to_backend(ep->ctx, ep->expert_map.ptr, map, El * R * 4);
+    if (rc == MOES_OK)
+        rc = moes_copy_to_backend(ep->ctx, ep->rank_map.ptr, ranks,
+                                  El * R * 4);
     free(map);
+    free(ranks);
     if (rc != MOES_OK)
-        return moes_ep_fail(ep, rc, "cannot copy the expert map: %s",
+        return moes_ep_fail(ep, rc, "cannot copy the expert maps: %s",
                             moes_last_error(ep->ctx));
+    if (ep->async &&
+        ((rc = ensure(ep, &ep->marks_send, (int64_t)R * 8)) ||
+         (rc = ensure(ep, &ep->marks_recv, (int64_t)R * 8)) ||
+         (rc = ensure(ep, &ep->back_marks_send, (int64_t)R * 8)) ||
+         (rc = ensure(ep, &ep->back_marks_recv, (int64_t)R * 8)) ||
+         (rc = ensure(ep, &ep->mark_y, (o->tokens_per_pair + 2) * 4)) ||
+         (rc = ensure(ep, &ep->mark_out, (int64_t)R * 4)) ||
+         (rc = moes_fill(ep->ctx, ep->mark_y.ptr, 0, ep->mark_y.bytes))))
+        return rc == MOES_OK ? MOES_OK
+                             : moes_ep_fail(ep, rc, "%s",
+                                            moes_last_error(ep->ctx));
     if (o->mode == MOES_EP_MODE_BOUNDED) {
         int64_t slots = o->tokens_per_pair * R;
         if ((rc = size_send(ep, slots)) || (rc = size_recv(ep, slots)))
@@ -364,8 +398,14 @@ static int allocate(moes_ep *ep)
                                     moes_last_error(ep->ctx));
         /* Scales of empty slots are scattered too, and a UE8M0 layout
          * rejects any scale that is not a power of two: empty slots carry
-         * 1.0, restored before each dispatch. */
+         * 1.0, restored before each dispatch. On a device that restoring
+         * may not wait (moes_copy_within does), so there a gather
+         * broadcasts one row of 1.0 (y) to every slot (out_index all 0):
+         * 0 + 1.0 * 1.0 is exactly 1.0. The weights of a rank that gives
+         * none travel as 1.0 the same way. */
         int64_t n = ep->send_scales.bytes / 4;
+        if (ep->async)
+            n = ep->n_scales > o->top_k ? ep->n_scales : o->top_k;
         float *ones = malloc((size_t)n * sizeof *ones);
         if (!ones)
             return moes_ep_fail(ep, MOES_ERR_OUT_OF_MEMORY,
@@ -375,6 +415,9 @@ static int allocate(moes_ep *ep)
         if (!(rc = ensure(ep, &ep->unit_scales, n * 4)))
             rc = moes_copy_to_backend(ep->ctx, ep->unit_scales.ptr, ones,
                                       n * 4);
+        if (rc == MOES_OK && ep->async &&
+            !(rc = ensure(ep, &ep->zero_index, slots * 4)))
+            rc = moes_fill(ep->ctx, ep->zero_index.ptr, 0, slots * 4);
         free(ones);
         if (rc != MOES_OK)
             return moes_ep_fail(ep, rc, "cannot set the unit scales: %s",
@@ -387,12 +430,17 @@ int moes_ep_destroy(moes_ep *ep)
 {
     if (!ep)
         return MOES_OK;
-    ep_buffer *all[] = {&ep->pack_ids,     &ep->pack_index,  &ep->scratch_index,
-                        &ep->rank_tmp,     &ep->expert_map,  &ep->local_counts,
-                        &ep->send_rows,    &ep->send_scales, &ep->send_ids,
-                        &ep->send_weights, &ep->recv_rows,   &ep->recv_scales,
-                        &ep->recv_ids,     &ep->recv_weights, &ep->recv_index,
-                        &ep->partial,      &ep->back,        &ep->unit_scales};
+    ep_buffer *all[] = {
+        &ep->pack_ids,     &ep->pack_index,      &ep->scratch_index,
+        &ep->rank_tmp,     &ep->expert_map,      &ep->local_counts,
+        &ep->send_rows,    &ep->send_scales,     &ep->send_ids,
+        &ep->send_weights, &ep->recv_rows,       &ep->recv_scales,
+        &ep->recv_ids,     &ep->recv_weights,    &ep->recv_index,
+        &ep->partial,      &ep->back,            &ep->unit_scales,
+        &ep->rank_map,     &ep->marks_send,      &ep->marks_recv,
+        &ep->back_marks_send, &ep->back_marks_recv,
+        &ep->mark_y,       &ep->mark_out,        &ep->dropped,
+        &ep->zero_index};
     if (ep->ctx)
         for (size_t i = 0; i < sizeof all / sizeof *all; i++)
             release(ep, all[i]);
@@ -404,8 +452,8 @@ int moes_ep_destroy(moes_ep *ep)
     free(ep->recv_displs);
     free(ep->exchange_send);
     free(ep->exchange_recv);
-    free(ep->host_pack_ids);
-    free(ep->host_ids);
+    free(ep->one_counts);
+    free(ep->one_displs);
     free(ep);
     return MOES_OK;
 }
@@ -514,10 +562,9 @@ static int check_dispatch(moes_ep *ep, const moes_ep_dispatch_args *a)
         return moes_ep_fail(ep, MOES_ERR_INVALID_ARGUMENT,
                             "args->struct_size is %zu, expected %zu",
                             a->struct_size, sizeof *a);
-    if (!a->local || !a->n_received)
+    if (!a->local)
         return moes_ep_fail(ep, MOES_ERR_NULL_POINTER,
-                            "args->%s is NULL",
-                            !a->local ? "local" : "n_received");
+                            "args->local is NULL");
     /* This version's struct, or the 0.2 one that ends before row_source
      * (moes_scatter checks the size again for its own call). */
     if (a->local->struct_size != sizeof(moes_scatter_args) &&
@@ -568,89 +615,82 @@ static int check_dispatch(moes_ep *ep, const moes_ep_dispatch_args *a)
     return MOES_OK;
 }
 
-static int64_t read_id(const void *ids, int size, int64_t i)
+/* The library's message without its "routing->" prefix: the ids are the
+ * caller's args->ids. */
+static int fail_ids(moes_ep *ep, int rc)
 {
-    if (size == 4)
-        return ((const int32_t *)ids)[i];
-    return ((const int64_t *)ids)[i];
+    const char *m = moes_last_error(ep->ctx);
+    if (strncmp(m, "routing->", 9) == 0)
+        return moes_ep_fail(ep, rc, "args->%s", m + 9);
+    return moes_ep_fail(ep, rc, "args->ids: %s", m);
 }
 
-/* Step 1: pack_ids[t][r] = r when token t has an expert on rank r. */
+/* Step 1: pack_ids[t] = the ranks token t goes to, ascending, then -1:
+ * the distinct experts of its choices through the map from each expert to
+ * its rank. The library checks every id (deferred on a device). */
 static int route(moes_ep *ep, const moes_ep_dispatch_args *a)
 {
-    const int64_t N = a->n_tokens, K = ep->opts.top_k;
-    const int64_t El = ep->opts.experts_per_rank;
-    const int R = ep->n_ranks;
-    const int64_t stride = a->ids_stride ? a->ids_stride : K;
-    const void *ids = a->ids;
-    if (N > 0 && ep->on_device) {
-        /* The destinations are decided on the host: the ids come over. */
-        int64_t bytes = ((N - 1) * stride + K) * ep->ids_size;
-        if (ep->host_ids_len < bytes) {
-            free(ep->host_ids);
-            ep->host_ids = malloc((size_t)bytes);
-            ep->host_ids_len = ep->host_ids ? bytes : 0;
-            if (!ep->host_ids)
-                return moes_ep_fail(ep, MOES_ERR_OUT_OF_MEMORY,
-                                    "cannot allocate %lld bytes for the ids",
-                                    (long long)bytes);
-        }
-        int rc = moes_copy_to_host(ep->ctx, ep->host_ids, a->ids, bytes);
-        if (rc != MOES_OK)
-            return moes_ep_fail(ep, rc, "cannot read args->ids: %s",
-                                moes_last_error(ep->ctx));
-        ids = ep->host_ids;
-    }
-    for (int64_t t = 0; t < N; t++)
-        for (int64_t k = 0; k < K; k++) {
-            int64_t id = read_id(ids, (int)ep->ids_size, t * stride + k);
-            if (id < -1 || id >= El * R)
-                return moes_ep_fail(ep, MOES_ERR_INVALID_ID,
-                                    "ids[%lld][%lld] = %lld is outside "
-                                    "[-1, %lld)", (long long)t, (long long)k,
-                                    (long long)id, (long long)(El * R));
-        }
-    for (int r = 0; r < R; r++)
-        ep->send_counts[r] = 0;
-    for (int64_t t = 0; t < N; t++) {
-        int32_t *row = ep->host_pack_ids + t * R;
-        for (int r = 0; r < R; r++)
-            row[r] = -1;
-        for (int64_t k = 0; k < K; k++) {
-            int64_t id = read_id(ids, (int)ep->ids_size, t * stride + k);
-            if (id >= 0)
-                row[id / El] = (int32_t)(id / El);
-        }
-        for (int r = 0; r < R; r++)
-            if (row[r] >= 0)
-                ep->send_counts[r]++;
-    }
-    return MOES_OK;
+    moes_routing r;
+    moes_routing_init(&r);
+    r.n_tokens = a->n_tokens;
+    r.top_k = ep->opts.top_k;
+    r.ids = a->ids;
+    r.ids_dtype = ep->opts.ids_dtype;
+    r.ids_stride = a->ids_stride;
+    r.expert_map = ep->rank_map.ptr;
+    r.n_experts_global = ep->opts.experts_per_rank * ep->n_ranks;
+    r.n_experts = ep->n_ranks;
+    int rc = moes_distinct_experts(ep->ctx, &r, ep->pack_ids.ptr,
+                                   MOES_DTYPE_INT32);
+    return rc == MOES_OK ? MOES_OK : fail_ids(ep, rc);
+}
+
+/* The routing of the packing: the ranks as experts. */
+static void pack_routing(const moes_ep *ep, int64_t n_tokens, moes_routing *r)
+{
+    moes_routing_init(r);
+    r->n_tokens = n_tokens;
+    r->top_k = ep->opts.top_k;
+    r->ids = ep->pack_ids.ptr;
+    r->ids_dtype = MOES_DTYPE_INT32;
+    r->n_experts_global = ep->n_ranks;
+    r->n_experts = ep->n_ranks;
+}
+
+/* send_counts[r]: the tokens bound for rank r, on the host. On a device
+ * this waits, and a bad id found there is reported here. */
+static int count_destinations(moes_ep *ep, int64_t n_tokens)
+{
+    moes_routing r;
+    pack_routing(ep, n_tokens, &r);
+    int rc = moes_count(ep->ctx, &r, ep->rank_tmp.ptr, MOES_DTYPE_INT64);
+    if (rc == MOES_OK)
+        rc = moes_copy_to_host(ep->ctx, ep->send_counts, ep->rank_tmp.ptr,
+                               (int64_t)ep->n_ranks * 8);
+    if (rc == MOES_OK && ep->on_device)
+        rc = moes_synchronize(ep->ctx);
+    return rc == MOES_OK ? MOES_OK : fail_ids(ep, rc);
 }
 
 /* One moes_scatter of the ranks as experts: `elems` elements of dtype per
  * token from src (stride in elements) into dst, one slot per (token,
- * destination). */
+ * destination). Bounded: masked_m (tokens kept per destination) and
+ * n_dropped go where given. */
 static int pack_one(moes_ep *ep, int64_t N, const void *src, int dtype,
                     int64_t elems, int64_t stride, const float *scales,
-                    int64_t scales_stride, void *dst, void *dst_scales,
-                    void *out_index)
+                    int64_t scale_block, int64_t scales_stride, void *dst,
+                    void *dst_scales, void *out_index, void *masked_m,
+                    int64_t *n_dropped)
 {
-    const int R = ep->n_ranks;
     moes_routing r;
-    moes_routing_init(&r);
-    r.n_tokens = N;
-    r.top_k = R;
-    r.ids = ep->pack_ids.ptr;
-    r.ids_dtype = MOES_DTYPE_INT32;
-    r.n_experts_global = R;
-    r.n_experts = R;
+    pack_routing(ep, N, &r);
     moes_scatter_args s;
     moes_scatter_args_init(&s);
     if (ep->opts.mode == MOES_EP_MODE_BOUNDED) {
         s.layout = MOES_LAYOUT_MASKED;
         s.capacity = ep->opts.tokens_per_pair;
-        s.masked_m = ep->rank_tmp.ptr;
+        s.masked_m = masked_m ? masked_m : ep->rank_tmp.ptr;
+        s.n_dropped = n_dropped;
     } else {
         s.layout = MOES_LAYOUT_GROUPED;
         s.capacity = ep->send_slots;
@@ -662,7 +702,7 @@ static int pack_one(moes_ep *ep, int64_t N, const void *src, int dtype,
     s.hidden = elems;
     s.x_stride = stride;
     s.x_scales = scales;
-    s.scale_block = ep->opts.scale_block;
+    s.scale_block = scale_block;
     s.x_scales_stride = scales_stride;
     s.out = dst;
     s.out_scales = scales ? dst_scales : NULL;
@@ -676,8 +716,61 @@ static int pack_one(moes_ep *ep, int64_t N, const void *src, int dtype,
     return MOES_OK;
 }
 
-/* Step 2: the send buffers, destinations ascending. */
-static int pack(moes_ep *ep, const moes_ep_dispatch_args *a)
+/* out[t] = y[out_index[t]] for n_tokens rows of `cols` fp32 (top_k 1,
+ * unit weight: 0 + 1.0 * y is y exactly), queued without a wait, and like
+ * every step of a stream written only when nothing before it failed. The
+ * bounded mode on a device builds its fills and checks from this. */
+static int copy_rows_by_gather(moes_ep *ep, int64_t n_tokens, int64_t cols,
+                               const void *y, int64_t y_rows,
+                               const void *out_index, int index_dtype,
+                               void *out)
+{
+    moes_gather_args g;
+    moes_gather_args_init(&g);
+    g.n_tokens = n_tokens;
+    g.top_k = 1;
+    g.hidden = cols;
+    g.y = y;
+    g.y_dtype = MOES_DTYPE_FP32;
+    g.y_rows = y_rows;
+    g.out_index = out_index;
+    g.index_dtype = index_dtype;
+    g.out = out;
+    g.out_dtype = MOES_DTYPE_FP32;
+    return moes_gather(ep->ctx, &g);
+}
+
+/* On a device: cols fp32 of 1.0 in every slot of dst (the row of 1.0,
+ * out_index all 0; allocate() says why). */
+static int unit_rows(moes_ep *ep, void *dst, int64_t cols)
+{
+    return copy_rows_by_gather(ep, ep->opts.tokens_per_pair * ep->n_ranks,
+                               cols, ep->unit_scales.ptr, 1,
+                               ep->zero_index.ptr, MOES_DTYPE_INT32, dst);
+}
+
+/* Bounded: empty slots must read as "no expert here" on arrival, and
+ * carry scales of 1.0 (on a device: when scales are sent, and weights of
+ * 1.0 when none are). a may be NULL (a failed dispatch sends only -1). */
+static int clear_slots(moes_ep *ep, const moes_ep_dispatch_args *a)
+{
+    int rc = moes_fill(ep->ctx, ep->send_ids.ptr, 0xFF, ep->send_ids.bytes);
+    if (rc == MOES_OK && !ep->async)
+        rc = moes_copy_within(ep->ctx, ep->send_scales.ptr,
+                              ep->unit_scales.ptr, ep->send_scales.bytes);
+    if (rc == MOES_OK && ep->async && a && a->x_scales)
+        rc = unit_rows(ep, ep->send_scales.ptr, ep->n_scales);
+    if (rc == MOES_OK && ep->async && (!a || !a->weights))
+        rc = unit_rows(ep, ep->send_weights.ptr, ep->opts.top_k);
+    if (rc != MOES_OK)
+        return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
+    return MOES_OK;
+}
+
+/* Step 2: the send buffers, destinations ascending. masked_m and
+ * n_dropped: the bounded rows' (NULL: none kept). */
+static int pack(moes_ep *ep, const moes_ep_dispatch_args *a, void *masked_m,
+                int64_t *n_dropped)
 {
     const int64_t N = a->n_tokens, K = ep->opts.top_k;
     const int R = ep->n_ranks;
@@ -690,39 +783,27 @@ static int pack(moes_ep *ep, const moes_ep_dispatch_args *a)
             return rc;
     } else {
         ep->send_slots = ep->opts.tokens_per_pair * R;
-        /* Empty slots must read as "no expert here" on arrival. */
-        if ((rc = moes_fill(ep->ctx, ep->send_ids.ptr, 0xFF,
-                            ep->send_ids.bytes)) ||
-            (a->x_scales &&
-             (rc = moes_copy_within(ep->ctx, ep->send_scales.ptr,
-                                    ep->unit_scales.ptr,
-                                    ep->send_scales.bytes))))
-            return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
+        if (!ep->async && (rc = clear_slots(ep, a)))
+            return rc;
     }
-    if (N > 0 && (rc = moes_copy_to_backend(ep->ctx, ep->pack_ids.ptr,
-                                            ep->host_pack_ids, N * R * 4)))
-        return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
     if (N == 0)
         return MOES_OK;
     if ((rc = pack_one(ep, N, a->x, ep->opts.x_dtype, ep->opts.hidden,
-                       a->x_stride, a->x_scales, a->x_scales_stride,
-                       ep->send_rows.ptr, ep->send_scales.ptr,
-                       ep->pack_index.ptr)))
+                       a->x_stride, a->x_scales, ep->opts.scale_block,
+                       a->x_scales_stride, ep->send_rows.ptr,
+                       ep->send_scales.ptr, ep->pack_index.ptr, masked_m,
+                       n_dropped)))
         return rc;
-    /* Ids and weights travel as rows of 4-byte elements: the scatter
-     * copies bytes. */
+    /* Ids and weights in one more scatter: the ids as rows of 4-byte
+     * elements (the scatter copies bytes), the weights as their fp32
+     * "scales", one per id (a block of one id's words), which the scatter
+     * copies bit for bit. */
     int64_t words = ep->ids_size / 4;
     int64_t ids_stride = a->ids_stride ? a->ids_stride : K;
-    if ((rc = pack_one(ep, N, a->ids, MOES_DTYPE_FP32, K * words,
-                       ids_stride * words, NULL, 0, ep->send_ids.ptr, NULL,
-                       ep->scratch_index.ptr)))
-        return rc;
-    if (a->weights &&
-        (rc = pack_one(ep, N, a->weights, MOES_DTYPE_FP32, K,
-                       a->weights_stride, NULL, 0, ep->send_weights.ptr, NULL,
-                       ep->scratch_index.ptr)))
-        return rc;
-    return MOES_OK;
+    return pack_one(ep, N, a->ids, MOES_DTYPE_FP32, K * words,
+                    ids_stride * words, a->weights, words, a->weights_stride,
+                    ep->send_ids.ptr, ep->send_weights.ptr,
+                    ep->scratch_index.ptr, NULL, NULL);
 }
 
 static int exchange(moes_ep *ep, void *send, void *recv, int64_t elem_bytes,
@@ -748,6 +829,13 @@ static int exchange(moes_ep *ep, void *send, void *recv, int64_t elem_bytes,
             (forward ? ep->recv_counts : ep->send_counts)[r] * elem_bytes;
     }
     return MOES_OK;
+}
+
+/* Begins (1) or ends (0) a group of exchanges that the transport may
+ * issue as one operation (one NCCL launch instead of one per buffer). */
+static int exchange_group(moes_ep *ep, int begin)
+{
+    return ep->transport->group ? ep->transport->group(ep, begin) : MOES_OK;
 }
 
 /* The routing of the received slots, in the caller's local experts. */
@@ -798,16 +886,264 @@ static int check_capacity(moes_ep *ep, const moes_scatter_args *l)
     return MOES_OK;
 }
 
+/* Step 5: what arrived, scattered into the caller's layout as if it
+ * were this rank's own tokens. */
+static int scatter_received(moes_ep *ep, const moes_scatter_args *l,
+                            int has_scales)
+{
+    moes_routing r;
+    received_routing(ep, &r);
+    /* The caller's struct over this version's defaults: it may be the
+     * smaller 0.2 one (check_dispatch). */
+    moes_scatter_args s;
+    moes_scatter_args_init(&s);
+    memcpy(&s, l, l->struct_size);
+    s.struct_size = sizeof s;
+    s.x = ep->recv_rows.ptr;
+    s.x_dtype = ep->opts.x_dtype;
+    s.hidden = ep->opts.hidden;
+    s.x_stride = 0;
+    s.x_scales = has_scales ? ep->recv_scales.ptr : NULL;
+    s.scale_block = ep->opts.scale_block;
+    s.x_scales_stride = 0;
+    s.out_index = ep->recv_index.ptr;
+    s.out_index_stride = 0;
+    return moes_scatter(ep->ctx, &r, &s);
+}
+
+/* args->n_dropped_device on the exact path: the count known on the host. */
+static int copy_dropped(moes_ep *ep, const moes_ep_dispatch_args *args,
+                        int64_t dropped)
+{
+    int rc = moes_copy_to_backend(ep->ctx, args->n_dropped_device, &dropped,
+                                  8);
+    if (rc != MOES_OK)
+        return moes_ep_fail(ep, rc, "args->n_dropped_device: %s",
+                            moes_last_error(ep->ctx));
+    return MOES_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Bounded mode on a device                                           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Over NCCL the bounded mode queues every step on the stream and never
+ * waits for the host, so that a CUDA graph can capture a dispatch and a
+ * combine. Its buffers and exchanges have fixed sizes, and every rank
+ * takes part in every exchange whatever it found, so no peer waits.
+ *
+ * What no host round trip can do is tell a peer, before the call returns,
+ * that this rank failed. Instead each pair's exchange carries a marker
+ * (one int64) that only a clean run writes:
+ *   - dispatch: marks_send[r] starts as a failure marker and becomes the
+ *     number of tokens kept for rank r, written by the packing scatter
+ *     (masked_m), which the library runs only when nothing before it in
+ *     the stream failed (a bad id found on the device leaves it as is);
+ *   - combine: back_marks_send[r] starts the same way and becomes 0,
+ *     written by a gather of zeros after the local gather.
+ * A failure marker is a byte pattern (FAIL_BYTE, or 0x80 | the status of
+ * an error found on the host) that as an int64 is below -1. The receiver
+ * checks the markers it got as the out_index of a one-column gather
+ * (valid: 0 .. B), so a failed peer becomes this rank's own deferred
+ * error before anything of the caller's is written, and every later step
+ * of the stream writes nothing. moes_ep_synchronize returns it, with the
+ * status the marker carries and the rank whose marker it was. (On the
+ * CPU the check fails at once, and the call returns that.)
+ */
+#define EP_FAIL_BYTE 0xFE
+
+static int marker_byte(int status)
+{
+    return status == MOES_OK ? EP_FAIL_BYTE : 0x80 | (status & 0x7F);
+}
+
+/* Fills R markers with the failure pattern of status. */
+static int set_markers(moes_ep *ep, ep_buffer *b, int status)
+{
+    int rc = moes_fill(ep->ctx, b->ptr, marker_byte(status),
+                       (int64_t)ep->n_ranks * 8);
+    return rc == MOES_OK ? MOES_OK
+                         : moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
+}
+
+/* Markers of 0 (a clean combine; a dispatch that kept no token) in all R
+ * cells: zeros, two fp32 a cell, written only when nothing before them in
+ * the stream failed. */
+static int zero_markers(moes_ep *ep, ep_buffer *b)
+{
+    int rc = copy_rows_by_gather(ep, ep->n_ranks, 2, ep->mark_y.ptr, 1,
+                                 ep->zero_index.ptr, MOES_DTYPE_INT32,
+                                 b->ptr);
+    return rc == MOES_OK ? MOES_OK
+                         : moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
+}
+
+/* The rank whose failure marker (markers[r] below -1) is the first, or -1;
+ * *status gets the status it carries (MOES_ERR_INVALID_ID for a failure
+ * found on that rank's device). */
+static int failed_rank(const int64_t *markers, int n, int *status)
+{
+    for (int r = 0; r < n; r++)
+        if (markers[r] < -1) {
+            int byte = (int)(markers[r] & 0xFF);
+            *status = byte == EP_FAIL_BYTE ? MOES_ERR_INVALID_ID : byte & 0x7F;
+            return r;
+        }
+    return -1;
+}
+
+/* The markers received, checked as out_index entries in [-1, limit) of a
+ * one-column gather of zeros: a failure marker stops this rank's stream
+ * (deferred on a device). Where the check fails at once (on the CPU), the
+ * status and message are the failed peer's. */
+static int check_markers(moes_ep *ep, const ep_buffer *b, int64_t limit,
+                         const char *step)
+{
+    int rc = copy_rows_by_gather(ep, ep->n_ranks, 1, ep->mark_y.ptr, limit,
+                                 b->ptr, MOES_DTYPE_INT64, ep->mark_out.ptr);
+    if (rc == MOES_OK)
+        return MOES_OK;
+    if (rc != MOES_ERR_INVALID_OUT_INDEX)
+        return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
+    int64_t *m = malloc((size_t)ep->n_ranks * sizeof *m);
+    int status = rc, r = -1;
+    if (m && moes_copy_to_host(ep->ctx, m, b->ptr,
+                               (int64_t)ep->n_ranks * 8) == MOES_OK)
+        r = failed_rank(m, ep->n_ranks, &status);
+    free(m);
+    if (r < 0)
+        return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
+    return moes_ep_fail(ep, status,
+                        "rank %d's %s failed (%s): nothing it sent was used, "
+                        "and this rank's outputs of that step are unchanged",
+                        r, step, moes_strerror(status));
+}
+
+/* A fixed exchange: per_pair cells of elem_bytes for every pair. */
+static int exchange_fixed(moes_ep *ep, const ep_buffer *send, ep_buffer *recv,
+                          int64_t per_pair, int64_t elem_bytes)
+{
+    const int R = ep->n_ranks;
+    for (int r = 0; r < R; r++) {
+        ep->send_counts[r] = ep->recv_counts[r] = per_pair;
+        ep->send_displs[r] = ep->recv_displs[r] = r * per_pair;
+    }
+    return exchange(ep, send->ptr, recv->ptr, elem_bytes, 1);
+}
+
+/* The markers travel like the counts of the exact mode: not payload, and
+ * not in the statistics. */
+static int exchange_markers(moes_ep *ep, const ep_buffer *send,
+                            ep_buffer *recv)
+{
+    const int64_t sent = ep->bytes_sent, received = ep->bytes_received;
+    int rc = exchange_fixed(ep, send, recv, 1, 8);
+    ep->bytes_sent = sent;
+    ep->bytes_received = received;
+    return rc;
+}
+
+static int dispatch_on_device(moes_ep *ep, const moes_ep_dispatch_args *args)
+{
+    const int R = ep->n_ranks;
+    const int64_t B = ep->opts.tokens_per_pair;
+    int status = args ? check_dispatch(ep, args)
+                      : moes_ep_fail(ep, MOES_ERR_NULL_POINTER,
+                                     "args is NULL");
+    int rc;
+    ep->send_slots = ep->recv_slots = B * R;
+    if ((rc = set_markers(ep, &ep->marks_send, status)) ||
+        (rc = clear_slots(ep, status == MOES_OK ? args : NULL)))
+        return rc;
+    int64_t *dropped = args && args->n_dropped_device
+                           ? args->n_dropped_device
+                           : ep->dropped.ptr;
+    if (status == MOES_OK && args->n_tokens > 0) {
+        status = route(ep, args);
+        if (status == MOES_OK)
+            status = pack(ep, args, ep->marks_send.ptr, dropped);
+    } else if (status == MOES_OK) {
+        /* No tokens: none kept for any rank, none dropped. */
+        status = zero_markers(ep, &ep->marks_send);
+        if (status == MOES_OK &&
+            (status = moes_fill(ep->ctx, dropped, 0, 8)) != MOES_OK)
+            moes_ep_fail(ep, status, "%s", moes_last_error(ep->ctx));
+    }
+    /* A failure the host saw after the markers were set (a pack may have
+     * written them): the peers get its status. */
+    if (status != MOES_OK && (rc = set_markers(ep, &ep->marks_send, status)))
+        return rc;
+    /* Every buffer travels, whatever this rank found: the exchanges are
+     * the same on every rank. */
+    if ((rc = exchange_group(ep, 1)))
+        return rc;
+    if (!(rc = exchange_markers(ep, &ep->marks_send, &ep->marks_recv)) &&
+        !(rc = exchange_fixed(ep, &ep->send_rows, &ep->recv_rows, B,
+                              row_bytes(ep))) &&
+        !(rc = exchange_fixed(ep, &ep->send_scales, &ep->recv_scales, B,
+                              scale_bytes(ep))) &&
+        !(rc = exchange_fixed(ep, &ep->send_ids, &ep->recv_ids, B,
+                              ids_bytes(ep))))
+        rc = exchange_fixed(ep, &ep->send_weights, &ep->recv_weights, B,
+                            weight_bytes(ep));
+    int end = exchange_group(ep, 0);
+    if ((rc = rc ? rc : end))
+        return rc;
+    if (status == MOES_OK)
+        status = check_markers(ep, &ep->marks_recv, B + 1, "dispatch");
+    if (status == MOES_OK) {
+        status = scatter_received(ep, args->local, args->x_scales != NULL);
+        if (status != MOES_OK)
+            moes_ep_fail(ep, status, "the local scatter: %s",
+                         moes_last_error(ep->ctx));
+    }
+    if (status != MOES_OK)
+        return status;
+    ep->dispatched = 1;
+    ep->n_tokens = args->n_tokens;
+    ep->recv_index_dtype = args->local->index_dtype;
+    /* Weights of 1.0 travel for a rank that gave none. */
+    ep->has_weights = 1;
+    if (!args->n_received && !args->n_dropped)
+        return MOES_OK;
+    /* Host counts asked for: wait for them. */
+    int64_t *marks = malloc((size_t)R * sizeof *marks);
+    int64_t n_dropped = 0;
+    if (!marks)
+        return moes_ep_fail(ep, MOES_ERR_OUT_OF_MEMORY,
+                            "cannot allocate the received counts");
+    rc = moes_copy_to_host(ep->ctx, marks, ep->marks_recv.ptr,
+                           (int64_t)R * 8);
+    if (rc == MOES_OK)
+        rc = moes_copy_to_host(ep->ctx, &n_dropped, dropped, 8);
+    if (rc == MOES_OK)
+        rc = moes_ep_synchronize(ep);
+    if (rc == MOES_OK) {
+        int64_t received = 0;
+        for (int r = 0; r < R; r++)
+            received += marks[r];
+        if (args->n_received)
+            *args->n_received = received;
+        if (args->n_dropped)
+            *args->n_dropped = n_dropped;
+    }
+    free(marks);
+    return rc;
+}
+
 int moes_ep_dispatch(moes_ep *ep, const moes_ep_dispatch_args *args)
 {
     if (!ep)
         return MOES_ERR_NULL_POINTER;
-    const int R = ep->n_ranks;
-    const int bounded = ep->opts.mode == MOES_EP_MODE_BOUNDED;
-    const int64_t B = ep->opts.tokens_per_pair;
     ep->message[0] = '\0';
     ep->dispatched = 0;
     ep->bytes_sent = ep->bytes_received = 0;
+    if (ep->async)
+        return dispatch_on_device(ep, args);
+    const int R = ep->n_ranks;
+    const int bounded = ep->opts.mode == MOES_EP_MODE_BOUNDED;
+    const int64_t B = ep->opts.tokens_per_pair;
 
     /* Local work first; its status travels with the counts, so a rank
      * with NULL args still takes part in the exchange of statuses. */
@@ -817,7 +1153,9 @@ int moes_ep_dispatch(moes_ep *ep, const moes_ep_dispatch_args *args)
     if (status == MOES_OK)
         status = route(ep, args);
     if (status == MOES_OK)
-        status = pack(ep, args);
+        status = count_destinations(ep, args->n_tokens);
+    if (status == MOES_OK)
+        status = pack(ep, args, NULL, NULL);
     int has_scales = status == MOES_OK && args->x_scales != NULL;
     int has_weights = status == MOES_OK && args->weights != NULL;
     int64_t dropped = 0;
@@ -883,40 +1221,27 @@ int moes_ep_dispatch(moes_ep *ep, const moes_ep_dispatch_args *args)
             return rc;
     }
 
-    if ((rc = exchange(ep, ep->send_rows.ptr, ep->recv_rows.ptr,
-                       row_bytes(ep), 1)) ||
-        (has_scales && (rc = exchange(ep, ep->send_scales.ptr,
-                                      ep->recv_scales.ptr, scale_bytes(ep),
-                                      1))) ||
-        (rc = exchange(ep, ep->send_ids.ptr, ep->recv_ids.ptr, ids_bytes(ep),
-                       1)) ||
-        (has_weights && (rc = exchange(ep, ep->send_weights.ptr,
-                                       ep->recv_weights.ptr, weight_bytes(ep),
-                                       1))))
+    if ((rc = exchange_group(ep, 1)))
+        return rc;
+    if (!(rc = exchange(ep, ep->send_rows.ptr, ep->recv_rows.ptr,
+                        row_bytes(ep), 1)) &&
+        !(has_scales && (rc = exchange(ep, ep->send_scales.ptr,
+                                       ep->recv_scales.ptr, scale_bytes(ep),
+                                       1))) &&
+        !(rc = exchange(ep, ep->send_ids.ptr, ep->recv_ids.ptr, ids_bytes(ep),
+                        1)))
+        rc = has_weights ? exchange(ep, ep->send_weights.ptr,
+                                    ep->recv_weights.ptr, weight_bytes(ep), 1)
+                         : MOES_OK;
+    int end = exchange_group(ep, 0);
+    if ((rc = rc ? rc : end))
         return rc;
 
     const moes_scatter_args *l = args->local;
     if ((rc = agree(ep, check_capacity(ep, l))) != MOES_OK)
         return rc;
 
-    moes_routing r;
-    received_routing(ep, &r);
-    /* The caller's struct over this version's defaults: it may be the
-     * smaller 0.2 one (check_dispatch). */
-    moes_scatter_args s;
-    moes_scatter_args_init(&s);
-    memcpy(&s, l, l->struct_size);
-    s.struct_size = sizeof s;
-    s.x = ep->recv_rows.ptr;
-    s.x_dtype = ep->opts.x_dtype;
-    s.hidden = ep->opts.hidden;
-    s.x_stride = 0;
-    s.x_scales = has_scales ? ep->recv_scales.ptr : NULL;
-    s.scale_block = ep->opts.scale_block;
-    s.x_scales_stride = 0;
-    s.out_index = ep->recv_index.ptr;
-    s.out_index_stride = 0;
-    status = moes_scatter(ep->ctx, &r, &s);
+    status = scatter_received(ep, l, has_scales);
     if (status == MOES_OK && ep->on_device)
         status = moes_synchronize(ep->ctx);
     if (status != MOES_OK)
@@ -929,9 +1254,12 @@ int moes_ep_dispatch(moes_ep *ep, const moes_ep_dispatch_args *args)
     ep->n_tokens = args->n_tokens;
     ep->recv_index_dtype = l->index_dtype;
     ep->has_weights = has_weights;
-    *args->n_received = received;
+    if (args->n_received)
+        *args->n_received = received;
     if (args->n_dropped)
         *args->n_dropped = dropped;
+    if (args->n_dropped_device)
+        return copy_dropped(ep, args, dropped);
     return MOES_OK;
 }
 
@@ -961,51 +1289,40 @@ static int check_combine(moes_ep *ep, const moes_ep_combine_args *a)
     return MOES_OK;
 }
 
-int moes_ep_combine(moes_ep *ep, const moes_ep_combine_args *args)
+/* This rank's received tokens, each into one fp32 partial row. */
+static int gather_partials(moes_ep *ep, const moes_ep_combine_args *args)
 {
-    if (!ep)
-        return MOES_ERR_NULL_POINTER;
-    ep->message[0] = '\0';
-    ep->bytes_sent = ep->bytes_received = 0;
-    int status = args ? check_combine(ep, args)
-                      : moes_ep_fail(ep, MOES_ERR_NULL_POINTER,
-                                     "args is NULL");
-    if (status == MOES_OK && ep->recv_slots > 0) {
-        moes_gather_args g;
-        moes_gather_args_init(&g);
-        g.n_tokens = ep->recv_slots;
-        g.top_k = ep->opts.top_k;
-        g.hidden = ep->opts.hidden;
-        g.y = args->y;
-        g.y_dtype = ep->opts.y_dtype;
-        g.y_rows = args->y_rows;
-        g.y_stride = args->y_stride;
-        g.out_index = ep->recv_index.ptr;
-        g.index_dtype = ep->recv_index_dtype;
-        g.weights = ep->has_weights ? ep->recv_weights.ptr : NULL;
-        g.out = ep->partial.ptr;
-        g.out_dtype = MOES_DTYPE_FP32;
-        status = moes_gather(ep->ctx, &g);
-        if (status == MOES_OK && ep->on_device)
-            status = moes_get_error(ep->ctx);
-        if (status != MOES_OK)
-            moes_ep_fail(ep, status, "the local gather: %s",
-                         moes_last_error(ep->ctx));
-    }
-    int rc = agree(ep, status);
+    moes_gather_args g;
+    moes_gather_args_init(&g);
+    g.n_tokens = ep->recv_slots;
+    g.top_k = ep->opts.top_k;
+    g.hidden = ep->opts.hidden;
+    g.y = args->y;
+    g.y_dtype = ep->opts.y_dtype;
+    g.y_rows = args->y_rows;
+    g.y_stride = args->y_stride;
+    g.out_index = ep->recv_index.ptr;
+    g.index_dtype = ep->recv_index_dtype;
+    g.weights = ep->has_weights ? ep->recv_weights.ptr : NULL;
+    g.out = ep->partial.ptr;
+    g.out_dtype = MOES_DTYPE_FP32;
+    int rc = moes_gather(ep->ctx, &g);
+    if (rc == MOES_OK && ep->on_device && !ep->async)
+        rc = moes_get_error(ep->ctx);
     if (rc != MOES_OK)
-        return rc;
-    if ((rc = exchange(ep, ep->partial.ptr, ep->back.ptr, partial_bytes(ep),
-                       0)))
-        return rc;
+        moes_ep_fail(ep, rc, "the local gather: %s", moes_last_error(ep->ctx));
+    return rc;
+}
 
-    if (ep->n_tokens == 0)
-        return MOES_OK;
+/* The partials that came back, added in ascending rank order: a gather
+ * with the packing's out_index and unit weights. */
+static int add_partials(moes_ep *ep, const moes_ep_combine_args *args)
+{
     moes_gather_args g;
     moes_gather_args_init(&g);
     g.flags = args->flags;
     g.n_tokens = ep->n_tokens;
-    g.top_k = ep->n_ranks;
+    g.top_k = ep->opts.top_k;
     g.hidden = ep->opts.hidden;
     g.y = ep->back.ptr;
     g.y_dtype = MOES_DTYPE_FP32;
@@ -1015,9 +1332,103 @@ int moes_ep_combine(moes_ep *ep, const moes_ep_combine_args *args)
     g.out = args->out;
     g.out_dtype = ep->opts.out_dtype;
     g.out_stride = args->out_stride;
-    rc = moes_gather(ep->ctx, &g);
+    int rc = moes_gather(ep->ctx, &g);
     if (rc != MOES_OK)
         return moes_ep_fail(ep, rc, "adding the partials: %s",
                             moes_last_error(ep->ctx));
     return MOES_OK;
+}
+
+static int combine_on_device(moes_ep *ep, const moes_ep_combine_args *args)
+{
+    const int64_t B = ep->opts.tokens_per_pair;
+    int status = args ? check_combine(ep, args)
+                      : moes_ep_fail(ep, MOES_ERR_NULL_POINTER,
+                                     "args is NULL");
+    int rc;
+    if ((rc = set_markers(ep, &ep->back_marks_send, status)))
+        return rc;
+    if (status == MOES_OK)
+        status = gather_partials(ep, args);
+    if (status == MOES_OK)
+        status = zero_markers(ep, &ep->back_marks_send);
+    if (status != MOES_OK &&
+        (rc = set_markers(ep, &ep->back_marks_send, status)))
+        return rc;
+    if ((rc = exchange_group(ep, 1)))
+        return rc;
+    if (!(rc = exchange_markers(ep, &ep->back_marks_send,
+                                &ep->back_marks_recv)))
+        rc = exchange_fixed(ep, &ep->partial, &ep->back, B,
+                            partial_bytes(ep));
+    int end = exchange_group(ep, 0);
+    if ((rc = rc ? rc : end))
+        return rc;
+    if (status == MOES_OK)
+        status = check_markers(ep, &ep->back_marks_recv, 2, "combine");
+    if (status == MOES_OK && ep->n_tokens > 0)
+        status = add_partials(ep, args);
+    return status;
+}
+
+int moes_ep_combine(moes_ep *ep, const moes_ep_combine_args *args)
+{
+    if (!ep)
+        return MOES_ERR_NULL_POINTER;
+    ep->message[0] = '\0';
+    ep->bytes_sent = ep->bytes_received = 0;
+    if (ep->async)
+        return combine_on_device(ep, args);
+    int status = args ? check_combine(ep, args)
+                      : moes_ep_fail(ep, MOES_ERR_NULL_POINTER,
+                                     "args is NULL");
+    if (status == MOES_OK && ep->recv_slots > 0)
+        status = gather_partials(ep, args);
+    int rc = agree(ep, status);
+    if (rc != MOES_OK)
+        return rc;
+    if ((rc = exchange(ep, ep->partial.ptr, ep->back.ptr, partial_bytes(ep),
+                       0)))
+        return rc;
+    if (ep->n_tokens == 0)
+        return MOES_OK;
+    return add_partials(ep, args);
+}
+
+int moes_ep_synchronize(moes_ep *ep)
+{
+    if (!ep)
+        return MOES_ERR_NULL_POINTER;
+    int st = moes_synchronize(ep->ctx);
+    if (st == MOES_OK)
+        return MOES_OK;
+    if (!ep->async)
+        return moes_ep_fail(ep, st, "%s", moes_last_error(ep->ctx));
+    /* This rank's own error (its own marker failed too), or the first
+     * peer whose marker stopped this rank's stream. */
+    char own[512];
+    snprintf(own, sizeof own, "%s", moes_last_error(ep->ctx));
+    const int R = ep->n_ranks;
+    int64_t *m = malloc((size_t)R * 2 * sizeof *m);
+    if (!m || moes_copy_to_host(ep->ctx, m, ep->marks_recv.ptr,
+                                (int64_t)R * 8) != MOES_OK ||
+        moes_copy_to_host(ep->ctx, m + R, ep->back_marks_recv.ptr,
+                          (int64_t)R * 8) != MOES_OK) {
+        free(m);
+        return moes_ep_fail(ep, st, "%s", own);
+    }
+    int peer_status = st, r;
+    if (m[ep->rank] < -1 || m[R + ep->rank] < -1 ||
+        ((r = failed_rank(m, R, &peer_status)) < 0 &&
+         (r = failed_rank(m + R, R, &peer_status)) < 0)) {
+        free(m);
+        return moes_ep_fail(ep, st, "%s", own);
+    }
+    const int in_dispatch = m[r] < -1;
+    free(m);
+    return moes_ep_fail(ep, peer_status,
+                        "rank %d's %s failed (%s): nothing it sent was used, "
+                        "and this rank's outputs of that step are unchanged",
+                        r, in_dispatch ? "dispatch" : "combine",
+                        moes_strerror(peer_status));
 }

@@ -25,6 +25,10 @@ typedef struct ep_transport {
                      const int64_t *send_displs, void *recv,
                      const int64_t *recv_counts, const int64_t *recv_displs,
                      int64_t elem_bytes);
+    /* Optional: begin (1) or end (0) a group of alltoallv calls that the
+     * transport may issue as one operation (NCCL's ncclGroupStart/End,
+     * which nest). NULL: each call stands alone (MPI, blocking). */
+    int (*group)(moes_ep *ep, int begin);
     void (*release)(moes_ep *ep);
 } ep_transport;
 
@@ -47,26 +51,39 @@ struct moes_ep {
     int64_t n_scales;       /* S = ceil(H / B)                           */
     char message[512];
 
-    /* Host arrays, R entries each (or N*R for the routing). */
+    /* Bounded mode over NCCL: every step queued on the stream, none
+     * waiting for the host (see ep.c, "Bounded mode on a device"). */
+    int async;
+
+    /* Host arrays, R entries each. */
     int64_t *send_counts, *send_displs, *recv_counts, *recv_displs;
     int64_t *exchange_send, *exchange_recv; /* 4 per rank               */
-    int32_t *host_pack_ids;                 /* [max N][R]               */
-    void *host_ids;                         /* ids copied off a device  */
-    int64_t host_pack_ids_len, host_ids_len;
+    int64_t *one_counts, *one_displs;       /* 1 and r: a cell a pair   */
 
     /* Backend buffers. */
-    ep_buffer pack_ids;      /* [N][R] int32: rank r if the token goes  */
-    ep_buffer pack_index;    /* [N][R] int64: its row in send/back      */
-    ep_buffer scratch_index; /* [N][R] int64                            */
-    ep_buffer rank_tmp;      /* [R] int64 (expert_end / masked_m)       */
+    ep_buffer pack_ids;      /* [N][K] int32: the ranks a token goes to,
+                                ascending, then -1                      */
+    ep_buffer pack_index;    /* [N][K] int64: its row in send and back  */
+    ep_buffer scratch_index; /* [N][K] int64                            */
+    ep_buffer rank_tmp;      /* [R] int64 (counts, expert_end, masked_m) */
     ep_buffer expert_map;    /* [R*E_local] int32: this rank's map      */
+    ep_buffer rank_map;      /* [R*E_local] int32: p -> p / E_local     */
+    /* The markers of the bounded mode on a device: [R] int64 each. */
+    ep_buffer marks_send, marks_recv;           /* dispatch: tokens sent */
+    ep_buffer back_marks_send, back_marks_recv; /* combine: 1 when done  */
+    ep_buffer mark_y;        /* [tokens_per_pair + 2] fp32 of 0: the rows
+                                the markers index when checked          */
+    ep_buffer mark_out;      /* [R] fp32 scratch of that check          */
+    ep_buffer dropped;       /* one int64: pairs the last dispatch dropped */
+    ep_buffer zero_index;    /* [tokens_per_pair * R] int32 of 0        */
     ep_buffer local_counts;  /* [E_local] int64                         */
     ep_buffer send_rows, send_scales, send_ids, send_weights;
     ep_buffer recv_rows, recv_scales, recv_ids, recv_weights;
     ep_buffer recv_index;    /* [recv slots][K], local index dtype      */
     ep_buffer partial;       /* [recv slots][H] fp32                    */
     ep_buffer back;          /* [send slots][H] fp32                    */
-    ep_buffer unit_scales;   /* bounded: send_scales' size of 1.0f      */
+    ep_buffer unit_scales;   /* bounded: send_scales' size of 1.0f (on a
+                                device: one row, max(S, K), of 1.0f)    */
 
     /* What the last dispatch left for the combine. */
     int dispatched;

@@ -33,6 +33,23 @@
  *   past the bound at its source is dropped for that destination, counted
  *   in n_dropped, and contributes nothing there (decode).
  *
+ * BOUNDED OVER NCCL: NO HOST ROUND TRIP
+ *   Over NCCL the bounded mode queues every step on the stream and
+ *   returns without waiting, so that a CUDA graph can capture a dispatch
+ *   and a combine and replay them (run one of each before capturing, so
+ *   that the context's workspace has grown). Host outputs (n_received,
+ *   n_dropped) make the dispatch wait; leave them NULL and use
+ *   n_dropped_device instead. Errors the host finds (arguments) are
+ *   returned at once by the rank that has them; errors found on a device
+ *   (an id out of range) are deferred, as everywhere on CUDA. Either way
+ *   the failing rank still takes part in every exchange, so no peer
+ *   waits, and marks what it sends as failed: each peer's stream then
+ *   writes nothing more of that step (outputs unchanged), and
+ *   moes_ep_synchronize on every rank returns the error, naming the rank
+ *   it came from. Every rank must give scales or none, and weights or
+ *   none, alike; this is not checked there (a rank without them sends
+ *   1.0).
+ *
  * ERRORS
  *   Every function is collective over the communicator and returns a
  *   moes_status on every rank. When one rank finds bad input (ids out of
@@ -40,7 +57,8 @@
  *   receives), every rank returns an error before any data is exchanged:
  *   the rank at fault its own status and message, the others the same
  *   status with a message naming that rank. No rank is left waiting.
- *   moes_ep_last_error() gives the message.
+ *   moes_ep_last_error() gives the message. (The bounded mode over NCCL
+ *   defers what the devices find: see above.)
  *
  * TRANSPORTS
  *   MPI: host buffers, a CPU context (moes_context on MOES_BACKEND_CPU),
@@ -110,6 +128,15 @@ MOES_API int moes_ep_create_nccl(moes_ep **ep, moes_context *ctx,
                                  const moes_ep_options *opts,
                                  void *nccl_comm, void *stream);
 
+/* Waits for the work the ep context queued on its stream (over NCCL)
+ * and returns the first error found on a device since the last call:
+ * this rank's own, or that of the peer whose failed dispatch or combine
+ * stopped this rank's stream, with a message naming it. Not collective.
+ * In the exact mode and over MPI, nothing is deferred: returns MOES_OK,
+ * or the context's pending error. Returns MOES_ERR_NULL_POINTER,
+ * MOES_ERR_DEVICE, or the deferred status. */
+MOES_API int moes_ep_synchronize(moes_ep *ep);
+
 /* Frees an ep context (not collective). NULL is accepted. Returns MOES_OK
  * or MOES_ERR_DEVICE. */
 MOES_API int moes_ep_destroy(moes_ep *ep);
@@ -132,9 +159,14 @@ typedef struct moes_ep_dispatch_args {
      * hidden, x_stride, x_scales, scale_block, x_scales_stride, out_index
      * and out_index_stride are ignored: the dispatch fills them. */
     const moes_scatter_args *local;
-    int64_t *n_received;       /* out (host): tokens this rank received   */
+    int64_t *n_received;       /* out (host), or NULL: tokens this rank
+                                  received                                */
     int64_t *n_dropped;        /* out (host), or NULL: BOUNDED, (token,
                                   destination) pairs this rank dropped    */
+    int64_t *n_dropped_device; /* out (backend memory, one int64), or
+                                  NULL: the same count, written on the
+                                  stream (BOUNDED over NCCL: without the
+                                  wait that n_dropped costs)             */
 } moes_ep_dispatch_args;
 
 /* Sets args to zero sizes, dense strides and NULL pointers, with

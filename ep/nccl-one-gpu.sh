@@ -1,10 +1,12 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# nccl-one-gpu.sh BUILDDIR [CASES]: the ep suite through the NCCL transport
-# on one GPU (a one-rank NCCL communicator), then under compute-sanitizer
-# memcheck when it is installed. BUILDDIR is a tree configured with CUDA
-# and built (libmoescatter and the test kit); no MPI is needed. NCCL is
-# found as libnccl.so.2, or at $MOES_NCCL_LIBRARY.
+# nccl-one-gpu.sh BUILDDIR [CASES]: the ep suite through the NCCL
+# transport (one GPU and a one-rank communicator unless MOES_EP_GPUS=N asks
+# for N ranks on GPUs 0 .. N-1, a thread each), dispatch and combine timed
+# at decode and prefill sizes (time_nccl), then the suite under
+# compute-sanitizer memcheck when it is installed. BUILDDIR is a tree
+# configured with CUDA and built (libmoescatter and the test kit); no MPI
+# is needed. NCCL is found as libnccl.so.2, or at $MOES_NCCL_LIBRARY.
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -17,8 +19,20 @@ ${CC:-cc} -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off \
     -I"$build" -I"$top/lib" -I"$here" -I"$top/tests/kit" \
     -o "$out" "$here/ep.c" "$here/transport_nccl.c" "$here/test_ep.c" \
     "$build/tests/kit/.libs/libmoes_testkit.a" "$build/lib/.libs/libmoescatter.a" \
-    -fopenmp -ldl -lm
+    -fopenmp -pthread -ldl -lm
 "$out" "$cases"
+# Dispatch and combine timed: the bounded mode's graph replays at decode
+# sizes, the exact mode's calls at prefill sizes.
+${CC:-cc} -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off \
+    -D_POSIX_C_SOURCE=200809L -I"$build" -I"$top/lib" -I"$here" \
+    -o "$build/ep/time_nccl" "$here/ep.c" "$here/transport_nccl.c" \
+    "$here/time_nccl.c" "$build/lib/.libs/libmoescatter.a" \
+    -fopenmp -pthread -ldl -lm
+"$build/ep/time_nccl" bounded 128
+"$build/ep/time_nccl" exact 4096
 if command -v compute-sanitizer >/dev/null 2>&1; then
-    compute-sanitizer --tool memcheck --error-exitcode 1 "$out" 20
+    # NCCL probes its kernels at init and some calls fail by design there:
+    # API errors are not memory errors.
+    compute-sanitizer --tool memcheck --report-api-errors no \
+        --error-exitcode 1 "$out" 20
 fi

@@ -14,9 +14,14 @@
  *
  *     mpirun -np 3 ep/test_ep [cases] [first seed]
  *
- * Built with EP_TEST_NCCL (ep/nccl-one-gpu.sh), the same cases run on
- * one GPU through the NCCL transport on a one-rank communicator: inputs
- * and outputs are copied to and from device buffers around each call.
+ * Built with EP_TEST_NCCL (ep/nccl-one-gpu.sh), the same cases run
+ * through the NCCL transport, one rank per GPU and per thread of one
+ * process (MOES_EP_GPUS of them, default 1; mpi_threads.h stands in for
+ * MPI): inputs and outputs are copied to and from device buffers around
+ * each call.
+ * Then the bounded cases run again with no host output, so that nothing
+ * waits: eagerly, captured in a CUDA graph and replayed, and with an id
+ * out of range that only moes_ep_synchronize reports.
  */
 #include "config.h"
 
@@ -26,9 +31,8 @@
 #include <string.h>
 
 #ifdef EP_TEST_NCCL
-#include <dlfcn.h>
-
-#include "mpi_single.h"
+#include "device_harness.h"
+#include "mpi_threads.h"
 #else
 #include <mpi.h>
 #endif
@@ -38,6 +42,12 @@
 #include "rng.h"
 
 #define MAX_RANKS 8
+
+/* Built as test_ep_queued, the suite runs the bounded mode's queued path
+ * (the one NCCL takes) over MPI, with the same checks. */
+#ifndef EP_QUEUED_ON_HOST
+#define EP_QUEUED_ON_HOST 0
+#endif
 
 /* Open MPI unloads its components at exit, before LeakSanitizer looks:
  * what they keep would then come from no known module, and no suppression
@@ -50,13 +60,23 @@ int dlclose(void *handle)
     return 0;
 }
 
-static int rank, n_ranks;
-static long checks, failures;
+/* In the NCCL build each rank is a thread (mpi_threads.h): what is a
+ * rank's own is thread-local there. */
+#ifdef EP_TEST_NCCL
+#define RANK_LOCAL _Thread_local
+#else
+#define RANK_LOCAL
+#endif
+static RANK_LOCAL int rank;
+static int n_ranks;
+static RANK_LOCAL long checks, failures;
 
 #ifdef EP_TEST_NCCL
 /* The CUDA context and the one-rank NCCL communicator. */
-static moes_context *dev_ctx;
-static void *nccl_comm;
+static RANK_LOCAL moes_context *dev_ctx;
+static RANK_LOCAL void *nccl_comm;
+/* Rank r's communicator, opened for every rank by main(). */
+static void *nccl_comms[8];
 
 static void *to_dev(const void *host, int64_t bytes)
 {
@@ -518,6 +538,16 @@ static void reference_combine(const ep_case *c, rank_ref *refs, void *out)
     free(index);
 }
 
+static void free_refs(rank_ref *refs)
+{
+    for (int r = 0; r < n_ranks; r++) {
+        free_local(&refs[r].o);
+        free(refs[r].partial);
+        free(refs[r].y);
+    }
+    free(refs);
+}
+
 static void default_options(const ep_case *c, moes_ep_options *o)
 {
     moes_ep_options_init(o);
@@ -570,6 +600,121 @@ static int64_t expected_dropped(const ep_case *c)
     return dropped;
 }
 
+/* Every output of the local layout against the reference. */
+static void expect_local(const local_out *o, const local_out *e,
+                         uint64_t seed, const char *when)
+{
+    char what[96];
+    const struct {
+        const void *a, *b;
+        int64_t n;
+        const char *name;
+    } cmp[] = {{o->out, e->out, o->out_bytes, "out"},
+               {o->out_scales, e->out_scales, o->scales_bytes, "out_scales"},
+               {o->counts, e->counts, o->index_bytes, "counts"},
+               {o->start, e->start, o->index_bytes, "expert_start"},
+               {o->end, e->end, o->index_bytes, "expert_end"},
+               {o->masked_m, e->masked_m, o->index_bytes, "masked_m"},
+               {o->m_indices, e->m_indices, o->m_bytes, "m_indices"},
+               {&o->n_dropped, &e->n_dropped, 8, "local n_dropped"}};
+    for (size_t i = 0; i < sizeof cmp / sizeof *cmp; i++) {
+        snprintf(what, sizeof what, "%s, %s", when, cmp[i].name);
+        expect_same(cmp[i].a, cmp[i].b, cmp[i].n, seed, what);
+    }
+}
+
+#ifdef EP_TEST_NCCL
+static graph_api cu;
+
+/* The device copies of a case's buffers for this rank: its inputs
+ * (swapped into c->in[rank] until device_run_close), a local_out's
+ * buffers, y and the combined out. */
+typedef struct device_run {
+    local_out od;       /* device pointers in a host local_out's shape */
+    int64_t *local_dropped, *pairs_dropped;
+    rank_input host_in; /* the host inputs, put back at the end        */
+    void *y, *out;
+} device_run;
+
+static void upload_outputs(const local_out *o, const void *out_init,
+                           int64_t out_bytes, device_run *dr)
+{
+    const struct {
+        void *d;
+        const void *h;
+        int64_t n;
+    } up[] = {{dr->od.out, o->out, o->out_bytes},
+              {dr->od.out_scales, o->out_scales, o->scales_bytes},
+              {dr->od.counts, o->counts, o->index_bytes},
+              {dr->od.start, o->start, o->index_bytes},
+              {dr->od.end, o->end, o->index_bytes},
+              {dr->od.masked_m, o->masked_m, o->index_bytes},
+              {dr->od.m_indices, o->m_indices, o->m_bytes},
+              {dr->local_dropped, &o->n_dropped, 8},
+              {dr->out, out_init, out_bytes}};
+    for (size_t i = 0; i < sizeof up / sizeof *up; i++)
+        if (up[i].n > 0 &&
+            moes_copy_to_backend(dev_ctx, up[i].d, up[i].h, up[i].n))
+            MPI_Abort(MPI_COMM_WORLD, 4);
+}
+
+static void download_outputs(local_out *o, void *out, int64_t out_bytes,
+                             const device_run *dr)
+{
+    from_dev(o->out, dr->od.out, o->out_bytes);
+    from_dev(o->out_scales, dr->od.out_scales, o->scales_bytes);
+    from_dev(o->counts, dr->od.counts, o->index_bytes);
+    from_dev(o->start, dr->od.start, o->index_bytes);
+    from_dev(o->end, dr->od.end, o->index_bytes);
+    from_dev(o->masked_m, dr->od.masked_m, o->index_bytes);
+    from_dev(o->m_indices, dr->od.m_indices, o->m_bytes);
+    from_dev(&o->n_dropped, dr->local_dropped, 8);
+    from_dev(out, dr->out, out_bytes);
+}
+
+/* Uploads this rank's inputs (into c->in[rank]), o's buffers, y and out. */
+static void device_run_open(ep_case *c, const local_out *o, const void *y,
+                            int64_t y_bytes, const void *out,
+                            int64_t out_bytes, device_run *dr)
+{
+    dr->od = *o;
+    dr->od.out = to_dev(o->out, o->out_bytes);
+    dr->od.out_scales = to_dev(o->out_scales, o->scales_bytes);
+    dr->od.counts = to_dev(o->counts, o->index_bytes);
+    dr->od.start = to_dev(o->start, o->index_bytes);
+    dr->od.end = to_dev(o->end, o->index_bytes);
+    dr->od.masked_m = to_dev(o->masked_m, o->index_bytes);
+    dr->od.m_indices = to_dev(o->m_indices, o->m_bytes);
+    dr->local_dropped = to_dev(&o->n_dropped, 8);
+    int64_t minus_one = -1;
+    dr->pairs_dropped = to_dev(&minus_one, 8);
+    dr->y = to_dev(y, y_bytes);
+    dr->out = to_dev(out, out_bytes);
+    dr->host_in = c->in[rank];
+    rank_input *in = &c->in[rank];
+    in->x = to_dev(dr->host_in.x, in->n * c->x_stride * (int64_t)c->x_size);
+    in->scales = to_dev(dr->host_in.scales, in->n * c->xs_stride * 4);
+    in->ids = to_dev(dr->host_in.ids,
+                     in->n * c->ids_stride * (int64_t)c->ids_size);
+    in->weights = to_dev(dr->host_in.weights, in->n * c->w_stride * 4);
+}
+
+/* Frees the device copies and puts the host inputs back. */
+static void device_run_close(ep_case *c, device_run *dr)
+{
+    rank_input *in = &c->in[rank];
+    void *dev_bufs[] = {dr->od.out,      dr->od.out_scales,  dr->od.counts,
+                        dr->od.start,    dr->od.end,         dr->od.masked_m,
+                        dr->od.m_indices, dr->local_dropped, dr->pairs_dropped,
+                        dr->y,           dr->out,            in->x,
+                        in->scales,      in->ids,            in->weights};
+    for (size_t i = 0; i < sizeof dev_bufs / sizeof *dev_bufs; i++)
+        drop_dev(dev_bufs[i]);
+    *in = dr->host_in;
+}
+
+#endif
+
 static void run_case(moes_context *ctx, uint64_t seed)
 {
     ep_case c;
@@ -610,62 +755,6 @@ static void run_case(moes_context *ctx, uint64_t seed)
         moes_scatter_args local;
         int64_t n_received = -1, n_dropped = -1;
         moes_ep_dispatch_args d;
-#ifdef EP_TEST_NCCL
-        /* The same buffers on the device, poisoned alike. */
-        local_out od = o;
-        od.out = to_dev(o.out, o.out_bytes);
-        od.out_scales = to_dev(o.out_scales, o.scales_bytes);
-        od.counts = to_dev(o.counts, o.index_bytes);
-        od.start = to_dev(o.start, o.index_bytes);
-        od.end = to_dev(o.end, o.index_bytes);
-        od.masked_m = to_dev(o.masked_m, o.index_bytes);
-        od.m_indices = to_dev(o.m_indices, o.m_bytes);
-        int64_t *dropped_dev = to_dev(&o.n_dropped, 8);
-        local_args(&c, &od, &local);
-        if (local.n_dropped)
-            local.n_dropped = dropped_dev;
-        rank_input host_in = c.in[rank];
-        rank_input *in = &c.in[rank];
-        in->x = to_dev(host_in.x, in->n * c.x_stride * (int64_t)c.x_size);
-        in->scales = to_dev(host_in.scales, in->n * c.xs_stride * 4);
-        in->ids = to_dev(host_in.ids, in->n * c.ids_stride *
-                                          (int64_t)c.ids_size);
-        in->weights = to_dev(host_in.weights, in->n * c.w_stride * 4);
-        dispatch_args(&c, &local, &n_received, &n_dropped, &d);
-        rc = moes_ep_dispatch(ep, &d);
-        from_dev(o.out, od.out, o.out_bytes);
-        from_dev(o.out_scales, od.out_scales, o.scales_bytes);
-        from_dev(o.counts, od.counts, o.index_bytes);
-        from_dev(o.start, od.start, o.index_bytes);
-        from_dev(o.end, od.end, o.index_bytes);
-        from_dev(o.masked_m, od.masked_m, o.index_bytes);
-        from_dev(o.m_indices, od.m_indices, o.m_bytes);
-        from_dev(&o.n_dropped, dropped_dev, 8);
-        void *dev_bufs[] = {od.out, od.out_scales, od.counts, od.start,
-                            od.end, od.masked_m, od.m_indices, dropped_dev,
-                            in->x, in->scales, in->ids, in->weights};
-        for (size_t i = 0; i < sizeof dev_bufs / sizeof *dev_bufs; i++)
-            drop_dev(dev_bufs[i]);
-        *in = host_in;
-#else
-        local_args(&c, &o, &local);
-        dispatch_args(&c, &local, &n_received, &n_dropped, &d);
-        rc = moes_ep_dispatch(ep, &d);
-#endif
-        expect(rc == MOES_OK, seed, moes_ep_last_error(ep));
-        expect(n_received == mine->n_recv, seed, "n_received");
-        expect(n_dropped == expected_dropped(&c), seed, "n_dropped");
-        local_out *e = &mine->o;
-        expect_same(o.out, e->out, o.out_bytes, seed, "out");
-        expect_same(o.out_scales, e->out_scales, o.scales_bytes, seed,
-                    "out_scales");
-        expect_same(o.counts, e->counts, o.index_bytes, seed, "counts");
-        expect_same(o.start, e->start, o.index_bytes, seed, "expert_start");
-        expect_same(o.end, e->end, o.index_bytes, seed, "expert_end");
-        expect_same(o.masked_m, e->masked_m, o.index_bytes, seed, "masked_m");
-        expect_same(o.m_indices, e->m_indices, o.m_bytes, seed, "m_indices");
-        expect_same(&o.n_dropped, &e->n_dropped, 8, seed, "local n_dropped");
-
         void *out = xalloc(out_bytes);
         memcpy(out, out_init, (size_t)out_bytes);
         moes_ep_combine_args ca;
@@ -675,35 +764,199 @@ static void run_case(moes_context *ctx, uint64_t seed)
         ca.y_rows = o.rows;
         ca.out = out;
 #ifdef EP_TEST_NCCL
+        /* The same buffers on the device, poisoned alike. */
         size_t ys;
         moes_dtype_size(c.y_dtype, &ys);
-        ca.y = to_dev(mine->y, o.rows * c.H * (int64_t)ys);
-        ca.out = to_dev(out, out_bytes);
-        rc = moes_ep_combine(ep, &ca);
-        if (rc == MOES_OK)
-            rc = moes_synchronize(dev_ctx);
-        from_dev(out, ca.out, out_bytes);
-        drop_dev(ca.y);
-        drop_dev(ca.out);
+        device_run dr;
+        device_run_open(&c, &o, mine->y, o.rows * c.H * (int64_t)ys, out,
+                        out_bytes, &dr);
+        local_args(&c, &dr.od, &local);
+        if (local.n_dropped)
+            local.n_dropped = dr.local_dropped;
+        dispatch_args(&c, &local, &n_received, &n_dropped, &d);
+        ca.y = dr.y;
+        ca.out = dr.out;
+        int rd = moes_ep_dispatch(ep, &d);
+        if (rd == MOES_OK) {
+            rc = moes_ep_combine(ep, &ca);
+            if (rc == MOES_OK)
+                rc = moes_synchronize(dev_ctx);
+        }
+        download_outputs(&o, out, out_bytes, &dr);
+        device_run_close(&c, &dr);
 #else
-        rc = moes_ep_combine(ep, &ca);
+        local_args(&c, &o, &local);
+        dispatch_args(&c, &local, &n_received, &n_dropped, &d);
+        int rd = moes_ep_dispatch(ep, &d);
+        if (rd == MOES_OK)
+            rc = moes_ep_combine(ep, &ca);
 #endif
+        expect(rd == MOES_OK, seed, moes_ep_last_error(ep));
+        expect(n_received == mine->n_recv, seed, "n_received");
+        expect(n_dropped == expected_dropped(&c), seed, "n_dropped");
+        expect_local(&o, &mine->o, seed, "dispatch");
         expect(rc == MOES_OK, seed, moes_ep_last_error(ep));
         expect_same(out, ref_out, out_bytes, seed, "combined out");
         free(out);
         free_local(&o);
         moes_ep_destroy(ep);
     }
-    for (int r = 0; r < n_ranks; r++) {
-        free_local(&refs[r].o);
-        free(refs[r].partial);
-        free(refs[r].y);
-    }
-    free(refs);
+    free_refs(refs);
     free(out_init);
     free(ref_out);
     free_case(&c);
 }
+
+#ifdef EP_TEST_NCCL
+/* ------------------------------------------------------------------ */
+/* Bounded mode on the device, with nothing waiting                  */
+/* ------------------------------------------------------------------ */
+
+
+/* A bounded case (the first from seed on) with no host output: eagerly
+ * (graph 0) or captured once in a CUDA graph and replayed twice (graph
+ * 1), every output compared with the reference; then, eagerly, an id out
+ * of range: dispatch and combine return MOES_OK, moes_ep_synchronize
+ * MOES_ERR_INVALID_ID, and every output is as it was. */
+static void run_bounded_on_device(uint64_t seed, int graph)
+{
+    ep_case c;
+    for (;; seed++) {
+        draw_case(&c, seed);
+        if (c.mode == MOES_EP_MODE_BOUNDED)
+            break;
+        free_case(&c);
+    }
+    rank_ref *refs = xalloc((int64_t)sizeof *refs * n_ranks);
+    for (int r = 0; r < n_ranks; r++)
+        reference_rank(&c, r, &refs[r]);
+    rank_ref *mine = &refs[rank];
+    size_t os, ys;
+    moes_dtype_size(c.out_dtype, &os);
+    moes_dtype_size(c.y_dtype, &ys);
+    int64_t out_bytes = c.in[rank].n * c.H * (int64_t)os;
+    void *out_init = xalloc(out_bytes), *ref_out = xalloc(out_bytes);
+    void *out = xalloc(out_bytes);
+    moes_rng g;
+    moes_rng_seed(&g, seed * 17u + (uint64_t)rank);
+    if (c.gather_flags & MOES_GATHER_ACCUMULATE)
+        random_bytes(&g, out_init, out_bytes);
+    else
+        memset(out_init, c.poison, (size_t)out_bytes);
+    memcpy(ref_out, out_init, (size_t)out_bytes);
+    reference_combine(&c, refs, ref_out);
+
+    void *stream = NULL;
+    if (cu.stream_create(&stream, CU_STREAM_NON_BLOCKING_))
+        MPI_Abort(MPI_COMM_WORLD, 5);
+    moes_ep_options opts;
+    default_options(&c, &opts);
+    moes_ep *ep = NULL;
+    int rc = moes_ep_create_nccl(&ep, dev_ctx, &opts, nccl_comm, stream);
+    expect(rc == MOES_OK, seed, moes_ep_last_error(NULL));
+    if (rc != MOES_OK)
+        MPI_Abort(MPI_COMM_WORLD, 5);
+
+    local_out o, fresh;
+    alloc_local(&c, mine->n_recv, &o);
+    alloc_local(&c, mine->n_recv, &fresh);
+    poison_local(&c, &o);
+    poison_local(&c, &fresh);
+    /* From the host ids, before they are swapped for device ones. */
+    const int64_t want_dropped = expected_dropped(&c);
+    device_run dr;
+    device_run_open(&c, &o, mine->y, o.rows * c.H * (int64_t)ys, out_init,
+                    out_bytes, &dr);
+    rank_input *in = &c.in[rank];
+    moes_scatter_args local;
+    local_args(&c, &dr.od, &local);
+    if (local.n_dropped)
+        local.n_dropped = dr.local_dropped;
+    moes_ep_dispatch_args d;
+    dispatch_args(&c, &local, NULL, NULL, &d);
+    d.n_dropped_device = dr.pairs_dropped;
+    moes_ep_combine_args ca;
+    moes_ep_combine_args_init(&ca);
+    ca.flags = c.gather_flags;
+    ca.y = dr.y;
+    ca.y_rows = o.rows;
+    ca.out = dr.out;
+
+    int rd = moes_ep_dispatch(ep, &d);
+    int rcb = moes_ep_combine(ep, &ca);
+    expect(rd == MOES_OK && rcb == MOES_OK, seed, moes_ep_last_error(ep));
+    rc = moes_ep_synchronize(ep);
+    expect(rc == MOES_OK, seed, moes_ep_last_error(ep));
+    if (graph) {
+        /* The eager run above grew the workspace; capture from fresh
+         * outputs, replay twice (out put back before each). */
+        void *cg = NULL, *exec = NULL;
+        upload_outputs(&o, out_init, out_bytes, &dr);
+        expect(cu.begin_capture(stream, CU_CAPTURE_THREAD_LOCAL_) == 0, seed,
+               "cuStreamBeginCapture");
+        rd = moes_ep_dispatch(ep, &d);
+        rcb = moes_ep_combine(ep, &ca);
+        int ce = cu.end_capture(stream, &cg);
+        expect(rd == MOES_OK && rcb == MOES_OK, seed, moes_ep_last_error(ep));
+        expect(ce == 0 && cg, seed, "cuStreamEndCapture");
+        ce = cg ? cu.instantiate(&exec, cg, 0) : 1;
+        expect(ce == 0, seed, "cuGraphInstantiate");
+        for (int rep = 0; exec && rep < 2; rep++) {
+            upload_outputs(&o, out_init, out_bytes, &dr);
+            expect(cu.launch(exec, stream) == 0, seed, "cuGraphLaunch");
+            expect(cu.stream_sync(stream) == 0, seed, "cuStreamSynchronize");
+        }
+        rc = moes_ep_synchronize(ep);
+        expect(rc == MOES_OK, seed, moes_ep_last_error(ep));
+        if (exec)
+            cu.exec_destroy(exec);
+        if (cg)
+            cu.graph_destroy(cg);
+    }
+    download_outputs(&o, out, out_bytes, &dr);
+    int64_t pairs = -1;
+    from_dev(&pairs, dr.pairs_dropped, 8);
+    expect_local(&o, &mine->o, seed, graph ? "graph replay" : "no wait");
+    expect_same(out, ref_out, out_bytes, seed,
+                graph ? "combined out (graph replay)" : "combined out (no wait)");
+    expect(pairs == want_dropped, seed, "n_dropped_device");
+
+    if (!graph && in->n > 0) {
+        /* An id one past the last expert: found on the device. */
+        upload_outputs(&fresh, out_init, out_bytes, &dr);
+        int64_t ids_bytes = in->n * c.ids_stride * (int64_t)c.ids_size;
+        void *bad = xalloc(ids_bytes);
+        memcpy(bad, dr.host_in.ids, (size_t)ids_bytes);
+        set_id(&c, bad, (in->n - 1) * c.ids_stride, c.El * n_ranks);
+        if (moes_copy_to_backend(dev_ctx, in->ids, bad, ids_bytes))
+            MPI_Abort(MPI_COMM_WORLD, 4);
+        rd = moes_ep_dispatch(ep, &d);
+        rcb = moes_ep_combine(ep, &ca);
+        expect(rd == MOES_OK && rcb == MOES_OK, seed,
+               "a bad id is not known to the host at once");
+        rc = moes_ep_synchronize(ep);
+        expect(rc == MOES_ERR_INVALID_ID, seed,
+               "moes_ep_synchronize after a bad id");
+        download_outputs(&o, out, out_bytes, &dr);
+        expect_local(&o, &fresh, seed, "after a bad id");
+        expect_same(out, out_init, out_bytes, seed,
+                    "combined out after a bad id");
+        free(bad);
+    }
+
+    device_run_close(&c, &dr);
+    moes_ep_destroy(ep);
+    moes_set_stream(dev_ctx, NULL);
+    cu.stream_destroy(stream);
+    free_local(&o);
+    free_local(&fresh);
+    free_refs(refs);
+    free(out_init);
+    free(ref_out);
+    free(out);
+    free_case(&c);
+}
+#endif
 
 /* ------------------------------------------------------------------ */
 /* Bad input: an error on every rank, nothing written anywhere        */
@@ -717,7 +970,8 @@ static void bad_inputs(moes_context *ctx)
     /* A case where every rank sends something everywhere. */
     for (uint64_t s = 1;; s++) {
         draw_case(&c, s);
-        int ok = c.layout != MOES_LAYOUT_MASKED && c.max_tokens > 0;
+        int ok = c.layout != MOES_LAYOUT_MASKED && c.max_tokens > 0 &&
+                 (!EP_QUEUED_ON_HOST || c.mode == MOES_EP_MODE_BOUNDED);
         for (int r = 0; ok && r < n_ranks; r++)
             ok = c.in[r].n > 0;
         if (ok)
@@ -771,7 +1025,11 @@ static void bad_inputs(moes_context *ctx)
     alloc_local(&c, c.max_tokens * n_ranks, &o);
     alloc_local(&c, c.max_tokens * n_ranks, &fresh);
     poison_local(&c, &fresh);
-    for (int fault = 0; fault < 3; fault++) {
+    /* The queued path tells a peer of a failure through its markers, as
+     * an id error of its own: only the bad id has the same status on
+     * every rank there (a bad size or capacity is the failing rank's
+     * alone). */
+    for (int fault = 0; fault < (EP_QUEUED_ON_HOST ? 1 : 3); fault++) {
         poison_local(&c, &o);
         moes_scatter_args local;
         local_args(&c, &o, &local);
@@ -837,39 +1095,39 @@ static void bad_inputs(moes_context *ctx)
 #ifdef EP_TEST_NCCL
 /* A one-rank communicator on device 0 and a CUDA context, through the
  * same libnccl.so.2 (or MOES_NCCL_LIBRARY) the ep layer opens. */
+/* This rank's GPU (device `rank`) and its communicator. */
 static void open_gpu(void)
 {
     moes_context_options o;
     moes_context_options_init(&o);
     o.backend = MOES_BACKEND_CUDA;
+    o.cuda_device = rank;
     if (moes_context_create(&dev_ctx, &o) != MOES_OK) {
-        printf("no usable GPU (%s): skipped\n", moes_last_error(NULL));
+        printf("no usable GPU %d (%s): skipped\n", rank,
+               moes_last_error(NULL));
         exit(77);
     }
-    const char *path = getenv("MOES_NCCL_LIBRARY");
-    void *lib = dlopen(path && *path ? path : "libnccl.so.2", RTLD_NOW);
-    union {
-        void *p;
-        int (*f)(void **, int, const int *);
-    } init;
-    init.p = lib ? dlsym(lib, "ncclCommInitAll") : NULL;
-    int device = 0;
-    if (!init.p || init.f(&nccl_comm, 1, &device) != 0) {
-        printf("NCCL cannot be opened or initialized: skipped\n");
-        exit(77);
-    }
+    nccl_comm = nccl_comms[rank];
 }
 #endif
 
-int main(int argc, char **argv)
+typedef struct suite_args {
+    int argc;
+    char **argv;
+} suite_args;
+
+/* One rank's part of the suite; returns its exit status. */
+static int suite(void *p)
 {
-    MPI_Init(&argc, &argv);
+    const suite_args *sa = p;
+    int argc = sa->argc;
+    char **argv = sa->argv;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &n_ranks);
+    if (n_ranks == 0) /* MPI: the size of the job (threads: set by main) */
+        MPI_Comm_size(MPI_COMM_WORLD, &n_ranks);
     if (n_ranks > MAX_RANKS) {
         if (rank == 0)
             fprintf(stderr, "at most %d ranks\n", MAX_RANKS);
-        MPI_Finalize();
         return 1;
     }
     long cases = argc > 1 ? atol(argv[1]) : 150;
@@ -890,6 +1148,12 @@ int main(int argc, char **argv)
     for (long i = 0; i < cases; i++)
         run_case(ctx, first + (uint64_t)i);
 #ifdef EP_TEST_NCCL
+    long bounded_cases = cases < 40 ? cases : 40;
+    open_graph_api(&cu, rank);
+    for (long i = 0; i < bounded_cases; i++) {
+        run_bounded_on_device(first + 1000u * (uint64_t)i, 0);
+        run_bounded_on_device(first + 1000u * (uint64_t)i, 1);
+    }
     moes_ep *ep = NULL;
     moes_ep_options bad;
     moes_ep_options_init(&bad);
@@ -905,8 +1169,30 @@ int main(int argc, char **argv)
     long totals[2] = {checks, failures};
     MPI_Allreduce(MPI_IN_PLACE, totals, 2, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
     if (rank == 0)
-        printf("ep suite, %d rank%s: %ld cases, %ld checks, %ld failed\n",
-               n_ranks, n_ranks > 1 ? "s" : "", cases, totals[0], totals[1]);
-    MPI_Finalize();
+        printf("ep suite%s, %d rank%s: %ld cases, %ld checks, %ld failed\n",
+               EP_QUEUED_ON_HOST ? " (bounded mode queued)" : "", n_ranks,
+               n_ranks > 1 ? "s" : "", cases, totals[0], totals[1]);
     return totals[1] == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    suite_args sa = {argc, argv};
+    MPI_Init(&argc, &argv);
+#ifdef EP_TEST_NCCL
+    /* MOES_EP_GPUS ranks, one GPU and one thread each (default 1). */
+    const char *gpus = getenv("MOES_EP_GPUS");
+    int n = gpus && *gpus ? atoi(gpus) : 1;
+    if (n < 1 || n > MAX_RANKS) {
+        fprintf(stderr, "MOES_EP_GPUS = %s: 1 to %d\n", gpus, MAX_RANKS);
+        return 2;
+    }
+    open_nccl(n, nccl_comms);
+    n_ranks = n;
+    int status = mpi_threads_run(n, suite, &sa);
+#else
+    int status = suite(&sa);
+#endif
+    MPI_Finalize();
+    return status;
 }

@@ -83,7 +83,10 @@ static void mpi_release(moes_ep *ep)
 }
 
 static const ep_transport mpi_transport = {
-    mpi_alltoall_i64, mpi_allreduce_max_i64, mpi_alltoallv, mpi_release};
+    .alltoall_i64 = mpi_alltoall_i64,
+    .allreduce_max_i64 = mpi_allreduce_max_i64,
+    .alltoallv = mpi_alltoallv,
+    .release = mpi_release};
 
 int moes_ep_create_mpi(moes_ep **out, moes_context *ctx,
                        const moes_ep_options *opts, MPI_Comm comm)

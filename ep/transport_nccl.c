@@ -141,6 +141,15 @@ static int nccl_alltoallv(moes_ep *ep, const void *send,
     return MOES_OK;
 }
 
+static int nccl_group(moes_ep *ep, int begin)
+{
+    nccl_state *n = ep->transport_state;
+    nccl_result err = begin ? n->api.group_start() : n->api.group_end();
+    return err == 0 ? MOES_OK
+                    : nccl_failed(ep, err, begin ? "ncclGroupStart"
+                                                 : "ncclGroupEnd");
+}
+
 static void nccl_release(moes_ep *ep)
 {
     nccl_state *n = ep->transport_state;
@@ -155,7 +164,11 @@ static void nccl_release(moes_ep *ep)
 }
 
 static const ep_transport nccl_transport = {
-    nccl_alltoall_i64, nccl_allreduce_max_i64, nccl_alltoallv, nccl_release};
+    .alltoall_i64 = nccl_alltoall_i64,
+    .allreduce_max_i64 = nccl_allreduce_max_i64,
+    .alltoallv = nccl_alltoallv,
+    .group = nccl_group,
+    .release = nccl_release};
 
 static int load_nccl(nccl_api *api)
 {

@@ -35,6 +35,7 @@ const char *const gpu_kernel_names[GPU_K_COUNT] = {
     [GPU_K_GATHER_FP16_TO_BF16] = "moes_gather_fp16_to_bf16",
     [GPU_K_GATHER_FP16_TO_FP16] = "moes_gather_fp16_to_fp16",
     [GPU_K_ROUTE_SMALL] = "moes_route_small",
+    [GPU_K_DISTINCT_ROWS] = "moes_distinct_rows",
 };
 
 int gpu_fail(moes_context *ctx, CUresult r, const char *what)
@@ -349,4 +350,5 @@ const moes_backend_ops moes_cuda_backend = {
     .count = gpu_count,
     .scatter = gpu_scatter,
     .gather = gpu_gather,
+    .distinct = gpu_distinct,
 };

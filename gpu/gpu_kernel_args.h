@@ -68,6 +68,10 @@ typedef struct gpu_device_state {
 #define GPU_GATHER_ROW_BATCH 2
 #define GPU_GATHER_MIN_BLOCKS 2
 #define GPU_CHECK_THREADS 256     /* moes_check_out_index                 */
+#define GPU_DISTINCT_THREADS 128  /* moes_distinct_rows: a token a thread */
+/* Up to this many choices (and map entries) moes_distinct_rows checks
+ * them in every block instead of after the routing kernels. */
+#define GPU_DISTINCT_SELF_CHECK_MAX 8192
 
 #define GPU_ERROR_KEY_NONE (~0ull)
 #define GPU_ERROR_KEY(rank, index) \
@@ -145,6 +149,12 @@ typedef struct gpu_scatter_args {
     int64_t *n_dropped;
     void *row_source;            /* [out_rows] or NULL                    */
     int64_t row_source_pad;      /* its value on rows without a choice    */
+
+    /* moes_distinct_experts: [N][K] of index_elem bytes, dense; NULL for
+     * a count or a scatter. distinct_self_check: 1 when the kernel checks
+     * the map and ids itself (no routing kernels before it). */
+    void *distinct_out;
+    int64_t distinct_self_check;
 } gpu_scatter_args;
 
 typedef struct gpu_gather_args {

@@ -336,6 +336,16 @@ int gpu_check_count_pointers(moes_context *ctx, const moes_count_plan *plan)
     return MOES_OK;
 }
 
+int gpu_check_distinct_pointers(moes_context *ctx,
+                                const moes_distinct_plan *plan)
+{
+    int st = check_route_pointers(ctx, &plan->route);
+    if (st != MOES_OK)
+        return st;
+    CHECK_BUFFER(ctx, "out", plan->out, plan->route.n_choices > 0);
+    return MOES_OK;
+}
+
 int gpu_check_scatter_pointers(moes_context *ctx,
                                const moes_scatter_plan *plan)
 {

@@ -204,6 +204,41 @@ int gpu_count(moes_context *ctx, const moes_count_plan *plan,
                            gpu_grid_for(a.n_experts, 256), 256, &a);
 }
 
+/* The routing's checks of the map and the ids (its counts go to the
+ * workspace only), then one thread per token builds its row; a small call
+ * in one launch that checks in every block. */
+int gpu_distinct(moes_context *ctx, const moes_distinct_plan *plan,
+                 moes_data_error *err)
+{
+    gpu_scatter_args a;
+    (void)err;
+    MOES_TRY(gpu_enter(ctx));
+    MOES_TRY(gpu_check_distinct_pointers(ctx, plan));
+    MOES_TRY(prepare_route(ctx, &plan->route, &a));
+    a.index_elem = (int64_t)moes_index_dtype_size(plan->out_dtype);
+    a.distinct_out = plan->out;
+    if (a.n_choices <= GPU_DISTINCT_SELF_CHECK_MAX &&
+        (!a.map || a.n_global <= GPU_DISTINCT_SELF_CHECK_MAX)) {
+        /* One launch that checks as it goes (distinct_experts.cu); one
+         * block at least, for the map of a call with no tokens. */
+        a.distinct_self_check = 1;
+        return gpu_launch(ctx, GPU_K_DISTINCT_ROWS,
+                          a.n_tokens > 0
+                              ? gpu_grid_for(a.n_tokens, GPU_DISTINCT_THREADS)
+                              : 1,
+                          GPU_DISTINCT_THREADS, &a);
+    }
+    if (route_is_small(&a))
+        MOES_TRY(gpu_launch(ctx, GPU_K_ROUTE_SMALL, 1, SMALL_BLOCK, &a));
+    else
+        MOES_TRY(launch_route(ctx, &a));
+    if (a.n_tokens == 0)
+        return MOES_OK;
+    return gpu_launch_next(ctx, GPU_K_DISTINCT_ROWS,
+                           gpu_grid_for(a.n_tokens, GPU_DISTINCT_THREADS),
+                           GPU_DISTINCT_THREADS, &a);
+}
+
 /* Blocks of `threads` threads for the row labels (pad_labels.cu): a
  * warp per expert, and enough blocks for the tail after the last block. */
 static int64_t label_grid(const gpu_scatter_args *a, unsigned threads)

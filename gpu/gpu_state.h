@@ -34,6 +34,7 @@ enum gpu_kernel {
     GPU_K_GATHER_FP16_TO_BF16,
     GPU_K_GATHER_FP16_TO_FP16,
     GPU_K_ROUTE_SMALL,
+    GPU_K_DISTINCT_ROWS,
     GPU_K_COUNT
 };
 
@@ -128,6 +129,10 @@ int gpu_reserved_workspace_bytes(int64_t n_choices, int64_t n_experts,
 
 /* The operations (gpu_ops.c) and the memory and stream calls
  * (gpu_memory.c). */
+int gpu_check_distinct_pointers(moes_context *ctx,
+                                const moes_distinct_plan *plan);
+int gpu_distinct(moes_context *ctx, const moes_distinct_plan *plan,
+                 moes_data_error *err);
 int gpu_count(moes_context *ctx, const moes_count_plan *plan,
               moes_data_error *err);
 int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,

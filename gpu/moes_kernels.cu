@@ -12,3 +12,4 @@
 #include "place_and_label.cu"
 #include "gather.cu"
 #include "route_small.cu"
+#include "distinct_experts.cu"

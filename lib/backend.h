@@ -36,6 +36,12 @@ typedef struct moes_count_plan {
     int counts_dtype;         /* MOES_DTYPE_INT32 or MOES_DTYPE_INT64      */
 } moes_count_plan;
 
+typedef struct moes_distinct_plan {
+    moes_route_plan route;
+    void *out;                /* [N][K], dense                             */
+    int out_dtype;            /* MOES_DTYPE_INT32 or MOES_DTYPE_INT64      */
+} moes_distinct_plan;
+
 /* A scatter, validated. Every stride in a is resolved (never 0). */
 typedef struct moes_scatter_plan {
     moes_route_plan route;
@@ -136,6 +142,8 @@ typedef struct moes_backend_ops {
                    moes_data_error *err);
     int (*gather)(moes_context *ctx, const moes_gather_plan *plan,
                   moes_data_error *err);
+    int (*distinct)(moes_context *ctx, const moes_distinct_plan *plan,
+                    moes_data_error *err);
 } moes_backend_ops;
 
 extern const moes_backend_ops moes_cpu_backend;

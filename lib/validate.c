@@ -230,6 +230,37 @@ int moes_validate_count(moes_context *ctx, const moes_routing *routing,
     return MOES_OK;
 }
 
+int moes_validate_distinct(moes_context *ctx, const moes_routing *routing,
+                           void *out, int out_dtype,
+                           moes_distinct_plan *plan)
+{
+    size_t elem;
+    const moes_route_plan *rp = &plan->route;
+    MOES_TRY(moes_validate_routing(ctx, routing, &plan->route));
+    elem = moes_index_dtype_size(out_dtype);
+    if (!elem)
+        return moes_set_error(ctx, MOES_ERR_INVALID_DTYPE,
+            "out_dtype = %d is not MOES_DTYPE_INT32 or MOES_DTYPE_INT64",
+            out_dtype);
+    if (rp->n_choices > 0 && !out)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "out is NULL");
+    MOES_TRY(check_index_range(ctx, "out", "routing->n_experts",
+                               rp->r.n_experts, elem, rp->r.n_experts - 1));
+    MOES_TRY(check_extent(ctx, "out", rp->r.n_tokens, rp->r.top_k, elem));
+    plan->out = out;
+    plan->out_dtype = out_dtype;
+    {
+        moes_span in[2], outs[1];
+        int n_in = routing_spans(rp, in);
+        outs[0] = span_rows("out", out, rp->r.n_tokens, rp->r.top_k,
+                            rp->r.top_k, elem);
+        MOES_TRY(check_alignment(ctx, in, n_in));
+        MOES_TRY(check_alignment(ctx, outs, 1));
+        MOES_TRY(check_overlaps(ctx, in, n_in, outs, 1));
+    }
+    return MOES_OK;
+}
+
 /* Scales out: [rows][cols] at (row_stride, col_stride) elements. The rows
  * must not overlap: either row-major-like (row_stride covers a row) or
  * column-major-like (col_stride covers a column). */

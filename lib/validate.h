@@ -17,6 +17,9 @@ int moes_validate_routing(moes_context *ctx, const moes_routing *routing,
 int moes_validate_count(moes_context *ctx, const moes_routing *routing,
                         void *counts, int counts_dtype,
                         moes_count_plan *plan);
+int moes_validate_distinct(moes_context *ctx, const moes_routing *routing,
+                           void *out, int out_dtype,
+                           moes_distinct_plan *plan);
 int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
                           const moes_scatter_args *args,
                           moes_scatter_plan *plan);

@@ -28,9 +28,9 @@ outputs on it.
 argument lists of LightLLM's and vLLM's Triton kernels.
 """
 from ._lib import Error, ArgumentError, BackendError, library_path
-from ._ops import (ScatterResult, count, scatter, gather, scatter_capacity,
-                   align_block_size, backend_info, synchronize,
-                   reserve_workspace)
+from ._ops import (ScatterResult, count, distinct_experts, scatter, gather,
+                   scatter_capacity, align_block_size, backend_info,
+                   synchronize, reserve_workspace)
 from . import _lib, _ops, _torch_ops
 
 if _torch_ops.REGISTERED:
@@ -39,6 +39,6 @@ if _torch_ops.REGISTERED:
 __version__ = _lib.version()
 
 __all__ = ["Error", "ArgumentError", "BackendError", "ScatterResult",
-           "count", "scatter", "gather", "scatter_capacity",
-           "align_block_size", "backend_info", "synchronize",
-           "reserve_workspace", "library_path"]
+           "count", "distinct_experts", "scatter", "gather",
+           "scatter_capacity", "align_block_size", "backend_info",
+           "synchronize", "reserve_workspace", "library_path"]

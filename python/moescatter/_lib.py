@@ -265,6 +265,13 @@ def _load():
         lib.moes_scatter_args_init_sized.restype = c_int
     except AttributeError:
         pass
+    # Since 0.3: each token's distinct experts.
+    try:
+        lib.moes_distinct_experts.argtypes = [c_void_p, c_void_p, c_void_p,
+                                              c_int]
+        lib.moes_distinct_experts.restype = c_int
+    except AttributeError:
+        pass
     lib.moes_strerror.restype = ctypes.c_char_p
     lib.moes_last_error.restype = ctypes.c_char_p
     # The caller-workspace hand-over (a workspace from torch's allocator):

@@ -272,6 +272,48 @@ def count(topk_ids, num_experts, *, expert_map=None, dtype=None):
     return counts
 
 
+def distinct_experts(topk_ids, num_experts, *, expert_map=None, dtype=None):
+    """Each token's distinct local experts: row ``t`` of the result holds
+    the local experts of ``topk_ids[t]`` (through ``expert_map`` when
+    given) once each, smallest first, then -1 up to K entries; ids of -1,
+    and ids the map sends to -1, are nowhere.
+
+    With a map from experts to ranks (or devices) the rows are the ranks
+    each token must be sent to, once each, and as ``topk_ids`` of a scatter
+    with ``num_experts`` ranks they send it there once.
+
+    ``topk_ids`` is [N, K] int32 or int64, ``expert_map`` int32 [E_global]
+    or None, ``dtype`` the result's (int32, the default, or int64).
+    Returns an [N, K] array of the ids' kind and device. Raises
+    ``moescatter.Error`` (a ValueError) for ids or map entries out of
+    range; on CUDA those are found by the kernels: see ``synchronize``.
+    """
+    code = A.index_code(dtype)
+    if not hasattr(LIB, "moes_distinct_experts"):
+        raise NotImplementedError(
+            "the loaded libmoescatter has no moes_distinct_experts (0.3 and "
+            "later do)")
+    space = A.space_of(topk_ids, "topk_ids")
+    num_experts = int(num_experts)
+    ctx = _context(space)
+    shape = A.shape(topk_ids)
+    if len(shape) != 2:
+        _bad(_lib.MOES_ERR_INVALID_SIZE,
+             "topk_ids must be [N, K], got shape %s" % (shape,),
+             "moes_distinct_experts")
+    out = A.empty(space, shape, code)
+    with ctx.lock:
+        keep, n, k = _routing(ctx, topk_ids, num_experts, expert_map, space,
+                              "moes_distinct_experts")
+        ws = _enter(ctx, n, k, max(num_experts, 1), workspace=True)
+        st = LIB.moes_distinct_experts(ctx.handle, ctx.routing_ref,
+                                       A.ptr(out), code)
+        if st != _lib.MOES_OK:
+            ctx.fail(st, "moes_distinct_experts")
+    del keep, ws
+    return out
+
+
 # ---------------------------------------------------------------- scatter
 
 

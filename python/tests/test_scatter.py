@@ -268,3 +268,35 @@ def test_count(device, ids_dtype, counts_dtype, with_map):
                 want[i] += 1
     assert counts.dtype == counts_dtype and counts.tolist() == want
     assert counts.device == ids.device
+
+
+# ---------------------------------------------------------------- distinct
+
+
+@pytest.mark.parametrize("ids_dtype", INDEX_DTYPES, ids=str)
+@pytest.mark.parametrize("out_dtype", INDEX_DTYPES, ids=str)
+@pytest.mark.parametrize("with_map", [False, True], ids=["nomap", "map"])
+def test_distinct_experts(device, ids_dtype, out_dtype, with_map):
+    # Few experts and many choices, so that tokens name experts twice.
+    e = 3
+    gen, ids, emap = case(17, 40, 6, e, 9 if with_map else None, ids_dtype,
+                          device)
+    got = moescatter.distinct_experts(ids, e, expert_map=emap,
+                                      dtype=out_dtype)
+    finish(device)
+    assert got.dtype == out_dtype and got.device == ids.device
+    assert tuple(got.shape) == tuple(ids.shape)
+    for row, want_from in zip(got.tolist(),
+                              ref.local_ids(ids.cpu(), e,
+                                            None if emap is None
+                                            else emap.cpu())):
+        want = sorted({i for i in want_from if i >= 0})
+        assert row == want + [-1] * (ids.shape[1] - len(want))
+
+
+def test_distinct_experts_bad_id(device):
+    ids = torch.tensor([[0, 1], [2, 5]], dtype=torch.int32, device=device)
+    with pytest.raises(moescatter.Error) as err:
+        moescatter.distinct_experts(ids, 3)
+        finish(device)
+    assert "ids[1][1] = 5" in str(err.value)

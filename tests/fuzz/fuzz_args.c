@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * fuzz_args.c - any argument set for moes_count, moes_scatter and
- * moes_gather on the CPU backend.
+ * fuzz_args.c - any argument set for moes_count, moes_distinct_experts,
+ * moes_scatter and moes_gather on the CPU backend.
  *
  * The input becomes the sizes, strides, dtypes, flags, layout, alignment,
  * capacity, struct_size, which pointers are NULL, the thread count, and
@@ -569,49 +569,22 @@ FZ_NO_COVERAGE static void rows_needed(const moes_routing *r, int64_t alignment,
 /* The three operations                                               */
 /* ------------------------------------------------------------------ */
 
-static void fuzz_count(fz_input *in, call_buffers *cb, moes_context *ctx)
-{
-    moes_routing r;
-    int routing_null, dtype, got, want;
-    void *counts = NULL;
-    uint8_t present;
-
-    decode_routing(in, cb, &r, &routing_null);
-    dtype = decode_index_dtype(in);
-    present = fz_u8(in);
-    if (present < 240) {
-        size_t elem = elem_of(dtype);
-        counts = add_output(cb, "counts",
-                            claim(cb, 1, r.n_experts, r.n_experts,
-                                  elem ? (int64_t)elem : 8),
-                            NULL);
-    }
-    if (cb->skip)
-        return;
-    if (cb->arena) {
-        moes_routing ro = r;
-        build_arenas(cb);
-        routing_in_arena(cb, &r, cb->lib_arena.data);
-        routing_in_arena(cb, &ro, cb->oracle_arena);
-        got = moes_count(ctx, routing_null ? NULL : &r,
-                         in_arena(cb, counts, cb->lib_arena.data), dtype);
-        want = cb->overflowed
-                   ? MOES_OK
-                   : moes_oracle_count(routing_null ? NULL : &ro,
-                                       in_arena(cb, counts, cb->oracle_arena),
-                                       dtype);
-        judge_arena(cb, "moes_count", ctx, got, want);
-        return;
-    }
-    got = moes_count(ctx, routing_null ? NULL : &r, counts, dtype);
-    want = cb->overflowed ? MOES_OK
-                          : moes_oracle_count(routing_null ? NULL : &r,
-                                              expected_of(cb, counts), dtype);
-    judge(cb, "moes_count", ctx, got, want);
-}
-
-/* Steps of the oracle's placement (E walks over the N*K choices). */
+/* Steps past which the oracle is not run on an input: its placement
+ * walks the N*K choices once per expert, its distinct rows walk each
+ * token's K choices up to K times. */
 #define ORACLE_WORK_MAX ((int64_t)1 << 26)
+
+/* The oracle's rows of moes_distinct_experts: K walks over each token's
+ * K choices. */
+static int oracle_distinct_too_slow(const moes_routing *r)
+{
+    int64_t choices, steps;
+    if (r->n_tokens <= 0 || r->top_k <= 0)
+        return 0;
+    return __builtin_mul_overflow(r->n_tokens, r->top_k, &choices) ||
+           __builtin_mul_overflow(choices, r->top_k, &steps) ||
+           steps > ORACLE_WORK_MAX;
+}
 
 static int oracle_too_slow(const moes_routing *r)
 {
@@ -621,6 +594,68 @@ static int oracle_too_slow(const moes_routing *r)
     return __builtin_mul_overflow(r->n_tokens, r->top_k, &choices) ||
            __builtin_mul_overflow(choices, r->n_experts, &steps) ||
            steps > ORACLE_WORK_MAX;
+}
+
+/* moes_count and moes_distinct_experts: a routing and one index output,
+ * [1][E] for the counts, [N][K] for the distinct experts. */
+typedef struct routing_call {
+    const char *name, *output;
+    int distinct;
+    int (*lib)(moes_context *, const moes_routing *, void *, int);
+    int (*oracle)(const moes_routing *, void *, int);
+} routing_call;
+
+static const routing_call count_call = {"moes_count", "counts", 0,
+                                        moes_count, moes_oracle_count};
+static const routing_call distinct_call = {
+    "moes_distinct_experts", "out", 1, moes_distinct_experts,
+    moes_oracle_distinct_experts};
+
+static void fuzz_routing_call(fz_input *in, call_buffers *cb,
+                              moes_context *ctx, const routing_call *call)
+{
+    moes_routing r;
+    int routing_null, dtype, got, want;
+    void *out = NULL;
+    uint8_t present;
+
+    decode_routing(in, cb, &r, &routing_null);
+    dtype = decode_index_dtype(in);
+    present = fz_u8(in);
+    if (present < 240) {
+        size_t elem = elem_of(dtype);
+        const int64_t rows = call->distinct ? r.n_tokens : 1;
+        const int64_t cols = call->distinct ? r.top_k : r.n_experts;
+        out = add_output(cb, call->output,
+                         claim(cb, rows, cols, cols,
+                               elem ? (int64_t)elem : 8),
+                         NULL);
+    }
+    if (cb->skip)
+        return;
+    if (call->distinct && oracle_distinct_too_slow(&r)) {
+        call->lib(ctx, routing_null ? NULL : &r, out, dtype);
+        return;
+    }
+    if (cb->arena) {
+        moes_routing ro = r;
+        build_arenas(cb);
+        routing_in_arena(cb, &r, cb->lib_arena.data);
+        routing_in_arena(cb, &ro, cb->oracle_arena);
+        got = call->lib(ctx, routing_null ? NULL : &r,
+                        in_arena(cb, out, cb->lib_arena.data), dtype);
+        want = cb->overflowed
+                   ? MOES_OK
+                   : call->oracle(routing_null ? NULL : &ro,
+                                  in_arena(cb, out, cb->oracle_arena), dtype);
+        judge_arena(cb, call->name, ctx, got, want);
+        return;
+    }
+    got = call->lib(ctx, routing_null ? NULL : &r, out, dtype);
+    want = cb->overflowed ? MOES_OK
+                          : call->oracle(routing_null ? NULL : &r,
+                                         expected_of(cb, out), dtype);
+    judge(cb, call->name, ctx, got, want);
 }
 
 static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
@@ -1028,7 +1063,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cb.max_bytes = (cb.seed & 31) == 31 ? (int64_t)8 << 20
                                         : FZ_MAX_BUFFER_BYTES;
     switch (op % 3) {
-    case 0: fuzz_count(&in, &cb, ctx); break;
+    case 0:
+        /* op / 3 % 4 chose the arena; op / 12 splits the routing calls. */
+        fuzz_routing_call(&in, &cb, ctx,
+                          op / 12 % 2 ? &distinct_call : &count_call);
+        break;
     case 1: fuzz_scatter(&in, &cb, ctx); break;
     default: fuzz_gather(&in, &cb, ctx); break;
     }

@@ -636,6 +636,7 @@ static int draw_case(moes_rng *g, moes_case *c, const moes_case_limits *lim)
     c->counts_dtype = moes_rng_chance(g, 50) ? MOES_DTYPE_INT32
                                              : MOES_DTYPE_INT64;
     c->count_bytes = e * (int64_t)dtype_bytes(c->counts_dtype);
+    c->distinct_bytes = n * k * ie;
 
     if (!draw_gather(g, c))
         return 0;

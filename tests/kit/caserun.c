@@ -134,6 +134,7 @@ static int64_t output_bytes(const moes_case *c, int i)
     case MOES_OUT_N_DROPPED: return c->want_n_dropped ? 8 : 0;
     case MOES_OUT_ROW_SOURCE: return c->row_source_bytes;
     case MOES_OUT_GATHER: return c->gather_out_bytes;
+    case MOES_OUT_DISTINCT: return c->distinct_bytes;
     default: return 0;
     }
 }
@@ -176,6 +177,16 @@ static int run_calls(side *s, const moes_case *c, run_buffers *b,
                                     c->counts_dtype);
     finish_call(s, st, &res->status[MOES_CALL_COUNT],
                 res->message[MOES_CALL_COUNT], sizeof res->message[0]);
+
+    /* distinct experts, in the scatter's index dtype */
+    st = s->ctx ? moes_distinct_experts(s->ctx, &routing,
+                                        b->out[MOES_OUT_DISTINCT],
+                                        c->scatter.index_dtype)
+                : moes_oracle_distinct_experts(&routing,
+                                               b->out[MOES_OUT_DISTINCT],
+                                               c->scatter.index_dtype);
+    finish_call(s, st, &res->status[MOES_CALL_DISTINCT],
+                res->message[MOES_CALL_DISTINCT], sizeof res->message[0]);
 
     /* scatter */
     sa.x = b->in[IN_X];
@@ -247,6 +258,7 @@ const char *moes_case_output_name(int i)
         "count: counts", "scatter: out", "scatter: out_scales",
         "scatter: out_index", "scatter: counts", "scatter: expert_start",
         "scatter: expert_end", "scatter: m_indices", "scatter: masked_m",
-        "scatter: n_dropped", "scatter: row_source", "gather: out"};
+        "scatter: n_dropped", "scatter: row_source", "gather: out",
+        "distinct_experts: out"};
     return i >= 0 && i < MOES_OUT_COUNT_OF ? names[i] : "?";
 }

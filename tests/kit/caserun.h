@@ -35,12 +35,14 @@ typedef enum moes_case_output {
     MOES_OUT_N_DROPPED,        /* scatter: n_dropped (one int64)        */
     MOES_OUT_ROW_SOURCE,       /* scatter: row_source                   */
     MOES_OUT_GATHER,           /* gather: out                           */
+    MOES_OUT_DISTINCT,         /* moes_distinct_experts: out, [N][K] of
+                                  the scatter's index_dtype             */
     MOES_OUT_COUNT_OF
 } moes_case_output;
 
-/* The three calls of a case. */
+/* The calls of a case. */
 enum { MOES_CALL_COUNT = 0, MOES_CALL_SCATTER, MOES_CALL_GATHER,
-       MOES_CALL_COUNT_OF };
+       MOES_CALL_DISTINCT, MOES_CALL_COUNT_OF };
 
 typedef struct moes_case_result {
     /* The status of each call: the call's own when not MOES_OK, else that
@@ -50,7 +52,7 @@ typedef struct moes_case_result {
     moes_case_buffer out[MOES_OUT_COUNT_OF];
 } moes_case_result;
 
-/* Runs count, scatter and gather of c on ctx, or on the oracle when ctx is
+/* Runs count, scatter, gather and distinct experts of c on ctx, or on the oracle when ctx is
  * NULL. Returns MOES_OK when the case could be run (whatever the calls
  * returned: those are in res->status), else the status of the failed
  * allocation or copy, with a message in msg. Free res with

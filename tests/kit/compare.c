@@ -9,7 +9,8 @@
 
 static const char *call_name(int call)
 {
-    static const char *names[] = {"count", "scatter", "gather"};
+    static const char *names[] = {"count", "scatter", "gather",
+                                  "distinct_experts"};
     return call >= 0 && call < MOES_CALL_COUNT_OF ? names[call] : "?";
 }
 
@@ -43,6 +44,11 @@ static geometry geometry_of(const moes_case *c, int i)
     switch (i) {
     case MOES_OUT_COUNT_COUNTS:
         geo.elem = dtype_bytes(c->counts_dtype);
+        break;
+    case MOES_OUT_DISTINCT:
+        geo.row_stride = c->routing.top_k;
+        geo.col_stride = 1;
+        geo.row_len = c->routing.top_k;
         break;
     case MOES_OUT_DATA:
         geo.elem = dtype_bytes(a->x_dtype);

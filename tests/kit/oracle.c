@@ -121,6 +121,42 @@ int moes_oracle_count(const moes_routing *routing, void *counts,
     return MOES_OK;
 }
 
+int moes_oracle_distinct_experts(const moes_routing *routing, void *out,
+                                 int out_dtype)
+{
+    oracle_routing or_;
+    size_t elem;
+    int64_t *local, *c;
+    int st = oracle_check_distinct(routing, out, out_dtype, &or_, &elem);
+    if (st != MOES_OK)
+        return st;
+    st = route(&or_, &local, &c);
+    if (st != MOES_OK)
+        return st;
+    const int64_t k_top = or_.r.top_k;
+    for (int64_t t = 0; t < or_.r.n_tokens; t++) {
+        /* The next larger expert of the token each time, until none. */
+        int64_t j = 0, last = -1;
+        for (;;) {
+            int64_t next = -1;
+            for (int64_t k = 0; k < k_top; k++) {
+                int64_t e = local[t * k_top + k];
+                if (e > last && (next < 0 || e < next))
+                    next = e;
+            }
+            if (next < 0)
+                break;
+            store_index(out, elem, t * k_top + j++, next);
+            last = next;
+        }
+        for (; j < k_top; j++)
+            store_index(out, elem, t * k_top + j, -1);
+    }
+    free(local);
+    free(c);
+    return MOES_OK;
+}
+
 /* Row `row` of out gets x[t] and its scales. */
 static void copy_row(const oracle_scatter *s, int64_t t, int64_t row)
 {

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * oracle.h - count, scatter and gather written straight from
- * docs/design-rules.md, single-threaded, on host buffers.
+ * oracle.h - count, distinct experts, scatter and gather written
+ * straight from docs/design-rules.md, single-threaded, on host buffers.
  *
  * The oracle is the reference the backends are compared with. It is meant
  * to be read and believed, not to be fast: the scatter walks every (t, k)
@@ -23,6 +23,10 @@
  * expert is e. */
 int moes_oracle_count(const moes_routing *routing, void *counts,
                       int counts_dtype);
+
+/* out[t][j]: token t's distinct local experts ascending, then -1. */
+int moes_oracle_distinct_experts(const moes_routing *routing, void *out,
+                                 int out_dtype);
 
 /* The scatter of moes_scatter(), every pointer a host pointer. */
 int moes_oracle_scatter(const moes_routing *routing,

@@ -191,6 +191,33 @@ int oracle_check_count(const moes_routing *routing, const void *counts,
     return MOES_OK;
 }
 
+int oracle_check_distinct(const moes_routing *routing, const void *out,
+                          int out_dtype, oracle_routing *or_,
+                          size_t *out_elem)
+{
+    CHECK(oracle_check_routing(routing, or_));
+    *out_elem = index_elem(out_dtype);
+    if (*out_elem == 0)
+        return oracle_fail(MOES_ERR_INVALID_DTYPE, "out_dtype");
+    if (out == NULL && or_->choices > 0)
+        return oracle_fail(MOES_ERR_NULL_POINTER, "out is NULL");
+    if (*out_elem == 4 && or_->r.n_experts - 1 > INT32_MAX)
+        return oracle_fail(MOES_ERR_OVERFLOW, "experts do not fit int32");
+    if (!bytes_fit(or_->r.n_tokens, or_->r.top_k, *out_elem))
+        return oracle_fail(MOES_ERR_OVERFLOW, "out bytes");
+    {
+        const moes_routing *r = &or_->r;
+        oracle_extent in[2], o[1];
+        in[0] = extent(r->ids, r->n_tokens, r->ids_stride, r->top_k,
+                       or_->ids_elem);
+        in[1] = extent(r->expert_map, 1, r->n_experts_global,
+                       r->n_experts_global, 4);
+        o[0] = extent(out, r->n_tokens, r->top_k, r->top_k, *out_elem);
+        CHECK(pointers_ok(in, 2, o, 1));
+    }
+    return MOES_OK;
+}
+
 /* The scale output's strides: 0/0 is row-major dense, a column stride of
  * 0 is 1; rows must not overlap; the last element's byte end must fit. */
 static int scale_strides_ok(moes_scatter_args *a, int64_t rows, int64_t cols)

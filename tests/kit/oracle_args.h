@@ -41,6 +41,9 @@ int oracle_check_routing(const moes_routing *routing, oracle_routing *out);
 int oracle_check_count(const moes_routing *routing, const void *counts,
                        int counts_dtype, oracle_routing *out,
                        size_t *counts_elem);
+int oracle_check_distinct(const moes_routing *routing, const void *out,
+                          int out_dtype, oracle_routing *or_,
+                          size_t *out_elem);
 int oracle_check_scatter(const moes_routing *routing,
                          const moes_scatter_args *args, oracle_scatter *out);
 int oracle_check_gather(const moes_gather_args *args, oracle_gather *out);
