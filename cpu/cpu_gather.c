@@ -10,12 +10,11 @@
 #include "cpu_omp.h"
 #include "numerics.h"
 
-/* Two buffers of 2048 fp32 accumulators (16 KiB together) stay in L1 and
- * give each row of y a long enough sequential run for the hardware
- * prefetcher: each step reads one and writes the other (see
- * accumulate_block). They live in the context's workspace, one pair per
- * thread, not on the caller's stack: callers on small stacks (fibers,
- * small pthreads) must keep working. */
+/* 2048 fp32 accumulators (8 KiB) stay in L1 and give each row of y a
+ * long enough sequential run for the hardware prefetcher. They live in
+ * the context's workspace, one buffer per thread, not on the caller's
+ * stack: callers on small stacks (fibers, small pthreads) must keep
+ * working. */
 enum { CHUNK = 2048 };
 
 int64_t cpu_gather_workspace_bytes(int threads, int64_t n_tokens,
@@ -27,7 +26,7 @@ int64_t cpu_gather_workspace_bytes(int threads, int64_t n_tokens,
         team = 1;
     if (chunk < 1)
         chunk = 1;
-    return team * 2 * chunk * (int64_t)sizeof(float); /* <= threads * 16 KiB */
+    return team * chunk * (int64_t)sizeof(float); /* <= threads * 8 KiB */
 }
 
 /* Built for AVX2 as well as the baseline where the compiler can, and
@@ -128,65 +127,91 @@ static inline float widen(const void *y, int dtype, int64_t i)
     return ((const float *)y)[i];
 }
 
-/* next[i] = step(acc[i], w, y[i]) over one block, the widening of y
- * folded into the same vectorized pass. A sum that is not a NaN had no NaN
- * operand (a NaN goes through both operations), so it is the step's
- * answer; the pass writes the plain sums (moes_gather_sum) and notes
- * whether any is a NaN, and only a block with one (nearly never) is done
- * again with the NaN sign rule of moes_gather_step, from acc, which the
- * pass left as it was. Same bits either way. */
-MOES_VECTOR_CLONES
-static void accumulate_block(float *restrict next, const float *restrict acc,
-                             const void *restrict y, int dtype, float w,
-                             int64_t n)
-{
-    uint32_t any = 0;
-    if (dtype == MOES_DTYPE_BF16) {
-        const uint16_t *src = y;
-        for (int64_t i = 0; i < n; i++) {
-            float r = moes_gather_sum(acc[i], w, moes_bf16_to_f32(src[i]));
-            any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(r));
-            next[i] = r;
-        }
-    } else if (dtype == MOES_DTYPE_FP16) {
-        const uint16_t *src = y;
-        for (int64_t i = 0; i < n; i++) {
-            float r = moes_gather_sum(acc[i], w, moes_f16_to_f32(src[i]));
-            any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(r));
-            next[i] = r;
-        }
-    } else {
-        const float *src = y;
-        for (int64_t i = 0; i < n; i++) {
-            float r = moes_gather_sum(acc[i], w, src[i]);
-            any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(r));
-            next[i] = r;
-        }
+/* Rows summed in one pass over the accumulators: each pass reads and
+ * writes acc once, whatever the number of rows it adds. */
+enum { ROWS_PER_PASS = 8 };
+
+/* acc[i] = (((acc[i] + w[0] y[0][i]) + w[1] y[1][i]) + ...) over G rows
+ * of one dtype, in order, each product and sum rounded on its own
+ * (moes_gather_sum): the vectorized loop of the common case. */
+#define MOES_SUM_ROWS(NAME, G, T, WIDEN)                                    \
+    MOES_VECTOR_CLONES                                                      \
+    static void NAME(float *restrict acc, const void *const *y,            \
+                     const float *w, int64_t n)                             \
+    {                                                                       \
+        const T *r[G];                                                      \
+        float wg[G];                                                        \
+        _Pragma("GCC unroll 8")                                             \
+        for (int g = 0; g < (G); g++) {                                     \
+            r[g] = y[g];                                                    \
+            wg[g] = w[g];                                                   \
+        }                                                                   \
+        for (int64_t i = 0; i < n; i++) {                                   \
+            float s = acc[i];                                               \
+            _Pragma("GCC unroll 8")                                         \
+            for (int g = 0; g < (G); g++)                                   \
+                s = moes_gather_sum(s, wg[g], WIDEN(r[g][i]));              \
+            acc[i] = s;                                                     \
+        }                                                                   \
     }
-    if (any)
-        for (int64_t i = 0; i < n; i++)
-            next[i] = moes_gather_step(acc[i], w, widen(y, dtype, i));
+
+#define MOES_AS_F32(v) (v)
+#define MOES_SUM_ROWS_ALL(G)                                                \
+    MOES_SUM_ROWS(sum_bf16_##G, G, uint16_t, moes_bf16_to_f32)              \
+    MOES_SUM_ROWS(sum_f16_##G, G, uint16_t, moes_f16_to_f32)                \
+    MOES_SUM_ROWS(sum_f32_##G, G, float, MOES_AS_F32)
+MOES_SUM_ROWS_ALL(1)
+MOES_SUM_ROWS_ALL(2)
+MOES_SUM_ROWS_ALL(4)
+MOES_SUM_ROWS_ALL(8)
+
+typedef void (*sum_rows_fn)(float *restrict, const void *const *,
+                            const float *, int64_t);
+
+/* The pass for G rows (1, 2, 4 or 8) of dtype. */
+static sum_rows_fn sum_rows_for(int dtype, int g)
+{
+    static const sum_rows_fn bf16[] = {sum_bf16_1, sum_bf16_2, sum_bf16_4,
+                                       sum_bf16_8};
+    static const sum_rows_fn f16[] = {sum_f16_1, sum_f16_2, sum_f16_4,
+                                      sum_f16_8};
+    static const sum_rows_fn f32[] = {sum_f32_1, sum_f32_2, sum_f32_4,
+                                      sum_f32_8};
+    const int at = g >= 8 ? 3 : g >= 4 ? 2 : g >= 2 ? 1 : 0;
+    return dtype == MOES_DTYPE_BF16 ? bf16[at]
+           : dtype == MOES_DTYPE_FP16 ? f16[at] : f32[at];
 }
 
-/* One chunk of a row in blocks, each block prefetching the bytes
- * PREFETCH_AHEAD further on, never past the chunk (the caller prefetched
- * the first lines while it read the previous row). */
-static void accumulate_row(float *restrict next, const float *restrict acc,
-                           const void *restrict y, int dtype, int elem,
-                           float w, int64_t n)
+/* Adds g rows to acc in blocks, prefetching each row PREFETCH_AHEAD bytes
+ * ahead of the block being summed, never past the chunk. */
+static void sum_rows(float *restrict acc, const void *const *y,
+                     const float *w, int g, int dtype, int elem, int64_t n)
 {
-    const char *row = y;
+    const sum_rows_fn fn = sum_rows_for(dtype, g);
     const int64_t bytes = n * elem;
     const int64_t block = PREFETCH_BLOCK / elem;
+    const void *at[ROWS_PER_PASS];
     for (int64_t i = 0; i < n; i += block) {
-        int64_t ahead = i * elem + PREFETCH_AHEAD;
-        if (ahead < bytes)
-            prefetch_bytes(row + ahead, bytes - ahead < PREFETCH_BLOCK
-                                            ? bytes - ahead
-                                            : PREFETCH_BLOCK);
-        accumulate_block(next + i, acc + i, row + i * elem, dtype, w,
-                         n - i < block ? n - i : block);
+        const int64_t ahead = i * elem + PREFETCH_AHEAD;
+        for (int j = 0; j < g; j++) {
+            if (ahead < bytes)
+                prefetch_bytes((const char *)y[j] + ahead,
+                               bytes - ahead < PREFETCH_BLOCK ? bytes - ahead
+                                                              : PREFETCH_BLOCK);
+            at[j] = (const char *)y[j] + i * elem;
+        }
+        fn(acc + i, at, w, n - i < block ? n - i : block);
     }
+}
+
+/* Whether any of n sums is a NaN. */
+MOES_VECTOR_CLONES
+static int any_nan(const float *acc, int64_t n)
+{
+    uint32_t any = 0;
+    for (int64_t i = 0; i < n; i++)
+        any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(acc[i]));
+    return any != 0;
 }
 
 /* The first k >= from of token t whose out_index entry names a row of y
@@ -206,41 +231,73 @@ static int64_t next_placed_k(const moes_gather_plan *plan, int64_t t,
     return a->top_k;
 }
 
-static void gather_token(const moes_gather_plan *plan, int64_t t,
-                         float *acc, float *acc_next, int64_t chunk)
+/* acc = the token's old output (accumulate) or 0, over one chunk. */
+static void start_sums(const moes_gather_plan *plan, const char *out_chunk,
+                       float *acc, int64_t n)
+{
+    if (plan->a.flags & MOES_GATHER_ACCUMULATE)
+        load_row(acc, out_chunk, plan->a.out_dtype, n);
+    else
+        memset(acc, 0, (size_t)n * sizeof *acc);
+}
+
+/* One chunk of token t's sums. The rows go through the plain rounded
+ * sums, up to ROWS_PER_PASS at a time in k order. A NaN stays a NaN
+ * through every later step, so when no final sum is a NaN no step made
+ * or met one, and the plain sums are the bits of moes_gather_step; a
+ * chunk with a NaN (nearly never) is summed again from the start, row by
+ * row, with the step's NaN sign rule. */
+static void gather_chunk(const moes_gather_plan *plan, int64_t t, int64_t h0,
+                         int64_t n, float *acc)
 {
     const moes_gather_args *a = &plan->a;
-    const int accumulate = (a->flags & MOES_GATHER_ACCUMULATE) != 0;
     const int64_t y_elem = plan->y_elem;
-    char *out_row = (char *)a->out + t * a->out_stride * (int64_t)plan->out_elem;
+    const char *out_chunk = (const char *)a->out +
+                            (t * a->out_stride + h0) * (int64_t)plan->out_elem;
+    const void *y[ROWS_PER_PASS];
+    float w[ROWS_PER_PASS];
+    int64_t row;
+    int g = 0;
 
-    for (int64_t h0 = 0; h0 < a->hidden; h0 += chunk) {
-        int64_t n = a->hidden - h0 < chunk ? a->hidden - h0 : chunk;
-        int64_t row, next_row = -1;
-        if (accumulate)
-            load_row(acc, out_row + h0 * (int64_t)plan->out_elem, a->out_dtype,
-                     n);
-        else
-            memset(acc, 0, (size_t)n * sizeof *acc);
-        /* Rows in k order; while one is summed, the start of the next
-         * one's chunk is prefetched. */
-        for (int64_t k = next_placed_k(plan, t, 0, &row), next; k < a->top_k;
-             k = next, row = next_row) {
-            float w = a->weights ? a->weights[t * a->weights_stride + k] : 1.0f;
-            next = next_placed_k(plan, t, k + 1, &next_row);
-            if (next < a->top_k)
-                prefetch_bytes((const char *)a->y +
-                                   (next_row * a->y_stride + h0) * y_elem,
-                               n * y_elem < PREFETCH_AHEAD ? n * y_elem
-                                                           : PREFETCH_AHEAD);
-            accumulate_row(acc_next, acc,
-                           (const char *)a->y + (row * a->y_stride + h0) * y_elem,
-                           a->y_dtype, plan->y_elem, w, n);
-            /* The sums are in acc_next now: the buffers trade places. */
-            float *sums = acc_next;
-            acc_next = acc;
-            acc = sums;
+    start_sums(plan, out_chunk, acc, n);
+    for (int64_t k = next_placed_k(plan, t, 0, &row); k < a->top_k;
+         k = next_placed_k(plan, t, k + 1, &row)) {
+        y[g] = (const char *)a->y + (row * a->y_stride + h0) * y_elem;
+        w[g] = a->weights ? a->weights[t * a->weights_stride + k] : 1.0f;
+        if (++g == ROWS_PER_PASS) {
+            sum_rows(acc, y, w, g, a->y_dtype, (int)y_elem, n);
+            g = 0;
         }
+    }
+    /* The rest in passes of 4, 2 and 1 rows, in order. */
+    for (int done = 0, pass = 4; done < g; pass /= 2) {
+        if (g - done >= pass) {
+            sum_rows(acc, y + done, w + done, pass, a->y_dtype, (int)y_elem,
+                     n);
+            done += pass;
+        }
+    }
+    if (!any_nan(acc, n))
+        return;
+    start_sums(plan, out_chunk, acc, n);
+    for (int64_t k = next_placed_k(plan, t, 0, &row); k < a->top_k;
+         k = next_placed_k(plan, t, k + 1, &row)) {
+        const char *yr = (const char *)a->y + (row * a->y_stride + h0) * y_elem;
+        const float wk = a->weights ? a->weights[t * a->weights_stride + k]
+                                    : 1.0f;
+        for (int64_t i = 0; i < n; i++)
+            acc[i] = moes_gather_step(acc[i], wk, widen(yr, a->y_dtype, i));
+    }
+}
+
+static void gather_token(const moes_gather_plan *plan, int64_t t, float *acc,
+                         int64_t chunk)
+{
+    const moes_gather_args *a = &plan->a;
+    char *out_row = (char *)a->out + t * a->out_stride * (int64_t)plan->out_elem;
+    for (int64_t h0 = 0; h0 < a->hidden; h0 += chunk) {
+        const int64_t n = a->hidden - h0 < chunk ? a->hidden - h0 : chunk;
+        gather_chunk(plan, t, h0, n, acc);
         store_row(out_row + h0 * (int64_t)plan->out_elem, acc, a->out_dtype,
                   n);
     }
@@ -275,10 +332,10 @@ int cpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     accumulators = w;
     MOES_OMP(parallel num_threads((int)team))
     {
-        float *acc = accumulators + (int64_t)cpu_thread_num() * 2 * chunk;
+        float *acc = accumulators + (int64_t)cpu_thread_num() * chunk;
         MOES_OMP(for schedule(static))
         for (int64_t t = 0; t < a->n_tokens; t++)
-            gather_token(plan, t, acc, acc + chunk, chunk);
+            gather_token(plan, t, acc, chunk);
     }
     return MOES_OK;
 }
