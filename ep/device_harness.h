@@ -41,7 +41,9 @@ static inline void open_graph_api(graph_api *cu, int device)
 {
     static pthread_mutex_t once = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_lock(&once);
-    void *lib = cu->retain ? NULL : dlopen("libcuda.so.1", RTLD_NOW);
+    /* Read once, before the loop fills the table's first slot. */
+    const int loaded = cu->retain != NULL;
+    void *lib = loaded ? NULL : dlopen("libcuda.so.1", RTLD_NOW);
     struct {
         void **slot;
         const char *name;
@@ -60,7 +62,7 @@ static inline void open_graph_api(graph_api *cu, int device)
                 {(void **)&cu->event_record, "cuEventRecord"},
                 {(void **)&cu->event_sync, "cuEventSynchronize"},
                 {(void **)&cu->event_elapsed, "cuEventElapsedTime_v2"}};
-    for (size_t i = 0; !cu->retain && i < sizeof syms / sizeof *syms; i++) {
+    for (size_t i = 0; !loaded && i < sizeof syms / sizeof *syms; i++) {
         *syms[i].slot = lib ? dlsym(lib, syms[i].name) : NULL;
         if (!*syms[i].slot && i == sizeof syms / sizeof *syms - 1)
             *syms[i].slot = dlsym(lib, "cuEventElapsedTime");
