@@ -64,6 +64,18 @@ static const scenario scenarios[] = {
     {"E=1024 fp8 H=1 contiguous A=1", 5000, 3, 1024, 0, 1, 0,
      MOES_DTYPE_FP8_E5M2, MOES_DTYPE_INT32, MOES_DTYPE_INT64,
      MOES_LAYOUT_CONTIGUOUS, 1, 0, 0, 128, VALID},
+    /* Past the one-block routing (more than 8192 choices) with few
+     * experts: the tile passes' shared-memory counts. */
+    {"E=256 of 512 bf16 H=64 masked with drops, N=2048 K=8", 2048, 8, 256,
+     512, 64, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT64, MOES_DTYPE_INT32,
+     MOES_LAYOUT_MASKED, 1, MOES_SCATTER_LABEL_PADDING, MOES_SCALES_FP32, 32,
+     VALID},
+    {"E=32 of 256 fp8 H=128 grouped A=64, N=4096 K=8", 4096, 8, 32, 256,
+     128, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32, MOES_DTYPE_INT64,
+     MOES_LAYOUT_GROUPED, 64, MOES_SCATTER_ZERO_PADDING, 0, 128, VALID},
+    {"bad id in a large call, E=256, N=3000 K=8", 3000, 8, 256, 0, 64, 0,
+     MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 128, 0, 0, 128, BAD_ID},
     {"N=0", 0, 8, 256, 0, 128, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT32,
      MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128,
      MOES_SCATTER_ZERO_PADDING, 0, 128, VALID},
