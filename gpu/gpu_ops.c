@@ -13,11 +13,18 @@
 
 #include "gpu_state.h"
 
-/* Choices per tile at least, and the most (tile, expert) entries. One warp
- * walks a tile, 32 choices a round, each round waiting on the last, so
- * short tiles (4 rounds) keep the counting and placing kernels short; the
- * tile count is their parallelism, and the table is their workspace. */
-#define GPU_TILE_MIN 128
+/* Choices per tile at least, the most tiles, and the most (tile, expert)
+ * entries. One warp walks a tile, 32 choices a round, each round waiting
+ * on the last, so short tiles keep the counting and placing kernels
+ * short; but the scan walks each expert's column of tiles with one block,
+ * so past a few thousand tiles it is the scan that grows. Measured on an
+ * H200 (bench/NOTES.md, v7): tiles of 64 choices took 4 us off the
+ * DeepSeek-V3 prefill scatter at 4096 tokens (512 tiles instead of 256)
+ * and cost 8-10 us at EP8's 32768 tokens over 32 experts (4096 tiles
+ * instead of 2048), hence the cap. The tile count is the two kernels'
+ * parallelism, and the table is their workspace. */
+#define GPU_TILE_MIN 64
+#define GPU_TILES_MAX 2048
 #define GPU_TABLE_MAX ((int64_t)1 << 22)
 
 static int64_t ceil_div(int64_t a, int64_t b)
@@ -25,10 +32,17 @@ static int64_t ceil_div(int64_t a, int64_t b)
     return a / b + (a % b != 0);
 }
 
+/* The tiles a call of C choices wants before the table's limit. */
+static int64_t tiles_wanted(int64_t n_choices)
+{
+    const int64_t t = ceil_div(n_choices, GPU_TILE_MIN);
+    return t < GPU_TILES_MAX ? t : GPU_TILES_MAX;
+}
+
 void gpu_tiles_for(int64_t n_choices, int64_t n_experts, int64_t *tiles,
                    int64_t *tile_size)
 {
-    int64_t wanted = ceil_div(n_choices, GPU_TILE_MIN);
+    int64_t wanted = tiles_wanted(n_choices);
     int64_t fit = GPU_TABLE_MAX / n_experts;
     int64_t t = wanted < fit ? wanted : fit;
     if (t < 1)
@@ -55,13 +69,14 @@ int gpu_route_workspace_bytes(int64_t n_choices, int64_t n_experts,
            bytes_for_entries(entries, n_experts, bytes);
 }
 
-/* max(E, min(ceil(C / GPU_TILE_MIN) * E, GPU_TABLE_MAX)) entries: at least
+/* max(E, min(tiles_wanted(C) * E, GPU_TABLE_MAX)) entries: at least
  * tiles * E for these sizes (see gpu_tiles_for), and never less for
- * larger ones, so a reservation covers every smaller call. */
+ * larger ones (tiles_wanted grows with C), so a reservation covers every
+ * smaller call. */
 int gpu_reserved_workspace_bytes(int64_t n_choices, int64_t n_experts,
                                  int64_t *bytes)
 {
-    int64_t wanted = ceil_div(n_choices, GPU_TILE_MIN);
+    int64_t wanted = tiles_wanted(n_choices);
     int64_t entries = wanted > GPU_TABLE_MAX / n_experts
                           ? GPU_TABLE_MAX
                           : wanted * n_experts;
