@@ -5,29 +5,16 @@
 # for N ranks on GPUs 0 .. N-1, a thread each), dispatch and combine timed
 # at decode and prefill sizes (time_nccl), then the suite under
 # compute-sanitizer memcheck when it is installed. BUILDDIR is a tree
-# configured with CUDA and built (libmoescatter and the test kit); no MPI
+# configured with CUDA and built (make builds the two programs); no MPI
 # is needed. NCCL is found as libnccl.so.2, or at $MOES_NCCL_LIBRARY.
 set -e
-here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/.." && pwd)
 build=$(cd "${1:?usage: nccl-one-gpu.sh BUILDDIR [CASES]}" && pwd)
 cases=${2:-150}
 out=$build/ep/test_ep_nccl
-mkdir -p "$build/ep"
-${CC:-cc} -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off \
-    -D_POSIX_C_SOURCE=200809L -DEP_TEST_NCCL \
-    -I"$build" -I"$top/lib" -I"$here" -I"$top/tests/kit" \
-    -o "$out" "$here/ep.c" "$here/transport_nccl.c" "$here/test_ep.c" \
-    "$build/tests/kit/.libs/libmoes_testkit.a" "$build/lib/.libs/libmoescatter.a" \
-    -fopenmp -pthread -ldl -lm
+make -C "$build/ep" test_ep_nccl time_nccl
 "$out" "$cases"
 # Dispatch and combine timed: the bounded mode's graph replays at decode
 # sizes, the exact mode's calls at prefill sizes.
-${CC:-cc} -std=c11 -O2 -g -Wall -Wextra -Werror -ffp-contract=off \
-    -D_POSIX_C_SOURCE=200809L -I"$build" -I"$top/lib" -I"$here" \
-    -o "$build/ep/time_nccl" "$here/ep.c" "$here/transport_nccl.c" \
-    "$here/time_nccl.c" "$build/lib/.libs/libmoescatter.a" \
-    -fopenmp -pthread -ldl -lm
 "$build/ep/time_nccl" bounded 128
 "$build/ep/time_nccl" exact 4096
 if command -v compute-sanitizer >/dev/null 2>&1; then
