@@ -538,6 +538,28 @@ static void reference_combine(const ep_case *c, rank_ref *refs, void *out)
     free(index);
 }
 
+/* This rank's combine output before the call (random bytes under
+ * MOES_GATHER_ACCUMULATE, else the case's poison) in *out_init, and what
+ * the reference makes of it in *ref_out; returns their size in bytes. */
+static int64_t combine_expected(const ep_case *c, rank_ref *refs,
+                                uint64_t seed, void **out_init, void **ref_out)
+{
+    size_t os;
+    moes_dtype_size(c->out_dtype, &os);
+    const int64_t out_bytes = c->in[rank].n * c->H * (int64_t)os;
+    moes_rng g;
+    moes_rng_seed(&g, seed * 17u + (uint64_t)rank);
+    *out_init = xalloc(out_bytes);
+    if (c->gather_flags & MOES_GATHER_ACCUMULATE)
+        random_bytes(&g, *out_init, out_bytes);
+    else
+        memset(*out_init, c->poison, (size_t)out_bytes);
+    *ref_out = xalloc(out_bytes);
+    memcpy(*ref_out, *out_init, (size_t)out_bytes);
+    reference_combine(c, refs, *ref_out);
+    return out_bytes;
+}
+
 static void free_refs(rank_ref *refs)
 {
     for (int r = 0; r < n_ranks; r++) {
@@ -724,19 +746,9 @@ static void run_case(moes_context *ctx, uint64_t seed)
         reference_rank(&c, r, &refs[r]);
     rank_ref *mine = &refs[rank];
 
-    size_t os;
-    moes_dtype_size(c.out_dtype, &os);
-    int64_t out_bytes = c.in[rank].n * c.H * (int64_t)os;
-    void *out_init = xalloc(out_bytes);
-    moes_rng g;
-    moes_rng_seed(&g, seed * 17u + (uint64_t)rank);
-    if (c.gather_flags & MOES_GATHER_ACCUMULATE)
-        random_bytes(&g, out_init, out_bytes);
-    else
-        memset(out_init, c.poison, (size_t)out_bytes);
-    void *ref_out = xalloc(out_bytes);
-    memcpy(ref_out, out_init, (size_t)out_bytes);
-    reference_combine(&c, refs, ref_out);
+    void *out_init, *ref_out;
+    const int64_t out_bytes = combine_expected(&c, refs, seed, &out_init,
+                                               &ref_out);
 
     moes_ep_options opts;
     default_options(&c, &opts);
@@ -831,20 +843,12 @@ static void run_bounded_on_device(uint64_t seed, int graph)
     for (int r = 0; r < n_ranks; r++)
         reference_rank(&c, r, &refs[r]);
     rank_ref *mine = &refs[rank];
-    size_t os, ys;
-    moes_dtype_size(c.out_dtype, &os);
+    size_t ys;
     moes_dtype_size(c.y_dtype, &ys);
-    int64_t out_bytes = c.in[rank].n * c.H * (int64_t)os;
-    void *out_init = xalloc(out_bytes), *ref_out = xalloc(out_bytes);
+    void *out_init, *ref_out;
+    const int64_t out_bytes = combine_expected(&c, refs, seed, &out_init,
+                                               &ref_out);
     void *out = xalloc(out_bytes);
-    moes_rng g;
-    moes_rng_seed(&g, seed * 17u + (uint64_t)rank);
-    if (c.gather_flags & MOES_GATHER_ACCUMULATE)
-        random_bytes(&g, out_init, out_bytes);
-    else
-        memset(out_init, c.poison, (size_t)out_bytes);
-    memcpy(ref_out, out_init, (size_t)out_bytes);
-    reference_combine(&c, refs, ref_out);
 
     void *stream = NULL;
     if (cu.stream_create(&stream, CU_STREAM_NON_BLOCKING_))
