@@ -11,7 +11,9 @@
 #include "numerics.h"
 
 /* 2048 fp32 accumulators (8 KiB) stay in L1 and give each row of y a
- * long enough sequential run for the hardware prefetcher. They live in
+ * long enough sequential run for the hardware prefetcher (software
+ * prefetch, 2 to 8 KiB ahead, made no difference that could be measured:
+ * the time went to the passes between the row loads). They live in
  * the context's workspace, one buffer per thread, not on the caller's
  * stack: callers on small stacks (fibers, small pthreads) must keep
  * working. */
@@ -76,45 +78,34 @@ static void load_row(float *dst, const void *src, int dtype, int64_t n)
     }
 }
 
-/* Narrows n fp32 values to the output dtype. fp32 values are stored
- * with their NaNs made canonical, as the narrowing conversions do: an
- * accumulated value with no valid k would otherwise carry a signalling
- * NaN or a payload through unchanged. */
+/* Narrows n fp32 values to the output dtype; returns whether any was a
+ * NaN. fp32 values are stored with their NaNs made canonical, as the
+ * narrowing conversions do: an accumulated value with no valid k would
+ * otherwise carry a signalling NaN or a payload through unchanged. */
 MOES_VECTOR_CLONES
-static void store_row(void *dst, const float *src, int dtype, int64_t n)
+static int store_row(void *dst, const float *src, int dtype, int64_t n)
 {
+    uint32_t any = 0;
     if (dtype == MOES_DTYPE_FP32) {
         float *d = dst;
-        for (int64_t i = 0; i < n; i++)
+        for (int64_t i = 0; i < n; i++) {
+            any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(src[i]));
             d[i] = moes_f32_canonical(src[i]);
+        }
     } else if (dtype == MOES_DTYPE_BF16) {
         uint16_t *d = dst;
-        for (int64_t i = 0; i < n; i++)
+        for (int64_t i = 0; i < n; i++) {
+            any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(src[i]));
             d[i] = moes_f32_to_bf16(src[i]);
+        }
     } else {
         uint16_t *d = dst;
-        for (int64_t i = 0; i < n; i++)
+        for (int64_t i = 0; i < n; i++) {
+            any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(src[i]));
             d[i] = moes_f32_to_f16(src[i]);
+        }
     }
-}
-
-/* Software prefetch, where the compiler has it: each row of y is read in
- * runs of one chunk, and K runs from scattered rows are more streams than
- * the hardware prefetcher follows at full speed from one core. */
-#if defined(__GNUC__)
-#define MOES_PREFETCH(p) __builtin_prefetch((p), 0, 0)
-#else
-#define MOES_PREFETCH(p) ((void)(p))
-#endif
-
-/* Bytes prefetched ahead of the element being read, and the block read
- * between two prefetch rounds: one 64-byte line per 64 bytes read. */
-enum { PREFETCH_AHEAD = 2048, PREFETCH_BLOCK = 512 };
-
-static void prefetch_bytes(const char *p, int64_t bytes)
-{
-    for (int64_t b = 0; b < bytes; b += 64)
-        MOES_PREFETCH(p + b);
+    return any != 0;
 }
 
 /* The widened y[i] of a row of any dtype. */
@@ -133,11 +124,22 @@ enum { ROWS_PER_PASS = 8 };
 
 /* acc[i] = (((acc[i] + w[0] y[0][i]) + w[1] y[1][i]) + ...) over G rows
  * of one dtype, in order, each product and sum rounded on its own
- * (moes_gather_sum): the vectorized loop of the common case. */
+ * (moes_gather_sum): the vectorized loop of the common case. With
+ * from_zero the sums start from 0 instead of acc (the first pass of a
+ * gather that does not accumulate), so that acc is neither cleared nor
+ * read; two loops, so that each vectorizes without a select. */
+#define MOES_SUM_LOOP(G, WIDEN, START)                                      \
+    for (int64_t i = 0; i < n; i++) {                                       \
+        float s = (START);                                                  \
+        _Pragma("GCC unroll 8")                                             \
+        for (int g = 0; g < (G); g++)                                       \
+            s = moes_gather_sum(s, wg[g], WIDEN(r[g][i]));                  \
+        acc[i] = s;                                                         \
+    }
 #define MOES_SUM_ROWS(NAME, G, T, WIDEN)                                    \
     MOES_VECTOR_CLONES                                                      \
     static void NAME(float *restrict acc, const void *const *y,            \
-                     const float *w, int64_t n)                             \
+                     const float *w, int64_t n, int from_zero)              \
     {                                                                       \
         const T *r[G];                                                      \
         float wg[G];                                                        \
@@ -146,13 +148,10 @@ enum { ROWS_PER_PASS = 8 };
             r[g] = y[g];                                                    \
             wg[g] = w[g];                                                   \
         }                                                                   \
-        for (int64_t i = 0; i < n; i++) {                                   \
-            float s = acc[i];                                               \
-            _Pragma("GCC unroll 8")                                         \
-            for (int g = 0; g < (G); g++)                                   \
-                s = moes_gather_sum(s, wg[g], WIDEN(r[g][i]));              \
-            acc[i] = s;                                                     \
-        }                                                                   \
+        if (from_zero)                                                      \
+            MOES_SUM_LOOP(G, WIDEN, 0.0f)                                   \
+        else                                                                \
+            MOES_SUM_LOOP(G, WIDEN, acc[i])                                 \
     }
 
 #define MOES_AS_F32(v) (v)
@@ -166,7 +165,7 @@ MOES_SUM_ROWS_ALL(4)
 MOES_SUM_ROWS_ALL(8)
 
 typedef void (*sum_rows_fn)(float *restrict, const void *const *,
-                            const float *, int64_t);
+                            const float *, int64_t, int);
 
 /* The pass for G rows (1, 2, 4 or 8) of dtype. */
 static sum_rows_fn sum_rows_for(int dtype, int g)
@@ -180,28 +179,6 @@ static sum_rows_fn sum_rows_for(int dtype, int g)
     const int at = g >= 8 ? 3 : g >= 4 ? 2 : g >= 2 ? 1 : 0;
     return dtype == MOES_DTYPE_BF16 ? bf16[at]
            : dtype == MOES_DTYPE_FP16 ? f16[at] : f32[at];
-}
-
-/* Adds g rows to acc in blocks, prefetching each row PREFETCH_AHEAD bytes
- * ahead of the block being summed, never past the chunk. */
-static void sum_rows(float *restrict acc, const void *const *y,
-                     const float *w, int g, int dtype, int elem, int64_t n)
-{
-    const sum_rows_fn fn = sum_rows_for(dtype, g);
-    const int64_t bytes = n * elem;
-    const int64_t block = PREFETCH_BLOCK / elem;
-    const void *at[ROWS_PER_PASS];
-    for (int64_t i = 0; i < n; i += block) {
-        const int64_t ahead = i * elem + PREFETCH_AHEAD;
-        for (int j = 0; j < g; j++) {
-            if (ahead < bytes)
-                prefetch_bytes((const char *)y[j] + ahead,
-                               bytes - ahead < PREFETCH_BLOCK ? bytes - ahead
-                                                              : PREFETCH_BLOCK);
-            at[j] = (const char *)y[j] + i * elem;
-        }
-        fn(acc + i, at, w, n - i < block ? n - i : block);
-    }
 }
 
 /* Whether any of n sums is a NaN. */
@@ -241,44 +218,52 @@ static void start_sums(const moes_gather_plan *plan, const char *out_chunk,
         memset(acc, 0, (size_t)n * sizeof *acc);
 }
 
-/* One chunk of token t's sums. The rows go through the plain rounded
- * sums, up to ROWS_PER_PASS at a time in k order. A NaN stays a NaN
- * through every later step, so when no final sum is a NaN no step made
- * or met one, and the plain sums are the bits of moes_gather_step; a
- * chunk with a NaN (nearly never) is summed again from the start, row by
- * row, with the step's NaN sign rule. */
-static void gather_chunk(const moes_gather_plan *plan, int64_t t, int64_t h0,
-                         int64_t n, float *acc)
+/* One chunk of token t's plain rounded sums, up to ROWS_PER_PASS rows a
+ * pass in k order. Without accumulate the first pass starts from 0 (a
+ * token with no placed row: acc is cleared). */
+static void sum_chunk(const moes_gather_plan *plan, int64_t t, int64_t h0,
+                      int64_t n, const char *out_chunk, float *acc)
 {
     const moes_gather_args *a = &plan->a;
     const int64_t y_elem = plan->y_elem;
-    const char *out_chunk = (const char *)a->out +
-                            (t * a->out_stride + h0) * (int64_t)plan->out_elem;
     const void *y[ROWS_PER_PASS];
     float w[ROWS_PER_PASS];
     int64_t row;
     int g = 0;
+    int from_zero = !(a->flags & MOES_GATHER_ACCUMULATE);
 
-    start_sums(plan, out_chunk, acc, n);
+    if (!from_zero)
+        start_sums(plan, out_chunk, acc, n);
     for (int64_t k = next_placed_k(plan, t, 0, &row); k < a->top_k;
          k = next_placed_k(plan, t, k + 1, &row)) {
         y[g] = (const char *)a->y + (row * a->y_stride + h0) * y_elem;
         w[g] = a->weights ? a->weights[t * a->weights_stride + k] : 1.0f;
         if (++g == ROWS_PER_PASS) {
-            sum_rows(acc, y, w, g, a->y_dtype, (int)y_elem, n);
+            sum_rows_for(a->y_dtype, g)(acc, y, w, n, from_zero);
+            from_zero = 0;
             g = 0;
         }
     }
     /* The rest in passes of 4, 2 and 1 rows, in order. */
     for (int done = 0, pass = 4; done < g; pass /= 2) {
         if (g - done >= pass) {
-            sum_rows(acc, y + done, w + done, pass, a->y_dtype, (int)y_elem,
-                     n);
+            sum_rows_for(a->y_dtype, pass)(acc, y + done, w + done, n,
+                                           from_zero);
+            from_zero = 0;
             done += pass;
         }
     }
-    if (!any_nan(acc, n))
-        return;
+    if (from_zero)
+        start_sums(plan, out_chunk, acc, n);
+}
+
+/* The same chunk again, row by row with the step's NaN sign rule. */
+static void step_chunk(const moes_gather_plan *plan, int64_t t, int64_t h0,
+                       int64_t n, const char *out_chunk, float *acc)
+{
+    const moes_gather_args *a = &plan->a;
+    const int64_t y_elem = plan->y_elem;
+    int64_t row;
     start_sums(plan, out_chunk, acc, n);
     for (int64_t k = next_placed_k(plan, t, 0, &row); k < a->top_k;
          k = next_placed_k(plan, t, k + 1, &row)) {
@@ -290,17 +275,37 @@ static void gather_chunk(const moes_gather_plan *plan, int64_t t, int64_t h0,
     }
 }
 
+/* One chunk of token t's output. A NaN stays a NaN through every later
+ * step, so when no final sum is a NaN no step made or met one, and the
+ * plain sums are the bits of moes_gather_step; a chunk with a NaN (nearly
+ * never) is summed again with the step's NaN sign rule. Without
+ * accumulate the NaN test rides on the store, and such a chunk is stored
+ * twice; with it the old output is the sums' start, so the test comes
+ * first. */
+static void gather_chunk(const moes_gather_plan *plan, int64_t t, int64_t h0,
+                         int64_t n, float *acc)
+{
+    const moes_gather_args *a = &plan->a;
+    char *out_chunk = (char *)a->out +
+                      (t * a->out_stride + h0) * (int64_t)plan->out_elem;
+    sum_chunk(plan, t, h0, n, out_chunk, acc);
+    if (a->flags & MOES_GATHER_ACCUMULATE) {
+        if (any_nan(acc, n))
+            step_chunk(plan, t, h0, n, out_chunk, acc);
+        store_row(out_chunk, acc, a->out_dtype, n);
+    } else if (store_row(out_chunk, acc, a->out_dtype, n)) {
+        step_chunk(plan, t, h0, n, out_chunk, acc);
+        store_row(out_chunk, acc, a->out_dtype, n);
+    }
+}
+
 static void gather_token(const moes_gather_plan *plan, int64_t t, float *acc,
                          int64_t chunk)
 {
-    const moes_gather_args *a = &plan->a;
-    char *out_row = (char *)a->out + t * a->out_stride * (int64_t)plan->out_elem;
-    for (int64_t h0 = 0; h0 < a->hidden; h0 += chunk) {
-        const int64_t n = a->hidden - h0 < chunk ? a->hidden - h0 : chunk;
-        gather_chunk(plan, t, h0, n, acc);
-        store_row(out_row + h0 * (int64_t)plan->out_elem, acc, a->out_dtype,
-                  n);
-    }
+    const int64_t hidden = plan->a.hidden;
+    for (int64_t h0 = 0; h0 < hidden; h0 += chunk)
+        gather_chunk(plan, t, h0, hidden - h0 < chunk ? hidden - h0 : chunk,
+                     acc);
 }
 
 int cpu_gather(moes_context *ctx, const moes_gather_plan *plan,
