@@ -57,15 +57,21 @@ MOES_HD float moes_bf16_to_f32(uint16_t h)
     return moes_bits_to_f32((uint32_t)h << 16);
 }
 
+/* The bf16 nearest to an fp32 that is not a NaN (ties to even). Adding
+ * 0x7FFF plus the lowest kept bit rounds to nearest even; a carry out of
+ * the mantissa bumps the exponent, up to infinity. */
+MOES_HD uint16_t moes_f32_bits_to_bf16_rne(uint32_t u)
+{
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
 MOES_HD uint16_t moes_f32_to_bf16(float f)
 {
     uint32_t u = moes_f32_to_bits(f);
     if ((u & 0x7FFFFFFFu) > 0x7F800000u)
         return (uint16_t)(((u >> 16) & 0x8000u) | 0x7FC0u);
-    /* Adding 0x7FFF plus the lowest kept bit rounds to nearest even; a
-     * carry out of the mantissa bumps the exponent, up to infinity. */
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
+    return moes_f32_bits_to_bf16_rne(u);
 }
 
 MOES_HD float moes_f16_to_f32(uint16_t h)
