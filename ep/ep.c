@@ -379,11 +379,11 @@ static int allocate(moes_ep *ep)
          (rc = ensure(ep, &ep->back_marks_send, (int64_t)R * 8)) ||
          (rc = ensure(ep, &ep->back_marks_recv, (int64_t)R * 8)) ||
          (rc = ensure(ep, &ep->mark_y, (o->tokens_per_pair + 2) * 4)) ||
-         (rc = ensure(ep, &ep->mark_out, (int64_t)R * 4)) ||
-         (rc = moes_fill(ep->ctx, ep->mark_y.ptr, 0, ep->mark_y.bytes))))
-        return rc == MOES_OK ? MOES_OK
-                             : moes_ep_fail(ep, rc, "%s",
-                                            moes_last_error(ep->ctx));
+         (rc = ensure(ep, &ep->mark_out, (int64_t)R * 4))))
+        return rc;
+    if (ep->async &&
+        (rc = moes_fill(ep->ctx, ep->mark_y.ptr, 0, ep->mark_y.bytes)))
+        return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
     if (o->mode == MOES_EP_MODE_BOUNDED) {
         int64_t slots = o->tokens_per_pair * R;
         if ((rc = size_send(ep, slots)) || (rc = size_recv(ep, slots)))

@@ -70,7 +70,7 @@ struct moes_ep {
     ep_buffer rank_map;      /* [R*E_local] int32: p -> p / E_local     */
     /* The markers of the bounded mode on a device: [R] int64 each. */
     ep_buffer marks_send, marks_recv;           /* dispatch: tokens sent */
-    ep_buffer back_marks_send, back_marks_recv; /* combine: 1 when done  */
+    ep_buffer back_marks_send, back_marks_recv; /* combine: 0 when done  */
     ep_buffer mark_y;        /* [tokens_per_pair + 2] fp32 of 0: the rows
                                 the markers index when checked          */
     ep_buffer mark_out;      /* [R] fp32 scratch of that check          */

@@ -72,11 +72,11 @@ static int n_ranks;
 static RANK_LOCAL long checks, failures;
 
 #ifdef EP_TEST_NCCL
-/* The CUDA context and the one-rank NCCL communicator. */
+/* This rank's CUDA context and NCCL communicator. */
 static RANK_LOCAL moes_context *dev_ctx;
 static RANK_LOCAL void *nccl_comm;
 /* Rank r's communicator, opened for every rank by main(). */
-static void *nccl_comms[8];
+static void *nccl_comms[MAX_RANKS];
 
 static void *to_dev(const void *host, int64_t bytes)
 {
@@ -1097,8 +1097,6 @@ static void bad_inputs(moes_context *ctx)
 #endif
 
 #ifdef EP_TEST_NCCL
-/* A one-rank communicator on device 0 and a CUDA context, through the
- * same libnccl.so.2 (or MOES_NCCL_LIBRARY) the ep layer opens. */
 /* This rank's GPU (device `rank`) and its communicator. */
 static void open_gpu(void)
 {

@@ -13,8 +13,8 @@
  * (decode). exact: a contiguous local layout of 128-row blocks, each call
  * timed on the host as the caller waits for it (prefill: the exact mode
  * brings the counts back to the host). Per rank: the median us of each
- * step and the payload bytes it sent and received; then the slowest
- * rank's. With one rank nothing crosses a link: the layer's own cost.
+ * step and the payload bytes it sent and received; then the mean over
+ * the ranks. With one rank nothing crosses a link: the layer's own cost.
  */
 #include "config.h"
 
