@@ -36,6 +36,7 @@ const char *const gpu_kernel_names[GPU_K_COUNT] = {
     [GPU_K_GATHER_FP16_TO_FP16] = "moes_gather_fp16_to_fp16",
     [GPU_K_ROUTE_SMALL] = "moes_route_small",
     [GPU_K_DISTINCT_ROWS] = "moes_distinct_rows",
+    [GPU_K_SCATTER_SMALL] = "moes_scatter_small",
 };
 
 int gpu_fail(moes_context *ctx, CUresult r, const char *what)

@@ -73,6 +73,17 @@ typedef struct gpu_device_state {
  * them in every block instead of after the routing kernels. */
 #define GPU_DISTINCT_SELF_CHECK_MAX 8192
 
+/* The scatter of a small call in one launch (scatter_small.cu): every
+ * block routes all the choices itself, so no block waits for another.
+ * Its limits, checked by the host before it picks that kernel: the
+ * choices and map entries each block reads, the experts of its shared
+ * tables, and the choices of the tokens one block places and copies. */
+#define GPU_SMALL_SCATTER_THREADS 512
+#define GPU_SMALL_SCATTER_CHOICES 8192
+#define GPU_SMALL_SCATTER_EXPERTS 512
+#define GPU_SMALL_SCATTER_MAP 8192
+#define GPU_SMALL_SCATTER_OWN 512
+
 #define GPU_ERROR_KEY_NONE (~0ull)
 #define GPU_ERROR_KEY(rank, index) \
     (((unsigned long long)(rank) << 56) | (unsigned long long)(index))

@@ -140,7 +140,10 @@ enum { WARPS_PER_BLOCK = 4, WARP_THREADS = 32, SMALL_BLOCK = 1024,
 
 /* Up to these sizes the whole routing runs in one block, one launch
  * (route_small.cu, whose ROUTE_SMALL_CHOICES and ROUTE_SMALL_EXPERTS
- * these are): beyond them one block is slower than a grid. */
+ * these are): beyond them one block is slower than a grid. A scatter
+ * within the tighter GPU_SMALL_SCATTER_* limits (gpu_kernel_args.h) takes
+ * one launch in all (scatter_small.cu); counts, the distinct experts and
+ * the scatters outside them route here. */
 #define GPU_SMALL_CHOICES 8192
 #define GPU_SMALL_EXPERTS 512
 #define GPU_SMALL_MAP 65536
@@ -296,6 +299,42 @@ static int64_t copy_width(const moes_scatter_plan *plan)
     return w;
 }
 
+/* Blocks per multiprocessor of the one-launch scatter: each block routes
+ * everything again, so more blocks buy shorter copies with more of the
+ * same routing. */
+#define GPU_SMALL_SCATTER_BLOCKS_PER_SM 1
+
+/* The grid of the one-launch scatter (scatter_small.cu), or 0 when the
+ * call is outside its limits: too many choices, experts or map entries
+ * for the shared tables, more rows (or a larger alignment) than its 32-bit
+ * sums take, checks
+ * that read more than the ids and the map (UE8M0 scales), zeroed padding,
+ * or more choices for one block than its list holds. */
+static int64_t small_scatter_grid(const gpu_state *st,
+                                  const gpu_scatter_args *a)
+{
+    int64_t blocks = st->multiprocessors * GPU_SMALL_SCATTER_BLOCKS_PER_SM;
+    const int64_t label_blocks = ceil_div(a->out_rows, 1024);
+    if (a->n_choices > GPU_SMALL_SCATTER_CHOICES ||
+        a->n_experts > GPU_SMALL_SCATTER_EXPERTS ||
+        (a->map && a->n_global > GPU_SMALL_SCATTER_MAP) ||
+        a->out_rows > GPU_SMALL_ROWS ||
+        (a->layout == MOES_LAYOUT_MASKED ? a->capacity : a->alignment) >
+            GPU_SMALL_ROWS ||
+        (a->flags & MOES_SCATTER_ZERO_PADDING) ||
+        (a->x_scales && a->out_scales_format != MOES_SCALES_FP32) ||
+        a->row_bytes / a->copy_width > INT32_MAX / GPU_SMALL_SCATTER_OWN)
+        return 0;
+    /* A block per token at most, unless the labels want more. */
+    if (blocks > a->n_tokens && blocks > label_blocks)
+        blocks = a->n_tokens > label_blocks ? a->n_tokens : label_blocks;
+    if (blocks < 1)
+        blocks = 1;
+    if (ceil_div(a->n_tokens, blocks) * a->top_k > GPU_SMALL_SCATTER_OWN)
+        return 0;
+    return blocks;
+}
+
 int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                 moes_data_error *err)
 {
@@ -337,6 +376,10 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     a.row_source = s->row_source;
     a.row_source_pad = s->row_source_pad;
 
+    const int64_t one_launch = small_scatter_grid(gpu_state_of(ctx), &a);
+    if (one_launch > 0)
+        return gpu_launch(ctx, GPU_K_SCATTER_SMALL, one_launch,
+                          GPU_SMALL_SCATTER_THREADS, &a);
     const int small = route_is_small(&a);
     const int copies = a.n_choices > 0 && !plan->index_only;
     if (small) {

@@ -35,6 +35,7 @@ enum gpu_kernel {
     GPU_K_GATHER_FP16_TO_FP16,
     GPU_K_ROUTE_SMALL,
     GPU_K_DISTINCT_ROWS,
+    GPU_K_SCATTER_SMALL,
     GPU_K_COUNT
 };
 

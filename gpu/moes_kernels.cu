@@ -13,3 +13,4 @@
 #include "gather.cu"
 #include "route_small.cu"
 #include "distinct_experts.cu"
+#include "scatter_small.cu"

@@ -57,12 +57,12 @@ __device__ __forceinline__ int64_t row_label(const gpu_scatter_args &a,
  * means fewer than 2^31 rows (validation), so offsets fit 32 bits. */
 template <typename T, typename R>
 __device__ __forceinline__ void label_blocks(const gpu_scatter_args &a,
+                                             int64_t rows_needed,
                                              int64_t thread, int64_t threads)
 {
     const R lane = (R)(threadIdx.x % MOES_WARP);
     const bool masked = a.layout == MOES_LAYOUT_MASKED;
     const bool label_padding = (a.flags & MOES_SCATTER_LABEL_PADDING) != 0;
-    const int64_t rows_needed = a.state->rows_needed;
     T *const labels = (T *)a.m_indices;
     T *const sources = (T *)a.row_source;
     const T pad = (T)a.row_source_pad;
@@ -91,13 +91,22 @@ __device__ __forceinline__ void label_blocks(const gpu_scatter_args &a,
         }
 }
 
+/* The labels given the routing's rows needed (from the workspace, or from
+ * the shared memory of a kernel that routed on its own). */
+__device__ void moes_label_blocks_of(const gpu_scatter_args &a,
+                                     int64_t rows_needed, int64_t thread,
+                                     int64_t threads)
+{
+    if (a.index_elem == 4)
+        label_blocks<int32_t, int32_t>(a, rows_needed, thread, threads);
+    else
+        label_blocks<int64_t, int64_t>(a, rows_needed, thread, threads);
+}
+
 __device__ void moes_stage_label_blocks(const gpu_scatter_args &a,
                                         int64_t thread, int64_t threads)
 {
-    if (a.index_elem == 4)
-        label_blocks<int32_t, int32_t>(a, thread, threads);
-    else
-        label_blocks<int64_t, int64_t>(a, thread, threads);
+    moes_label_blocks_of(a, a.state->rows_needed, thread, threads);
 }
 
 /* One block per row; rows that hold a token are left alone. */
@@ -127,11 +136,12 @@ extern "C" __global__ void moes_zero_padding(const gpu_scatter_args a)
     }
 }
 
-__device__ void moes_stage_expert_outputs(const gpu_scatter_args &a,
-                                          int64_t thread, int64_t threads)
+/* The per-expert outputs given the routing's rows needed and dropped
+ * choices (as moes_label_blocks_of). */
+__device__ void moes_expert_outputs_of(const gpu_scatter_args &a,
+                                       int64_t rows_needed, int64_t dropped,
+                                       int64_t thread, int64_t threads)
 {
-    /* A count (layout 0) has counts and nothing else. */
-    const int64_t rows_needed = a.layout != 0 ? a.state->rows_needed : 0;
     for (int64_t e = thread; e < a.n_experts; e += threads) {
         if (a.counts_out)
             moes_dev_index_store(a.counts_out, a.index_elem, e, a.counts[e]);
@@ -149,7 +159,15 @@ __device__ void moes_stage_expert_outputs(const gpu_scatter_args &a,
             moes_dev_index_store(a.masked_m, a.index_elem, e, x.real);
     }
     if (a.n_dropped && thread == 0)
-        *a.n_dropped = a.state->dropped;
+        *a.n_dropped = dropped;
+}
+
+__device__ void moes_stage_expert_outputs(const gpu_scatter_args &a,
+                                          int64_t thread, int64_t threads)
+{
+    /* A count (layout 0) has counts and nothing else. */
+    moes_expert_outputs_of(a, a.layout != 0 ? a.state->rows_needed : 0,
+                           a.state->dropped, thread, threads);
 }
 
 extern "C" __global__ void moes_expert_outputs(const gpu_scatter_args a)

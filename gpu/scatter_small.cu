@@ -1,0 +1,364 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * scatter_small.cu - a whole small scatter in one launch.
+ *
+ * At decode sizes the scatter's time is latency: a routing block that the
+ * copy must wait for costs a launch and a grid-wide dependency. Here
+ * every block routes all the choices (a few thousand ids, from L2 after
+ * the first block) and then writes only its share of the outputs, so no
+ * block waits for another. Each step is a few instructions per thread
+ * between block barriers; nothing runs on one warp while the others wait:
+ *
+ *   1. every id (and map entry) is loaded at once; the map is checked and
+ *      kept in shared memory;
+ *   2. every choice's local expert is counted, and so are those before
+ *      the block's own tokens (shared atomics: a count does not depend
+ *      on the order of its additions);
+ *   3. thread e rounds expert e's count up and the block scans them into
+ *      first rows, while the threads of the block's own choices rank them
+ *      among the same expert's choices before them in t*K + k order: the
+ *      placement of every other routing kernel, bit for bit;
+ *   4. every block has checked everything, so all reach the same verdict:
+ *      on an error block 0 turns the smallest key into the record and no
+ *      block writes anything;
+ *   5. the block places its own choices (out_index, row_source), copies
+ *      their rows and scales, and writes its share of the labels and of
+ *      the per-expert outputs.
+ *
+ * The host picks this kernel only within the GPU_SMALL_SCATTER_* limits
+ * and when no check needs more than the ids and the map (UE8M0 scales are
+ * checked over every token, and zeroed padding is another pass).
+ */
+#include "kernel_common.cuh"
+
+enum {
+    SMALL_SCATTER_ROUNDS = GPU_SMALL_SCATTER_CHOICES / GPU_SMALL_SCATTER_THREADS,
+    SMALL_SCATTER_WARPS = GPU_SMALL_SCATTER_THREADS / MOES_WARP,
+    /* Row vectors each thread loads before it stores them. */
+    SMALL_SCATTER_COPY_BATCH = 4
+};
+
+/* Thread e scans expert e, and thread i ranks own choice i. */
+static_assert(GPU_SMALL_SCATTER_EXPERTS <= GPU_SMALL_SCATTER_THREADS &&
+                  GPU_SMALL_SCATTER_OWN <= GPU_SMALL_SCATTER_THREADS,
+              "one expert and one own choice per thread");
+
+struct small_scatter_shared {
+    int32_t count[GPU_SMALL_SCATTER_EXPERTS];  /* every choice            */
+    int32_t before[GPU_SMALL_SCATTER_EXPERTS]; /* those before the block's */
+    int64_t counts[GPU_SMALL_SCATTER_EXPERTS]; /* a.counts, a.start       */
+    int64_t start[GPU_SMALL_SCATTER_EXPERTS];
+    int16_t map[GPU_SMALL_SCATTER_MAP];        /* local expert or -1      */
+    int16_t own_expert[GPU_SMALL_SCATTER_OWN];
+    /* The placed choices of the block's tokens: token and row. */
+    int32_t copy_token[GPU_SMALL_SCATTER_OWN];
+    int32_t copy_row[GPU_SMALL_SCATTER_OWN];
+    int32_t warp_rows[SMALL_SCATTER_WARPS];    /* scan: rows per warp     */
+    int32_t warp_dropped[SMALL_SCATTER_WARPS];
+    int32_t warp_copies[SMALL_SCATTER_WARPS];  /* placed own choices      */
+    unsigned long long key;
+    int64_t rows_needed;
+    int64_t dropped;
+    int32_t copies;
+};
+
+/* Rows of the copy list, SMALL_SCATTER_COPY_BATCH vectors a thread in
+ * flight; a token placed in several rows is read once per row, from L2
+ * after the first. */
+template <typename V>
+__device__ void small_copy_rows(const gpu_scatter_args &a,
+                                const small_scatter_shared &sh)
+{
+    enum { B = SMALL_SCATTER_COPY_BATCH };
+    const uint32_t n_vec = (uint32_t)(a.row_bytes / (int64_t)sizeof(V));
+    const uint32_t total = (uint32_t)sh.copies * n_vec;
+    for (uint32_t i0 = threadIdx.x; i0 < total; i0 += B * blockDim.x) {
+        V v[B];
+        V *dst[B];
+#pragma unroll
+        for (int b = 0; b < B; b++) {
+            const uint32_t i = i0 + b * blockDim.x;
+            dst[b] = NULL;
+            if (i < total) {
+                const uint32_t j = i / n_vec, s = i - j * n_vec;
+                v[b] = ((const V *)(a.x + sh.copy_token[j] *
+                                              a.x_stride_bytes))[s];
+                dst[b] = (V *)(a.out + sh.copy_row[j] * a.out_stride_bytes) + s;
+            }
+        }
+#pragma unroll
+        for (int b = 0; b < B; b++)
+            if (dst[b])
+                *dst[b] = v[b];
+    }
+}
+
+/* The fp32 scale words of the copy list (UE8M0 does not come here). */
+__device__ void small_copy_scales(const gpu_scatter_args &a,
+                                  const small_scatter_shared &sh)
+{
+    const uint32_t cols = (uint32_t)a.n_scale_cols;
+    const uint32_t total = (uint32_t)sh.copies * cols;
+    for (uint32_t i = threadIdx.x; i < total; i += blockDim.x) {
+        const uint32_t j = i / cols, col = i - j * cols;
+        const float *src = a.x_scales + sh.copy_token[j] * a.x_scales_stride;
+        ((uint32_t *)a.out_scales)[sh.copy_row[j] * a.out_scales_row_stride +
+                                   col * a.out_scales_col_stride] =
+            moes_f32_to_bits(src[col]);
+    }
+}
+
+/* Inclusive sum over the warp (32-bit: the host keeps rows below 2^31). */
+__device__ __forceinline__ int32_t small_warp_scan(int32_t v, unsigned lane)
+{
+#pragma unroll
+    for (int off = 1; off < MOES_WARP; off *= 2) {
+        const int32_t y = __shfl_up_sync(0xFFFFFFFFu, v, off);
+        if (lane >= (unsigned)off)
+            v += y;
+    }
+    return v;
+}
+
+__device__ __forceinline__ int32_t small_warp_sum(int32_t v)
+{
+#pragma unroll
+    for (int off = MOES_WARP / 2; off > 0; off /= 2)
+        v += __shfl_down_sync(0xFFFFFFFFu, v, off);
+    return v;
+}
+
+extern "C" __global__ void __launch_bounds__(GPU_SMALL_SCATTER_THREADS, 1)
+moes_scatter_small(const gpu_scatter_args args)
+{
+    __shared__ small_scatter_shared sh;
+    enum { T = GPU_SMALL_SCATTER_THREADS, R = SMALL_SCATTER_ROUNDS };
+    gpu_scatter_args a = args;
+    a.counts = sh.counts;
+    a.start = sh.start;
+    const int tid = threadIdx.x;
+    const unsigned lane = threadIdx.x % MOES_WARP;
+    const unsigned warp = threadIdx.x / MOES_WARP;
+    const unsigned lower = (1u << lane) - 1u;
+    const bool masked = a.layout == MOES_LAYOUT_MASKED;
+    const int n_experts = (int)a.n_experts;
+    const int n_choices = (int)a.n_choices;
+    const unsigned top_k = (unsigned)a.top_k;
+    const int32_t capacity = masked ? (int32_t)a.capacity : 0;
+    /* The block's tokens, and their choices [c0, c1). */
+    const int64_t t0 = (int64_t)blockIdx.x * a.n_tokens / gridDim.x;
+    const int64_t t1 = ((int64_t)blockIdx.x + 1) * a.n_tokens / gridDim.x;
+    const int c0 = (int)(t0 * a.top_k), c1 = (int)(t1 * a.top_k);
+    unsigned long long key = GPU_ERROR_KEY_NONE;
+
+    moes_dev_enter();
+    /* 1. The ids are inputs that nothing in the stream writes: their
+     * loads go out before the error record's, all at once. Dense int32
+     * ids on a 16-byte boundary load four to a thread in one vector
+     * (choices 4q .. 4q+3 of vector q = tid + r/4 * T); else one at a
+     * time (choice tid + r * T). */
+    const bool vec = a.ids_elem == 4 && a.ids_stride == a.top_k &&
+                     ((uintptr_t)a.ids & 15u) == 0;
+    int64_t id[R];
+    if (vec) {
+#pragma unroll
+        for (int q = 0; q < R / 4; q++) {
+            const int c = (tid + q * T) * 4;
+            const int32_t *p = (const int32_t *)a.ids + c;
+            int4 w = make_int4(-1, -1, -1, -1);
+            if (c + 3 < n_choices) {
+                w = *(const int4 *)p;
+            } else if (c < n_choices) {
+                w.x = p[0];
+                if (c + 1 < n_choices)
+                    w.y = p[1];
+                if (c + 2 < n_choices)
+                    w.z = p[2];
+            }
+            id[4 * q] = w.x;
+            id[4 * q + 1] = w.y;
+            id[4 * q + 2] = w.z;
+            id[4 * q + 3] = w.w;
+        }
+    } else {
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const int c = tid + r * T;
+            id[r] = -1;
+            if (c < n_choices) {
+                const unsigned t = (unsigned)c / top_k,
+                               k = (unsigned)c - t * top_k;
+                id[r] = moes_dev_index_load(a.ids, a.ids_elem,
+                                            (int64_t)t * a.ids_stride + k);
+            }
+        }
+    }
+    if (moes_dev_failed(a.state))
+        return;
+    if (a.map)
+        for (int i = tid; i < (int)a.n_global; i += T) {
+            const int32_t m = a.map[i];
+            const bool ok = m >= -1 && m < n_experts;
+            if (!ok && key == GPU_ERROR_KEY_NONE)
+                key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_MAP, i);
+            sh.map[i] = (int16_t)(ok ? m : -1);
+        }
+    if (tid < n_experts) {
+        sh.count[tid] = 0;
+        sh.before[tid] = 0;
+    }
+    if (tid == 0)
+        sh.key = GPU_ERROR_KEY_NONE;
+    __syncthreads();
+
+    /* 2. Every expert first (their map loads together), then the
+     * counts. */
+    int16_t expert[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        if ((vec ? r / 4 * T * 4 : r * T) >= n_choices) /* the whole block */
+            break;
+        const int c = vec ? (tid + (r / 4) * T) * 4 + r % 4 : tid + r * T;
+        const int64_t v = id[r];
+        int e = -1;
+        if (c < n_choices) {
+            if (v < -1 || v >= a.n_global) {
+                if (key > GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, c))
+                    key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, c);
+            } else if (v >= 0) {
+                e = a.map ? (int)sh.map[v] : (int)v;
+                if (e >= n_experts)
+                    e = -1;
+            }
+            if (c >= c0 && c < c1)
+                sh.own_expert[c - c0] = (int16_t)e;
+        }
+        expert[r] = (int16_t)e;
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        if ((vec ? r / 4 * T * 4 : r * T) >= n_choices)
+            break;
+        const int c = vec ? (tid + (r / 4) * T) * 4 + r % 4 : tid + r * T;
+        const int e = expert[r];
+        if (e >= 0) {
+            atomicAdd(&sh.count[e], 1);
+            if (c < c0)
+                atomicAdd(&sh.before[e], 1);
+        }
+    }
+    if (key != GPU_ERROR_KEY_NONE)
+        atomicMin(&sh.key, key);
+    __syncthreads();
+
+    /* 3. Expert tid's rows (its aligned block, or its drops when
+     * masked), scanned within the warp first. */
+    int32_t count = 0, rows = 0, dropped = 0;
+    if (tid < n_experts) {
+        count = sh.count[tid];
+        if (masked)
+            dropped = count > capacity ? count - capacity : 0;
+        else
+            rows = (int32_t)moes_dev_round_up_sat(count, a.alignment);
+    }
+    const int32_t rows_incl = small_warp_scan(rows, lane);
+    dropped = small_warp_sum(dropped);
+    if (lane == MOES_WARP - 1)
+        sh.warp_rows[warp] = rows_incl;
+    if (lane == 0)
+        sh.warp_dropped[warp] = dropped;
+    /* Own choice tid's rank: the same expert's choices before the block,
+     * and before it within the block. */
+    const int n_own = c1 - c0;
+    int own_e = -1, rank = 0;
+    if (tid < n_own) {
+        own_e = sh.own_expert[tid];
+        if (own_e >= 0) {
+            rank = sh.before[own_e];
+            for (int j = 0; j < tid; j++)
+                rank += sh.own_expert[j] == own_e;
+        }
+    }
+    __syncthreads();
+    if (tid < n_experts) {
+        int32_t first = rows_incl - rows;
+        for (unsigned w = 0; w < warp; w++)
+            first += sh.warp_rows[w];
+        sh.counts[tid] = count;
+        sh.start[tid] = masked ? (int64_t)tid * capacity : first;
+    }
+    if (tid == 0) {
+        int32_t total = 0, drops = 0;
+        for (int w = 0; w < SMALL_SCATTER_WARPS; w++) {
+            total += sh.warp_rows[w];
+            drops += sh.warp_dropped[w];
+        }
+        sh.rows_needed = masked ? a.out_rows : total;
+        sh.dropped = drops;
+        if (!masked && total > a.capacity)
+            atomicMin(&sh.key, GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_CAPACITY, 0));
+    }
+    __syncthreads();
+
+    /* 4. */
+    if (sh.key != GPU_ERROR_KEY_NONE) {
+        if (blockIdx.x == 0 && tid == 0) {
+            a.state->rows_needed = sh.rows_needed; /* a capacity error's value */
+            atomicMin(&a.state->key, sh.key);
+            moes_stage_finish_validation(moes_route_finish_args(a));
+        }
+        return;
+    }
+
+    /* 5. Own choice tid's row, its out_index and row_source entries, and
+     * its place in the copy list (in t*K + k order). */
+    int64_t row = -1;
+    if (own_e >= 0) {
+        if (masked)
+            row = rank < capacity ? (int64_t)own_e * capacity + rank : -1;
+        else
+            row = sh.start[own_e] + rank;
+    }
+    if (tid < n_own) {
+        const unsigned c = (unsigned)(c0 + tid), t = c / top_k;
+        moes_dev_place_choice_at(a, t, c - t * top_k, c, row);
+    }
+    const unsigned placed = __ballot_sync(0xFFFFFFFFu, row >= 0);
+    if (lane == 0)
+        sh.warp_copies[warp] = __popc(placed);
+    __syncthreads();
+    if (row >= 0) {
+        int slot = __popc(placed & lower);
+        for (unsigned w = 0; w < warp; w++)
+            slot += sh.warp_copies[w];
+        sh.copy_token[slot] = (int32_t)((unsigned)(c0 + tid) / top_k);
+        sh.copy_row[slot] = (int32_t)row;
+    }
+    if (tid == 0) {
+        int copies = 0;
+        for (int w = 0; w < SMALL_SCATTER_WARPS; w++)
+            copies += sh.warp_copies[w];
+        sh.copies = copies;
+    }
+    __syncthreads();
+    if (a.x) {
+        switch (a.copy_width) {
+        case 16: small_copy_rows<uint4>(a, sh); break;
+        case 8: small_copy_rows<uint2>(a, sh); break;
+        case 4: small_copy_rows<uint32_t>(a, sh); break;
+        case 2: small_copy_rows<uint16_t>(a, sh); break;
+        default: small_copy_rows<unsigned char>(a, sh); break;
+        }
+        if (a.x_scales)
+            small_copy_scales(a, sh);
+    }
+    /* The labels start from the first block, the per-expert outputs
+     * from the last, so that no block has much of both. */
+    const int64_t threads = (int64_t)gridDim.x * T;
+    if (a.m_indices || a.row_source)
+        moes_label_blocks_of(a, sh.rows_needed,
+                             (int64_t)blockIdx.x * T + tid, threads);
+    moes_expert_outputs_of(a, sh.rows_needed, sh.dropped,
+                           (int64_t)(gridDim.x - 1 - blockIdx.x) * T + tid,
+                           threads);
+}
