@@ -73,6 +73,16 @@ static const scenario scenarios[] = {
     {"E=32 of 256 fp8 H=128 grouped A=64, N=4096 K=8", 4096, 8, 32, 256,
      128, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32, MOES_DTYPE_INT64,
      MOES_LAYOUT_GROUPED, 64, MOES_SCATTER_ZERO_PADDING, 0, 128, VALID},
+    /* The one-launch scatter at its limit of choices (8192, dense int32
+     * ids read four at a time, eight tokens a block), and its capacity
+     * check. */
+    {"E=32 of 256 fp8 H=7168 contiguous, fp32 scales, N=1024 K=8", 1024, 8,
+     32, 256, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32,
+     MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128,
+     MOES_SCATTER_LABEL_PADDING, MOES_SCALES_FP32, 128, VALID},
+    {"capacity too small, E=256, N=128 K=8", 128, 8, 256, 0, 64, 0,
+     MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT64,
+     MOES_LAYOUT_CONTIGUOUS, 128, 0, 0, 128, BAD_CAPACITY},
     {"bad id in a large call, E=256, N=3000 K=8", 3000, 8, 256, 0, 64, 0,
      MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
      MOES_LAYOUT_CONTIGUOUS, 128, 0, 0, 128, BAD_ID},
