@@ -52,7 +52,7 @@ static int64_t find_bad_index(const moes_gather_plan *plan, int threads)
         for (int64_t k = 0; k < a->top_k; k++) {
             int64_t v = moes_index_load(a->out_index, plan->index_elem,
                                         t * a->out_index_stride + k);
-            if ((v < -1 || v >= a->y_rows) && t * a->top_k + k < bad) {
+            if (!MOES_INDEX_OK(v, a->y_rows) && t * a->top_k + k < bad) {
                 bad = t * a->top_k + k;
                 break;
             }

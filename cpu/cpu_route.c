@@ -85,7 +85,7 @@ static int64_t find_bad_map_entry(const moes_route_plan *rp, int threads)
     int64_t bad = INT64_MAX;
     MOES_OMP(parallel for num_threads(threads) schedule(static) reduction(min:bad))
     for (int64_t i = 0; i < n; i++)
-        if ((map[i] < -1 || map[i] >= e) && i < bad)
+        if (!MOES_INDEX_OK(map[i], e) && i < bad)
             bad = i;
     return bad == INT64_MAX ? -1 : bad;
 }
@@ -127,7 +127,7 @@ static int count_sparse(cpu_route *route, moes_data_error *err)
             int64_t id = moes_index_load(rp->r.ids, rp->ids_elem,
                                          t * rp->r.ids_stride + k);
             int64_t e;
-            if (id < -1 || id >= n_global)
+            if (!MOES_INDEX_OK(id, n_global))
                 return bad_id(rp, t * k_top + k, err);
             if (id < 0)
                 continue;
@@ -189,7 +189,7 @@ int cpu_route_count(cpu_route *route, int threads, moes_data_error *err)
             for (int64_t k = 0; k < k_top; k++) {
                 int64_t id = moes_index_load(rp->r.ids, rp->ids_elem,
                                              t * rp->r.ids_stride + k);
-                if (id < -1 || id >= n_global) {
+                if (!MOES_INDEX_OK(id, n_global)) {
                     /* The first bad one of this part is its smallest. */
                     if (t * k_top + k < bad)
                         bad = t * k_top + k;

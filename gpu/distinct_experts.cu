@@ -24,7 +24,7 @@ __device__ __forceinline__ bool distinct_self_check(const gpu_scatter_args &a)
     if (a.map)
         for (int64_t i = threadIdx.x; i < a.n_global; i += blockDim.x) {
             const int32_t v = a.map[i];
-            if (v < -1 || v >= a.n_experts) {
+            if (!MOES_INDEX_OK(v, a.n_experts)) {
                 bad = true;
                 if (report)
                     moes_dev_report(a.state, MOES_DATA_ERROR_RANK_MAP, i);
@@ -34,7 +34,7 @@ __device__ __forceinline__ bool distinct_self_check(const gpu_scatter_args &a)
         const int64_t t = c / a.top_k, k = c - t * a.top_k;
         const int64_t id =
             moes_dev_index_load(a.ids, a.ids_elem, t * a.ids_stride + k);
-        if (id < -1 || id >= a.n_global) {
+        if (!MOES_INDEX_OK(id, a.n_global)) {
             bad = true;
             if (report)
                 moes_dev_report(a.state, MOES_DATA_ERROR_RANK_ID, c);

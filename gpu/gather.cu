@@ -39,7 +39,7 @@ moes_check_out_index(const gpu_gather_args a)
         const int64_t t = c / a.top_k, k = c - t * a.top_k;
         const int64_t v = moes_dev_index_load(a.out_index, a.index_elem,
                                               t * a.out_index_stride + k);
-        if (v < -1 || v >= a.y_rows)
+        if (!MOES_INDEX_OK(v, a.y_rows))
             moes_dev_report(a.state, MOES_DATA_ERROR_RANK_ID, c);
     }
     f.state = a.state;

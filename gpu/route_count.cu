@@ -18,7 +18,7 @@ __device__ void moes_stage_check_map(const gpu_scatter_args &a, int64_t thread,
 {
     for (int64_t i = thread; i < a.n_global; i += threads) {
         int32_t v = a.map[i];
-        if (v < -1 || v >= a.n_experts)
+        if (!MOES_INDEX_OK(v, a.n_experts))
             moes_dev_report(a.state, MOES_DATA_ERROR_RANK_MAP, i);
     }
 }
@@ -43,7 +43,7 @@ __device__ void moes_stage_count_tiles(const gpu_scatter_args &a,
             bool bad = false;
             if (c < end) {
                 e = moes_dev_local_expert(a, c, &id);
-                bad = id < -1 || id >= a.n_global;
+                bad = !MOES_INDEX_OK(id, a.n_global);
             }
             const unsigned bad_lanes = __ballot_sync(0xFFFFFFFFu, bad);
             if (bad_lanes) {

@@ -101,7 +101,7 @@ moes_route_small(const gpu_scatter_args args)
         if (c < end) {
             const small_choice s = small_split(a, c);
             expert[r] = (int32_t)moes_dev_local_expert_at(a, s.t, s.k, &id);
-            if (id < -1 || id >= a.n_global)
+            if (!MOES_INDEX_OK(id, a.n_global))
                 moes_dev_report(a.state, MOES_DATA_ERROR_RANK_ID, c);
         }
     }

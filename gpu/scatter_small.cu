@@ -200,7 +200,7 @@ moes_scatter_small(const gpu_scatter_args args)
     if (a.map)
         for (int i = tid; i < (int)a.n_global; i += T) {
             const int32_t m = a.map[i];
-            const bool ok = m >= -1 && m < n_experts;
+            const bool ok = MOES_INDEX_OK(m, n_experts);
             if (!ok && key == GPU_ERROR_KEY_NONE)
                 key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_MAP, i);
             sh.map[i] = (int16_t)(ok ? m : -1);
@@ -224,7 +224,7 @@ moes_scatter_small(const gpu_scatter_args args)
         const int64_t v = id[r];
         int e = -1;
         if (c < n_choices) {
-            if (v < -1 || v >= a.n_global) {
+            if (!MOES_INDEX_OK(v, a.n_global)) {
                 if (key > GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, c))
                     key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, c);
             } else if (v >= 0) {

@@ -34,6 +34,12 @@ typedef struct moes_data_error {
     int64_t limit;    /* the bound broken: E_global, E, M, or the capacity */
 } moes_data_error;
 
+/* The rule every id, map entry and out_index entry is checked against,
+ * on both backends: -1 (nothing) or one of the bound's things, E_global
+ * experts for an id, E local experts for a map entry, M rows of y for an
+ * out_index entry. A macro, so that host code and kernels share it. */
+#define MOES_INDEX_OK(v, bound) ((v) >= -1 && (v) < (bound))
+
 /* The order in which errors of different kinds win (lower wins). */
 #define MOES_DATA_ERROR_RANK_MAP 0
 #define MOES_DATA_ERROR_RANK_ID 1
