@@ -303,18 +303,22 @@ static int64_t copy_width(const moes_scatter_plan *plan)
  * everything again, so more blocks buy shorter copies with more of the
  * same routing. */
 #define GPU_SMALL_SCATTER_BLOCKS_PER_SM 1
+/* Output rows a block labels before the labels alone want more blocks
+ * than the tokens do (index-only calls with a large capacity). */
+#define GPU_SMALL_SCATTER_LABEL_ROWS 1024
 
 /* The grid of the one-launch scatter (scatter_small.cu), or 0 when the
  * call is outside its limits: too many choices, experts or map entries
- * for the shared tables, more rows (or a larger alignment) than its 32-bit
- * sums take, checks
- * that read more than the ids and the map (UE8M0 scales), zeroed padding,
- * or more choices for one block than its list holds. */
+ * for the shared tables, more rows (or a larger alignment) than its
+ * 32-bit sums take, checks that read more than the ids and the map (UE8M0
+ * scales), zeroed padding, or more choices for one block than its list
+ * holds. */
 static int64_t small_scatter_grid(const gpu_state *st,
                                   const gpu_scatter_args *a)
 {
     int64_t blocks = st->multiprocessors * GPU_SMALL_SCATTER_BLOCKS_PER_SM;
-    const int64_t label_blocks = ceil_div(a->out_rows, 1024);
+    const int64_t label_blocks =
+        ceil_div(a->out_rows, GPU_SMALL_SCATTER_LABEL_ROWS);
     if (a->n_choices > GPU_SMALL_SCATTER_CHOICES ||
         a->n_experts > GPU_SMALL_SCATTER_EXPERTS ||
         (a->map && a->n_global > GPU_SMALL_SCATTER_MAP) ||

@@ -108,6 +108,16 @@ __device__ void small_copy_scales(const gpu_scatter_args &a,
     }
 }
 
+/* The choice a thread takes in round r of steps 1 and 2: with dense
+ * int32 ids (vec), choice r % 4 of its vector r / 4, the vector
+ * tid + r / 4 * threads; else choice tid + r * threads. A thread's choices
+ * grow with tid, so thread 0's is the round's first in the block. */
+__device__ __forceinline__ int small_choice(bool vec, int tid, int r)
+{
+    enum { T = GPU_SMALL_SCATTER_THREADS };
+    return vec ? (tid + r / 4 * T) * 4 + r % 4 : tid + r * T;
+}
+
 /* Inclusive sum over the warp (32-bit: the host keeps rows below 2^31). */
 __device__ __forceinline__ int32_t small_warp_scan(int32_t v, unsigned lane)
 {
@@ -154,18 +164,17 @@ moes_scatter_small(const gpu_scatter_args args)
     moes_dev_enter();
     /* 1. The ids are inputs that nothing in the stream writes: their
      * loads go out before the error record's. Dense int32 ids on a
-     * 16-byte boundary load four to a thread in one vector (choices
-     * 4q .. 4q+3 of vector q = tid + r/4 * T); else one at a time (choice
-     * tid + r * T). At 8192 choices on an H200, steps 1 and 2 took 7.5
-     * us with sixteen loads a thread and 4.6 us with four
-     * (bench/NOTES.md). */
+     * 16-byte boundary load four to a thread in one vector, else one at
+     * a time (small_choice says which choices a thread takes). At 8192
+     * choices on an H200, steps 1 and 2 took 7.5 us with sixteen loads a
+     * thread and 4.6 us with four (bench/NOTES.md). */
     const bool vec = a.ids_elem == 4 && a.ids_stride == a.top_k &&
                      ((uintptr_t)a.ids & 15u) == 0;
     int64_t id[R];
     if (vec) {
 #pragma unroll
         for (int q = 0; q < R / 4; q++) {
-            const int c = (tid + q * T) * 4;
+            const int c = small_choice(true, tid, 4 * q);
             const int32_t *p = (const int32_t *)a.ids + c;
             int4 w = make_int4(-1, -1, -1, -1);
             if (c + 3 < n_choices) {
@@ -185,7 +194,7 @@ moes_scatter_small(const gpu_scatter_args args)
     } else {
 #pragma unroll
         for (int r = 0; r < R; r++) {
-            const int c = tid + r * T;
+            const int c = small_choice(false, tid, r);
             id[r] = -1;
             if (c < n_choices) {
                 const unsigned t = (unsigned)c / top_k,
@@ -218,9 +227,9 @@ moes_scatter_small(const gpu_scatter_args args)
     int16_t expert[R];
 #pragma unroll
     for (int r = 0; r < R; r++) {
-        if ((vec ? r / 4 * T * 4 : r * T) >= n_choices) /* the whole block */
+        if (small_choice(vec, 0, r) >= n_choices) /* the whole block */
             break;
-        const int c = vec ? (tid + (r / 4) * T) * 4 + r % 4 : tid + r * T;
+        const int c = small_choice(vec, tid, r);
         const int64_t v = id[r];
         int e = -1;
         if (c < n_choices) {
@@ -239,9 +248,9 @@ moes_scatter_small(const gpu_scatter_args args)
     }
 #pragma unroll
     for (int r = 0; r < R; r++) {
-        if ((vec ? r / 4 * T * 4 : r * T) >= n_choices)
+        if (small_choice(vec, 0, r) >= n_choices)
             break;
-        const int c = vec ? (tid + (r / 4) * T) * 4 + r % 4 : tid + r * T;
+        const int c = small_choice(vec, tid, r);
         const int e = expert[r];
         if (e >= 0) {
             atomicAdd(&sh.count[e], 1);
