@@ -311,8 +311,8 @@ static int64_t copy_width(const moes_scatter_plan *plan)
  * call is outside its limits: too many choices, experts or map entries
  * for the shared tables, more rows (or a larger alignment) than its
  * 32-bit sums take, checks that read more than the ids and the map (UE8M0
- * scales), zeroed padding, or more choices for one block than its list
- * holds. */
+ * scales), zeroed padding, more choices for one block than its list
+ * holds, or a block's row vectors or scale words past 32-bit counts. */
 static int64_t small_scatter_grid(const gpu_state *st,
                                   const gpu_scatter_args *a)
 {
@@ -327,7 +327,8 @@ static int64_t small_scatter_grid(const gpu_state *st,
             GPU_SMALL_ROWS ||
         (a->flags & MOES_SCATTER_ZERO_PADDING) ||
         (a->x_scales && a->out_scales_format != MOES_SCALES_FP32) ||
-        a->row_bytes / a->copy_width > INT32_MAX / GPU_SMALL_SCATTER_OWN)
+        a->row_bytes / a->copy_width > INT32_MAX / GPU_SMALL_SCATTER_OWN ||
+        (a->x_scales && a->n_scale_cols > INT32_MAX / GPU_SMALL_SCATTER_OWN))
         return 0;
     /* A block per token at most, unless the labels want more. */
     if (blocks > a->n_tokens && blocks > label_blocks)
