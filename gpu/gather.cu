@@ -328,11 +328,11 @@ __device__ void gather_items(const gpu_gather_args &a)
     }
 }
 
-/* The vector path with GPU_GATHER_ROW_BATCH rows in flight; the
- * element-wise path (unaligned rows, rare) one row at a time, so that its
- * registers stay below the vector path's. */
-template <int YD, int OD, int P = GPU_GATHER_PER_THREAD,
-          int GB = GPU_GATHER_ROW_BATCH>
+/* The vector path with GB rows in flight; the element-wise path
+ * (unaligned rows, rare) one row at a time, so that its registers stay
+ * below the vector path's. The host takes the small calls' shape only for
+ * vector rows, so those kernels have no element-wise path. */
+template <int YD, int OD, int P, int GB>
 __device__ __forceinline__ void gather_kernel(const gpu_gather_args &a)
 {
     moes_dev_release_next();
@@ -341,7 +341,7 @@ __device__ __forceinline__ void gather_kernel(const gpu_gather_args &a)
         return;
     if (a.vector)
         gather_items<YD, OD, true, P, GB>(a);
-    else
+    else if (P == GPU_GATHER_PER_THREAD)
         gather_items<YD, OD, false, P, 1>(a);
 }
 
@@ -350,21 +350,28 @@ __device__ __forceinline__ void gather_kernel(const gpu_gather_args &a)
  * GPU_GATHER_MIN_BLOCKS blocks share a multiprocessor: a kernel that
  * switched on the output dtype would take the registers of its largest
  * path everywhere, and spill. */
-#define MOES_GATHER_KERNEL(name, YD, OD)                                      \
+#define MOES_GATHER_KERNEL(name, YD, OD, P, GB)                               \
     extern "C" __global__ void                                                \
     __launch_bounds__(GPU_ROW_THREADS, GPU_GATHER_MIN_BLOCKS)                 \
     name(const gpu_gather_args a)                                             \
     {                                                                         \
-        gather_kernel<YD, OD>(a);                                             \
+        gather_kernel<YD, OD, P, GB>(a);                                      \
     }
+/* Each pair twice: the usual shape, and the small calls' (gpu_ops.c). */
+#define MOES_GATHER_KERNELS(y, out, YD, OD)                                   \
+    MOES_GATHER_KERNEL(moes_gather_##y##_to_##out, YD, OD,                    \
+                       GPU_GATHER_PER_THREAD, GPU_GATHER_ROW_BATCH)           \
+    MOES_GATHER_KERNEL(moes_gather_small_##y##_to_##out, YD, OD,              \
+                       GPU_GATHER_SMALL_PER_THREAD, GPU_GATHER_SMALL_ROW_BATCH)
 
-MOES_GATHER_KERNEL(moes_gather_fp32_to_fp32, MOES_DTYPE_FP32, MOES_DTYPE_FP32)
-MOES_GATHER_KERNEL(moes_gather_fp32_to_bf16, MOES_DTYPE_FP32, MOES_DTYPE_BF16)
-MOES_GATHER_KERNEL(moes_gather_fp32_to_fp16, MOES_DTYPE_FP32, MOES_DTYPE_FP16)
-MOES_GATHER_KERNEL(moes_gather_bf16_to_fp32, MOES_DTYPE_BF16, MOES_DTYPE_FP32)
-MOES_GATHER_KERNEL(moes_gather_bf16_to_bf16, MOES_DTYPE_BF16, MOES_DTYPE_BF16)
-MOES_GATHER_KERNEL(moes_gather_bf16_to_fp16, MOES_DTYPE_BF16, MOES_DTYPE_FP16)
-MOES_GATHER_KERNEL(moes_gather_fp16_to_fp32, MOES_DTYPE_FP16, MOES_DTYPE_FP32)
-MOES_GATHER_KERNEL(moes_gather_fp16_to_bf16, MOES_DTYPE_FP16, MOES_DTYPE_BF16)
-MOES_GATHER_KERNEL(moes_gather_fp16_to_fp16, MOES_DTYPE_FP16, MOES_DTYPE_FP16)
+MOES_GATHER_KERNELS(fp32, fp32, MOES_DTYPE_FP32, MOES_DTYPE_FP32)
+MOES_GATHER_KERNELS(fp32, bf16, MOES_DTYPE_FP32, MOES_DTYPE_BF16)
+MOES_GATHER_KERNELS(fp32, fp16, MOES_DTYPE_FP32, MOES_DTYPE_FP16)
+MOES_GATHER_KERNELS(bf16, fp32, MOES_DTYPE_BF16, MOES_DTYPE_FP32)
+MOES_GATHER_KERNELS(bf16, bf16, MOES_DTYPE_BF16, MOES_DTYPE_BF16)
+MOES_GATHER_KERNELS(bf16, fp16, MOES_DTYPE_BF16, MOES_DTYPE_FP16)
+MOES_GATHER_KERNELS(fp16, fp32, MOES_DTYPE_FP16, MOES_DTYPE_FP32)
+MOES_GATHER_KERNELS(fp16, bf16, MOES_DTYPE_FP16, MOES_DTYPE_BF16)
+MOES_GATHER_KERNELS(fp16, fp16, MOES_DTYPE_FP16, MOES_DTYPE_FP16)
+#undef MOES_GATHER_KERNELS
 #undef MOES_GATHER_KERNEL

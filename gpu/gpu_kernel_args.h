@@ -67,6 +67,14 @@ typedef struct gpu_device_state {
 #define GPU_GATHER_PER_THREAD 4
 #define GPU_GATHER_ROW_BATCH 2
 #define GPU_GATHER_MIN_BLOCKS 2
+/* A call of 16-byte vectors with fewer items of that shape than the
+ * gather's warps that fit at once (decode sizes) takes kernels of
+ * half-size items with twice the rows in flight: the same bytes a warp,
+ * on twice the warps. On an H200, 9.6 -> 8.5 us a graph replay at 128
+ * tokens; a loss wherever the items already fill the GPU
+ * (bench/NOTES.md). */
+#define GPU_GATHER_SMALL_PER_THREAD 2
+#define GPU_GATHER_SMALL_ROW_BATCH 4
 #define GPU_CHECK_THREADS 256     /* moes_check_out_index                 */
 #define GPU_DISTINCT_THREADS 128  /* moes_distinct_rows: a token a thread */
 /* Up to this many choices (and map entries) moes_distinct_rows checks

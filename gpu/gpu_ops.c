@@ -453,12 +453,36 @@ static int gather_dtype_slot(int64_t dtype)
     return dtype == MOES_DTYPE_FP32 ? 0 : dtype == MOES_DTYPE_BF16 ? 1 : 2;
 }
 
-/* The gather kernel of a (y, out) dtype pair (gpu_state.h's order). */
-static enum gpu_kernel gpu_gather_kernel(int64_t y_dtype, int64_t out_dtype)
+/* The gather kernel of a (y, out) dtype pair (gpu_state.h's order), of
+ * the usual shape or the small calls'. */
+static enum gpu_kernel gpu_gather_kernel(int64_t y_dtype, int64_t out_dtype,
+                                         int small)
 {
-    return (enum gpu_kernel)(GPU_K_GATHER_FP32_TO_FP32 +
+    return (enum gpu_kernel)((small ? GPU_K_GATHER_SMALL_FP32_TO_FP32
+                                    : GPU_K_GATHER_FP32_TO_FP32) +
                              3 * gather_dtype_slot(y_dtype) +
                              gather_dtype_slot(out_dtype));
+}
+
+/* Warps of the gather kernels that fit on the GPU at once: their launch
+ * bounds promise GPU_GATHER_MIN_BLOCKS blocks a multiprocessor, and their
+ * registers allow no more. */
+static int64_t gather_resident_blocks(const gpu_state *st)
+{
+    return (int64_t)st->multiprocessors * GPU_GATHER_MIN_BLOCKS;
+}
+
+/* The gather's grid: no more blocks than fit at once, so that each warp
+ * walks several items with the next one's out_index entries already on
+ * the way, instead of blocks coming in waves that each start with that
+ * fetch. EP8 decode on an H200: 16.8 -> 15.2 us a graph replay
+ * (bench/NOTES.md). */
+static int64_t gather_blocks(const gpu_state *st, int64_t n_tokens,
+                             int64_t chunks)
+{
+    const int64_t fit = gather_resident_blocks(st);
+    const int64_t blocks = row_blocks(st, n_tokens, chunks);
+    return fit > 0 && blocks > fit ? fit : blocks;
 }
 
 int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
@@ -467,6 +491,7 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     gpu_state *st = gpu_state_of(ctx);
     const moes_gather_args *g = &plan->a;
     gpu_gather_args a;
+    int small;
     (void)err;
     MOES_TRY(gpu_enter(ctx));
     MOES_TRY(gpu_check_gather_pointers(ctx, plan));
@@ -494,12 +519,20 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     a.vector = gather_vector(plan);
     a.chunks = row_chunks(a.vector ? a.hidden / GPU_GATHER_VEC : a.hidden,
                           GPU_GATHER_PER_THREAD);
+    /* Fewer items than warps that fit: half-size ones (gpu_kernel_args.h). */
+    small = a.vector && a.n_tokens * a.chunks <
+                            gather_resident_blocks(st) *
+                                (GPU_ROW_THREADS / WARP_THREADS);
+    if (small)
+        a.chunks = row_chunks(a.hidden / GPU_GATHER_VEC,
+                              GPU_GATHER_SMALL_PER_THREAD);
     /* The check's last block writes the record; the gather may start
      * while it runs and waits for it before storing (gather.cu). */
     MOES_TRY(gpu_launch(ctx, GPU_K_CHECK_OUT_INDEX,
                         gpu_grid_for(a.n_tokens * a.top_k, GPU_CHECK_THREADS),
                         GPU_CHECK_THREADS, &a));
-    return gpu_launch_next(ctx, gpu_gather_kernel(a.y_dtype, a.out_dtype),
-                           row_blocks(st, a.n_tokens, a.chunks), GPU_ROW_THREADS,
-                           &a);
+    return gpu_launch_next(ctx,
+                           gpu_gather_kernel(a.y_dtype, a.out_dtype, small),
+                           gather_blocks(st, a.n_tokens, a.chunks),
+                           GPU_ROW_THREADS, &a);
 }
