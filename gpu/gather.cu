@@ -6,7 +6,8 @@
  *
  * Two launches. moes_check_out_index reads every entry once and its last
  * block turns the first bad one into the error record. The gather kernel
- * of the call's dtypes (moes_gather_Y_to_OUT) is launched so that it may
+ * of the call's dtypes (moes_gather_Y_to_OUT, or moes_gather_small_Y_to_OUT
+ * for a call with fewer items than warps that fit) is launched so that it may
  * start while the check still runs: it reads out_index, the weights and y
  * (inputs of the call, which nothing in the call writes) and sums, and
  * only then waits for the check to finish and stores nothing when it
@@ -16,8 +17,10 @@
  *
  * One warp per (token, chunk of the row) item: lane k loads the token's
  * out_index[t][k] and weight, the valid ones are walked in k order from
- * the warp's ballot, and each lane loads GPU_GATHER_PER_THREAD vectors of
- * every valid row, 16 bytes each where the alignment allows. Rows with
+ * the warp's ballot, and each lane loads GPU_GATHER_PER_THREAD (small
+ * calls: GPU_GATHER_SMALL_PER_THREAD) vectors of every valid row, 16 bytes
+ * each where the alignment allows. The grid holds no more blocks than fit
+ * at once; each warp walks its items. Rows with
  * out_index -1 cost nothing, so a warp keeps as many loads in flight for
  * an expert-parallel rank (one valid k in eight) as for a dense token;
  * no barrier and no shared memory.
