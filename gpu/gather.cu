@@ -96,6 +96,15 @@ template <> struct elem_io<MOES_DTYPE_FP32> {
         ((uint4 *)p)[1] = make_uint4(out(f[4]), out(f[5]), out(f[6]),
                                      out(f[7]));
     }
+    /* Values known not to be NaNs: stored as they are. */
+    static __device__ __forceinline__ void store_vec_no_nan(void *p,
+                                                           const float *f)
+    {
+        ((uint4 *)p)[0] = make_uint4(moes_f32_to_bits(f[0]), moes_f32_to_bits(f[1]),
+                                     moes_f32_to_bits(f[2]), moes_f32_to_bits(f[3]));
+        ((uint4 *)p)[1] = make_uint4(moes_f32_to_bits(f[4]), moes_f32_to_bits(f[5]),
+                                     moes_f32_to_bits(f[6]), moes_f32_to_bits(f[7]));
+    }
     static __device__ __forceinline__ float load_one(const void *p)
     {
         return *(const float *)p;
@@ -135,6 +144,29 @@ template <int D> struct half_io {
         for (int j = 0; j < 4; j++)
             w[j] = narrow(f[2 * j]) | (narrow(f[2 * j + 1]) << 16);
         *(uint4 *)p = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+    /* Values known not to be NaNs. bf16: the hardware's conversion of a
+     * pair, which rounds to nearest even, overflows to infinity and keeps
+     * subnormals as moes_f32_to_bf16 does for every value but a NaN (whose
+     * bits it would not make canonical); one instruction for two values
+     * instead of the NaN test and the rounding of each. fp16: the
+     * library's conversion. */
+    static __device__ __forceinline__ void store_vec_no_nan(void *p,
+                                                           const float *f)
+    {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 /* cvt to bf16x2 */
+        if constexpr (D == MOES_DTYPE_BF16) {
+            uint32_t w[4];
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                asm("cvt.rn.bf16x2.f32 %0, %1, %2;"
+                    : "=r"(w[j])
+                    : "f"(f[2 * j + 1]), "f"(f[2 * j]));
+            *(uint4 *)p = make_uint4(w[0], w[1], w[2], w[3]);
+            return;
+        }
+#endif
+        store_vec(p, f);
     }
     static __device__ __forceinline__ float load_one(const void *p)
     {
@@ -297,13 +329,24 @@ __device__ void gather_items(const gpu_gather_args &a)
         float acc[P][V];
         start_sums<OD, VEC, P, V>(a, o, g0, groups, acc);
         add_rows<YD, VEC, P, GB0, false>(a, t, g0, groups, first, acc);
+        /* A NaN among the sums makes their sum a NaN (so do two opposite
+         * infinities, or sums that overflow to them: then the exact pass
+         * below runs for nothing, and gives the same bits). One add a
+         * value instead of a compare and an or. */
+        float probe[P];
+#pragma unroll
+        for (int j = 0; j < P; j++) {
+            probe[j] = 0.0f;
+#pragma unroll
+            for (int i = 0; i < V; i++)
+                probe[j] += acc[j][i];
+        }
         bool nan = false;
 #pragma unroll
         for (int j = 0; j < P; j++)
-#pragma unroll
-            for (int i = 0; i < V; i++)
-                nan |= acc[j][i] != acc[j][i];
-        if (__any_sync(0xFFFFFFFFu, nan)) {
+            nan |= probe[j] != probe[j];
+        const bool exact = __any_sync(0xFFFFFFFFu, nan);
+        if (exact) {
             /* Fetched again rather than kept: fewer registers live
              * across the common path. */
             start_sums<OD, VEC, P, V>(a, o, g0, groups, acc);
@@ -323,7 +366,9 @@ __device__ void gather_items(const gpu_gather_args &a)
             const int64_t g = g0 + j * MOES_WARP;
             if (g >= groups)
                 continue;
-            if (VEC)
+            if (VEC && !exact)
+                oio::store_vec_no_nan(o + g * V * osz, acc[j]);
+            else if (VEC)
                 oio::store_vec(o + g * V * osz, acc[j]);
             else
                 oio::store_one(o + g * osz, acc[j][0]);
