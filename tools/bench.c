@@ -15,7 +15,7 @@ enum {
     OPT_LAYOUT, OPT_ALIGNMENT, OPT_UE8M0, OPT_ALLOW_REPEATS, OPT_ACCUMULATE,
     OPT_EXACT_CAPACITY, OPT_INDEX_ONLY,
     OPT_JSON, OPT_SEED, OPT_SWEEP, OPT_MIN_TOKENS, OPT_MAX_TOKENS, OPT_CSV,
-    OPT_PLOT, OPT_LIST
+    OPT_PLOT, OPT_LIST, OPT_EXPERTS
 };
 
 static const tool_option options[] = {
@@ -39,6 +39,7 @@ static const tool_option options[] = {
     {"csv", 1, OPT_CSV},
     {"plot", 1, OPT_PLOT},
     {"list-presets", 0, OPT_LIST},
+    {"experts", 1, OPT_EXPERTS},
     {NULL, 0, 0},
 };
 
@@ -70,6 +71,8 @@ static void usage(void)
         "  --preset NAME      deepseek-v3 (default), deepseek-v3-ep8,\n"
         "                     qwen3-30b-a3b, mixtral (--list-presets)\n"
         "  --tokens N         tokens (default %d)\n"
+        "  --experts E        the preset's layer with E experts instead\n"
+        "                     (presets that hold every expert)\n"
         "  --layout L         contiguous (default), grouped or masked\n"
         "  --alignment A      rows per aligned block (default 128)\n"
         "  --ue8m0            pack the scales as UE8M0 (deepseek presets)\n"
@@ -125,7 +128,30 @@ typedef struct bench_options {
     int64_t threads, min_tokens, max_tokens;
     int tokens_given, max_given;
     const char *csv, *plot;
+    int64_t experts;            /* --experts, 0: the preset's           */
+    bench_preset custom;        /* the preset with that expert count    */
+    char custom_model[128];
 } bench_options;
+
+/* --experts: the preset's layer with E experts, in o->custom. */
+static int use_experts(bench_options *o)
+{
+    const bench_preset *p = o->cfg.preset;
+    if (p->n_experts != p->n_experts_global)
+        return tool_usage_error("bench", "--experts: preset %s is expert "
+                                "parallel (it holds %lld of %lld experts); "
+                                "give a preset that holds every expert",
+                                p->name, (long long)p->n_experts,
+                                (long long)p->n_experts_global);
+    o->custom = *p;
+    o->custom.n_experts = o->custom.n_experts_global = o->experts;
+    snprintf(o->custom_model, sizeof o->custom_model,
+             "%s, with %lld experts instead of %lld", p->model,
+             (long long)o->experts, (long long)p->n_experts);
+    o->custom.model = o->custom_model;
+    o->cfg.preset = &o->custom;
+    return TOOL_EXIT_OK;
+}
 
 static int parse_layout(const char *text, int *layout)
 {
@@ -207,10 +233,16 @@ static int parse(int argc, char **argv, bench_options *o)
                                 &o->max_tokens);
             o->max_given = 1;
             break;
+        case OPT_EXPERTS:
+            rc = tool_parse_i64("bench", "--experts", v, 1, 1ll << 24,
+                                &o->experts);
+            break;
         case OPT_CSV: o->csv = v; break;
         case OPT_PLOT: o->plot = v; break;
         }
     }
+    if (rc == TOOL_EXIT_OK && o->experts)
+        rc = use_experts(o);
     if (rc != TOOL_EXIT_OK)
         return rc;
     if (o->cfg.ue8m0 && o->cfg.index_only)
