@@ -151,6 +151,15 @@ __device__ __forceinline__ int64_t moes_dev_local_expert(
     return moes_dev_local_expert_at(a, t, c - t * a.top_k, id_out);
 }
 
+/* The scale word of output row `row`, column `col` of out_scales (row-
+ * or MN-major: the strides say which). */
+__device__ __forceinline__ uint32_t *moes_dev_out_scale(
+    const gpu_scatter_args &a, int64_t row, int64_t col)
+{
+    return (uint32_t *)a.out_scales + row * a.out_scales_row_stride +
+           col * a.out_scales_col_stride;
+}
+
 /* Choice c = (t, k)'s out_index entry, and the row_source entry of its
  * row. */
 __device__ __forceinline__ void moes_dev_place_choice_at(

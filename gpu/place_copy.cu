@@ -121,15 +121,13 @@ __device__ void copy_items(const gpu_scatter_args &a)
                 }
                 if (!scales)
                     continue;
-                uint32_t *ds = (uint32_t *)a.out_scales +
-                               row * a.out_scales_row_stride;
                 if (lane < a.n_scale_cols)
-                    ds[lane * a.out_scales_col_stride] = word;
+                    *moes_dev_out_scale(a, row, lane) = word;
                 /* Rows with more scale words than lanes: the rest. */
                 const float *src = a.x_scales + t * a.x_scales_stride;
                 for (int64_t j = lane + MOES_WARP; j < a.n_scale_cols;
                      j += MOES_WARP)
-                    ds[j * a.out_scales_col_stride] =
+                    *moes_dev_out_scale(a, row, j) =
                         a.out_scales_format == MOES_SCALES_FP32
                             ? moes_f32_to_bits(src[j])
                             : moes_ue8m0_word(src, a.n_scales, j);

@@ -111,8 +111,7 @@ __device__ void small_copy_scales(const gpu_scatter_args &a,
     for (uint32_t i = threadIdx.x; i < total; i += blockDim.x) {
         const uint32_t j = i / cols, col = i - j * cols;
         const float *src = a.x_scales + sh.copy_token[j] * a.x_scales_stride;
-        ((uint32_t *)a.out_scales)[sh.copy_row[j] * a.out_scales_row_stride +
-                                   col * a.out_scales_col_stride] =
+        *moes_dev_out_scale(a, sh.copy_row[j], col) =
             moes_f32_to_bits(src[col]);
     }
 }
@@ -173,9 +172,7 @@ __device__ __forceinline__ void small_store_preloaded(
         for (uint32_t k = 0; k < top_k; k++) {
             const int32_t row = sh.own_row[j * top_k + k];
             if (row >= 0)
-                ((uint32_t *)a.out_scales)[row * a.out_scales_row_stride +
-                                           col * a.out_scales_col_stride] =
-                    pre.scale;
+                *moes_dev_out_scale(a, row, col) = pre.scale;
         }
     }
 }
