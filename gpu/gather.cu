@@ -333,18 +333,15 @@ __device__ void gather_items(const gpu_gather_args &a)
          * infinities, or sums that overflow to them: then the exact pass
          * below runs for nothing, and gives the same bits). One add a
          * value instead of a compare and an or. */
-        float probe[P];
-#pragma unroll
-        for (int j = 0; j < P; j++) {
-            probe[j] = 0.0f;
-#pragma unroll
-            for (int i = 0; i < V; i++)
-                probe[j] += acc[j][i];
-        }
         bool nan = false;
 #pragma unroll
-        for (int j = 0; j < P; j++)
-            nan |= probe[j] != probe[j];
+        for (int j = 0; j < P; j++) {
+            float probe = 0.0f;
+#pragma unroll
+            for (int i = 0; i < V; i++)
+                probe += acc[j][i];
+            nan |= probe != probe;
+        }
         const bool exact = __any_sync(0xFFFFFFFFu, nan);
         if (exact) {
             /* Fetched again rather than kept: fewer registers live

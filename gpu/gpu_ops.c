@@ -464,8 +464,8 @@ static enum gpu_kernel gpu_gather_kernel(int64_t y_dtype, int64_t out_dtype,
                              gather_dtype_slot(out_dtype));
 }
 
-/* Warps of the gather kernels that fit on the GPU at once: their launch
- * bounds promise GPU_GATHER_MIN_BLOCKS blocks a multiprocessor, and their
+/* Blocks of the gather kernels that fit on the GPU at once: their launch
+ * bounds promise GPU_GATHER_MIN_BLOCKS a multiprocessor, and their
  * registers allow no more. */
 static int64_t gather_resident_blocks(const gpu_state *st)
 {
