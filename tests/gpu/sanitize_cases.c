@@ -80,6 +80,13 @@ static const scenario scenarios[] = {
      32, 256, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32,
      MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128,
      MOES_SCATTER_LABEL_PADDING, MOES_SCALES_FP32, 128, VALID},
+    /* Blocks of one or two tokens, whose rows and scales the one-launch
+     * scatter loads at entry and stores once placed (on 132 or fewer
+     * multiprocessors). */
+    {"E=32 of 256 fp8 H=7168 contiguous, fp32 scales, N=200 K=8", 200, 8,
+     32, 256, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32,
+     MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128,
+     MOES_SCATTER_LABEL_PADDING, MOES_SCALES_FP32, 128, VALID},
     {"capacity too small, E=256, N=128 K=8", 128, 8, 256, 0, 64, 0,
      MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT64,
      MOES_LAYOUT_CONTIGUOUS, 128, 0, 0, 128, BAD_CAPACITY},
