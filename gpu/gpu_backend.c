@@ -16,9 +16,10 @@ const int moes_cuda_compiled = 1;
 extern const unsigned long long moes_gpu_fatbin[];
 
 const char *const gpu_kernel_names[GPU_K_COUNT] = {
-    [GPU_K_CHECK_MAP] = "moes_check_map",
+    [GPU_K_PREPARE_ROUTE] = "moes_prepare_route",
     [GPU_K_COUNT_TILES] = "moes_count_tiles",
     [GPU_K_SCAN_ROUTING] = "moes_scan_routing",
+    [GPU_K_SCAN_RANGES] = "moes_scan_ranges",
     [GPU_K_PLACE_AND_LABEL] = "moes_place_and_label",
     [GPU_K_COPY_ROWS] = "moes_copy_rows",
     [GPU_K_COPY_ROWS_WIDE] = "moes_copy_rows_wide",

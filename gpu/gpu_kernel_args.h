@@ -33,7 +33,9 @@ typedef struct gpu_device_state {
     /* Blocks of the checking kernel in flight that have finished: the last
      * one turns the key into the record and sets this back to 0. */
     unsigned int blocks_done;
-    unsigned int reserved;
+    /* The expert ranges of moes_scan_routing handed out so far (in the
+     * order its blocks start): set to 0 by the counting kernel before. */
+    unsigned int scan_ticket;
 } gpu_device_state;
 
 /* Launch shapes shared by the host code, which sizes the grids, and the
@@ -92,6 +94,30 @@ typedef struct gpu_device_state {
 #define GPU_SMALL_SCATTER_MAP 8192
 #define GPU_SMALL_SCATTER_OWN 512
 
+/* The grid routing's prefix sums (expert_scan.cu). With few experts, or
+ * columns of more than GPU_SCAN_WARP_TILES tiles, moes_scan_routing: a
+ * block of GPU_SCAN_BLOCK threads scans each expert's column and the last
+ * block to finish scans the experts, one a thread. With more than
+ * GPU_SCAN_RANGE_EXPERTS experts (and shorter columns),
+ * moes_scan_ranges: the experts are cut into at most GPU_SCAN_MAX_RANGES
+ * ranges, one per block of GPU_SCAN_RANGE_BLOCK threads (as many as fit
+ * at once, GPU_SCAN_RANGE_BLOCKS_PER_SM a multiprocessor); a block scans
+ * its range's columns as one flat array, then its experts, up to
+ * GPU_SCAN_EXPERT_RUN a thread a round, and takes the rows of the ranges
+ * before it from the sums they publish (GPU_SCAN_STATUS_WORDS words each
+ * in the workspace), so that no block walks all the experts. */
+#define GPU_SCAN_WARP_TILES 512
+#define GPU_SCAN_BLOCK 256
+#define GPU_SCAN_EXPERT_RUN 8
+#define GPU_SCAN_RANGE_EXPERTS 1024
+#define GPU_SCAN_RANGE_BLOCK 512
+#define GPU_SCAN_RANGE_BLOCKS_PER_SM 2
+#define GPU_SCAN_MAX_RANGES 1024
+#define GPU_SCAN_STATUS_WORDS 3
+
+/* Rounds of 32 choices a counting warp loads together. */
+#define GPU_COUNT_ROUNDS 4
+
 #define GPU_ERROR_KEY_NONE (~0ull)
 #define GPU_ERROR_KEY(rank, index) \
     (((unsigned long long)(rank) << 56) | (unsigned long long)(index))
@@ -125,6 +151,16 @@ typedef struct gpu_scatter_args {
     int64_t *tile_table;
     int64_t *counts;             /* [E] totals                            */
     int64_t *start;              /* [E] first row of each expert          */
+    int64_t scan_ranges;         /* moes_scan_routing's expert ranges (its
+                                  * blocks), 0 when it scans by column   */
+    int64_t *range_status;       /* [GPU_SCAN_MAX_RANGES][3] in the
+                                  * workspace: flag, rows of the range,
+                                  * rows of it and those before          */
+    int64_t zero_table;          /* 1: moes_prepare_route zeroes the tile
+                                  * table (many experts: a warp zeroing
+                                  * its own column would write one word
+                                  * in every E-th, each store 32 sectors)
+                                  * and the counting kernel does not      */
 
     /* Scatter. */
     int64_t layout;              /* moes_layout                           */

@@ -51,12 +51,14 @@ void gpu_tiles_for(int64_t n_choices, int64_t n_experts, int64_t *tiles,
     *tile_size = n_choices > 0 ? ceil_div(n_choices, t) : 1;
 }
 
-/* Table entries plus counts and start, in bytes. */
+/* Table entries plus counts, start and the scan's range status words, in
+ * bytes. */
 static int bytes_for_entries(int64_t entries, int64_t n_experts,
                              int64_t *bytes)
 {
     int64_t n;
     return moes_mul_i64(n_experts, 2, &n) && moes_add_i64(n, entries, &n) &&
+           moes_add_i64(n, GPU_SCAN_MAX_RANGES * GPU_SCAN_STATUS_WORDS, &n) &&
            moes_mul_i64(n, 8, bytes);
 }
 
@@ -136,7 +138,21 @@ int gpu_reserve(moes_context *ctx, int64_t n_tokens, int64_t top_k,
 }
 
 enum { WARPS_PER_BLOCK = 4, WARP_THREADS = 32, SMALL_BLOCK = 1024,
-       SCAN_BLOCK = 256, LABEL_ROWS_PER_BLOCK = 2048 };
+       LABEL_ROWS_PER_BLOCK = 2048, PREPARE_THREADS = 256,
+       THREADS_PER_SM = 2048,
+       /* Experts of a range at least: 4096 experts in ranges of 32 (one
+        * block a multiprocessor) took 24 us to scan on an H200; in
+        * ranges of 8 (two blocks on each) the whole scatter of 4096
+        * tokens went from 135 to 130 us (bench/NOTES.md, v10). */
+       SCAN_RANGE_MIN_EXPERTS = 8 };
+
+/* Beyond this many experts the tile table is zeroed by moes_prepare_route
+ * in one coalesced pass, not by each counting warp down its own column
+ * (a store to every tiles-th word), and any warp may count any choices.
+ * On an H200 the counting kernel took 7 us at 256 experts and 35 us at
+ * 4096 the old way; at 1024 the old way was still 7 us faster in all
+ * (bench/NOTES.md, v10). */
+#define GPU_ZERO_TABLE_EXPERTS 1024
 
 /* Up to these sizes the whole routing runs in one block, one launch
  * (route_small.cu, whose ROUTE_SMALL_CHOICES and ROUTE_SMALL_EXPERTS
@@ -185,24 +201,68 @@ static int prepare_route(moes_context *ctx, const moes_route_plan *rp,
     a->tile_table = (int64_t *)ws;
     a->counts = a->tile_table + a->tiles * n_experts;
     a->start = a->counts + n_experts;
+    a->range_status = a->start + n_experts;
+    a->zero_table = n_experts > GPU_ZERO_TABLE_EXPERTS;
     return MOES_OK;
 }
 
-/* Map check, counts per tile, then ranks per tile, totals and (for a
- * scatter) first rows per expert, the capacity check and the error
- * record, in moes_scan_routing. */
+/* Blocks for n items, per_block a block, but at most per_sm blocks a
+ * multiprocessor: kernels that loop over their items need no more blocks
+ * than fit at once (or a few times that). */
+static int64_t resident_grid(const gpu_state *st, int64_t n,
+                             int64_t per_block, int64_t per_sm)
+{
+    const int64_t fit = (int64_t)st->multiprocessors * per_sm;
+    const int64_t blocks = gpu_grid_for(n, per_block);
+    return fit > 0 && blocks > fit ? fit : blocks;
+}
+
+/* The map check and the table's zeroing (when either is needed), counts
+ * per tile, then ranks per tile, totals and (for a scatter) first rows
+ * per expert, the capacity check and the error record, in
+ * moes_scan_routing or moes_scan_ranges. */
 static int launch_route(moes_context *ctx, gpu_scatter_args *a)
 {
     const unsigned warp_block = WARPS_PER_BLOCK * WARP_THREADS;
     const int with_map = a->map && a->n_global > 0;
-    if (with_map)
-        MOES_TRY(gpu_launch(ctx, GPU_K_CHECK_MAP, gpu_grid_for(a->n_global, 256),
-                       256, a));
-    MOES_TRY((with_map ? gpu_launch_next : gpu_launch)(
-        ctx, GPU_K_COUNT_TILES, gpu_grid_for(a->tiles, WARPS_PER_BLOCK),
+    const int prepare = with_map || a->zero_table;
+    if (prepare) {
+        const int64_t entries = a->zero_table ? a->tiles * a->n_experts : 0;
+        const int64_t n = with_map && a->n_global > entries ? a->n_global
+                                                            : entries;
+        MOES_TRY(gpu_launch(ctx, GPU_K_PREPARE_ROUTE,
+                            resident_grid(gpu_state_of(ctx), n, PREPARE_THREADS,
+                                          THREADS_PER_SM / PREPARE_THREADS),
+                            PREPARE_THREADS, a));
+    }
+    /* Many experts with short columns: the scan by expert ranges, a
+     * block each (expert_scan.cu), its flat offsets in 32 bits. */
+    a->scan_ranges = 0;
+    if (a->tiles <= GPU_SCAN_WARP_TILES &&
+        a->n_experts > GPU_SCAN_RANGE_EXPERTS &&
+        a->tiles * a->n_experts <= INT32_MAX) {
+        a->scan_ranges = resident_grid(gpu_state_of(ctx), a->n_experts,
+                                       SCAN_RANGE_MIN_EXPERTS,
+                                       GPU_SCAN_RANGE_BLOCKS_PER_SM);
+        if (a->scan_ranges > GPU_SCAN_MAX_RANGES)
+            a->scan_ranges = GPU_SCAN_MAX_RANGES;
+    }
+    /* A warp a tile, or, on a table zeroed before, a warp every
+     * GPU_COUNT_ROUNDS rounds of 32 choices (route_count.cu). */
+    MOES_TRY((prepare ? gpu_launch_next : gpu_launch)(
+        ctx, GPU_K_COUNT_TILES,
+        a->zero_table
+            ? resident_grid(gpu_state_of(ctx),
+                            ceil_div(a->n_choices,
+                                     GPU_COUNT_ROUNDS * WARP_THREADS),
+                            WARPS_PER_BLOCK, THREADS_PER_SM / warp_block)
+            : gpu_grid_for(a->tiles, WARPS_PER_BLOCK),
         warp_block, a));
+    if (a->scan_ranges)
+        return gpu_launch_next(ctx, GPU_K_SCAN_RANGES, a->scan_ranges,
+                               GPU_SCAN_RANGE_BLOCK, a);
     return gpu_launch_next(ctx, GPU_K_SCAN_ROUTING,
-                           gpu_grid_for(a->n_experts, 1), SCAN_BLOCK, a);
+                           gpu_grid_for(a->n_experts, 1), GPU_SCAN_BLOCK, a);
 }
 
 int gpu_count(moes_context *ctx, const moes_count_plan *plan,
@@ -278,10 +338,8 @@ static int64_t row_blocks(const gpu_state *st, int64_t n_tokens, int64_t chunks)
     /* A few blocks per multiprocessor more than fit at once: each warp then
      * walks several items and fetches the next one's out_index entries
      * while it works on the current one. */
-    const int64_t enough = (int64_t)st->multiprocessors * GPU_ROW_BLOCKS_PER_SM;
-    const int64_t blocks = gpu_grid_for(n_tokens * chunks,
-                                        GPU_ROW_THREADS / WARP_THREADS);
-    return enough > 0 && blocks > enough ? enough : blocks;
+    return resident_grid(st, n_tokens * chunks, GPU_ROW_THREADS / WARP_THREADS,
+                         GPU_ROW_BLOCKS_PER_SM);
 }
 
 /* The widest of 16, 8, 4, 2, 1 bytes that divides every address and

@@ -12,9 +12,10 @@
 
 /* The kernels, in the order of gpu_kernel_names (gpu_backend.c). */
 enum gpu_kernel {
-    GPU_K_CHECK_MAP,
+    GPU_K_PREPARE_ROUTE,
     GPU_K_COUNT_TILES,
     GPU_K_SCAN_ROUTING,
+    GPU_K_SCAN_RANGES,
     GPU_K_PLACE_AND_LABEL,
     GPU_K_COPY_ROWS,
     GPU_K_COPY_ROWS_WIDE,

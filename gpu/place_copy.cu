@@ -17,9 +17,19 @@
  */
 #include "kernel_common.cuh"
 
+/* Rounds of 32 choices a placing warp loads together (ids, experts,
+ * first rows). On an H200, 173 -> 165 us for the scatter of 4096 tokens
+ * over 65536 experts (64 tiles of 16 rounds); no change at 256 experts
+ * (bench/NOTES.md, v10). */
+enum { PLACE_ROUNDS_IN_FLIGHT = 4 };
+
 __device__ void moes_stage_place(const gpu_scatter_args &a, int64_t thread,
                                  int64_t threads)
 {
+    /* Rounds whose ids, experts and first rows are loaded together: only
+     * the running rank, which the round before may have just moved, is
+     * loaded round by round. */
+    enum { R = PLACE_ROUNDS_IN_FLIGHT };
     const unsigned lane = threadIdx.x % MOES_WARP;
     const unsigned lower = (1u << lane) - 1u;
     const int64_t n_warps = threads / MOES_WARP;
@@ -29,27 +39,44 @@ __device__ void moes_stage_place(const gpu_scatter_args &a, int64_t thread,
         const int64_t end = begin + a.tile_size < a.n_choices
                                 ? begin + a.tile_size
                                 : a.n_choices;
-        for (int64_t base = begin; base < end; base += MOES_WARP) {
-            const int64_t c = base + lane;
-            int64_t e = -1, id, rank_base = 0, row = -1;
-            if (c < end)
-                e = moes_dev_local_expert(a, c, &id);
-            const unsigned peers = __match_any_sync(0xFFFFFFFFu, (long long)e);
-            if (e >= 0)
-                rank_base = a.tile_table[e * a.tiles + tile];
-            __syncwarp();
-            if (e >= 0) {
-                const int64_t r = rank_base + __popc(peers & lower);
-                if (masked)
-                    row = r < a.capacity ? e * a.capacity + r : -1;
-                else
-                    row = a.start[e] + r;
-                if (lane == (unsigned)(__ffs(peers) - 1))
-                    a.tile_table[e * a.tiles + tile] = rank_base + __popc(peers);
+        int64_t *column = a.tile_table + tile;
+        for (int64_t base = begin; base < end; base += R * MOES_WARP) {
+            int64_t e[R], first[R];
+#pragma unroll
+            for (int j = 0; j < R; j++) {
+                const int64_t c = base + j * MOES_WARP + lane;
+                int64_t id;
+                e[j] = c < end ? moes_dev_local_expert(a, c, &id) : -1;
             }
-            if (c < end)
-                moes_dev_place_choice(a, c, row);
-            __syncwarp();
+#pragma unroll
+            for (int j = 0; j < R; j++)
+                first[j] = e[j] >= 0 ? (masked ? e[j] * a.capacity
+                                               : a.start[e[j]])
+                                     : 0;
+#pragma unroll
+            for (int j = 0; j < R; j++) {
+                if (base + j * MOES_WARP >= end)
+                    break;
+                const int64_t c = base + j * MOES_WARP + lane;
+                int64_t rank_base = 0, row = -1;
+                const unsigned peers =
+                    __match_any_sync(0xFFFFFFFFu, (long long)e[j]);
+                if (e[j] >= 0)
+                    rank_base = column[e[j] * a.tiles];
+                __syncwarp();
+                if (e[j] >= 0) {
+                    const int64_t r = rank_base + __popc(peers & lower);
+                    if (masked)
+                        row = r < a.capacity ? first[j] + r : -1;
+                    else
+                        row = first[j] + r;
+                    if (lane == (unsigned)(__ffs(peers) - 1))
+                        column[e[j] * a.tiles] = rank_base + __popc(peers);
+                }
+                if (c < end)
+                    moes_dev_place_choice(a, c, row);
+                __syncwarp();
+            }
         }
     }
 }

@@ -4,9 +4,12 @@
  * and the ids, and count each expert's choices per tile.
  *
  * The N*K choices are cut into `tiles` tiles of `tile_size` consecutive
- * flat indices t*K + k. One warp owns one tile: it alone writes that
- * tile's column of the [E][tiles] table, so the counts need no atomics and
- * the later placement can rank the choices of a tile in order.
+ * flat indices t*K + k, and the [E][tiles] table gets each (expert, tile)
+ * count. With few experts one warp owns one tile and zeroes its column
+ * first; with many the table is zeroed before (moes_prepare_route) and
+ * any warp adds to any entry. The counts are sums, the same whatever the
+ * order of the adds; the placement then ranks each tile's choices in
+ * order.
  */
 #include "kernel_common.cuh"
 
@@ -23,11 +26,74 @@ __device__ void moes_stage_check_map(const gpu_scatter_args &a, int64_t thread,
     }
 }
 
+/* Rounds of 32 choices a warp loads before it counts them: their id and
+ * map loads are all in flight at once instead of one round's at a time.
+ * (gpu_ops.c sizes the counting grid of a zeroed table with it.) */
+enum { COUNT_ROUNDS_IN_FLIGHT = GPU_COUNT_ROUNDS };
+
+/* Adds the choices [base, base + 32 * R) below end to their entries of
+ * the tile table: their id and map loads all in flight first, then a
+ * round at a time, the lanes with the same entry (expert and tile) found
+ * with __match_any_sync and their number added by the lowest one, an add
+ * the warp does not wait for (a sum of counts is the same in any order).
+ * `tile` is the tile of them all, or -1 for each choice's own. False at a
+ * bad id: the lowest lane of the first round with one reports it, and the
+ * counts no longer matter (the call writes nothing). */
+__device__ bool count_rounds(const gpu_scatter_args &a, int64_t base,
+                             int64_t end, int64_t tile)
+{
+    enum { R = COUNT_ROUNDS_IN_FLIGHT };
+    const unsigned lane = threadIdx.x % MOES_WARP;
+    int64_t entry[R];
+    bool bad[R];
+#pragma unroll
+    for (int j = 0; j < R; j++) {
+        const int64_t c = base + j * MOES_WARP + lane;
+        int64_t id = 0, e = -1;
+        bad[j] = false;
+        if (c < end) {
+            e = moes_dev_local_expert(a, c, &id);
+            bad[j] = !MOES_INDEX_OK(id, a.n_global);
+        }
+        entry[j] = e < 0 ? -1
+                         : e * a.tiles + (tile >= 0 ? tile : c / a.tile_size);
+    }
+#pragma unroll
+    for (int j = 0; j < R; j++) {
+        const unsigned bad_lanes = __ballot_sync(0xFFFFFFFFu, bad[j]);
+        if (bad_lanes) {
+            if (lane == (unsigned)(__ffs(bad_lanes) - 1))
+                moes_dev_report(a.state, MOES_DATA_ERROR_RANK_ID,
+                                base + j * MOES_WARP + lane);
+            return false;
+        }
+        const unsigned peers = __match_any_sync(0xFFFFFFFFu, (long long)entry[j]);
+        if (entry[j] >= 0 && lane == (unsigned)(__ffs(peers) - 1))
+            atomicAdd((unsigned long long *)&a.tile_table[entry[j]],
+                      (unsigned long long)__popc(peers));
+    }
+    return true;
+}
+
+/* A warp a tile, which it zeroes first; or, with the table zeroed before
+ * (a.zero_table, many experts), a count is a sum that any warp may add
+ * to: the warps then take the choices 32 * R at a time whatever the
+ * tiles, so that a routing with few long tiles still counts on many
+ * warps. Either way a warp meets its choices in ascending order and stops
+ * at its first bad one, so the smallest bad index is reported. */
 __device__ void moes_stage_count_tiles(const gpu_scatter_args &a,
                                        int64_t thread, int64_t threads)
 {
+    enum { R = COUNT_ROUNDS_IN_FLIGHT };
     const unsigned lane = threadIdx.x % MOES_WARP;
     const int64_t n_warps = threads / MOES_WARP;
+    if (a.zero_table) {
+        for (int64_t base = thread / MOES_WARP * (R * MOES_WARP);
+             base < a.n_choices; base += n_warps * (R * MOES_WARP))
+            if (!count_rounds(a, base, a.n_choices, -1))
+                return;
+        return;
+    }
     for (int64_t tile = thread / MOES_WARP; tile < a.tiles;
          tile += n_warps) {
         const int64_t begin = tile * a.tile_size;
@@ -36,29 +102,11 @@ __device__ void moes_stage_count_tiles(const gpu_scatter_args &a,
                                 : a.n_choices;
         for (int64_t e = lane; e < a.n_experts; e += MOES_WARP)
             a.tile_table[e * a.tiles + tile] = 0;
+        /* Visible to the lanes that add below. */
         __syncwarp();
-        for (int64_t base = begin; base < end; base += MOES_WARP) {
-            const int64_t c = base + lane;
-            int64_t e = -1, id = 0;
-            bool bad = false;
-            if (c < end) {
-                e = moes_dev_local_expert(a, c, &id);
-                bad = !MOES_INDEX_OK(id, a.n_global);
-            }
-            const unsigned bad_lanes = __ballot_sync(0xFFFFFFFFu, bad);
-            if (bad_lanes) {
-                /* The lowest lane holds the tile's first bad choice. The
-                 * counts no longer matter: the call writes nothing. */
-                if (lane == (unsigned)(__ffs(bad_lanes) - 1))
-                    moes_dev_report(a.state, MOES_DATA_ERROR_RANK_ID, c);
+        for (int64_t base = begin; base < end; base += R * MOES_WARP)
+            if (!count_rounds(a, base, end, tile))
                 break;
-            }
-            const unsigned peers = __match_any_sync(0xFFFFFFFFu, (long long)e);
-            if (e >= 0 && lane == (unsigned)(__ffs(peers) - 1))
-                a.tile_table[e * a.tiles + tile] += __popc(peers);
-            /* The next round's leader may be another lane. */
-            __syncwarp();
-        }
     }
 }
 
@@ -79,11 +127,41 @@ __device__ void moes_stage_check_scales(const gpu_scatter_args &a,
     }
 }
 
-extern "C" __global__ void moes_check_map(const gpu_scatter_args a)
+/* Before the counts of a routing with many experts: the map check and
+ * the tile table zeroed, both in coalesced passes over the whole grid. */
+extern "C" __global__ void moes_prepare_route(const gpu_scatter_args a)
 {
     moes_dev_enter();
-    if (!moes_dev_failed(a.state))
+    if (moes_dev_failed(a.state))
+        return;
+    if (a.map && a.n_global > 0)
         moes_stage_check_map(a, moes_dev_thread(), moes_dev_threads());
+    if (a.zero_table) {
+        /* 16 bytes a store: the workspace is 16-byte aligned. */
+        const int64_t n = a.tiles * a.n_experts;
+        ulonglong2 *pairs = (ulonglong2 *)a.tile_table;
+        for (int64_t i = moes_dev_thread(); i < n / 2; i += moes_dev_threads())
+            pairs[i] = make_ulonglong2(0, 0);
+        if (n % 2 && moes_dev_thread() == 0)
+            a.tile_table[n - 1] = 0;
+    }
+}
+
+/* The scan by expert ranges (expert_scan.cu) finds its status words at
+ * 0, its first range to hand out at 0, and the dropped choices at 0: the
+ * scan adds to them. */
+__device__ void moes_stage_reset_ranges(const gpu_scatter_args &a,
+                                        int64_t thread, int64_t threads)
+{
+    if (!a.scan_ranges)
+        return;
+    for (int64_t i = thread; i < a.scan_ranges * GPU_SCAN_STATUS_WORDS;
+         i += threads)
+        a.range_status[i] = 0;
+    if (thread == 0) {
+        a.state->scan_ticket = 0;
+        a.state->dropped = 0;
+    }
 }
 
 extern "C" __global__ void moes_count_tiles(const gpu_scatter_args a)
@@ -91,6 +169,7 @@ extern "C" __global__ void moes_count_tiles(const gpu_scatter_args a)
     moes_dev_enter();
     if (moes_dev_failed(a.state))
         return;
+    moes_stage_reset_ranges(a, moes_dev_thread(), moes_dev_threads());
     moes_stage_count_tiles(a, moes_dev_thread(), moes_dev_threads());
     moes_stage_check_scales(a, moes_dev_thread(), moes_dev_threads());
 }

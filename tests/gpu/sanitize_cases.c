@@ -102,6 +102,29 @@ static const scenario scenarios[] = {
     {"bad map entry, E=256", 300, 8, 256, 300, 512, 0, MOES_DTYPE_BF16,
      MOES_DTYPE_INT64, MOES_DTYPE_INT32, MOES_LAYOUT_GROUPED, 128, 0, 0, 128,
      BAD_MAP},
+    /* The grid routing's two scans: 1024 tiles of an expert scanned by a
+     * block (more than 32768 choices), and tables of 9000 and 20000
+     * experts zeroed in a pass of their own, counted by any warp and
+     * scanned in ranges of experts, a block each. */
+    {"E=32 of 256 fp8 H=64 contiguous A=128, N=8192 K=8", 8192, 8, 32, 256,
+     64, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT64, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 128, MOES_SCATTER_LABEL_PADDING,
+     MOES_SCALES_FP32, 64, VALID},
+    {"E=20000 of 24000 bf16 H=32 masked with drops, N=3000 K=8", 3000, 8,
+     20000, 24000, 32, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT32,
+     MOES_DTYPE_INT64, MOES_LAYOUT_MASKED, 1, MOES_SCATTER_ZERO_PADDING, 0,
+     128, VALID},
+    {"E=9000 bf16 H=16 grouped A=7, N=2000 K=6", 2000, 6, 9000, 0, 16, 0,
+     MOES_DTYPE_BF16, MOES_DTYPE_INT64, MOES_DTYPE_INT32,
+     MOES_LAYOUT_GROUPED, 7, MOES_SCATTER_LABEL_PADDING, 0, 128, VALID},
+    /* Many experts and long columns: the table zeroed before, the
+     * columns scanned a block each. */
+    {"E=2048 bf16 H=16 contiguous A=1, N=8192 K=8", 8192, 8, 2048, 0, 16,
+     0, MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 1, MOES_SCATTER_LABEL_PADDING, 0, 128, VALID},
+    {"bad map entry, E=20000 of 24000", 3000, 8, 20000, 24000, 32, 0,
+     MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 1, 0, 0, 128, BAD_MAP},
     {"capacity too small, E=4096", 700, 8, 4096, 0, 64, 0, MOES_DTYPE_BF16,
      MOES_DTYPE_INT32, MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128,
      MOES_SCATTER_ZERO_PADDING, 0, 128, BAD_CAPACITY},
