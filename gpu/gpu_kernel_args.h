@@ -95,9 +95,10 @@ typedef struct gpu_device_state {
 #define GPU_SMALL_SCATTER_OWN 512
 
 /* The grid routing's prefix sums (expert_scan.cu). With few experts, or
- * columns of more than GPU_SCAN_WARP_TILES tiles, moes_scan_routing: a
- * block of GPU_SCAN_BLOCK threads scans each expert's column and the last
- * block to finish scans the experts, one a thread. With more than
+ * columns of more than GPU_SCAN_RANGE_MAX_TILES tiles,
+ * moes_scan_routing: a block of GPU_SCAN_BLOCK threads scans each
+ * expert's column and the last block to finish scans the experts, one a
+ * thread. With more than
  * GPU_SCAN_RANGE_EXPERTS experts (and shorter columns),
  * moes_scan_ranges: the experts are cut into at most GPU_SCAN_MAX_RANGES
  * ranges, one per block of GPU_SCAN_RANGE_BLOCK threads (as many as fit
@@ -106,7 +107,7 @@ typedef struct gpu_device_state {
  * GPU_SCAN_EXPERT_RUN a thread a round, and takes the rows of the ranges
  * before it from the sums they publish (GPU_SCAN_STATUS_WORDS words each
  * in the workspace), so that no block walks all the experts. */
-#define GPU_SCAN_WARP_TILES 512
+#define GPU_SCAN_RANGE_MAX_TILES 512
 #define GPU_SCAN_BLOCK 256
 #define GPU_SCAN_EXPERT_RUN 8
 #define GPU_SCAN_RANGE_EXPERTS 1024
@@ -158,9 +159,9 @@ typedef struct gpu_scatter_args {
                                   * rows of it and those before          */
     int64_t zero_table;          /* 1: moes_prepare_route zeroes the tile
                                   * table (many experts: a warp zeroing
-                                  * its own column would write one word
-                                  * in every E-th, each store 32 sectors)
-                                  * and the counting kernel does not      */
+                                  * its own column would store to every
+                                  * tiles-th word, 32 sectors a store)
+                                  * and any counting warp adds to it     */
 
     /* Scatter. */
     int64_t layout;              /* moes_layout                           */

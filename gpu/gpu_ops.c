@@ -238,7 +238,7 @@ static int launch_route(moes_context *ctx, gpu_scatter_args *a)
     /* Many experts with short columns: the scan by expert ranges, a
      * block each (expert_scan.cu), its flat offsets in 32 bits. */
     a->scan_ranges = 0;
-    if (a->tiles <= GPU_SCAN_WARP_TILES &&
+    if (a->tiles <= GPU_SCAN_RANGE_MAX_TILES &&
         a->n_experts > GPU_SCAN_RANGE_EXPERTS &&
         a->tiles * a->n_experts <= INT32_MAX) {
         a->scan_ranges = resident_grid(gpu_state_of(ctx), a->n_experts,
