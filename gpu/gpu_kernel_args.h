@@ -143,10 +143,11 @@ typedef struct gpu_scatter_args {
     int64_t top_k;               /* K                                     */
     int64_t n_choices;           /* N * K                                 */
 
-    /* The tiles of choices (docs/design-rules.md: deterministic
-     * placement) and the workspace arrays. tile_table is [E][tiles]:
-     * counts per (expert, tile), then each tile's first rank within the
-     * expert. */
+    /* The tiles of choices, which keep each expert's rows in t*K + k
+     * order without an atomic deciding a row (docs/design-rules.md, What
+     * the operations mean), and the workspace arrays. tile_table is
+     * [E][tiles]: counts per (expert, tile), then each tile's first rank
+     * within the expert. */
     int64_t tiles;
     int64_t tile_size;
     int64_t *tile_table;
