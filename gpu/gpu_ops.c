@@ -538,9 +538,8 @@ static int64_t gather_resident_blocks(const gpu_state *st)
 static int64_t gather_blocks(const gpu_state *st, int64_t n_tokens,
                              int64_t chunks)
 {
-    const int64_t fit = gather_resident_blocks(st);
-    const int64_t blocks = row_blocks(st, n_tokens, chunks);
-    return fit > 0 && blocks > fit ? fit : blocks;
+    return resident_grid(st, n_tokens * chunks, GPU_ROW_THREADS / WARP_THREADS,
+                         GPU_GATHER_MIN_BLOCKS);
 }
 
 int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
