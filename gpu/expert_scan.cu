@@ -318,9 +318,11 @@ __device__ void scan_range_columns(const gpu_scatter_args &a, int64_t e0,
     }
 }
 
-/* A range's status: flag (0 nothing yet, 1 its rows, 2 its rows and those
- * before, inclusive), then the value of each. A value is written before
- * the flag that announces it, and never changes after. */
+/* A range's status: a flag, then the value of each state the flag names
+ * (its index in the status). A value is written before the flag that
+ * announces it, and never changes after. */
+enum { RANGE_NOTHING = 0, RANGE_ROWS = 1, RANGE_THROUGH = 2 };
+
 __device__ __forceinline__ void publish_range(int64_t *status, int64_t which,
                                               int64_t value)
 {
@@ -340,16 +342,17 @@ __device__ int64_t rows_before_range(const gpu_scatter_args &a, int64_t r)
     int64_t prefix = 0;
     for (int64_t last = r - 1; last >= 0; last -= MOES_WARP) {
         const int64_t i = last - lane;
-        int64_t flag = 2, value = 0;
+        int64_t flag = RANGE_THROUGH, value = 0;
         if (i >= 0) {
             const volatile int64_t *status = a.range_status +
                                              i * GPU_SCAN_STATUS_WORDS;
-            while ((flag = status[0]) == 0)
+            while ((flag = status[0]) == RANGE_NOTHING)
                 ;
             __threadfence();
             value = status[flag];
         }
-        const unsigned inclusive = __ballot_sync(0xFFFFFFFFu, flag == 2);
+        const unsigned inclusive =
+            __ballot_sync(0xFFFFFFFFu, flag == RANGE_THROUGH);
         const unsigned stop = inclusive ? __ffs(inclusive) - 1 : MOES_WARP - 1;
         const int64_t sum = __shfl_sync(
             0xFFFFFFFFu, warp_scan<true>(lane <= stop ? value : 0, lane),
@@ -397,11 +400,11 @@ __device__ void scan_expert_ranges(const gpu_scatter_args &a)
     int64_t *status = a.range_status + r * GPU_SCAN_STATUS_WORDS;
     if (threadIdx.x < MOES_WARP) {
         if (threadIdx.x == 0)
-            publish_range(status, 1, rows);
+            publish_range(status, RANGE_ROWS, rows);
         const int64_t before = rows_before_range(a, r);
         if (threadIdx.x == 0) {
             const int64_t through = moes_dev_add_sat(before, rows);
-            publish_range(status, 2, through);
+            publish_range(status, RANGE_THROUGH, through);
             rows_before = before;
             if (r == a.scan_ranges - 1) {
                 a.state->rows_needed = through;

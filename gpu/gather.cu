@@ -100,10 +100,12 @@ template <> struct elem_io<MOES_DTYPE_FP32> {
     static __device__ __forceinline__ void store_vec_no_nan(void *p,
                                                            const float *f)
     {
-        ((uint4 *)p)[0] = make_uint4(moes_f32_to_bits(f[0]), moes_f32_to_bits(f[1]),
-                                     moes_f32_to_bits(f[2]), moes_f32_to_bits(f[3]));
-        ((uint4 *)p)[1] = make_uint4(moes_f32_to_bits(f[4]), moes_f32_to_bits(f[5]),
-                                     moes_f32_to_bits(f[6]), moes_f32_to_bits(f[7]));
+        ((uint4 *)p)[0] =
+            make_uint4(moes_f32_to_bits(f[0]), moes_f32_to_bits(f[1]),
+                       moes_f32_to_bits(f[2]), moes_f32_to_bits(f[3]));
+        ((uint4 *)p)[1] =
+            make_uint4(moes_f32_to_bits(f[4]), moes_f32_to_bits(f[5]),
+                       moes_f32_to_bits(f[6]), moes_f32_to_bits(f[7]));
     }
     static __device__ __forceinline__ float load_one(const void *p)
     {

@@ -33,7 +33,7 @@ typedef struct gpu_device_state {
     /* Blocks of the checking kernel in flight that have finished: the last
      * one turns the key into the record and sets this back to 0. */
     unsigned int blocks_done;
-    /* The expert ranges of moes_scan_routing handed out so far (in the
+    /* The expert ranges of moes_scan_ranges handed out so far (in the
      * order its blocks start): set to 0 by the counting kernel before. */
     unsigned int scan_ticket;
 } gpu_device_state;
@@ -153,9 +153,10 @@ typedef struct gpu_scatter_args {
     int64_t *tile_table;
     int64_t *counts;             /* [E] totals                            */
     int64_t *start;              /* [E] first row of each expert          */
-    int64_t scan_ranges;         /* moes_scan_routing's expert ranges (its
-                                  * blocks), 0 when it scans by column   */
-    int64_t *range_status;       /* [GPU_SCAN_MAX_RANGES][3] in the
+    int64_t scan_ranges;         /* moes_scan_ranges' expert ranges (its
+                                  * blocks); 0: moes_scan_routing instead */
+    int64_t *range_status;       /* [GPU_SCAN_MAX_RANGES]
+                                  * [GPU_SCAN_STATUS_WORDS] in the
                                   * workspace: flag, rows of the range,
                                   * rows of it and those before          */
     int64_t zero_table;          /* 1: moes_prepare_route zeroes the tile
