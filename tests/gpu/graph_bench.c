@@ -22,6 +22,13 @@
  * The last synchronize must report no error. Correctness of captured
  * calls is graph_replay's job; this program only times them.
  *
+ *     graph_bench [SETS_USED]
+ *
+ * SETS_USED (1 to SETS, default SETS) input sets are taken in turn. With
+ * 1, every call finds its inputs (and the last call's outputs) in L2, as
+ * a call does in an engine when the kernel that wrote its inputs ran just
+ * before it; the default times calls whose inputs come from DRAM.
+ *
  * GPU-only: links the CUDA runtime for the capture API.
  */
 #include <stdio.h>
@@ -47,6 +54,9 @@ enum { H = 7168, K = 8, E_GLOBAL = 256, A = 128, SCALE_BLOCK = 128,
     } while (0)
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
+
+/* Input sets taken in turn (graph_bench's argument). */
+static int sets_used = SETS;
 
 static uint64_t rnd(void)
 {
@@ -241,7 +251,7 @@ static void scatter_common(const case_state *s, const set_buffers *b,
 
 static void scatter_call(moes_context *ctx, const case_state *s, int i)
 {
-    const set_buffers *b = &s->sets[i % SETS];
+    const set_buffers *b = &s->sets[i % sets_used];
     moes_routing r;
     moes_scatter_args a;
     scatter_common(s, b, A, &r, &a);
@@ -260,7 +270,7 @@ static void scatter_call(moes_context *ctx, const case_state *s, int i)
  * N*K), the expert of each block (m_indices[b * IDX_A]). */
 static void index_only_call(moes_context *ctx, const case_state *s, int i)
 {
-    const set_buffers *b = &s->sets[i % SETS];
+    const set_buffers *b = &s->sets[i % sets_used];
     moes_routing r;
     moes_scatter_args a;
     scatter_common(s, b, IDX_A, &r, &a);
@@ -272,7 +282,7 @@ static void index_only_call(moes_context *ctx, const case_state *s, int i)
 
 static void gather_call(moes_context *ctx, const case_state *s, int i)
 {
-    const set_buffers *b = &s->sets[i % SETS];
+    const set_buffers *b = &s->sets[i % sets_used];
     moes_gather_args g;
     moes_gather_args_init(&g);
     g.n_tokens = s->c->tokens;
@@ -339,7 +349,7 @@ static void time_op(moes_context *ctx, cudaStream_t stream,
     MOES_OK_OR_DIE(ctx, moes_synchronize(ctx));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     static const bench_case cases[] = {
         {"decode 128 tokens, 256 experts", 128, 256, 0},
@@ -356,6 +366,17 @@ int main(void)
     cudaStream_t stream;
     double us[2][2][2];
 
+    if (argc > 1) {
+        char *end;
+        const long v = strtol(argv[1], &end, 10);
+        if (argc > 2 || *end || v < 1 || v > SETS) {
+            fprintf(stderr, "usage: graph_bench [SETS_USED, 1 to %d]\n", SETS);
+            return 2;
+        }
+        sets_used = (int)v;
+    }
+    printf("graph_bench: %d input set%s in turn\n", sets_used,
+           sets_used == 1 ? "" : "s");
     CUDA_OK(cudaSetDevice(0));
     CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     moes_context_options_init(&opts);
