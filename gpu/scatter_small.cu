@@ -21,9 +21,10 @@
  *   4. every block has checked everything, so all reach the same verdict:
  *      on an error block 0 turns the smallest key into the record and no
  *      block writes anything;
- *   5. the block places its own choices (out_index, row_source), copies
- *      their rows and scales, and writes its share of the labels and of
- *      the per-expert outputs.
+ *   5. the block places its own choices (out_index, row_source), writes
+ *      its share of the labels and of the per-expert outputs, and copies
+ *      its choices' rows and scales last (the longest code, which an
+ *      index-only call then skips at its end instead of in its middle).
  *
  * The host picks this kernel only within the GPU_SMALL_SCATTER_* limits
  * and when no check needs more than the ids and the map (UE8M0 scales are
@@ -239,7 +240,12 @@ moes_scatter_small(const gpu_scatter_args args)
      * thread and 4.6 us with four (bench/NOTES.md). */
     const bool vec = a.ids_elem == 4 && a.ids_stride == a.top_k &&
                      ((uintptr_t)a.ids & 15u) == 0;
-    int64_t id[R];
+    /* 32 bits a choice: every bound the ids are tested against fits
+     * (GPU_SMALL_SCATTER_MAP), and a 64-bit id outside int32 becomes
+     * INT32_MIN, which fails the same test. With 64-bit ids the kernel
+     * took 69 registers, now 56; an H200's graph replays gained
+     * 0.1-0.5 us at decode (bench/NOTES.md). */
+    int32_t id[R];
     if (vec) {
 #pragma unroll
         for (int q = 0; q < R / 4; q++) {
@@ -268,8 +274,10 @@ moes_scatter_small(const gpu_scatter_args args)
             if (c < n_choices) {
                 const unsigned t = (unsigned)c / top_k,
                                k = (unsigned)c - t * top_k;
-                id[r] = moes_dev_index_load(a.ids, a.ids_elem,
-                                            (int64_t)t * a.ids_stride + k);
+                const int64_t v = moes_dev_index_load(
+                    a.ids, a.ids_elem, (int64_t)t * a.ids_stride + k);
+                id[r] = v < INT32_MIN || v > INT32_MAX ? INT32_MIN
+                                                       : (int32_t)v;
             }
         }
     }
@@ -314,10 +322,10 @@ moes_scatter_small(const gpu_scatter_args args)
         if (small_choice(vec, 0, r) >= n_choices) /* the whole block */
             break;
         const int c = small_choice(vec, tid, r);
-        const int64_t v = id[r];
+        const int32_t v = id[r];
         int e = -1;
         if (c < n_choices) {
-            if (!MOES_INDEX_OK(v, a.n_global)) {
+            if (!MOES_INDEX_OK(v, (int32_t)a.n_global)) {
                 if (key > GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, c))
                     key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, c);
             } else if (v >= 0) {
@@ -420,39 +428,35 @@ moes_scatter_small(const gpu_scatter_args args)
     }
     if (tid < n_own)
         sh.own_row[tid] = (int32_t)row;
-    const unsigned placed = __ballot_sync(0xFFFFFFFFu, row >= 0);
-    if (lane == 0)
-        sh.warp_copies[warp] = __popc(placed);
-    __syncthreads();
-    if (row >= 0) {
-        int slot = __popc(placed & lower);
-        for (unsigned w = 0; w < warp; w++)
-            slot += sh.warp_copies[w];
-        sh.copy_token[slot] = (int32_t)((unsigned)(c0 + tid) / top_k);
-        sh.copy_row[slot] = (int32_t)row;
-    }
-    if (tid == 0) {
-        int copies = 0;
-        for (int w = 0; w < SMALL_SCATTER_WARPS; w++)
-            copies += sh.warp_copies[w];
-        sh.copies = copies;
-    }
-    __syncthreads();
-    if (preload) {
-        small_store_preloaded(a, sh, n_tok, n_vec16, pre);
-    } else if (a.x) {
-        switch (a.copy_width) {
-        case 16: small_copy_rows<uint4>(a, sh); break;
-        case 8: small_copy_rows<uint2>(a, sh); break;
-        case 4: small_copy_rows<uint32_t>(a, sh); break;
-        case 2: small_copy_rows<uint16_t>(a, sh); break;
-        default: small_copy_rows<unsigned char>(a, sh); break;
+    /* The rows to copy: own_row for preloaded rows, else the copy list
+     * (in t*K + k order). An index-only call (no x) needs neither. */
+    if (a.x) {
+        const unsigned placed = __ballot_sync(0xFFFFFFFFu, row >= 0);
+        if (lane == 0)
+            sh.warp_copies[warp] = __popc(placed);
+        __syncthreads();
+        if (!preload) {
+            if (row >= 0) {
+                int slot = __popc(placed & lower);
+                for (unsigned w = 0; w < warp; w++)
+                    slot += sh.warp_copies[w];
+                sh.copy_token[slot] = (int32_t)((unsigned)(c0 + tid) / top_k);
+                sh.copy_row[slot] = (int32_t)row;
+            }
+            if (tid == 0) {
+                int copies = 0;
+                for (int w = 0; w < SMALL_SCATTER_WARPS; w++)
+                    copies += sh.warp_copies[w];
+                sh.copies = copies;
+            }
+            __syncthreads();
         }
-        if (a.x_scales)
-            small_copy_scales(a, sh);
     }
     /* The labels start from the first block, the per-expert outputs
-     * from the last, so that no block has much of both. */
+     * from the last, so that no block has much of both. They come before
+     * the rows, whose code is the kernel's longest: an index-only call
+     * then runs straight on from the placement to its exit, instead of
+     * jumping over the copy to instructions not yet fetched. */
     const int64_t threads = (int64_t)gridDim.x * T;
     if (a.m_indices || a.row_source)
         moes_label_blocks_of(a, sh.rows_needed,
@@ -460,4 +464,19 @@ moes_scatter_small(const gpu_scatter_args args)
     moes_expert_outputs_of(a, sh.rows_needed, sh.dropped,
                            (int64_t)(gridDim.x - 1 - blockIdx.x) * T + tid,
                            threads);
+    if (!a.x)
+        return;
+    if (preload) {
+        small_store_preloaded(a, sh, n_tok, n_vec16, pre);
+        return;
+    }
+    switch (a.copy_width) {
+    case 16: small_copy_rows<uint4>(a, sh); break;
+    case 8: small_copy_rows<uint2>(a, sh); break;
+    case 4: small_copy_rows<uint32_t>(a, sh); break;
+    case 2: small_copy_rows<uint16_t>(a, sh); break;
+    default: small_copy_rows<unsigned char>(a, sh); break;
+    }
+    if (a.x_scales)
+        small_copy_scales(a, sh);
 }
