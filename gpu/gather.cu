@@ -384,12 +384,16 @@ __device__ __forceinline__ void gather_kernel(const gpu_gather_args &a)
 {
     moes_dev_release_next();
     /* An error of an earlier call: this one writes nothing either. */
-    if (moes_dev_failed(a.state))
-        return;
-    if (a.vector)
-        gather_items<YD, OD, true, P, GB>(a);
-    else if (P == GPU_GATHER_PER_THREAD)
-        gather_items<YD, OD, false, P, 1>(a);
+    if (!moes_dev_failed(a.state)) {
+        if (a.vector)
+            gather_items<YD, OD, true, P, GB>(a);
+        else if (P == GPU_GATHER_PER_THREAD)
+            gather_items<YD, OD, false, P, 1>(a);
+    }
+    /* Every thread waits for the check before it exits, also one with no
+     * item: the grid then ends after the check, whatever kernel is
+     * launched after it. */
+    moes_dev_wait_prior();
 }
 
 /* Launched after moes_check_out_index, allowed to start before it ends.

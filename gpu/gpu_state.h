@@ -97,9 +97,12 @@ int gpu_enter(moes_context *ctx);
 /* Queues kernel k on the context's stream with one struct argument. */
 int gpu_launch(moes_context *ctx, enum gpu_kernel k, int64_t grid,
                unsigned block, void *args);
-/* The same for a kernel that follows another of the same call: where the
- * GPU and driver allow, it may start while that one still runs and waits
- * for it inside (moes_dev_wait_prior, kernel_common.cuh). */
+/* The same for a kernel that may start while the kernel before it on the
+ * stream still runs (where the GPU and driver allow) and waits for it
+ * inside (moes_dev_wait_prior, kernel_common.cuh): one that follows
+ * another of the same call, or the first of a call whose blocks cannot
+ * crowd onto the first multiprocessors the kernel before it frees
+ * (gpu_ops.c says which). */
 int gpu_launch_next(moes_context *ctx, enum gpu_kernel k, int64_t grid,
                     unsigned block, void *args);
 

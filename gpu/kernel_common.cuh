@@ -31,13 +31,18 @@ __device__ __forceinline__ void moes_dev_index_store(void *base, int64_t elem,
         ((int64_t *)base)[i] = v;
 }
 
-/* Programmatic dependent launch (sm_90 and later). Within one call every
- * kernel after the first is launched so that it may start while the one
- * before it still runs: it must call moes_dev_wait_prior() before it reads
- * anything an earlier kernel writes or writes anything at all, which
- * waits for the earlier kernel to finish and its writes to be visible.
- * moes_dev_release_next() lets the next kernel start early. On older
- * GPUs, and in a kernel launched the ordinary way, both do nothing. */
+/* Programmatic dependent launch (sm_90 and later). Every kernel of a call
+ * after the first, and the first kernel of some calls (gpu_launch_next's
+ * callers in gpu_ops.c), is launched so that it may start while the
+ * kernel before it on the stream still runs, ours or the caller's: it
+ * must call moes_dev_wait_prior() before it reads anything an earlier
+ * kernel writes or writes anything at all, which waits for the earlier
+ * kernel to finish and its writes to be visible. Every thread calls it
+ * before it exits, also one with nothing to do, so that no grid ends
+ * before the one it follows: a kernel started early after it waits for
+ * it alone. moes_dev_release_next() lets the next kernel start early. On
+ * older GPUs, and in a kernel launched the ordinary way, both do
+ * nothing. */
 __device__ __forceinline__ void moes_dev_wait_prior(void)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
