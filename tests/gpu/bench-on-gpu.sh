@@ -57,7 +57,11 @@ for c in "idx-decode:deepseek-v3:128" "idx-ep8-decode:deepseek-v3-ep8:1024" \
         --alignment 64 --iters 300
 done
 "$graph" >"$out/graph_bench.log" 2>&1 || status=1
-cat "$log" "$out/graph_bench.log"
+# The same with one input set: every call finds its inputs in L2, as when
+# the kernel that wrote them ran just before it (the rows below the
+# targets' table).
+"$graph" 1 >"$out/graph_bench_l2.log" 2>&1 || status=1
+cat "$log" "$out/graph_bench.log" "$out/graph_bench_l2.log"
 
 # field CASE CALL COLUMN: a column of a call's row in a case's table
 # (2 median ms, 3 min ms, 4 max ms, 7 fraction of the copy).
@@ -69,10 +73,11 @@ field() {
 }
 us() { awk -v ms="$1" 'BEGIN { if (ms == "") print "-"; else printf "%.1f us", ms * 1000 }'; }
 pct() { awk -v f="$1" 'BEGIN { if (f == "") print "-"; else printf "%.0f%%", f * 100 }'; }
-# graph CASE CALL: the graph replay time from graph_bench's line for CASE.
+# graph CASE CALL [LOG]: the graph replay time from graph_bench's line for
+# CASE (LOG: graph_bench.log, or graph_bench_l2.log).
 graph() {
     sed -n "s/^graph_bench: $1 .*$2 [0-9.]* us back to back, \([0-9.]*\) us from a graph.*/\1 us/p" \
-        "$out/graph_bench.log" | head -1
+        "$out/${3:-graph_bench.log}" | head -1
 }
 # graph_index CASE: graph_bench's replay time of the index-only CASE.
 graph_index() {
@@ -81,7 +86,7 @@ graph_index() {
 }
 graph_gather() {
     sed -n "s/^graph_bench: $1 .*gather [0-9.]* us back to back, \([0-9.]*\) us from a graph.*/\1 us/p" \
-        "$out/graph_bench.log" | head -1
+        "$out/${2:-graph_bench.log}" | head -1
 }
 copy=$(sed -n 's/^copy .* \([0-9.]*\) GB\/s (bytes read + written).*/\1/p' "$log" | head -1)
 
@@ -102,6 +107,8 @@ row() {
     done
     row "decode 128, graph replay" "$(graph decode scatter)" "<= 6 us" "$(graph_gather decode)" "<= 5 us"
     row "EP8 decode 1024, graph replay" "$(graph "EP8 decode" scatter)" "<= 7 us" "$(graph_gather "EP8 decode")" "<= 7 us"
+    row "decode 128, graph, inputs in L2" "$(graph decode scatter graph_bench_l2.log)" "-" "$(graph_gather decode graph_bench_l2.log)" "-"
+    row "EP8 decode 1024, graph, in L2" "$(graph "EP8 decode" scatter graph_bench_l2.log)" "-" "$(graph_gather "EP8 decode" graph_bench_l2.log)" "-"
     row "decode 128, single call" "$(us "$(field decode scatter 2)")" "<= 12 us" "$(us "$(field decode gather 2)")" "<= 10 us"
     row "EP8 decode 1024, single call" "$(us "$(field ep8-decode scatter 2)")" "<= 12 us" "$(us "$(field ep8-decode gather 2)")" "<= 10 us"
     for c in qwen3 mixtral ue8m0 grouped masked; do
