@@ -6,8 +6,8 @@
  * The N*K choices are cut into `tiles` tiles of `tile_size` consecutive
  * flat indices t*K + k, and the [E][tiles] table gets each (expert, tile)
  * count. With few experts one warp owns one tile and zeroes its column
- * first; with many the table is zeroed before (moes_prepare_route) and
- * any warp adds to any entry. The counts are sums, the same whatever the
+ * first; with many the table is zeroed before (moes_prepare_route, which
+ * then checks the map too) and any warp adds to any entry. The counts are sums, the same whatever the
  * order of the adds; the placement then ranks each tile's choices in
  * order.
  */
@@ -127,8 +127,9 @@ __device__ void moes_stage_check_scales(const gpu_scatter_args &a,
     }
 }
 
-/* Before the counts of a routing with many experts: the map check and
- * the tile table zeroed, both in coalesced passes over the whole grid. */
+/* Before the counts of a routing with many experts: the tile table
+ * zeroed and the map checked, both in coalesced passes over the whole
+ * grid. */
 extern "C" __global__ void moes_prepare_route(const gpu_scatter_args a)
 {
     moes_dev_enter();
@@ -164,12 +165,18 @@ __device__ void moes_stage_reset_ranges(const gpu_scatter_args &a,
     }
 }
 
+/* The map is checked here unless moes_prepare_route ran (to zero the
+ * table) and checked it: the counts only ever use a map entry inside
+ * [0, E), and the verdict waits for the scan's end, so the check need not
+ * come first. */
 extern "C" __global__ void moes_count_tiles(const gpu_scatter_args a)
 {
     moes_dev_enter();
     if (moes_dev_failed(a.state))
         return;
     moes_stage_reset_ranges(a, moes_dev_thread(), moes_dev_threads());
+    if (a.map && a.n_global > 0 && !a.zero_table)
+        moes_stage_check_map(a, moes_dev_thread(), moes_dev_threads());
     moes_stage_count_tiles(a, moes_dev_thread(), moes_dev_threads());
     moes_stage_check_scales(a, moes_dev_thread(), moes_dev_threads());
 }

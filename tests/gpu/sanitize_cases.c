@@ -122,6 +122,19 @@ static const scenario scenarios[] = {
     {"E=2048 bf16 H=16 contiguous A=1, N=8192 K=8", 8192, 8, 2048, 0, 16,
      0, MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
      MOES_LAYOUT_CONTIGUOUS, 1, MOES_SCATTER_LABEL_PADDING, 0, 128, VALID},
+    /* Tiles longer than the rounds a placing warp loads at once (157 and
+     * 274 choices), each meeting every expert several times: the running
+     * ranks carried from round to round. */
+    {"E=64 of 96 bf16 H=8 masked with drops, N=40000 K=8", 40000, 8, 64,
+     96, 8, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_MASKED, 1, 0, 0, 128, VALID},
+    {"E=300 bf16 H=8 grouped A=5, N=70000 K=8", 70000, 8, 300, 0, 8, 0,
+     MOES_DTYPE_BF16, MOES_DTYPE_INT64, MOES_DTYPE_INT64,
+     MOES_LAYOUT_GROUPED, 5, MOES_SCATTER_LABEL_PADDING, 0, 128, VALID},
+    /* The map checked by the counting kernel (few experts, grid path). */
+    {"bad map entry, E=32 of 256, N=8192 K=8", 8192, 8, 32, 256, 64, 0,
+     MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 128, 0, MOES_SCALES_FP32, 64, BAD_MAP},
     {"bad map entry, E=20000 of 24000", 3000, 8, 20000, 24000, 32, 0,
      MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
      MOES_LAYOUT_CONTIGUOUS, 1, 0, 0, 128, BAD_MAP},
