@@ -7,9 +7,9 @@
  * flat indices t*K + k, and the [E][tiles] table gets each (expert, tile)
  * count. With few experts one warp owns one tile and zeroes its column
  * first; with many the table is zeroed before (moes_prepare_route, which
- * then checks the map too) and any warp adds to any entry. The counts are sums, the same whatever the
- * order of the adds; the placement then ranks each tile's choices in
- * order.
+ * then checks the map too) and any warp adds to any entry. The counts
+ * are sums, the same whatever the order of the adds; the placement then
+ * ranks each tile's choices in order.
  */
 #include "kernel_common.cuh"
 

@@ -243,7 +243,7 @@ moes_scatter_small(const gpu_scatter_args args)
     /* 32 bits a choice: every bound the ids are tested against fits
      * (GPU_SMALL_SCATTER_MAP), and a 64-bit id outside int32 becomes
      * INT32_MIN, which fails the same test. With 64-bit ids the kernel
-     * took 69 registers, now 56; an H200's graph replays gained
+     * took 69 registers, now 60; an H200's graph replays gained
      * 0.1-0.5 us at decode (bench/NOTES.md). */
     int32_t id[R];
     if (vec) {
