@@ -228,8 +228,7 @@ static int launch_route(moes_context *ctx, gpu_scatter_args *a)
 {
     const unsigned warp_block = WARPS_PER_BLOCK * WARP_THREADS;
     const int with_map = a->map && a->n_global > 0;
-    const int prepare = a->zero_table;
-    if (prepare) {
+    if (a->zero_table) {
         const int64_t entries = a->tiles * a->n_experts;
         const int64_t n = with_map && a->n_global > entries ? a->n_global
                                                             : entries;
@@ -252,7 +251,7 @@ static int launch_route(moes_context *ctx, gpu_scatter_args *a)
     }
     /* A warp a tile, or, on a table zeroed before, a warp every
      * GPU_COUNT_ROUNDS rounds of 32 choices (route_count.cu). */
-    MOES_TRY((prepare ? gpu_launch_next : gpu_launch)(
+    MOES_TRY((a->zero_table ? gpu_launch_next : gpu_launch)(
         ctx, GPU_K_COUNT_TILES,
         a->zero_table
             ? resident_grid(gpu_state_of(ctx),
