@@ -24,10 +24,11 @@
  *
  *     graph_bench [SETS_USED]
  *
- * SETS_USED (1 to SETS, default SETS) input sets are taken in turn. With
- * 1, every call finds its inputs (and the last call's outputs) in L2, as
- * a call does in an engine when the kernel that wrote its inputs ran just
- * before it; the default times calls whose inputs come from DRAM.
+ * SETS_USED (1 to SETS, default SETS) input sets are made and taken in
+ * turn. With 1, every call finds its inputs (and the last call's outputs)
+ * in L2, as a call does in an engine when the kernel that wrote its
+ * inputs ran just before it; the default times calls whose inputs come
+ * from DRAM.
  *
  * GPU-only: links the CUDA runtime for the capture API.
  */
@@ -152,7 +153,7 @@ static void setup_case(moes_context *ctx, const bench_case *c, case_state *s)
         s->map = dev_alloc(sizeof map);
         CUDA_OK(cudaMemcpy(s->map, map, sizeof map, cudaMemcpyHostToDevice));
     }
-    for (int i = 0; i < SETS; i++) {
+    for (int i = 0; i < sets_used; i++) {
         set_buffers *b = &s->sets[i];
         int32_t *ids = malloc((size_t)(n * K) * sizeof *ids);
         float *w = malloc((size_t)(n * K) * sizeof *w);
@@ -217,7 +218,7 @@ static void setup_case(moes_context *ctx, const bench_case *c, case_state *s)
 
 static void free_case(case_state *s)
 {
-    for (int i = 0; i < SETS; i++) {
+    for (int i = 0; i < sets_used; i++) {
         set_buffers *b = &s->sets[i];
         void *all[] = {b->ids, b->x, b->scales, b->weights, b->out,
                        b->out_scales, b->out_index, b->m_indices, b->y,
