@@ -1,0 +1,248 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cpu_ceilings - what this machine's memory does for the access patterns
+ * of the CPU scatter and gather, beside the copy that `moescatter bench`
+ * takes as its yardstick.
+ *
+ *     bench/cpu_ceilings [TOKENS [THREADS]]
+ *
+ * DeepSeek-V3's shapes (hidden 7168, top-8), TOKENS tokens (default 1024),
+ * OpenMP's threads unless THREADS is given. Each line is the median of
+ * 15 timed passes and its fraction of the copy measured in the same run:
+ *
+ *   copy     moes_copy_within of 64 MiB on a CPU context: the bench's
+ *            yardstick (streaming stores, split over the threads)
+ *   fill     moes_fill of 256 MiB: writes only
+ *   gather   the gather's memory traffic without its rules: each token
+ *            sums 8 random bf16 rows of y in fp32, in k order, in one
+ *            pass, and stores bf16 by truncation; no NaN rule, no
+ *            rounded store, no out_index to read
+ *
+ * Inputs rotate among sets larger than the last-level cache, as in the
+ * bench. The gather line counts the bytes `moescatter bench` counts (rows
+ * read plus rows written), so its fraction compares with the bench's:
+ * where the pattern alone stays under a target, the library cannot meet
+ * it on this machine. The scatter writes eight bytes of every nine it
+ * moves, so the fill line bounds it the same way.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <time.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#define OMP(directive) _Pragma(#directive)
+#else
+#define OMP(directive)
+#endif
+
+#include "moescatter.h"
+
+enum { HIDDEN = 7168, TOP_K = 8, PASSES = 15 };
+#define COPY_BYTES ((int64_t)64 << 20)
+#define STREAM_BYTES ((int64_t)256 << 20)
+#define SETS_BYTES ((int64_t)256 << 20) /* per pattern, over all its sets */
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* A failed library call ends the program with the library's message. */
+#define CHECK(call)                                                         \
+    do {                                                                    \
+        if ((call) != MOES_OK) {                                            \
+            fprintf(stderr, "cpu_ceilings: %s: %s\n", #call,                \
+                    moes_last_error(ctx));                                  \
+            exit(1);                                                        \
+        }                                                                   \
+    } while (0)
+
+static int by_value(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *ms, int n)
+{
+    qsort(ms, (size_t)n, sizeof *ms, by_value);
+    return ms[n / 2];
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15u;
+static uint64_t next_random(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+/* rows of a set in a random order: token t's k-th row is perm[t*K + k]. */
+static int64_t *random_rows(int64_t n)
+{
+    int64_t *perm = malloc((size_t)n * sizeof *perm);
+    if (!perm)
+        return NULL;
+    for (int64_t i = 0; i < n; i++)
+        perm[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        const int64_t j = (int64_t)(next_random() % (uint64_t)(i + 1));
+        const int64_t v = perm[i];
+        perm[i] = perm[j];
+        perm[j] = v;
+    }
+    return perm;
+}
+
+static float bf16_to_f32(uint16_t h)
+{
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static uint16_t f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (uint16_t)(u >> 16);
+}
+
+/* Built, as the library's gather is, for AVX-512 and AVX2 as well as the
+ * baseline, picked at load time. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define CEILING_CLONES                                                      \
+    __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define CEILING_CLONES
+#endif
+
+/* One token: its 8 rows summed in one pass, each element's sum in k
+ * order, written straight to out. */
+CEILING_CLONES
+static void gather_token(uint16_t *restrict out, const uint16_t *y,
+                         const int64_t *rows, const float *w)
+{
+    const uint16_t *r[TOP_K];
+    for (int k = 0; k < TOP_K; k++)
+        r[k] = y + rows[k] * HIDDEN;
+    for (int64_t i = 0; i < HIDDEN; i++) {
+        float s = 0.0f;
+#pragma GCC unroll 8
+        for (int k = 0; k < TOP_K; k++)
+            s += w[k] * bf16_to_f32(r[k][i]);
+        out[i] = f32_to_bf16(s);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const int64_t tokens = argc > 1 ? atoll(argv[1]) : 1024;
+    const int threads = argc > 2 ? atoi(argv[2]) : 0;
+    const int64_t rows = tokens * TOP_K;
+    const int64_t y_bytes = rows * HIDDEN * 2;
+    const int64_t g_sets = SETS_BYTES / y_bytes > 1 ? SETS_BYTES / y_bytes : 1;
+    const float w[TOP_K] = {0.3f, 0.2f, 0.15f, 0.1f, 0.1f, 0.07f, 0.05f, 0.03f};
+    moes_context_options opts;
+    moes_context *ctx = NULL;
+    double ms[PASSES], copy_ms, t;
+    char *a, *b;
+    uint16_t *y, *gout;
+    int64_t **perm;
+
+    if (tokens < 1 || threads < 0) {
+        fprintf(stderr, "usage: cpu_ceilings [TOKENS >= 1 [THREADS]]\n");
+        return 2;
+    }
+#ifdef _OPENMP
+    if (threads > 0)
+        omp_set_num_threads(threads);
+#endif
+    moes_context_options_init(&opts);
+    opts.backend = MOES_BACKEND_CPU;
+    opts.cpu_threads = threads;
+    if (moes_context_create(&ctx, &opts) != MOES_OK) {
+        fprintf(stderr, "cpu_ceilings: %s\n", moes_last_error(NULL));
+        return 1;
+    }
+    a = malloc((size_t)STREAM_BYTES);
+    b = malloc((size_t)STREAM_BYTES);
+    y = malloc((size_t)(y_bytes * g_sets));
+    gout = malloc((size_t)(tokens * HIDDEN * 2));
+    perm = calloc((size_t)(g_sets), sizeof *perm);
+    if (!a || !b || !y || !gout || !perm) {
+        fprintf(stderr, "cpu_ceilings: out of memory\n");
+        return 1;
+    }
+    for (int64_t i = 0; i < g_sets; i++)
+        if (!(perm[i] = random_rows(rows))) {
+            fprintf(stderr, "cpu_ceilings: out of memory\n");
+            return 1;
+        }
+    memset(a, 1, (size_t)STREAM_BYTES);
+    memset(b, 2, (size_t)STREAM_BYTES);
+    for (int64_t i = 0; i < rows * HIDDEN * g_sets; i++)
+        y[i] = (uint16_t)(0x3F80u + (next_random() & 0x7Fu));
+    memset(gout, 0, (size_t)(tokens * HIDDEN * 2));
+
+    printf("cpu_ceilings: %lld tokens, hidden %d, top-%d, %d threads\n",
+           (long long)tokens, HIDDEN, TOP_K,
+#ifdef _OPENMP
+           threads > 0 ? threads : omp_get_max_threads()
+#else
+           1
+#endif
+    );
+    printf("%-8s %10s %10s %8s\n", "pattern", "median ms", "GB/s", "of copy");
+
+    CHECK(moes_copy_within(ctx, b, a, COPY_BYTES));
+    for (int p = 0; p < PASSES; p++) {
+        t = now_ms();
+        CHECK(moes_copy_within(ctx, b, a, COPY_BYTES));
+        ms[p] = now_ms() - t;
+    }
+    copy_ms = median(ms, PASSES);
+#define REPORT(name, bytes, m)                                              \
+    printf("%-8s %10.4f %10.2f %8.3f\n", name, m, (bytes) / (m) / 1e6,      \
+           ((bytes) / (m)) / (2.0 * COPY_BYTES / copy_ms))
+    REPORT("copy", 2.0 * COPY_BYTES, copy_ms);
+
+    for (int p = 0; p < PASSES; p++) {
+        t = now_ms();
+        CHECK(moes_fill(ctx, b, p & 0xFF, STREAM_BYTES));
+        ms[p] = now_ms() - t;
+    }
+    REPORT("fill", (double)STREAM_BYTES, median(ms, PASSES));
+
+    for (int p = 0; p < PASSES; p++) {
+        const int64_t set = p % g_sets;
+        const uint16_t *ys = y + set * rows * HIDDEN;
+        const int64_t *pr = perm[set];
+        t = now_ms();
+        OMP(omp parallel for schedule(static))
+        for (int64_t tk = 0; tk < tokens; tk++)
+            gather_token(gout + tk * HIDDEN, ys, pr + tk * TOP_K, w);
+        ms[p] = now_ms() - t;
+    }
+    REPORT("gather", (double)(y_bytes + tokens * HIDDEN * 2),
+           median(ms, PASSES));
+
+    for (int64_t i = 0; i < g_sets; i++)
+        free(perm[i]);
+    free(perm);
+    free(gout);
+    free(y);
+    free(b);
+    free(a);
+    moes_context_destroy(ctx);
+    return 0;
+}
