@@ -43,6 +43,7 @@
 #endif
 
 #include "moescatter.h"
+#include "rng.h"
 
 enum { HIDDEN = 7168, TOP_K = 8, PASSES = 15 };
 #define COPY_BYTES ((int64_t)64 << 20)
@@ -78,17 +79,8 @@ static double median(double *ms, int n)
     return ms[n / 2];
 }
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15u;
-static uint64_t next_random(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-
 /* rows of a set in a random order: token t's k-th row is perm[t*K + k]. */
-static int64_t *random_rows(int64_t n)
+static int64_t *random_rows(tool_rng *rng, int64_t n)
 {
     int64_t *perm = malloc((size_t)n * sizeof *perm);
     if (!perm)
@@ -96,7 +88,7 @@ static int64_t *random_rows(int64_t n)
     for (int64_t i = 0; i < n; i++)
         perm[i] = i;
     for (int64_t i = n - 1; i > 0; i--) {
-        const int64_t j = (int64_t)(next_random() % (uint64_t)(i + 1));
+        const int64_t j = (int64_t)tool_rng_below(rng, (uint64_t)(i + 1));
         const int64_t v = perm[i];
         perm[i] = perm[j];
         perm[j] = v;
@@ -151,6 +143,7 @@ int main(int argc, char **argv)
     moes_context *ctx = NULL;
     double ms[PASSES], copy_ms, fill_ms, rows_ms, t;
     uint64_t sink = 0;
+    tool_rng rng;
     char *a, *b;
     uint16_t *y;
     int64_t **perm;
@@ -163,6 +156,7 @@ int main(int argc, char **argv)
     if (threads > 0)
         omp_set_num_threads(threads);
 #endif
+    tool_rng_seed(&rng, 1);
     moes_context_options_init(&opts);
     opts.backend = MOES_BACKEND_CPU;
     opts.cpu_threads = threads;
@@ -179,14 +173,14 @@ int main(int argc, char **argv)
         return 1;
     }
     for (int64_t i = 0; i < g_sets; i++)
-        if (!(perm[i] = random_rows(rows))) {
+        if (!(perm[i] = random_rows(&rng, rows))) {
             fprintf(stderr, "cpu_ceilings: out of memory\n");
             return 1;
         }
     memset(a, 1, (size_t)STREAM_BYTES);
     memset(b, 2, (size_t)STREAM_BYTES);
     for (int64_t i = 0; i < rows * HIDDEN * g_sets; i++)
-        y[i] = (uint16_t)(0x3F80u + (next_random() & 0x7Fu));
+        y[i] = (uint16_t)(0x3F80u + tool_rng_below(&rng, 0x80));
 
     printf("cpu_ceilings: %lld tokens, hidden %d, top-%d, %d threads\n",
            (long long)tokens, HIDDEN, TOP_K,
