@@ -24,9 +24,9 @@
  * Inputs rotate among sets larger than the last-level cache, as in the
  * bench. The gather line counts the bytes `moescatter bench` counts, so
  * its fraction compares with the bench's; the scatter writes eight bytes
- * of every nine it moves, so the fill line bounds it the same way. Where
- * a bound stays under a target, no code meets that target on this
- * machine.
+ * of every nine it moves, so the fill line bounds it the same way. A
+ * target above these lines asks for more than this machine gives the
+ * pattern.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -106,18 +106,21 @@ static int64_t *random_rows(tool_rng *rng, int64_t n)
 #define CEILING_CLONES
 #endif
 
+/* 64-bit words in a bf16 row of y. */
+enum { ROW_WORDS = HIDDEN * 2 / 8 };
+
 /* One token's rows read and nothing else: 64 bytes of each of its 8
  * rows in turn, 2 KiB ahead asked for (the best of the orders and
  * distances tried on a 2-core AMD EPYC), summed as integers so that the
  * loads stay. */
 CEILING_CLONES
-static uint64_t read_token(const uint16_t *y, const int64_t *rows)
+static uint64_t read_token(const uint64_t *y, const int64_t *rows)
 {
-    enum { WORDS = HIDDEN * 2 / 8, LINE = 8, AHEAD = 2048 / 8 };
+    enum { WORDS = ROW_WORDS, LINE = 8, AHEAD = 2048 / 8 };
     const uint64_t *r[TOP_K];
     uint64_t s = 0;
     for (int k = 0; k < TOP_K; k++)
-        r[k] = (const uint64_t *)(y + rows[k] * HIDDEN);
+        r[k] = y + rows[k] * ROW_WORDS;
     for (int64_t i = 0; i < WORDS; i += LINE) {
         for (int k = 0; k < TOP_K; k++) {
 #if defined(__GNUC__)
@@ -145,7 +148,7 @@ int main(int argc, char **argv)
     uint64_t sink = 0;
     tool_rng rng;
     char *a, *b;
-    uint16_t *y;
+    uint64_t *y;
     int64_t **perm;
 
     if (tokens < 1 || threads < 0) {
@@ -179,8 +182,8 @@ int main(int argc, char **argv)
         }
     memset(a, 1, (size_t)STREAM_BYTES);
     memset(b, 2, (size_t)STREAM_BYTES);
-    for (int64_t i = 0; i < rows * HIDDEN * g_sets; i++)
-        y[i] = (uint16_t)(0x3F80u + tool_rng_below(&rng, 0x80));
+    for (int64_t i = 0; i < rows * ROW_WORDS * g_sets; i++)
+        y[i] = tool_rng_next(&rng);
 
     printf("cpu_ceilings: %lld tokens, hidden %d, top-%d, %d threads\n",
            (long long)tokens, HIDDEN, TOP_K,
@@ -214,7 +217,7 @@ int main(int argc, char **argv)
 
     for (int p = 0; p < PASSES; p++) {
         const int64_t set = p % g_sets;
-        const uint16_t *ys = y + set * rows * HIDDEN;
+        const uint64_t *ys = y + set * rows * ROW_WORDS;
         const int64_t *pr = perm[set];
         uint64_t sum = 0;
         t = now_ms();
