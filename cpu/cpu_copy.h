@@ -29,12 +29,12 @@
  * and be read soon, and the setup costs more than it saves. */
 #define CPU_STREAM_MIN_BYTES 1024
 
+#if defined(__SSE2__)
 #if CPU_COPY_AVX512
-/* Whole lines of 64 bytes to a 64-byte aligned dst, one streaming store
- * each: a scatter's rows go to random places, and there a full line a
- * store kept 13% more bytes moving than four 16-byte stores (2-core AMD
- * EPYC, six alternating rounds, bench/NOTES.md); a sequential copy moves
- * the same either way. */
+/* One streaming store a line: a scatter's rows go to random places, and
+ * there a full line a store kept 13% more bytes moving than four 16-byte
+ * stores (2-core AMD EPYC, six alternating rounds, bench/NOTES.md); a
+ * sequential copy moves the same either way. */
 __attribute__((target("avx512f"))) static inline void
 cpu_stream_lines_avx512(char *d, const char *s, size_t lines)
 {
@@ -44,39 +44,42 @@ cpu_stream_lines_avx512(char *d, const char *s, size_t lines)
 }
 #endif
 
+/* Whole lines of 64 bytes to a 64-byte aligned d, with streaming stores
+ * as wide as the CPU has. */
+static inline void cpu_stream_lines(char *d, const char *s, size_t lines)
+{
+#if CPU_COPY_AVX512
+    if (__builtin_cpu_supports("avx512f")) {
+        cpu_stream_lines_avx512(d, s, lines);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < lines; i++, d += 64, s += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)s);
+        __m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(s + 32));
+        __m128i e = _mm_loadu_si128((const __m128i *)(s + 48));
+        _mm_stream_si128((__m128i *)d, a);
+        _mm_stream_si128((__m128i *)(d + 16), b);
+        _mm_stream_si128((__m128i *)(d + 32), c);
+        _mm_stream_si128((__m128i *)(d + 48), e);
+    }
+}
+#endif
+
+/* Up to the first line boundary of dst and after the last by memcpy, the
+ * lines between with streaming stores. */
 static inline void cpu_copy_row(void *dst, const void *src, size_t bytes)
 {
 #if defined(__SSE2__)
     if (bytes >= CPU_STREAM_MIN_BYTES) {
         char *d = dst;
         const char *s = src;
-#if CPU_COPY_AVX512
-        if (__builtin_cpu_supports("avx512f")) {
-            const size_t head = (64u - ((uintptr_t)d & 63u)) & 63u;
-            memcpy(d, s, head);
-            bytes -= head;
-            cpu_stream_lines_avx512(d + head, s + head, bytes / 64);
-            memcpy(d + head + bytes / 64 * 64, s + head + bytes / 64 * 64,
-                   bytes % 64);
-            return;
-        }
-#endif
-        size_t head = (16u - ((uintptr_t)d & 15u)) & 15u;
+        const size_t head = (64u - ((uintptr_t)d & 63u)) & 63u;
+        const size_t lines = (bytes - head) / 64, body = lines * 64;
         memcpy(d, s, head);
-        d += head;
-        s += head;
-        bytes -= head;
-        for (; bytes >= 64; bytes -= 64, d += 64, s += 64) {
-            __m128i a = _mm_loadu_si128((const __m128i *)s);
-            __m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
-            __m128i c = _mm_loadu_si128((const __m128i *)(s + 32));
-            __m128i e = _mm_loadu_si128((const __m128i *)(s + 48));
-            _mm_stream_si128((__m128i *)d, a);
-            _mm_stream_si128((__m128i *)(d + 16), b);
-            _mm_stream_si128((__m128i *)(d + 32), c);
-            _mm_stream_si128((__m128i *)(d + 48), e);
-        }
-        memcpy(d, s, bytes);
+        cpu_stream_lines(d + head, s + head, lines);
+        memcpy(d + head + body, s + head + body, bytes - head - body);
         return;
     }
 #endif
