@@ -42,6 +42,7 @@
 #define OMP(directive)
 #endif
 
+#include "median.h"
 #include "moescatter.h"
 #include "rng.h"
 
@@ -66,18 +67,6 @@ static double now_ms(void)
             exit(1);                                                        \
         }                                                                   \
     } while (0)
-
-static int by_value(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *ms, int n)
-{
-    qsort(ms, (size_t)n, sizeof *ms, by_value);
-    return ms[n / 2];
-}
 
 /* rows of a set in a random order: token t's k-th row is perm[t*K + k]. */
 static int64_t *random_rows(tool_rng *rng, int64_t n)
@@ -201,7 +190,7 @@ int main(int argc, char **argv)
         CHECK(moes_copy_within(ctx, b, a, COPY_BYTES));
         ms[p] = now_ms() - t;
     }
-    copy_ms = median(ms, PASSES);
+    copy_ms = tool_median(ms, PASSES);
 #define REPORT(name, bytes, m)                                              \
     printf("%-8s %10.4f %10.2f %8.3f\n", name, m, (bytes) / (m) / 1e6,      \
            ((bytes) / (m)) / (2.0 * COPY_BYTES / copy_ms))
@@ -212,7 +201,7 @@ int main(int argc, char **argv)
         CHECK(moes_fill(ctx, b, p & 0xFF, STREAM_BYTES));
         ms[p] = now_ms() - t;
     }
-    fill_ms = median(ms, PASSES);
+    fill_ms = tool_median(ms, PASSES);
     REPORT("fill", (double)STREAM_BYTES, fill_ms);
 
     for (int p = 0; p < PASSES; p++) {
@@ -227,7 +216,7 @@ int main(int argc, char **argv)
         ms[p] = now_ms() - t;
         sink += sum;
     }
-    rows_ms = median(ms, PASSES);
+    rows_ms = tool_median(ms, PASSES);
     REPORT("rows", (double)y_bytes, rows_ms);
     /* The gather's bytes over the rows' time plus its output's at the
      * fill's rate: what the gather would show with no time of its own. */

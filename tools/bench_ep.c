@@ -24,6 +24,7 @@
 
 #include <mpi.h>
 
+#include "median.h"
 #include "moescatter_ep.h"
 
 enum {
@@ -111,18 +112,6 @@ static int parse(int argc, char **argv, ep_bench_options *o)
         }
     }
     return rc == TOOL_EXIT_OK ? -1 : rc;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int64_t n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 static uint64_t next(uint64_t *s)
@@ -315,10 +304,10 @@ int tool_bench_ep(int argc, char **argv)
     double mine[F_COUNT];
     mine[F_D_SENT] = (double)sd.bytes_sent;
     mine[F_D_RECV] = (double)sd.bytes_received;
-    mine[F_D_TIME] = median(td, o.iters);
+    mine[F_D_TIME] = tool_median(td, o.iters);
     mine[F_C_SENT] = (double)sc.bytes_sent;
     mine[F_C_RECV] = (double)sc.bytes_received;
-    mine[F_C_TIME] = median(tc, o.iters);
+    mine[F_C_TIME] = tool_median(tc, o.iters);
     mine[F_RECEIVED] = (double)n_received;
     mine[F_DROPPED] = (double)n_dropped;
     double *all = rank == 0 ? malloc(sizeof mine * (size_t)size) : NULL;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "bench.h"
+#include "median.h"
 
 enum { SLOT_BEFORE = 0, SLOT_AFTER = 1 };
 
@@ -16,18 +17,11 @@ double bench_gbps(double bytes, double ms)
     return ms > 0.0 ? bytes / (ms * 1e-3) / 1e9 : 0.0;
 }
 
-static int compare_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void summarize(double *ms, int64_t n, bench_timing *t)
 {
-    qsort(ms, (size_t)n, sizeof *ms, compare_double);
+    t->median_ms = tool_median(ms, n); /* sorts ms */
     t->min_ms = ms[0];
     t->max_ms = ms[n - 1];
-    t->median_ms = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
 }
 
 typedef enum { OP_SCATTER, OP_GATHER } bench_op;
