@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "helpers.h"
 
@@ -92,4 +93,10 @@ __attribute__((visibility("default"), used))
 const char *__asan_default_options(void)
 {
     return "allocator_may_return_null=1";
+}
+
+void test_deadline(unsigned seconds)
+{
+    /* Each test runs in a process of its own: the alarm is the test's. */
+    alarm(seconds);
 }
