@@ -20,13 +20,16 @@
  *            rows' time plus the output's at the fill's rate: the
  *            fraction a gather would show if its arithmetic and stores
  *            cost nothing
+ *   scatter  the scatter's bytes (each token's fp8 row read once and
+ *            written to 8 rows) over its writes' time at the fill's
+ *            rate: the fraction a scatter would show if its reads, its
+ *            routing and its scales cost nothing
  *
  * Inputs rotate among sets larger than the last-level cache, as in the
  * bench. The gather line counts the bytes `moescatter bench` counts, so
- * its fraction compares with the bench's; the scatter writes eight bytes
- * of every nine it moves, so the fill line bounds it the same way. A
- * target above these lines asks for more than this machine gives the
- * pattern.
+ * its fraction compares with the bench's, and so does the scatter line's
+ * (the scatter writes eight bytes of every nine it moves). A target above
+ * these lines asks for more than this machine gives the pattern.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -222,6 +225,10 @@ int main(int argc, char **argv)
      * fill's rate: what the gather would show with no time of its own. */
     REPORT("gather", (double)(y_bytes + out_bytes),
            rows_ms + fill_ms * (double)out_bytes / (double)STREAM_BYTES);
+    /* fp8 rows: a token's row is HIDDEN bytes, read once, written TOP_K
+     * times; only the writes are timed. */
+    REPORT("scatter", (double)(tokens * HIDDEN * (1 + TOP_K)),
+           fill_ms * (double)(rows * HIDDEN) / (double)STREAM_BYTES);
     if (sink == 1)
         printf("\n"); /* keeps the sums, never true in practice */
     for (int64_t i = 0; i < g_sets; i++)
