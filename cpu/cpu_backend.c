@@ -213,7 +213,7 @@ static int cpu_count(moes_context *ctx, const moes_count_plan *plan,
         return MOES_OK;
     }
     /* Sparse: zeros, then the experts that have rows. */
-    MOES_OMP(parallel for num_threads(threads) schedule(static))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, n_experts)) schedule(static))
     for (int64_t e = 0; e < n_experts; e++)
         moes_index_store(plan->counts, elem, e, 0);
     for (int64_t g = 0; g < route.n_groups; g++)
@@ -240,7 +240,7 @@ static int cpu_distinct(moes_context *ctx, const moes_distinct_plan *plan,
     st = cpu_route_count(&route, threads, err);
     if (st != MOES_OK)
         return st;
-    MOES_OMP(parallel for num_threads(threads) schedule(static))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, rp->n_choices)) schedule(static))
     for (int64_t t = 0; t < n_tokens; t++) {
         char *row = (char *)plan->out + (size_t)(t * top_k) * elem;
         for (int64_t k = 0; k < top_k; k++)

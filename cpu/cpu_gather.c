@@ -336,7 +336,10 @@ int cpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     const moes_gather_args *a = &plan->a;
     const int threads = cpu_threads(ctx);
     int64_t bad = find_bad_index(plan, threads);
-    int64_t team = threads < a->n_tokens ? threads : a->n_tokens;
+    /* A token's work: its rows read, 16 bytes a unit. */
+    int64_t team = cpu_team(threads, cpu_work(a->n_tokens,
+                                              cpu_work(a->top_k * plan->y_elem,
+                                                       a->hidden) / 16));
     int64_t chunk = a->hidden < CHUNK ? a->hidden : CHUNK;
     float *accumulators;
     void *w;

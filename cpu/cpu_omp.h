@@ -22,6 +22,33 @@
  * for them forever; a team of one never needs them. */
 int cpu_threads(const moes_context *ctx);
 
+/* Work, in units of about a nanosecond of one thread's time (an id
+ * counted, an index stored one at a time, 16 bytes of a row or of a run
+ * of indices moved), that each thread of a parallel region should get.
+ * Waking a thread for a region and joining it again takes about 3 us on
+ * a 2-core machine with the threads spinning and 20 us with them
+ * sleeping: a 256-token index-only scatter on two threads took twice as
+ * long as on one, and each region of a decode-sized call is cheaper on
+ * one thread. The routing's parts (cpu_route.h) do not follow the team:
+ * a team smaller than the parts walks several, with the same results. */
+#define CPU_WORK_PER_THREAD ((int64_t)1 << 14)
+
+/* count * units, saturating: the work of count items of units each. */
+static inline int64_t cpu_work(int64_t count, int64_t units)
+{
+    int64_t w;
+    return moes_mul_i64(count, units, &w) ? w : INT64_MAX;
+}
+
+/* The threads worth giving `work` units: at most threads, at least 1. */
+static inline int cpu_team(int threads, int64_t work)
+{
+    const int64_t by_work = work / CPU_WORK_PER_THREAD;
+    if (by_work >= threads)
+        return threads;
+    return by_work > 1 ? (int)by_work : 1;
+}
+
 /* The calling thread's number within the current parallel region. */
 static inline int cpu_thread_num(void)
 {

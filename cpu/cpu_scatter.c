@@ -89,7 +89,7 @@ static int64_t find_bad_scale(const moes_scatter_plan *plan, int threads)
     const moes_scatter_args *a = &plan->a;
     const int64_t n = plan->route.r.n_tokens, n_scales = plan->n_scales;
     int64_t bad = INT64_MAX;
-    MOES_OMP(parallel for num_threads(threads) schedule(static) reduction(min:bad))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, n * n_scales)) schedule(static) reduction(min:bad))
     for (int64_t t = 0; t < n; t++) {
         const float *row = a->x_scales + t * a->x_scales_stride;
         for (int64_t s = 0; s < n_scales; s++) {
@@ -141,6 +141,27 @@ static int writes_padding(const moes_scatter_args *a)
            (a->flags & MOES_SCATTER_ZERO_PADDING);
 }
 
+/* Work units (cpu_omp.h) of a placed choice: its indices stored one at a
+ * time, and 16 bytes of its row and scales a unit. */
+static int64_t choice_work(const moes_scatter_plan *plan)
+{
+    const moes_scatter_args *a = &plan->a;
+    if (plan->index_only)
+        return 1;
+    return 1 + (plan->row_bytes + (a->x_scales ? plan->n_scales * 4 : 0)) / 16;
+}
+
+/* Work units of rows padding rows: bytes written in runs, 16 a unit. */
+static int64_t pad_work(const moes_scatter_plan *plan, int64_t rows)
+{
+    const moes_scatter_args *a = &plan->a;
+    int64_t bytes = (int64_t)plan->index_elem *
+                    ((a->m_indices != NULL) + (a->row_source != NULL));
+    if (a->flags & MOES_SCATTER_ZERO_PADDING)
+        bytes += plan->row_bytes + plan->n_scale_cols * 4;
+    return cpu_work(rows, bytes) / 16;
+}
+
 /* Rows [first, end) that hold no token: label (m_indices), pad value
  * (row_source) and, when asked for, zero data and scales. */
 static void pad_rows(const moes_scatter_plan *plan, int64_t first,
@@ -151,15 +172,14 @@ static void pad_rows(const moes_scatter_plan *plan, int64_t first,
      * may have a capacity no buffer bounds (2^40 rows per expert). */
     if (!writes_padding(a))
         return;
-    for (int64_t r = first; r < end; r++) {
-        if (a->m_indices)
-            moes_index_store(a->m_indices, plan->index_elem, r, label);
-        if (a->row_source)
-            moes_index_store(a->row_source, plan->index_elem, r,
-                             a->row_source_pad);
-        if (a->flags & MOES_SCATTER_ZERO_PADDING)
+    if (a->m_indices)
+        moes_index_fill(a->m_indices, plan->index_elem, first, end, label);
+    if (a->row_source)
+        moes_index_fill(a->row_source, plan->index_elem, first, end,
+                        a->row_source_pad);
+    if (a->flags & MOES_SCATTER_ZERO_PADDING)
+        for (int64_t r = first; r < end; r++)
             zero_row(plan, r);
-    }
 }
 
 /* Labels and padding of expert e's block, rows [first, first + block),
@@ -170,8 +190,8 @@ static void finish_block(const moes_scatter_plan *plan, int64_t e,
 {
     const moes_scatter_args *a = &plan->a;
     if (a->m_indices)
-        for (int64_t r = first; r < first + real; r++)
-            moes_index_store(a->m_indices, plan->index_elem, r, e);
+        moes_index_fill(a->m_indices, plan->index_elem, first, first + real,
+                        e);
     pad_rows(plan, first + real, first + block,
              (a->flags & MOES_SCATTER_LABEL_PADDING) ? e : -1);
 }
@@ -198,9 +218,10 @@ static void place_choice(const moes_scatter_plan *plan, int64_t t,
         copy_scales(plan, t, row);
 }
 
-/* Dense: each part walks its tokens in t*K+k order and hands out ranks. */
+/* Dense: each part walks its tokens in t*K+k order and hands out ranks;
+ * team threads share the parts. */
 static void place_dense(const moes_scatter_plan *plan, cpu_route *route,
-                        int threads)
+                        int team)
 {
     const moes_scatter_args *a = &plan->a;
     const moes_route_plan *rp = &plan->route;
@@ -208,7 +229,7 @@ static void place_dense(const moes_scatter_plan *plan, cpu_route *route,
     const int64_t n_experts = rp->r.n_experts;
     const int masked = a->layout == MOES_LAYOUT_MASKED;
     const int64_t cap = a->capacity;
-    MOES_OMP(parallel for num_threads(threads) schedule(static, 1))
+    MOES_OMP(parallel for num_threads(team) schedule(static, 1))
     for (int64_t p = 0; p < route->parts; p++) {
         int64_t *rank = route->part_counts + p * n_experts;
         int64_t t_end = cpu_part_begin(n, route->parts, p + 1);
@@ -232,16 +253,16 @@ static void place_dense(const moes_scatter_plan *plan, cpu_route *route,
 }
 
 /* Sparse: each choice's row from its place in the sorted list, then the
- * copies in token order; ids are not read again. */
+ * copies in token order, over team threads; ids are not read again. */
 static void place_sparse(const moes_scatter_plan *plan, cpu_route *route,
-                         int threads)
+                         int team)
 {
     const moes_scatter_args *a = &plan->a;
     const int64_t n = plan->route.r.n_tokens, k_top = plan->route.r.top_k;
     const int64_t nk = plan->route.n_choices;
     const int masked = a->layout == MOES_LAYOUT_MASKED;
     const int64_t cap = a->capacity;
-    int64_t parts = threads < n ? threads : n;
+    int64_t parts = team < n ? team : n;
     for (int64_t f = 0; f < nk; f++)
         route->row_of[f] = -1;
     for (int64_t g = 0; g < route->n_groups; g++) {
@@ -299,6 +320,9 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     const int masked = a->layout == MOES_LAYOUT_MASKED;
     const int64_t cap = a->capacity;
     const int threads = cpu_threads(ctx);
+    /* The threads that place the choices (and copy their rows). */
+    const int team = cpu_team(threads, cpu_work(rp->n_choices,
+                                                choice_work(plan)));
     const int per_expert_arrays = a->counts || a->expert_start ||
                                   a->expert_end || a->masked_m;
     const int pads = writes_padding(a);
@@ -348,10 +372,10 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
 
     /* Nothing is wrong: from here on the caller's buffers are written. */
     if (route.sparse) {
-        place_sparse(plan, &route, threads);
+        place_sparse(plan, &route, team);
     } else {
         cpu_route_ranks(&route, threads);
-        place_dense(plan, &route, threads);
+        place_dense(plan, &route, team);
     }
 
     /* Per-expert outputs, labels and padding. Every expert when an [E]
@@ -360,7 +384,12 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
      * way does no work of size E. */
     if (per_expert_arrays || masked || !route.sparse) {
         if (per_expert_arrays || pads) {
-            MOES_OMP(parallel for num_threads(threads) schedule(dynamic, 16))
+            /* Four [E] outputs an expert, and its block's padding. */
+            int64_t work = cpu_work(n_experts, 4);
+            if (pads && !moes_add_i64(work, pad_work(plan, rows_used),
+                                      &work))
+                work = INT64_MAX;
+            MOES_OMP(parallel for num_threads(cpu_team(threads, work)) schedule(dynamic, 16))
             for (int64_t e = 0; e < n_experts; e++)
                 finish_expert(plan, &route, e);
         }
@@ -373,8 +402,9 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
      * only when something is written there: an unused capacity costs
      * nothing. */
     if (!masked && pads) {
-        const int64_t tail = cap - rows_used, parts = threads;
-        MOES_OMP(parallel for num_threads(threads) schedule(static, 1))
+        const int64_t tail = cap - rows_used;
+        const int64_t parts = cpu_team(threads, pad_work(plan, tail));
+        MOES_OMP(parallel for num_threads((int)parts) schedule(static, 1))
         for (int64_t p = 0; p < parts; p++)
             pad_rows(plan, rows_used + cpu_part_begin(tail, parts, p),
                      rows_used + cpu_part_begin(tail, parts, p + 1), -1);

@@ -69,6 +69,22 @@ static inline void moes_index_store(void *base, size_t elem, int64_t i,
         ((int64_t *)base)[i] = v;
 }
 
+/* base[i] = v for i in [first, end): a typed loop the compiler turns into
+ * wide stores (padding rows are most of a small call's rows). */
+static inline void moes_index_fill(void *base, size_t elem, int64_t first,
+                                   int64_t end, int64_t v)
+{
+    if (elem == 4) {
+        int32_t *p = base;
+        for (int64_t i = first; i < end; i++)
+            p[i] = (int32_t)v;
+    } else {
+        int64_t *p = base;
+        for (int64_t i = first; i < end; i++)
+            p[i] = v;
+    }
+}
+
 /* Logs on stderr when MOES_LOG is set to a non-empty value other than 0. */
 void moes_log(const char *fmt, ...)
 #if defined(__GNUC__)
