@@ -62,6 +62,12 @@ int cpu_threads(const moes_context *ctx)
     return in_forked_child ? 1 : ctx->cpu_threads;
 }
 
+int64_t cpu_grain(const moes_context *ctx)
+{
+    return ctx->cpu_work_per_thread > 0 ? ctx->cpu_work_per_thread
+                                        : CPU_WORK_PER_THREAD;
+}
+
 static int cpu_open(moes_context *ctx, char *reason, size_t reason_len)
 {
     cpu_state *s = calloc(1, sizeof *s);
@@ -125,6 +131,7 @@ int cpu_route_prepare(moes_context *ctx, const moes_route_plan *plan,
             "fit a 64-bit byte count", (long long)plan->r.n_experts);
     MOES_TRY(cpu_workspace(ctx, bytes, &w));
     cpu_route_init(route, plan, threads, scatter, w);
+    route->grain = cpu_grain(ctx);
     return MOES_OK;
 }
 
@@ -213,7 +220,7 @@ static int cpu_count(moes_context *ctx, const moes_count_plan *plan,
         return MOES_OK;
     }
     /* Sparse: zeros, then the experts that have rows. */
-    MOES_OMP(parallel for num_threads(cpu_team(threads, n_experts)) schedule(static))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, route.grain, n_experts)) schedule(static))
     for (int64_t e = 0; e < n_experts; e++)
         moes_index_store(plan->counts, elem, e, 0);
     for (int64_t g = 0; g < route.n_groups; g++)
@@ -240,7 +247,7 @@ static int cpu_distinct(moes_context *ctx, const moes_distinct_plan *plan,
     st = cpu_route_count(&route, threads, err);
     if (st != MOES_OK)
         return st;
-    MOES_OMP(parallel for num_threads(cpu_team(threads, rp->n_choices)) schedule(static))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, route.grain, rp->n_choices)) schedule(static))
     for (int64_t t = 0; t < n_tokens; t++) {
         char *row = (char *)plan->out + (size_t)(t * top_k) * elem;
         for (int64_t k = 0; k < top_k; k++)

@@ -46,11 +46,12 @@ int64_t cpu_gather_workspace_bytes(int threads, int64_t n_tokens,
 #endif
 
 /* Smallest flat index t*K+k of an out_index entry outside [-1, M), or -1. */
-static int64_t find_bad_index(const moes_gather_plan *plan, int threads)
+static int64_t find_bad_index(const moes_gather_plan *plan, int threads,
+                              int64_t grain)
 {
     const moes_gather_args *a = &plan->a;
     int64_t bad = INT64_MAX;
-    MOES_OMP(parallel for num_threads(threads) schedule(static) reduction(min:bad))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, grain, cpu_work(a->n_tokens, a->top_k))) schedule(static) reduction(min:bad))
     for (int64_t t = 0; t < a->n_tokens; t++) {
         for (int64_t k = 0; k < a->top_k; k++) {
             int64_t v = moes_index_load(a->out_index, plan->index_elem,
@@ -335,11 +336,11 @@ int cpu_gather(moes_context *ctx, const moes_gather_plan *plan,
 {
     const moes_gather_args *a = &plan->a;
     const int threads = cpu_threads(ctx);
-    int64_t bad = find_bad_index(plan, threads);
+    const int64_t grain = cpu_grain(ctx);
+    int64_t bad = find_bad_index(plan, threads, grain);
     /* A token's work: its rows read, 16 bytes a unit. */
-    int64_t team = cpu_team(threads, cpu_work(a->n_tokens,
-                                              cpu_work(a->top_k * plan->y_elem,
-                                                       a->hidden) / 16));
+    const int64_t token_work = cpu_work(a->top_k * plan->y_elem, a->hidden) / 16;
+    int64_t team = cpu_team(threads, grain, cpu_work(a->n_tokens, token_work));
     int64_t chunk = a->hidden < CHUNK ? a->hidden : CHUNK;
     float *accumulators;
     void *w;

@@ -40,10 +40,16 @@ static inline int64_t cpu_work(int64_t count, int64_t units)
     return moes_mul_i64(count, units, &w) ? w : INT64_MAX;
 }
 
-/* The threads worth giving `work` units: at most threads, at least 1. */
-static inline int cpu_team(int threads, int64_t work)
+/* The work a thread of ctx's regions should get: CPU_WORK_PER_THREAD, or
+ * MOES_CPU_WORK_PER_THREAD (1 gives every region all of the threads, as
+ * the tests do to keep the threaded paths busy on small inputs). */
+int64_t cpu_grain(const moes_context *ctx);
+
+/* The threads worth giving `work` units, grain a thread: at most
+ * threads, at least 1. */
+static inline int cpu_team(int threads, int64_t grain, int64_t work)
 {
-    const int64_t by_work = work / CPU_WORK_PER_THREAD;
+    const int64_t by_work = work / grain;
     if (by_work >= threads)
         return threads;
     return by_work > 1 ? (int)by_work : 1;

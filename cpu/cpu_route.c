@@ -78,12 +78,13 @@ void cpu_route_init(cpu_route *route, const moes_route_plan *plan,
 }
 
 /* Smallest flat index of a bad map entry, or -1. */
-static int64_t find_bad_map_entry(const moes_route_plan *rp, int threads)
+static int64_t find_bad_map_entry(const moes_route_plan *rp, int threads,
+                                  int64_t grain)
 {
     const int32_t *map = rp->r.expert_map;
     const int64_t n = rp->r.n_experts_global, e = rp->r.n_experts;
     int64_t bad = INT64_MAX;
-    MOES_OMP(parallel for num_threads(cpu_team(threads, n)) schedule(static) reduction(min:bad))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, grain, n)) schedule(static) reduction(min:bad))
     for (int64_t i = 0; i < n; i++)
         if (!MOES_INDEX_OK(map[i], e) && i < bad)
             bad = i;
@@ -167,7 +168,7 @@ int cpu_route_count(cpu_route *route, int threads, moes_data_error *err)
     int64_t bad = INT64_MAX;
 
     if (map) {
-        int64_t i = find_bad_map_entry(rp, threads);
+        int64_t i = find_bad_map_entry(rp, threads, route->grain);
         if (i >= 0) {
             err->status = MOES_ERR_INVALID_MAP;
             err->index = i;
@@ -180,7 +181,7 @@ int cpu_route_count(cpu_route *route, int threads, moes_data_error *err)
     if (route->sparse)
         return count_sparse(route, err);
 
-    MOES_OMP(parallel for num_threads(cpu_team(threads, rp->n_choices)) schedule(static, 1) reduction(min:bad))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, route->grain, rp->n_choices)) schedule(static, 1) reduction(min:bad))
     for (int64_t p = 0; p < parts; p++) {
         int64_t *c = route->part_counts + p * n_experts;
         int64_t t_end = cpu_part_begin(n, parts, p + 1);
@@ -207,7 +208,7 @@ int cpu_route_count(cpu_route *route, int threads, moes_data_error *err)
     if (bad != INT64_MAX)
         return bad_id(rp, bad, err);
 
-    MOES_OMP(parallel for num_threads(cpu_team(threads, n_experts * parts)) schedule(static))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, route->grain, n_experts * parts)) schedule(static))
     for (int64_t e = 0; e < n_experts; e++) {
         int64_t sum = 0;
         for (int64_t p = 0; p < parts; p++)
@@ -221,7 +222,7 @@ void cpu_route_ranks(cpu_route *route, int threads)
 {
     const int64_t n_experts = route->plan->r.n_experts;
     const int64_t parts = route->parts;
-    MOES_OMP(parallel for num_threads(cpu_team(threads, n_experts * parts)) schedule(static))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, route->grain, n_experts * parts)) schedule(static))
     for (int64_t e = 0; e < n_experts; e++) {
         int64_t run = 0;
         for (int64_t p = 0; p < parts; p++) {

@@ -33,6 +33,7 @@ typedef struct cpu_route {
     const moes_route_plan *plan;
     int sparse;
     int64_t parts;
+    int64_t grain;        /* work a thread (cpu_team), set by the caller */
     /* dense */
     int64_t *part_counts; /* [parts][E]: counts, then first ranks       */
     int64_t *counts;      /* [E]                                       */

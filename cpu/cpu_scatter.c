@@ -84,12 +84,13 @@ static void expert_rows(const cpu_route *route, const moes_scatter_plan *plan,
 
 /* Smallest flat index t*S+s of a scale UE8M0 cannot hold, or -1. Every
  * scale of every token is checked, placed or not. */
-static int64_t find_bad_scale(const moes_scatter_plan *plan, int threads)
+static int64_t find_bad_scale(const moes_scatter_plan *plan, int threads,
+                              int64_t grain)
 {
     const moes_scatter_args *a = &plan->a;
     const int64_t n = plan->route.r.n_tokens, n_scales = plan->n_scales;
     int64_t bad = INT64_MAX;
-    MOES_OMP(parallel for num_threads(cpu_team(threads, n * n_scales)) schedule(static) reduction(min:bad))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, grain, n * n_scales)) schedule(static) reduction(min:bad))
     for (int64_t t = 0; t < n; t++) {
         const float *row = a->x_scales + t * a->x_scales_stride;
         for (int64_t s = 0; s < n_scales; s++) {
@@ -321,7 +322,8 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     const int64_t cap = a->capacity;
     const int threads = cpu_threads(ctx);
     /* The threads that place the choices (and copy their rows). */
-    const int team = cpu_team(threads, cpu_work(rp->n_choices,
+    const int64_t grain = cpu_grain(ctx);
+    const int team = cpu_team(threads, grain, cpu_work(rp->n_choices,
                                                 choice_work(plan)));
     const int per_expert_arrays = a->counts || a->expert_start ||
                                   a->expert_end || a->masked_m;
@@ -357,7 +359,7 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
         return err->status;
     }
     if (a->x_scales && a->out_scales_format == MOES_SCALES_UE8M0) {
-        int64_t bad = find_bad_scale(plan, threads);
+        int64_t bad = find_bad_scale(plan, threads, grain);
         if (bad >= 0) {
             int64_t t = bad / plan->n_scales, s = bad % plan->n_scales;
             err->status = MOES_ERR_INVALID_SCALE;
@@ -389,7 +391,7 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
             if (pads && !moes_add_i64(work, pad_work(plan, rows_used),
                                       &work))
                 work = INT64_MAX;
-            MOES_OMP(parallel for num_threads(cpu_team(threads, work)) schedule(dynamic, 16))
+            MOES_OMP(parallel for num_threads(cpu_team(threads, grain, work)) schedule(dynamic, 16))
             for (int64_t e = 0; e < n_experts; e++)
                 finish_expert(plan, &route, e);
         }
@@ -403,7 +405,7 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
      * nothing. */
     if (!masked && pads) {
         const int64_t tail = cap - rows_used;
-        const int64_t parts = cpu_team(threads, pad_work(plan, tail));
+        const int64_t parts = cpu_team(threads, grain, pad_work(plan, tail));
         MOES_OMP(parallel for num_threads((int)parts) schedule(static, 1))
         for (int64_t p = 0; p < parts; p++)
             pad_rows(plan, rows_used + cpu_part_begin(tail, parts, p),

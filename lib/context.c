@@ -3,6 +3,7 @@
  * context.c - opening and closing contexts, choosing the backend, and the
  * calls that only ask the context something.
  */
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +85,22 @@ static int backend_from_env(int requested, const char **source)
     return -1;
 }
 
+/* MOES_CPU_WORK_PER_THREAD: the CPU backend's work a thread (cpu_omp.h),
+ * a whole number of at least 1, or unset (0: the backend's default).
+ * Returns -1 for anything else. */
+static int64_t work_per_thread_from_env(void)
+{
+    const char *env = getenv("MOES_CPU_WORK_PER_THREAD");
+    long long v;
+    if (!env || !*env)
+        return 0;
+    if (env[strspn(env, "0123456789")] != '\0')
+        return -1;
+    errno = 0;
+    v = strtoll(env, NULL, 10);
+    return errno || v < 1 ? -1 : (int64_t)v;
+}
+
 #ifdef _OPENMP
 /* The most threads a context uses: the larger of 64 and four per
  * processor, and never more than OpenMP's thread limit. A count far past
@@ -119,6 +136,7 @@ MOES_API int moes_context_create(moes_context **out,
     const char *source;
     char why[200] = "";
     int requested, st;
+    int64_t work_per_thread;
     moes_context *ctx;
 
     if (!out)
@@ -144,6 +162,11 @@ MOES_API int moes_context_create(moes_context **out,
         return moes_set_error(NULL, MOES_ERR_INVALID_ARGUMENT,
             "MOES_BACKEND = \"%s\" is not cpu, cuda or auto",
             getenv("MOES_BACKEND"));
+    work_per_thread = work_per_thread_from_env();
+    if (work_per_thread < 0)
+        return moes_set_error(NULL, MOES_ERR_INVALID_ARGUMENT,
+            "MOES_CPU_WORK_PER_THREAD = \"%s\" is not a whole number of "
+            "at least 1", getenv("MOES_CPU_WORK_PER_THREAD"));
 
     ctx = calloc(1, sizeof *ctx);
     if (!ctx)
@@ -159,6 +182,7 @@ MOES_API int moes_context_create(moes_context **out,
 #else
     ctx->cpu_threads = 1;
 #endif
+    ctx->cpu_work_per_thread = work_per_thread;
     ctx->cuda_device = opts->cuda_device;
 
     if (requested == MOES_BACKEND_CPU) {

@@ -18,6 +18,7 @@ struct moes_context {
     void *state;              /* the backend's own                         */
     int backend;              /* MOES_BACKEND_CPU or MOES_BACKEND_CUDA     */
     int cpu_threads;          /* resolved: >= 1                            */
+    int64_t cpu_work_per_thread; /* MOES_CPU_WORK_PER_THREAD, 0: default   */
     int cuda_device;
     void *stream;
     int workspace_reserved;   /* after moes_reserve_workspace: no growth   */

@@ -37,6 +37,38 @@ Test(context, bad_env_value)
     cr_expect(strstr(moes_last_error(NULL), "gpu0") != NULL);
 }
 
+/* MOES_CPU_WORK_PER_THREAD: a whole number of at least 1, or an error
+ * that names the variable and its value. */
+Test(context, work_per_thread_env)
+{
+    static const char *bad[] = {"0", "-5", "abc", "12x", " 7", "+7",
+                                "99999999999999999999"};
+    static const char *good[] = {"1", "16384", "9223372036854775807"};
+    moes_context *ctx = (moes_context *)1;
+    unsetenv("MOES_BACKEND");
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv("MOES_CPU_WORK_PER_THREAD", bad[i], 1);
+        cr_expect_eq(create(MOES_BACKEND_CPU, &ctx),
+                     MOES_ERR_INVALID_ARGUMENT, "\"%s\"", bad[i]);
+        cr_expect_null(ctx);
+        cr_expect(strstr(moes_last_error(NULL), "MOES_CPU_WORK_PER_THREAD") &&
+                      strstr(moes_last_error(NULL), bad[i]),
+                  "%s", moes_last_error(NULL));
+        ctx = (moes_context *)1;
+    }
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        setenv("MOES_CPU_WORK_PER_THREAD", good[i], 1);
+        cr_expect_eq(create(MOES_BACKEND_CPU, &ctx), MOES_OK, "\"%s\": %s",
+                     good[i], moes_last_error(NULL));
+        moes_context_destroy(ctx);
+        ctx = NULL;
+    }
+    setenv("MOES_CPU_WORK_PER_THREAD", "", 1); /* empty: the default */
+    cr_expect_eq(create(MOES_BACKEND_CPU, &ctx), MOES_OK);
+    moes_context_destroy(ctx);
+    unsetenv("MOES_CPU_WORK_PER_THREAD");
+}
+
 Test(context, env_forces_cpu)
 {
     moes_context *ctx = NULL;

@@ -13,6 +13,7 @@
 #include <criterion/parameterized.h>
 #include <criterion/hooks.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "helpers.h"
@@ -24,11 +25,17 @@ typedef struct block {
     uint64_t first_seed;
     int n_cases;
     int64_t max_tokens, max_hidden, max_experts;
+    /* Every parallel region on all the threads: the CPU backend gives a
+     * region only the threads its work is worth, which for these small
+     * cases is one, so half the blocks of each thread count set
+     * MOES_CPU_WORK_PER_THREAD=1 to run its threaded paths too. */
+    int full_teams;
 } block;
 
 /* For each thread count: 10 blocks of 250 small cases (faults drawn from
- * the seed), and for each fault kind one block of 25 cases of full size.
- * 4 x (2500 + 125) = 10,500 cases per run. */
+ * the seed), and for each fault kind one block of 25 cases of full size,
+ * every other block with full teams past one thread. 4 x (2500 + 125) =
+ * 10,500 cases per run. */
 enum { SMALL_BLOCK = 250, LARGE_BLOCK = 25 };
 
 static const int thread_counts[] = {1, 2, 3, 7};
@@ -41,12 +48,14 @@ ParameterizedTestParameters(differential, random_cases)
         for (int r = 0; r < 10; r++)
             b[n++] = (block){thread_counts[t], -1,
                              0x5EED0000ull + (uint64_t)(t * 10 + r) * 1000,
-                             SMALL_BLOCK, 48, 96, 64};
+                             SMALL_BLOCK, 48, 96, 64,
+                             thread_counts[t] > 1 && r % 2 == 1};
         for (int f = 0; f < MOES_CASE_FAULT_COUNT; f++)
             if (n < 64)
                 b[n++] = (block){thread_counts[t], f,
                                  0xFA170000ull + (uint64_t)(t * 8 + f) * 1000,
-                                 LARGE_BLOCK, 0, 0, 0};
+                                 LARGE_BLOCK, 0, 0, 0,
+                                 thread_counts[t] > 1 && f % 2 == 1};
     }
     return cr_make_param_array(block, b, (size_t)n);
 }
@@ -68,7 +77,11 @@ static moes_context *open_quietly(int threads)
 
 ParameterizedTest(block *b, differential, random_cases)
 {
-    moes_context *ctx = open_quietly(b->threads);
+    moes_context *ctx;
+    /* Each test runs in a process of its own: the setting is the block's. */
+    if (b->full_teams)
+        setenv("MOES_CPU_WORK_PER_THREAD", "1", 1);
+    ctx = open_quietly(b->threads);
     moes_case_limits lim = {b->max_tokens, b->max_hidden, b->max_experts};
     char msg[4096];
     int differ = 0;
@@ -79,7 +92,8 @@ ParameterizedTest(block *b, differential, random_cases)
         cr_expect_eq(v, MOES_CHECK_SAME, "threads %d: %s", b->threads, msg);
         differ += v != MOES_CHECK_SAME;
     }
-    cr_log_info("%d threads, seeds 0x%llx..+%d: %d differences", b->threads,
+    cr_log_info("%d threads%s, seeds 0x%llx..+%d: %d differences",
+                b->threads, b->full_teams ? " (full teams)" : "",
                 (unsigned long long)b->first_seed, b->n_cases, differ);
     moes_context_destroy(ctx);
 }
