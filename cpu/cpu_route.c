@@ -208,7 +208,7 @@ int cpu_route_count(cpu_route *route, int threads, moes_data_error *err)
     if (bad != INT64_MAX)
         return bad_id(rp, bad, err);
 
-    MOES_OMP(parallel for num_threads(cpu_team(threads, route->grain, n_experts * parts)) schedule(static))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, route->grain, cpu_work(n_experts, parts))) schedule(static))
     for (int64_t e = 0; e < n_experts; e++) {
         int64_t sum = 0;
         for (int64_t p = 0; p < parts; p++)
@@ -222,7 +222,7 @@ void cpu_route_ranks(cpu_route *route, int threads)
 {
     const int64_t n_experts = route->plan->r.n_experts;
     const int64_t parts = route->parts;
-    MOES_OMP(parallel for num_threads(cpu_team(threads, route->grain, n_experts * parts)) schedule(static))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, route->grain, cpu_work(n_experts, parts))) schedule(static))
     for (int64_t e = 0; e < n_experts; e++) {
         int64_t run = 0;
         for (int64_t p = 0; p < parts; p++) {

@@ -90,7 +90,7 @@ static int64_t find_bad_scale(const moes_scatter_plan *plan, int threads,
     const moes_scatter_args *a = &plan->a;
     const int64_t n = plan->route.r.n_tokens, n_scales = plan->n_scales;
     int64_t bad = INT64_MAX;
-    MOES_OMP(parallel for num_threads(cpu_team(threads, grain, n * n_scales)) schedule(static) reduction(min:bad))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, grain, cpu_work(n, n_scales))) schedule(static) reduction(min:bad))
     for (int64_t t = 0; t < n; t++) {
         const float *row = a->x_scales + t * a->x_scales_stride;
         for (int64_t s = 0; s < n_scales; s++) {
