@@ -339,7 +339,8 @@ int cpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     const int64_t grain = cpu_grain(ctx);
     int64_t bad = find_bad_index(plan, threads, grain);
     /* A token's work: its rows read, 16 bytes a unit. */
-    const int64_t token_work = cpu_work(a->top_k * plan->y_elem, a->hidden) / 16;
+    const int64_t token_work =
+        cpu_work(cpu_work(a->top_k, plan->y_elem), a->hidden) / 16;
     int64_t team = cpu_team(threads, grain, cpu_work(a->n_tokens, token_work));
     int64_t chunk = a->hidden < CHUNK ? a->hidden : CHUNK;
     float *accumulators;

@@ -142,14 +142,25 @@ static int writes_padding(const moes_scatter_args *a)
            (a->flags & MOES_SCATTER_ZERO_PADDING);
 }
 
+/* row_bytes plus scale_words 4-byte scale words, saturating: a call with
+ * no rows to copy may name any hidden size. */
+static int64_t row_and_scale_bytes(const moes_scatter_plan *plan,
+                                   int64_t scale_words)
+{
+    int64_t bytes;
+    if (!moes_add_i64(plan->row_bytes, cpu_work(scale_words, 4), &bytes))
+        return INT64_MAX;
+    return bytes;
+}
+
 /* Work units (cpu_omp.h) of a placed choice: its indices stored one at a
  * time, and 16 bytes of its row and scales a unit. */
 static int64_t choice_work(const moes_scatter_plan *plan)
 {
-    const moes_scatter_args *a = &plan->a;
     if (plan->index_only)
         return 1;
-    return 1 + (plan->row_bytes + (a->x_scales ? plan->n_scales * 4 : 0)) / 16;
+    return 1 + row_and_scale_bytes(plan, plan->a.x_scales ? plan->n_scales
+                                                          : 0) / 16;
 }
 
 /* Work units of rows padding rows: bytes written in runs, 16 a unit. */
@@ -158,8 +169,10 @@ static int64_t pad_work(const moes_scatter_plan *plan, int64_t rows)
     const moes_scatter_args *a = &plan->a;
     int64_t bytes = (int64_t)plan->index_elem *
                     ((a->m_indices != NULL) + (a->row_source != NULL));
-    if (a->flags & MOES_SCATTER_ZERO_PADDING)
-        bytes += plan->row_bytes + plan->n_scale_cols * 4;
+    if ((a->flags & MOES_SCATTER_ZERO_PADDING) &&
+        !moes_add_i64(bytes, row_and_scale_bytes(plan, plan->n_scale_cols),
+                      &bytes))
+        bytes = INT64_MAX;
     return cpu_work(rows, bytes) / 16;
 }
 
