@@ -338,10 +338,14 @@ int cpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     const int threads = cpu_threads(ctx);
     const int64_t grain = cpu_grain(ctx);
     int64_t bad = find_bad_index(plan, threads, grain);
-    /* A token's work: its rows read, 16 bytes a unit. */
+    /* A token's work: its rows read, 16 bytes a unit. A thread takes
+     * whole tokens, so never more threads than tokens (the workspace
+     * holds an accumulator for each of those only). */
     const int64_t token_work =
         cpu_work(cpu_work(a->top_k, plan->y_elem), a->hidden) / 16;
     int64_t team = cpu_team(threads, grain, cpu_work(a->n_tokens, token_work));
+    if (team > a->n_tokens)
+        team = a->n_tokens;
     int64_t chunk = a->hidden < CHUNK ? a->hidden : CHUNK;
     float *accumulators;
     void *w;

@@ -181,7 +181,8 @@ int cpu_route_count(cpu_route *route, int threads, moes_data_error *err)
     if (route->sparse)
         return count_sparse(route, err);
 
-    MOES_OMP(parallel for num_threads(cpu_team(threads, route->grain, rp->n_choices)) schedule(static, 1) reduction(min:bad))
+    /* A thread a part at most: parts never exceed threads. */
+    MOES_OMP(parallel for num_threads(cpu_team((int)parts, route->grain, rp->n_choices)) schedule(static, 1) reduction(min:bad))
     for (int64_t p = 0; p < parts; p++) {
         int64_t *c = route->part_counts + p * n_experts;
         int64_t t_end = cpu_part_begin(n, parts, p + 1);

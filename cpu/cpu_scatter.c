@@ -243,7 +243,7 @@ static void place_dense(const moes_scatter_plan *plan, cpu_route *route,
     const int64_t n_experts = rp->r.n_experts;
     const int masked = a->layout == MOES_LAYOUT_MASKED;
     const int64_t cap = a->capacity;
-    MOES_OMP(parallel for num_threads(team) schedule(static, 1))
+    MOES_OMP(parallel for num_threads(team < route->parts ? team : (int)route->parts) schedule(static, 1))
     for (int64_t p = 0; p < route->parts; p++) {
         int64_t *rank = route->part_counts + p * n_experts;
         int64_t t_end = cpu_part_begin(n, route->parts, p + 1);
