@@ -40,6 +40,13 @@ static inline int64_t cpu_work(int64_t count, int64_t units)
     return moes_mul_i64(count, units, &w) ? w : INT64_MAX;
 }
 
+/* a + b (both >= 0), saturating: two parts of a work or a size. */
+static inline int64_t cpu_work_sum(int64_t a, int64_t b)
+{
+    int64_t w;
+    return moes_add_i64(a, b, &w) ? w : INT64_MAX;
+}
+
 /* The work a thread of ctx's regions should get: CPU_WORK_PER_THREAD, or
  * MOES_CPU_WORK_PER_THREAD (1 gives every region all of the threads, as
  * the tests do to keep the threaded paths busy on small inputs). */

@@ -147,10 +147,7 @@ static int writes_padding(const moes_scatter_args *a)
 static int64_t row_and_scale_bytes(const moes_scatter_plan *plan,
                                    int64_t scale_words)
 {
-    int64_t bytes;
-    if (!moes_add_i64(plan->row_bytes, cpu_work(scale_words, 4), &bytes))
-        return INT64_MAX;
-    return bytes;
+    return cpu_work_sum(plan->row_bytes, cpu_work(scale_words, 4));
 }
 
 /* Work units (cpu_omp.h) of a placed choice: its indices stored one at a
@@ -169,10 +166,9 @@ static int64_t pad_work(const moes_scatter_plan *plan, int64_t rows)
     const moes_scatter_args *a = &plan->a;
     int64_t bytes = (int64_t)plan->index_elem *
                     ((a->m_indices != NULL) + (a->row_source != NULL));
-    if ((a->flags & MOES_SCATTER_ZERO_PADDING) &&
-        !moes_add_i64(bytes, row_and_scale_bytes(plan, plan->n_scale_cols),
-                      &bytes))
-        bytes = INT64_MAX;
+    if (a->flags & MOES_SCATTER_ZERO_PADDING)
+        bytes = cpu_work_sum(bytes, row_and_scale_bytes(plan,
+                                                        plan->n_scale_cols));
     return cpu_work(rows, bytes) / 16;
 }
 
@@ -400,10 +396,8 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     if (per_expert_arrays || masked || !route.sparse) {
         if (per_expert_arrays || pads) {
             /* Four [E] outputs an expert, and its block's padding. */
-            int64_t work = cpu_work(n_experts, 4);
-            if (pads && !moes_add_i64(work, pad_work(plan, rows_used),
-                                      &work))
-                work = INT64_MAX;
+            const int64_t work = cpu_work_sum(
+                cpu_work(n_experts, 4), pads ? pad_work(plan, rows_used) : 0);
             MOES_OMP(parallel for num_threads(cpu_team(threads, grain, work)) schedule(dynamic, 16))
             for (int64_t e = 0; e < n_experts; e++)
                 finish_expert(plan, &route, e);
