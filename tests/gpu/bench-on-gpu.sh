@@ -88,6 +88,12 @@ graph_gather() {
     sed -n "s/^graph_bench: $1 .*gather [0-9.]* us back to back, \([0-9.]*\) us from a graph.*/\1 us/p" \
         "$out/${2:-graph_bench.log}" | head -1
 }
+# graph_copy CASE CALL: the replay time of the device copy that moves
+# the bytes of CALL (the decode targets' yardstick).
+graph_copy() {
+    sed -n "s/^graph_bench: $1 .*copies of the same bytes: .*$2's ([0-9.]* MB) [0-9.]* us back to back, \([0-9.]*\) us from a graph.*/\1 us/p" \
+        "$out/graph_bench.log" | head -1
+}
 copy=$(sed -n 's/^copy .* \([0-9.]*\) GB\/s (bytes read + written).*/\1/p' "$log" | head -1)
 
 row() {
@@ -107,6 +113,8 @@ row() {
     done
     row "decode 128, graph replay" "$(graph decode scatter)" "<= 6 us" "$(graph_gather decode)" "<= 5 us"
     row "EP8 decode 1024, graph replay" "$(graph "EP8 decode" scatter)" "<= 7 us" "$(graph_gather "EP8 decode")" "<= 7 us"
+    row "decode 128, copy of same bytes" "$(graph_copy decode scatter)" "-" "$(graph_copy decode gather)" "-"
+    row "EP8 decode 1024, copy, same bytes" "$(graph_copy "EP8 decode" scatter)" "-" "$(graph_copy "EP8 decode" gather)" "-"
     row "decode 128, graph, inputs in L2" "$(graph decode scatter graph_bench_l2.log)" "-" "$(graph_gather decode graph_bench_l2.log)" "-"
     row "EP8 decode 1024, graph, in L2" "$(graph "EP8 decode" scatter graph_bench_l2.log)" "-" "$(graph_gather "EP8 decode" graph_bench_l2.log)" "-"
     row "decode 128, single call" "$(us "$(field decode scatter 2)")" "<= 12 us" "$(us "$(field decode gather 2)")" "<= 10 us"

@@ -16,6 +16,12 @@
  *   graph         the same CALLS calls captured once (after
  *                 moes_reserve_workspace) and the graph replayed REPLAYS
  *                 times, median replay over CALLS.
+ *   copy          a device copy (cudaMemcpyAsync) of half the bytes
+ *                 the call moves at the fewest (every input read once,
+ *                 every output written once, as moescatter bench counts
+ *                 them), so it reads and writes what the call does, timed
+ *                 the same two ways from input sets of their own: the
+ *                 yardstick of a decode call's time, launch included.
  * Then the index-only scatter (no x, no out: out_index, m_indices and
  * row_source with vLLM's pad N*K, alignment IDX_A) for those two cases
  * and for 4096 tokens over 256 experts and 32768 over 32 of 256.
@@ -78,12 +84,16 @@ typedef struct set_buffers {
     void *ids, *x, *scales, *weights;
     void *out, *out_scales, *out_index, *m_indices, *y, *gather_out;
     void *row_source;
+    void *copy_src, *copy_dst;  /* the yardstick's, copy_bytes each */
 } set_buffers;
 
 typedef struct case_state {
     const bench_case *c;
     int64_t capacity;
     int32_t *map;               /* device, NULL without */
+    /* Bytes each call moves at the fewest (set 0's routing), and the
+     * yardstick copy's current length: half of one of them. */
+    int64_t scatter_bytes, gather_bytes, copy_bytes;
     set_buffers sets[SETS];
 } case_state;
 
@@ -137,6 +147,25 @@ static void *dev_finite_bf16(int64_t bytes)
     return dev_from_host(h, bytes);
 }
 
+/* The bytes a scatter and a gather of these ids move at the fewest
+ * (moescatter(1), BYTES MOVED; index-only calls are not compared). */
+static void count_bytes(case_state *s, const int32_t *ids)
+{
+    const int64_t n = s->c->tokens;
+    int64_t placed = 0, touched = 0;
+    for (int64_t t = 0; t < n; t++) {
+        int64_t local = 0;
+        for (int k = 0; k < K; k++)
+            local += ids[t * K + k] < s->c->n_experts;
+        placed += local;
+        touched += local > 0;
+    }
+    s->scatter_bytes = n * K * 4 + (s->map ? E_GLOBAL * 4 : 0) +
+                       (touched + placed) * (H + S * 4) + n * K * 4 +
+                       s->capacity * 4;
+    s->gather_bytes = placed * H * 2 + n * K * 8 + n * H * 2;
+}
+
 static void setup_case(moes_context *ctx, const bench_case *c, case_state *s)
 {
     const int64_t n = c->tokens;
@@ -180,6 +209,8 @@ static void setup_case(moes_context *ctx, const bench_case *c, case_state *s)
             }
         for (int64_t j = 0; j < n * S; j++)
             scales[j] = (float)(rnd() % 1000 + 1) / 4096.0f;
+        if (i == 0)
+            count_bytes(s, ids);
         b->ids = dev_alloc(n * K * 4);
         b->weights = dev_alloc(n * K * 4);
         b->scales = dev_alloc(n * S * 4);
@@ -197,6 +228,13 @@ static void setup_case(moes_context *ctx, const bench_case *c, case_state *s)
         if (c->index_only) {
             b->row_source = dev_alloc(s->capacity * 4);
             continue;
+        }
+        { /* the yardstick's */
+            const int64_t most = s->scatter_bytes > s->gather_bytes
+                                     ? s->scatter_bytes
+                                     : s->gather_bytes;
+            b->copy_src = dev_random(most / 2);
+            b->copy_dst = dev_alloc(most / 2);
         }
         /* fp8 e4m3 rows: any bytes (the scatter copies them). */
         b->x = dev_random(n * H);
@@ -222,7 +260,8 @@ static void free_case(case_state *s)
         set_buffers *b = &s->sets[i];
         void *all[] = {b->ids, b->x, b->scales, b->weights, b->out,
                        b->out_scales, b->out_index, b->m_indices, b->y,
-                       b->gather_out, b->row_source};
+                       b->gather_out, b->row_source, b->copy_src,
+                       b->copy_dst};
         for (size_t j = 0; j < sizeof all / sizeof all[0]; j++)
             cudaFree(all[j]);
     }
@@ -299,6 +338,20 @@ static void gather_call(moes_context *ctx, const case_state *s, int i)
     MOES_OK_OR_DIE(ctx, moes_gather(ctx, &g));
 }
 
+/* The stream every call is queued on. */
+static cudaStream_t bench_stream;
+
+/* The yardstick: the runtime's device copy of s->copy_bytes, queued on
+ * the stream (moes_copy_within waits for its copy, so no graph can hold
+ * it). */
+static void copy_call(moes_context *ctx, const case_state *s, int i)
+{
+    const set_buffers *b = &s->sets[i % sets_used];
+    (void)ctx;
+    CUDA_OK(cudaMemcpyAsync(b->copy_dst, b->copy_src, (size_t)s->copy_bytes,
+                            cudaMemcpyDeviceToDevice, bench_stream));
+}
+
 typedef void (*call_fn)(moes_context *, const case_state *, int);
 
 static int compare_float(const void *a, const void *b)
@@ -365,7 +418,7 @@ int main(int argc, char **argv)
     moes_context_options opts;
     moes_context *ctx;
     cudaStream_t stream;
-    double us[2][2][2];
+    double us[2][2][2], copy_us[2][2];
 
     if (argc > 1) {
         char *end;
@@ -380,6 +433,7 @@ int main(int argc, char **argv)
            sets_used == 1 ? "" : "s");
     CUDA_OK(cudaSetDevice(0));
     CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    bench_stream = stream;
     moes_context_options_init(&opts);
     opts.backend = MOES_BACKEND_CUDA;
     if (moes_context_create(&ctx, &opts) != MOES_OK) {
@@ -400,6 +454,18 @@ int main(int argc, char **argv)
                "%.2f us from a graph\n",
                cases[c].name, (long long)s.capacity, us[c][0][0],
                us[c][0][1], us[c][1][0], us[c][1][1]);
+        /* The same bytes through a plain device copy. */
+        s.copy_bytes = s.scatter_bytes / 2;
+        time_op(ctx, stream, &s, copy_call, &copy_us[0][0], &copy_us[0][1]);
+        s.copy_bytes = s.gather_bytes / 2;
+        time_op(ctx, stream, &s, copy_call, &copy_us[1][0], &copy_us[1][1]);
+        printf("graph_bench: %s: copies of the same bytes: scatter's "
+               "(%.2f MB) %.2f us back to back, %.2f us from a graph; "
+               "gather's (%.2f MB) %.2f us back to back, %.2f us from a "
+               "graph\n",
+               cases[c].name, s.scatter_bytes / 1e6, copy_us[0][0],
+               copy_us[0][1], s.gather_bytes / 1e6, copy_us[1][0],
+               copy_us[1][1]);
         free_case(&s);
     }
     for (size_t c = 0; c < sizeof index_cases / sizeof index_cases[0]; c++) {
