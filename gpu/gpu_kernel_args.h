@@ -57,6 +57,11 @@ typedef struct gpu_device_state {
  * over many warps. */
 #define GPU_ROW_WIDE_PER_THREAD 8
 #define GPU_ROW_THREADS 256
+/* The grid path places the choices of 16-byte rows inside the copy
+ * (moes_place_copy_rows) for K up to a warp and tiles up to this many
+ * choices: each copying warp counts its token's choices' ranks over the
+ * part of a tile before the token, a ballot per choice and 32 choices. */
+#define GPU_PLACE_IN_COPY_MAX_TILE 512
 #define GPU_ROW_BLOCKS_PER_SM 8   /* grid cap, in blocks per multiprocessor */
 #define GPU_GATHER_VEC 8          /* elements per vector of the gather   */
 /* The gather's shape, measured on an H200 (bench/NOTES.md): 4 vectors
