@@ -456,10 +456,21 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     const int small = route_is_small(&a);
     const int copies = a.n_choices > 0 && !plan->index_only;
     const int wide = !small && copies && a.copy_width == 16;
-    /* 16-byte rows: the copy places the choices (place_copy.cu). */
-    const int place_in_copy = wide && a.top_k <= WARP_THREADS &&
-                              a.tile_size <= GPU_PLACE_IN_COPY_MAX_TILE &&
-                              a.n_experts <= INT32_MAX;
+    if (copies) {
+        a.copy_chunks = row_chunks(a.row_bytes / a.copy_width,
+                                   wide ? GPU_ROW_WIDE_PER_THREAD
+                                        : GPU_ROW_PER_THREAD);
+        a.copy_blocks = row_blocks(gpu_state_of(ctx), a.n_tokens, a.copy_chunks);
+    }
+    /* The copy places the choices (place_copy.cu; the limits in
+     * gpu_kernel_args.h). */
+    const int place_in_copy =
+        wide && a.top_k <= WARP_THREADS && !a.map &&
+        a.tile_size <= GPU_PLACE_IN_COPY_MAX_TILE &&
+        a.n_experts <= INT32_MAX &&
+        a.n_tokens * a.copy_chunks <= GPU_PLACE_IN_COPY_MAX_ITEMS *
+                                          a.copy_blocks *
+                                          (GPU_ROW_THREADS / WARP_THREADS);
     if (small) {
         /* Routing and per-expert outputs in one block; the labels, a
          * store per output row, by the grid after it: the copy's last
@@ -495,10 +506,6 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                                  warp_block, &a));
     }
     if (copies) {
-        a.copy_chunks = row_chunks(a.row_bytes / a.copy_width,
-                                   wide ? GPU_ROW_WIDE_PER_THREAD
-                                        : GPU_ROW_PER_THREAD);
-        a.copy_blocks = row_blocks(gpu_state_of(ctx), a.n_tokens, a.copy_chunks);
         if (place_in_copy)
             MOES_TRY(gpu_launch_next(ctx, GPU_K_PLACE_COPY_ROWS,
                                      a.copy_blocks + a.label_blocks +

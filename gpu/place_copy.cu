@@ -112,7 +112,11 @@ __device__ __forceinline__ uint32_t chunk_scale_word(const gpu_scatter_args &a,
 }
 
 /* Stores the chunk (and, from the first chunk's warp, the scale words)
- * to each row of `valid`, the warp's ballot of f's rows, in k order. */
+ * to each row of `valid`, the warp's ballot of f's rows, in k order.
+ * copy_items below keeps its own form of this loop: with this function
+ * in it, ptxas held moes_copy_rows_wide to 64 registers with spills (72
+ * and none without), and the EP8 prefill scatter, which still takes that
+ * kernel, lost 5 us on an H200 (bench/NOTES.md, v14). */
 template <typename V, int P>
 __device__ __forceinline__ void store_chunk(const gpu_scatter_args &a,
                                             int64_t t, int64_t chunk,
@@ -170,6 +174,7 @@ __device__ void copy_items(const gpu_scatter_args &a)
         const int64_t t = item / a.copy_chunks;
         const int64_t chunk = item - t * a.copy_chunks;
         const int64_t s0 = chunk * (MOES_WARP * P) + lane;
+        const V *x = (const V *)(a.x + t * a.x_stride_bytes);
         const moes_row_fetch first = next;
         /* The next item's entries load while this one is copied. */
         if (item + stride < items)
@@ -187,9 +192,43 @@ __device__ void copy_items(const gpu_scatter_args &a)
             if (!valid)
                 continue;
             V v[P];
-            load_chunk<V, P>(a, t, s0, n_vec, v);
-            const uint32_t word = chunk_scale_word(a, t, chunk);
-            store_chunk<V, P>(a, t, chunk, s0, n_vec, v, word, valid, f);
+#pragma unroll
+            for (int j = 0; j < P; j++) {
+                const int64_t s = s0 + j * MOES_WARP;
+                if (s < n_vec)
+                    v[j] = x[s];
+            }
+            uint32_t word = 0;
+            const bool scales = a.x_scales && chunk == 0;
+            if (scales && lane < a.n_scale_cols) {
+                const float *src = a.x_scales + t * a.x_scales_stride;
+                word = a.out_scales_format == MOES_SCALES_FP32
+                           ? moes_f32_to_bits(src[lane])
+                           : moes_ue8m0_word(src, a.n_scales, lane);
+            }
+            while (valid) {
+                float w;
+                const int64_t row = moes_dev_next_row(&valid, f, &w);
+                V *dst = (V *)(a.out + row * a.out_stride_bytes);
+#pragma unroll
+                for (int j = 0; j < P; j++) {
+                    const int64_t s = s0 + j * MOES_WARP;
+                    if (s < n_vec)
+                        dst[s] = v[j];
+                }
+                if (!scales)
+                    continue;
+                if (lane < a.n_scale_cols)
+                    *moes_dev_out_scale(a, row, lane) = word;
+                /* Rows with more scale words than lanes: the rest. */
+                const float *src = a.x_scales + t * a.x_scales_stride;
+                for (int64_t j = lane + MOES_WARP; j < a.n_scale_cols;
+                     j += MOES_WARP)
+                    *moes_dev_out_scale(a, row, j) =
+                        a.out_scales_format == MOES_SCALES_FP32
+                            ? moes_f32_to_bits(src[j])
+                            : moes_ue8m0_word(src, a.n_scales, j);
+            }
         }
     }
 }
