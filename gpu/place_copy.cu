@@ -14,6 +14,11 @@
  * once, in the widest vectors the alignment allows, and writes it to each
  * of the token's rows. After the one-block routing, extra blocks of the
  * same launch write the row labels.
+ *
+ * Placement inside the copy (moes_place_copy_rows, at the end): for most
+ * grid-path calls of 16-byte rows the copying warps place their own
+ * token's choices, and no placement launch runs between the scan and the
+ * copy.
  */
 #include "kernel_common.cuh"
 
