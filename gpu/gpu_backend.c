@@ -23,6 +23,7 @@ const char *const gpu_kernel_names[GPU_K_COUNT] = {
     [GPU_K_PLACE_AND_LABEL] = "moes_place_and_label",
     [GPU_K_COPY_ROWS] = "moes_copy_rows",
     [GPU_K_COPY_ROWS_WIDE] = "moes_copy_rows_wide",
+    [GPU_K_PLACE_COPY_ROWS] = "moes_place_copy_rows",
     [GPU_K_ZERO_PADDING] = "moes_zero_padding",
     [GPU_K_EXPERT_OUTPUTS] = "moes_expert_outputs",
     [GPU_K_CHECK_OUT_INDEX] = "moes_check_out_index",

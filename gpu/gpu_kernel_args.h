@@ -57,6 +57,22 @@ typedef struct gpu_device_state {
  * over many warps. */
 #define GPU_ROW_WIDE_PER_THREAD 8
 #define GPU_ROW_THREADS 256
+/* The grid path places the choices of 16-byte rows inside the copy
+ * (moes_place_copy_rows) when K is at most a warp, there is no expert
+ * map, the tiles hold at most GPU_PLACE_IN_COPY_MAX_TILE choices and each
+ * warp of the copy's grid has at most GPU_PLACE_IN_COPY_MAX_ITEMS items.
+ * Each copying warp counts its token's choices' ranks over the part of
+ * the tile before the token (a ballot per choice and 32 choices) and
+ * places an item before it copies it, so the placement's loads sit on
+ * the item's path. On an H200 (bench/NOTES.md, v14), DeepSeek-V3 over 256
+ * experts: 2048 tokens 60.6 -> 51.9 us, 4096 99.6 -> 91.1 (tiles of 64),
+ * 16384 (four items a warp) 354 -> 347; 4096 tokens over 16384 experts
+ * (tiles of 128) 146.8 -> 138.1. Lost: 4096 tokens over 65536 experts
+ * (tiles of 512) 164 -> 173, EP8 prefill with the map, where most tokens
+ * have one row to write: 16384 tokens 78.3 -> 80.6, 32768 (eight items a
+ * warp) 138 -> 160. */
+#define GPU_PLACE_IN_COPY_MAX_TILE 128
+#define GPU_PLACE_IN_COPY_MAX_ITEMS 4
 #define GPU_ROW_BLOCKS_PER_SM 8   /* grid cap, in blocks per multiprocessor */
 #define GPU_GATHER_VEC 8          /* elements per vector of the gather   */
 /* The gather's shape, measured on an H200 (bench/NOTES.md): 4 vectors

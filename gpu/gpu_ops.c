@@ -455,6 +455,22 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                                GPU_SMALL_SCATTER_THREADS, &a);
     const int small = route_is_small(&a);
     const int copies = a.n_choices > 0 && !plan->index_only;
+    const int wide = !small && copies && a.copy_width == 16;
+    if (copies) {
+        a.copy_chunks = row_chunks(a.row_bytes / a.copy_width,
+                                   wide ? GPU_ROW_WIDE_PER_THREAD
+                                        : GPU_ROW_PER_THREAD);
+        a.copy_blocks = row_blocks(gpu_state_of(ctx), a.n_tokens, a.copy_chunks);
+    }
+    /* The copy places the choices (place_copy.cu; the limits in
+     * gpu_kernel_args.h). */
+    const int place_in_copy =
+        wide && a.top_k <= WARP_THREADS && !a.map &&
+        a.tile_size <= GPU_PLACE_IN_COPY_MAX_TILE &&
+        a.n_experts <= INT32_MAX &&
+        a.n_tokens * a.copy_chunks <= GPU_PLACE_IN_COPY_MAX_ITEMS *
+                                          a.copy_blocks *
+                                          (GPU_ROW_THREADS / WARP_THREADS);
     if (small) {
         /* Routing and per-expert outputs in one block; the labels, a
          * store per output row, by the grid after it: the copy's last
@@ -470,6 +486,11 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
             MOES_TRY(gpu_launch_next(ctx, GPU_K_PLACE_AND_LABEL,
                                      a.label_blocks, warp_block, &a));
         }
+    } else if (place_in_copy) {
+        MOES_TRY(launch_route(ctx, &a));
+        /* Labels and per-expert outputs by the copy's last blocks. */
+        if ((a.m_indices || a.row_source) && a.out_rows > 0)
+            a.label_blocks = label_grid(&a, GPU_ROW_THREADS);
     } else {
         /* Placement, labels and per-expert outputs: one launch, its grid
          * cut in three (place_and_label.cu). */
@@ -485,12 +506,14 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                                  warp_block, &a));
     }
     if (copies) {
-        const int wide = !small && a.copy_width == 16;
-        a.copy_chunks = row_chunks(a.row_bytes / a.copy_width,
-                                   wide ? GPU_ROW_WIDE_PER_THREAD
-                                        : GPU_ROW_PER_THREAD);
-        a.copy_blocks = row_blocks(gpu_state_of(ctx), a.n_tokens, a.copy_chunks);
-        MOES_TRY(gpu_launch_next(ctx, wide ? GPU_K_COPY_ROWS_WIDE
+        if (place_in_copy)
+            MOES_TRY(gpu_launch_next(ctx, GPU_K_PLACE_COPY_ROWS,
+                                     a.copy_blocks + a.label_blocks +
+                                         gpu_grid_for(a.n_experts,
+                                                      GPU_ROW_THREADS),
+                                     GPU_ROW_THREADS, &a));
+        else
+            MOES_TRY(gpu_launch_next(ctx, wide ? GPU_K_COPY_ROWS_WIDE
                                            : GPU_K_COPY_ROWS,
                                  a.copy_blocks + (small ? a.label_blocks : 0),
                                  GPU_ROW_THREADS, &a));

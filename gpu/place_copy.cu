@@ -14,6 +14,11 @@
  * once, in the widest vectors the alignment allows, and writes it to each
  * of the token's rows. After the one-block routing, extra blocks of the
  * same launch write the row labels.
+ *
+ * Placement inside the copy (moes_place_copy_rows, at the end): for most
+ * grid-path calls of 16-byte rows the copying warps place their own
+ * token's choices, and no placement launch runs between the scan and the
+ * copy.
  */
 #include "kernel_common.cuh"
 
@@ -78,6 +83,76 @@ __device__ void moes_stage_place(const gpu_scatter_args &a, int64_t thread,
                 __syncwarp();
             }
         }
+    }
+}
+
+/* Lane l's P vectors of the chunk that starts at vector s0 of token t's
+ * row (vectors s0 + j * 32), those below n_vec. */
+template <typename V, int P>
+__device__ __forceinline__ void load_chunk(const gpu_scatter_args &a,
+                                           int64_t t, int64_t s0,
+                                           int64_t n_vec, V (&v)[P])
+{
+    const V *x = (const V *)(a.x + t * a.x_stride_bytes);
+#pragma unroll
+    for (int j = 0; j < P; j++) {
+        const int64_t s = s0 + j * MOES_WARP;
+        if (s < n_vec)
+            v[j] = x[s];
+    }
+}
+
+/* The first chunk's warp carries the token's scale words: lane l's, in
+ * the output's format (0 for the other chunks and lanes). */
+__device__ __forceinline__ uint32_t chunk_scale_word(const gpu_scatter_args &a,
+                                                     int64_t t, int64_t chunk)
+{
+    const unsigned lane = threadIdx.x % MOES_WARP;
+    if (!a.x_scales || chunk != 0 || lane >= a.n_scale_cols)
+        return 0;
+    const float *src = a.x_scales + t * a.x_scales_stride;
+    return a.out_scales_format == MOES_SCALES_FP32
+               ? moes_f32_to_bits(src[lane])
+               : moes_ue8m0_word(src, a.n_scales, lane);
+}
+
+/* Stores the chunk (and, from the first chunk's warp, the scale words)
+ * to each row of `valid`, the warp's ballot of f's rows, in k order.
+ * copy_items below keeps its own form of this loop: with this function
+ * in it, ptxas held moes_copy_rows_wide to 64 registers with spills (72
+ * and none without), and the EP8 prefill scatter, which still takes that
+ * kernel, lost 5 us on an H200 (bench/NOTES.md, v14). */
+template <typename V, int P>
+__device__ __forceinline__ void store_chunk(const gpu_scatter_args &a,
+                                            int64_t t, int64_t chunk,
+                                            int64_t s0, int64_t n_vec,
+                                            const V (&v)[P], uint32_t word,
+                                            unsigned valid,
+                                            const moes_row_fetch &f)
+{
+    const unsigned lane = threadIdx.x % MOES_WARP;
+    const bool scales = a.x_scales && chunk == 0;
+    while (valid) {
+        float w;
+        const int64_t row = moes_dev_next_row(&valid, f, &w);
+        V *dst = (V *)(a.out + row * a.out_stride_bytes);
+#pragma unroll
+        for (int j = 0; j < P; j++) {
+            const int64_t s = s0 + j * MOES_WARP;
+            if (s < n_vec)
+                dst[s] = v[j];
+        }
+        if (!scales)
+            continue;
+        if (lane < a.n_scale_cols)
+            *moes_dev_out_scale(a, row, lane) = word;
+        /* Rows with more scale words than lanes: the rest. */
+        const float *src = a.x_scales + t * a.x_scales_stride;
+        for (int64_t j = lane + MOES_WARP; j < a.n_scale_cols; j += MOES_WARP)
+            *moes_dev_out_scale(a, row, j) =
+                a.out_scales_format == MOES_SCALES_FP32
+                    ? moes_f32_to_bits(src[j])
+                    : moes_ue8m0_word(src, a.n_scales, j);
     }
 }
 
@@ -200,4 +275,146 @@ moes_copy_rows_wide(const gpu_scatter_args a)
     if (moes_dev_failed(a.state))
         return;
     copy_items<uint4, GPU_ROW_WIDE_PER_THREAD>(a);
+}
+
+/* The placement inside the copy (grid path, 16-byte rows, K <= 32, tiles
+ * of at most GPU_PLACE_IN_COPY_MAX_TILE choices; gpu_ops.c checks).
+ *
+ * A choice's row is its expert's first row plus its rank among the
+ * expert's choices before it in t*K + k order: the tile's first rank for
+ * the expert (from the tile scan) plus the same expert's choices between
+ * the tile's start and it. That second part needs only the ids and the
+ * map, which are inputs of the call, so each warp finds it for its own
+ * token's choices before it waits for the scan, together with the loads
+ * of its chunk of the row; after the wait it needs one load from the
+ * table and one of the expert's first row before it stores. This takes
+ * the placement kernel and its grid-wide wait out of the scatter, and
+ * puts the rows' loads of the copy's first blocks beside the scan.
+ *
+ * Lane k < K holds choice c = t*K + k. Its rank within its tile: the
+ * choices of the same (expert, tile) on lanes below it (one match), and
+ * those of the same expert in [its tile's start, t*K), counted a round
+ * of 32 at a time with a ballot per choice of the token. */
+__device__ __forceinline__ int64_t rank_in_tile(const gpu_scatter_args &a,
+                                                int64_t t, int64_t e,
+                                                int64_t tile)
+{
+    enum { R = PLACE_ROUNDS_IN_FLIGHT };
+    const unsigned lane = threadIdx.x % MOES_WARP;
+    const unsigned lower = (1u << lane) - 1u;
+    const int64_t c0 = t * a.top_k;
+    const unsigned peers = __match_any_sync(
+        0xFFFFFFFFu, e >= 0 ? (long long)(e * a.tiles + tile) : -1ll);
+    int64_t rank = __popc(peers & lower);
+    /* The window before the token: from the start of the tile of its
+     * first choice, which no choice of the token precedes. */
+    const int64_t begin = c0 / a.tile_size * a.tile_size;
+    const int64_t tile_start = tile * a.tile_size;
+    for (int64_t base = begin; base < c0; base += R * MOES_WARP) {
+        int32_t ep[R]; /* experts fit 32 bits (GPU_TABLE_MAX) */
+#pragma unroll
+        for (int j = 0; j < R; j++) {
+            const int64_t p = base + j * MOES_WARP + lane;
+            int64_t id;
+            ep[j] = p < c0 ? (int32_t)moes_dev_local_expert(a, p, &id) : -1;
+        }
+#pragma unroll
+        for (int j = 0; j < R; j++) {
+            const int64_t p = base + j * MOES_WARP + lane;
+            if (base + j * MOES_WARP >= c0)
+                break;
+            for (int64_t q = 0; q < a.top_k; q++) {
+                const int32_t eq = __shfl_sync(0xFFFFFFFFu, (int32_t)e, q);
+                const long long sq =
+                    __shfl_sync(0xFFFFFFFFu, (long long)tile_start, q);
+                const unsigned m =
+                    __ballot_sync(0xFFFFFFFFu, ep[j] >= 0 && ep[j] == eq &&
+                                                   p >= sq);
+                if (lane == q)
+                    rank += __popc(m);
+            }
+        }
+    }
+    return rank;
+}
+
+template <int P>
+__device__ void place_copy_items(const gpu_scatter_args &a)
+{
+    typedef uint4 V;
+    const int64_t n_vec = a.row_bytes / (int64_t)sizeof(V);
+    const int64_t items = a.n_tokens * a.copy_chunks;
+    const unsigned lane = threadIdx.x % MOES_WARP;
+    const int64_t stride = a.copy_blocks * blockDim.x / MOES_WARP;
+    const bool masked = a.layout == MOES_LAYOUT_MASKED;
+    bool waited = false;
+    for (int64_t item = moes_dev_thread() / MOES_WARP; item < items;
+         item += stride) {
+        const int64_t t = item / a.copy_chunks;
+        const int64_t chunk = item - t * a.copy_chunks;
+        const int64_t s0 = chunk * (MOES_WARP * P) + lane;
+        /* Inputs only until the wait. */
+        int64_t id, e = -1, tile = -1;
+        if (lane < a.top_k) {
+            e = moes_dev_local_expert_at(a, t, lane, &id);
+            tile = (t * a.top_k + lane) / a.tile_size;
+        }
+        const bool any = __ballot_sync(0xFFFFFFFFu, e >= 0) != 0;
+        V v[P];
+        uint32_t word = 0;
+        if (any) {
+            load_chunk<V, P>(a, t, s0, n_vec, v);
+            word = chunk_scale_word(a, t, chunk);
+        }
+        const int64_t rank = rank_in_tile(a, t, e, tile);
+        if (!waited) {
+            /* The tile table and the first rows come from the scan. */
+            moes_dev_wait_prior();
+            waited = true;
+            if (moes_dev_failed(a.state))
+                return;
+        }
+        moes_row_fetch f;
+        f.row = -1;
+        f.weight = 1.0f;
+        if (e >= 0) {
+            const int64_t r = a.tile_table[e * a.tiles + tile] + rank;
+            if (masked)
+                f.row = r < a.capacity ? e * a.capacity + r : -1;
+            else
+                f.row = a.start[e] + r;
+        }
+        if (chunk == 0 && lane < a.top_k)
+            moes_dev_place_choice_at(a, t, lane, t * a.top_k + lane, f.row);
+        const unsigned valid = __ballot_sync(0xFFFFFFFFu, f.row >= 0);
+        if (valid)
+            store_chunk<V, P>(a, t, chunk, s0, n_vec, v, word, valid, f);
+    }
+    if (!waited)
+        moes_dev_wait_prior();
+}
+
+/* The grid path's placement and copy in one launch (above); the blocks
+ * after copy_blocks write the labels (label_blocks of them) and then the
+ * per-expert outputs, as moes_place_and_label's do. */
+extern "C" __global__ void __launch_bounds__(GPU_ROW_THREADS)
+moes_place_copy_rows(const gpu_scatter_args a)
+{
+    moes_dev_release_next();
+    const int64_t block = blockIdx.x;
+    if (block < a.copy_blocks) {
+        place_copy_items<GPU_ROW_WIDE_PER_THREAD>(a);
+        return;
+    }
+    moes_dev_wait_prior();
+    if (moes_dev_failed(a.state))
+        return;
+    const int64_t first = a.copy_blocks + a.label_blocks;
+    if (block < first)
+        moes_stage_label_blocks(
+            a, (block - a.copy_blocks) * blockDim.x + threadIdx.x,
+            a.label_blocks * blockDim.x);
+    else
+        moes_stage_expert_outputs(a, (block - first) * blockDim.x + threadIdx.x,
+                                  ((int64_t)gridDim.x - first) * blockDim.x);
 }

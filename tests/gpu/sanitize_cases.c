@@ -131,6 +131,20 @@ static const scenario scenarios[] = {
     {"E=300 bf16 H=8 grouped A=5, N=70000 K=8", 70000, 8, 300, 0, 8, 0,
      MOES_DTYPE_BF16, MOES_DTYPE_INT64, MOES_DTYPE_INT64,
      MOES_LAYOUT_GROUPED, 5, MOES_SCATTER_LABEL_PADDING, 0, 128, VALID},
+    /* The grid path's copy placing its own choices (no map, 16-byte
+     * rows): drops of the masked layout with DeepSeek-V3 rows, tokens
+     * whose choices straddle two tiles of 64 (K = 7 and K = 20). */
+    {"E=1024 fp8 H=7168 masked with drops, fp32 scales, N=2000 K=8", 2000,
+     8, 1024, 0, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32,
+     MOES_DTYPE_INT32, MOES_LAYOUT_MASKED, 1, MOES_SCATTER_LABEL_PADDING,
+     MOES_SCALES_FP32, 128, VALID},
+    {"E=600 bf16 H=64 contiguous A=16, fp32 scales, N=3000 K=7", 3000, 7,
+     600, 0, 64, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT64, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 16, MOES_SCATTER_LABEL_PADDING,
+     MOES_SCALES_FP32, 32, VALID},
+    {"E=700 fp8 H=512 grouped A=3, N=1000 K=20", 1000, 20, 700, 0, 512, 16,
+     MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32, MOES_DTYPE_INT64,
+     MOES_LAYOUT_GROUPED, 3, MOES_SCATTER_ZERO_PADDING, 0, 128, VALID},
     /* The map checked by the counting kernel (few experts, grid path). */
     {"bad map entry, E=32 of 256, N=8192 K=8", 8192, 8, 32, 256, 64, 0,
      MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
