@@ -13,7 +13,10 @@
 # run as the yardstick) the DeepSeek-V3 layer: 4096-token prefill over
 # 256 experts, 32768 received tokens of EP8 prefill, 128-token decode,
 # 1024 received tokens of EP8 decode; then graph_bench for the two decode
-# cases back to back and replayed from a CUDA graph; then the other
+# cases back to back and replayed from a CUDA graph, each beside a device
+# copy of the bytes the call moves, timed the same way (the decode
+# targets' yardstick: a call that moves those bytes cannot beat it by
+# much); then the other
 # presets and layouts at 4096 tokens. Logs go to $OUT (or ./gpu-results);
 # the last lines are the table of figures and targets.
 set -u
