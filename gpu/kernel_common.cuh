@@ -135,25 +135,42 @@ __device__ __forceinline__ moes_expert_rows moes_dev_expert_rows(
     return x;
 }
 
-/* The local expert of choice (t, k), or -1 (id -1, mapped to -1, or
+/* The local expert of global expert id, or -1 (id -1, mapped to -1, or
  * invalid: invalid ones are reported by the counting kernel). */
-__device__ __forceinline__ int64_t moes_dev_local_expert_at(
-    const gpu_scatter_args &a, int64_t t, int64_t k, int64_t *id_out)
+__device__ __forceinline__ int64_t moes_dev_expert_of(const gpu_scatter_args &a,
+                                                      int64_t id)
 {
-    int64_t id = moes_dev_index_load(a.ids, a.ids_elem, t * a.ids_stride + k);
-    *id_out = id;
     if (id < 0 || id >= a.n_global)
         return -1;
     int64_t e = a.map ? (int64_t)a.map[id] : id;
     return (e >= 0 && e < a.n_experts) ? e : -1;
 }
 
+/* The local expert of choice (t, k), and its id in *id_out. */
+__device__ __forceinline__ int64_t moes_dev_local_expert_at(
+    const gpu_scatter_args &a, int64_t t, int64_t k, int64_t *id_out)
+{
+    int64_t id = moes_dev_index_load(a.ids, a.ids_elem, t * a.ids_stride + k);
+    *id_out = id;
+    return moes_dev_expert_of(a, id);
+}
+
+/* The id of choice c = t*K + k. */
+__device__ __forceinline__ int64_t moes_dev_choice_id(const gpu_scatter_args &a,
+                                                      int64_t c)
+{
+    const int64_t t = c / a.top_k;
+    return moes_dev_index_load(a.ids, a.ids_elem,
+                               t * a.ids_stride + (c - t * a.top_k));
+}
+
 /* The same for choice c = t*K + k. */
 __device__ __forceinline__ int64_t moes_dev_local_expert(
     const gpu_scatter_args &a, int64_t c, int64_t *id_out)
 {
-    const int64_t t = c / a.top_k;
-    return moes_dev_local_expert_at(a, t, c - t * a.top_k, id_out);
+    const int64_t id = moes_dev_choice_id(a, c);
+    *id_out = id;
+    return moes_dev_expert_of(a, id);
 }
 
 /* The scale word of output row `row`, column `col` of out_scales (row-

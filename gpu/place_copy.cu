@@ -293,46 +293,76 @@ moes_copy_rows_wide(const gpu_scatter_args a)
  *
  * Lane k < K holds choice c = t*K + k. Its rank within its tile: the
  * choices of the same (expert, tile) on lanes below it (one match), and
- * those of the same expert in [its tile's start, t*K), counted a round
- * of 32 at a time with a ballot per choice of the token. */
-__device__ __forceinline__ int64_t rank_in_tile(const gpu_scatter_args &a,
-                                                int64_t t, int64_t e,
-                                                int64_t tile)
+ * those of the same expert in [its tile's start, t*K), the window,
+ * counted a round of 32 at a time with a ballot per choice of the token.
+ * Every id of an item (its own and the window's, one round per 32) is
+ * loaded in one batch and then every map entry, so that an item waits
+ * for two loads before its ballots, not one pair per round. */
+enum { PLACE_WINDOW_ROUNDS = GPU_PLACE_IN_COPY_MAX_TILE / MOES_WARP };
+static_assert(GPU_PLACE_IN_COPY_MAX_TILE % MOES_WARP == 0,
+              "the window is whole rounds");
+
+/* An item's choices and window: lane k's own expert and tile, and the
+ * experts of window positions begin + 32 j + lane (-1 past the window). */
+struct placing_item {
+    int64_t e, tile;
+    int32_t window[PLACE_WINDOW_ROUNDS];
+};
+
+__device__ __forceinline__ placing_item load_placing_item(
+    const gpu_scatter_args &a, int64_t t)
 {
-    enum { R = PLACE_ROUNDS_IN_FLIGHT };
+    enum { R = PLACE_WINDOW_ROUNDS };
+    const unsigned lane = threadIdx.x % MOES_WARP;
+    const int64_t c0 = t * a.top_k;
+    /* The window before the token: from the start of the tile of its
+     * first choice, which no choice of the token precedes; at most a
+     * tile, so R rounds. */
+    const int64_t begin = c0 / a.tile_size * a.tile_size;
+    int64_t own = -1, window[R];
+    if (lane < a.top_k)
+        own = moes_dev_index_load(a.ids, a.ids_elem,
+                                  t * a.ids_stride + lane);
+#pragma unroll
+    for (int j = 0; j < R; j++) {
+        const int64_t p = begin + j * MOES_WARP + lane;
+        window[j] = p < c0 ? moes_dev_choice_id(a, p) : -1;
+    }
+    placing_item it;
+    it.e = lane < a.top_k ? moes_dev_expert_of(a, own) : -1;
+    it.tile = lane < a.top_k ? (c0 + lane) / a.tile_size : -1;
+#pragma unroll
+    for (int j = 0; j < R; j++)
+        it.window[j] = (int32_t)moes_dev_expert_of(a, window[j]);
+    return it;
+}
+
+/* Lane k's rank within its tile (experts fit 32 bits: gpu_ops.c). */
+__device__ __forceinline__ int64_t rank_in_tile(const gpu_scatter_args &a,
+                                                int64_t t,
+                                                const placing_item &it)
+{
     const unsigned lane = threadIdx.x % MOES_WARP;
     const unsigned lower = (1u << lane) - 1u;
     const int64_t c0 = t * a.top_k;
     const unsigned peers = __match_any_sync(
-        0xFFFFFFFFu, e >= 0 ? (long long)(e * a.tiles + tile) : -1ll);
+        0xFFFFFFFFu, it.e >= 0 ? (long long)(it.e * a.tiles + it.tile) : -1ll);
     int64_t rank = __popc(peers & lower);
-    /* The window before the token: from the start of the tile of its
-     * first choice, which no choice of the token precedes. */
     const int64_t begin = c0 / a.tile_size * a.tile_size;
-    const int64_t tile_start = tile * a.tile_size;
-    for (int64_t base = begin; base < c0; base += R * MOES_WARP) {
-        int32_t ep[R]; /* experts fit 32 bits (GPU_TABLE_MAX) */
+    const int64_t tile_start = it.tile * a.tile_size;
 #pragma unroll
-        for (int j = 0; j < R; j++) {
-            const int64_t p = base + j * MOES_WARP + lane;
-            int64_t id;
-            ep[j] = p < c0 ? (int32_t)moes_dev_local_expert(a, p, &id) : -1;
-        }
-#pragma unroll
-        for (int j = 0; j < R; j++) {
-            const int64_t p = base + j * MOES_WARP + lane;
-            if (base + j * MOES_WARP >= c0)
-                break;
-            for (int64_t q = 0; q < a.top_k; q++) {
-                const int32_t eq = __shfl_sync(0xFFFFFFFFu, (int32_t)e, q);
-                const long long sq =
-                    __shfl_sync(0xFFFFFFFFu, (long long)tile_start, q);
-                const unsigned m =
-                    __ballot_sync(0xFFFFFFFFu, ep[j] >= 0 && ep[j] == eq &&
-                                                   p >= sq);
-                if (lane == q)
-                    rank += __popc(m);
-            }
+    for (int j = 0; j < PLACE_WINDOW_ROUNDS; j++) {
+        if (begin + j * MOES_WARP >= c0)
+            break;
+        const int64_t p = begin + j * MOES_WARP + lane;
+        for (int64_t q = 0; q < a.top_k; q++) {
+            const int32_t eq = __shfl_sync(0xFFFFFFFFu, (int32_t)it.e, q);
+            const long long sq =
+                __shfl_sync(0xFFFFFFFFu, (long long)tile_start, q);
+            const unsigned m = __ballot_sync(
+                0xFFFFFFFFu, it.window[j] >= 0 && it.window[j] == eq && p >= sq);
+            if (lane == q)
+                rank += __popc(m);
         }
     }
     return rank;
@@ -354,19 +384,15 @@ __device__ void place_copy_items(const gpu_scatter_args &a)
         const int64_t chunk = item - t * a.copy_chunks;
         const int64_t s0 = chunk * (MOES_WARP * P) + lane;
         /* Inputs only until the wait. */
-        int64_t id, e = -1, tile = -1;
-        if (lane < a.top_k) {
-            e = moes_dev_local_expert_at(a, t, lane, &id);
-            tile = (t * a.top_k + lane) / a.tile_size;
-        }
-        const bool any = __ballot_sync(0xFFFFFFFFu, e >= 0) != 0;
+        const placing_item it = load_placing_item(a, t);
+        const bool any = __ballot_sync(0xFFFFFFFFu, it.e >= 0) != 0;
         V v[P];
         uint32_t word = 0;
         if (any) {
             load_chunk<V, P>(a, t, s0, n_vec, v);
             word = chunk_scale_word(a, t, chunk);
         }
-        const int64_t rank = rank_in_tile(a, t, e, tile);
+        const int64_t rank = rank_in_tile(a, t, it);
         if (!waited) {
             /* The tile table and the first rows come from the scan. */
             moes_dev_wait_prior();
@@ -377,12 +403,12 @@ __device__ void place_copy_items(const gpu_scatter_args &a)
         moes_row_fetch f;
         f.row = -1;
         f.weight = 1.0f;
-        if (e >= 0) {
-            const int64_t r = a.tile_table[e * a.tiles + tile] + rank;
+        if (it.e >= 0) {
+            const int64_t r = a.tile_table[it.e * a.tiles + it.tile] + rank;
             if (masked)
-                f.row = r < a.capacity ? e * a.capacity + r : -1;
+                f.row = r < a.capacity ? it.e * a.capacity + r : -1;
             else
-                f.row = a.start[e] + r;
+                f.row = a.start[it.e] + r;
         }
         if (chunk == 0 && lane < a.top_k)
             moes_dev_place_choice_at(a, t, lane, t * a.top_k + lane, f.row);
