@@ -250,7 +250,9 @@ static int launch_route(moes_context *ctx, gpu_scatter_args *a)
             a->scan_ranges = GPU_SCAN_MAX_RANGES;
     }
     /* A warp a tile, or, on a table zeroed before, a warp every
-     * GPU_COUNT_ROUNDS rounds of 32 choices (route_count.cu). */
+     * GPU_COUNT_ROUNDS rounds of 32 choices (route_count.cu). The call's
+     * first kernel is an ordinary launch: moes_place_copy_rows reads the
+     * call's inputs before its wait, which is safe only because of that. */
     MOES_TRY((a->zero_table ? gpu_launch_next : gpu_launch)(
         ctx, GPU_K_COUNT_TILES,
         a->zero_table

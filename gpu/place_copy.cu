@@ -290,6 +290,10 @@ moes_copy_rows_wide(const gpu_scatter_args a)
  * table and one of the expert's first row before it stores. This takes
  * the placement kernel and its grid-wide wait out of the scatter, and
  * puts the rows' loads of the copy's first blocks beside the scan.
+ * Reading the ids, the map and x before the wait is safe because the
+ * call's first kernel (launch_route, gpu_ops.c) is an ordinary launch:
+ * it starts only when everything queued before the call has finished,
+ * and this kernel starts after it. Nothing is written before the wait.
  *
  * Lane k < K holds choice c = t*K + k. Its rank within its tile: the
  * choices of the same (expert, tile) on lanes below it (one match), and
