@@ -179,7 +179,6 @@ __device__ void copy_items(const gpu_scatter_args &a)
         const int64_t t = item / a.copy_chunks;
         const int64_t chunk = item - t * a.copy_chunks;
         const int64_t s0 = chunk * (MOES_WARP * P) + lane;
-        const V *x = (const V *)(a.x + t * a.x_stride_bytes);
         const moes_row_fetch first = next;
         /* The next item's entries load while this one is copied. */
         if (item + stride < items)
@@ -197,20 +196,9 @@ __device__ void copy_items(const gpu_scatter_args &a)
             if (!valid)
                 continue;
             V v[P];
-#pragma unroll
-            for (int j = 0; j < P; j++) {
-                const int64_t s = s0 + j * MOES_WARP;
-                if (s < n_vec)
-                    v[j] = x[s];
-            }
-            uint32_t word = 0;
+            load_chunk<V, P>(a, t, s0, n_vec, v);
+            const uint32_t word = chunk_scale_word(a, t, chunk);
             const bool scales = a.x_scales && chunk == 0;
-            if (scales && lane < a.n_scale_cols) {
-                const float *src = a.x_scales + t * a.x_scales_stride;
-                word = a.out_scales_format == MOES_SCALES_FP32
-                           ? moes_f32_to_bits(src[lane])
-                           : moes_ue8m0_word(src, a.n_scales, lane);
-            }
             while (valid) {
                 float w;
                 const int64_t row = moes_dev_next_row(&valid, f, &w);
