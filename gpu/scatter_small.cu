@@ -36,7 +36,7 @@ enum {
     SMALL_SCATTER_ROUNDS = GPU_SMALL_SCATTER_CHOICES / GPU_SMALL_SCATTER_THREADS,
     SMALL_SCATTER_WARPS = GPU_SMALL_SCATTER_THREADS / MOES_WARP,
     /* Row vectors each thread loads before it stores them. */
-    SMALL_SCATTER_COPY_BATCH = 4,
+    SMALL_SCATTER_COPY_BATCH = 8,
     /* 16-byte vectors of the block's own token rows that each thread
      * loads at entry, beside the ids, when they all fit (small_preload):
      * a block of one or two DeepSeek-V3 tokens. On an H200 this took
