@@ -48,13 +48,16 @@ enum {
 };
 
 /* Thread e scans expert e, and thread i ranks own choice i. */
+static_assert(GPU_SMALL_SCATTER_CHOICES < 65536,
+              "a count and a count before the block share 32 bits");
 static_assert(GPU_SMALL_SCATTER_EXPERTS <= GPU_SMALL_SCATTER_THREADS &&
                   GPU_SMALL_SCATTER_OWN <= GPU_SMALL_SCATTER_THREADS,
               "one expert and one own choice per thread");
 
 struct small_scatter_shared {
-    int32_t count[GPU_SMALL_SCATTER_EXPERTS];  /* every choice            */
-    int32_t before[GPU_SMALL_SCATTER_EXPERTS]; /* those before the block's */
+    /* Per expert: every choice in the low 16 bits, those before the
+     * block's own in the high 16 (small_count_word). */
+    uint32_t count[GPU_SMALL_SCATTER_EXPERTS];
     int64_t counts[GPU_SMALL_SCATTER_EXPERTS]; /* a.counts, a.start       */
     int64_t start[GPU_SMALL_SCATTER_EXPERTS];
     int16_t map[GPU_SMALL_SCATTER_MAP];        /* local expert or -1      */
@@ -221,6 +224,14 @@ __device__ __forceinline__ int small_rank_among_own(const int16_t *own, int i,
     return bits / 16;
 }
 
+/* What choice c of expert e adds to sh.count[e]: one to the count, and
+ * one to the high half when it comes before the block's own choices
+ * [c0, ...). One shared atomic a choice instead of two. */
+__device__ __forceinline__ uint32_t small_count_word(int c, int c0)
+{
+    return c < c0 ? 0x10001u : 1u;
+}
+
 /* Inclusive sum over the warp (32-bit: the host keeps rows below 2^31). */
 __device__ __forceinline__ int32_t small_warp_scan(int32_t v, unsigned lane)
 {
@@ -339,50 +350,57 @@ moes_scatter_small(const gpu_scatter_args args)
                 key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_MAP, i);
             sh.map[i] = (int16_t)(ok ? m : -1);
         }
-    if (tid < n_experts) {
+    if (tid < n_experts)
         sh.count[tid] = 0;
-        sh.before[tid] = 0;
-    }
     if (tid == 0)
         sh.key = GPU_ERROR_KEY_NONE;
     __syncthreads();
 
-    /* 2. Every expert first (their map loads together), then the
-     * counts. */
+    /* 2. Each choice's local expert, then its count. Four rounds at a
+     * time with no branch between them (choices past the end hold id
+     * -1, which counts nowhere), so that their map loads are in flight
+     * together: with a test and a branch per choice, the 16 rounds of
+     * EP8 decode took 728 instructions a warp and waited on each map
+     * load in turn (bench/NOTES.md). Without a map the ids are the
+     * experts (n_global is n_experts); the map kept in shared memory
+     * holds only experts below n_experts, or -1. */
+    const unsigned n_global = (unsigned)a.n_global;
+    const int n_own = c1 - c0;
+    /* small_choice(vec, tid, 4 q + j), as a start and a step. */
+    const int c_first = vec ? 4 * tid : tid, c_step = vec ? 1 : T;
+    int first_bad = INT32_MAX; /* the first choice with a bad id */
     int16_t expert[R];
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-        if (small_choice(vec, 0, r) >= n_choices) /* the whole block */
+    for (int q = 0; q < R / 4; q++) {
+        if (small_choice(vec, 0, 4 * q) >= n_choices) /* the whole block */
             break;
-        const int c = small_choice(vec, tid, r);
-        const int32_t v = id[r];
-        int e = -1;
-        if (c < n_choices) {
-            if (!MOES_INDEX_OK(v, (int32_t)a.n_global)) {
-                if (key > GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, c))
-                    key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, c);
-            } else if (v >= 0) {
-                e = a.map ? (int)sh.map[v] : (int)v;
-                if (e >= n_experts)
-                    e = -1;
-            }
-            if (c >= c0 && c < c1)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int r = 4 * q + j;
+            const int c = c_first + 4 * q * T + j * c_step;
+            const int32_t v = id[r];
+            /* -1 <= v < n_global, in unsigned arithmetic. */
+            if ((uint32_t)v + 1u > n_global)
+                first_bad = min(first_bad, c);
+            const bool known = (uint32_t)v < n_global;
+            const uint32_t at = known ? (uint32_t)v : 0u;
+            const int e = !known ? -1 : a.map ? (int)sh.map[at] : (int)at;
+            expert[r] = (int16_t)e;
+            if ((unsigned)(c - c0) < (unsigned)n_own)
                 sh.own_expert[c - c0] = (int16_t)e;
         }
-        expert[r] = (int16_t)e;
-    }
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-        if (small_choice(vec, 0, r) >= n_choices)
-            break;
-        const int c = small_choice(vec, tid, r);
-        const int e = expert[r];
-        if (e >= 0) {
-            atomicAdd(&sh.count[e], 1);
-            if (c < c0)
-                atomicAdd(&sh.before[e], 1);
+        for (int j = 0; j < 4; j++) {
+            const int r = 4 * q + j;
+            if (expert[r] >= 0)
+                atomicAdd(&sh.count[expert[r]],
+                          small_count_word(c_first + 4 * q * T + j * c_step,
+                                           c0));
         }
     }
+    if (first_bad != INT32_MAX &&
+        GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, first_bad) < key)
+        key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, first_bad);
     if (key != GPU_ERROR_KEY_NONE)
         atomicMin(&sh.key, key);
     __syncthreads();
@@ -391,7 +409,7 @@ moes_scatter_small(const gpu_scatter_args args)
      * masked), scanned within the warp first. */
     int32_t count = 0, rows = 0, dropped = 0;
     if (tid < n_experts) {
-        count = sh.count[tid];
+        count = (int32_t)(sh.count[tid] & 0xFFFFu);
         if (masked)
             dropped = count > capacity ? count - capacity : 0;
         else
@@ -405,12 +423,12 @@ moes_scatter_small(const gpu_scatter_args args)
         sh.warp_dropped[warp] = dropped;
     /* Own choice tid's rank: the same expert's choices before the block,
      * and before it within the block. */
-    const int n_own = c1 - c0;
     int own_e = -1, rank = 0;
     if (tid < n_own) {
         own_e = sh.own_expert[tid];
         if (own_e >= 0)
-            rank = sh.before[own_e] + small_rank_among_own(sh.own_expert, tid, own_e);
+            rank = (int)(sh.count[own_e] >> 16) +
+                   small_rank_among_own(sh.own_expert, tid, own_e);
     }
     __syncthreads();
     if (tid < n_experts) {
