@@ -12,8 +12,8 @@
  *   1. every id (and map entry) is loaded at once; the map is checked and
  *      kept in shared memory;
  *   2. every choice's local expert is counted, and so are those before
- *      the block's own tokens (shared atomics: a count does not depend
- *      on the order of its additions);
+ *      the block's own tokens, both in one word an expert (shared
+ *      atomics: a count does not depend on the order of its additions);
  *   3. thread e rounds expert e's count up and the block scans them into
  *      first rows, while the threads of the block's own choices rank them
  *      among the same expert's choices before them in t*K + k order: the
@@ -35,7 +35,9 @@
 enum {
     SMALL_SCATTER_ROUNDS = GPU_SMALL_SCATTER_CHOICES / GPU_SMALL_SCATTER_THREADS,
     SMALL_SCATTER_WARPS = GPU_SMALL_SCATTER_THREADS / MOES_WARP,
-    /* Row vectors each thread loads before it stores them. */
+    /* Row vectors each thread loads before it stores them. EP8 decode
+     * (about 3,600 vectors a block, 7 a thread) took two trips to DRAM
+     * with 4: 12.4 -> 11.9 us a graph replay on an H200 with 8. */
     SMALL_SCATTER_COPY_BATCH = 8,
     /* 16-byte vectors of the block's own token rows that each thread
      * loads at entry, beside the ids, when they all fit (small_preload):
@@ -359,9 +361,11 @@ moes_scatter_small(const gpu_scatter_args args)
     /* 2. Each choice's local expert, then its count. Four rounds at a
      * time with no branch between them (choices past the end hold id
      * -1, which counts nowhere), so that their map loads are in flight
-     * together: with a test and a branch per choice, the 16 rounds of
-     * EP8 decode took 728 instructions a warp and waited on each map
-     * load in turn (bench/NOTES.md). Without a map the ids are the
+     * together. With a test and a branch per choice and a second atomic
+     * for the count before the block, the 16 rounds of EP8 decode took
+     * 728 instructions a warp, waiting on each map load in turn; now
+     * 445, and the index-only call went from 6.5 to 4.8 us a graph
+     * replay on an H200 (bench/NOTES.md). Without a map the ids are the
      * experts (n_global is n_experts); the map kept in shared memory
      * holds only experts below n_experts, or -1. */
     const unsigned n_global = (unsigned)a.n_global;
