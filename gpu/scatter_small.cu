@@ -12,8 +12,8 @@
  *   1. every id (and map entry) is loaded at once; the map is checked and
  *      kept in shared memory;
  *   2. every choice's local expert is counted, and so are those before
- *      the block's own tokens (shared atomics: a count does not depend
- *      on the order of its additions);
+ *      the block's own tokens, both in one word an expert (shared
+ *      atomics: a count does not depend on the order of its additions);
  *   3. thread e rounds expert e's count up and the block scans them into
  *      first rows, while the threads of the block's own choices rank them
  *      among the same expert's choices before them in t*K + k order: the
@@ -35,8 +35,10 @@
 enum {
     SMALL_SCATTER_ROUNDS = GPU_SMALL_SCATTER_CHOICES / GPU_SMALL_SCATTER_THREADS,
     SMALL_SCATTER_WARPS = GPU_SMALL_SCATTER_THREADS / MOES_WARP,
-    /* Row vectors each thread loads before it stores them. */
-    SMALL_SCATTER_COPY_BATCH = 4,
+    /* Row vectors each thread loads before it stores them. EP8 decode
+     * (about 3,600 vectors a block, 7 a thread) took two trips to DRAM
+     * with 4: 12.4 -> 11.9 us a graph replay on an H200 with 8. */
+    SMALL_SCATTER_COPY_BATCH = 8,
     /* 16-byte vectors of the block's own token rows that each thread
      * loads at entry, beside the ids, when they all fit (small_preload):
      * a block of one or two DeepSeek-V3 tokens. On an H200 this took
@@ -48,17 +50,20 @@ enum {
 };
 
 /* Thread e scans expert e, and thread i ranks own choice i. */
+static_assert(GPU_SMALL_SCATTER_CHOICES < 65536,
+              "a count and a count before the block share 32 bits");
 static_assert(GPU_SMALL_SCATTER_EXPERTS <= GPU_SMALL_SCATTER_THREADS &&
                   GPU_SMALL_SCATTER_OWN <= GPU_SMALL_SCATTER_THREADS,
               "one expert and one own choice per thread");
 
 struct small_scatter_shared {
-    int32_t count[GPU_SMALL_SCATTER_EXPERTS];  /* every choice            */
-    int32_t before[GPU_SMALL_SCATTER_EXPERTS]; /* those before the block's */
+    /* Per expert: every choice in the low 16 bits, those before the
+     * block's own in the high 16 (small_count_word). */
+    uint32_t count[GPU_SMALL_SCATTER_EXPERTS];
     int64_t counts[GPU_SMALL_SCATTER_EXPERTS]; /* a.counts, a.start       */
     int64_t start[GPU_SMALL_SCATTER_EXPERTS];
     int16_t map[GPU_SMALL_SCATTER_MAP];        /* local expert or -1      */
-    int16_t own_expert[GPU_SMALL_SCATTER_OWN];
+    __align__(16) int16_t own_expert[GPU_SMALL_SCATTER_OWN];
     /* The placed choices of the block's tokens: token and row. */
     int32_t copy_token[GPU_SMALL_SCATTER_OWN];
     int32_t copy_row[GPU_SMALL_SCATTER_OWN];
@@ -188,6 +193,47 @@ __device__ __forceinline__ int small_choice(bool vec, int tid, int r)
     return vec ? (tid + r / 4 * T) * 4 + r % 4 : tid + r * T;
 }
 
+/* How many of the block's own choices before own choice i have local
+ * expert e (>= 0): eight entries a 16-byte load, two compared at once.
+ * At EP8 decode a block owns about 64 choices, and one compare a load
+ * made the last of them wait on 63 loads in a row. Entries from i on
+ * (some never written in this launch) are loaded with the last vector
+ * and masked off. */
+__device__ __forceinline__ int small_rank_among_own(const int16_t *own, int i,
+                                                    int e)
+{
+    const uint32_t pair = (uint32_t)(uint16_t)e * 0x10001u;
+    const uint4 *v = (const uint4 *)own;
+    const int full = i / 8, rest = i % 8;
+    int bits = 0;
+#pragma unroll 4
+    for (int q = 0; q < full; q++) {
+        const uint4 w = v[q];
+        bits += __popc(__vcmpeq2(w.x, pair)) + __popc(__vcmpeq2(w.y, pair)) +
+                __popc(__vcmpeq2(w.z, pair)) + __popc(__vcmpeq2(w.w, pair));
+    }
+    if (rest) {
+        const uint4 w = v[full];
+        const uint32_t word[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int halves = rest - 2 * j; /* entries of word j before i */
+            const uint32_t keep =
+                halves >= 2 ? 0xFFFFFFFFu : halves == 1 ? 0xFFFFu : 0u;
+            bits += __popc(__vcmpeq2(word[j], pair) & keep);
+        }
+    }
+    return bits / 16;
+}
+
+/* What choice c of expert e adds to sh.count[e]: one to the count, and
+ * one to the high half when it comes before the block's own choices
+ * [c0, ...). One shared atomic a choice instead of two. */
+__device__ __forceinline__ uint32_t small_count_word(int c, int c0)
+{
+    return c < c0 ? 0x10001u : 1u;
+}
+
 /* Inclusive sum over the warp (32-bit: the host keeps rows below 2^31). */
 __device__ __forceinline__ int32_t small_warp_scan(int32_t v, unsigned lane)
 {
@@ -306,50 +352,59 @@ moes_scatter_small(const gpu_scatter_args args)
                 key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_MAP, i);
             sh.map[i] = (int16_t)(ok ? m : -1);
         }
-    if (tid < n_experts) {
+    if (tid < n_experts)
         sh.count[tid] = 0;
-        sh.before[tid] = 0;
-    }
     if (tid == 0)
         sh.key = GPU_ERROR_KEY_NONE;
     __syncthreads();
 
-    /* 2. Every expert first (their map loads together), then the
-     * counts. */
+    /* 2. Each choice's local expert, then its count. Four rounds at a
+     * time with no branch between them (choices past the end hold id
+     * -1, which counts nowhere), so that their map loads are in flight
+     * together. With a test and a branch per choice and a second atomic
+     * for the count before the block, the 16 rounds of EP8 decode took
+     * 728 instructions a warp, waiting on each map load in turn; now
+     * 445, and the index-only call went from 6.5 to 4.8 us a graph
+     * replay on an H200 (bench/NOTES.md). Without a map the ids are the
+     * experts (n_global is n_experts); the map kept in shared memory
+     * holds only experts below n_experts, or -1. */
+    const unsigned n_global = (unsigned)a.n_global;
+    const int n_own = c1 - c0;
+    /* small_choice(vec, tid, 4 q + j), as a start and a step. */
+    const int c_first = vec ? 4 * tid : tid, c_step = vec ? 1 : T;
+    int first_bad = INT32_MAX; /* the first choice with a bad id */
     int16_t expert[R];
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-        if (small_choice(vec, 0, r) >= n_choices) /* the whole block */
+    for (int q = 0; q < R / 4; q++) {
+        if (small_choice(vec, 0, 4 * q) >= n_choices) /* the whole block */
             break;
-        const int c = small_choice(vec, tid, r);
-        const int32_t v = id[r];
-        int e = -1;
-        if (c < n_choices) {
-            if (!MOES_INDEX_OK(v, (int32_t)a.n_global)) {
-                if (key > GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, c))
-                    key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, c);
-            } else if (v >= 0) {
-                e = a.map ? (int)sh.map[v] : (int)v;
-                if (e >= n_experts)
-                    e = -1;
-            }
-            if (c >= c0 && c < c1)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int r = 4 * q + j;
+            const int c = c_first + 4 * q * T + j * c_step;
+            const int32_t v = id[r];
+            /* -1 <= v < n_global, in unsigned arithmetic. */
+            if ((uint32_t)v + 1u > n_global)
+                first_bad = min(first_bad, c);
+            const bool known = (uint32_t)v < n_global;
+            const uint32_t at = known ? (uint32_t)v : 0u;
+            const int e = !known ? -1 : a.map ? (int)sh.map[at] : (int)at;
+            expert[r] = (int16_t)e;
+            if ((unsigned)(c - c0) < (unsigned)n_own)
                 sh.own_expert[c - c0] = (int16_t)e;
         }
-        expert[r] = (int16_t)e;
-    }
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-        if (small_choice(vec, 0, r) >= n_choices)
-            break;
-        const int c = small_choice(vec, tid, r);
-        const int e = expert[r];
-        if (e >= 0) {
-            atomicAdd(&sh.count[e], 1);
-            if (c < c0)
-                atomicAdd(&sh.before[e], 1);
+        for (int j = 0; j < 4; j++) {
+            const int r = 4 * q + j;
+            if (expert[r] >= 0)
+                atomicAdd(&sh.count[expert[r]],
+                          small_count_word(c_first + 4 * q * T + j * c_step,
+                                           c0));
         }
     }
+    if (first_bad != INT32_MAX &&
+        GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, first_bad) < key)
+        key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, first_bad);
     if (key != GPU_ERROR_KEY_NONE)
         atomicMin(&sh.key, key);
     __syncthreads();
@@ -358,7 +413,7 @@ moes_scatter_small(const gpu_scatter_args args)
      * masked), scanned within the warp first. */
     int32_t count = 0, rows = 0, dropped = 0;
     if (tid < n_experts) {
-        count = sh.count[tid];
+        count = (int32_t)(sh.count[tid] & 0xFFFFu);
         if (masked)
             dropped = count > capacity ? count - capacity : 0;
         else
@@ -372,15 +427,12 @@ moes_scatter_small(const gpu_scatter_args args)
         sh.warp_dropped[warp] = dropped;
     /* Own choice tid's rank: the same expert's choices before the block,
      * and before it within the block. */
-    const int n_own = c1 - c0;
     int own_e = -1, rank = 0;
     if (tid < n_own) {
         own_e = sh.own_expert[tid];
-        if (own_e >= 0) {
-            rank = sh.before[own_e];
-            for (int j = 0; j < tid; j++)
-                rank += sh.own_expert[j] == own_e;
-        }
+        if (own_e >= 0)
+            rank = (int)(sh.count[own_e] >> 16) +
+                   small_rank_among_own(sh.own_expert, tid, own_e);
     }
     __syncthreads();
     if (tid < n_experts) {
