@@ -402,6 +402,41 @@ static int64_t small_scatter_grid(const gpu_state *st,
     return blocks;
 }
 
+/* Choices a block of the cooperative index-only scatter takes, roughly:
+ * more blocks place their choices sooner but make every block sum longer
+ * columns of the table after the barrier. */
+#define GPU_GRID_SCATTER_BLOCK_CHOICES 1024
+
+/* The grid of the cooperative index-only scatter (scatter_grid.cu), or 0
+ * when the call is outside its limits: rows to copy, too many experts or
+ * map entries for its shared tables, choices past 32-bit indices, zeroed
+ * padding, more choices for a block than it holds, or a table (a key and
+ * a count per expert for each block) larger than the workspace's tile
+ * table, which it takes. */
+static int64_t grid_scatter_blocks(const gpu_state *st,
+                                   const gpu_scatter_args *a, int index_only)
+{
+    const int64_t row_bytes = 8 + 4 * a->n_experts;
+    const int64_t table_blocks = a->tiles * a->n_experts * 8 / row_bytes;
+    int64_t blocks = ceil_div(a->n_choices, GPU_GRID_SCATTER_BLOCK_CHOICES);
+    if (!index_only || !st->cooperative_launches ||
+        a->n_experts > GPU_GRID_SCATTER_EXPERTS ||
+        (a->map && a->n_global > GPU_GRID_SCATTER_MAP) ||
+        a->n_choices > INT32_MAX / 2 ||
+        (a->flags & MOES_SCATTER_ZERO_PADDING))
+        return 0;
+    if (blocks > st->multiprocessors)
+        blocks = st->multiprocessors;
+    if (blocks > table_blocks)
+        blocks = table_blocks;
+    if (blocks > a->n_tokens)
+        blocks = a->n_tokens;
+    if (blocks < 1 ||
+        ceil_div(a->n_tokens, blocks) * a->top_k > GPU_GRID_SCATTER_OWN)
+        return 0;
+    return blocks;
+}
+
 int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                 moes_data_error *err)
 {
@@ -455,6 +490,16 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     if (one_launch > 0)
         return gpu_launch_next(ctx, GPU_K_SCATTER_SMALL, one_launch,
                                GPU_SMALL_SCATTER_THREADS, &a);
+    const int64_t cooperative =
+        grid_scatter_blocks(gpu_state_of(ctx), &a, plan->index_only);
+    if (cooperative > 0) {
+        int launched;
+        MOES_TRY(gpu_launch_cooperative(ctx, GPU_K_SCATTER_GRID, cooperative,
+                                        GPU_GRID_SCATTER_THREADS, &a,
+                                        &launched));
+        if (launched)
+            return MOES_OK;
+    }
     const int small = route_is_small(&a);
     const int copies = a.n_choices > 0 && !plan->index_only;
     const int wide = !small && copies && a.copy_width == 16;
