@@ -402,37 +402,37 @@ static int64_t small_scatter_grid(const gpu_state *st,
     return blocks;
 }
 
-/* Choices a block of the cooperative index-only scatter takes, roughly:
- * more blocks place their choices sooner but make every block sum longer
- * columns of the table after the barrier. */
+/* Choices a block of the cooperative index-only scatter takes at most,
+ * in whole tokens; a call that needs more blocks than multiprocessors
+ * takes the grid path. The kernel holds GPU_GRID_SCATTER_OWN a block,
+ * but on an H200 blocks of 2,000 choices (EP8 prefill, 32768 tokens over
+ * 132 blocks) made the one launch no faster than the grid path in graph
+ * replays and 2.3 us slower as a single call, where blocks of 1,024
+ * gained 1.2-6 us (bench/NOTES.md, v15). */
 #define GPU_GRID_SCATTER_BLOCK_CHOICES 1024
+_Static_assert(GPU_GRID_SCATTER_BLOCK_CHOICES <= GPU_GRID_SCATTER_OWN,
+               "a block's choices fit the kernel's");
 
 /* The grid of the cooperative index-only scatter (scatter_grid.cu), or 0
  * when the call is outside its limits: rows to copy, too many experts or
- * map entries for its shared tables, choices past 32-bit indices, zeroed
- * padding, more choices for a block than it holds, or a table (a key and
- * a count per expert for each block) larger than the workspace's tile
- * table, which it takes. */
+ * map entries for its shared tables, zeroed padding, more blocks than
+ * multiprocessors, or a table (a key and a count per expert for each
+ * block) larger than the workspace's tile table, which it takes. The
+ * blocks share the tokens evenly. */
 static int64_t grid_scatter_blocks(const gpu_state *st,
                                    const gpu_scatter_args *a, int index_only)
 {
     const int64_t row_bytes = 8 + 4 * a->n_experts;
     const int64_t table_blocks = a->tiles * a->n_experts * 8 / row_bytes;
-    int64_t blocks = ceil_div(a->n_choices, GPU_GRID_SCATTER_BLOCK_CHOICES);
-    if (!index_only || !st->cooperative_launches ||
+    const int64_t block_tokens = GPU_GRID_SCATTER_BLOCK_CHOICES / a->top_k;
+    int64_t blocks;
+    if (!index_only || !st->cooperative_launches || block_tokens < 1 ||
         a->n_experts > GPU_GRID_SCATTER_EXPERTS ||
         (a->map && a->n_global > GPU_GRID_SCATTER_MAP) ||
-        a->n_choices > INT32_MAX / 2 ||
         (a->flags & MOES_SCATTER_ZERO_PADDING))
         return 0;
-    if (blocks > st->multiprocessors)
-        blocks = st->multiprocessors;
-    if (blocks > table_blocks)
-        blocks = table_blocks;
-    if (blocks > a->n_tokens)
-        blocks = a->n_tokens;
-    if (blocks < 1 ||
-        ceil_div(a->n_tokens, blocks) * a->top_k > GPU_GRID_SCATTER_OWN)
+    blocks = ceil_div(a->n_tokens, block_tokens);
+    if (blocks < 1 || blocks > st->multiprocessors || blocks > table_blocks)
         return 0;
     return blocks;
 }
