@@ -48,6 +48,7 @@ const char *const gpu_kernel_names[GPU_K_COUNT] = {
     [GPU_K_ROUTE_SMALL] = "moes_route_small",
     [GPU_K_DISTINCT_ROWS] = "moes_distinct_rows",
     [GPU_K_SCATTER_SMALL] = "moes_scatter_small",
+    [GPU_K_SCATTER_GRID] = "moes_scatter_grid",
 };
 
 int gpu_fail(moes_context *ctx, CUresult r, const char *what)
@@ -100,6 +101,45 @@ static int launch(moes_context *ctx, enum gpu_kernel k, int64_t grid,
         snprintf(what, sizeof what, "launching %s", gpu_kernel_names[k]);
         return gpu_fail(ctx, r, what);
     }
+    return MOES_OK;
+}
+
+int gpu_launch_cooperative(moes_context *ctx, enum gpu_kernel k,
+                           int64_t grid, unsigned block, void *args,
+                           int *launched)
+{
+    gpu_state *s = gpu_state_of(ctx);
+    void *params[1] = { args };
+    gpu_launch_attribute attr;
+    gpu_launch_config config;
+    CUresult r;
+    *launched = 0;
+    if (!s->cooperative_launches)
+        return MOES_OK;
+    memset(&attr, 0, sizeof attr);
+    attr.id = GPU_CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
+    attr.value.cooperative = 1;
+    memset(&config, 0, sizeof config);
+    config.grid_x = (unsigned)(grid < 1 ? 1 : grid);
+    config.grid_y = config.grid_z = 1;
+    config.block_x = block;
+    config.block_y = config.block_z = 1;
+    config.stream = gpu_stream_of(ctx);
+    config.attrs = &attr;
+    config.n_attrs = 1;
+    r = s->drv.cuLaunchKernelEx(&config, s->kernels[k], params, NULL);
+    if (r == GPU_CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE) {
+        /* The device cannot hold the grid at once now (shared with other
+         * work, or partitioned): this context no longer tries. */
+        s->cooperative_launches = 0;
+        return MOES_OK;
+    }
+    if (r) {
+        char what[96];
+        snprintf(what, sizeof what, "launching %s", gpu_kernel_names[k]);
+        return gpu_fail(ctx, r, what);
+    }
+    *launched = 1;
     return MOES_OK;
 }
 
@@ -178,6 +218,16 @@ static int load_module(gpu_state *s, char *reason, size_t reason_len)
                                       s->kernels[GPU_K_COPY_ROWS]);
         s->overlap_launches = !r && ptx >= 90 &&
                               s->drv.cuLaunchKernelEx != NULL;
+    }
+    {
+        /* A grid-wide barrier needs its grid resident at once, which
+         * only a cooperative launch promises. */
+        int cooperative = 0;
+        r = s->drv.cuDeviceGetAttribute(
+            &cooperative, GPU_CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH,
+            s->device);
+        s->cooperative_launches = !r && cooperative &&
+                                  s->drv.cuLaunchKernelEx != NULL;
     }
     return MOES_OK;
 }

@@ -36,7 +36,9 @@ enum {
     GPU_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75,
     GPU_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76,
     GPU_CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS = 88,
+    GPU_CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH = 95,
     GPU_CUDA_ERROR_INVALID_VALUE = 1,
+    GPU_CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE = 720,
     /* cuPointerGetAttribute: what it is asked, and CUmemorytype. */
     GPU_CU_POINTER_ATTRIBUTE_MEMORY_TYPE = 2,
     GPU_CU_POINTER_ATTRIBUTE_DEVICE_POINTER = 3,
@@ -47,8 +49,9 @@ enum {
 };
 
 /* cuLaunchKernelEx's configuration (cuda.h: CUlaunchConfig and
- * CUlaunchAttribute), with the one attribute the backend sets. */
-enum { GPU_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6,
+ * CUlaunchAttribute), with the attributes the backend sets. */
+enum { GPU_CU_LAUNCH_ATTRIBUTE_COOPERATIVE = 2,
+       GPU_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6,
        GPU_CU_FUNC_ATTRIBUTE_PTX_VERSION = 5 };
 
 typedef struct gpu_launch_attribute {
@@ -57,6 +60,7 @@ typedef struct gpu_launch_attribute {
     union {
         char pad[64];
         int programmatic_stream_serialization_allowed;
+        int cooperative;
         void *align; /* the union of cuda.h holds pointers */
     } value;
 } gpu_launch_attribute;

@@ -36,6 +36,10 @@ typedef struct gpu_device_state {
     /* The expert ranges of moes_scan_ranges handed out so far (in the
      * order its blocks start): set to 0 by the counting kernel before. */
     unsigned int scan_ticket;
+    /* The grid-wide barrier of moes_scatter_grid: blocks arrived (back
+     * to 0 when the last one has), and the times the barrier has opened. */
+    unsigned int grid_arrived;
+    unsigned int grid_generation;
 } gpu_device_state;
 
 /* Launch shapes shared by the host code, which sizes the grids, and the
@@ -109,6 +113,17 @@ typedef struct gpu_device_state {
 #define GPU_SMALL_SCATTER_EXPERTS 512
 #define GPU_SMALL_SCATTER_MAP 8192
 #define GPU_SMALL_SCATTER_OWN 512
+
+/* The index-only scatter of a larger call in one cooperative launch
+ * (scatter_grid.cu): a block a multiprocessor at most, all resident at
+ * once, each counting only its own tokens' choices (at most
+ * GPU_GRID_SCATTER_OWN) and meeting the others at one grid-wide barrier.
+ * Its shared tables hold GPU_GRID_SCATTER_EXPERTS experts and
+ * GPU_GRID_SCATTER_MAP map entries. */
+#define GPU_GRID_SCATTER_THREADS 512
+#define GPU_GRID_SCATTER_OWN 4096
+#define GPU_GRID_SCATTER_EXPERTS 512
+#define GPU_GRID_SCATTER_MAP 8192
 
 /* The grid routing's prefix sums (expert_scan.cu). With few experts, or
  * columns of more than GPU_SCAN_RANGE_MAX_TILES tiles,

@@ -402,6 +402,41 @@ static int64_t small_scatter_grid(const gpu_state *st,
     return blocks;
 }
 
+/* Choices a block of the cooperative index-only scatter takes at most,
+ * in whole tokens; a call that needs more blocks than multiprocessors
+ * takes the grid path. The kernel holds GPU_GRID_SCATTER_OWN a block,
+ * but on an H200 blocks of 2,000 choices (EP8 prefill, 32768 tokens over
+ * 132 blocks) made the one launch no faster than the grid path in graph
+ * replays and 2.3 us slower as a single call, where blocks of 1,024
+ * gained 1.2-6 us (bench/NOTES.md, v15). */
+#define GPU_GRID_SCATTER_BLOCK_CHOICES 1024
+_Static_assert(GPU_GRID_SCATTER_BLOCK_CHOICES <= GPU_GRID_SCATTER_OWN,
+               "a block's choices fit the kernel's");
+
+/* The grid of the cooperative index-only scatter (scatter_grid.cu), or 0
+ * when the call is outside its limits: rows to copy, too many experts or
+ * map entries for its shared tables, zeroed padding, more blocks than
+ * multiprocessors, or a table (a key and a count per expert for each
+ * block) larger than the workspace's tile table, which it takes. The
+ * blocks share the tokens evenly. */
+static int64_t grid_scatter_blocks(const gpu_state *st,
+                                   const gpu_scatter_args *a, int index_only)
+{
+    const int64_t row_bytes = 8 + 4 * a->n_experts;
+    const int64_t table_blocks = a->tiles * a->n_experts * 8 / row_bytes;
+    const int64_t block_tokens = GPU_GRID_SCATTER_BLOCK_CHOICES / a->top_k;
+    int64_t blocks;
+    if (!index_only || !st->cooperative_launches || block_tokens < 1 ||
+        a->n_experts > GPU_GRID_SCATTER_EXPERTS ||
+        (a->map && a->n_global > GPU_GRID_SCATTER_MAP) ||
+        (a->flags & MOES_SCATTER_ZERO_PADDING))
+        return 0;
+    blocks = ceil_div(a->n_tokens, block_tokens);
+    if (blocks < 1 || blocks > st->multiprocessors || blocks > table_blocks)
+        return 0;
+    return blocks;
+}
+
 int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                 moes_data_error *err)
 {
@@ -455,6 +490,16 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     if (one_launch > 0)
         return gpu_launch_next(ctx, GPU_K_SCATTER_SMALL, one_launch,
                                GPU_SMALL_SCATTER_THREADS, &a);
+    const int64_t cooperative =
+        grid_scatter_blocks(gpu_state_of(ctx), &a, plan->index_only);
+    if (cooperative > 0) {
+        int launched;
+        MOES_TRY(gpu_launch_cooperative(ctx, GPU_K_SCATTER_GRID, cooperative,
+                                        GPU_GRID_SCATTER_THREADS, &a,
+                                        &launched));
+        if (launched)
+            return MOES_OK;
+    }
     const int small = route_is_small(&a);
     const int copies = a.n_choices > 0 && !plan->index_only;
     const int wide = !small && copies && a.copy_width == 16;

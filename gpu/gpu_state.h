@@ -48,6 +48,7 @@ enum gpu_kernel {
     GPU_K_ROUTE_SMALL,
     GPU_K_DISTINCT_ROWS,
     GPU_K_SCATTER_SMALL,
+    GPU_K_SCATTER_GRID,
     GPU_K_COUNT
 };
 
@@ -75,6 +76,7 @@ typedef struct gpu_state {
     char device_name[256];
     int multiprocessors;
     int overlap_launches;         /* gpu_launch_next may overlap           */
+    int cooperative_launches;     /* gpu_launch_cooperative may be tried   */
     int compute_capability;
     int64_t memory_bytes;
 } gpu_state;
@@ -106,6 +108,15 @@ int gpu_launch(moes_context *ctx, enum gpu_kernel k, int64_t grid,
  * (gpu_ops.c says which). */
 int gpu_launch_next(moes_context *ctx, enum gpu_kernel k, int64_t grid,
                     unsigned block, void *args);
+
+/* A launch whose blocks are all resident at once, for a kernel with a
+ * grid-wide barrier. *launched is 0 (and the status MOES_OK) when the
+ * context cannot launch so: no cooperative launch on this device or
+ * driver, or the device could not hold the grid at once, after which the
+ * context stops trying. The caller then takes another path. */
+int gpu_launch_cooperative(moes_context *ctx, enum gpu_kernel k,
+                           int64_t grid, unsigned block, void *args,
+                           int *launched);
 
 /* Blocks of `per_block` items for n items, capped for grid-stride loops. */
 int64_t gpu_grid_for(int64_t n, int64_t per_block);

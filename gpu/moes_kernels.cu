@@ -14,3 +14,4 @@
 #include "route_small.cu"
 #include "distinct_experts.cu"
 #include "scatter_small.cu"
+#include "scatter_grid.cu"

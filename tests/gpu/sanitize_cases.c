@@ -9,7 +9,10 @@
  * widths, an expert map, strided rows, every layout, padding flags, both
  * scale formats, drops, N = 0, and each kind of data error (bad id, bad
  * map entry, capacity too small, bad out_index) with outputs that must
- * stay untouched. Outputs start poisoned with a canary, and the
+ * stay untouched. Each scenario runs a count, a scatter with rows, a
+ * gather, and the same scatter index-only (no rows: out_index, expert_end
+ * of the real rows, m_indices and row_source). Outputs start poisoned
+ * with a canary, and the
  * workspace is allocated in memory that was just poisoned and freed, so
  * a read of something never written shows up as a difference (and to
  * initcheck).
@@ -155,6 +158,28 @@ static const scenario scenarios[] = {
     {"capacity too small, E=4096", 700, 8, 4096, 0, 64, 0, MOES_DTYPE_BF16,
      MOES_DTYPE_INT32, MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128,
      MOES_SCATTER_ZERO_PADDING, 0, 128, BAD_CAPACITY},
+    /* The index-only scatter in one cooperative launch (more than 8192
+     * choices, at most 512 experts, at most 1024 choices a block on at
+     * most a block a multiprocessor): one expert (32 threads summing
+     * each column), 500 experts of 512 with K = 7 (one thread a column,
+     * warps' runs that end inside a token), its error verdicts reached by
+     * every block alike. EP8 prefill's 32768 tokens (and N = 40000 and
+     * 70000 above) take the grid path. */
+    {"E=32 of 256 fp8 H=8 contiguous A=64, N=32768 K=8", 32768, 8, 32, 256,
+     8, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 64, MOES_SCATTER_LABEL_PADDING, 0, 128, VALID},
+    {"E=1 bf16 H=8 contiguous A=1, N=5000 K=4", 5000, 4, 1, 0, 8, 0,
+     MOES_DTYPE_BF16, MOES_DTYPE_INT64, MOES_DTYPE_INT64,
+     MOES_LAYOUT_CONTIGUOUS, 1, 0, 0, 128, VALID},
+    {"E=500 of 512 bf16 H=8 grouped A=3, N=3001 K=7", 3001, 7, 500, 512, 8,
+     0, MOES_DTYPE_BF16, MOES_DTYPE_INT64, MOES_DTYPE_INT32,
+     MOES_LAYOUT_GROUPED, 3, MOES_SCATTER_LABEL_PADDING, 0, 128, VALID},
+    {"bad id, E=64, N=6000 K=8", 6000, 8, 64, 0, 8, 0, MOES_DTYPE_BF16,
+     MOES_DTYPE_INT32, MOES_DTYPE_INT64, MOES_LAYOUT_CONTIGUOUS, 16, 0, 0,
+     128, BAD_ID},
+    {"capacity too small, E=64, N=4096 K=8", 4096, 8, 64, 0, 8, 0,
+     MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 128, 0, 0, 128, BAD_CAPACITY},
     {"bad out_index in the gather", 300, 8, 256, 0, 256, 0, MOES_DTYPE_BF16,
      MOES_DTYPE_INT32, MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128, 0, 0,
      128, BAD_OUT_INDEX},
@@ -211,21 +236,25 @@ static void store_index(void *base, int dtype, int64_t i, int64_t v)
 /* The buffers of one side. Host pointers on the CPU, device on CUDA. */
 enum { B_IDS, B_MAP, B_X, B_XS, B_Y, B_W, B_GIDX, /* inputs */
        B_COUNT, B_OUT, B_OUTS, B_OIDX, B_COUNTS, B_START, B_END, B_MIDX,
-       B_MASKED, B_DROP, B_GOUT, B_N };
+       B_MASKED, B_DROP, B_GOUT,
+       /* the index-only scatter's */
+       B_IO_OIDX, B_IO_END, B_IO_MIDX, B_IO_SOURCE, B_N };
+enum { CALLS = 4 }; /* count, scatter, gather, index-only scatter */
 #define FIRST_OUTPUT B_COUNT
 
 static const char *const buffer_names[B_N] = {
     "ids", "map", "x", "x_scales", "y", "weights", "gather out_index",
     "count counts", "out", "out_scales", "out_index", "counts",
     "expert_start", "expert_end", "m_indices", "masked_m", "n_dropped",
-    "gather out"};
+    "gather out", "index-only out_index", "index-only expert_end",
+    "index-only m_indices", "index-only row_source"};
 
 typedef struct side {
     moes_context *ctx;
     int on_device;
     void *buf[B_N];
-    int status[3];
-    char message[3][512];
+    int status[CALLS];
+    char message[CALLS][512];
 } side;
 
 static int sync_status(side *s, int st)
@@ -320,6 +349,24 @@ static int run_side(side *s, const scenario *sc, void *const host[B_N],
     s->status[2] = sync_status(s, moes_gather(s->ctx, &g));
     snprintf(s->message[2], sizeof s->message[2], "%s",
              s->status[2] ? moes_last_error(s->ctx) : "");
+
+    /* The same routing with no rows: the indices alone, row_source padded
+     * with N*K and the ends of the real rows (zeroed padding needs rows). */
+    moes_scatter_args_init(&a);
+    a.layout = sc->layout;
+    a.alignment = sc->alignment;
+    a.capacity = capacity;
+    a.flags = (sc->flags & ~MOES_SCATTER_ZERO_PADDING) |
+              MOES_SCATTER_UNPADDED_END;
+    a.index_dtype = sc->index_dtype;
+    a.out_index = s->buf[B_IO_OIDX];
+    a.expert_end = s->buf[B_IO_END];
+    a.m_indices = s->buf[B_IO_MIDX];
+    a.row_source = s->buf[B_IO_SOURCE];
+    a.row_source_pad = sc->n * sc->k;
+    s->status[3] = sync_status(s, moes_scatter(s->ctx, &r, &a));
+    snprintf(s->message[3], sizeof s->message[3], "%s",
+             s->status[3] ? moes_last_error(s->ctx) : "");
     return 1;
 }
 
@@ -381,6 +428,10 @@ static int run_scenario(moes_context *cpu_ctx, moes_context *cuda_ctx,
     bytes[B_MASKED] = sc->layout == MOES_LAYOUT_MASKED ? sc->e * (int64_t)ie : 0;
     bytes[B_DROP] = sc->layout == MOES_LAYOUT_MASKED ? 8 : 0;
     bytes[B_GOUT] = sc->n * sc->h * 2;
+    bytes[B_IO_OIDX] = bytes[B_OIDX];
+    bytes[B_IO_END] = bytes[B_END];
+    bytes[B_IO_MIDX] = bytes[B_MIDX];
+    bytes[B_IO_SOURCE] = out_rows * (int64_t)ie;
 
     for (int i = 0; i < FIRST_OUTPUT; i++) {
         host[i] = xmalloc(bytes[i]);
@@ -420,7 +471,7 @@ static int run_scenario(moes_context *cpu_ctx, moes_context *cuda_ctx,
         printf("FAIL %s: cannot allocate\n", sc->name);
         failed = 1;
     }
-    for (int call = 0; !failed && call < 3; call++) {
+    for (int call = 0; !failed && call < CALLS; call++) {
         if (cpu.status[call] != gpu.status[call] ||
             strcmp(cpu.message[call], gpu.message[call]) != 0) {
             printf("FAIL %s: call %d: CPU %s \"%s\", CUDA %s \"%s\"\n",
@@ -448,9 +499,10 @@ static int run_scenario(moes_context *cpu_ctx, moes_context *cuda_ctx,
         free(got);
     }
     if (!failed)
-        printf("ok   %s (count: %s, scatter: %s, gather: %s)\n", sc->name,
-               moes_strerror(cpu.status[0]), moes_strerror(cpu.status[1]),
-               moes_strerror(cpu.status[2]));
+        printf("ok   %s (count: %s, scatter: %s, gather: %s, index-only: "
+               "%s)\n", sc->name, moes_strerror(cpu.status[0]),
+               moes_strerror(cpu.status[1]), moes_strerror(cpu.status[2]),
+               moes_strerror(cpu.status[3]));
     free_side(&cpu);
     free_side(&gpu);
     for (int i = 0; i < FIRST_OUTPUT; i++)

@@ -1,0 +1,285 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * scatter_grid.cu - an index-only scatter past the one-launch sizes, in
+ * one cooperative launch.
+ *
+ * With no rows to copy, a scatter is all routing, and the grid path's
+ * three kernels (counts per tile, their prefix sums, placement and
+ * labels) are each a launch and a wait on the one before: about 20 us on
+ * an H200 for 32768 tokens, nearly all of it latency. Here one block a
+ * multiprocessor, every block resident at once (a cooperative launch),
+ * and one grid-wide barrier:
+ *
+ *   1. block b takes the choices [c0, c1) of its tokens, each warp a run
+ *      of them in order; it checks the map (all of it, kept in shared
+ *      memory) and its own ids, and each warp finds each of its choices'
+ *      local expert and rank among its run's choices of that expert
+ *      before it (a match a round of 32, a count per expert and warp);
+ *   2. the block's count per expert, and the smallest error key it
+ *      found, go to its row of a table in the workspace; the barrier;
+ *   3. every block sums the table's columns: each expert's count over
+ *      all blocks and over the blocks before its own, and the smallest
+ *      key of all. So every block reaches the same verdict and the same
+ *      first rows (scan_expert_range, as the routing's last block does);
+ *   4. on an error block 0 turns the key into the record and no block
+ *      writes anything; else each block places its choices (first row,
+ *      plus the count before its block, before its warp, before it in
+ *      the warp: the placement of every other routing kernel, bit for
+ *      bit), and writes its share of the labels and per-expert outputs.
+ *
+ * The host picks this kernel (gpu_ops.c) within the GPU_GRID_SCATTER_*
+ * limits, when the driver can launch cooperatively; otherwise the grid
+ * path runs.
+ */
+#include "kernel_common.cuh"
+
+enum {
+    GRID_SCATTER_WARPS = GPU_GRID_SCATTER_THREADS / MOES_WARP,
+    /* Rounds of 32 choices a warp of a full block takes. */
+    GRID_SCATTER_ROUNDS = GPU_GRID_SCATTER_OWN / GPU_GRID_SCATTER_THREADS
+};
+static_assert(GPU_GRID_SCATTER_OWN % GPU_GRID_SCATTER_THREADS == 0,
+              "whole rounds");
+static_assert(GPU_GRID_SCATTER_EXPERTS <= GPU_GRID_SCATTER_THREADS,
+              "one expert a thread in the sums");
+static_assert(GPU_GRID_SCATTER_OWN < 65536, "warp counts fit 16 bits");
+
+struct grid_scatter_shared {
+    int16_t map[GPU_GRID_SCATTER_MAP];          /* local expert or -1     */
+    /* Choices a warp has met per expert; after step 1, those of the
+     * warps before it in the block. */
+    uint16_t warp_count[GRID_SCATTER_WARPS][GPU_GRID_SCATTER_EXPERTS];
+    int64_t counts[GPU_GRID_SCATTER_EXPERTS];   /* a.counts, a.start      */
+    int64_t start[GPU_GRID_SCATTER_EXPERTS];
+    int32_t before[GPU_GRID_SCATTER_EXPERTS];   /* in blocks before       */
+    unsigned long long key;
+    int64_t dropped;
+};
+
+/* The workspace's table: the blocks' keys, then their counts, a row of
+ * n_experts a block. The host sizes it (gpu_grid_scatter_bytes). */
+__device__ __forceinline__ unsigned long long *grid_keys(
+    const gpu_scatter_args &a)
+{
+    return (unsigned long long *)a.tile_table;
+}
+
+__device__ __forceinline__ int32_t *grid_counts(const gpu_scatter_args &a)
+{
+    return (int32_t *)(grid_keys(a) + gridDim.x);
+}
+
+/* Every block of the grid waits here until all have arrived, their
+ * writes before it visible to all after it (the grid is resident at
+ * once: a cooperative launch). The arrivals are counted in the device
+ * state and the last one bumps a generation the others wait on; it sets
+ * the count back to 0 first, so that the next call, which starts only
+ * after this one has ended, finds it so. */
+__device__ void grid_barrier(gpu_device_state *state)
+{
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        volatile unsigned *generation = &state->grid_generation;
+        const unsigned mine = *generation;
+        __threadfence();
+        if (atomicAdd(&state->grid_arrived, 1u) == gridDim.x - 1) {
+            atomicExch(&state->grid_arrived, 0u);
+            __threadfence();
+            atomicAdd(&state->grid_generation, 1u);
+        } else {
+            while (*generation == mine)
+                __nanosleep(32);
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+extern "C" __global__ void __launch_bounds__(GPU_GRID_SCATTER_THREADS, 1)
+moes_scatter_grid(const gpu_scatter_args args)
+{
+    __shared__ grid_scatter_shared sh;
+    enum { T = GPU_GRID_SCATTER_THREADS, R = GRID_SCATTER_ROUNDS };
+    gpu_scatter_args a = args;
+    a.counts = sh.counts;
+    a.start = sh.start;
+    const int tid = threadIdx.x;
+    const unsigned lane = threadIdx.x % MOES_WARP;
+    const unsigned warp = threadIdx.x / MOES_WARP;
+    const unsigned lower = (1u << lane) - 1u;
+    const bool masked = a.layout == MOES_LAYOUT_MASKED;
+    const int n_experts = (int)a.n_experts;
+    const unsigned n_global = (unsigned)a.n_global;
+    const unsigned top_k = (unsigned)a.top_k;
+    /* The block's tokens, their choices [c0, c1), and the warp's run of
+     * them, [w0, w1): whole rounds of 32 but the last. */
+    const int64_t t0 = (int64_t)blockIdx.x * a.n_tokens / gridDim.x;
+    const int64_t t1 = ((int64_t)blockIdx.x + 1) * a.n_tokens / gridDim.x;
+    const int c0 = (int)(t0 * a.top_k), c1 = (int)(t1 * a.top_k);
+    const int per_warp =
+        (c1 - c0 + GRID_SCATTER_WARPS * MOES_WARP - 1) /
+        (GRID_SCATTER_WARPS * MOES_WARP) * MOES_WARP;
+    const int w0 = c0 + (int)warp * per_warp;
+    const int w1 = min(w0 + per_warp, c1);
+    unsigned long long key = GPU_ERROR_KEY_NONE;
+
+    moes_dev_enter();
+    /* 1. The run's ids, every round's load in flight at once. */
+    int32_t id[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int c = w0 + r * MOES_WARP + (int)lane;
+        id[r] = -1;
+        if (c < w1) {
+            const int64_t v = moes_dev_index_load(
+                a.ids, a.ids_elem,
+                (int64_t)((unsigned)c / top_k) * a.ids_stride +
+                    (unsigned)c % top_k);
+            id[r] = v < INT32_MIN || v > INT32_MAX ? INT32_MIN : (int32_t)v;
+        }
+    }
+    if (moes_dev_failed(a.state))
+        return; /* every block alike: none reaches the barrier */
+    if (a.map)
+        for (int i = tid; i < (int)n_global; i += T) {
+            const int32_t m = a.map[i];
+            const bool ok = MOES_INDEX_OK(m, n_experts);
+            if (!ok && key == GPU_ERROR_KEY_NONE)
+                key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_MAP, i);
+            sh.map[i] = (int16_t)(ok ? m : -1);
+        }
+    for (int i = tid; i < GRID_SCATTER_WARPS * n_experts; i += T)
+        sh.warp_count[i / n_experts][i % n_experts] = 0;
+    if (tid == 0)
+        sh.key = GPU_ERROR_KEY_NONE;
+    __syncthreads();
+
+    /* Each choice's expert (choices past the run hold id -1, which
+     * counts nowhere) and its rank among the run's before it. */
+    int16_t expert[R];
+    uint16_t rank[R];
+    int first_bad = INT32_MAX;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int c = w0 + r * MOES_WARP + (int)lane;
+        const int32_t v = id[r];
+        /* -1 <= v < n_global, in unsigned arithmetic. */
+        if ((uint32_t)v + 1u > n_global)
+            first_bad = min(first_bad, c);
+        const bool known = (uint32_t)v < n_global;
+        const uint32_t at = known ? (uint32_t)v : 0u;
+        expert[r] = (int16_t)(!known ? -1 : a.map ? (int)sh.map[at] : (int)at);
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        if (w0 + r * MOES_WARP >= w1) /* the whole warp */
+            break;
+        const int e = expert[r];
+        const unsigned peers = __match_any_sync(0xFFFFFFFFu, e);
+        const unsigned had = e >= 0 ? sh.warp_count[warp][e] : 0u;
+        rank[r] = (uint16_t)(had + __popc(peers & lower));
+        __syncwarp();
+        if (e >= 0 && lane == (unsigned)(__ffs(peers) - 1))
+            sh.warp_count[warp][e] = (uint16_t)(had + __popc(peers));
+        __syncwarp();
+    }
+    if (first_bad != INT32_MAX &&
+        GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, first_bad) < key)
+        key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, first_bad);
+    if (key != GPU_ERROR_KEY_NONE)
+        atomicMin(&sh.key, key);
+    __syncthreads();
+
+    /* 2. The warps' counts become the counts before each warp; the
+     * block's go to its row of the table, its key beside them. */
+    if (tid < n_experts) {
+        int32_t running = 0;
+        for (int w = 0; w < GRID_SCATTER_WARPS; w++) {
+            const int32_t x = sh.warp_count[w][tid];
+            sh.warp_count[w][tid] = (uint16_t)running;
+            running += x;
+        }
+        grid_counts(a)[(int64_t)blockIdx.x * n_experts + tid] = running;
+    }
+    if (tid == 0)
+        grid_keys(a)[blockIdx.x] = sh.key;
+    grid_barrier(a.state);
+
+    /* 3. Expert e's count over all blocks and over those before this
+     * one: `split` threads an expert (a power of two up to 32, so that
+     * they share a warp), each summing every split-th block's entry. */
+    int split = 1;
+    while (split < MOES_WARP && split * 2 * n_experts <= T)
+        split *= 2;
+    {
+        const int e = tid / split, part = tid % split;
+        int32_t all = 0, before = 0;
+        if (e < n_experts)
+            for (int b = part; b < (int)gridDim.x; b += split) {
+                const int32_t x =
+                    __ldcg(&grid_counts(a)[(int64_t)b * n_experts + e]);
+                all += x;
+                before += b < (int)blockIdx.x ? x : 0;
+            }
+        for (int off = split / 2; off > 0; off /= 2) {
+            all += __shfl_down_sync(0xFFFFFFFFu, all, off);
+            before += __shfl_down_sync(0xFFFFFFFFu, before, off);
+        }
+        if (e < n_experts && part == 0) {
+            sh.counts[e] = all;
+            sh.before[e] = before;
+        }
+    }
+    for (int b = tid; b < (int)gridDim.x; b += T) {
+        const unsigned long long k = __ldcg(&grid_keys(a)[b]);
+        if (k != GPU_ERROR_KEY_NONE)
+            atomicMin(&sh.key, k);
+    }
+    __syncthreads();
+    /* Every thread of the block calls these (block scans inside). */
+    int64_t rows = 0, dropped = 0;
+    scan_expert_range<1>(a, 0, n_experts, &rows, &dropped);
+    dropped = block_sum(dropped);
+    const int64_t rows_needed = masked ? a.out_rows : rows;
+    if (tid == 0) {
+        sh.dropped = dropped;
+        if (!masked && rows > a.capacity)
+            atomicMin(&sh.key, GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_CAPACITY, 0));
+    }
+    __syncthreads();
+
+    /* 4. */
+    if (sh.key != GPU_ERROR_KEY_NONE) {
+        if (blockIdx.x == 0 && tid == 0) {
+            a.state->rows_needed = rows_needed; /* a capacity error's value */
+            atomicMin(&a.state->key, sh.key);
+            moes_stage_finish_validation(moes_route_finish_args(a));
+        }
+        return;
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const unsigned c = (unsigned)(w0 + r * MOES_WARP) + lane;
+        if ((int)c >= w1)
+            break;
+        const int e = expert[r];
+        int64_t row = -1;
+        if (e >= 0) {
+            const int64_t in_expert = (int64_t)sh.before[e] +
+                                      sh.warp_count[warp][e] + rank[r];
+            if (masked)
+                row = in_expert < a.capacity ? e * a.capacity + in_expert : -1;
+            else
+                row = sh.start[e] + in_expert;
+        }
+        const unsigned t = c / top_k;
+        moes_dev_place_choice_at(a, t, c - t * top_k, c, row);
+    }
+    const int64_t threads = (int64_t)gridDim.x * T;
+    if (a.m_indices || a.row_source)
+        moes_label_blocks_of(a, rows_needed, (int64_t)blockIdx.x * T + tid,
+                             threads);
+    moes_expert_outputs_of(a, rows_needed, sh.dropped,
+                           (int64_t)(gridDim.x - 1 - blockIdx.x) * T + tid,
+                           threads);
+}
