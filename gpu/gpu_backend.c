@@ -69,6 +69,26 @@ int gpu_enter(moes_context *ctx)
              : MOES_OK;
 }
 
+/* cuLaunchKernelEx on the context's stream with one attribute. */
+static CUresult launch_with(moes_context *ctx, enum gpu_kernel k,
+                            int64_t grid, unsigned block, void *args,
+                            const gpu_launch_attribute *attr)
+{
+    gpu_state *s = gpu_state_of(ctx);
+    void *params[1] = { args };
+    gpu_launch_attribute copy = *attr;
+    gpu_launch_config config;
+    memset(&config, 0, sizeof config);
+    config.grid_x = (unsigned)(grid < 1 ? 1 : grid);
+    config.grid_y = config.grid_z = 1;
+    config.block_x = block;
+    config.block_y = config.block_z = 1;
+    config.stream = gpu_stream_of(ctx);
+    config.attrs = &copy;
+    config.n_attrs = 1;
+    return s->drv.cuLaunchKernelEx(&config, s->kernels[k], params, NULL);
+}
+
 static int launch(moes_context *ctx, enum gpu_kernel k, int64_t grid,
                   unsigned block, void *args, int overlap)
 {
@@ -79,19 +99,10 @@ static int launch(moes_context *ctx, enum gpu_kernel k, int64_t grid,
         grid = 1;
     if (overlap && s->overlap_launches) {
         gpu_launch_attribute attr;
-        gpu_launch_config config;
         memset(&attr, 0, sizeof attr);
         attr.id = GPU_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
         attr.value.programmatic_stream_serialization_allowed = 1;
-        memset(&config, 0, sizeof config);
-        config.grid_x = (unsigned)grid;
-        config.grid_y = config.grid_z = 1;
-        config.block_x = block;
-        config.block_y = config.block_z = 1;
-        config.stream = gpu_stream_of(ctx);
-        config.attrs = &attr;
-        config.n_attrs = 1;
-        r = s->drv.cuLaunchKernelEx(&config, s->kernels[k], params, NULL);
+        r = launch_with(ctx, k, grid, block, args, &attr);
     } else {
         r = s->drv.cuLaunchKernel(s->kernels[k], (unsigned)grid, 1, 1, block,
                                   1, 1, 0, gpu_stream_of(ctx), params, NULL);
@@ -109,9 +120,7 @@ int gpu_launch_cooperative(moes_context *ctx, enum gpu_kernel k,
                            int *launched)
 {
     gpu_state *s = gpu_state_of(ctx);
-    void *params[1] = { args };
     gpu_launch_attribute attr;
-    gpu_launch_config config;
     CUresult r;
     *launched = 0;
     if (!s->cooperative_launches)
@@ -119,15 +128,7 @@ int gpu_launch_cooperative(moes_context *ctx, enum gpu_kernel k,
     memset(&attr, 0, sizeof attr);
     attr.id = GPU_CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
     attr.value.cooperative = 1;
-    memset(&config, 0, sizeof config);
-    config.grid_x = (unsigned)(grid < 1 ? 1 : grid);
-    config.grid_y = config.grid_z = 1;
-    config.block_x = block;
-    config.block_y = config.block_z = 1;
-    config.stream = gpu_stream_of(ctx);
-    config.attrs = &attr;
-    config.n_attrs = 1;
-    r = s->drv.cuLaunchKernelEx(&config, s->kernels[k], params, NULL);
+    r = launch_with(ctx, k, grid, block, args, &attr);
     if (r == GPU_CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE) {
         /* The device cannot hold the grid at once now (shared with other
          * work, or partitioned): this context no longer tries. */

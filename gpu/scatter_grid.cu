@@ -31,7 +31,7 @@
  * limits, when the driver can launch cooperatively; otherwise the grid
  * path runs.
  */
-#include "kernel_common.cuh"
+#include "block_route.cuh"
 
 enum {
     GRID_SCATTER_WARPS = GPU_GRID_SCATTER_THREADS / MOES_WARP,
@@ -129,25 +129,12 @@ moes_scatter_grid(const gpu_scatter_args args)
 #pragma unroll
     for (int r = 0; r < R; r++) {
         const int c = w0 + r * MOES_WARP + (int)lane;
-        id[r] = -1;
-        if (c < w1) {
-            const int64_t v = moes_dev_index_load(
-                a.ids, a.ids_elem,
-                (int64_t)((unsigned)c / top_k) * a.ids_stride +
-                    (unsigned)c % top_k);
-            id[r] = v < INT32_MIN || v > INT32_MAX ? INT32_MIN : (int32_t)v;
-        }
+        id[r] = c < w1 ? moes_block_id(a, (unsigned)c) : -1;
     }
     if (moes_dev_failed(a.state))
         return; /* every block alike: none reaches the barrier */
     if (a.map)
-        for (int i = tid; i < (int)n_global; i += T) {
-            const int32_t m = a.map[i];
-            const bool ok = MOES_INDEX_OK(m, n_experts);
-            if (!ok && key == GPU_ERROR_KEY_NONE)
-                key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_MAP, i);
-            sh.map[i] = (int16_t)(ok ? m : -1);
-        }
+        moes_block_load_map<T, false>(a, sh.map, -1, &key);
     for (int i = tid; i < GRID_SCATTER_WARPS * n_experts; i += T)
         sh.warp_count[i / n_experts][i % n_experts] = 0;
     if (tid == 0)
@@ -161,14 +148,9 @@ moes_scatter_grid(const gpu_scatter_args args)
     int first_bad = INT32_MAX;
 #pragma unroll
     for (int r = 0; r < R; r++) {
-        const int c = w0 + r * MOES_WARP + (int)lane;
-        const int32_t v = id[r];
-        /* -1 <= v < n_global, in unsigned arithmetic. */
-        if ((uint32_t)v + 1u > n_global)
-            first_bad = min(first_bad, c);
-        const bool known = (uint32_t)v < n_global;
-        const uint32_t at = known ? (uint32_t)v : 0u;
-        expert[r] = (int16_t)(!known ? -1 : a.map ? (int)sh.map[at] : (int)at);
+        expert[r] = (int16_t)moes_block_expert(
+            id[r], w0 + r * MOES_WARP + (int)lane, n_global, a.map,
+            sh.map, &first_bad);
     }
 #pragma unroll
     for (int r = 0; r < R; r++) {
@@ -249,14 +231,8 @@ moes_scatter_grid(const gpu_scatter_args args)
     __syncthreads();
 
     /* 4. */
-    if (sh.key != GPU_ERROR_KEY_NONE) {
-        if (blockIdx.x == 0 && tid == 0) {
-            a.state->rows_needed = rows_needed; /* a capacity error's value */
-            atomicMin(&a.state->key, sh.key);
-            moes_stage_finish_validation(moes_route_finish_args(a));
-        }
+    if (moes_block_verdict(a, sh.key, rows_needed))
         return;
-    }
 #pragma unroll
     for (int r = 0; r < R; r++) {
         const unsigned c = (unsigned)(w0 + r * MOES_WARP) + lane;

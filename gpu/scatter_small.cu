@@ -30,7 +30,7 @@
  * and when no check needs more than the ids and the map (UE8M0 scales are
  * checked over every token, and zeroed padding is another pass).
  */
-#include "kernel_common.cuh"
+#include "block_route.cuh"
 
 enum {
     SMALL_SCATTER_ROUNDS = GPU_SMALL_SCATTER_CHOICES / GPU_SMALL_SCATTER_THREADS,
@@ -316,15 +316,7 @@ moes_scatter_small(const gpu_scatter_args args)
 #pragma unroll
         for (int r = 0; r < R; r++) {
             const int c = small_choice(false, tid, r);
-            id[r] = -1;
-            if (c < n_choices) {
-                const unsigned t = (unsigned)c / top_k,
-                               k = (unsigned)c - t * top_k;
-                const int64_t v = moes_dev_index_load(
-                    a.ids, a.ids_elem, (int64_t)t * a.ids_stride + k);
-                id[r] = v < INT32_MIN || v > INT32_MAX ? INT32_MIN
-                                                       : (int32_t)v;
-            }
+            id[r] = c < n_choices ? moes_block_id(a, (unsigned)c) : -1;
         }
     }
     /* The block's rows, and the first map entry of each thread, are
@@ -345,13 +337,7 @@ moes_scatter_small(const gpu_scatter_args args)
     if (moes_dev_failed(a.state))
         return;
     if (a.map)
-        for (int i = tid; i < (int)a.n_global; i += T) {
-            const int32_t m = i == tid ? map_first : a.map[i];
-            const bool ok = MOES_INDEX_OK(m, n_experts);
-            if (!ok && key == GPU_ERROR_KEY_NONE)
-                key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_MAP, i);
-            sh.map[i] = (int16_t)(ok ? m : -1);
-        }
+        moes_block_load_map<T, true>(a, sh.map, map_first, &key);
     if (tid < n_experts)
         sh.count[tid] = 0;
     if (tid == 0)
@@ -382,13 +368,8 @@ moes_scatter_small(const gpu_scatter_args args)
         for (int j = 0; j < 4; j++) {
             const int r = 4 * q + j;
             const int c = c_first + 4 * q * T + j * c_step;
-            const int32_t v = id[r];
-            /* -1 <= v < n_global, in unsigned arithmetic. */
-            if ((uint32_t)v + 1u > n_global)
-                first_bad = min(first_bad, c);
-            const bool known = (uint32_t)v < n_global;
-            const uint32_t at = known ? (uint32_t)v : 0u;
-            const int e = !known ? -1 : a.map ? (int)sh.map[at] : (int)at;
+            const int e = moes_block_expert(id[r], c, n_global, a.map,
+                                            sh.map, &first_bad);
             expert[r] = (int16_t)e;
             if ((unsigned)(c - c0) < (unsigned)n_own)
                 sh.own_expert[c - c0] = (int16_t)e;
@@ -456,14 +437,8 @@ moes_scatter_small(const gpu_scatter_args args)
     __syncthreads();
 
     /* 4. */
-    if (sh.key != GPU_ERROR_KEY_NONE) {
-        if (blockIdx.x == 0 && tid == 0) {
-            a.state->rows_needed = sh.rows_needed; /* a capacity error's value */
-            atomicMin(&a.state->key, sh.key);
-            moes_stage_finish_validation(moes_route_finish_args(a));
-        }
+    if (moes_block_verdict(a, sh.key, sh.rows_needed))
         return;
-    }
 
     /* 5. Own choice tid's row, its out_index and row_source entries, and
      * its place in the copy list (in t*K + k order). */
