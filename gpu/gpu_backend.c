@@ -72,11 +72,10 @@ int gpu_enter(moes_context *ctx)
 /* cuLaunchKernelEx on the context's stream with one attribute. */
 static CUresult launch_with(moes_context *ctx, enum gpu_kernel k,
                             int64_t grid, unsigned block, void *args,
-                            const gpu_launch_attribute *attr)
+                            gpu_launch_attribute *attr)
 {
     gpu_state *s = gpu_state_of(ctx);
     void *params[1] = { args };
-    gpu_launch_attribute copy = *attr;
     gpu_launch_config config;
     memset(&config, 0, sizeof config);
     config.grid_x = (unsigned)(grid < 1 ? 1 : grid);
@@ -84,7 +83,7 @@ static CUresult launch_with(moes_context *ctx, enum gpu_kernel k,
     config.block_x = block;
     config.block_y = config.block_z = 1;
     config.stream = gpu_stream_of(ctx);
-    config.attrs = &copy;
+    config.attrs = attr;
     config.n_attrs = 1;
     return s->drv.cuLaunchKernelEx(&config, s->kernels[k], params, NULL);
 }
