@@ -251,11 +251,5 @@ moes_scatter_grid(const gpu_scatter_args args)
         const unsigned t = c / top_k;
         moes_dev_place_choice_at(a, t, c - t * top_k, c, row);
     }
-    const int64_t threads = (int64_t)gridDim.x * T;
-    if (a.m_indices || a.row_source)
-        moes_label_blocks_of(a, rows_needed, (int64_t)blockIdx.x * T + tid,
-                             threads);
-    moes_expert_outputs_of(a, rows_needed, sh.dropped,
-                           (int64_t)(gridDim.x - 1 - blockIdx.x) * T + tid,
-                           threads);
+    moes_block_labels_and_outputs<T>(a, rows_needed, sh.dropped);
 }

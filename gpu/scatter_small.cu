@@ -479,18 +479,11 @@ moes_scatter_small(const gpu_scatter_args args)
             __syncthreads();
         }
     }
-    /* The labels start from the first block, the per-expert outputs
-     * from the last, so that no block has much of both. They come before
-     * the rows, whose code is the kernel's longest: an index-only call
-     * then runs straight on from the placement to its exit, instead of
-     * jumping over the copy to instructions not yet fetched. */
-    const int64_t threads = (int64_t)gridDim.x * T;
-    if (a.m_indices || a.row_source)
-        moes_label_blocks_of(a, sh.rows_needed,
-                             (int64_t)blockIdx.x * T + tid, threads);
-    moes_expert_outputs_of(a, sh.rows_needed, sh.dropped,
-                           (int64_t)(gridDim.x - 1 - blockIdx.x) * T + tid,
-                           threads);
+    /* The labels and per-expert outputs come before the rows, whose code
+     * is the kernel's longest: an index-only call then runs straight on
+     * from the placement to its exit, instead of jumping over the copy to
+     * instructions not yet fetched. */
+    moes_block_labels_and_outputs<T>(a, sh.rows_needed, sh.dropped);
     if (!a.x)
         return;
     if (preload) {
