@@ -410,6 +410,9 @@ static int64_t small_scatter_grid(const gpu_state *st,
  * replays and 2.3 us slower as a single call, where blocks of 1,024
  * gained 1.2-6 us (bench/NOTES.md, v15). */
 #define GPU_GRID_SCATTER_BLOCK_CHOICES 1024
+#ifndef GPU_GRID_SCATTER_FILL
+#define GPU_GRID_SCATTER_FILL 0
+#endif
 _Static_assert(GPU_GRID_SCATTER_BLOCK_CHOICES <= GPU_GRID_SCATTER_OWN,
                "a block's choices fit the kernel's");
 
@@ -432,6 +435,15 @@ static int64_t grid_scatter_blocks(const gpu_state *st,
         (a->flags & MOES_SCATTER_ZERO_PADDING))
         return 0;
     blocks = ceil_div(a->n_tokens, block_tokens);
+#if GPU_GRID_SCATTER_FILL
+    /* More tokens a block, up to the kernel's own limit, rather than more
+     * blocks than multiprocessors. */
+    if (blocks > st->multiprocessors) {
+        blocks = st->multiprocessors;
+        if (ceil_div(a->n_tokens, blocks) * a->top_k > GPU_GRID_SCATTER_OWN)
+            return 0;
+    }
+#endif
     if (blocks < 1 || blocks > st->multiprocessors || blocks > table_blocks)
         return 0;
     return blocks;

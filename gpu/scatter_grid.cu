@@ -36,12 +36,14 @@
 enum {
     GRID_SCATTER_WARPS = GPU_GRID_SCATTER_THREADS / MOES_WARP,
     /* Rounds of 32 choices a warp of a full block takes. */
-    GRID_SCATTER_ROUNDS = GPU_GRID_SCATTER_OWN / GPU_GRID_SCATTER_THREADS
+    GRID_SCATTER_ROUNDS = GPU_GRID_SCATTER_OWN / GPU_GRID_SCATTER_THREADS,
+    /* Rows of the table a thread has in flight in the column sums. */
+    GRID_SUM_BATCH = 8
 };
 static_assert(GPU_GRID_SCATTER_OWN % GPU_GRID_SCATTER_THREADS == 0,
               "whole rounds");
 static_assert(GPU_GRID_SCATTER_EXPERTS <= GPU_GRID_SCATTER_THREADS,
-              "one expert a thread in the sums");
+              "a thread or more an expert in the sums");
 static_assert(GPU_GRID_SCATTER_OWN < 65536, "warp counts fit 16 bits");
 
 struct grid_scatter_shared {
@@ -52,6 +54,10 @@ struct grid_scatter_shared {
     int64_t counts[GPU_GRID_SCATTER_EXPERTS];   /* a.counts, a.start      */
     int64_t start[GPU_GRID_SCATTER_EXPERTS];
     int32_t before[GPU_GRID_SCATTER_EXPERTS];   /* in blocks before       */
+    /* The column sums' parts (step 3): part p of expert e at
+     * p * n_experts + e. */
+    int32_t part_all[GPU_GRID_SCATTER_THREADS];
+    int32_t part_before[GPU_GRID_SCATTER_THREADS];
     unsigned long long key;
     int64_t dropped;
 };
@@ -188,34 +194,55 @@ moes_scatter_grid(const gpu_scatter_args args)
     grid_barrier(a.state);
 
     /* 3. Expert e's count over all blocks and over those before this
-     * one: `split` threads an expert (a power of two up to 32, so that
-     * they share a warp), each summing every split-th block's entry. */
-    int split = 1;
-    while (split < MOES_WARP && split * 2 * n_experts <= T)
-        split *= 2;
+     * one. `parts` threads an expert, part p summing rows p, p + parts,
+     * ...: thread p * n_experts + e, so that a warp's loads are
+     * consecutive entries of a row (the table is read by every block at
+     * once, right after the barrier), GRID_SUM_BATCH rows of them in
+     * flight at a time; the parts meet in shared memory. Read column by
+     * column, eight loads one after the other, this step took about
+     * half the kernel's time at EP8 prefill on an H200 (bench/NOTES.md). */
+    const int parts = n_experts > 0 ? min(MOES_WARP, T / n_experts) : 1;
     {
-        const int e = tid / split, part = tid % split;
-        int32_t all = 0, before = 0;
-        if (e < n_experts)
-            for (int b = part; b < (int)gridDim.x; b += split) {
-                const int32_t x =
-                    __ldcg(&grid_counts(a)[(int64_t)b * n_experts + e]);
-                all += x;
-                before += b < (int)blockIdx.x ? x : 0;
+        const int e = n_experts > 0 ? tid % n_experts : 0;
+        const int part = n_experts > 0 ? tid / n_experts : parts;
+        const int blocks = (int)gridDim.x;
+        if (part < parts) {
+            const int32_t *table = grid_counts(a);
+            int32_t all = 0, before = 0;
+            for (int b0 = part; b0 < blocks; b0 += GRID_SUM_BATCH * parts) {
+                int32_t x[GRID_SUM_BATCH];
+#pragma unroll
+                for (int i = 0; i < GRID_SUM_BATCH; i++) {
+                    const int b = b0 + i * parts;
+                    x[i] = b < blocks
+                               ? __ldcg(&table[(int64_t)b * n_experts + e])
+                               : 0;
+                }
+#pragma unroll
+                for (int i = 0; i < GRID_SUM_BATCH; i++) {
+                    all += x[i];
+                    before += b0 + i * parts < (int)blockIdx.x ? x[i] : 0;
+                }
             }
-        for (int off = split / 2; off > 0; off /= 2) {
-            all += __shfl_down_sync(0xFFFFFFFFu, all, off);
-            before += __shfl_down_sync(0xFFFFFFFFu, before, off);
-        }
-        if (e < n_experts && part == 0) {
-            sh.counts[e] = all;
-            sh.before[e] = before;
+            sh.part_all[tid] = all;
+            sh.part_before[tid] = before;
         }
     }
     for (int b = tid; b < (int)gridDim.x; b += T) {
         const unsigned long long k = __ldcg(&grid_keys(a)[b]);
         if (k != GPU_ERROR_KEY_NONE)
             atomicMin(&sh.key, k);
+    }
+    __syncthreads();
+    if (tid < n_experts) {
+        int32_t all = 0, before = 0;
+#pragma unroll 8
+        for (int p = 0; p < parts; p++) {
+            all += sh.part_all[p * n_experts + tid];
+            before += sh.part_before[p * n_experts + tid];
+        }
+        sh.counts[tid] = all;
+        sh.before[tid] = before;
     }
     __syncthreads();
     /* Every thread of the block calls these (block scans inside). */
