@@ -132,6 +132,9 @@ int gpu_launch_cooperative(moes_context *ctx, enum gpu_kernel k,
         /* The device cannot hold the grid at once now (shared with other
          * work, or partitioned): this context no longer tries. */
         s->cooperative_launches = 0;
+        moes_log("%s: a grid of %lld blocks cannot be resident at once; "
+                 "this context takes the grid path from now on",
+                 gpu_kernel_names[k], (long long)grid);
         return MOES_OK;
     }
     if (r) {

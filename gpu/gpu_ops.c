@@ -402,24 +402,22 @@ static int64_t small_scatter_grid(const gpu_state *st,
     return blocks;
 }
 
-/* Choices a block of the cooperative index-only scatter takes at most,
- * in whole tokens; a call that needs more blocks than multiprocessors
- * takes the grid path. The kernel holds GPU_GRID_SCATTER_OWN a block,
- * but on an H200 blocks of 2,000 choices (EP8 prefill, 32768 tokens over
- * 132 blocks) made the one launch no faster than the grid path in graph
- * replays and 2.3 us slower as a single call, where blocks of 1,024
- * gained 1.2-6 us (bench/NOTES.md, v15). */
+/* Choices a block of the cooperative index-only scatter takes at least
+ * (in whole tokens) while there are multiprocessors to spare; past that
+ * every multiprocessor gets a block and the blocks grow, up to the
+ * kernel's GPU_GRID_SCATTER_OWN. With its column sums a round trip to
+ * L2 each, blocks of 2,000 choices had made the one launch no faster
+ * than the grid path; with them batched, single calls on an H200 went
+ * from 24.2 to 17.2-18.2 us at EP8 prefill (32768 tokens over 132
+ * blocks) and from 30.9 to 21.1 at 65536 tokens (bench/NOTES.md, v16). */
 #define GPU_GRID_SCATTER_BLOCK_CHOICES 1024
-#ifndef GPU_GRID_SCATTER_FILL
-#define GPU_GRID_SCATTER_FILL 0
-#endif
 _Static_assert(GPU_GRID_SCATTER_BLOCK_CHOICES <= GPU_GRID_SCATTER_OWN,
                "a block's choices fit the kernel's");
 
 /* The grid of the cooperative index-only scatter (scatter_grid.cu), or 0
  * when the call is outside its limits: rows to copy, too many experts or
- * map entries for its shared tables, zeroed padding, more blocks than
- * multiprocessors, or a table (a key and a count per expert for each
+ * map entries for its shared tables, zeroed padding, more choices than
+ * a block a multiprocessor can take, or a table (a key and a count per expert for each
  * block) larger than the workspace's tile table, which it takes. The
  * blocks share the tokens evenly. */
 static int64_t grid_scatter_blocks(const gpu_state *st,
@@ -435,15 +433,11 @@ static int64_t grid_scatter_blocks(const gpu_state *st,
         (a->flags & MOES_SCATTER_ZERO_PADDING))
         return 0;
     blocks = ceil_div(a->n_tokens, block_tokens);
-#if GPU_GRID_SCATTER_FILL
-    /* More tokens a block, up to the kernel's own limit, rather than more
-     * blocks than multiprocessors. */
     if (blocks > st->multiprocessors) {
         blocks = st->multiprocessors;
         if (ceil_div(a->n_tokens, blocks) * a->top_k > GPU_GRID_SCATTER_OWN)
             return 0;
     }
-#endif
     if (blocks < 1 || blocks > st->multiprocessors || blocks > table_blocks)
         return 0;
     return blocks;

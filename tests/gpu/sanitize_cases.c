@@ -159,12 +159,13 @@ static const scenario scenarios[] = {
      MOES_DTYPE_INT32, MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128,
      MOES_SCATTER_ZERO_PADDING, 0, 128, BAD_CAPACITY},
     /* The index-only scatter in one cooperative launch (more than 8192
-     * choices, at most 512 experts, at most 1024 choices a block on at
-     * most a block a multiprocessor): one expert (32 threads summing
-     * each column), 500 experts of 512 with K = 7 (one thread a column,
+     * choices, at most 512 experts, a block a multiprocessor at most, of
+     * at most 4096 choices): one expert (32 threads summing each column
+     * of the table), 500 experts of 512 with K = 7 (one thread a column,
      * warps' runs that end inside a token), its error verdicts reached by
-     * every block alike. EP8 prefill's 32768 tokens (and N = 40000 and
-     * 70000 above) take the grid path. */
+     * every block alike, EP8 prefill's 32768 tokens (about 2,000 choices
+     * a block on an H200). N = 40000 above too; N = 70000 takes the grid
+     * path. */
     {"E=32 of 256 fp8 H=8 contiguous A=64, N=32768 K=8", 32768, 8, 32, 256,
      8, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
      MOES_LAYOUT_CONTIGUOUS, 64, MOES_SCATTER_LABEL_PADDING, 0, 128, VALID},
