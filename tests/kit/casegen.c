@@ -161,8 +161,8 @@ static int64_t pick_tokens(moes_rng *g, int64_t max)
         n = moes_rng_range(g, 2, 16);
     else if (r < 85)
         n = moes_rng_range(g, 17, 64);
-    else
-        n = moes_rng_range(g, 65, 400);
+    else /* up to max when a caller allows more than 400 */
+        n = moes_rng_range(g, 65, max > 400 ? max : 400);
     return n < max ? n : max;
 }
 
