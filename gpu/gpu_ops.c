@@ -416,10 +416,10 @@ _Static_assert(GPU_GRID_SCATTER_BLOCK_CHOICES <= GPU_GRID_SCATTER_OWN,
 
 /* The grid of the cooperative index-only scatter (scatter_grid.cu), or 0
  * when the call is outside its limits: rows to copy, too many experts or
- * map entries for its shared tables, zeroed padding, more choices than
- * a block a multiprocessor can take, or a table (a key and a count per expert for each
- * block) larger than the workspace's tile table, which it takes. The
- * blocks share the tokens evenly. */
+ * map entries for its shared tables, zeroed padding, more choices than a
+ * block a multiprocessor can take, or a table (a key and a count per
+ * expert for each block) larger than the workspace's tile table, which
+ * it takes. The blocks share the tokens evenly. */
 static int64_t grid_scatter_blocks(const gpu_state *st,
                                    const gpu_scatter_args *a, int index_only)
 {
@@ -438,7 +438,7 @@ static int64_t grid_scatter_blocks(const gpu_state *st,
         if (ceil_div(a->n_tokens, blocks) * a->top_k > GPU_GRID_SCATTER_OWN)
             return 0;
     }
-    if (blocks < 1 || blocks > st->multiprocessors || blocks > table_blocks)
+    if (blocks < 1 || blocks > table_blocks)
         return 0;
     return blocks;
 }
