@@ -181,6 +181,17 @@ static const scenario scenarios[] = {
     {"capacity too small, E=64, N=4096 K=8", 4096, 8, 64, 0, 8, 0,
      MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
      MOES_LAYOUT_CONTIGUOUS, 128, 0, 0, 128, BAD_CAPACITY},
+    /* The grid path's copy of 16-byte rows: DeepSeek-V3 rows on a
+     * stride with a map (chunks of 256 vectors and a last one of 192),
+     * and, placed inside the copy (no map), rows of 257 vectors (a last
+     * chunk of one vector) with K = 20, tokens placed in up to 20 rows. */
+    {"E=32 of 256 fp8 H=7168 contiguous, fp32 scales, strided, N=2048 K=8",
+     2048, 8, 32, 256, 7168, 16, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32,
+     MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128,
+     MOES_SCATTER_LABEL_PADDING, MOES_SCALES_FP32, 128, VALID},
+    {"E=200 bf16 H=2056 grouped A=8, fp32 scales, N=1200 K=20", 1200, 20,
+     200, 0, 2056, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT64, MOES_DTYPE_INT64,
+     MOES_LAYOUT_GROUPED, 8, 0, MOES_SCALES_FP32, 128, VALID},
     {"bad out_index in the gather", 300, 8, 256, 0, 256, 0, MOES_DTYPE_BF16,
      MOES_DTYPE_INT32, MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128, 0, 0,
      128, BAD_OUT_INDEX},
