@@ -8,7 +8,9 @@
 # BUILD_DIR is a configured CUDA build (run-on-gpu.sh leaves one in
 # /tmp/moes-gpu-build), or any folder holding tools/moescatter and
 # tests/gpu/graph_bench already built (both link the library statically,
-# so they can be built elsewhere and carried). Times with `moescatter
+# so they can be built elsewhere and carried). In a configured build both
+# are brought up to date first: graph_bench is built only on demand, so
+# a plain make leaves an old one linked against an old library. Times with `moescatter
 # bench` (each call between its own events, the 1 GiB copy of the same
 # run as the yardstick) the DeepSeek-V3 layer: 4096-token prefill over
 # 256 experts, 32768 received tokens of EP8 prefill, 128-token decode,
@@ -25,13 +27,17 @@ out=${OUT:-$(pwd)/gpu-results}
 mkdir -p "$out"
 tool="$build/tools/moescatter"
 graph="$build/tests/gpu/graph_bench"
-if [ ! -x "$graph" ]; then
-    make -C "$build/tests/gpu" graph_bench >"$out/bench-build.log" 2>&1 || {
-        echo "graph_bench: build FAILED (see bench-build.log)"
+if [ -f "$build/Makefile" ]; then
+    { make -C "$build" && make -C "$build/tests/gpu" graph_bench; } \
+        >"$out/bench-build.log" 2>&1 || {
+        echo "moescatter, graph_bench: build FAILED (see bench-build.log)"
         tail -20 "$out/bench-build.log"
         exit 1
     }
 fi
+for p in "$tool" "$graph"; do
+    [ -x "$p" ] || { echo "bench-on-gpu.sh: no $p"; exit 1; }
+done
 status=0
 log="$out/bench.log"
 : >"$log"
