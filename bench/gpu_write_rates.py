@@ -1,0 +1,90 @@
+# SPDX-License-Identifier: MIT
+"""gpu_write_rates.py - what a GPU's memory does for the scatter's pattern.
+
+Times, with CUDA events (medians of 40, after 5 warm-up runs), on the
+first CUDA device: a 1 GiB copy; writing the 235 MB of DeepSeek-V3's
+prefill rows (32768 rows of 7 KiB) by memset, by a fill kernel, and by a
+kernel that stores whole rows in order and in a random order; then the
+scatter's fan-out alone, with no routing: 4096 token rows of 7 KiB read
+from memory, each stored to 8 rows (random ones, or 8 streams in token
+order). The scatter's copy does this fan-out and must also wait for its
+routing; bench/NOTES.md (v17) reads the figures.
+
+Needs PyTorch with CUDA and Triton:
+
+    python3 bench/gpu_write_rates.py
+"""
+import torch, sys, traceback
+import triton, triton.language as tl
+dev = 'cuda'
+torch.manual_seed(0)
+
+def med(fn, iters=40):
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    s = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    e = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    for i in range(iters):
+        s[i].record(); fn(); e[i].record()
+    torch.cuda.synchronize()
+    ts = sorted(s[i].elapsed_time(e[i]) for i in range(iters))
+    return ts[len(ts) // 2] * 1000.0
+
+@triton.jit
+def store_rows(out_ptr, order_ptr, ROW: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    r = tl.load(order_ptr + pid).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    v = (offs + pid).to(tl.int32)
+    tl.store(out_ptr + r * ROW + offs, v, mask=offs < ROW)
+
+@triton.jit
+def fan_out(x_ptr, out_ptr, idx_ptr, K: tl.constexpr, ROW: tl.constexpr, BLOCK: tl.constexpr):
+    t = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    v = tl.load(x_ptr + t * ROW + offs, mask=offs < ROW)
+    for k in tl.static_range(K):
+        r = tl.load(idx_ptr + t * K + k).to(tl.int64)
+        tl.store(out_ptr + r * ROW + offs, v, mask=offs < ROW)
+
+@triton.jit
+def fan_out_chunks(x_ptr, out_ptr, idx_ptr, K: tl.constexpr, ROW: tl.constexpr, BLOCK: tl.constexpr):
+    t = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1)
+    offs = c * BLOCK + tl.arange(0, BLOCK)
+    v = tl.load(x_ptr + t * ROW + offs, mask=offs < ROW)
+    for k in tl.static_range(K):
+        r = tl.load(idx_ptr + t * K + k).to(tl.int64)
+        tl.store(out_ptr + r * ROW + offs, v, mask=offs < ROW)
+
+def run(name, fn, nbytes):
+    try:
+        us = med(fn)
+        print(f"{name:58s} {us:8.1f} us  {nbytes/us/1e3:7.0f} GB/s", flush=True)
+    except Exception:
+        print(name, "FAILED"); traceback.print_exc(limit=2)
+
+print(torch.cuda.get_device_name(), torch.__version__, triton.__version__)
+a = torch.empty(1 << 30, dtype=torch.uint8, device=dev); b = torch.empty_like(a)
+a.fill_(1)
+run("copy 1 GiB (torch copy_, read + written)", lambda: b.copy_(a), 2 * (1 << 30))
+del a, b
+ROWB = 7168; ROW = ROWB // 4; NR = 32768
+out = torch.empty(NR * ROW, dtype=torch.int32, device=dev)
+run("memset 235 MB (zero_)", lambda: out.zero_(), NR * ROWB)
+run("fill kernel 235 MB (fill_(7))", lambda: out.fill_(7), NR * ROWB)
+seq = torch.arange(NR, dtype=torch.int32, device=dev)
+perm = torch.randperm(NR, device=dev).to(torch.int32)
+run("Triton: 32768 rows of 7 KiB stored in order", lambda: store_rows[(NR,)](out, seq, ROW=ROW, BLOCK=2048), NR * ROWB)
+run("Triton: the same rows in random order", lambda: store_rows[(NR,)](out, perm, ROW=ROW, BLOCK=2048), NR * ROWB)
+T = 4096; K = 8
+x = torch.randint(0, 1 << 30, (T * ROW,), dtype=torch.int32, device=dev)
+idx = torch.randperm(NR, device=dev).to(torch.int32)
+idx_sorted_k = torch.arange(NR, dtype=torch.int32, device=dev).view(K, T).t().contiguous().view(-1)
+run("Triton fan-out: 4096 tokens x 8 random rows (a program a token)",
+    lambda: fan_out[(T,)](x, out, idx, K=K, ROW=ROW, BLOCK=2048), NR * ROWB + T * ROWB)
+run("Triton fan-out: 8 rows each in 8 streams in token order",
+    lambda: fan_out[(T,)](x, out, idx_sorted_k, K=K, ROW=ROW, BLOCK=2048), NR * ROWB + T * ROWB)
+run("Triton fan-out, 2 chunks a token, random rows",
+    lambda: fan_out_chunks[(T, 2)](x, out, idx, K=K, ROW=ROW, BLOCK=1024), NR * ROWB + T * ROWB)
