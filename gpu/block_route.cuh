@@ -83,24 +83,25 @@ __device__ __forceinline__ bool moes_block_verdict(const gpu_scatter_args &a,
 
 /* The labels (m_indices, row_source pads) and the per-expert outputs;
  * a.counts and a.start are the block's own tables, T the block's size.
- * The labels take a warp an expert, and the warps are numbered across
- * the blocks first (warp w of block b is w * blocks + b), so that few
- * experts with long blocks of rows land on as many multiprocessors:
+ * The labels take a warp an expert. With SPREAD the warps are numbered
+ * across the blocks first (warp w of block b is w * blocks + b), so that
+ * few experts with long blocks of rows land on as many multiprocessors:
  * numbered block by block, EP8 prefill's 32 experts of about 8,200 rows
  * each went to two blocks, about 512 KiB of stores from each of two
  * multiprocessors. The per-expert outputs start from the last block. */
-template <int T>
+template <int T, bool SPREAD>
 __device__ __forceinline__ void moes_block_labels_and_outputs(
     const gpu_scatter_args &a, int64_t rows_needed, int64_t dropped)
 {
     const int tid = threadIdx.x;
     const int64_t threads = (int64_t)gridDim.x * T;
-    const int64_t label_warp =
-        (int64_t)(tid / MOES_WARP) * gridDim.x + blockIdx.x;
+    const int64_t label_thread =
+        SPREAD ? ((int64_t)(tid / MOES_WARP) * gridDim.x + blockIdx.x) *
+                         MOES_WARP +
+                     tid % MOES_WARP
+               : (int64_t)blockIdx.x * T + tid;
     if (a.m_indices || a.row_source)
-        moes_label_blocks_of(a, rows_needed,
-                             label_warp * MOES_WARP + tid % MOES_WARP,
-                             threads);
+        moes_label_blocks_of(a, rows_needed, label_thread, threads);
     moes_expert_outputs_of(a, rows_needed, dropped,
                            (int64_t)(gridDim.x - 1 - blockIdx.x) * T + tid,
                            threads);
