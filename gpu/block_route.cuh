@@ -83,12 +83,15 @@ __device__ __forceinline__ bool moes_block_verdict(const gpu_scatter_args &a,
 
 /* The labels (m_indices, row_source pads) and the per-expert outputs;
  * a.counts and a.start are the block's own tables, T the block's size.
- * The labels take a warp an expert. With SPREAD the warps are numbered
- * across the blocks first (warp w of block b is w * blocks + b), so that
- * few experts with long blocks of rows land on as many multiprocessors:
- * numbered block by block, EP8 prefill's 32 experts of about 8,200 rows
- * each went to two blocks, about 512 KiB of stores from each of two
- * multiprocessors. The per-expert outputs start from the last block. */
+ * The labels take a warp an expert, then every thread a share of the
+ * tail. With SPREAD the warps are numbered across the blocks first (warp
+ * w of block b is w * blocks + b), so that few experts land on as many
+ * multiprocessors; numbered block by block, EP8 prefill's 32 experts go
+ * to the first two blocks. On an H200 (bench/NOTES.md, v17), spread:
+ * the cooperative scatter's index-only EP8 prefill 13.0 us a graph
+ * replay instead of 13.6, but the one-launch scatter's index-only EP8
+ * decode 4.98 instead of 4.81; each kernel takes the faster. The
+ * per-expert outputs start from the last block. */
 template <int T, bool SPREAD>
 __device__ __forceinline__ void moes_block_labels_and_outputs(
     const gpu_scatter_args &a, int64_t rows_needed, int64_t dropped)

@@ -278,7 +278,6 @@ moes_scatter_grid(const gpu_scatter_args args)
         const unsigned t = c / top_k;
         moes_dev_place_choice_at(a, t, c - t * top_k, c, row);
     }
-    /* Label warps spread over the grid: EP8 prefill 13.6 -> 13.0 us a
-     * graph replay on an H200 (bench/NOTES.md, v17). */
+    /* The label warps spread over the grid (block_route.cuh). */
     moes_block_labels_and_outputs<T, true>(a, rows_needed, sh.dropped);
 }

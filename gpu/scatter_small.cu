@@ -482,10 +482,8 @@ moes_scatter_small(const gpu_scatter_args args)
     /* The labels and per-expert outputs come before the rows, whose code
      * is the kernel's longest: an index-only call then runs straight on
      * from the placement to its exit, instead of jumping over the copy to
-     * instructions not yet fetched. The label warps numbered block by
-     * block: spread over the grid, the index-only EP8 decode call took
-     * 4.98 us a graph replay on an H200 instead of 4.81 (bench/NOTES.md,
-     * v17). */
+     * instructions not yet fetched. The label warps are numbered block
+     * by block (block_route.cuh). */
     moes_block_labels_and_outputs<T, false>(a, sh.rows_needed, sh.dropped);
     if (!a.x)
         return;

@@ -10,17 +10,18 @@
 # tests/gpu/graph_bench already built (both link the library statically,
 # so they can be built elsewhere and carried). In a configured build both
 # are brought up to date first: graph_bench is built only on demand, so
-# a plain make leaves an old one linked against an old library. Times with `moescatter
-# bench` (each call between its own events, the 1 GiB copy of the same
-# run as the yardstick) the DeepSeek-V3 layer: 4096-token prefill over
-# 256 experts, 32768 received tokens of EP8 prefill, 128-token decode,
-# 1024 received tokens of EP8 decode; then graph_bench for the two decode
-# cases back to back and replayed from a CUDA graph, each beside a device
-# copy of the bytes the call moves, timed the same way (the decode
-# targets' yardstick: a call that moves those bytes cannot beat it by
-# much); then the other
-# presets and layouts at 4096 tokens. Logs go to $OUT (or ./gpu-results);
-# the last lines are the table of figures and targets.
+# a plain make leaves an old one linked against an old library.
+#
+# Times with `moescatter bench` (each call between its own events, the
+# 1 GiB copy of the same run as the yardstick) the DeepSeek-V3 layer:
+# 4096-token prefill over 256 experts, 32768 received tokens of EP8
+# prefill, 128-token decode, 1024 received tokens of EP8 decode; then
+# graph_bench for the two decode cases back to back and replayed from a
+# CUDA graph, each beside a device copy of the bytes the call moves,
+# timed the same way (the decode targets' yardstick: a call that moves
+# those bytes cannot beat it by much); then the other presets and layouts
+# at 4096 tokens. Logs go to $OUT (or ./gpu-results); the last lines are
+# the table of figures and targets.
 set -u
 build=${1:-/tmp/moes-gpu-build}
 out=${OUT:-$(pwd)/gpu-results}
