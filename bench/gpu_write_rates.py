@@ -39,17 +39,11 @@ def store_rows(out_ptr, order_ptr, ROW: tl.constexpr, BLOCK: tl.constexpr):
     v = (offs + pid).to(tl.int32)
     tl.store(out_ptr + r * ROW + offs, v, mask=offs < ROW)
 
+# Program (t, c) reads chunk c of token t's row (BLOCK words) and stores
+# it to the token's K rows; a grid of (T, 1) with BLOCK >= ROW is a
+# program a token.
 @triton.jit
 def fan_out(x_ptr, out_ptr, idx_ptr, K: tl.constexpr, ROW: tl.constexpr, BLOCK: tl.constexpr):
-    t = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, BLOCK)
-    v = tl.load(x_ptr + t * ROW + offs, mask=offs < ROW)
-    for k in tl.static_range(K):
-        r = tl.load(idx_ptr + t * K + k).to(tl.int64)
-        tl.store(out_ptr + r * ROW + offs, v, mask=offs < ROW)
-
-@triton.jit
-def fan_out_chunks(x_ptr, out_ptr, idx_ptr, K: tl.constexpr, ROW: tl.constexpr, BLOCK: tl.constexpr):
     t = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1)
     offs = c * BLOCK + tl.arange(0, BLOCK)
@@ -83,8 +77,8 @@ x = torch.randint(0, 1 << 30, (T * ROW,), dtype=torch.int32, device=dev)
 idx = torch.randperm(NR, device=dev).to(torch.int32)
 idx_sorted_k = torch.arange(NR, dtype=torch.int32, device=dev).view(K, T).t().contiguous().view(-1)
 run("Triton fan-out: 4096 tokens x 8 random rows (a program a token)",
-    lambda: fan_out[(T,)](x, out, idx, K=K, ROW=ROW, BLOCK=2048), NR * ROWB + T * ROWB)
+    lambda: fan_out[(T, 1)](x, out, idx, K=K, ROW=ROW, BLOCK=2048), NR * ROWB + T * ROWB)
 run("Triton fan-out: 8 rows each in 8 streams in token order",
-    lambda: fan_out[(T,)](x, out, idx_sorted_k, K=K, ROW=ROW, BLOCK=2048), NR * ROWB + T * ROWB)
+    lambda: fan_out[(T, 1)](x, out, idx_sorted_k, K=K, ROW=ROW, BLOCK=2048), NR * ROWB + T * ROWB)
 run("Triton fan-out, 2 chunks a token, random rows",
-    lambda: fan_out_chunks[(T, 2)](x, out, idx, K=K, ROW=ROW, BLOCK=1024), NR * ROWB + T * ROWB)
+    lambda: fan_out[(T, 2)](x, out, idx, K=K, ROW=ROW, BLOCK=1024), NR * ROWB + T * ROWB)
