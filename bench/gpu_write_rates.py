@@ -8,7 +8,12 @@ kernel that stores whole rows in order and in a random order; then the
 scatter's fan-out alone, with no routing: 4096 token rows of 7 KiB read
 from memory, each stored to 8 rows (random ones, or 8 streams in token
 order). The scatter's copy does this fan-out and must also wait for its
-routing; bench/NOTES.md (v17) reads the figures.
+routing; bench/NOTES.md (v17) reads the figures. Then the same floor for
+the other prefill cases: EP8 prefill's copy alone (32768 received tokens,
+experts 0..31 of 256 local: only tokens with a local choice read, each
+stored to its local rows), and a plain gather in the peers' form (a
+program a token and 1,024 columns, the K rows summed in fp32 and stored as
+bf16, no checks) at prefill 4096 and EP8 prefill (bench/NOTES.md, v18).
 
 Needs PyTorch with CUDA and Triton:
 
@@ -52,6 +57,33 @@ def fan_out(x_ptr, out_ptr, idx_ptr, K: tl.constexpr, ROW: tl.constexpr, BLOCK: 
         r = tl.load(idx_ptr + t * K + k).to(tl.int64)
         tl.store(out_ptr + r * ROW + offs, v, mask=offs < ROW)
 
+# The EP8 copy: program p takes the p-th token with a local choice and
+# stores its row to each of its local rows (idx -1: a remote expert).
+@triton.jit
+def local_fan_out(x_ptr, out_ptr, idx_ptr, tok_ptr, K: tl.constexpr, ROW: tl.constexpr, BLOCK: tl.constexpr):
+    t = tl.load(tok_ptr + tl.program_id(0)).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    m = offs < ROW
+    v = tl.load(x_ptr + t * ROW + offs, mask=m)
+    for k in tl.static_range(K):
+        r = tl.load(idx_ptr + t * K + k).to(tl.int64)
+        tl.store(out_ptr + r * ROW + offs, v, mask=m & (r >= 0))
+
+# A plain gather: program (t, c) sums columns [c * BLOCK, ...) of token t's
+# valid rows (idx >= 0) with their weights in fp32, stores bf16.
+@triton.jit
+def plain_gather(y_ptr, idx_ptr, w_ptr, out_ptr, K: tl.constexpr, H: tl.constexpr, BLOCK: tl.constexpr):
+    t = tl.program_id(0).to(tl.int64)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < H
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for k in tl.static_range(K):
+        r = tl.load(idx_ptr + t * K + k).to(tl.int64)
+        w = tl.load(w_ptr + t * K + k)
+        if r >= 0:
+            acc += w * tl.load(y_ptr + r * H + offs, mask=m).to(tl.float32)
+    tl.store(out_ptr + t * H + offs, acc.to(tl.bfloat16), mask=m)
+
 def run(name, fn, nbytes):
     try:
         us = med(fn)
@@ -82,3 +114,34 @@ run("Triton fan-out: 8 rows each in 8 streams in token order",
     lambda: fan_out[(T, 1)](x, out, idx_sorted_k, K=K, ROW=ROW, BLOCK=2048), NR * ROWB + T * ROWB)
 run("Triton fan-out, 2 chunks a token, random rows",
     lambda: fan_out[(T, 2)](x, out, idx, K=K, ROW=ROW, BLOCK=1024), NR * ROWB + T * ROWB)
+del x, out, idx, idx_sorted_k
+
+# EP8 prefill: 32768 tokens, 8 distinct experts of 256 each, 0..31 local.
+T8 = 32768; E = 256; E_LOCAL = 32
+experts = torch.rand(T8, E, device=dev).topk(K, dim=1).indices
+local = experts < E_LOCAL
+n_local = int(local.sum())
+idx8 = torch.full((T8 * K,), -1, dtype=torch.int32, device=dev)
+idx8[local.view(-1)] = torch.randperm(n_local, device=dev).to(torch.int32)
+tok8 = local.any(dim=1).nonzero().view(-1).to(torch.int32)
+n_tok8 = tok8.numel()
+x8 = torch.randint(0, 1 << 30, (T8 * ROW,), dtype=torch.int32, device=dev)
+out8 = torch.empty(n_local * ROW, dtype=torch.int32, device=dev)
+print(f"EP8 prefill: {n_tok8} of {T8} tokens with a local choice, {n_local} local rows")
+run("Triton: EP8 prefill copy alone (rows of 7 KiB, no scales)",
+    lambda: local_fan_out[(n_tok8,)](x8, out8, idx8, tok8, K=K, ROW=ROW, BLOCK=2048),
+    (n_tok8 + n_local) * ROWB)
+del x8, out8
+
+# Plain gathers, bf16 rows of H 7168 in and out, fp32 weights.
+H = 7168
+def gather_case(name, tokens, idx, y_rows):
+    y = torch.randn(y_rows, H, device=dev).to(torch.bfloat16)
+    w = torch.rand(tokens * K, device=dev)
+    o = torch.empty(tokens, H, dtype=torch.bfloat16, device=dev)
+    valid = int((idx >= 0).sum())
+    run(name, lambda: plain_gather[(tokens, H // 1024)](y, idx, w, o, K=K, H=H, BLOCK=1024),
+        (valid + tokens) * H * 2)
+gather_case("Triton: plain gather, prefill 4096 (32768 rows)", T,
+            torch.randperm(NR, device=dev).to(torch.int32), NR)
+gather_case("Triton: plain gather, EP8 prefill 32768", T8, idx8, n_local)

@@ -15,12 +15,16 @@
  *   back-to-back  CALLS calls queued between two events, no graph;
  *   graph         the same CALLS calls captured once (after
  *                 moes_reserve_workspace) and the graph replayed REPLAYS
- *                 times, median replay over CALLS.
+ *                 times, median replay over CALLS;
+ *   single call   an event, one call, an event, and a wait for it, CALLS
+ *                 times: the median (moescatter bench times its calls
+ *                 so), the host's work for the call and its launch
+ *                 included.
  *   copy          a device copy (cudaMemcpyAsync) of half the bytes
  *                 the call moves at the fewest (every input read once,
  *                 every output written once, as moescatter bench counts
  *                 them), so it reads and writes what the call does, timed
- *                 the same two ways from input sets of their own: the
+ *                 the same three ways from input sets of their own: the
  *                 yardstick of a decode call's time, launch included.
  * Then the index-only scatter (no x, no out: out_index, m_indices and
  * row_source with vLLM's pad N*K, alignment IDX_A) for those two cases
@@ -360,15 +364,17 @@ static int compare_float(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Microseconds per call: back to back, and replayed from a graph. */
+/* Microseconds per call of the three timings (graph_bench's header),
+ * in this order. */
+enum { BACK_TO_BACK, GRAPH, SINGLE, TIMINGS };
+
 static void time_op(moes_context *ctx, cudaStream_t stream,
-                    const case_state *s, call_fn call, double *plain_us,
-                    double *graph_us)
+                    const case_state *s, call_fn call, double us[TIMINGS])
 {
     cudaEvent_t e0, e1;
     cudaGraph_t graph;
     cudaGraphExec_t exec;
-    float ms, replay_ms[REPLAYS];
+    float ms, replay_ms[REPLAYS], single_ms[CALLS];
     CUDA_OK(cudaEventCreate(&e0));
     CUDA_OK(cudaEventCreate(&e1));
     for (int i = 0; i < WARMUP; i++)
@@ -379,7 +385,7 @@ static void time_op(moes_context *ctx, cudaStream_t stream,
     CUDA_OK(cudaEventRecord(e1, stream));
     CUDA_OK(cudaEventSynchronize(e1));
     CUDA_OK(cudaEventElapsedTime(&ms, e0, e1));
-    *plain_us = 1000.0 * ms / CALLS;
+    us[BACK_TO_BACK] = 1000.0 * ms / CALLS;
 
     CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
     for (int i = 0; i < CALLS; i++)
@@ -395,9 +401,20 @@ static void time_op(moes_context *ctx, cudaStream_t stream,
         CUDA_OK(cudaEventElapsedTime(&replay_ms[r], e0, e1));
     }
     qsort(replay_ms, REPLAYS, sizeof replay_ms[0], compare_float);
-    *graph_us = 1000.0 * replay_ms[REPLAYS / 2] / CALLS;
+    us[GRAPH] = 1000.0 * replay_ms[REPLAYS / 2] / CALLS;
     CUDA_OK(cudaGraphExecDestroy(exec));
     CUDA_OK(cudaGraphDestroy(graph));
+
+    /* Each call alone, after the last one has finished. */
+    for (int i = 0; i < CALLS; i++) {
+        CUDA_OK(cudaEventRecord(e0, stream));
+        call(ctx, s, i);
+        CUDA_OK(cudaEventRecord(e1, stream));
+        CUDA_OK(cudaEventSynchronize(e1));
+        CUDA_OK(cudaEventElapsedTime(&single_ms[i], e0, e1));
+    }
+    qsort(single_ms, CALLS, sizeof single_ms[0], compare_float);
+    us[SINGLE] = 1000.0 * single_ms[CALLS / 2];
     CUDA_OK(cudaEventDestroy(e0));
     CUDA_OK(cudaEventDestroy(e1));
     MOES_OK_OR_DIE(ctx, moes_synchronize(ctx));
@@ -418,7 +435,7 @@ int main(int argc, char **argv)
     moes_context_options opts;
     moes_context *ctx;
     cudaStream_t stream;
-    double us[2][2][2], copy_us[2][2];
+    double us[2][2][TIMINGS], copy_us[2][TIMINGS];
 
     if (argc > 1) {
         char *end;
@@ -447,37 +464,42 @@ int main(int argc, char **argv)
         setup_case(ctx, &cases[c], &s);
         CUDA_OK(cudaDeviceSynchronize());
         /* The scatter first: its out_index feeds the gather. */
-        time_op(ctx, stream, &s, scatter_call, &us[c][0][0], &us[c][0][1]);
-        time_op(ctx, stream, &s, gather_call, &us[c][1][0], &us[c][1][1]);
+        time_op(ctx, stream, &s, scatter_call, us[c][0]);
+        time_op(ctx, stream, &s, gather_call, us[c][1]);
         printf("graph_bench: %s (capacity %lld): scatter %.2f us back to "
-               "back, %.2f us from a graph; gather %.2f us back to back, "
-               "%.2f us from a graph\n",
-               cases[c].name, (long long)s.capacity, us[c][0][0],
-               us[c][0][1], us[c][1][0], us[c][1][1]);
+               "back, %.2f us from a graph, %.2f us a single call; gather "
+               "%.2f us back to back, %.2f us from a graph, %.2f us a "
+               "single call\n",
+               cases[c].name, (long long)s.capacity, us[c][0][BACK_TO_BACK],
+               us[c][0][GRAPH], us[c][0][SINGLE], us[c][1][BACK_TO_BACK],
+               us[c][1][GRAPH], us[c][1][SINGLE]);
         /* The same bytes through a plain device copy. */
         s.copy_bytes = s.scatter_bytes / 2;
-        time_op(ctx, stream, &s, copy_call, &copy_us[0][0], &copy_us[0][1]);
+        time_op(ctx, stream, &s, copy_call, copy_us[0]);
         s.copy_bytes = s.gather_bytes / 2;
-        time_op(ctx, stream, &s, copy_call, &copy_us[1][0], &copy_us[1][1]);
+        time_op(ctx, stream, &s, copy_call, copy_us[1]);
         printf("graph_bench: %s: copies of the same bytes: scatter's "
-               "(%.2f MB) %.2f us back to back, %.2f us from a graph; "
-               "gather's (%.2f MB) %.2f us back to back, %.2f us from a "
-               "graph\n",
-               cases[c].name, s.scatter_bytes / 1e6, copy_us[0][0],
-               copy_us[0][1], s.gather_bytes / 1e6, copy_us[1][0],
-               copy_us[1][1]);
+               "(%.2f MB) %.2f us back to back, %.2f us from a graph, "
+               "%.2f us a single call; gather's (%.2f MB) %.2f us back to "
+               "back, %.2f us from a graph, %.2f us a single call\n",
+               cases[c].name, s.scatter_bytes / 1e6,
+               copy_us[0][BACK_TO_BACK], copy_us[0][GRAPH],
+               copy_us[0][SINGLE], s.gather_bytes / 1e6,
+               copy_us[1][BACK_TO_BACK], copy_us[1][GRAPH],
+               copy_us[1][SINGLE]);
         free_case(&s);
     }
     for (size_t c = 0; c < sizeof index_cases / sizeof index_cases[0]; c++) {
         case_state s;
-        double plain, graph;
+        double t[TIMINGS];
         setup_case(ctx, &index_cases[c], &s);
         CUDA_OK(cudaDeviceSynchronize());
-        time_op(ctx, stream, &s, index_only_call, &plain, &graph);
+        time_op(ctx, stream, &s, index_only_call, t);
         printf("graph_bench: index-only %s (capacity %lld, alignment %d): "
-               "%.2f us back to back, %.2f us from a graph\n",
-               index_cases[c].name, (long long)s.capacity, IDX_A, plain,
-               graph);
+               "%.2f us back to back, %.2f us from a graph, %.2f us a "
+               "single call\n",
+               index_cases[c].name, (long long)s.capacity, IDX_A,
+               t[BACK_TO_BACK], t[GRAPH], t[SINGLE]);
         free_case(&s);
     }
     moes_context_destroy(ctx);

@@ -90,6 +90,18 @@ static const scenario scenarios[] = {
      32, 256, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32,
      MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128,
      MOES_SCATTER_LABEL_PADDING, MOES_SCALES_FP32, 128, VALID},
+    /* The one-launch scatter's copy list with blocks of several tokens
+     * of 16-byte rows (12 and 16 tokens a block on 132 multiprocessors):
+     * masked with drops (tokens placed in fewer rows than they chose),
+     * and a map with K = 4. */
+    {"E=8 bf16 H=2048 masked with drops, fp32 scales, N=1500 K=5", 1500, 5,
+     8, 0, 2048, 8, MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_MASKED, 1, MOES_SCATTER_LABEL_PADDING, MOES_SCALES_FP32,
+     128, VALID},
+    {"E=100 of 160 bf16 H=2048 grouped A=8, fp32 scales, N=2000 K=4", 2000,
+     4, 100, 160, 2048, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT64,
+     MOES_DTYPE_INT64, MOES_LAYOUT_GROUPED, 8, 0, MOES_SCALES_FP32, 128,
+     VALID},
     {"capacity too small, E=256, N=128 K=8", 128, 8, 256, 0, 64, 0,
      MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT64,
      MOES_LAYOUT_CONTIGUOUS, 128, 0, 0, 128, BAD_CAPACITY},
@@ -195,6 +207,12 @@ static const scenario scenarios[] = {
     {"bad out_index in the gather", 300, 8, 256, 0, 256, 0, MOES_DTYPE_BF16,
      MOES_DTYPE_INT32, MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128, 0, 0,
      128, BAD_OUT_INDEX},
+    /* The same in a gather whose blocks check out_index themselves (more
+     * items than the small calls' shape, a cooperative launch): the two
+     * bad entries in different blocks' shares. */
+    {"bad out_index in a large gather, N=3000 K=8", 3000, 8, 256, 0, 2048,
+     0, MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 128, 0, 0, 128, BAD_OUT_INDEX},
 };
 
 /* Past 2^31 elements: out is 2.5 GB of fp8, y 5 GB of bf16, so every row
