@@ -207,9 +207,8 @@ static const scenario scenarios[] = {
     {"bad out_index in the gather", 300, 8, 256, 0, 256, 0, MOES_DTYPE_BF16,
      MOES_DTYPE_INT32, MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128, 0, 0,
      128, BAD_OUT_INDEX},
-    /* The same in a gather whose blocks check out_index themselves (more
-     * items than the small calls' shape, a cooperative launch): the two
-     * bad entries in different blocks' shares. */
+    /* The same in a gather of more items than the small calls' shape
+     * (the check's 94 blocks: the two bad entries in different ones). */
     {"bad out_index in a large gather, N=3000 K=8", 3000, 8, 256, 0, 2048,
      0, MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
      MOES_LAYOUT_CONTIGUOUS, 128, 0, 0, 128, BAD_OUT_INDEX},
