@@ -44,30 +44,27 @@ def store_rows(out_ptr, order_ptr, ROW: tl.constexpr, BLOCK: tl.constexpr):
     v = (offs + pid).to(tl.int32)
     tl.store(out_ptr + r * ROW + offs, v, mask=offs < ROW)
 
-# Program (t, c) reads chunk c of token t's row (BLOCK words) and stores
-# it to the token's K rows; a grid of (T, 1) with BLOCK >= ROW is a
+# Program (p, c) reads chunk c of token t's row (BLOCK words) and stores
+# it to the token's K rows; t is p, or with TOKENS the p-th entry of
+# tok_ptr (EP8: the tokens with a local choice), whose idx -1 (a remote
+# expert) is skipped. A grid of (programs, 1) with BLOCK >= ROW is a
 # program a token.
 @triton.jit
-def fan_out(x_ptr, out_ptr, idx_ptr, K: tl.constexpr, ROW: tl.constexpr, BLOCK: tl.constexpr):
-    t = tl.program_id(0).to(tl.int64)
-    c = tl.program_id(1)
-    offs = c * BLOCK + tl.arange(0, BLOCK)
-    v = tl.load(x_ptr + t * ROW + offs, mask=offs < ROW)
-    for k in tl.static_range(K):
-        r = tl.load(idx_ptr + t * K + k).to(tl.int64)
-        tl.store(out_ptr + r * ROW + offs, v, mask=offs < ROW)
-
-# The EP8 copy: program p takes the p-th token with a local choice and
-# stores its row to each of its local rows (idx -1: a remote expert).
-@triton.jit
-def local_fan_out(x_ptr, out_ptr, idx_ptr, tok_ptr, K: tl.constexpr, ROW: tl.constexpr, BLOCK: tl.constexpr):
-    t = tl.load(tok_ptr + tl.program_id(0)).to(tl.int64)
-    offs = tl.arange(0, BLOCK)
+def fan_out(x_ptr, out_ptr, idx_ptr, tok_ptr, K: tl.constexpr, ROW: tl.constexpr,
+            BLOCK: tl.constexpr, TOKENS: tl.constexpr):
+    if TOKENS:
+        t = tl.load(tok_ptr + tl.program_id(0)).to(tl.int64)
+    else:
+        t = tl.program_id(0).to(tl.int64)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     m = offs < ROW
     v = tl.load(x_ptr + t * ROW + offs, mask=m)
     for k in tl.static_range(K):
         r = tl.load(idx_ptr + t * K + k).to(tl.int64)
-        tl.store(out_ptr + r * ROW + offs, v, mask=m & (r >= 0))
+        if TOKENS:
+            tl.store(out_ptr + r * ROW + offs, v, mask=m & (r >= 0))
+        else:
+            tl.store(out_ptr + r * ROW + offs, v, mask=m)
 
 # A plain gather: program (t, c) sums columns [c * BLOCK, ...) of token t's
 # valid rows (idx >= 0) with their weights in fp32, stores bf16.
@@ -109,11 +106,11 @@ x = torch.randint(0, 1 << 30, (T * ROW,), dtype=torch.int32, device=dev)
 idx = torch.randperm(NR, device=dev).to(torch.int32)
 idx_sorted_k = torch.arange(NR, dtype=torch.int32, device=dev).view(K, T).t().contiguous().view(-1)
 run("Triton fan-out: 4096 tokens x 8 random rows (a program a token)",
-    lambda: fan_out[(T, 1)](x, out, idx, K=K, ROW=ROW, BLOCK=2048), NR * ROWB + T * ROWB)
+    lambda: fan_out[(T, 1)](x, out, idx, None, K=K, ROW=ROW, BLOCK=2048, TOKENS=False), NR * ROWB + T * ROWB)
 run("Triton fan-out: 8 rows each in 8 streams in token order",
-    lambda: fan_out[(T, 1)](x, out, idx_sorted_k, K=K, ROW=ROW, BLOCK=2048), NR * ROWB + T * ROWB)
+    lambda: fan_out[(T, 1)](x, out, idx_sorted_k, None, K=K, ROW=ROW, BLOCK=2048, TOKENS=False), NR * ROWB + T * ROWB)
 run("Triton fan-out, 2 chunks a token, random rows",
-    lambda: fan_out[(T, 2)](x, out, idx, K=K, ROW=ROW, BLOCK=1024), NR * ROWB + T * ROWB)
+    lambda: fan_out[(T, 2)](x, out, idx, None, K=K, ROW=ROW, BLOCK=1024, TOKENS=False), NR * ROWB + T * ROWB)
 del x, out, idx, idx_sorted_k
 
 # EP8 prefill: 32768 tokens, 8 distinct experts of 256 each, 0..31 local.
@@ -129,7 +126,7 @@ x8 = torch.randint(0, 1 << 30, (T8 * ROW,), dtype=torch.int32, device=dev)
 out8 = torch.empty(n_local * ROW, dtype=torch.int32, device=dev)
 print(f"EP8 prefill: {n_tok8} of {T8} tokens with a local choice, {n_local} local rows")
 run("Triton: EP8 prefill copy alone (rows of 7 KiB, no scales)",
-    lambda: local_fan_out[(n_tok8,)](x8, out8, idx8, tok8, K=K, ROW=ROW, BLOCK=2048),
+    lambda: fan_out[(n_tok8, 1)](x8, out8, idx8, tok8, K=K, ROW=ROW, BLOCK=2048, TOKENS=True),
     (n_tok8 + n_local) * ROWB)
 del x8, out8
 

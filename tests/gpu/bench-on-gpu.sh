@@ -20,9 +20,8 @@
 # graph and as single calls, each beside a device copy of the bytes the
 # call moves, timed the same ways (the decode targets' yardstick: a call
 # that moves those bytes cannot beat it by much); then the other presets
-# and layouts
-# at 4096 tokens. Logs go to $OUT (or ./gpu-results); the last lines are
-# the table of figures and targets.
+# and layouts at 4096 tokens. Logs go to $OUT (or ./gpu-results); the
+# last lines are the table of figures and targets.
 set -u
 build=${1:-/tmp/moes-gpu-build}
 out=${OUT:-$(pwd)/gpu-results}
@@ -99,17 +98,14 @@ graph_gather() {
     sed -n "s/^graph_bench: $1 .*gather [0-9.]* us back to back, \([0-9.]*\) us from a graph.*/\1 us/p" \
         "$out/${2:-graph_bench.log}" | head -1
 }
-# graph_copy CASE CALL: the replay time of the device copy that moves
-# the bytes of CALL (the decode targets' yardstick).
+# graph_copy CASE CALL [single]: the replay time of the device copy that
+# moves the bytes of CALL (the decode targets' yardstick), or with
+# `single` its time as a single call (the single-call targets'
+# yardstick: its launch and the host's part of it included).
 graph_copy() {
-    sed -n "s/^graph_bench: $1 .*copies of the same bytes: .*$2's ([0-9.]* MB) [0-9.]* us back to back, \([0-9.]*\) us from a graph.*/\1 us/p" \
-        "$out/graph_bench.log" | head -1
-}
-# copy_single CASE CALL: the same copy as a single call (the single-call
-# targets' yardstick: its launch and the host's part of it included).
-copy_single() {
-    sed -n "s/^graph_bench: $1 .*copies of the same bytes: .*$2's ([0-9.]* MB) [0-9.]* us back to back, [0-9.]* us from a graph, \([0-9.]*\) us a single call.*/\1 us/p" \
-        "$out/graph_bench.log" | head -1
+    sed -n "s/^graph_bench: $1 .*copies of the same bytes: .*$2's ([0-9.]* MB) [0-9.]* us back to back, \([0-9.]*\) us from a graph, \([0-9.]*\) us a single call.*/\1 \2/p" \
+        "$out/graph_bench.log" | head -1 |
+        awk -v single="${3:-}" '{ print (single == "" ? $1 : $2) " us" }'
 }
 copy=$(sed -n 's/^copy .* \([0-9.]*\) GB\/s (bytes read + written).*/\1/p' "$log" | head -1)
 
@@ -136,8 +132,8 @@ row() {
     row "EP8 decode 1024, graph, in L2" "$(graph "EP8 decode" scatter graph_bench_l2.log)" "-" "$(graph_gather "EP8 decode" graph_bench_l2.log)" "-"
     row "decode 128, single call" "$(us "$(field decode scatter 2)")" "<= 12 us" "$(us "$(field decode gather 2)")" "<= 10 us"
     row "EP8 decode 1024, single call" "$(us "$(field ep8-decode scatter 2)")" "<= 12 us" "$(us "$(field ep8-decode gather 2)")" "<= 10 us"
-    row "decode 128, copy, single call" "$(copy_single decode scatter)" "-" "$(copy_single decode gather)" "-"
-    row "EP8 decode 1024, copy, single call" "$(copy_single "EP8 decode" scatter)" "-" "$(copy_single "EP8 decode" gather)" "-"
+    row "decode 128, copy, single call" "$(graph_copy decode scatter single)" "-" "$(graph_copy decode gather single)" "-"
+    row "EP8 decode 1024, copy, single call" "$(graph_copy "EP8 decode" scatter single)" "-" "$(graph_copy "EP8 decode" gather single)" "-"
     for c in qwen3 mixtral ue8m0 grouped masked; do
         row "$c 4096 (of copy)" "$(pct "$(field $c scatter 7)")" ">= 80%" "$(pct "$(field $c gather 7)")" ">= 80%"
     done
