@@ -94,10 +94,6 @@ graph_index() {
     sed -n "s/^graph_bench: index-only $1 .* \([0-9.]*\) us from a graph.*/\1 us/p" \
         "$out/graph_bench.log" | head -1
 }
-graph_gather() {
-    sed -n "s/^graph_bench: $1 .*gather [0-9.]* us back to back, \([0-9.]*\) us from a graph.*/\1 us/p" \
-        "$out/${2:-graph_bench.log}" | head -1
-}
 # graph_copy CASE CALL [single]: the replay time of the device copy that
 # moves the bytes of CALL (the decode targets' yardstick), or with
 # `single` its time as a single call (the single-call targets'
@@ -124,12 +120,12 @@ row() {
         row "$name" "$(us "$(field "$id" scatter 2)") ($(pct "$(field "$id" scatter 7)"))" "$ts" \
             "$(us "$(field "$id" gather 2)") ($(pct "$(field "$id" gather 7)"))" "$tg"
     done
-    row "decode 128, graph replay" "$(graph decode scatter)" "<= 6 us" "$(graph_gather decode)" "<= 5 us"
-    row "EP8 decode 1024, graph replay" "$(graph "EP8 decode" scatter)" "<= 7 us" "$(graph_gather "EP8 decode")" "<= 7 us"
+    row "decode 128, graph replay" "$(graph decode scatter)" "<= 6 us" "$(graph decode gather)" "<= 5 us"
+    row "EP8 decode 1024, graph replay" "$(graph "EP8 decode" scatter)" "<= 7 us" "$(graph "EP8 decode" gather)" "<= 7 us"
     row "decode 128, copy of same bytes" "$(graph_copy decode scatter)" "-" "$(graph_copy decode gather)" "-"
     row "EP8 decode 1024, copy, same bytes" "$(graph_copy "EP8 decode" scatter)" "-" "$(graph_copy "EP8 decode" gather)" "-"
-    row "decode 128, graph, inputs in L2" "$(graph decode scatter graph_bench_l2.log)" "-" "$(graph_gather decode graph_bench_l2.log)" "-"
-    row "EP8 decode 1024, graph, in L2" "$(graph "EP8 decode" scatter graph_bench_l2.log)" "-" "$(graph_gather "EP8 decode" graph_bench_l2.log)" "-"
+    row "decode 128, graph, inputs in L2" "$(graph decode scatter graph_bench_l2.log)" "-" "$(graph decode gather graph_bench_l2.log)" "-"
+    row "EP8 decode 1024, graph, in L2" "$(graph "EP8 decode" scatter graph_bench_l2.log)" "-" "$(graph "EP8 decode" gather graph_bench_l2.log)" "-"
     row "decode 128, single call" "$(us "$(field decode scatter 2)")" "<= 12 us" "$(us "$(field decode gather 2)")" "<= 10 us"
     row "EP8 decode 1024, single call" "$(us "$(field ep8-decode scatter 2)")" "<= 12 us" "$(us "$(field ep8-decode gather 2)")" "<= 10 us"
     row "decode 128, copy, single call" "$(graph_copy decode scatter single)" "-" "$(graph_copy decode gather single)" "-"
