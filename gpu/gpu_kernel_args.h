@@ -147,6 +147,23 @@ typedef struct gpu_device_state {
 #define GPU_SCAN_MAX_RANGES 1024
 #define GPU_SCAN_STATUS_WORDS 3
 
+/* The placement of calls with many experts (sort_route.cu): more than
+ * GPU_SORT_MIN_EXPERTS experts and at most GPU_SORT_MAX_CHOICES choices
+ * (its arrays take 17 bytes a choice of workspace; larger calls keep the
+ * tiles) take a radix sort of the choices by expert, GPU_SORT_DIGIT_BITS
+ * bits a pass, in blocks of GPU_SORT_THREADS threads (one a digit), each
+ * taking a tile of whole rounds of GPU_SORT_ROUND elements: one round
+ * each while that makes at most GPU_SORT_MAX_BLOCKS blocks, so that the
+ * table every block sums stays small. The routing before it scans the
+ * experts in ranges of GPU_SORT_SCAN_RANGE_EXPERTS at least. */
+#define GPU_SORT_MIN_EXPERTS 2048
+#define GPU_SORT_MAX_CHOICES (1 << 24)
+#define GPU_SORT_DIGIT_BITS 8
+#define GPU_SORT_THREADS 256
+#define GPU_SORT_ROUND 1024
+#define GPU_SORT_MAX_BLOCKS 256
+#define GPU_SORT_SCAN_RANGE_EXPERTS 1024
+
 /* Rounds of 32 choices a counting warp loads together. */
 #define GPU_COUNT_ROUNDS 4
 
@@ -195,6 +212,20 @@ typedef struct gpu_scatter_args {
                                   * its own column would store to every
                                   * tiles-th word, 32 sectors a store)
                                   * and any counting warp adds to it     */
+
+    /* The sort that places the choices of calls with many experts
+     * (sort_route.cu; NULL sort_first: the tiles place them). Pass p
+     * reads sort_keys/sort_choices [(p - 1) % 2] (the choices themselves
+     * for p = 0) and writes [p % 2]. */
+    int32_t *sort_keys[2];       /* [C] local experts                     */
+    int32_t *sort_choices[2];    /* [C] flat indices t * K + k            */
+    int32_t *sort_first;         /* [E] each expert's first position      */
+    int32_t *sort_hist;          /* [sort_blocks][digits] counts          */
+    int32_t *sort_valid;         /* [1] the choices with a local expert   */
+    int64_t sort_tile;           /* elements a block, whole rounds        */
+    int64_t sort_blocks;
+    int64_t sort_passes;
+    int64_t sort_pass;           /* the pass of this launch               */
 
     /* Scatter. */
     int64_t layout;              /* moes_layout                           */

@@ -39,10 +39,52 @@ static int64_t tiles_wanted(int64_t n_choices)
     return t < GPU_TILES_MAX ? t : GPU_TILES_MAX;
 }
 
+/* True when the choices of a call are placed by sorting them by expert
+ * (sort_route.cu) rather than by tiles: many experts, whose table of
+ * tiles would cost more than the choices, and positions that fit 32
+ * bits. Measured on an H200 (bench/NOTES.md, v19). */
+static int sort_places(int64_t n_choices, int64_t n_experts)
+{
+    return n_experts > GPU_SORT_MIN_EXPERTS && n_experts <= INT32_MAX &&
+           n_choices <= GPU_SORT_MAX_CHOICES;
+}
+
+/* The sort's tiles (gpu_kernel_args.h): elements a block, whole rounds,
+ * and blocks. */
+static int64_t sort_tile_for(int64_t n_choices)
+{
+    const int64_t rounds =
+        n_choices > 0
+            ? ceil_div(n_choices, (int64_t)GPU_SORT_ROUND * GPU_SORT_MAX_BLOCKS)
+            : 1;
+    return rounds * GPU_SORT_ROUND;
+}
+
+static int64_t sort_blocks_for(int64_t n_choices)
+{
+    return n_choices > 0 ? ceil_div(n_choices, sort_tile_for(n_choices)) : 1;
+}
+
+/* The sort's arrays (gpu_kernel_args.h, sort_*), in bytes: the digit
+ * table, two rounds of keys and choices, the first positions and the
+ * count of valid choices. */
+static int64_t sort_bytes(int64_t n_choices, int64_t n_experts)
+{
+    return 4 * ((int64_t)(1 << GPU_SORT_DIGIT_BITS) *
+                    sort_blocks_for(n_choices) +
+                4 * n_choices + n_experts + 1);
+}
+
 void gpu_tiles_for(int64_t n_choices, int64_t n_experts, int64_t *tiles,
                    int64_t *tile_size)
 {
     int64_t wanted = tiles_wanted(n_choices);
+    if (sort_places(n_choices, n_experts)) {
+        /* One tile: the counts per expert, and no table to rank by. */
+        *tiles = 1;
+        *tile_size = n_choices > 0 ? n_choices : 1;
+        return;
+    }
     int64_t fit = GPU_TABLE_MAX / n_experts;
     int64_t t = wanted < fit ? wanted : fit;
     if (t < 1)
@@ -67,14 +109,19 @@ int gpu_route_workspace_bytes(int64_t n_choices, int64_t n_experts,
 {
     int64_t tiles, tile_size, entries;
     gpu_tiles_for(n_choices, n_experts, &tiles, &tile_size);
-    return moes_mul_i64(tiles, n_experts, &entries) &&
-           bytes_for_entries(entries, n_experts, bytes);
+    if (!moes_mul_i64(tiles, n_experts, &entries) ||
+        !bytes_for_entries(entries, n_experts, bytes))
+        return 0;
+    /* Within GPU_SORT_MAX_CHOICES and INT32_MAX experts: no overflow. */
+    return !sort_places(n_choices, n_experts) ||
+           moes_add_i64(*bytes, sort_bytes(n_choices, n_experts), bytes);
 }
 
 /* max(E, min(tiles_wanted(C) * E, GPU_TABLE_MAX)) entries: at least
  * tiles * E for these sizes (see gpu_tiles_for), and never less for
  * larger ones (tiles_wanted grows with C), so a reservation covers every
- * smaller call. */
+ * smaller call; with many experts, the sort's arrays for up to C choices
+ * besides (they grow with C too). */
 int gpu_reserved_workspace_bytes(int64_t n_choices, int64_t n_experts,
                                  int64_t *bytes)
 {
@@ -84,7 +131,12 @@ int gpu_reserved_workspace_bytes(int64_t n_choices, int64_t n_experts,
                           : wanted * n_experts;
     if (entries < n_experts)
         entries = n_experts;
-    return bytes_for_entries(entries, n_experts, bytes);
+    if (!bytes_for_entries(entries, n_experts, bytes))
+        return 0;
+    if (n_choices > GPU_SORT_MAX_CHOICES)
+        n_choices = GPU_SORT_MAX_CHOICES;
+    return !sort_places(n_choices, n_experts) ||
+           moes_add_i64(*bytes, sort_bytes(n_choices, n_experts), bytes);
 }
 
 int gpu_ensure_workspace(moes_context *ctx, int64_t bytes)
@@ -203,6 +255,28 @@ static int prepare_route(moes_context *ctx, const moes_route_plan *rp,
     a->start = a->counts + n_experts;
     a->range_status = a->start + n_experts;
     a->zero_table = n_experts > GPU_ZERO_TABLE_EXPERTS;
+    if (sort_places(rp->n_choices, n_experts)) {
+        int32_t *w = (int32_t *)(a->range_status +
+                                 GPU_SCAN_MAX_RANGES * GPU_SCAN_STATUS_WORDS);
+        const int64_t c = rp->n_choices;
+        a->sort_tile = sort_tile_for(c);
+        a->sort_blocks = sort_blocks_for(c);
+        a->sort_hist = w;
+        w += ((int64_t)1 << GPU_SORT_DIGIT_BITS) * a->sort_blocks;
+        for (int i = 0; i < 2; i++) {
+            a->sort_keys[i] = w;
+            a->sort_choices[i] = w + c;
+            w += 2 * c;
+        }
+        a->sort_first = w;
+        a->sort_valid = w + n_experts;
+        /* Digits of the largest expert, E - 1 (> 0 here). */
+        for (int64_t top = n_experts - 1; top > 0;
+             top >>= GPU_SORT_DIGIT_BITS)
+            a->sort_passes++;
+        /* One tile, counted by any warp. */
+        a->zero_table = 1;
+    }
     return MOES_OK;
 }
 
@@ -243,8 +317,14 @@ static int launch_route(moes_context *ctx, gpu_scatter_args *a)
     if (a->tiles <= GPU_SCAN_RANGE_MAX_TILES &&
         a->n_experts > GPU_SCAN_RANGE_EXPERTS &&
         a->tiles * a->n_experts <= INT32_MAX) {
+        /* Columns of one tile (the sort's routing): longer ranges, as
+         * a block scans a range of that many experts about as fast as
+         * one of 8 columns of many tiles, and the look-back over the
+         * ranges before is shorter. */
         a->scan_ranges = resident_grid(gpu_state_of(ctx), a->n_experts,
-                                       SCAN_RANGE_MIN_EXPERTS,
+                                       a->sort_first
+                                           ? GPU_SORT_SCAN_RANGE_EXPERTS
+                                           : SCAN_RANGE_MIN_EXPERTS,
                                        GPU_SCAN_RANGE_BLOCKS_PER_SM);
         if (a->scan_ranges > GPU_SCAN_MAX_RANGES)
             a->scan_ranges = GPU_SCAN_MAX_RANGES;
@@ -267,6 +347,18 @@ static int launch_route(moes_context *ctx, gpu_scatter_args *a)
                                GPU_SCAN_RANGE_BLOCK, a);
     return gpu_launch_next(ctx, GPU_K_SCAN_ROUTING,
                            gpu_grid_for(a->n_experts, 1), GPU_SCAN_BLOCK, a);
+}
+
+/* The sort's passes (sort_route.cu), after the routing's scan. */
+static int launch_sort(moes_context *ctx, gpu_scatter_args *a)
+{
+    for (a->sort_pass = 0; a->sort_pass < a->sort_passes; a->sort_pass++) {
+        MOES_TRY(gpu_launch_next(ctx, GPU_K_SORT_COUNT, a->sort_blocks,
+                                 GPU_SORT_THREADS, a));
+        MOES_TRY(gpu_launch_next(ctx, GPU_K_SORT_MOVE, a->sort_blocks,
+                                 GPU_SORT_THREADS, a));
+    }
+    return MOES_OK;
 }
 
 int gpu_count(moes_context *ctx, const moes_count_plan *plan,
@@ -322,12 +414,19 @@ int gpu_distinct(moes_context *ctx, const moes_distinct_plan *plan,
 }
 
 /* Blocks of `threads` threads for the row labels (pad_labels.cu): a
- * warp per expert, and enough blocks for the tail after the last block. */
-static int64_t label_grid(const gpu_scatter_args *a, unsigned threads)
+ * warp per expert, and enough blocks for the tail after the last block,
+ * but no more than fit at once: the warps loop over the rest. 65536
+ * experts in 16,384 blocks of four warps took 26 us in the placing
+ * launch on an H200 (bench/NOTES.md, v19), each block a load and a store
+ * or two. */
+static int64_t label_grid(const gpu_state *st, const gpu_scatter_args *a,
+                          unsigned threads)
 {
     const int64_t experts = gpu_grid_for(a->n_experts, threads / WARP_THREADS);
     const int64_t tail = gpu_grid_for(a->out_rows, LABEL_ROWS_PER_BLOCK);
-    return experts > tail ? experts : tail;
+    const int64_t fit = (int64_t)st->multiprocessors * (THREADS_PER_SM / threads);
+    const int64_t blocks = experts > tail ? experts : tail;
+    return fit > 0 && blocks > fit ? fit : blocks;
 }
 
 /* Chunks of a row of `vectors` vectors, one warp each (gather.cu,
@@ -518,7 +617,7 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     /* The copy places the choices (place_copy.cu; the limits in
      * gpu_kernel_args.h). */
     const int place_in_copy =
-        wide && a.top_k <= WARP_THREADS && !a.map &&
+        wide && !a.sort_first && a.top_k <= WARP_THREADS && !a.map &&
         a.tile_size <= GPU_PLACE_IN_COPY_MAX_TILE &&
         a.n_experts <= INT32_MAX &&
         a.n_tokens * a.copy_chunks <= GPU_PLACE_IN_COPY_MAX_ITEMS *
@@ -529,7 +628,7 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
          * store per output row, by the grid after it: the copy's last
          * blocks, or a launch of their own when no row is copied. */
         if ((a.m_indices || a.row_source) && a.out_rows > 0)
-            a.label_blocks = label_grid(&a, copies ? GPU_ROW_THREADS
+            a.label_blocks = label_grid(gpu_state_of(ctx), &a, copies ? GPU_ROW_THREADS
                                                    : warp_block);
         MOES_TRY(gpu_launch(ctx, GPU_K_ROUTE_SMALL, 1, SMALL_BLOCK, &a));
         if (a.label_blocks && !copies) {
@@ -543,16 +642,24 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
         MOES_TRY(launch_route(ctx, &a));
         /* Labels and per-expert outputs by the copy's last blocks. */
         if ((a.m_indices || a.row_source) && a.out_rows > 0)
-            a.label_blocks = label_grid(&a, GPU_ROW_THREADS);
+            a.label_blocks = label_grid(gpu_state_of(ctx), &a, GPU_ROW_THREADS);
     } else {
         /* Placement, labels and per-expert outputs: one launch, its grid
          * cut in three (place_and_label.cu). */
         MOES_TRY(launch_route(ctx, &a));
-        a.place_blocks = a.n_choices > 0 ? gpu_grid_for(a.tiles, WARPS_PER_BLOCK)
-                                         : 0;
+        if (a.sort_first && a.n_choices > 0) {
+            MOES_TRY(launch_sort(ctx, &a));
+            a.place_blocks = resident_grid(gpu_state_of(ctx), a.n_choices,
+                                           warp_block,
+                                           THREADS_PER_SM / warp_block);
+        } else {
+            a.place_blocks = a.n_choices > 0
+                                 ? gpu_grid_for(a.tiles, WARPS_PER_BLOCK)
+                                 : 0;
+        }
         a.label_blocks = 0;
         if ((a.m_indices || a.row_source) && a.out_rows > 0)
-            a.label_blocks = label_grid(&a, warp_block);
+            a.label_blocks = label_grid(gpu_state_of(ctx), &a, warp_block);
         MOES_TRY(gpu_launch_next(ctx, GPU_K_PLACE_AND_LABEL,
                                  a.place_blocks + a.label_blocks +
                                      gpu_grid_for(a.n_experts, warp_block),

@@ -8,6 +8,7 @@
 #include "expert_scan.cu"
 #include "error_record.cu"
 #include "place_copy.cu"
+#include "sort_route.cu"
 #include "pad_labels.cu"
 #include "place_and_label.cu"
 #include "gather.cu"

@@ -1,0 +1,291 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sort_route.cu - where each choice goes when there are many experts: the
+ * valid choices sorted by local expert, stably, so that a choice's rank
+ * within its expert is its distance from the expert's first.
+ *
+ * The tile table of the grid routing ([E][tiles], route_count.cu) grows
+ * with E: past a few thousand experts its zeroing and its scan cost more
+ * than the choices' own work, and capping it leaves a few long tiles whose
+ * placement waits round after round. Calls with more than
+ * GPU_SORT_MIN_EXPERTS experts count with one tile instead (the counts,
+ * first rows and checks as before, on a table of E entries) and take the
+ * ranks from a least-significant-digit radix sort of the choices by local
+ * expert, GPU_SORT_DIGIT_BITS bits a pass: its work follows the choices,
+ * whatever E.
+ *
+ * A pass is two kernels over tiles of sort_tile elements, a block a tile.
+ * moes_sort_count: each block counts its tile's digits into its row of
+ * the [blocks][digits] table. moes_sort_move: each block sums the table
+ * into where its elements of each digit start (the elements of the
+ * smaller digits, and those of its digit in the blocks before), then
+ * takes its tile in rounds of GPU_SORT_ROUND: each warp counts its share
+ * of the round into its own row of shared counts, the rows become each
+ * warp's starts, and each element moves to its warp's start for its
+ * digit plus its rank among the warp's earlier elements of that digit
+ * (__match_any_sync). Within a digit the elements
+ * keep their order, so the passes compose into a stable sort, and no
+ * atomic decides a position. The first pass reads the choices themselves
+ * and gives those with no local expert out_index -1; the last records
+ * each expert's first position (atomicMin: the least is the same in any
+ * order). moes_stage_place_sorted (moes_place_and_label) then places
+ * them.
+ *
+ * Race-free by construction: a block writes only its own row of the
+ * table and, in a pass, positions no other element takes; shared counts
+ * go through barriers; the table is read only by the kernel after.
+ */
+#include "kernel_common.cuh"
+
+enum { SORT_WARPS = GPU_SORT_THREADS / MOES_WARP,
+       SORT_DIGITS = 1 << GPU_SORT_DIGIT_BITS,
+       /* Rounds of 32 elements a warp takes in a round of the block. */
+       SORT_ROUNDS = GPU_SORT_ROUND / GPU_SORT_THREADS };
+
+static_assert(SORT_DIGITS == GPU_SORT_THREADS,
+              "a thread per digit turns counts into starts");
+static_assert(GPU_SORT_ROUND % GPU_SORT_THREADS == 0,
+              "a block's round is whole rounds of every warp");
+
+/* Elements of the current pass: every choice first, then the valid ones
+ * that pass kept. */
+__device__ __forceinline__ int64_t sort_elements(const gpu_scatter_args &a)
+{
+    return a.sort_pass == 0 ? a.n_choices : (int64_t)*a.sort_valid;
+}
+
+/* Element i of the current pass: its key (the local expert, -1 for a
+ * choice without one) and, in *choice, its flat index t * K + k. */
+__device__ __forceinline__ int32_t sort_key(const gpu_scatter_args &a,
+                                            int64_t i)
+{
+    if (a.sort_pass == 0)
+        return (int32_t)moes_dev_expert_of(a, moes_dev_choice_id(a, i));
+    return a.sort_keys[(a.sort_pass - 1) & 1][i];
+}
+
+__device__ __forceinline__ int32_t sort_load(const gpu_scatter_args &a,
+                                             int64_t i, int32_t *choice)
+{
+    *choice = a.sort_pass == 0 ? (int32_t)i
+                               : a.sort_choices[(a.sort_pass - 1) & 1][i];
+    return sort_key(a, i);
+}
+
+__device__ __forceinline__ int sort_digit(const gpu_scatter_args &a,
+                                          int32_t key)
+{
+    return (int)((uint32_t)key >> (a.sort_pass * GPU_SORT_DIGIT_BITS)) &
+           (SORT_DIGITS - 1);
+}
+
+/* The block's tile of the current pass, [*begin, *end). */
+__device__ __forceinline__ void sort_tile(const gpu_scatter_args &a,
+                                          int64_t *begin, int64_t *end)
+{
+    const int64_t n = sort_elements(a);
+    *begin = (int64_t)blockIdx.x * a.sort_tile;
+    *end = *begin + a.sort_tile < n ? *begin + a.sort_tile : n;
+}
+
+/* Adds the digits of the block's tile to digits[]. */
+__device__ __forceinline__ void sort_count_tile(const gpu_scatter_args &a,
+                                                int32_t *digits)
+{
+    int64_t begin, end;
+    sort_tile(a, &begin, &end);
+    for (int64_t i = begin + threadIdx.x; i < end; i += GPU_SORT_THREADS) {
+        const int32_t key = sort_key(a, i);
+        if (key >= 0)
+            atomicAdd(&digits[sort_digit(a, key)], 1);
+    }
+}
+
+/* The first pass reads only the call's ids and map, which no kernel of
+ * the call writes, and is never a call's first kernel (gpu_ops.c): it
+ * counts before it waits for the kernel ahead, and writes only after. */
+extern "C" __global__ void __launch_bounds__(GPU_SORT_THREADS)
+moes_sort_count(const gpu_scatter_args a)
+{
+    __shared__ int32_t digits[SORT_DIGITS];
+    digits[threadIdx.x] = 0;
+    __syncthreads();
+    if (a.sort_pass == 0)
+        sort_count_tile(a, digits);
+    moes_dev_enter();
+    if (moes_dev_failed(a.state))
+        return;
+    if (a.sort_pass != 0)
+        sort_count_tile(a, digits);
+    /* The first positions start past every position: atomicMin lowers
+     * them in the last pass. */
+    if (a.sort_pass == 0)
+        for (int64_t e = moes_dev_thread(); e < a.n_experts;
+             e += moes_dev_threads())
+            a.sort_first[e] = INT32_MAX;
+    __syncthreads();
+    a.sort_hist[(int64_t)blockIdx.x * SORT_DIGITS + threadIdx.x] =
+        digits[threadIdx.x];
+}
+
+/* Where the block's elements of digit d (the calling thread's) start in
+ * the pass's output: the elements of every smaller digit, and those of
+ * digit d in the blocks before. Each block sums the table itself (its
+ * rows are a few KiB, in L2), so that no kernel runs between the counts
+ * and the moves; the first pass's block 0 also records how many
+ * elements the next passes sort. */
+__device__ __forceinline__ int64_t sort_block_start(const gpu_scatter_args &a)
+{
+    enum { U = 8 };
+    const int d = threadIdx.x;
+    const int64_t blocks = a.sort_blocks;
+    int64_t before = 0, total = 0;
+    for (int64_t b0 = 0; b0 < blocks; b0 += U) {
+        int32_t c[U];
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            c[u] = b0 + u < blocks ? a.sort_hist[(b0 + u) * SORT_DIGITS + d]
+                                   : 0;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            total += c[u];
+            if (b0 + u < (int64_t)blockIdx.x)
+                before += c[u];
+        }
+    }
+    int64_t all;
+    const int64_t smaller = block_exclusive_sum<false>(total, &all);
+    if (a.sort_pass == 0 && blockIdx.x == 0 && d == 0)
+        *a.sort_valid = (int32_t)all;
+    return smaller + before;
+}
+
+/* The warp's share of a round: its keys and choices (key -1: none). */
+__device__ __forceinline__ void sort_load_round(const gpu_scatter_args &a,
+                                                int64_t first, int64_t end,
+                                                int32_t (&key)[SORT_ROUNDS],
+                                                int32_t (&choice)[SORT_ROUNDS])
+{
+    const unsigned lane = threadIdx.x % MOES_WARP;
+#pragma unroll
+    for (int j = 0; j < SORT_ROUNDS; j++) {
+        const int64_t i = first + j * MOES_WARP + lane;
+        key[j] = -1;
+        choice[j] = 0;
+        if (i < end)
+            key[j] = sort_load(a, i, &choice[j]);
+    }
+}
+
+/* As moes_sort_count, the first pass loads its first round before its
+ * wait. */
+extern "C" __global__ void __launch_bounds__(GPU_SORT_THREADS)
+moes_sort_move(const gpu_scatter_args a)
+{
+    __shared__ int32_t at[SORT_WARPS][SORT_DIGITS];
+    __shared__ int32_t next[SORT_DIGITS];
+    const unsigned lane = threadIdx.x % MOES_WARP;
+    const unsigned warp = threadIdx.x / MOES_WARP;
+    const unsigned lower = (1u << lane) - 1u;
+    const int64_t share = (int64_t)warp * (SORT_ROUNDS * MOES_WARP);
+    int32_t key[SORT_ROUNDS], choice[SORT_ROUNDS];
+    unsigned peers[SORT_ROUNDS];
+    int64_t begin, end;
+    if (a.sort_pass == 0) {
+        sort_tile(a, &begin, &end);
+        sort_load_round(a, begin + share, end, key, choice);
+    }
+    moes_dev_enter();
+    if (moes_dev_failed(a.state))
+        return;
+    const int to = (int)(a.sort_pass & 1);
+    const bool last = a.sort_pass == a.sort_passes - 1;
+    if (a.sort_pass != 0) {
+        sort_tile(a, &begin, &end);
+        sort_load_round(a, begin + share, end, key, choice);
+    }
+    next[threadIdx.x] = (int32_t)sort_block_start(a);
+    /* Rounds of GPU_SORT_ROUND elements, a warp SORT_ROUNDS * 32
+     * consecutive ones of each; next[d] is where the round's first
+     * element of digit d goes. */
+    for (int64_t r0 = begin; r0 < end; r0 += GPU_SORT_ROUND) {
+        if (r0 != begin)
+            sort_load_round(a, r0 + share, end, key, choice);
+        for (int w = 0; w < SORT_WARPS; w++)
+            at[w][threadIdx.x] = 0;
+        if (a.sort_pass == 0)
+#pragma unroll
+            for (int j = 0; j < SORT_ROUNDS; j++)
+                if (key[j] < 0 && r0 + share + j * MOES_WARP + lane < end)
+                    moes_dev_place_choice(a, r0 + share + j * MOES_WARP + lane,
+                                          -1);
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < SORT_ROUNDS; j++) {
+            const int d = key[j] >= 0 ? sort_digit(a, key[j]) : -1;
+            peers[j] = __match_any_sync(0xFFFFFFFFu, d);
+            if (d >= 0 && lane == (unsigned)(__ffs(peers[j]) - 1))
+                at[warp][d] += __popc(peers[j]);
+            __syncwarp();
+        }
+        __syncthreads();
+        {
+            const int d = threadIdx.x;
+            int32_t start = next[d];
+            for (int w = 0; w < SORT_WARPS; w++) {
+                const int32_t c = at[w][d];
+                at[w][d] = start;
+                start += c;
+            }
+            next[d] = start;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < SORT_ROUNDS; j++) {
+            const int d = key[j] >= 0 ? sort_digit(a, key[j]) : -1;
+            int32_t pos = 0;
+            if (d >= 0)
+                pos = at[warp][d] + __popc(peers[j] & lower);
+            /* The last pass: the lanes of the same expert, whose lowest
+             * holds their least position. */
+            const unsigned same = last ? __match_any_sync(0xFFFFFFFFu, key[j])
+                                       : 0u;
+            /* Every peer has read the warp's start before its leader
+             * moves it. */
+            __syncwarp();
+            if (d >= 0) {
+                if (lane == (unsigned)(__ffs(peers[j]) - 1))
+                    at[warp][d] = pos + __popc(peers[j]);
+                a.sort_keys[to][pos] = key[j];
+                a.sort_choices[to][pos] = choice[j];
+                if (last && lane == (unsigned)(__ffs(same) - 1))
+                    atomicMin(&a.sort_first[key[j]], pos);
+            }
+            __syncwarp();
+        }
+        /* at[][] is zeroed for the next round only once every warp is
+         * done with it. */
+        __syncthreads();
+    }
+}
+
+/* Each sorted choice's row: its expert's first row plus its rank, the
+ * distance from the expert's first position (in the masked layout,
+ * dropped past the capacity). */
+__device__ void moes_stage_place_sorted(const gpu_scatter_args &a,
+                                        int64_t thread, int64_t threads)
+{
+    const int from = (int)((a.sort_passes - 1) & 1);
+    const int64_t n = *a.sort_valid;
+    const bool masked = a.layout == MOES_LAYOUT_MASKED;
+    for (int64_t p = thread; p < n; p += threads) {
+        const int32_t e = a.sort_keys[from][p];
+        const int64_t rank = p - a.sort_first[e];
+        int64_t row;
+        if (masked)
+            row = rank < a.capacity ? (int64_t)e * a.capacity + rank : -1;
+        else
+            row = a.start[e] + rank;
+        moes_dev_place_choice(a, a.sort_choices[from][p], row);
+    }
+}
