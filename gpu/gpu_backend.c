@@ -49,7 +49,6 @@ const char *const gpu_kernel_names[GPU_K_COUNT] = {
     [GPU_K_DISTINCT_ROWS] = "moes_distinct_rows",
     [GPU_K_SCATTER_SMALL] = "moes_scatter_small",
     [GPU_K_SCATTER_GRID] = "moes_scatter_grid",
-    [GPU_K_SORT_COUNT] = "moes_sort_count",
     [GPU_K_SORT_MOVE] = "moes_sort_move",
 };
 

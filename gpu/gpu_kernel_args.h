@@ -159,6 +159,7 @@ typedef struct gpu_device_state {
 #define GPU_SORT_MIN_EXPERTS 2048
 #define GPU_SORT_MAX_CHOICES (1 << 24)
 #define GPU_SORT_DIGIT_BITS 8
+#define GPU_SORT_MAX_PASSES 4 /* 31-bit experts, 8 bits a pass */
 #define GPU_SORT_THREADS 256
 #define GPU_SORT_ROUND 1024
 #define GPU_SORT_MAX_BLOCKS 256
@@ -220,7 +221,11 @@ typedef struct gpu_scatter_args {
     int32_t *sort_keys[2];       /* [C] local experts                     */
     int32_t *sort_choices[2];    /* [C] flat indices t * K + k            */
     int32_t *sort_first;         /* [E] each expert's first position      */
-    int32_t *sort_hist;          /* [sort_blocks][digits] counts          */
+    int32_t *sort_hist;          /* [sort_passes][sort_blocks][digits]
+                                  * counts, zeroed by moes_prepare_route:
+                                  * the first pass's added by the routing's
+                                  * count, each next pass's by the pass
+                                  * before                               */
     int32_t *sort_valid;         /* [1] the choices with a local expert   */
     int64_t sort_tile;           /* elements a block, whole rounds        */
     int64_t sort_blocks;

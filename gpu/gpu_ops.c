@@ -65,12 +65,22 @@ static int64_t sort_blocks_for(int64_t n_choices)
     return n_choices > 0 ? ceil_div(n_choices, sort_tile_for(n_choices)) : 1;
 }
 
-/* The sort's arrays (gpu_kernel_args.h, sort_*), in bytes: the digit
- * table, two rounds of keys and choices, the first positions and the
- * count of valid choices. */
+/* The sort's passes: the digits of the largest expert, E - 1. */
+static int64_t sort_passes_for(int64_t n_experts)
+{
+    int64_t passes = 0;
+    for (int64_t top = n_experts - 1; top > 0; top >>= GPU_SORT_DIGIT_BITS)
+        passes++;
+    return passes > 0 ? passes : 1;
+}
+
+/* The sort's arrays (gpu_kernel_args.h, sort_*), in bytes: a table of
+ * digit counts a pass, two rounds of keys and choices, the first
+ * positions and the count of valid choices. */
 static int64_t sort_bytes(int64_t n_choices, int64_t n_experts)
 {
-    return 4 * ((int64_t)(1 << GPU_SORT_DIGIT_BITS) *
+    return 4 * (sort_passes_for(n_experts) *
+                    (int64_t)(1 << GPU_SORT_DIGIT_BITS) *
                     sort_blocks_for(n_choices) +
                 4 * n_choices + n_experts + 1);
 }
@@ -225,9 +235,10 @@ static int route_is_small(const gpu_scatter_args *a)
            a->out_rows <= GPU_SMALL_ROWS;
 }
 
-/* The routing half of the arguments, and the workspace behind it. */
+/* The routing half of the arguments, and the workspace behind it; for a
+ * scatter (`places`) whose choices the sort places, the sort's arrays. */
 static int prepare_route(moes_context *ctx, const moes_route_plan *rp,
-                         gpu_scatter_args *a)
+                         int places, gpu_scatter_args *a)
 {
     gpu_state *s = gpu_state_of(ctx);
     const int64_t n_experts = rp->r.n_experts;
@@ -255,14 +266,16 @@ static int prepare_route(moes_context *ctx, const moes_route_plan *rp,
     a->start = a->counts + n_experts;
     a->range_status = a->start + n_experts;
     a->zero_table = n_experts > GPU_ZERO_TABLE_EXPERTS;
-    if (sort_places(rp->n_choices, n_experts)) {
+    if (places && sort_places(rp->n_choices, n_experts)) {
         int32_t *w = (int32_t *)(a->range_status +
                                  GPU_SCAN_MAX_RANGES * GPU_SCAN_STATUS_WORDS);
         const int64_t c = rp->n_choices;
         a->sort_tile = sort_tile_for(c);
         a->sort_blocks = sort_blocks_for(c);
+        a->sort_passes = sort_passes_for(n_experts);
         a->sort_hist = w;
-        w += ((int64_t)1 << GPU_SORT_DIGIT_BITS) * a->sort_blocks;
+        w += a->sort_passes * ((int64_t)1 << GPU_SORT_DIGIT_BITS) *
+             a->sort_blocks;
         for (int i = 0; i < 2; i++) {
             a->sort_keys[i] = w;
             a->sort_choices[i] = w + c;
@@ -270,10 +283,6 @@ static int prepare_route(moes_context *ctx, const moes_route_plan *rp,
         }
         a->sort_first = w;
         a->sort_valid = w + n_experts;
-        /* Digits of the largest expert, E - 1 (> 0 here). */
-        for (int64_t top = n_experts - 1; top > 0;
-             top >>= GPU_SORT_DIGIT_BITS)
-            a->sort_passes++;
         /* One tile, counted by any warp. */
         a->zero_table = 1;
     }
@@ -352,12 +361,9 @@ static int launch_route(moes_context *ctx, gpu_scatter_args *a)
 /* The sort's passes (sort_route.cu), after the routing's scan. */
 static int launch_sort(moes_context *ctx, gpu_scatter_args *a)
 {
-    for (a->sort_pass = 0; a->sort_pass < a->sort_passes; a->sort_pass++) {
-        MOES_TRY(gpu_launch_next(ctx, GPU_K_SORT_COUNT, a->sort_blocks,
-                                 GPU_SORT_THREADS, a));
+    for (a->sort_pass = 0; a->sort_pass < a->sort_passes; a->sort_pass++)
         MOES_TRY(gpu_launch_next(ctx, GPU_K_SORT_MOVE, a->sort_blocks,
                                  GPU_SORT_THREADS, a));
-    }
     return MOES_OK;
 }
 
@@ -368,7 +374,7 @@ int gpu_count(moes_context *ctx, const moes_count_plan *plan,
     (void)err;
     MOES_TRY(gpu_enter(ctx));
     MOES_TRY(gpu_check_count_pointers(ctx, plan));
-    MOES_TRY(prepare_route(ctx, &plan->route, &a));
+    MOES_TRY(prepare_route(ctx, &plan->route, 0, &a));
     a.index_elem = (int64_t)moes_index_dtype_size(plan->counts_dtype);
     a.counts_out = plan->counts;
     if (route_is_small(&a))
@@ -388,7 +394,7 @@ int gpu_distinct(moes_context *ctx, const moes_distinct_plan *plan,
     (void)err;
     MOES_TRY(gpu_enter(ctx));
     MOES_TRY(gpu_check_distinct_pointers(ctx, plan));
-    MOES_TRY(prepare_route(ctx, &plan->route, &a));
+    MOES_TRY(prepare_route(ctx, &plan->route, 0, &a));
     a.index_elem = (int64_t)moes_index_dtype_size(plan->out_dtype);
     a.distinct_out = plan->out;
     if (a.n_choices <= GPU_DISTINCT_SELF_CHECK_MAX &&
@@ -551,7 +557,7 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     (void)err;
     MOES_TRY(gpu_enter(ctx));
     MOES_TRY(gpu_check_scatter_pointers(ctx, plan));
-    MOES_TRY(prepare_route(ctx, &plan->route, &a));
+    MOES_TRY(prepare_route(ctx, &plan->route, 1, &a));
     a.layout = s->layout;
     a.alignment = s->alignment;
     a.capacity = s->capacity;

@@ -49,7 +49,6 @@ enum gpu_kernel {
     GPU_K_DISTINCT_ROWS,
     GPU_K_SCATTER_SMALL,
     GPU_K_SCATTER_GRID,
-    GPU_K_SORT_COUNT,
     GPU_K_SORT_MOVE,
     GPU_K_COUNT
 };

@@ -71,6 +71,15 @@ __device__ bool count_rounds(const gpu_scatter_args &a, int64_t base,
         if (entry[j] >= 0 && lane == (unsigned)(__ffs(peers) - 1))
             atomicAdd((unsigned long long *)&a.tile_table[entry[j]],
                       (unsigned long long)__popc(peers));
+        /* A scatter placed by the sort (one tile: the entry is the
+         * expert) counts the sort's first digits too, by its tiles
+         * (sort_route.cu; fewer than 2^24 choices). */
+        if (a.sort_first && entry[j] >= 0)
+            atomicAdd(&a.sort_hist[(uint32_t)(base + j * MOES_WARP + lane) /
+                                       (uint32_t)a.sort_tile *
+                                       (1 << GPU_SORT_DIGIT_BITS) +
+                                   (entry[j] & ((1 << GPU_SORT_DIGIT_BITS) - 1))],
+                      1);
     }
     return true;
 }
@@ -129,7 +138,8 @@ __device__ void moes_stage_check_scales(const gpu_scatter_args &a,
 
 /* Before the counts of a routing with many experts: the tile table
  * zeroed and the map checked, both in coalesced passes over the whole
- * grid. */
+ * grid; for a scatter placed by the sort, its digit counts zeroed and its
+ * first positions set past every position (atomicMin lowers them). */
 extern "C" __global__ void moes_prepare_route(const gpu_scatter_args a)
 {
     moes_dev_enter();
@@ -145,6 +155,15 @@ extern "C" __global__ void moes_prepare_route(const gpu_scatter_args a)
             pairs[i] = make_ulonglong2(0, 0);
         if (n % 2 && moes_dev_thread() == 0)
             a.tile_table[n - 1] = 0;
+    }
+    if (a.sort_first) {
+        const int64_t n = a.sort_passes * a.sort_blocks *
+                          (1 << GPU_SORT_DIGIT_BITS);
+        for (int64_t i = moes_dev_thread(); i < n; i += moes_dev_threads())
+            a.sort_hist[i] = 0;
+        for (int64_t e = moes_dev_thread(); e < a.n_experts;
+             e += moes_dev_threads())
+            a.sort_first[e] = INT32_MAX;
     }
 }
 

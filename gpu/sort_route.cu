@@ -14,26 +14,29 @@
  * expert, GPU_SORT_DIGIT_BITS bits a pass: its work follows the choices,
  * whatever E.
  *
- * A pass is two kernels over tiles of sort_tile elements, a block a tile.
- * moes_sort_count: each block counts its tile's digits into its row of
- * the [blocks][digits] table. moes_sort_move: each block sums the table
- * into where its elements of each digit start (the elements of the
+ * A pass is one kernel, moes_sort_move, over tiles of sort_tile
+ * elements, a block a tile, with each tile's digit counts in the pass's
+ * [blocks][digits] table: the first pass's counted by the routing's
+ * count (route_count.cu), which reads every choice anyway, each next
+ * pass's by the pass before as it moves the elements. Each block sums the
+ * table into where its elements of each digit start (the elements of the
  * smaller digits, and those of its digit in the blocks before), then
  * takes its tile in rounds of GPU_SORT_ROUND: each warp counts its share
  * of the round into its own row of shared counts, the rows become each
  * warp's starts, and each element moves to its warp's start for its
  * digit plus its rank among the warp's earlier elements of that digit
- * (__match_any_sync). Within a digit the elements
- * keep their order, so the passes compose into a stable sort, and no
- * atomic decides a position. The first pass reads the choices themselves
- * and gives those with no local expert out_index -1; the last records
- * each expert's first position (atomicMin: the least is the same in any
+ * (__match_any_sync). Within a digit the elements keep their order, so
+ * the passes compose into a stable sort, and no atomic decides a
+ * position (the counts of the next pass are sums: any order of the adds
+ * gives them). The first pass reads the choices themselves and gives
+ * those with no local expert out_index -1; the last records each
+ * expert's first position (atomicMin: the least is the same in any
  * order). moes_stage_place_sorted (moes_place_and_label) then places
  * them.
  *
- * Race-free by construction: a block writes only its own row of the
- * table and, in a pass, positions no other element takes; shared counts
- * go through barriers; the table is read only by the kernel after.
+ * Race-free by construction: in a pass a block writes positions no other
+ * element takes, and adds only to the next pass's table, which no block
+ * of the pass reads; shared counts go through barriers.
  */
 #include "kernel_common.cuh"
 
@@ -88,44 +91,11 @@ __device__ __forceinline__ void sort_tile(const gpu_scatter_args &a,
     *end = *begin + a.sort_tile < n ? *begin + a.sort_tile : n;
 }
 
-/* Adds the digits of the block's tile to digits[]. */
-__device__ __forceinline__ void sort_count_tile(const gpu_scatter_args &a,
-                                                int32_t *digits)
+/* The pass's table of digit counts. */
+__device__ __forceinline__ int32_t *sort_counts(const gpu_scatter_args &a,
+                                                int64_t pass)
 {
-    int64_t begin, end;
-    sort_tile(a, &begin, &end);
-    for (int64_t i = begin + threadIdx.x; i < end; i += GPU_SORT_THREADS) {
-        const int32_t key = sort_key(a, i);
-        if (key >= 0)
-            atomicAdd(&digits[sort_digit(a, key)], 1);
-    }
-}
-
-/* The first pass reads only the call's ids and map, which no kernel of
- * the call writes, and is never a call's first kernel (gpu_ops.c): it
- * counts before it waits for the kernel ahead, and writes only after. */
-extern "C" __global__ void __launch_bounds__(GPU_SORT_THREADS)
-moes_sort_count(const gpu_scatter_args a)
-{
-    __shared__ int32_t digits[SORT_DIGITS];
-    digits[threadIdx.x] = 0;
-    __syncthreads();
-    if (a.sort_pass == 0)
-        sort_count_tile(a, digits);
-    moes_dev_enter();
-    if (moes_dev_failed(a.state))
-        return;
-    if (a.sort_pass != 0)
-        sort_count_tile(a, digits);
-    /* The first positions start past every position: atomicMin lowers
-     * them in the last pass. */
-    if (a.sort_pass == 0)
-        for (int64_t e = moes_dev_thread(); e < a.n_experts;
-             e += moes_dev_threads())
-            a.sort_first[e] = INT32_MAX;
-    __syncthreads();
-    a.sort_hist[(int64_t)blockIdx.x * SORT_DIGITS + threadIdx.x] =
-        digits[threadIdx.x];
+    return a.sort_hist + pass * a.sort_blocks * SORT_DIGITS;
 }
 
 /* Where the block's elements of digit d (the calling thread's) start in
@@ -139,13 +109,13 @@ __device__ __forceinline__ int64_t sort_block_start(const gpu_scatter_args &a)
     enum { U = 8 };
     const int d = threadIdx.x;
     const int64_t blocks = a.sort_blocks;
+    const int32_t *counts = sort_counts(a, a.sort_pass);
     int64_t before = 0, total = 0;
     for (int64_t b0 = 0; b0 < blocks; b0 += U) {
         int32_t c[U];
 #pragma unroll
         for (int u = 0; u < U; u++)
-            c[u] = b0 + u < blocks ? a.sort_hist[(b0 + u) * SORT_DIGITS + d]
-                                   : 0;
+            c[u] = b0 + u < blocks ? counts[(b0 + u) * SORT_DIGITS + d] : 0;
 #pragma unroll
         for (int u = 0; u < U; u++) {
             total += c[u];
@@ -177,8 +147,10 @@ __device__ __forceinline__ void sort_load_round(const gpu_scatter_args &a,
     }
 }
 
-/* As moes_sort_count, the first pass loads its first round before its
- * wait. */
+/* The first pass reads only the call's ids and map, which no kernel of
+ * the call writes, and is never a call's first kernel (gpu_ops.c): it
+ * loads its first round before it waits for the kernel ahead, and writes
+ * only after. */
 extern "C" __global__ void __launch_bounds__(GPU_SORT_THREADS)
 moes_sort_move(const gpu_scatter_args a)
 {
@@ -200,6 +172,8 @@ moes_sort_move(const gpu_scatter_args a)
         return;
     const int to = (int)(a.sort_pass & 1);
     const bool last = a.sort_pass == a.sort_passes - 1;
+    int32_t *const next_counts = last ? NULL : sort_counts(a, a.sort_pass + 1);
+    const int next_shift = (int)(a.sort_pass + 1) * GPU_SORT_DIGIT_BITS;
     if (a.sort_pass != 0) {
         sort_tile(a, &begin, &end);
         sort_load_round(a, begin + share, end, key, choice);
@@ -260,6 +234,12 @@ moes_sort_move(const gpu_scatter_args a)
                 a.sort_choices[to][pos] = choice[j];
                 if (last && lane == (unsigned)(__ffs(same) - 1))
                     atomicMin(&a.sort_first[key[j]], pos);
+                if (!last)
+                    atomicAdd(&next_counts[pos / (int32_t)a.sort_tile *
+                                               SORT_DIGITS +
+                                           (int)((uint32_t)key[j] >> next_shift &
+                                                 (SORT_DIGITS - 1))],
+                              1);
             }
             __syncwarp();
         }
