@@ -7,9 +7,10 @@
  *   diff_cuda [cases [first_seed]]     default 10000 cases from seed 1
  *
  * Every tenth seed (seed % 10 == 0) draws up to 4000 tokens instead of
- * 400, so that calls past 8192 choices, which take the grid routing or
- * the cooperative scatter, are compared too; the seed alone still says
- * which.
+ * 400 and up to 20000 experts instead of 3000, so that calls past 8192
+ * choices, which take the grid routing or the cooperative scatter, and
+ * calls of many experts, which the sort places, are compared too; the
+ * seed alone still says which.
  *
  * Prints one line per difference (the seed replays it) and a last line
  * "diff_cuda: <cases> cases, <n> different, <n> errors". Exit status 0
@@ -53,7 +54,7 @@ int main(int argc, char **argv)
         return 2;
     for (long long i = 0; i < cases; i++) {
         uint64_t seed = first + (uint64_t)i;
-        static const moes_case_limits large = {4000, 0, 0};
+        static const moes_case_limits large = {4000, 0, 20000};
         int v = moes_case_check(cuda, cpu, seed, -1,
                                 seed % 10 == 0 ? &large : NULL, msg,
                                 sizeof msg);

@@ -175,8 +175,8 @@ static int64_t pick_experts(moes_rng *g, int64_t max)
         e = moes_rng_range(g, 2, 16);
     else if (r < 94)
         e = moes_rng_range(g, 17, 256);
-    else
-        e = moes_rng_range(g, 257, 3000);
+    else /* up to max when a caller allows more than 3000 */
+        e = moes_rng_range(g, 257, max > 3000 ? max : 3000);
     return e < max ? e : max;
 }
 

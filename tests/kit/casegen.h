@@ -29,7 +29,8 @@ typedef enum moes_case_fault {
 } moes_case_fault;
 
 /* Upper bounds on the drawn sizes (0 = the default); a test that needs
- * many fast cases lowers them. */
+ * many fast cases lowers them, one that wants larger calls raises them
+ * (a few cases then draw tokens past 400 and experts past 3000). */
 typedef struct moes_case_limits {
     int64_t max_tokens;   /* default 400  */
     int64_t max_hidden;   /* default 1100 */
