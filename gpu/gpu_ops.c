@@ -41,8 +41,9 @@ static int64_t tiles_wanted(int64_t n_choices)
 
 /* True when the choices of a call are placed by sorting them by expert
  * (sort_route.cu) rather than by tiles: many experts, whose table of
- * tiles would cost more than the choices, and positions that fit 32
- * bits. Measured on an H200 (bench/NOTES.md, v19). */
+ * tiles would cost more than the choices (gpu_kernel_args.h has the
+ * figures), and few enough choices for 32-bit positions and a workspace
+ * of 17 bytes a choice. */
 static int sort_places(int64_t n_choices, int64_t n_experts)
 {
     return n_experts > GPU_SORT_MIN_EXPERTS && n_experts <= INT32_MAX &&

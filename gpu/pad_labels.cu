@@ -48,14 +48,42 @@ __device__ __forceinline__ int64_t row_label(const gpu_scatter_args &a,
     return !*padding || (a.flags & MOES_SCATTER_LABEL_PADDING) ? e : -1;
 }
 
+/* Expert e's block of rows x, by the whole warp: its labels, and the
+ * row_source pad of its rows without a choice. */
+template <typename T, typename R>
+__device__ __forceinline__ void label_block(int64_t e,
+                                            const moes_expert_rows &x, R lane,
+                                            T *labels, T *sources, T pad,
+                                            bool label_padding)
+{
+    const R real = (R)x.real, block = (R)x.block;
+    if (labels) {
+        T *row = labels + x.first;
+        const T pad_label = label_padding ? (T)e : (T)-1;
+        for (R r = lane; r < block; r += MOES_WARP)
+            row[r] = r < real ? (T)e : pad_label;
+    }
+    if (sources) {
+        T *row = sources + x.first;
+        for (R r = real + lane; r < block; r += MOES_WARP)
+            row[r] = pad;
+    }
+}
+
 /* The labels (m_indices) of every row and the row_source pad of rows
  * without a choice (the placement writes the others), one warp per
  * expert block and the tail after: only stores, no search per row
- * (which would be a chain of dependent loads). Written for one index
- * type at a time: the width test and the 64-bit address of a store per
- * element were most of the instructions of this stage. An int32 index
- * means fewer than 2^31 rows (validation), so offsets fit 32 bits. */
-template <typename T, typename R>
+ * (which would be a chain of dependent loads). BATCHED (the grid path,
+ * whose label grid fits at once, so that with many experts a warp has
+ * several): the lanes load the rows of 32 of the warp's experts
+ * together, then the warp stores each block in turn, one round trip for
+ * the loads instead of one an expert. The one-launch kernels (at most
+ * 512 experts) keep the plain loop. Written for one
+ * index type at a time: the width test and the 64-bit address of a
+ * store per element were most of the instructions of this stage. An
+ * int32 index means fewer than 2^31 rows (validation), so offsets fit 32
+ * bits. */
+template <typename T, typename R, bool BATCHED>
 __device__ __forceinline__ void label_blocks(const gpu_scatter_args &a,
                                              int64_t rows_needed,
                                              int64_t thread, int64_t threads)
@@ -66,20 +94,29 @@ __device__ __forceinline__ void label_blocks(const gpu_scatter_args &a,
     T *const labels = (T *)a.m_indices;
     T *const sources = (T *)a.row_source;
     const T pad = (T)a.row_source_pad;
-    for (int64_t e = thread / MOES_WARP; e < a.n_experts;
-         e += threads / MOES_WARP) {
-        const moes_expert_rows x = moes_dev_expert_rows(a, e, rows_needed);
-        const R real = (R)x.real, block = (R)x.block;
-        if (labels) {
-            T *row = labels + x.first;
-            const T pad_label = label_padding ? (T)e : (T)-1;
-            for (R r = lane; r < block; r += MOES_WARP)
-                row[r] = r < real ? (T)e : pad_label;
-        }
-        if (sources) {
-            T *row = sources + x.first;
-            for (R r = real + lane; r < block; r += MOES_WARP)
-                row[r] = pad;
+    const int64_t n_warps = threads / MOES_WARP;
+    if (!BATCHED)
+        for (int64_t e = thread / MOES_WARP; e < a.n_experts; e += n_warps)
+            label_block<T, R>(e, moes_dev_expert_rows(a, e, rows_needed),
+                              lane, labels, sources, pad, label_padding);
+    for (int64_t e0 = thread / MOES_WARP; BATCHED && e0 < a.n_experts;
+         e0 += MOES_WARP * n_warps) {
+        /* Lane l's expert e0 + l * n_warps: the warp's experts in the
+         * order of a plain warp-stride loop. */
+        const int64_t mine = e0 + (int64_t)lane * n_warps;
+        moes_expert_rows rows = {0, 0, 0};
+        if (mine < a.n_experts)
+            rows = moes_dev_expert_rows(a, mine, rows_needed);
+        for (int l = 0; l < MOES_WARP; l++) {
+            const int64_t e = e0 + l * n_warps;
+            if (e >= a.n_experts)
+                break;
+            moes_expert_rows x;
+            x.first = __shfl_sync(0xFFFFFFFFu, (long long)rows.first, l);
+            x.real = __shfl_sync(0xFFFFFFFFu, (long long)rows.real, l);
+            x.block = __shfl_sync(0xFFFFFFFFu, (long long)rows.block, l);
+            label_block<T, R>(e, x, lane, labels, sources, pad,
+                              label_padding);
         }
     }
     if (!masked)
@@ -93,20 +130,30 @@ __device__ __forceinline__ void label_blocks(const gpu_scatter_args &a,
 
 /* The labels given the routing's rows needed (from the workspace, or from
  * the shared memory of a kernel that routed on its own). */
+template <bool BATCHED>
+__device__ __forceinline__ void label_blocks_of(const gpu_scatter_args &a,
+                                                int64_t rows_needed,
+                                                int64_t thread, int64_t threads)
+{
+    if (a.index_elem == 4)
+        label_blocks<int32_t, int32_t, BATCHED>(a, rows_needed, thread,
+                                                threads);
+    else
+        label_blocks<int64_t, int64_t, BATCHED>(a, rows_needed, thread,
+                                                threads);
+}
+
 __device__ void moes_label_blocks_of(const gpu_scatter_args &a,
                                      int64_t rows_needed, int64_t thread,
                                      int64_t threads)
 {
-    if (a.index_elem == 4)
-        label_blocks<int32_t, int32_t>(a, rows_needed, thread, threads);
-    else
-        label_blocks<int64_t, int64_t>(a, rows_needed, thread, threads);
+    label_blocks_of<false>(a, rows_needed, thread, threads);
 }
 
 __device__ void moes_stage_label_blocks(const gpu_scatter_args &a,
                                         int64_t thread, int64_t threads)
 {
-    moes_label_blocks_of(a, a.state->rows_needed, thread, threads);
+    label_blocks_of<true>(a, a.state->rows_needed, thread, threads);
 }
 
 /* One block per row; rows that hold a token are left alone. */

@@ -106,7 +106,9 @@ __device__ __forceinline__ int32_t *sort_counts(const gpu_scatter_args &a,
  * elements the next passes sort. */
 __device__ __forceinline__ int64_t sort_block_start(const gpu_scatter_args &a)
 {
-    enum { U = 8 };
+    /* Loads in flight at once: the whole table in one round trip up to
+     * 32 blocks. */
+    enum { U = 32 };
     const int d = threadIdx.x;
     const int64_t blocks = a.sort_blocks;
     const int32_t *counts = sort_counts(a, a.sort_pass);

@@ -20,7 +20,8 @@
 # graph and as single calls, each beside a device copy of the bytes the
 # call moves, timed the same ways (the decode targets' yardstick: a call
 # that moves those bytes cannot beat it by much); then the other presets
-# and layouts at 4096 tokens. Logs go to $OUT (or ./gpu-results); the
+# and layouts at 4096 tokens, and 65536 experts against 256 at the same
+# bytes. Logs go to $OUT (or ./gpu-results); the
 # last lines are the table of figures and targets.
 set -u
 build=${1:-/tmp/moes-gpu-build}
@@ -60,6 +61,12 @@ run_case mixtral --preset mixtral --tokens 4096 --iters 100
 run_case ue8m0 --preset deepseek-v3 --tokens 4096 --ue8m0 --iters 100
 run_case grouped --preset deepseek-v3 --tokens 4096 --layout grouped --iters 100
 run_case masked --preset deepseek-v3 --tokens 4096 --layout masked --iters 100
+# The expert count at the same bytes: 256 and 65536 experts, alignment 1
+# (at 128 the rows of 65536 experts' padding would not fit).
+for e in 256 65536; do
+    run_case "experts-$e" --preset deepseek-v3 --tokens 4096 --experts $e \
+        --alignment 1 --iters 100
+done
 for c in "idx-decode:deepseek-v3:128" "idx-ep8-decode:deepseek-v3-ep8:1024" \
          "idx-prefill:deepseek-v3:4096" "idx-ep8-prefill:deepseek-v3-ep8:32768"; do
     id=${c%%:*}; rest=${c#*:}
@@ -83,6 +90,11 @@ field() {
 }
 us() { awk -v ms="$1" 'BEGIN { if (ms == "") print "-"; else printf "%.1f us", ms * 1000 }'; }
 pct() { awk -v f="$1" 'BEGIN { if (f == "") print "-"; else printf "%.0f%%", f * 100 }'; }
+# expert_ratio CALL: CALL's median at 65536 experts over its median at 256.
+expert_ratio() {
+    awk -v a="$(field experts-65536 "$1" 2)" -v b="$(field experts-256 "$1" 2)" \
+        'BEGIN { if (a == "" || b == "") print "-"; else printf "%.2fx (%.1f / %.1f us)", a / b, a * 1000, b * 1000 }'
+}
 # graph CASE CALL [LOG]: the graph replay time from graph_bench's line for
 # CASE (LOG: graph_bench.log, or graph_bench_l2.log).
 graph() {
@@ -133,6 +145,7 @@ row() {
     for c in qwen3 mixtral ue8m0 grouped masked; do
         row "$c 4096 (of copy)" "$(pct "$(field $c scatter 7)")" ">= 80%" "$(pct "$(field $c gather 7)")" ">= 80%"
     done
+    row "E 65536 / E 256, 4096 (A 1)" "$(expert_ratio scatter)" "<= 1.5x" "$(expert_ratio gather)" "<= 1.5x"
     echo
     row "index-only scatter (A 64)" "single call" "graph replay" "target (graph)"
     for c in "idx-decode:decode 128:< 5 us" "idx-ep8-decode:EP8 decode 1024:< 5 us" \

@@ -132,7 +132,7 @@ static const scenario scenarios[] = {
     {"E=9000 bf16 H=16 grouped A=7, N=2000 K=6", 2000, 6, 9000, 0, 16, 0,
      MOES_DTYPE_BF16, MOES_DTYPE_INT64, MOES_DTYPE_INT32,
      MOES_LAYOUT_GROUPED, 7, MOES_SCATTER_LABEL_PADDING, 0, 128, VALID},
-    /* Placed by the sort of the choices by expert (more than 2048
+    /* Placed by the sort of the choices by expert (more than 4096
      * experts): two passes of 8 bits, DeepSeek-V3 rows with a map (and
      * 3,500 choices on each of the few hot experts), the smallest E
      * that sorts, and 157 tiles of the sort with masked drops. */
@@ -140,10 +140,10 @@ static const scenario scenarios[] = {
      4096, 8, 65536, 70000, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT64,
      MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 1, MOES_SCATTER_LABEL_PADDING,
      MOES_SCALES_FP32, 128, VALID},
-    {"E=2049 bf16 H=16 grouped A=3, N=3000 K=5", 3000, 5, 2049, 0, 16, 0,
+    {"E=4097 bf16 H=16 grouped A=3, N=3000 K=5", 3000, 5, 4097, 0, 16, 0,
      MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT64,
      MOES_LAYOUT_GROUPED, 3, MOES_SCATTER_LABEL_PADDING, 0, 128, VALID},
-    {"E=3000 bf16 H=8 masked with drops, N=20000 K=8", 20000, 8, 3000, 0, 8,
+    {"E=5000 bf16 H=8 masked with drops, N=20000 K=8", 20000, 8, 5000, 0, 8,
      0, MOES_DTYPE_BF16, MOES_DTYPE_INT64, MOES_DTYPE_INT32,
      MOES_LAYOUT_MASKED, 1, MOES_SCATTER_ZERO_PADDING, 0, 128, VALID},
     {"bad id, E=65536, N=4096 K=8", 4096, 8, 65536, 0, 16, 0,
