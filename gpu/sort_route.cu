@@ -57,8 +57,9 @@ __device__ __forceinline__ int64_t sort_elements(const gpu_scatter_args &a)
     return a.sort_pass == 0 ? a.n_choices : (int64_t)*a.sort_valid;
 }
 
-/* Element i of the current pass: its key (the local expert, -1 for a
- * choice without one) and, in *choice, its flat index t * K + k. */
+/* Element i of the current pass: its key, the local expert (-1 for a
+ * choice without one), and with sort_load, in *choice, its flat index
+ * t * K + k. */
 __device__ __forceinline__ int32_t sort_key(const gpu_scatter_args &a,
                                             int64_t i)
 {
@@ -126,6 +127,7 @@ __device__ __forceinline__ int64_t sort_block_start(const gpu_scatter_args &a)
         }
     }
     int64_t all;
+    /* expert_scan.cu's block scan (the kernels are one module). */
     const int64_t smaller = block_exclusive_sum<false>(total, &all);
     if (a.sort_pass == 0 && blockIdx.x == 0 && d == 0)
         *a.sort_valid = (int32_t)all;
