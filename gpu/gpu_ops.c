@@ -77,12 +77,20 @@ static int64_t sort_passes_for(int64_t n_experts)
 
 /* The sort's arrays (gpu_kernel_args.h, sort_*), in bytes: a table of
  * digit counts a pass, two rounds of keys and choices, the first
- * positions and the count of valid choices. */
+ * positions and the count of valid choices. The tables are sized for
+ * ceil(C / GPU_SORT_ROUND) blocks up to GPU_SORT_MAX_BLOCKS, at least the
+ * blocks a call of C choices takes and never less for a larger C (the
+ * blocks themselves drop when the tiles grow), so that a reservation
+ * covers every smaller call. */
 static int64_t sort_bytes(int64_t n_choices, int64_t n_experts)
 {
+    int64_t blocks = ceil_div(n_choices, GPU_SORT_ROUND);
+    if (blocks > GPU_SORT_MAX_BLOCKS)
+        blocks = GPU_SORT_MAX_BLOCKS;
+    if (blocks < 1)
+        blocks = 1;
     return 4 * (sort_passes_for(n_experts) *
-                    (int64_t)(1 << GPU_SORT_DIGIT_BITS) *
-                    sort_blocks_for(n_choices) +
+                    (int64_t)(1 << GPU_SORT_DIGIT_BITS) * blocks +
                 4 * n_choices + n_experts + 1);
 }
 

@@ -391,6 +391,36 @@ Test(api, reserve_workspace)
     test_close(ctx);
 }
 
+/* moes_workspace_size grows with the tokens, never shrinks, so that a
+ * reservation for N tokens covers every call of fewer: across the sizes
+ * where a backend changes how it cuts the work (on CUDA, the sort of
+ * many experts takes longer tiles past 262,144 choices). */
+Test(api, workspace_size_grows_with_tokens)
+{
+    moes_context *ctx = test_open(4);
+    static const int64_t experts[] = {256, 5000, 65536};
+    static const int64_t tokens[] = {1,     100,   4096,   32767,  32768,
+                                     32769, 40000, 65536,  65537,  300000,
+                                     2097151, 2097152, 2097153};
+    for (size_t i = 0; i < sizeof experts / sizeof *experts; i++) {
+        int64_t last = 0, last_tokens = 0;
+        for (size_t j = 0; j < sizeof tokens / sizeof *tokens; j++) {
+            int64_t bytes = -1;
+            cr_assert_eq(moes_workspace_size(ctx, tokens[j], 8, experts[i],
+                                             &bytes),
+                         MOES_OK, "%s", moes_last_error(ctx));
+            cr_expect_geq(bytes, last, "E %lld: %lld tokens need %lld bytes, "
+                          "fewer than the %lld of %lld tokens",
+                          (long long)experts[i], (long long)tokens[j],
+                          (long long)bytes, (long long)last,
+                          (long long)last_tokens);
+            last = bytes;
+            last_tokens = tokens[j];
+        }
+    }
+    test_close(ctx);
+}
+
 /* A few tokens over many experts: the workspace follows N*K, not E, so
  * a reservation for few experts is enough for any number of them. */
 Test(api, workspace_does_not_grow_with_experts)
