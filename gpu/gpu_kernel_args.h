@@ -162,7 +162,6 @@ typedef struct gpu_device_state {
 #define GPU_SORT_MIN_EXPERTS 4096
 #define GPU_SORT_MAX_CHOICES (1 << 24)
 #define GPU_SORT_DIGIT_BITS 8
-#define GPU_SORT_MAX_PASSES 4 /* 31-bit experts, 8 bits a pass */
 #define GPU_SORT_THREADS 256
 #define GPU_SORT_ROUND 1024
 #define GPU_SORT_MAX_BLOCKS 256

@@ -439,9 +439,8 @@ static int64_t label_grid(const gpu_state *st, const gpu_scatter_args *a,
 {
     const int64_t experts = gpu_grid_for(a->n_experts, threads / WARP_THREADS);
     const int64_t tail = gpu_grid_for(a->out_rows, LABEL_ROWS_PER_BLOCK);
-    const int64_t fit = (int64_t)st->multiprocessors * (THREADS_PER_SM / threads);
-    const int64_t blocks = experts > tail ? experts : tail;
-    return fit > 0 && blocks > fit ? fit : blocks;
+    return resident_grid(st, experts > tail ? experts : tail, 1,
+                         THREADS_PER_SM / threads);
 }
 
 /* Chunks of a row of `vectors` vectors, one warp each (gather.cu,

@@ -173,6 +173,25 @@ __device__ __forceinline__ int64_t moes_dev_local_expert(
     return moes_dev_expert_of(a, id);
 }
 
+/* The sort that places many experts (sort_route.cu): the digit of a key
+ * in pass `pass`, and the count that the element at position `pos` of
+ * that pass adds to (its tile's row of the pass's table). The routing's
+ * count adds the first pass's, each pass the next one's. */
+__device__ __forceinline__ int moes_dev_sort_digit(int64_t pass, int32_t key)
+{
+    return (int)((uint32_t)key >> (pass * GPU_SORT_DIGIT_BITS)) &
+           ((1 << GPU_SORT_DIGIT_BITS) - 1);
+}
+
+__device__ __forceinline__ int32_t *moes_dev_sort_count(
+    const gpu_scatter_args &a, int64_t pass, uint32_t pos, int32_t key)
+{
+    return a.sort_hist +
+           (pass * a.sort_blocks + pos / (uint32_t)a.sort_tile) *
+               (1 << GPU_SORT_DIGIT_BITS) +
+           moes_dev_sort_digit(pass, key);
+}
+
 /* The scale word of output row `row`, column `col` of out_scales (row-
  * or MN-major: the strides say which). */
 __device__ __forceinline__ uint32_t *moes_dev_out_scale(

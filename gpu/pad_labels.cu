@@ -95,28 +95,30 @@ __device__ __forceinline__ void label_blocks(const gpu_scatter_args &a,
     T *const sources = (T *)a.row_source;
     const T pad = (T)a.row_source_pad;
     const int64_t n_warps = threads / MOES_WARP;
-    if (!BATCHED)
+    if (!BATCHED) {
         for (int64_t e = thread / MOES_WARP; e < a.n_experts; e += n_warps)
             label_block<T, R>(e, moes_dev_expert_rows(a, e, rows_needed),
                               lane, labels, sources, pad, label_padding);
-    for (int64_t e0 = thread / MOES_WARP; BATCHED && e0 < a.n_experts;
-         e0 += MOES_WARP * n_warps) {
-        /* Lane l's expert e0 + l * n_warps: the warp's experts in the
-         * order of a plain warp-stride loop. */
-        const int64_t mine = e0 + (int64_t)lane * n_warps;
-        moes_expert_rows rows = {0, 0, 0};
-        if (mine < a.n_experts)
-            rows = moes_dev_expert_rows(a, mine, rows_needed);
-        for (int l = 0; l < MOES_WARP; l++) {
-            const int64_t e = e0 + l * n_warps;
-            if (e >= a.n_experts)
-                break;
-            moes_expert_rows x;
-            x.first = __shfl_sync(0xFFFFFFFFu, (long long)rows.first, l);
-            x.real = __shfl_sync(0xFFFFFFFFu, (long long)rows.real, l);
-            x.block = __shfl_sync(0xFFFFFFFFu, (long long)rows.block, l);
-            label_block<T, R>(e, x, lane, labels, sources, pad,
-                              label_padding);
+    } else {
+        for (int64_t e0 = thread / MOES_WARP; e0 < a.n_experts;
+             e0 += MOES_WARP * n_warps) {
+            /* Lane l's expert e0 + l * n_warps: the warp's experts in
+             * the order of a plain warp-stride loop. */
+            const int64_t mine = e0 + (int64_t)lane * n_warps;
+            moes_expert_rows rows = {0, 0, 0};
+            if (mine < a.n_experts)
+                rows = moes_dev_expert_rows(a, mine, rows_needed);
+            for (int l = 0; l < MOES_WARP; l++) {
+                const int64_t e = e0 + l * n_warps;
+                if (e >= a.n_experts)
+                    break;
+                moes_expert_rows x;
+                x.first = __shfl_sync(0xFFFFFFFFu, (long long)rows.first, l);
+                x.real = __shfl_sync(0xFFFFFFFFu, (long long)rows.real, l);
+                x.block = __shfl_sync(0xFFFFFFFFu, (long long)rows.block, l);
+                label_block<T, R>(e, x, lane, labels, sources, pad,
+                                  label_padding);
+            }
         }
     }
     if (!masked)

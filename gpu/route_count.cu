@@ -72,13 +72,12 @@ __device__ bool count_rounds(const gpu_scatter_args &a, int64_t base,
             atomicAdd((unsigned long long *)&a.tile_table[entry[j]],
                       (unsigned long long)__popc(peers));
         /* A scatter placed by the sort (one tile: the entry is the
-         * expert) counts the sort's first digits too, by its tiles
-         * (sort_route.cu; fewer than 2^24 choices). */
+         * expert) counts the sort's first digits too (fewer than 2^24
+         * choices). */
         if (a.sort_first && entry[j] >= 0)
-            atomicAdd(&a.sort_hist[(uint32_t)(base + j * MOES_WARP + lane) /
-                                       (uint32_t)a.sort_tile *
-                                       (1 << GPU_SORT_DIGIT_BITS) +
-                                   (entry[j] & ((1 << GPU_SORT_DIGIT_BITS) - 1))],
+            atomicAdd(moes_dev_sort_count(
+                          a, 0, (uint32_t)(base + j * MOES_WARP + lane),
+                          (int32_t)entry[j]),
                       1);
     }
     return true;

@@ -58,29 +58,16 @@ __device__ __forceinline__ int64_t sort_elements(const gpu_scatter_args &a)
 }
 
 /* Element i of the current pass: its key, the local expert (-1 for a
- * choice without one), and with sort_load, in *choice, its flat index
- * t * K + k. */
-__device__ __forceinline__ int32_t sort_key(const gpu_scatter_args &a,
-                                            int64_t i)
-{
-    if (a.sort_pass == 0)
-        return (int32_t)moes_dev_expert_of(a, moes_dev_choice_id(a, i));
-    return a.sort_keys[(a.sort_pass - 1) & 1][i];
-}
-
+ * choice without one), and in *choice its flat index t * K + k. */
 __device__ __forceinline__ int32_t sort_load(const gpu_scatter_args &a,
                                              int64_t i, int32_t *choice)
 {
-    *choice = a.sort_pass == 0 ? (int32_t)i
-                               : a.sort_choices[(a.sort_pass - 1) & 1][i];
-    return sort_key(a, i);
-}
-
-__device__ __forceinline__ int sort_digit(const gpu_scatter_args &a,
-                                          int32_t key)
-{
-    return (int)((uint32_t)key >> (a.sort_pass * GPU_SORT_DIGIT_BITS)) &
-           (SORT_DIGITS - 1);
+    if (a.sort_pass == 0) {
+        *choice = (int32_t)i;
+        return (int32_t)moes_dev_expert_of(a, moes_dev_choice_id(a, i));
+    }
+    *choice = a.sort_choices[(a.sort_pass - 1) & 1][i];
+    return a.sort_keys[(a.sort_pass - 1) & 1][i];
 }
 
 /* The block's tile of the current pass, [*begin, *end). */
@@ -90,13 +77,6 @@ __device__ __forceinline__ void sort_tile(const gpu_scatter_args &a,
     const int64_t n = sort_elements(a);
     *begin = (int64_t)blockIdx.x * a.sort_tile;
     *end = *begin + a.sort_tile < n ? *begin + a.sort_tile : n;
-}
-
-/* The pass's table of digit counts. */
-__device__ __forceinline__ int32_t *sort_counts(const gpu_scatter_args &a,
-                                                int64_t pass)
-{
-    return a.sort_hist + pass * a.sort_blocks * SORT_DIGITS;
 }
 
 /* Where the block's elements of digit d (the calling thread's) start in
@@ -112,7 +92,7 @@ __device__ __forceinline__ int64_t sort_block_start(const gpu_scatter_args &a)
     enum { U = 32 };
     const int d = threadIdx.x;
     const int64_t blocks = a.sort_blocks;
-    const int32_t *counts = sort_counts(a, a.sort_pass);
+    const int32_t *counts = a.sort_hist + a.sort_pass * blocks * SORT_DIGITS;
     int64_t before = 0, total = 0;
     for (int64_t b0 = 0; b0 < blocks; b0 += U) {
         int32_t c[U];
@@ -176,8 +156,6 @@ moes_sort_move(const gpu_scatter_args a)
         return;
     const int to = (int)(a.sort_pass & 1);
     const bool last = a.sort_pass == a.sort_passes - 1;
-    int32_t *const next_counts = last ? NULL : sort_counts(a, a.sort_pass + 1);
-    const int next_shift = (int)(a.sort_pass + 1) * GPU_SORT_DIGIT_BITS;
     if (a.sort_pass != 0) {
         sort_tile(a, &begin, &end);
         sort_load_round(a, begin + share, end, key, choice);
@@ -200,7 +178,8 @@ moes_sort_move(const gpu_scatter_args a)
         __syncthreads();
 #pragma unroll
         for (int j = 0; j < SORT_ROUNDS; j++) {
-            const int d = key[j] >= 0 ? sort_digit(a, key[j]) : -1;
+            const int d =
+                key[j] >= 0 ? moes_dev_sort_digit(a.sort_pass, key[j]) : -1;
             peers[j] = __match_any_sync(0xFFFFFFFFu, d);
             if (d >= 0 && lane == (unsigned)(__ffs(peers[j]) - 1))
                 at[warp][d] += __popc(peers[j]);
@@ -220,7 +199,8 @@ moes_sort_move(const gpu_scatter_args a)
         __syncthreads();
 #pragma unroll
         for (int j = 0; j < SORT_ROUNDS; j++) {
-            const int d = key[j] >= 0 ? sort_digit(a, key[j]) : -1;
+            const int d =
+                key[j] >= 0 ? moes_dev_sort_digit(a.sort_pass, key[j]) : -1;
             int32_t pos = 0;
             if (d >= 0)
                 pos = at[warp][d] + __popc(peers[j] & lower);
@@ -239,10 +219,8 @@ moes_sort_move(const gpu_scatter_args a)
                 if (last && lane == (unsigned)(__ffs(same) - 1))
                     atomicMin(&a.sort_first[key[j]], pos);
                 if (!last)
-                    atomicAdd(&next_counts[pos / (int32_t)a.sort_tile *
-                                               SORT_DIGITS +
-                                           (int)((uint32_t)key[j] >> next_shift &
-                                                 (SORT_DIGITS - 1))],
+                    atomicAdd(moes_dev_sort_count(a, a.sort_pass + 1,
+                                                  (uint32_t)pos, key[j]),
                               1);
             }
             __syncwarp();
