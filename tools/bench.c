@@ -15,7 +15,7 @@ enum {
     OPT_LAYOUT, OPT_ALIGNMENT, OPT_UE8M0, OPT_ALLOW_REPEATS, OPT_ACCUMULATE,
     OPT_EXACT_CAPACITY, OPT_INDEX_ONLY,
     OPT_JSON, OPT_SEED, OPT_SWEEP, OPT_MIN_TOKENS, OPT_MAX_TOKENS, OPT_CSV,
-    OPT_PLOT, OPT_LIST, OPT_EXPERTS
+    OPT_PLOT, OPT_LIST, OPT_EXPERTS, OPT_IDLE
 };
 
 static const tool_option options[] = {
@@ -40,6 +40,7 @@ static const tool_option options[] = {
     {"plot", 1, OPT_PLOT},
     {"list-presets", 0, OPT_LIST},
     {"experts", 1, OPT_EXPERTS},
+    {"idle", 0, OPT_IDLE},
     {NULL, 0, 0},
 };
 
@@ -56,6 +57,12 @@ static const tool_option options[] = {
 #define COPY_BYTES_CUDA (1ll << 30)
 #define COPY_BYTES_CPU (64ll << 20)
 #define COPY_ITERS_MAX 20
+/* On CUDA each timed call (and copy) is queued behind a fill of this many
+ * bytes: the device is still busy with it while the host queues the
+ * timestamps and the call, so the figure is the call's time on the
+ * device, and the L2 (60 MiB on an H200) holds the fill's lines instead
+ * of the previous call's data. */
+#define CLEAR_BYTES_CUDA (256ll << 20)
 
 static void usage(void)
 {
@@ -88,6 +95,10 @@ static void usage(void)
         "                     read the rows in place\n"
         "  --seed S           routing and data seed (default %d)\n"
         "  --iters N          timed calls per operation (default %d)\n"
+        "  --idle             CUDA: queue each timed call on an idle device,\n"
+        "                     so that its figure includes the host's launch\n"
+        "                     (default: behind a 256 MiB fill that clears\n"
+        "                     the L2 and keeps the device busy)\n"
         "  --backend B        auto (default), cpu or cuda\n"
         "  --threads N        OpenMP threads of the CPU backend\n"
         "  --json             print JSON instead of the table\n"
@@ -126,7 +137,7 @@ typedef struct bench_options {
     bench_config cfg;
     int backend, json, sweep;
     int64_t threads, min_tokens, max_tokens;
-    int tokens_given, max_given;
+    int tokens_given, max_given, idle;
     const char *csv, *plot;
     int64_t experts;            /* --experts, 0: the preset's           */
     bench_preset custom;        /* the preset with that expert count    */
@@ -239,6 +250,7 @@ static int parse(int argc, char **argv, bench_options *o)
             break;
         case OPT_CSV: o->csv = v; break;
         case OPT_PLOT: o->plot = v; break;
+        case OPT_IDLE: o->idle = 1; break;
         }
     }
     if (rc == TOOL_EXIT_OK && o->experts)
@@ -280,13 +292,13 @@ static char *csv_beside(const char *plot)
 }
 
 static int run_point(moes_context *ctx, const bench_config *cfg,
-                     bench_result *r)
+                     const bench_clear *clear, bench_result *r)
 {
     bench_workload w;
     int rc = bench_workload_create(ctx, cfg, &w);
     if (rc != TOOL_EXIT_OK)
         return rc;
-    rc = bench_measure(ctx, &w, r);
+    rc = bench_measure(ctx, &w, clear, r);
     bench_workload_destroy(ctx, &w);
     return rc;
 }
@@ -298,6 +310,7 @@ int tool_bench(int argc, char **argv)
     moes_context_info info;
     moes_context *ctx;
     bench_result *results = NULL;
+    bench_clear clear = {NULL, 0};
     int64_t n_results = 0, cap_results = 0;
     char *csv_owned = NULL;
     const char *csv;
@@ -339,10 +352,19 @@ int tool_bench(int argc, char **argv)
     run.copy_buffer_bytes = info.backend == MOES_BACKEND_CUDA
                                 ? COPY_BYTES_CUDA
                                 : COPY_BYTES_CPU;
+    if (info.backend == MOES_BACKEND_CUDA && !o.idle) {
+        st = moes_malloc(ctx, &clear.buf, CLEAR_BYTES_CUDA);
+        if (st != MOES_OK) {
+            rc = tool_library_error("bench", ctx, "moes_malloc", st);
+            goto done;
+        }
+        clear.bytes = CLEAR_BYTES_CUDA;
+    }
+    run.clear_bytes = clear.bytes;
     rc = bench_measure_copy(ctx, run.copy_buffer_bytes,
                             o.cfg.iters < COPY_ITERS_MAX ? o.cfg.iters
                                                          : COPY_ITERS_MAX,
-                            &run.copy);
+                            &clear, &run.copy);
     if (rc != TOOL_EXIT_OK)
         goto done;
     if (!o.max_given)
@@ -366,7 +388,7 @@ int tool_bench(int argc, char **argv)
             results = more;
         }
         cfg.tokens = tokens;
-        rc = run_point(ctx, &cfg, &results[n_results]);
+        rc = run_point(ctx, &cfg, &clear, &results[n_results]);
         if (rc != TOOL_EXIT_OK)
             goto done;
         if (!o.json) {
@@ -397,6 +419,7 @@ int tool_bench(int argc, char **argv)
 done:
     free(results);
     free(csv_owned);
+    moes_free(ctx, clear.buf);
     st = moes_context_destroy(ctx);
     if (st != MOES_OK && rc == TOOL_EXIT_OK)
         rc = tool_library_error("bench", NULL, "moes_context_destroy", st);

@@ -104,13 +104,21 @@ typedef struct bench_result {
     double sets_bytes;          /* what the sets together move          */
 } bench_result;
 
+/* What each timed call is queued behind: a fill of bytes at buf (backend
+ * memory), or nothing when bytes is 0 (the call is queued on an idle
+ * device, or runs on the CPU, and its figure includes its launch). */
+typedef struct bench_clear {
+    void *buf;
+    int64_t bytes;
+} bench_clear;
+
 /* Times scatter and gather on w. Returns TOOL_EXIT_OK or prints the
  * error and returns TOOL_EXIT_FAILURE. */
 int bench_measure(moes_context *ctx, const bench_workload *w,
-                  bench_result *r);
+                  const bench_clear *clear, bench_result *r);
 /* Times moes_copy_within of bytes; timing.bytes counts read + written. */
 int bench_measure_copy(moes_context *ctx, int64_t bytes, int64_t iters,
-                       bench_timing *t);
+                       const bench_clear *clear, bench_timing *t);
 
 /* Output. copy_gbps is the copy bandwidth of the same run. */
 typedef struct bench_run_info {
@@ -118,6 +126,7 @@ typedef struct bench_run_info {
     const moes_context_info *ctx_info;
     bench_timing copy;
     int64_t copy_buffer_bytes;
+    int64_t clear_bytes;        /* bench_clear.bytes of the run           */
 } bench_run_info;
 
 void bench_print_header(FILE *f, const bench_run_info *run);

@@ -47,12 +47,30 @@ static int call_op(moes_context *ctx, const bench_workload *w,
     return TOOL_EXIT_OK;
 }
 
+/* Queues the fill that a timed call comes behind, if any. The fill takes
+ * tens of microseconds on the device: the host queues the timestamp and
+ * the call meanwhile, so the first timestamp is taken when the fill ends
+ * and the call's launches are already waiting. */
+static int queue_clear(moes_context *ctx, const bench_clear *clear)
+{
+    if (clear->bytes > 0) {
+        int st = moes_fill(ctx, clear->buf, 0x3C, clear->bytes);
+        if (st != MOES_OK)
+            return tool_library_error("bench", ctx, "moes_fill", st);
+    }
+    return TOOL_EXIT_OK;
+}
+
 /* One timed call: a timestamp before and after, the elapsed time between
  * them (which waits for the call to finish on CUDA). */
 static int timed_call(moes_context *ctx, const bench_workload *w,
-                      const bench_set *s, bench_op op, double *ms)
+                      const bench_set *s, const bench_clear *clear,
+                      bench_op op, double *ms)
 {
-    int st = moes_timestamp(ctx, SLOT_BEFORE);
+    int st;
+    if (queue_clear(ctx, clear) != TOOL_EXIT_OK)
+        return TOOL_EXIT_FAILURE;
+    st = moes_timestamp(ctx, SLOT_BEFORE);
     if (st != MOES_OK)
         return tool_library_error("bench", ctx, "moes_timestamp", st);
     if (call_op(ctx, w, s, op) != TOOL_EXIT_OK)
@@ -65,8 +83,9 @@ static int timed_call(moes_context *ctx, const bench_workload *w,
     return TOOL_EXIT_OK;
 }
 
-static int measure_op(moes_context *ctx, const bench_workload *w, bench_op op,
-                      double *ms, bench_timing *t)
+static int measure_op(moes_context *ctx, const bench_workload *w,
+                      const bench_clear *clear, bench_op op, double *ms,
+                      bench_timing *t)
 {
     const int64_t sets = w->n_sets;
     int64_t warmup = w->cfg.warmup > sets ? w->cfg.warmup : sets;
@@ -78,7 +97,7 @@ static int measure_op(moes_context *ctx, const bench_workload *w, bench_op op,
         if (call_op(ctx, w, &w->sets[i % sets], op) != TOOL_EXIT_OK)
             return TOOL_EXIT_FAILURE;
     for (int64_t i = 0; i < w->cfg.iters; i++)
-        if (timed_call(ctx, w, &w->sets[i % sets], op, &ms[i]) !=
+        if (timed_call(ctx, w, &w->sets[i % sets], clear, op, &ms[i]) !=
             TOOL_EXIT_OK)
             return TOOL_EXIT_FAILURE;
     /* A data error found on the device surfaces here. */
@@ -93,7 +112,8 @@ static int measure_op(moes_context *ctx, const bench_workload *w, bench_op op,
     return TOOL_EXIT_OK;
 }
 
-int bench_measure(moes_context *ctx, const bench_workload *w, bench_result *r)
+int bench_measure(moes_context *ctx, const bench_workload *w,
+                  const bench_clear *clear, bench_result *r)
 {
     double *ms = malloc((size_t)w->cfg.iters * sizeof *ms);
     int rc;
@@ -108,15 +128,15 @@ int bench_measure(moes_context *ctx, const bench_workload *w, bench_result *r)
     r->sets_bytes = 0.0;
     for (int64_t i = 0; i < w->n_sets; i++)
         r->sets_bytes += w->sets[i].scatter_bytes + w->sets[i].gather_bytes;
-    rc = measure_op(ctx, w, OP_SCATTER, ms, &r->scatter);
+    rc = measure_op(ctx, w, clear, OP_SCATTER, ms, &r->scatter);
     if (rc == TOOL_EXIT_OK)
-        rc = measure_op(ctx, w, OP_GATHER, ms, &r->gather);
+        rc = measure_op(ctx, w, clear, OP_GATHER, ms, &r->gather);
     free(ms);
     return rc;
 }
 
 int bench_measure_copy(moes_context *ctx, int64_t bytes, int64_t iters,
-                       bench_timing *t)
+                       const bench_clear *clear, bench_timing *t)
 {
     void *src = NULL, *dst = NULL;
     double *ms = malloc((size_t)iters * sizeof *ms);
@@ -132,7 +152,10 @@ int bench_measure_copy(moes_context *ctx, int64_t bytes, int64_t iters,
     if (st == MOES_OK)
         st = moes_copy_within(ctx, dst, src, bytes);
     for (int64_t i = 0; st == MOES_OK && i < iters; i++) {
-        st = moes_timestamp(ctx, SLOT_BEFORE);
+        if (clear->bytes > 0)
+            st = moes_fill(ctx, clear->buf, 0x3C, clear->bytes);
+        if (st == MOES_OK)
+            st = moes_timestamp(ctx, SLOT_BEFORE);
         if (st == MOES_OK)
             st = moes_copy_within(ctx, dst, src, bytes);
         if (st == MOES_OK)

@@ -74,8 +74,15 @@ void bench_print_header(FILE *f, const bench_run_info *run)
                "%.1f GB/s (bytes read + written)\n",
             (double)run->copy_buffer_bytes / MIB, run->copy.median_ms,
             bench_gbps(run->copy.bytes, run->copy.median_ms));
-    fprintf(f, "timing    median of %lld calls each, after warm-up\n",
+    fprintf(f, "timing    median of %lld calls each, after warm-up, ",
             (long long)cfg->iters);
+    if (run->clear_bytes > 0)
+        fprintf(f, "each behind a %.0f MiB fill (L2 cleared, launch hidden)\n",
+                (double)run->clear_bytes / MIB);
+    else if (ci->backend == MOES_BACKEND_CUDA)
+        fprintf(f, "each on an idle device (launch included)\n");
+    else
+        fprintf(f, "each a call that returns when done\n");
 }
 
 static void print_timing_row(FILE *f, const char *name,
@@ -186,8 +193,8 @@ void bench_print_json(FILE *f, const bench_run_info *run,
     json_string(f, ci->device_name);
     fprintf(f, ", \"cpu_threads\": %d, \"reason\": ", ci->cpu_threads);
     json_string(f, ci->reason);
-    fprintf(f, ", \"copy_buffer_bytes\": %lld, ",
-            (long long)run->copy_buffer_bytes);
+    fprintf(f, ", \"copy_buffer_bytes\": %lld, \"clear_bytes\": %lld, ",
+            (long long)run->copy_buffer_bytes, (long long)run->clear_bytes);
     json_timing(f, "copy", run, &run->copy, 0);
     fprintf(f, ", \"results\": [");
     for (int64_t i = 0; i < n_results; i++) {
@@ -217,11 +224,11 @@ int bench_write_csv(const char *path, const bench_run_info *run,
                "scatter_fraction_of_copy,gather_ms,gather_bytes,gather_gbps,"
                "gather_fraction_of_copy,copy_gbps,input_sets,rows_used,"
                "capacity_bound,capacity,scatter_min_ms,scatter_max_ms,"
-               "gather_min_ms,gather_max_ms\n");
+               "gather_min_ms,gather_max_ms,clear_bytes\n");
     for (int64_t i = 0; i < n_results; i++) {
         const bench_result *r = &results[i];
         fprintf(f, "%lld,%.6f,%.0f,%.4f,%.5f,%.6f,%.0f,%.4f,%.5f,%.4f,"
-                   "%lld,%lld,%lld,%lld,%.6f,%.6f,%.6f,%.6f\n",
+                   "%lld,%lld,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%lld\n",
                 (long long)r->tokens, r->scatter.median_ms, r->scatter.bytes,
                 bench_gbps(r->scatter.bytes, r->scatter.median_ms),
                 fraction(run, &r->scatter), r->gather.median_ms,
@@ -230,7 +237,8 @@ int bench_write_csv(const char *path, const bench_run_info *run,
                 fraction(run, &r->gather), copy, (long long)r->n_sets,
                 (long long)r->rows_used_max, (long long)r->capacity_bound,
                 (long long)r->capacity, r->scatter.min_ms, r->scatter.max_ms,
-                r->gather.min_ms, r->gather.max_ms);
+                r->gather.min_ms, r->gather.max_ms,
+                (long long)run->clear_bytes);
     }
     if (fclose(f) != 0)
         return tool_fail("bench", "cannot write %s", path);
