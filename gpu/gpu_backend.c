@@ -48,6 +48,7 @@ const char *const gpu_kernel_names[GPU_K_COUNT] = {
     [GPU_K_ROUTE_SMALL] = "moes_route_small",
     [GPU_K_DISTINCT_ROWS] = "moes_distinct_rows",
     [GPU_K_SCATTER_SMALL] = "moes_scatter_small",
+    [GPU_K_SCATTER_SMALL_UE8M0] = "moes_scatter_small_ue8m0",
     [GPU_K_SCATTER_GRID] = "moes_scatter_grid",
     [GPU_K_SORT_MOVE] = "moes_sort_move",
 };

@@ -113,6 +113,9 @@ typedef struct gpu_device_state {
 #define GPU_SMALL_SCATTER_EXPERTS 512
 #define GPU_SMALL_SCATTER_MAP 8192
 #define GPU_SMALL_SCATTER_OWN 512
+/* UE8M0 scales each block of it checks, all of them (every block must
+ * reach the same verdict): EP8 decode's 1024 tokens of 56 fit. */
+#define GPU_SMALL_SCATTER_SCALES 65536
 
 /* The index-only scatter of a larger call in one cooperative launch
  * (scatter_grid.cu): a block a multiprocessor at most, all resident at

@@ -485,9 +485,9 @@ static int64_t copy_width(const moes_scatter_plan *plan)
 /* The grid of the one-launch scatter (scatter_small.cu), or 0 when the
  * call is outside its limits: too many choices, experts or map entries
  * for the shared tables, more rows (or a larger alignment) than its
- * 32-bit sums take, checks that read more than the ids and the map (UE8M0
- * scales), zeroed padding, more choices for one block than its list
- * holds, or a block's row vectors or scale words past 32-bit counts. */
+ * 32-bit sums take, more UE8M0 scales than each block checks, zeroed
+ * padding, more choices for one block than its list holds, or a block's
+ * row vectors or scale words past 32-bit counts. */
 static int64_t small_scatter_grid(const gpu_state *st,
                                   const gpu_scatter_args *a)
 {
@@ -501,7 +501,8 @@ static int64_t small_scatter_grid(const gpu_state *st,
         (a->layout == MOES_LAYOUT_MASKED ? a->capacity : a->alignment) >
             GPU_SMALL_ROWS ||
         (a->flags & MOES_SCATTER_ZERO_PADDING) ||
-        (a->x_scales && a->out_scales_format != MOES_SCALES_FP32) ||
+        (a->x_scales && a->out_scales_format != MOES_SCALES_FP32 &&
+         a->n_tokens * a->n_scales > GPU_SMALL_SCATTER_SCALES) ||
         a->row_bytes / a->copy_width > INT32_MAX / GPU_SMALL_SCATTER_OWN ||
         (a->x_scales && a->n_scale_cols > INT32_MAX / GPU_SMALL_SCATTER_OWN))
         return 0;
@@ -607,8 +608,12 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
      * H200). Decode 128 on the same card: 7.9 -> 6.9 us (bench/NOTES.md). */
     const int64_t one_launch = small_scatter_grid(gpu_state_of(ctx), &a);
     if (one_launch > 0)
-        return gpu_launch_next(ctx, GPU_K_SCATTER_SMALL, one_launch,
-                               GPU_SMALL_SCATTER_THREADS, &a);
+        return gpu_launch_next(ctx,
+                               a.x_scales &&
+                                       a.out_scales_format == MOES_SCALES_UE8M0
+                                   ? GPU_K_SCATTER_SMALL_UE8M0
+                                   : GPU_K_SCATTER_SMALL,
+                               one_launch, GPU_SMALL_SCATTER_THREADS, &a);
     const int64_t cooperative =
         grid_scatter_blocks(gpu_state_of(ctx), &a, plan->index_only);
     if (cooperative > 0) {

@@ -192,6 +192,27 @@ __device__ __forceinline__ int32_t *moes_dev_sort_count(
            moes_dev_sort_digit(pass, key);
 }
 
+/* Word col of a token's output scale row, src its x_scales row: an fp32
+ * scale as it is, or four UE8M0 exponents packed (numerics.h); in format
+ * F, or (moes_dev_scale_word) in the call's. */
+template <int F>
+__device__ __forceinline__ uint32_t moes_dev_scale_word_as(
+    const gpu_scatter_args &a, const float *src, int64_t col)
+{
+    static_assert(F == MOES_SCALES_FP32 || F == MOES_SCALES_UE8M0,
+                  "a scale format with words");
+    return F == MOES_SCALES_FP32 ? moes_f32_to_bits(src[col])
+                                 : moes_ue8m0_word(src, a.n_scales, col);
+}
+
+__device__ __forceinline__ uint32_t moes_dev_scale_word(
+    const gpu_scatter_args &a, const float *src, int64_t col)
+{
+    return a.out_scales_format == MOES_SCALES_FP32
+               ? moes_dev_scale_word_as<MOES_SCALES_FP32>(a, src, col)
+               : moes_dev_scale_word_as<MOES_SCALES_UE8M0>(a, src, col);
+}
+
 /* The scale word of output row `row`, column `col` of out_scales (row-
  * or MN-major: the strides say which). */
 __device__ __forceinline__ uint32_t *moes_dev_out_scale(

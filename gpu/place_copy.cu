@@ -110,10 +110,7 @@ __device__ __forceinline__ uint32_t chunk_scale_word(const gpu_scatter_args &a,
     const unsigned lane = threadIdx.x % MOES_WARP;
     if (!a.x_scales || chunk != 0 || lane >= a.n_scale_cols)
         return 0;
-    const float *src = a.x_scales + t * a.x_scales_stride;
-    return a.out_scales_format == MOES_SCALES_FP32
-               ? moes_f32_to_bits(src[lane])
-               : moes_ue8m0_word(src, a.n_scales, lane);
+    return moes_dev_scale_word(a, a.x_scales + t * a.x_scales_stride, lane);
 }
 
 /* Stores the chunk (and, from the first chunk's warp, the scale words)
@@ -149,10 +146,7 @@ __device__ __forceinline__ void store_chunk(const gpu_scatter_args &a,
         /* Rows with more scale words than lanes: the rest. */
         const float *src = a.x_scales + t * a.x_scales_stride;
         for (int64_t j = lane + MOES_WARP; j < a.n_scale_cols; j += MOES_WARP)
-            *moes_dev_out_scale(a, row, j) =
-                a.out_scales_format == MOES_SCALES_FP32
-                    ? moes_f32_to_bits(src[j])
-                    : moes_ue8m0_word(src, a.n_scales, j);
+            *moes_dev_out_scale(a, row, j) = moes_dev_scale_word(a, src, j);
     }
 }
 
@@ -218,9 +212,7 @@ __device__ void copy_items(const gpu_scatter_args &a)
                 for (int64_t j = lane + MOES_WARP; j < a.n_scale_cols;
                      j += MOES_WARP)
                     *moes_dev_out_scale(a, row, j) =
-                        a.out_scales_format == MOES_SCALES_FP32
-                            ? moes_f32_to_bits(src[j])
-                            : moes_ue8m0_word(src, a.n_scales, j);
+                        moes_dev_scale_word(a, src, j);
             }
         }
     }

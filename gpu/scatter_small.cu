@@ -18,17 +18,18 @@
  *      first rows, while the threads of the block's own choices rank them
  *      among the same expert's choices before them in t*K + k order: the
  *      placement of every other routing kernel, bit for bit;
- *   4. every block has checked everything, so all reach the same verdict:
- *      on an error block 0 turns the smallest key into the record and no
- *      block writes anything;
+ *   4. every block has checked everything (the UE8M0 scales of every
+ *      token too), so all reach the same verdict: on an error block 0
+ *      turns the smallest key into the record and no block writes
+ *      anything;
  *   5. the block places its own choices (out_index, row_source), writes
  *      its share of the labels and of the per-expert outputs, and copies
  *      its choices' rows and scales last (the longest code, which an
  *      index-only call then skips at its end instead of in its middle).
  *
  * The host picks this kernel only within the GPU_SMALL_SCATTER_* limits
- * and when no check needs more than the ids and the map (UE8M0 scales are
- * checked over every token, and zeroed padding is another pass).
+ * (GPU_SMALL_SCATTER_SCALES for the UE8M0 scales that every block
+ * checks) and without zeroed padding, which is another pass.
  */
 #include "block_route.cuh"
 
@@ -108,7 +109,8 @@ __device__ void small_copy_rows(const gpu_scatter_args &a,
     }
 }
 
-/* The fp32 scale words of the copy list (UE8M0 does not come here). */
+/* The scale words of the copy list, in the output's format F. */
+template <int F>
 __device__ void small_copy_scales(const gpu_scatter_args &a,
                                   const small_scatter_shared &sh)
 {
@@ -118,8 +120,76 @@ __device__ void small_copy_scales(const gpu_scatter_args &a,
         const uint32_t j = i / cols, col = i - j * cols;
         const float *src = a.x_scales + sh.copy_token[j] * a.x_scales_stride;
         *moes_dev_out_scale(a, sh.copy_row[j], col) =
-            moes_f32_to_bits(src[col]);
+            moes_dev_scale_word_as<F>(a, src, col);
     }
+}
+
+/* The smallest error key among the UE8M0 scales this thread checks
+ * (every scale of every token must be a power of two that UE8M0 holds,
+ * placed or not, as moes_stage_check_scales has it), or key. Each block
+ * checks them all, from L2 after the first, so that all reach the same
+ * verdict; the host keeps them within GPU_SMALL_SCATTER_SCALES, so 32
+ * bits index them. Scale i is t * S + s; dense rows on a 16-byte boundary
+ * are one array read four scales a load, else one a load. A thread's
+ * scales ascend, so its first bad one is its smallest. The loads of a
+ * batch go out together. On an H200, EP8 decode's 57,344 scales added 23
+ * us to the call read one a load and four loads at a time, and 6 us read
+ * four a load and eight loads at a time (bench/NOTES.md, v20). */
+__device__ __forceinline__ unsigned long long
+small_check_scales(const gpu_scatter_args &a, unsigned long long key)
+{
+    enum { T = GPU_SMALL_SCATTER_THREADS, B = 8 };
+    const uint32_t per_token = (uint32_t)a.n_scales;
+    const uint32_t n = (uint32_t)a.n_tokens * per_token;
+    uint32_t i0 = 0;
+    if (a.x_scales_stride == a.n_scales && ((uintptr_t)a.x_scales & 15u) == 0) {
+        const uint4 *quad = (const uint4 *)a.x_scales;
+        const uint32_t n_quads = n / 4;
+        for (uint32_t q0 = threadIdx.x; q0 < n_quads; q0 += B * T) {
+            uint4 w[B];
+#pragma unroll
+            for (int b = 0; b < B; b++) {
+                const uint32_t q = q0 + b * T;
+                /* 1.0 past the end: a good scale. */
+                w[b] = q < n_quads ? quad[q]
+                                   : make_uint4(0x3F800000u, 0x3F800000u,
+                                                0x3F800000u, 0x3F800000u);
+            }
+#pragma unroll
+            for (int b = 0; b < B; b++) {
+                const uint32_t word[4] = {w[b].x, w[b].y, w[b].z, w[b].w};
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    if (!moes_ue8m0_scale_ok(word[j])) {
+                        const unsigned long long bad = GPU_ERROR_KEY(
+                            MOES_DATA_ERROR_RANK_SCALE, 4 * (q0 + b * T) + j);
+                        return bad < key ? bad : key;
+                    }
+            }
+        }
+        i0 = n_quads * 4; /* the last n % 4 scales, one a load */
+    }
+    for (uint32_t i1 = i0 + threadIdx.x; i1 < n; i1 += B * T) {
+        uint32_t bits[B];
+#pragma unroll
+        for (int b = 0; b < B; b++) {
+            const uint32_t i = i1 + b * T;
+            bits[b] = 0x3F800000u;
+            if (i < n) {
+                const uint32_t t = i / per_token, s = i - t * per_token;
+                bits[b] = moes_f32_to_bits(
+                    a.x_scales[(int64_t)t * a.x_scales_stride + s]);
+            }
+        }
+#pragma unroll
+        for (int b = 0; b < B; b++)
+            if (!moes_ue8m0_scale_ok(bits[b])) {
+                const unsigned long long bad =
+                    GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_SCALE, i1 + b * T);
+                return bad < key ? bad : key;
+            }
+    }
+    return key;
 }
 
 /* The block's own token rows, loaded at entry so that their latency
@@ -129,9 +199,10 @@ __device__ void small_copy_scales(const gpu_scatter_args &a,
  * caller has checked. */
 struct small_preload {
     uint4 v[SMALL_SCATTER_PRELOAD];
-    uint32_t scale; /* fp32 scale word tid of the block's tokens */
+    uint32_t scale; /* scale word tid of the block's tokens */
 };
 
+template <int F>
 __device__ __forceinline__ void small_preload_rows(const gpu_scatter_args &a,
                                                    int64_t t0, uint32_t n_tok,
                                                    uint32_t n_vec,
@@ -149,7 +220,8 @@ __device__ __forceinline__ void small_preload_rows(const gpu_scatter_args &a,
     const uint32_t cols = (uint32_t)a.n_scale_cols;
     if (a.x_scales && threadIdx.x < n_tok * cols) {
         const uint32_t j = threadIdx.x / cols, col = threadIdx.x - j * cols;
-        pre.scale = moes_f32_to_bits(a.x_scales[(t0 + j) * a.x_scales_stride + col]);
+        pre.scale = moes_dev_scale_word_as<F>(
+            a, a.x_scales + (t0 + j) * a.x_scales_stride, col);
     }
 }
 
@@ -254,8 +326,11 @@ __device__ __forceinline__ int32_t small_warp_sum(int32_t v)
     return v;
 }
 
-extern "C" __global__ void __launch_bounds__(GPU_SMALL_SCATTER_THREADS, 1)
-moes_scatter_small(const gpu_scatter_args args)
+/* The kernel, for calls with fp32 scales or none (F = MOES_SCALES_FP32)
+ * and with UE8M0 scales, which every block checks (a kernel of its own,
+ * so that the others carry none of that code). */
+template <int F>
+__device__ __forceinline__ void small_scatter(const gpu_scatter_args &args)
 {
     __shared__ small_scatter_shared sh;
     enum { T = GPU_SMALL_SCATTER_THREADS, R = SMALL_SCATTER_ROUNDS };
@@ -330,7 +405,7 @@ moes_scatter_small(const gpu_scatter_args args)
                                              (uint32_t)T);
     small_preload pre;
     if (preload)
-        small_preload_rows(a, t0, n_tok, n_vec16, pre);
+        small_preload_rows<F>(a, t0, n_tok, n_vec16, pre);
     int32_t map_first = -1;
     if (a.map && tid < (int)a.n_global)
         map_first = a.map[tid];
@@ -386,6 +461,8 @@ moes_scatter_small(const gpu_scatter_args args)
     if (first_bad != INT32_MAX &&
         GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, first_bad) < key)
         key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, first_bad);
+    if (F == MOES_SCALES_UE8M0 && a.x_scales)
+        key = small_check_scales(a, key);
     if (key != GPU_ERROR_KEY_NONE)
         atomicMin(&sh.key, key);
     __syncthreads();
@@ -499,5 +576,17 @@ moes_scatter_small(const gpu_scatter_args args)
     default: small_copy_rows<unsigned char>(a, sh); break;
     }
     if (a.x_scales)
-        small_copy_scales(a, sh);
+        small_copy_scales<F>(a, sh);
+}
+
+extern "C" __global__ void __launch_bounds__(GPU_SMALL_SCATTER_THREADS, 1)
+moes_scatter_small(const gpu_scatter_args args)
+{
+    small_scatter<MOES_SCALES_FP32>(args);
+}
+
+extern "C" __global__ void __launch_bounds__(GPU_SMALL_SCATTER_THREADS, 1)
+moes_scatter_small_ue8m0(const gpu_scatter_args args)
+{
+    small_scatter<MOES_SCALES_UE8M0>(args);
 }

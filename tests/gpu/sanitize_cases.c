@@ -8,14 +8,13 @@
  * 256 and E = 65536 experts, H = 7168, an odd H and H = 1, both index
  * widths, an expert map, strided rows, every layout, padding flags, both
  * scale formats, drops, N = 0, and each kind of data error (bad id, bad
- * map entry, capacity too small, bad out_index) with outputs that must
- * stay untouched. Each scenario runs a count, a scatter with rows, a
- * gather, and the same scatter index-only (no rows: out_index, expert_end
- * of the real rows, m_indices and row_source). Outputs start poisoned
- * with a canary, and the
- * workspace is allocated in memory that was just poisoned and freed, so
- * a read of something never written shows up as a difference (and to
- * initcheck).
+ * map entry, capacity too small, bad out_index, bad UE8M0 scale) with
+ * outputs that must stay untouched. Each scenario runs a count, a scatter
+ * with rows, a gather, and the same scatter index-only (no rows:
+ * out_index, expert_end of the real rows, m_indices and row_source).
+ * Outputs start poisoned with a canary, and the workspace is allocated
+ * in memory that was just poisoned and freed, so a read of something
+ * never written shows up as a difference (and to initcheck).
  *
  *   sanitize_cases        prints one line per scenario and a last line
  *                         "sanitize_cases: <n> scenarios, <n> failed"
@@ -42,7 +41,7 @@ typedef struct scenario {
     int fault;                 /* enum fault                           */
 } scenario;
 
-enum fault { VALID, BAD_ID, BAD_MAP, BAD_CAPACITY, BAD_OUT_INDEX };
+enum fault { VALID, BAD_ID, BAD_MAP, BAD_CAPACITY, BAD_OUT_INDEX, BAD_SCALE };
 
 static const scenario scenarios[] = {
     {"E=256 bf16 H=7168 contiguous, UE8M0 scales, zero+label padding", 333,
@@ -114,6 +113,26 @@ static const scenario scenarios[] = {
     {"bad id, E=256", 300, 8, 256, 0, 512, 0, MOES_DTYPE_BF16,
      MOES_DTYPE_INT32, MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128,
      MOES_SCATTER_ZERO_PADDING, MOES_SCALES_UE8M0, 128, BAD_ID},
+    /* UE8M0 scales in the one-launch scatter, which checks all of them
+     * in every block: rows and scales loaded at entry (a token a
+     * block), the copy list at its limit of choices (57,344 scales), a
+     * bad scale (two: the smaller index is named), and past its limit
+     * of scales (128 a token), where the one-block routing checks. */
+    {"E=256 fp8 H=7168 contiguous, UE8M0 scales, N=128 K=8", 128, 8, 256,
+     0, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 128, MOES_SCATTER_LABEL_PADDING,
+     MOES_SCALES_UE8M0, 128, VALID},
+    {"E=32 of 256 fp8 H=7168 contiguous, UE8M0 scales, N=1024 K=8", 1024,
+     8, 32, 256, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32,
+     MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128,
+     MOES_SCATTER_LABEL_PADDING, MOES_SCALES_UE8M0, 128, VALID},
+    {"bad UE8M0 scale, E=256 fp8 H=7168, N=128 K=8", 128, 8, 256, 0, 7168,
+     0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 128, 0, MOES_SCALES_UE8M0, 128, BAD_SCALE},
+    {"E=64 bf16 H=16384 masked with drops, UE8M0 scales, N=1000 K=8", 1000,
+     8, 64, 0, 16384, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT64,
+     MOES_DTYPE_INT32, MOES_LAYOUT_MASKED, 1, MOES_SCATTER_LABEL_PADDING,
+     MOES_SCALES_UE8M0, 128, VALID},
     {"bad map entry, E=256", 300, 8, 256, 300, 512, 0, MOES_DTYPE_BF16,
      MOES_DTYPE_INT64, MOES_DTYPE_INT32, MOES_LAYOUT_GROUPED, 128, 0, 0, 128,
      BAD_MAP},
@@ -497,8 +516,21 @@ static int run_scenario(moes_context *cpu_ctx, moes_context *cuda_ctx,
     for (int64_t i = 0; sc->e_global && i < e_global; i++)
         ((int32_t *)host[B_MAP])[i] =
             rnd() % 8 == 0 ? -1 : (int32_t)(rnd() % (uint64_t)sc->e);
-    for (int64_t i = 0; i < sc->n * n_scales; i++)
-        ((float *)host[B_XS])[i] = (float)(rnd() % 1000 + 1) / 64.0f;
+    /* UE8M0 holds powers of two only (2^-30 .. 2^30 here): anything else
+     * is a bad scale. */
+    for (int64_t i = 0; i < sc->n * n_scales; i++) {
+        float *f = (float *)host[B_XS] + i;
+        if (sc->scales == MOES_SCALES_UE8M0) {
+            uint32_t bits = (uint32_t)(97 + rnd() % 61) << 23;
+            memcpy(f, &bits, 4);
+        } else {
+            *f = (float)(rnd() % 1000 + 1) / 64.0f;
+        }
+    }
+    if (sc->fault == BAD_SCALE && sc->n * n_scales > 10) {
+        ((float *)host[B_XS])[sc->n * n_scales / 2] = 3.0f;
+        ((float *)host[B_XS])[sc->n * n_scales / 3] = -0.5f;
+    }
     if (sc->fault == BAD_ID && choices > 10) {
         store_index(host[B_IDS], sc->ids_dtype, choices / 2, e_global + 5);
         store_index(host[B_IDS], sc->ids_dtype, choices / 3, -7);
