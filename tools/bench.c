@@ -60,8 +60,8 @@ static const tool_option options[] = {
 /* On CUDA each timed call (and copy) is queued behind a fill of this many
  * bytes: the device is still busy with it while the host queues the
  * timestamps and the call, so the figure is the call's time on the
- * device, and the L2 (60 MiB on an H200) holds the fill's lines instead
- * of the previous call's data. */
+ * device, and the L2 (tens of MiB on current GPUs) holds the fill's
+ * lines instead of the previous call's data. */
 #define CLEAR_BYTES_CUDA (256ll << 20)
 
 static void usage(void)
