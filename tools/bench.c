@@ -15,7 +15,7 @@ enum {
     OPT_LAYOUT, OPT_ALIGNMENT, OPT_UE8M0, OPT_ALLOW_REPEATS, OPT_ACCUMULATE,
     OPT_EXACT_CAPACITY, OPT_INDEX_ONLY,
     OPT_JSON, OPT_SEED, OPT_SWEEP, OPT_MIN_TOKENS, OPT_MAX_TOKENS, OPT_CSV,
-    OPT_PLOT, OPT_LIST, OPT_EXPERTS, OPT_IDLE
+    OPT_PLOT, OPT_LIST, OPT_EXPERTS, OPT_IDLE, OPT_ZERO_PADDING
 };
 
 static const tool_option options[] = {
@@ -41,6 +41,7 @@ static const tool_option options[] = {
     {"list-presets", 0, OPT_LIST},
     {"experts", 1, OPT_EXPERTS},
     {"idle", 0, OPT_IDLE},
+    {"zero-padding", 0, OPT_ZERO_PADDING},
     {NULL, 0, 0},
 };
 
@@ -93,6 +94,8 @@ static void usage(void)
         "                     it reports out_index, its layout's indices\n"
         "                     and row_source (pad N*K), as for GEMMs that\n"
         "                     read the rows in place\n"
+        "  --zero-padding     the scatter zeroes every row that holds no\n"
+        "                     token (MOES_SCATTER_ZERO_PADDING)\n"
         "  --seed S           routing and data seed (default %d)\n"
         "  --iters N          timed calls per operation (default %d)\n"
         "  --idle             CUDA: queue each timed call on an idle device,\n"
@@ -251,6 +254,7 @@ static int parse(int argc, char **argv, bench_options *o)
         case OPT_CSV: o->csv = v; break;
         case OPT_PLOT: o->plot = v; break;
         case OPT_IDLE: o->idle = 1; break;
+        case OPT_ZERO_PADDING: o->cfg.zero_padding = 1; break;
         }
     }
     if (rc == TOOL_EXIT_OK && o->experts)
@@ -261,6 +265,10 @@ static int parse(int argc, char **argv, bench_options *o)
         return tool_usage_error("bench", "--ue8m0 and --index-only exclude "
                                 "each other: an index-only scatter has no "
                                 "scales");
+    if (o->cfg.zero_padding && o->cfg.index_only)
+        return tool_usage_error("bench", "--zero-padding and --index-only "
+                                "exclude each other: an index-only scatter "
+                                "has no rows to zero");
     if (o->cfg.ue8m0 && !o->cfg.preset->scale_block)
         return tool_usage_error("bench", "--ue8m0: preset %s has no scales",
                                 o->cfg.preset->name);

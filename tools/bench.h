@@ -45,6 +45,7 @@ typedef struct bench_config {
     int accumulate;             /* gather with MOES_GATHER_ACCUMULATE   */
     int exact_capacity;         /* capacity = the rows the routings use */
     int index_only;             /* the scatter copies no rows           */
+    int zero_padding;           /* MOES_SCATTER_ZERO_PADDING            */
     uint64_t seed;
     int64_t iters;              /* timed calls per operation            */
     int64_t warmup;             /* untimed calls before (>= the sets)   */

@@ -56,9 +56,10 @@ void bench_print_header(FILE *f, const bench_run_info *run)
     fprintf(f, ", y %s, gather out %s%s\n", bench_dtype_name(p->y_dtype),
             bench_dtype_name(p->out_dtype),
             cfg->accumulate ? " (accumulating)" : "");
-    fprintf(f, "layout    %s%s", layout_name(cfg->layout),
+    fprintf(f, "layout    %s%s%s", layout_name(cfg->layout),
             cfg->index_only ? " (index only: no rows copied, row_source "
-                              "written)" : "");
+                              "written)" : "",
+            cfg->zero_padding ? " (padding rows zeroed)" : "");
     if (cfg->layout != MOES_LAYOUT_MASKED)
         fprintf(f, ", alignment %lld", (long long)cfg->alignment);
     fprintf(f, "; routing seed %llu, %s\n", (unsigned long long)cfg->seed,
@@ -183,11 +184,12 @@ void bench_print_json(FILE *f, const bench_run_info *run,
             cfg->accumulate ? "true" : "false");
     fprintf(f, "\"layout\": \"%s\", \"alignment\": %lld, \"seed\": %llu, "
                "\"allow_repeats\": %s, \"index_only\": %s, "
-               "\"iters\": %lld, ",
+               "\"zero_padding\": %s, \"iters\": %lld, ",
             layout_name(cfg->layout), (long long)cfg->alignment,
             (unsigned long long)cfg->seed,
             cfg->allow_repeats ? "true" : "false",
-            cfg->index_only ? "true" : "false", (long long)cfg->iters);
+            cfg->index_only ? "true" : "false",
+            cfg->zero_padding ? "true" : "false", (long long)cfg->iters);
     fprintf(f, "\"backend\": \"%s\", \"device\": ",
             tool_backend_name(ci->backend));
     json_string(f, ci->device_name);

@@ -160,6 +160,9 @@ static void set_bytes(const bench_workload *w, bench_set *s)
         sc = (double)scale_cols(cfg) * 4.0;
     wr = cfg->index_only ? (double)w->out_rows * idx
                          : (double)s->placed * (h * xe + sc);
+    /* Zeroed padding: every other row of out, scales included. */
+    if (cfg->zero_padding)
+        wr += (double)(w->out_rows - s->placed) * (h * xe + sc);
     wr += n * k * idx;
     switch (cfg->layout) {
     case MOES_LAYOUT_CONTIGUOUS: wr += (double)w->out_rows * idx; break;
@@ -579,6 +582,8 @@ void bench_scatter_call(const bench_workload *w, const bench_set *s,
         args->x = s->x;
         args->out = s->out;
     }
+    if (cfg->zero_padding)
+        args->flags |= MOES_SCATTER_ZERO_PADDING;
     if (p->scale_block && !cfg->index_only) {
         args->x_scales = s->x_scales;
         args->scale_block = p->scale_block;
