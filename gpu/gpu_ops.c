@@ -485,9 +485,9 @@ static int64_t copy_width(const moes_scatter_plan *plan)
 /* The grid of the one-launch scatter (scatter_small.cu), or 0 when the
  * call is outside its limits: too many choices, experts or map entries
  * for the shared tables, more rows (or a larger alignment) than its
- * 32-bit sums take, more UE8M0 scales than each block checks, zeroed
- * padding, more choices for one block than its list holds, or a block's
- * row vectors or scale words past 32-bit counts. */
+ * 32-bit sums take, more UE8M0 scales than each block checks, more
+ * choices for one block than its list holds, or a block's row vectors or
+ * scale words past 32-bit counts. */
 static int64_t small_scatter_grid(const gpu_state *st,
                                   const gpu_scatter_args *a)
 {
@@ -500,7 +500,6 @@ static int64_t small_scatter_grid(const gpu_state *st,
         a->out_rows > GPU_SMALL_ROWS ||
         (a->layout == MOES_LAYOUT_MASKED ? a->capacity : a->alignment) >
             GPU_SMALL_ROWS ||
-        (a->flags & MOES_SCATTER_ZERO_PADDING) ||
         (a->x_scales && a->out_scales_format != MOES_SCALES_FP32 &&
          a->n_tokens * a->n_scales > GPU_SMALL_SCATTER_SCALES) ||
         a->row_bytes / a->copy_width > INT32_MAX / GPU_SMALL_SCATTER_OWN ||
@@ -557,6 +556,17 @@ static int64_t grid_scatter_blocks(const gpu_state *st,
     return blocks;
 }
 
+/* With MOES_SCATTER_ZERO_PADDING, the launch that zeroes the rows that
+ * hold no token, once the routing has left counts, first rows and the
+ * rows needed in the workspace (pad_labels.cu). */
+static int launch_zero_padding(moes_context *ctx, gpu_scatter_args *a)
+{
+    if (!(a->flags & MOES_SCATTER_ZERO_PADDING) || a->out_rows <= 0)
+        return MOES_OK;
+    return gpu_launch_next(ctx, GPU_K_ZERO_PADDING,
+                           gpu_grid_for(a->out_rows, 1), 128, a);
+}
+
 int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                 moes_data_error *err)
 {
@@ -607,13 +617,15 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
      * index-only call went from 15.0 to 15.7 us a graph replay on an
      * H200). Decode 128 on the same card: 7.9 -> 6.9 us (bench/NOTES.md). */
     const int64_t one_launch = small_scatter_grid(gpu_state_of(ctx), &a);
-    if (one_launch > 0)
-        return gpu_launch_next(ctx,
-                               a.x_scales &&
-                                       a.out_scales_format == MOES_SCALES_UE8M0
-                                   ? GPU_K_SCATTER_SMALL_UE8M0
-                                   : GPU_K_SCATTER_SMALL,
-                               one_launch, GPU_SMALL_SCATTER_THREADS, &a);
+    if (one_launch > 0) {
+        MOES_TRY(gpu_launch_next(ctx,
+                                 a.x_scales && a.out_scales_format ==
+                                                   MOES_SCALES_UE8M0
+                                     ? GPU_K_SCATTER_SMALL_UE8M0
+                                     : GPU_K_SCATTER_SMALL,
+                                 one_launch, GPU_SMALL_SCATTER_THREADS, &a));
+        return launch_zero_padding(ctx, &a);
+    }
     const int64_t cooperative =
         grid_scatter_blocks(gpu_state_of(ctx), &a, plan->index_only);
     if (cooperative > 0) {
@@ -697,10 +709,7 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                                  a.copy_blocks + (small ? a.label_blocks : 0),
                                  GPU_ROW_THREADS, &a));
     }
-    if ((a.flags & MOES_SCATTER_ZERO_PADDING) && a.out_rows > 0)
-        MOES_TRY(gpu_launch_next(ctx, GPU_K_ZERO_PADDING,
-                            gpu_grid_for(a.out_rows, 1), 128, &a));
-    return MOES_OK;
+    return launch_zero_padding(ctx, &a);
 }
 
 /* Groups of 8 elements with 16-byte loads and stores: every row start and

@@ -29,7 +29,7 @@
  *
  * The host picks this kernel only within the GPU_SMALL_SCATTER_* limits
  * (GPU_SMALL_SCATTER_SCALES for the UE8M0 scales that every block
- * checks) and without zeroed padding, which is another pass.
+ * checks). Zeroed padding is a second launch, as on the grid path.
  */
 #include "block_route.cuh"
 
@@ -516,6 +516,18 @@ __device__ __forceinline__ void small_scatter(const gpu_scatter_args &args)
     /* 4. */
     if (moes_block_verdict(a, sh.key, sh.rows_needed))
         return;
+    /* Zeroed padding is a launch of its own after this one
+     * (moes_zero_padding), which finds each row's expert in the routing
+     * that the grid path leaves in the workspace: block 0 leaves it
+     * there too. */
+    if ((a.flags & MOES_SCATTER_ZERO_PADDING) && blockIdx.x == 0) {
+        if (tid < n_experts) {
+            args.counts[tid] = sh.counts[tid];
+            args.start[tid] = sh.start[tid];
+        }
+        if (tid == 0)
+            a.state->rows_needed = sh.rows_needed;
+    }
 
     /* 5. Own choice tid's row, its out_index and row_source entries, and
      * its place in the copy list (in t*K + k order). */

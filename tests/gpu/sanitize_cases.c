@@ -133,6 +133,18 @@ static const scenario scenarios[] = {
      8, 64, 0, 16384, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT64,
      MOES_DTYPE_INT32, MOES_LAYOUT_MASKED, 1, MOES_SCATTER_LABEL_PADDING,
      MOES_SCALES_UE8M0, 128, VALID},
+    /* Zeroed padding after the one-launch scatter, which leaves its
+     * routing in the workspace for the zeroing launch: EP8 decode's
+     * shape with a map, grouped, and contiguous with the tail up to the
+     * capacity. */
+    {"E=32 of 256 fp8 H=7168 grouped A=64, fp32 scales, zero padding, "
+     "N=1024 K=8", 1024, 8, 32, 256, 7168, 0, MOES_DTYPE_FP8_E4M3,
+     MOES_DTYPE_INT32, MOES_DTYPE_INT64, MOES_LAYOUT_GROUPED, 64,
+     MOES_SCATTER_ZERO_PADDING, MOES_SCALES_FP32, 128, VALID},
+    {"E=256 bf16 H=512 contiguous, zero+label padding, N=128 K=8", 128, 8,
+     256, 0, 512, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT64, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 128,
+     MOES_SCATTER_ZERO_PADDING | MOES_SCATTER_LABEL_PADDING, 0, 128, VALID},
     {"bad map entry, E=256", 300, 8, 256, 300, 512, 0, MOES_DTYPE_BF16,
      MOES_DTYPE_INT64, MOES_DTYPE_INT32, MOES_LAYOUT_GROUPED, 128, 0, 0, 128,
      BAD_MAP},
