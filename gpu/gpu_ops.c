@@ -482,6 +482,13 @@ static int64_t copy_width(const moes_scatter_plan *plan)
  * than the tokens do (index-only calls with a large capacity). */
 #define GPU_SMALL_SCATTER_LABEL_ROWS 1024
 
+/* Whether the call packs UE8M0 scales, which every scale of every token
+ * must allow (checked on the device). */
+static int packs_ue8m0(const gpu_scatter_args *a)
+{
+    return a->x_scales && a->out_scales_format == MOES_SCALES_UE8M0;
+}
+
 /* The grid of the one-launch scatter (scatter_small.cu), or 0 when the
  * call is outside its limits: too many choices, experts or map entries
  * for the shared tables, more rows (or a larger alignment) than its
@@ -500,7 +507,7 @@ static int64_t small_scatter_grid(const gpu_state *st,
         a->out_rows > GPU_SMALL_ROWS ||
         (a->layout == MOES_LAYOUT_MASKED ? a->capacity : a->alignment) >
             GPU_SMALL_ROWS ||
-        (a->x_scales && a->out_scales_format != MOES_SCALES_FP32 &&
+        (packs_ue8m0(a) &&
          a->n_tokens * a->n_scales > GPU_SMALL_SCATTER_SCALES) ||
         a->row_bytes / a->copy_width > INT32_MAX / GPU_SMALL_SCATTER_OWN ||
         (a->x_scales && a->n_scale_cols > INT32_MAX / GPU_SMALL_SCATTER_OWN))
@@ -619,10 +626,8 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     const int64_t one_launch = small_scatter_grid(gpu_state_of(ctx), &a);
     if (one_launch > 0) {
         MOES_TRY(gpu_launch_next(ctx,
-                                 a.x_scales && a.out_scales_format ==
-                                                   MOES_SCALES_UE8M0
-                                     ? GPU_K_SCATTER_SMALL_UE8M0
-                                     : GPU_K_SCATTER_SMALL,
+                                 packs_ue8m0(&a) ? GPU_K_SCATTER_SMALL_UE8M0
+                                                 : GPU_K_SCATTER_SMALL,
                                  one_launch, GPU_SMALL_SCATTER_THREADS, &a));
         return launch_zero_padding(ctx, &a);
     }

@@ -47,18 +47,15 @@ static int call_op(moes_context *ctx, const bench_workload *w,
     return TOOL_EXIT_OK;
 }
 
-/* Queues the fill that a timed call comes behind, if any. The fill takes
- * tens of microseconds on the device: the host queues the timestamp and
- * the call meanwhile, so the first timestamp is taken when the fill ends
- * and the call's launches are already waiting. */
+/* Queues the fill that a timed call (or copy) comes behind, if any; a
+ * moes_fill status. The fill takes tens of microseconds on the device:
+ * the host queues the timestamp and the call meanwhile, so the first
+ * timestamp is taken when the fill ends and the call's launches are
+ * already waiting. */
 static int queue_clear(moes_context *ctx, const bench_clear *clear)
 {
-    if (clear->bytes > 0) {
-        int st = moes_fill(ctx, clear->buf, 0x3C, clear->bytes);
-        if (st != MOES_OK)
-            return tool_library_error("bench", ctx, "moes_fill", st);
-    }
-    return TOOL_EXIT_OK;
+    return clear->bytes > 0 ? moes_fill(ctx, clear->buf, 0x3C, clear->bytes)
+                            : MOES_OK;
 }
 
 /* One timed call: a timestamp before and after, the elapsed time between
@@ -67,9 +64,9 @@ static int timed_call(moes_context *ctx, const bench_workload *w,
                       const bench_set *s, const bench_clear *clear,
                       bench_op op, double *ms)
 {
-    int st;
-    if (queue_clear(ctx, clear) != TOOL_EXIT_OK)
-        return TOOL_EXIT_FAILURE;
+    int st = queue_clear(ctx, clear);
+    if (st != MOES_OK)
+        return tool_library_error("bench", ctx, "moes_fill", st);
     st = moes_timestamp(ctx, SLOT_BEFORE);
     if (st != MOES_OK)
         return tool_library_error("bench", ctx, "moes_timestamp", st);
@@ -152,8 +149,7 @@ int bench_measure_copy(moes_context *ctx, int64_t bytes, int64_t iters,
     if (st == MOES_OK)
         st = moes_copy_within(ctx, dst, src, bytes);
     for (int64_t i = 0; st == MOES_OK && i < iters; i++) {
-        if (clear->bytes > 0)
-            st = moes_fill(ctx, clear->buf, 0x3C, clear->bytes);
+        st = queue_clear(ctx, clear);
         if (st == MOES_OK)
             st = moes_timestamp(ctx, SLOT_BEFORE);
         if (st == MOES_OK)
