@@ -116,6 +116,13 @@ typedef struct gpu_device_state {
 /* UE8M0 scales each block of it checks, all of them (every block must
  * reach the same verdict): EP8 decode's 1024 tokens of 56 fit. */
 #define GPU_SMALL_SCATTER_SCALES 65536
+/* A block of the one-launch scatter whose rows are too many to load into
+ * registers at entry asks the L2 for them at entry instead, so that they
+ * arrive while it routes, when they are at most this many bytes. On an
+ * H200: Qwen3 1024 tokens 19.3 -> 18.2 us, DeepSeek-V3 1024 with UE8M0
+ * 34.5 -> 33.1; but Mixtral 4096 (254 KB a block) 36.2 -> 37.5, its
+ * 128 KB blocks at 2048 tokens unchanged (bench/NOTES.md, v21). */
+#define GPU_SMALL_SCATTER_PREFETCH_BYTES 65536
 
 /* The index-only scatter of a larger call in one cooperative launch
  * (scatter_grid.cu): a block a multiprocessor at most, all resident at

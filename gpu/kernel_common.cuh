@@ -31,6 +31,22 @@ __device__ __forceinline__ void moes_dev_index_store(void *base, int64_t elem,
         ((int64_t *)base)[i] = v;
 }
 
+/* Asks the L2 for `bytes` (a multiple of 16) at p (16-byte aligned), and
+ * goes on at once: a hint, with no fault for any address. sm_90 and
+ * later; elsewhere nothing. */
+__device__ __forceinline__ void moes_dev_prefetch_l2(const void *p,
+                                                     uint32_t bytes)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p),
+                 "r"(bytes)
+                 : "memory");
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
 /* Programmatic dependent launch (sm_90 and later). Every kernel of a call
  * after the first, and the first kernel of some calls (gpu_launch_next's
  * callers in gpu_ops.c), is launched so that it may start while the

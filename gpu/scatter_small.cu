@@ -9,8 +9,9 @@
  * block waits for another. Each step is a few instructions per thread
  * between block barriers; nothing runs on one warp while the others wait:
  *
- *   1. every id (and map entry) is loaded at once; the map is checked and
- *      kept in shared memory;
+ *   1. every id (and map entry) is loaded at once, and the block's own
+ *      rows with them (into registers when they are few, else asked of
+ *      the L2); the map is checked and kept in shared memory;
  *   2. every choice's local expert is counted, and so are those before
  *      the block's own tokens, both in one word an expert (shared
  *      atomics: a count does not depend on the order of its additions);
@@ -225,6 +226,23 @@ __device__ __forceinline__ void small_preload_rows(const gpu_scatter_args &a,
     }
 }
 
+/* The block's own token rows asked of the L2 at entry, one bulk prefetch
+ * a row, so that the copy at the end finds them there; for blocks whose
+ * rows do not fit small_preload but are at most
+ * GPU_SMALL_SCATTER_PREFETCH_BYTES (past that it measured slower: the
+ * lines may leave the L2 again before the copy, not profiled;
+ * gpu_kernel_args.h). Rows of 16-byte
+ * vectors only, so every row starts on a 16-byte boundary and is a
+ * multiple of 16 bytes long. */
+__device__ __forceinline__ void small_prefetch_rows(const gpu_scatter_args &a,
+                                                    int64_t t0,
+                                                    uint32_t n_tok)
+{
+    for (uint32_t j = threadIdx.x; j < n_tok; j += GPU_SMALL_SCATTER_THREADS)
+        moes_dev_prefetch_l2(a.x + (t0 + j) * a.x_stride_bytes,
+                             (uint32_t)a.row_bytes);
+}
+
 /* Stores the preloaded vectors (and scale words) to every row their
  * token was placed in (sh.own_row). */
 __device__ __forceinline__ void small_store_preloaded(
@@ -406,6 +424,9 @@ __device__ __forceinline__ void small_scatter(const gpu_scatter_args &args)
     small_preload pre;
     if (preload)
         small_preload_rows<F>(a, t0, n_tok, n_vec16, pre);
+    else if (a.x && a.copy_width == 16 &&
+             (int64_t)n_tok * a.row_bytes <= GPU_SMALL_SCATTER_PREFETCH_BYTES)
+        small_prefetch_rows(a, t0, n_tok);
     int32_t map_first = -1;
     if (a.map && tid < (int)a.n_global)
         map_first = a.map[tid];
