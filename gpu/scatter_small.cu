@@ -39,8 +39,12 @@ enum {
     SMALL_SCATTER_WARPS = GPU_SMALL_SCATTER_THREADS / MOES_WARP,
     /* Row vectors each thread loads before it stores them. EP8 decode
      * (about 3,600 vectors a block, 7 a thread) took two trips to DRAM
-     * with 4: 12.4 -> 11.9 us a graph replay on an H200 with 8. */
-    SMALL_SCATTER_COPY_BATCH = 8,
+     * with 4: 12.4 -> 11.9 us a graph replay on an H200 with 8. With 16
+     * (a block of 512 threads holds one multiprocessor either way, so
+     * the registers cost nothing): EP8 decode 10.45 -> 10.25, with UE8M0
+     * scales 18.3 -> 16.9 us a call, Qwen3 1024 tokens 18.35 -> 17.55,
+     * Mixtral 4096 36.45 -> 36.0 (bench/NOTES.md, v21). */
+    SMALL_SCATTER_COPY_BATCH = 16,
     /* 16-byte vectors of the block's own token rows that each thread
      * loads at entry, beside the ids, when they all fit (small_preload):
      * a block of one or two DeepSeek-V3 tokens. On an H200 this took
@@ -81,7 +85,8 @@ struct small_scatter_shared {
 
 /* Rows of the copy list, SMALL_SCATTER_COPY_BATCH vectors a thread in
  * flight; a token placed in several rows is read once per row, from L2
- * after the first. */
+ * after the first. Each store finds its row again instead of keeping a
+ * pointer per vector: sixteen pointers made ptxas spill. */
 template <typename V>
 __device__ void small_copy_rows(const gpu_scatter_args &a,
                                 const small_scatter_shared &sh)
@@ -91,22 +96,23 @@ __device__ void small_copy_rows(const gpu_scatter_args &a,
     const uint32_t total = (uint32_t)sh.copies * n_vec;
     for (uint32_t i0 = threadIdx.x; i0 < total; i0 += B * blockDim.x) {
         V v[B];
-        V *dst[B];
 #pragma unroll
         for (int b = 0; b < B; b++) {
             const uint32_t i = i0 + b * blockDim.x;
-            dst[b] = NULL;
             if (i < total) {
                 const uint32_t j = i / n_vec, s = i - j * n_vec;
                 v[b] = ((const V *)(a.x + sh.copy_token[j] *
                                               a.x_stride_bytes))[s];
-                dst[b] = (V *)(a.out + sh.copy_row[j] * a.out_stride_bytes) + s;
             }
         }
 #pragma unroll
-        for (int b = 0; b < B; b++)
-            if (dst[b])
-                *dst[b] = v[b];
+        for (int b = 0; b < B; b++) {
+            const uint32_t i = i0 + b * blockDim.x;
+            if (i < total) {
+                const uint32_t j = i / n_vec, s = i - j * n_vec;
+                ((V *)(a.out + sh.copy_row[j] * a.out_stride_bytes))[s] = v[b];
+            }
+        }
     }
 }
 
