@@ -235,11 +235,10 @@ __device__ __forceinline__ void small_preload_rows(const gpu_scatter_args &a,
 /* The block's own token rows asked of the L2 at entry, one bulk prefetch
  * a row, so that the copy at the end finds them there; for blocks whose
  * rows do not fit small_preload but are at most
- * GPU_SMALL_SCATTER_PREFETCH_BYTES (past that it measured slower: the
- * lines may leave the L2 again before the copy, not profiled;
- * gpu_kernel_args.h). Rows of 16-byte
- * vectors only, so every row starts on a 16-byte boundary and is a
- * multiple of 16 bytes long. */
+ * GPU_SMALL_SCATTER_PREFETCH_BYTES (past that it measured slower, maybe
+ * because the lines leave the L2 again before the copy; not profiled).
+ * Rows of 16-byte vectors only, so every row starts on a 16-byte
+ * boundary and is a multiple of 16 bytes long. */
 __device__ __forceinline__ void small_prefetch_rows(const gpu_scatter_args &a,
                                                     int64_t t0,
                                                     uint32_t n_tok)
