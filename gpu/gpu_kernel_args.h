@@ -124,8 +124,8 @@ typedef struct gpu_device_state {
  * 128 KB blocks at 2048 tokens unchanged (bench/NOTES.md, v21). */
 #define GPU_SMALL_SCATTER_PREFETCH_BYTES 65536
 
-/* The index-only scatter of a larger call in one cooperative launch
- * (scatter_grid.cu): a block a multiprocessor at most, all resident at
+/* The routing of a larger scatter in one cooperative launch
+ * (scatter_grid.cu; the whole call when it is index-only): a block a multiprocessor at most, all resident at
  * once, each counting only its own tokens' choices (at most
  * GPU_GRID_SCATTER_OWN) and meeting the others at one grid-wide barrier.
  * Its shared tables hold GPU_GRID_SCATTER_EXPERTS experts and

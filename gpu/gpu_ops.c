@@ -522,7 +522,7 @@ static int64_t small_scatter_grid(const gpu_state *st,
     return blocks;
 }
 
-/* Choices a block of the cooperative index-only scatter takes at least
+/* Choices a block of the cooperative scatter takes at least
  * (in whole tokens) while there are multiprocessors to spare; past that
  * every multiprocessor gets a block and the blocks grow, up to the
  * kernel's GPU_GRID_SCATTER_OWN. With its column sums a round trip to
@@ -534,20 +534,22 @@ static int64_t small_scatter_grid(const gpu_state *st,
 _Static_assert(GPU_GRID_SCATTER_BLOCK_CHOICES <= GPU_GRID_SCATTER_OWN,
                "a block's choices fit the kernel's");
 
-/* The grid of the cooperative index-only scatter (scatter_grid.cu), or 0
- * when the call is outside its limits: rows to copy, too many experts or
+/* The grid of the cooperative scatter (scatter_grid.cu), or 0 when the
+ * call is outside its limits: rows to copy (`copies`) in other than
+ * 16-byte vectors (the copy after it is moes_copy_rows_wide), too many experts or
  * map entries for its shared tables, zeroed padding, more choices than a
  * block a multiprocessor can take, or a table (a key and a count per
  * expert for each block) larger than the workspace's tile table, which
  * it takes. The blocks share the tokens evenly. */
 static int64_t grid_scatter_blocks(const gpu_state *st,
-                                   const gpu_scatter_args *a, int index_only)
+                                   const gpu_scatter_args *a, int copies)
 {
     const int64_t row_bytes = 8 + 4 * a->n_experts;
     const int64_t table_blocks = a->tiles * a->n_experts * 8 / row_bytes;
     const int64_t block_tokens = GPU_GRID_SCATTER_BLOCK_CHOICES / a->top_k;
     int64_t blocks;
-    if (!index_only || !st->cooperative_launches || block_tokens < 1 ||
+    if ((copies && a->copy_width != 16) ||
+        !st->cooperative_launches || block_tokens < 1 ||
         a->n_experts > GPU_GRID_SCATTER_EXPERTS ||
         (a->map && a->n_global > GPU_GRID_SCATTER_MAP) ||
         (a->flags & MOES_SCATTER_ZERO_PADDING))
@@ -631,16 +633,6 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                                  one_launch, GPU_SMALL_SCATTER_THREADS, &a));
         return launch_zero_padding(ctx, &a);
     }
-    const int64_t cooperative =
-        grid_scatter_blocks(gpu_state_of(ctx), &a, plan->index_only);
-    if (cooperative > 0) {
-        int launched;
-        MOES_TRY(gpu_launch_cooperative(ctx, GPU_K_SCATTER_GRID, cooperative,
-                                        GPU_GRID_SCATTER_THREADS, &a,
-                                        &launched));
-        if (launched)
-            return MOES_OK;
-    }
     const int small = route_is_small(&a);
     const int copies = a.n_choices > 0 && !plan->index_only;
     const int wide = !small && copies && a.copy_width == 16;
@@ -659,6 +651,35 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
         a.n_tokens * a.copy_chunks <= GPU_PLACE_IN_COPY_MAX_ITEMS *
                                           a.copy_blocks *
                                           (GPU_ROW_THREADS / WARP_THREADS);
+    /* The cooperative routing, then the copy of 16-byte rows: with rows
+     * to copy, where it beats the grid path's launches in front of the
+     * copy. Those are three (counts, scan, placement) for calls whose
+     * copy cannot place its own choices (a map, the sort, long tiles),
+     * and carry the check of every UE8M0 scale in the counting kernel;
+     * for the others the scan alone runs in front of a copy that places
+     * and loads its rows meanwhile, which the cooperative routing beats
+     * only on most of the device. On an H200 (bench/NOTES.md, v22): EP8
+     * prefill 136.6 -> 127.7 us, with UE8M0 149.4 -> 132.2; DeepSeek-V3
+     * 16384 tokens (128 blocks) 338 -> 331, 12288 (96) 261 -> 258, but
+     * 8192 (64) 176.5 -> 178.5 and 4096 (32) 89.7 -> 93.0; UE8M0 4096
+     * 94.9 -> 93.9. */
+    int64_t cooperative =
+        !copies || wide ? grid_scatter_blocks(gpu_state_of(ctx), &a, copies)
+                        : 0;
+    if (copies && place_in_copy && !packs_ue8m0(&a) &&
+        cooperative * 4 < 3 * (int64_t)gpu_state_of(ctx)->multiprocessors)
+        cooperative = 0;
+    if (cooperative > 0) {
+        int launched;
+        MOES_TRY(gpu_launch_cooperative(ctx, GPU_K_SCATTER_GRID, cooperative,
+                                        GPU_GRID_SCATTER_THREADS, &a,
+                                        &launched));
+        if (launched && !copies)
+            return MOES_OK;
+        if (launched)
+            return gpu_launch_next(ctx, GPU_K_COPY_ROWS_WIDE, a.copy_blocks,
+                                   GPU_ROW_THREADS, &a);
+    }
     if (small) {
         /* Routing and per-expert outputs in one block; the labels, a
          * store per output row, by the grid after it: the copy's last

@@ -1,20 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * scatter_grid.cu - an index-only scatter past the one-launch sizes, in
- * one cooperative launch.
+ * scatter_grid.cu - the routing of a scatter past the one-launch sizes,
+ *   in one cooperative launch.
  *
- * With no rows to copy, a scatter is all routing, and the grid path's
- * three kernels (counts per tile, their prefix sums, placement and
- * labels) are each a launch and a wait on the one before: about 20 us on
- * an H200 for 32768 tokens, nearly all of it latency. Here one block a
+ * The grid path's three routing kernels (counts per tile, their prefix
+ * sums, placement and labels) are each a launch and a wait on the one
+ * before: about 20 us on an H200 for 32768 tokens, nearly all of it
+ * latency. With no rows to copy that is the whole call; with rows, the
+ * copy (moes_copy_rows_wide) waits for it. Here one block a
  * multiprocessor, every block resident at once (a cooperative launch),
  * and one grid-wide barrier:
  *
  *   1. block b takes the choices [c0, c1) of its tokens, each warp a run
  *      of them in order; it checks the map (all of it, kept in shared
- *      memory) and its own ids, and each warp finds each of its choices'
- *      local expert and rank among its run's choices of that expert
- *      before it (a match a round of 32, a count per expert and warp);
+ *      memory), its own ids and, under UE8M0, its own tokens' scales;
+ *      each warp finds each of its choices' local expert and rank among
+ *      its run's choices of that expert before it (a match a round of
+ *      32, a count per expert and warp);
  *   2. the block's count per expert, and the smallest error key it
  *      found, go to its row of a table in the workspace; the barrier;
  *   3. every block sums the table's columns: each expert's count over
@@ -101,6 +103,43 @@ __device__ void grid_barrier(gpu_device_state *state)
     __syncthreads();
 }
 
+/* The smallest error key among the UE8M0 scales of the block's tokens
+ * [t0, t1) that this thread checks, or key: under UE8M0 every scale of
+ * every token must be a power of two that UE8M0 holds, placed or not
+ * (moes_stage_check_scales), and the keys meet in the table with the
+ * routing's. Scale i is t * S + s; a thread's scales ascend, so its
+ * first bad one is its smallest; a batch's loads go out together. */
+__device__ __forceinline__ unsigned long long grid_check_scales(
+    const gpu_scatter_args &a, int64_t t0, int64_t t1, unsigned long long key)
+{
+    enum { T = GPU_GRID_SCATTER_THREADS, B = 4 };
+    if (!a.x_scales || a.out_scales_format != MOES_SCALES_UE8M0)
+        return key;
+    const int64_t per_token = a.n_scales;
+    const int64_t end = t1 * per_token;
+    for (int64_t i0 = t0 * per_token + threadIdx.x; i0 < end; i0 += B * T) {
+        uint32_t bits[B];
+#pragma unroll
+        for (int b = 0; b < B; b++) {
+            const int64_t i = i0 + b * T;
+            bits[b] = 0x3F800000u; /* 1.0 past the end: a good scale */
+            if (i < end) {
+                const int64_t t = i / per_token;
+                bits[b] = moes_f32_to_bits(
+                    a.x_scales[t * a.x_scales_stride + (i - t * per_token)]);
+            }
+        }
+#pragma unroll
+        for (int b = 0; b < B; b++)
+            if (!moes_ue8m0_scale_ok(bits[b])) {
+                const unsigned long long bad =
+                    GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_SCALE, i0 + b * T);
+                return bad < key ? bad : key;
+            }
+    }
+    return key;
+}
+
 extern "C" __global__ void __launch_bounds__(GPU_GRID_SCATTER_THREADS, 1)
 moes_scatter_grid(const gpu_scatter_args args)
 {
@@ -174,6 +213,7 @@ moes_scatter_grid(const gpu_scatter_args args)
     if (first_bad != INT32_MAX &&
         GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, first_bad) < key)
         key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, first_bad);
+    key = grid_check_scales(a, t0, t1, key);
     if (key != GPU_ERROR_KEY_NONE)
         atomicMin(&sh.key, key);
     __syncthreads();
