@@ -94,6 +94,40 @@ __device__ __forceinline__ void moes_dev_report(gpu_device_state *s,
     atomicMin(&s->key, GPU_ERROR_KEY(rank, index));
 }
 
+/* The smallest error key among the UE8M0 scales first, first + step,
+ * ... below end (scale i is t * S + s: token t's scale s), or key when
+ * none is bad: every scale must be a power of two that UE8M0 holds
+ * (numerics.h). The indices ascend, so the first bad one is the
+ * smallest; B loads go out together. I is the index type: 32 bits where
+ * the caller has bounded the count. */
+template <typename I, int B>
+__device__ __forceinline__ unsigned long long moes_dev_check_scales(
+    const gpu_scatter_args &a, I first, I end, I step, unsigned long long key)
+{
+    const I per_token = (I)a.n_scales;
+    for (I i0 = first; i0 < end; i0 += B * step) {
+        uint32_t bits[B];
+#pragma unroll
+        for (int b = 0; b < B; b++) {
+            const I i = i0 + b * step;
+            bits[b] = 0x3F800000u; /* 1.0 past the end: a good scale */
+            if (i < end) {
+                const I t = i / per_token, s = i - t * per_token;
+                bits[b] = moes_f32_to_bits(
+                    a.x_scales[(int64_t)t * a.x_scales_stride + s]);
+            }
+        }
+#pragma unroll
+        for (int b = 0; b < B; b++)
+            if (!moes_ue8m0_scale_ok(bits[b])) {
+                const unsigned long long bad =
+                    GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_SCALE, i0 + b * step);
+                return bad < key ? bad : key;
+            }
+    }
+    return key;
+}
+
 /* Global thread index and stride of a 1-D grid, in 64 bits. */
 __device__ __forceinline__ int64_t moes_dev_thread(void)
 {

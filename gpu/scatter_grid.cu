@@ -107,37 +107,15 @@ __device__ void grid_barrier(gpu_device_state *state)
  * [t0, t1) that this thread checks, or key: under UE8M0 every scale of
  * every token must be a power of two that UE8M0 holds, placed or not
  * (moes_stage_check_scales), and the keys meet in the table with the
- * routing's. Scale i is t * S + s; a thread's scales ascend, so its
- * first bad one is its smallest; a batch's loads go out together. */
+ * routing's. Four loads in flight a thread. */
 __device__ __forceinline__ unsigned long long grid_check_scales(
     const gpu_scatter_args &a, int64_t t0, int64_t t1, unsigned long long key)
 {
-    enum { T = GPU_GRID_SCATTER_THREADS, B = 4 };
     if (!a.x_scales || a.out_scales_format != MOES_SCALES_UE8M0)
         return key;
-    const int64_t per_token = a.n_scales;
-    const int64_t end = t1 * per_token;
-    for (int64_t i0 = t0 * per_token + threadIdx.x; i0 < end; i0 += B * T) {
-        uint32_t bits[B];
-#pragma unroll
-        for (int b = 0; b < B; b++) {
-            const int64_t i = i0 + b * T;
-            bits[b] = 0x3F800000u; /* 1.0 past the end: a good scale */
-            if (i < end) {
-                const int64_t t = i / per_token;
-                bits[b] = moes_f32_to_bits(
-                    a.x_scales[t * a.x_scales_stride + (i - t * per_token)]);
-            }
-        }
-#pragma unroll
-        for (int b = 0; b < B; b++)
-            if (!moes_ue8m0_scale_ok(bits[b])) {
-                const unsigned long long bad =
-                    GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_SCALE, i0 + b * T);
-                return bad < key ? bad : key;
-            }
-    }
-    return key;
+    return moes_dev_check_scales<int64_t, 4>(
+        a, t0 * a.n_scales + threadIdx.x, t1 * a.n_scales,
+        GPU_GRID_SCATTER_THREADS, key);
 }
 
 extern "C" __global__ void __launch_bounds__(GPU_GRID_SCATTER_THREADS, 1)

@@ -176,27 +176,7 @@ small_check_scales(const gpu_scatter_args &a, unsigned long long key)
         }
         i0 = n_quads * 4; /* the last n % 4 scales, one a load */
     }
-    for (uint32_t i1 = i0 + threadIdx.x; i1 < n; i1 += B * T) {
-        uint32_t bits[B];
-#pragma unroll
-        for (int b = 0; b < B; b++) {
-            const uint32_t i = i1 + b * T;
-            bits[b] = 0x3F800000u;
-            if (i < n) {
-                const uint32_t t = i / per_token, s = i - t * per_token;
-                bits[b] = moes_f32_to_bits(
-                    a.x_scales[(int64_t)t * a.x_scales_stride + s]);
-            }
-        }
-#pragma unroll
-        for (int b = 0; b < B; b++)
-            if (!moes_ue8m0_scale_ok(bits[b])) {
-                const unsigned long long bad =
-                    GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_SCALE, i1 + b * T);
-                return bad < key ? bad : key;
-            }
-    }
-    return key;
+    return moes_dev_check_scales<uint32_t, B>(a, i0 + threadIdx.x, n, T, key);
 }
 
 /* The block's own token rows, loaded at entry so that their latency
