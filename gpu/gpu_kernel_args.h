@@ -125,11 +125,11 @@ typedef struct gpu_device_state {
 #define GPU_SMALL_SCATTER_PREFETCH_BYTES 65536
 
 /* The routing of a larger scatter in one cooperative launch
- * (scatter_grid.cu; the whole call when it is index-only): a block a multiprocessor at most, all resident at
- * once, each counting only its own tokens' choices (at most
- * GPU_GRID_SCATTER_OWN) and meeting the others at one grid-wide barrier.
- * Its shared tables hold GPU_GRID_SCATTER_EXPERTS experts and
- * GPU_GRID_SCATTER_MAP map entries. */
+ * (scatter_grid.cu; the whole call when it is index-only): a block a
+ * multiprocessor at most, all resident at once, each counting only its
+ * own tokens' choices (at most GPU_GRID_SCATTER_OWN) and meeting the
+ * others at one grid-wide barrier. Its shared tables hold
+ * GPU_GRID_SCATTER_EXPERTS experts and GPU_GRID_SCATTER_MAP map entries. */
 #define GPU_GRID_SCATTER_THREADS 512
 #define GPU_GRID_SCATTER_OWN 4096
 #define GPU_GRID_SCATTER_EXPERTS 512

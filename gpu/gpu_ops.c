@@ -535,21 +535,19 @@ _Static_assert(GPU_GRID_SCATTER_BLOCK_CHOICES <= GPU_GRID_SCATTER_OWN,
                "a block's choices fit the kernel's");
 
 /* The grid of the cooperative scatter (scatter_grid.cu), or 0 when the
- * call is outside its limits: rows to copy (`copies`) in other than
- * 16-byte vectors (the copy after it is moes_copy_rows_wide), too many experts or
- * map entries for its shared tables, zeroed padding, more choices than a
- * block a multiprocessor can take, or a table (a key and a count per
- * expert for each block) larger than the workspace's tile table, which
- * it takes. The blocks share the tokens evenly. */
+ * call is outside its limits: too many experts or map entries for its
+ * shared tables, zeroed padding, more choices than a block a
+ * multiprocessor can take, or a table (a key and a count per expert for
+ * each block) larger than the workspace's tile table, which it takes.
+ * The blocks share the tokens evenly. */
 static int64_t grid_scatter_blocks(const gpu_state *st,
-                                   const gpu_scatter_args *a, int copies)
+                                   const gpu_scatter_args *a)
 {
     const int64_t row_bytes = 8 + 4 * a->n_experts;
     const int64_t table_blocks = a->tiles * a->n_experts * 8 / row_bytes;
     const int64_t block_tokens = GPU_GRID_SCATTER_BLOCK_CHOICES / a->top_k;
     int64_t blocks;
-    if ((copies && a->copy_width != 16) ||
-        !st->cooperative_launches || block_tokens < 1 ||
+    if (!st->cooperative_launches || block_tokens < 1 ||
         a->n_experts > GPU_GRID_SCATTER_EXPERTS ||
         (a->map && a->n_global > GPU_GRID_SCATTER_MAP) ||
         (a->flags & MOES_SCATTER_ZERO_PADDING))
@@ -651,8 +649,9 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
         a.n_tokens * a.copy_chunks <= GPU_PLACE_IN_COPY_MAX_ITEMS *
                                           a.copy_blocks *
                                           (GPU_ROW_THREADS / WARP_THREADS);
-    /* The cooperative routing, then the copy of 16-byte rows: with rows
-     * to copy, where it beats the grid path's launches in front of the
+    /* The cooperative routing, then the copy of 16-byte rows
+     * (moes_copy_rows_wide, which needs only out_index): with rows to
+     * copy, where it beats the grid path's launches in front of the
      * copy. Those are three (counts, scan, placement) for calls whose
      * copy cannot place its own choices (a map, the sort, long tiles),
      * and carry the check of every UE8M0 scale in the counting kernel;
@@ -664,8 +663,7 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
      * 8192 (64) 176.5 -> 178.5 and 4096 (32) 89.7 -> 93.0; UE8M0 4096
      * 94.9 -> 93.9. */
     int64_t cooperative =
-        !copies || wide ? grid_scatter_blocks(gpu_state_of(ctx), &a, copies)
-                        : 0;
+        !copies || wide ? grid_scatter_blocks(gpu_state_of(ctx), &a) : 0;
     if (copies && place_in_copy && !packs_ue8m0(&a) &&
         cooperative * 4 < 3 * (int64_t)gpu_state_of(ctx)->multiprocessors)
         cooperative = 0;
@@ -674,11 +672,11 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
         MOES_TRY(gpu_launch_cooperative(ctx, GPU_K_SCATTER_GRID, cooperative,
                                         GPU_GRID_SCATTER_THREADS, &a,
                                         &launched));
-        if (launched && !copies)
-            return MOES_OK;
         if (launched)
-            return gpu_launch_next(ctx, GPU_K_COPY_ROWS_WIDE, a.copy_blocks,
-                                   GPU_ROW_THREADS, &a);
+            return copies ? gpu_launch_next(ctx, GPU_K_COPY_ROWS_WIDE,
+                                            a.copy_blocks, GPU_ROW_THREADS,
+                                            &a)
+                          : MOES_OK;
     }
     if (small) {
         /* Routing and per-expert outputs in one block; the labels, a
