@@ -120,19 +120,17 @@ __device__ void moes_stage_count_tiles(const gpu_scatter_args &a,
 
 /* Under UE8M0 every scale of every token must be a positive normal power
  * of two (numerics.h, moes_ue8m0_scale_ok), placed or not, as on the CPU:
- * the smallest t * S + s that is not wins. */
+ * the smallest t * S + s that is not wins. A thread's scales ascend, so
+ * its first bad one is the only one it need report. */
 __device__ void moes_stage_check_scales(const gpu_scatter_args &a,
                                         int64_t thread, int64_t threads)
 {
     if (!a.x_scales || a.out_scales_format != MOES_SCALES_UE8M0)
         return;
-    const int64_t n = a.n_tokens * a.n_scales;
-    for (int64_t i = thread; i < n; i += threads) {
-        const int64_t t = i / a.n_scales, j = i - t * a.n_scales;
-        if (!moes_ue8m0_scale_ok(
-                moes_f32_to_bits(a.x_scales[t * a.x_scales_stride + j])))
-            moes_dev_report(a.state, MOES_DATA_ERROR_RANK_SCALE, i);
-    }
+    const unsigned long long key = moes_dev_check_scales<int64_t, 4>(
+        a, thread, a.n_tokens * a.n_scales, threads, GPU_ERROR_KEY_NONE);
+    if (key != GPU_ERROR_KEY_NONE)
+        atomicMin(&a.state->key, key);
 }
 
 /* Before the counts of a routing with many experts: the tile table
