@@ -14,6 +14,10 @@ experts 0..31 of 256 local: only tokens with a local choice read, each
 stored to its local rows), and a plain gather in the peers' form (a
 program a token and 1,024 columns, the K rows summed in fp32 and stored as
 bf16, no checks) at prefill 4096 and EP8 prefill (bench/NOTES.md, v18).
+Last, what reading alone moves (a sum over 1 GiB), the plain gather at
+16384 tokens, and the fan-out and plain gather of the Qwen3 and Mixtral
+presets at 4096 tokens, timed behind a 256 MiB fill as `moescatter
+bench` times its calls (bench/NOTES.md, v23).
 
 Needs PyTorch with CUDA and Triton:
 
@@ -24,6 +28,11 @@ import triton, triton.language as tl
 dev = 'cuda'
 torch.manual_seed(0)
 
+# With CLEAR set (a tensor), each timed call comes behind a fill of it, as
+# `moescatter bench` times its calls: the L2 then holds the fill's dirty
+# lines, not the call's inputs.
+CLEAR = None
+
 def med(fn, iters=40):
     for _ in range(5):
         fn()
@@ -31,6 +40,8 @@ def med(fn, iters=40):
     s = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
     e = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
     for i in range(iters):
+        if CLEAR is not None:
+            CLEAR.fill_(i & 0x7F)
         s[i].record(); fn(); e[i].record()
     torch.cuda.synchronize()
     ts = sorted(s[i].elapsed_time(e[i]) for i in range(iters))
@@ -142,3 +153,46 @@ def gather_case(name, tokens, idx, y_rows):
 gather_case("Triton: plain gather, prefill 4096 (32768 rows)", T,
             torch.randperm(NR, device=dev).to(torch.int32), NR)
 gather_case("Triton: plain gather, EP8 prefill 32768", T8, idx8, n_local)
+
+# What reading alone moves: the gathers read eight rows for each one they
+# write, and a copy reads one for each one it writes.
+r = torch.empty(1 << 28, dtype=torch.float32, device=dev).fill_(1.0)
+run("torch sum of 1 GiB of fp32 (read only)", lambda: r.sum(), 1 << 30)
+del r
+gather_case("Triton: plain gather, prefill 16384", 4 * T,
+            torch.randperm(4 * NR, device=dev).to(torch.int32), 4 * NR)
+
+# The other presets at 4096 tokens (bf16 rows, no scales), timed as
+# `moescatter bench` times them: behind a fill of 256 MiB. Their fan-out
+# alone (each token's row stored to its K rows, no routing) and a plain
+# gather of the same shape: the floors of the preset rows of
+# bench-on-gpu.sh. DeepSeek-V3's fan-out again, for comparison.
+CLEAR = torch.empty(1 << 28, dtype=torch.uint8, device=dev)
+c = torch.empty(1 << 30, dtype=torch.uint8, device=dev); d = torch.empty_like(c)
+c.fill_(1)
+run("behind a fill: copy 1 GiB", lambda: d.copy_(c), 2 * (1 << 30))
+del c, d
+for name, h, k, blk in (("DeepSeek-V3 (fp8 rows)", 7168 // 2, 8, 2048),
+                        ("Qwen3-30B-A3B", 2048, 8, 1024),
+                        ("Mixtral", 4096, 2, 2048)):
+    row = h // 2  # int32 words of a bf16 row (fp8: bytes / 4)
+    rows = T * k
+    x = torch.randint(0, 1 << 30, (T * row,), dtype=torch.int32, device=dev)
+    out = torch.empty(rows * row, dtype=torch.int32, device=dev)
+    idx = torch.randperm(rows, device=dev).to(torch.int32)
+    run(f"behind a fill: fan-out, {name}, 4096 x {k}",
+        lambda: fan_out[(T, 1)](x, out, idx, None, K=k, ROW=row, BLOCK=blk, TOKENS=False),
+        (rows + T) * row * 4)
+    del x, out
+    if name.startswith("DeepSeek"):
+        continue
+    y = torch.randn(rows, h, device=dev).to(torch.bfloat16)
+    w = torch.rand(rows, device=dev)
+    o = torch.empty(T, h, dtype=torch.bfloat16, device=dev)
+    for b in (512, 1024, 2048):
+        if b > h:
+            continue
+        run(f"behind a fill: plain gather, {name}, 4096 x {k}, {b} columns a program",
+            lambda: plain_gather[(T, h // b)](y, idx, w, o, K=k, H=h, BLOCK=b),
+            (rows + T) * h * 2)
+    del y, o
