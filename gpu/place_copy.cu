@@ -20,7 +20,7 @@
  * token's choices, and no placement launch runs between the scan and the
  * copy.
  */
-#include "kernel_common.cuh"
+#include "row_copy.cuh"
 
 /* Rounds of 32 choices a placing warp loads together (ids, experts,
  * first rows). On an H200, 173 -> 165 us for the scatter of 4096 tokens
@@ -86,70 +86,6 @@ __device__ void moes_stage_place(const gpu_scatter_args &a, int64_t thread,
     }
 }
 
-/* Lane l's P vectors of the chunk that starts at vector s0 of token t's
- * row (vectors s0 + j * 32), those below n_vec. */
-template <typename V, int P>
-__device__ __forceinline__ void load_chunk(const gpu_scatter_args &a,
-                                           int64_t t, int64_t s0,
-                                           int64_t n_vec, V (&v)[P])
-{
-    const V *x = (const V *)(a.x + t * a.x_stride_bytes);
-#pragma unroll
-    for (int j = 0; j < P; j++) {
-        const int64_t s = s0 + j * MOES_WARP;
-        if (s < n_vec)
-            v[j] = x[s];
-    }
-}
-
-/* The first chunk's warp carries the token's scale words: lane l's, in
- * the output's format (0 for the other chunks and lanes). */
-__device__ __forceinline__ uint32_t chunk_scale_word(const gpu_scatter_args &a,
-                                                     int64_t t, int64_t chunk)
-{
-    const unsigned lane = threadIdx.x % MOES_WARP;
-    if (!a.x_scales || chunk != 0 || lane >= a.n_scale_cols)
-        return 0;
-    return moes_dev_scale_word(a, a.x_scales + t * a.x_scales_stride, lane);
-}
-
-/* Stores the chunk (and, from the first chunk's warp, the scale words)
- * to each row of `valid`, the warp's ballot of f's rows, in k order.
- * copy_items below keeps its own form of this loop: with this function
- * in it, ptxas held moes_copy_rows_wide to 64 registers with spills (72
- * and none without), and the EP8 prefill scatter, which still takes that
- * kernel, lost 5 us on an H200 (bench/NOTES.md, v14). */
-template <typename V, int P>
-__device__ __forceinline__ void store_chunk(const gpu_scatter_args &a,
-                                            int64_t t, int64_t chunk,
-                                            int64_t s0, int64_t n_vec,
-                                            const V (&v)[P], uint32_t word,
-                                            unsigned valid,
-                                            const moes_row_fetch &f)
-{
-    const unsigned lane = threadIdx.x % MOES_WARP;
-    const bool scales = a.x_scales && chunk == 0;
-    while (valid) {
-        float w;
-        const int64_t row = moes_dev_next_row(&valid, f, &w);
-        V *dst = (V *)(a.out + row * a.out_stride_bytes);
-#pragma unroll
-        for (int j = 0; j < P; j++) {
-            const int64_t s = s0 + j * MOES_WARP;
-            if (s < n_vec)
-                dst[s] = v[j];
-        }
-        if (!scales)
-            continue;
-        if (lane < a.n_scale_cols)
-            *moes_dev_out_scale(a, row, lane) = word;
-        /* Rows with more scale words than lanes: the rest. */
-        const float *src = a.x_scales + t * a.x_scales_stride;
-        for (int64_t j = lane + MOES_WARP; j < a.n_scale_cols; j += MOES_WARP)
-            *moes_dev_out_scale(a, row, j) = moes_dev_scale_word(a, src, j);
-    }
-}
-
 /* The copy: one warp per (token, chunk of the row) item. The lanes load
  * the token's out_index entries (written by the placement); a token placed
  * nowhere costs that and nothing more. Each lane then reads P vectors
@@ -190,7 +126,7 @@ __device__ void copy_items(const gpu_scatter_args &a)
             if (!valid)
                 continue;
             V v[P];
-            load_chunk<V, P>(a, t, s0, n_vec, v);
+            load_chunk<V, P>(moes_x_row<V>(a, t), s0, n_vec, v);
             const uint32_t word = chunk_scale_word(a, t, chunk);
             const bool scales = a.x_scales && chunk == 0;
             while (valid) {
@@ -371,10 +307,10 @@ __device__ void place_copy_items(const gpu_scatter_args &a)
         const placing_item it = load_placing_item(a, t);
         const bool any = __ballot_sync(0xFFFFFFFFu, it.e >= 0) != 0;
         V v[P];
-        uint32_t word = 0;
+        chunk_scales words = {0, 0};
         if (any) {
-            load_chunk<V, P>(a, t, s0, n_vec, v);
-            word = chunk_scale_word(a, t, chunk);
+            load_chunk<V, P>(moes_x_row<V>(a, t), s0, n_vec, v);
+            words = chunk_scale_words(a, t, chunk);
         }
         const int64_t rank = rank_in_tile(a, t, it);
         if (!waited) {
@@ -398,7 +334,7 @@ __device__ void place_copy_items(const gpu_scatter_args &a)
             moes_dev_place_choice_at(a, t, lane, t * a.top_k + lane, f.row);
         const unsigned valid = __ballot_sync(0xFFFFFFFFu, f.row >= 0);
         if (valid)
-            store_chunk<V, P>(a, t, chunk, s0, n_vec, v, word, valid, f);
+            store_chunk<V, P>(a, t, chunk, s0, n_vec, v, words, valid, f);
     }
     if (!waited)
         moes_dev_wait_prior();

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * row_copy.cuh - a warp's chunk of a token's row: loaded once, stored to
+ * each of the token's rows, with the token's scale words in the output's
+ * format from the warp of its first chunk. The copy kernels
+ * (place_copy.cu) read the chunk from x; the cooperative scatter
+ * (scatter_grid.cu) from a row it staged in shared memory, or from x.
+ */
+#ifndef MOES_ROW_COPY_CUH
+#define MOES_ROW_COPY_CUH
+
+#include "kernel_common.cuh"
+
+/* Token t's row in x, as vectors of V. */
+template <typename V>
+__device__ __forceinline__ const V *moes_x_row(const gpu_scatter_args &a,
+                                               int64_t t)
+{
+    return (const V *)(a.x + t * a.x_stride_bytes);
+}
+
+/* Lane l's P vectors of the chunk that starts at vector s0 of `row`
+ * (vectors s0 + j * 32), those below n_vec. */
+template <typename V, int P>
+__device__ __forceinline__ void load_chunk(const V *row, int64_t s0,
+                                           int64_t n_vec, V (&v)[P])
+{
+#pragma unroll
+    for (int j = 0; j < P; j++) {
+        const int64_t s = s0 + j * MOES_WARP;
+        if (s < n_vec)
+            v[j] = row[s];
+    }
+}
+
+/* The first chunk's warp carries the token's scale words: lane l's, in
+ * the output's format (0 for the other chunks and lanes). */
+__device__ __forceinline__ uint32_t chunk_scale_word(const gpu_scatter_args &a,
+                                                     int64_t t, int64_t chunk)
+{
+    const unsigned lane = threadIdx.x % MOES_WARP;
+    if (!a.x_scales || chunk != 0 || lane >= a.n_scale_cols)
+        return 0;
+    return moes_dev_scale_word(a, a.x_scales + t * a.x_scales_stride, lane);
+}
+
+/* Lane l's scale words l and l + 32 of the first chunk's token (0 past
+ * the row's and for other chunks): with both held, a row of up to 64
+ * words (DeepSeek-V3's 56) is stored with no load between its rows. */
+struct chunk_scales {
+    uint32_t lo, hi;
+};
+
+__device__ __forceinline__ chunk_scales chunk_scale_words(
+    const gpu_scatter_args &a, int64_t t, int64_t chunk)
+{
+    const unsigned lane = threadIdx.x % MOES_WARP;
+    chunk_scales w;
+    w.lo = chunk_scale_word(a, t, chunk);
+    w.hi = 0;
+    if (a.x_scales && chunk == 0 && lane + MOES_WARP < a.n_scale_cols)
+        w.hi = moes_dev_scale_word(a, a.x_scales + t * a.x_scales_stride,
+                                   lane + MOES_WARP);
+    return w;
+}
+
+/* Stores the chunk (and, from the first chunk's warp, the scale words)
+ * to each row of `valid`, the warp's ballot of f's rows, in k order.
+ * copy_items (place_copy.cu) keeps its own form of this loop: with this
+ * function in it, ptxas held moes_copy_rows_wide to 64 registers with
+ * spills (72 and none without), and the EP8 prefill scatter, which still
+ * takes that kernel, lost 5 us on an H200 (bench/NOTES.md, v14). */
+template <typename V, int P>
+__device__ __forceinline__ void store_chunk(const gpu_scatter_args &a,
+                                            int64_t t, int64_t chunk,
+                                            int64_t s0, int64_t n_vec,
+                                            const V (&v)[P],
+                                            const chunk_scales &words,
+                                            unsigned valid,
+                                            const moes_row_fetch &f)
+{
+    const unsigned lane = threadIdx.x % MOES_WARP;
+    const bool scales = a.x_scales && chunk == 0;
+    while (valid) {
+        float w;
+        const int64_t row = moes_dev_next_row(&valid, f, &w);
+        V *dst = (V *)(a.out + row * a.out_stride_bytes);
+#pragma unroll
+        for (int j = 0; j < P; j++) {
+            const int64_t s = s0 + j * MOES_WARP;
+            if (s < n_vec)
+                dst[s] = v[j];
+        }
+        if (!scales)
+            continue;
+        if (lane < a.n_scale_cols)
+            *moes_dev_out_scale(a, row, lane) = words.lo;
+        if (lane + MOES_WARP < a.n_scale_cols)
+            *moes_dev_out_scale(a, row, lane + MOES_WARP) = words.hi;
+        /* Rows with more scale words than two a lane: the rest. */
+        const float *src = a.x_scales + t * a.x_scales_stride;
+        for (int64_t j = lane + 2 * MOES_WARP; j < a.n_scale_cols;
+             j += MOES_WARP)
+            *moes_dev_out_scale(a, row, j) = moes_dev_scale_word(a, src, j);
+    }
+}
+
+#endif /* MOES_ROW_COPY_CUH */
