@@ -73,7 +73,8 @@ int gpu_enter(moes_context *ctx)
 
 /* cuLaunchKernelEx on the context's stream with one attribute. */
 static CUresult launch_with(moes_context *ctx, enum gpu_kernel k,
-                            int64_t grid, unsigned block, void *args,
+                            int64_t grid, unsigned block,
+                            int64_t shared_bytes, void *args,
                             gpu_launch_attribute *attr)
 {
     gpu_state *s = gpu_state_of(ctx);
@@ -84,6 +85,7 @@ static CUresult launch_with(moes_context *ctx, enum gpu_kernel k,
     config.grid_y = config.grid_z = 1;
     config.block_x = block;
     config.block_y = config.block_z = 1;
+    config.shared_bytes = (unsigned)shared_bytes;
     config.stream = gpu_stream_of(ctx);
     config.attrs = attr;
     config.n_attrs = 1;
@@ -103,7 +105,7 @@ static int launch(moes_context *ctx, enum gpu_kernel k, int64_t grid,
         memset(&attr, 0, sizeof attr);
         attr.id = GPU_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
         attr.value.programmatic_stream_serialization_allowed = 1;
-        r = launch_with(ctx, k, grid, block, args, &attr);
+        r = launch_with(ctx, k, grid, block, 0, args, &attr);
     } else {
         r = s->drv.cuLaunchKernel(s->kernels[k], (unsigned)grid, 1, 1, block,
                                   1, 1, 0, gpu_stream_of(ctx), params, NULL);
@@ -117,8 +119,8 @@ static int launch(moes_context *ctx, enum gpu_kernel k, int64_t grid,
 }
 
 int gpu_launch_cooperative(moes_context *ctx, enum gpu_kernel k,
-                           int64_t grid, unsigned block, void *args,
-                           int *launched)
+                           int64_t grid, unsigned block, int64_t shared_bytes,
+                           void *args, int *launched)
 {
     gpu_state *s = gpu_state_of(ctx);
     gpu_launch_attribute attr;
@@ -129,7 +131,7 @@ int gpu_launch_cooperative(moes_context *ctx, enum gpu_kernel k,
     memset(&attr, 0, sizeof attr);
     attr.id = GPU_CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
     attr.value.cooperative = 1;
-    r = launch_with(ctx, k, grid, block, args, &attr);
+    r = launch_with(ctx, k, grid, block, shared_bytes, args, &attr);
     if (r == GPU_CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE) {
         /* The device cannot hold the grid at once now (shared with other
          * work, or partitioned): this context no longer tries. */
@@ -188,6 +190,29 @@ static void release(gpu_state *s)
     free(s);
 }
 
+/* The dynamic shared memory moes_scatter_grid may take to stage rows
+ * (scatter_grid.cu): what a block may have past the kernel's own tables,
+ * or 0 where the driver cannot say or allow it. */
+static int64_t grid_stage_bytes(gpu_state *s)
+{
+    CUfunction f = s->kernels[GPU_K_SCATTER_GRID];
+    int optin = 0, fixed = 0;
+    /* The rows are staged by the copy engine of sm_90 (scatter_grid.cu). */
+    if (!s->cooperative_launches || !s->drv.cuFuncSetAttribute ||
+        s->compute_capability < 90 ||
+        s->drv.cuDeviceGetAttribute(
+            &optin, GPU_CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            s->device) != 0 ||
+        s->drv.cuFuncGetAttribute(
+            &fixed, GPU_CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, f) != 0 ||
+        optin <= fixed ||
+        s->drv.cuFuncSetAttribute(
+            f, GPU_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            optin - fixed) != 0)
+        return 0;
+    return optin - fixed;
+}
+
 /* Loads the embedded module; says precisely why when it cannot. */
 static int load_module(gpu_state *s, char *reason, size_t reason_len)
 {
@@ -234,6 +259,7 @@ static int load_module(gpu_state *s, char *reason, size_t reason_len)
         s->cooperative_launches = !r && cooperative &&
                                   s->drv.cuLaunchKernelEx != NULL;
     }
+    s->grid_stage_bytes = grid_stage_bytes(s);
     return MOES_OK;
 }
 

@@ -80,6 +80,10 @@ int gpu_driver_open(gpu_driver *drv, char *why, size_t why_len)
         void *sym = dlsym(drv->handle, "cuLaunchKernelEx");
         if (sym)
             memcpy(&drv->cuLaunchKernelEx, &sym, sizeof sym);
+        /* Optional: shared memory past 48 KB a block. */
+        sym = dlsym(drv->handle, "cuFuncSetAttribute");
+        if (sym)
+            memcpy(&drv->cuFuncSetAttribute, &sym, sizeof sym);
     }
     return 1;
 }

@@ -37,6 +37,10 @@ enum {
     GPU_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76,
     GPU_CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS = 88,
     GPU_CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH = 95,
+    GPU_CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97,
+    /* cuFuncGetAttribute / cuFuncSetAttribute: CUfunction_attribute. */
+    GPU_CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES = 1,
+    GPU_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8,
     GPU_CUDA_ERROR_INVALID_VALUE = 1,
     GPU_CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE = 720,
     /* cuPointerGetAttribute: what it is asked, and CUmemorytype. */
@@ -118,6 +122,9 @@ typedef struct gpu_driver {
     /* Optional (CUDA 12 and later drivers): NULL when absent. */
     CUresult (*cuLaunchKernelEx)(const gpu_launch_config *config,
                                  CUfunction f, void **params, void **extra);
+    /* Optional: NULL when absent, and then no kernel takes more than the
+     * default 48 KB of shared memory. */
+    CUresult (*cuFuncSetAttribute)(CUfunction f, int attrib, int value);
 } gpu_driver;
 
 /* Opens libcuda.so.1 and resolves every entry point. On failure returns 0

@@ -539,9 +539,11 @@ _Static_assert(GPU_GRID_SCATTER_BLOCK_CHOICES <= GPU_GRID_SCATTER_OWN,
  * shared tables, zeroed padding, more choices than a block a
  * multiprocessor can take, or a table (a key and a count per expert for
  * each block) larger than the workspace's tile table, which it takes.
- * The blocks share the tokens evenly. */
+ * The blocks share the tokens evenly; with `spread`, a block a
+ * multiprocessor (a token a block at most), for a kernel that copies
+ * the rows itself. */
 static int64_t grid_scatter_blocks(const gpu_state *st,
-                                   const gpu_scatter_args *a)
+                                   const gpu_scatter_args *a, int spread)
 {
     const int64_t row_bytes = 8 + 4 * a->n_experts;
     const int64_t table_blocks = a->tiles * a->n_experts * 8 / row_bytes;
@@ -552,7 +554,7 @@ static int64_t grid_scatter_blocks(const gpu_state *st,
         (a->map && a->n_global > GPU_GRID_SCATTER_MAP) ||
         (a->flags & MOES_SCATTER_ZERO_PADDING))
         return 0;
-    blocks = ceil_div(a->n_tokens, block_tokens);
+    blocks = spread ? a->n_tokens : ceil_div(a->n_tokens, block_tokens);
     if (blocks > st->multiprocessors) {
         blocks = st->multiprocessors;
         if (ceil_div(a->n_tokens, blocks) * a->top_k > GPU_GRID_SCATTER_OWN)
@@ -561,6 +563,30 @@ static int64_t grid_scatter_blocks(const gpu_state *st,
     if (blocks < 1 || blocks > table_blocks)
         return 0;
     return blocks;
+}
+
+/* Rows of its own tokens each block of the cooperative scatter loads into
+ * shared memory while it routes, to copy them itself once placed
+ * (scatter_grid.cu), for a call of 16-byte rows with no map on `blocks`
+ * blocks; 0 when less than a quarter of a block's rows would fit, where
+ * the copy kernel after the routing is left to read them. (With a map, a
+ * block would load rows that no local expert takes.) On an H200, where
+ * 25 rows of DeepSeek-V3's 7 KiB fit a block (bench/NOTES.md, v23):
+ * 4096 tokens (25 of each block's 31 or 32 rows staged) 89.9 -> 85.7 us,
+ * 6144 133.7 -> 123.2, 8192 172.0 -> 161.5, 12288 255.0 -> 241.2; Qwen3
+ * (45 rows of 4 KiB fit) 8192 97.1 -> 89.4, 16384 182.3 -> 173.7;
+ * DeepSeek-V3 2048 unchanged, 8192 with UE8M0 172.8 -> 174.0. */
+static int64_t grid_stage_tokens(const gpu_state *st,
+                                 const gpu_scatter_args *a, int64_t blocks)
+{
+    int64_t per_block, fit;
+    if (blocks < 1 || a->map || a->copy_width != 16 || a->row_bytes < 16)
+        return 0;
+    per_block = ceil_div(a->n_tokens, blocks);
+    fit = st->grid_stage_bytes / a->row_bytes;
+    if (fit > per_block)
+        fit = per_block;
+    return 4 * fit >= per_block ? fit : 0;
 }
 
 /* With MOES_SCATTER_ZERO_PADDING, the launch that zeroes the rows that
@@ -663,20 +689,31 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
      * 8192 (64) 176.5 -> 178.5 and 4096 (32) 89.7 -> 93.0; UE8M0 4096
      * 94.9 -> 93.9. */
     int64_t cooperative =
-        !copies || wide ? grid_scatter_blocks(gpu_state_of(ctx), &a) : 0;
+        !copies || wide ? grid_scatter_blocks(gpu_state_of(ctx), &a, 0) : 0;
     if (copies && place_in_copy && !packs_ue8m0(&a) &&
         cooperative * 4 < 3 * (int64_t)gpu_state_of(ctx)->multiprocessors)
         cooperative = 0;
+    if (wide) {
+        /* Or the cooperative kernel copies too, its rows staged. */
+        const int64_t spread = grid_scatter_blocks(gpu_state_of(ctx), &a, 1);
+        a.stage_tokens = grid_stage_tokens(gpu_state_of(ctx), &a, spread);
+        if (a.stage_tokens > 0) {
+            cooperative = spread;
+            a.grid_copy = 1;
+        }
+    }
     if (cooperative > 0) {
         int launched;
         MOES_TRY(gpu_launch_cooperative(ctx, GPU_K_SCATTER_GRID, cooperative,
-                                        GPU_GRID_SCATTER_THREADS, &a,
+                                        GPU_GRID_SCATTER_THREADS,
+                                        a.stage_tokens * a.row_bytes, &a,
                                         &launched));
         if (launched)
-            return copies ? gpu_launch_next(ctx, GPU_K_COPY_ROWS_WIDE,
-                                            a.copy_blocks, GPU_ROW_THREADS,
-                                            &a)
-                          : MOES_OK;
+            return copies && !a.grid_copy
+                       ? gpu_launch_next(ctx, GPU_K_COPY_ROWS_WIDE,
+                                         a.copy_blocks, GPU_ROW_THREADS, &a)
+                       : MOES_OK;
+        a.grid_copy = a.stage_tokens = 0;
     }
     if (small) {
         /* Routing and per-expert outputs in one block; the labels, a

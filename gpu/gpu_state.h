@@ -79,6 +79,8 @@ typedef struct gpu_state {
     int multiprocessors;
     int overlap_launches;         /* gpu_launch_next may overlap           */
     int cooperative_launches;     /* gpu_launch_cooperative may be tried   */
+    int64_t grid_stage_bytes;     /* moes_scatter_grid's dynamic shared
+                                   * memory at most (0: none)              */
     int compute_capability;
     int64_t memory_bytes;
 } gpu_state;
@@ -112,13 +114,14 @@ int gpu_launch_next(moes_context *ctx, enum gpu_kernel k, int64_t grid,
                     unsigned block, void *args);
 
 /* A launch whose blocks are all resident at once, for a kernel with a
- * grid-wide barrier. *launched is 0 (and the status MOES_OK) when the
- * context cannot launch so: no cooperative launch on this device or
- * driver, or the device could not hold the grid at once, after which the
- * context stops trying. The caller then takes another path. */
+ * grid-wide barrier, with shared_bytes of dynamic shared memory a block.
+ * *launched is 0 (and the status MOES_OK) when the context cannot launch
+ * so: no cooperative launch on this device or driver, or the device could
+ * not hold the grid at once, after which the context stops trying. The
+ * caller then takes another path. */
 int gpu_launch_cooperative(moes_context *ctx, enum gpu_kernel k,
-                           int64_t grid, unsigned block, void *args,
-                           int *launched);
+                           int64_t grid, unsigned block, int64_t shared_bytes,
+                           void *args, int *launched);
 
 /* Blocks of `per_block` items for n items, capped for grid-stride loops. */
 int64_t gpu_grid_for(int64_t n, int64_t per_block);

@@ -29,18 +29,35 @@
  *      the warp: the placement of every other routing kernel, bit for
  *      bit), and writes its share of the labels and per-expert outputs.
  *
+ * With grid_copy, each block then copies its own tokens' rows (and
+ * scales) to the rows it placed them at, so no copy kernel follows. The
+ * first stage_tokens rows of its tokens it loads into shared memory at
+ * entry, before it routes (grid_stage_rows: the loads are in flight
+ * while the block routes, and hold no register); the copy then reads
+ * them from there and the rest from x. A fan-out that reads its rows while it
+ * writes them moves its bytes more slowly than one that only writes: on
+ * an H200, the 235 MB of DeepSeek-V3's prefill rows took 73 us with the
+ * 29 MB of x read meanwhile, and 59-61 from rows already on the chip
+ * (bench/NOTES.md, v23).
+ *
  * The host picks this kernel (gpu_ops.c) within the GPU_GRID_SCATTER_*
  * limits, when the driver can launch cooperatively; otherwise the grid
  * path runs.
  */
 #include "block_route.cuh"
+#include "row_copy.cuh"
 
 enum {
     GRID_SCATTER_WARPS = GPU_GRID_SCATTER_THREADS / MOES_WARP,
     /* Rounds of 32 choices a warp of a full block takes. */
     GRID_SCATTER_ROUNDS = GPU_GRID_SCATTER_OWN / GPU_GRID_SCATTER_THREADS,
     /* Rows of the table a thread has in flight in the column sums. */
-    GRID_SUM_BATCH = 8
+    GRID_SUM_BATCH = 8,
+    /* Vectors a lane copies of an item (grid_copy_rows): a whole row of
+     * DeepSeek-V3 (448 vectors) a warp. On an H200 against 8 (the copy
+     * kernel's): DeepSeek-V3 4096 tokens 87.5 -> 85.6 us, 6144 129 ->
+     * 123; Qwen3 unchanged (bench/NOTES.md, v23). */
+    GRID_COPY_VECTORS = 14
 };
 static_assert(GPU_GRID_SCATTER_OWN % GPU_GRID_SCATTER_THREADS == 0,
               "whole rounds");
@@ -118,10 +135,147 @@ __device__ __forceinline__ unsigned long long grid_check_scales(
         GPU_GRID_SCATTER_THREADS, key);
 }
 
+/* The first `staged` rows of the block's tokens, from t0 on, into
+ * `rows` (a.row_bytes a row, a multiple of 16 as x's rows and stride are:
+ * the host takes this path for 16-byte copies only), by the copy engine
+ * of the multiprocessor (cp.async.bulk, a row an instruction, from one
+ * thread), which signals `landed` as the bytes arrive. Only issued here;
+ * grid_wait_staged waits. Loads from the threads themselves (cp.async,
+ * 16 bytes an instruction) held every warp's next instruction behind
+ * the thousands queued before it, so the routing waited for them
+ * (bench/NOTES.md, v23). Devices before sm_90 have no such engine; the
+ * host stages nothing there, and this form, through registers, is only
+ * there to compile. */
+__device__ __forceinline__ void grid_stage_rows(const gpu_scatter_args &a,
+                                                int64_t t0, int64_t staged,
+                                                uint4 *rows,
+                                                unsigned long long *landed)
+{
+    if (staged <= 0)
+        return;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (threadIdx.x == 0) {
+        const unsigned bar = (unsigned)__cvta_generic_to_shared(landed);
+        const unsigned row_bytes = (unsigned)a.row_bytes;
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;"
+                     :
+                     : "r"(bar)
+                     : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        asm volatile(
+            "mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
+            :
+            : "r"(bar), "r"((unsigned)staged * row_bytes)
+            : "memory");
+        const int64_t n_vec = a.row_bytes / (int64_t)sizeof(uint4);
+        for (int64_t r = 0; r < staged; r++)
+            asm volatile(
+                "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx"
+                "::bytes [%0], [%1], %2, [%3];"
+                :
+                : "r"((unsigned)__cvta_generic_to_shared(rows + r * n_vec)),
+                  "l"(moes_x_row<uint4>(a, t0 + r)), "r"(row_bytes),
+                  "r"(bar)
+                : "memory");
+    }
+#else
+    (void)landed;
+    const int n_vec = (int)(a.row_bytes / (int64_t)sizeof(uint4));
+    for (int i = threadIdx.x; i < (int)staged * n_vec;
+         i += GPU_GRID_SCATTER_THREADS) {
+        const int r = i / n_vec;
+        rows[i] = moes_x_row<uint4>(a, t0 + r)[i - r * n_vec];
+    }
+#endif
+}
+
+/* The staged rows have landed and every thread may read them. */
+__device__ __forceinline__ void grid_wait_staged(int64_t staged,
+                                                 unsigned long long *landed)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (staged > 0) {
+        const unsigned bar = (unsigned)__cvta_generic_to_shared(landed);
+        unsigned done = 0;
+        while (!done)
+            asm volatile("{\n\t.reg .pred p;\n\t"
+                         "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;"
+                         "\n\tselp.u32 %0, 1, 0, p;\n\t}"
+                         : "=r"(done)
+                         : "r"(bar)
+                         : "memory");
+    }
+#else
+    (void)staged;
+    (void)landed;
+#endif
+    __syncthreads();
+}
+
+/* The rows of the block's tokens [t0, t1) to the rows out_index gives
+ * them (written by this block's placement), a warp a (token, chunk)
+ * item: the first `staged` tokens' rows from shared memory, the others'
+ * from x. Those others go first, so that their reads from memory are in
+ * flight while the other warps store staged rows, not left for the end.
+ * A warp loads its next item's out_index entries while it copies. */
+__device__ __forceinline__ void grid_copy_rows(const gpu_scatter_args &a,
+                                               int64_t t0, int64_t t1,
+                                               int64_t staged,
+                                               const uint4 *rows)
+{
+    enum { P = GRID_COPY_VECTORS };
+    const int64_t n_vec = a.row_bytes / (int64_t)sizeof(uint4);
+    const int64_t chunks = (n_vec + MOES_WARP * P - 1) / (MOES_WARP * P);
+    const int64_t lane = threadIdx.x % MOES_WARP;
+    const int64_t n = t1 - t0, items = n * chunks;
+    /* Item j's token, counted from t0: the unstaged ones first. */
+    auto token_of = [&](int64_t j) {
+        const int64_t q = j / chunks;
+        return q < n - staged ? staged + q : q - (n - staged);
+    };
+    int64_t item = threadIdx.x / MOES_WARP;
+    moes_row_fetch next;
+    if (item < items)
+        next = moes_dev_fetch_rows(a.out_index, a.index_elem,
+                                   (t0 + token_of(item)) *
+                                       a.out_index_stride,
+                                   0, a.top_k, NULL, 0);
+    for (; item < items; item += GRID_SCATTER_WARPS) {
+        const int64_t i = token_of(item), chunk = item % chunks;
+        const int64_t t = t0 + i, s0 = chunk * (MOES_WARP * P) + lane;
+        const uint4 *row = i < staged ? rows + i * n_vec
+                                      : moes_x_row<uint4>(a, t);
+        const moes_row_fetch first = next;
+        if (item + GRID_SCATTER_WARPS < items)
+            next = moes_dev_fetch_rows(
+                a.out_index, a.index_elem,
+                (t0 + token_of(item + GRID_SCATTER_WARPS)) *
+                    a.out_index_stride,
+                0, a.top_k, NULL, 0);
+        for (int64_t k0 = 0; k0 < a.top_k; k0 += MOES_WARP) {
+            const moes_row_fetch f =
+                k0 == 0 ? first
+                        : moes_dev_fetch_rows(a.out_index, a.index_elem,
+                                              t * a.out_index_stride, k0,
+                                              a.top_k, NULL, 0);
+            const unsigned valid = moes_dev_valid_rows(f, a.out_rows);
+            if (!valid)
+                continue;
+            uint4 v[P];
+            load_chunk<uint4, P>(row, s0, n_vec, v);
+            store_chunk<uint4, P>(a, t, chunk, s0, n_vec, v,
+                                  chunk_scale_words(a, t, chunk), valid, f);
+        }
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(GPU_GRID_SCATTER_THREADS, 1)
 moes_scatter_grid(const gpu_scatter_args args)
 {
     __shared__ grid_scatter_shared sh;
+    /* stage_tokens rows of row_bytes: the launch's dynamic size. */
+    extern __shared__ uint4 staged_rows[];
+    __shared__ unsigned long long staged_landed; /* an mbarrier */
     enum { T = GPU_GRID_SCATTER_THREADS, R = GRID_SCATTER_ROUNDS };
     gpu_scatter_args a = args;
     a.counts = sh.counts;
@@ -156,6 +310,10 @@ moes_scatter_grid(const gpu_scatter_args args)
     }
     if (moes_dev_failed(a.state))
         return; /* every block alike: none reaches the barrier */
+    const int64_t staged =
+        a.grid_copy ? (a.stage_tokens < t1 - t0 ? a.stage_tokens : t1 - t0)
+                    : 0;
+    grid_stage_rows(a, t0, staged, staged_rows, &staged_landed);
     if (a.map)
         moes_block_load_map<T, false>(a, sh.map, -1, &key);
     for (int i = tid; i < GRID_SCATTER_WARPS * n_experts; i += T)
@@ -276,6 +434,7 @@ moes_scatter_grid(const gpu_scatter_args args)
     __syncthreads();
 
     /* 4. */
+    grid_wait_staged(staged, &staged_landed);
     if (moes_block_verdict(a, sh.key, rows_needed))
         return;
 #pragma unroll
@@ -295,6 +454,11 @@ moes_scatter_grid(const gpu_scatter_args args)
         }
         const unsigned t = c / top_k;
         moes_dev_place_choice_at(a, t, c - t * top_k, c, row);
+    }
+    if (a.grid_copy) {
+        /* The block's out_index entries, written just above. */
+        __syncthreads();
+        grid_copy_rows(a, t0, t1, staged, staged_rows);
     }
     /* The label warps spread over the grid (block_route.cuh). */
     moes_block_labels_and_outputs<T, true>(a, rows_needed, sh.dropped);

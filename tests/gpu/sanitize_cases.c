@@ -267,6 +267,27 @@ static const scenario scenarios[] = {
      256, 0, 256, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT64, MOES_DTYPE_INT32,
      MOES_LAYOUT_GROUPED, 64, MOES_SCATTER_LABEL_PADDING, MOES_SCALES_FP32,
      128, VALID},
+    /* The cooperative scatter copying its own tokens' rows, as many as
+     * fit staged in shared memory at entry: DeepSeek-V3's prefill (on an
+     * H200 25 of each block's 31 or 32 rows of 7 KiB, the rest read from
+     * x after the routing) with UE8M0 scales, with one bad scale and with
+     * a bad id (no block may write); masked with drops, rows on a
+     * stride. */
+    {"E=256 fp8 H=7168 contiguous, UE8M0 scales, N=4096 K=8", 4096, 8, 256,
+     0, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 128, MOES_SCATTER_LABEL_PADDING,
+     MOES_SCALES_UE8M0, 128, VALID},
+    {"bad UE8M0 scale, E=256 fp8 H=7168, N=4096 K=8", 4096, 8, 256, 0, 7168,
+     0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 128, 0, MOES_SCALES_UE8M0, 128, BAD_SCALE},
+    {"bad id, E=256 fp8 H=7168 grouped, fp32 scales, N=4096 K=8", 4096, 8,
+     256, 0, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT64,
+     MOES_DTYPE_INT32, MOES_LAYOUT_GROUPED, 128, 0, MOES_SCALES_FP32, 128,
+     BAD_ID},
+    {"E=64 bf16 H=2048 masked with drops, fp32 scales, strided, N=3000 K=6",
+     3000, 6, 64, 0, 2048, 8, MOES_DTYPE_BF16, MOES_DTYPE_INT64,
+     MOES_DTYPE_INT64, MOES_LAYOUT_MASKED, 1, 0, MOES_SCALES_FP32, 128,
+     VALID},
     {"bad out_index in the gather", 300, 8, 256, 0, 256, 0, MOES_DTYPE_BF16,
      MOES_DTYPE_INT32, MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128, 0, 0,
      128, BAD_OUT_INDEX},
