@@ -34,10 +34,10 @@
  * first stage_tokens rows of its tokens it loads into shared memory at
  * entry, before it routes (grid_stage_rows: the loads are in flight
  * while the block routes, and hold no register); the copy then reads
- * them from there and the rest from x. A fan-out that reads its rows while it
- * writes them moves its bytes more slowly than one that only writes: on
- * an H200, the 235 MB of DeepSeek-V3's prefill rows took 73 us with the
- * 29 MB of x read meanwhile, and 59-61 from rows already on the chip
+ * them from there and the rest from x. A fan-out that reads its rows
+ * while it writes them moves its bytes more slowly than one that only
+ * writes: on an H200, the 235 MB of DeepSeek-V3's prefill rows took 73 us
+ * with the 29 MB of x read meanwhile, and 59-61 us stored from the chip
  * (bench/NOTES.md, v23).
  *
  * The host picks this kernel (gpu_ops.c) within the GPU_GRID_SCATTER_*
@@ -140,12 +140,11 @@ __device__ __forceinline__ unsigned long long grid_check_scales(
  * the host takes this path for 16-byte copies only), by the copy engine
  * of the multiprocessor (cp.async.bulk, a row an instruction, from one
  * thread), which signals `landed` as the bytes arrive. Only issued here;
- * grid_wait_staged waits. Loads from the threads themselves (cp.async,
- * 16 bytes an instruction) held every warp's next instruction behind
- * the thousands queued before it, so the routing waited for them
- * (bench/NOTES.md, v23). Devices before sm_90 have no such engine; the
- * host stages nothing there, and this form, through registers, is only
- * there to compile. */
+ * grid_wait_staged waits. The same loads issued by every thread
+ * (cp.async, 16 bytes an instruction, 22 a thread) took 0.3-1 us more on
+ * an H200 (bench/NOTES.md, v23). Devices before sm_90 have no such
+ * engine; the host stages nothing there, and this form, through
+ * registers, is only there to compile. */
 __device__ __forceinline__ void grid_stage_rows(const gpu_scatter_args &a,
                                                 int64_t t0, int64_t staged,
                                                 uint4 *rows,
