@@ -33,20 +33,26 @@ __device__ __forceinline__ void load_chunk(const V *row, int64_t s0,
     }
 }
 
-/* The first chunk's warp carries the token's scale words: lane l's, in
- * the output's format (0 for the other chunks and lanes). */
+/* The first chunk's warp carries the token's scale words: word `col`
+ * in the output's format (0 for the other chunks and past the row's
+ * words). */
+__device__ __forceinline__ uint32_t chunk_scale_word_at(
+    const gpu_scatter_args &a, int64_t t, int64_t chunk, unsigned col)
+{
+    if (!a.x_scales || chunk != 0 || col >= a.n_scale_cols)
+        return 0;
+    return moes_dev_scale_word(a, a.x_scales + t * a.x_scales_stride, col);
+}
+
+/* Lane l's word l. */
 __device__ __forceinline__ uint32_t chunk_scale_word(const gpu_scatter_args &a,
                                                      int64_t t, int64_t chunk)
 {
-    const unsigned lane = threadIdx.x % MOES_WARP;
-    if (!a.x_scales || chunk != 0 || lane >= a.n_scale_cols)
-        return 0;
-    return moes_dev_scale_word(a, a.x_scales + t * a.x_scales_stride, lane);
+    return chunk_scale_word_at(a, t, chunk, threadIdx.x % MOES_WARP);
 }
 
-/* Lane l's scale words l and l + 32 of the first chunk's token (0 past
- * the row's and for other chunks): with both held, a row of up to 64
- * words (DeepSeek-V3's 56) is stored with no load between its rows. */
+/* Lane l's words l and l + 32: with both held, a row of up to 64 words
+ * (DeepSeek-V3's 56) is stored with no load between its rows. */
 struct chunk_scales {
     uint32_t lo, hi;
 };
@@ -56,11 +62,8 @@ __device__ __forceinline__ chunk_scales chunk_scale_words(
 {
     const unsigned lane = threadIdx.x % MOES_WARP;
     chunk_scales w;
-    w.lo = chunk_scale_word(a, t, chunk);
-    w.hi = 0;
-    if (a.x_scales && chunk == 0 && lane + MOES_WARP < a.n_scale_cols)
-        w.hi = moes_dev_scale_word(a, a.x_scales + t * a.x_scales_stride,
-                                   lane + MOES_WARP);
+    w.lo = chunk_scale_word_at(a, t, chunk, lane);
+    w.hi = chunk_scale_word_at(a, t, chunk, lane + MOES_WARP);
     return w;
 }
 
