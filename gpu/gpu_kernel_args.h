@@ -264,10 +264,10 @@ typedef struct gpu_scatter_args {
                                   * moes_place_and_label of their own)    */
     int64_t copy_blocks;         /* moes_copy_rows: blocks that copy; any
                                   * after them label                      */
-    int64_t grid_copy;           /* moes_scatter_grid copies the rows of
-                                  * its blocks' own tokens itself         */
-    int64_t stage_tokens;        /* and first loads this many of each
-                                  * block's rows into shared memory       */
+    int64_t stage_tokens;        /* above 0: moes_scatter_grid copies its
+                                  * blocks' own tokens' rows itself, this
+                                  * many of each block's first loaded
+                                  * into shared memory                    */
     const float *x_scales;       /* NULL without scales                   */
     int64_t x_scales_stride;
     int64_t n_scales;

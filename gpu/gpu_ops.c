@@ -701,10 +701,8 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
         /* Or the cooperative kernel copies too, its rows staged. */
         const int64_t spread = grid_scatter_blocks(gpu_state_of(ctx), &a, 1);
         a.stage_tokens = grid_stage_tokens(gpu_state_of(ctx), &a, spread);
-        if (a.stage_tokens > 0) {
+        if (a.stage_tokens > 0)
             cooperative = spread;
-            a.grid_copy = 1;
-        }
     }
     if (cooperative > 0) {
         int launched;
@@ -713,11 +711,11 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                                         a.stage_tokens * a.row_bytes, &a,
                                         &launched));
         if (launched)
-            return copies && !a.grid_copy
+            return copies && a.stage_tokens == 0
                        ? gpu_launch_next(ctx, GPU_K_COPY_ROWS_WIDE,
                                          a.copy_blocks, GPU_ROW_THREADS, &a)
                        : MOES_OK;
-        a.grid_copy = a.stage_tokens = 0;
+        a.stage_tokens = 0;
     }
     if (small) {
         /* Routing and per-expert outputs in one block; the labels, a

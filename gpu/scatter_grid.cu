@@ -29,10 +29,10 @@
  *      the warp: the placement of every other routing kernel, bit for
  *      bit), and writes its share of the labels and per-expert outputs.
  *
- * With grid_copy, each block then copies its own tokens' rows (and
- * scales) to the rows it placed them at, so no copy kernel follows. The
- * first stage_tokens rows of its tokens it loads into shared memory at
- * entry, before it routes (grid_stage_rows: the loads are in flight
+ * With stage_tokens above 0, each block then copies its own tokens' rows
+ * (and scales) to the rows it placed them at, so no copy kernel follows.
+ * The first stage_tokens rows of its tokens it loads into shared memory
+ * at entry, before it routes (grid_stage_rows: the loads are in flight
  * while the block routes, and hold no register); the copy then reads
  * them from there and the rest from x. A fan-out that reads its rows
  * while it writes them moves its bytes more slowly than one that only
@@ -310,8 +310,7 @@ moes_scatter_grid(const gpu_scatter_args args)
     if (moes_dev_failed(a.state))
         return; /* every block alike: none reaches the barrier */
     const int64_t staged =
-        a.grid_copy ? (a.stage_tokens < t1 - t0 ? a.stage_tokens : t1 - t0)
-                    : 0;
+        a.stage_tokens < t1 - t0 ? a.stage_tokens : t1 - t0;
     grid_stage_rows(a, t0, staged, staged_rows, &staged_landed);
     if (a.map)
         moes_block_load_map<T, false>(a, sh.map, -1, &key);
@@ -454,7 +453,7 @@ moes_scatter_grid(const gpu_scatter_args args)
         const unsigned t = c / top_k;
         moes_dev_place_choice_at(a, t, c - t * top_k, c, row);
     }
-    if (a.grid_copy) {
+    if (a.stage_tokens > 0) {
         /* The block's out_index entries, written just above. */
         __syncthreads();
         grid_copy_rows(a, t0, t1, staged, staged_rows);
