@@ -141,15 +141,15 @@ run("Triton: EP8 prefill copy alone (rows of 7 KiB, no scales)",
     (n_tok8 + n_local) * ROWB)
 del x8, out8
 
-# Plain gathers, bf16 rows of H 7168 in and out, fp32 weights.
-H = 7168
-def gather_case(name, tokens, idx, y_rows):
-    y = torch.randn(y_rows, H, device=dev).to(torch.bfloat16)
-    w = torch.rand(tokens * K, device=dev)
-    o = torch.empty(tokens, H, dtype=torch.bfloat16, device=dev)
+# Plain gathers, bf16 rows of h in and out (DeepSeek-V3's 7168 unless
+# told), k rows a token, fp32 weights, `block` columns a program.
+def gather_case(name, tokens, idx, y_rows, h=7168, k=K, block=1024):
+    y = torch.randn(y_rows, h, device=dev).to(torch.bfloat16)
+    w = torch.rand(tokens * k, device=dev)
+    o = torch.empty(tokens, h, dtype=torch.bfloat16, device=dev)
     valid = int((idx >= 0).sum())
-    run(name, lambda: plain_gather[(tokens, H // 1024)](y, idx, w, o, K=K, H=H, BLOCK=1024),
-        (valid + tokens) * H * 2)
+    run(name, lambda: plain_gather[(tokens, h // block)](y, idx, w, o, K=k, H=h, BLOCK=block),
+        (valid + tokens) * h * 2)
 gather_case("Triton: plain gather, prefill 4096 (32768 rows)", T,
             torch.randperm(NR, device=dev).to(torch.int32), NR)
 gather_case("Triton: plain gather, EP8 prefill 32768", T8, idx8, n_local)
@@ -172,10 +172,12 @@ c = torch.empty(1 << 30, dtype=torch.uint8, device=dev); d = torch.empty_like(c)
 c.fill_(1)
 run("behind a fill: copy 1 GiB", lambda: d.copy_(c), 2 * (1 << 30))
 del c, d
-for name, h, k, blk in (("DeepSeek-V3 (fp8 rows)", 7168 // 2, 8, 2048),
-                        ("Qwen3-30B-A3B", 2048, 8, 1024),
-                        ("Mixtral", 4096, 2, 2048)):
-    row = h // 2  # int32 words of a bf16 row (fp8: bytes / 4)
+# Each case: its row's bytes in x, K, the fan-out's block (int32 words a
+# program), and the hidden size of its bf16 gather (None: no gather).
+for name, row_bytes, k, blk, h in (("DeepSeek-V3 (fp8 rows)", 7168, 8, 2048, None),
+                                   ("Qwen3-30B-A3B", 4096, 8, 1024, 2048),
+                                   ("Mixtral", 8192, 2, 2048, 4096)):
+    row = row_bytes // 4  # int32 words
     rows = T * k
     x = torch.randint(0, 1 << 30, (T * row,), dtype=torch.int32, device=dev)
     out = torch.empty(rows * row, dtype=torch.int32, device=dev)
@@ -184,15 +186,9 @@ for name, h, k, blk in (("DeepSeek-V3 (fp8 rows)", 7168 // 2, 8, 2048),
         lambda: fan_out[(T, 1)](x, out, idx, None, K=k, ROW=row, BLOCK=blk, TOKENS=False),
         (rows + T) * row * 4)
     del x, out
-    if name.startswith("DeepSeek"):
+    if h is None:
         continue
-    y = torch.randn(rows, h, device=dev).to(torch.bfloat16)
-    w = torch.rand(rows, device=dev)
-    o = torch.empty(T, h, dtype=torch.bfloat16, device=dev)
     for b in (512, 1024, 2048):
-        if b > h:
-            continue
-        run(f"behind a fill: plain gather, {name}, 4096 x {k}, {b} columns a program",
-            lambda: plain_gather[(T, h // b)](y, idx, w, o, K=k, H=h, BLOCK=b),
-            (rows + T) * h * 2)
-    del y, o
+        if b <= h:
+            gather_case(f"behind a fill: plain gather, {name}, 4096 x {k}, {b} columns a program",
+                        T, idx, rows, h=h, k=k, block=b)
