@@ -36,10 +36,10 @@ typedef struct gpu_device_state {
     /* The expert ranges of moes_scan_ranges handed out so far (in the
      * order its blocks start): set to 0 by the counting kernel before. */
     unsigned int scan_ticket;
-    /* The grid-wide barrier of moes_scatter_grid: blocks arrived (back
-     * to 0 when the last one has), and the times the barrier has opened. */
+    /* The grid-wide barrier of moes_scatter_grid: its top bit flips
+     * each time the barrier opens; the low bits are the same before and
+     * after. */
     unsigned int grid_arrived;
-    unsigned int grid_generation;
 } gpu_device_state;
 
 /* Launch shapes shared by the host code, which sizes the grids, and the

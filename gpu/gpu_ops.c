@@ -545,8 +545,10 @@ _Static_assert(GPU_GRID_SCATTER_BLOCK_CHOICES <= GPU_GRID_SCATTER_OWN,
 static int64_t grid_scatter_blocks(const gpu_state *st,
                                    const gpu_scatter_args *a, int spread)
 {
-    const int64_t row_bytes = 8 + 4 * a->n_experts;
-    const int64_t table_blocks = a->tiles * a->n_experts * 8 / row_bytes;
+    /* The blocks' table (scatter_grid.cu) in the routing's tile table:
+     * a key of 8 bytes a block (an even number of them), then 16-bit
+     * counts, n_experts a block. */
+    const int64_t table_bytes = a->tiles * a->n_experts * 8;
     const int64_t block_tokens = GPU_GRID_SCATTER_BLOCK_CHOICES / a->top_k;
     int64_t blocks;
     if (!st->cooperative_launches || block_tokens < 1 ||
@@ -560,7 +562,8 @@ static int64_t grid_scatter_blocks(const gpu_state *st,
         if (ceil_div(a->n_tokens, blocks) * a->top_k > GPU_GRID_SCATTER_OWN)
             return 0;
     }
-    if (blocks < 1 || blocks > table_blocks)
+    if (blocks < 1 ||
+        (blocks + 1) / 2 * 16 + blocks * 2 * a->n_experts > table_bytes)
         return 0;
     return blocks;
 }

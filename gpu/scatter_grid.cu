@@ -52,7 +52,7 @@ enum {
     /* Rounds of 32 choices a warp of a full block takes. */
     GRID_SCATTER_ROUNDS = GPU_GRID_SCATTER_OWN / GPU_GRID_SCATTER_THREADS,
     /* Rows of the table a thread has in flight in the column sums. */
-    GRID_SUM_BATCH = 8,
+    GRID_SUM_BATCH = 5,
     /* Vectors a lane copies of an item (grid_copy_rows): a whole row of
      * DeepSeek-V3 (448 vectors) a warp. On an H200 against 8 (the copy
      * kernel's): DeepSeek-V3 4096 tokens 87.5 -> 85.6 us, 6144 129 ->
@@ -63,7 +63,8 @@ static_assert(GPU_GRID_SCATTER_OWN % GPU_GRID_SCATTER_THREADS == 0,
               "whole rounds");
 static_assert(GPU_GRID_SCATTER_EXPERTS <= GPU_GRID_SCATTER_THREADS,
               "a thread or more an expert in the sums");
-static_assert(GPU_GRID_SCATTER_OWN < 65536, "warp counts fit 16 bits");
+static_assert(GPU_GRID_SCATTER_OWN < 65536,
+              "warp counts and the table's block counts fit 16 bits");
 
 struct grid_scatter_shared {
     int16_t map[GPU_GRID_SCATTER_MAP];          /* local expert or -1     */
@@ -73,48 +74,120 @@ struct grid_scatter_shared {
     int64_t counts[GPU_GRID_SCATTER_EXPERTS];   /* a.counts, a.start      */
     int64_t start[GPU_GRID_SCATTER_EXPERTS];
     int32_t before[GPU_GRID_SCATTER_EXPERTS];   /* in blocks before       */
-    /* The column sums' parts (step 3): part p of expert e at
-     * p * n_experts + e. */
-    int32_t part_all[GPU_GRID_SCATTER_THREADS];
-    int32_t part_before[GPU_GRID_SCATTER_THREADS];
+    int32_t all[GPU_GRID_SCATTER_EXPERTS];      /* in all blocks          */
     unsigned long long key;
     int64_t dropped;
 };
 
 /* The workspace's table: the blocks' keys, then their counts, a row of
- * n_experts a block. The host sizes it (gpu_grid_scatter_bytes). */
+ * n_experts a block, 16 bits each (a block has fewer than 65536 choices),
+ * from 16 bytes on. The host sizes it (grid_scatter_blocks). */
 __device__ __forceinline__ unsigned long long *grid_keys(
     const gpu_scatter_args &a)
 {
     return (unsigned long long *)a.tile_table;
 }
 
-__device__ __forceinline__ int32_t *grid_counts(const gpu_scatter_args &a)
+__device__ __forceinline__ uint16_t *grid_counts(const gpu_scatter_args &a)
 {
-    return (int32_t *)(grid_keys(a) + gridDim.x);
+    return (uint16_t *)(grid_keys(a) + (gridDim.x + 1) / 2 * 2);
+}
+
+template <int W> struct grid_count_load {
+    typedef uint16_t type;
+};
+template <> struct grid_count_load<8> {
+    typedef uint4 type;
+};
+
+/* Step 3's column sums: each expert's count over all blocks and over the
+ * blocks before this one, added into all[] and before[] (0 before). A
+ * warp reads whole rows of the table, W counts a lane (a uint4 of eight,
+ * or one), the rows split among the block's threads, GRID_SUM_BATCH of
+ * them in flight a thread; the threads' sums meet by shared atomics.
+ * Every block reads the whole table right after the barrier, from the
+ * L2: as 32-bit counts, each row's 32 experts a warp load and eight loads
+ * in flight a thread, this step took 5.7 us of DeepSeek-V3 4096's kernel
+ * on an H200 (bench/NOTES.md, v24). */
+template <int W>
+__device__ __forceinline__ void grid_column_sums(const gpu_scatter_args &a,
+                                                 int n_experts, int32_t *all,
+                                                 int32_t *before)
+{
+    typedef typename grid_count_load<W>::type load_t;
+    const int groups = n_experts / W, tid = threadIdx.x;
+    const int rows_at_once = GPU_GRID_SCATTER_THREADS / groups;
+    const int g = tid % groups;
+    const int blocks = (int)gridDim.x, own = (int)blockIdx.x;
+    const load_t *table = (const load_t *)grid_counts(a);
+    int32_t sum_all[W], sum_before[W];
+#pragma unroll
+    for (int i = 0; i < W; i++)
+        sum_all[i] = sum_before[i] = 0;
+    for (int b0 = tid / groups; tid < rows_at_once * groups && b0 < blocks;
+         b0 += GRID_SUM_BATCH * rows_at_once) {
+        load_t x[GRID_SUM_BATCH];
+#pragma unroll
+        for (int j = 0; j < GRID_SUM_BATCH; j++) {
+            const int b = b0 + j * rows_at_once;
+            if (b < blocks)
+                x[j] = __ldcg(&table[(int64_t)b * groups + g]);
+            else
+                x[j] = load_t();
+        }
+#pragma unroll
+        for (int j = 0; j < GRID_SUM_BATCH; j++) {
+            const bool earlier = b0 + j * rows_at_once < own;
+            uint32_t w[W == 8 ? 4 : 1];
+            if constexpr (W == 8) {
+                w[0] = x[j].x;
+                w[1] = x[j].y;
+                w[2] = x[j].z;
+                w[3] = x[j].w;
+            } else {
+                w[0] = x[j];
+            }
+#pragma unroll
+            for (int i = 0; i < W; i++) {
+                const int32_t c =
+                    W == 8 ? (int32_t)((w[i / 2] >> (16 * (i % 2))) & 0xFFFFu)
+                           : (int32_t)w[0];
+                sum_all[i] += c;
+                sum_before[i] += earlier ? c : 0;
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < W; i++) {
+        if (sum_all[i])
+            atomicAdd(&all[g * W + i], sum_all[i]);
+        if (sum_before[i])
+            atomicAdd(&before[g * W + i], sum_before[i]);
+    }
 }
 
 /* Every block of the grid waits here until all have arrived, their
  * writes before it visible to all after it (the grid is resident at
- * once: a cooperative launch). The arrivals are counted in the device
- * state and the last one bumps a generation the others wait on; it sets
- * the count back to 0 first, so that the next call, which starts only
- * after this one has ended, finds it so. */
+ * once: a cooperative launch). One atomic add a block to a word of the
+ * device state: block 0 adds 2^31 - (G - 1), the others 1, so that the
+ * adds of the G blocks come to 2^31 and the last one flips the word's top
+ * bit, which every block waits to see change; the low bits come back to
+ * what they were, for the next call. The last block's own add opens the
+ * barrier. A count set back to 0 and a generation bumped after the last
+ * add, each a round trip of its own, had the barrier open 1.5 us after
+ * the last block arrived at EP8 prefill on an H200, against 1.0 us
+ * (bench/NOTES.md, v24). */
 __device__ void grid_barrier(gpu_device_state *state)
 {
     __syncthreads();
     if (threadIdx.x == 0) {
-        volatile unsigned *generation = &state->grid_generation;
-        const unsigned mine = *generation;
+        const unsigned add =
+            blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1u) : 1u;
         __threadfence();
-        if (atomicAdd(&state->grid_arrived, 1u) == gridDim.x - 1) {
-            atomicExch(&state->grid_arrived, 0u);
-            __threadfence();
-            atomicAdd(&state->grid_generation, 1u);
-        } else {
-            while (*generation == mine)
-                __nanosleep(32);
-        }
+        const unsigned before = atomicAdd(&state->grid_arrived, add);
+        volatile unsigned *arrived = &state->grid_arrived;
+        while (((before ^ *arrived) & 0x80000000u) == 0)
+            __nanosleep(32);
         __threadfence();
     }
     __syncthreads();
@@ -316,6 +389,8 @@ moes_scatter_grid(const gpu_scatter_args args)
         moes_block_load_map<T, false>(a, sh.map, -1, &key);
     for (int i = tid; i < GRID_SCATTER_WARPS * n_experts; i += T)
         sh.warp_count[i / n_experts][i % n_experts] = 0;
+    for (int i = tid; i < n_experts; i += T)
+        sh.all[i] = sh.before[i] = 0;
     if (tid == 0)
         sh.key = GPU_ERROR_KEY_NONE;
     __syncthreads();
@@ -361,63 +436,27 @@ moes_scatter_grid(const gpu_scatter_args args)
             sh.warp_count[w][tid] = (uint16_t)running;
             running += x;
         }
-        grid_counts(a)[(int64_t)blockIdx.x * n_experts + tid] = running;
+        grid_counts(a)[(int64_t)blockIdx.x * n_experts + tid] =
+            (uint16_t)running;
     }
     if (tid == 0)
         grid_keys(a)[blockIdx.x] = sh.key;
     grid_barrier(a.state);
 
     /* 3. Expert e's count over all blocks and over those before this
-     * one. `parts` threads an expert, part p summing rows p, p + parts,
-     * ...: thread p * n_experts + e, so that a warp's loads are
-     * consecutive entries of a row (the table is read by every block at
-     * once, right after the barrier), GRID_SUM_BATCH rows of them in
-     * flight at a time; the parts meet in shared memory. Read column by
-     * column, eight loads one after the other, this step took about
-     * half the kernel's time at EP8 prefill on an H200 (bench/NOTES.md). */
-    const int parts = n_experts > 0 ? min(MOES_WARP, T / n_experts) : 1;
-    {
-        const int e = n_experts > 0 ? tid % n_experts : 0;
-        const int part = n_experts > 0 ? tid / n_experts : parts;
-        const int blocks = (int)gridDim.x;
-        if (part < parts) {
-            const int32_t *table = grid_counts(a);
-            int32_t all = 0, before = 0;
-            for (int b0 = part; b0 < blocks; b0 += GRID_SUM_BATCH * parts) {
-                int32_t x[GRID_SUM_BATCH];
-#pragma unroll
-                for (int i = 0; i < GRID_SUM_BATCH; i++) {
-                    const int b = b0 + i * parts;
-                    x[i] = b < blocks
-                               ? __ldcg(&table[(int64_t)b * n_experts + e])
-                               : 0;
-                }
-#pragma unroll
-                for (int i = 0; i < GRID_SUM_BATCH; i++) {
-                    all += x[i];
-                    before += b0 + i * parts < (int)blockIdx.x ? x[i] : 0;
-                }
-            }
-            sh.part_all[tid] = all;
-            sh.part_before[tid] = before;
-        }
-    }
+     * one, and the smallest key of all. */
+    if (n_experts > 0 && n_experts % 8 == 0)
+        grid_column_sums<8>(a, n_experts, sh.all, sh.before);
+    else if (n_experts > 0)
+        grid_column_sums<1>(a, n_experts, sh.all, sh.before);
     for (int b = tid; b < (int)gridDim.x; b += T) {
         const unsigned long long k = __ldcg(&grid_keys(a)[b]);
         if (k != GPU_ERROR_KEY_NONE)
             atomicMin(&sh.key, k);
     }
     __syncthreads();
-    if (tid < n_experts) {
-        int32_t all = 0, before = 0;
-#pragma unroll 8
-        for (int p = 0; p < parts; p++) {
-            all += sh.part_all[p * n_experts + tid];
-            before += sh.part_before[p * n_experts + tid];
-        }
-        sh.counts[tid] = all;
-        sh.before[tid] = before;
-    }
+    if (tid < n_experts)
+        sh.counts[tid] = sh.all[tid];
     __syncthreads();
     /* Every thread of the block calls these (block scans inside). */
     int64_t rows = 0, dropped = 0;
