@@ -32,13 +32,16 @@
  * With stage_tokens above 0, each block then copies its own tokens' rows
  * (and scales) to the rows it placed them at, so no copy kernel follows.
  * The first stage_tokens rows of its tokens it loads into shared memory
- * at entry, before it routes (grid_stage_rows: the loads are in flight
- * while the block routes, and hold no register); the copy then reads
- * them from there and the rest from x. A fan-out that reads its rows
- * while it writes them moves its bytes more slowly than one that only
- * writes: on an H200, the 235 MB of DeepSeek-V3's prefill rows took 73 us
- * with the 29 MB of x read meanwhile, and 59-61 us stored from the chip
- * (bench/NOTES.md, v23).
+ * as the barrier opens (grid_stage_rows: the loads are in flight while
+ * the block finishes its routing, and hold no register); the copy then
+ * reads them from there and the rest from x. A fan-out that reads its
+ * rows while it writes them moves its bytes more slowly than one that
+ * only writes: on an H200, the 235 MB of DeepSeek-V3's prefill rows took
+ * 73 us with the 29 MB of x read meanwhile, and 59-61 us stored from the
+ * chip (bench/NOTES.md, v23). Issued at entry instead, the loads held
+ * the barrier's round trips back: it opened 8 us after the last block
+ * had arrived, against 1.2 us with the loads issued after it
+ * (DeepSeek-V3 4096, v24).
  *
  * The host picks this kernel (gpu_ops.c) within the GPU_GRID_SCATTER_*
  * limits, when the driver can launch cooperatively; otherwise the grid
@@ -211,9 +214,13 @@ __device__ __forceinline__ unsigned long long grid_check_scales(
 /* The first `staged` rows of the block's tokens, from t0 on, into
  * `rows` (a.row_bytes a row, a multiple of 16 as x's rows and stride are:
  * the host takes this path for 16-byte copies only), by the copy engine
- * of the multiprocessor (cp.async.bulk, a row an instruction, from one
- * thread), which signals `landed` as the bytes arrive. Only issued here;
- * grid_wait_staged waits. The same loads issued by every thread
+ * of the multiprocessor (cp.async.bulk from one thread: one instruction
+ * for all the rows when they lie one after the other in x, else a row
+ * an instruction), which signals `landed` as the bytes arrive. Only
+ * issued here; grid_wait_staged waits. A row an instruction, the
+ * issuing thread took 1-3.5 us more to get through them (DeepSeek-V3
+ * 4096 on an H200, v24), which its block waited for at its next
+ * __syncthreads. The same loads issued by every thread
  * (cp.async, 16 bytes an instruction, 22 a thread) took 0.3-1 us more on
  * an H200 (bench/NOTES.md, v23). Devices before sm_90 have no such
  * engine; the host stages nothing there, and this form, through
@@ -239,14 +246,19 @@ __device__ __forceinline__ void grid_stage_rows(const gpu_scatter_args &a,
             :
             : "r"(bar), "r"((unsigned)staged * row_bytes)
             : "memory");
+        /* Rows one after the other in x: one copy for all of them. */
+        const bool together = a.x_stride_bytes == a.row_bytes;
+        const int64_t copies = together ? 1 : staged;
+        const unsigned bytes = together ? (unsigned)staged * row_bytes
+                                        : row_bytes;
         const int64_t n_vec = a.row_bytes / (int64_t)sizeof(uint4);
-        for (int64_t r = 0; r < staged; r++)
+        for (int64_t r = 0; r < copies; r++)
             asm volatile(
                 "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx"
                 "::bytes [%0], [%1], %2, [%3];"
                 :
                 : "r"((unsigned)__cvta_generic_to_shared(rows + r * n_vec)),
-                  "l"(moes_x_row<uint4>(a, t0 + r)), "r"(row_bytes),
+                  "l"(moes_x_row<uint4>(a, t0 + r)), "r"(bytes),
                   "r"(bar)
                 : "memory");
     }
@@ -261,7 +273,8 @@ __device__ __forceinline__ void grid_stage_rows(const gpu_scatter_args &a,
 #endif
 }
 
-/* The staged rows have landed and every thread may read them. */
+/* The staged rows have landed and this thread may read them (every
+ * thread of a warp calls it). */
 __device__ __forceinline__ void grid_wait_staged(int64_t staged,
                                                  unsigned long long *landed)
 {
@@ -281,19 +294,21 @@ __device__ __forceinline__ void grid_wait_staged(int64_t staged,
     (void)staged;
     (void)landed;
 #endif
-    __syncthreads();
 }
 
 /* The rows of the block's tokens [t0, t1) to the rows out_index gives
  * them (written by this block's placement), a warp a (token, chunk)
  * item: the first `staged` tokens' rows from shared memory, the others'
  * from x. Those others go first, so that their reads from memory are in
- * flight while the other warps store staged rows, not left for the end.
- * A warp loads its next item's out_index entries while it copies. */
+ * flight while the other warps store staged rows, not left for the end,
+ * and so that the copy starts before the staged rows have all landed: a
+ * warp waits for them (`landed`) at its first staged item. A warp loads
+ * its next item's out_index entries while it copies. */
 __device__ __forceinline__ void grid_copy_rows(const gpu_scatter_args &a,
                                                int64_t t0, int64_t t1,
                                                int64_t staged,
-                                               const uint4 *rows)
+                                               const uint4 *rows,
+                                               unsigned long long *landed)
 {
     enum { P = GRID_COPY_VECTORS };
     const int64_t n_vec = a.row_bytes / (int64_t)sizeof(uint4);
@@ -306,6 +321,7 @@ __device__ __forceinline__ void grid_copy_rows(const gpu_scatter_args &a,
         return q < n - staged ? staged + q : q - (n - staged);
     };
     int64_t item = threadIdx.x / MOES_WARP;
+    bool landed_seen = false;
     moes_row_fetch next;
     if (item < items)
         next = moes_dev_fetch_rows(a.out_index, a.index_elem,
@@ -315,6 +331,10 @@ __device__ __forceinline__ void grid_copy_rows(const gpu_scatter_args &a,
     for (; item < items; item += GRID_SCATTER_WARPS) {
         const int64_t i = token_of(item), chunk = item % chunks;
         const int64_t t = t0 + i, s0 = chunk * (MOES_WARP * P) + lane;
+        if (i < staged && !landed_seen) {
+            grid_wait_staged(staged, landed);
+            landed_seen = true;
+        }
         const uint4 *row = i < staged ? rows + i * n_vec
                                       : moes_x_row<uint4>(a, t);
         const moes_row_fetch first = next;
@@ -340,6 +360,7 @@ __device__ __forceinline__ void grid_copy_rows(const gpu_scatter_args &a,
         }
     }
 }
+
 
 extern "C" __global__ void __launch_bounds__(GPU_GRID_SCATTER_THREADS, 1)
 moes_scatter_grid(const gpu_scatter_args args)
@@ -384,7 +405,6 @@ moes_scatter_grid(const gpu_scatter_args args)
         return; /* every block alike: none reaches the barrier */
     const int64_t staged =
         a.stage_tokens < t1 - t0 ? a.stage_tokens : t1 - t0;
-    grid_stage_rows(a, t0, staged, staged_rows, &staged_landed);
     if (a.map)
         moes_block_load_map<T, false>(a, sh.map, -1, &key);
     for (int i = tid; i < GRID_SCATTER_WARPS * n_experts; i += T)
@@ -442,6 +462,7 @@ moes_scatter_grid(const gpu_scatter_args args)
     if (tid == 0)
         grid_keys(a)[blockIdx.x] = sh.key;
     grid_barrier(a.state);
+    grid_stage_rows(a, t0, staged, staged_rows, &staged_landed);
 
     /* 3. Expert e's count over all blocks and over those before this
      * one, and the smallest key of all. */
@@ -471,9 +492,11 @@ moes_scatter_grid(const gpu_scatter_args args)
     __syncthreads();
 
     /* 4. */
-    grid_wait_staged(staged, &staged_landed);
-    if (moes_block_verdict(a, sh.key, rows_needed))
+    if (moes_block_verdict(a, sh.key, rows_needed)) {
+        /* The block's shared memory must outlive the copies into it. */
+        grid_wait_staged(staged, &staged_landed);
         return;
+    }
 #pragma unroll
     for (int r = 0; r < R; r++) {
         const unsigned c = (unsigned)(w0 + r * MOES_WARP) + lane;
@@ -495,7 +518,7 @@ moes_scatter_grid(const gpu_scatter_args args)
     if (a.stage_tokens > 0) {
         /* The block's out_index entries, written just above. */
         __syncthreads();
-        grid_copy_rows(a, t0, t1, staged, staged_rows);
+        grid_copy_rows(a, t0, t1, staged, staged_rows, &staged_landed);
     }
     /* The label warps spread over the grid (block_route.cuh). */
     moes_block_labels_and_outputs<T, true>(a, rows_needed, sh.dropped);
