@@ -268,11 +268,12 @@ static const scenario scenarios[] = {
      MOES_LAYOUT_GROUPED, 64, MOES_SCATTER_LABEL_PADDING, MOES_SCALES_FP32,
      128, VALID},
     /* The cooperative scatter copying its own tokens' rows, as many as
-     * fit staged in shared memory at entry: DeepSeek-V3's prefill (on an
-     * H200 25 of each block's 31 or 32 rows of 7 KiB, the rest read from
-     * x after the routing) with UE8M0 scales, with one bad scale and with
-     * a bad id (no block may write); masked with drops, rows on a
-     * stride. */
+     * fit staged in shared memory once its barrier opens: DeepSeek-V3's
+     * prefill (on an H200 26 of each block's 31 or 32 rows of 7 KiB, in
+     * one bulk copy, the rest read from x) with UE8M0 scales, with one
+     * bad scale and with a bad id (no block may write, and every block
+     * waits for its staged rows before it exits); masked with drops,
+     * rows on a stride (staged a row at a time). */
     {"E=256 fp8 H=7168 contiguous, UE8M0 scales, N=4096 K=8", 4096, 8, 256,
      0, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
      MOES_LAYOUT_CONTIGUOUS, 128, MOES_SCATTER_LABEL_PADDING,
