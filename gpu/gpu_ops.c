@@ -570,20 +570,18 @@ static int64_t grid_scatter_blocks(const gpu_state *st,
 
 /* Rows of its own tokens each block of the cooperative scatter loads into
  * shared memory while it finishes its routing, to copy them itself once
- * placed
- * (scatter_grid.cu), for a call of 16-byte rows with no map on `blocks`
- * blocks; 0 when less than an eighth of a block's rows would fit (half,
- * for a call that packs UE8M0 scales), where the copy kernel after the
- * routing is left to read them. (With a map, a block would load rows
- * that no local expert takes.) On an H200, where 25 rows of
+ * placed (scatter_grid.cu), for a call of 16-byte rows with no map on
+ * `blocks` blocks; 0 when less than an eighth of a block's rows would
+ * fit (half, for a call that packs UE8M0 scales), where the copy kernel
+ * after the routing is left to read them. (With a map, a block would
+ * load rows that no local expert takes.) On an H200, where 25 rows of
  * DeepSeek-V3's 7 KiB fit a block (26 since v24's smaller tables;
- * bench/NOTES.md, v23): 4096 tokens
- * (25 of each block's 31 or 32 rows staged) 89.9 -> 85.7 us, 8192 172.0
- * -> 161.5, 12288 255.0 -> 241.2, 16384 336.3 -> 324.0; Qwen3 (45 rows
- * of 4 KiB fit) 8192 97.1 -> 89.4, 16384 182.3 -> 173.7, 32768 354.9 ->
- * 351.2; DeepSeek-V3 2048 unchanged. With UE8M0 scales staging lost
- * where less than half fit: 8192 tokens 172.8 -> 174.0, 16384 334.3 ->
- * 342.4 (4096: 94.2 -> 92.0). */
+ * bench/NOTES.md, v23): 4096 tokens (25 of each block's 31 or 32 rows
+ * staged) 89.9 -> 85.7 us, 8192 172.0 -> 161.5, 12288 255.0 -> 241.2,
+ * 16384 336.3 -> 324.0; Qwen3 (45 rows of 4 KiB fit) 8192 97.1 -> 89.4,
+ * 16384 182.3 -> 173.7, 32768 354.9 -> 351.2; DeepSeek-V3 2048
+ * unchanged. With UE8M0 scales staging lost where less than half fit:
+ * 8192 tokens 172.8 -> 174.0, 16384 334.3 -> 342.4 (4096: 94.2 -> 92.0). */
 static int64_t grid_stage_tokens(const gpu_state *st,
                                  const gpu_scatter_args *a, int64_t blocks)
 {
