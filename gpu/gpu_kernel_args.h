@@ -134,6 +134,13 @@ typedef struct gpu_device_state {
 #define GPU_GRID_SCATTER_OWN 4096
 #define GPU_GRID_SCATTER_EXPERTS 512
 #define GPU_GRID_SCATTER_MAP 8192
+/* Its blocks' table, in the workspace's tile table: an error key of 8
+ * bytes a block (an even number of them, so that the counts start on 16
+ * bytes), then each block's count per expert in 16 bits (a block has at
+ * most GPU_GRID_SCATTER_OWN choices), n_experts a block. */
+#define GPU_GRID_TABLE_KEYS(blocks) (((blocks) + 1) / 2 * 2)
+#define GPU_GRID_TABLE_BYTES(blocks, experts)                               \
+    (GPU_GRID_TABLE_KEYS(blocks) * 8 + (blocks) * 2 * (experts))
 
 /* The grid routing's prefix sums (expert_scan.cu). With few experts, or
  * columns of more than GPU_SCAN_RANGE_MAX_TILES tiles,

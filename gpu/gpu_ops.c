@@ -545,9 +545,7 @@ _Static_assert(GPU_GRID_SCATTER_BLOCK_CHOICES <= GPU_GRID_SCATTER_OWN,
 static int64_t grid_scatter_blocks(const gpu_state *st,
                                    const gpu_scatter_args *a, int spread)
 {
-    /* The blocks' table (scatter_grid.cu) in the routing's tile table:
-     * a key of 8 bytes a block (an even number of them), then 16-bit
-     * counts, n_experts a block. */
+    /* The routing's tile table, which holds the blocks' table. */
     const int64_t table_bytes = a->tiles * a->n_experts * 8;
     const int64_t block_tokens = GPU_GRID_SCATTER_BLOCK_CHOICES / a->top_k;
     int64_t blocks;
@@ -563,7 +561,7 @@ static int64_t grid_scatter_blocks(const gpu_state *st,
             return 0;
     }
     if (blocks < 1 ||
-        (blocks + 1) / 2 * 16 + blocks * 2 * a->n_experts > table_bytes)
+        GPU_GRID_TABLE_BYTES(blocks, a->n_experts) > table_bytes)
         return 0;
     return blocks;
 }

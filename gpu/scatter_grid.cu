@@ -82,9 +82,8 @@ struct grid_scatter_shared {
     int64_t dropped;
 };
 
-/* The workspace's table: the blocks' keys, then their counts, a row of
- * n_experts a block, 16 bits each (a block has fewer than 65536 choices),
- * from 16 bytes on. The host sizes it (grid_scatter_blocks). */
+/* The blocks' table (GPU_GRID_TABLE_BYTES): their keys, then their
+ * counts. The host sizes it (grid_scatter_blocks). */
 __device__ __forceinline__ unsigned long long *grid_keys(
     const gpu_scatter_args &a)
 {
@@ -93,7 +92,7 @@ __device__ __forceinline__ unsigned long long *grid_keys(
 
 __device__ __forceinline__ uint16_t *grid_counts(const gpu_scatter_args &a)
 {
-    return (uint16_t *)(grid_keys(a) + (gridDim.x + 1) / 2 * 2);
+    return (uint16_t *)(grid_keys(a) + GPU_GRID_TABLE_KEYS(gridDim.x));
 }
 
 template <int W> struct grid_count_load {
@@ -360,7 +359,6 @@ __device__ __forceinline__ void grid_copy_rows(const gpu_scatter_args &a,
         }
     }
 }
-
 
 extern "C" __global__ void __launch_bounds__(GPU_GRID_SCATTER_THREADS, 1)
 moes_scatter_grid(const gpu_scatter_args args)
