@@ -102,9 +102,7 @@ __device__ void copy_items(const gpu_scatter_args &a)
     int64_t item = moes_dev_thread() / MOES_WARP;
     moes_row_fetch next;
     if (item < items)
-        next = moes_dev_fetch_rows(a.out_index, a.index_elem,
-                                   item / a.copy_chunks * a.out_index_stride,
-                                   0, a.top_k, NULL, 0);
+        next = token_rows(a, item / a.copy_chunks, 0);
     for (; item < items; item += stride) {
         const int64_t t = item / a.copy_chunks;
         const int64_t chunk = item - t * a.copy_chunks;
@@ -112,16 +110,10 @@ __device__ void copy_items(const gpu_scatter_args &a)
         const moes_row_fetch first = next;
         /* The next item's entries load while this one is copied. */
         if (item + stride < items)
-            next = moes_dev_fetch_rows(
-                a.out_index, a.index_elem,
-                (item + stride) / a.copy_chunks * a.out_index_stride, 0,
-                a.top_k, NULL, 0);
+            next = token_rows(a, (item + stride) / a.copy_chunks, 0);
         for (int64_t k0 = 0; k0 < a.top_k; k0 += MOES_WARP) {
             const moes_row_fetch f =
-                k0 == 0 ? first
-                        : moes_dev_fetch_rows(a.out_index, a.index_elem,
-                                              t * a.out_index_stride, k0,
-                                              a.top_k, NULL, 0);
+                k0 == 0 ? first : token_rows(a, t, k0);
             unsigned valid = moes_dev_valid_rows(f, a.out_rows);
             if (!valid)
                 continue;

@@ -19,6 +19,15 @@ __device__ __forceinline__ const V *moes_x_row(const gpu_scatter_args &a,
     return (const V *)(a.x + t * a.x_stride_bytes);
 }
 
+/* Token t's out_index entries k0 + l, one a lane (the rows its chunks
+ * go to). */
+__device__ __forceinline__ moes_row_fetch token_rows(const gpu_scatter_args &a,
+                                                     int64_t t, int64_t k0)
+{
+    return moes_dev_fetch_rows(a.out_index, a.index_elem,
+                               t * a.out_index_stride, k0, a.top_k, NULL, 0);
+}
+
 /* Lane l's P vectors of the chunk that starts at vector s0 of `row`
  * (vectors s0 + j * 32), those below n_vec. */
 template <typename V, int P>

@@ -323,10 +323,7 @@ __device__ __forceinline__ void grid_copy_rows(const gpu_scatter_args &a,
     bool landed_seen = false;
     moes_row_fetch next;
     if (item < items)
-        next = moes_dev_fetch_rows(a.out_index, a.index_elem,
-                                   (t0 + token_of(item)) *
-                                       a.out_index_stride,
-                                   0, a.top_k, NULL, 0);
+        next = token_rows(a, t0 + token_of(item), 0);
     for (; item < items; item += GRID_SCATTER_WARPS) {
         const int64_t i = token_of(item), chunk = item % chunks;
         const int64_t t = t0 + i, s0 = chunk * (MOES_WARP * P) + lane;
@@ -338,17 +335,10 @@ __device__ __forceinline__ void grid_copy_rows(const gpu_scatter_args &a,
                                       : moes_x_row<uint4>(a, t);
         const moes_row_fetch first = next;
         if (item + GRID_SCATTER_WARPS < items)
-            next = moes_dev_fetch_rows(
-                a.out_index, a.index_elem,
-                (t0 + token_of(item + GRID_SCATTER_WARPS)) *
-                    a.out_index_stride,
-                0, a.top_k, NULL, 0);
+            next = token_rows(a, t0 + token_of(item + GRID_SCATTER_WARPS), 0);
         for (int64_t k0 = 0; k0 < a.top_k; k0 += MOES_WARP) {
             const moes_row_fetch f =
-                k0 == 0 ? first
-                        : moes_dev_fetch_rows(a.out_index, a.index_elem,
-                                              t * a.out_index_stride, k0,
-                                              a.top_k, NULL, 0);
+                k0 == 0 ? first : token_rows(a, t, k0);
             const unsigned valid = moes_dev_valid_rows(f, a.out_rows);
             if (!valid)
                 continue;
