@@ -364,24 +364,37 @@ __device__ int64_t rows_before_range(const gpu_scatter_args &a, int64_t r)
     return prefix;
 }
 
-/* One block per range of experts, in the order the blocks start: the
- * range's columns, its experts' totals and first rows within the range,
- * the rows before the range from the look-back, then the first rows. The
- * last range's block sets the rows needed and checks the capacity; every
- * block adds its dropped choices (exact integers: any order gives the
- * same sum). */
-__device__ void scan_expert_ranges(const gpu_scatter_args &a)
+/* The next range of experts to scan, for the whole block: ranges are
+ * handed out in the order blocks ask, so that every range before a
+ * block's is held by a block that runs (the look-back waits on them). */
+__device__ int64_t moes_take_scan_range(const gpu_scatter_args &a)
 {
-    __shared__ int64_t range, rows_before;
+    __shared__ int64_t range;
+    __syncthreads(); /* every thread has read the range before */
     if (threadIdx.x == 0)
         range = atomicAdd(&a.state->scan_ticket, 1u);
     __syncthreads();
-    const int64_t r = range;
+    return range;
+}
+
+/* Range r of the experts, by the whole block: the range's columns, its
+ * experts' totals and first rows within the range, the rows before the
+ * range from the look-back, then the first rows. The last range's block
+ * sets the rows needed and checks the capacity; every block adds its
+ * dropped choices (exact integers: any order gives the same sum).
+ * Without COLUMNS the table has one tile and a.counts is the table
+ * itself (the sort's one-launch routing, sort_grid.cu): no column to
+ * scan, and no rank within one wanted. */
+template <bool COLUMNS>
+__device__ void moes_scan_expert_range(const gpu_scatter_args &a, int64_t r)
+{
+    __shared__ int64_t rows_before;
     const int64_t per = (a.n_experts + a.scan_ranges - 1) / a.scan_ranges;
     const int64_t e0 = r * per < a.n_experts ? r * per : a.n_experts;
     const int64_t e1 = e0 + per < a.n_experts ? e0 + per : a.n_experts;
     const bool masked = a.layout == MOES_LAYOUT_MASKED;
-    scan_range_columns(a, e0, e1);
+    if (COLUMNS)
+        scan_range_columns(a, e0, e1);
     if (a.layout == 0) /* a count has no rows to place */
         return;
     /* The range's counts, written by its warps, for the whole block. */
@@ -452,7 +465,7 @@ moes_scan_ranges(const gpu_scatter_args a)
     moes_dev_enter();
     const bool failed = moes_dev_failed(a.state);
     if (!failed)
-        scan_expert_ranges(a);
+        moes_scan_expert_range<true>(a, moes_take_scan_range(a));
     if (!moes_dev_last_block(a.state))
         return;
     if (threadIdx.x == 0)

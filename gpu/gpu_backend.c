@@ -51,6 +51,7 @@ const char *const gpu_kernel_names[GPU_K_COUNT] = {
     [GPU_K_SCATTER_SMALL_UE8M0] = "moes_scatter_small_ue8m0",
     [GPU_K_SCATTER_GRID] = "moes_scatter_grid",
     [GPU_K_SORT_MOVE] = "moes_sort_move",
+    [GPU_K_SORT_GRID] = "moes_sort_grid",
 };
 
 int gpu_fail(moes_context *ctx, CUresult r, const char *what)

@@ -36,10 +36,11 @@ typedef struct gpu_device_state {
     /* The expert ranges of moes_scan_ranges handed out so far (in the
      * order its blocks start): set to 0 by the counting kernel before. */
     unsigned int scan_ticket;
-    /* The grid-wide barrier of moes_scatter_grid: its top bit flips
-     * each time the barrier opens; the low bits are the same before and
-     * after. */
-    unsigned int grid_arrived;
+    /* The grid-wide barriers of the cooperative kernels
+     * (grid_barrier.cuh), even ones and odd ones: a word's top bit flips
+     * each time a barrier on it opens; the low bits are the same before
+     * and after. */
+    unsigned int grid_arrived[2];
 } gpu_device_state;
 
 /* Launch shapes shared by the host code, which sizes the grids, and the
@@ -183,6 +184,9 @@ typedef struct gpu_device_state {
 #define GPU_SORT_ROUND 1024
 #define GPU_SORT_MAX_BLOCKS 256
 #define GPU_SORT_SCAN_RANGE_EXPERTS 1024
+/* The sort's routing in one cooperative launch (sort_grid.cu): blocks of
+ * GPU_SORT_THREADS, this many a multiprocessor, all resident at once. */
+#define GPU_SORT_GRID_BLOCKS_PER_SM 2
 
 /* Rounds of 32 choices a counting warp loads together. */
 #define GPU_COUNT_ROUNDS 4

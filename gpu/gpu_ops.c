@@ -376,6 +376,33 @@ static int launch_sort(moes_context *ctx, gpu_scatter_args *a)
     return MOES_OK;
 }
 
+/* The routing of a call placed by the sort, in one cooperative launch
+ * (sort_grid.cu) where the device allows it: *launched says whether it
+ * ran (else the grid path's launches do the same). The scan takes ranges
+ * of GPU_SORT_SCAN_RANGE_EXPERTS experts, as on the grid path. */
+static int launch_sort_grid(moes_context *ctx, gpu_scatter_args *a,
+                            int *launched)
+{
+    const gpu_state *st = gpu_state_of(ctx);
+    *launched = 0;
+    if (!st->cooperative_launches || a->tiles * a->n_experts > INT32_MAX)
+        return MOES_OK;
+    int64_t *const counts = a->counts;
+    a->scan_ranges = ceil_div(a->n_experts, GPU_SORT_SCAN_RANGE_EXPERTS);
+    if (a->scan_ranges > GPU_SCAN_MAX_RANGES)
+        a->scan_ranges = GPU_SCAN_MAX_RANGES;
+    /* The table of one tile holds the experts' counts: the scan and the
+     * outputs read them there, and no kernel scans its columns. */
+    a->counts = a->tile_table;
+    MOES_TRY(gpu_launch_cooperative(
+        ctx, GPU_K_SORT_GRID,
+        (int64_t)st->multiprocessors * GPU_SORT_GRID_BLOCKS_PER_SM,
+        GPU_SORT_THREADS, 0, a, launched));
+    if (!*launched)
+        a->counts = counts;
+    return MOES_OK;
+}
+
 int gpu_count(moes_context *ctx, const moes_count_plan *plan,
               moes_data_error *err)
 {
@@ -605,6 +632,32 @@ static int launch_zero_padding(moes_context *ctx, gpu_scatter_args *a)
                            gpu_grid_for(a->out_rows, 1), 128, a);
 }
 
+/* The grid path after the routing's counts and scan: the sort's passes
+ * where it places the choices, then the placement, labels and per-expert
+ * outputs in one launch, its grid cut in three (place_and_label.cu). */
+static int launch_route_and_place(moes_context *ctx, gpu_scatter_args *a)
+{
+    const unsigned warp_block = WARPS_PER_BLOCK * WARP_THREADS;
+    MOES_TRY(launch_route(ctx, a));
+    if (a->sort_first && a->n_choices > 0) {
+        MOES_TRY(launch_sort(ctx, a));
+        a->place_blocks = resident_grid(gpu_state_of(ctx), a->n_choices,
+                                        warp_block,
+                                        THREADS_PER_SM / warp_block);
+    } else {
+        a->place_blocks = a->n_choices > 0
+                              ? gpu_grid_for(a->tiles, WARPS_PER_BLOCK)
+                              : 0;
+    }
+    a->label_blocks = 0;
+    if ((a->m_indices || a->row_source) && a->out_rows > 0)
+        a->label_blocks = label_grid(gpu_state_of(ctx), a, warp_block);
+    return gpu_launch_next(ctx, GPU_K_PLACE_AND_LABEL,
+                           a->place_blocks + a->label_blocks +
+                               gpu_grid_for(a->n_experts, warp_block),
+                           warp_block, a);
+}
+
 int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                 moes_data_error *err)
 {
@@ -739,26 +792,11 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
         if ((a.m_indices || a.row_source) && a.out_rows > 0)
             a.label_blocks = label_grid(gpu_state_of(ctx), &a, GPU_ROW_THREADS);
     } else {
-        /* Placement, labels and per-expert outputs: one launch, its grid
-         * cut in three (place_and_label.cu). */
-        MOES_TRY(launch_route(ctx, &a));
-        if (a.sort_first && a.n_choices > 0) {
-            MOES_TRY(launch_sort(ctx, &a));
-            a.place_blocks = resident_grid(gpu_state_of(ctx), a.n_choices,
-                                           warp_block,
-                                           THREADS_PER_SM / warp_block);
-        } else {
-            a.place_blocks = a.n_choices > 0
-                                 ? gpu_grid_for(a.tiles, WARPS_PER_BLOCK)
-                                 : 0;
-        }
-        a.label_blocks = 0;
-        if ((a.m_indices || a.row_source) && a.out_rows > 0)
-            a.label_blocks = label_grid(gpu_state_of(ctx), &a, warp_block);
-        MOES_TRY(gpu_launch_next(ctx, GPU_K_PLACE_AND_LABEL,
-                                 a.place_blocks + a.label_blocks +
-                                     gpu_grid_for(a.n_experts, warp_block),
-                                 warp_block, &a));
+        int routed = 0;
+        if (a.sort_first && a.n_choices > 0)
+            MOES_TRY(launch_sort_grid(ctx, &a, &routed));
+        if (!routed)
+            MOES_TRY(launch_route_and_place(ctx, &a));
     }
     if (copies) {
         if (place_in_copy)

@@ -51,6 +51,7 @@ enum gpu_kernel {
     GPU_K_SCATTER_SMALL_UE8M0,
     GPU_K_SCATTER_GRID,
     GPU_K_SORT_MOVE,
+    GPU_K_SORT_GRID,
     GPU_K_COUNT
 };
 

@@ -16,3 +16,4 @@
 #include "distinct_experts.cu"
 #include "scatter_small.cu"
 #include "scatter_grid.cu"
+#include "sort_grid.cu"

@@ -31,23 +31,19 @@ __device__ void moes_stage_check_map(const gpu_scatter_args &a, int64_t thread,
  * (gpu_ops.c sizes the counting grid of a zeroed table with it.) */
 enum { COUNT_ROUNDS_IN_FLIGHT = GPU_COUNT_ROUNDS };
 
-/* Adds the choices [base, base + 32 * R) below end to their entries of
- * the tile table: their id and map loads all in flight first, then a
- * round at a time, the lanes with the same entry (expert and tile) found
- * with __match_any_sync and their number added by the lowest one, an add
- * the warp does not wait for (a sum of counts is the same in any order).
- * `tile` is the tile of them all, or -1 for each choice's own. False at a
- * bad id: the lowest lane of the first round with one reports it, and the
- * counts no longer matter (the call writes nothing). */
-__device__ bool count_rounds(const gpu_scatter_args &a, int64_t base,
-                             int64_t end, int64_t tile)
+/* The loads of count_rounds: for the choices [base, base + 32 * R)
+ * below end, a round of 32 each, the lane's entry of the tile table (-1:
+ * no local expert, or past end) and whether its id is bad. `tile` is the
+ * tile of them all, or -1 for each choice's own. Their id and map loads
+ * are all in flight at once. */
+__device__ __forceinline__ void moes_count_load(
+    const gpu_scatter_args &a, int64_t base, int64_t end, int64_t tile,
+    int64_t (&entry)[COUNT_ROUNDS_IN_FLIGHT],
+    bool (&bad)[COUNT_ROUNDS_IN_FLIGHT])
 {
-    enum { R = COUNT_ROUNDS_IN_FLIGHT };
     const unsigned lane = threadIdx.x % MOES_WARP;
-    int64_t entry[R];
-    bool bad[R];
 #pragma unroll
-    for (int j = 0; j < R; j++) {
+    for (int j = 0; j < COUNT_ROUNDS_IN_FLIGHT; j++) {
         const int64_t c = base + j * MOES_WARP + lane;
         int64_t id = 0, e = -1;
         bad[j] = false;
@@ -58,8 +54,22 @@ __device__ bool count_rounds(const gpu_scatter_args &a, int64_t base,
         entry[j] = e < 0 ? -1
                          : e * a.tiles + (tile >= 0 ? tile : c / a.tile_size);
     }
+}
+
+/* The adds of count_rounds, a round at a time: the lanes with the same
+ * entry (expert and tile) found with __match_any_sync and their number
+ * added by the lowest one, an add the warp does not wait for (a sum of
+ * counts is the same in any order). False at a bad id: the lowest lane
+ * of the first round with one reports it, and the counts no longer
+ * matter (the call writes nothing). */
+__device__ __forceinline__ bool moes_count_add(
+    const gpu_scatter_args &a, int64_t base,
+    const int64_t (&entry)[COUNT_ROUNDS_IN_FLIGHT],
+    const bool (&bad)[COUNT_ROUNDS_IN_FLIGHT])
+{
+    const unsigned lane = threadIdx.x % MOES_WARP;
 #pragma unroll
-    for (int j = 0; j < R; j++) {
+    for (int j = 0; j < COUNT_ROUNDS_IN_FLIGHT; j++) {
         const unsigned bad_lanes = __ballot_sync(0xFFFFFFFFu, bad[j]);
         if (bad_lanes) {
             if (lane == (unsigned)(__ffs(bad_lanes) - 1))
@@ -81,6 +91,17 @@ __device__ bool count_rounds(const gpu_scatter_args &a, int64_t base,
                       1);
     }
     return true;
+}
+
+/* Adds the choices [base, base + 32 * R) below end to their entries of
+ * the tile table: the loads, then the adds. */
+__device__ bool count_rounds(const gpu_scatter_args &a, int64_t base,
+                             int64_t end, int64_t tile)
+{
+    int64_t entry[COUNT_ROUNDS_IN_FLIGHT];
+    bool bad[COUNT_ROUNDS_IN_FLIGHT];
+    moes_count_load(a, base, end, tile, entry, bad);
+    return moes_count_add(a, base, entry, bad);
 }
 
 /* A warp a tile, which it zeroes first; or, with the table zeroed before
@@ -137,31 +158,35 @@ __device__ void moes_stage_check_scales(const gpu_scatter_args &a,
  * zeroed and the map checked, both in coalesced passes over the whole
  * grid; for a scatter placed by the sort, its digit counts zeroed and its
  * first positions set past every position (atomicMin lowers them). */
-extern "C" __global__ void moes_prepare_route(const gpu_scatter_args a)
+__device__ void moes_stage_prepare_route(const gpu_scatter_args &a,
+                                         int64_t thread, int64_t threads)
 {
-    moes_dev_enter();
-    if (moes_dev_failed(a.state))
-        return;
     if (a.map && a.n_global > 0)
-        moes_stage_check_map(a, moes_dev_thread(), moes_dev_threads());
+        moes_stage_check_map(a, thread, threads);
     if (a.zero_table) {
         /* 16 bytes a store: the workspace is 16-byte aligned. */
         const int64_t n = a.tiles * a.n_experts;
         ulonglong2 *pairs = (ulonglong2 *)a.tile_table;
-        for (int64_t i = moes_dev_thread(); i < n / 2; i += moes_dev_threads())
+        for (int64_t i = thread; i < n / 2; i += threads)
             pairs[i] = make_ulonglong2(0, 0);
-        if (n % 2 && moes_dev_thread() == 0)
+        if (n % 2 && thread == 0)
             a.tile_table[n - 1] = 0;
     }
     if (a.sort_first) {
         const int64_t n = a.sort_passes * a.sort_blocks *
                           (1 << GPU_SORT_DIGIT_BITS);
-        for (int64_t i = moes_dev_thread(); i < n; i += moes_dev_threads())
+        for (int64_t i = thread; i < n; i += threads)
             a.sort_hist[i] = 0;
-        for (int64_t e = moes_dev_thread(); e < a.n_experts;
-             e += moes_dev_threads())
+        for (int64_t e = thread; e < a.n_experts; e += threads)
             a.sort_first[e] = INT32_MAX;
     }
+}
+
+extern "C" __global__ void moes_prepare_route(const gpu_scatter_args a)
+{
+    moes_dev_enter();
+    if (!moes_dev_failed(a.state))
+        moes_stage_prepare_route(a, moes_dev_thread(), moes_dev_threads());
 }
 
 /* The scan by expert ranges (expert_scan.cu) finds its status words at

@@ -48,6 +48,7 @@
  * path runs.
  */
 #include "block_route.cuh"
+#include "grid_barrier.cuh"
 #include "row_copy.cuh"
 
 enum {
@@ -166,33 +167,6 @@ __device__ __forceinline__ void grid_column_sums(const gpu_scatter_args &a,
         if (sum_before[i])
             atomicAdd(&before[g * W + i], sum_before[i]);
     }
-}
-
-/* Every block of the grid waits here until all have arrived, their
- * writes before it visible to all after it (the grid is resident at
- * once: a cooperative launch). One atomic add a block to a word of the
- * device state: block 0 adds 2^31 - (G - 1), the others 1, so that the
- * adds of the G blocks come to 2^31 and the last one flips the word's top
- * bit, which every block waits to see change; the low bits come back to
- * what they were, for the next call. The last block's own add opens the
- * barrier. A count set back to 0 and a generation bumped after the last
- * add, each a round trip of its own, had the barrier open 1.5 us after
- * the last block arrived at EP8 prefill on an H200, against 1.0 us
- * (bench/NOTES.md, v24). */
-__device__ void grid_barrier(gpu_device_state *state)
-{
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        const unsigned add =
-            blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1u) : 1u;
-        __threadfence();
-        const unsigned before = atomicAdd(&state->grid_arrived, add);
-        volatile unsigned *arrived = &state->grid_arrived;
-        while (((before ^ *arrived) & 0x80000000u) == 0)
-            __nanosleep(32);
-        __threadfence();
-    }
-    __syncthreads();
 }
 
 /* The smallest error key among the UE8M0 scales of the block's tokens
@@ -449,7 +423,7 @@ moes_scatter_grid(const gpu_scatter_args args)
     }
     if (tid == 0)
         grid_keys(a)[blockIdx.x] = sh.key;
-    grid_barrier(a.state);
+    grid_barrier(a.state, 0);
     grid_stage_rows(a, t0, staged, staged_rows, &staged_landed);
 
     /* 3. Expert e's count over all blocks and over those before this

@@ -14,25 +14,28 @@
  * expert, GPU_SORT_DIGIT_BITS bits a pass: its work follows the choices,
  * whatever E.
  *
- * A pass is one kernel, moes_sort_move, over tiles of sort_tile
- * elements, a block a tile, with each tile's digit counts in the pass's
- * [blocks][digits] table: the first pass's counted by the routing's
+ * A pass (moes_sort_move_tile) goes over tiles of sort_tile elements, a
+ * block a tile, as a kernel of its own (moes_sort_move) or a step of the
+ * one-launch routing (sort_grid.cu), with each tile's digit counts in the
+ * pass's [blocks][digits] table: the first pass's counted by the routing's
  * count (route_count.cu), which reads every choice anyway, each next
  * pass's by the pass before as it moves the elements. Each block sums the
  * table into where its elements of each digit start (the elements of the
- * smaller digits, and those of its digit in the blocks before), then
- * takes its tile in rounds of GPU_SORT_ROUND: each warp counts its share
- * of the round into its own row of shared counts, the rows become each
- * warp's starts, and each element moves to its warp's start for its
- * digit plus its rank among the warp's earlier elements of that digit
- * (__match_any_sync). Within a digit the elements keep their order, so
- * the passes compose into a stable sort, and no atomic decides a
- * position (the counts of the next pass are sums: any order of the adds
- * gives them). The first pass reads the choices themselves and gives
- * those with no local expert out_index -1; the last records each
- * expert's first position (atomicMin: the least is the same in any
- * order). moes_stage_place_sorted (moes_place_and_label) then places
- * them.
+ * smaller digits, and those of its digit in the blocks before), then takes
+ * its tile in rounds of GPU_SORT_ROUND: each warp counts its share of the
+ * round into its own row of shared counts, the rows become each warp's
+ * starts, and each element moves to its warp's start for its digit plus
+ * its rank among the warp's earlier elements of that digit
+ * (__match_any_sync). Within a digit the elements keep their order, so the
+ * passes compose into a stable sort, and no atomic decides a position (the
+ * counts of the next pass are sums: any order of the adds gives them). The
+ * first pass reads the choices themselves and gives those with no local
+ * expert out_index -1; the last records each expert's first position
+ * (atomicMin: the least is the same in any order), and
+ * moes_stage_place_sorted (moes_place_and_label, or the one-launch
+ * routing's last step) then places them. Where the rows are the sorted
+ * positions themselves (no padding, not masked), the one-launch routing's
+ * last pass places each choice as it moves it.
  *
  * Race-free by construction: in a pass a block writes positions no other
  * element takes, and adds only to the next pass's table, which no block
@@ -50,49 +53,53 @@ static_assert(SORT_DIGITS == GPU_SORT_THREADS,
 static_assert(GPU_SORT_ROUND % GPU_SORT_THREADS == 0,
               "a block's round is whole rounds of every warp");
 
-/* Elements of the current pass: every choice first, then the valid ones
- * that pass kept. */
-__device__ __forceinline__ int64_t sort_elements(const gpu_scatter_args &a)
+/* Elements of pass `pass`: every choice first, then the valid ones that
+ * pass kept. */
+__device__ __forceinline__ int64_t sort_elements(const gpu_scatter_args &a,
+                                                 int64_t pass)
 {
-    return a.sort_pass == 0 ? a.n_choices : (int64_t)*a.sort_valid;
+    return pass == 0 ? a.n_choices : (int64_t)*a.sort_valid;
 }
 
-/* Element i of the current pass: its key, the local expert (-1 for a
- * choice without one), and in *choice its flat index t * K + k. */
+/* Element i of pass `pass`: its key, the local expert (-1 for a choice
+ * without one), and in *choice its flat index t * K + k. */
 __device__ __forceinline__ int32_t sort_load(const gpu_scatter_args &a,
-                                             int64_t i, int32_t *choice)
+                                             int64_t pass, int64_t i,
+                                             int32_t *choice)
 {
-    if (a.sort_pass == 0) {
+    if (pass == 0) {
         *choice = (int32_t)i;
         return (int32_t)moes_dev_expert_of(a, moes_dev_choice_id(a, i));
     }
-    *choice = a.sort_choices[(a.sort_pass - 1) & 1][i];
-    return a.sort_keys[(a.sort_pass - 1) & 1][i];
+    *choice = a.sort_choices[(pass - 1) & 1][i];
+    return a.sort_keys[(pass - 1) & 1][i];
 }
 
-/* The block's tile of the current pass, [*begin, *end). */
+/* Tile `tile` of pass `pass`, [*begin, *end). */
 __device__ __forceinline__ void sort_tile(const gpu_scatter_args &a,
+                                          int64_t pass, int64_t tile,
                                           int64_t *begin, int64_t *end)
 {
-    const int64_t n = sort_elements(a);
-    *begin = (int64_t)blockIdx.x * a.sort_tile;
+    const int64_t n = sort_elements(a, pass);
+    *begin = tile * a.sort_tile;
     *end = *begin + a.sort_tile < n ? *begin + a.sort_tile : n;
 }
 
-/* Where the block's elements of digit d (the calling thread's) start in
+/* Where the tile's elements of digit d (the calling thread's) start in
  * the pass's output: the elements of every smaller digit, and those of
- * digit d in the blocks before. Each block sums the table itself (its
+ * digit d in the tiles before. Each block sums the table itself (its
  * rows are a few KiB, in L2), so that no kernel runs between the counts
- * and the moves; the first pass's block 0 also records how many
+ * and the moves; the first pass's tile 0 also records how many
  * elements the next passes sort. */
-__device__ __forceinline__ int64_t sort_block_start(const gpu_scatter_args &a)
+__device__ __forceinline__ int64_t sort_block_start(const gpu_scatter_args &a,
+                                                    int64_t pass, int64_t tile)
 {
     /* Loads in flight at once: the whole table in one round trip up to
-     * 32 blocks. */
+     * 32 tiles. */
     enum { U = 32 };
     const int d = threadIdx.x;
     const int64_t blocks = a.sort_blocks;
-    const int32_t *counts = a.sort_hist + a.sort_pass * blocks * SORT_DIGITS;
+    const int32_t *counts = a.sort_hist + pass * blocks * SORT_DIGITS;
     int64_t before = 0, total = 0;
     for (int64_t b0 = 0; b0 < blocks; b0 += U) {
         int32_t c[U];
@@ -102,21 +109,22 @@ __device__ __forceinline__ int64_t sort_block_start(const gpu_scatter_args &a)
 #pragma unroll
         for (int u = 0; u < U; u++) {
             total += c[u];
-            if (b0 + u < (int64_t)blockIdx.x)
+            if (b0 + u < tile)
                 before += c[u];
         }
     }
     int64_t all;
     /* expert_scan.cu's block scan (the kernels are one module). */
     const int64_t smaller = block_exclusive_sum<false>(total, &all);
-    if (a.sort_pass == 0 && blockIdx.x == 0 && d == 0)
+    if (pass == 0 && tile == 0 && d == 0)
         *a.sort_valid = (int32_t)all;
     return smaller + before;
 }
 
 /* The warp's share of a round: its keys and choices (key -1: none). */
 __device__ __forceinline__ void sort_load_round(const gpu_scatter_args &a,
-                                                int64_t first, int64_t end,
+                                                int64_t pass, int64_t first,
+                                                int64_t end,
                                                 int32_t (&key)[SORT_ROUNDS],
                                                 int32_t (&choice)[SORT_ROUNDS])
 {
@@ -127,16 +135,22 @@ __device__ __forceinline__ void sort_load_round(const gpu_scatter_args &a,
         key[j] = -1;
         choice[j] = 0;
         if (i < end)
-            key[j] = sort_load(a, i, &choice[j]);
+            key[j] = sort_load(a, pass, i, &choice[j]);
     }
 }
 
-/* The first pass reads only the call's ids and map, which no kernel of
- * the call writes, and is never a call's first kernel (gpu_ops.c): it
- * loads its first round before it waits for the kernel ahead, and writes
- * only after. */
-extern "C" __global__ void __launch_bounds__(GPU_SORT_THREADS)
-moes_sort_move(const gpu_scatter_args a)
+/* Moves tile `tile` of pass `pass`, by the whole block. key and choice
+ * hold the warp's share of the tile's first round (sort_load_round).
+ * With `place_unsorted`, the first pass gives each choice with no local
+ * expert out_index -1; without, the caller does (moes_sort_grid, which
+ * writes no output before its verdict). With `place_sorted` the last
+ * pass places each choice at its position (moes_sort_places_at_position)
+ * instead of recording the experts' first positions. */
+__device__ void moes_sort_move_tile(const gpu_scatter_args &a, int64_t pass,
+                                    int64_t tile, bool place_unsorted,
+                                    bool place_sorted,
+                                    int32_t (&key)[SORT_ROUNDS],
+                                    int32_t (&choice)[SORT_ROUNDS])
 {
     __shared__ int32_t at[SORT_WARPS][SORT_DIGITS];
     __shared__ int32_t next[SORT_DIGITS];
@@ -144,32 +158,21 @@ moes_sort_move(const gpu_scatter_args a)
     const unsigned warp = threadIdx.x / MOES_WARP;
     const unsigned lower = (1u << lane) - 1u;
     const int64_t share = (int64_t)warp * (SORT_ROUNDS * MOES_WARP);
-    int32_t key[SORT_ROUNDS], choice[SORT_ROUNDS];
     unsigned peers[SORT_ROUNDS];
     int64_t begin, end;
-    if (a.sort_pass == 0) {
-        sort_tile(a, &begin, &end);
-        sort_load_round(a, begin + share, end, key, choice);
-    }
-    moes_dev_enter();
-    if (moes_dev_failed(a.state))
-        return;
-    const int to = (int)(a.sort_pass & 1);
-    const bool last = a.sort_pass == a.sort_passes - 1;
-    if (a.sort_pass != 0) {
-        sort_tile(a, &begin, &end);
-        sort_load_round(a, begin + share, end, key, choice);
-    }
-    next[threadIdx.x] = (int32_t)sort_block_start(a);
+    sort_tile(a, pass, tile, &begin, &end);
+    const int to = (int)(pass & 1);
+    const bool last = pass == a.sort_passes - 1;
+    next[threadIdx.x] = (int32_t)sort_block_start(a, pass, tile);
     /* Rounds of GPU_SORT_ROUND elements, a warp SORT_ROUNDS * 32
      * consecutive ones of each; next[d] is where the round's first
      * element of digit d goes. */
     for (int64_t r0 = begin; r0 < end; r0 += GPU_SORT_ROUND) {
         if (r0 != begin)
-            sort_load_round(a, r0 + share, end, key, choice);
+            sort_load_round(a, pass, r0 + share, end, key, choice);
         for (int w = 0; w < SORT_WARPS; w++)
             at[w][threadIdx.x] = 0;
-        if (a.sort_pass == 0)
+        if (pass == 0 && place_unsorted)
 #pragma unroll
             for (int j = 0; j < SORT_ROUNDS; j++)
                 if (key[j] < 0 && r0 + share + j * MOES_WARP + lane < end)
@@ -178,8 +181,7 @@ moes_sort_move(const gpu_scatter_args a)
         __syncthreads();
 #pragma unroll
         for (int j = 0; j < SORT_ROUNDS; j++) {
-            const int d =
-                key[j] >= 0 ? moes_dev_sort_digit(a.sort_pass, key[j]) : -1;
+            const int d = key[j] >= 0 ? moes_dev_sort_digit(pass, key[j]) : -1;
             peers[j] = __match_any_sync(0xFFFFFFFFu, d);
             if (d >= 0 && lane == (unsigned)(__ffs(peers[j]) - 1))
                 at[warp][d] += __popc(peers[j]);
@@ -199,15 +201,15 @@ moes_sort_move(const gpu_scatter_args a)
         __syncthreads();
 #pragma unroll
         for (int j = 0; j < SORT_ROUNDS; j++) {
-            const int d =
-                key[j] >= 0 ? moes_dev_sort_digit(a.sort_pass, key[j]) : -1;
+            const int d = key[j] >= 0 ? moes_dev_sort_digit(pass, key[j]) : -1;
             int32_t pos = 0;
             if (d >= 0)
                 pos = at[warp][d] + __popc(peers[j] & lower);
             /* The last pass: the lanes of the same expert, whose lowest
              * holds their least position. */
-            const unsigned same = last ? __match_any_sync(0xFFFFFFFFu, key[j])
-                                       : 0u;
+            const unsigned same = last && !place_sorted
+                                      ? __match_any_sync(0xFFFFFFFFu, key[j])
+                                      : 0u;
             /* Every peer has read the warp's start before its leader
              * moves it. */
             __syncwarp();
@@ -216,19 +218,55 @@ moes_sort_move(const gpu_scatter_args a)
                     at[warp][d] = pos + __popc(peers[j]);
                 a.sort_keys[to][pos] = key[j];
                 a.sort_choices[to][pos] = choice[j];
-                if (last && lane == (unsigned)(__ffs(same) - 1))
+                if (last && place_sorted)
+                    moes_dev_place_choice(a, choice[j], pos);
+                else if (last && lane == (unsigned)(__ffs(same) - 1))
                     atomicMin(&a.sort_first[key[j]], pos);
                 if (!last)
-                    atomicAdd(moes_dev_sort_count(a, a.sort_pass + 1,
-                                                  (uint32_t)pos, key[j]),
+                    atomicAdd(moes_dev_sort_count(a, pass + 1, (uint32_t)pos,
+                                                  key[j]),
                               1);
             }
             __syncwarp();
         }
-        /* at[][] is zeroed for the next round only once every warp is
-         * done with it. */
+        /* at[][] is zeroed for the next round, and next[] set for the
+         * next tile, only once every warp is done with them. */
         __syncthreads();
     }
+}
+
+/* A tile of the current pass a block. The first pass reads only the
+ * call's ids and map, which no kernel of the call writes, and is never a
+ * call's first kernel (gpu_ops.c): it loads its first round before it
+ * waits for the kernel ahead, and writes only after. */
+extern "C" __global__ void __launch_bounds__(GPU_SORT_THREADS)
+moes_sort_move(const gpu_scatter_args a)
+{
+    const int64_t share =
+        (int64_t)(threadIdx.x / MOES_WARP) * (SORT_ROUNDS * MOES_WARP);
+    int32_t key[SORT_ROUNDS], choice[SORT_ROUNDS];
+    int64_t begin, end;
+    if (a.sort_pass == 0) {
+        sort_tile(a, 0, blockIdx.x, &begin, &end);
+        sort_load_round(a, 0, begin + share, end, key, choice);
+    }
+    moes_dev_enter();
+    if (moes_dev_failed(a.state))
+        return;
+    if (a.sort_pass != 0) {
+        sort_tile(a, a.sort_pass, blockIdx.x, &begin, &end);
+        sort_load_round(a, a.sort_pass, begin + share, end, key, choice);
+    }
+    moes_sort_move_tile(a, a.sort_pass, blockIdx.x, true, false, key, choice);
+}
+
+/* True where a sorted choice's row is its position in the sorted order:
+ * rows one after another, expert after expert, none padded (alignment
+ * 1), as the sort lays the valid choices out. */
+__device__ __forceinline__ bool moes_sort_places_at_position(
+    const gpu_scatter_args &a)
+{
+    return a.layout != MOES_LAYOUT_MASKED && a.alignment == 1;
 }
 
 /* Each sorted choice's row: its expert's first row plus its rank, the
