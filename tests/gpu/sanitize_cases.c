@@ -166,7 +166,12 @@ static const scenario scenarios[] = {
     /* Placed by the sort of the choices by expert (more than 4096
      * experts): two passes of 8 bits, DeepSeek-V3 rows with a map (and
      * 3,500 choices on each of the few hot experts), the smallest E
-     * that sorts, and 157 tiles of the sort with masked drops. */
+     * that sorts, and 157 tiles of the sort with masked drops. Where the
+     * device launches cooperatively these take the one-launch routing
+     * (sort_grid.cu), its blocks holding their first pass's ids; the
+     * two after them have tiles of two rounds, which it loads in each
+     * step instead, one with rows at the sorted positions (alignment 1)
+     * and a map, one without. */
     {"E=65536 of 70000 fp8 H=7168 contiguous A=1, fp32 scales, N=4096 K=8",
      4096, 8, 65536, 70000, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT64,
      MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 1, MOES_SCATTER_LABEL_PADDING,
@@ -177,6 +182,12 @@ static const scenario scenarios[] = {
     {"E=5000 bf16 H=8 masked with drops, N=20000 K=8", 20000, 8, 5000, 0, 8,
      0, MOES_DTYPE_BF16, MOES_DTYPE_INT64, MOES_DTYPE_INT32,
      MOES_LAYOUT_MASKED, 1, MOES_SCATTER_ZERO_PADDING, 0, 128, VALID},
+    {"E=6000 of 8000 bf16 H=8 grouped A=1, N=40000 K=8", 40000, 8, 6000,
+     8000, 8, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_GROUPED, 1, MOES_SCATTER_LABEL_PADDING, 0, 128, VALID},
+    {"E=4500 bf16 H=8 contiguous A=4, N=36000 K=8", 36000, 8, 4500, 0, 8, 0,
+     MOES_DTYPE_BF16, MOES_DTYPE_INT64, MOES_DTYPE_INT64,
+     MOES_LAYOUT_CONTIGUOUS, 4, MOES_SCATTER_LABEL_PADDING, 0, 128, VALID},
     {"bad id, E=65536, N=4096 K=8", 4096, 8, 65536, 0, 16, 0,
      MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
      MOES_LAYOUT_CONTIGUOUS, 1, 0, 0, 128, BAD_ID},
