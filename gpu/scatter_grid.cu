@@ -55,8 +55,12 @@ enum {
     GRID_SCATTER_WARPS = GPU_GRID_SCATTER_THREADS / MOES_WARP,
     /* Rounds of 32 choices a warp of a full block takes. */
     GRID_SCATTER_ROUNDS = GPU_GRID_SCATTER_OWN / GPU_GRID_SCATTER_THREADS,
-    /* Rows of the table a thread has in flight in the column sums. */
-    GRID_SUM_BATCH = 5,
+    /* Rows of the table a thread has in flight in the column sums: the
+     * table of an H200's 132 blocks over 256 experts in one round (16
+     * rows a load of the block). Against five (two rounds) on an H200:
+     * DeepSeek-V3 2048 tokens 47.0 -> 46.2 us, 4096 unchanged, where the
+     * staged rows' loads hold the sums back (bench/NOTES.md, v26). */
+    GRID_SUM_BATCH = 9,
     /* Vectors a lane copies of an item (grid_copy_rows): a whole row of
      * DeepSeek-V3 (448 vectors) a warp. On an H200 against 8 (the copy
      * kernel's): DeepSeek-V3 4096 tokens 87.5 -> 85.6 us, 6144 129 ->
@@ -427,16 +431,22 @@ moes_scatter_grid(const gpu_scatter_args args)
     grid_stage_rows(a, t0, staged, staged_rows, &staged_landed);
 
     /* 3. Expert e's count over all blocks and over those before this
-     * one, and the smallest key of all. */
+     * one, and the smallest key of all. The keys are loaded before the
+     * sums, so that both are in flight together. */
+    unsigned long long block_key = GPU_ERROR_KEY_NONE;
+    if (tid < (int)gridDim.x)
+        block_key = __ldcg(&grid_keys(a)[tid]);
     if (n_experts > 0 && n_experts % 8 == 0)
         grid_column_sums<8>(a, n_experts, sh.all, sh.before);
     else if (n_experts > 0)
         grid_column_sums<1>(a, n_experts, sh.all, sh.before);
-    for (int b = tid; b < (int)gridDim.x; b += T) {
+    for (int b = tid + T; b < (int)gridDim.x; b += T) {
         const unsigned long long k = __ldcg(&grid_keys(a)[b]);
-        if (k != GPU_ERROR_KEY_NONE)
-            atomicMin(&sh.key, k);
+        if (k < block_key)
+            block_key = k;
     }
+    if (block_key != GPU_ERROR_KEY_NONE)
+        atomicMin(&sh.key, block_key);
     __syncthreads();
     if (tid < n_experts)
         sh.counts[tid] = sh.all[tid];

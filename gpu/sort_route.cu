@@ -143,17 +143,23 @@ __device__ __forceinline__ void sort_load_round(const gpu_scatter_args &a,
  * hold the warp's share of the tile's first round (sort_load_round).
  * With `place_unsorted`, the first pass gives each choice with no local
  * expert out_index -1; without, the caller does (moes_sort_grid, which
- * writes no output before its verdict). With `place_sorted` the last
+ * writes no output before its verdict). With PLACE_SORTED the last
  * pass places each choice at its position (moes_sort_places_at_position)
  * instead of recording the experts' first positions. */
+/* moes_sort_move_tile's tables, outside it so that its two forms share
+ * them: at[w][d], where warp w's next element of digit d goes; next[d],
+ * where the round's first element of digit d goes. */
+__shared__ int32_t sort_move_at[SORT_WARPS][SORT_DIGITS];
+__shared__ int32_t sort_move_next[SORT_DIGITS];
+
+template <bool PLACE_SORTED>
 __device__ void moes_sort_move_tile(const gpu_scatter_args &a, int64_t pass,
                                     int64_t tile, bool place_unsorted,
-                                    bool place_sorted,
                                     int32_t (&key)[SORT_ROUNDS],
                                     int32_t (&choice)[SORT_ROUNDS])
 {
-    __shared__ int32_t at[SORT_WARPS][SORT_DIGITS];
-    __shared__ int32_t next[SORT_DIGITS];
+    int32_t(&at)[SORT_WARPS][SORT_DIGITS] = sort_move_at;
+    int32_t(&next)[SORT_DIGITS] = sort_move_next;
     const unsigned lane = threadIdx.x % MOES_WARP;
     const unsigned warp = threadIdx.x / MOES_WARP;
     const unsigned lower = (1u << lane) - 1u;
@@ -207,7 +213,7 @@ __device__ void moes_sort_move_tile(const gpu_scatter_args &a, int64_t pass,
                 pos = at[warp][d] + __popc(peers[j] & lower);
             /* The last pass: the lanes of the same expert, whose lowest
              * holds their least position. */
-            const unsigned same = last && !place_sorted
+            const unsigned same = last && !PLACE_SORTED
                                       ? __match_any_sync(0xFFFFFFFFu, key[j])
                                       : 0u;
             /* Every peer has read the warp's start before its leader
@@ -218,7 +224,7 @@ __device__ void moes_sort_move_tile(const gpu_scatter_args &a, int64_t pass,
                     at[warp][d] = pos + __popc(peers[j]);
                 a.sort_keys[to][pos] = key[j];
                 a.sort_choices[to][pos] = choice[j];
-                if (last && place_sorted)
+                if (last && PLACE_SORTED)
                     moes_dev_place_choice(a, choice[j], pos);
                 else if (last && lane == (unsigned)(__ffs(same) - 1))
                     atomicMin(&a.sort_first[key[j]], pos);
@@ -257,7 +263,7 @@ moes_sort_move(const gpu_scatter_args a)
         sort_tile(a, a.sort_pass, blockIdx.x, &begin, &end);
         sort_load_round(a, a.sort_pass, begin + share, end, key, choice);
     }
-    moes_sort_move_tile(a, a.sort_pass, blockIdx.x, true, false, key, choice);
+    moes_sort_move_tile<false>(a, a.sort_pass, blockIdx.x, true, key, choice);
 }
 
 /* True where a sorted choice's row is its position in the sorted order:
