@@ -180,7 +180,7 @@ extern "C" __global__ void moes_zero_padding(const gpu_scatter_args a)
         /* fp32 0.0 and a zero UE8M0 word are both four zero bytes. */
         if (a.x_scales)
             for (int64_t j = threadIdx.x; j < a.n_scale_cols; j += blockDim.x)
-                *moes_dev_out_scale(a, r, j) = 0;
+                moes_dev_store_scale(a, r, j, 0);
     }
 }
 

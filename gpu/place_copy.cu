@@ -134,13 +134,13 @@ __device__ void copy_items(const gpu_scatter_args &a)
                 if (!scales)
                     continue;
                 if (lane < a.n_scale_cols)
-                    *moes_dev_out_scale(a, row, lane) = word;
+                    moes_dev_store_scale(a, row, lane, word);
                 /* Rows with more scale words than lanes: the rest. */
                 const float *src = a.x_scales + t * a.x_scales_stride;
                 for (int64_t j = lane + MOES_WARP; j < a.n_scale_cols;
                      j += MOES_WARP)
-                    *moes_dev_out_scale(a, row, j) =
-                        moes_dev_scale_word(a, src, j);
+                    moes_dev_store_scale(a, row, j,
+                                         moes_dev_scale_word(a, src, j));
             }
         }
     }

@@ -106,14 +106,15 @@ __device__ __forceinline__ void store_chunk(const gpu_scatter_args &a,
         if (!scales)
             continue;
         if (lane < a.n_scale_cols)
-            *moes_dev_out_scale(a, row, lane) = words.lo;
+            moes_dev_store_scale(a, row, lane, words.lo);
         if (lane + MOES_WARP < a.n_scale_cols)
-            *moes_dev_out_scale(a, row, lane + MOES_WARP) = words.hi;
+            moes_dev_store_scale(a, row, lane + MOES_WARP, words.hi);
         /* Rows with more scale words than two a lane: the rest. */
         const float *src = a.x_scales + t * a.x_scales_stride;
         for (int64_t j = lane + 2 * MOES_WARP; j < a.n_scale_cols;
              j += MOES_WARP)
-            *moes_dev_out_scale(a, row, j) = moes_dev_scale_word(a, src, j);
+            moes_dev_store_scale(a, row, j,
+                                 moes_dev_scale_word(a, src, j));
     }
 }
 

@@ -126,8 +126,8 @@ __device__ void small_copy_scales(const gpu_scatter_args &a,
     for (uint32_t i = threadIdx.x; i < total; i += blockDim.x) {
         const uint32_t j = i / cols, col = i - j * cols;
         const float *src = a.x_scales + sh.copy_token[j] * a.x_scales_stride;
-        *moes_dev_out_scale(a, sh.copy_row[j], col) =
-            moes_dev_scale_word_as<F>(a, src, col);
+        moes_dev_store_scale(a, sh.copy_row[j], col,
+                             moes_dev_scale_word_as<F>(a, src, col));
     }
 }
 
@@ -253,7 +253,7 @@ __device__ __forceinline__ void small_store_preloaded(
         for (uint32_t k = 0; k < top_k; k++) {
             const int32_t row = sh.own_row[j * top_k + k];
             if (row >= 0)
-                *moes_dev_out_scale(a, row, col) = pre.scale;
+                moes_dev_store_scale(a, row, col, pre.scale);
         }
     }
 }
