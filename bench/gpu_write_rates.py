@@ -17,7 +17,8 @@ bf16, no checks) at prefill 4096 and EP8 prefill (bench/NOTES.md, v18).
 Last, what reading alone moves (a sum over 1 GiB), the plain gather at
 16384 tokens, and the fan-out and plain gather of the Qwen3 and Mixtral
 presets at 4096 tokens, timed behind a 256 MiB fill as `moescatter
-bench` times its calls (bench/NOTES.md, v23).
+bench` times its calls (bench/NOTES.md, v23), and last the plain gathers
+of DeepSeek-V3's prefill rows behind that fill too (v26).
 
 Needs PyTorch with CUDA and Triton:
 
@@ -148,7 +149,7 @@ def gather_case(name, tokens, idx, y_rows, h=7168, k=K, block=1024):
     w = torch.rand(tokens * k, device=dev)
     o = torch.empty(tokens, h, dtype=torch.bfloat16, device=dev)
     valid = int((idx >= 0).sum())
-    run(name, lambda: plain_gather[(tokens, h // block)](y, idx, w, o, K=k, H=h, BLOCK=block),
+    run(name, lambda: plain_gather[(tokens, triton.cdiv(h, block))](y, idx, w, o, K=k, H=h, BLOCK=block),
         (valid + tokens) * h * 2)
 gather_case("Triton: plain gather, prefill 4096 (32768 rows)", T,
             torch.randperm(NR, device=dev).to(torch.int32), NR)
@@ -192,3 +193,11 @@ for name, row_bytes, k, blk, h in (("DeepSeek-V3 (fp8 rows)", 7168, 8, 2048, Non
         if b <= h:
             gather_case(f"behind a fill: plain gather, {name}, 4096 x {k}, {b} columns a program",
                         T, idx, rows, h=h, k=k, block=b)
+
+# The DeepSeek-V3 gathers of the table's prefill rows behind the same fill,
+# as `moescatter bench` times the library's (bench/NOTES.md, v26).
+gather_case("behind a fill: plain gather, prefill 4096 (32768 rows)", T,
+            torch.randperm(NR, device=dev).to(torch.int32), NR)
+gather_case("behind a fill: plain gather, EP8 prefill 32768", T8, idx8, n_local)
+gather_case("behind a fill: plain gather, prefill 4096, 2048 columns a program", T,
+            torch.randperm(NR, device=dev).to(torch.int32), NR, block=2048)
