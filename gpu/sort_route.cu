@@ -139,6 +139,12 @@ __device__ __forceinline__ void sort_load_round(const gpu_scatter_args &a,
     }
 }
 
+/* moes_sort_move_tile's tables, outside it so that its two forms share
+ * them: at[w][d], where warp w's next element of digit d goes; next[d],
+ * where the round's first element of digit d goes. */
+__shared__ int32_t sort_move_at[SORT_WARPS][SORT_DIGITS];
+__shared__ int32_t sort_move_next[SORT_DIGITS];
+
 /* Moves tile `tile` of pass `pass`, by the whole block. key and choice
  * hold the warp's share of the tile's first round (sort_load_round).
  * With `place_unsorted`, the first pass gives each choice with no local
@@ -146,12 +152,6 @@ __device__ __forceinline__ void sort_load_round(const gpu_scatter_args &a,
  * writes no output before its verdict). With PLACE_SORTED the last
  * pass places each choice at its position (moes_sort_places_at_position)
  * instead of recording the experts' first positions. */
-/* moes_sort_move_tile's tables, outside it so that its two forms share
- * them: at[w][d], where warp w's next element of digit d goes; next[d],
- * where the round's first element of digit d goes. */
-__shared__ int32_t sort_move_at[SORT_WARPS][SORT_DIGITS];
-__shared__ int32_t sort_move_next[SORT_DIGITS];
-
 template <bool PLACE_SORTED>
 __device__ void moes_sort_move_tile(const gpu_scatter_args &a, int64_t pass,
                                     int64_t tile, bool place_unsorted,
