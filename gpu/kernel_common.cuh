@@ -273,15 +273,15 @@ __device__ __forceinline__ uint32_t *moes_dev_out_scale(
 }
 
 /* Stores word to scale (row, col) of out_scales, asking the L2 to keep
- * its line over others (sm_80 and later). A row's words share their lines
- * with the rows beside it (UE8M0: 56 bytes a row of DeepSeek-V3; in the
- * MN-major layout every word), which other warps store at other times,
- * while the rows' stores stream through the L2; a line that leaves it
- * before all its words are in is written to memory in parts. The GEMM
- * after the scatter reads the scales next, so keeping them costs it
- * nothing. On an H200, DeepSeek-V3 4096 tokens: 89.3 -> 81.2 us with
- * UE8M0 scales, 82.5 -> 80.8 with fp32 ones; EP8 prefill 128.4 -> 126.0
- * (bench/NOTES.md, v26). */
+ * its line over others (sm_80 and later). A row's words share their
+ * lines with the rows beside it (UE8M0: 56 bytes a row of DeepSeek-V3;
+ * in the MN-major layout every word), which other warps store at other
+ * times, while the rows' stores stream through the L2; a line that
+ * leaves it before all its words are in is written to memory more than
+ * once. The GEMM after the scatter reads the scales next, so keeping
+ * them costs it nothing. On an H200, DeepSeek-V3 4096 tokens: 89.3 ->
+ * 81.2 us with UE8M0 scales, 82.5 -> 80.8 with fp32 ones (7.4 MB fewer
+ * written to memory); EP8 prefill 128.4 -> 126.0 (bench/NOTES.md, v26). */
 __device__ __forceinline__ void moes_dev_store_scale(const gpu_scatter_args &a,
                                                      int64_t row, int64_t col,
                                                      uint32_t word)
