@@ -225,6 +225,11 @@ Test(distinct, random_against_oracle)
     random_against_oracle(64, 8, 16, MOES_DTYPE_INT32, 1);
     random_against_oracle(33, 300, 50, MOES_DTYPE_INT64, 2);
     random_against_oracle(1000, 1, 7, MOES_DTYPE_INT32, 3);
+    /* Rows of 9 to 16 choices (the CUDA kernel's second register form),
+     * and more choices than one self-checking launch takes. */
+    random_against_oracle(200, 12, 40, MOES_DTYPE_INT32, 5);
+    random_against_oracle(50, 16, 9, MOES_DTYPE_INT64, 6);
+    random_against_oracle(1100, 8, 64, MOES_DTYPE_INT32, 7);
     /* E far above N*K: the routing's sparse path checks the ids. */
     random_against_oracle(16, 8, (int64_t)1 << 24, MOES_DTYPE_INT64, 4);
 }
