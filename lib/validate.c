@@ -52,6 +52,10 @@ typedef struct moes_span {
     const void *ptr;
     size_t elem;       /* alignment the pointer needs                     */
     uintptr_t begin, end;
+    /* Rows of row_bytes every period bytes from begin; period 0 where
+     * there is one row, or where the rows are longer than their stride
+     * (the column-major scales): then only [begin, end) is known. */
+    uintptr_t period, row_bytes;
 } moes_span;
 
 /* A [rows][stride] buffer of which row_len elements per row are used:
@@ -61,12 +65,16 @@ typedef struct moes_span {
 static moes_span span_rows(const char *name, const void *ptr, int64_t rows,
                            int64_t stride, int64_t row_len, size_t elem)
 {
-    moes_span sp = {name, ptr, elem, 0, 0};
+    moes_span sp = {name, ptr, elem, 0, 0, 0, 0};
     if (ptr && rows > 0 && row_len > 0) {
         uint64_t bytes =
             ((uint64_t)(rows - 1) * (uint64_t)stride + (uint64_t)row_len) *
             (uint64_t)elem;
         sp.begin = (uintptr_t)ptr;
+        if (rows > 1 && row_len <= stride) {
+            sp.period = (uintptr_t)stride * elem;
+            sp.row_bytes = (uintptr_t)row_len * elem;
+        }
         /* A range past the top of the address space cannot be a real
          * buffer; clamped, it still overlaps whatever lies above it. */
         sp.end = bytes > UINTPTR_MAX - sp.begin ? UINTPTR_MAX
@@ -90,10 +98,24 @@ static int check_alignment(moes_context *ctx, const moes_span *spans, int n)
     return MOES_OK;
 }
 
+/* Whether two spans share a byte. Rows of the same period interleave
+ * without sharing one when, seen from a row of a, b's rows start at or
+ * past its end and end at or before the next one: records of several
+ * fields in one buffer (a row and its scales, say), each field an
+ * argument of its own. */
 static int spans_overlap(const moes_span *a, const moes_span *b)
 {
-    return a->begin < a->end && b->begin < b->end && a->begin < b->end &&
-           b->begin < a->end;
+    if (!(a->begin < a->end && b->begin < b->end && a->begin < b->end &&
+          b->begin < a->end))
+        return 0;
+    const uintptr_t p = a->period;
+    if (p == 0 || p != b->period || a->row_bytes > p - b->row_bytes)
+        return 1;
+    /* b's first row, from the row of a at or before it. */
+    const uintptr_t d = b->begin >= a->begin
+                            ? (b->begin - a->begin) % p
+                            : (p - (a->begin - b->begin) % p) % p;
+    return d < a->row_bytes || d > p - b->row_bytes;
 }
 
 /* No output may share a byte with an input or with another output: a

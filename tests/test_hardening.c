@@ -124,6 +124,83 @@ Test(hardening, scatter_outputs_over_each_other_and_the_map)
     test_close(ctx);
 }
 
+/* Records of several fields in one buffer: out's rows and their scales
+ * interleaved with one stride share no byte, so the scatter takes them
+ * and writes what it writes to separate buffers; a scale word over the
+ * last element of a row, or another stride, is an overlap. */
+Test(hardening, scatter_rows_and_scales_in_records)
+{
+    enum { ROWS = 64, P = H * 2 + 8 }; /* a record: a bf16 row, 2 words */
+    moes_context *ctx = test_open(2);
+    uint16_t xh[N * H];
+    float sh[N];
+    for (int i = 0; i < N * H; i++)
+        xh[i] = (uint16_t)(0x3F00 + 37 * i);
+    for (int t = 0; t < N; t++)
+        sh[t] = 0.5f + (float)t;
+    void *ids = dev_from(ctx, ids_ok, sizeof ids_ok);
+    void *x = dev_from(ctx, xh, sizeof xh), *sc = dev_from(ctx, sh, sizeof sh);
+    void *out = dev_new(ctx, ROWS * H * 2), *out_s = dev_new(ctx, ROWS * 4);
+    void *rec = dev_new(ctx, ROWS * P);
+    void *index = dev_new(ctx, N * K * 8), *end = dev_new(ctx, E * 8);
+    moes_routing r;
+    moes_scatter_args a;
+    routing_of(&r, ids);
+    scatter_args_of(&a, x, out, index, end);
+    a.x_scales = sc;
+    a.out_scales = out_s;
+    a.out_scales_format = MOES_SCALES_FP32;
+    cr_assert_eq(moes_scatter(ctx, &r, &a), MOES_OK, "%s",
+                 moes_last_error(ctx));
+    unsigned char *rows = dev_get(ctx, out, ROWS * H * 2);
+    unsigned char *words = dev_get(ctx, out_s, ROWS * 4);
+
+    a.out = rec;
+    a.out_stride = P / 2;
+    a.out_scales = (char *)rec + H * 2;
+    a.out_scales_row_stride = P / 4;
+    a.out_scales_col_stride = 1;
+    cr_expect_eq(moes_scatter(ctx, &r, &a), MOES_OK, "%s",
+                 moes_last_error(ctx));
+    unsigned char *got = dev_get(ctx, rec, ROWS * P);
+    int64_t *ends = dev_get(ctx, end, E * 8);
+    const int64_t used = ends[E - 1];
+    cr_assert(used > 0 && used <= ROWS);
+    for (int64_t i = 0; i < used; i++) {
+        cr_expect(!memcmp(got + i * P, rows + i * H * 2, H * 2),
+                  "record %lld: its row differs", (long long)i);
+        cr_expect(!memcmp(got + i * P + H * 2, words + i * 4, 4),
+                  "record %lld: its scale differs", (long long)i);
+    }
+    free(got);
+
+    /* The scale word over the row's last element, then a record of
+     * another length for the scales: both overlaps, nothing written. */
+    void *fresh = dev_new(ctx, ROWS * P);
+    a.out = fresh;
+    a.out_scales = (char *)fresh + H * 2 - 4;
+    cr_expect_eq(moes_scatter(ctx, &r, &a), MOES_ERR_OVERLAP);
+    expect_message_names(ctx, "args->out_scales", "args->out");
+    a.out_scales = (char *)fresh + H * 2;
+    a.out_scales_row_stride = P / 4 - 1;
+    cr_expect_eq(moes_scatter(ctx, &r, &a), MOES_ERR_OVERLAP);
+    expect_message_names(ctx, "args->out_scales", "args->out");
+    cr_expect(dev_is_canary(ctx, fresh, ROWS * P));
+    free(rows);
+    free(words);
+    free(ends);
+    dev_free(ctx, fresh);
+    dev_free(ctx, ids);
+    dev_free(ctx, x);
+    dev_free(ctx, sc);
+    dev_free(ctx, out);
+    dev_free(ctx, out_s);
+    dev_free(ctx, rec);
+    dev_free(ctx, index);
+    dev_free(ctx, end);
+    test_close(ctx);
+}
+
 /* The gather's out over its out_index (after the first rows of out are
  * written, out_index would be read back as garbage), over y, over the
  * weights; and counts over ids. */
