@@ -207,15 +207,33 @@ static int size_send(moes_ep *ep, int64_t slots)
 
 static int size_recv(moes_ep *ep, int64_t slots)
 {
+    const int64_t lead = slots + ep->marker_rows;
     int rc;
     if ((rc = ensure(ep, &ep->recv_rows, slots * row_bytes(ep))) ||
         (rc = ensure(ep, &ep->recv_scales, slots * scale_bytes(ep))) ||
         (rc = ensure(ep, &ep->recv_ids, slots * ids_bytes(ep))) ||
-        (rc = ensure(ep, &ep->recv_weights, slots * weight_bytes(ep))) ||
-        (rc = ensure(ep, &ep->recv_index, slots * ep->opts.top_k * 8)) ||
-        (rc = ensure(ep, &ep->partial, slots * partial_bytes(ep))))
+        (rc = ensure(ep, &ep->recv_weights, lead * weight_bytes(ep))) ||
+        (rc = ensure(ep, &ep->recv_index, lead * ep->opts.top_k * 8)) ||
+        (rc = ensure(ep, &ep->partial, lead * partial_bytes(ep))))
         return rc;
     return MOES_OK;
+}
+
+/* The received slots' rows of recv_index (8 bytes an entry, whatever the
+ * index dtype), recv_weights and partial: past the marker rows in front
+ * of them (none but in the bounded mode on a device; see there). */
+static void *recv_index_slots(const moes_ep *ep)
+{
+    return (char *)ep->recv_index.ptr + ep->marker_rows * ep->opts.top_k * 8;
+}
+static void *recv_weights_slots(const moes_ep *ep)
+{
+    return (char *)ep->recv_weights.ptr +
+           ep->marker_rows * weight_bytes(ep);
+}
+static void *partial_slots(const moes_ep *ep)
+{
+    return (char *)ep->partial.ptr + ep->marker_rows * partial_bytes(ep);
 }
 
 /* ------------------------------------------------------------------ */
@@ -325,6 +343,10 @@ static int allocate(moes_ep *ep)
     int64_t routing = o->max_tokens * o->top_k;
     ep->async = o->mode == MOES_EP_MODE_BOUNDED &&
                 (ep->on_device || EP_QUEUED_ON_HOST);
+    /* Enough fp32 rows of H for R int64 markers. */
+    ep->marker_rows = ep->async ? ((int64_t)R * 8 + partial_bytes(ep) - 1) /
+                                      partial_bytes(ep)
+                                : 0;
     ep->send_counts = calloc((size_t)R, sizeof(int64_t));
     ep->send_displs = calloc((size_t)R, sizeof(int64_t));
     ep->recv_counts = calloc((size_t)R, sizeof(int64_t));
@@ -376,7 +398,6 @@ static int allocate(moes_ep *ep)
     if (ep->async &&
         ((rc = ensure(ep, &ep->marks_send, (int64_t)R * 8)) ||
          (rc = ensure(ep, &ep->marks_recv, (int64_t)R * 8)) ||
-         (rc = ensure(ep, &ep->back_marks_send, (int64_t)R * 8)) ||
          (rc = ensure(ep, &ep->back_marks_recv, (int64_t)R * 8)) ||
          (rc = ensure(ep, &ep->mark_y, (o->tokens_per_pair + 2) * 4)) ||
          (rc = ensure(ep, &ep->mark_out, (int64_t)R * 4))))
@@ -388,6 +409,20 @@ static int allocate(moes_ep *ep)
         int64_t slots = o->tokens_per_pair * R;
         if ((rc = size_send(ep, slots)) || (rc = size_recv(ep, slots)))
             return rc;
+        if (ep->async) {
+            /* The combine's marker rows: every index -1 (0xFF bytes, in
+             * either index dtype), weights 0; the markers themselves are
+             * the first R int64 of partial. */
+            const int64_t K = o->top_k;
+            ep->back_marks_send.ptr = ep->partial.ptr;
+            ep->back_marks_send.bytes = (int64_t)R * 8;
+            if ((rc = moes_fill(ep->ctx, ep->recv_index.ptr, 0xFF,
+                                ep->marker_rows * K * 8)) ||
+                (rc = moes_fill(ep->ctx, ep->recv_weights.ptr, 0,
+                                ep->marker_rows * weight_bytes(ep))))
+                return moes_ep_fail(ep, rc, "cannot set the marker rows: %s",
+                                    moes_last_error(ep->ctx));
+        }
         /* Slots past a pair's count travel too: define their bytes once
          * (ids -1 for every later dispatch is set per dispatch). */
         ep_buffer *zero[] = {&ep->send_rows, &ep->send_scales,
@@ -438,7 +473,7 @@ int moes_ep_destroy(moes_ep *ep)
         &ep->recv_ids,     &ep->recv_weights,    &ep->recv_index,
         &ep->partial,      &ep->back,            &ep->unit_scales,
         &ep->rank_map,     &ep->marks_send,      &ep->marks_recv,
-        &ep->back_marks_send, &ep->back_marks_recv,
+        &ep->back_marks_recv,
         &ep->mark_y,       &ep->mark_out,        &ep->dropped,
         &ep->zero_index};
     if (ep->ctx)
@@ -906,7 +941,7 @@ static int scatter_received(moes_ep *ep, const moes_scatter_args *l,
     s.x_scales = has_scales ? ep->recv_scales.ptr : NULL;
     s.scale_block = ep->opts.scale_block;
     s.x_scales_stride = 0;
-    s.out_index = ep->recv_index.ptr;
+    s.out_index = recv_index_slots(ep);
     s.out_index_stride = 0;
     return moes_scatter(ep->ctx, &r, &s);
 }
@@ -941,7 +976,11 @@ static int copy_dropped(moes_ep *ep, const moes_ep_dispatch_args *args,
  *     (masked_m), which the library runs only when nothing before it in
  *     the stream failed (a bad id found on the device leaves it as is);
  *   - combine: back_marks_send[r] starts the same way and becomes 0,
- *     written by a gather of zeros after the local gather.
+ *     written by the local gather itself: the markers are the first
+ *     bytes of partial, in rows in front of the received slots whose
+ *     indices are all -1, and such a row sums to +0.0. One gather less in
+ *     the chain: 28.5-30.2 -> 25.9-26.0 us a combine of 128 tokens on an
+ *     H200 (a graph replay, one rank; bench/NOTES.md, v27).
  * A failure marker is a byte pattern (FAIL_BYTE, or 0x80 | the status of
  * an error found on the host) that as an int64 is below -1. The receiver
  * checks the markers it got as the out_index of a one-column gather
@@ -967,9 +1006,9 @@ static int set_markers(moes_ep *ep, ep_buffer *b, int status)
                          : moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
 }
 
-/* Markers of 0 (a clean combine; a dispatch that kept no token) in all R
- * cells: zeros, two fp32 a cell, written only when nothing before them in
- * the stream failed. */
+/* Markers of 0 (a dispatch that kept no token) in all R cells: zeros,
+ * two fp32 a cell, written only when nothing before them in the stream
+ * failed. */
 static int zero_markers(moes_ep *ep, ep_buffer *b)
 {
     int rc = copy_rows_by_gather(ep, ep->n_ranks, 2, ep->mark_y.ptr, 1,
@@ -1021,7 +1060,7 @@ static int check_markers(moes_ep *ep, const ep_buffer *b, int64_t limit,
 }
 
 /* A fixed exchange: per_pair cells of elem_bytes for every pair. */
-static int exchange_fixed(moes_ep *ep, const ep_buffer *send, ep_buffer *recv,
+static int exchange_fixed(moes_ep *ep, void *send, void *recv,
                           int64_t per_pair, int64_t elem_bytes)
 {
     const int R = ep->n_ranks;
@@ -1029,7 +1068,7 @@ static int exchange_fixed(moes_ep *ep, const ep_buffer *send, ep_buffer *recv,
         ep->send_counts[r] = ep->recv_counts[r] = per_pair;
         ep->send_displs[r] = ep->recv_displs[r] = r * per_pair;
     }
-    return exchange(ep, send->ptr, recv->ptr, elem_bytes, 1);
+    return exchange(ep, send, recv, elem_bytes, 1);
 }
 
 /* The markers travel like the counts of the exact mode: not payload, and
@@ -1038,7 +1077,7 @@ static int exchange_markers(moes_ep *ep, const ep_buffer *send,
                             ep_buffer *recv)
 {
     const int64_t sent = ep->bytes_sent, received = ep->bytes_received;
-    int rc = exchange_fixed(ep, send, recv, 1, 8);
+    int rc = exchange_fixed(ep, send->ptr, recv->ptr, 1, 8);
     ep->bytes_sent = sent;
     ep->bytes_received = received;
     return rc;
@@ -1079,13 +1118,13 @@ static int dispatch_on_device(moes_ep *ep, const moes_ep_dispatch_args *args)
     if ((rc = exchange_group(ep, 1)))
         return rc;
     if (!(rc = exchange_markers(ep, &ep->marks_send, &ep->marks_recv)) &&
-        !(rc = exchange_fixed(ep, &ep->send_rows, &ep->recv_rows, B,
+        !(rc = exchange_fixed(ep, ep->send_rows.ptr, ep->recv_rows.ptr, B,
                               row_bytes(ep))) &&
-        !(rc = exchange_fixed(ep, &ep->send_scales, &ep->recv_scales, B,
+        !(rc = exchange_fixed(ep, ep->send_scales.ptr, ep->recv_scales.ptr, B,
                               scale_bytes(ep))) &&
-        !(rc = exchange_fixed(ep, &ep->send_ids, &ep->recv_ids, B,
+        !(rc = exchange_fixed(ep, ep->send_ids.ptr, ep->recv_ids.ptr, B,
                               ids_bytes(ep))))
-        rc = exchange_fixed(ep, &ep->send_weights, &ep->recv_weights, B,
+        rc = exchange_fixed(ep, ep->send_weights.ptr, recv_weights_slots(ep), B,
                             weight_bytes(ep));
     int end = exchange_group(ep, 0);
     if ((rc = rc ? rc : end))
@@ -1231,7 +1270,7 @@ int moes_ep_dispatch(moes_ep *ep, const moes_ep_dispatch_args *args)
         !(rc = exchange(ep, ep->send_ids.ptr, ep->recv_ids.ptr, ids_bytes(ep),
                         1)))
         rc = has_weights ? exchange(ep, ep->send_weights.ptr,
-                                    ep->recv_weights.ptr, weight_bytes(ep), 1)
+                                    recv_weights_slots(ep), weight_bytes(ep), 1)
                          : MOES_OK;
     int end = exchange_group(ep, 0);
     if ((rc = rc ? rc : end))
@@ -1289,19 +1328,25 @@ static int check_combine(moes_ep *ep, const moes_ep_combine_args *a)
     return MOES_OK;
 }
 
-/* This rank's received tokens, each into one fp32 partial row. */
+/* This rank's received tokens, each into one fp32 partial row; the
+ * marker rows in front of them (every index -1) come out as +0.0, which
+ * makes the combine's markers 0. */
 static int gather_partials(moes_ep *ep, const moes_ep_combine_args *args)
 {
+    const size_t index_size = ep->recv_index_dtype == MOES_DTYPE_INT32 ? 4 : 8;
     moes_gather_args g;
     moes_gather_args_init(&g);
-    g.n_tokens = ep->recv_slots;
+    g.n_tokens = ep->marker_rows + ep->recv_slots;
     g.top_k = ep->opts.top_k;
     g.hidden = ep->opts.hidden;
     g.y = args->y;
     g.y_dtype = ep->opts.y_dtype;
     g.y_rows = args->y_rows;
     g.y_stride = args->y_stride;
-    g.out_index = ep->recv_index.ptr;
+    /* The slots' entries start at recv_index_slots in this dtype; the
+     * marker rows' end there. */
+    g.out_index = (char *)recv_index_slots(ep) -
+                  ep->marker_rows * ep->opts.top_k * (int64_t)index_size;
     g.index_dtype = ep->recv_index_dtype;
     g.weights = ep->has_weights ? ep->recv_weights.ptr : NULL;
     g.out = ep->partial.ptr;
@@ -1348,10 +1393,9 @@ static int combine_on_device(moes_ep *ep, const moes_ep_combine_args *args)
     int rc;
     if ((rc = set_markers(ep, &ep->back_marks_send, status)))
         return rc;
+    /* The gather writes the markers' 0 too. */
     if (status == MOES_OK)
         status = gather_partials(ep, args);
-    if (status == MOES_OK)
-        status = zero_markers(ep, &ep->back_marks_send);
     if (status != MOES_OK &&
         (rc = set_markers(ep, &ep->back_marks_send, status)))
         return rc;
@@ -1359,7 +1403,7 @@ static int combine_on_device(moes_ep *ep, const moes_ep_combine_args *args)
         return rc;
     if (!(rc = exchange_markers(ep, &ep->back_marks_send,
                                 &ep->back_marks_recv)))
-        rc = exchange_fixed(ep, &ep->partial, &ep->back, B,
+        rc = exchange_fixed(ep, partial_slots(ep), ep->back.ptr, B,
                             partial_bytes(ep));
     int end = exchange_group(ep, 0);
     if ((rc = rc ? rc : end))
@@ -1387,7 +1431,7 @@ int moes_ep_combine(moes_ep *ep, const moes_ep_combine_args *args)
     int rc = agree(ep, status);
     if (rc != MOES_OK)
         return rc;
-    if ((rc = exchange(ep, ep->partial.ptr, ep->back.ptr, partial_bytes(ep),
+    if ((rc = exchange(ep, partial_slots(ep), ep->back.ptr, partial_bytes(ep),
                        0)))
         return rc;
     if (ep->n_tokens == 0)

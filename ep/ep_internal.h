@@ -54,6 +54,9 @@ struct moes_ep {
     /* Bounded mode over NCCL: every step queued on the stream, none
      * waiting for the host (see ep.c, "Bounded mode on a device"). */
     int async;
+    /* Rows in front of the received slots in recv_index, recv_weights
+     * and partial that hold the combine's markers (async only, else 0). */
+    int64_t marker_rows;
 
     /* Host arrays, R entries each. */
     int64_t *send_counts, *send_displs, *recv_counts, *recv_displs;
@@ -70,7 +73,9 @@ struct moes_ep {
     ep_buffer rank_map;      /* [R*E_local] int32: p -> p / E_local     */
     /* The markers of the bounded mode on a device: [R] int64 each. */
     ep_buffer marks_send, marks_recv;           /* dispatch: tokens sent */
-    ep_buffer back_marks_send, back_marks_recv; /* combine: 0 when done  */
+    ep_buffer back_marks_send, back_marks_recv; /* combine: 0 when done;
+                                the first is partial's first R int64, not
+                                an allocation of its own                */
     ep_buffer mark_y;        /* [tokens_per_pair + 2] fp32 of 0: the rows
                                 the markers index when checked          */
     ep_buffer mark_out;      /* [R] fp32 scratch of that check          */
@@ -78,9 +83,11 @@ struct moes_ep {
     ep_buffer zero_index;    /* [tokens_per_pair * R] int32 of 0        */
     ep_buffer local_counts;  /* [E_local] int64                         */
     ep_buffer send_rows, send_scales, send_ids, send_weights;
-    ep_buffer recv_rows, recv_scales, recv_ids, recv_weights;
-    ep_buffer recv_index;    /* [recv slots][K], local index dtype      */
-    ep_buffer partial;       /* [recv slots][H] fp32                    */
+    ep_buffer recv_rows, recv_scales, recv_ids;
+    ep_buffer recv_weights;  /* [marker rows + recv slots][K] fp32      */
+    ep_buffer recv_index;    /* [marker rows][K] of -1 as int64, then
+                                [recv slots][K], local index dtype      */
+    ep_buffer partial;       /* [marker rows + recv slots][H] fp32      */
     ep_buffer back;          /* [send slots][H] fp32                    */
     ep_buffer unit_scales;   /* bounded: send_scales' size of 1.0f (on a
                                 device: one row, max(S, K), of 1.0f)    */
