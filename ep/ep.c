@@ -154,6 +154,11 @@ static int ensure(moes_ep *ep, ep_buffer *b, int64_t bytes)
                             (long long)bytes, moes_last_error(ep->ctx));
     }
     b->bytes = bytes;
+    /* Defined from the start: the fields of a record that a call leaves
+     * unset (no scales, no weights) travel with the rest. */
+    if ((rc = moes_fill(ep->ctx, b->ptr, 0, bytes)) != MOES_OK)
+        return moes_ep_fail(ep, rc, "cannot clear %lld bytes: %s",
+                            (long long)bytes, moes_last_error(ep->ctx));
     return MOES_OK;
 }
 
@@ -192,14 +197,33 @@ static int64_t partial_bytes(const moes_ep *ep)
     return ep->opts.hidden * (int64_t)sizeof(float);
 }
 
+static int64_t round_up(int64_t v, int64_t m)
+{
+    return (v + m - 1) / m * m;
+}
+
+/* A token travels as one record: its row, its scales, its ids and its
+ * weights, each field on a boundary of its elements and the record a
+ * multiple of 16 bytes (so that rows read from records keep the
+ * backends' 16-byte copies). One exchange per pair moves them all: over
+ * NCCL on one H200, each buffer of its own had cost 2.2-3.0 us a
+ * dispatch, and with records the bounded dispatch of 128 tokens went
+ * from 51.1-51.3 to 44.5-44.6 us (a graph replay, one rank;
+ * bench/NOTES.md, v27). The fields are the scatters' and the gathers'
+ * arguments, with the record as their stride. */
+static void set_record(moes_ep *ep)
+{
+    ep->scales_at = round_up(row_bytes(ep), 4);
+    ep->ids_at = round_up(ep->scales_at + scale_bytes(ep), ep->ids_size);
+    ep->weights_at = ep->ids_at + ids_bytes(ep);
+    ep->record = round_up(ep->weights_at + weight_bytes(ep), 16);
+}
+
 /* Send-side buffers for `slots` tokens, receive-side for `recv` tokens. */
 static int size_send(moes_ep *ep, int64_t slots)
 {
     int rc;
-    if ((rc = ensure(ep, &ep->send_rows, slots * row_bytes(ep))) ||
-        (rc = ensure(ep, &ep->send_scales, slots * scale_bytes(ep))) ||
-        (rc = ensure(ep, &ep->send_ids, slots * ids_bytes(ep))) ||
-        (rc = ensure(ep, &ep->send_weights, slots * weight_bytes(ep))) ||
+    if ((rc = ensure(ep, &ep->send_records, slots * ep->record)) ||
         (rc = ensure(ep, &ep->back, slots * partial_bytes(ep))))
         return rc;
     return MOES_OK;
@@ -209,27 +233,23 @@ static int size_recv(moes_ep *ep, int64_t slots)
 {
     const int64_t lead = slots + ep->marker_rows;
     int rc;
-    if ((rc = ensure(ep, &ep->recv_rows, slots * row_bytes(ep))) ||
-        (rc = ensure(ep, &ep->recv_scales, slots * scale_bytes(ep))) ||
-        (rc = ensure(ep, &ep->recv_ids, slots * ids_bytes(ep))) ||
-        (rc = ensure(ep, &ep->recv_weights, lead * weight_bytes(ep))) ||
+    if ((rc = ensure(ep, &ep->recv_records, lead * ep->record)) ||
         (rc = ensure(ep, &ep->recv_index, lead * ep->opts.top_k * 8)) ||
         (rc = ensure(ep, &ep->partial, lead * partial_bytes(ep))))
         return rc;
     return MOES_OK;
 }
 
-/* The received slots' rows of recv_index (8 bytes an entry, whatever the
- * index dtype), recv_weights and partial: past the marker rows in front
- * of them (none but in the bounded mode on a device; see there). */
+/* The received slots' rows of recv_records, recv_index (8 bytes an
+ * entry, whatever the index dtype) and partial: past the marker rows in
+ * front of them (none but in the bounded mode on a device; see there). */
+static char *recv_slots_at(const moes_ep *ep)
+{
+    return (char *)ep->recv_records.ptr + ep->marker_rows * ep->record;
+}
 static void *recv_index_slots(const moes_ep *ep)
 {
     return (char *)ep->recv_index.ptr + ep->marker_rows * ep->opts.top_k * 8;
-}
-static void *recv_weights_slots(const moes_ep *ep)
-{
-    return (char *)ep->recv_weights.ptr +
-           ep->marker_rows * weight_bytes(ep);
 }
 static void *partial_slots(const moes_ep *ep)
 {
@@ -324,14 +344,18 @@ static int validate_options(moes_ep *ep)
         !mul_ok(routing, 8, &bytes) ||
         !mul_ok(slots_max, ep->n_ranks, &slots) || slots > INT32_MAX ||
         !mul_ok(o->hidden, 8, &bytes) || bytes > INT32_MAX ||
-        !mul_ok(slots, o->hidden * 8 + ep->n_scales * 4 + o->top_k * 16,
-                &bytes))
+        o->top_k > INT32_MAX / 16 ||
+        /* A record (set_record) is at most 8H + 16K + 32 bytes, one
+         * element of an MPI exchange. */
+        bytes + o->top_k * 16 + 32 > INT32_MAX ||
+        !mul_ok(slots, bytes + o->top_k * 16 + 32, &bytes))
         return moes_ep_fail(ep, MOES_ERR_OVERFLOW,
                             "the sizes given (%d ranks, %lld experts each, "
                             "%lld tokens, hidden %lld) overflow a buffer's "
                             "byte count or an exchange's count",
                             ep->n_ranks, (long long)o->experts_per_rank,
                             (long long)slots_max, (long long)o->hidden);
+    set_record(ep);
     return MOES_OK;
 }
 
@@ -411,36 +435,27 @@ static int allocate(moes_ep *ep)
             return rc;
         if (ep->async) {
             /* The combine's marker rows: every index -1 (0xFF bytes, in
-             * either index dtype), weights 0; the markers themselves are
-             * the first R int64 of partial. */
+             * either index dtype; their records hold weights of 0 from
+             * the allocation); the markers themselves are the first R
+             * int64 of partial. */
             const int64_t K = o->top_k;
             ep->back_marks_send.ptr = ep->partial.ptr;
             ep->back_marks_send.bytes = (int64_t)R * 8;
             if ((rc = moes_fill(ep->ctx, ep->recv_index.ptr, 0xFF,
-                                ep->marker_rows * K * 8)) ||
-                (rc = moes_fill(ep->ctx, ep->recv_weights.ptr, 0,
-                                ep->marker_rows * weight_bytes(ep))))
+                                ep->marker_rows * K * 8)))
                 return moes_ep_fail(ep, rc, "cannot set the marker rows: %s",
                                     moes_last_error(ep->ctx));
         }
-        /* Slots past a pair's count travel too: define their bytes once
-         * (ids -1 for every later dispatch is set per dispatch). */
-        ep_buffer *zero[] = {&ep->send_rows, &ep->send_scales,
-                             &ep->send_weights, &ep->back};
-        for (size_t i = 0; i < sizeof zero / sizeof *zero; i++)
-            if ((rc = moes_fill(ep->ctx, zero[i]->ptr, 0, zero[i]->bytes)))
-                return moes_ep_fail(ep, rc, "cannot clear a buffer: %s",
-                                    moes_last_error(ep->ctx));
-        /* Scales of empty slots are scattered too, and a UE8M0 layout
+        /* Slots past a pair's count travel too: their records are set
+         * before each dispatch (the partials sent back were cleared when
+         * allocated). Their scales are scattered too, and a UE8M0 layout
          * rejects any scale that is not a power of two: empty slots carry
-         * 1.0, restored before each dispatch. On a device that restoring
-         * may not wait (moes_copy_within does), so there a gather
-         * broadcasts one row of 1.0 (y) to every slot (out_index all 0):
-         * 0 + 1.0 * 1.0 is exactly 1.0. The weights of a rank that gives
-         * none travel as 1.0 the same way. */
-        int64_t n = ep->send_scales.bytes / 4;
-        if (ep->async)
-            n = ep->n_scales > o->top_k ? ep->n_scales : o->top_k;
+         * 1.0, set by a gather that broadcasts one row of 1.0 (y) to every
+         * slot (out_index all 0): 0 + 1.0 * 1.0 is exactly 1.0, and unlike
+         * moes_copy_within it does not wait for the stream. On a device
+         * the weights of a rank that gives none travel as 1.0 the same
+         * way. */
+        const int64_t n = ep->n_scales > o->top_k ? ep->n_scales : o->top_k;
         float *ones = malloc((size_t)n * sizeof *ones);
         if (!ones)
             return moes_ep_fail(ep, MOES_ERR_OUT_OF_MEMORY,
@@ -450,8 +465,7 @@ static int allocate(moes_ep *ep)
         if (!(rc = ensure(ep, &ep->unit_scales, n * 4)))
             rc = moes_copy_to_backend(ep->ctx, ep->unit_scales.ptr, ones,
                                       n * 4);
-        if (rc == MOES_OK && ep->async &&
-            !(rc = ensure(ep, &ep->zero_index, slots * 4)))
+        if (rc == MOES_OK && !(rc = ensure(ep, &ep->zero_index, slots * 4)))
             rc = moes_fill(ep->ctx, ep->zero_index.ptr, 0, slots * 4);
         free(ones);
         if (rc != MOES_OK)
@@ -468,9 +482,7 @@ int moes_ep_destroy(moes_ep *ep)
     ep_buffer *all[] = {
         &ep->pack_ids,     &ep->pack_index,      &ep->scratch_index,
         &ep->rank_tmp,     &ep->expert_map,      &ep->local_counts,
-        &ep->send_rows,    &ep->send_scales,     &ep->send_ids,
-        &ep->send_weights, &ep->recv_rows,       &ep->recv_scales,
-        &ep->recv_ids,     &ep->recv_weights,    &ep->recv_index,
+        &ep->send_records, &ep->recv_records,    &ep->recv_index,
         &ep->partial,      &ep->back,            &ep->unit_scales,
         &ep->rank_map,     &ep->marks_send,      &ep->marks_recv,
         &ep->back_marks_recv,
@@ -708,15 +720,19 @@ static int count_destinations(moes_ep *ep, int64_t n_tokens)
 }
 
 /* One moes_scatter of the ranks as experts: `elems` elements of dtype per
- * token from src (stride in elements) into dst, one slot per (token,
- * destination). Bounded: masked_m (tokens kept per destination) and
- * n_dropped go where given. */
+ * token from src (stride in elements) into the field at byte `at` of the
+ * send records, one record per (token, destination), and the scales into
+ * the field at `scales_at`. Bounded: masked_m (tokens kept per
+ * destination) and n_dropped go where given. */
 static int pack_one(moes_ep *ep, int64_t N, const void *src, int dtype,
                     int64_t elems, int64_t stride, const float *scales,
-                    int64_t scale_block, int64_t scales_stride, void *dst,
-                    void *dst_scales, void *out_index, void *masked_m,
+                    int64_t scale_block, int64_t scales_stride, int64_t at,
+                    int64_t scales_at, void *out_index, void *masked_m,
                     int64_t *n_dropped)
 {
+    char *records = ep->send_records.ptr;
+    size_t elem = 0;
+    moes_dtype_size(dtype, &elem);
     moes_routing r;
     pack_routing(ep, N, &r);
     moes_scatter_args s;
@@ -739,9 +755,14 @@ static int pack_one(moes_ep *ep, int64_t N, const void *src, int dtype,
     s.x_scales = scales;
     s.scale_block = scale_block;
     s.x_scales_stride = scales_stride;
-    s.out = dst;
-    s.out_scales = scales ? dst_scales : NULL;
-    s.out_scales_format = scales ? MOES_SCALES_FP32 : MOES_SCALES_NONE;
+    s.out = records + at;
+    s.out_stride = ep->record / (int64_t)elem;
+    if (scales) {
+        s.out_scales = records + scales_at;
+        s.out_scales_format = MOES_SCALES_FP32;
+        s.out_scales_row_stride = ep->record / 4;
+        s.out_scales_col_stride = 1;
+    }
     s.index_dtype = MOES_DTYPE_INT64;
     s.out_index = out_index;
     int rc = moes_scatter(ep->ctx, &r, &s);
@@ -758,7 +779,7 @@ static int pack_one(moes_ep *ep, int64_t N, const void *src, int dtype,
 static int copy_rows_by_gather(moes_ep *ep, int64_t n_tokens, int64_t cols,
                                const void *y, int64_t y_rows,
                                const void *out_index, int index_dtype,
-                               void *out)
+                               void *out, int64_t out_stride)
 {
     moes_gather_args g;
     moes_gather_args_init(&g);
@@ -772,31 +793,33 @@ static int copy_rows_by_gather(moes_ep *ep, int64_t n_tokens, int64_t cols,
     g.index_dtype = index_dtype;
     g.out = out;
     g.out_dtype = MOES_DTYPE_FP32;
+    g.out_stride = out_stride;
     return moes_gather(ep->ctx, &g);
 }
 
-/* On a device: cols fp32 of 1.0 in every slot of dst (the row of 1.0,
- * out_index all 0; allocate() says why). */
-static int unit_rows(moes_ep *ep, void *dst, int64_t cols)
+/* cols fp32 of 1.0 in the field at byte `at` of every send record (the
+ * row of 1.0, out_index all 0; allocate() says why). */
+static int unit_rows(moes_ep *ep, int64_t at, int64_t cols)
 {
     return copy_rows_by_gather(ep, ep->opts.tokens_per_pair * ep->n_ranks,
                                cols, ep->unit_scales.ptr, 1,
-                               ep->zero_index.ptr, MOES_DTYPE_INT32, dst);
+                               ep->zero_index.ptr, MOES_DTYPE_INT32,
+                               (char *)ep->send_records.ptr + at,
+                               ep->record / 4);
 }
 
-/* Bounded: empty slots must read as "no expert here" on arrival, and
- * carry scales of 1.0 (on a device: when scales are sent, and weights of
- * 1.0 when none are). a may be NULL (a failed dispatch sends only -1). */
+/* Bounded: empty slots must read as "no expert here" on arrival (every
+ * byte of their records 0xFF: ids of -1), and carry scales of 1.0 when
+ * scales are sent (on a device also weights of 1.0 when none are). a may
+ * be NULL (a failed dispatch sends only -1). */
 static int clear_slots(moes_ep *ep, const moes_ep_dispatch_args *a)
 {
-    int rc = moes_fill(ep->ctx, ep->send_ids.ptr, 0xFF, ep->send_ids.bytes);
-    if (rc == MOES_OK && !ep->async)
-        rc = moes_copy_within(ep->ctx, ep->send_scales.ptr,
-                              ep->unit_scales.ptr, ep->send_scales.bytes);
-    if (rc == MOES_OK && ep->async && a && a->x_scales)
-        rc = unit_rows(ep, ep->send_scales.ptr, ep->n_scales);
+    int rc = moes_fill(ep->ctx, ep->send_records.ptr, 0xFF,
+                       ep->send_records.bytes);
+    if (rc == MOES_OK && a && a->x_scales)
+        rc = unit_rows(ep, ep->scales_at, ep->n_scales);
     if (rc == MOES_OK && ep->async && (!a || !a->weights))
-        rc = unit_rows(ep, ep->send_weights.ptr, ep->opts.top_k);
+        rc = unit_rows(ep, ep->weights_at, ep->opts.top_k);
     if (rc != MOES_OK)
         return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
     return MOES_OK;
@@ -825,9 +848,8 @@ static int pack(moes_ep *ep, const moes_ep_dispatch_args *a, void *masked_m,
         return MOES_OK;
     if ((rc = pack_one(ep, N, a->x, ep->opts.x_dtype, ep->opts.hidden,
                        a->x_stride, a->x_scales, ep->opts.scale_block,
-                       a->x_scales_stride, ep->send_rows.ptr,
-                       ep->send_scales.ptr, ep->pack_index.ptr, masked_m,
-                       n_dropped)))
+                       a->x_scales_stride, 0, ep->scales_at,
+                       ep->pack_index.ptr, masked_m, n_dropped)))
         return rc;
     /* Ids and weights in one more scatter: the ids as rows of 4-byte
      * elements (the scatter copies bytes), the weights as their fp32
@@ -837,8 +859,8 @@ static int pack(moes_ep *ep, const moes_ep_dispatch_args *a, void *masked_m,
     int64_t ids_stride = a->ids_stride ? a->ids_stride : K;
     return pack_one(ep, N, a->ids, MOES_DTYPE_FP32, K * words,
                     ids_stride * words, a->weights, words, a->weights_stride,
-                    ep->send_ids.ptr, ep->send_weights.ptr,
-                    ep->scratch_index.ptr, NULL, NULL);
+                    ep->ids_at, ep->weights_at, ep->scratch_index.ptr, NULL,
+                    NULL);
 }
 
 static int exchange(moes_ep *ep, void *send, void *recv, int64_t elem_bytes,
@@ -879,8 +901,9 @@ static void received_routing(moes_ep *ep, moes_routing *r)
     moes_routing_init(r);
     r->n_tokens = ep->recv_slots;
     r->top_k = ep->opts.top_k;
-    r->ids = ep->recv_ids.ptr;
+    r->ids = recv_slots_at(ep) + ep->ids_at;
     r->ids_dtype = ep->opts.ids_dtype;
+    r->ids_stride = ep->record / ep->ids_size;
     r->expert_map = ep->expert_map.ptr;
     r->n_experts_global = ep->opts.experts_per_rank * ep->n_ranks;
     r->n_experts = ep->opts.experts_per_rank;
@@ -934,13 +957,15 @@ static int scatter_received(moes_ep *ep, const moes_scatter_args *l,
     moes_scatter_args_init(&s);
     memcpy(&s, l, l->struct_size);
     s.struct_size = sizeof s;
-    s.x = ep->recv_rows.ptr;
+    s.x = recv_slots_at(ep);
     s.x_dtype = ep->opts.x_dtype;
     s.hidden = ep->opts.hidden;
-    s.x_stride = 0;
-    s.x_scales = has_scales ? ep->recv_scales.ptr : NULL;
+    s.x_stride = ep->record / ep->x_size;
+    s.x_scales = has_scales ? (const float *)(recv_slots_at(ep) +
+                                              ep->scales_at)
+                            : NULL;
     s.scale_block = ep->opts.scale_block;
-    s.x_scales_stride = 0;
+    s.x_scales_stride = ep->record / 4;
     s.out_index = recv_index_slots(ep);
     s.out_index_stride = 0;
     return moes_scatter(ep->ctx, &r, &s);
@@ -1013,7 +1038,7 @@ static int zero_markers(moes_ep *ep, ep_buffer *b)
 {
     int rc = copy_rows_by_gather(ep, ep->n_ranks, 2, ep->mark_y.ptr, 1,
                                  ep->zero_index.ptr, MOES_DTYPE_INT32,
-                                 b->ptr);
+                                 b->ptr, 0);
     return rc == MOES_OK ? MOES_OK
                          : moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
 }
@@ -1040,7 +1065,8 @@ static int check_markers(moes_ep *ep, const ep_buffer *b, int64_t limit,
                          const char *step)
 {
     int rc = copy_rows_by_gather(ep, ep->n_ranks, 1, ep->mark_y.ptr, limit,
-                                 b->ptr, MOES_DTYPE_INT64, ep->mark_out.ptr);
+                                 b->ptr, MOES_DTYPE_INT64, ep->mark_out.ptr,
+                                 0);
     if (rc == MOES_OK)
         return MOES_OK;
     if (rc != MOES_ERR_INVALID_OUT_INDEX)
@@ -1117,15 +1143,9 @@ static int dispatch_on_device(moes_ep *ep, const moes_ep_dispatch_args *args)
      * the same on every rank. */
     if ((rc = exchange_group(ep, 1)))
         return rc;
-    if (!(rc = exchange_markers(ep, &ep->marks_send, &ep->marks_recv)) &&
-        !(rc = exchange_fixed(ep, ep->send_rows.ptr, ep->recv_rows.ptr, B,
-                              row_bytes(ep))) &&
-        !(rc = exchange_fixed(ep, ep->send_scales.ptr, ep->recv_scales.ptr, B,
-                              scale_bytes(ep))) &&
-        !(rc = exchange_fixed(ep, ep->send_ids.ptr, ep->recv_ids.ptr, B,
-                              ids_bytes(ep))))
-        rc = exchange_fixed(ep, ep->send_weights.ptr, recv_weights_slots(ep), B,
-                            weight_bytes(ep));
+    if (!(rc = exchange_markers(ep, &ep->marks_send, &ep->marks_recv)))
+        rc = exchange_fixed(ep, ep->send_records.ptr, recv_slots_at(ep), B,
+                            ep->record);
     int end = exchange_group(ep, 0);
     if ((rc = rc ? rc : end))
         return rc;
@@ -1262,16 +1282,7 @@ int moes_ep_dispatch(moes_ep *ep, const moes_ep_dispatch_args *args)
 
     if ((rc = exchange_group(ep, 1)))
         return rc;
-    if (!(rc = exchange(ep, ep->send_rows.ptr, ep->recv_rows.ptr,
-                        row_bytes(ep), 1)) &&
-        !(has_scales && (rc = exchange(ep, ep->send_scales.ptr,
-                                       ep->recv_scales.ptr, scale_bytes(ep),
-                                       1))) &&
-        !(rc = exchange(ep, ep->send_ids.ptr, ep->recv_ids.ptr, ids_bytes(ep),
-                        1)))
-        rc = has_weights ? exchange(ep, ep->send_weights.ptr,
-                                    recv_weights_slots(ep), weight_bytes(ep), 1)
-                         : MOES_OK;
+    rc = exchange(ep, ep->send_records.ptr, recv_slots_at(ep), ep->record, 1);
     int end = exchange_group(ep, 0);
     if ((rc = rc ? rc : end))
         return rc;
@@ -1348,7 +1359,11 @@ static int gather_partials(moes_ep *ep, const moes_ep_combine_args *args)
     g.out_index = (char *)recv_index_slots(ep) -
                   ep->marker_rows * ep->opts.top_k * (int64_t)index_size;
     g.index_dtype = ep->recv_index_dtype;
-    g.weights = ep->has_weights ? ep->recv_weights.ptr : NULL;
+    g.weights = ep->has_weights
+                    ? (const float *)((char *)ep->recv_records.ptr +
+                                      ep->weights_at)
+                    : NULL;
+    g.weights_stride = ep->record / 4;
     g.out = ep->partial.ptr;
     g.out_dtype = MOES_DTYPE_FP32;
     int rc = moes_gather(ep->ctx, &g);

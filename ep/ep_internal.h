@@ -54,7 +54,7 @@ struct moes_ep {
     /* Bounded mode over NCCL: every step queued on the stream, none
      * waiting for the host (see ep.c, "Bounded mode on a device"). */
     int async;
-    /* Rows in front of the received slots in recv_index, recv_weights
+    /* Rows in front of the received slots in recv_index, recv_records
      * and partial that hold the combine's markers (async only, else 0). */
     int64_t marker_rows;
 
@@ -82,15 +82,15 @@ struct moes_ep {
     ep_buffer dropped;       /* one int64: pairs the last dispatch dropped */
     ep_buffer zero_index;    /* [tokens_per_pair * R] int32 of 0        */
     ep_buffer local_counts;  /* [E_local] int64                         */
-    ep_buffer send_rows, send_scales, send_ids, send_weights;
-    ep_buffer recv_rows, recv_scales, recv_ids;
-    ep_buffer recv_weights;  /* [marker rows + recv slots][K] fp32      */
+    /* A token's record: row, scales, ids, weights at these bytes. */
+    int64_t scales_at, ids_at, weights_at, record;
+    ep_buffer send_records;  /* [send slots] records                    */
+    ep_buffer recv_records;  /* [marker rows + recv slots] records      */
     ep_buffer recv_index;    /* [marker rows][K] of -1 as int64, then
                                 [recv slots][K], local index dtype      */
     ep_buffer partial;       /* [marker rows + recv slots][H] fp32      */
     ep_buffer back;          /* [send slots][H] fp32                    */
-    ep_buffer unit_scales;   /* bounded: send_scales' size of 1.0f (on a
-                                device: one row, max(S, K), of 1.0f)    */
+    ep_buffer unit_scales;   /* bounded: one row, max(S, K), of 1.0f    */
 
     /* What the last dispatch left for the combine. */
     int dispatched;
