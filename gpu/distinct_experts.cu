@@ -17,53 +17,54 @@ enum {
     DISTINCT_LOADS = 8
 };
 
+/* Whether any of load(0 .. n-1) lies outside [-1, bound): DISTINCT_LOADS
+ * loads a thread in flight at once; block 0 reports each bad one under
+ * `rank`. */
+template <typename Load>
+__device__ __forceinline__ bool distinct_check_range(const gpu_scatter_args &a,
+                                                     int64_t n, int64_t bound,
+                                                     int rank, Load load)
+{
+    enum { B = DISTINCT_LOADS };
+    bool bad = false;
+    const int64_t step = blockDim.x;
+    for (int64_t i0 = threadIdx.x; i0 < n; i0 += B * step) {
+        int64_t v[B];
+#pragma unroll
+        for (int b = 0; b < B; b++)
+            v[b] = i0 + b * step < n ? load(i0 + b * step) : -1;
+#pragma unroll
+        for (int b = 0; b < B; b++)
+            if (!MOES_INDEX_OK(v[b], bound)) {
+                bad = true;
+                if (blockIdx.x == 0)
+                    moes_dev_report(a.state, rank, i0 + b * step);
+            }
+    }
+    return bad;
+}
+
 /* A small call checks the map and the ids in every block instead of in
  * the routing kernels: each block reads them all (a few KiB, from L2
  * after the first), so every block reaches the same verdict and none
  * waits for another. Block 0 reports what is wrong, as the routing's
  * checks would (map entries before ids, the smallest index first), and
  * writes the record. Returns true when something is wrong: then no row
- * is written. Each thread's loads of a batch go out together. */
+ * is written. */
 __device__ __forceinline__ bool distinct_self_check(const gpu_scatter_args &a)
 {
-    enum { B = DISTINCT_LOADS };
     bool bad = false;
-    const bool report = blockIdx.x == 0;
-    const int64_t step = blockDim.x;
     if (a.map)
-        for (int64_t i0 = threadIdx.x; i0 < a.n_global; i0 += B * step) {
-            int32_t v[B];
-#pragma unroll
-            for (int b = 0; b < B; b++)
-                v[b] = i0 + b * step < a.n_global ? a.map[i0 + b * step] : -1;
-#pragma unroll
-            for (int b = 0; b < B; b++)
-                if (!MOES_INDEX_OK(v[b], a.n_experts)) {
-                    bad = true;
-                    if (report)
-                        moes_dev_report(a.state, MOES_DATA_ERROR_RANK_MAP,
-                                        i0 + b * step);
-                }
-        }
-    for (int64_t c0 = threadIdx.x; c0 < a.n_choices; c0 += B * step) {
-        int64_t id[B];
-#pragma unroll
-        for (int b = 0; b < B; b++)
-            id[b] = c0 + b * step < a.n_choices
-                        ? moes_dev_choice_id(a, c0 + b * step)
-                        : -1;
-#pragma unroll
-        for (int b = 0; b < B; b++)
-            if (!MOES_INDEX_OK(id[b], a.n_global)) {
-                bad = true;
-                if (report)
-                    moes_dev_report(a.state, MOES_DATA_ERROR_RANK_ID,
-                                    c0 + b * step);
-            }
-    }
+        bad = distinct_check_range(a, a.n_global, a.n_experts,
+                                   MOES_DATA_ERROR_RANK_MAP,
+                                   [&](int64_t i) { return (int64_t)a.map[i]; });
+    bad |= distinct_check_range(a, a.n_choices, a.n_global,
+                                MOES_DATA_ERROR_RANK_ID, [&](int64_t c) {
+                                    return moes_dev_choice_id(a, c);
+                                });
     if (!__syncthreads_or(bad))
         return false;
-    if (report && threadIdx.x == 0)
+    if (blockIdx.x == 0 && threadIdx.x == 0)
         moes_stage_finish_validation(moes_route_finish_args(a));
     return true;
 }
