@@ -15,6 +15,7 @@
 
 #include "helpers.h"
 #include "oracle.h"
+#include "rng.h"
 
 enum { N = 4, K = 2, E = 4, H = 8 };
 
@@ -196,6 +197,78 @@ Test(hardening, scatter_rows_and_scales_in_records)
     dev_free(ctx, out);
     dev_free(ctx, out_s);
     dev_free(ctx, rec);
+    dev_free(ctx, index);
+    dev_free(ctx, end);
+    test_close(ctx);
+}
+
+/* Rows and scales at random offsets and strides in one allocation: the
+ * call must refuse every layout in which a byte of out and a byte of
+ * out_scales meet (counted here byte by byte over the capacity's rows),
+ * and with one stride in bytes for both take every layout in which none
+ * does. (With two strides it compares first and last bytes only.) */
+Test(hardening, rows_and_scales_at_random_layouts)
+{
+    enum { ROWS = 64, MAX_P = 48, BYTES = ROWS * MAX_P + 128 };
+    moes_context *ctx = test_open(1);
+    void *ids = dev_from(ctx, ids_ok, sizeof ids_ok);
+    void *x = dev_new(ctx, N * H * 2), *sc = dev_new(ctx, N * 4);
+    void *index = dev_new(ctx, N * K * 8), *end = dev_new(ctx, E * 8);
+    char *buf = dev_new(ctx, BYTES);
+    unsigned char marks[BYTES];
+    moes_routing r;
+    moes_scatter_args a;
+    moes_rng g;
+    moes_rng_seed(&g, 2027);
+    routing_of(&r, ids);
+    int same = 0, taken = 0;
+    for (int trial = 0; trial < 600; trial++) {
+        const int64_t out_elems = H + moes_rng_below(&g, MAX_P / 2 - H + 1);
+        const int64_t p_out = out_elems * 2;
+        /* Half the trials with the rows' stride in bytes. */
+        const int64_t words = moes_rng_below(&g, 2) && p_out % 4 == 0
+                                  ? p_out / 4
+                                  : 1 + moes_rng_below(&g, MAX_P / 4);
+        const int64_t off_out = 2 * moes_rng_below(&g, 32);
+        const int64_t off_s = 4 * moes_rng_below(&g, 32);
+        memset(marks, 0, sizeof marks);
+        int shared = 0;
+        for (int64_t i = 0; i < ROWS; i++)
+            for (int64_t b = 0; b < H * 2; b++)
+                marks[off_out + i * p_out + b] = 1;
+        for (int64_t i = 0; i < ROWS; i++)
+            for (int64_t b = 0; b < 4; b++)
+                shared |= marks[off_s + i * words * 4 + b];
+        scatter_args_of(&a, x, buf + off_out, index, end);
+        a.out_stride = out_elems;
+        a.x_scales = sc;
+        a.out_scales = buf + off_s;
+        a.out_scales_format = MOES_SCALES_FP32;
+        a.out_scales_row_stride = words;
+        a.out_scales_col_stride = 1;
+        const int rc = moes_scatter(ctx, &r, &a);
+        if (shared)
+            cr_expect_eq(rc, MOES_ERR_OVERLAP,
+                         "trial %d: rows of %lld bytes at %lld, scales of "
+                         "%lld at %lld share a byte, but the call returned "
+                         "%d", trial, (long long)p_out, (long long)off_out,
+                         (long long)words * 4, (long long)off_s, rc);
+        else if (words * 4 == p_out)
+            cr_expect_eq(rc, MOES_OK,
+                         "trial %d: rows of %lld bytes at %lld, scales at "
+                         "%lld share no byte: %s", trial, (long long)p_out,
+                         (long long)off_out, (long long)off_s,
+                         moes_last_error(ctx));
+        same += words * 4 == p_out;
+        taken += rc == MOES_OK;
+    }
+    /* Both kinds of layout came up, and some were taken. */
+    cr_expect(same > 100 && taken > 50, "same stride %d, taken %d", same,
+              taken);
+    dev_free(ctx, buf);
+    dev_free(ctx, ids);
+    dev_free(ctx, x);
+    dev_free(ctx, sc);
     dev_free(ctx, index);
     dev_free(ctx, end);
     test_close(ctx);
