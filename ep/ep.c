@@ -154,8 +154,10 @@ static int ensure(moes_ep *ep, ep_buffer *b, int64_t bytes)
                             (long long)bytes, moes_last_error(ep->ctx));
     }
     b->bytes = bytes;
-    /* Defined from the start: the fields of a record that a call leaves
-     * unset (no scales, no weights) travel with the rest. */
+    /* Zeros from the start: the fields of a record that a call leaves
+     * unset (no scales, no weights) travel defined, and the markers' rows
+     * of zeros (mark_y) and the index of zeros (zero_index) need nothing
+     * more. */
     if ((rc = moes_fill(ep->ctx, b->ptr, 0, bytes)) != MOES_OK)
         return moes_ep_fail(ep, rc, "cannot clear %lld bytes: %s",
                             (long long)bytes, moes_last_error(ep->ctx));
@@ -426,9 +428,6 @@ static int allocate(moes_ep *ep)
          (rc = ensure(ep, &ep->mark_y, (o->tokens_per_pair + 2) * 4)) ||
          (rc = ensure(ep, &ep->mark_out, (int64_t)R * 4))))
         return rc;
-    if (ep->async &&
-        (rc = moes_fill(ep->ctx, ep->mark_y.ptr, 0, ep->mark_y.bytes)))
-        return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
     if (o->mode == MOES_EP_MODE_BOUNDED) {
         int64_t slots = o->tokens_per_pair * R;
         if ((rc = size_send(ep, slots)) || (rc = size_recv(ep, slots)))
@@ -465,8 +464,8 @@ static int allocate(moes_ep *ep)
         if (!(rc = ensure(ep, &ep->unit_scales, n * 4)))
             rc = moes_copy_to_backend(ep->ctx, ep->unit_scales.ptr, ones,
                                       n * 4);
-        if (rc == MOES_OK && !(rc = ensure(ep, &ep->zero_index, slots * 4)))
-            rc = moes_fill(ep->ctx, ep->zero_index.ptr, 0, slots * 4);
+        if (rc == MOES_OK)
+            rc = ensure(ep, &ep->zero_index, slots * 4);
         free(ones);
         if (rc != MOES_OK)
             return moes_ep_fail(ep, rc, "cannot set the unit scales: %s",
@@ -1344,7 +1343,8 @@ static int check_combine(moes_ep *ep, const moes_ep_combine_args *a)
  * makes the combine's markers 0. */
 static int gather_partials(moes_ep *ep, const moes_ep_combine_args *args)
 {
-    const size_t index_size = ep->recv_index_dtype == MOES_DTYPE_INT32 ? 4 : 8;
+    size_t index_size = 0;
+    moes_dtype_size(ep->recv_index_dtype, &index_size);
     moes_gather_args g;
     moes_gather_args_init(&g);
     g.n_tokens = ep->marker_rows + ep->recv_slots;
