@@ -309,6 +309,13 @@ static int64_t resident_grid(const gpu_state *st, int64_t n,
     return fit > 0 && blocks > fit ? fit : blocks;
 }
 
+/* The scan's ranges, at most GPU_SCAN_MAX_RANGES: the workspace holds
+ * the status words of that many (gpu_route_workspace_bytes). */
+static int64_t scan_ranges_within(int64_t ranges)
+{
+    return ranges < GPU_SCAN_MAX_RANGES ? ranges : GPU_SCAN_MAX_RANGES;
+}
+
 /* The table's zeroing with the map check (many experts), counts per
  * tile (and the map check, with few), then ranks per tile, totals and
  * (for a scatter) first rows per expert, the capacity check and the error
@@ -339,13 +346,11 @@ static int launch_route(moes_context *ctx, gpu_scatter_args *a)
          * a block scans a range of that many experts about as fast as
          * one of 8 columns of many tiles, and the look-back over the
          * ranges before is shorter. */
-        a->scan_ranges = resident_grid(gpu_state_of(ctx), a->n_experts,
-                                       a->sort_first
-                                           ? GPU_SORT_SCAN_RANGE_EXPERTS
-                                           : SCAN_RANGE_MIN_EXPERTS,
-                                       GPU_SCAN_RANGE_BLOCKS_PER_SM);
-        if (a->scan_ranges > GPU_SCAN_MAX_RANGES)
-            a->scan_ranges = GPU_SCAN_MAX_RANGES;
+        a->scan_ranges = scan_ranges_within(resident_grid(
+            gpu_state_of(ctx), a->n_experts,
+            a->sort_first ? GPU_SORT_SCAN_RANGE_EXPERTS
+                          : SCAN_RANGE_MIN_EXPERTS,
+            GPU_SCAN_RANGE_BLOCKS_PER_SM));
     }
     /* A warp a tile, or, on a table zeroed before, a warp every
      * GPU_COUNT_ROUNDS rounds of 32 choices (route_count.cu). The call's
@@ -388,9 +393,8 @@ static int launch_sort_grid(moes_context *ctx, gpu_scatter_args *a,
     if (!st->cooperative_launches || a->tiles * a->n_experts > INT32_MAX)
         return MOES_OK;
     int64_t *const counts = a->counts;
-    a->scan_ranges = ceil_div(a->n_experts, GPU_SORT_SCAN_RANGE_EXPERTS);
-    if (a->scan_ranges > GPU_SCAN_MAX_RANGES)
-        a->scan_ranges = GPU_SCAN_MAX_RANGES;
+    a->scan_ranges = scan_ranges_within(
+        ceil_div(a->n_experts, GPU_SORT_SCAN_RANGE_EXPERTS));
     /* The table of one tile holds the experts' counts: the scan and the
      * outputs read them there, and no kernel scans its columns. */
     a->counts = a->tile_table;

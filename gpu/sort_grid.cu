@@ -85,9 +85,11 @@ __device__ void sort_grid_pass(const gpu_scatter_args &a, int64_t pass,
          * took 120.8 -> 118.5 us at alignment 1, 123.5 -> 120.5 at 128,
          * masked 123.0 -> 121.6 (bench/NOTES.md, v26). */
         if (place_sorted)
-            moes_sort_move_tile<true>(a, pass, tile, false, key, choice);
+            moes_sort_move_tile<true>(a, pass, tile, begin, end, false, key,
+                                      choice);
         else
-            moes_sort_move_tile<false>(a, pass, tile, false, key, choice);
+            moes_sort_move_tile<false>(a, pass, tile, begin, end, false, key,
+                                       choice);
     }
 }
 
@@ -155,12 +157,15 @@ moes_sort_grid(const gpu_scatter_args a)
     } else if (blockIdx.x < a.sort_blocks) {
         /* One tile: the table's entry is the local expert (-1: none). */
         int32_t key[SORT_ROUNDS], choice[SORT_ROUNDS];
+        int64_t begin, end;
 #pragma unroll
         for (int j = 0; j < SORT_ROUNDS; j++) {
             key[j] = (int32_t)entry[j];
             choice[j] = (int32_t)(base + j * MOES_WARP + lane);
         }
-        moes_sort_move_tile<false>(a, 0, blockIdx.x, false, key, choice);
+        sort_tile(a, 0, blockIdx.x, &begin, &end);
+        moes_sort_move_tile<false>(a, 0, blockIdx.x, begin, end, false, key,
+                                   choice);
     }
     for (int64_t r; (r = moes_take_scan_range(a)) < a.scan_ranges;)
         moes_scan_expert_range<false>(a, r);

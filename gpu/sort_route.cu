@@ -145,7 +145,8 @@ __device__ __forceinline__ void sort_load_round(const gpu_scatter_args &a,
 __shared__ int32_t sort_move_at[SORT_WARPS][SORT_DIGITS];
 __shared__ int32_t sort_move_next[SORT_DIGITS];
 
-/* Moves tile `tile` of pass `pass`, by the whole block. key and choice
+/* Moves tile `tile` of pass `pass`, its elements [begin, end) (sort_tile,
+ * which the caller has already called), by the whole block. key and choice
  * hold the warp's share of the tile's first round (sort_load_round).
  * With `place_unsorted`, the first pass gives each choice with no local
  * expert out_index -1; without, the caller does (moes_sort_grid, which
@@ -154,7 +155,8 @@ __shared__ int32_t sort_move_next[SORT_DIGITS];
  * instead of recording the experts' first positions. */
 template <bool PLACE_SORTED>
 __device__ void moes_sort_move_tile(const gpu_scatter_args &a, int64_t pass,
-                                    int64_t tile, bool place_unsorted,
+                                    int64_t tile, int64_t begin, int64_t end,
+                                    bool place_unsorted,
                                     int32_t (&key)[SORT_ROUNDS],
                                     int32_t (&choice)[SORT_ROUNDS])
 {
@@ -165,8 +167,6 @@ __device__ void moes_sort_move_tile(const gpu_scatter_args &a, int64_t pass,
     const unsigned lower = (1u << lane) - 1u;
     const int64_t share = (int64_t)warp * (SORT_ROUNDS * MOES_WARP);
     unsigned peers[SORT_ROUNDS];
-    int64_t begin, end;
-    sort_tile(a, pass, tile, &begin, &end);
     const int to = (int)(pass & 1);
     const bool last = pass == a.sort_passes - 1;
     next[threadIdx.x] = (int32_t)sort_block_start(a, pass, tile);
@@ -263,7 +263,8 @@ moes_sort_move(const gpu_scatter_args a)
         sort_tile(a, a.sort_pass, blockIdx.x, &begin, &end);
         sort_load_round(a, a.sort_pass, begin + share, end, key, choice);
     }
-    moes_sort_move_tile<false>(a, a.sort_pass, blockIdx.x, true, key, choice);
+    moes_sort_move_tile<false>(a, a.sort_pass, blockIdx.x, begin, end, true,
+                               key, choice);
 }
 
 /* True where a sorted choice's row is its position in the sorted order:
