@@ -12,38 +12,6 @@
 #include "kernel_common.cuh"
 #include "distinct_row.h"
 
-enum {
-    /* Map entries or ids a thread of the self-check loads at once. */
-    DISTINCT_LOADS = 8
-};
-
-/* Whether any of load(0 .. n-1) lies outside [-1, bound): DISTINCT_LOADS
- * loads a thread in flight at once; block 0 reports each bad one under
- * `rank`. */
-template <typename Load>
-__device__ __forceinline__ bool distinct_check_range(const gpu_scatter_args &a,
-                                                     int64_t n, int64_t bound,
-                                                     int rank, Load load)
-{
-    enum { B = DISTINCT_LOADS };
-    bool bad = false;
-    const int64_t step = blockDim.x;
-    for (int64_t i0 = threadIdx.x; i0 < n; i0 += B * step) {
-        int64_t v[B];
-#pragma unroll
-        for (int b = 0; b < B; b++)
-            v[b] = i0 + b * step < n ? load(i0 + b * step) : -1;
-#pragma unroll
-        for (int b = 0; b < B; b++)
-            if (!MOES_INDEX_OK(v[b], bound)) {
-                bad = true;
-                if (blockIdx.x == 0)
-                    moes_dev_report(a.state, rank, i0 + b * step);
-            }
-    }
-    return bad;
-}
-
 /* A small call checks the map and the ids in every block instead of in
  * the routing kernels: each block reads them all (a few KiB, from L2
  * after the first), so every block reaches the same verdict and none
@@ -55,13 +23,12 @@ __device__ __forceinline__ bool distinct_self_check(const gpu_scatter_args &a)
 {
     bool bad = false;
     if (a.map)
-        bad = distinct_check_range(a, a.n_global, a.n_experts,
-                                   MOES_DATA_ERROR_RANK_MAP,
-                                   [&](int64_t i) { return (int64_t)a.map[i]; });
-    bad |= distinct_check_range(a, a.n_choices, a.n_global,
-                                MOES_DATA_ERROR_RANK_ID, [&](int64_t c) {
-                                    return moes_dev_choice_id(a, c);
-                                });
+        bad = moes_block_check_range(
+            a.state, a.n_global, a.n_experts, MOES_DATA_ERROR_RANK_MAP,
+            [&](int64_t i) { return (int64_t)a.map[i]; });
+    bad |= moes_block_check_range(
+        a.state, a.n_choices, a.n_global, MOES_DATA_ERROR_RANK_ID,
+        [&](int64_t c) { return moes_dev_choice_id(a, c); });
     if (!__syncthreads_or(bad))
         return false;
     if (blockIdx.x == 0 && threadIdx.x == 0)

@@ -4,16 +4,18 @@
  * acc = fp32(acc + fp32(w * y)) through moes_gather_step (numerics.h), the
  * same function the CPU uses, so the bits match.
  *
- * Two launches. moes_check_out_index reads every entry once and its last
- * block turns the first bad one into the error record. The gather kernel
- * of the call's dtypes (moes_gather_Y_to_OUT, or moes_gather_small_Y_to_OUT
- * for a call with fewer items than warps that fit) is launched so that it may
- * start while the check still runs: it reads out_index, the weights and y
- * (inputs of the call, which nothing in the call writes) and sums, and
- * only then waits for the check to finish and stores nothing when it
- * found an error. An entry is only ever used to
- * address y after a bounds test of its own, so a bad one is never read
- * through.
+ * Two launches, or one for a call with few entries. moes_check_out_index
+ * reads every entry once and its last block turns the first bad one into
+ * the error record. The gather kernel of the call's dtypes
+ * (moes_gather_Y_to_OUT, or moes_gather_small_Y_to_OUT for a call with
+ * fewer items than warps that fit) is launched so that it may start while
+ * the check still runs: it reads out_index, the weights and y (inputs of
+ * the call, which nothing in the call writes) and sums, and only then
+ * waits for the check to finish and stores nothing when it found an
+ * error. A call with at most GPU_GATHER_SELF_CHECK_ENTRIES entries has
+ * no check kernel: each block of the small calls' kernel checks them all
+ * (gather_check_verdict). An entry is only ever used to address y after a
+ * bounds test of its own, so a bad one is never read through.
  *
  * One warp per (token, chunk of the row) item: lane k loads the token's
  * out_index[t][k] and weight, the valid ones are walked in k order from
@@ -32,19 +34,11 @@
  */
 #include "kernel_common.cuh"
 
-extern "C" __global__ void __launch_bounds__(GPU_CHECK_THREADS)
-moes_check_out_index(const gpu_gather_args a)
+/* The record of a bad out_index entry: its value and y_rows. */
+__device__ __forceinline__ gpu_finish_args
+gather_finish_args(const gpu_gather_args &a)
 {
-    const int64_t n = a.n_tokens * a.top_k;
     gpu_finish_args f;
-    moes_dev_enter();
-    for (int64_t c = moes_dev_thread(); c < n; c += moes_dev_threads()) {
-        const int64_t t = c / a.top_k, k = c - t * a.top_k;
-        const int64_t v = moes_dev_index_load(a.out_index, a.index_elem,
-                                              t * a.out_index_stride + k);
-        if (!MOES_INDEX_OK(v, a.y_rows))
-            moes_dev_report(a.state, MOES_DATA_ERROR_RANK_ID, c);
-    }
     f.state = a.state;
     f.op = GPU_OP_GATHER;
     f.ids = a.out_index;
@@ -59,8 +53,59 @@ moes_check_out_index(const gpu_gather_args a)
     f.x_scales = NULL;
     f.x_scales_stride = 0;
     f.n_scales = 0;
+    return f;
+}
+
+/* out_index entry c = (t, k). */
+__device__ __forceinline__ int64_t gather_entry(const gpu_gather_args &a,
+                                                int64_t c)
+{
+    return moes_dev_index_load(
+        a.out_index, a.index_elem,
+        moes_dev_row_element(c, a.top_k, a.out_index_stride));
+}
+
+extern "C" __global__ void __launch_bounds__(GPU_CHECK_THREADS)
+moes_check_out_index(const gpu_gather_args a)
+{
+    const int64_t n = a.n_tokens * a.top_k;
+    moes_dev_enter();
+    for (int64_t c = moes_dev_thread(); c < n; c += moes_dev_threads())
+        if (!MOES_INDEX_OK(gather_entry(a, c), a.y_rows))
+            moes_dev_report(a.state, MOES_DATA_ERROR_RANK_ID, c);
     if (moes_dev_last_block(a.state) && threadIdx.x == 0)
-        moes_dev_close_validation(a.state, f);
+        moes_dev_close_validation(a.state, gather_finish_args(a));
+}
+
+/* The check of a call with few entries (a.self_check: one batch a
+ * thread, GPU_GATHER_SELF_CHECK_ENTRIES in all), in every block of the
+ * gather instead of a kernel ahead of it: each block reads every entry
+ * (from L2 after the first block), so all reach the same verdict with no
+ * grid-wide wait, and block 0 writes the record. The entries are loaded
+ * first, the warp's first item summed while they arrive, and the verdict
+ * taken before its first store (gather_items). */
+__device__ __forceinline__ void gather_check_load(const gpu_gather_args &a,
+                                                  moes_check_batch &c)
+{
+    moes_check_batch_load(c, threadIdx.x, a.n_tokens * a.top_k,
+                          [&](int64_t i) { return gather_entry(a, i); });
+}
+
+/* True when the block must store nothing: a bad entry, or the error of
+ * an earlier call. Every thread of the block calls it once. */
+__device__ __forceinline__ bool gather_check_verdict(const gpu_gather_args &a,
+                                                     const moes_check_batch &c)
+{
+    const bool bad =
+        moes_check_batch_test(a.state, c, threadIdx.x, a.y_rows,
+                              MOES_DATA_ERROR_RANK_ID);
+    /* One thread's look at the record: the verdict must be the block's. */
+    const bool earlier = threadIdx.x == 0 && moes_dev_failed(a.state);
+    if (!__syncthreads_or(bad || earlier))
+        return false;
+    if (blockIdx.x == 0 && threadIdx.x == 0)
+        moes_stage_finish_validation(gather_finish_args(a));
+    return true;
 }
 
 /* Elements of y and out as fp32, GPU_GATHER_VEC (or 1) at a time. The
@@ -294,8 +339,9 @@ __device__ __forceinline__ void add_rows(
     }
 }
 
-/* One (token, chunk) item per warp at a time. VEC: a lane's vectors are
- * GPU_GATHER_VEC elements; else single elements.
+/* Item `item`'s sums into acc: out's part when accumulating, plus the
+ * token's rows (first: its first out_index entries and weights). Returns
+ * whether they went through the NaN sign rule.
  *
  * The rows are summed with the plain rounded operations first. A NaN
  * stays a NaN through every later step, so a lane whose sums all came out
@@ -306,52 +352,113 @@ __device__ __forceinline__ void add_rows(
  * yet. This keeps the rule's compare and branch out of the loop over
  * rows, where they cost as much as the sum itself. */
 template <int YD, int OD, bool VEC, int P, int GB0>
-__device__ void gather_items(const gpu_gather_args &a)
+__device__ __forceinline__ bool
+sum_item(const gpu_gather_args &a, int64_t item, const moes_row_fetch &first,
+         float (&acc)[P][item_shape<YD, VEC, GB0>::V])
 {
-    typedef elem_io<OD> oio;
     enum { V = item_shape<YD, VEC, GB0>::V };
     const int64_t osz = OD == MOES_DTYPE_FP32 ? 4 : 2;
     const int64_t groups = a.hidden / V;
-    const int64_t items = a.n_tokens * a.chunks;
-    const int64_t lane = threadIdx.x % MOES_WARP;
+    const int64_t t = item / a.chunks;
+    const int64_t g0 = (item - t * a.chunks) * (MOES_WARP * P) +
+                       threadIdx.x % MOES_WARP;
+    const unsigned char *o =
+        (const unsigned char *)a.out + t * a.out_stride * osz;
+    start_sums<OD, VEC, P, V>(a, o, g0, groups, acc);
+    add_rows<YD, VEC, P, GB0, false>(a, t, g0, groups, first, acc);
+    /* A NaN among the sums makes their sum a NaN (so do two opposite
+     * infinities, or sums that overflow to them: then the exact pass
+     * below runs for nothing, and gives the same bits). One add a value
+     * instead of a compare and an or. */
+    bool nan = false;
+#pragma unroll
+    for (int j = 0; j < P; j++) {
+        float probe = 0.0f;
+#pragma unroll
+        for (int i = 0; i < V; i++)
+            probe += acc[j][i];
+        nan |= probe != probe;
+    }
+    const bool exact = __any_sync(0xFFFFFFFFu, nan);
+    if (exact) {
+        /* Fetched again rather than kept: fewer registers live across
+         * the common path. */
+        start_sums<OD, VEC, P, V>(a, o, g0, groups, acc);
+        add_rows<YD, VEC, P, 1, true>(a, t, g0, groups, fetch_first(a, t),
+                                      acc);
+    }
+    return exact;
+}
 
+/* Item `item`'s sums to out. */
+template <int OD, bool VEC, int P, int V>
+__device__ __forceinline__ void store_item(const gpu_gather_args &a,
+                                           int64_t item,
+                                           const float (&acc)[P][V],
+                                           bool exact)
+{
+    typedef elem_io<OD> oio;
+    const int64_t osz = OD == MOES_DTYPE_FP32 ? 4 : 2;
+    const int64_t groups = a.hidden / V;
+    const int64_t t = item / a.chunks;
+    const int64_t g0 = (item - t * a.chunks) * (MOES_WARP * P) +
+                       threadIdx.x % MOES_WARP;
+    unsigned char *o = (unsigned char *)a.out + t * a.out_stride * osz;
+#pragma unroll
+    for (int j = 0; j < P; j++) {
+        const int64_t g = g0 + j * MOES_WARP;
+        if (g >= groups)
+            continue;
+        if (VEC && !exact)
+            oio::store_vec_no_nan(o + g * V * osz, acc[j]);
+        else if (VEC)
+            oio::store_vec(o + g * V * osz, acc[j]);
+        else
+            oio::store_one(o + g * osz, acc[j][0]);
+    }
+}
+
+/* One (token, chunk) item per warp at a time, the next item's out_index
+ * entries and weights loaded while the warp sums the one before. VEC: a
+ * lane's vectors are GPU_GATHER_VEC elements; else single elements.
+ * SELF_CHECK: the block checks out_index itself (gather_check_verdict),
+ * with the warp's first item summed while the entries arrive; else the
+ * first store waits for moes_check_out_index. */
+template <int YD, int OD, bool VEC, int P, int GB0, bool SELF_CHECK>
+__device__ void gather_items(const gpu_gather_args &a)
+{
+    enum { V = item_shape<YD, VEC, GB0>::V };
+    const int64_t items = a.n_tokens * a.chunks;
     const int64_t stride = moes_dev_threads() / MOES_WARP;
     int64_t item = moes_dev_thread() / MOES_WARP;
     bool checked = false;
     moes_row_fetch next;
     if (item < items)
         next = fetch_first(a, item / a.chunks);
+    if (SELF_CHECK) {
+        moes_check_batch check;
+        gather_check_load(a, check);
+        float acc[P][V];
+        bool exact = false;
+        const bool mine = item < items;
+        if (mine) {
+            const moes_row_fetch first = next;
+            if (item + stride < items)
+                next = fetch_first(a, (item + stride) / a.chunks);
+            exact = sum_item<YD, OD, VEC, P, GB0>(a, item, first, acc);
+        }
+        if (gather_check_verdict(a, check) || !mine)
+            return;
+        store_item<OD, VEC, P, V>(a, item, acc, exact);
+        item += stride;
+        checked = true;
+    }
     for (; item < items; item += stride) {
-        const int64_t t = item / a.chunks;
-        const int64_t g0 = (item - t * a.chunks) * (MOES_WARP * P) + lane;
-        unsigned char *o = (unsigned char *)a.out + t * a.out_stride * osz;
         const moes_row_fetch first = next;
         if (item + stride < items)
             next = fetch_first(a, (item + stride) / a.chunks);
         float acc[P][V];
-        start_sums<OD, VEC, P, V>(a, o, g0, groups, acc);
-        add_rows<YD, VEC, P, GB0, false>(a, t, g0, groups, first, acc);
-        /* A NaN among the sums makes their sum a NaN (so do two opposite
-         * infinities, or sums that overflow to them: then the exact pass
-         * below runs for nothing, and gives the same bits). One add a
-         * value instead of a compare and an or. */
-        bool nan = false;
-#pragma unroll
-        for (int j = 0; j < P; j++) {
-            float probe = 0.0f;
-#pragma unroll
-            for (int i = 0; i < V; i++)
-                probe += acc[j][i];
-            nan |= probe != probe;
-        }
-        const bool exact = __any_sync(0xFFFFFFFFu, nan);
-        if (exact) {
-            /* Fetched again rather than kept: fewer registers live
-             * across the common path. */
-            start_sums<OD, VEC, P, V>(a, o, g0, groups, acc);
-            add_rows<YD, VEC, P, 1, true>(a, t, g0, groups, fetch_first(a, t),
-                                          acc);
-        }
+        const bool exact = sum_item<YD, OD, VEC, P, GB0>(a, item, first, acc);
         /* The check of out_index has finished, and its verdict is the same
          * for every thread. */
         if (!checked) {
@@ -360,35 +467,39 @@ __device__ void gather_items(const gpu_gather_args &a)
                 return;
             checked = true;
         }
-#pragma unroll
-        for (int j = 0; j < P; j++) {
-            const int64_t g = g0 + j * MOES_WARP;
-            if (g >= groups)
-                continue;
-            if (VEC && !exact)
-                oio::store_vec_no_nan(o + g * V * osz, acc[j]);
-            else if (VEC)
-                oio::store_vec(o + g * V * osz, acc[j]);
-            else
-                oio::store_one(o + g * osz, acc[j][0]);
-        }
+        store_item<OD, VEC, P, V>(a, item, acc, exact);
     }
 }
 
 /* The vector path with GB rows in flight; the element-wise path
  * (unaligned rows, rare) one row at a time, so that its registers stay
- * below the vector path's. The host takes the small calls' shape only for
- * vector rows, so those kernels have no element-wise path. */
+ * below the vector path's. A call that checks its own out_index
+ * (a.self_check) takes the small calls' kernels, vector rows or not: the
+ * usual kernels have no registers to spare for the check (ptxas spilled
+ * with it), and so they have no such path. */
 template <int YD, int OD, int P, int GB>
 __device__ __forceinline__ void gather_kernel(const gpu_gather_args &a)
 {
+    if (a.self_check) {
+        /* No check kernel has waited for the kernels ahead of the call:
+         * wait before the first load (gather_self_check looks at the
+         * record of earlier calls). */
+        moes_dev_enter();
+        if (P == GPU_GATHER_SMALL_PER_THREAD) {
+            if (a.vector)
+                gather_items<YD, OD, true, P, GB, true>(a);
+            else
+                gather_items<YD, OD, false, P, 1, true>(a);
+        }
+        return;
+    }
     moes_dev_release_next();
     /* An error of an earlier call: this one writes nothing either. */
     if (!moes_dev_failed(a.state)) {
         if (a.vector)
-            gather_items<YD, OD, true, P, GB>(a);
+            gather_items<YD, OD, true, P, GB, false>(a);
         else if (P == GPU_GATHER_PER_THREAD)
-            gather_items<YD, OD, false, P, 1>(a);
+            gather_items<YD, OD, false, P, 1, false>(a);
     }
     /* Every thread waits for the check before it exits, also one with no
      * item: the grid then ends after the check, whatever kernel is

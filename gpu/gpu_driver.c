@@ -84,6 +84,10 @@ int gpu_driver_open(gpu_driver *drv, char *why, size_t why_len)
         sym = dlsym(drv->handle, "cuFuncSetAttribute");
         if (sym)
             memcpy(&drv->cuFuncSetAttribute, &sym, sizeof sym);
+        /* Optional: whether a stream is being captured into a graph. */
+        sym = dlsym(drv->handle, "cuStreamIsCapturing");
+        if (sym)
+            memcpy(&drv->cuStreamIsCapturing, &sym, sizeof sym);
     }
     return 1;
 }

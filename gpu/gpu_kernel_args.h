@@ -99,6 +99,12 @@ typedef struct gpu_device_state {
 #define GPU_GATHER_SMALL_PER_THREAD 2
 #define GPU_GATHER_SMALL_ROW_BATCH 4
 #define GPU_CHECK_THREADS 256     /* moes_check_out_index                 */
+/* Indices a thread of a self-check loads at once (kernel_common.cuh). */
+#define GPU_SELF_CHECK_LOADS 8
+/* A gather with at most this many out_index entries (a batch for each
+ * thread of a block) has no check kernel: every block of the gather
+ * checks them all (gather.cu). */
+#define GPU_GATHER_SELF_CHECK_ENTRIES (GPU_SELF_CHECK_LOADS * GPU_ROW_THREADS)
 #define GPU_DISTINCT_THREADS 128  /* moes_distinct_rows: a token a thread */
 /* Up to this many choices (and map entries) moes_distinct_rows checks
  * them in every block instead of after the routing kernels. */
@@ -329,6 +335,7 @@ typedef struct gpu_gather_args {
     int64_t out_stride;          /* elements                              */
     int64_t vector;              /* 1: groups of 8 elements, 16-byte aligned */
     int64_t chunks;              /* row chunks per token (one per warp)   */
+    int64_t self_check;          /* 1: no check kernel; every block checks */
 } gpu_gather_args;
 
 /* The kernel that turns a key into the record takes this. */

@@ -907,17 +907,33 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     small = a.vector && a.n_tokens * a.chunks <
                             gather_resident_blocks(st) *
                                 (GPU_ROW_THREADS / WARP_THREADS);
-    if (small)
-        a.chunks = row_chunks(a.hidden / GPU_GATHER_VEC,
+    /* A call with few entries, outside a graph's capture: every block of
+     * the gather checks them all and no check kernel runs (the small
+     * calls' kernels do that, gather.cu). One launch instead of two took
+     * a single call of 128 tokens on an H200 from 15.8-17.6 to 14.0-15.3
+     * us; replayed from a graph, where a launch costs nothing, the check
+     * kernel beside the gather was the faster, 7.66 against 8.32 us
+     * (bench/NOTES.md, v28). */
+    a.self_check = (small || !a.vector) &&
+                   a.n_tokens * a.top_k <= GPU_GATHER_SELF_CHECK_ENTRIES &&
+                   !gpu_stream_capturing(ctx);
+    /* The small calls' kernels take a self-checking call of rows that
+     * are not vectors too: only they have that path. */
+    if (small || a.self_check) {
+        small = 1;
+        a.chunks = row_chunks(a.vector ? a.hidden / GPU_GATHER_VEC : a.hidden,
                               GPU_GATHER_SMALL_PER_THREAD);
-    /* The check's last block writes the record; the gather may start
-     * while it runs and waits for it before storing (gather.cu). The
-     * check itself may start before the kernel ahead of it ends: it waits
-     * for it first thing, and its blocks (256 threads of few registers)
-     * hold next to nothing while they wait. */
-    MOES_TRY(gpu_launch_next(ctx, GPU_K_CHECK_OUT_INDEX,
-                        gpu_grid_for(a.n_tokens * a.top_k, GPU_CHECK_THREADS),
-                        GPU_CHECK_THREADS, &a));
+    }
+    /* Else the check's last block writes the record; the gather may
+     * start while it runs and waits for it before storing. The check
+     * itself may start before the kernel ahead of it ends: it waits for
+     * it first thing, and its blocks (256 threads of few registers) hold
+     * next to nothing while they wait. */
+    if (!a.self_check)
+        MOES_TRY(gpu_launch_next(
+            ctx, GPU_K_CHECK_OUT_INDEX,
+            gpu_grid_for(a.n_tokens * a.top_k, GPU_CHECK_THREADS),
+            GPU_CHECK_THREADS, &a));
     return gpu_launch_next(ctx,
                            gpu_gather_kernel(a.y_dtype, a.out_dtype, small),
                            gather_blocks(st, a.n_tokens, a.chunks),

@@ -124,6 +124,10 @@ int gpu_launch_cooperative(moes_context *ctx, enum gpu_kernel k,
                            int64_t grid, unsigned block, int64_t shared_bytes,
                            void *args, int *launched);
 
+/* 1 when the context's stream is being captured into a graph, or when
+ * the driver cannot say; 0 when each launch runs as it is queued. */
+int gpu_stream_capturing(moes_context *ctx);
+
 /* Blocks of `per_block` items for n items, capped for grid-stride loops. */
 int64_t gpu_grid_for(int64_t n, int64_t per_block);
 

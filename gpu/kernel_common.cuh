@@ -206,12 +206,29 @@ __device__ __forceinline__ int64_t moes_dev_local_expert_at(
 }
 
 /* The id of choice c = t*K + k. */
+/* Where element c = t * row_len + k of rows `stride` elements apart
+ * lies: c itself for dense rows, else through a division, in 32 bits
+ * where c fits (a 64-bit division is a long run of instructions, and the
+ * self-checks take eight of them a thread). */
+__device__ __forceinline__ int64_t moes_dev_row_element(int64_t c,
+                                                        int64_t row_len,
+                                                        int64_t stride)
+{
+    if (stride == row_len)
+        return c;
+    if ((uint64_t)c <= UINT32_MAX && (uint64_t)row_len <= UINT32_MAX) {
+        const uint32_t n = (uint32_t)row_len, t = (uint32_t)c / n;
+        return (int64_t)t * stride + (int64_t)((uint32_t)c - t * n);
+    }
+    const int64_t t = c / row_len;
+    return t * stride + (c - t * row_len);
+}
+
 __device__ __forceinline__ int64_t moes_dev_choice_id(const gpu_scatter_args &a,
                                                       int64_t c)
 {
-    const int64_t t = c / a.top_k;
     return moes_dev_index_load(a.ids, a.ids_elem,
-                               t * a.ids_stride + (c - t * a.top_k));
+                               moes_dev_row_element(c, a.top_k, a.ids_stride));
 }
 
 /* The same for choice c = t*K + k. */
@@ -382,6 +399,66 @@ __device__ __forceinline__ bool moes_dev_last_block(gpu_device_state *s)
     if (last)
         __threadfence();
     return last;
+}
+
+/* The self-checks of small calls (distinct_experts.cu, gather.cu): every
+ * block reads all of a call's indices (a few KiB, from L2 after the
+ * first block) and reaches the verdict without waiting for another block
+ * or a kernel of its own. A thread takes every blockDim.x-th index,
+ * GPU_SELF_CHECK_LOADS loads in flight at once: a batch, loaded
+ * (moes_check_batch_load) and then tested (moes_check_batch_test), so
+ * that a caller may have other loads in flight between the two. */
+struct moes_check_batch {
+    int64_t v[GPU_SELF_CHECK_LOADS];
+};
+
+/* load(i) for the thread's indices from first on, below n (-1 past it). */
+template <typename Load>
+__device__ __forceinline__ void moes_check_batch_load(moes_check_batch &c,
+                                                      int64_t first, int64_t n,
+                                                      Load load)
+{
+#pragma unroll
+    for (int b = 0; b < GPU_SELF_CHECK_LOADS; b++) {
+        const int64_t i = first + b * (int64_t)blockDim.x;
+        c.v[b] = i < n ? load(i) : -1;
+    }
+}
+
+/* Whether any value of the batch loaded from `first` lies outside
+ * [-1, bound); block 0 reports each bad one under `rank`, so that the
+ * smallest becomes the record. */
+__device__ __forceinline__ bool
+moes_check_batch_test(gpu_device_state *s, const moes_check_batch &c,
+                      int64_t first, int64_t bound, int rank)
+{
+    bool bad = false;
+#pragma unroll
+    for (int b = 0; b < GPU_SELF_CHECK_LOADS; b++)
+        if (!MOES_INDEX_OK(c.v[b], bound)) {
+            bad = true;
+            if (blockIdx.x == 0)
+                moes_dev_report(s, rank, first + b * (int64_t)blockDim.x);
+        }
+    return bad;
+}
+
+/* Whether any of load(0 .. n-1) lies outside [-1, bound), batch by batch. */
+template <typename Load>
+__device__ __forceinline__ bool moes_block_check_range(gpu_device_state *s,
+                                                       int64_t n,
+                                                       int64_t bound, int rank,
+                                                       Load load)
+{
+    bool bad = false;
+    const int64_t step = blockDim.x;
+    for (int64_t i0 = threadIdx.x; i0 < n; i0 += GPU_SELF_CHECK_LOADS * step) {
+        moes_check_batch c;
+        moes_check_batch_load(c, i0, n, load);
+        if (moes_check_batch_test(s, c, i0, bound, rank))
+            bad = true;
+    }
+    return bad;
 }
 
 /* Run by one thread of the last block: the key of the validation becomes

@@ -303,6 +303,18 @@ static const scenario scenarios[] = {
     {"bad out_index in the gather", 300, 8, 256, 0, 256, 0, MOES_DTYPE_BF16,
      MOES_DTYPE_INT32, MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128, 0, 0,
      128, BAD_OUT_INDEX},
+    /* Few enough entries (at most 2048) for the gather's blocks to check
+     * them all themselves, with no check kernel: every block reaches the
+     * verdict, block 0 writes the record. */
+    {"bad out_index in a self-checking gather, N=128 K=8", 128, 8, 256, 0,
+     256, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 128, 0, 0, 128, BAD_OUT_INDEX},
+    {"bad out_index in a self-checking gather, int64, N=250 K=8", 250, 8,
+     256, 0, 512, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT64, MOES_DTYPE_INT64,
+     MOES_LAYOUT_CONTIGUOUS, 128, 0, 0, 128, BAD_OUT_INDEX},
+    {"bad out_index in a self-checking gather, rows of 100, N=64 K=6", 64,
+     6, 32, 0, 100, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
+     MOES_LAYOUT_CONTIGUOUS, 8, 0, 0, 128, BAD_OUT_INDEX},
     /* The same in a gather of more items than the small calls' shape
      * (the check's 94 blocks: the two bad entries in different ones). */
     {"bad out_index in a large gather, N=3000 K=8", 3000, 8, 256, 0, 2048,
