@@ -482,7 +482,7 @@ __device__ __forceinline__ void gather_kernel(const gpu_gather_args &a)
 {
     if (a.self_check) {
         /* No check kernel has waited for the kernels ahead of the call:
-         * wait before the first load (gather_self_check looks at the
+         * wait before the first load (gather_check_verdict looks at the
          * record of earlier calls). */
         moes_dev_enter();
         if (P == GPU_GATHER_SMALL_PER_THREAD) {

@@ -901,8 +901,9 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     a.out_stride = g->out_stride;
 
     a.vector = gather_vector(plan);
-    a.chunks = row_chunks(a.vector ? a.hidden / GPU_GATHER_VEC : a.hidden,
-                          GPU_GATHER_PER_THREAD);
+    /* What a lane loads at a time across a row: vectors or elements. */
+    const int64_t row_units = a.vector ? a.hidden / GPU_GATHER_VEC : a.hidden;
+    a.chunks = row_chunks(row_units, GPU_GATHER_PER_THREAD);
     /* Fewer items than warps that fit: half-size ones (gpu_kernel_args.h). */
     small = a.vector && a.n_tokens * a.chunks <
                             gather_resident_blocks(st) *
@@ -921,8 +922,7 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
      * are not vectors too: only they have that path. */
     if (small || a.self_check) {
         small = 1;
-        a.chunks = row_chunks(a.vector ? a.hidden / GPU_GATHER_VEC : a.hidden,
-                              GPU_GATHER_SMALL_PER_THREAD);
+        a.chunks = row_chunks(row_units, GPU_GATHER_SMALL_PER_THREAD);
     }
     /* Else the check's last block writes the record; the gather may
      * start while it runs and waits for it before storing. The check

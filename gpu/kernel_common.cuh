@@ -205,7 +205,6 @@ __device__ __forceinline__ int64_t moes_dev_local_expert_at(
     return moes_dev_expert_of(a, id);
 }
 
-/* The id of choice c = t*K + k. */
 /* Where element c = t * row_len + k of rows `stride` elements apart
  * lies: c itself for dense rows, else through a division, in 32 bits
  * where c fits (a 64-bit division is a long run of instructions, and the
@@ -224,6 +223,7 @@ __device__ __forceinline__ int64_t moes_dev_row_element(int64_t c,
     return t * stride + (c - t * row_len);
 }
 
+/* The id of choice c = t*K + k. */
 __device__ __forceinline__ int64_t moes_dev_choice_id(const gpu_scatter_args &a,
                                                       int64_t c)
 {
