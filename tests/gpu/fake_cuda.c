@@ -1,0 +1,338 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fake_cuda.c - a stand-in for libcuda.so.1 with no GPU behind it, built
+ * as libcuda.so.1 by host-launches.test, so that the CUDA backend's host
+ * code runs on any machine: the device is an sm_90 part with 132
+ * multiprocessors; "device memory" is host memory from malloc; a launch
+ * runs nothing and is only written down (kernel name and grid), for the
+ * test to read with fake_cuda_take_launches. fake_cuda_set_capturing
+ * makes every stream report a graph capture in progress.
+ *
+ * The entry points are those gpu/gpu_driver.c resolves, under the same
+ * names and with the types of gpu_driver.h.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu_driver.h"
+
+#define FAKE_EXPORT __attribute__((visibility("default")))
+
+/* The allocations, so that cuPointerGetAttribute knows device memory. */
+#define FAKE_MAX_ALLOCS 4096
+static struct {
+    char *ptr;
+    size_t bytes;
+} allocs[FAKE_MAX_ALLOCS];
+
+/* The launches since the last fake_cuda_take_launches, one line each. */
+static char launches[1 << 16];
+static size_t launches_len;
+static int capturing;
+
+/* A kernel handle is its name, kept for the launch record. */
+struct CUfunc_st {
+    char name[128];
+};
+static struct CUfunc_st functions[256];
+static int n_functions;
+static int context_token, module_token;
+
+FAKE_EXPORT size_t fake_cuda_take_launches(char *buf, size_t len)
+{
+    size_t n = launches_len < len - 1 ? launches_len : len - 1;
+    memcpy(buf, launches, n);
+    buf[n] = '\0';
+    launches_len = 0;
+    return n;
+}
+
+FAKE_EXPORT void fake_cuda_set_capturing(int on)
+{
+    capturing = on;
+}
+
+static void note_launch(CUfunction f, unsigned grid, unsigned block)
+{
+    int n = snprintf(launches + launches_len,
+                     sizeof launches - launches_len, "%s %u %u\n", f->name,
+                     grid, block);
+    if (n > 0 && (size_t)n < sizeof launches - launches_len)
+        launches_len += (size_t)n;
+}
+
+FAKE_EXPORT CUresult cuInit(unsigned flags)
+{
+    (void)flags;
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuGetErrorString(CUresult error, const char **str)
+{
+    (void)error;
+    *str = "fake CUDA error";
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuDeviceGetCount(int *count)
+{
+    *count = 1;
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuDeviceGet(CUdevice *device, int ordinal)
+{
+    if (ordinal != 0)
+        return GPU_CUDA_ERROR_INVALID_DEVICE;
+    *device = 0;
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuDeviceGetName(char *name, int len, CUdevice device)
+{
+    (void)device;
+    snprintf(name, (size_t)len, "fake sm_90 device");
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuDeviceGetAttribute(int *value, int attrib,
+                                          CUdevice device)
+{
+    (void)device;
+    switch (attrib) {
+    case GPU_CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *value = 132; break;
+    case GPU_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *value = 9; break;
+    case GPU_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *value = 0; break;
+    case GPU_CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS: *value = 0; break;
+    case GPU_CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH: *value = 1; break;
+    case GPU_CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN:
+        *value = 227 * 1024;
+        break;
+    default: *value = 0; break;
+    }
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice device)
+{
+    (void)device;
+    *bytes = (size_t)80 << 30;
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *ctx, CUdevice device)
+{
+    (void)device;
+    *ctx = (CUcontext)(void *)&context_token;
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice device)
+{
+    (void)device;
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuCtxSetCurrent(CUcontext ctx)
+{
+    (void)ctx;
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuModuleLoadData(CUmodule *module, const void *image)
+{
+    (void)image;
+    *module = (CUmodule)(void *)&module_token;
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuModuleUnload(CUmodule module)
+{
+    (void)module;
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuModuleGetFunction(CUfunction *fn, CUmodule module,
+                                         const char *name)
+{
+    (void)module;
+    for (int i = 0; i < n_functions; i++)
+        if (strcmp(functions[i].name, name) == 0) {
+            *fn = &functions[i];
+            return GPU_CUDA_SUCCESS;
+        }
+    if (n_functions == (int)(sizeof functions / sizeof functions[0]))
+        return GPU_CUDA_ERROR_OUT_OF_MEMORY;
+    snprintf(functions[n_functions].name, sizeof functions[0].name, "%s",
+             name);
+    *fn = &functions[n_functions++];
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuFuncGetAttribute(int *value, int attrib, CUfunction f)
+{
+    (void)f;
+    *value = attrib == GPU_CU_FUNC_ATTRIBUTE_PTX_VERSION ? 90 : 0;
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuFuncSetAttribute(CUfunction f, int attrib, int value)
+{
+    (void)f;
+    (void)attrib;
+    (void)value;
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned grid_x,
+                                    unsigned grid_y, unsigned grid_z,
+                                    unsigned block_x, unsigned block_y,
+                                    unsigned block_z, unsigned shared_bytes,
+                                    CUstream stream, void **params,
+                                    void **extra)
+{
+    (void)grid_y, (void)grid_z, (void)block_y, (void)block_z;
+    (void)shared_bytes, (void)stream, (void)params, (void)extra;
+    note_launch(f, grid_x, block_x);
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuLaunchKernelEx(const gpu_launch_config *config,
+                                      CUfunction f, void **params,
+                                      void **extra)
+{
+    (void)params, (void)extra;
+    note_launch(f, config->grid_x, config->block_x);
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *ptr, size_t bytes)
+{
+    for (int i = 0; i < FAKE_MAX_ALLOCS; i++)
+        if (!allocs[i].ptr) {
+            /* Kernels would write it: make it defined for the caller. */
+            allocs[i].ptr = calloc(1, bytes ? bytes : 1);
+            if (!allocs[i].ptr)
+                return GPU_CUDA_ERROR_OUT_OF_MEMORY;
+            allocs[i].bytes = bytes;
+            *ptr = (CUdeviceptr)(size_t)allocs[i].ptr;
+            return GPU_CUDA_SUCCESS;
+        }
+    return GPU_CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+FAKE_EXPORT CUresult cuMemFree_v2(CUdeviceptr ptr)
+{
+    for (int i = 0; i < FAKE_MAX_ALLOCS; i++)
+        if (allocs[i].ptr && (CUdeviceptr)(size_t)allocs[i].ptr == ptr) {
+            free(allocs[i].ptr);
+            allocs[i].ptr = NULL;
+            return GPU_CUDA_SUCCESS;
+        }
+    return GPU_CUDA_ERROR_INVALID_VALUE;
+}
+
+FAKE_EXPORT CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src,
+                                          size_t bytes, CUstream stream)
+{
+    (void)stream;
+    memcpy((void *)(size_t)dst, src, bytes);
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src,
+                                          size_t bytes, CUstream stream)
+{
+    (void)stream;
+    memcpy(dst, (const void *)(size_t)src, bytes);
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src,
+                                          size_t bytes, CUstream stream)
+{
+    (void)stream;
+    memmove((void *)(size_t)dst, (const void *)(size_t)src, bytes);
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char value,
+                                     size_t n, CUstream stream)
+{
+    (void)stream;
+    memset((void *)(size_t)dst, value, n);
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuStreamSynchronize(CUstream stream)
+{
+    (void)stream;
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuStreamQuery(CUstream stream)
+{
+    (void)stream;
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuStreamIsCapturing(CUstream stream, int *status)
+{
+    (void)stream;
+    *status = capturing; /* 1: CU_STREAM_CAPTURE_STATUS_ACTIVE */
+    return GPU_CUDA_SUCCESS;
+}
+
+static int event_tokens[64];
+
+FAKE_EXPORT CUresult cuEventCreate(CUevent *event, unsigned flags)
+{
+    static int next;
+    (void)flags;
+    *event = (CUevent)(void *)&event_tokens[next++ % 64];
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuEventDestroy_v2(CUevent event)
+{
+    (void)event;
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuEventRecord(CUevent event, CUstream stream)
+{
+    (void)event, (void)stream;
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuEventSynchronize(CUevent event)
+{
+    (void)event;
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuEventElapsedTime(float *ms, CUevent from, CUevent to)
+{
+    (void)from, (void)to;
+    *ms = 0.0f;
+    return GPU_CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuPointerGetAttribute(void *data, int attribute,
+                                           CUdeviceptr ptr)
+{
+    for (int i = 0; i < FAKE_MAX_ALLOCS; i++) {
+        const CUdeviceptr base = (CUdeviceptr)(size_t)allocs[i].ptr;
+        if (!allocs[i].ptr || ptr < base || ptr >= base + allocs[i].bytes)
+            continue;
+        if (attribute == GPU_CU_POINTER_ATTRIBUTE_MEMORY_TYPE)
+            *(unsigned *)data = GPU_CU_MEMORYTYPE_DEVICE;
+        else if (attribute == GPU_CU_POINTER_ATTRIBUTE_DEVICE_POINTER)
+            *(CUdeviceptr *)data = ptr;
+        else
+            return GPU_CUDA_ERROR_INVALID_VALUE;
+        return GPU_CUDA_SUCCESS;
+    }
+    return GPU_CUDA_ERROR_INVALID_VALUE;
+}

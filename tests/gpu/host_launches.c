@@ -1,0 +1,170 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * host_launches.c - which kernels the CUDA backend's host code launches
+ * for a gather, run against fake_cuda.c (libcuda.so.1 with no GPU; see
+ * host-launches.test): no kernel runs, so no output is checked, only the
+ * choice of kernels that a GPU run cannot show.
+ *
+ *   - A call of at most 2048 out_index entries outside a graph capture is
+ *     one launch of the small shape that checks out_index itself, whether
+ *     its rows are 16-byte vectors or not.
+ *   - The same call under a capture, or a call of more entries, is
+ *     moes_check_out_index and then a gather of the small shape (fewer
+ *     items than warps that fit) or the usual one; rows that are not
+ *     vectors take the usual shape.
+ *   - The kernel is the one of the call's (y, out) dtypes.
+ */
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moescatter.h"
+
+static int failures;
+
+typedef size_t (*take_fn)(char *buf, size_t len);
+typedef void (*capture_fn)(int on);
+static take_fn take_launches;
+static capture_fn set_capturing;
+
+static const char *dtype_name(int d)
+{
+    return d == MOES_DTYPE_FP32 ? "fp32" : d == MOES_DTYPE_BF16 ? "bf16"
+                                                                : "fp16";
+}
+
+static size_t dtype_bytes(int d)
+{
+    return d == MOES_DTYPE_FP32 ? 4 : 2;
+}
+
+/* The kernels launched, names only, one per line. */
+static void launched_names(char *names, size_t len)
+{
+    char log[1 << 14];
+    size_t at = 0;
+    take_launches(log, sizeof log);
+    names[0] = '\0';
+    for (char *line = strtok(log, "\n"); line; line = strtok(NULL, "\n")) {
+        char *space = strchr(line, ' ');
+        if (space)
+            *space = '\0';
+        at += (size_t)snprintf(names + at, len - at, "%s%s",
+                               at ? " " : "", line);
+        if (at >= len)
+            break;
+    }
+}
+
+/* One gather of n tokens, top-8, hidden h; `expected`: the kernels it
+ * must launch, in order, separated by spaces. */
+static void expect_gather(moes_context *ctx, int64_t n, int64_t h,
+                          int y_dtype, int out_dtype, int capturing,
+                          const char *expected)
+{
+    const int64_t k = 8, rows = n * k;
+    void *y = NULL, *out_index = NULL, *out = NULL;
+    char got[1024];
+    int rc;
+    if (moes_malloc(ctx, &y, rows * h * (int64_t)dtype_bytes(y_dtype)) ||
+        moes_malloc(ctx, &out_index, rows * 4) ||
+        moes_malloc(ctx, &out, n * h * (int64_t)dtype_bytes(out_dtype))) {
+        fprintf(stderr, "FAIL: moes_malloc: %s\n", moes_last_error(ctx));
+        failures++;
+        goto done;
+    }
+    moes_gather_args g;
+    moes_gather_args_init(&g);
+    g.n_tokens = n;
+    g.top_k = k;
+    g.hidden = h;
+    g.y = y;
+    g.y_dtype = y_dtype;
+    g.y_rows = rows;
+    g.out_index = out_index;
+    g.index_dtype = MOES_DTYPE_INT32;
+    g.out = out;
+    g.out_dtype = out_dtype;
+    set_capturing(capturing);
+    take_launches(got, sizeof got); /* what the allocations launched */
+    rc = moes_gather(ctx, &g);
+    set_capturing(0);
+    launched_names(got, sizeof got);
+    if (rc != MOES_OK) {
+        fprintf(stderr, "FAIL: gather of %lld tokens: %s\n", (long long)n,
+                moes_last_error(ctx));
+        failures++;
+    } else if (strcmp(got, expected) != 0) {
+        fprintf(stderr,
+                "FAIL: gather of %lld tokens, hidden %lld, %s to %s%s: "
+                "launched \"%s\", expected \"%s\"\n",
+                (long long)n, (long long)h, dtype_name(y_dtype),
+                dtype_name(out_dtype), capturing ? ", captured" : "", got,
+                expected);
+        failures++;
+    } else {
+        printf("ok: %lld tokens, hidden %lld, %s to %s%s: %s\n",
+               (long long)n, (long long)h, dtype_name(y_dtype),
+               dtype_name(out_dtype), capturing ? ", captured" : "", got);
+    }
+done:
+    moes_free(ctx, y);
+    moes_free(ctx, out_index);
+    moes_free(ctx, out);
+}
+
+int main(void)
+{
+    void *driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!driver) {
+        fprintf(stderr, "FAIL: libcuda.so.1 (the fake) not found: %s\n",
+                dlerror());
+        return 1;
+    }
+    take_launches = (take_fn)(size_t)dlsym(driver, "fake_cuda_take_launches");
+    set_capturing = (capture_fn)(size_t)dlsym(driver,
+                                              "fake_cuda_set_capturing");
+    if (!take_launches || !set_capturing) {
+        fprintf(stderr, "FAIL: libcuda.so.1 is not the fake driver\n");
+        return 1;
+    }
+
+    moes_context_options o;
+    moes_context *ctx = NULL;
+    moes_context_options_init(&o);
+    o.backend = MOES_BACKEND_CUDA;
+    if (moes_context_create(&ctx, &o) != MOES_OK) {
+        fprintf(stderr, "FAIL: no CUDA context on the fake driver: %s\n",
+                moes_last_error(NULL));
+        return 1;
+    }
+
+    const int bf16 = MOES_DTYPE_BF16, fp16 = MOES_DTYPE_FP16,
+              fp32 = MOES_DTYPE_FP32;
+    /* Decode: 128 tokens, 1024 entries, vector rows. */
+    expect_gather(ctx, 128, 7168, bf16, bf16, 0,
+                  "moes_gather_small_bf16_to_bf16");
+    expect_gather(ctx, 128, 7168, bf16, bf16, 1,
+                  "moes_check_out_index moes_gather_small_bf16_to_bf16");
+    /* 2048 entries: still checked in the gather; 2056: not. */
+    expect_gather(ctx, 256, 7168, fp32, fp16, 0,
+                  "moes_gather_small_fp32_to_fp16");
+    expect_gather(ctx, 257, 7168, fp16, fp32, 0,
+                  "moes_check_out_index moes_gather_small_fp16_to_fp32");
+    /* Rows that are not 16-byte vectors (hidden 7167). */
+    expect_gather(ctx, 128, 7167, fp16, bf16, 0,
+                  "moes_gather_small_fp16_to_bf16");
+    expect_gather(ctx, 128, 7167, fp16, bf16, 1,
+                  "moes_check_out_index moes_gather_fp16_to_bf16");
+    /* Prefill: more items than warps that fit. */
+    expect_gather(ctx, 4096, 7168, bf16, fp32, 0,
+                  "moes_check_out_index moes_gather_bf16_to_fp32");
+
+    moes_context_destroy(ctx);
+    if (failures)
+        fprintf(stderr, "host_launches: %d failed\n", failures);
+    else
+        printf("host_launches: every gather launched its kernels\n");
+    return failures != 0;
+}
