@@ -6,7 +6,11 @@
  * multiprocessors; "device memory" is host memory from malloc; a launch
  * runs nothing and is only written down (kernel name and grid), for the
  * test to read with fake_cuda_take_launches. fake_cuda_set_capturing
- * makes every stream report a graph capture in progress.
+ * makes every stream report a graph capture in progress,
+ * fake_cuda_refuse_cooperative every cooperative launch fail. Built with
+ * FAKE_OLD_DRIVER it lacks the entry points the backend takes as
+ * optional (cuLaunchKernelEx, cuFuncSetAttribute, cuStreamIsCapturing),
+ * as a driver older than CUDA 12 does.
  *
  * The entry points are those gpu/gpu_driver.c resolves, under the same
  * names and with the types of gpu_driver.h.
@@ -29,7 +33,7 @@ static struct {
 /* The launches since the last fake_cuda_take_launches, one line each. */
 static char launches[1 << 16];
 static size_t launches_len;
-static int capturing;
+static int capturing, refuse_cooperative;
 
 /* A kernel handle is its name, kept for the launch record. */
 struct CUfunc_st {
@@ -53,11 +57,19 @@ FAKE_EXPORT void fake_cuda_set_capturing(int on)
     capturing = on;
 }
 
-static void note_launch(CUfunction f, unsigned grid, unsigned block)
+/* Cooperative launches fail as on a device shared with other work:
+ * CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE, written down as "refused". */
+FAKE_EXPORT void fake_cuda_refuse_cooperative(int on)
+{
+    refuse_cooperative = on;
+}
+
+static void note_launch(CUfunction f, unsigned grid, unsigned block,
+                        const char *how)
 {
     int n = snprintf(launches + launches_len,
-                     sizeof launches - launches_len, "%s %u %u\n", f->name,
-                     grid, block);
+                     sizeof launches - launches_len, "%s%s %u %u\n",
+                     f->name, how, grid, block);
     if (n > 0 && (size_t)n < sizeof launches - launches_len)
         launches_len += (size_t)n;
 }
@@ -177,6 +189,7 @@ FAKE_EXPORT CUresult cuFuncGetAttribute(int *value, int attrib, CUfunction f)
     return GPU_CUDA_SUCCESS;
 }
 
+#ifndef FAKE_OLD_DRIVER
 FAKE_EXPORT CUresult cuFuncSetAttribute(CUfunction f, int attrib, int value)
 {
     (void)f;
@@ -184,6 +197,7 @@ FAKE_EXPORT CUresult cuFuncSetAttribute(CUfunction f, int attrib, int value)
     (void)value;
     return GPU_CUDA_SUCCESS;
 }
+#endif
 
 FAKE_EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned grid_x,
                                     unsigned grid_y, unsigned grid_z,
@@ -194,18 +208,26 @@ FAKE_EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned grid_x,
 {
     (void)grid_y, (void)grid_z, (void)block_y, (void)block_z;
     (void)shared_bytes, (void)stream, (void)params, (void)extra;
-    note_launch(f, grid_x, block_x);
+    note_launch(f, grid_x, block_x, "");
     return GPU_CUDA_SUCCESS;
 }
 
+#ifndef FAKE_OLD_DRIVER
 FAKE_EXPORT CUresult cuLaunchKernelEx(const gpu_launch_config *config,
                                       CUfunction f, void **params,
                                       void **extra)
 {
     (void)params, (void)extra;
-    note_launch(f, config->grid_x, config->block_x);
+    for (unsigned i = 0; i < config->n_attrs; i++)
+        if (config->attrs[i].id == GPU_CU_LAUNCH_ATTRIBUTE_COOPERATIVE &&
+            config->attrs[i].value.cooperative && refuse_cooperative) {
+            note_launch(f, config->grid_x, config->block_x, "(refused)");
+            return GPU_CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE;
+        }
+    note_launch(f, config->grid_x, config->block_x, "");
     return GPU_CUDA_SUCCESS;
 }
+#endif
 
 FAKE_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *ptr, size_t bytes)
 {
@@ -277,12 +299,14 @@ FAKE_EXPORT CUresult cuStreamQuery(CUstream stream)
     return GPU_CUDA_SUCCESS;
 }
 
+#ifndef FAKE_OLD_DRIVER
 FAKE_EXPORT CUresult cuStreamIsCapturing(CUstream stream, int *status)
 {
     (void)stream;
     *status = capturing; /* 1: CU_STREAM_CAPTURE_STATUS_ACTIVE */
     return GPU_CUDA_SUCCESS;
 }
+#endif
 
 static int event_tokens[64];
 

@@ -3,7 +3,9 @@
  * host_launches.c - which kernels the CUDA backend's host code launches
  * for a gather, run against fake_cuda.c (libcuda.so.1 with no GPU; see
  * host-launches.test): no kernel runs, so no output is checked, only the
- * choice of kernels that a GPU run cannot show.
+ * choice of kernels, which a GPU run does not show, and the paths a GPU
+ * rarely takes (a refused cooperative launch, a driver without the
+ * optional entry points).
  *
  *   - A call of at most 2048 out_index entries outside a graph capture is
  *     one launch of the small shape that checks out_index itself, whether
@@ -13,6 +15,14 @@
  *     items than warps that fit) or the usual one; rows that are not
  *     vectors take the usual shape.
  *   - The kernel is the one of the call's (y, out) dtypes.
+ *   - A scatter of decode size is one launch (moes_scatter_small); one of
+ *     prefill size one cooperative launch (moes_scatter_grid). When the
+ *     device refuses the cooperative launch the call takes the grid path
+ *     (counts, scan, the copy that places), and so does every later call
+ *     of the context.
+ *   - host_launches old-driver, against the fake without cuLaunchKernelEx,
+ *     cuFuncSetAttribute and cuStreamIsCapturing: every gather has its
+ *     check kernel, and no scatter is cooperative.
  */
 #include <dlfcn.h>
 #include <stdio.h>
@@ -24,9 +34,9 @@
 static int failures;
 
 typedef size_t (*take_fn)(char *buf, size_t len);
-typedef void (*capture_fn)(int on);
+typedef void (*switch_fn)(int on);
 static take_fn take_launches;
-static capture_fn set_capturing;
+static switch_fn set_capturing, refuse_cooperative;
 
 static const char *dtype_name(int d)
 {
@@ -114,8 +124,78 @@ done:
     moes_free(ctx, out);
 }
 
-int main(void)
+/* One scatter of DeepSeek-V3's shape (fp8 rows of 7168 with fp32 scales
+ * per 128, top-8 of 256 experts, contiguous layout aligned at 128) over
+ * n tokens, with its bound's capacity; `expected` as for the gather. */
+static void expect_scatter(moes_context *ctx, int64_t n, const char *expected)
 {
+    const int64_t k = 8, h = 7168, e = 256, scales = h / 128;
+    int64_t capacity = 0;
+    void *ids = NULL, *x = NULL, *x_scales = NULL, *out = NULL,
+         *out_scales = NULL, *out_index = NULL, *m_indices = NULL;
+    char got[1024];
+    int rc = moes_scatter_capacity(ctx, MOES_LAYOUT_CONTIGUOUS, n, k, e, 128,
+                                   &capacity);
+    if (rc || moes_malloc(ctx, &ids, n * k * 4) ||
+        moes_malloc(ctx, &x, n * h) ||
+        moes_malloc(ctx, &x_scales, n * scales * 4) ||
+        moes_malloc(ctx, &out, capacity * h) ||
+        moes_malloc(ctx, &out_scales, capacity * scales * 4) ||
+        moes_malloc(ctx, &out_index, n * k * 4) ||
+        moes_malloc(ctx, &m_indices, capacity * 4)) {
+        fprintf(stderr, "FAIL: scatter buffers: %s\n", moes_last_error(ctx));
+        failures++;
+        goto done;
+    }
+    moes_routing r;
+    moes_routing_init(&r);
+    r.n_tokens = n;
+    r.top_k = k;
+    r.ids = ids;
+    r.n_experts_global = e;
+    r.n_experts = e;
+    moes_scatter_args a;
+    moes_scatter_args_init(&a);
+    a.capacity = capacity;
+    a.x = x;
+    a.x_dtype = MOES_DTYPE_FP8_E4M3;
+    a.hidden = h;
+    a.x_scales = x_scales;
+    a.out = out;
+    a.out_scales = out_scales;
+    a.out_scales_format = MOES_SCALES_FP32;
+    a.out_index = out_index;
+    a.m_indices = m_indices;
+    take_launches(got, sizeof got); /* what the allocations launched */
+    rc = moes_scatter(ctx, &r, &a);
+    launched_names(got, sizeof got);
+    if (rc != MOES_OK) {
+        fprintf(stderr, "FAIL: scatter of %lld tokens: %s\n", (long long)n,
+                moes_last_error(ctx));
+        failures++;
+    } else if (strcmp(got, expected) != 0) {
+        fprintf(stderr,
+                "FAIL: scatter of %lld tokens: launched \"%s\", expected "
+                "\"%s\"\n",
+                (long long)n, got, expected);
+        failures++;
+    } else {
+        printf("ok: scatter of %lld tokens: %s\n", (long long)n, got);
+    }
+done:
+    moes_free(ctx, ids);
+    moes_free(ctx, x);
+    moes_free(ctx, x_scales);
+    moes_free(ctx, out);
+    moes_free(ctx, out_scales);
+    moes_free(ctx, out_index);
+    moes_free(ctx, m_indices);
+}
+
+int main(int argc, char **argv)
+{
+    /* The fake built as a driver older than CUDA 12 (host-launches.test). */
+    const int old_driver = argc > 1 && strcmp(argv[1], "old-driver") == 0;
     void *driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
     if (!driver) {
         fprintf(stderr, "FAIL: libcuda.so.1 (the fake) not found: %s\n",
@@ -123,9 +203,11 @@ int main(void)
         return 1;
     }
     take_launches = (take_fn)(size_t)dlsym(driver, "fake_cuda_take_launches");
-    set_capturing = (capture_fn)(size_t)dlsym(driver,
-                                              "fake_cuda_set_capturing");
-    if (!take_launches || !set_capturing) {
+    set_capturing = (switch_fn)(size_t)dlsym(driver,
+                                             "fake_cuda_set_capturing");
+    refuse_cooperative = (switch_fn)(size_t)dlsym(
+        driver, "fake_cuda_refuse_cooperative");
+    if (!take_launches || !set_capturing || !refuse_cooperative) {
         fprintf(stderr, "FAIL: libcuda.so.1 is not the fake driver\n");
         return 1;
     }
@@ -142,29 +224,62 @@ int main(void)
 
     const int bf16 = MOES_DTYPE_BF16, fp16 = MOES_DTYPE_FP16,
               fp32 = MOES_DTYPE_FP32;
-    /* Decode: 128 tokens, 1024 entries, vector rows. */
-    expect_gather(ctx, 128, 7168, bf16, bf16, 0,
-                  "moes_gather_small_bf16_to_bf16");
-    expect_gather(ctx, 128, 7168, bf16, bf16, 1,
-                  "moes_check_out_index moes_gather_small_bf16_to_bf16");
-    /* 2048 entries: still checked in the gather; 2056: not. */
-    expect_gather(ctx, 256, 7168, fp32, fp16, 0,
-                  "moes_gather_small_fp32_to_fp16");
-    expect_gather(ctx, 257, 7168, fp16, fp32, 0,
-                  "moes_check_out_index moes_gather_small_fp16_to_fp32");
-    /* Rows that are not 16-byte vectors (hidden 7167). */
-    expect_gather(ctx, 128, 7167, fp16, bf16, 0,
-                  "moes_gather_small_fp16_to_bf16");
-    expect_gather(ctx, 128, 7167, fp16, bf16, 1,
-                  "moes_check_out_index moes_gather_fp16_to_bf16");
-    /* Prefill: more items than warps that fit. */
-    expect_gather(ctx, 4096, 7168, bf16, fp32, 0,
-                  "moes_check_out_index moes_gather_bf16_to_fp32");
+    /* The grid path of a scatter: counts, scan, then a copy that places
+     * its choices. */
+    const char *const grid_path =
+        "moes_count_tiles moes_scan_routing moes_place_copy_rows";
+    /* Decode sizes: one launch in which every block routes for itself. */
+    expect_scatter(ctx, 128, "moes_scatter_small");
+    expect_scatter(ctx, 1024, "moes_scatter_small");
+    if (!old_driver) {
+        /* Decode: 128 tokens, 1024 entries, vector rows. */
+        expect_gather(ctx, 128, 7168, bf16, bf16, 0,
+                      "moes_gather_small_bf16_to_bf16");
+        expect_gather(ctx, 128, 7168, bf16, bf16, 1,
+                      "moes_check_out_index moes_gather_small_bf16_to_bf16");
+        /* 2048 entries: still checked in the gather; 2056: not. */
+        expect_gather(ctx, 256, 7168, fp32, fp16, 0,
+                      "moes_gather_small_fp32_to_fp16");
+        expect_gather(ctx, 257, 7168, fp16, fp32, 0,
+                      "moes_check_out_index moes_gather_small_fp16_to_fp32");
+        /* Rows that are not 16-byte vectors (hidden 7167). */
+        expect_gather(ctx, 128, 7167, fp16, bf16, 0,
+                      "moes_gather_small_fp16_to_bf16");
+        expect_gather(ctx, 128, 7167, fp16, bf16, 1,
+                      "moes_check_out_index moes_gather_fp16_to_bf16");
+        /* Prefill: more items than warps that fit. */
+        expect_gather(ctx, 4096, 7168, bf16, fp32, 0,
+                      "moes_check_out_index moes_gather_bf16_to_fp32");
+        /* Prefill scatters: the cooperative kernel routes and copies the
+         * rows it staged meanwhile. */
+        expect_scatter(ctx, 4096, "moes_scatter_grid");
+        expect_scatter(ctx, 32768, "moes_scatter_grid");
+        /* A device that cannot hold the grid at once (shared with other
+         * work): the call takes the grid path, and the context no longer
+         * tries the cooperative kernel. */
+        refuse_cooperative(1);
+        char refused[256];
+        snprintf(refused, sizeof refused, "moes_scatter_grid(refused) %s",
+                 grid_path);
+        expect_scatter(ctx, 4096, refused);
+        refuse_cooperative(0);
+        expect_scatter(ctx, 4096, grid_path);
+    } else {
+        /* No cuStreamIsCapturing: every stream counts as one being
+         * captured, so the check kernel runs ahead of every gather. */
+        expect_gather(ctx, 128, 7168, bf16, bf16, 0,
+                      "moes_check_out_index moes_gather_small_bf16_to_bf16");
+        expect_gather(ctx, 128, 7167, fp16, bf16, 0,
+                      "moes_check_out_index moes_gather_fp16_to_bf16");
+        /* No cuLaunchKernelEx: no cooperative launch. */
+        expect_scatter(ctx, 4096, grid_path);
+    }
 
     moes_context_destroy(ctx);
     if (failures)
         fprintf(stderr, "host_launches: %d failed\n", failures);
     else
-        printf("host_launches: every gather launched its kernels\n");
+        printf("host_launches%s: every call launched its kernels\n",
+               old_driver ? " (old driver)" : "");
     return failures != 0;
 }
