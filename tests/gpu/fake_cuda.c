@@ -7,7 +7,8 @@
  * runs nothing and is only written down (kernel name and grid), for the
  * test to read with fake_cuda_take_launches. fake_cuda_set_capturing
  * makes every stream report a graph capture in progress,
- * fake_cuda_refuse_cooperative every cooperative launch fail. Built with
+ * fake_cuda_refuse_cooperative every cooperative launch fail for want of
+ * room, fake_cuda_fail_launches every launch fail outright. Built with
  * FAKE_OLD_DRIVER it lacks the entry points the backend takes as
  * optional (cuLaunchKernelEx, cuFuncSetAttribute, cuStreamIsCapturing),
  * as a driver older than CUDA 12 does.
@@ -15,15 +16,21 @@
  * The entry points are those gpu/gpu_driver.c resolves, under the same
  * names and with the types of gpu_driver.h.
  */
+#define _DEFAULT_SOURCE 1 /* MAP_ANONYMOUS */
+
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "gpu_driver.h"
 
 #define FAKE_EXPORT __attribute__((visibility("default")))
+#define FAKE_LAUNCH_FAILED 719 /* CUDA_ERROR_LAUNCH_FAILED */
 
-/* The allocations, so that cuPointerGetAttribute knows device memory. */
+/* The allocations, so that cuPointerGetAttribute knows device memory:
+ * mapped pages of their own, never the malloc heap, so that no host
+ * buffer of the test ever has the address of one (as on a GPU, where
+ * device and host addresses differ). */
 #define FAKE_MAX_ALLOCS 4096
 static struct {
     char *ptr;
@@ -33,7 +40,7 @@ static struct {
 /* The launches since the last fake_cuda_take_launches, one line each. */
 static char launches[1 << 16];
 static size_t launches_len;
-static int capturing, refuse_cooperative;
+static int capturing, refuse_cooperative, fail_launches;
 
 /* A kernel handle is its name, kept for the launch record. */
 struct CUfunc_st {
@@ -64,6 +71,13 @@ FAKE_EXPORT void fake_cuda_refuse_cooperative(int on)
     refuse_cooperative = on;
 }
 
+/* Every launch fails as a kernel that faulted does
+ * (CUDA_ERROR_LAUNCH_FAILED), written down as "failed". */
+FAKE_EXPORT void fake_cuda_fail_launches(int on)
+{
+    fail_launches = on;
+}
+
 static void note_launch(CUfunction f, unsigned grid, unsigned block,
                         const char *how)
 {
@@ -82,8 +96,8 @@ FAKE_EXPORT CUresult cuInit(unsigned flags)
 
 FAKE_EXPORT CUresult cuGetErrorString(CUresult error, const char **str)
 {
-    (void)error;
-    *str = "fake CUDA error";
+    *str = error == FAKE_LAUNCH_FAILED ? "unspecified launch failure (fake)"
+                                       : "fake CUDA error";
     return GPU_CUDA_SUCCESS;
 }
 
@@ -208,8 +222,8 @@ FAKE_EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned grid_x,
 {
     (void)grid_y, (void)grid_z, (void)block_y, (void)block_z;
     (void)shared_bytes, (void)stream, (void)params, (void)extra;
-    note_launch(f, grid_x, block_x, "");
-    return GPU_CUDA_SUCCESS;
+    note_launch(f, grid_x, block_x, fail_launches ? "(failed)" : "");
+    return fail_launches ? FAKE_LAUNCH_FAILED : GPU_CUDA_SUCCESS;
 }
 
 #ifndef FAKE_OLD_DRIVER
@@ -224,8 +238,9 @@ FAKE_EXPORT CUresult cuLaunchKernelEx(const gpu_launch_config *config,
             note_launch(f, config->grid_x, config->block_x, "(refused)");
             return GPU_CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE;
         }
-    note_launch(f, config->grid_x, config->block_x, "");
-    return GPU_CUDA_SUCCESS;
+    note_launch(f, config->grid_x, config->block_x,
+                fail_launches ? "(failed)" : "");
+    return fail_launches ? FAKE_LAUNCH_FAILED : GPU_CUDA_SUCCESS;
 }
 #endif
 
@@ -233,10 +248,11 @@ FAKE_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *ptr, size_t bytes)
 {
     for (int i = 0; i < FAKE_MAX_ALLOCS; i++)
         if (!allocs[i].ptr) {
-            /* Kernels would write it: make it defined for the caller. */
-            allocs[i].ptr = calloc(1, bytes ? bytes : 1);
-            if (!allocs[i].ptr)
+            void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (p == MAP_FAILED)
                 return GPU_CUDA_ERROR_OUT_OF_MEMORY;
+            allocs[i].ptr = p;
             allocs[i].bytes = bytes;
             *ptr = (CUdeviceptr)(size_t)allocs[i].ptr;
             return GPU_CUDA_SUCCESS;
@@ -248,7 +264,7 @@ FAKE_EXPORT CUresult cuMemFree_v2(CUdeviceptr ptr)
 {
     for (int i = 0; i < FAKE_MAX_ALLOCS; i++)
         if (allocs[i].ptr && (CUdeviceptr)(size_t)allocs[i].ptr == ptr) {
-            free(allocs[i].ptr);
+            munmap(allocs[i].ptr, allocs[i].bytes ? allocs[i].bytes : 1);
             allocs[i].ptr = NULL;
             return GPU_CUDA_SUCCESS;
         }

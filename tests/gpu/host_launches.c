@@ -20,6 +20,9 @@
  *     device refuses the cooperative launch the call takes the grid path
  *     (counts, scan, the copy that places), and so does every later call
  *     of the context.
+ *   - A gather given host memory from malloc fails with
+ *     MOES_ERR_INVALID_ARGUMENT naming the argument, launching nothing;
+ *     one whose launch fails returns MOES_ERR_DEVICE naming the kernel.
  *   - host_launches old-driver, against the fake without cuLaunchKernelEx,
  *     cuFuncSetAttribute and cuStreamIsCapturing: every gather has its
  *     check kernel, and no scatter is cooperative.
@@ -36,7 +39,7 @@ static int failures;
 typedef size_t (*take_fn)(char *buf, size_t len);
 typedef void (*switch_fn)(int on);
 static take_fn take_launches;
-static switch_fn set_capturing, refuse_cooperative;
+static switch_fn set_capturing, refuse_cooperative, fail_launches;
 
 static const char *dtype_name(int d)
 {
@@ -192,6 +195,69 @@ done:
     moes_free(ctx, m_indices);
 }
 
+/* A gather of 128 tokens whose weights are host memory from malloc
+ * (which a GPU cannot read), then one whose launch fails: each must fail
+ * with its status and a message that names the argument or the kernel,
+ * the first having launched nothing. */
+static void expect_gather_errors(moes_context *ctx, const char *kernel)
+{
+    const int64_t n = 128, k = 8, h = 7168;
+    void *y = NULL, *out_index = NULL, *out = NULL, *weights = NULL;
+    float *host_weights = calloc((size_t)(n * k), sizeof(float));
+    char got[1024];
+    if (!host_weights || moes_malloc(ctx, &y, n * k * h * 2) ||
+        moes_malloc(ctx, &out_index, n * k * 4) ||
+        moes_malloc(ctx, &weights, n * k * 4) ||
+        moes_malloc(ctx, &out, n * h * 2)) {
+        fprintf(stderr, "FAIL: gather buffers: %s\n", moes_last_error(ctx));
+        failures++;
+        goto done;
+    }
+    moes_gather_args g;
+    moes_gather_args_init(&g);
+    g.n_tokens = n;
+    g.top_k = k;
+    g.hidden = h;
+    g.y = y;
+    g.y_rows = n * k;
+    g.out_index = out_index;
+    g.weights = host_weights;
+    g.out = out;
+    take_launches(got, sizeof got);
+    int rc = moes_gather(ctx, &g);
+    launched_names(got, sizeof got);
+    if (rc != MOES_ERR_INVALID_ARGUMENT ||
+        !strstr(moes_last_error(ctx), "args->weights") || got[0]) {
+        fprintf(stderr,
+                "FAIL: weights in host memory: status %d, \"%s\", "
+                "launched \"%s\"\n",
+                rc, moes_last_error(ctx), got);
+        failures++;
+    } else {
+        printf("ok: weights in host memory: %s\n", moes_last_error(ctx));
+    }
+    g.weights = weights;
+    fail_launches(1);
+    rc = moes_gather(ctx, &g);
+    fail_launches(0);
+    launched_names(got, sizeof got);
+    if (rc != MOES_ERR_DEVICE || !strstr(moes_last_error(ctx), kernel)) {
+        fprintf(stderr,
+                "FAIL: a launch that fails: status %d, \"%s\", expected "
+                "MOES_ERR_DEVICE naming %s\n",
+                rc, moes_last_error(ctx), kernel);
+        failures++;
+    } else {
+        printf("ok: a launch that fails: %s\n", moes_last_error(ctx));
+    }
+done:
+    free(host_weights);
+    moes_free(ctx, y);
+    moes_free(ctx, out_index);
+    moes_free(ctx, weights);
+    moes_free(ctx, out);
+}
+
 int main(int argc, char **argv)
 {
     /* The fake built as a driver older than CUDA 12 (host-launches.test). */
@@ -207,7 +273,10 @@ int main(int argc, char **argv)
                                              "fake_cuda_set_capturing");
     refuse_cooperative = (switch_fn)(size_t)dlsym(
         driver, "fake_cuda_refuse_cooperative");
-    if (!take_launches || !set_capturing || !refuse_cooperative) {
+    fail_launches = (switch_fn)(size_t)dlsym(driver,
+                                             "fake_cuda_fail_launches");
+    if (!take_launches || !set_capturing || !refuse_cooperative ||
+        !fail_launches) {
         fprintf(stderr, "FAIL: libcuda.so.1 is not the fake driver\n");
         return 1;
     }
@@ -274,6 +343,9 @@ int main(int argc, char **argv)
         /* No cuLaunchKernelEx: no cooperative launch. */
         expect_scatter(ctx, 4096, grid_path);
     }
+    /* Last: a failed launch may leave the context unusable. */
+    expect_gather_errors(ctx, old_driver ? "launching moes_check_out_index"
+                                         : "launching moes_gather_small_");
 
     moes_context_destroy(ctx);
     if (failures)
