@@ -15,6 +15,9 @@
  *     items than warps that fit) or the usual one; rows that are not
  *     vectors take the usual shape.
  *   - The kernel is the one of the call's (y, out) dtypes.
+ *   - moes_distinct_experts of up to 8192 choices is one launch; of more,
+ *     the routing's counts and scan first. moes_count of a small call
+ *     is one block's routing.
  *   - A scatter of decode size is one launch (moes_scatter_small); one of
  *     prefill size one cooperative launch (moes_scatter_grid). When the
  *     device refuses the cooperative launch the call takes the grid path
@@ -195,6 +198,46 @@ done:
     moes_free(ctx, m_indices);
 }
 
+/* moes_distinct_experts (distinct = 1) or moes_count over n tokens,
+ * top-8 of 256 experts; `expected` as for the gather. */
+static void expect_routing_op(moes_context *ctx, int distinct, int64_t n,
+                              const char *expected)
+{
+    const int64_t k = 8, e = 256;
+    const char *what = distinct ? "moes_distinct_experts" : "moes_count";
+    void *ids = NULL, *out = NULL;
+    char got[1024];
+    if (moes_malloc(ctx, &ids, n * k * 4) ||
+        moes_malloc(ctx, &out, distinct ? n * k * 4 : e * 8)) {
+        fprintf(stderr, "FAIL: %s buffers: %s\n", what, moes_last_error(ctx));
+        failures++;
+        goto done;
+    }
+    moes_routing r;
+    moes_routing_init(&r);
+    r.n_tokens = n;
+    r.top_k = k;
+    r.ids = ids;
+    r.n_experts_global = e;
+    r.n_experts = e;
+    take_launches(got, sizeof got);
+    int rc = distinct ? moes_distinct_experts(ctx, &r, out, MOES_DTYPE_INT32)
+                      : moes_count(ctx, &r, out, MOES_DTYPE_INT64);
+    launched_names(got, sizeof got);
+    if (rc != MOES_OK || strcmp(got, expected) != 0) {
+        fprintf(stderr,
+                "FAIL: %s of %lld tokens: status %d, launched \"%s\", "
+                "expected \"%s\"\n",
+                what, (long long)n, rc, got, expected);
+        failures++;
+    } else {
+        printf("ok: %s of %lld tokens: %s\n", what, (long long)n, got);
+    }
+done:
+    moes_free(ctx, ids);
+    moes_free(ctx, out);
+}
+
 /* A gather of 128 tokens whose weights are host memory from malloc
  * (which a GPU cannot read), then one whose launch fails: each must fail
  * with its status and a message that names the argument or the kernel,
@@ -297,6 +340,16 @@ int main(int argc, char **argv)
      * its choices. */
     const char *const grid_path =
         "moes_count_tiles moes_scan_routing moes_place_copy_rows";
+    /* Distinct experts: up to 8192 choices one launch that checks the
+     * ids in every block; past that the routing's checks first. */
+    expect_routing_op(ctx, 1, 128, "moes_distinct_rows");
+    expect_routing_op(ctx, 1, 1024, "moes_distinct_rows");
+    expect_routing_op(ctx, 1, 1025,
+                      "moes_count_tiles moes_scan_routing moes_distinct_rows");
+    /* Counts: a small call routed in one block. */
+    expect_routing_op(ctx, 0, 128, "moes_route_small");
+    expect_routing_op(ctx, 0, 4096,
+                      "moes_count_tiles moes_scan_routing moes_expert_outputs");
     /* Decode sizes: one launch in which every block routes for itself. */
     expect_scatter(ctx, 128, "moes_scatter_small");
     expect_scatter(ctx, 1024, "moes_scatter_small");
