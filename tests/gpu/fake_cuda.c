@@ -50,11 +50,16 @@ static struct CUfunc_st functions[256];
 static int n_functions;
 static int context_token, module_token;
 
+/* The launches written down since the last call, into buf (NULL: they
+ * are dropped); returns the bytes written. */
 FAKE_EXPORT size_t fake_cuda_take_launches(char *buf, size_t len)
 {
-    size_t n = launches_len < len - 1 ? launches_len : len - 1;
-    memcpy(buf, launches, n);
-    buf[n] = '\0';
+    size_t n = 0;
+    if (buf && len > 0) {
+        n = launches_len < len - 1 ? launches_len : len - 1;
+        memcpy(buf, launches, n);
+        buf[n] = '\0';
+    }
     launches_len = 0;
     return n;
 }
@@ -88,11 +93,22 @@ static void note_launch(CUfunction f, unsigned grid, unsigned block,
         launches_len += (size_t)n;
 }
 
-FAKE_EXPORT CUresult cuInit(unsigned flags)
-{
-    (void)flags;
-    return GPU_CUDA_SUCCESS;
-}
+/* Entry points that accept anything and do nothing here: there is no
+ * context, module, stream or event behind the handles. */
+#define FAKE_ACCEPTS(name, type)                                            \
+    FAKE_EXPORT CUresult name(type arg)                                     \
+    {                                                                       \
+        (void)arg;                                                          \
+        return GPU_CUDA_SUCCESS;                                            \
+    }
+FAKE_ACCEPTS(cuInit, unsigned)
+FAKE_ACCEPTS(cuDevicePrimaryCtxRelease_v2, CUdevice)
+FAKE_ACCEPTS(cuCtxSetCurrent, CUcontext)
+FAKE_ACCEPTS(cuModuleUnload, CUmodule)
+FAKE_ACCEPTS(cuStreamSynchronize, CUstream)
+FAKE_ACCEPTS(cuStreamQuery, CUstream)
+FAKE_ACCEPTS(cuEventDestroy_v2, CUevent)
+FAKE_ACCEPTS(cuEventSynchronize, CUevent)
 
 FAKE_EXPORT CUresult cuGetErrorString(CUresult error, const char **str)
 {
@@ -154,28 +170,10 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *ctx, CUdevice device)
     return GPU_CUDA_SUCCESS;
 }
 
-FAKE_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice device)
-{
-    (void)device;
-    return GPU_CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuCtxSetCurrent(CUcontext ctx)
-{
-    (void)ctx;
-    return GPU_CUDA_SUCCESS;
-}
-
 FAKE_EXPORT CUresult cuModuleLoadData(CUmodule *module, const void *image)
 {
     (void)image;
     *module = (CUmodule)(void *)&module_token;
-    return GPU_CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuModuleUnload(CUmodule module)
-{
-    (void)module;
     return GPU_CUDA_SUCCESS;
 }
 
@@ -303,18 +301,6 @@ FAKE_EXPORT CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char value,
     return GPU_CUDA_SUCCESS;
 }
 
-FAKE_EXPORT CUresult cuStreamSynchronize(CUstream stream)
-{
-    (void)stream;
-    return GPU_CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuStreamQuery(CUstream stream)
-{
-    (void)stream;
-    return GPU_CUDA_SUCCESS;
-}
-
 #ifndef FAKE_OLD_DRIVER
 FAKE_EXPORT CUresult cuStreamIsCapturing(CUstream stream, int *status)
 {
@@ -334,21 +320,9 @@ FAKE_EXPORT CUresult cuEventCreate(CUevent *event, unsigned flags)
     return GPU_CUDA_SUCCESS;
 }
 
-FAKE_EXPORT CUresult cuEventDestroy_v2(CUevent event)
-{
-    (void)event;
-    return GPU_CUDA_SUCCESS;
-}
-
 FAKE_EXPORT CUresult cuEventRecord(CUevent event, CUstream stream)
 {
     (void)event, (void)stream;
-    return GPU_CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuEventSynchronize(CUevent event)
-{
-    (void)event;
     return GPU_CUDA_SUCCESS;
 }
 

@@ -44,18 +44,34 @@ typedef void (*switch_fn)(int on);
 static take_fn take_launches;
 static switch_fn set_capturing, refuse_cooperative, fail_launches;
 
-static const char *dtype_name(int d)
+/* The device buffers of the current case, freed by release_buffers. */
+static moes_context *buffers_ctx;
+static void *buffers[16];
+static int n_buffers;
+
+/* A device buffer of `bytes` (from the fake driver), or NULL with the
+ * failure counted. */
+static void *device_buffer(int64_t bytes)
 {
-    return d == MOES_DTYPE_FP32 ? "fp32" : d == MOES_DTYPE_BF16 ? "bf16"
-                                                                : "fp16";
+    void *p = NULL;
+    if (n_buffers == (int)(sizeof buffers / sizeof buffers[0]) ||
+        moes_malloc(buffers_ctx, &p, bytes) != MOES_OK) {
+        fprintf(stderr, "FAIL: moes_malloc of %lld bytes: %s\n",
+                (long long)bytes, moes_last_error(buffers_ctx));
+        failures++;
+        return NULL;
+    }
+    return buffers[n_buffers++] = p;
 }
 
-static size_t dtype_bytes(int d)
+static void release_buffers(void)
 {
-    return d == MOES_DTYPE_FP32 ? 4 : 2;
+    while (n_buffers > 0)
+        moes_free(buffers_ctx, buffers[--n_buffers]);
 }
 
-/* The kernels launched, names only, one per line. */
+/* The kernels launched since the last call, names only, separated by
+ * spaces ("(refused)" or "(failed)" after a name the driver turned down). */
 static void launched_names(char *names, size_t len)
 {
     char log[1 << 14];
@@ -73,232 +89,176 @@ static void launched_names(char *names, size_t len)
     }
 }
 
-/* One gather of n tokens, top-8, hidden h; `expected`: the kernels it
- * must launch, in order, separated by spaces. */
-static void expect_gather(moes_context *ctx, int64_t n, int64_t h,
-                          int y_dtype, int out_dtype, int capturing,
-                          const char *expected)
+/* The verdict on one call: its status must be `want`, the kernels it
+ * launched `expected` (NULL: not looked at), and its message must hold
+ * `message` (NULL: not looked at). */
+static void verdict(const char *what, int rc, int want, const char *expected,
+                    const char *message)
 {
-    const int64_t k = 8, rows = n * k;
-    void *y = NULL, *out_index = NULL, *out = NULL;
     char got[1024];
-    int rc;
-    if (moes_malloc(ctx, &y, rows * h * (int64_t)dtype_bytes(y_dtype)) ||
-        moes_malloc(ctx, &out_index, rows * 4) ||
-        moes_malloc(ctx, &out, n * h * (int64_t)dtype_bytes(out_dtype))) {
-        fprintf(stderr, "FAIL: moes_malloc: %s\n", moes_last_error(ctx));
+    const char *said = moes_last_error(buffers_ctx);
+    launched_names(got, sizeof got);
+    if (rc != want || (expected && strcmp(got, expected) != 0) ||
+        (message && !strstr(said, message))) {
+        fprintf(stderr,
+                "FAIL: %s: status %d (expected %d), launched \"%s\" "
+                "(expected \"%s\"), message \"%s\"\n",
+                what, rc, want, got, expected ? expected : "-",
+                rc ? said : "");
         failures++;
-        goto done;
+    } else if (rc) {
+        printf("ok: %s: %s\n", what, said);
+    } else {
+        printf("ok: %s: %s\n", what, got);
     }
+}
+
+static const char *dtype_name(int d)
+{
+    return d == MOES_DTYPE_FP32 ? "fp32" : d == MOES_DTYPE_BF16 ? "bf16"
+                                                                : "fp16";
+}
+
+static int64_t dtype_bytes(int d)
+{
+    return d == MOES_DTYPE_FP32 ? 4 : 2;
+}
+
+/* A gather of n tokens, top-8, hidden h, on fresh device buffers (no
+ * weights); `ok` is 0 when a buffer could not be had. */
+static moes_gather_args gather_args(int64_t n, int64_t h, int y_dtype,
+                                    int out_dtype, int *ok)
+{
+    const int64_t k = 8;
     moes_gather_args g;
     moes_gather_args_init(&g);
     g.n_tokens = n;
     g.top_k = k;
     g.hidden = h;
-    g.y = y;
+    g.y = device_buffer(n * k * h * dtype_bytes(y_dtype));
     g.y_dtype = y_dtype;
-    g.y_rows = rows;
-    g.out_index = out_index;
+    g.y_rows = n * k;
+    g.out_index = device_buffer(n * k * 4);
     g.index_dtype = MOES_DTYPE_INT32;
-    g.out = out;
+    g.out = device_buffer(n * h * dtype_bytes(out_dtype));
     g.out_dtype = out_dtype;
-    set_capturing(capturing);
-    take_launches(got, sizeof got); /* what the allocations launched */
-    rc = moes_gather(ctx, &g);
-    set_capturing(0);
-    launched_names(got, sizeof got);
-    if (rc != MOES_OK) {
-        fprintf(stderr, "FAIL: gather of %lld tokens: %s\n", (long long)n,
-                moes_last_error(ctx));
-        failures++;
-    } else if (strcmp(got, expected) != 0) {
-        fprintf(stderr,
-                "FAIL: gather of %lld tokens, hidden %lld, %s to %s%s: "
-                "launched \"%s\", expected \"%s\"\n",
-                (long long)n, (long long)h, dtype_name(y_dtype),
-                dtype_name(out_dtype), capturing ? ", captured" : "", got,
-                expected);
-        failures++;
-    } else {
-        printf("ok: %lld tokens, hidden %lld, %s to %s%s: %s\n",
-               (long long)n, (long long)h, dtype_name(y_dtype),
-               dtype_name(out_dtype), capturing ? ", captured" : "", got);
-    }
-done:
-    moes_free(ctx, y);
-    moes_free(ctx, out_index);
-    moes_free(ctx, out);
+    *ok = g.y && g.out_index && g.out;
+    take_launches(NULL, 0); /* what the allocations launched */
+    return g;
 }
 
-/* One scatter of DeepSeek-V3's shape (fp8 rows of 7168 with fp32 scales
+/* The gather of gather_args, under a graph capture or not; `expected`:
+ * the kernels it must launch, in order, separated by spaces. */
+static void expect_gather(int64_t n, int64_t h, int y_dtype, int out_dtype,
+                          int capturing, const char *expected)
+{
+    char what[160];
+    int ok;
+    moes_gather_args g = gather_args(n, h, y_dtype, out_dtype, &ok);
+    snprintf(what, sizeof what, "gather of %lld tokens, hidden %lld, %s to "
+             "%s%s", (long long)n, (long long)h, dtype_name(y_dtype),
+             dtype_name(out_dtype), capturing ? ", captured" : "");
+    if (ok) {
+        set_capturing(capturing);
+        const int rc = moes_gather(buffers_ctx, &g);
+        set_capturing(0);
+        verdict(what, rc, MOES_OK, expected, NULL);
+    }
+    release_buffers();
+}
+
+/* A gather of 128 tokens whose weights are host memory from malloc
+ * (which a GPU cannot read), then one whose launch fails: each must fail
+ * with its status and a message that names the argument or `kernel`,
+ * the first having launched nothing. */
+static void expect_gather_errors(const char *kernel)
+{
+    const int64_t n = 128, k = 8;
+    float *host_weights = calloc((size_t)(n * k), sizeof(float));
+    int ok;
+    moes_gather_args g =
+        gather_args(n, 7168, MOES_DTYPE_BF16, MOES_DTYPE_BF16, &ok);
+    float *weights = device_buffer(n * k * 4);
+    take_launches(NULL, 0);
+    if (ok && host_weights && weights) {
+        g.weights = host_weights;
+        verdict("weights in host memory", moes_gather(buffers_ctx, &g),
+                MOES_ERR_INVALID_ARGUMENT, "", "args->weights");
+        g.weights = weights;
+        fail_launches(1);
+        const int rc = moes_gather(buffers_ctx, &g);
+        fail_launches(0);
+        verdict("a launch that fails", rc, MOES_ERR_DEVICE, NULL, kernel);
+    }
+    free(host_weights);
+    release_buffers();
+}
+
+/* A scatter of DeepSeek-V3's shape (fp8 rows of 7168 with fp32 scales
  * per 128, top-8 of 256 experts, contiguous layout aligned at 128) over
  * n tokens, with its bound's capacity; `expected` as for the gather. */
-static void expect_scatter(moes_context *ctx, int64_t n, const char *expected)
+static void expect_scatter(int64_t n, const char *expected)
 {
     const int64_t k = 8, h = 7168, e = 256, scales = h / 128;
     int64_t capacity = 0;
-    void *ids = NULL, *x = NULL, *x_scales = NULL, *out = NULL,
-         *out_scales = NULL, *out_index = NULL, *m_indices = NULL;
-    char got[1024];
-    int rc = moes_scatter_capacity(ctx, MOES_LAYOUT_CONTIGUOUS, n, k, e, 128,
-                                   &capacity);
-    if (rc || moes_malloc(ctx, &ids, n * k * 4) ||
-        moes_malloc(ctx, &x, n * h) ||
-        moes_malloc(ctx, &x_scales, n * scales * 4) ||
-        moes_malloc(ctx, &out, capacity * h) ||
-        moes_malloc(ctx, &out_scales, capacity * scales * 4) ||
-        moes_malloc(ctx, &out_index, n * k * 4) ||
-        moes_malloc(ctx, &m_indices, capacity * 4)) {
-        fprintf(stderr, "FAIL: scatter buffers: %s\n", moes_last_error(ctx));
-        failures++;
-        goto done;
+    char what[64];
+    snprintf(what, sizeof what, "scatter of %lld tokens", (long long)n);
+    if (moes_scatter_capacity(buffers_ctx, MOES_LAYOUT_CONTIGUOUS, n, k, e,
+                              128, &capacity) != MOES_OK) {
+        verdict(what, MOES_ERR_INVALID_ARGUMENT, MOES_OK, NULL, NULL);
+        return;
     }
     moes_routing r;
     moes_routing_init(&r);
     r.n_tokens = n;
     r.top_k = k;
-    r.ids = ids;
+    r.ids = device_buffer(n * k * 4);
     r.n_experts_global = e;
     r.n_experts = e;
     moes_scatter_args a;
     moes_scatter_args_init(&a);
     a.capacity = capacity;
-    a.x = x;
+    a.x = device_buffer(n * h);
     a.x_dtype = MOES_DTYPE_FP8_E4M3;
     a.hidden = h;
-    a.x_scales = x_scales;
-    a.out = out;
-    a.out_scales = out_scales;
+    a.x_scales = device_buffer(n * scales * 4);
+    a.out = device_buffer(capacity * h);
+    a.out_scales = device_buffer(capacity * scales * 4);
     a.out_scales_format = MOES_SCALES_FP32;
-    a.out_index = out_index;
-    a.m_indices = m_indices;
-    take_launches(got, sizeof got); /* what the allocations launched */
-    rc = moes_scatter(ctx, &r, &a);
-    launched_names(got, sizeof got);
-    if (rc != MOES_OK) {
-        fprintf(stderr, "FAIL: scatter of %lld tokens: %s\n", (long long)n,
-                moes_last_error(ctx));
-        failures++;
-    } else if (strcmp(got, expected) != 0) {
-        fprintf(stderr,
-                "FAIL: scatter of %lld tokens: launched \"%s\", expected "
-                "\"%s\"\n",
-                (long long)n, got, expected);
-        failures++;
-    } else {
-        printf("ok: scatter of %lld tokens: %s\n", (long long)n, got);
-    }
-done:
-    moes_free(ctx, ids);
-    moes_free(ctx, x);
-    moes_free(ctx, x_scales);
-    moes_free(ctx, out);
-    moes_free(ctx, out_scales);
-    moes_free(ctx, out_index);
-    moes_free(ctx, m_indices);
+    a.out_index = device_buffer(n * k * 4);
+    a.m_indices = device_buffer(capacity * 4);
+    take_launches(NULL, 0);
+    if (r.ids && a.x && a.x_scales && a.out && a.out_scales &&
+        a.out_index && a.m_indices)
+        verdict(what, moes_scatter(buffers_ctx, &r, &a), MOES_OK, expected,
+                NULL);
+    release_buffers();
 }
 
 /* moes_distinct_experts (distinct = 1) or moes_count over n tokens,
  * top-8 of 256 experts; `expected` as for the gather. */
-static void expect_routing_op(moes_context *ctx, int distinct, int64_t n,
-                              const char *expected)
+static void expect_routing_op(int distinct, int64_t n, const char *expected)
 {
     const int64_t k = 8, e = 256;
-    const char *what = distinct ? "moes_distinct_experts" : "moes_count";
-    void *ids = NULL, *out = NULL;
-    char got[1024];
-    if (moes_malloc(ctx, &ids, n * k * 4) ||
-        moes_malloc(ctx, &out, distinct ? n * k * 4 : e * 8)) {
-        fprintf(stderr, "FAIL: %s buffers: %s\n", what, moes_last_error(ctx));
-        failures++;
-        goto done;
-    }
+    char what[64];
+    snprintf(what, sizeof what, "%s of %lld tokens",
+             distinct ? "moes_distinct_experts" : "moes_count", (long long)n);
     moes_routing r;
     moes_routing_init(&r);
     r.n_tokens = n;
     r.top_k = k;
-    r.ids = ids;
+    r.ids = device_buffer(n * k * 4);
     r.n_experts_global = e;
     r.n_experts = e;
-    take_launches(got, sizeof got);
-    int rc = distinct ? moes_distinct_experts(ctx, &r, out, MOES_DTYPE_INT32)
-                      : moes_count(ctx, &r, out, MOES_DTYPE_INT64);
-    launched_names(got, sizeof got);
-    if (rc != MOES_OK || strcmp(got, expected) != 0) {
-        fprintf(stderr,
-                "FAIL: %s of %lld tokens: status %d, launched \"%s\", "
-                "expected \"%s\"\n",
-                what, (long long)n, rc, got, expected);
-        failures++;
-    } else {
-        printf("ok: %s of %lld tokens: %s\n", what, (long long)n, got);
-    }
-done:
-    moes_free(ctx, ids);
-    moes_free(ctx, out);
-}
-
-/* A gather of 128 tokens whose weights are host memory from malloc
- * (which a GPU cannot read), then one whose launch fails: each must fail
- * with its status and a message that names the argument or the kernel,
- * the first having launched nothing. */
-static void expect_gather_errors(moes_context *ctx, const char *kernel)
-{
-    const int64_t n = 128, k = 8, h = 7168;
-    void *y = NULL, *out_index = NULL, *out = NULL, *weights = NULL;
-    float *host_weights = calloc((size_t)(n * k), sizeof(float));
-    char got[1024];
-    if (!host_weights || moes_malloc(ctx, &y, n * k * h * 2) ||
-        moes_malloc(ctx, &out_index, n * k * 4) ||
-        moes_malloc(ctx, &weights, n * k * 4) ||
-        moes_malloc(ctx, &out, n * h * 2)) {
-        fprintf(stderr, "FAIL: gather buffers: %s\n", moes_last_error(ctx));
-        failures++;
-        goto done;
-    }
-    moes_gather_args g;
-    moes_gather_args_init(&g);
-    g.n_tokens = n;
-    g.top_k = k;
-    g.hidden = h;
-    g.y = y;
-    g.y_rows = n * k;
-    g.out_index = out_index;
-    g.weights = host_weights;
-    g.out = out;
-    take_launches(got, sizeof got);
-    int rc = moes_gather(ctx, &g);
-    launched_names(got, sizeof got);
-    if (rc != MOES_ERR_INVALID_ARGUMENT ||
-        !strstr(moes_last_error(ctx), "args->weights") || got[0]) {
-        fprintf(stderr,
-                "FAIL: weights in host memory: status %d, \"%s\", "
-                "launched \"%s\"\n",
-                rc, moes_last_error(ctx), got);
-        failures++;
-    } else {
-        printf("ok: weights in host memory: %s\n", moes_last_error(ctx));
-    }
-    g.weights = weights;
-    fail_launches(1);
-    rc = moes_gather(ctx, &g);
-    fail_launches(0);
-    launched_names(got, sizeof got);
-    if (rc != MOES_ERR_DEVICE || !strstr(moes_last_error(ctx), kernel)) {
-        fprintf(stderr,
-                "FAIL: a launch that fails: status %d, \"%s\", expected "
-                "MOES_ERR_DEVICE naming %s\n",
-                rc, moes_last_error(ctx), kernel);
-        failures++;
-    } else {
-        printf("ok: a launch that fails: %s\n", moes_last_error(ctx));
-    }
-done:
-    free(host_weights);
-    moes_free(ctx, y);
-    moes_free(ctx, out_index);
-    moes_free(ctx, weights);
-    moes_free(ctx, out);
+    void *out = device_buffer(distinct ? n * k * 4 : e * 8);
+    take_launches(NULL, 0);
+    if (r.ids && out)
+        verdict(what,
+                distinct ? moes_distinct_experts(buffers_ctx, &r, out,
+                                                 MOES_DTYPE_INT32)
+                         : moes_count(buffers_ctx, &r, out, MOES_DTYPE_INT64),
+                MOES_OK, expected, NULL);
+    release_buffers();
 }
 
 int main(int argc, char **argv)
@@ -333,6 +293,7 @@ int main(int argc, char **argv)
                 moes_last_error(NULL));
         return 1;
     }
+    buffers_ctx = ctx;
 
     const int bf16 = MOES_DTYPE_BF16, fp16 = MOES_DTYPE_FP16,
               fp32 = MOES_DTYPE_FP32;
@@ -342,40 +303,40 @@ int main(int argc, char **argv)
         "moes_count_tiles moes_scan_routing moes_place_copy_rows";
     /* Distinct experts: up to 8192 choices one launch that checks the
      * ids in every block; past that the routing's checks first. */
-    expect_routing_op(ctx, 1, 128, "moes_distinct_rows");
-    expect_routing_op(ctx, 1, 1024, "moes_distinct_rows");
-    expect_routing_op(ctx, 1, 1025,
+    expect_routing_op(1, 128, "moes_distinct_rows");
+    expect_routing_op(1, 1024, "moes_distinct_rows");
+    expect_routing_op(1, 1025,
                       "moes_count_tiles moes_scan_routing moes_distinct_rows");
     /* Counts: a small call routed in one block. */
-    expect_routing_op(ctx, 0, 128, "moes_route_small");
-    expect_routing_op(ctx, 0, 4096,
+    expect_routing_op(0, 128, "moes_route_small");
+    expect_routing_op(0, 4096,
                       "moes_count_tiles moes_scan_routing moes_expert_outputs");
     /* Decode sizes: one launch in which every block routes for itself. */
-    expect_scatter(ctx, 128, "moes_scatter_small");
-    expect_scatter(ctx, 1024, "moes_scatter_small");
+    expect_scatter(128, "moes_scatter_small");
+    expect_scatter(1024, "moes_scatter_small");
     if (!old_driver) {
         /* Decode: 128 tokens, 1024 entries, vector rows. */
-        expect_gather(ctx, 128, 7168, bf16, bf16, 0,
+        expect_gather(128, 7168, bf16, bf16, 0,
                       "moes_gather_small_bf16_to_bf16");
-        expect_gather(ctx, 128, 7168, bf16, bf16, 1,
+        expect_gather(128, 7168, bf16, bf16, 1,
                       "moes_check_out_index moes_gather_small_bf16_to_bf16");
         /* 2048 entries: still checked in the gather; 2056: not. */
-        expect_gather(ctx, 256, 7168, fp32, fp16, 0,
+        expect_gather(256, 7168, fp32, fp16, 0,
                       "moes_gather_small_fp32_to_fp16");
-        expect_gather(ctx, 257, 7168, fp16, fp32, 0,
+        expect_gather(257, 7168, fp16, fp32, 0,
                       "moes_check_out_index moes_gather_small_fp16_to_fp32");
         /* Rows that are not 16-byte vectors (hidden 7167). */
-        expect_gather(ctx, 128, 7167, fp16, bf16, 0,
+        expect_gather(128, 7167, fp16, bf16, 0,
                       "moes_gather_small_fp16_to_bf16");
-        expect_gather(ctx, 128, 7167, fp16, bf16, 1,
+        expect_gather(128, 7167, fp16, bf16, 1,
                       "moes_check_out_index moes_gather_fp16_to_bf16");
         /* Prefill: more items than warps that fit. */
-        expect_gather(ctx, 4096, 7168, bf16, fp32, 0,
+        expect_gather(4096, 7168, bf16, fp32, 0,
                       "moes_check_out_index moes_gather_bf16_to_fp32");
         /* Prefill scatters: the cooperative kernel routes and copies the
          * rows it staged meanwhile. */
-        expect_scatter(ctx, 4096, "moes_scatter_grid");
-        expect_scatter(ctx, 32768, "moes_scatter_grid");
+        expect_scatter(4096, "moes_scatter_grid");
+        expect_scatter(32768, "moes_scatter_grid");
         /* A device that cannot hold the grid at once (shared with other
          * work): the call takes the grid path, and the context no longer
          * tries the cooperative kernel. */
@@ -383,22 +344,22 @@ int main(int argc, char **argv)
         char refused[256];
         snprintf(refused, sizeof refused, "moes_scatter_grid(refused) %s",
                  grid_path);
-        expect_scatter(ctx, 4096, refused);
+        expect_scatter(4096, refused);
         refuse_cooperative(0);
-        expect_scatter(ctx, 4096, grid_path);
+        expect_scatter(4096, grid_path);
     } else {
         /* No cuStreamIsCapturing: every stream counts as one being
          * captured, so the check kernel runs ahead of every gather. */
-        expect_gather(ctx, 128, 7168, bf16, bf16, 0,
+        expect_gather(128, 7168, bf16, bf16, 0,
                       "moes_check_out_index moes_gather_small_bf16_to_bf16");
-        expect_gather(ctx, 128, 7167, fp16, bf16, 0,
+        expect_gather(128, 7167, fp16, bf16, 0,
                       "moes_check_out_index moes_gather_fp16_to_bf16");
         /* No cuLaunchKernelEx: no cooperative launch. */
-        expect_scatter(ctx, 4096, grid_path);
+        expect_scatter(4096, grid_path);
     }
     /* Last: a failed launch may leave the context unusable. */
-    expect_gather_errors(ctx, old_driver ? "launching moes_check_out_index"
-                                         : "launching moes_gather_small_");
+    expect_gather_errors(old_driver ? "launching moes_check_out_index"
+                                    : "launching moes_gather_small_");
 
     moes_context_destroy(ctx);
     if (failures)
