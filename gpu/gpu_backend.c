@@ -163,14 +163,19 @@ int gpu_launch_next(moes_context *ctx, enum gpu_kernel k, int64_t grid,
     return launch(ctx, k, grid, block, args, 1);
 }
 
-int gpu_stream_capturing(moes_context *ctx)
+int gpu_capture_status(moes_context *ctx)
 {
     gpu_state *s = gpu_state_of(ctx);
-    int status = 1;
+    int status = 0;
     if (!s->drv.cuStreamIsCapturing ||
         s->drv.cuStreamIsCapturing(gpu_stream_of(ctx), &status))
-        return 1;
+        return -1;
     return status != 0;
+}
+
+int gpu_stream_capturing(moes_context *ctx)
+{
+    return gpu_capture_status(ctx) != 0;
 }
 
 int64_t gpu_grid_for(int64_t n, int64_t per_block)

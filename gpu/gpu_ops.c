@@ -174,6 +174,17 @@ int gpu_ensure_workspace(moes_context *ctx, int64_t bytes)
         return moes_set_error(ctx, MOES_ERR_WORKSPACE,
             "this call needs %lld bytes of workspace, more than the %lld "
             "reserved", (long long)bytes, (long long)s->workspace_bytes);
+    /* Growing waits for the stream and allocates, which a stream capture
+     * does not allow: the driver fails the call, and a wait on a
+     * capturing stream invalidates the capture too. Say what to do
+     * instead. (Where the driver cannot say, the workspace grows.) */
+    if (gpu_capture_status(ctx) == 1)
+        return moes_set_error(ctx, MOES_ERR_WORKSPACE,
+            "this call needs %lld bytes of workspace, more than the %lld "
+            "the context has, and its stream is being captured into a "
+            "CUDA graph, where the workspace cannot grow: reserve it "
+            "before capturing (moes_reserve_workspace)",
+            (long long)bytes, (long long)s->workspace_bytes);
     if (s->workspace) {
         /* Queued kernels may still use the old one. */
         r = s->drv.cuStreamSynchronize(gpu_stream_of(ctx));

@@ -124,8 +124,12 @@ int gpu_launch_cooperative(moes_context *ctx, enum gpu_kernel k,
                            int64_t grid, unsigned block, int64_t shared_bytes,
                            void *args, int *launched);
 
-/* 1 when the context's stream is being captured into a graph, or when
- * the driver cannot say; 0 when each launch runs as it is queued. */
+/* 1 when the context's stream is being captured into a graph, 0 when
+ * each launch runs as it is queued, -1 when the driver cannot say (no
+ * cuStreamIsCapturing, or it failed). */
+int gpu_capture_status(moes_context *ctx);
+
+/* 1 when the stream is being captured or the driver cannot say. */
 int gpu_stream_capturing(moes_context *ctx);
 
 /* Blocks of `per_block` items for n items, capped for grid-stride loops. */

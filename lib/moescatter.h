@@ -128,9 +128,9 @@ typedef enum moes_status {
     MOES_ERR_BACKEND_UNAVAILABLE = 14, /* the backend asked for cannot run */
     MOES_ERR_DEVICE = 15,           /* the CUDA driver reported an error  */
     MOES_ERR_WORKSPACE = 16,        /* a call needs more workspace than was
-                                       reserved or than the caller's
-                                       workspace holds, and growing it
-                                       would allocate                     */
+                                       reserved, than the caller's
+                                       workspace holds, or than the context
+                                       has while its stream is captured   */
     MOES_ERR_INVALID_SCALE = 17,    /* a scale that UE8M0 cannot hold: not
                                        a positive, finite, normal power of
                                        two                                */
@@ -308,9 +308,12 @@ MOES_API int moes_fill(moes_context *ctx, void *ptr, int value, int64_t bytes);
 /* Reserves the scratch memory that calls up to these sizes need, so that
  * later calls never allocate (a CUDA graph can capture them). After a
  * reservation a call that needs more returns MOES_ERR_WORKSPACE instead of
- * allocating. Without one, calls grow the workspace as needed. With the
- * caller's workspace in place (moes_set_workspace) nothing is allocated:
- * MOES_ERR_WORKSPACE says that it is too small for these sizes.
+ * allocating. Without one, calls grow the workspace as needed, except
+ * on CUDA while the stream is being captured into a graph, where a call
+ * that would grow it returns MOES_ERR_WORKSPACE and launches nothing.
+ * With the caller's workspace in place (moes_set_workspace) nothing is
+ * allocated: MOES_ERR_WORKSPACE says that it is too small for these
+ * sizes.
  * Returns MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE (negative sizes,
  * n_experts < 1), MOES_ERR_OVERFLOW, MOES_ERR_OUT_OF_MEMORY,
  * MOES_ERR_WORKSPACE. */

@@ -23,6 +23,9 @@
  *     device refuses the cooperative launch the call takes the grid path
  *     (counts, scan, the copy that places), and so does every later call
  *     of the context.
+ *   - A call under a graph capture that would have to grow the workspace
+ *     fails with MOES_ERR_WORKSPACE, launching nothing, and runs once
+ *     moes_reserve_workspace has made room.
  *   - A gather given host memory from malloc fails with
  *     MOES_ERR_INVALID_ARGUMENT naming the argument, launching nothing;
  *     one whose launch fails returns MOES_ERR_DEVICE naming the kernel.
@@ -196,13 +199,16 @@ static void expect_gather_errors(const char *kernel)
 
 /* A scatter of DeepSeek-V3's shape (fp8 rows of 7168 with fp32 scales
  * per 128, top-8 of 256 experts, contiguous layout aligned at 128) over
- * n tokens, with its bound's capacity; `expected` as for the gather. */
-static void expect_scatter(int64_t n, const char *expected)
+ * n tokens, with its bound's capacity, under a graph capture or not;
+ * want, expected and message as verdict takes them. */
+static void scatter_case(int64_t n, int capturing, int want,
+                         const char *expected, const char *message)
 {
     const int64_t k = 8, h = 7168, e = 256, scales = h / 128;
     int64_t capacity = 0;
     char what[64];
-    snprintf(what, sizeof what, "scatter of %lld tokens", (long long)n);
+    snprintf(what, sizeof what, "scatter of %lld tokens%s", (long long)n,
+             capturing ? ", captured" : "");
     if (moes_scatter_capacity(buffers_ctx, MOES_LAYOUT_CONTIGUOUS, n, k, e,
                               128, &capacity) != MOES_OK) {
         verdict(what, MOES_ERR_INVALID_ARGUMENT, MOES_OK, NULL, NULL);
@@ -229,10 +235,52 @@ static void expect_scatter(int64_t n, const char *expected)
     a.m_indices = device_buffer(capacity * 4);
     take_launches(NULL, 0);
     if (r.ids && a.x && a.x_scales && a.out && a.out_scales &&
-        a.out_index && a.m_indices)
-        verdict(what, moes_scatter(buffers_ctx, &r, &a), MOES_OK, expected,
-                NULL);
+        a.out_index && a.m_indices) {
+        set_capturing(capturing);
+        const int rc = moes_scatter(buffers_ctx, &r, &a);
+        set_capturing(0);
+        verdict(what, rc, want, expected, message);
+    }
     release_buffers();
+}
+
+static void expect_scatter(int64_t n, const char *expected)
+{
+    scatter_case(n, 0, MOES_OK, expected, NULL);
+}
+
+/* On a new context, whose workspace has never grown: a scatter captured
+ * into a graph must fail with MOES_ERR_WORKSPACE, launching nothing
+ * (growing would wait for the stream and allocate, ending the capture),
+ * and succeed once moes_reserve_workspace has made room. Where the
+ * driver cannot say whether the stream is captured, the workspace grows
+ * as it would outside a capture. */
+static void expect_capture_needs_reserve(int old_driver)
+{
+    moes_context_options o;
+    moes_context *ctx = NULL, *was = buffers_ctx;
+    moes_context_options_init(&o);
+    o.backend = MOES_BACKEND_CUDA;
+    if (moes_context_create(&ctx, &o) != MOES_OK) {
+        fprintf(stderr, "FAIL: a second context: %s\n",
+                moes_last_error(NULL));
+        failures++;
+        return;
+    }
+    buffers_ctx = ctx;
+    if (old_driver) {
+        scatter_case(128, 1, MOES_OK, "moes_scatter_small", NULL);
+    } else {
+        scatter_case(128, 1, MOES_ERR_WORKSPACE, "",
+                     "moes_reserve_workspace");
+        verdict("moes_reserve_workspace for 4096 tokens",
+                moes_reserve_workspace(ctx, 4096, 8, 256), MOES_OK, NULL,
+                NULL);
+        scatter_case(128, 1, MOES_OK, "moes_scatter_small", NULL);
+        scatter_case(4096, 1, MOES_OK, "moes_scatter_grid", NULL);
+    }
+    moes_context_destroy(ctx);
+    buffers_ctx = was;
 }
 
 /* moes_distinct_experts (distinct = 1) or moes_count over n tokens,
@@ -357,6 +405,7 @@ int main(int argc, char **argv)
         /* No cuLaunchKernelEx: no cooperative launch. */
         expect_scatter(4096, grid_path);
     }
+    expect_capture_needs_reserve(old_driver);
     /* Last: a failed launch may leave the context unusable. */
     expect_gather_errors(old_driver ? "launching moes_check_out_index"
                                     : "launching moes_gather_small_");
