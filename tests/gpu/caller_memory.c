@@ -15,8 +15,9 @@
  *   3. The caller's workspace: a fresh context given a cudaMalloc'd
  *      workspace of moes_workspace_size scatters inside a CUDA graph
  *      capture (global mode: any allocation or wait would break it) and
- *      the replay gives the rows of an ordinary call; whether a fresh
- *      context without it can be captured is reported beside it.
+ *      the replay gives the rows of an ordinary call; a fresh context
+ *      without it must refuse the capture's call with MOES_ERR_WORKSPACE
+ *      (its workspace would have to grow).
  *
  * Prints "caller_memory: N checks, N failed" last; exits 0, 1 on a
  * failure, 77 where no CUDA device is usable.
@@ -349,16 +350,13 @@ static void caller_workspace(moes_context *ctx)
         free(got);
         printf("captured with the caller's workspace: same rows\n");
     }
-    /* The control: without the caller's workspace the first call
-     * allocates, which a global-mode capture should not allow. Reported,
-     * not counted: it tells whether the check above could have failed. */
+    /* Without the caller's workspace or a reservation the first call
+     * would have to allocate during the capture: it must say so with
+     * MOES_ERR_WORKSPACE (and launch nothing) rather than try. */
     got = NULL;
-    if (capture(0, &b, x, &got) == MOES_OK)
-        printf("control: a fresh context without a workspace was captured "
-               "too (the driver allowed its allocation)\n");
-    else
-        printf("control: a fresh context without a workspace could not be "
-               "captured\n");
+    EXPECT(capture(0, &b, x, &got) == MOES_ERR_WORKSPACE,
+           "a fresh context's capture without a workspace: expected "
+           "MOES_ERR_WORKSPACE");
     free(got);
     free(want);
     cudaFree(x);
