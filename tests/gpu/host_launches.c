@@ -273,6 +273,11 @@ static void expect_capture_needs_reserve(int old_driver)
     } else {
         scatter_case(128, 1, MOES_ERR_WORKSPACE, "",
                      "moes_reserve_workspace");
+        set_capturing(1);
+        verdict("moes_reserve_workspace in a capture",
+                moes_reserve_workspace(ctx, 4096, 8, 256),
+                MOES_ERR_WORKSPACE, "", "before capturing");
+        set_capturing(0);
         verdict("moes_reserve_workspace for 4096 tokens",
                 moes_reserve_workspace(ctx, 4096, 8, 256), MOES_OK, NULL,
                 NULL);
