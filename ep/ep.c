@@ -136,18 +136,27 @@ static int agree(moes_ep *ep, int status)
 /* Buffers                                                            */
 /* ------------------------------------------------------------------ */
 
+/* Frees b (nothing when it holds nothing); returns moes_free's status. */
+static int release(moes_ep *ep, ep_buffer *b)
+{
+    int rc = b->ptr ? moes_free(ep->ctx, b->ptr) : MOES_OK;
+    b->ptr = NULL;
+    b->bytes = 0;
+    return rc;
+}
+
 static int ensure(moes_ep *ep, ep_buffer *b, int64_t bytes)
 {
     if (bytes < 64)
         bytes = 64;
     if (b->ptr && b->bytes >= bytes)
         return MOES_OK;
-    if (b->ptr) {
-        moes_free(ep->ctx, b->ptr);
-        b->ptr = NULL;
-        b->bytes = 0;
-    }
-    int rc = moes_malloc(ep->ctx, &b->ptr, bytes);
+    const int64_t old_bytes = b->bytes;
+    int rc = release(ep, b);
+    if (rc != MOES_OK)
+        return moes_ep_fail(ep, rc, "cannot free %lld bytes: %s",
+                            (long long)old_bytes, moes_last_error(ep->ctx));
+    rc = moes_malloc(ep->ctx, &b->ptr, bytes);
     if (rc != MOES_OK) {
         b->ptr = NULL;
         return moes_ep_fail(ep, rc, "cannot allocate %lld bytes: %s",
@@ -162,14 +171,6 @@ static int ensure(moes_ep *ep, ep_buffer *b, int64_t bytes)
         return moes_ep_fail(ep, rc, "cannot clear %lld bytes: %s",
                             (long long)bytes, moes_last_error(ep->ctx));
     return MOES_OK;
-}
-
-static void release(moes_ep *ep, ep_buffer *b)
-{
-    if (b->ptr)
-        moes_free(ep->ctx, b->ptr);
-    b->ptr = NULL;
-    b->bytes = 0;
 }
 
 static int mul_ok(int64_t a, int64_t b, int64_t *r)
@@ -487,9 +488,14 @@ int moes_ep_destroy(moes_ep *ep)
         &ep->back_marks_recv,
         &ep->mark_y,       &ep->mark_out,        &ep->dropped,
         &ep->zero_index};
+    /* Every buffer is freed; the first failure is the status. */
+    int status = MOES_OK;
     if (ep->ctx)
-        for (size_t i = 0; i < sizeof all / sizeof *all; i++)
-            release(ep, all[i]);
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+            const int rc = release(ep, all[i]);
+            if (status == MOES_OK)
+                status = rc;
+        }
     if (ep->transport && ep->transport->release)
         ep->transport->release(ep);
     free(ep->send_counts);
@@ -501,7 +507,7 @@ int moes_ep_destroy(moes_ep *ep)
     free(ep->one_counts);
     free(ep->one_displs);
     free(ep);
-    return MOES_OK;
+    return status;
 }
 
 /* The options every rank must give alike, compared through one maximum

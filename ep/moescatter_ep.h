@@ -138,7 +138,9 @@ MOES_API int moes_ep_create_nccl(moes_ep **ep, moes_context *ctx,
 MOES_API int moes_ep_synchronize(moes_ep *ep);
 
 /* Frees an ep context (not collective). NULL is accepted. Returns MOES_OK
- * or MOES_ERR_DEVICE. */
+ * or MOES_ERR_DEVICE (the driver failed to free a buffer: everything is
+ * released all the same, and the library context's moes_last_error holds
+ * the driver's message). */
 MOES_API int moes_ep_destroy(moes_ep *ep);
 
 typedef struct moes_ep_dispatch_args {
