@@ -3,9 +3,10 @@
  * fake_cuda.c - a stand-in for libcuda.so.1 with no GPU behind it, built
  * as libcuda.so.1 by host-launches.test, so that the CUDA backend's host
  * code runs on any machine: the device is an sm_90 part with 132
- * multiprocessors; "device memory" is host memory from malloc; a launch
- * runs nothing and is only written down (kernel name and grid), for the
- * test to read with fake_cuda_take_launches. fake_cuda_set_capturing
+ * multiprocessors; "device memory" is host memory (pages mapped for it,
+ * never the malloc heap); a launch runs nothing and is only written down
+ * (kernel name and grid), for the test to read with
+ * fake_cuda_take_launches. fake_cuda_set_capturing
  * makes every stream report a graph capture in progress,
  * fake_cuda_refuse_cooperative every cooperative launch fail for want of
  * room, fake_cuda_fail_launches every launch fail outright. Built with
