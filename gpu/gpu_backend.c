@@ -173,11 +173,6 @@ int gpu_capture_status(moes_context *ctx)
     return status != 0;
 }
 
-int gpu_stream_capturing(moes_context *ctx)
-{
-    return gpu_capture_status(ctx) != 0;
-}
-
 int64_t gpu_grid_for(int64_t n, int64_t per_block)
 {
     /* Enough blocks to fill any current GPU many times over; the kernels

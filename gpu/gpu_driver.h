@@ -125,8 +125,8 @@ typedef struct gpu_driver {
     /* Optional: NULL when absent, and then no kernel takes more than the
      * default 48 KB of shared memory. */
     CUresult (*cuFuncSetAttribute)(CUfunction f, int attrib, int value);
-    /* Optional: NULL when absent, and then every stream counts as one
-     * being captured (gpu_stream_capturing). status: 0 none (cuda.h's
+    /* Optional: NULL when absent, and then whether a stream is being
+     * captured is unknown (gpu_capture_status). status: 0 none (cuda.h's
      * CUstreamCaptureStatus). */
     CUresult (*cuStreamIsCapturing)(CUstream stream, int *status);
 } gpu_driver;

@@ -919,7 +919,8 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     small = a.vector && a.n_tokens * a.chunks <
                             gather_resident_blocks(st) *
                                 (GPU_ROW_THREADS / WARP_THREADS);
-    /* A call with few entries, outside a graph's capture: every block of
+    /* A call with few entries, known to be outside a graph's capture
+     * (where the driver cannot say, it counts as captured): every block of
      * the gather checks them all and no check kernel runs (the small
      * calls' kernels do that, gather.cu). One launch instead of two took
      * a single call of 128 tokens on an H200 from 15.8-17.6 to 14.0-15.3
@@ -928,7 +929,7 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
      * (bench/NOTES.md, v28). */
     a.self_check = (small || !a.vector) &&
                    a.n_tokens * a.top_k <= GPU_GATHER_SELF_CHECK_ENTRIES &&
-                   !gpu_stream_capturing(ctx);
+                   gpu_capture_status(ctx) == 0;
     /* The small calls' kernels take a self-checking call of rows that
      * are not vectors too: only they have that path. */
     if (small || a.self_check) {

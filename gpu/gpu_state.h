@@ -129,9 +129,6 @@ int gpu_launch_cooperative(moes_context *ctx, enum gpu_kernel k,
  * cuStreamIsCapturing, or it failed). */
 int gpu_capture_status(moes_context *ctx);
 
-/* 1 when the stream is being captured or the driver cannot say. */
-int gpu_stream_capturing(moes_context *ctx);
-
 /* Blocks of `per_block` items for n items, capped for grid-stride loops. */
 int64_t gpu_grid_for(int64_t n, int64_t per_block);
 
