@@ -47,6 +47,22 @@ typedef void (*switch_fn)(int on);
 static take_fn take_launches;
 static switch_fn set_capturing, refuse_cooperative, fail_launches;
 
+/* A CUDA context on the fake driver, or NULL with the failure counted. */
+static moes_context *cuda_context(void)
+{
+    moes_context_options o;
+    moes_context *ctx = NULL;
+    moes_context_options_init(&o);
+    o.backend = MOES_BACKEND_CUDA;
+    if (moes_context_create(&ctx, &o) != MOES_OK) {
+        fprintf(stderr, "FAIL: no CUDA context on the fake driver: %s\n",
+                moes_last_error(NULL));
+        failures++;
+        return NULL;
+    }
+    return ctx;
+}
+
 /* The device buffers of the current case, freed by release_buffers. */
 static moes_context *buffers_ctx;
 static void *buffers[16];
@@ -257,16 +273,9 @@ static void expect_scatter(int64_t n, const char *expected)
  * as it would outside a capture. */
 static void expect_capture_needs_reserve(int old_driver)
 {
-    moes_context_options o;
-    moes_context *ctx = NULL, *was = buffers_ctx;
-    moes_context_options_init(&o);
-    o.backend = MOES_BACKEND_CUDA;
-    if (moes_context_create(&ctx, &o) != MOES_OK) {
-        fprintf(stderr, "FAIL: a second context: %s\n",
-                moes_last_error(NULL));
-        failures++;
+    moes_context *ctx = cuda_context(), *was = buffers_ctx;
+    if (!ctx)
         return;
-    }
     buffers_ctx = ctx;
     if (old_driver) {
         scatter_case(128, 1, MOES_OK, "moes_scatter_small", NULL);
@@ -337,15 +346,9 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    moes_context_options o;
-    moes_context *ctx = NULL;
-    moes_context_options_init(&o);
-    o.backend = MOES_BACKEND_CUDA;
-    if (moes_context_create(&ctx, &o) != MOES_OK) {
-        fprintf(stderr, "FAIL: no CUDA context on the fake driver: %s\n",
-                moes_last_error(NULL));
+    moes_context *ctx = cuda_context();
+    if (!ctx)
         return 1;
-    }
     buffers_ctx = ctx;
 
     const int bf16 = MOES_DTYPE_BF16, fp16 = MOES_DTYPE_FP16,
