@@ -299,6 +299,14 @@ static char *csv_beside(const char *plot)
     return s;
 }
 
+/* The copies of the calls' bytes: half read, half written, at least one
+ * byte each way. */
+static int64_t copy_of(double bytes)
+{
+    const int64_t half = (int64_t)(bytes / 2.0);
+    return half > 0 ? half : 1;
+}
+
 static int run_point(moes_context *ctx, const bench_config *cfg,
                      const bench_clear *clear, bench_result *r)
 {
@@ -308,6 +316,15 @@ static int run_point(moes_context *ctx, const bench_config *cfg,
         return rc;
     rc = bench_measure(ctx, &w, clear, r);
     bench_workload_destroy(ctx, &w);
+    /* After the sets are freed, so that the copies' buffers fit where
+     * they did. */
+    r->has_copies = clear->bytes > 0;
+    if (rc == TOOL_EXIT_OK && r->has_copies)
+        rc = bench_measure_copy(ctx, copy_of(r->scatter.bytes), cfg->iters,
+                                clear, &r->scatter_copy);
+    if (rc == TOOL_EXIT_OK && r->has_copies)
+        rc = bench_measure_copy(ctx, copy_of(r->gather.bytes), cfg->iters,
+                                clear, &r->gather_copy);
     return rc;
 }
 

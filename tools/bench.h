@@ -101,6 +101,13 @@ typedef struct bench_timing {
 typedef struct bench_result {
     int64_t tokens;
     bench_timing scatter, gather;
+    /* A copy of as many bytes as each call moves, timed the same way
+     * behind the same fill: what a call of that size can reach, its
+     * ramp and tail included. Only with a fill (has_copies): without
+     * one a copy of a few MB finds its bytes in the cache the copy
+     * before it left, and says nothing about the call. */
+    int has_copies;
+    bench_timing scatter_copy, gather_copy;
     int64_t capacity, capacity_bound, rows_used_max, n_sets;
     double sets_bytes;          /* what the sets together move          */
 } bench_result;

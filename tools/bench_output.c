@@ -114,6 +114,12 @@ void bench_print_table(FILE *f, const bench_run_info *run,
     print_timing_row(f, "scatter", run, &r->scatter);
     print_timing_row(f, "gather", run, &r->gather);
     print_timing_row(f, "copy", run, &run->copy);
+    if (r->has_copies) {
+        print_timing_row(f, "copy-sc", run, &r->scatter_copy);
+        print_timing_row(f, "copy-ga", run, &r->gather_copy);
+        fprintf(f, "(copy-sc, copy-ga: a copy of the scatter's, the "
+                   "gather's bytes, timed alike)\n");
+    }
 }
 
 void bench_print_sweep_row(FILE *f, const bench_run_info *run,
@@ -210,6 +216,12 @@ void bench_print_json(FILE *f, const bench_run_info *run,
         json_timing(f, "scatter", run, &r->scatter, 1);
         fprintf(f, ", ");
         json_timing(f, "gather", run, &r->gather, 1);
+        if (r->has_copies) {
+            fprintf(f, ", ");
+            json_timing(f, "scatter_copy", run, &r->scatter_copy, 1);
+            fprintf(f, ", ");
+            json_timing(f, "gather_copy", run, &r->gather_copy, 1);
+        }
         fputc('}', f);
     }
     fprintf(f, "]}\n");
@@ -226,11 +238,12 @@ int bench_write_csv(const char *path, const bench_run_info *run,
                "scatter_fraction_of_copy,gather_ms,gather_bytes,gather_gbps,"
                "gather_fraction_of_copy,copy_gbps,input_sets,rows_used,"
                "capacity_bound,capacity,scatter_min_ms,scatter_max_ms,"
-               "gather_min_ms,gather_max_ms,clear_bytes\n");
+               "gather_min_ms,gather_max_ms,clear_bytes,scatter_copy_ms,"
+               "gather_copy_ms\n");
     for (int64_t i = 0; i < n_results; i++) {
         const bench_result *r = &results[i];
         fprintf(f, "%lld,%.6f,%.0f,%.4f,%.5f,%.6f,%.0f,%.4f,%.5f,%.4f,"
-                   "%lld,%lld,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%lld\n",
+                   "%lld,%lld,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%lld,",
                 (long long)r->tokens, r->scatter.median_ms, r->scatter.bytes,
                 bench_gbps(r->scatter.bytes, r->scatter.median_ms),
                 fraction(run, &r->scatter), r->gather.median_ms,
@@ -241,6 +254,12 @@ int bench_write_csv(const char *path, const bench_run_info *run,
                 (long long)r->capacity, r->scatter.min_ms, r->scatter.max_ms,
                 r->gather.min_ms, r->gather.max_ms,
                 (long long)run->clear_bytes);
+        /* Empty where no copy was timed. */
+        if (r->has_copies)
+            fprintf(f, "%.6f,%.6f\n", r->scatter_copy.median_ms,
+                    r->gather_copy.median_ms);
+        else
+            fprintf(f, ",\n");
     }
     if (fclose(f) != 0)
         return tool_fail("bench", "cannot write %s", path);

@@ -24,7 +24,10 @@
 # call moves, timed the same ways (the decode targets' yardstick: a call
 # that moves those bytes cannot beat it by much); then the other presets
 # and layouts at 4096 tokens, and 65536 experts against 256 at the same
-# bytes. Logs go to $OUT (or ./gpu-results); the
+# bytes. Beside each case behind the fill, a device copy of as many
+# bytes as each call moves, timed the same way (copy-sc, copy-ga): the
+# fraction of the 1 GiB copy that a call of that size can reach. Logs go
+# to $OUT (or ./gpu-results); the
 # last lines are the table of figures and targets.
 set -u
 build=${1:-/tmp/moes-gpu-build}
@@ -139,6 +142,8 @@ row() {
             "$(us "$(field "$id" gather 2)") ($(pct "$(field "$id" gather 7)"))" "$tg"
         row "  idle device, launch included" "$(us "$(field "$id-idle" scatter 2)") ($(pct "$(field "$id-idle" scatter 7)"))" "-" \
             "$(us "$(field "$id-idle" gather 2)") ($(pct "$(field "$id-idle" gather 7)"))" "-"
+        row "  copy of the same bytes" "$(us "$(field "$id" copy-sc 2)") ($(pct "$(field "$id" copy-sc 7)"))" "-" \
+            "$(us "$(field "$id" copy-ga 2)") ($(pct "$(field "$id" copy-ga 7)"))" "-"
     done
     row "decode 128, graph replay" "$(graph decode scatter)" "<= 6 us" "$(graph decode gather)" "<= 5 us"
     row "EP8 decode 1024, graph replay" "$(graph "EP8 decode" scatter)" "<= 7 us" "$(graph "EP8 decode" gather)" "<= 7 us"
@@ -152,6 +157,8 @@ row() {
     row "EP8 decode 1024, copy, single call" "$(graph_copy "EP8 decode" scatter single)" "-" "$(graph_copy "EP8 decode" gather single)" "-"
     for c in qwen3 mixtral ue8m0 grouped masked; do
         row "$c 4096 (of copy)" "$(pct "$(field $c scatter 7)")" ">= 80%" "$(pct "$(field $c gather 7)")" ">= 80%"
+        row "  copy of the same bytes" "$(pct "$(field $c copy-sc 7)") ($(us "$(field $c copy-sc 2)"))" "-" \
+            "$(pct "$(field $c copy-ga 7)") ($(us "$(field $c copy-ga 2)"))" "-"
     done
     row "E 65536 / E 256, 4096 (A 1)" "$(expert_ratio scatter)" "<= 1.5x" "$(expert_ratio gather)" "<= 1.5x"
     echo
