@@ -22,6 +22,13 @@ pass=
 for v in LSAN_OPTIONS ASAN_OPTIONS UBSAN_OPTIONS OMP_WAIT_POLICY; do
     eval "[ -n \"\${$v+set}\" ]" && pass="$pass -x $v"
 done
+# A run that deadlocks (ranks waiting on each other after one stopped)
+# fails after EP_TIMEOUT seconds (default 900, 0 for none) instead of
+# holding a CI job until its own limit.
+limit=
+if [ "${EP_TIMEOUT:-900}" != 0 ] && command -v timeout >/dev/null 2>&1; then
+    limit="timeout ${EP_TIMEOUT:-900}"
+fi
 # A one-machine job: no remote launcher, shared memory between ranks.
-exec "$MPIRUN" $root --oversubscribe -np "$np" \
+exec $limit "$MPIRUN" $root --oversubscribe -np "$np" \
     --mca btl self,vader --mca plm_rsh_agent false $pass "$@"
