@@ -29,11 +29,7 @@ __device__ __forceinline__ bool distinct_self_check(const gpu_scatter_args &a)
     bad |= moes_block_check_range(
         a.state, a.n_choices, a.n_global, MOES_DATA_ERROR_RANK_ID,
         [&](int64_t c) { return moes_dev_choice_id(a, c); });
-    if (!__syncthreads_or(bad))
-        return false;
-    if (blockIdx.x == 0 && threadIdx.x == 0)
-        moes_stage_finish_validation(moes_route_finish_args(a));
-    return true;
+    return moes_block_verdict(bad, [&] { return moes_route_finish_args(a); });
 }
 
 /* Token t's row when top_k <= K, in registers: the ids are loaded before

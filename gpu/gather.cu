@@ -12,8 +12,9 @@
  * the check still runs: it reads out_index, the weights and y (inputs of
  * the call, which nothing in the call writes) and sums, and only then
  * waits for the check to finish and stores nothing when it found an
- * error. A call with at most GPU_GATHER_SELF_CHECK_ENTRIES entries has
- * no check kernel: each block of the small calls' kernel checks them all
+ * error. A call with at most GPU_GATHER_SELF_CHECK_ENTRIES entries, not
+ * captured into a graph, has no check kernel: each block of
+ * moes_gather_checked_Y_to_OUT (the small shape) checks them all
  * (gather_check_verdict). An entry is only ever used to address y after a
  * bounds test of its own, so a bad one is never read through.
  *
@@ -77,7 +78,7 @@ moes_check_out_index(const gpu_gather_args a)
         moes_dev_close_validation(a.state, gather_finish_args(a));
 }
 
-/* The check of a call with few entries (a.self_check: one batch a
+/* The check of a call with few entries (the checked kernels: one batch a
  * thread, GPU_GATHER_SELF_CHECK_ENTRIES in all), in every block of the
  * gather instead of a kernel ahead of it: each block reads every entry
  * (from L2 after the first block), so all reach the same verdict with no
@@ -101,11 +102,8 @@ __device__ __forceinline__ bool gather_check_verdict(const gpu_gather_args &a,
                               MOES_DATA_ERROR_RANK_ID);
     /* One thread's look at the record: the verdict must be the block's. */
     const bool earlier = threadIdx.x == 0 && moes_dev_failed(a.state);
-    if (!__syncthreads_or(bad || earlier))
-        return false;
-    if (blockIdx.x == 0 && threadIdx.x == 0)
-        moes_stage_finish_validation(gather_finish_args(a));
-    return true;
+    return moes_block_verdict(bad || earlier,
+                              [&] { return gather_finish_args(a); });
 }
 
 /* Elements of y and out as fp32, GPU_GATHER_VEC (or 1) at a time. The
@@ -246,6 +244,24 @@ template <int YD, bool VEC, int GB0> struct item_shape {
            GB = YD == MOES_DTYPE_FP32 && GB0 > 1 ? GB0 / 2 : GB0 };
 };
 
+/* Where a warp's item lies: token t, and the lane's first vector (or
+ * element) g0 of the item's chunk of the row. Found once an item, for
+ * its sums and its stores. */
+struct item_place {
+    int64_t t, g0;
+};
+
+template <int P>
+__device__ __forceinline__ item_place place_of(const gpu_gather_args &a,
+                                               int64_t item)
+{
+    item_place at;
+    at.t = item / a.chunks;
+    at.g0 = (item - at.t * a.chunks) * (MOES_WARP * P) +
+            threadIdx.x % MOES_WARP;
+    return at;
+}
+
 /* acc = the lane's part of out (accumulate) or 0. */
 template <int OD, bool VEC, int P, int V>
 __device__ __forceinline__ void start_sums(const gpu_gather_args &a,
@@ -339,9 +355,9 @@ __device__ __forceinline__ void add_rows(
     }
 }
 
-/* Item `item`'s sums into acc: out's part when accumulating, plus the
- * token's rows (first: its first out_index entries and weights). Returns
- * whether they went through the NaN sign rule.
+/* The sums of the item at `at` into acc: out's part when accumulating,
+ * plus the token's rows (first: its first out_index entries and
+ * weights). Returns whether they went through the NaN sign rule.
  *
  * The rows are summed with the plain rounded operations first. A NaN
  * stays a NaN through every later step, so a lane whose sums all came out
@@ -353,15 +369,14 @@ __device__ __forceinline__ void add_rows(
  * rows, where they cost as much as the sum itself. */
 template <int YD, int OD, bool VEC, int P, int GB0>
 __device__ __forceinline__ bool
-sum_item(const gpu_gather_args &a, int64_t item, const moes_row_fetch &first,
+sum_item(const gpu_gather_args &a, item_place at,
+         const moes_row_fetch &first,
          float (&acc)[P][item_shape<YD, VEC, GB0>::V])
 {
     enum { V = item_shape<YD, VEC, GB0>::V };
     const int64_t osz = OD == MOES_DTYPE_FP32 ? 4 : 2;
     const int64_t groups = a.hidden / V;
-    const int64_t t = item / a.chunks;
-    const int64_t g0 = (item - t * a.chunks) * (MOES_WARP * P) +
-                       threadIdx.x % MOES_WARP;
+    const int64_t t = at.t, g0 = at.g0;
     const unsigned char *o =
         (const unsigned char *)a.out + t * a.out_stride * osz;
     start_sums<OD, VEC, P, V>(a, o, g0, groups, acc);
@@ -390,23 +405,20 @@ sum_item(const gpu_gather_args &a, int64_t item, const moes_row_fetch &first,
     return exact;
 }
 
-/* Item `item`'s sums to out. */
+/* The sums of the item at `at` to out. */
 template <int OD, bool VEC, int P, int V>
 __device__ __forceinline__ void store_item(const gpu_gather_args &a,
-                                           int64_t item,
+                                           item_place at,
                                            const float (&acc)[P][V],
                                            bool exact)
 {
     typedef elem_io<OD> oio;
     const int64_t osz = OD == MOES_DTYPE_FP32 ? 4 : 2;
     const int64_t groups = a.hidden / V;
-    const int64_t t = item / a.chunks;
-    const int64_t g0 = (item - t * a.chunks) * (MOES_WARP * P) +
-                       threadIdx.x % MOES_WARP;
-    unsigned char *o = (unsigned char *)a.out + t * a.out_stride * osz;
+    unsigned char *o = (unsigned char *)a.out + at.t * a.out_stride * osz;
 #pragma unroll
     for (int j = 0; j < P; j++) {
-        const int64_t g = g0 + j * MOES_WARP;
+        const int64_t g = at.g0 + j * MOES_WARP;
         if (g >= groups)
             continue;
         if (VEC && !exact)
@@ -441,15 +453,16 @@ __device__ void gather_items(const gpu_gather_args &a)
         float acc[P][V];
         bool exact = false;
         const bool mine = item < items;
+        const item_place at = place_of<P>(a, item);
         if (mine) {
             const moes_row_fetch first = next;
             if (item + stride < items)
                 next = fetch_first(a, (item + stride) / a.chunks);
-            exact = sum_item<YD, OD, VEC, P, GB0>(a, item, first, acc);
+            exact = sum_item<YD, OD, VEC, P, GB0>(a, at, first, acc);
         }
         if (gather_check_verdict(a, check) || !mine)
             return;
-        store_item<OD, VEC, P, V>(a, item, acc, exact);
+        store_item<OD, VEC, P, V>(a, at, acc, exact);
         item += stride;
         checked = true;
     }
@@ -458,7 +471,8 @@ __device__ void gather_items(const gpu_gather_args &a)
         if (item + stride < items)
             next = fetch_first(a, (item + stride) / a.chunks);
         float acc[P][V];
-        const bool exact = sum_item<YD, OD, VEC, P, GB0>(a, item, first, acc);
+        const item_place at = place_of<P>(a, item);
+        const bool exact = sum_item<YD, OD, VEC, P, GB0>(a, at, first, acc);
         /* The check of out_index has finished, and its verdict is the same
          * for every thread. */
         if (!checked) {
@@ -467,30 +481,28 @@ __device__ void gather_items(const gpu_gather_args &a)
                 return;
             checked = true;
         }
-        store_item<OD, VEC, P, V>(a, item, acc, exact);
+        store_item<OD, VEC, P, V>(a, at, acc, exact);
     }
 }
 
 /* The vector path with GB rows in flight; the element-wise path
  * (unaligned rows, rare) one row at a time, so that its registers stay
- * below the vector path's. A call that checks its own out_index
- * (a.self_check) takes the small calls' kernels, vector rows or not: the
- * usual kernels have no registers to spare for the check (ptxas spilled
- * with it), and so they have no such path. */
-template <int YD, int OD, int P, int GB>
+ * below the vector path's. SELF_CHECK: the checked kernels, of the small
+ * shape, vector rows or not; the usual kernels have no registers to
+ * spare for the check (ptxas spilled with it), and the small ones, with
+ * it compiled in though not taken, had 16 more. */
+template <int YD, int OD, int P, int GB, bool SELF_CHECK>
 __device__ __forceinline__ void gather_kernel(const gpu_gather_args &a)
 {
-    if (a.self_check) {
+    if (SELF_CHECK) {
         /* No check kernel has waited for the kernels ahead of the call:
          * wait before the first load (gather_check_verdict looks at the
          * record of earlier calls). */
         moes_dev_enter();
-        if (P == GPU_GATHER_SMALL_PER_THREAD) {
-            if (a.vector)
-                gather_items<YD, OD, true, P, GB, true>(a);
-            else
-                gather_items<YD, OD, false, P, 1, true>(a);
-        }
+        if (a.vector)
+            gather_items<YD, OD, true, P, GB, true>(a);
+        else
+            gather_items<YD, OD, false, P, 1, true>(a);
         return;
     }
     moes_dev_release_next();
@@ -507,24 +519,29 @@ __device__ __forceinline__ void gather_kernel(const gpu_gather_args &a)
     moes_dev_wait_prior();
 }
 
-/* Launched after moes_check_out_index, allowed to start before it ends.
- * One kernel per dtype pair, each held to the registers that let
- * GPU_GATHER_MIN_BLOCKS blocks share a multiprocessor: a kernel that
- * switched on the output dtype would take the registers of its largest
- * path everywhere, and spill. */
-#define MOES_GATHER_KERNEL(name, YD, OD, P, GB)                               \
+/* Launched after moes_check_out_index, allowed to start before it ends
+ * (the checked kernels: alone). One kernel per dtype pair, each held to
+ * the registers that let GPU_GATHER_MIN_BLOCKS blocks share a
+ * multiprocessor: a kernel that switched on the output dtype would take
+ * the registers of its largest path everywhere, and spill. */
+#define MOES_GATHER_KERNEL(name, YD, OD, P, GB, SELF_CHECK)                   \
     extern "C" __global__ void                                                \
     __launch_bounds__(GPU_ROW_THREADS, GPU_GATHER_MIN_BLOCKS)                 \
     name(const gpu_gather_args a)                                             \
     {                                                                         \
-        gather_kernel<YD, OD, P, GB>(a);                                      \
+        gather_kernel<YD, OD, P, GB, SELF_CHECK>(a);                          \
     }
-/* Each pair twice: the usual shape, and the small calls' (gpu_ops.c). */
+/* Each pair three times: the usual shape, the small calls', and the
+ * small calls' that check out_index themselves (gpu_ops.c). */
 #define MOES_GATHER_KERNELS(y, out, YD, OD)                                   \
     MOES_GATHER_KERNEL(moes_gather_##y##_to_##out, YD, OD,                    \
-                       GPU_GATHER_PER_THREAD, GPU_GATHER_ROW_BATCH)           \
+                       GPU_GATHER_PER_THREAD, GPU_GATHER_ROW_BATCH, false)    \
     MOES_GATHER_KERNEL(moes_gather_small_##y##_to_##out, YD, OD,              \
-                       GPU_GATHER_SMALL_PER_THREAD, GPU_GATHER_SMALL_ROW_BATCH)
+                       GPU_GATHER_SMALL_PER_THREAD,                           \
+                       GPU_GATHER_SMALL_ROW_BATCH, false)                     \
+    MOES_GATHER_KERNEL(moes_gather_checked_##y##_to_##out, YD, OD,            \
+                       GPU_GATHER_SMALL_PER_THREAD,                           \
+                       GPU_GATHER_SMALL_ROW_BATCH, true)
 
 MOES_GATHER_KERNELS(fp32, fp32, MOES_DTYPE_FP32, MOES_DTYPE_FP32)
 MOES_GATHER_KERNELS(fp32, bf16, MOES_DTYPE_FP32, MOES_DTYPE_BF16)

@@ -335,7 +335,6 @@ typedef struct gpu_gather_args {
     int64_t out_stride;          /* elements                              */
     int64_t vector;              /* 1: groups of 8 elements, 16-byte aligned */
     int64_t chunks;              /* row chunks per token (one per warp)   */
-    int64_t self_check;          /* 1: no check kernel; every block checks */
 } gpu_gather_args;
 
 /* The kernel that turns a key into the record takes this. */

@@ -849,14 +849,24 @@ static int gather_dtype_slot(int64_t dtype)
     return dtype == MOES_DTYPE_FP32 ? 0 : dtype == MOES_DTYPE_BF16 ? 1 : 2;
 }
 
-/* The gather kernel of a (y, out) dtype pair (gpu_state.h's order), of
- * the usual shape or the small calls'. */
+/* The gather kernels' three shapes, each nine kernels in gpu_state.h. */
+enum gather_shape {
+    GATHER_USUAL,   /* moes_gather_Y_to_OUT, after moes_check_out_index  */
+    GATHER_SMALL,   /* moes_gather_small_Y_to_OUT: half-size items      */
+    GATHER_CHECKED  /* moes_gather_checked_Y_to_OUT: small, checks itself */
+};
+
+/* The gather kernel of a (y, out) dtype pair (gpu_state.h's order) and a
+ * shape. */
 static enum gpu_kernel gpu_gather_kernel(int64_t y_dtype, int64_t out_dtype,
-                                         int small)
+                                         enum gather_shape shape)
 {
-    return (enum gpu_kernel)((small ? GPU_K_GATHER_SMALL_FP32_TO_FP32
-                                    : GPU_K_GATHER_FP32_TO_FP32) +
-                             3 * gather_dtype_slot(y_dtype) +
+    static const enum gpu_kernel first[] = {
+        [GATHER_USUAL] = GPU_K_GATHER_FP32_TO_FP32,
+        [GATHER_SMALL] = GPU_K_GATHER_SMALL_FP32_TO_FP32,
+        [GATHER_CHECKED] = GPU_K_GATHER_CHECKED_FP32_TO_FP32,
+    };
+    return (enum gpu_kernel)(first[shape] + 3 * gather_dtype_slot(y_dtype) +
                              gather_dtype_slot(out_dtype));
 }
 
@@ -886,7 +896,7 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     gpu_state *st = gpu_state_of(ctx);
     const moes_gather_args *g = &plan->a;
     gpu_gather_args a;
-    int small;
+    enum gather_shape shape;
     (void)err;
     MOES_TRY(gpu_enter(ctx));
     MOES_TRY(gpu_check_gather_pointers(ctx, plan));
@@ -916,38 +926,40 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     const int64_t row_units = a.vector ? a.hidden / GPU_GATHER_VEC : a.hidden;
     a.chunks = row_chunks(row_units, GPU_GATHER_PER_THREAD);
     /* Fewer items than warps that fit: half-size ones (gpu_kernel_args.h). */
-    small = a.vector && a.n_tokens * a.chunks <
+    shape = a.vector && a.n_tokens * a.chunks <
                             gather_resident_blocks(st) *
-                                (GPU_ROW_THREADS / WARP_THREADS);
+                                (GPU_ROW_THREADS / WARP_THREADS)
+                ? GATHER_SMALL
+                : GATHER_USUAL;
     /* A call with few entries, known to be outside a graph's capture
      * (where the driver cannot say, it counts as captured): every block of
-     * the gather checks them all and no check kernel runs (the small
-     * calls' kernels do that, gather.cu). One launch instead of two took
-     * a single call of 128 tokens on an H200 from 15.8-17.6 to 14.0-15.3
-     * us; replayed from a graph, where a launch costs nothing, the check
-     * kernel beside the gather was the faster, 7.66 against 8.32 us
-     * (bench/NOTES.md, v28). */
-    a.self_check = (small || !a.vector) &&
-                   a.n_tokens * a.top_k <= GPU_GATHER_SELF_CHECK_ENTRIES &&
-                   gpu_capture_status(ctx) == 0;
-    /* The small calls' kernels take a self-checking call of rows that
-     * are not vectors too: only they have that path. */
-    if (small || a.self_check) {
-        small = 1;
+     * the gather checks them all and no check kernel runs. One launch
+     * instead of two took a single call of 128 tokens on an H200 from
+     * 15.8-17.6 to 14.0-15.3 us; replayed from a graph, where a launch
+     * costs nothing, the check kernel beside the gather was the faster,
+     * 7.66 against 8.32 us (bench/NOTES.md, v28). The checking kernels
+     * are of the small shape, vector rows or not, and apart from the
+     * small ones: with the check in them, the small kernels had taken
+     * 128 registers instead of 112 and the ep layer's captured dispatch
+     * of 128 tokens 1 us more (v29). */
+    if ((shape == GATHER_SMALL || !a.vector) &&
+        a.n_tokens * a.top_k <= GPU_GATHER_SELF_CHECK_ENTRIES &&
+        gpu_capture_status(ctx) == 0)
+        shape = GATHER_CHECKED;
+    if (shape != GATHER_USUAL)
         a.chunks = row_chunks(row_units, GPU_GATHER_SMALL_PER_THREAD);
-    }
     /* Else the check's last block writes the record; the gather may
      * start while it runs and waits for it before storing. The check
      * itself may start before the kernel ahead of it ends: it waits for
      * it first thing, and its blocks (256 threads of few registers) hold
      * next to nothing while they wait. */
-    if (!a.self_check)
+    if (shape != GATHER_CHECKED)
         MOES_TRY(gpu_launch_next(
             ctx, GPU_K_CHECK_OUT_INDEX,
             gpu_grid_for(a.n_tokens * a.top_k, GPU_CHECK_THREADS),
             GPU_CHECK_THREADS, &a));
     return gpu_launch_next(ctx,
-                           gpu_gather_kernel(a.y_dtype, a.out_dtype, small),
+                           gpu_gather_kernel(a.y_dtype, a.out_dtype, shape),
                            gather_blocks(st, a.n_tokens, a.chunks),
                            GPU_ROW_THREADS, &a);
 }

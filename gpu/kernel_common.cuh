@@ -472,6 +472,21 @@ __device__ void moes_stage_label_blocks(const gpu_scatter_args &a,
 __device__ void moes_stage_expert_outputs(const gpu_scatter_args &a,
                                           int64_t thread, int64_t threads);
 
+/* The verdict of a block's self-check from each thread's `bad`: true in
+ * every thread when any thread's is; then block 0's thread 0 turns what
+ * block 0 reported into the record (finish() gives its arguments), as
+ * the last block of a check kernel does. Every thread of the block calls
+ * it once. */
+template <typename Finish>
+__device__ __forceinline__ bool moes_block_verdict(bool bad, Finish finish)
+{
+    if (!__syncthreads_or(bad))
+        return false;
+    if (blockIdx.x == 0 && threadIdx.x == 0)
+        moes_stage_finish_validation(finish());
+    return true;
+}
+
 __device__ __forceinline__ void moes_dev_close_validation(
     gpu_device_state *s, const gpu_finish_args &f)
 {

@@ -8,8 +8,8 @@
  * optional entry points).
  *
  *   - A call of at most 2048 out_index entries outside a graph capture is
- *     one launch of the small shape that checks out_index itself, whether
- *     its rows are 16-byte vectors or not.
+ *     one launch that checks out_index itself (moes_gather_checked_*),
+ *     whether its rows are 16-byte vectors or not.
  *   - The same call under a capture, or a call of more entries, is
  *     moes_check_out_index and then a gather of the small shape (fewer
  *     items than warps that fit) or the usual one; rows that are not
@@ -373,17 +373,17 @@ int main(int argc, char **argv)
     if (!old_driver) {
         /* Decode: 128 tokens, 1024 entries, vector rows. */
         expect_gather(128, 7168, bf16, bf16, 0,
-                      "moes_gather_small_bf16_to_bf16");
+                      "moes_gather_checked_bf16_to_bf16");
         expect_gather(128, 7168, bf16, bf16, 1,
                       "moes_check_out_index moes_gather_small_bf16_to_bf16");
         /* 2048 entries: still checked in the gather; 2056: not. */
         expect_gather(256, 7168, fp32, fp16, 0,
-                      "moes_gather_small_fp32_to_fp16");
+                      "moes_gather_checked_fp32_to_fp16");
         expect_gather(257, 7168, fp16, fp32, 0,
                       "moes_check_out_index moes_gather_small_fp16_to_fp32");
         /* Rows that are not 16-byte vectors (hidden 7167). */
         expect_gather(128, 7167, fp16, bf16, 0,
-                      "moes_gather_small_fp16_to_bf16");
+                      "moes_gather_checked_fp16_to_bf16");
         expect_gather(128, 7167, fp16, bf16, 1,
                       "moes_check_out_index moes_gather_fp16_to_bf16");
         /* Prefill: more items than warps that fit. */
@@ -416,7 +416,7 @@ int main(int argc, char **argv)
     expect_capture_needs_reserve(old_driver);
     /* Last: a failed launch may leave the context unusable. */
     expect_gather_errors(old_driver ? "launching moes_check_out_index"
-                                    : "launching moes_gather_small_");
+                                    : "launching moes_gather_checked_");
 
     moes_context_destroy(ctx);
     if (failures)
