@@ -359,6 +359,24 @@ static int cpu_fill(moes_context *ctx, void *ptr, int value, int64_t bytes)
     return MOES_OK;
 }
 
+static int cpu_fill_rows(moes_context *ctx, void *dst, int64_t rows,
+                         int64_t row_stride, const void *pattern,
+                         int64_t pattern_bytes)
+{
+    /* The pattern may lie inside the rows: the bytes as they were when
+     * the call was made, as on a device. */
+    unsigned char copy[MOES_FILL_ROWS_MAX_PATTERN];
+    char *d = dst;
+    memcpy(copy, pattern, (size_t)pattern_bytes);
+    int64_t parts = split_parts(ctx, rows * pattern_bytes);
+    if (parts > rows)
+        parts = rows;
+    MOES_OMP(parallel for num_threads((int)parts) schedule(static))
+    for (int64_t r = 0; r < rows; r++)
+        memcpy(d + r * row_stride, copy, (size_t)pattern_bytes);
+    return MOES_OK;
+}
+
 const moes_backend_ops moes_cpu_backend = {
     .name = "cpu",
     .open = cpu_open,
@@ -370,6 +388,7 @@ const moes_backend_ops moes_cpu_backend = {
     .copy_to_host = cpu_copy,
     .copy_within = cpu_copy,
     .fill = cpu_fill,
+    .fill_rows = cpu_fill_rows,
     .set_stream = NULL,
     .synchronize = NULL,
     .get_error = NULL,

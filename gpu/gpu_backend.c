@@ -61,6 +61,7 @@ const char *const gpu_kernel_names[GPU_K_COUNT] = {
     [GPU_K_SCATTER_GRID] = "moes_scatter_grid",
     [GPU_K_SORT_MOVE] = "moes_sort_move",
     [GPU_K_SORT_GRID] = "moes_sort_grid",
+    [GPU_K_FILL_ROWS] = "moes_fill_pattern_rows",
 };
 
 int gpu_fail(moes_context *ctx, CUresult r, const char *what)
@@ -451,6 +452,7 @@ const moes_backend_ops moes_cuda_backend = {
     .copy_to_host = gpu_copy_to_host,
     .copy_within = gpu_copy_within,
     .fill = gpu_fill,
+    .fill_rows = gpu_fill_rows,
     .set_stream = NULL, /* the stream is ctx->stream, kept by lib/ */
     .synchronize = gpu_synchronize,
     .get_error = gpu_get_error,

@@ -355,4 +355,21 @@ typedef struct gpu_finish_args {
     int64_t n_scales;            /* S, the scales of a row                */
 } gpu_finish_args;
 
+/* moes_fill_rows: the pattern travels inside the kernel's parameter (at
+ * most 4 KiB on every GPU and driver the library supports), so that the
+ * call needs no staging copy and a graph captures the bytes with it.
+ * Threads a block of its kernel; each thread sets one unit (a 32-bit word
+ * where dst, the stride and the pattern's length are all multiples of 4,
+ * else a byte) of one row at a time. */
+#define GPU_FILL_ROWS_MAX_PATTERN 2048
+#define GPU_FILL_ROWS_THREADS 256
+typedef struct gpu_fill_rows_args {
+    char *dst;
+    int64_t rows;
+    int64_t row_stride;          /* bytes                                 */
+    int64_t units;               /* per row: words (word) or bytes        */
+    int64_t word;                /* 1: 32-bit units                       */
+    uint32_t pattern[GPU_FILL_ROWS_MAX_PATTERN / 4]; /* zeros past its end */
+} gpu_fill_rows_args;
+
 #endif /* MOES_GPU_KERNEL_ARGS_H */

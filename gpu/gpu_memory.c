@@ -94,6 +94,31 @@ int gpu_fill(moes_context *ctx, void *ptr, int value, int64_t bytes)
     return r ? gpu_fail(ctx, r, "cuMemsetD8Async") : MOES_OK;
 }
 
+_Static_assert(GPU_FILL_ROWS_MAX_PATTERN == MOES_FILL_ROWS_MAX_PATTERN,
+               "the kernel's pattern holds the longest the API takes");
+
+int gpu_fill_rows(moes_context *ctx, void *dst, int64_t rows,
+                  int64_t row_stride, const void *pattern,
+                  int64_t pattern_bytes)
+{
+    gpu_fill_rows_args a;
+    int st;
+    ENTER(ctx);
+    if ((st = gpu_check_pointer(ctx, "dst", dst)) != MOES_OK)
+        return st;
+    memset(&a, 0, sizeof a);
+    a.dst = dst;
+    a.rows = rows;
+    a.row_stride = rows > 1 ? row_stride : 0;
+    a.word = (uintptr_t)dst % 4 == 0 && a.row_stride % 4 == 0 &&
+             pattern_bytes % 4 == 0;
+    a.units = a.word ? pattern_bytes / 4 : pattern_bytes;
+    memcpy(a.pattern, pattern, (size_t)pattern_bytes);
+    return gpu_launch(ctx, GPU_K_FILL_ROWS,
+                      gpu_grid_for(rows * a.units, GPU_FILL_ROWS_THREADS),
+                      GPU_FILL_ROWS_THREADS, &a);
+}
+
 /* Reads the device's error record (the stream must be idle). */
 static int read_record(moes_context *ctx, moes_data_error *rec)
 {

@@ -63,6 +63,7 @@ enum gpu_kernel {
     GPU_K_SCATTER_GRID,
     GPU_K_SORT_MOVE,
     GPU_K_SORT_GRID,
+    GPU_K_FILL_ROWS,
     GPU_K_COUNT
 };
 
@@ -199,6 +200,9 @@ int gpu_copy_to_host(moes_context *ctx, void *dst, const void *src,
 int gpu_copy_within(moes_context *ctx, void *dst, const void *src,
                     int64_t bytes);
 int gpu_fill(moes_context *ctx, void *ptr, int value, int64_t bytes);
+int gpu_fill_rows(moes_context *ctx, void *dst, int64_t rows,
+                  int64_t row_stride, const void *pattern,
+                  int64_t pattern_bytes);
 int gpu_synchronize(moes_context *ctx, moes_data_error *err);
 int gpu_get_error(moes_context *ctx, moes_data_error *err);
 int gpu_timestamp(moes_context *ctx, int slot);

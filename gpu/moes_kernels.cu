@@ -17,3 +17,4 @@
 #include "scatter_small.cu"
 #include "scatter_grid.cu"
 #include "sort_grid.cu"
+#include "fill_rows.cu"

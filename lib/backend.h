@@ -93,6 +93,14 @@ typedef struct moes_backend_ops {
     int (*copy_within)(moes_context *ctx, void *dst, const void *src,
                        int64_t bytes);
     int (*fill)(moes_context *ctx, void *ptr, int value, int64_t bytes);
+    /* The pattern at the start of each row (lib/ has checked the sizes:
+     * 1 <= pattern_bytes <= MOES_FILL_ROWS_MAX_PATTERN, rows >= 1, the
+     * rows' copies apart and inside the address space). The pattern is
+     * host memory, read before the call returns; it may lie inside the
+     * rows on the CPU. */
+    int (*fill_rows)(moes_context *ctx, void *dst, int64_t rows,
+                     int64_t row_stride, const void *pattern,
+                     int64_t pattern_bytes);
 
     /* Optional: a backend without streams ignores the value (lib/ keeps it
      * in ctx->stream either way). */

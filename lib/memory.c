@@ -94,6 +94,42 @@ MOES_API int moes_fill(moes_context *ctx, void *ptr, int value, int64_t bytes)
     return ctx->ops->fill(ctx, ptr, value, bytes);
 }
 
+MOES_API int moes_fill_rows(moes_context *ctx, void *dst, int64_t rows,
+                            int64_t row_stride, const void *pattern,
+                            int64_t pattern_bytes)
+{
+    int64_t span;
+    if (!ctx)
+        return MOES_ERR_NULL_POINTER;
+    if (rows < 0)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "rows = %lld is negative", (long long)rows);
+    if (pattern_bytes < 1 || pattern_bytes > MOES_FILL_ROWS_MAX_PATTERN)
+        return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+            "pattern_bytes = %lld is outside 1..%d", (long long)pattern_bytes,
+            MOES_FILL_ROWS_MAX_PATTERN);
+    if (rows > 1 && row_stride < pattern_bytes)
+        return moes_set_error(ctx, MOES_ERR_INVALID_STRIDE,
+            "row_stride = %lld is below pattern_bytes = %lld: the rows' "
+            "copies would overlap", (long long)row_stride,
+            (long long)pattern_bytes);
+    if (rows == 0)
+        return MOES_OK;
+    if (!dst || !pattern)
+        return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "%s is NULL",
+                              !dst ? "dst" : "pattern");
+    /* One row never reads row_stride. */
+    if ((rows > 1 && !moes_mul_i64(rows - 1, row_stride, &span)) ||
+        !moes_add_i64(rows > 1 ? span : 0, pattern_bytes, &span) ||
+        (uint64_t)span > UINTPTR_MAX - (uintptr_t)dst)
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "%lld rows of %lld bytes, %lld apart, from dst = %p end past "
+            "the address space", (long long)rows, (long long)pattern_bytes,
+            (long long)row_stride, dst);
+    return ctx->ops->fill_rows(ctx, dst, rows, row_stride, pattern,
+                               pattern_bytes);
+}
+
 /* The sizes a workspace is asked for: those of moes_reserve_workspace. */
 static int check_workspace_sizes(moes_context *ctx, int64_t n_tokens,
                                  int64_t top_k, int64_t n_experts)

@@ -305,6 +305,31 @@ MOES_API int moes_copy_within(moes_context *ctx, void *dst, const void *src,
  * MOES_ERR_INVALID_ARGUMENT (value outside 0..255), MOES_ERR_DEVICE. */
 MOES_API int moes_fill(moes_context *ctx, void *ptr, int value, int64_t bytes);
 
+/* The longest pattern moes_fill_rows writes, in bytes. */
+#define MOES_FILL_ROWS_MAX_PATTERN 2048
+
+/* Writes the pattern_bytes bytes at pattern (host memory) to the start of
+ * each of rows rows of backend memory, the first at dst and each next one
+ * row_stride bytes further; the bytes between the end of one row's copy
+ * and the next row are not touched. One call sets a field of every record
+ * of an array of structs (an index column to -1 and a scale column to 1.0,
+ * say) where moes_fill could only set whole bytes of everything. Any
+ * alignment. Like moes_fill it is asynchronous on CUDA (one kernel on the
+ * context's stream, whatever earlier calls found); the pattern's bytes are
+ * taken when the call is made, so the caller may change them at once, and
+ * a CUDA graph that captured the call writes the bytes of the capture.
+ * Since 0.3. Returns MOES_ERR_NULL_POINTER (ctx; dst or pattern when rows
+ * > 0), MOES_ERR_INVALID_SIZE (rows < 0, pattern_bytes outside 1 ..
+ * MOES_FILL_ROWS_MAX_PATTERN), MOES_ERR_INVALID_STRIDE (rows > 1 and
+ * row_stride < pattern_bytes: the rows' copies would overlap),
+ * MOES_ERR_OVERFLOW (the last row's end, (rows - 1) * row_stride +
+ * pattern_bytes bytes past dst, beyond INT64_MAX or the address space),
+ * MOES_ERR_INVALID_ARGUMENT (CUDA: dst is host memory the GPU cannot
+ * access), MOES_ERR_DEVICE. */
+MOES_API int moes_fill_rows(moes_context *ctx, void *dst, int64_t rows,
+                            int64_t row_stride, const void *pattern,
+                            int64_t pattern_bytes);
+
 /* Reserves the scratch memory that calls up to these sizes need, so that
  * later calls never allocate (a CUDA graph can capture them). After a
  * reservation a call that needs more returns MOES_ERR_WORKSPACE instead of

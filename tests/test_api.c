@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "helpers.h"
+#include "rng.h"
 
 Test(api, version)
 {
@@ -333,6 +334,143 @@ Test(api, memory_helpers)
     cr_expect_eq(moes_free(NULL, a), MOES_ERR_NULL_POINTER);
     cr_expect_eq(moes_free(ctx, a), MOES_OK);
     cr_expect_eq(moes_free(ctx, b), MOES_OK);
+    test_close(ctx);
+}
+
+/* One moes_fill_rows call of a random shape against its definition: the
+ * pattern at the start of each row, every other byte of the buffer (the
+ * canary, in front of dst too) unchanged. */
+static void fill_rows_case(moes_context *ctx, uint64_t *state, int64_t rows,
+                           int64_t pattern_bytes, int64_t gap, int64_t offset)
+{
+    const int64_t stride = pattern_bytes + gap;
+    const int64_t bytes = offset + (rows > 0 ? (rows - 1) * stride : 0) +
+                          pattern_bytes + 37;
+    unsigned char *pattern = malloc((size_t)pattern_bytes);
+    unsigned char *want = malloc((size_t)bytes);
+    cr_assert(pattern && want);
+    for (int64_t i = 0; i < pattern_bytes; i++)
+        pattern[i] = (unsigned char)(moes_splitmix64(state) >> 56);
+    memset(want, CANARY, (size_t)bytes);
+    for (int64_t r = 0; r < rows; r++)
+        memcpy(want + offset + r * stride, pattern, (size_t)pattern_bytes);
+    unsigned char *d = dev_new(ctx, bytes);
+    cr_assert_eq(moes_fill_rows(ctx, d + offset, rows, stride, pattern,
+                                pattern_bytes), MOES_OK,
+                 "%lld rows of %lld bytes, gap %lld, offset %lld: %s",
+                 (long long)rows, (long long)pattern_bytes, (long long)gap,
+                 (long long)offset, moes_last_error(ctx));
+    /* Taken when called: changing it now changes nothing. */
+    memset(pattern, 0x3C, (size_t)pattern_bytes);
+    unsigned char *got = dev_get(ctx, d, bytes);
+    int64_t first = -1;
+    for (int64_t i = 0; i < bytes && first < 0; i++)
+        if (got[i] != want[i])
+            first = i;
+    cr_expect_eq(first, -1,
+                 "%lld rows of %lld bytes, gap %lld, offset %lld: byte %lld "
+                 "is 0x%02x, not 0x%02x", (long long)rows,
+                 (long long)pattern_bytes, (long long)gap, (long long)offset,
+                 (long long)first, first >= 0 ? got[first] : 0,
+                 first >= 0 ? want[first] : 0);
+    free(got);
+    dev_free(ctx, d);
+    free(want);
+    free(pattern);
+}
+
+Test(api, fill_rows)
+{
+    moes_context *ctx = test_open(0);
+    uint64_t state = 20261205;
+    for (int iter = 0; iter < 300; iter++) {
+        const uint64_t v = moes_splitmix64(&state);
+        /* Word-sized patterns, strides and places half the time (the
+         * CUDA kernel's 32-bit path), any byte count the rest. */
+        const int words = v & 1;
+        int64_t pattern_bytes = 1 + (int64_t)((v >> 8) % 300);
+        if ((v >> 20) % 16 == 0)
+            pattern_bytes = MOES_FILL_ROWS_MAX_PATTERN -
+                            (int64_t)((v >> 24) % 8);
+        int64_t gap = (int64_t)((v >> 32) % 70);
+        int64_t offset = (int64_t)((v >> 40) % 8);
+        if ((v >> 44) % 4 == 0)
+            gap = 0;
+        if (words) {
+            pattern_bytes = (pattern_bytes + 3) / 4 * 4;
+            gap = gap / 4 * 4;
+            offset = offset / 4 * 4;
+        }
+        fill_rows_case(ctx, &state, (int64_t)((v >> 48) % 200),
+                       pattern_bytes, gap, offset);
+    }
+    /* One row, and enough rows for the CPU to split the work (past
+     * 1 MiB). */
+    fill_rows_case(ctx, &state, 1, 5, 0, 3);
+    fill_rows_case(ctx, &state, 40000, 32, 64, 0);
+    fill_rows_case(ctx, &state, 30001, 31, 5, 1);
+    test_close(ctx);
+}
+
+Test(api, fill_rows_arguments)
+{
+    moes_context *ctx = test_open(0);
+    unsigned char pattern[MOES_FILL_ROWS_MAX_PATTERN + 1];
+    unsigned char *d = dev_new(ctx, 4096);
+    memset(pattern, 0x11, sizeof pattern);
+    /* One row ignores its stride. */
+    cr_expect_eq(moes_fill_rows(ctx, d, 1, -5, pattern, 8), MOES_OK);
+    cr_expect_eq(moes_fill_rows(ctx, NULL, 0, 0, NULL, 8), MOES_OK);
+    dev_free(ctx, d);
+    d = dev_new(ctx, 4096);
+    cr_expect_eq(moes_fill_rows(NULL, d, 1, 8, pattern, 8),
+                 MOES_ERR_NULL_POINTER);
+    /* Each bad call, its status and the word its message holds. */
+    const struct {
+        void *dst;
+        int64_t rows, stride;
+        const void *pattern;
+        int64_t bytes;
+        int want;
+        const char *named;
+    } bad[] = {
+        {d, -1, 8, pattern, 8, MOES_ERR_INVALID_SIZE, "rows"},
+        {d, 2, 8, pattern, 0, MOES_ERR_INVALID_SIZE, "pattern_bytes"},
+        {d, 1, 8, pattern, MOES_FILL_ROWS_MAX_PATTERN + 1,
+         MOES_ERR_INVALID_SIZE, "pattern_bytes"},
+        {d, 2, 7, pattern, 8, MOES_ERR_INVALID_STRIDE, "row_stride"},
+        {d, 2, -8, pattern, 8, MOES_ERR_INVALID_STRIDE, "row_stride"},
+        {NULL, 1, 8, pattern, 8, MOES_ERR_NULL_POINTER, "dst"},
+        {d, 1, 8, NULL, 8, MOES_ERR_NULL_POINTER, "pattern"},
+        {d, INT64_MAX / 8 + 2, 8, pattern, 8, MOES_ERR_OVERFLOW, "rows"},
+        {d, 2, INT64_MAX - 4, pattern, 8, MOES_ERR_OVERFLOW, "rows"},
+        {d, 3, INT64_MAX / 2, pattern, 8, MOES_ERR_OVERFLOW, "rows"},
+        /* Inside int64 but past the end of the address space (checked
+         * before anything reads the pointer). */
+        {(void *)(UINTPTR_MAX - 100), 2, 100, pattern, 8, MOES_ERR_OVERFLOW,
+         "address space"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_expect_eq(moes_fill_rows(ctx, bad[i].dst, bad[i].rows,
+                                    bad[i].stride, bad[i].pattern,
+                                    bad[i].bytes), bad[i].want,
+                     "bad call %zu", i);
+        cr_expect(strstr(moes_last_error(ctx), bad[i].named) != NULL,
+                  "bad call %zu: \"%s\" does not name %s", i,
+                  moes_last_error(ctx), bad[i].named);
+    }
+    cr_expect(dev_is_canary(ctx, d, 4096), "a failed call wrote");
+    dev_free(ctx, d);
+    if (test_is_cpu(ctx)) {
+        /* The pattern inside the rows it writes: the bytes as they were
+         * when called. */
+        unsigned char buf[64];
+        for (int i = 0; i < 64; i++)
+            buf[i] = (unsigned char)i;
+        cr_expect_eq(moes_fill_rows(ctx, buf, 4, 16, buf + 8, 12), MOES_OK);
+        for (int i = 0; i < 64; i++)
+            cr_expect_eq(buf[i], i % 16 < 12 ? 8 + i % 16 : i, "byte %d", i);
+    }
     test_close(ctx);
 }
 

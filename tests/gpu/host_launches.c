@@ -323,6 +323,34 @@ static void expect_routing_op(int distinct, int64_t n, const char *expected)
     release_buffers();
 }
 
+/* moes_fill_rows: one kernel, the pattern in its parameter, so that a
+ * capture takes it as it is; host memory is refused before any launch. */
+static void expect_fill_rows(void)
+{
+    unsigned char pattern[288];
+    char *records = device_buffer(128 * 7456);
+    char *host = malloc(128 * 7456);
+    memset(pattern, 0xFF, sizeof pattern);
+    take_launches(NULL, 0);
+    if (records && host) {
+        verdict("fill_rows, 128 records",
+                moes_fill_rows(buffers_ctx, records + 7168, 128, 7456,
+                               pattern, sizeof pattern),
+                MOES_OK, "moes_fill_pattern_rows", NULL);
+        set_capturing(1);
+        verdict("fill_rows under a capture",
+                moes_fill_rows(buffers_ctx, records + 3, 1000, 7, pattern, 7),
+                MOES_OK, "moes_fill_pattern_rows", NULL);
+        set_capturing(0);
+        verdict("fill_rows into host memory",
+                moes_fill_rows(buffers_ctx, host, 128, 7456, pattern,
+                               sizeof pattern),
+                MOES_ERR_INVALID_ARGUMENT, "", "dst");
+    }
+    free(host);
+    release_buffers();
+}
+
 int main(int argc, char **argv)
 {
     /* The fake built as a driver older than CUDA 12 (host-launches.test). */
@@ -414,6 +442,7 @@ int main(int argc, char **argv)
         expect_scatter(4096, grid_path);
     }
     expect_capture_needs_reserve(old_driver);
+    expect_fill_rows();
     /* Last: a failed launch may leave the context unusable. */
     expect_gather_errors(old_driver ? "launching moes_check_out_index"
                                     : "launching moes_gather_checked_");
