@@ -15,7 +15,8 @@
 #                 threaded runs (else the library is built without OpenMP)
 #   FUZZ_OUT      where binaries, working corpora, logs and findings go
 #                 (default ./fuzz-out)
-#   FUZZ_TARGETS  the targets to build and run (default: fuzz_args fuzz_diff)
+#   FUZZ_TARGETS  the targets to build and run (default: fuzz_args fuzz_diff
+#                 fuzz_memory)
 #   FUZZ_FLAGS    more libFuzzer flags for every run (e.g. -jobs=2)
 #   FUZZ_CUDA     a build tree configured and built with CUDA: link the
 #                 CUDA backend (gpu/*.c and that tree's embedded kernels)
@@ -41,7 +42,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 cc=${FUZZ_CC:-clang}
 out=${FUZZ_OUT:-$PWD/fuzz-out}
-targets=${FUZZ_TARGETS:-fuzz_args fuzz_diff}
+targets=${FUZZ_TARGETS:-fuzz_args fuzz_diff fuzz_memory}
 mkdir -p "$out/obj" || exit 2
 out=$(cd "$out" && pwd)
 
