@@ -445,32 +445,10 @@ static int allocate(moes_ep *ep)
                                 ep->marker_rows * K * 8)))
                 return moes_ep_fail(ep, rc, "cannot set the marker rows: %s",
                                     moes_last_error(ep->ctx));
+            /* zero_markers' gather takes row 0 for every rank. */
+            if ((rc = ensure(ep, &ep->zero_index, (int64_t)R * 4)))
+                return rc;
         }
-        /* Slots past a pair's count travel too: their records are set
-         * before each dispatch (the partials sent back were cleared when
-         * allocated). Their scales are scattered too, and a UE8M0 layout
-         * rejects any scale that is not a power of two: empty slots carry
-         * 1.0, set by a gather that broadcasts one row of 1.0 (y) to every
-         * slot (out_index all 0): 0 + 1.0 * 1.0 is exactly 1.0, and unlike
-         * moes_copy_within it does not wait for the stream. On a device
-         * the weights of a rank that gives none travel as 1.0 the same
-         * way. */
-        const int64_t n = ep->n_scales > o->top_k ? ep->n_scales : o->top_k;
-        float *ones = malloc((size_t)n * sizeof *ones);
-        if (!ones)
-            return moes_ep_fail(ep, MOES_ERR_OUT_OF_MEMORY,
-                                "cannot allocate the unit scales");
-        for (int64_t i = 0; i < n; i++)
-            ones[i] = 1.0f;
-        if (!(rc = ensure(ep, &ep->unit_scales, n * 4)))
-            rc = moes_copy_to_backend(ep->ctx, ep->unit_scales.ptr, ones,
-                                      n * 4);
-        if (rc == MOES_OK)
-            rc = ensure(ep, &ep->zero_index, slots * 4);
-        free(ones);
-        if (rc != MOES_OK)
-            return moes_ep_fail(ep, rc, "cannot set the unit scales: %s",
-                                moes_last_error(ep->ctx));
     }
     return MOES_OK;
 }
@@ -483,7 +461,7 @@ int moes_ep_destroy(moes_ep *ep)
         &ep->pack_ids,     &ep->pack_index,      &ep->scratch_index,
         &ep->rank_tmp,     &ep->expert_map,      &ep->local_counts,
         &ep->send_records, &ep->recv_records,    &ep->recv_index,
-        &ep->partial,      &ep->back,            &ep->unit_scales,
+        &ep->partial,      &ep->back,
         &ep->rank_map,     &ep->marks_send,      &ep->marks_recv,
         &ep->back_marks_recv,
         &ep->mark_y,       &ep->mark_out,        &ep->dropped,
@@ -780,7 +758,7 @@ static int pack_one(moes_ep *ep, int64_t N, const void *src, int dtype,
 /* out[t] = y[out_index[t]] for n_tokens rows of `cols` fp32 (top_k 1,
  * unit weight: 0 + 1.0 * y is y exactly), queued without a wait, and like
  * every step of a stream written only when nothing before it failed. The
- * bounded mode on a device builds its fills and checks from this. */
+ * bounded mode on a device writes and checks its markers with this. */
 static int copy_rows_by_gather(moes_ep *ep, int64_t n_tokens, int64_t cols,
                                const void *y, int64_t y_rows,
                                const void *out_index, int index_dtype,
@@ -802,29 +780,51 @@ static int copy_rows_by_gather(moes_ep *ep, int64_t n_tokens, int64_t cols,
     return moes_gather(ep->ctx, &g);
 }
 
-/* cols fp32 of 1.0 in the field at byte `at` of every send record (the
- * row of 1.0, out_index all 0; allocate() says why). */
-static int unit_rows(moes_ep *ep, int64_t at, int64_t cols)
-{
-    return copy_rows_by_gather(ep, ep->opts.tokens_per_pair * ep->n_ranks,
-                               cols, ep->unit_scales.ptr, 1,
-                               ep->zero_index.ptr, MOES_DTYPE_INT32,
-                               (char *)ep->send_records.ptr + at,
-                               ep->record / 4);
-}
-
-/* Bounded: empty slots must read as "no expert here" on arrival (every
- * byte of their records 0xFF: ids of -1), and carry scales of 1.0 when
- * scales are sent (on a device also weights of 1.0 when none are). a may
- * be NULL (a failed dispatch sends only -1). */
+/* Bounded: slots past a pair's count travel too, and must read as "no
+ * expert here" on arrival: their ids -1. Their scales are scattered too
+ * (the receiver's scatter takes every slot as a token), and a UE8M0
+ * layout rejects any scale that is not a power of two, so they carry 1.0;
+ * on a device the weights of a rank that gives none travel as 1.0 for
+ * every slot the same way. One moes_fill_rows writes these fields of
+ * every record, from the first that needs it to the last: rows and
+ * weights that a slot past its pair's count carries are never read. On
+ * an H200 the whole records' 0xFF memset and a gather of 1.0 scales (two
+ * kernels in a capture) cost 4.8 us of a bounded dispatch of 128 tokens
+ * (bench/NOTES.md, v27). a may be NULL (a failed dispatch sends only
+ * -1). */
 static int clear_slots(moes_ep *ep, const moes_ep_dispatch_args *a)
 {
-    int rc = moes_fill(ep->ctx, ep->send_records.ptr, 0xFF,
-                       ep->send_records.bytes);
-    if (rc == MOES_OK && a && a->x_scales)
-        rc = unit_rows(ep, ep->scales_at, ep->n_scales);
-    if (rc == MOES_OK && ep->async && (!a || !a->weights))
-        rc = unit_rows(ep, ep->weights_at, ep->opts.top_k);
+    const int64_t K = ep->opts.top_k;
+    const int scales = a && a->x_scales;
+    const int weights = ep->async && (!a || !a->weights);
+    const int64_t from = scales ? ep->scales_at : ep->ids_at;
+    const int64_t to = weights ? ep->weights_at + K * 4
+                               : ep->ids_at + K * ep->ids_size;
+    const float one = 1.0f;
+    unsigned char *fields = malloc((size_t)(to - from));
+    int rc = MOES_OK;
+    if (!fields)
+        return moes_ep_fail(ep, MOES_ERR_OUT_OF_MEMORY,
+                            "cannot allocate the empty slots' fields");
+    /* 0xFF: the ids, and the bytes between the scales and the ids. */
+    memset(fields, 0xFF, (size_t)(to - from));
+    for (int64_t i = 0; scales && i < ep->n_scales; i++)
+        memcpy(fields + ep->scales_at - from + i * 4, &one, 4);
+    for (int64_t i = 0; weights && i < K; i++)
+        memcpy(fields + ep->weights_at - from + i * 4, &one, 4);
+    /* In pieces of the longest pattern a call takes (one for the usual
+     * sizes: DeepSeek-V3's scales, ids and weights are 288 bytes). */
+    for (int64_t at = 0; rc == MOES_OK && at < to - from;
+         at += MOES_FILL_ROWS_MAX_PATTERN) {
+        const int64_t left = to - from - at;
+        rc = moes_fill_rows(ep->ctx, (char *)ep->send_records.ptr + from + at,
+                            ep->opts.tokens_per_pair * ep->n_ranks, ep->record,
+                            fields + at,
+                            left < MOES_FILL_ROWS_MAX_PATTERN
+                                ? left
+                                : MOES_FILL_ROWS_MAX_PATTERN);
+    }
+    free(fields);
     if (rc != MOES_OK)
         return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
     return MOES_OK;

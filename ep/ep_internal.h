@@ -80,7 +80,7 @@ struct moes_ep {
                                 the markers index when checked          */
     ep_buffer mark_out;      /* [R] fp32 scratch of that check          */
     ep_buffer dropped;       /* one int64: pairs the last dispatch dropped */
-    ep_buffer zero_index;    /* [tokens_per_pair * R] int32 of 0        */
+    ep_buffer zero_index;    /* [R] int32 of 0 (zero_markers)           */
     ep_buffer local_counts;  /* [E_local] int64                         */
     /* A token's record: row, scales, ids, weights at these bytes. */
     int64_t scales_at, ids_at, weights_at, record;
@@ -90,7 +90,6 @@ struct moes_ep {
                                 [recv slots][K], local index dtype      */
     ep_buffer partial;       /* [marker rows + recv slots][H] fp32      */
     ep_buffer back;          /* [send slots][H] fp32                    */
-    ep_buffer unit_scales;   /* bounded: one row, max(S, K), of 1.0f    */
 
     /* What the last dispatch left for the combine. */
     int dispatched;

@@ -226,6 +226,14 @@ static void draw_case(ep_case *c, uint64_t seed)
                                               : MOES_SCALES_UE8M0;
     c->scale_block = moes_rng_range(&g, 1, 16);
     c->S = (c->H + c->scale_block - 1) / c->scale_block;
+    /* About one case in sixteen has rows with more scales than one
+     * moes_fill_rows pattern holds: the bounded mode then sets its empty
+     * slots in pieces. */
+    if (moes_rng_chance(&g, 6)) {
+        c->H = moes_rng_range(&g, 520, 600);
+        c->scale_block = 1;
+        c->S = c->H;
+    }
     c->has_weights = moes_rng_chance(&g, 75);
     c->layout = (int)moes_rng_range(&g, 1, 3);
     c->index_dtype = moes_rng_chance(&g, 50) ? MOES_DTYPE_INT32
