@@ -24,7 +24,7 @@ typedef struct block {
     int fault;         /* moes_case_fault, or -1 for drawn from the seed */
     uint64_t first_seed;
     int n_cases;
-    int64_t max_tokens, max_hidden, max_experts;
+    int64_t max_tokens, max_hidden, max_experts, max_top_k;
     /* Every parallel region on all the threads: the CPU backend gives a
      * region only the threads its work is worth, which for these small
      * cases is one, so half the blocks of each thread count set
@@ -33,7 +33,7 @@ typedef struct block {
 } block;
 
 /* For each thread count: 10 blocks of 250 small cases (faults drawn from
- * the seed), and for each fault kind one block of 25 cases of full size,
+ * the seed; in the last two, K up to 40, past a warp's 32), and for each fault kind one block of 25 cases of full size,
  * every other block with full teams past one thread. 4 x (2500 + 125) =
  * 10,500 cases per run. */
 enum { SMALL_BLOCK = 250, LARGE_BLOCK = 25 };
@@ -48,13 +48,13 @@ ParameterizedTestParameters(differential, random_cases)
         for (int r = 0; r < 10; r++)
             b[n++] = (block){thread_counts[t], -1,
                              0x5EED0000ull + (uint64_t)(t * 10 + r) * 1000,
-                             SMALL_BLOCK, 48, 96, 64,
+                             SMALL_BLOCK, 48, 96, 64, r >= 8 ? 40 : 0,
                              thread_counts[t] > 1 && r % 2 == 1};
         for (int f = 0; f < MOES_CASE_FAULT_COUNT; f++)
             if (n < 64)
                 b[n++] = (block){thread_counts[t], f,
                                  0xFA170000ull + (uint64_t)(t * 8 + f) * 1000,
-                                 LARGE_BLOCK, 0, 0, 0,
+                                 LARGE_BLOCK, 0, 0, 0, 0,
                                  thread_counts[t] > 1 && f % 2 == 1};
     }
     return cr_make_param_array(block, b, (size_t)n);
@@ -82,7 +82,8 @@ ParameterizedTest(block *b, differential, random_cases)
     if (b->full_teams)
         setenv("MOES_CPU_WORK_PER_THREAD", "1", 1);
     ctx = open_quietly(b->threads);
-    moes_case_limits lim = {b->max_tokens, b->max_hidden, b->max_experts};
+    moes_case_limits lim = {b->max_tokens, b->max_hidden, b->max_experts,
+                            b->max_top_k};
     char msg[4096];
     int differ = 0;
     for (int i = 0; i < b->n_cases; i++) {

@@ -9,8 +9,9 @@
  * Every tenth seed (seed % 10 == 0) draws up to 4000 tokens instead of
  * 400 and up to 20000 experts instead of 3000, so that calls past 8192
  * choices, which take the grid routing or the cooperative scatter, and
- * calls of many experts, which the sort places, are compared too; the
- * seed alone still says which.
+ * calls of many experts, which the sort places, are compared too; and
+ * every tenth from 5 up to 2000 tokens with K up to 48, past a warp's
+ * 32 entries a fetch. The seed alone still says which.
  *
  * Prints one line per difference (the seed replays it) and a last line
  * "diff_cuda: <cases> cases, <n> different, <n> errors". Exit status 0
@@ -54,10 +55,13 @@ int main(int argc, char **argv)
         return 2;
     for (long long i = 0; i < cases; i++) {
         uint64_t seed = first + (uint64_t)i;
-        static const moes_case_limits large = {4000, 0, 20000};
+        static const moes_case_limits large = {4000, 0, 20000, 0};
+        static const moes_case_limits wide = {2000, 0, 0, 48};
         int v = moes_case_check(cuda, cpu, seed, -1,
-                                seed % 10 == 0 ? &large : NULL, msg,
-                                sizeof msg);
+                                seed % 10 == 0   ? &large
+                                : seed % 10 == 5 ? &wide
+                                                 : NULL,
+                                msg, sizeof msg);
         if ((i + 1) % 1000 == 0) {
             printf("progress: %lld cases, %lld different, %lld errors\n",
                    i + 1, different, errors);

@@ -214,7 +214,7 @@ static int draw_routing(moes_rng *g, moes_case *c, const moes_case_limits *lim)
     n = pick_tokens(g, lim->max_tokens);
     if (n == 0 && c->fault != MOES_CASE_VALID && c->fault != MOES_CASE_BAD_MAP)
         n = 1; /* the fault needs a (t, k) to break */
-    k = moes_rng_range(g, 1, 9);
+    k = moes_rng_range(g, 1, lim->max_top_k);
     e = pick_experts(g, lim->max_experts);
     has_map = moes_rng_chance(g, 35) || c->fault == MOES_CASE_BAD_MAP;
     r->n_tokens = n;
@@ -649,7 +649,7 @@ int moes_case_generate(moes_case *c, uint64_t seed, int fault,
                        const moes_case_limits *limits)
 {
     moes_rng g;
-    moes_case_limits lim = {400, 1100, 3000};
+    moes_case_limits lim = {400, 1100, 3000, 9};
     memset(c, 0, sizeof *c);
     moes_rng_seed(&g, seed);
     if (limits) {
@@ -659,6 +659,8 @@ int moes_case_generate(moes_case *c, uint64_t seed, int fault,
             lim.max_hidden = limits->max_hidden;
         if (limits->max_experts > 0)
             lim.max_experts = limits->max_experts;
+        if (limits->max_top_k > 0)
+            lim.max_top_k = limits->max_top_k;
     }
     if (fault < 0 || fault >= MOES_CASE_FAULT_COUNT)
         fault = moes_rng_chance(&g, 50)

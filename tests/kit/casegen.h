@@ -35,6 +35,7 @@ typedef struct moes_case_limits {
     int64_t max_tokens;   /* default 400  */
     int64_t max_hidden;   /* default 1100 */
     int64_t max_experts;  /* default 3000 */
+    int64_t max_top_k;    /* default 9: K drawn from 1 to it */
 } moes_case_limits;
 
 /* A host buffer of the case: bytes long, NULL when bytes is 0. */
