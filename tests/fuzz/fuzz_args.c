@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "fuzz_check.h"
+#include "fuzz_context.h"
 #include "fuzz_extent.h"
 #include "fuzz_guard.h"
 #include "fuzz_input.h"
@@ -68,28 +69,12 @@ typedef struct call_buffers {
  * past what any machine runs (the library caps it). */
 static const int thread_counts[] = {1, 2, 3, 4, 7, 100000};
 
-static moes_context *new_cpu_context(int threads)
-{
-    moes_context *ctx;
-    moes_context_options o;
-    /* Sleeping, not spinning, between parallel regions: the machine may
-     * have fewer cores than threads. LLVM's OpenMP reads this when it
-     * starts; GNU OpenMP at load time (make check sets it). */
-    setenv("OMP_WAIT_POLICY", "passive", 0);
-    moes_context_options_init(&o);
-    o.backend = MOES_BACKEND_CPU;
-    o.cpu_threads = threads;
-    if (moes_context_create(&ctx, &o) != MOES_OK)
-        fz_fail("cannot open a CPU context: %s", moes_last_error(NULL));
-    return ctx;
-}
-
 /* The contexts that live for the whole run, one per thread count. */
 static moes_context *cpu_context(int slot)
 {
     static moes_context *contexts[6];
     if (!contexts[slot])
-        contexts[slot] = new_cpu_context(thread_counts[slot]);
+        contexts[slot] = fz_cpu_context(thread_counts[slot]);
     return contexts[slot];
 }
 
@@ -1055,7 +1040,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * first call meets (no workspace yet, nothing cached) that the
      * long-lived contexts have forgotten. */
     if ((cb.seed >> 56 & 15) == 15)
-        ctx = fresh = new_cpu_context(thread_counts[slot]);
+        ctx = fresh = fz_cpu_context(thread_counts[slot]);
     else
         ctx = cpu_context(slot);
     cb.in = &in;

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "fuzz_check.h"
+#include "fuzz_context.h"
 #include "fuzz_input.h"
 #include "moescatter.h"
 #include "testkit.h"
@@ -40,16 +41,8 @@ static void open_paths(void)
     moes_context_options o;
     if (n_paths)
         return;
-    /* Sleeping, not spinning, between parallel regions: four threads may
-     * share fewer cores. LLVM's OpenMP reads this when it starts; GNU
-     * OpenMP at load time (make check sets it). */
-    setenv("OMP_WAIT_POLICY", "passive", 0);
     for (int t = 1; t <= CPU_PATHS; t++) {
-        moes_context_options_init(&o);
-        o.backend = MOES_BACKEND_CPU;
-        o.cpu_threads = t;
-        if (moes_context_create(&paths[n_paths].ctx, &o) != MOES_OK)
-            fz_fail("cannot open a CPU context: %s", moes_last_error(NULL));
+        paths[n_paths].ctx = fz_cpu_context(t);
         snprintf(paths[n_paths].name, sizeof paths[n_paths].name,
                  "cpu, %d thread%s", t, t > 1 ? "s" : "");
         n_paths++;

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "fuzz_check.h"
+#include "fuzz_context.h"
 #include "fuzz_guard.h"
 #include "fuzz_input.h"
 #include "moescatter.h"
@@ -31,15 +32,8 @@ enum { MAX_WRITE = 1 << 20 };
 static moes_context *cpu_context(void)
 {
     static moes_context *ctx;
-    moes_context_options o;
-    if (ctx)
-        return ctx;
-    setenv("OMP_WAIT_POLICY", "passive", 0);
-    moes_context_options_init(&o);
-    o.backend = MOES_BACKEND_CPU;
-    o.cpu_threads = 2;
-    if (moes_context_create(&ctx, &o) != MOES_OK)
-        fz_fail("cannot open a CPU context: %s", moes_last_error(NULL));
+    if (!ctx)
+        ctx = fz_cpu_context(2);
     return ctx;
 }
 
