@@ -789,9 +789,9 @@ static int copy_rows_by_gather(moes_ep *ep, int64_t n_tokens, int64_t cols,
  * every record, from the first that needs it to the last: rows and
  * weights that a slot past its pair's count carries are never read. On
  * an H200 the whole records' 0xFF memset and a gather of 1.0 scales (a
- * check kernel and the gather in a capture: three kernels) cost 4.8 us of a bounded dispatch of 128 tokens
- * (bench/NOTES.md, v27). a may be NULL (a failed dispatch sends only
- * -1). */
+ * check kernel and the gather in a capture: three kernels) cost 4.8 us
+ * of a bounded dispatch of 128 tokens (bench/NOTES.md, v27). a may be
+ * NULL (a failed dispatch sends only -1). */
 static int clear_slots(moes_ep *ep, const moes_ep_dispatch_args *a)
 {
     const int64_t K = ep->opts.top_k;
