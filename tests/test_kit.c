@@ -268,3 +268,76 @@ Test(kit, generator_coverage)
     cr_expect_gt(gaps, 0);
     cr_expect_gt(faults, SEEDS / 3);
 }
+
+/* The oracle's overlap rule is the library's: rows of one stride in bytes
+ * that interleave without sharing a byte (a gather's output rows and its
+ * out_index rows as fields of one record) are no overlap; a field that
+ * reaches one byte into the next, or rows of another stride, are. Both
+ * give the same status on each arrangement, and the same bytes where the
+ * call runs. */
+Test(kit, oracle_and_library_agree_on_interleaved_records)
+{
+    enum { N = 6, K = 3, H = 5, M = 12, P = H * 4 + K * 4 + 8 };
+    moes_context *ctx;
+    moes_context_options o;
+    moes_context_options_init(&o);
+    o.backend = MOES_BACKEND_CPU;
+    o.cpu_threads = 2;
+    cr_assert_eq(moes_context_create(&ctx, &o), MOES_OK);
+    float y[M * H], weights[N * K];
+    for (int i = 0; i < M * H; i++)
+        y[i] = 0.25f * (float)(i % 17) - 1.5f;
+    for (int i = 0; i < N * K; i++)
+        weights[i] = 0.125f * (float)(i % 5 + 1);
+    /* A record more than the rows use, so the shifted layouts fit. */
+    _Alignas(8) unsigned char lib_rec[(N + 1) * P];
+    _Alignas(8) unsigned char oracle_rec[(N + 1) * P];
+    struct {
+        int64_t out_off, index_off, index_stride;
+        int want;
+    } layouts[] = {
+        {0, H * 4, P / 4, MOES_OK},              /* row, then its ids  */
+        {K * 4, 0, P / 4, MOES_OK},              /* ids, then the row  */
+        {K * 4 + 8, 0, P / 4, MOES_OK},          /* the row ends at P  */
+        {0, H * 4 - 4, P / 4, MOES_ERR_OVERLAP}, /* ids over its end   */
+        {K * 4 + 12, 0, P / 4, MOES_ERR_OVERLAP}, /* into the next ids */
+        {0, H * 4, P / 4 + 1, MOES_ERR_OVERLAP}, /* another stride     */
+    };
+    for (size_t l = 0; l < sizeof layouts / sizeof layouts[0]; l++) {
+        memset(lib_rec, 0xA5, sizeof lib_rec);
+        for (int t = 0; t < N; t++)
+            for (int k = 0; k < K; k++) {
+                int32_t row = (t * 5 + k * 7) % (M + 1) - 1; /* some -1 */
+                memcpy(lib_rec + layouts[l].index_off +
+                           (t * layouts[l].index_stride + k) * 4,
+                       &row, 4);
+            }
+        memcpy(oracle_rec, lib_rec, sizeof lib_rec);
+        moes_gather_args a;
+        moes_gather_args_init(&a);
+        a.n_tokens = N;
+        a.top_k = K;
+        a.hidden = H;
+        a.y = y;
+        a.y_rows = M;
+        a.y_dtype = MOES_DTYPE_FP32;
+        a.weights = weights;
+        a.out_dtype = MOES_DTYPE_FP32;
+        a.index_dtype = MOES_DTYPE_INT32;
+        a.out_stride = P / 4;
+        a.out_index_stride = layouts[l].index_stride;
+        a.out = lib_rec + layouts[l].out_off;
+        a.out_index = lib_rec + layouts[l].index_off;
+        const int got = moes_gather(ctx, &a);
+        a.out = oracle_rec + layouts[l].out_off;
+        a.out_index = oracle_rec + layouts[l].index_off;
+        const int want = moes_oracle_gather(&a);
+        cr_expect_eq(got, layouts[l].want, "layout %zu: library %d (%s)", l,
+                     got, moes_last_error(ctx));
+        cr_expect_eq(want, layouts[l].want, "layout %zu: oracle %d (%s)", l,
+                     want, moes_oracle_last_error());
+        cr_expect(!memcmp(lib_rec, oracle_rec, sizeof lib_rec),
+                  "layout %zu: the records differ", l);
+    }
+    moes_context_destroy(ctx);
+}

@@ -181,6 +181,14 @@ for t in $targets; do
         findings=1
         echo "FINDING in $t: exit status $rc with no saved input; see $log"
     fi
+    if [ "$findings" -gt 0 ]; then
+        # What the target and the sanitizers said, and the input itself,
+        # so that a log is all a reader needs to replay a finding of a
+        # machine that is gone.
+        said='^FINDING:|ERROR:|runtime error:|^SUMMARY:|^Base64:'
+        frame='^ +#[0-9]+ .* in [A-Za-z_]+ /'
+        grep -a -E "$said|$frame" "$log" | head -n 30 | sed 's/^/    /'
+    fi
     [ "$findings" -eq 0 ] || status=1
     printf '%-10s %12s %8s %6s %7s %9s\n' "$t" "${execs:-?}" "${rate:-?}" \
         "${cov:-?}" "${ft:-?}" "$findings" >> "$report"

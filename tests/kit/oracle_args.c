@@ -85,22 +85,50 @@ static int stride_ok(int64_t *stride, int64_t row, const char *name)
     } while (0)
 
 /* A buffer's bytes [begin, end): from its first element to the end of
- * the last one a call may touch; empty when absent or without rows. */
+ * the last one a call may touch; empty when absent or without rows. Where
+ * it has several rows that do not reach into each other, period is their
+ * distance in bytes and row_bytes what each row covers; else period is 0
+ * and the whole range counts. */
 typedef struct oracle_extent {
     const void *p;
     size_t elem;
     wide begin, end;
+    wide period, row_bytes;
 } oracle_extent;
 
 static oracle_extent extent(const void *p, int64_t rows, int64_t stride,
                             int64_t row_len, size_t elem)
 {
-    oracle_extent x = {p, elem, 0, 0};
+    oracle_extent x = {p, elem, 0, 0, 0, 0};
     if (p != NULL && rows > 0 && row_len > 0) {
         x.begin = (wide)(uintptr_t)p;
         x.end = x.begin + ((wide)(rows - 1) * stride + row_len) * (wide)elem;
+        if (rows > 1 && row_len <= stride) {
+            x.period = (wide)stride * (wide)elem;
+            x.row_bytes = (wide)row_len * (wide)elem;
+        }
     }
     return x;
+}
+
+/* Whether two extents share a byte. Rows of the same period p repeat
+ * with it: seen from the start of a row of a, a covers the offsets
+ * [0, a.row_bytes) of each period and b the offsets [d, d + b.row_bytes)
+ * taken mod p, where d is where b's rows start. Inside both ranges they
+ * share a byte exactly when those two sets of offsets meet. */
+static int extents_overlap(const oracle_extent *a, const oracle_extent *b)
+{
+    wide p, d;
+    if (!(a->begin < a->end && b->begin < b->end && a->begin < b->end &&
+          b->begin < a->end))
+        return 0;
+    p = a->period;
+    if (p == 0 || p != b->period)
+        return 1;
+    d = (b->begin - a->begin) % p;
+    if (d < 0)
+        d += p;
+    return d < a->row_bytes || d + b->row_bytes > p;
 }
 
 /* Every pointer aligned to its element size, then no output sharing a
@@ -117,8 +145,7 @@ static int pointers_ok(const oracle_extent *in, int n_in,
     for (int o = 0; o < n_out; o++)
         for (int i = 0; i < n_in + o; i++) {
             const oracle_extent *x = i < n_in ? &in[i] : &out[i - n_in];
-            if (out[o].begin < out[o].end && x->begin < x->end &&
-                out[o].begin < x->end && x->begin < out[o].end)
+            if (extents_overlap(&out[o], x))
                 return oracle_fail(MOES_ERR_OVERLAP,
                                    "output %d overlaps buffer %d", o, i);
         }
