@@ -476,6 +476,7 @@ int moes_ep_destroy(moes_ep *ep)
         }
     if (ep->transport && ep->transport->release)
         ep->transport->release(ep);
+    free(ep->empty_fields);
     free(ep->send_counts);
     free(ep->send_displs);
     free(ep->recv_counts);
@@ -800,18 +801,25 @@ static int clear_slots(moes_ep *ep, const moes_ep_dispatch_args *a)
     const int64_t from = scales ? ep->scales_at : ep->ids_at;
     const int64_t to = weights ? ep->weights_at + K * 4
                                : ep->ids_at + K * ep->ids_size;
-    const float one = 1.0f;
-    unsigned char *fields = malloc((size_t)(to - from));
     int rc = MOES_OK;
-    if (!fields)
-        return moes_ep_fail(ep, MOES_ERR_OUT_OF_MEMORY,
-                            "cannot allocate the empty slots' fields");
-    /* 0xFF: the ids, and the bytes between the scales and the ids. */
-    memset(fields, 0xFF, (size_t)(to - from));
-    for (int64_t i = 0; scales && i < ep->n_scales; i++)
-        memcpy(fields + ep->scales_at - from + i * 4, &one, 4);
-    for (int64_t i = 0; weights && i < K; i++)
-        memcpy(fields + ep->weights_at - from + i * 4, &one, 4);
+    /* Every call's fields are a slice of these: the record lays out
+     * scales, ids and weights in that order. */
+    if (!ep->empty_fields) {
+        const int64_t bytes = ep->weights_at + K * 4 - ep->scales_at;
+        const float one = 1.0f;
+        unsigned char *f = malloc((size_t)bytes);
+        if (!f)
+            return moes_ep_fail(ep, MOES_ERR_OUT_OF_MEMORY,
+                                "cannot allocate the empty slots' fields");
+        /* 0xFF: the ids, and the bytes between the scales and the ids. */
+        memset(f, 0xFF, (size_t)bytes);
+        for (int64_t i = 0; i < ep->n_scales; i++)
+            memcpy(f + i * 4, &one, 4);
+        for (int64_t i = 0; i < K; i++)
+            memcpy(f + ep->weights_at - ep->scales_at + i * 4, &one, 4);
+        ep->empty_fields = f;
+    }
+    const unsigned char *fields = ep->empty_fields + (from - ep->scales_at);
     /* In pieces of the longest pattern a call takes (one for the usual
      * sizes: DeepSeek-V3's scales, ids and weights are 288 bytes). */
     for (int64_t at = 0; rc == MOES_OK && at < to - from;
@@ -824,7 +832,6 @@ static int clear_slots(moes_ep *ep, const moes_ep_dispatch_args *a)
                                 ? left
                                 : MOES_FILL_ROWS_MAX_PATTERN);
     }
-    free(fields);
     if (rc != MOES_OK)
         return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
     return MOES_OK;

@@ -84,6 +84,10 @@ struct moes_ep {
     ep_buffer local_counts;  /* [E_local] int64                         */
     /* A token's record: row, scales, ids, weights at these bytes. */
     int64_t scales_at, ids_at, weights_at, record;
+    /* An empty slot's fields from scales_at to the end of its weights
+     * (host memory, built at the first bounded dispatch): 0xFF, with
+     * 1.0f in each scale and weight word. */
+    unsigned char *empty_fields;
     ep_buffer send_records;  /* [send slots] records                    */
     ep_buffer recv_records;  /* [marker rows + recv slots] records      */
     ep_buffer recv_index;    /* [marker rows][K] of -1 as int64, then
