@@ -15,6 +15,7 @@
 
 #include "helpers.h"
 #include "oracle.h"
+#include "oracle_args.h"
 #include "rng.h"
 
 enum { N = 4, K = 2, E = 4, H = 8 };
@@ -128,7 +129,8 @@ Test(hardening, scatter_outputs_over_each_other_and_the_map)
 /* Records of several fields in one buffer: out's rows and their scales
  * interleaved with one stride share no byte, so the scatter takes them
  * and writes what it writes to separate buffers; a scale word over the
- * last element of a row, or another stride, is an overlap. */
+ * last element of a row, or another stride, is an overlap. The oracle's
+ * argument checks (which read no data) say the same each time. */
 Test(hardening, scatter_rows_and_scales_in_records)
 {
     enum { ROWS = 64, P = H * 2 + 8 }; /* a record: a bf16 row, 2 words */
@@ -163,6 +165,10 @@ Test(hardening, scatter_rows_and_scales_in_records)
     a.out_scales_col_stride = 1;
     cr_expect_eq(moes_scatter(ctx, &r, &a), MOES_OK, "%s",
                  moes_last_error(ctx));
+    /* The oracle's argument checks take the same records. */
+    oracle_scatter checked;
+    cr_expect_eq(oracle_check_scatter(&r, &a, &checked), MOES_OK, "%s",
+                 moes_oracle_last_error());
     unsigned char *got = dev_get(ctx, rec, ROWS * P);
     int64_t *ends = dev_get(ctx, end, E * 8);
     const int64_t used = ends[E - 1];
@@ -182,10 +188,12 @@ Test(hardening, scatter_rows_and_scales_in_records)
     a.out_scales = (char *)fresh + H * 2 - 4;
     cr_expect_eq(moes_scatter(ctx, &r, &a), MOES_ERR_OVERLAP);
     expect_message_names(ctx, "args->out_scales", "args->out");
+    cr_expect_eq(oracle_check_scatter(&r, &a, &checked), MOES_ERR_OVERLAP);
     a.out_scales = (char *)fresh + H * 2;
     a.out_scales_row_stride = P / 4 - 1;
     cr_expect_eq(moes_scatter(ctx, &r, &a), MOES_ERR_OVERLAP);
     expect_message_names(ctx, "args->out_scales", "args->out");
+    cr_expect_eq(oracle_check_scatter(&r, &a, &checked), MOES_ERR_OVERLAP);
     cr_expect(dev_is_canary(ctx, fresh, ROWS * P));
     free(rows);
     free(words);
