@@ -8,6 +8,7 @@
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "helpers.h"
@@ -274,24 +275,22 @@ Test(kit, generator_coverage)
  * out_index rows as fields of one record) are no overlap; a field that
  * reaches one byte into the next, or rows of another stride, are. Both
  * give the same status on each arrangement, and the same bytes where the
- * call runs. */
+ * call runs. The library's buffers are the backend's (MOES_BACKEND may
+ * choose CUDA), the oracle's host copies laid out alike. */
 Test(kit, oracle_and_library_agree_on_interleaved_records)
 {
     enum { N = 6, K = 3, H = 5, M = 12, P = H * 4 + K * 4 + 8 };
-    moes_context *ctx;
-    moes_context_options o;
-    moes_context_options_init(&o);
-    o.backend = MOES_BACKEND_CPU;
-    o.cpu_threads = 2;
-    cr_assert_eq(moes_context_create(&ctx, &o), MOES_OK);
+    moes_context *ctx = test_open(2);
     float y[M * H], weights[N * K];
     for (int i = 0; i < M * H; i++)
         y[i] = 0.25f * (float)(i % 17) - 1.5f;
     for (int i = 0; i < N * K; i++)
         weights[i] = 0.125f * (float)(i % 5 + 1);
+    void *dev_y = dev_from(ctx, y, sizeof y);
+    void *dev_weights = dev_from(ctx, weights, sizeof weights);
     /* A record more than the rows use, so the shifted layouts fit. */
-    _Alignas(8) unsigned char lib_rec[(N + 1) * P];
     _Alignas(8) unsigned char oracle_rec[(N + 1) * P];
+    unsigned char *dev_rec = dev_new(ctx, sizeof oracle_rec);
     struct {
         int64_t out_off, index_off, index_stride;
         int want;
@@ -304,31 +303,35 @@ Test(kit, oracle_and_library_agree_on_interleaved_records)
         {0, H * 4, P / 4 + 1, MOES_ERR_OVERLAP}, /* another stride     */
     };
     for (size_t l = 0; l < sizeof layouts / sizeof layouts[0]; l++) {
-        memset(lib_rec, 0xA5, sizeof lib_rec);
+        memset(oracle_rec, 0xA5, sizeof oracle_rec);
         for (int t = 0; t < N; t++)
             for (int k = 0; k < K; k++) {
                 int32_t row = (t * 5 + k * 7) % (M + 1) - 1; /* some -1 */
-                memcpy(lib_rec + layouts[l].index_off +
+                memcpy(oracle_rec + layouts[l].index_off +
                            (t * layouts[l].index_stride + k) * 4,
                        &row, 4);
             }
-        memcpy(oracle_rec, lib_rec, sizeof lib_rec);
+        cr_assert_eq(moes_copy_to_backend(ctx, dev_rec, oracle_rec,
+                                          sizeof oracle_rec),
+                     MOES_OK);
         moes_gather_args a;
         moes_gather_args_init(&a);
         a.n_tokens = N;
         a.top_k = K;
         a.hidden = H;
-        a.y = y;
+        a.y = dev_y;
         a.y_rows = M;
         a.y_dtype = MOES_DTYPE_FP32;
-        a.weights = weights;
+        a.weights = dev_weights;
         a.out_dtype = MOES_DTYPE_FP32;
         a.index_dtype = MOES_DTYPE_INT32;
         a.out_stride = P / 4;
         a.out_index_stride = layouts[l].index_stride;
-        a.out = lib_rec + layouts[l].out_off;
-        a.out_index = lib_rec + layouts[l].index_off;
+        a.out = dev_rec + layouts[l].out_off;
+        a.out_index = dev_rec + layouts[l].index_off;
         const int got = moes_gather(ctx, &a);
+        a.y = y;
+        a.weights = weights;
         a.out = oracle_rec + layouts[l].out_off;
         a.out_index = oracle_rec + layouts[l].index_off;
         const int want = moes_oracle_gather(&a);
@@ -336,8 +339,13 @@ Test(kit, oracle_and_library_agree_on_interleaved_records)
                      got, moes_last_error(ctx));
         cr_expect_eq(want, layouts[l].want, "layout %zu: oracle %d (%s)", l,
                      want, moes_oracle_last_error());
-        cr_expect(!memcmp(lib_rec, oracle_rec, sizeof lib_rec),
+        unsigned char *lib_rec = dev_get(ctx, dev_rec, sizeof oracle_rec);
+        cr_expect(!memcmp(lib_rec, oracle_rec, sizeof oracle_rec),
                   "layout %zu: the records differ", l);
+        free(lib_rec);
     }
-    moes_context_destroy(ctx);
+    dev_free(ctx, dev_rec);
+    dev_free(ctx, dev_y);
+    dev_free(ctx, dev_weights);
+    test_close(ctx);
 }
