@@ -33,8 +33,9 @@ typedef struct block {
 } block;
 
 /* For each thread count: 10 blocks of 250 small cases (faults drawn from
- * the seed; in the last two, K up to 40, past a warp's 32), and for each fault kind one block of 25 cases of full size,
- * every other block with full teams past one thread. 4 x (2500 + 125) =
+ * the seed; in the last two, K up to 40, past a warp's 32), and for each
+ * fault kind one block of 25 cases of full size, every other block with
+ * full teams past one thread. 4 x (2500 + 125) =
  * 10,500 cases per run. */
 enum { SMALL_BLOCK = 250, LARGE_BLOCK = 25 };
 
