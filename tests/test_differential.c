@@ -84,7 +84,7 @@ ParameterizedTest(block *b, differential, random_cases)
         setenv("MOES_CPU_WORK_PER_THREAD", "1", 1);
     ctx = open_quietly(b->threads);
     moes_case_limits lim = {b->max_tokens, b->max_hidden, b->max_experts,
-                            b->max_top_k};
+                            b->max_top_k, 0, 0};
     char msg[4096];
     int differ = 0;
     for (int i = 0; i < b->n_cases; i++) {

@@ -146,6 +146,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lim.max_experts = fz_u8(&in) < 32 ? fz_range(&in, 1, 300)
                                       : fz_range(&in, 1, 40);
     lim.max_top_k = 0; /* the kit's 9, so the corpus keeps its cases */
+    lim.min_tokens = 0;
+    lim.vector_rows = 0;
     if (moes_case_generate(&c, seed, fault, &lim) != MOES_OK)
         fz_fail("cannot generate the case of seed %llu",
                 (unsigned long long)seed);

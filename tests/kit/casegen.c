@@ -212,6 +212,8 @@ static int draw_routing(moes_rng *g, moes_case *c, const moes_case_limits *lim)
 
     moes_routing_init(r);
     n = pick_tokens(g, lim->max_tokens);
+    if (n < lim->min_tokens)
+        n = lim->min_tokens;
     if (n == 0 && c->fault != MOES_CASE_VALID && c->fault != MOES_CASE_BAD_MAP)
         n = 1; /* the fault needs a (t, k) to break */
     k = moes_rng_range(g, 1, lim->max_top_k);
@@ -469,7 +471,15 @@ static void inject_fault(moes_rng *g, moes_case *c)
     }
 }
 
-static int draw_gather(moes_rng *g, moes_case *c)
+/* A stride drawn as draw_stride does, then, for vector rows, rounded up
+ * to a multiple of 8 elements (0 stays 0: dense). */
+static int64_t draw_row_stride(moes_rng *g, int64_t row, int vector_rows)
+{
+    const int64_t s = draw_stride(g, row);
+    return vector_rows ? round_up(s, 8) : s;
+}
+
+static int draw_gather(moes_rng *g, moes_case *c, int vector_rows)
 {
     moes_gather_args *ga = &c->gather;
     const moes_scatter_args *sa = &c->scatter;
@@ -487,11 +497,11 @@ static int draw_gather(moes_rng *g, moes_case *c)
     ga->y_dtype = float_dtypes[moes_rng_below(g, 3)];
     ga->out_dtype = float_dtypes[moes_rng_below(g, 3)];
     ga->y_rows = c->out_rows;
-    ga->y_stride = draw_stride(g, h);
+    ga->y_stride = draw_row_stride(g, h, vector_rows);
     ga->index_dtype = sa->index_dtype;
     ga->out_index_stride = resolved(sa->out_index_stride, k);
     ga->weights_stride = draw_stride(g, k);
-    ga->out_stride = draw_stride(g, h);
+    ga->out_stride = draw_row_stride(g, h, vector_rows);
     ye = dtype_bytes(ga->y_dtype);
     oe = dtype_bytes(ga->out_dtype);
 
@@ -574,6 +584,8 @@ static int draw_case(moes_rng *g, moes_case *c, const moes_case_limits *lim)
         hmax = lim->max_hidden;
     if (h > hmax)
         h = hmax > 1 ? moes_rng_range(g, 1, hmax) : 1;
+    if (lim->vector_rows && hmax >= 8)
+        h = h < 8 ? 8 : h / 8 * 8;
     a->hidden = h;
     a->x_stride = draw_stride(g, h);
     a->out_stride = draw_stride(g, h);
@@ -638,7 +650,7 @@ static int draw_case(moes_rng *g, moes_case *c, const moes_case_limits *lim)
     c->count_bytes = e * (int64_t)dtype_bytes(c->counts_dtype);
     c->distinct_bytes = n * k * ie;
 
-    if (!draw_gather(g, c))
+    if (!draw_gather(g, c, lim->vector_rows && a->hidden % 8 == 0))
         return 0;
     if (c->fault != MOES_CASE_VALID && c->fault != MOES_CASE_BAD_CAPACITY)
         inject_fault(g, c);
@@ -649,7 +661,7 @@ int moes_case_generate(moes_case *c, uint64_t seed, int fault,
                        const moes_case_limits *limits)
 {
     moes_rng g;
-    moes_case_limits lim = {400, 1100, 3000, 9};
+    moes_case_limits lim = {400, 1100, 3000, 9, 0, 0};
     memset(c, 0, sizeof *c);
     moes_rng_seed(&g, seed);
     if (limits) {
@@ -661,6 +673,11 @@ int moes_case_generate(moes_case *c, uint64_t seed, int fault,
             lim.max_experts = limits->max_experts;
         if (limits->max_top_k > 0)
             lim.max_top_k = limits->max_top_k;
+        if (limits->min_tokens > 0)
+            lim.min_tokens = limits->min_tokens < lim.max_tokens
+                                 ? limits->min_tokens
+                                 : lim.max_tokens;
+        lim.vector_rows = limits->vector_rows;
     }
     if (fault < 0 || fault >= MOES_CASE_FAULT_COUNT)
         fault = moes_rng_chance(&g, 50)

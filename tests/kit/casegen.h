@@ -28,14 +28,20 @@ typedef enum moes_case_fault {
     MOES_CASE_FAULT_COUNT = 6
 } moes_case_fault;
 
-/* Upper bounds on the drawn sizes (0 = the default); a test that needs
- * many fast cases lowers them, one that wants larger calls raises them
- * (a few cases then draw tokens past 400 and experts past 3000). */
+/* Bounds on the drawn sizes (0 = the default); a test that needs many
+ * fast cases lowers them, one that wants larger calls raises them (a few
+ * cases then draw tokens past 400 and experts past 3000). The last two
+ * steer cases towards the GPU gather's large shapes, which a random case
+ * seldom takes: many tokens, and rows of 16-byte vectors. */
 typedef struct moes_case_limits {
     int64_t max_tokens;   /* default 400  */
     int64_t max_hidden;   /* default 1100 */
     int64_t max_experts;  /* default 3000 */
     int64_t max_top_k;    /* default 9: K drawn from 1 to it */
+    int64_t min_tokens;   /* default 0; at most max_tokens */
+    int vector_rows;      /* nonzero: the hidden size and the gather's y and
+                           * out strides a multiple of 8 elements, where
+                           * the buffer budget allows 8 (else as drawn) */
 } moes_case_limits;
 
 /* A host buffer of the case: bytes long, NULL when bytes is 0. */
