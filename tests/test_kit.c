@@ -270,6 +270,41 @@ Test(kit, generator_coverage)
     cr_expect_gt(faults, SEEDS / 3);
 }
 
+/* The limits that steer cases to the GPU gather's large shapes (diff_cuda's
+ * vector class) do: every case has the minimum of tokens, rows of 16-byte
+ * vectors wherever the hidden size is a multiple of 8 (y and out strides
+ * too), and among them calls of 16-bit y with fewer rows than half their
+ * entries (the sparse shape) and calls of K past 32. A change to the
+ * generator that lost them would leave those kernels uncompared. */
+Test(kit, vector_class_coverage)
+{
+    enum { SEEDS = 60 };
+    const moes_case_limits lim = {4000, 0, 0, 40, 2200, 1};
+    int vector = 0, sparse = 0, wide = 0;
+    for (uint64_t s = 0; s < SEEDS; s++) {
+        moes_case c;
+        const moes_gather_args *g = &c.gather;
+        cr_assert_eq(moes_case_generate(&c, 10 * s + 3, -1, &lim), MOES_OK);
+        cr_expect(g->n_tokens >= 2200 && g->n_tokens <= 4000,
+                  "seed %llu: %lld tokens", (unsigned long long)(10 * s + 3),
+                  (long long)g->n_tokens);
+        if (g->hidden % 8 == 0) {
+            cr_expect(g->y_stride % 8 == 0 && g->out_stride % 8 == 0,
+                      "seed %llu: hidden %lld, strides %lld and %lld",
+                      (unsigned long long)(10 * s + 3), (long long)g->hidden,
+                      (long long)g->y_stride, (long long)g->out_stride);
+            vector++;
+            sparse += g->y_dtype != MOES_DTYPE_FP32 &&
+                      g->y_rows < g->n_tokens * g->top_k / 2;
+            wide += g->top_k > 32;
+        }
+        moes_case_free(&c);
+    }
+    cr_expect_gt(vector, SEEDS / 2);
+    cr_expect_gt(sparse, 0);
+    cr_expect_gt(wide, 0);
+}
+
 /* The oracle's overlap rule is the library's: rows of one stride in bytes
  * that interleave without sharing a byte (a gather's output rows and its
  * out_index rows as fields of one record) are no overlap; a field that
