@@ -212,8 +212,8 @@ static int draw_routing(moes_rng *g, moes_case *c, const moes_case_limits *lim)
 
     moes_routing_init(r);
     n = pick_tokens(g, lim->max_tokens);
-    if (n < lim->min_tokens)
-        n = lim->min_tokens;
+    if (n < lim->min_tokens) /* spread over the range, not piled at its floor */
+        n = moes_rng_range(g, lim->min_tokens, lim->max_tokens);
     if (n == 0 && c->fault != MOES_CASE_VALID && c->fault != MOES_CASE_BAD_MAP)
         n = 1; /* the fault needs a (t, k) to break */
     k = moes_rng_range(g, 1, lim->max_top_k);
