@@ -140,14 +140,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     fault_byte % 8 < MOES_CASE_FAULT_COUNT
                 ? fault_byte % 8
                 : MOES_CASE_VALID;
+    memset(&lim, 0, sizeof lim);
     lim.max_tokens = fz_range(&in, 1, 96);
     lim.max_hidden = fz_u8(&in) < 32 ? fz_range(&in, 1, 1100)
                                      : fz_range(&in, 1, 160);
     lim.max_experts = fz_u8(&in) < 32 ? fz_range(&in, 1, 300)
                                       : fz_range(&in, 1, 40);
-    lim.max_top_k = 0; /* the kit's 9, so the corpus keeps its cases */
-    lim.min_tokens = 0;
-    lim.vector_rows = 0;
+    /* The other limits stay 0: the kit's K up to 9 and no steering, so
+     * that the corpus keeps its cases. */
     if (moes_case_generate(&c, seed, fault, &lim) != MOES_OK)
         fz_fail("cannot generate the case of seed %llu",
                 (unsigned long long)seed);

@@ -554,6 +554,7 @@ static int draw_case(moes_rng *g, moes_case *c, const moes_case_limits *lim)
                                    MOES_DTYPE_FP32};
     int64_t h, hmax, biggest, k, n, e;
     size_t xe, ie;
+    int vector_rows; /* the hidden size and the gather's strides by 8 */
 
     if (!draw_routing(g, c, lim))
         return 0;
@@ -584,7 +585,8 @@ static int draw_case(moes_rng *g, moes_case *c, const moes_case_limits *lim)
         hmax = lim->max_hidden;
     if (h > hmax)
         h = hmax > 1 ? moes_rng_range(g, 1, hmax) : 1;
-    if (lim->vector_rows && hmax >= 8)
+    vector_rows = lim->vector_rows && hmax >= 8;
+    if (vector_rows)
         h = h < 8 ? 8 : h / 8 * 8;
     a->hidden = h;
     a->x_stride = draw_stride(g, h);
@@ -650,7 +652,7 @@ static int draw_case(moes_rng *g, moes_case *c, const moes_case_limits *lim)
     c->count_bytes = e * (int64_t)dtype_bytes(c->counts_dtype);
     c->distinct_bytes = n * k * ie;
 
-    if (!draw_gather(g, c, lim->vector_rows && a->hidden % 8 == 0))
+    if (!draw_gather(g, c, vector_rows))
         return 0;
     if (c->fault != MOES_CASE_VALID && c->fault != MOES_CASE_BAD_CAPACITY)
         inject_fault(g, c);
