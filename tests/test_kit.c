@@ -282,16 +282,16 @@ Test(kit, vector_class_coverage)
     const moes_case_limits lim = {4000, 0, 0, 40, 2200, 1};
     int vector = 0, sparse = 0, wide = 0;
     for (uint64_t s = 0; s < SEEDS; s++) {
+        const unsigned long long seed = 10 * s + 3; /* diff_cuda's class */
         moes_case c;
         const moes_gather_args *g = &c.gather;
-        cr_assert_eq(moes_case_generate(&c, 10 * s + 3, -1, &lim), MOES_OK);
+        cr_assert_eq(moes_case_generate(&c, seed, -1, &lim), MOES_OK);
         cr_expect(g->n_tokens >= 2200 && g->n_tokens <= 4000,
-                  "seed %llu: %lld tokens", (unsigned long long)(10 * s + 3),
-                  (long long)g->n_tokens);
+                  "seed %llu: %lld tokens", seed, (long long)g->n_tokens);
         if (g->hidden % 8 == 0) {
             cr_expect(g->y_stride % 8 == 0 && g->out_stride % 8 == 0,
                       "seed %llu: hidden %lld, strides %lld and %lld",
-                      (unsigned long long)(10 * s + 3), (long long)g->hidden,
+                      seed, (long long)g->hidden,
                       (long long)g->y_stride, (long long)g->out_stride);
             vector++;
             sparse += g->y_dtype != MOES_DTYPE_FP32 &&
