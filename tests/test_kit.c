@@ -270,12 +270,12 @@ Test(kit, generator_coverage)
     cr_expect_gt(faults, SEEDS / 3);
 }
 
-/* The limits that steer cases to the GPU gather's large shapes (diff_cuda's
+/* The limits that steer cases to the GPU gather's large shape (diff_cuda's
  * vector class) do: every case has the minimum of tokens, rows of 16-byte
  * vectors wherever the hidden size is a multiple of 8 (y and out strides
  * too), and among them calls of 16-bit y with fewer rows than half their
- * entries (the sparse shape) and calls of K past 32. A change to the
- * generator that lost them would leave those kernels uncompared. */
+ * entries (as on an expert-parallel rank) and calls of K past 32. A change
+ * to the generator that lost them would leave those kernels uncompared. */
 Test(kit, vector_class_coverage)
 {
     enum { SEEDS = 60 };

@@ -13,11 +13,11 @@
  * every tenth from 5 up to 2000 tokens with K up to 48, past a warp's
  * 32 entries a fetch; and every tenth from 3 from 2200 up to 4000 tokens
  * with K up to 40 and rows of 16-byte vectors where they fit, so that the
- * gather takes its large shapes (more items than the warps that fit; the
- * sparse one where y has fewer rows than half the entries), which a
- * random case seldom does: of seeds 1-20,000, 7 cases did before this
- * class, 1,625 with it, 212 of them with K past 32 (on a GPU of 132
- * multiprocessors). The seed alone still says which.
+ * gather takes its large shape (more items than the warps that fit),
+ * some from a y of fewer rows than half the entries, as on an
+ * expert-parallel rank; a random case seldom does: of seeds 1-20,000, 7
+ * cases did before this class, 1,625 with it, 212 of them with K past 32
+ * (on a GPU of 132 multiprocessors). The seed alone still says which.
  *
  * Prints one line per difference (the seed replays it) and a last line
  * "diff_cuda: <cases> cases, <n> different, <n> errors". Exit status 0
