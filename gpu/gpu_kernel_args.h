@@ -281,6 +281,8 @@ typedef struct gpu_scatter_args {
                                   * moes_place_and_label of their own)    */
     int64_t copy_blocks;         /* moes_copy_rows: blocks that copy; any
                                   * after them label                      */
+    int64_t copy_walk_tokens;    /* the copy grid's warps as whole tokens */
+    int64_t copy_walk_chunks;    /* and chunks left over (moes_item_walk) */
     int64_t stage_tokens;        /* above 0: moes_scatter_grid copies its
                                   * blocks' own tokens' rows itself, this
                                   * many of each block's first loaded
@@ -335,6 +337,8 @@ typedef struct gpu_gather_args {
     int64_t out_stride;          /* elements                              */
     int64_t vector;              /* 1: groups of 8 elements, 16-byte aligned */
     int64_t chunks;              /* row chunks per token (one per warp)   */
+    int64_t walk_tokens;         /* the grid's warps as whole tokens and */
+    int64_t walk_chunks;         /* chunks left over (moes_item_walk)    */
 } gpu_gather_args;
 
 /* The kernel that turns a key into the record takes this. */

@@ -501,6 +501,17 @@ static int64_t row_blocks(const gpu_state *st, int64_t n_tokens, int64_t chunks)
                          GPU_ROW_BLOCKS_PER_SM);
 }
 
+/* A grid of `blocks` blocks of GPU_ROW_THREADS as the step of its warps'
+ * walks over (token, chunk) items (moes_item_walk): whole tokens, and the
+ * chunks left over. */
+static void walk_step(int64_t blocks, int64_t chunks, int64_t *tokens,
+                      int64_t *rest)
+{
+    const int64_t warps = blocks * (GPU_ROW_THREADS / WARP_THREADS);
+    *tokens = warps / chunks;
+    *rest = warps % chunks;
+}
+
 /* The widest of 16, 8, 4, 2, 1 bytes that divides every address and
  * length of the row copy. */
 static int64_t copy_width(const moes_scatter_plan *plan)
@@ -738,6 +749,8 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                                    wide ? GPU_ROW_WIDE_PER_THREAD
                                         : GPU_ROW_PER_THREAD);
         a.copy_blocks = row_blocks(gpu_state_of(ctx), a.n_tokens, a.copy_chunks);
+        walk_step(a.copy_blocks, a.copy_chunks, &a.copy_walk_tokens,
+                  &a.copy_walk_chunks);
     }
     /* The copy places the choices (place_copy.cu; the limits in
      * gpu_kernel_args.h). */
@@ -958,8 +971,9 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
             ctx, GPU_K_CHECK_OUT_INDEX,
             gpu_grid_for(a.n_tokens * a.top_k, GPU_CHECK_THREADS),
             GPU_CHECK_THREADS, &a));
+    const int64_t blocks = gather_blocks(st, a.n_tokens, a.chunks);
+    walk_step(blocks, a.chunks, &a.walk_tokens, &a.walk_chunks);
     return gpu_launch_next(ctx,
                            gpu_gather_kernel(a.y_dtype, a.out_dtype, shape),
-                           gather_blocks(st, a.n_tokens, a.chunks),
-                           GPU_ROW_THREADS, &a);
+                           blocks, GPU_ROW_THREADS, &a);
 }

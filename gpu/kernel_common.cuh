@@ -139,6 +139,49 @@ __device__ __forceinline__ int64_t moes_dev_threads(void)
     return (int64_t)gridDim.x * blockDim.x;
 }
 
+/* A warp's walk over the (token, chunk) items of a grid-stride loop:
+ * item i is token i / chunks, chunk i % chunks, and each step moves on by
+ * the grid's warps. The host splits that stride once into whole tokens
+ * and the chunks left over (fewer than chunks; gpu_ops.c, walk_step), so
+ * a step is two adds and a compare, with the stride read from the
+ * kernel's arguments rather than held in registers; only the warp's first
+ * item pays a division. A 64-bit division an item (two, with the next
+ * item's token) had put some twenty dependent instructions in front of
+ * every item's loads. */
+struct moes_item_walk {
+    int64_t t, c; /* the item: token t, chunk c */
+};
+
+__device__ __forceinline__ moes_item_walk moes_walk_start(int64_t item,
+                                                          int64_t chunks)
+{
+    moes_item_walk w;
+    w.t = item / chunks;
+    w.c = item - w.t * chunks;
+    return w;
+}
+
+/* The token of the walk's next item. */
+__device__ __forceinline__ int64_t moes_walk_next_token(const moes_item_walk &w,
+                                                        int64_t step_t,
+                                                        int64_t step_c,
+                                                        int64_t chunks)
+{
+    return w.t + step_t + (w.c + step_c >= chunks ? 1 : 0);
+}
+
+__device__ __forceinline__ void moes_walk_step(moes_item_walk &w,
+                                               int64_t step_t, int64_t step_c,
+                                               int64_t chunks)
+{
+    w.t += step_t;
+    w.c += step_c;
+    if (w.c >= chunks) {
+        w.c -= chunks;
+        w.t++;
+    }
+}
+
 /* Saturating sum of two non-negative values (CPU: place_experts). */
 __device__ __forceinline__ int64_t moes_dev_add_sat(int64_t a, int64_t b)
 {

@@ -96,21 +96,26 @@ template <typename V, int P>
 __device__ void copy_items(const gpu_scatter_args &a)
 {
     const int64_t n_vec = a.row_bytes / (int64_t)sizeof(V);
-    const int64_t items = a.n_tokens * a.copy_chunks;
     const int64_t lane = threadIdx.x % MOES_WARP;
-    const int64_t stride = a.copy_blocks * blockDim.x / MOES_WARP;
-    int64_t item = moes_dev_thread() / MOES_WARP;
+    moes_item_walk w =
+        moes_walk_start(moes_dev_thread() / MOES_WARP, a.copy_chunks);
+    auto step = [&] {
+        moes_walk_step(w, a.copy_walk_tokens, a.copy_walk_chunks,
+                       a.copy_chunks);
+    };
     moes_row_fetch next;
-    if (item < items)
-        next = token_rows(a, item / a.copy_chunks, 0);
-    for (; item < items; item += stride) {
-        const int64_t t = item / a.copy_chunks;
-        const int64_t chunk = item - t * a.copy_chunks;
+    if (w.t < a.n_tokens)
+        next = token_rows(a, w.t, 0);
+    for (; w.t < a.n_tokens; step()) {
+        const int64_t t = w.t;
+        const int64_t chunk = w.c;
         const int64_t s0 = chunk * (MOES_WARP * P) + lane;
         const moes_row_fetch first = next;
         /* The next item's entries load while this one is copied. */
-        if (item + stride < items)
-            next = token_rows(a, (item + stride) / a.copy_chunks, 0);
+        const int64_t next_t = moes_walk_next_token(
+            w, a.copy_walk_tokens, a.copy_walk_chunks, a.copy_chunks);
+        if (next_t < a.n_tokens)
+            next = token_rows(a, next_t, 0);
         for (int64_t k0 = 0; k0 < a.top_k; k0 += MOES_WARP) {
             const moes_row_fetch f =
                 k0 == 0 ? first : token_rows(a, t, k0);
@@ -174,8 +179,11 @@ moes_copy_rows(const gpu_scatter_args a)
 }
 
 /* The grid path's copy of rows in 16-byte vectors: no label blocks (the
- * placement launch wrote the labels) and longer chunks. */
-extern "C" __global__ void __launch_bounds__(GPU_ROW_THREADS)
+ * placement launch wrote the labels) and longer chunks. Three blocks a
+ * multiprocessor, as its 72 registers gave before the item walk: with
+ * the thread count alone as a bound, ptxas then held it to 64 registers
+ * and spilled 40 bytes. */
+extern "C" __global__ void __launch_bounds__(GPU_ROW_THREADS, 3)
 moes_copy_rows_wide(const gpu_scatter_args a)
 {
     moes_dev_release_next();
@@ -285,15 +293,15 @@ __device__ void place_copy_items(const gpu_scatter_args &a)
 {
     typedef uint4 V;
     const int64_t n_vec = a.row_bytes / (int64_t)sizeof(V);
-    const int64_t items = a.n_tokens * a.copy_chunks;
     const unsigned lane = threadIdx.x % MOES_WARP;
-    const int64_t stride = a.copy_blocks * blockDim.x / MOES_WARP;
     const bool masked = a.layout == MOES_LAYOUT_MASKED;
     bool waited = false;
-    for (int64_t item = moes_dev_thread() / MOES_WARP; item < items;
-         item += stride) {
-        const int64_t t = item / a.copy_chunks;
-        const int64_t chunk = item - t * a.copy_chunks;
+    for (moes_item_walk w =
+             moes_walk_start(moes_dev_thread() / MOES_WARP, a.copy_chunks);
+         w.t < a.n_tokens; moes_walk_step(w, a.copy_walk_tokens,
+                                          a.copy_walk_chunks, a.copy_chunks)) {
+        const int64_t t = w.t;
+        const int64_t chunk = w.c;
         const int64_t s0 = chunk * (MOES_WARP * P) + lane;
         /* Inputs only until the wait. */
         const placing_item it = load_placing_item(a, t);
