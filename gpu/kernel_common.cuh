@@ -147,32 +147,33 @@ __device__ __forceinline__ int64_t moes_dev_threads(void)
  * kernel's arguments rather than held in registers; only the warp's first
  * item pays a division. A 64-bit division an item (two, with the next
  * item's token) had put some twenty dependent instructions in front of
- * every item's loads. */
-struct moes_item_walk {
-    int64_t t, c; /* the item: token t, chunk c */
+ * every item's loads. T is int64_t for the grids' items, uint32_t for a
+ * block's walk over short lists (scatter_small.cu). */
+template <typename T> struct moes_walk {
+    T t, c; /* the item: token t, chunk c */
 };
+typedef moes_walk<int64_t> moes_item_walk;
 
-__device__ __forceinline__ moes_item_walk moes_walk_start(int64_t item,
-                                                          int64_t chunks)
+template <typename T>
+__device__ __forceinline__ moes_walk<T> moes_walk_start(T item, T chunks)
 {
-    moes_item_walk w;
+    moes_walk<T> w;
     w.t = item / chunks;
     w.c = item - w.t * chunks;
     return w;
 }
 
 /* The token of the walk's next item. */
-__device__ __forceinline__ int64_t moes_walk_next_token(const moes_item_walk &w,
-                                                        int64_t step_t,
-                                                        int64_t step_c,
-                                                        int64_t chunks)
+template <typename T>
+__device__ __forceinline__ T moes_walk_next_token(const moes_walk<T> &w,
+                                                  T step_t, T step_c, T chunks)
 {
     return w.t + step_t + (w.c + step_c >= chunks ? 1 : 0);
 }
 
-__device__ __forceinline__ void moes_walk_step(moes_item_walk &w,
-                                               int64_t step_t, int64_t step_c,
-                                               int64_t chunks)
+template <typename T>
+__device__ __forceinline__ void moes_walk_step(moes_walk<T> &w, T step_t,
+                                               T step_c, T chunks)
 {
     w.t += step_t;
     w.c += step_c;

@@ -85,33 +85,39 @@ struct small_scatter_shared {
 
 /* Rows of the copy list, SMALL_SCATTER_COPY_BATCH vectors a thread in
  * flight; a token placed in several rows is read once per row, from L2
- * after the first. Each store finds its row again instead of keeping a
- * pointer per vector: sixteen pointers made ptxas spill. */
+ * after the first. A thread walks its (entry, vector) positions by the
+ * block's threads split once into entries and vectors (moes_walk), and
+ * walks the batch a second time for the stores instead of keeping a
+ * pointer per vector: sixteen pointers made ptxas spill. A division by
+ * the row's vectors for each load and store had been the loop's longest
+ * chain. */
 template <typename V>
 __device__ void small_copy_rows(const gpu_scatter_args &a,
                                 const small_scatter_shared &sh)
 {
     enum { B = SMALL_SCATTER_COPY_BATCH };
     const uint32_t n_vec = (uint32_t)(a.row_bytes / (int64_t)sizeof(V));
-    const uint32_t total = (uint32_t)sh.copies * n_vec;
-    for (uint32_t i0 = threadIdx.x; i0 < total; i0 += B * blockDim.x) {
+    const uint32_t copies = (uint32_t)sh.copies;
+    const uint32_t step_j = blockDim.x / n_vec;
+    const uint32_t step_s = blockDim.x - step_j * n_vec;
+    moes_walk<uint32_t> w = moes_walk_start<uint32_t>(threadIdx.x, n_vec);
+    while (w.t < copies) {
+        const moes_walk<uint32_t> batch = w;
         V v[B];
 #pragma unroll
         for (int b = 0; b < B; b++) {
-            const uint32_t i = i0 + b * blockDim.x;
-            if (i < total) {
-                const uint32_t j = i / n_vec, s = i - j * n_vec;
-                v[b] = ((const V *)(a.x + sh.copy_token[j] *
-                                              a.x_stride_bytes))[s];
-            }
+            if (w.t < copies)
+                v[b] = ((const V *)(a.x + sh.copy_token[w.t] *
+                                              a.x_stride_bytes))[w.c];
+            moes_walk_step(w, step_j, step_s, n_vec);
         }
+        w = batch;
 #pragma unroll
         for (int b = 0; b < B; b++) {
-            const uint32_t i = i0 + b * blockDim.x;
-            if (i < total) {
-                const uint32_t j = i / n_vec, s = i - j * n_vec;
-                ((V *)(a.out + sh.copy_row[j] * a.out_stride_bytes))[s] = v[b];
-            }
+            if (w.t < copies)
+                ((V *)(a.out + sh.copy_row[w.t] * a.out_stride_bytes))[w.c] =
+                    v[b];
+            moes_walk_step(w, step_j, step_s, n_vec);
         }
     }
 }
