@@ -23,9 +23,10 @@
  * the warp's ballot, and each lane loads GPU_GATHER_PER_THREAD (small
  * calls: GPU_GATHER_SMALL_PER_THREAD) vectors of every valid row, 16 bytes
  * each where the alignment allows. The grid holds no more blocks than fit
- * at once; each warp walks its items. Rows with
+ * at once; each warp walks its items (moes_item_walk). Rows with
  * out_index -1 cost nothing, so a warp keeps as many loads in flight for
- * an expert-parallel rank (one valid k in eight) as for a dense token;
+ * an expert-parallel rank (one valid k in eight) as for a dense token,
+ * and a token with none at all stores its zeros without summing;
  * no barrier and no shared memory.
  *
  * The rows are summed with the plain rounded operations, and the NaN
