@@ -362,6 +362,17 @@ __device__ __forceinline__ void add_rows(
     }
 }
 
+/* v[0] + ... + v[N - 1], added in halves: log2(N) adds deep. */
+template <int N> struct pair_sum {
+    static __device__ __forceinline__ float of(const float *v)
+    {
+        return pair_sum<N / 2>::of(v) + pair_sum<N - N / 2>::of(v + N / 2);
+    }
+};
+template <> struct pair_sum<1> {
+    static __device__ __forceinline__ float of(const float *v) { return v[0]; }
+};
+
 /* The sums of the item at `at` into acc: out's part when accumulating,
  * plus the token's rows (first: its first out_index entries and
  * weights). Returns how they came out (item_sums).
@@ -401,19 +412,12 @@ sum_item(const gpu_gather_args &a, item_place at,
      * below runs for nothing, and gives the same bits). One add a value
      * instead of a compare and an or, added in pairs so that the adds
      * are log2(P * V) deep rather than P * V. */
-    static_assert((P * V & (P * V - 1)) == 0, "halves all the way");
-    float probe[P * V];
+    float probe[P];
 #pragma unroll
     for (int j = 0; j < P; j++)
-#pragma unroll
-        for (int i = 0; i < V; i++)
-            probe[j * V + i] = acc[j][i];
-#pragma unroll
-    for (int n = P * V / 2; n > 0; n /= 2)
-#pragma unroll
-        for (int i = 0; i < n; i++)
-            probe[i] += probe[i + n];
-    if (!__any_sync(0xFFFFFFFFu, probe[0] != probe[0]))
+        probe[j] = pair_sum<V>::of(acc[j]);
+    const float all = pair_sum<P>::of(probe);
+    if (!__any_sync(0xFFFFFFFFu, all != all))
         return SUMS_PLAIN;
     /* Fetched again rather than kept: fewer registers live across the
      * common path. */
