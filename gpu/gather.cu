@@ -23,10 +23,9 @@
  * the warp's ballot, and each lane loads GPU_GATHER_PER_THREAD (small
  * calls: GPU_GATHER_SMALL_PER_THREAD) vectors of every valid row, 16 bytes
  * each where the alignment allows. The grid holds no more blocks than fit
- * at once; each warp walks its items (moes_item_walk). Rows with
+ * at once; each warp walks its items. Rows with
  * out_index -1 cost nothing, so a warp keeps as many loads in flight for
- * an expert-parallel rank (one valid k in eight) as for a dense token,
- * and a token with none at all stores its zeros without summing;
+ * an expert-parallel rank (one valid k in eight) as for a dense token;
  * no barrier and no shared memory.
  *
  * The rows are summed with the plain rounded operations, and the NaN
@@ -253,20 +252,15 @@ struct item_place {
 };
 
 template <int P>
-__device__ __forceinline__ item_place place_of(const moes_item_walk &w)
+__device__ __forceinline__ item_place place_of(const gpu_gather_args &a,
+                                               int64_t item)
 {
     item_place at;
-    at.t = w.t;
-    at.g0 = w.c * (MOES_WARP * P) + threadIdx.x % MOES_WARP;
+    at.t = item / a.chunks;
+    at.g0 = (item - at.t * a.chunks) * (MOES_WARP * P) +
+            threadIdx.x % MOES_WARP;
     return at;
 }
-
-/* How an item's sums came out, and so how they are stored. */
-enum item_sums {
-    SUMS_PLAIN, /* the plain rounded sums, no NaN among them          */
-    SUMS_EXACT, /* summed again through the NaN sign rule             */
-    SUMS_ZERO   /* no valid row and nothing to accumulate: +0.0 each  */
-};
 
 /* acc = the lane's part of out (accumulate) or 0. */
 template <int OD, bool VEC, int P, int V>
@@ -301,7 +295,7 @@ __device__ __forceinline__ void start_sums(const gpu_gather_args &a,
 template <int YD, bool VEC, int P, int GB0, bool EXACT>
 __device__ __forceinline__ void add_rows(
     const gpu_gather_args &a, int64_t t, int64_t g0, int64_t groups,
-    const moes_row_fetch &first, unsigned first_valid,
+    const moes_row_fetch &first,
     float (&acc)[P][item_shape<YD, VEC, GB0>::V])
 {
     typedef elem_io<YD> yio;
@@ -314,8 +308,7 @@ __device__ __forceinline__ void add_rows(
                     : moes_dev_fetch_rows(a.out_index, a.index_elem,
                                           t * a.out_index_stride, k0, a.top_k,
                                           a.weights, t * a.weights_stride);
-        unsigned valid =
-            k0 == 0 ? first_valid : moes_dev_valid_rows(f, a.y_rows);
+        unsigned valid = moes_dev_valid_rows(f, a.y_rows);
         /* Up to GB valid rows at a time: all their loads are issued
          * before the first is summed, in k order. */
         while (valid) {
@@ -362,20 +355,9 @@ __device__ __forceinline__ void add_rows(
     }
 }
 
-/* v[0] + ... + v[N - 1], added in halves: log2(N) adds deep. */
-template <int N> struct pair_sum {
-    static __device__ __forceinline__ float of(const float *v)
-    {
-        return pair_sum<N / 2>::of(v) + pair_sum<N - N / 2>::of(v + N / 2);
-    }
-};
-template <> struct pair_sum<1> {
-    static __device__ __forceinline__ float of(const float *v) { return v[0]; }
-};
-
 /* The sums of the item at `at` into acc: out's part when accumulating,
  * plus the token's rows (first: its first out_index entries and
- * weights). Returns how they came out (item_sums).
+ * weights). Returns whether they went through the NaN sign rule.
  *
  * The rows are summed with the plain rounded operations first. A NaN
  * stays a NaN through every later step, so a lane whose sums all came out
@@ -386,7 +368,7 @@ template <> struct pair_sum<1> {
  * yet. This keeps the rule's compare and branch out of the loop over
  * rows, where they cost as much as the sum itself. */
 template <int YD, int OD, bool VEC, int P, int GB0>
-__device__ __forceinline__ item_sums
+__device__ __forceinline__ bool
 sum_item(const gpu_gather_args &a, item_place at,
          const moes_row_fetch &first,
          float (&acc)[P][item_shape<YD, VEC, GB0>::V])
@@ -395,37 +377,32 @@ sum_item(const gpu_gather_args &a, item_place at,
     const int64_t osz = OD == MOES_DTYPE_FP32 ? 4 : 2;
     const int64_t groups = a.hidden / V;
     const int64_t t = at.t, g0 = at.g0;
-    const unsigned first_valid = moes_dev_valid_rows(first, a.y_rows);
-    /* A token with no valid row (on an expert-parallel rank, a third of
-     * them at top-8 of 8 ranks): its sums are the starting +0.0, whose
-     * bits are all zero in every dtype. */
-    if (first_valid == 0 && a.top_k <= MOES_WARP &&
-        !(a.flags & MOES_GATHER_ACCUMULATE))
-        return SUMS_ZERO;
     const unsigned char *o =
         (const unsigned char *)a.out + t * a.out_stride * osz;
     start_sums<OD, VEC, P, V>(a, o, g0, groups, acc);
-    add_rows<YD, VEC, P, GB0, false>(a, t, g0, groups, first, first_valid,
-                                     acc);
+    add_rows<YD, VEC, P, GB0, false>(a, t, g0, groups, first, acc);
     /* A NaN among the sums makes their sum a NaN (so do two opposite
      * infinities, or sums that overflow to them: then the exact pass
      * below runs for nothing, and gives the same bits). One add a value
-     * instead of a compare and an or, added in pairs so that the adds
-     * are log2(P * V) deep rather than P * V. */
-    float probe[P];
+     * instead of a compare and an or. */
+    bool nan = false;
 #pragma unroll
-    for (int j = 0; j < P; j++)
-        probe[j] = pair_sum<V>::of(acc[j]);
-    const float all = pair_sum<P>::of(probe);
-    if (!__any_sync(0xFFFFFFFFu, all != all))
-        return SUMS_PLAIN;
-    /* Fetched again rather than kept: fewer registers live across the
-     * common path. */
-    const moes_row_fetch again = fetch_first(a, t);
-    start_sums<OD, VEC, P, V>(a, o, g0, groups, acc);
-    add_rows<YD, VEC, P, 1, true>(a, t, g0, groups, again,
-                                  moes_dev_valid_rows(again, a.y_rows), acc);
-    return SUMS_EXACT;
+    for (int j = 0; j < P; j++) {
+        float probe = 0.0f;
+#pragma unroll
+        for (int i = 0; i < V; i++)
+            probe += acc[j][i];
+        nan |= probe != probe;
+    }
+    const bool exact = __any_sync(0xFFFFFFFFu, nan);
+    if (exact) {
+        /* Fetched again rather than kept: fewer registers live across
+         * the common path. */
+        start_sums<OD, VEC, P, V>(a, o, g0, groups, acc);
+        add_rows<YD, VEC, P, 1, true>(a, t, g0, groups, fetch_first(a, t),
+                                      acc);
+    }
+    return exact;
 }
 
 /* The sums of the item at `at` to out. */
@@ -433,83 +410,69 @@ template <int OD, bool VEC, int P, int V>
 __device__ __forceinline__ void store_item(const gpu_gather_args &a,
                                            item_place at,
                                            const float (&acc)[P][V],
-                                           item_sums how)
+                                           bool exact)
 {
     typedef elem_io<OD> oio;
     const int64_t osz = OD == MOES_DTYPE_FP32 ? 4 : 2;
     const int64_t groups = a.hidden / V;
     unsigned char *o = (unsigned char *)a.out + at.t * a.out_stride * osz;
-    float zero[V];
-#pragma unroll
-    for (int i = 0; i < V; i++)
-        zero[i] = 0.0f;
 #pragma unroll
     for (int j = 0; j < P; j++) {
         const int64_t g = at.g0 + j * MOES_WARP;
         if (g >= groups)
             continue;
-        if (VEC && how == SUMS_ZERO)
-            oio::store_vec_no_nan(o + g * V * osz, zero);
-        else if (VEC && how == SUMS_PLAIN)
+        if (VEC && !exact)
             oio::store_vec_no_nan(o + g * V * osz, acc[j]);
         else if (VEC)
             oio::store_vec(o + g * V * osz, acc[j]);
         else
-            oio::store_one(o + g * osz, how == SUMS_ZERO ? 0.0f : acc[j][0]);
+            oio::store_one(o + g * osz, acc[j][0]);
     }
 }
 
-/* One (token, chunk) item per warp at a time (moes_item_walk), the next
- * item's out_index entries and weights loaded while the warp sums the
- * one before. VEC: a lane's vectors are GPU_GATHER_VEC elements; else
- * single elements. SELF_CHECK: the block checks out_index itself
- * (gather_check_verdict), with the warp's first item summed while the
- * entries arrive; else the first store waits for moes_check_out_index. */
+/* One (token, chunk) item per warp at a time, the next item's out_index
+ * entries and weights loaded while the warp sums the one before. VEC: a
+ * lane's vectors are GPU_GATHER_VEC elements; else single elements.
+ * SELF_CHECK: the block checks out_index itself (gather_check_verdict),
+ * with the warp's first item summed while the entries arrive; else the
+ * first store waits for moes_check_out_index. */
 template <int YD, int OD, bool VEC, int P, int GB0, bool SELF_CHECK>
 __device__ void gather_items(const gpu_gather_args &a)
 {
     enum { V = item_shape<YD, VEC, GB0>::V };
-    moes_item_walk w = moes_walk_start(moes_dev_thread() / MOES_WARP,
-                                       a.chunks);
-    auto next_token = [&] {
-        return moes_walk_next_token(w, a.walk_tokens, a.walk_chunks,
-                                    a.chunks);
-    };
-    auto step = [&] {
-        moes_walk_step(w, a.walk_tokens, a.walk_chunks, a.chunks);
-    };
+    const int64_t items = a.n_tokens * a.chunks;
+    const int64_t stride = moes_dev_threads() / MOES_WARP;
+    int64_t item = moes_dev_thread() / MOES_WARP;
     bool checked = false;
     moes_row_fetch next;
-    if (w.t < a.n_tokens)
-        next = fetch_first(a, w.t);
+    if (item < items)
+        next = fetch_first(a, item / a.chunks);
     if (SELF_CHECK) {
         moes_check_batch check;
         gather_check_load(a, check);
         float acc[P][V];
-        item_sums how = SUMS_PLAIN;
-        const bool mine = w.t < a.n_tokens;
-        const item_place at = place_of<P>(w);
+        bool exact = false;
+        const bool mine = item < items;
+        const item_place at = place_of<P>(a, item);
         if (mine) {
             const moes_row_fetch first = next;
-            const int64_t next_t = next_token();
-            if (next_t < a.n_tokens)
-                next = fetch_first(a, next_t);
-            how = sum_item<YD, OD, VEC, P, GB0>(a, at, first, acc);
+            if (item + stride < items)
+                next = fetch_first(a, (item + stride) / a.chunks);
+            exact = sum_item<YD, OD, VEC, P, GB0>(a, at, first, acc);
         }
         if (gather_check_verdict(a, check) || !mine)
             return;
-        store_item<OD, VEC, P, V>(a, at, acc, how);
-        step();
+        store_item<OD, VEC, P, V>(a, at, acc, exact);
+        item += stride;
         checked = true;
     }
-    for (; w.t < a.n_tokens; step()) {
+    for (; item < items; item += stride) {
         const moes_row_fetch first = next;
-        const int64_t next_t = next_token();
-        if (next_t < a.n_tokens)
-            next = fetch_first(a, next_t);
+        if (item + stride < items)
+            next = fetch_first(a, (item + stride) / a.chunks);
         float acc[P][V];
-        const item_place at = place_of<P>(w);
-        const item_sums how = sum_item<YD, OD, VEC, P, GB0>(a, at, first, acc);
+        const item_place at = place_of<P>(a, item);
+        const bool exact = sum_item<YD, OD, VEC, P, GB0>(a, at, first, acc);
         /* The check of out_index has finished, and its verdict is the same
          * for every thread. */
         if (!checked) {
@@ -518,7 +481,7 @@ __device__ void gather_items(const gpu_gather_args &a)
                 return;
             checked = true;
         }
-        store_item<OD, VEC, P, V>(a, at, acc, how);
+        store_item<OD, VEC, P, V>(a, at, acc, exact);
     }
 }
 

@@ -337,8 +337,6 @@ typedef struct gpu_gather_args {
     int64_t out_stride;          /* elements                              */
     int64_t vector;              /* 1: groups of 8 elements, 16-byte aligned */
     int64_t chunks;              /* row chunks per token (one per warp)   */
-    int64_t walk_tokens;         /* the grid's warps as whole tokens and */
-    int64_t walk_chunks;         /* chunks left over (moes_item_walk)    */
 } gpu_gather_args;
 
 /* The kernel that turns a key into the record takes this. */

@@ -971,9 +971,8 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
             ctx, GPU_K_CHECK_OUT_INDEX,
             gpu_grid_for(a.n_tokens * a.top_k, GPU_CHECK_THREADS),
             GPU_CHECK_THREADS, &a));
-    const int64_t blocks = gather_blocks(st, a.n_tokens, a.chunks);
-    walk_step(blocks, a.chunks, &a.walk_tokens, &a.walk_chunks);
     return gpu_launch_next(ctx,
                            gpu_gather_kernel(a.y_dtype, a.out_dtype, shape),
-                           blocks, GPU_ROW_THREADS, &a);
+                           gather_blocks(st, a.n_tokens, a.chunks),
+                           GPU_ROW_THREADS, &a);
 }

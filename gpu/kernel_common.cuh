@@ -147,8 +147,11 @@ __device__ __forceinline__ int64_t moes_dev_threads(void)
  * kernel's arguments rather than held in registers; only the warp's first
  * item pays a division. A 64-bit division an item (two, with the next
  * item's token) had put some twenty dependent instructions in front of
- * every item's loads. T is int64_t for the grids' items, uint32_t for a
- * block's walk over short lists (scatter_small.cu). */
+ * every item's loads. T is int64_t for the row copies' items
+ * (place_copy.cu), uint32_t for a block's walk over a short list
+ * (scatter_small.cu). On an H100 the EP8 prefill scatter went from 165.2
+ * to 164.2 us; the gather walked the same way was slower (344.5 -> 348.2
+ * us there, bench/NOTES.md v35) and keeps its division. */
 template <typename T> struct moes_walk {
     T t, c; /* the item: token t, chunk c */
 };
