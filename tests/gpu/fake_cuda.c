@@ -14,6 +14,12 @@
  * optional (cuLaunchKernelEx, cuFuncSetAttribute, cuStreamIsCapturing),
  * as a driver older than CUDA 12 does.
  *
+ * A launch of a row copy (moes_copy_rows, moes_copy_rows_wide,
+ * moes_place_copy_rows) whose arguments' walk step does not split its
+ * copying warps into whole tokens and chunks left over (moes_item_walk)
+ * is written down as NAME(walk): its warps would skip items or copy some
+ * twice on a GPU.
+ *
  * The entry points are those gpu/gpu_driver.c resolves, under the same
  * names and with the types of gpu_driver.h.
  */
@@ -24,6 +30,7 @@
 #include <sys/mman.h>
 
 #include "gpu_driver.h"
+#include "gpu_kernel_args.h"
 
 #define FAKE_EXPORT __attribute__((visibility("default")))
 #define FAKE_LAUNCH_FAILED 719 /* CUDA_ERROR_LAUNCH_FAILED */
@@ -92,6 +99,28 @@ static void note_launch(CUfunction f, unsigned grid, unsigned block,
                      f->name, how, grid, block);
     if (n > 0 && (size_t)n < sizeof launches - launches_len)
         launches_len += (size_t)n;
+}
+
+/* "(walk)" for a row copy whose walk step is not its copying warps
+ * (the first copy_blocks blocks of `block` threads; any after them
+ * label) as whole tokens and fewer chunks than a token has; else how. */
+static const char *copy_walk_verdict(CUfunction f, unsigned grid,
+                                     unsigned block, void **params,
+                                     const char *how)
+{
+    if (strcmp(f->name, "moes_copy_rows") != 0 &&
+        strcmp(f->name, "moes_copy_rows_wide") != 0 &&
+        strcmp(f->name, "moes_place_copy_rows") != 0)
+        return how;
+    const gpu_scatter_args *a = (const gpu_scatter_args *)params[0];
+    const int64_t warps = a->copy_blocks * (int64_t)(block / 32);
+    const int ok = a->copy_chunks > 0 && a->copy_blocks <= (int64_t)grid &&
+                   a->copy_walk_chunks >= 0 &&
+                   a->copy_walk_chunks < a->copy_chunks &&
+                   a->copy_walk_tokens * a->copy_chunks +
+                           a->copy_walk_chunks ==
+                       warps;
+    return ok ? how : "(walk)";
 }
 
 /* Entry points that accept anything and do nothing here: there is no
@@ -220,8 +249,10 @@ FAKE_EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned grid_x,
                                     void **extra)
 {
     (void)grid_y, (void)grid_z, (void)block_y, (void)block_z;
-    (void)shared_bytes, (void)stream, (void)params, (void)extra;
-    note_launch(f, grid_x, block_x, fail_launches ? "(failed)" : "");
+    (void)shared_bytes, (void)stream, (void)extra;
+    note_launch(f, grid_x, block_x,
+                copy_walk_verdict(f, grid_x, block_x, params,
+                                  fail_launches ? "(failed)" : ""));
     return fail_launches ? FAKE_LAUNCH_FAILED : GPU_CUDA_SUCCESS;
 }
 
@@ -230,7 +261,7 @@ FAKE_EXPORT CUresult cuLaunchKernelEx(const gpu_launch_config *config,
                                       CUfunction f, void **params,
                                       void **extra)
 {
-    (void)params, (void)extra;
+    (void)extra;
     for (unsigned i = 0; i < config->n_attrs; i++)
         if (config->attrs[i].id == GPU_CU_LAUNCH_ATTRIBUTE_COOPERATIVE &&
             config->attrs[i].value.cooperative && refuse_cooperative) {
@@ -238,7 +269,8 @@ FAKE_EXPORT CUresult cuLaunchKernelEx(const gpu_launch_config *config,
             return GPU_CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE;
         }
     note_launch(f, config->grid_x, config->block_x,
-                fail_launches ? "(failed)" : "");
+                copy_walk_verdict(f, config->grid_x, config->block_x, params,
+                                  fail_launches ? "(failed)" : ""));
     return fail_launches ? FAKE_LAUNCH_FAILED : GPU_CUDA_SUCCESS;
 }
 #endif

@@ -22,7 +22,9 @@
  *     prefill size one cooperative launch (moes_scatter_grid). When the
  *     device refuses the cooperative launch the call takes the grid path
  *     (counts, scan, the copy that places), and so does every later call
- *     of the context.
+ *     of the context: with an expert map, or rows that are not 16-byte
+ *     vectors, the placement and then a copy of its own. Every row copy
+ *     walks its grid's warps (the fake driver checks the step).
  *   - A call under a graph capture that would have to grow the workspace
  *     fails with MOES_ERR_WORKSPACE, launching nothing, and runs once
  *     moes_reserve_workspace has made room.
@@ -213,20 +215,23 @@ static void expect_gather_errors(const char *kernel)
     release_buffers();
 }
 
-/* A scatter of DeepSeek-V3's shape (fp8 rows of 7168 with fp32 scales
- * per 128, top-8 of 256 experts, contiguous layout aligned at 128) over
- * n tokens, with its bound's capacity, under a graph capture or not;
- * want, expected and message as verdict takes them. */
-static void scatter_case(int64_t n, int capturing, int want,
-                         const char *expected, const char *message)
+/* A scatter of DeepSeek-V3's shape (fp8 rows of h with fp32 scales per
+ * 128, top-8 of 256 experts, contiguous layout aligned at 128) over n
+ * tokens, with its bound's capacity: all 256 experts local, or `local`
+ * of them through an expert map (an expert-parallel rank); under a graph
+ * capture or not; want, expected and message as verdict takes them. */
+static void scatter_case_of(int64_t n, int64_t h, int64_t local,
+                            int capturing, int want, const char *expected,
+                            const char *message)
 {
-    const int64_t k = 8, h = 7168, e = 256, scales = h / 128;
+    const int64_t k = 8, e = 256, scales = (h + 127) / 128;
     int64_t capacity = 0;
-    char what[64];
-    snprintf(what, sizeof what, "scatter of %lld tokens%s", (long long)n,
+    char what[96];
+    snprintf(what, sizeof what, "scatter of %lld tokens, hidden %lld, %lld "
+             "local experts%s", (long long)n, (long long)h, (long long)local,
              capturing ? ", captured" : "");
-    if (moes_scatter_capacity(buffers_ctx, MOES_LAYOUT_CONTIGUOUS, n, k, e,
-                              128, &capacity) != MOES_OK) {
+    if (moes_scatter_capacity(buffers_ctx, MOES_LAYOUT_CONTIGUOUS, n, k,
+                              local, 128, &capacity) != MOES_OK) {
         verdict(what, MOES_ERR_INVALID_ARGUMENT, MOES_OK, NULL, NULL);
         return;
     }
@@ -236,7 +241,9 @@ static void scatter_case(int64_t n, int capturing, int want,
     r.top_k = k;
     r.ids = device_buffer(n * k * 4);
     r.n_experts_global = e;
-    r.n_experts = e;
+    r.n_experts = local;
+    if (local < e)
+        r.expert_map = device_buffer(e * 4);
     moes_scatter_args a;
     moes_scatter_args_init(&a);
     a.capacity = capacity;
@@ -250,8 +257,8 @@ static void scatter_case(int64_t n, int capturing, int want,
     a.out_index = device_buffer(n * k * 4);
     a.m_indices = device_buffer(capacity * 4);
     take_launches(NULL, 0);
-    if (r.ids && a.x && a.x_scales && a.out && a.out_scales &&
-        a.out_index && a.m_indices) {
+    if (r.ids && (local == e || r.expert_map) && a.x && a.x_scales &&
+        a.out && a.out_scales && a.out_index && a.m_indices) {
         set_capturing(capturing);
         const int rc = moes_scatter(buffers_ctx, &r, &a);
         set_capturing(0);
@@ -260,9 +267,21 @@ static void scatter_case(int64_t n, int capturing, int want,
     release_buffers();
 }
 
+static void scatter_case(int64_t n, int capturing, int want,
+                         const char *expected, const char *message)
+{
+    scatter_case_of(n, 7168, 256, capturing, want, expected, message);
+}
+
 static void expect_scatter(int64_t n, const char *expected)
 {
     scatter_case(n, 0, MOES_OK, expected, NULL);
+}
+
+static void expect_scatter_of(int64_t n, int64_t h, int64_t local,
+                              const char *expected)
+{
+    scatter_case_of(n, h, local, 0, MOES_OK, expected, NULL);
 }
 
 /* On a new context, whose workspace has never grown: a scatter captured
@@ -431,6 +450,18 @@ int main(int argc, char **argv)
         expect_scatter(4096, refused);
         refuse_cooperative(0);
         expect_scatter(4096, grid_path);
+        /* The grid path's other two copies, on this context that no
+         * longer tries the cooperative kernel: an expert-parallel rank
+         * (a map, 32 of 256 experts local) copies 16-byte rows after the
+         * placement, and rows of 7167 bytes are copied a byte at a time.
+         * The fake driver marks a copy whose walk step is not its grid's
+         * warps (fake_cuda.c). */
+        expect_scatter_of(32768, 7168, 32,
+                          "moes_count_tiles moes_scan_routing "
+                          "moes_place_and_label moes_copy_rows_wide");
+        expect_scatter_of(4096, 7167, 256,
+                          "moes_count_tiles moes_scan_routing "
+                          "moes_place_and_label moes_copy_rows");
     } else {
         /* No cuStreamIsCapturing: every stream counts as one being
          * captured, so the check kernel runs ahead of every gather. */
