@@ -98,6 +98,9 @@ __device__ void small_copy_rows(const gpu_scatter_args &a,
     enum { B = SMALL_SCATTER_COPY_BATCH };
     const uint32_t n_vec = (uint32_t)(a.row_bytes / (int64_t)sizeof(V));
     const uint32_t copies = (uint32_t)sh.copies;
+    /* Never 0 with rows to copy (hidden >= 1); no division by it if so. */
+    if (n_vec == 0)
+        return;
     const uint32_t step_j = blockDim.x / n_vec;
     const uint32_t step_s = blockDim.x - step_j * n_vec;
     moes_walk<uint32_t> w = moes_walk_start<uint32_t>(threadIdx.x, n_vec);
