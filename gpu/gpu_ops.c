@@ -501,10 +501,10 @@ static int64_t row_blocks(const gpu_state *st, int64_t n_tokens, int64_t chunks)
                          GPU_ROW_BLOCKS_PER_SM);
 }
 
-/* A grid of `blocks` blocks of GPU_ROW_THREADS as the step of its warps'
- * walks over (token, chunk) items (moes_item_walk): whole tokens, and the
- * chunks left over. */
-static void walk_step(int64_t blocks, int64_t chunks, int64_t *tokens,
+/* A grid of `blocks` blocks of GPU_ROW_THREADS as the stride of its
+ * warps' walks over (token, chunk) items (moes_item_walk): whole tokens,
+ * and the chunks left over. */
+static void walk_stride(int64_t blocks, int64_t chunks, int64_t *tokens,
                       int64_t *rest)
 {
     const int64_t warps = blocks * (GPU_ROW_THREADS / WARP_THREADS);
@@ -749,8 +749,8 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                                    wide ? GPU_ROW_WIDE_PER_THREAD
                                         : GPU_ROW_PER_THREAD);
         a.copy_blocks = row_blocks(gpu_state_of(ctx), a.n_tokens, a.copy_chunks);
-        walk_step(a.copy_blocks, a.copy_chunks, &a.copy_walk_tokens,
-                  &a.copy_walk_chunks);
+        walk_stride(a.copy_blocks, a.copy_chunks, &a.copy_walk_tokens,
+                    &a.copy_walk_chunks);
     }
     /* The copy places the choices (place_copy.cu; the limits in
      * gpu_kernel_args.h). */

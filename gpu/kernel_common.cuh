@@ -142,7 +142,7 @@ __device__ __forceinline__ int64_t moes_dev_threads(void)
 /* A warp's walk over the (token, chunk) items of a grid-stride loop:
  * item i is token i / chunks, chunk i % chunks, and each step moves on by
  * the grid's warps. The host splits that stride once into whole tokens
- * and the chunks left over (fewer than chunks; gpu_ops.c, walk_step), so
+ * and the chunks left over (fewer than chunks; gpu_ops.c, walk_stride), so
  * a step is two adds and a compare, with the stride read from the
  * kernel's arguments rather than held in registers; only the warp's first
  * item pays a division. A 64-bit division an item (two, with the next

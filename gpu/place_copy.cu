@@ -86,6 +86,21 @@ __device__ void moes_stage_place(const gpu_scatter_args &a, int64_t thread,
     }
 }
 
+/* The copy grid's walk over its items (moes_item_walk), the stride as
+ * the host split it (copy_walk_tokens, copy_walk_chunks). */
+__device__ __forceinline__ void copy_walk_step(const gpu_scatter_args &a,
+                                               moes_item_walk &w)
+{
+    moes_walk_step(w, a.copy_walk_tokens, a.copy_walk_chunks, a.copy_chunks);
+}
+
+__device__ __forceinline__ int64_t
+copy_walk_next_token(const gpu_scatter_args &a, const moes_item_walk &w)
+{
+    return moes_walk_next_token(w, a.copy_walk_tokens, a.copy_walk_chunks,
+                                a.copy_chunks);
+}
+
 /* The copy: one warp per (token, chunk of the row) item. The lanes load
  * the token's out_index entries (written by the placement); a token placed
  * nowhere costs that and nothing more. Each lane then reads P vectors
@@ -99,21 +114,16 @@ __device__ void copy_items(const gpu_scatter_args &a)
     const int64_t lane = threadIdx.x % MOES_WARP;
     moes_item_walk w =
         moes_walk_start(moes_dev_thread() / MOES_WARP, a.copy_chunks);
-    auto step = [&] {
-        moes_walk_step(w, a.copy_walk_tokens, a.copy_walk_chunks,
-                       a.copy_chunks);
-    };
     moes_row_fetch next;
     if (w.t < a.n_tokens)
         next = token_rows(a, w.t, 0);
-    for (; w.t < a.n_tokens; step()) {
+    for (; w.t < a.n_tokens; copy_walk_step(a, w)) {
         const int64_t t = w.t;
         const int64_t chunk = w.c;
         const int64_t s0 = chunk * (MOES_WARP * P) + lane;
         const moes_row_fetch first = next;
         /* The next item's entries load while this one is copied. */
-        const int64_t next_t = moes_walk_next_token(
-            w, a.copy_walk_tokens, a.copy_walk_chunks, a.copy_chunks);
+        const int64_t next_t = copy_walk_next_token(a, w);
         if (next_t < a.n_tokens)
             next = token_rows(a, next_t, 0);
         for (int64_t k0 = 0; k0 < a.top_k; k0 += MOES_WARP) {
@@ -298,8 +308,7 @@ __device__ void place_copy_items(const gpu_scatter_args &a)
     bool waited = false;
     for (moes_item_walk w =
              moes_walk_start(moes_dev_thread() / MOES_WARP, a.copy_chunks);
-         w.t < a.n_tokens; moes_walk_step(w, a.copy_walk_tokens,
-                                          a.copy_walk_chunks, a.copy_chunks)) {
+         w.t < a.n_tokens; copy_walk_step(a, w)) {
         const int64_t t = w.t;
         const int64_t chunk = w.c;
         const int64_t s0 = chunk * (MOES_WARP * P) + lane;
