@@ -92,7 +92,10 @@ extern "C" __global__ void __launch_bounds__(GPU_DISTINCT_THREADS)
 moes_distinct_rows(const gpu_scatter_args a)
 {
     moes_dev_enter();
-    if (moes_dev_failed(a.state))
+    /* Self-checking blocks write the record themselves: each block takes
+     * one answer (moes_block_failed). */
+    if (a.distinct_self_check ? moes_block_failed(a.state)
+                              : moes_dev_failed(a.state))
         return;
     if (a.top_k <= 8)
         return distinct_rows_counted<8>(a);

@@ -88,6 +88,21 @@ __device__ __forceinline__ bool moes_dev_failed(const gpu_device_state *s)
     return *(volatile const int32_t *)&s->record.status != MOES_OK;
 }
 
+/* moes_dev_failed as one answer for the whole block: thread 0 looks at
+ * the record and the barrier (this call is one) gives every thread its
+ * answer. For a kernel whose own blocks write the record and whose
+ * blocks need not all start at once (more blocks than fit, or
+ * multiprocessors still busy with other work): a block starting while
+ * block 0 writes the record could have some threads see it and leave,
+ * taking their share of the block's own check with them, while the rest
+ * route with entries those threads never wrote. gather_check_verdict
+ * folds the same look into its verdict's barrier. Every thread of the
+ * block calls it. */
+__device__ __forceinline__ bool moes_block_failed(const gpu_device_state *s)
+{
+    return __syncthreads_or(threadIdx.x == 0 && moes_dev_failed(s));
+}
+
 __device__ __forceinline__ void moes_dev_report(gpu_device_state *s,
                                                 int rank, int64_t index)
 {

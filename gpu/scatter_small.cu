@@ -424,15 +424,16 @@ __device__ __forceinline__ void small_scatter(const gpu_scatter_args &args)
     int32_t map_first = -1;
     if (a.map && tid < (int)a.n_global)
         map_first = a.map[tid];
-    if (moes_dev_failed(a.state))
-        return;
     if (a.map)
         moes_block_load_map<T, true>(a, sh.map, map_first, &key);
     if (tid < n_experts)
         sh.count[tid] = 0;
     if (tid == 0)
         sh.key = GPU_ERROR_KEY_NONE;
-    __syncthreads();
+    /* An earlier call's error, or this call's from a block that finished
+     * before this one started: the whole block leaves, or none of it. */
+    if (moes_block_failed(a.state))
+        return;
 
     /* 2. Each choice's local expert, then its count. Four rounds at a
      * time with no branch between them (choices past the end hold id
