@@ -14,7 +14,8 @@
 #   3. graph_replay: count + scatter + gather captured in a CUDA graph and
 #      replayed with new inputs, compared with the CPU; caller_memory:
 #      buffers of every memory kind, the cost of their check, a capture on
-#      the caller's workspace;
+#      the caller's workspace; late_blocks: failing calls whose blocks
+#      start while another stream holds multiprocessors;
 #   4. sanitize_cases alone, then its scenario past 2^31 elements
 #      (64-bit offsets), then compute-sanitizer memcheck, racecheck,
 #      synccheck and initcheck over sanitize_cases (E = 256 with poisoned
@@ -60,7 +61,7 @@ arch_flag="--with-cuda-arch=$arch"
     make -j"$jobs" &&
     make -j"$jobs" -C tests unit &&
     make -j"$jobs" -C tests/gpu diff_cuda graph_replay sanitize_cases \
-        caller_memory
+        caller_memory late_blocks
 ) >"$out/build.log" 2>&1
 if [ $? -ne 0 ]; then
     add "build" "FAILED (see build.log)"
@@ -105,6 +106,13 @@ step caller_memory.log "$build/tests/gpu/caller_memory"
 rc=$?
 line=$(grep -a '^caller_memory:' "$out/caller_memory.log" | tail -1 | sed 's/^caller_memory: //')
 add "pointer kinds, caller's workspace" "${line:-did not finish} (exit $rc)"
+[ $rc -eq 0 ] || status=1
+
+# ---------------------------------------------------------------- 3c. late blocks
+step late_blocks.log "$build/tests/gpu/late_blocks"
+rc=$?
+line=$(grep -a '^late_blocks:' "$out/late_blocks.log" | tail -1 | sed 's/^late_blocks: //')
+add "failing calls beside a busy stream" "${line:-did not finish} (exit $rc)"
 [ $rc -eq 0 ] || status=1
 
 # ---------------------------------------------------------------- 4. sanitizers

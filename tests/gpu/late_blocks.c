@@ -1,0 +1,345 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * late_blocks.c - failing calls whose blocks do not all start at once.
+ *
+ * The one-launch scatter of decode-size calls and the distinct rows of
+ * small calls check the whole call in every block, and block 0 writes
+ * the error record. When other work holds multiprocessors, some of their
+ * blocks start only as it leaves, possibly while block 0 of their own
+ * launch is writing the record: such a block must still write nothing.
+ * Here a second context keeps the GPU busy on a stream of its own with
+ * large gathers (blocks that take a multiprocessor's registers), while
+ * this context, on another stream, runs decode-size scatters (the
+ * expert-parallel shape: 1024 tokens, 32 of 256 experts local, one block
+ * a multiprocessor) and distinct-experts calls, each with one bad id at
+ * a random place, over outputs filled with a pattern. Each call must fail
+ * with MOES_ERR_INVALID_ID, and every output byte must still hold the
+ * pattern.
+ *
+ *     late_blocks [ROUNDS]      default 1500 (about 3 ms each on an H100)
+ *
+ * The race it looks for is a matter of timing: a pass says that none was
+ * seen in ROUNDS rounds, not that none can happen. Before each block took
+ * one answer from the record (moes_block_failed), the scatter stored out
+ * of bounds (an illegal address) within 22 rounds on an H100, twice in
+ * two runs; after, 33,000 rounds passed.
+ *
+ * GPU-only: links the CUDA runtime for the streams.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_check.h"
+
+#include "moescatter.h"
+
+enum { N = 1024, K = 8, E_GLOBAL = 256, E_LOCAL = 32, H = 512,
+       SCALE_BLOCK = 128, S = H / SCALE_BLOCK, PATTERN = 0xA5,
+       /* the busy context's gather: about 100 us a call on an H200 */
+       BUSY_TOKENS = 8192, BUSY_H = 4096, BUSY_IN_FLIGHT = 4 };
+
+#define MOES_OK_OR_DIE(ctx, expr)                                           \
+    do {                                                                    \
+        int st_ = (expr);                                                   \
+        if (st_ != MOES_OK) {                                               \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,   \
+                    moes_last_error(ctx));                                  \
+            exit(2);                                                        \
+        }                                                                   \
+    } while (0)
+
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+
+static uint64_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+static void *dev_alloc(size_t bytes)
+{
+    void *p = NULL;
+    CUDA_OK(cudaMalloc(&p, bytes));
+    return p;
+}
+
+static void *host_alloc(size_t bytes)
+{
+    void *h = malloc(bytes);
+    if (!h) {
+        fprintf(stderr, "late_blocks: out of host memory\n");
+        exit(2);
+    }
+    return h;
+}
+
+static moes_context *open_cuda(cudaStream_t stream)
+{
+    moes_context_options opts;
+    moes_context *ctx = NULL;
+    moes_context_options_init(&opts);
+    opts.backend = MOES_BACKEND_CUDA;
+    MOES_OK_OR_DIE(NULL, moes_context_create(&ctx, &opts));
+    MOES_OK_OR_DIE(ctx, moes_set_stream(ctx, stream));
+    return ctx;
+}
+
+/* The busy context's work: a gather of BUSY_TOKENS tokens, every entry a
+ * valid row. */
+typedef struct busy_work {
+    moes_context *ctx;
+    cudaStream_t stream;
+    cudaEvent_t done[BUSY_IN_FLIGHT];
+    moes_gather_args g;
+    long queued;
+} busy_work;
+
+static void busy_setup(busy_work *b)
+{
+    const size_t entries = (size_t)BUSY_TOKENS * K;
+    const size_t y_bytes = entries * BUSY_H * 2;
+    int32_t *index = host_alloc(entries * 4);
+    float *w = host_alloc(entries * 4);
+    void *y;
+    memset(b, 0, sizeof *b);
+    CUDA_OK(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
+    b->ctx = open_cuda(b->stream);
+    for (int i = 0; i < BUSY_IN_FLIGHT; i++)
+        CUDA_OK(cudaEventCreateWithFlags(&b->done[i],
+                                         cudaEventDisableTiming));
+    for (size_t i = 0; i < entries; i++) {
+        index[i] = (int32_t)(rnd() % entries);
+        w[i] = (float)(rnd() % 1000) / 1000.0f;
+    }
+    /* y: a pattern of finite bf16 values (1.0), as a layer's are. */
+    y = dev_alloc(y_bytes);
+    CUDA_OK(cudaMemset(y, 0x3F, y_bytes));
+    moes_gather_args_init(&b->g);
+    b->g.n_tokens = BUSY_TOKENS;
+    b->g.top_k = K;
+    b->g.hidden = BUSY_H;
+    b->g.y = y;
+    b->g.y_dtype = MOES_DTYPE_BF16;
+    b->g.y_rows = (int64_t)entries;
+    b->g.out_index = dev_alloc(entries * 4);
+    b->g.weights = dev_alloc(entries * 4);
+    b->g.out = dev_alloc((size_t)BUSY_TOKENS * BUSY_H * 2);
+    b->g.out_dtype = MOES_DTYPE_BF16;
+    CUDA_OK(cudaMemcpy((void *)b->g.out_index, index, entries * 4,
+                       cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy((void *)b->g.weights, w, entries * 4,
+                       cudaMemcpyHostToDevice));
+    free(index);
+    free(w);
+}
+
+/* Keeps BUSY_IN_FLIGHT gathers queued: waits for the oldest, queues one. */
+static void busy_feed(busy_work *b)
+{
+    cudaEvent_t *slot = &b->done[b->queued % BUSY_IN_FLIGHT];
+    if (b->queued >= BUSY_IN_FLIGHT)
+        CUDA_OK(cudaEventSynchronize(*slot));
+    MOES_OK_OR_DIE(b->ctx, moes_gather(b->ctx, &b->g));
+    CUDA_OK(cudaEventRecord(*slot, b->stream));
+    b->queued++;
+}
+
+/* The failing calls' buffers: inputs, and outputs that must keep
+ * PATTERN. */
+typedef struct victim {
+    moes_context *ctx;
+    cudaStream_t stream;
+    int32_t *ids_host;  /* the good ids */
+    void *ids, *map, *x, *scales;
+    void *out, *out_scales, *out_index, *m_indices, *distinct;
+    size_t out_bytes, out_scales_bytes, index_bytes, labels_bytes;
+    int64_t capacity;
+    unsigned char *check;
+} victim;
+
+static void victim_setup(victim *v)
+{
+    int32_t map[E_GLOBAL];
+    unsigned char *h;
+    memset(v, 0, sizeof *v);
+    CUDA_OK(cudaStreamCreateWithFlags(&v->stream, cudaStreamNonBlocking));
+    v->ctx = open_cuda(v->stream);
+    MOES_OK_OR_DIE(v->ctx, moes_scatter_capacity(v->ctx,
+                                                 MOES_LAYOUT_CONTIGUOUS, N, K,
+                                                 E_LOCAL, 1, &v->capacity));
+    v->ids_host = host_alloc((size_t)N * K * 4);
+    for (int t = 0; t < N; t++)
+        for (int k = 0; k < K; k++) {
+            int32_t e;
+            int repeat;
+            do { /* distinct experts within a token */
+                e = (int32_t)(rnd() % E_GLOBAL);
+                repeat = 0;
+                for (int j = 0; j < k; j++)
+                    repeat |= v->ids_host[t * K + j] == e;
+            } while (repeat);
+            v->ids_host[t * K + k] = e;
+        }
+    for (int g = 0; g < E_GLOBAL; g++)
+        map[g] = g < E_LOCAL ? g : -1;
+    v->ids = dev_alloc((size_t)N * K * 4);
+    v->map = dev_alloc(sizeof map);
+    CUDA_OK(cudaMemcpy(v->ids, v->ids_host, (size_t)N * K * 4,
+                       cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(v->map, map, sizeof map, cudaMemcpyHostToDevice));
+    h = host_alloc((size_t)N * H);
+    for (size_t i = 0; i < (size_t)N * H; i++)
+        h[i] = (unsigned char)(rnd() >> 24);
+    v->x = dev_alloc((size_t)N * H);
+    CUDA_OK(cudaMemcpy(v->x, h, (size_t)N * H, cudaMemcpyHostToDevice));
+    free(h);
+    {
+        float *s = host_alloc((size_t)N * S * 4);
+        for (size_t i = 0; i < (size_t)N * S; i++)
+            s[i] = (float)(rnd() % 1000 + 1) / 4096.0f;
+        v->scales = dev_alloc((size_t)N * S * 4);
+        CUDA_OK(cudaMemcpy(v->scales, s, (size_t)N * S * 4,
+                           cudaMemcpyHostToDevice));
+        free(s);
+    }
+    v->out_bytes = (size_t)v->capacity * H;
+    v->out_scales_bytes = (size_t)v->capacity * S * 4;
+    v->index_bytes = (size_t)N * K * 4;
+    v->labels_bytes = (size_t)v->capacity * 4;
+    v->out = dev_alloc(v->out_bytes);
+    v->out_scales = dev_alloc(v->out_scales_bytes);
+    v->out_index = dev_alloc(v->index_bytes);
+    v->m_indices = dev_alloc(v->labels_bytes);
+    v->distinct = dev_alloc(v->index_bytes);
+    v->check = host_alloc(v->out_bytes);
+}
+
+static void victim_routing(const victim *v, moes_routing *r)
+{
+    moes_routing_init(r);
+    r->n_tokens = N;
+    r->top_k = K;
+    r->ids = v->ids;
+    r->expert_map = v->map;
+    r->n_experts_global = E_GLOBAL;
+    r->n_experts = E_LOCAL;
+}
+
+/* Whether the device buffer p of `bytes` still holds PATTERN; prints the
+ * first byte that does not. */
+static int untouched(victim *v, const char *what, const void *p, size_t bytes,
+                     long round, int t, int k)
+{
+    CUDA_OK(cudaMemcpy(v->check, p, bytes, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < bytes; i++)
+        if (v->check[i] != PATTERN) {
+            printf("late_blocks: round %ld (bad id at [%d][%d]): %s byte "
+                   "%zu written (0x%02x) by a call that failed\n",
+                   round, t, k, what, i, v->check[i]);
+            return 0;
+        }
+    return 1;
+}
+
+/* Whether a call that returned st failed as it should: with
+ * MOES_ERR_INVALID_ID, at once or at the synchronize, which also waits
+ * for its kernels before the outputs are read. */
+static int failed_as_expected(victim *v, const char *call, int st, long round)
+{
+    const int sync = moes_synchronize(v->ctx);
+    if (st == MOES_OK)
+        st = sync;
+    if (st == MOES_ERR_INVALID_ID)
+        return 1;
+    printf("late_blocks: round %ld: %s gave %s (%s), not "
+           "MOES_ERR_INVALID_ID\n",
+           round, call, moes_strerror(st), moes_last_error(v->ctx));
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const long rounds = argc > 1 ? strtol(argv[1], NULL, 10) : 1500;
+    long failed = 0;
+    busy_work busy;
+    victim v;
+    if (rounds < 1) {
+        fprintf(stderr, "usage: late_blocks [ROUNDS >= 1]\n");
+        return 2;
+    }
+    busy_setup(&busy);
+    victim_setup(&v);
+    for (long round = 0; round < rounds && failed < 10; round++) {
+        const int t = (int)(rnd() % N), k = (int)(rnd() % K);
+        const int32_t bad = rnd() % 2 ? E_GLOBAL + (int32_t)(rnd() % 100)
+                                      : -2 - (int32_t)(rnd() % 5);
+        moes_routing r;
+        moes_scatter_args a;
+        busy_feed(&busy);
+        CUDA_OK(cudaMemcpyAsync((int32_t *)v.ids + t * K + k, &bad, 4,
+                                cudaMemcpyHostToDevice, v.stream));
+        CUDA_OK(cudaMemsetAsync(v.out, PATTERN, v.out_bytes, v.stream));
+        CUDA_OK(cudaMemsetAsync(v.out_scales, PATTERN, v.out_scales_bytes,
+                                v.stream));
+        CUDA_OK(cudaMemsetAsync(v.out_index, PATTERN, v.index_bytes,
+                                v.stream));
+        CUDA_OK(cudaMemsetAsync(v.m_indices, PATTERN, v.labels_bytes,
+                                v.stream));
+        CUDA_OK(cudaMemsetAsync(v.distinct, PATTERN, v.index_bytes,
+                                v.stream));
+        /* The patterns are in place before the busy gathers go on. */
+        CUDA_OK(cudaStreamSynchronize(v.stream));
+        busy_feed(&busy);
+
+        victim_routing(&v, &r);
+        moes_scatter_args_init(&a);
+        a.layout = MOES_LAYOUT_CONTIGUOUS;
+        a.alignment = 1;
+        a.capacity = v.capacity;
+        a.x = v.x;
+        a.x_dtype = MOES_DTYPE_FP8_E4M3;
+        a.hidden = H;
+        a.x_scales = v.scales;
+        a.scale_block = SCALE_BLOCK;
+        a.out = v.out;
+        a.out_scales = v.out_scales;
+        a.out_scales_format = MOES_SCALES_FP32;
+        a.out_index = v.out_index;
+        a.m_indices = v.m_indices;
+        if (!failed_as_expected(&v, "moes_scatter",
+                                moes_scatter(v.ctx, &r, &a), round))
+            failed++;
+        else if (!untouched(&v, "out", v.out, v.out_bytes, round, t, k) ||
+                 !untouched(&v, "out_scales", v.out_scales,
+                            v.out_scales_bytes, round, t, k) ||
+                 !untouched(&v, "out_index", v.out_index, v.index_bytes,
+                            round, t, k) ||
+                 !untouched(&v, "m_indices", v.m_indices, v.labels_bytes,
+                            round, t, k))
+            failed++;
+
+        busy_feed(&busy);
+        if (!failed_as_expected(&v, "moes_distinct_experts",
+                                moes_distinct_experts(v.ctx, &r, v.distinct,
+                                                      MOES_DTYPE_INT32),
+                                round))
+            failed++;
+        else if (!untouched(&v, "distinct", v.distinct, v.index_bytes, round,
+                            t, k))
+            failed++;
+
+        /* The good id back. */
+        CUDA_OK(cudaMemcpyAsync((int32_t *)v.ids + t * K + k,
+                                &v.ids_host[t * K + k], 4,
+                                cudaMemcpyHostToDevice, v.stream));
+    }
+    MOES_OK_OR_DIE(busy.ctx, moes_synchronize(busy.ctx));
+    CUDA_OK(cudaStreamSynchronize(v.stream));
+    printf("late_blocks: %ld rounds, %ld failed\n", rounds, failed);
+    moes_context_destroy(v.ctx);
+    moes_context_destroy(busy.ctx);
+    return failed ? 1 : 0;
+}
