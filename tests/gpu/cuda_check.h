@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cuda_check.h - the GPU-only test programs' check of a CUDA runtime call:
- * a failure prints where and why, and ends the program with status 2.
+ * cuda_check.h - the GPU-only test programs' check of a CUDA runtime call
+ * (CUDA_OK) and of a library call (MOES_OK_OR_DIE, with ctx's message): a
+ * failure prints where and why, and ends the program with status 2.
  */
 #ifndef MOES_TESTS_CUDA_CHECK_H
 #define MOES_TESTS_CUDA_CHECK_H
@@ -11,12 +12,24 @@
 
 #include <cuda_runtime_api.h>
 
+#include "moescatter.h"
+
 #define CUDA_OK(expr)                                                       \
     do {                                                                    \
         cudaError_t e_ = (expr);                                            \
         if (e_ != cudaSuccess) {                                            \
             fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,   \
                     cudaGetErrorString(e_));                                \
+            exit(2);                                                        \
+        }                                                                   \
+    } while (0)
+
+#define MOES_OK_OR_DIE(ctx, expr)                                           \
+    do {                                                                    \
+        int st_ = (expr);                                                   \
+        if (st_ != MOES_OK) {                                               \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,   \
+                    moes_last_error(ctx));                                  \
             exit(2);                                                        \
         }                                                                   \
     } while (0)

@@ -54,16 +54,6 @@ enum { H = 7168, K = 8, E_GLOBAL = 256, A = 128, SCALE_BLOCK = 128,
        SETS = 16, CALLS = 64, REPLAYS = 21, WARMUP = 32, IDX_A = 64 };
 #define S ((H + SCALE_BLOCK - 1) / SCALE_BLOCK)
 
-#define MOES_OK_OR_DIE(ctx, expr)                                           \
-    do {                                                                    \
-        int st_ = (expr);                                                   \
-        if (st_ != MOES_OK) {                                               \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,   \
-                    moes_last_error(ctx));                                  \
-            exit(2);                                                        \
-        }                                                                   \
-    } while (0)
-
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 
 /* Input sets taken in turn (graph_bench's argument). */

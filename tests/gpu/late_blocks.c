@@ -39,16 +39,6 @@ enum { N = 1024, K = 8, E_GLOBAL = 256, E_LOCAL = 32, H = 512,
        /* the busy context's gather: about 100 us a call on an H200 */
        BUSY_TOKENS = 8192, BUSY_H = 4096, BUSY_IN_FLIGHT = 4 };
 
-#define MOES_OK_OR_DIE(ctx, expr)                                           \
-    do {                                                                    \
-        int st_ = (expr);                                                   \
-        if (st_ != MOES_OK) {                                               \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,   \
-                    moes_last_error(ctx));                                  \
-            exit(2);                                                        \
-        }                                                                   \
-    } while (0)
-
 static uint64_t rng = 0x2545F4914F6CDD1Dull;
 
 static uint64_t rnd(void)
