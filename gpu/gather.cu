@@ -101,7 +101,7 @@ __device__ __forceinline__ bool gather_check_verdict(const gpu_gather_args &a,
         moes_check_batch_test(a.state, c, threadIdx.x, a.y_rows,
                               MOES_DATA_ERROR_RANK_ID);
     /* One thread's look at the record: the verdict must be the block's. */
-    const bool earlier = threadIdx.x == 0 && moes_dev_failed(a.state);
+    const bool earlier = moes_thread0_look(a.state);
     return moes_block_verdict(bad || earlier,
                               [&] { return gather_finish_args(a); });
 }

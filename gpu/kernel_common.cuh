@@ -89,18 +89,25 @@ __device__ __forceinline__ bool moes_dev_failed(const gpu_device_state *s)
 }
 
 /* moes_dev_failed as one answer for the whole block: thread 0 looks at
- * the record and the barrier (this call is one) gives every thread its
+ * the record (moes_thread0_look) and a barrier gives every thread its
  * answer. For a kernel whose own blocks write the record and whose
  * blocks need not all start at once (more blocks than fit, or
  * multiprocessors still busy with other work): a block starting while
  * block 0 writes the record could have some threads see it and leave,
  * taking their share of the block's own check with them, while the rest
- * route with entries those threads never wrote. gather_check_verdict
- * folds the same look into its verdict's barrier. Every thread of the
- * block calls it. */
+ * route with entries those threads never wrote. A kernel with a barrier
+ * of its own ahead takes the look early, so that its load goes out with
+ * the inputs' and is agreed at that barrier (__syncthreads_or of the
+ * look): the one-launch scatter and gather_check_verdict do. */
+__device__ __forceinline__ bool moes_thread0_look(const gpu_device_state *s)
+{
+    return threadIdx.x == 0 && moes_dev_failed(s);
+}
+
+/* The look and its barrier in one: every thread of the block calls it. */
 __device__ __forceinline__ bool moes_block_failed(const gpu_device_state *s)
 {
-    return __syncthreads_or(threadIdx.x == 0 && moes_dev_failed(s));
+    return __syncthreads_or(moes_thread0_look(s));
 }
 
 __device__ __forceinline__ void moes_dev_report(gpu_device_state *s,

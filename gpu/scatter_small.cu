@@ -424,6 +424,9 @@ __device__ __forceinline__ void small_scatter(const gpu_scatter_args &args)
     int32_t map_first = -1;
     if (a.map && tid < (int)a.n_global)
         map_first = a.map[tid];
+    /* Thread 0's look at the record goes out with the inputs' loads; the
+     * block agrees on it at the barrier below. */
+    const bool earlier = moes_thread0_look(a.state);
     if (a.map)
         moes_block_load_map<T, true>(a, sh.map, map_first, &key);
     if (tid < n_experts)
@@ -432,7 +435,7 @@ __device__ __forceinline__ void small_scatter(const gpu_scatter_args &args)
         sh.key = GPU_ERROR_KEY_NONE;
     /* An earlier call's error, or this call's from a block that finished
      * before this one started: the whole block leaves, or none of it. */
-    if (moes_block_failed(a.state))
+    if (__syncthreads_or(earlier))
         return;
 
     /* 2. Each choice's local expert, then its count. Four rounds at a
