@@ -2,30 +2,43 @@
 /*
  * late_blocks.c - failing calls whose blocks do not all start at once.
  *
- * The one-launch scatter of decode-size calls and the distinct rows of
- * small calls check the whole call in every block, and block 0 writes
- * the error record. When other work holds multiprocessors, some of their
- * blocks start only as it leaves, possibly while block 0 of their own
- * launch is writing the record: such a block must still write nothing.
- * Here a second context keeps the GPU busy on a stream of its own with
- * large gathers (blocks that take a multiprocessor's registers), while
- * this context, on another stream, runs decode-size scatters (the
- * expert-parallel shape: 1024 tokens, 32 of 256 experts local, one block
- * a multiprocessor) and distinct-experts calls, each with one bad id at
- * a random place, over outputs filled with a pattern. Each call must fail
- * with MOES_ERR_INVALID_ID, and every output byte must still hold the
- * pattern.
+ * The one-launch scatter of decode-size calls (fp32 or UE8M0 scales),
+ * the distinct rows of small calls and the gather of at most 2048
+ * out_index entries check the whole call in every block, and block 0
+ * writes the error record. When other work holds multiprocessors, some
+ * of their blocks start only as it leaves, possibly while block 0 of
+ * their own launch is writing the record: such a block must still write
+ * nothing. Here a second context keeps the GPU busy on a stream of its
+ * own with large gathers (blocks that take a multiprocessor's
+ * registers), while this context, on another stream, runs failing calls
+ * over outputs filled with a pattern: decode-size scatters (the
+ * expert-parallel shape: 1024 tokens, 32 of 256 experts local, one
+ * block a multiprocessor) and distinct-experts calls, each with one bad
+ * id at a random place; the same scatter packing UE8M0 scales, with one
+ * scale that UE8M0 cannot hold; a 256-token gather with one bad
+ * out_index entry. Each call must fail with its error
+ * (MOES_ERR_INVALID_ID, _SCALE, _OUT_INDEX), and every output byte must
+ * still hold the pattern.
  *
- *     late_blocks [ROUNDS]      default 1500 (about 3 ms each on an H100)
+ *     late_blocks [ROUNDS [CALLS]]
+ *
+ * ROUNDS defaults to 1500. CALLS picks the failing calls of a round
+ * (default all four): i the scatter with a bad id, d the distinct rows,
+ * s the UE8M0 scatter, g the gather; one letter alone tells which call
+ * is at fault.
  *
  * The race it looks for is a matter of timing: a pass says that none was
  * seen in ROUNDS rounds, not that none can happen. Before each block took
  * one answer from the record (moes_block_failed), the scatter stored out
  * of bounds (an illegal address) within 22 rounds on an H100, twice in
- * two runs; after, 33,000 rounds passed.
+ * two runs, and at round 0 on an H200 with fp32 scales and with UE8M0
+ * alone; after, 33,000 rounds passed on the H100 and 8,000 on the H200.
+ * The distinct rows (8 blocks here) and the gather, which agreed on the
+ * record from the start, passed 3,000 rounds each before and after.
  *
  * GPU-only: links the CUDA runtime for the streams.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +49,10 @@
 
 enum { N = 1024, K = 8, E_GLOBAL = 256, E_LOCAL = 32, H = 512,
        SCALE_BLOCK = 128, S = H / SCALE_BLOCK, PATTERN = 0xA5,
+       /* the failing gather: 2048 entries, the most a gather checks in
+        * every block (GPU_GATHER_SELF_CHECK_ENTRIES) */
+       GATHER_TOKENS = 256, GATHER_H = 7168,
+       GATHER_ROWS = GATHER_TOKENS * K,
        /* the busy context's gather: 8192 tokens of 8 rows of 4096 bf16 */
        BUSY_TOKENS = 8192, BUSY_H = 4096, BUSY_IN_FLIGHT = 4 };
 
@@ -143,12 +160,48 @@ typedef struct victim {
     moes_context *ctx;
     cudaStream_t stream;
     int32_t *ids_host;  /* the good ids */
-    void *ids, *map, *x, *scales;
+    float *pow2_host;   /* the good power-of-two scales of pow2 */
+    int32_t *gather_index_host; /* the good entries of gather.out_index */
+    void *ids, *map, *x, *scales, *pow2;
     void *out, *out_scales, *out_index, *m_indices, *distinct;
     size_t out_bytes, out_scales_bytes, index_bytes, labels_bytes;
+    moes_gather_args gather;
+    size_t gather_out_bytes;
     int64_t capacity;
     unsigned char *check;
 } victim;
+
+/* The failing gather's inputs: y of finite bf16 values, entries
+ * spread over its rows with one in ten -1. */
+static void victim_gather_setup(victim *v)
+{
+    const size_t entries = (size_t)GATHER_TOKENS * K;
+    const size_t y_bytes = (size_t)GATHER_ROWS * GATHER_H * 2;
+    float *w = host_alloc(entries * 4);
+    void *y = dev_alloc(y_bytes);
+    v->gather_index_host = host_alloc(entries * 4);
+    for (size_t i = 0; i < entries; i++) {
+        v->gather_index_host[i] =
+            rnd() % 10 ? (int32_t)(rnd() % GATHER_ROWS) : -1;
+        w[i] = (float)(rnd() % 1000) / 1000.0f;
+    }
+    CUDA_OK(cudaMemset(y, 0x3F, y_bytes));
+    moes_gather_args_init(&v->gather);
+    v->gather.n_tokens = GATHER_TOKENS;
+    v->gather.top_k = K;
+    v->gather.hidden = GATHER_H;
+    v->gather.y = y;
+    v->gather.y_rows = GATHER_ROWS;
+    v->gather.out_index = dev_alloc(entries * 4);
+    v->gather.weights = dev_alloc(entries * 4);
+    v->gather_out_bytes = (size_t)GATHER_TOKENS * GATHER_H * 2;
+    v->gather.out = dev_alloc(v->gather_out_bytes);
+    CUDA_OK(cudaMemcpy((void *)v->gather.out_index, v->gather_index_host,
+                       entries * 4, cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy((void *)v->gather.weights, w, entries * 4,
+                       cudaMemcpyHostToDevice));
+    free(w);
+}
 
 static void victim_setup(victim *v)
 {
@@ -195,6 +248,13 @@ static void victim_setup(victim *v)
                            cudaMemcpyHostToDevice));
         free(s);
     }
+    /* Scales UE8M0 holds: 2^-20 .. 2^0. */
+    v->pow2_host = host_alloc((size_t)N * S * 4);
+    for (size_t i = 0; i < (size_t)N * S; i++)
+        v->pow2_host[i] = 1.0f / (float)(1u << (rnd() % 21));
+    v->pow2 = dev_alloc((size_t)N * S * 4);
+    CUDA_OK(cudaMemcpy(v->pow2, v->pow2_host, (size_t)N * S * 4,
+                       cudaMemcpyHostToDevice));
     v->out_bytes = (size_t)v->capacity * H;
     v->out_scales_bytes = (size_t)v->capacity * S * 4;
     v->index_bytes = (size_t)N * K * 4;
@@ -204,7 +264,10 @@ static void victim_setup(victim *v)
     v->out_index = dev_alloc(v->index_bytes);
     v->m_indices = dev_alloc(v->labels_bytes);
     v->distinct = dev_alloc(v->index_bytes);
-    v->check = host_alloc(v->out_bytes);
+    victim_gather_setup(v);
+    v->check = host_alloc(v->out_bytes > v->gather_out_bytes
+                              ? v->out_bytes
+                              : v->gather_out_bytes);
 }
 
 static void victim_routing(const victim *v, moes_routing *r)
@@ -226,7 +289,7 @@ static int untouched(victim *v, const char *what, const void *p, size_t bytes,
     CUDA_OK(cudaMemcpy(v->check, p, bytes, cudaMemcpyDeviceToHost));
     for (size_t i = 0; i < bytes; i++)
         if (v->check[i] != PATTERN) {
-            printf("late_blocks: round %ld (bad id at [%d][%d]): %s byte "
+            printf("late_blocks: round %ld (bad value at [%d][%d]): %s byte "
                    "%zu written (0x%02x) by a call that failed\n",
                    round, t, k, what, i, v->check[i]);
             return 0;
@@ -234,97 +297,157 @@ static int untouched(victim *v, const char *what, const void *p, size_t bytes,
     return 1;
 }
 
-/* Whether a call that returned st failed as it should: with
- * MOES_ERR_INVALID_ID, at once or at the synchronize, which also waits
- * for its kernels before the outputs are read. */
-static int failed_as_expected(victim *v, const char *call, int st, long round)
+/* Whether a call that returned st failed as it should: with expected,
+ * at once or at the synchronize, which also waits for its kernels
+ * before the outputs are read. */
+static int failed_as_expected(victim *v, const char *call, int st,
+                              int expected, long round)
 {
     const int sync = moes_synchronize(v->ctx);
     if (st == MOES_OK)
         st = sync;
-    if (st == MOES_ERR_INVALID_ID)
+    if (st == expected)
         return 1;
-    printf("late_blocks: round %ld: %s gave %s (%s), not "
-           "MOES_ERR_INVALID_ID\n",
-           round, call, moes_strerror(st), moes_last_error(v->ctx));
+    printf("late_blocks: round %ld: %s gave %s (%s), not %s\n", round, call,
+           moes_strerror(st), moes_last_error(v->ctx),
+           moes_strerror(expected));
     return 0;
+}
+
+/* Copies the 4 bytes at host into element i of the int32 or float
+ * device array p, on the victim's stream. */
+static void put4(victim *v, void *p, size_t i, const void *host)
+{
+    CUDA_OK(cudaMemcpyAsync((char *)p + 4 * i, host, 4,
+                            cudaMemcpyHostToDevice, v->stream));
+}
+
+/* Fills the scatter's outputs with PATTERN; the patterns are in place
+ * before the busy gathers go on. */
+static void poison_scatter_outputs(victim *v)
+{
+    CUDA_OK(cudaMemsetAsync(v->out, PATTERN, v->out_bytes, v->stream));
+    CUDA_OK(cudaMemsetAsync(v->out_scales, PATTERN, v->out_scales_bytes,
+                            v->stream));
+    CUDA_OK(cudaMemsetAsync(v->out_index, PATTERN, v->index_bytes,
+                            v->stream));
+    CUDA_OK(cudaMemsetAsync(v->m_indices, PATTERN, v->labels_bytes,
+                            v->stream));
+    CUDA_OK(cudaStreamSynchronize(v->stream));
+}
+
+/* One failing scatter (fp32 scales from x_scales, or UE8M0 from the
+ * power-of-two ones) and its checks; 1 when it failed as expected and
+ * wrote nothing. */
+static int scatter_fails_clean(victim *v, int ue8m0, int expected,
+                               long round, int t, int k)
+{
+    moes_routing r;
+    moes_scatter_args a;
+    victim_routing(v, &r);
+    moes_scatter_args_init(&a);
+    a.layout = MOES_LAYOUT_CONTIGUOUS;
+    a.alignment = 1;
+    a.capacity = v->capacity;
+    a.x = v->x;
+    a.x_dtype = MOES_DTYPE_FP8_E4M3;
+    a.hidden = H;
+    a.x_scales = ue8m0 ? v->pow2 : v->scales;
+    a.scale_block = SCALE_BLOCK;
+    a.out = v->out;
+    a.out_scales = v->out_scales;
+    a.out_scales_format = ue8m0 ? MOES_SCALES_UE8M0 : MOES_SCALES_FP32;
+    a.out_index = v->out_index;
+    a.m_indices = v->m_indices;
+    return failed_as_expected(v, ue8m0 ? "moes_scatter (UE8M0)"
+                                       : "moes_scatter",
+                              moes_scatter(v->ctx, &r, &a), expected,
+                              round) &&
+           untouched(v, "out", v->out, v->out_bytes, round, t, k) &&
+           untouched(v, "out_scales", v->out_scales, v->out_scales_bytes,
+                     round, t, k) &&
+           untouched(v, "out_index", v->out_index, v->index_bytes, round, t,
+                     k) &&
+           untouched(v, "m_indices", v->m_indices, v->labels_bytes, round,
+                     t, k);
 }
 
 int main(int argc, char **argv)
 {
     const long rounds = argc > 1 ? strtol(argv[1], NULL, 10) : 1500;
+    const char *calls = argc > 2 ? argv[2] : "idsg";
     long failed = 0;
     busy_work busy;
     victim v;
-    if (rounds < 1) {
-        fprintf(stderr, "usage: late_blocks [ROUNDS >= 1]\n");
+    if (rounds < 1 || calls[strspn(calls, "idsg")] != '\0') {
+        fprintf(stderr, "usage: late_blocks [ROUNDS >= 1 [CALLS of idsg]]\n");
         return 2;
     }
     busy_setup(&busy);
     victim_setup(&v);
     for (long round = 0; round < rounds && failed < 10; round++) {
-        const int t = (int)(rnd() % N), k = (int)(rnd() % K);
+        int t = (int)(rnd() % N), k = (int)(rnd() % K);
         const int32_t bad = rnd() % 2 ? E_GLOBAL + (int32_t)(rnd() % 100)
                                       : -2 - (int32_t)(rnd() % 5);
+        /* Scales UE8M0 cannot hold: a mantissa, zero, a sign, infinity. */
+        static const float bad_scales[] = {0.75f, 0.0f, -0.5f, INFINITY};
+        const float bad_scale = bad_scales[rnd() % 4];
+        const int s = (int)(rnd() % S);
+        const int32_t bad_entry = rnd() % 2
+                                      ? GATHER_ROWS + (int32_t)(rnd() % 100)
+                                      : -2 - (int32_t)(rnd() % 5);
         moes_routing r;
-        moes_scatter_args a;
+
+        /* A bad id: the scatter and the distinct rows. */
         busy_feed(&busy);
-        CUDA_OK(cudaMemcpyAsync((int32_t *)v.ids + t * K + k, &bad, 4,
-                                cudaMemcpyHostToDevice, v.stream));
-        CUDA_OK(cudaMemsetAsync(v.out, PATTERN, v.out_bytes, v.stream));
-        CUDA_OK(cudaMemsetAsync(v.out_scales, PATTERN, v.out_scales_bytes,
-                                v.stream));
-        CUDA_OK(cudaMemsetAsync(v.out_index, PATTERN, v.index_bytes,
-                                v.stream));
-        CUDA_OK(cudaMemsetAsync(v.m_indices, PATTERN, v.labels_bytes,
-                                v.stream));
+        put4(&v, v.ids, (size_t)t * K + k, &bad);
         CUDA_OK(cudaMemsetAsync(v.distinct, PATTERN, v.index_bytes,
                                 v.stream));
-        /* The patterns are in place before the busy gathers go on. */
+        poison_scatter_outputs(&v);
+        busy_feed(&busy);
+        if (strchr(calls, 'i') &&
+            !scatter_fails_clean(&v, 0, MOES_ERR_INVALID_ID, round, t, k))
+            failed++;
+        busy_feed(&busy);
+        victim_routing(&v, &r);
+        if (strchr(calls, 'd') &&
+            (!failed_as_expected(&v, "moes_distinct_experts",
+                                 moes_distinct_experts(v.ctx, &r, v.distinct,
+                                                       MOES_DTYPE_INT32),
+                                 MOES_ERR_INVALID_ID, round) ||
+             !untouched(&v, "distinct", v.distinct, v.index_bytes, round, t,
+                        k)))
+            failed++;
+        put4(&v, v.ids, (size_t)t * K + k, &v.ids_host[t * K + k]);
+
+        /* A bad scale: the scatter packing UE8M0. t, k name the token
+         * and scale here. */
+        k = s;
+        put4(&v, v.pow2, (size_t)t * S + s, &bad_scale);
+        poison_scatter_outputs(&v);
+        busy_feed(&busy);
+        if (strchr(calls, 's') &&
+            !scatter_fails_clean(&v, 1, MOES_ERR_INVALID_SCALE, round, t, k))
+            failed++;
+        put4(&v, v.pow2, (size_t)t * S + s, &v.pow2_host[t * S + s]);
+
+        /* A bad out_index entry: the gather. */
+        t = (int)(rnd() % GATHER_TOKENS);
+        k = (int)(rnd() % K);
+        put4(&v, (void *)v.gather.out_index, (size_t)t * K + k, &bad_entry);
+        CUDA_OK(cudaMemsetAsync(v.gather.out, PATTERN, v.gather_out_bytes,
+                                v.stream));
         CUDA_OK(cudaStreamSynchronize(v.stream));
         busy_feed(&busy);
-
-        victim_routing(&v, &r);
-        moes_scatter_args_init(&a);
-        a.layout = MOES_LAYOUT_CONTIGUOUS;
-        a.alignment = 1;
-        a.capacity = v.capacity;
-        a.x = v.x;
-        a.x_dtype = MOES_DTYPE_FP8_E4M3;
-        a.hidden = H;
-        a.x_scales = v.scales;
-        a.scale_block = SCALE_BLOCK;
-        a.out = v.out;
-        a.out_scales = v.out_scales;
-        a.out_scales_format = MOES_SCALES_FP32;
-        a.out_index = v.out_index;
-        a.m_indices = v.m_indices;
-        if (!failed_as_expected(&v, "moes_scatter",
-                                moes_scatter(v.ctx, &r, &a), round))
+        if (strchr(calls, 'g') &&
+            (!failed_as_expected(&v, "moes_gather",
+                                 moes_gather(v.ctx, &v.gather),
+                                 MOES_ERR_INVALID_OUT_INDEX, round) ||
+             !untouched(&v, "gather out", v.gather.out, v.gather_out_bytes,
+                        round, t, k)))
             failed++;
-        else if (!untouched(&v, "out", v.out, v.out_bytes, round, t, k) ||
-                 !untouched(&v, "out_scales", v.out_scales,
-                            v.out_scales_bytes, round, t, k) ||
-                 !untouched(&v, "out_index", v.out_index, v.index_bytes,
-                            round, t, k) ||
-                 !untouched(&v, "m_indices", v.m_indices, v.labels_bytes,
-                            round, t, k))
-            failed++;
-
-        busy_feed(&busy);
-        if (!failed_as_expected(&v, "moes_distinct_experts",
-                                moes_distinct_experts(v.ctx, &r, v.distinct,
-                                                      MOES_DTYPE_INT32),
-                                round))
-            failed++;
-        else if (!untouched(&v, "distinct", v.distinct, v.index_bytes, round,
-                            t, k))
-            failed++;
-
-        /* The good id back. */
-        CUDA_OK(cudaMemcpyAsync((int32_t *)v.ids + t * K + k,
-                                &v.ids_host[t * K + k], 4,
-                                cudaMemcpyHostToDevice, v.stream));
+        put4(&v, (void *)v.gather.out_index, (size_t)t * K + k,
+             &v.gather_index_host[t * K + k]);
     }
     MOES_OK_OR_DIE(busy.ctx, moes_synchronize(busy.ctx));
     CUDA_OK(cudaStreamSynchronize(v.stream));
