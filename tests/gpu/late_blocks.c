@@ -94,6 +94,36 @@ static moes_context *open_cuda(cudaStream_t stream)
     return ctx;
 }
 
+/* g: a bf16 gather of n_tokens tokens of K entries (index, from the
+ * host) over y_rows rows of hidden finite values (0x3F3F, about 0.75,
+ * as a layer's are), with random weights: its buffers are allocated
+ * here. */
+static void gather_setup(moes_gather_args *g, int64_t n_tokens,
+                         int64_t hidden, int64_t y_rows, const int32_t *index)
+{
+    const size_t entries = (size_t)n_tokens * K;
+    const size_t y_bytes = (size_t)y_rows * (size_t)hidden * 2;
+    float *w = host_alloc(entries * 4);
+    void *y = dev_alloc(y_bytes);
+    for (size_t i = 0; i < entries; i++)
+        w[i] = (float)(rnd() % 1000) / 1000.0f;
+    CUDA_OK(cudaMemset(y, 0x3F, y_bytes));
+    moes_gather_args_init(g);
+    g->n_tokens = n_tokens;
+    g->top_k = K;
+    g->hidden = hidden;
+    g->y = y;
+    g->y_rows = y_rows;
+    g->out_index = dev_alloc(entries * 4);
+    g->weights = dev_alloc(entries * 4);
+    g->out = dev_alloc((size_t)n_tokens * (size_t)hidden * 2);
+    CUDA_OK(cudaMemcpy((void *)g->out_index, index, entries * 4,
+                       cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy((void *)g->weights, w, entries * 4,
+                       cudaMemcpyHostToDevice));
+    free(w);
+}
+
 /* The busy context's work: a gather of BUSY_TOKENS tokens, every entry a
  * valid row. */
 typedef struct busy_work {
@@ -107,40 +137,17 @@ typedef struct busy_work {
 static void busy_setup(busy_work *b)
 {
     const size_t entries = (size_t)BUSY_TOKENS * K;
-    const size_t y_bytes = entries * BUSY_H * 2;
     int32_t *index = host_alloc(entries * 4);
-    float *w = host_alloc(entries * 4);
-    void *y;
     memset(b, 0, sizeof *b);
     CUDA_OK(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
     b->ctx = open_cuda(b->stream);
     for (int i = 0; i < BUSY_IN_FLIGHT; i++)
         CUDA_OK(cudaEventCreateWithFlags(&b->done[i],
                                          cudaEventDisableTiming));
-    for (size_t i = 0; i < entries; i++) {
+    for (size_t i = 0; i < entries; i++)
         index[i] = (int32_t)(rnd() % entries);
-        w[i] = (float)(rnd() % 1000) / 1000.0f;
-    }
-    /* y: finite bf16 values (0x3F3F, about 0.75), as a layer's are. */
-    y = dev_alloc(y_bytes);
-    CUDA_OK(cudaMemset(y, 0x3F, y_bytes));
-    moes_gather_args_init(&b->g);
-    b->g.n_tokens = BUSY_TOKENS;
-    b->g.top_k = K;
-    b->g.hidden = BUSY_H;
-    b->g.y = y;
-    b->g.y_dtype = MOES_DTYPE_BF16;
-    b->g.y_rows = (int64_t)entries;
-    b->g.out_index = dev_alloc(entries * 4);
-    b->g.weights = dev_alloc(entries * 4);
-    b->g.out = dev_alloc((size_t)BUSY_TOKENS * BUSY_H * 2);
-    b->g.out_dtype = MOES_DTYPE_BF16;
-    CUDA_OK(cudaMemcpy((void *)b->g.out_index, index, entries * 4,
-                       cudaMemcpyHostToDevice));
-    CUDA_OK(cudaMemcpy((void *)b->g.weights, w, entries * 4,
-                       cudaMemcpyHostToDevice));
+    gather_setup(&b->g, BUSY_TOKENS, BUSY_H, (int64_t)entries, index);
     free(index);
-    free(w);
 }
 
 /* Keeps BUSY_IN_FLIGHT gathers queued: waits for the oldest, queues one. */
@@ -171,36 +178,17 @@ typedef struct victim {
     unsigned char *check;
 } victim;
 
-/* The failing gather's inputs: y of finite bf16 values, entries
- * spread over its rows with one in ten -1. */
+/* The failing gather's entries: spread over its rows, one in ten -1. */
 static void victim_gather_setup(victim *v)
 {
     const size_t entries = (size_t)GATHER_TOKENS * K;
-    const size_t y_bytes = (size_t)GATHER_ROWS * GATHER_H * 2;
-    float *w = host_alloc(entries * 4);
-    void *y = dev_alloc(y_bytes);
     v->gather_index_host = host_alloc(entries * 4);
-    for (size_t i = 0; i < entries; i++) {
+    for (size_t i = 0; i < entries; i++)
         v->gather_index_host[i] =
             rnd() % 10 ? (int32_t)(rnd() % GATHER_ROWS) : -1;
-        w[i] = (float)(rnd() % 1000) / 1000.0f;
-    }
-    CUDA_OK(cudaMemset(y, 0x3F, y_bytes));
-    moes_gather_args_init(&v->gather);
-    v->gather.n_tokens = GATHER_TOKENS;
-    v->gather.top_k = K;
-    v->gather.hidden = GATHER_H;
-    v->gather.y = y;
-    v->gather.y_rows = GATHER_ROWS;
-    v->gather.out_index = dev_alloc(entries * 4);
-    v->gather.weights = dev_alloc(entries * 4);
+    gather_setup(&v->gather, GATHER_TOKENS, GATHER_H, GATHER_ROWS,
+                 v->gather_index_host);
     v->gather_out_bytes = (size_t)GATHER_TOKENS * GATHER_H * 2;
-    v->gather.out = dev_alloc(v->gather_out_bytes);
-    CUDA_OK(cudaMemcpy((void *)v->gather.out_index, v->gather_index_host,
-                       entries * 4, cudaMemcpyHostToDevice));
-    CUDA_OK(cudaMemcpy((void *)v->gather.weights, w, entries * 4,
-                       cudaMemcpyHostToDevice));
-    free(w);
 }
 
 static void victim_setup(victim *v)
