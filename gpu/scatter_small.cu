@@ -235,6 +235,21 @@ __device__ __forceinline__ void small_prefetch_rows(const gpu_scatter_args &a,
     for (uint32_t j = threadIdx.x; j < n_tok; j += GPU_SMALL_SCATTER_THREADS)
         moes_dev_prefetch_l2(a.x + (t0 + j) * a.x_stride_bytes,
                              (uint32_t)a.row_bytes);
+    /* Their scales too, which small_copy_scales reads after the rows'
+     * copy: from DRAM, that was the kernel's last wait. One prefetch of
+     * the block's span of x_scales, widened to whole 16-byte granules
+     * (each holds a byte of the span, so it lies in the span's pages). */
+    if (!a.x_scales || n_tok == 0 ||
+        threadIdx.x != GPU_SMALL_SCATTER_THREADS - 1)
+        return;
+    const uintptr_t first = (uintptr_t)(a.x_scales + t0 * a.x_scales_stride);
+    const uintptr_t end =
+        (uintptr_t)(a.x_scales + (t0 + n_tok - 1) * a.x_scales_stride +
+                    a.n_scales);
+    const uintptr_t lo = first & ~(uintptr_t)15;
+    const uintptr_t hi = (end + 15) & ~(uintptr_t)15;
+    if (hi - lo <= GPU_SMALL_SCATTER_PREFETCH_BYTES)
+        moes_dev_prefetch_l2((const void *)lo, (uint32_t)(hi - lo));
 }
 
 /* Stores the preloaded vectors (and scale words) to every row their
