@@ -47,6 +47,7 @@
 #include <string.h>
 
 #include "cuda_check.h"
+#include "test_random.h"
 
 #include "moescatter.h"
 
@@ -61,10 +62,7 @@ static int sets_used = SETS;
 
 static uint64_t rnd(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
+    return test_xorshift(&rng);
 }
 
 typedef struct bench_case {
@@ -190,15 +188,8 @@ static void setup_case(moes_context *ctx, const bench_case *c, case_state *s)
         }
         for (int64_t t = 0; t < n; t++)
             for (int k = 0; k < K; k++) {
-                int32_t e;
-                int repeat;
-                do { /* distinct experts within a token */
-                    e = (int32_t)(rnd() % E_GLOBAL);
-                    repeat = 0;
-                    for (int j = 0; j < k; j++)
-                        repeat |= ids[t * K + j] == e;
-                } while (repeat);
-                ids[t * K + k] = e;
+                ids[t * K + k] =
+                    test_new_expert(&ids[t * K], k, E_GLOBAL, &rng);
                 w[t * K + k] = (float)(rnd() % 1000) / 1000.0f;
             }
         for (int64_t j = 0; j < n * S; j++)

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "cuda_check.h"
+#include "test_random.h"
 
 #include "moescatter.h"
 
@@ -34,10 +35,7 @@ static uint64_t rng = 0x243F6A8885A308D3ull;
 
 static uint64_t rnd(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
+    return test_xorshift(&rng);
 }
 
 /* The buffers of one call sequence; the same layout on host and device. */

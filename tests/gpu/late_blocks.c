@@ -44,6 +44,7 @@
 #include <string.h>
 
 #include "cuda_check.h"
+#include "test_random.h"
 
 #include "moescatter.h"
 
@@ -60,10 +61,7 @@ static uint64_t rng = 0x2545F4914F6CDD1Dull;
 
 static uint64_t rnd(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
+    return test_xorshift(&rng);
 }
 
 static void *dev_alloc(size_t bytes)
@@ -203,17 +201,9 @@ static void victim_setup(victim *v)
                                                  E_LOCAL, 1, &v->capacity));
     v->ids_host = host_alloc((size_t)N * K * 4);
     for (int t = 0; t < N; t++)
-        for (int k = 0; k < K; k++) {
-            int32_t e;
-            int repeat;
-            do { /* distinct experts within a token */
-                e = (int32_t)(rnd() % E_GLOBAL);
-                repeat = 0;
-                for (int j = 0; j < k; j++)
-                    repeat |= v->ids_host[t * K + j] == e;
-            } while (repeat);
-            v->ids_host[t * K + k] = e;
-        }
+        for (int k = 0; k < K; k++)
+            v->ids_host[t * K + k] =
+                test_new_expert(&v->ids_host[t * K], k, E_GLOBAL, &rng);
     for (int g = 0; g < E_GLOBAL; g++)
         map[g] = g < E_LOCAL ? g : -1;
     v->ids = dev_alloc((size_t)N * K * 4);

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "moescatter.h"
+#include "test_random.h"
 
 #define CANARY 0xA5
 
@@ -334,10 +335,7 @@ static uint64_t rng_state;
 
 static uint64_t rnd(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
+    return test_xorshift(&rng_state);
 }
 
 static void *xmalloc(int64_t bytes)
