@@ -47,6 +47,22 @@ step() {
     timeout "$step_timeout" "$@" >"$out/$log" 2>&1
 }
 
+# result_step LOG LABEL PROGRAM [ARGS]: a step whose program prints
+# "NAME: <result>" last (NAME its file's name); that result (or "did not
+# finish") and the exit status go into the summary as LABEL, and a
+# failure makes the script's status 1.
+result_step() {
+    log=$1
+    label=$2
+    shift 2
+    step "$log" "$@"
+    rc=$?
+    name=$(basename "$1")
+    line=$(grep -a "^$name:" "$out/$log" | tail -1 | sed "s/^$name: //")
+    add "$label" "${line:-did not finish} (exit $rc)"
+    [ $rc -eq 0 ] || status=1
+}
+
 # ---------------------------------------------------------------- build
 ensure_configure || {
     add "build" "FAILED (autogen.sh, see autogen.log)"
@@ -95,37 +111,17 @@ add "CPU vs CUDA differential" "${line:-did not finish} (exit $rc)"
 [ $rc -eq 0 ] || status=1
 
 # ---------------------------------------------------------------- 3. graph
-step graph_replay.log "$build/tests/gpu/graph_replay"
-rc=$?
-line=$(grep -a '^graph_replay:' "$out/graph_replay.log" | tail -1 | sed 's/^graph_replay: //')
-add "CUDA graph capture + replay" "${line:-did not finish} (exit $rc)"
-[ $rc -eq 0 ] || status=1
+result_step graph_replay.log "CUDA graph capture + replay" "$build/tests/gpu/graph_replay"
 
 # ---------------------------------------------------------------- 3b. caller's memory
-step caller_memory.log "$build/tests/gpu/caller_memory"
-rc=$?
-line=$(grep -a '^caller_memory:' "$out/caller_memory.log" | tail -1 | sed 's/^caller_memory: //')
-add "pointer kinds, caller's workspace" "${line:-did not finish} (exit $rc)"
-[ $rc -eq 0 ] || status=1
+result_step caller_memory.log "pointer kinds, caller's workspace" "$build/tests/gpu/caller_memory"
 
 # ---------------------------------------------------------------- 3c. late blocks
-step late_blocks.log "$build/tests/gpu/late_blocks"
-rc=$?
-line=$(grep -a '^late_blocks:' "$out/late_blocks.log" | tail -1 | sed 's/^late_blocks: //')
-add "failing calls beside a busy stream" "${line:-did not finish} (exit $rc)"
-[ $rc -eq 0 ] || status=1
+result_step late_blocks.log "failing calls beside a busy stream" "$build/tests/gpu/late_blocks"
 
 # ---------------------------------------------------------------- 4. sanitizers
-step sanitize_plain.log "$build/tests/gpu/sanitize_cases"
-rc=$?
-line=$(grep -a '^sanitize_cases:' "$out/sanitize_plain.log" | tail -1 | sed 's/^sanitize_cases: //')
-add "sanitize_cases (no tool)" "${line:-did not finish} (exit $rc)"
-[ $rc -eq 0 ] || status=1
-step sanitize_large.log "$build/tests/gpu/sanitize_cases" large
-rc=$?
-line=$(grep -a '^sanitize_cases:' "$out/sanitize_large.log" | tail -1 | sed 's/^sanitize_cases: //')
-add "64-bit offsets (> 2^31 elements)" "${line:-did not finish} (exit $rc)"
-[ $rc -eq 0 ] || status=1
+result_step sanitize_plain.log "sanitize_cases (no tool)" "$build/tests/gpu/sanitize_cases"
+result_step sanitize_large.log "64-bit offsets (> 2^31 elements)" "$build/tests/gpu/sanitize_cases" large
 run_sanitizers "" sanitizers.log "" "$build/tests/gpu/sanitize_cases" ||
     status=1
 
