@@ -505,7 +505,7 @@ static int64_t row_blocks(const gpu_state *st, int64_t n_tokens, int64_t chunks)
  * warps' walks over (token, chunk) items (moes_item_walk): whole tokens,
  * and the chunks left over. */
 static void walk_stride(int64_t blocks, int64_t chunks, int64_t *tokens,
-                      int64_t *rest)
+                        int64_t *rest)
 {
     const int64_t warps = blocks * (GPU_ROW_THREADS / WARP_THREADS);
     *tokens = warps / chunks;
