@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * cuda_check.h - the GPU-only test programs' check of a CUDA runtime call
- * (CUDA_OK) and of a library call (MOES_OK_OR_DIE, with ctx's message): a
+ * (CUDA_OK) and of a library call (MOES_OK_OR_DIE, with ctx's message),
+ * and their device and host allocations (dev_alloc, host_alloc): a
  * failure prints where and why, and ends the program with status 2.
  */
 #ifndef MOES_TESTS_CUDA_CHECK_H
@@ -33,5 +34,22 @@
             exit(2);                                                        \
         }                                                                   \
     } while (0)
+
+static inline void *dev_alloc(size_t bytes)
+{
+    void *p = NULL;
+    CUDA_OK(cudaMalloc(&p, bytes));
+    return p;
+}
+
+static inline void *host_alloc(size_t bytes)
+{
+    void *h = malloc(bytes);
+    if (!h) {
+        fprintf(stderr, "out of host memory (%zu bytes)\n", bytes);
+        exit(2);
+    }
+    return h;
+}
 
 #endif /* MOES_TESTS_CUDA_CHECK_H */

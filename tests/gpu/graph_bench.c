@@ -89,13 +89,6 @@ typedef struct case_state {
     set_buffers sets[SETS];
 } case_state;
 
-static void *dev_alloc(int64_t bytes)
-{
-    void *p = NULL;
-    CUDA_OK(cudaMalloc(&p, (size_t)bytes));
-    return p;
-}
-
 /* A device copy of the host buffer h (taken and freed). */
 static void *dev_from_host(void *h, int64_t bytes)
 {
@@ -103,16 +96,6 @@ static void *dev_from_host(void *h, int64_t bytes)
     CUDA_OK(cudaMemcpy(d, h, (size_t)bytes, cudaMemcpyHostToDevice));
     free(h);
     return d;
-}
-
-static void *host_alloc(int64_t bytes)
-{
-    void *h = malloc((size_t)bytes);
-    if (!h) {
-        fprintf(stderr, "out of host memory\n");
-        exit(2);
-    }
-    return h;
 }
 
 /* Random bytes of every buffer a call reads: never zeros. */

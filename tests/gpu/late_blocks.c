@@ -64,23 +64,6 @@ static uint64_t rnd(void)
     return test_xorshift(&rng);
 }
 
-static void *dev_alloc(size_t bytes)
-{
-    void *p = NULL;
-    CUDA_OK(cudaMalloc(&p, bytes));
-    return p;
-}
-
-static void *host_alloc(size_t bytes)
-{
-    void *h = malloc(bytes);
-    if (!h) {
-        fprintf(stderr, "late_blocks: out of host memory\n");
-        exit(2);
-    }
-    return h;
-}
-
 static moes_context *open_cuda(cudaStream_t stream)
 {
     moes_context_options opts;
