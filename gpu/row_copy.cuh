@@ -5,6 +5,9 @@
  * format from the warp of its first chunk. The copy kernels
  * (place_copy.cu) read the chunk from x; the cooperative scatter
  * (scatter_grid.cu) from a row it staged in shared memory, or from x.
+ * The staging itself (moes_stage_rows: the copy engine loads the rows
+ * into shared memory, holding no register) serves the cooperative scatter
+ * and the one-launch scatter (scatter_small.cu).
  */
 #ifndef MOES_ROW_COPY_CUH
 #define MOES_ROW_COPY_CUH
@@ -17,6 +20,90 @@ __device__ __forceinline__ const V *moes_x_row(const gpu_scatter_args &a,
                                                int64_t t)
 {
     return (const V *)(a.x + t * a.x_stride_bytes);
+}
+
+/* The first `staged` rows of the block's tokens, from t0 on, into
+ * `rows` (a.row_bytes a row, a multiple of 16 as x's rows and stride are:
+ * the host takes this path for 16-byte copies only), by the copy engine
+ * of the multiprocessor (cp.async.bulk from one thread: one instruction
+ * for all the rows when they lie one after the other in x, else a row
+ * an instruction), which signals `landed` as the bytes arrive. Only
+ * issued here; moes_wait_staged waits. A row an instruction, the
+ * issuing thread took 1-3.5 us more to get through them (DeepSeek-V3
+ * 4096 on an H200, v24), which its block waited for at its next
+ * __syncthreads. The same loads issued by every thread
+ * (cp.async, 16 bytes an instruction, 22 a thread) took 0.3-1 us more on
+ * an H200 (bench/NOTES.md, v23). Devices before sm_90 have no such
+ * engine; the host stages nothing there, and this form, through
+ * registers, is only there to compile. */
+__device__ __forceinline__ void moes_stage_rows(const gpu_scatter_args &a,
+                                                int64_t t0, int64_t staged,
+                                                uint4 *rows,
+                                                unsigned long long *landed)
+{
+    if (staged <= 0)
+        return;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (threadIdx.x == 0) {
+        const unsigned bar = (unsigned)__cvta_generic_to_shared(landed);
+        const unsigned row_bytes = (unsigned)a.row_bytes;
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;"
+                     :
+                     : "r"(bar)
+                     : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        asm volatile(
+            "mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
+            :
+            : "r"(bar), "r"((unsigned)staged * row_bytes)
+            : "memory");
+        /* Rows one after the other in x: one copy for all of them. */
+        const bool together = a.x_stride_bytes == a.row_bytes;
+        const int64_t copies = together ? 1 : staged;
+        const unsigned bytes = together ? (unsigned)staged * row_bytes
+                                        : row_bytes;
+        const int64_t n_vec = a.row_bytes / (int64_t)sizeof(uint4);
+        for (int64_t r = 0; r < copies; r++)
+            asm volatile(
+                "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx"
+                "::bytes [%0], [%1], %2, [%3];"
+                :
+                : "r"((unsigned)__cvta_generic_to_shared(rows + r * n_vec)),
+                  "l"(moes_x_row<uint4>(a, t0 + r)), "r"(bytes),
+                  "r"(bar)
+                : "memory");
+    }
+#else
+    (void)landed;
+    const int n_vec = (int)(a.row_bytes / (int64_t)sizeof(uint4));
+    for (int i = threadIdx.x; i < (int)staged * n_vec; i += blockDim.x) {
+        const int r = i / n_vec;
+        rows[i] = moes_x_row<uint4>(a, t0 + r)[i - r * n_vec];
+    }
+#endif
+}
+
+/* The staged rows have landed and this thread may read them (every
+ * thread of a warp calls it). */
+__device__ __forceinline__ void moes_wait_staged(int64_t staged,
+                                                 unsigned long long *landed)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (staged > 0) {
+        const unsigned bar = (unsigned)__cvta_generic_to_shared(landed);
+        unsigned done = 0;
+        while (!done)
+            asm volatile("{\n\t.reg .pred p;\n\t"
+                         "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;"
+                         "\n\tselp.u32 %0, 1, 0, p;\n\t}"
+                         : "=r"(done)
+                         : "r"(bar)
+                         : "memory");
+    }
+#else
+    (void)staged;
+    (void)landed;
+#endif
 }
 
 /* Token t's out_index entries k0 + l, one a lane (the rows its chunks

@@ -32,7 +32,7 @@
  * With stage_tokens above 0, each block then copies its own tokens' rows
  * (and scales) to the rows it placed them at, so no copy kernel follows.
  * The first stage_tokens rows of its tokens it loads into shared memory
- * as the barrier opens (grid_stage_rows: the loads are in flight while
+ * as the barrier opens (moes_stage_rows: the loads are in flight while
  * the block finishes its routing, and hold no register); the copy then
  * reads them from there and the rest from x. A fan-out that reads its
  * rows while it writes them moves its bytes more slowly than one that
@@ -188,91 +188,6 @@ __device__ __forceinline__ unsigned long long grid_check_scales(
         GPU_GRID_SCATTER_THREADS, key);
 }
 
-/* The first `staged` rows of the block's tokens, from t0 on, into
- * `rows` (a.row_bytes a row, a multiple of 16 as x's rows and stride are:
- * the host takes this path for 16-byte copies only), by the copy engine
- * of the multiprocessor (cp.async.bulk from one thread: one instruction
- * for all the rows when they lie one after the other in x, else a row
- * an instruction), which signals `landed` as the bytes arrive. Only
- * issued here; grid_wait_staged waits. A row an instruction, the
- * issuing thread took 1-3.5 us more to get through them (DeepSeek-V3
- * 4096 on an H200, v24), which its block waited for at its next
- * __syncthreads. The same loads issued by every thread
- * (cp.async, 16 bytes an instruction, 22 a thread) took 0.3-1 us more on
- * an H200 (bench/NOTES.md, v23). Devices before sm_90 have no such
- * engine; the host stages nothing there, and this form, through
- * registers, is only there to compile. */
-__device__ __forceinline__ void grid_stage_rows(const gpu_scatter_args &a,
-                                                int64_t t0, int64_t staged,
-                                                uint4 *rows,
-                                                unsigned long long *landed)
-{
-    if (staged <= 0)
-        return;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (threadIdx.x == 0) {
-        const unsigned bar = (unsigned)__cvta_generic_to_shared(landed);
-        const unsigned row_bytes = (unsigned)a.row_bytes;
-        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;"
-                     :
-                     : "r"(bar)
-                     : "memory");
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-        asm volatile(
-            "mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
-            :
-            : "r"(bar), "r"((unsigned)staged * row_bytes)
-            : "memory");
-        /* Rows one after the other in x: one copy for all of them. */
-        const bool together = a.x_stride_bytes == a.row_bytes;
-        const int64_t copies = together ? 1 : staged;
-        const unsigned bytes = together ? (unsigned)staged * row_bytes
-                                        : row_bytes;
-        const int64_t n_vec = a.row_bytes / (int64_t)sizeof(uint4);
-        for (int64_t r = 0; r < copies; r++)
-            asm volatile(
-                "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx"
-                "::bytes [%0], [%1], %2, [%3];"
-                :
-                : "r"((unsigned)__cvta_generic_to_shared(rows + r * n_vec)),
-                  "l"(moes_x_row<uint4>(a, t0 + r)), "r"(bytes),
-                  "r"(bar)
-                : "memory");
-    }
-#else
-    (void)landed;
-    const int n_vec = (int)(a.row_bytes / (int64_t)sizeof(uint4));
-    for (int i = threadIdx.x; i < (int)staged * n_vec;
-         i += GPU_GRID_SCATTER_THREADS) {
-        const int r = i / n_vec;
-        rows[i] = moes_x_row<uint4>(a, t0 + r)[i - r * n_vec];
-    }
-#endif
-}
-
-/* The staged rows have landed and this thread may read them (every
- * thread of a warp calls it). */
-__device__ __forceinline__ void grid_wait_staged(int64_t staged,
-                                                 unsigned long long *landed)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (staged > 0) {
-        const unsigned bar = (unsigned)__cvta_generic_to_shared(landed);
-        unsigned done = 0;
-        while (!done)
-            asm volatile("{\n\t.reg .pred p;\n\t"
-                         "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;"
-                         "\n\tselp.u32 %0, 1, 0, p;\n\t}"
-                         : "=r"(done)
-                         : "r"(bar)
-                         : "memory");
-    }
-#else
-    (void)staged;
-    (void)landed;
-#endif
-}
-
 /* The rows of the block's tokens [t0, t1) to the rows out_index gives
  * them (written by this block's placement), a warp a (token, chunk)
  * item: the first `staged` tokens' rows from shared memory, the others'
@@ -306,7 +221,7 @@ __device__ __forceinline__ void grid_copy_rows(const gpu_scatter_args &a,
         const int64_t i = token_of(item), chunk = item % chunks;
         const int64_t t = t0 + i, s0 = chunk * (MOES_WARP * P) + lane;
         if (i < staged && !landed_seen) {
-            grid_wait_staged(staged, landed);
+            moes_wait_staged(staged, landed);
             landed_seen = true;
         }
         const uint4 *row = i < staged ? rows + i * n_vec
@@ -428,7 +343,7 @@ moes_scatter_grid(const gpu_scatter_args args)
     if (tid == 0)
         grid_keys(a)[blockIdx.x] = sh.key;
     grid_barrier(a.state, 0);
-    grid_stage_rows(a, t0, staged, staged_rows, &staged_landed);
+    moes_stage_rows(a, t0, staged, staged_rows, &staged_landed);
 
     /* 3. Expert e's count over all blocks and over those before this
      * one, and the smallest key of all. The keys are loaded before the
@@ -466,7 +381,7 @@ moes_scatter_grid(const gpu_scatter_args args)
     /* 4. */
     if (moes_block_verdict(a, sh.key, rows_needed)) {
         /* The block's shared memory must outlive the copies into it. */
-        grid_wait_staged(staged, &staged_landed);
+        moes_wait_staged(staged, &staged_landed);
         return;
     }
 #pragma unroll
