@@ -58,6 +58,8 @@ const char *const gpu_kernel_names[GPU_K_COUNT] = {
     [GPU_K_DISTINCT_ROWS] = "moes_distinct_rows",
     [GPU_K_SCATTER_SMALL] = "moes_scatter_small",
     [GPU_K_SCATTER_SMALL_UE8M0] = "moes_scatter_small_ue8m0",
+    [GPU_K_SCATTER_SMALL_STAGED] = "moes_scatter_small_staged",
+    [GPU_K_SCATTER_SMALL_UE8M0_STAGED] = "moes_scatter_small_ue8m0_staged",
     [GPU_K_SCATTER_GRID] = "moes_scatter_grid",
     [GPU_K_SORT_MOVE] = "moes_sort_move",
     [GPU_K_SORT_GRID] = "moes_sort_grid",
@@ -104,7 +106,8 @@ static CUresult launch_with(moes_context *ctx, enum gpu_kernel k,
 }
 
 static int launch(moes_context *ctx, enum gpu_kernel k, int64_t grid,
-                  unsigned block, void *args, int overlap)
+                  unsigned block, int64_t shared_bytes, void *args,
+                  int overlap)
 {
     gpu_state *s = gpu_state_of(ctx);
     void *params[1] = { args };
@@ -116,10 +119,11 @@ static int launch(moes_context *ctx, enum gpu_kernel k, int64_t grid,
         memset(&attr, 0, sizeof attr);
         attr.id = GPU_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
         attr.value.programmatic_stream_serialization_allowed = 1;
-        r = launch_with(ctx, k, grid, block, 0, args, &attr);
+        r = launch_with(ctx, k, grid, block, shared_bytes, args, &attr);
     } else {
         r = s->drv.cuLaunchKernel(s->kernels[k], (unsigned)grid, 1, 1, block,
-                                  1, 1, 0, gpu_stream_of(ctx), params, NULL);
+                                  1, 1, (unsigned)shared_bytes,
+                                  gpu_stream_of(ctx), params, NULL);
     }
     if (r) {
         char what[96];
@@ -164,13 +168,19 @@ int gpu_launch_cooperative(moes_context *ctx, enum gpu_kernel k,
 int gpu_launch(moes_context *ctx, enum gpu_kernel k, int64_t grid,
                unsigned block, void *args)
 {
-    return launch(ctx, k, grid, block, args, 0);
+    return launch(ctx, k, grid, block, 0, args, 0);
 }
 
 int gpu_launch_next(moes_context *ctx, enum gpu_kernel k, int64_t grid,
                     unsigned block, void *args)
 {
-    return launch(ctx, k, grid, block, args, 1);
+    return launch(ctx, k, grid, block, 0, args, 1);
+}
+
+int gpu_launch_next_shared(moes_context *ctx, enum gpu_kernel k, int64_t grid,
+                           unsigned block, int64_t shared_bytes, void *args)
+{
+    return launch(ctx, k, grid, block, shared_bytes, args, 1);
 }
 
 int gpu_capture_status(moes_context *ctx)
@@ -211,16 +221,16 @@ static void release(gpu_state *s)
     free(s);
 }
 
-/* The dynamic shared memory moes_scatter_grid may take to stage rows
- * (scatter_grid.cu): what a block may have past the kernel's own tables,
- * or 0 where the driver cannot say or allow it. */
-static int64_t grid_stage_bytes(gpu_state *s)
+/* The dynamic shared memory kernel k may take to stage rows
+ * (moes_stage_rows, row_copy.cuh): what a block may have past the
+ * kernel's own tables, allowed to it, or 0 where the driver cannot say or
+ * allow it. */
+static int64_t stage_bytes_of(gpu_state *s, enum gpu_kernel k)
 {
-    CUfunction f = s->kernels[GPU_K_SCATTER_GRID];
+    CUfunction f = s->kernels[k];
     int optin = 0, fixed = 0;
-    /* The rows are staged by the copy engine of sm_90 (scatter_grid.cu). */
-    if (!s->cooperative_launches || !s->drv.cuFuncSetAttribute ||
-        s->compute_capability < 90 ||
+    /* The rows are staged by the copy engine of sm_90. */
+    if (!s->drv.cuFuncSetAttribute || s->compute_capability < 90 ||
         s->drv.cuDeviceGetAttribute(
             &optin, GPU_CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
             s->device) != 0 ||
@@ -280,7 +290,16 @@ static int load_module(gpu_state *s, char *reason, size_t reason_len)
         s->cooperative_launches = !r && cooperative &&
                                   s->drv.cuLaunchKernelEx != NULL;
     }
-    s->grid_stage_bytes = grid_stage_bytes(s);
+    s->grid_stage_bytes =
+        s->cooperative_launches ? stage_bytes_of(s, GPU_K_SCATTER_GRID) : 0;
+    {
+        /* One size for both forms of the one-launch scatter that stage
+         * rows; the others are left as they are. */
+        const int64_t fp32 = stage_bytes_of(s, GPU_K_SCATTER_SMALL_STAGED);
+        const int64_t ue8m0 =
+            stage_bytes_of(s, GPU_K_SCATTER_SMALL_UE8M0_STAGED);
+        s->small_stage_bytes = fp32 < ue8m0 ? fp32 : ue8m0;
+    }
     return MOES_OK;
 }
 

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "data_error.h"
+#include "numerics.h"
 
 /* The context's device-side error state, in one small allocation. */
 typedef struct gpu_device_state {
@@ -130,6 +131,29 @@ typedef struct gpu_device_state {
  * 34.5 -> 33.1; but Mixtral 4096 (254 KB a block) 36.2 -> 37.5, its
  * 128 KB blocks at 2048 tokens unchanged (bench/NOTES.md, v21). */
 #define GPU_SMALL_SCATTER_PREFETCH_BYTES 65536
+/* 16-byte vectors of a block's own token rows that each thread of the
+ * one-launch scatter loads into registers at entry, beside the ids, when
+ * they all fit: a block of one or two DeepSeek-V3 tokens. On an H200 this
+ * took decode 128 from 8.8 to 8.2 us a graph replay; with eight a thread,
+ * EP8 decode (eight tokens a block, a third of them with no local expert)
+ * went from 14.4 to 15.0 us, so larger blocks keep the copy list. */
+#define GPU_SMALL_SCATTER_PRELOAD 2
+
+/* Whether a block of the one-launch scatter with n_tokens tokens, whose
+ * rows copy 16 bytes at a time (row_vectors of them a row), holds their
+ * rows, and their fp32 scale words where there are some (n_scale_cols a
+ * row, else 0), in registers from entry: the kernel decides by it for
+ * each block, and the host by it whether the launch stages rows in shared
+ * memory. The host's limits on the kernel (n_tokens at most
+ * GPU_SMALL_SCATTER_OWN, row_vectors and n_scale_cols at most INT32_MAX
+ * over it) keep the products in 32 bits. */
+MOES_HD int gpu_small_scatter_preloads(uint32_t n_tokens, uint32_t row_vectors,
+                                       uint32_t n_scale_cols)
+{
+    return n_tokens * row_vectors <=
+               (uint32_t)(GPU_SMALL_SCATTER_THREADS * GPU_SMALL_SCATTER_PRELOAD) &&
+           n_tokens * n_scale_cols <= (uint32_t)GPU_SMALL_SCATTER_THREADS;
+}
 
 /* The routing of a larger scatter in one cooperative launch
  * (scatter_grid.cu; the whole call when it is index-only): a block a
@@ -286,7 +310,10 @@ typedef struct gpu_scatter_args {
     int64_t stage_tokens;        /* above 0: moes_scatter_grid copies its
                                   * blocks' own tokens' rows itself, this
                                   * many of each block's first loaded
-                                  * into shared memory                    */
+                                  * into shared memory; the one-launch
+                                  * scatter's STAGED form loads a block's
+                                  * rows there when it has at most this
+                                  * many tokens                           */
     const float *x_scales;       /* NULL without scales                   */
     int64_t x_scales_stride;
     int64_t n_scales;

@@ -575,6 +575,29 @@ static int64_t small_scatter_grid(const gpu_state *st,
     return blocks;
 }
 
+/* Tokens a block of the one-launch scatter may stage in shared memory
+ * (scatter_small.cu): all of a block's, where their rows fit the shared
+ * memory the device allows past the kernel's tables and the rows copy 16
+ * bytes at a time; else 0, and the call takes the form that does not
+ * stage. So it does where the largest block holds its rows in registers
+ * (and so every block does), as at decode 128. With the rows read from
+ * shared memory instead of the L2 after the routing, EP8 decode (eight
+ * tokens a block) went from 9.69-9.70 to 9.16-9.18 us a graph replay on
+ * an H200 (bench/NOTES.md, v39). */
+static int64_t small_stage_tokens(const gpu_state *st,
+                                  const gpu_scatter_args *a, int64_t blocks)
+{
+    const int64_t per_block = ceil_div(a->n_tokens, blocks);
+    if (!a->x || a->copy_width != 16 || a->row_bytes < 16 ||
+        per_block * a->row_bytes > st->small_stage_bytes ||
+        gpu_small_scatter_preloads((uint32_t)per_block,
+                                   (uint32_t)(a->row_bytes / 16),
+                                   (uint32_t)(a->x_scales ? a->n_scale_cols
+                                                          : 0)))
+        return 0;
+    return per_block;
+}
+
 /* Choices a block of the cooperative scatter takes at least
  * (in whole tokens) while there are multiprocessors to spare; past that
  * every multiprocessor gets a block and the blocks grow, up to the
@@ -735,10 +758,17 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
      * H200). Decode 128 on the same card: 7.9 -> 6.9 us (bench/NOTES.md). */
     const int64_t one_launch = small_scatter_grid(gpu_state_of(ctx), &a);
     if (one_launch > 0) {
-        MOES_TRY(gpu_launch_next(ctx,
-                                 packs_ue8m0(&a) ? GPU_K_SCATTER_SMALL_UE8M0
-                                                 : GPU_K_SCATTER_SMALL,
-                                 one_launch, GPU_SMALL_SCATTER_THREADS, &a));
+        a.stage_tokens =
+            small_stage_tokens(gpu_state_of(ctx), &a, one_launch);
+        const int ue8m0 = packs_ue8m0(&a);
+        const enum gpu_kernel k =
+            a.stage_tokens > 0
+                ? (ue8m0 ? GPU_K_SCATTER_SMALL_UE8M0_STAGED
+                         : GPU_K_SCATTER_SMALL_STAGED)
+                : (ue8m0 ? GPU_K_SCATTER_SMALL_UE8M0 : GPU_K_SCATTER_SMALL);
+        MOES_TRY(gpu_launch_next_shared(ctx, k, one_launch,
+                                        GPU_SMALL_SCATTER_THREADS,
+                                        a.stage_tokens * a.row_bytes, &a));
         return launch_zero_padding(ctx, &a);
     }
     const int small = route_is_small(&a);

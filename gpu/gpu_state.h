@@ -60,6 +60,8 @@ enum gpu_kernel {
     GPU_K_DISTINCT_ROWS,
     GPU_K_SCATTER_SMALL,
     GPU_K_SCATTER_SMALL_UE8M0,
+    GPU_K_SCATTER_SMALL_STAGED,
+    GPU_K_SCATTER_SMALL_UE8M0_STAGED,
     GPU_K_SCATTER_GRID,
     GPU_K_SORT_MOVE,
     GPU_K_SORT_GRID,
@@ -94,6 +96,7 @@ typedef struct gpu_state {
     int cooperative_launches;     /* gpu_launch_cooperative may be tried   */
     int64_t grid_stage_bytes;     /* moes_scatter_grid's dynamic shared
                                    * memory at most (0: none)              */
+    int64_t small_stage_bytes;    /* the one-launch scatter's (both forms) */
     int compute_capability;
     int64_t memory_bytes;
 } gpu_state;
@@ -125,6 +128,9 @@ int gpu_launch(moes_context *ctx, enum gpu_kernel k, int64_t grid,
  * (gpu_ops.c says which). */
 int gpu_launch_next(moes_context *ctx, enum gpu_kernel k, int64_t grid,
                     unsigned block, void *args);
+/* gpu_launch_next with shared_bytes of dynamic shared memory a block. */
+int gpu_launch_next_shared(moes_context *ctx, enum gpu_kernel k, int64_t grid,
+                           unsigned block, int64_t shared_bytes, void *args);
 
 /* A launch whose blocks are all resident at once, for a kernel with a
  * grid-wide barrier, with shared_bytes of dynamic shared memory a block.

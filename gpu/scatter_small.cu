@@ -10,8 +10,10 @@
  * between block barriers; nothing runs on one warp while the others wait:
  *
  *   1. every id (and map entry) is loaded at once, and the block's own
- *      rows with them (into registers when they are few, else asked of
- *      the L2); the map is checked and kept in shared memory;
+ *      rows with them (into registers when they are few, else into
+ *      shared memory by the copy engine in the kernel's STAGED form,
+ *      which the host launches with room for them, else asked of the
+ *      L2); the map is checked and kept in shared memory;
  *   2. every choice's local expert is counted, and so are those before
  *      the block's own tokens, both in one word an expert (shared
  *      atomics: a count does not depend on the order of its additions);
@@ -34,6 +36,7 @@
  * checks). Zeroed padding is a second launch, as on the grid path.
  */
 #include "block_route.cuh"
+#include "row_copy.cuh"
 
 enum {
     SMALL_SCATTER_ROUNDS = GPU_SMALL_SCATTER_CHOICES / GPU_SMALL_SCATTER_THREADS,
@@ -45,15 +48,7 @@ enum {
      * the registers cost nothing): EP8 decode 10.45 -> 10.25, with UE8M0
      * scales 18.3 -> 16.9 us a call, Qwen3 1024 tokens 18.35 -> 17.55,
      * Mixtral 4096 36.45 -> 36.0 (bench/NOTES.md, v21). */
-    SMALL_SCATTER_COPY_BATCH = 16,
-    /* 16-byte vectors of the block's own token rows that each thread
-     * loads at entry, beside the ids, when they all fit (small_preload):
-     * a block of one or two DeepSeek-V3 tokens. On an H200 this took
-     * decode 128 from 8.8 to 8.2 us a graph replay; with eight a thread,
-     * EP8 decode (eight tokens a block, a third of them with no local
-     * expert) went from 14.4 to 15.0 us, so larger blocks keep the copy
-     * list. */
-    SMALL_SCATTER_PRELOAD = 2
+    SMALL_SCATTER_COPY_BATCH = 16
 };
 
 /* Thread e scans expert e, and thread i ranks own choice i. */
@@ -82,19 +77,30 @@ struct small_scatter_shared {
     int64_t rows_needed;
     int64_t dropped;
     int32_t copies;
+    unsigned long long staged_landed; /* an mbarrier: the staged rows    */
+};
+
+/* Where the copy list's rows are read: token t's row at
+ * base + (t - first_token) * stride, from x, or from the block's rows
+ * staged in shared memory. */
+struct small_row_source {
+    const unsigned char *base;
+    int64_t stride;
+    int32_t first_token;
 };
 
 /* Rows of the copy list, SMALL_SCATTER_COPY_BATCH vectors a thread in
- * flight; a token placed in several rows is read once per row, from L2
- * after the first. A thread walks its (entry, vector) positions by the
- * block's threads split once into entries and vectors (moes_walk), and
- * walks the batch a second time for the stores instead of keeping a
- * pointer per vector: sixteen pointers made ptxas spill. A division by
- * the row's vectors for each load and store had been the loop's longest
- * chain. */
+ * flight; a token placed in several rows is read once per row (from L2
+ * after the first, or from shared memory where the block staged them).
+ * A thread walks its (entry, vector) positions by the block's threads
+ * split once into entries and vectors (moes_walk), and walks the batch a
+ * second time for the stores instead of keeping a pointer per vector:
+ * sixteen pointers made ptxas spill. A division by the row's vectors for
+ * each load and store had been the loop's longest chain. */
 template <typename V>
 __device__ void small_copy_rows(const gpu_scatter_args &a,
-                                const small_scatter_shared &sh)
+                                const small_scatter_shared &sh,
+                                const small_row_source src)
 {
     enum { B = SMALL_SCATTER_COPY_BATCH };
     const uint32_t n_vec = (uint32_t)(a.row_bytes / (int64_t)sizeof(V));
@@ -111,8 +117,9 @@ __device__ void small_copy_rows(const gpu_scatter_args &a,
 #pragma unroll
         for (int b = 0; b < B; b++) {
             if (w.t < copies)
-                v[b] = ((const V *)(a.x + sh.copy_token[w.t] *
-                                              a.x_stride_bytes))[w.c];
+                v[b] = ((const V *)(src.base +
+                                    (sh.copy_token[w.t] - src.first_token) *
+                                        src.stride))[w.c];
             moes_walk_step(w, step_j, step_s, n_vec);
         }
         w = batch;
@@ -192,10 +199,10 @@ small_check_scales(const gpu_scatter_args &a, unsigned long long key)
 /* The block's own token rows, loaded at entry so that their latency
  * hides behind the routing: vector p = tid + b * threads of the block's
  * rows (token p / n_vec, vector p % n_vec) in v[b]. Only for rows of
- * 16-byte vectors that fit SMALL_SCATTER_PRELOAD vectors a thread; the
+ * 16-byte vectors that fit GPU_SMALL_SCATTER_PRELOAD vectors a thread; the
  * caller has checked. */
 struct small_preload {
-    uint4 v[SMALL_SCATTER_PRELOAD];
+    uint4 v[GPU_SMALL_SCATTER_PRELOAD];
     uint32_t scale; /* scale word tid of the block's tokens */
 };
 
@@ -207,7 +214,7 @@ __device__ __forceinline__ void small_preload_rows(const gpu_scatter_args &a,
 {
     const uint32_t total = n_tok * n_vec;
 #pragma unroll
-    for (int b = 0; b < SMALL_SCATTER_PRELOAD; b++) {
+    for (int b = 0; b < GPU_SMALL_SCATTER_PRELOAD; b++) {
         const uint32_t p = threadIdx.x + b * GPU_SMALL_SCATTER_THREADS;
         if (p < total) {
             const uint32_t j = p / n_vec, s = p - j * n_vec;
@@ -220,6 +227,27 @@ __device__ __forceinline__ void small_preload_rows(const gpu_scatter_args &a,
         pre.scale = moes_dev_scale_word_as<F>(
             a, a.x_scales + (t0 + j) * a.x_scales_stride, col);
     }
+}
+
+/* The block's tokens' scales, which small_copy_scales reads after the
+ * rows' copy: from DRAM, that was the kernel's last wait. One prefetch of
+ * the block's span of x_scales, widened to whole 16-byte granules (each
+ * holds a byte of the span, so it lies in the span's pages). */
+__device__ __forceinline__ void small_prefetch_scales(const gpu_scatter_args &a,
+                                                      int64_t t0,
+                                                      uint32_t n_tok)
+{
+    if (!a.x_scales || n_tok == 0 ||
+        threadIdx.x != GPU_SMALL_SCATTER_THREADS - 1)
+        return;
+    const uintptr_t first = (uintptr_t)(a.x_scales + t0 * a.x_scales_stride);
+    const uintptr_t end =
+        (uintptr_t)(a.x_scales + (t0 + n_tok - 1) * a.x_scales_stride +
+                    a.n_scales);
+    const uintptr_t lo = first & ~(uintptr_t)15;
+    const uintptr_t hi = (end + 15) & ~(uintptr_t)15;
+    if (hi - lo <= GPU_SMALL_SCATTER_PREFETCH_BYTES)
+        moes_dev_prefetch_l2((const void *)lo, (uint32_t)(hi - lo));
 }
 
 /* The block's own token rows asked of the L2 at entry, one bulk prefetch
@@ -236,21 +264,7 @@ __device__ __forceinline__ void small_prefetch_rows(const gpu_scatter_args &a,
     for (uint32_t j = threadIdx.x; j < n_tok; j += GPU_SMALL_SCATTER_THREADS)
         moes_dev_prefetch_l2(a.x + (t0 + j) * a.x_stride_bytes,
                              (uint32_t)a.row_bytes);
-    /* Their scales too, which small_copy_scales reads after the rows'
-     * copy: from DRAM, that was the kernel's last wait. One prefetch of
-     * the block's span of x_scales, widened to whole 16-byte granules
-     * (each holds a byte of the span, so it lies in the span's pages). */
-    if (!a.x_scales || n_tok == 0 ||
-        threadIdx.x != GPU_SMALL_SCATTER_THREADS - 1)
-        return;
-    const uintptr_t first = (uintptr_t)(a.x_scales + t0 * a.x_scales_stride);
-    const uintptr_t end =
-        (uintptr_t)(a.x_scales + (t0 + n_tok - 1) * a.x_scales_stride +
-                    a.n_scales);
-    const uintptr_t lo = first & ~(uintptr_t)15;
-    const uintptr_t hi = (end + 15) & ~(uintptr_t)15;
-    if (hi - lo <= GPU_SMALL_SCATTER_PREFETCH_BYTES)
-        moes_dev_prefetch_l2((const void *)lo, (uint32_t)(hi - lo));
+    small_prefetch_scales(a, t0, n_tok);
 }
 
 /* Stores the preloaded vectors (and scale words) to every row their
@@ -261,7 +275,7 @@ __device__ __forceinline__ void small_store_preloaded(
 {
     const uint32_t total = n_tok * n_vec, top_k = (uint32_t)a.top_k;
 #pragma unroll
-    for (int b = 0; b < SMALL_SCATTER_PRELOAD; b++) {
+    for (int b = 0; b < GPU_SMALL_SCATTER_PRELOAD; b++) {
         const uint32_t p = threadIdx.x + b * GPU_SMALL_SCATTER_THREADS;
         if (p < total) {
             const uint32_t j = p / n_vec, s = p - j * n_vec;
@@ -356,8 +370,9 @@ __device__ __forceinline__ int32_t small_warp_sum(int32_t v)
 
 /* The kernel, for calls with fp32 scales or none (F = MOES_SCALES_FP32)
  * and with UE8M0 scales, which every block checks (a kernel of its own,
- * so that the others carry none of that code). */
-template <int F>
+ * so that the others carry none of that code); each also in a STAGED
+ * form, for calls whose blocks' rows do not fit the registers. */
+template <int F, bool STAGED>
 __device__ __forceinline__ void small_scatter(const gpu_scatter_args &args)
 {
     __shared__ small_scatter_shared sh;
@@ -426,17 +441,28 @@ __device__ __forceinline__ void small_scatter(const gpu_scatter_args &args)
      * inputs too: their loads go out with the ids'. */
     const uint32_t n_tok = (uint32_t)(t1 - t0);
     const uint32_t n_vec16 = (uint32_t)(a.row_bytes / 16);
-    const bool preload = a.x && a.copy_width == 16 &&
-                         n_tok * n_vec16 <=
-                             (uint32_t)(T * SMALL_SCATTER_PRELOAD) &&
-                         (!a.x_scales || n_tok * (uint32_t)a.n_scale_cols <=
-                                             (uint32_t)T);
+    const bool preload =
+        a.x && a.copy_width == 16 &&
+        gpu_small_scatter_preloads(
+            n_tok, n_vec16, a.x_scales ? (uint32_t)a.n_scale_cols : 0);
+    /* Rows that do not fit the registers go to shared memory in the
+     * kernel's STAGED form, which the host launches with room for them
+     * (stage_tokens): the copy engine loads them there while the block
+     * routes, and the copy reads them from there instead of from the L2. */
+    const bool stage = STAGED && a.x && a.copy_width == 16 && !preload &&
+                       n_tok > 0 && (int64_t)n_tok <= a.stage_tokens;
+    extern __shared__ __align__(16) uint4 small_staged_rows[];
     small_preload pre;
-    if (preload)
+    if (preload) {
         small_preload_rows<F>(a, t0, n_tok, n_vec16, pre);
-    else if (a.x && a.copy_width == 16 &&
-             (int64_t)n_tok * a.row_bytes <= GPU_SMALL_SCATTER_PREFETCH_BYTES)
+    } else if (stage) {
+        moes_stage_rows(a, t0, n_tok, small_staged_rows, &sh.staged_landed);
+        small_prefetch_scales(a, t0, n_tok);
+    } else if (a.x && a.copy_width == 16 &&
+               (int64_t)n_tok * a.row_bytes <=
+                   GPU_SMALL_SCATTER_PREFETCH_BYTES) {
         small_prefetch_rows(a, t0, n_tok);
+    }
     int32_t map_first = -1;
     if (a.map && tid < (int)a.n_global)
         map_first = a.map[tid];
@@ -451,8 +477,12 @@ __device__ __forceinline__ void small_scatter(const gpu_scatter_args &args)
         sh.key = GPU_ERROR_KEY_NONE;
     /* An earlier call's error, or this call's from a block that finished
      * before this one started: the whole block leaves, or none of it. */
-    if (__syncthreads_or(earlier))
+    if (__syncthreads_or(earlier)) {
+        /* The block's shared memory must outlive the copies into it. */
+        if (stage)
+            moes_wait_staged(n_tok, &sh.staged_landed);
         return;
+    }
 
     /* 2. Each choice's local expert, then its count. Four rounds at a
      * time with no branch between them (choices past the end hold id
@@ -549,8 +579,11 @@ __device__ __forceinline__ void small_scatter(const gpu_scatter_args &args)
     __syncthreads();
 
     /* 4. */
-    if (moes_block_verdict(a, sh.key, sh.rows_needed))
+    if (moes_block_verdict(a, sh.key, sh.rows_needed)) {
+        if (stage)
+            moes_wait_staged(n_tok, &sh.staged_landed);
         return;
+    }
     /* Zeroed padding is a launch of its own after this one
      * (moes_zero_padding), which finds each row's expert in the routing
      * that the grid path leaves in the workspace: block 0 leaves it
@@ -619,12 +652,19 @@ __device__ __forceinline__ void small_scatter(const gpu_scatter_args &args)
     if (preload) {
         small_store_preloaded(a, sh, n_tok, n_vec16, pre);
     } else {
+        small_row_source src = {a.x, a.x_stride_bytes, 0};
+        if (stage) {
+            moes_wait_staged(n_tok, &sh.staged_landed);
+            src.base = (const unsigned char *)small_staged_rows;
+            src.stride = a.row_bytes;
+            src.first_token = (int32_t)t0;
+        }
         switch (a.copy_width) {
-        case 16: small_copy_rows<uint4>(a, sh); break;
-        case 8: small_copy_rows<uint2>(a, sh); break;
-        case 4: small_copy_rows<uint32_t>(a, sh); break;
-        case 2: small_copy_rows<uint16_t>(a, sh); break;
-        default: small_copy_rows<unsigned char>(a, sh); break;
+        case 16: small_copy_rows<uint4>(a, sh, src); break;
+        case 8: small_copy_rows<uint2>(a, sh, src); break;
+        case 4: small_copy_rows<uint32_t>(a, sh, src); break;
+        case 2: small_copy_rows<uint16_t>(a, sh, src); break;
+        default: small_copy_rows<unsigned char>(a, sh, src); break;
         }
         if (a.x_scales)
             small_copy_scales<F>(a, sh);
@@ -635,11 +675,28 @@ __device__ __forceinline__ void small_scatter(const gpu_scatter_args &args)
 extern "C" __global__ void __launch_bounds__(GPU_SMALL_SCATTER_THREADS, 1)
 moes_scatter_small(const gpu_scatter_args args)
 {
-    small_scatter<MOES_SCALES_FP32>(args);
+    small_scatter<MOES_SCALES_FP32, false>(args);
 }
 
 extern "C" __global__ void __launch_bounds__(GPU_SMALL_SCATTER_THREADS, 1)
 moes_scatter_small_ue8m0(const gpu_scatter_args args)
 {
-    small_scatter<MOES_SCALES_UE8M0>(args);
+    small_scatter<MOES_SCALES_UE8M0, false>(args);
+}
+
+/* The forms that stage rows are kernels of their own: with the staging
+ * in the one kernel, decode 128, whose blocks never stage, took 6.41-6.43
+ * us a graph replay on an H200 against 6.33-6.35 with the kernels apart
+ * (6.31-6.32 before the staging), and its index-only calls 3.43-3.45
+ * against 3.37-3.38 (bench/NOTES.md, v39). */
+extern "C" __global__ void __launch_bounds__(GPU_SMALL_SCATTER_THREADS, 1)
+moes_scatter_small_staged(const gpu_scatter_args args)
+{
+    small_scatter<MOES_SCALES_FP32, true>(args);
+}
+
+extern "C" __global__ void __launch_bounds__(GPU_SMALL_SCATTER_THREADS, 1)
+moes_scatter_small_ue8m0_staged(const gpu_scatter_args args)
+{
+    small_scatter<MOES_SCALES_UE8M0, true>(args);
 }
