@@ -20,6 +20,11 @@
  * is written down as NAME(walk): its warps would skip items or copy some
  * twice on a GPU.
  *
+ * Dynamic shared memory is held to a driver's rules: a launch may ask
+ * for at most 48 KiB of it, or for what cuFuncSetAttribute allowed the
+ * kernel (at most the device's 227 KiB a block); one that asks for more
+ * fails with CUDA_ERROR_INVALID_VALUE, written down as NAME(shared).
+ *
  * The entry points are those gpu/gpu_driver.c resolves, under the same
  * names and with the types of gpu_driver.h.
  */
@@ -50,9 +55,13 @@ static char launches[1 << 16];
 static size_t launches_len;
 static int capturing, refuse_cooperative, fail_launches;
 
-/* A kernel handle is its name, kept for the launch record. */
+/* A kernel handle is its name, kept for the launch record, and the
+ * dynamic shared memory its launches may ask for. */
+#define FAKE_SHARED_DEFAULT (48 * 1024)
+#define FAKE_SHARED_OPTIN (227 * 1024)
 struct CUfunc_st {
     char name[128];
+    int max_dynamic_shared;
 };
 static struct CUfunc_st functions[256];
 static int n_functions;
@@ -179,7 +188,7 @@ FAKE_EXPORT CUresult cuDeviceGetAttribute(int *value, int attrib,
     case GPU_CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS: *value = 0; break;
     case GPU_CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH: *value = 1; break;
     case GPU_CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN:
-        *value = 227 * 1024;
+        *value = FAKE_SHARED_OPTIN;
         break;
     default: *value = 0; break;
     }
@@ -220,6 +229,7 @@ FAKE_EXPORT CUresult cuModuleGetFunction(CUfunction *fn, CUmodule module,
         return GPU_CUDA_ERROR_OUT_OF_MEMORY;
     snprintf(functions[n_functions].name, sizeof functions[0].name, "%s",
              name);
+    functions[n_functions].max_dynamic_shared = FAKE_SHARED_DEFAULT;
     *fn = &functions[n_functions++];
     return GPU_CUDA_SUCCESS;
 }
@@ -234,9 +244,13 @@ FAKE_EXPORT CUresult cuFuncGetAttribute(int *value, int attrib, CUfunction f)
 #ifndef FAKE_OLD_DRIVER
 FAKE_EXPORT CUresult cuFuncSetAttribute(CUfunction f, int attrib, int value)
 {
-    (void)f;
-    (void)attrib;
-    (void)value;
+    /* The kernels' own shared memory reads 0 here (cuFuncGetAttribute),
+     * so all of the block's is theirs to allow. */
+    if (attrib == GPU_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) {
+        if (value < 0 || value > FAKE_SHARED_OPTIN)
+            return GPU_CUDA_ERROR_INVALID_VALUE;
+        f->max_dynamic_shared = value;
+    }
     return GPU_CUDA_SUCCESS;
 }
 #endif
@@ -249,7 +263,11 @@ FAKE_EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned grid_x,
                                     void **extra)
 {
     (void)grid_y, (void)grid_z, (void)block_y, (void)block_z;
-    (void)shared_bytes, (void)stream, (void)extra;
+    (void)stream, (void)extra;
+    if (shared_bytes > (unsigned)f->max_dynamic_shared) {
+        note_launch(f, grid_x, block_x, "(shared)");
+        return GPU_CUDA_ERROR_INVALID_VALUE;
+    }
     note_launch(f, grid_x, block_x,
                 copy_walk_verdict(f, grid_x, block_x, params,
                                   fail_launches ? "(failed)" : ""));
@@ -262,6 +280,10 @@ FAKE_EXPORT CUresult cuLaunchKernelEx(const gpu_launch_config *config,
                                       void **extra)
 {
     (void)extra;
+    if (config->shared_bytes > (unsigned)f->max_dynamic_shared) {
+        note_launch(f, config->grid_x, config->block_x, "(shared)");
+        return GPU_CUDA_ERROR_INVALID_VALUE;
+    }
     for (unsigned i = 0; i < config->n_attrs; i++)
         if (config->attrs[i].id == GPU_CU_LAUNCH_ATTRIBUTE_COOPERATIVE &&
             config->attrs[i].value.cooperative && refuse_cooperative) {

@@ -20,13 +20,16 @@
  *     is one block's routing.
  *   - A scatter of decode size is one launch (moes_scatter_small, or
  *     moes_scatter_small_staged where its blocks' rows do not fit the
- *     registers and the driver can give it the shared memory); one of
- *     prefill size one cooperative launch (moes_scatter_grid). When the
+ *     registers and the driver can give it the shared memory; the same
+ *     with UE8M0 scales); one of prefill size one cooperative launch
+ *     (moes_scatter_grid). When the
  *     device refuses the cooperative launch the call takes the grid path
  *     (counts, scan, the copy that places), and so does every later call
  *     of the context: with an expert map, or rows that are not 16-byte
  *     vectors, the placement and then a copy of its own. Every row copy
- *     walks its grid's warps (the fake driver checks the step).
+ *     walks its grid's warps (the fake driver checks the step), and no
+ *     launch asks for more dynamic shared memory than its kernel was
+ *     allowed (the fake driver fails it, as a driver does).
  *   - A call under a graph capture that would have to grow the workspace
  *     fails with MOES_ERR_WORKSPACE, launching nothing, and runs once
  *     moes_reserve_workspace has made room.
@@ -223,14 +226,15 @@ static void expect_gather_errors(const char *kernel)
  * of them through an expert map (an expert-parallel rank); under a graph
  * capture or not; want, expected and message as verdict takes them. */
 static void scatter_case_of(int64_t n, int64_t h, int64_t local,
-                            int capturing, int want, const char *expected,
-                            const char *message)
+                            int scales_format, int capturing, int want,
+                            const char *expected, const char *message)
 {
     const int64_t k = 8, e = 256, scales = (h + 127) / 128;
     int64_t capacity = 0;
-    char what[96];
+    char what[128];
     snprintf(what, sizeof what, "scatter of %lld tokens, hidden %lld, %lld "
-             "local experts%s", (long long)n, (long long)h, (long long)local,
+             "local experts%s%s", (long long)n, (long long)h, (long long)local,
+             scales_format == MOES_SCALES_UE8M0 ? ", UE8M0 scales" : "",
              capturing ? ", captured" : "");
     if (moes_scatter_capacity(buffers_ctx, MOES_LAYOUT_CONTIGUOUS, n, k,
                               local, 128, &capacity) != MOES_OK) {
@@ -255,7 +259,7 @@ static void scatter_case_of(int64_t n, int64_t h, int64_t local,
     a.x_scales = device_buffer(n * scales * 4);
     a.out = device_buffer(capacity * h);
     a.out_scales = device_buffer(capacity * scales * 4);
-    a.out_scales_format = MOES_SCALES_FP32;
+    a.out_scales_format = scales_format;
     a.out_index = device_buffer(n * k * 4);
     a.m_indices = device_buffer(capacity * 4);
     take_launches(NULL, 0);
@@ -272,7 +276,8 @@ static void scatter_case_of(int64_t n, int64_t h, int64_t local,
 static void scatter_case(int64_t n, int capturing, int want,
                          const char *expected, const char *message)
 {
-    scatter_case_of(n, 7168, 256, capturing, want, expected, message);
+    scatter_case_of(n, 7168, 256, MOES_SCALES_FP32, capturing, want, expected,
+                    message);
 }
 
 static void expect_scatter(int64_t n, const char *expected)
@@ -283,7 +288,14 @@ static void expect_scatter(int64_t n, const char *expected)
 static void expect_scatter_of(int64_t n, int64_t h, int64_t local,
                               const char *expected)
 {
-    scatter_case_of(n, h, local, 0, MOES_OK, expected, NULL);
+    scatter_case_of(n, h, local, MOES_SCALES_FP32, 0, MOES_OK, expected,
+                    NULL);
+}
+
+static void expect_scatter_ue8m0(int64_t n, const char *expected)
+{
+    scatter_case_of(n, 7168, 256, MOES_SCALES_UE8M0, 0, MOES_OK, expected,
+                    NULL);
 }
 
 /* On a new context, whose workspace has never grown: a scatter captured
@@ -422,6 +434,12 @@ int main(int argc, char **argv)
      * staged in shared memory, where the driver can allow it. */
     expect_scatter(1024, old_driver ? "moes_scatter_small"
                                     : "moes_scatter_small_staged");
+    expect_scatter_ue8m0(128, "moes_scatter_small_ue8m0");
+    expect_scatter_ue8m0(1024, old_driver ? "moes_scatter_small_ue8m0"
+                                          : "moes_scatter_small_ue8m0_staged");
+    /* Eight rows of 32 KiB a block pass the shared memory a block may
+     * have (227 KiB): the copy list reads them from x. */
+    expect_scatter_of(1024, 32768, 256, "moes_scatter_small");
     if (!old_driver) {
         /* Decode: 128 tokens, 1024 entries, vector rows. */
         expect_gather(128, 7168, bf16, bf16, 0,
