@@ -255,6 +255,17 @@ FAKE_EXPORT CUresult cuFuncSetAttribute(CUfunction f, int attrib, int value)
 }
 #endif
 
+/* Whether a launch of f asks for more dynamic shared memory than f may
+ * have; such a launch is written down as NAME(shared). */
+static int shared_refused(CUfunction f, unsigned grid, unsigned block,
+                          unsigned shared_bytes)
+{
+    if (shared_bytes <= (unsigned)f->max_dynamic_shared)
+        return 0;
+    note_launch(f, grid, block, "(shared)");
+    return 1;
+}
+
 FAKE_EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned grid_x,
                                     unsigned grid_y, unsigned grid_z,
                                     unsigned block_x, unsigned block_y,
@@ -264,10 +275,8 @@ FAKE_EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned grid_x,
 {
     (void)grid_y, (void)grid_z, (void)block_y, (void)block_z;
     (void)stream, (void)extra;
-    if (shared_bytes > (unsigned)f->max_dynamic_shared) {
-        note_launch(f, grid_x, block_x, "(shared)");
+    if (shared_refused(f, grid_x, block_x, shared_bytes))
         return GPU_CUDA_ERROR_INVALID_VALUE;
-    }
     note_launch(f, grid_x, block_x,
                 copy_walk_verdict(f, grid_x, block_x, params,
                                   fail_launches ? "(failed)" : ""));
@@ -280,10 +289,9 @@ FAKE_EXPORT CUresult cuLaunchKernelEx(const gpu_launch_config *config,
                                       void **extra)
 {
     (void)extra;
-    if (config->shared_bytes > (unsigned)f->max_dynamic_shared) {
-        note_launch(f, config->grid_x, config->block_x, "(shared)");
+    if (shared_refused(f, config->grid_x, config->block_x,
+                       config->shared_bytes))
         return GPU_CUDA_ERROR_INVALID_VALUE;
-    }
     for (unsigned i = 0; i < config->n_attrs; i++)
         if (config->attrs[i].id == GPU_CU_LAUNCH_ATTRIBUTE_COOPERATIVE &&
             config->attrs[i].value.cooperative && refuse_cooperative) {

@@ -22,14 +22,14 @@
  *     moes_scatter_small_staged where its blocks' rows do not fit the
  *     registers and the driver can give it the shared memory; the same
  *     with UE8M0 scales); one of prefill size one cooperative launch
- *     (moes_scatter_grid). When the
- *     device refuses the cooperative launch the call takes the grid path
- *     (counts, scan, the copy that places), and so does every later call
- *     of the context: with an expert map, or rows that are not 16-byte
- *     vectors, the placement and then a copy of its own. Every row copy
- *     walks its grid's warps (the fake driver checks the step), and no
- *     launch asks for more dynamic shared memory than its kernel was
- *     allowed (the fake driver fails it, as a driver does).
+ *     (moes_scatter_grid). When the device refuses the cooperative
+ *     launch the call takes the grid path (counts, scan, the copy that
+ *     places), and so does every later call of the context: with an
+ *     expert map, or rows that are not 16-byte vectors, the placement and
+ *     then a copy of its own. Every row copy walks its grid's warps (the
+ *     fake driver checks the step), and no launch asks for more dynamic
+ *     shared memory than its kernel was allowed (the fake driver fails
+ *     it, as a driver does).
  *   - A call under a graph capture that would have to grow the workspace
  *     fails with MOES_ERR_WORKSPACE, launching nothing, and runs once
  *     moes_reserve_workspace has made room.
