@@ -100,15 +100,7 @@ int cpu_workspace(moes_context *ctx, int64_t bytes, void **out)
         *out = s->workspace;
         return MOES_OK;
     }
-    if (s->workspace_from_caller)
-        return moes_set_error(ctx, MOES_ERR_WORKSPACE,
-            "this call needs %lld bytes of workspace, more than the %lld "
-            "of the caller's workspace (moes_set_workspace)",
-            (long long)bytes, (long long)s->workspace_bytes);
-    if (ctx->workspace_reserved)
-        return moes_set_error(ctx, MOES_ERR_WORKSPACE,
-            "this call needs %lld bytes of workspace, more than the %lld "
-            "reserved", (long long)bytes, (long long)s->workspace_bytes);
+    MOES_TRY(moes_workspace_may_grow(ctx, bytes, s->workspace_bytes));
     if ((uint64_t)bytes > SIZE_MAX || !(w = malloc((size_t)bytes)))
         return moes_set_error(ctx, MOES_ERR_OUT_OF_MEMORY,
             "cannot allocate %lld bytes of workspace", (long long)bytes);

@@ -165,15 +165,7 @@ int gpu_ensure_workspace(moes_context *ctx, int64_t bytes)
     CUresult r;
     if (bytes <= s->workspace_bytes)
         return MOES_OK;
-    if (s->workspace_from_caller)
-        return moes_set_error(ctx, MOES_ERR_WORKSPACE,
-            "this call needs %lld bytes of workspace, more than the %lld "
-            "of the caller's workspace (moes_set_workspace)",
-            (long long)bytes, (long long)s->workspace_bytes);
-    if (ctx->workspace_reserved)
-        return moes_set_error(ctx, MOES_ERR_WORKSPACE,
-            "this call needs %lld bytes of workspace, more than the %lld "
-            "reserved", (long long)bytes, (long long)s->workspace_bytes);
+    MOES_TRY(moes_workspace_may_grow(ctx, bytes, s->workspace_bytes));
     /* Growing waits for the stream and allocates, which a stream capture
      * does not allow: the driver fails the call, and a wait on a
      * capturing stream invalidates the capture too. Say what to do

@@ -150,6 +150,20 @@ static int check_workspace_sizes(moes_context *ctx, int64_t n_tokens,
     return MOES_OK;
 }
 
+int moes_workspace_may_grow(moes_context *ctx, int64_t need, int64_t held)
+{
+    if (ctx->workspace_from_caller)
+        return moes_set_error(ctx, MOES_ERR_WORKSPACE,
+            "this call needs %lld bytes of workspace, more than the %lld "
+            "of the caller's workspace (moes_set_workspace)",
+            (long long)need, (long long)held);
+    if (ctx->workspace_reserved)
+        return moes_set_error(ctx, MOES_ERR_WORKSPACE,
+            "this call needs %lld bytes of workspace, more than the %lld "
+            "reserved", (long long)need, (long long)held);
+    return MOES_OK;
+}
+
 MOES_API int moes_reserve_workspace(moes_context *ctx, int64_t n_tokens,
                                     int64_t top_k, int64_t n_experts)
 {

@@ -15,24 +15,25 @@
 
 #include "moescatter.h"
 
+/* Where and why a check failed; the program ends with status 2. */
+static inline void check_failed(const char *file, int line, const char *expr,
+                                const char *why)
+{
+    fprintf(stderr, "%s:%d: %s: %s\n", file, line, expr, why);
+    exit(2);
+}
+
 #define CUDA_OK(expr)                                                       \
     do {                                                                    \
         cudaError_t e_ = (expr);                                            \
-        if (e_ != cudaSuccess) {                                            \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,   \
-                    cudaGetErrorString(e_));                                \
-            exit(2);                                                        \
-        }                                                                   \
+        if (e_ != cudaSuccess)                                              \
+            check_failed(__FILE__, __LINE__, #expr, cudaGetErrorString(e_));\
     } while (0)
 
 #define MOES_OK_OR_DIE(ctx, expr)                                           \
     do {                                                                    \
-        int st_ = (expr);                                                   \
-        if (st_ != MOES_OK) {                                               \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,   \
-                    moes_last_error(ctx));                                  \
-            exit(2);                                                        \
-        }                                                                   \
+        if ((expr) != MOES_OK)                                              \
+            check_failed(__FILE__, __LINE__, #expr, moes_last_error(ctx));  \
     } while (0)
 
 static inline void *dev_alloc(size_t bytes)
