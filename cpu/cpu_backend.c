@@ -119,8 +119,9 @@ int cpu_route_prepare(moes_context *ctx, const moes_route_plan *plan,
     void *w;
     if (bytes < 0)
         return moes_set_error(ctx, MOES_ERR_OVERFLOW,
-            "routing->n_experts = %lld: the routing's workspace does not "
-            "fit a 64-bit byte count", (long long)plan->r.n_experts);
+            "the routing's workspace for routing->n_tokens * top_k = %lld "
+            "choices over n_experts = %lld does not fit a 64-bit byte count",
+            (long long)plan->n_choices, (long long)plan->r.n_experts);
     MOES_TRY(cpu_workspace(ctx, bytes, &w));
     cpu_route_init(route, plan, threads, scatter, w);
     route->grain = cpu_grain(ctx);

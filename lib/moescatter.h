@@ -600,7 +600,7 @@ typedef struct moes_gather_args {
     int64_t out_index_stride; /* >= K; 0 means K                           */
 
     const float *weights;     /* [N][weights_stride] fp32, NULL = all 1.0  */
-    int64_t weights_stride;   /* >= K; 0 means K                           */
+    int64_t weights_stride;   /* >= K; 0 means K; unread without weights   */
 
     void *out;                /* [N][out_stride]                           */
     int out_dtype;            /* bf16, fp16, fp32                          */

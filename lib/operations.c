@@ -176,14 +176,17 @@ MOES_API int moes_scatter_capacity(moes_context *ctx, int layout,
         return MOES_OK;
     }
     /* Each expert that has rows wastes at most A - 1 rows of padding, and
-     * at most min(E, N*K) experts have rows. */
+     * at most min(E, N*K) experts have rows; the sum rounded up to a
+     * multiple of A (by quotient and remainder, so that a capacity up to
+     * INT64_MAX itself is found). */
     blocks = n_experts < choices ? n_experts : choices;
     if (!moes_mul_i64(blocks, alignment - 1, &rows) ||
         !moes_add_i64(rows, choices, &rows) ||
-        !moes_add_i64(rows, alignment - 1, &rows))
+        !moes_mul_i64(rows / alignment + (rows % alignment != 0), alignment,
+                      &rows))
         return capacity_error(ctx, MOES_ERR_OVERFLOW,
             "the capacity for %lld tokens overflows 64 bits",
             (long long)n_tokens);
-    *capacity = rows / alignment * alignment;
+    *capacity = rows;
     return MOES_OK;
 }

@@ -52,9 +52,10 @@ typedef struct moes_span {
     const void *ptr;
     size_t elem;       /* alignment the pointer needs                     */
     uintptr_t begin, end;
-    /* Rows of row_bytes every period bytes from begin; period 0 where
-     * there is one row, or where the rows are longer than their stride
-     * (the column-major scales): then only [begin, end) is known. */
+    /* Rows of row_bytes every period bytes from begin (a single row
+     * too: its stride places it among another buffer's rows of the same
+     * stride); period 0 where the rows are longer than their stride (the
+     * column-major scales): then only [begin, end) is known. */
     uintptr_t period, row_bytes;
 } moes_span;
 
@@ -71,7 +72,7 @@ static moes_span span_rows(const char *name, const void *ptr, int64_t rows,
             ((uint64_t)(rows - 1) * (uint64_t)stride + (uint64_t)row_len) *
             (uint64_t)elem;
         sp.begin = (uintptr_t)ptr;
-        if (rows > 1 && row_len <= stride) {
+        if (row_len <= stride && (uint64_t)stride <= UINTPTR_MAX / elem) {
             sp.period = (uintptr_t)stride * elem;
             sp.row_bytes = (uintptr_t)row_len * elem;
         }
@@ -174,6 +175,10 @@ int moes_validate_routing(moes_context *ctx, const moes_routing *routing,
                 "routing->n_experts_global = %lld must be at least 1 with "
                 "an expert map", LL(r.n_experts_global));
     } else {
+        if (r.n_experts_global < 0)
+            return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
+                "routing->n_experts_global = %lld is negative",
+                LL(r.n_experts_global));
         if (r.n_experts_global == 0)
             r.n_experts_global = r.n_experts;
         if (r.n_experts_global != r.n_experts)
@@ -483,13 +488,18 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
                                    : "args->capacity",
                                plan->out_rows, plan->index_elem,
                                plan->out_rows));
-    /* counts hold up to N*K, row_source up to N*K - 1 and its pad. */
-    MOES_TRY(check_index_range(ctx, a.row_source ? "args->counts and "
-                                                   "args->row_source"
-                                                 : "args->counts",
-                               "routing->n_tokens * top_k",
-                               plan->route.n_choices, plan->index_elem,
-                               plan->route.n_choices));
+    /* counts hold up to N*K, row_source up to N*K - 1 and its pad (no
+     * other output holds a count of choices: masked_m is at most the
+     * capacity, checked above). */
+    if (a.counts || a.row_source)
+        MOES_TRY(check_index_range(ctx,
+                                   !a.row_source ? "args->counts"
+                                   : !a.counts   ? "args->row_source"
+                                                 : "args->counts and "
+                                                   "args->row_source",
+                                   "routing->n_tokens * top_k",
+                                   plan->route.n_choices, plan->index_elem,
+                                   plan->route.n_choices));
     if (a.row_source && plan->index_elem == 4 &&
         (a.row_source_pad < INT32_MIN || a.row_source_pad > INT32_MAX))
         return moes_set_error(ctx, MOES_ERR_OVERFLOW,
@@ -552,11 +562,13 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
         out[0] = span_rows("args->out", a.out, out_rows, a.out_stride,
                            a.hidden, x_elem);
         /* (rows - 1) * rs + (cols - 1) * cs + 1 elements, checked by
-         * resolve_scale_strides; written as rows of that stride. */
+         * resolve_scale_strides; written as rows of that stride. Without
+         * x_scales there are none, and the strides were not checked. */
         out[1] = span_rows("args->out_scales", a.x_scales ? a.out_scales : NULL,
                            out_rows, a.out_scales_row_stride,
-                           (plan->n_scale_cols - 1) * a.out_scales_col_stride
-                               + 1, 4);
+                           a.x_scales ? (plan->n_scale_cols - 1) *
+                                                a.out_scales_col_stride + 1
+                                      : 0, 4);
         out[2] = span_rows("args->out_index", a.out_index, n_tokens,
                            a.out_index_stride, r->top_k, plan->index_elem);
         out[3] = span_rows("args->counts", a.counts, 1, n_experts, n_experts,
@@ -627,8 +639,13 @@ int moes_validate_gather(moes_context *ctx, const moes_gather_args *args,
                        "hidden"));
     MOES_TRY(resolve_stride(ctx, "args->out_index_stride", &a.out_index_stride,
                        a.top_k, "top_k"));
-    MOES_TRY(resolve_stride(ctx, "args->weights_stride", &a.weights_stride,
-                       a.top_k, "top_k"));
+    /* Without weights their stride is not looked at (as x_scales_stride
+     * without x_scales), and K where a backend forms an offset with it. */
+    if (a.weights)
+        MOES_TRY(resolve_stride(ctx, "args->weights_stride",
+                                &a.weights_stride, a.top_k, "top_k"));
+    else
+        a.weights_stride = a.top_k;
     MOES_TRY(resolve_stride(ctx, "args->out_stride", &a.out_stride, a.hidden,
                        "hidden"));
     MOES_TRY(check_extent(ctx, "args->y", a.y_rows, a.y_stride, plan->y_elem));

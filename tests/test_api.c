@@ -174,6 +174,14 @@ Test(api, capacity_errors)
     cr_expect_eq(moes_scatter_capacity(ctx, 1, INT64_MAX / 2, 2, 1, 1, &cap),
                  MOES_OK);
     cr_expect_eq(cap, INT64_MAX / 2 * 2);
+    /* Up to INT64_MAX itself: one expert's padding to an alignment that
+     * large, and N*K a row short of a multiple of A. */
+    cr_expect_eq(moes_scatter_capacity(ctx, 1, 1, 1, 1, INT64_MAX, &cap),
+                 MOES_OK, "%s", moes_last_error(ctx));
+    cr_expect_eq(cap, INT64_MAX);
+    cr_expect_eq(moes_scatter_capacity(ctx, 1, INT64_MAX - 3, 1, 1, 3, &cap),
+                 MOES_OK, "%s", moes_last_error(ctx));
+    cr_expect_eq(cap, INT64_MAX - 1);
     test_close(ctx);
 }
 

@@ -178,6 +178,7 @@ static void top_k_zero(fixture *f) { f->r.top_k = 0; }
 static void experts_zero(fixture *f) { f->r.n_experts = 0; }
 static void experts_negative(fixture *f) { f->r.n_experts = -5; }
 static void global_without_map(fixture *f) { f->r.n_experts_global = 9; }
+static void global_negative(fixture *f) { f->r.n_experts_global = -5; }
 static void global_zero_with_map(fixture *f)
 {
     f->r.expert_map = f->map;
@@ -233,6 +234,7 @@ static const bad_case count_cases[] = {
     BAD(experts_zero, MOES_ERR_INVALID_SIZE, "n_experts"),
     BAD(experts_negative, MOES_ERR_INVALID_SIZE, "n_experts"),
     BAD(global_without_map, MOES_ERR_INVALID_ARGUMENT, "n_experts_global"),
+    BAD(global_negative, MOES_ERR_INVALID_SIZE, "n_experts_global"),
     BAD(global_zero_with_map, MOES_ERR_INVALID_SIZE, "n_experts_global"),
     BAD(ids_null, MOES_ERR_NULL_POINTER, "ids"),
     BAD(ids_dtype_float, MOES_ERR_INVALID_DTYPE, "ids_dtype"),
@@ -481,6 +483,7 @@ static const bad_case scatter_cases[] = {
     BAD(top_k_zero, MOES_ERR_INVALID_SIZE, "top_k"),
     BAD(experts_zero, MOES_ERR_INVALID_SIZE, "n_experts"),
     BAD(global_without_map, MOES_ERR_INVALID_ARGUMENT, "n_experts_global"),
+    BAD(global_negative, MOES_ERR_INVALID_SIZE, "n_experts_global"),
     BAD(ids_null, MOES_ERR_NULL_POINTER, "ids"),
     BAD(ids_dtype_unknown, MOES_ERR_INVALID_DTYPE, "ids_dtype"),
     BAD(ids_stride_small, MOES_ERR_INVALID_STRIDE, "ids_stride"),

@@ -210,6 +210,58 @@ Test(hardening, scatter_rows_and_scales_in_records)
     test_close(ctx);
 }
 
+/* A single token's row as a field of the records whose other field holds
+ * out's rows, one stride in bytes for both: x's one row sits between two
+ * of out's rows and shares no byte with any, so the call runs (its one
+ * row is placed by its stride as a row of many would be); shifted one
+ * element into out's field, it is an overlap. The oracle agrees both
+ * times. */
+Test(hardening, scatter_one_row_among_records)
+{
+    enum { ROWS = 4, P = 2 * H }; /* a record: out's row, then x's */
+    moes_context *ctx = test_open(2);
+    const int32_t ids[K] = {2, 0};
+    uint16_t rec_h[ROWS * P];
+    for (int i = 0; i < ROWS * P; i++)
+        rec_h[i] = (uint16_t)(0x3E00 + 29 * i);
+    void *dev_ids = dev_from(ctx, ids, sizeof ids);
+    void *rec = dev_from(ctx, rec_h, sizeof rec_h);
+    void *index = dev_new(ctx, K * 8), *end = dev_new(ctx, E * 8);
+    moes_routing r;
+    moes_scatter_args a;
+    routing_of(&r, dev_ids);
+    r.n_tokens = 1;
+    scatter_args_of(&a, (uint16_t *)rec + H, rec, index, end);
+    a.capacity = ROWS;
+    a.x_stride = P;
+    a.out_stride = P;
+    oracle_scatter checked;
+    cr_expect_eq(moes_scatter(ctx, &r, &a), MOES_OK, "%s",
+                 moes_last_error(ctx));
+    cr_expect_eq(oracle_check_scatter(&r, &a, &checked), MOES_OK, "%s",
+                 moes_oracle_last_error());
+    /* Expert 0's row first, then expert 2's: both the token's row. */
+    uint16_t *got = dev_get(ctx, rec, sizeof rec_h);
+    for (int row = 0; row < K; row++)
+        cr_expect(!memcmp(got + row * P, rec_h + H, H * 2),
+                  "out's row %d is not the token's row", row);
+    cr_expect(!memcmp(got + H, rec_h + H, H * 2), "x was written");
+    for (int row = K; row < ROWS; row++)
+        cr_expect(!memcmp(got + row * P, rec_h + row * P, P * 2),
+                  "record %d past the rows placed was written", row);
+    free(got);
+
+    a.x = (uint16_t *)rec + H - 1;
+    cr_expect_eq(moes_scatter(ctx, &r, &a), MOES_ERR_OVERLAP);
+    expect_message_names(ctx, "args->out", "args->x");
+    cr_expect_eq(oracle_check_scatter(&r, &a, &checked), MOES_ERR_OVERLAP);
+    dev_free(ctx, dev_ids);
+    dev_free(ctx, rec);
+    dev_free(ctx, index);
+    dev_free(ctx, end);
+    test_close(ctx);
+}
+
 /* Rows and scales at random offsets and strides in one allocation: the
  * call must refuse every layout in which a byte of out and a byte of
  * out_scales meet (counted here byte by byte over the capacity's rows),
@@ -351,6 +403,63 @@ Test(hardening, adjacent_buffers_are_not_an_overlap)
                  moes_last_error(ctx));
     cr_expect_eq(moes_synchronize(ctx), MOES_OK);
     dev_free(ctx, arena);
+    test_close(ctx);
+}
+
+/* The strides of buffers not given are not looked at: out_scales' with
+ * no scales (INT64_MIN, whose span would overflow if it were formed) and
+ * the gather's weights_stride with no weights (-1, which is no stride at
+ * all). Both calls run and give what they give with valid strides. */
+Test(hardening, strides_of_absent_buffers_are_not_read)
+{
+    moes_context *ctx = test_open(2);
+    uint16_t xh[N * H];
+    for (int i = 0; i < N * H; i++)
+        xh[i] = (uint16_t)(0x3C00 + 41 * i);
+    void *ids = dev_from(ctx, ids_ok, sizeof ids_ok);
+    void *x = dev_from(ctx, xh, sizeof xh);
+    void *out = dev_new(ctx, 64 * H * 2), *index = dev_new(ctx, N * K * 8);
+    void *end = dev_new(ctx, E * 8);
+    void *sums = dev_new(ctx, N * H * 2), *sums_again = dev_new(ctx, N * H * 2);
+    moes_routing r;
+    moes_scatter_args a;
+    routing_of(&r, ids);
+    scatter_args_of(&a, x, out, index, end);
+    a.out_scales_row_stride = INT64_MIN;
+    a.out_scales_col_stride = INT64_MIN;
+    cr_expect_eq(moes_scatter(ctx, &r, &a), MOES_OK, "%s",
+                 moes_last_error(ctx));
+
+    moes_gather_args g;
+    moes_gather_args_init(&g);
+    g.n_tokens = N;
+    g.top_k = K;
+    g.hidden = H;
+    g.y = out;
+    g.y_rows = 64;
+    g.y_dtype = MOES_DTYPE_BF16;
+    g.out_index = index;
+    g.index_dtype = MOES_DTYPE_INT64;
+    g.out = sums;
+    g.out_dtype = MOES_DTYPE_BF16;
+    cr_expect_eq(moes_gather(ctx, &g), MOES_OK, "%s", moes_last_error(ctx));
+    g.weights_stride = -1;
+    g.out = sums_again;
+    cr_expect_eq(moes_gather(ctx, &g), MOES_OK, "%s", moes_last_error(ctx));
+    cr_expect_eq(moes_synchronize(ctx), MOES_OK);
+    unsigned char *first = dev_get(ctx, sums, N * H * 2);
+    unsigned char *again = dev_get(ctx, sums_again, N * H * 2);
+    cr_expect(!memcmp(first, again, N * H * 2),
+              "weights_stride changed a gather without weights");
+    free(first);
+    free(again);
+    dev_free(ctx, ids);
+    dev_free(ctx, x);
+    dev_free(ctx, out);
+    dev_free(ctx, index);
+    dev_free(ctx, end);
+    dev_free(ctx, sums);
+    dev_free(ctx, sums_again);
     test_close(ctx);
 }
 

@@ -86,9 +86,9 @@ static int stride_ok(int64_t *stride, int64_t row, const char *name)
 
 /* A buffer's bytes [begin, end): from its first element to the end of
  * the last one a call may touch; empty when absent or without rows. Where
- * it has several rows that do not reach into each other, period is their
- * distance in bytes and row_bytes what each row covers; else period is 0
- * and the whole range counts. */
+ * its rows do not reach into each other (one row included: its stride
+ * places it), period is their distance in bytes and row_bytes what each
+ * row covers; else period is 0 and the whole range counts. */
 typedef struct oracle_extent {
     const void *p;
     size_t elem;
@@ -103,7 +103,7 @@ static oracle_extent extent(const void *p, int64_t rows, int64_t stride,
     if (p != NULL && rows > 0 && row_len > 0) {
         x.begin = (wide)(uintptr_t)p;
         x.end = x.begin + ((wide)(rows - 1) * stride + row_len) * (wide)elem;
-        if (rows > 1 && row_len <= stride) {
+        if (row_len <= stride) {
             x.period = (wide)stride * (wide)elem;
             x.row_bytes = (wide)row_len * (wide)elem;
         }
@@ -170,6 +170,8 @@ int oracle_check_routing(const moes_routing *routing, oracle_routing *out)
         if (r.n_experts_global < 1)
             return oracle_fail(MOES_ERR_INVALID_SIZE, "n_experts_global < 1");
     } else {
+        if (r.n_experts_global < 0)
+            return oracle_fail(MOES_ERR_INVALID_SIZE, "n_experts_global < 0");
         if (r.n_experts_global == 0)
             r.n_experts_global = r.n_experts;
         if (r.n_experts_global != r.n_experts)
@@ -361,7 +363,9 @@ int oracle_check_scatter(const moes_routing *routing,
     if (out->index_elem == 0)
         return oracle_fail(MOES_ERR_INVALID_DTYPE, "index_dtype");
     if (out->index_elem == 4 &&
-        (out->out_rows > INT32_MAX || out->route.choices > INT32_MAX ||
+        (out->out_rows > INT32_MAX ||
+         ((a.counts != NULL || a.row_source != NULL) &&
+          out->route.choices > INT32_MAX) ||
          (a.m_indices != NULL && e - 1 > INT32_MAX)))
         return oracle_fail(MOES_ERR_OVERFLOW, "indices do not fit int32");
     if (out->index_elem == 4 && a.row_source != NULL &&
@@ -449,7 +453,10 @@ int oracle_check_gather(const moes_gather_args *args, oracle_gather *out)
         return oracle_fail(MOES_ERR_INVALID_DTYPE, "index_dtype");
     CHECK(stride_ok(&a.y_stride, a.hidden, "y_stride"));
     CHECK(stride_ok(&a.out_index_stride, a.top_k, "out_index_stride"));
-    CHECK(stride_ok(&a.weights_stride, a.top_k, "weights_stride"));
+    if (a.weights != NULL)
+        CHECK(stride_ok(&a.weights_stride, a.top_k, "weights_stride"));
+    else
+        a.weights_stride = a.top_k; /* not looked at without weights */
     CHECK(stride_ok(&a.out_stride, a.hidden, "out_stride"));
     if (!bytes_fit(a.y_rows, a.y_stride, out->y_elem) ||
         !bytes_fit(a.n_tokens, a.out_index_stride, out->index_elem) ||
