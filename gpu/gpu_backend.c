@@ -485,4 +485,6 @@ const moes_backend_ops moes_cuda_backend = {
     .scatter = gpu_scatter,
     .gather = gpu_gather,
     .distinct = gpu_distinct,
+    .check_scatter = gpu_check_scatter,
+    .check_gather = gpu_check_gather,
 };

@@ -699,6 +699,13 @@ static int launch_route_and_place(moes_context *ctx, gpu_scatter_args *a)
                            warp_block, a);
 }
 
+/* What a scatter checks before it queues anything. */
+int gpu_check_scatter(moes_context *ctx, const moes_scatter_plan *plan)
+{
+    MOES_TRY(gpu_enter(ctx));
+    return gpu_check_scatter_pointers(ctx, plan);
+}
+
 int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                 moes_data_error *err)
 {
@@ -706,8 +713,7 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     const unsigned warp_block = WARPS_PER_BLOCK * WARP_THREADS;
     gpu_scatter_args a;
     (void)err;
-    MOES_TRY(gpu_enter(ctx));
-    MOES_TRY(gpu_check_scatter_pointers(ctx, plan));
+    MOES_TRY(gpu_check_scatter(ctx, plan));
     MOES_TRY(prepare_route(ctx, &plan->route, 1, &a));
     a.layout = s->layout;
     a.alignment = s->alignment;
@@ -925,6 +931,13 @@ static int64_t gather_blocks(const gpu_state *st, int64_t n_tokens,
                          GPU_GATHER_MIN_BLOCKS);
 }
 
+/* What a gather checks before it queues anything. */
+int gpu_check_gather(moes_context *ctx, const moes_gather_plan *plan)
+{
+    MOES_TRY(gpu_enter(ctx));
+    return gpu_check_gather_pointers(ctx, plan);
+}
+
 int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
                moes_data_error *err)
 {
@@ -933,8 +946,7 @@ int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     gpu_gather_args a;
     enum gather_shape shape;
     (void)err;
-    MOES_TRY(gpu_enter(ctx));
-    MOES_TRY(gpu_check_gather_pointers(ctx, plan));
+    MOES_TRY(gpu_check_gather(ctx, plan));
     if (g->n_tokens == 0)
         return MOES_OK;
     memset(&a, 0, sizeof a);

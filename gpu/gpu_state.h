@@ -195,6 +195,8 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                 moes_data_error *err);
 int gpu_gather(moes_context *ctx, const moes_gather_plan *plan,
                moes_data_error *err);
+int gpu_check_scatter(moes_context *ctx, const moes_scatter_plan *plan);
+int gpu_check_gather(moes_context *ctx, const moes_gather_plan *plan);
 int gpu_reserve(moes_context *ctx, int64_t n_tokens, int64_t top_k,
                 int64_t n_experts);
 int gpu_malloc(moes_context *ctx, void **ptr, int64_t bytes);

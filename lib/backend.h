@@ -152,6 +152,12 @@ typedef struct moes_backend_ops {
                   moes_data_error *err);
     int (*distinct)(moes_context *ctx, const moes_distinct_plan *plan,
                     moes_data_error *err);
+    /* Optional: the checks of a scatter's or a gather's buffers that the
+     * backend makes before it runs one (CUDA: memory the device reaches),
+     * without running it: what MOES_SCATTER_CHECK_ONLY and
+     * MOES_GATHER_CHECK_ONLY add to lib/'s checks. Absent: none. */
+    int (*check_scatter)(moes_context *ctx, const moes_scatter_plan *plan);
+    int (*check_gather)(moes_context *ctx, const moes_gather_plan *plan);
 } moes_backend_ops;
 
 extern const moes_backend_ops moes_cpu_backend;

@@ -463,6 +463,13 @@ typedef enum moes_scale_format {
  * block: the "psum" form of grouped GEMMs that take each group's last
  * row. Since 0.3. */
 #define MOES_SCATTER_UNPADDED_END 0x4u
+/* Checks the arguments as the call would and returns: every argument
+ * error it would return (on CUDA the buffers' own check too: memory the
+ * device can reach), but no data error, since nothing is read; no buffer
+ * is read or written, nothing is queued. With the routing of a call still
+ * to come, it tells whether that call can fail before its data exist:
+ * expert-parallel ranks agree on it before they exchange. Since 0.3. */
+#define MOES_SCATTER_CHECK_ONLY 0x8u
 
 typedef struct moes_scatter_args {
     size_t struct_size;       /* sizeof(moes_scatter_args)                 */
@@ -582,6 +589,10 @@ MOES_API int moes_scatter_capacity(moes_context *ctx, int layout,
 /* Start from the old out[t][h] instead of 0 (e.g. a shared expert's or a
  * residual output already there). */
 #define MOES_GATHER_ACCUMULATE 0x1u
+/* As MOES_SCATTER_CHECK_ONLY: the arguments checked, nothing read,
+ * written or queued; out_index's entries are data, not checked. Since
+ * 0.3. */
+#define MOES_GATHER_CHECK_ONLY 0x2u
 
 typedef struct moes_gather_args {
     size_t struct_size;       /* sizeof(moes_gather_args)                  */

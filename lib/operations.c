@@ -111,6 +111,9 @@ MOES_API int moes_scatter(moes_context *ctx, const moes_routing *routing,
     st = moes_validate_scatter(ctx, routing, args, &plan);
     if (st != MOES_OK)
         return st;
+    if (plan.a.flags & MOES_SCATTER_CHECK_ONLY)
+        return ctx->ops->check_scatter ? ctx->ops->check_scatter(ctx, &plan)
+                                       : MOES_OK;
     return finish(ctx, ctx->ops->scatter(ctx, &plan, &err), &err);
 }
 
@@ -124,6 +127,9 @@ MOES_API int moes_gather(moes_context *ctx, const moes_gather_args *args)
     st = moes_validate_gather(ctx, args, &plan);
     if (st != MOES_OK)
         return st;
+    if (plan.a.flags & MOES_GATHER_CHECK_ONLY)
+        return ctx->ops->check_gather ? ctx->ops->check_gather(ctx, &plan)
+                                      : MOES_OK;
     return finish(ctx, ctx->ops->gather(ctx, &plan, &err), &err);
 }
 

@@ -337,7 +337,8 @@ static int resolve_scale_strides(moes_context *ctx, moes_scatter_args *a,
 
 #define SCATTER_FLAGS                                                     \
     (MOES_SCATTER_ZERO_PADDING | MOES_SCATTER_LABEL_PADDING |              \
-     MOES_SCATTER_UNPADDED_END)
+     MOES_SCATTER_UNPADDED_END | MOES_SCATTER_CHECK_ONLY)
+#define GATHER_FLAGS (MOES_GATHER_ACCUMULATE | MOES_GATHER_CHECK_ONLY)
 
 /* Rows in and out of a scatter that copies them: dtype, sizes, strides,
  * extents and pointers. */
@@ -606,10 +607,10 @@ int moes_validate_gather(moes_context *ctx, const moes_gather_args *args,
     if (!args)
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "args is NULL");
     MOES_TRY(moes_gather_args_from_caller(ctx, args, &a));
-    if (a.flags & ~MOES_GATHER_ACCUMULATE)
+    if (a.flags & ~GATHER_FLAGS)
         return moes_set_error(ctx, MOES_ERR_INVALID_FLAGS,
             "args->flags = 0x%x has unknown bits 0x%x", a.flags,
-            a.flags & ~MOES_GATHER_ACCUMULATE);
+            a.flags & ~GATHER_FLAGS);
     if (a.n_tokens < 0)
         return moes_set_error(ctx, MOES_ERR_INVALID_SIZE,
             "args->n_tokens = %lld is negative", LL(a.n_tokens));

@@ -5,6 +5,7 @@
  * memory helpers and workspace reservation.
  */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -654,5 +655,98 @@ Test(api, failed_reservation_keeps_the_earlier_one)
     cr_expect(dev_is_canary(ctx, d_counts, 2000 * 4));
     dev_free(ctx, d_ids);
     dev_free(ctx, d_counts);
+    test_close(ctx);
+}
+
+/* MOES_SCATTER_CHECK_ONLY and MOES_GATHER_CHECK_ONLY: the argument
+ * errors of the call itself, with its message; no data error, since the
+ * data are not read (a bad id, an out_index entry past y); and nothing
+ * written anywhere, whatever the buffers hold. */
+Test(api, check_only_checks_arguments_and_touches_nothing)
+{
+    enum { N = 5, K = 2, E = 3, H = 16, CAP = 32 };
+    moes_context *ctx = test_open(2);
+    const int32_t ids[N * K] = {0, 2, 1, 1, 2, -1, 0, 1, 7, 2}; /* 7: bad */
+    uint16_t xh[N * H];
+    for (int i = 0; i < N * H; i++)
+        xh[i] = (uint16_t)(0x3D00 + 13 * i);
+    void *dev_ids = dev_from(ctx, ids, sizeof ids);
+    void *x = dev_from(ctx, xh, sizeof xh);
+    void *out = dev_new(ctx, CAP * H * 2), *out_index = dev_new(ctx, N * K * 4);
+    void *m_indices = dev_new(ctx, CAP * 4);
+    moes_routing r;
+    moes_routing_init(&r);
+    r.n_tokens = N;
+    r.top_k = K;
+    r.n_experts = E;
+    r.ids = dev_ids;
+    moes_scatter_args s;
+    moes_scatter_args_init(&s);
+    s.alignment = 4;
+    s.capacity = CAP;
+    s.x = x;
+    s.hidden = H;
+    s.out = out;
+    s.out_index = out_index;
+    s.m_indices = m_indices;
+    s.flags = MOES_SCATTER_ZERO_PADDING | MOES_SCATTER_CHECK_ONLY;
+    cr_expect_eq(moes_scatter(ctx, &r, &s), MOES_OK, "%s",
+                 moes_last_error(ctx));
+    s.flags &= ~MOES_SCATTER_CHECK_ONLY;
+    int st = moes_scatter(ctx, &r, &s);
+    if (st == MOES_OK) /* CUDA: deferred */
+        st = moes_synchronize(ctx);
+    cr_expect_eq(st, MOES_ERR_INVALID_ID,
+                 "the same call without the flag reads the bad id");
+    /* An argument error: the call's own status and message. */
+    char message[512];
+    s.out_stride = H - 1;
+    cr_expect_eq(moes_scatter(ctx, &r, &s), MOES_ERR_INVALID_STRIDE);
+    snprintf(message, sizeof message, "%s", moes_last_error(ctx));
+    s.flags |= MOES_SCATTER_CHECK_ONLY;
+    cr_expect_eq(moes_scatter(ctx, &r, &s), MOES_ERR_INVALID_STRIDE);
+    cr_expect_str_eq(moes_last_error(ctx), message);
+    s.out_stride = 0;
+    s.m_indices = NULL;
+    cr_expect_eq(moes_scatter(ctx, &r, &s), MOES_ERR_NULL_POINTER);
+    cr_expect(strstr(moes_last_error(ctx), "m_indices") != NULL, "%s",
+              moes_last_error(ctx));
+    cr_expect(dev_is_canary(ctx, out, CAP * H * 2), "out was written");
+    cr_expect(dev_is_canary(ctx, out_index, N * K * 4),
+              "out_index was written");
+    cr_expect(dev_is_canary(ctx, m_indices, CAP * 4), "m_indices was written");
+
+    /* The gather: an out_index entry past y is data, not checked. */
+    int32_t index[N * K];
+    for (int i = 0; i < N * K; i++)
+        index[i] = i % 3 == 0 ? -1 : i;
+    index[3] = CAP; /* one past y's rows */
+    void *dev_index = dev_from(ctx, index, sizeof index);
+    void *sums = dev_new(ctx, N * H * 4 + 2);
+    moes_gather_args g;
+    moes_gather_args_init(&g);
+    g.flags = MOES_GATHER_CHECK_ONLY | MOES_GATHER_ACCUMULATE;
+    g.n_tokens = N;
+    g.top_k = K;
+    g.hidden = H;
+    g.y = out;
+    g.y_rows = CAP;
+    g.out_index = dev_index;
+    g.out = sums;
+    g.out_dtype = MOES_DTYPE_FP32;
+    cr_expect_eq(moes_gather(ctx, &g), MOES_OK, "%s", moes_last_error(ctx));
+    g.out = (char *)sums + 2; /* fp32 at a 2-byte offset */
+    cr_expect_eq(moes_gather(ctx, &g), MOES_ERR_MISALIGNED);
+    cr_expect(strstr(moes_last_error(ctx), "args->out") != NULL, "%s",
+              moes_last_error(ctx));
+    cr_expect_eq(moes_synchronize(ctx), MOES_OK);
+    cr_expect(dev_is_canary(ctx, sums, N * H * 4 + 2), "out was written");
+    dev_free(ctx, dev_ids);
+    dev_free(ctx, x);
+    dev_free(ctx, out);
+    dev_free(ctx, out_index);
+    dev_free(ctx, m_indices);
+    dev_free(ctx, dev_index);
+    dev_free(ctx, sums);
     test_close(ctx);
 }

@@ -223,7 +223,7 @@ int moes_oracle_scatter(const moes_routing *routing,
     int masked, pads, st;
 
     st = oracle_check_scatter(routing, args, &s);
-    if (st != MOES_OK)
+    if (st != MOES_OK || (s.a.flags & MOES_SCATTER_CHECK_ONLY))
         return st;
     a = &s.a;
     n = s.route.r.n_tokens;
@@ -403,7 +403,7 @@ int moes_oracle_gather(const moes_gather_args *args)
     oracle_gather g;
     const moes_gather_args *a;
     int st = oracle_check_gather(args, &g);
-    if (st != MOES_OK)
+    if (st != MOES_OK || (g.a.flags & MOES_GATHER_CHECK_ONLY))
         return st;
     a = &g.a;
     for (int64_t t = 0; t < a->n_tokens; t++) {

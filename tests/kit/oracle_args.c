@@ -294,7 +294,8 @@ int oracle_check_scatter(const moes_routing *routing,
         return oracle_fail(MOES_ERR_INVALID_ARGUMENT, "layout");
     if (a.flags & ~(unsigned)(MOES_SCATTER_ZERO_PADDING |
                               MOES_SCATTER_LABEL_PADDING |
-                              MOES_SCATTER_UNPADDED_END))
+                              MOES_SCATTER_UNPADDED_END |
+                              MOES_SCATTER_CHECK_ONLY))
         return oracle_fail(MOES_ERR_INVALID_FLAGS, "flags");
     if (a.alignment < 1)
         return oracle_fail(MOES_ERR_INVALID_ALIGNMENT, "alignment");
@@ -432,7 +433,7 @@ int oracle_check_gather(const moes_gather_args *args, oracle_gather *out)
     if (args->struct_size != sizeof(moes_gather_args))
         return oracle_fail(MOES_ERR_INVALID_ARGUMENT, "args struct_size");
     a = *args;
-    if ((a.flags | MOES_GATHER_ACCUMULATE) != MOES_GATHER_ACCUMULATE)
+    if (a.flags & ~(unsigned)(MOES_GATHER_ACCUMULATE | MOES_GATHER_CHECK_ONLY))
         return oracle_fail(MOES_ERR_INVALID_FLAGS, "flags");
     if (a.n_tokens < 0)
         return oracle_fail(MOES_ERR_INVALID_SIZE, "n_tokens < 0");
