@@ -119,8 +119,8 @@ static int agreed_status(moes_ep *ep, int own, int64_t worst)
     int rank = (int)(((int64_t)1 << EP_RANK_BITS) - 1 -
                      (worst & (((int64_t)1 << EP_RANK_BITS) - 1)));
     return moes_ep_fail(ep, status,
-                        "rank %d failed (%s): nothing was exchanged", rank,
-                        moes_strerror(status));
+                        "rank %d failed (%s): nothing of this call was "
+                        "written", rank, moes_strerror(status));
 }
 
 static int agree(moes_ep *ep, int status)
@@ -271,6 +271,8 @@ moes_ep *moes_ep_alloc(moes_context *ctx, const moes_ep_options *opts)
     ep->ctx = ctx;
     if (opts && opts->struct_size == sizeof *opts)
         ep->opts = *opts;
+    else if (opts)
+        ep->opts.struct_size = opts->struct_size; /* for the message */
     return ep;
 }
 
@@ -341,6 +343,8 @@ static int validate_options(moes_ep *ep)
                                                         : o->max_tokens;
     if (!mul_ok(o->experts_per_rank, ep->n_ranks, &experts) ||
         (o->ids_dtype == MOES_DTYPE_INT32 && experts > INT32_MAX) ||
+        /* The expert maps hold local experts as int32. */
+        o->experts_per_rank > INT32_MAX ||
         !mul_ok(o->max_tokens, ep->n_ranks, &routing) ||
         !mul_ok(routing, 8, &bytes) ||
         !mul_ok(o->max_tokens, o->top_k, &routing) ||
@@ -490,8 +494,9 @@ int moes_ep_destroy(moes_ep *ep)
 }
 
 /* The options every rank must give alike, compared through one maximum
- * of each value and of its negation. */
-#define EP_AGREED_FIELDS 11
+ * of each value and of its complement (~v, which unlike -v never
+ * overflows): the values agree when the maximum is ~ the other. */
+#define EP_AGREED_FIELDS 12
 static void agreed_fields(const moes_ep *ep, int64_t *v)
 {
     const moes_ep_options *o = &ep->opts;
@@ -506,12 +511,14 @@ static void agreed_fields(const moes_ep *ep, int64_t *v)
     v[8] = o->out_dtype;
     v[9] = o->mode;
     v[10] = o->mode == MOES_EP_MODE_BOUNDED ? o->tokens_per_pair : 0;
+    /* The exact mode's buffers and moes_ep_capacity follow it. */
+    v[11] = o->max_tokens;
 }
 
 static const char *const agreed_names[EP_AGREED_FIELDS] = {
     "n_ranks", "experts_per_rank", "hidden", "top_k", "x_dtype",
     "scale_block", "ids_dtype", "y_dtype", "out_dtype", "mode",
-    "tokens_per_pair"};
+    "tokens_per_pair", "max_tokens"};
 
 int moes_ep_finish_create(moes_ep **out, moes_ep *ep, int status)
 {
@@ -521,24 +528,24 @@ int moes_ep_finish_create(moes_ep **out, moes_ep *ep, int status)
         status = allocate(ep);
 
     /* Every rank takes part, whatever it found: one maximum over the
-     * status and the fields, and over the negated fields. */
+     * status and the fields, and over the fields' complements. */
     int64_t v[1 + 2 * EP_AGREED_FIELDS];
     int64_t fields[EP_AGREED_FIELDS];
     agreed_fields(ep, fields);
     v[0] = encode_status(ep, status);
     for (int i = 0; i < EP_AGREED_FIELDS; i++) {
         v[1 + i] = fields[i];
-        v[1 + EP_AGREED_FIELDS + i] = -fields[i];
+        v[1 + EP_AGREED_FIELDS + i] = ~fields[i];
     }
     int rc = ep->transport->allreduce_max_i64(ep, v, 1 + 2 * EP_AGREED_FIELDS);
     if (rc == MOES_OK) {
         rc = agreed_status(ep, status, v[0]);
         for (int i = 0; rc == MOES_OK && i < EP_AGREED_FIELDS; i++)
-            if (v[1 + i] != -v[1 + EP_AGREED_FIELDS + i])
+            if (v[1 + i] != ~v[1 + EP_AGREED_FIELDS + i])
                 rc = moes_ep_fail(ep, MOES_ERR_INVALID_ARGUMENT,
                                   "the ranks disagree on %s: from %lld to "
                                   "%lld", agreed_names[i],
-                                  (long long)-v[1 + EP_AGREED_FIELDS + i],
+                                  (long long)~v[1 + EP_AGREED_FIELDS + i],
                                   (long long)v[1 + i]);
     }
     if (rc != MOES_OK) {
@@ -613,14 +620,34 @@ static int check_dispatch(moes_ep *ep, const moes_ep_dispatch_args *a)
     if (a->n_tokens > 0 && (!a->x || !a->ids))
         return moes_ep_fail(ep, MOES_ERR_NULL_POINTER, "args->%s is NULL",
                             !a->x ? "x" : "ids");
-    if ((a->ids_stride != 0 && a->ids_stride < o->top_k) ||
-        (a->weights_stride != 0 && a->weights_stride < o->top_k) ||
-        (a->x_stride != 0 && a->x_stride < o->hidden) ||
-        (a->x_scales_stride != 0 && a->x_scales_stride < ep->n_scales) ||
-        a->ids_stride < 0 || a->weights_stride < 0 || a->x_stride < 0 ||
-        a->x_scales_stride < 0)
-        return moes_ep_fail(ep, MOES_ERR_INVALID_STRIDE,
-                            "a stride of args is smaller than its row");
+    const struct {
+        const char *name, *row_name;
+        int64_t stride, row;
+        const void *ptr;
+        int64_t elem;
+    } in[] = {
+        {"x", "hidden", a->x_stride, o->hidden, a->x, ep->x_size},
+        {"ids", "top_k", a->ids_stride, o->top_k, a->ids, ep->ids_size},
+        {"weights", "top_k", a->weights_stride, o->top_k, a->weights, 4},
+        {"x_scales", "the scales a row", a->x_scales_stride, ep->n_scales,
+         a->x_scales, 4},
+    };
+    for (size_t i = 0; i < sizeof in / sizeof *in; i++) {
+        if (in[i].stride < 0 || (in[i].stride != 0 && in[i].stride < in[i].row))
+            return moes_ep_fail(ep, MOES_ERR_INVALID_STRIDE,
+                                "args->%s_stride = %lld is smaller than %s "
+                                "= %lld", in[i].name, (long long)in[i].stride,
+                                in[i].row_name, (long long)in[i].row);
+        if ((uintptr_t)in[i].ptr % (uintptr_t)in[i].elem != 0)
+            return moes_ep_fail(ep, MOES_ERR_MISALIGNED,
+                                "args->%s = %p is not aligned to its "
+                                "%lld-byte elements", in[i].name, in[i].ptr,
+                                (long long)in[i].elem);
+    }
+    if ((uintptr_t)a->n_dropped_device % 8 != 0)
+        return moes_ep_fail(ep, MOES_ERR_MISALIGNED,
+                            "args->n_dropped_device = %p is not aligned to "
+                            "8 bytes", (void *)a->n_dropped_device);
     const moes_scatter_args *l = a->local;
     if (l->layout != MOES_LAYOUT_CONTIGUOUS &&
         l->layout != MOES_LAYOUT_GROUPED && l->layout != MOES_LAYOUT_MASKED)
@@ -785,8 +812,8 @@ static int copy_rows_by_gather(moes_ep *ep, int64_t n_tokens, int64_t cols,
  * expert here" on arrival: their ids -1. Their scales are scattered too
  * (the receiver's scatter takes every slot as a token), and a UE8M0
  * layout rejects any scale that is not a power of two, so they carry 1.0;
- * on a device the weights of a rank that gives none travel as 1.0 for
- * every slot the same way. One moes_fill_rows writes these fields of
+ * on a device the scales and weights of a rank that gives none travel as
+ * 1.0 for every slot the same way (no peer learns what it gave). One moes_fill_rows writes these fields of
  * every record, from the first that needs it to the last: rows and
  * weights that a slot past its pair's count carries are never read. On
  * an H200 the whole records' 0xFF memset and a gather of 1.0 scales (a
@@ -796,7 +823,9 @@ static int copy_rows_by_gather(moes_ep *ep, int64_t n_tokens, int64_t cols,
 static int clear_slots(moes_ep *ep, const moes_ep_dispatch_args *a)
 {
     const int64_t K = ep->opts.top_k;
-    const int scales = a && a->x_scales;
+    /* Queued, no rank learns whether its peers give scales: a rank
+     * without them sends 1.0 in every slot, as it does weights. */
+    const int scales = ep->async || (a && a->x_scales);
     const int weights = ep->async && (!a || !a->weights);
     const int64_t from = scales ? ep->scales_at : ep->ids_at;
     const int64_t to = weights ? ep->weights_at + K * 4
@@ -944,22 +973,55 @@ static int check_capacity(moes_ep *ep, const moes_scatter_args *l)
         return moes_ep_fail(ep, rc, "counting the received tokens: %s",
                             moes_last_error(ep->ctx));
     }
-    int64_t rows = 0;
-    for (int64_t e = 0; e < El; e++)
-        rows += (counts[e] + l->alignment - 1) / l->alignment * l->alignment;
+    /* Each expert's rows rounded up to the alignment, summed while they
+     * stay within the capacity (so that no sum overflows). */
+    const int64_t A = l->alignment;
+    int64_t rows = 0, e = 0;
+    for (; e < El; e++) {
+        const int64_t blocks = counts[e] / A + (counts[e] % A != 0);
+        if (blocks > (l->capacity - rows) / A)
+            break;
+        rows += blocks * A;
+    }
     free(counts);
-    if (rows > l->capacity)
+    if (e < El)
         return moes_ep_fail(ep, MOES_ERR_CAPACITY,
-                            "args->local->capacity = %lld rows, but the "
-                            "tokens this rank receives need %lld",
-                            (long long)l->capacity, (long long)rows);
+                            "args->local->capacity = %lld rows cannot hold "
+                            "the tokens this rank receives at alignment "
+                            "%lld (local expert %lld's block passes it)",
+                            (long long)l->capacity, (long long)A,
+                            (long long)e);
     return MOES_OK;
 }
 
+/* A failure of the local scatter, its message naming the caller's
+ * fields as the caller wrote them: args->local->out for the scatter's
+ * args->out. */
+static int fail_local(moes_ep *ep, int rc)
+{
+    static const char field[] = "args->", local[] = "args->local->";
+    const char *m = moes_last_error(ep->ctx);
+    char named[sizeof ep->message];
+    size_t n = 0;
+    while (*m && n + sizeof local < sizeof named) {
+        if (strncmp(m, field, sizeof field - 1) == 0) {
+            memcpy(named + n, local, sizeof local - 1);
+            n += sizeof local - 1;
+            m += sizeof field - 1;
+        } else {
+            named[n++] = *m++;
+        }
+    }
+    named[n] = '\0';
+    return moes_ep_fail(ep, rc, "the local scatter: %s", named);
+}
+
 /* Step 5: what arrived, scattered into the caller's layout as if it
- * were this rank's own tokens. */
+ * were this rank's own tokens; with MOES_SCATTER_CHECK_ONLY in flags,
+ * the same call's argument checks alone, which every rank agrees on
+ * before anything of a caller's is written. */
 static int scatter_received(moes_ep *ep, const moes_scatter_args *l,
-                            int has_scales)
+                            int has_scales, unsigned flags)
 {
     moes_routing r;
     received_routing(ep, &r);
@@ -980,7 +1042,9 @@ static int scatter_received(moes_ep *ep, const moes_scatter_args *l,
     s.x_scales_stride = ep->record / 4;
     s.out_index = recv_index_slots(ep);
     s.out_index_stride = 0;
-    return moes_scatter(ep->ctx, &r, &s);
+    s.flags |= flags;
+    const int rc = moes_scatter(ep->ctx, &r, &s);
+    return rc == MOES_OK ? MOES_OK : fail_local(ep, rc);
 }
 
 /* args->n_dropped_device on the exact path: the count known on the host. */
@@ -1130,9 +1194,20 @@ static int dispatch_on_device(moes_ep *ep, const moes_ep_dispatch_args *args)
                                      "args is NULL");
     int rc;
     ep->send_slots = ep->recv_slots = B * R;
-    if ((rc = set_markers(ep, &ep->marks_send, status)) ||
-        (rc = clear_slots(ep, status == MOES_OK ? args : NULL)))
-        return rc;
+    /* The caller's layout, checked before any rank sends a token. */
+    if (status == MOES_OK)
+        status = scatter_received(ep, args->local, args->x_scales != NULL,
+                                  MOES_SCATTER_CHECK_ONLY);
+    /* A failure from here on is this rank's status, and the rank still
+     * takes part in every exchange below, as its peers do: returning
+     * early would pair its next exchanges with their present ones. (Where
+     * even the failure markers cannot be written, the device is beyond
+     * what a marker can tell.) */
+    rc = set_markers(ep, &ep->marks_send, status);
+    if (rc == MOES_OK)
+        rc = clear_slots(ep, status == MOES_OK ? args : NULL);
+    if (status == MOES_OK)
+        status = rc;
     int64_t *dropped = args && args->n_dropped_device
                            ? args->n_dropped_device
                            : ep->dropped.ptr;
@@ -1149,8 +1224,8 @@ static int dispatch_on_device(moes_ep *ep, const moes_ep_dispatch_args *args)
     }
     /* A failure the host saw after the markers were set (a pack may have
      * written them): the peers get its status. */
-    if (status != MOES_OK && (rc = set_markers(ep, &ep->marks_send, status)))
-        return rc;
+    if (status != MOES_OK)
+        (void)set_markers(ep, &ep->marks_send, status);
     /* Every buffer travels, whatever this rank found: the exchanges are
      * the same on every rank. */
     if ((rc = exchange_group(ep, 1)))
@@ -1163,12 +1238,8 @@ static int dispatch_on_device(moes_ep *ep, const moes_ep_dispatch_args *args)
         return rc;
     if (status == MOES_OK)
         status = check_markers(ep, &ep->marks_recv, B + 1, "dispatch");
-    if (status == MOES_OK) {
-        status = scatter_received(ep, args->local, args->x_scales != NULL);
-        if (status != MOES_OK)
-            moes_ep_fail(ep, status, "the local scatter: %s",
-                         moes_last_error(ep->ctx));
-    }
+    if (status == MOES_OK)
+        status = scatter_received(ep, args->local, args->x_scales != NULL, 0);
     if (status != MOES_OK)
         return status;
     ep->dispatched = 1;
@@ -1288,9 +1359,14 @@ int moes_ep_dispatch(moes_ep *ep, const moes_ep_dispatch_args *args)
                                     "%lld tokens arrive, more than one "
                                     "exchange can count", (long long)rd)
                      : size_recv(ep, rd);
-        if ((rc = agree(ep, status)) != MOES_OK)
-            return rc;
     }
+    /* The caller's layout, checked (with the routing of what will arrive)
+     * before any rank sends a token. */
+    if (status == MOES_OK)
+        status = scatter_received(ep, args->local, has_scales,
+                                  MOES_SCATTER_CHECK_ONLY);
+    if ((rc = agree(ep, status)) != MOES_OK)
+        return rc;
 
     if ((rc = exchange_group(ep, 1)))
         return rc;
@@ -1303,12 +1379,10 @@ int moes_ep_dispatch(moes_ep *ep, const moes_ep_dispatch_args *args)
     if ((rc = agree(ep, check_capacity(ep, l))) != MOES_OK)
         return rc;
 
-    status = scatter_received(ep, l, has_scales);
-    if (status == MOES_OK && ep->on_device)
-        status = moes_synchronize(ep->ctx);
-    if (status != MOES_OK)
-        moes_ep_fail(ep, status, "the local scatter: %s",
-                     moes_last_error(ep->ctx));
+    status = scatter_received(ep, l, has_scales, 0);
+    if (status == MOES_OK && ep->on_device &&
+        (status = moes_synchronize(ep->ctx)) != MOES_OK)
+        fail_local(ep, status);
     if ((rc = agree(ep, status)) != MOES_OK)
         return rc;
 
@@ -1380,20 +1454,33 @@ static int gather_partials(moes_ep *ep, const moes_ep_combine_args *args)
     g.out = ep->partial.ptr;
     g.out_dtype = MOES_DTYPE_FP32;
     int rc = moes_gather(ep->ctx, &g);
+    /* The exact mode agrees on this status before the partials travel:
+     * an error found on the device must be known here. */
     if (rc == MOES_OK && ep->on_device && !ep->async)
-        rc = moes_get_error(ep->ctx);
+        rc = moes_synchronize(ep->ctx);
+    if (rc == MOES_ERR_INVALID_OUT_INDEX)
+        /* The indices are the dispatch's own: y is what is short. */
+        return moes_ep_fail(ep, rc,
+                            "args->y_rows = %lld does not reach every row "
+                            "the dispatch placed (%s)",
+                            (long long)args->y_rows,
+                            moes_last_error(ep->ctx));
     if (rc != MOES_OK)
         moes_ep_fail(ep, rc, "the local gather: %s", moes_last_error(ep->ctx));
     return rc;
 }
 
 /* The partials that came back, added in ascending rank order: a gather
- * with the packing's out_index and unit weights. */
-static int add_partials(moes_ep *ep, const moes_ep_combine_args *args)
+ * with the packing's out_index and unit weights. With
+ * MOES_GATHER_CHECK_ONLY in flags, that gather's argument checks alone
+ * (the caller's out), which every rank agrees on before the partials
+ * travel. */
+static int add_partials(moes_ep *ep, const moes_ep_combine_args *args,
+                        unsigned flags)
 {
     moes_gather_args g;
     moes_gather_args_init(&g);
-    g.flags = args->flags;
+    g.flags = args->flags | flags;
     g.n_tokens = ep->n_tokens;
     g.top_k = ep->opts.top_k;
     g.hidden = ep->opts.hidden;
@@ -1419,14 +1506,18 @@ static int combine_on_device(moes_ep *ep, const moes_ep_combine_args *args)
                       : moes_ep_fail(ep, MOES_ERR_NULL_POINTER,
                                      "args is NULL");
     int rc;
-    if ((rc = set_markers(ep, &ep->back_marks_send, status)))
-        return rc;
+    if (status == MOES_OK && ep->n_tokens > 0)
+        status = add_partials(ep, args, MOES_GATHER_CHECK_ONLY);
+    /* As in the dispatch: a failure is this rank's status, and every
+     * exchange below still takes place. */
+    rc = set_markers(ep, &ep->back_marks_send, status);
+    if (status == MOES_OK)
+        status = rc;
     /* The gather writes the markers' 0 too. */
     if (status == MOES_OK)
         status = gather_partials(ep, args);
-    if (status != MOES_OK &&
-        (rc = set_markers(ep, &ep->back_marks_send, status)))
-        return rc;
+    if (status != MOES_OK)
+        (void)set_markers(ep, &ep->back_marks_send, status);
     if ((rc = exchange_group(ep, 1)))
         return rc;
     if (!(rc = exchange_markers(ep, &ep->back_marks_send,
@@ -1439,7 +1530,7 @@ static int combine_on_device(moes_ep *ep, const moes_ep_combine_args *args)
     if (status == MOES_OK)
         status = check_markers(ep, &ep->back_marks_recv, 2, "combine");
     if (status == MOES_OK && ep->n_tokens > 0)
-        status = add_partials(ep, args);
+        status = add_partials(ep, args, 0);
     return status;
 }
 
@@ -1454,6 +1545,9 @@ int moes_ep_combine(moes_ep *ep, const moes_ep_combine_args *args)
     int status = args ? check_combine(ep, args)
                       : moes_ep_fail(ep, MOES_ERR_NULL_POINTER,
                                      "args is NULL");
+    /* The caller's out, checked before any partial travels. */
+    if (status == MOES_OK && ep->n_tokens > 0)
+        status = add_partials(ep, args, MOES_GATHER_CHECK_ONLY);
     if (status == MOES_OK && ep->recv_slots > 0)
         status = gather_partials(ep, args);
     int rc = agree(ep, status);
@@ -1464,7 +1558,7 @@ int moes_ep_combine(moes_ep *ep, const moes_ep_combine_args *args)
         return rc;
     if (ep->n_tokens == 0)
         return MOES_OK;
-    return add_partials(ep, args);
+    return add_partials(ep, args, 0);
 }
 
 int moes_ep_synchronize(moes_ep *ep)

@@ -53,8 +53,9 @@
  * ERRORS
  *   Every function is collective over the communicator and returns a
  *   moes_status on every rank. When one rank finds bad input (ids out of
- *   range, more tokens than max_tokens, a layout that cannot hold what it
- *   receives), every rank returns an error before any data is exchanged:
+ *   range, more tokens than max_tokens, bad arguments of its local layout
+ *   or of the combine's out, a layout that cannot hold what it receives),
+ *   every rank returns an error before anything of a caller's is written:
  *   the rank at fault its own status and message, the others the same
  *   status with a message naming that rank. No rank is left waiting.
  *   moes_ep_last_error() gives the message. (The bounded mode over NCCL

@@ -1020,13 +1020,30 @@ static void bad_inputs(moes_context *ctx)
            seed, "create with one rank's hidden size different");
     moes_ep_destroy(ep);
     ep = NULL;
-    /* One rank with a bad size of its own: its status, on every rank. */
+    /* max_tokens sizes the exact mode's buffers and moes_ep_capacity:
+     * one rank with another fails every rank too. */
+    default_options(&c, &opts);
+    if (rank == n_ranks - 1)
+        opts.max_tokens++;
+    rc = moes_ep_create_mpi(&ep, ctx, &opts, MPI_COMM_WORLD);
+    expect(n_ranks == 1 ? rc == MOES_OK : rc == MOES_ERR_INVALID_ARGUMENT,
+           seed, "create with one rank's max_tokens different");
+    moes_ep_destroy(ep);
+    ep = NULL;
+    /* One rank with a bad size of its own: its status, on every rank
+     * (INT64_MIN, which the agreement of the options takes whole). */
     default_options(&c, &opts);
     if (rank == 0)
         opts.top_k = 0;
     rc = moes_ep_create_mpi(&ep, ctx, &opts, MPI_COMM_WORLD);
     expect(rc == MOES_ERR_INVALID_SIZE && !ep, seed,
            "create with top_k 0 on rank 0");
+    default_options(&c, &opts);
+    if (rank == 0)
+        opts.experts_per_rank = INT64_MIN;
+    rc = moes_ep_create_mpi(&ep, ctx, &opts, MPI_COMM_WORLD);
+    expect(rc == MOES_ERR_INVALID_SIZE && !ep, seed,
+           "create with experts_per_rank INT64_MIN on rank 0");
 
     default_options(&c, &opts);
     rc = moes_ep_create_mpi(&ep, ctx, &opts, MPI_COMM_WORLD);
@@ -1048,11 +1065,14 @@ static void bad_inputs(moes_context *ctx)
     alloc_local(&c, c.max_tokens * n_ranks, &o);
     alloc_local(&c, c.max_tokens * n_ranks, &fresh);
     poison_local(&c, &fresh);
-    /* The queued path tells a peer of a failure through its markers, as
-     * an id error of its own: only the bad id has the same status on
-     * every rank there (a bad size or capacity is the failing rank's
-     * alone). */
-    for (int fault = 0; fault < (EP_QUEUED_ON_HOST ? 1 : 3); fault++) {
+    /* The queued path tells a peer of a failure through its markers: a
+     * bad id and a bad argument of the caller's layout have the same
+     * status on every rank there, a bad size or capacity is the failing
+     * rank's alone (found after the tokens travel, by that rank's own
+     * scatter). */
+    for (int fault = 0; fault < 5; fault++) {
+        if (EP_QUEUED_ON_HOST && fault != 0 && fault != 3)
+            continue;
         poison_local(&c, &o);
         moes_scatter_args local;
         local_args(&c, &o, &local);
@@ -1073,7 +1093,7 @@ static void bad_inputs(moes_context *ctx)
             if (rank == faulty)
                 d.n_tokens = c.max_tokens + 1;
             expected = MOES_ERR_INVALID_SIZE;
-        } else {
+        } else if (fault == 2) {
             /* Every token everywhere is sent somewhere, so a layout of no
              * rows cannot hold what some rank receives. */
             for (int r = 0; r < n_ranks; r++)
@@ -1081,6 +1101,22 @@ static void bad_inputs(moes_context *ctx)
                     set_id(&c, c.in[r].ids, t * c.ids_stride, 0);
             if (rank == 0)
                 local.capacity = 0;
+            expected = MOES_ERR_CAPACITY;
+        } else if (fault == 3) {
+            /* The caller's layout wrong on rank 0 alone: found before any
+             * rank sends a token. */
+            if (rank == 0)
+                local.out_stride = c.H - 1;
+            expected = MOES_ERR_INVALID_STRIDE;
+        } else {
+            /* An alignment whose blocks no capacity holds (their sum
+             * would pass INT64_MAX where two experts receive). */
+            for (int r = 0; r < n_ranks; r++)
+                for (int64_t t = 0; t < c.in[r].n; t++)
+                    set_id(&c, c.in[r].ids, t * c.ids_stride,
+                           c.El > 1 ? t % 2 : 0);
+            if (rank == 0)
+                local.alignment = (int64_t)1 << 62;
             expected = MOES_ERR_CAPACITY;
         }
         rc = moes_ep_dispatch(ep, &d);
@@ -1102,6 +1138,38 @@ static void bad_inputs(moes_context *ctx)
         rc = moes_ep_combine(ep, &ca);
         expect(rc == MOES_ERR_INVALID_ARGUMENT, seed,
                "combine after a failed dispatch");
+    }
+    /* A combine whose out is misaligned on rank 0 alone: every rank
+     * fails before a partial travels, and no rank's out is written. */
+    {
+        poison_local(&c, &o);
+        moes_scatter_args local;
+        local_args(&c, &o, &local);
+        moes_ep_dispatch_args d;
+        dispatch_args(&c, &local, NULL, NULL, &d);
+        rc = moes_ep_dispatch(ep, &d);
+        expect(rc == MOES_OK, seed, moes_ep_last_error(ep));
+        size_t os;
+        moes_dtype_size(c.out_dtype, &os);
+        void *y = make_y(&c, rank, o.rows);
+        const int64_t out_bytes = (c.in[rank].n * c.H + 1) * (int64_t)os;
+        unsigned char *out = xalloc(out_bytes), *before = xalloc(out_bytes);
+        memset(out, 0x5A, (size_t)out_bytes);
+        memcpy(before, out, (size_t)out_bytes);
+        moes_ep_combine_args cb;
+        moes_ep_combine_args_init(&cb);
+        cb.y = y;
+        cb.y_rows = o.rows;
+        cb.out = rank == 0 ? out + 1 : out; /* elements of 2 or 4 bytes */
+        rc = moes_ep_combine(ep, &cb);
+        snprintf(what, sizeof what,
+                 "combine with rank 0's out misaligned returned %d", rc);
+        expect(rc == MOES_ERR_MISALIGNED, seed, what);
+        expect(!memcmp(out, before, (size_t)out_bytes), seed,
+               "a failed combine wrote out");
+        free(y);
+        free(out);
+        free(before);
     }
     free_local(&o);
     free_local(&fresh);

@@ -245,12 +245,15 @@ int moes_ep_create_nccl(moes_ep **out, moes_context *ctx,
     ep->on_device = 1;
     int status = MOES_OK;
     moes_context_info info = {.struct_size = sizeof info};
+    /* The context is looked at before opts: whether this rank can take
+     * part in the agreement below depends on it alone, and a rank that
+     * can must, whatever else it got wrong (its peers wait there). */
     if (!ctx)
         status = moes_ep_fail(ep, MOES_ERR_NULL_POINTER, "ctx is NULL");
-    else if (!opts)
-        status = moes_ep_fail(ep, MOES_ERR_NULL_POINTER, "opts is NULL");
     else if ((status = moes_context_get_info(ctx, &info)) != MOES_OK)
         moes_ep_fail(ep, status, "%s", moes_last_error(ctx));
+    else if (!opts)
+        status = moes_ep_fail(ep, MOES_ERR_NULL_POINTER, "opts is NULL");
     else if (info.backend != MOES_BACKEND_CUDA)
         status = moes_ep_fail(ep, MOES_ERR_INVALID_ARGUMENT,
                               "the NCCL transport moves device buffers: ctx "
