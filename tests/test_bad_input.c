@@ -312,7 +312,7 @@ static void args_null(fixture *f) { (void)f; }
 static void args_struct_size(fixture *f) { f->s.struct_size += 8; }
 static void layout_zero(fixture *f) { f->s.layout = 0; }
 static void layout_unknown(fixture *f) { f->s.layout = 4; }
-static void flags_unknown(fixture *f) { f->s.flags = 0x8; }
+static void flags_unknown(fixture *f) { f->s.flags = 0x10; }
 static void flags_high_bit(fixture *f) { f->s.flags = 0x80000001u; }
 static void alignment_zero(fixture *f) { f->s.alignment = 0; }
 static void alignment_negative(fixture *f) { f->s.alignment = -128; }
@@ -597,7 +597,7 @@ ParameterizedTest(size_t *i, bad_input, scatter)
 
 static void g_args_null(fixture *f) { (void)f; }
 static void g_struct_size(fixture *f) { f->g.struct_size = 0; }
-static void g_flags(fixture *f) { f->g.flags = 0x2; }
+static void g_flags(fixture *f) { f->g.flags = 0x4; }
 static void g_tokens_negative(fixture *f) { f->g.n_tokens = -4; }
 static void g_top_k_zero(fixture *f) { f->g.top_k = 0; }
 static void g_hidden_zero(fixture *f) { f->g.hidden = 0; }
