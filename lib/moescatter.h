@@ -54,7 +54,9 @@
  *   expert map, out_index, the capacity or a UE8M0 scale are wrong, no
  *   output buffer is modified. On CUDA those are found by the kernels: they write nothing
  *   and the error is returned by the next moes_synchronize() (and by
- *   moes_get_error()); until then the call itself returned MOES_OK.
+ *   moes_get_error()); until then the call itself returned MOES_OK, and
+ *   the count, distinct-experts, scatter and gather calls queued after
+ *   it write nothing either (fills and copies still run).
  *
  * STRUCTS AND VERSIONS
  *   Every struct the caller fills starts with struct_size, set by the
