@@ -478,8 +478,11 @@ int moes_ep_destroy(moes_ep *ep)
             if (status == MOES_OK)
                 status = rc;
         }
-    if (ep->transport && ep->transport->release)
-        ep->transport->release(ep);
+    if (ep->transport && ep->transport->release) {
+        const int rc = ep->transport->release(ep);
+        if (status == MOES_OK)
+            status = rc;
+    }
     free(ep->empty_fields);
     free(ep->send_counts);
     free(ep->send_displs);

@@ -29,7 +29,9 @@ typedef struct ep_transport {
      * transport may issue as one operation (NCCL's ncclGroupStart/End,
      * which nest). NULL: each call stands alone (MPI, blocking). */
     int (*group)(moes_ep *ep, int begin);
-    void (*release)(moes_ep *ep);
+    /* Frees the transport's state; the status of freeing its backend
+     * memory (everything is released either way). */
+    int (*release)(moes_ep *ep);
 } ep_transport;
 
 /* A backend buffer that grows (exact mode) or is sized once (bounded). */

@@ -71,15 +71,16 @@ static int mpi_alltoallv(moes_ep *ep, const void *send,
                               : mpi_failed(ep, err, "MPI_Alltoallv");
 }
 
-static void mpi_release(moes_ep *ep)
+static int mpi_release(moes_ep *ep)
 {
     mpi_state *m = ep->transport_state;
     if (!m)
-        return;
+        return MOES_OK;
     for (int i = 0; i < 4; i++)
         free(m->counts[i]);
     free(m);
     ep->transport_state = NULL;
+    return MOES_OK;
 }
 
 static const ep_transport mpi_transport = {

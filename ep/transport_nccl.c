@@ -55,11 +55,13 @@ static int staging(moes_ep *ep, int64_t count)
     int64_t bytes = count * 8;
     if (n->staging.bytes >= bytes)
         return MOES_OK;
-    if (n->staging.ptr)
-        moes_free(ep->ctx, n->staging.ptr);
+    int rc = n->staging.ptr ? moes_free(ep->ctx, n->staging.ptr) : MOES_OK;
     n->staging.ptr = NULL;
     n->staging.bytes = 0;
-    int rc = moes_malloc(ep->ctx, &n->staging.ptr, bytes);
+    if (rc != MOES_OK)
+        return moes_ep_fail(ep, rc, "releasing the staging buffer: %s",
+                            moes_last_error(ep->ctx));
+    rc = moes_malloc(ep->ctx, &n->staging.ptr, bytes);
     if (rc != MOES_OK)
         return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
     n->staging.bytes = bytes;
@@ -150,17 +152,19 @@ static int nccl_group(moes_ep *ep, int begin)
                                                  : "ncclGroupEnd");
 }
 
-static void nccl_release(moes_ep *ep)
+static int nccl_release(moes_ep *ep)
 {
     nccl_state *n = ep->transport_state;
     if (!n)
-        return;
+        return MOES_OK;
+    int rc = MOES_OK;
     if (n->staging.ptr && ep->ctx)
-        moes_free(ep->ctx, n->staging.ptr);
+        rc = moes_free(ep->ctx, n->staging.ptr);
     if (n->api.library)
         dlclose(n->api.library);
     free(n);
     ep->transport_state = NULL;
+    return rc;
 }
 
 static const ep_transport nccl_transport = {
