@@ -140,6 +140,7 @@ typedef struct bench_options {
     bench_config cfg;
     int backend, json, sweep;
     int64_t threads, min_tokens, max_tokens;
+    int min_given;
     int tokens_given, max_given, idle;
     const char *csv, *plot;
     int64_t experts;            /* --experts, 0: the preset's           */
@@ -241,6 +242,7 @@ static int parse(int argc, char **argv, bench_options *o)
         case OPT_MIN_TOKENS:
             rc = tool_parse_i64("bench", "--min-tokens", v, 1, 1ll << 24,
                                 &o->min_tokens);
+            o->min_given = 1;
             break;
         case OPT_MAX_TOKENS:
             rc = tool_parse_i64("bench", "--max-tokens", v, 1, 1ll << 24,
@@ -280,6 +282,10 @@ static int parse(int argc, char **argv, bench_options *o)
     if (o->sweep && o->tokens_given)
         return tool_usage_error("bench", "--sweep and --tokens exclude each "
                                 "other; use --min-tokens and --max-tokens");
+    if ((o->min_given || o->max_given) && !o->sweep)
+        return tool_usage_error("bench", "--min-tokens and --max-tokens "
+                                "bound a --sweep; one call size is "
+                                "--tokens");
     if (o->max_given && o->max_tokens < o->min_tokens)
         return tool_usage_error("bench", "--max-tokens is below --min-tokens");
     return -1;
@@ -400,10 +406,14 @@ int tool_bench(int argc, char **argv)
                             &clear, &run.copy);
     if (rc != TOOL_EXIT_OK)
         goto done;
-    if (!o.max_given)
+    if (!o.max_given) {
         o.max_tokens = info.backend == MOES_BACKEND_CUDA
                            ? SWEEP_MAX_TOKENS_CUDA
                            : SWEEP_MAX_TOKENS_CPU;
+        /* A sweep from past the backend's default end is that one point. */
+        if (o.max_tokens < o.min_tokens)
+            o.max_tokens = o.min_tokens;
+    }
     if (!o.json)
         bench_print_header(stdout, &run);
 

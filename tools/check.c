@@ -342,11 +342,26 @@ static void record(const check_options *o, check_totals *totals,
         totals->differences + totals->errors <= MAX_REPORTED) {
         if (progress)
             fprintf(stderr, "\r\033[K");
+        /* A case is drawn from its seed and index within the run's
+         * bounds: the replay needs the same ones. */
+        char bounds[96] = "";
+        const moes_case_limits *l = &o->limits;
+        int at = 0;
+        if (l->max_tokens)
+            at += snprintf(bounds + at, sizeof bounds - (size_t)at,
+                           " --max-tokens %lld", (long long)l->max_tokens);
+        if (l->max_hidden)
+            at += snprintf(bounds + at, sizeof bounds - (size_t)at,
+                           " --max-hidden %lld", (long long)l->max_hidden);
+        if (l->max_experts)
+            snprintf(bounds + at, sizeof bounds - (size_t)at,
+                     " --max-experts %lld", (long long)l->max_experts);
         printf("case %llu:%lld %s: %s\n  replay: moescatter check "
-               "--replay %llu:%lld --backend %s\n",
+               "--replay %llu:%lld --backend %s%s\n",
                (unsigned long long)o->seed, (long long)index,
                verdict == MOES_CHECK_DIFFERENT ? "differs" : "could not run",
-               msg, (unsigned long long)o->seed, (long long)index, name);
+               msg, (unsigned long long)o->seed, (long long)index, name,
+               bounds);
         fflush(stdout);
     }
     if (!progress)

@@ -2,6 +2,7 @@
 /*
  * main.c - the moescatter command: finds the subcommand and runs it.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -43,6 +44,18 @@ static void usage(FILE *f)
         "See moescatter(1).\n");
 }
 
+/* A command's status, or a failure where its standard output could not
+ * all be written (a full disk under `bench --json > file`). */
+static int written(int status)
+{
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "moescatter: cannot write the standard output: %s\n",
+                strerror(errno));
+        return status == TOOL_EXIT_OK ? TOOL_EXIT_FAILURE : status;
+    }
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -52,18 +65,18 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(stdout);
-        return TOOL_EXIT_OK;
+        return written(TOOL_EXIT_OK);
     }
     if (strcmp(argv[1], "--version") == 0) {
         int major, minor, patch;
         moes_version(&major, &minor, &patch);
         printf("moescatter %s (library %d.%d.%d)\n", PACKAGE_VERSION, major,
                minor, patch);
-        return TOOL_EXIT_OK;
+        return written(TOOL_EXIT_OK);
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(argv[1], commands[i].name) == 0)
-            return commands[i].run(argc - 1, argv + 1);
+            return written(commands[i].run(argc - 1, argv + 1));
     fprintf(stderr, "moescatter: unknown command '%s'\n"
                     "Try 'moescatter --help'.\n", argv[1]);
     return TOOL_EXIT_USAGE;

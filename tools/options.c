@@ -116,7 +116,8 @@ int tool_parse_u64(const char *command, const char *option, const char *text,
         return tool_usage_error(command,
                                 "%s: '%s' is not an unsigned integer",
                                 option, text);
-    v = strtoull(text, &end, 0);
+    /* Decimal only: "010" is ten, as the seeds that runs print are. */
+    v = strtoull(text, &end, 10);
     if (end == text || *end != '\0')
         return tool_usage_error(command,
                                 "%s: '%s' is not an unsigned integer",

@@ -113,6 +113,11 @@ def dtype_code(a, name, allowed):
     if isinstance(a, TorchTensor):
         code = _TORCH_DTYPES.get(a.dtype)
     else:
+        if not a.dtype.isnative:
+            # The library reads the bytes as this machine orders them.
+            raise TypeError("%s: dtype %s is not in this machine's byte "
+                            "order; convert it first (a.astype(a.dtype."
+                            "newbyteorder('=')))" % (name, a.dtype.str))
         code = _NUMPY_NAMES.get(a.dtype.name)
         if code is not None and a.dtype.itemsize != _SIZES[code]:
             code = None

@@ -12,6 +12,15 @@ from ._lib import LIB, ArgumentError
 
 _arg_error = _lib.argument_error
 
+
+def _int64(value, name):
+    """value as a Python int that the library's int64 fields hold:
+    ctypes would store a larger one modulo 2**64."""
+    v = int(value)
+    if not -2 ** 63 <= v < 2 ** 63:
+        raise _arg_error("%s = %d does not fit a 64-bit integer" % (name, v))
+    return v
+
 torch = A.torch
 
 LAYOUTS = {"contiguous": _lib.LAYOUT_CONTIGUOUS,
@@ -257,7 +266,7 @@ def count(topk_ids, num_experts, *, expert_map=None, dtype=None):
     if op is not None:
         return op(topk_ids, num_experts, expert_map, code == _lib.DTYPE_INT64)
     space = A.space_of(topk_ids, "topk_ids")
-    num_experts = int(num_experts)
+    num_experts = _int64(num_experts, "num_experts")
     ctx = _context(space)
     counts = A.empty(space, (max(num_experts, 0),), code)
     with ctx.lock:
@@ -294,7 +303,7 @@ def distinct_experts(topk_ids, num_experts, *, expert_map=None, dtype=None):
             "the loaded libmoescatter has no moes_distinct_experts (0.3 and "
             "later do)")
     space = A.space_of(topk_ids, "topk_ids")
-    num_experts = int(num_experts)
+    num_experts = _int64(num_experts, "num_experts")
     ctx = _context(space)
     shape = A.shape(topk_ids)
     if len(shape) != 2:
@@ -419,16 +428,16 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
             raise _arg_error("topk_ids must be [N, K] with N = %d (the rows "
                              "of x), got shape %s" % (n, A.shape(topk_ids)))
     k = topk_ids.shape[1]
-    e = int(num_experts)
-    alignment = int(alignment)
-    scale_block = int(scale_block)
+    e = _int64(num_experts, "num_experts")
+    alignment = _int64(alignment, "alignment")
+    scale_block = _int64(scale_block, "scale_block")
     if e < 1:
         _bad(_lib.MOES_ERR_INVALID_SIZE,
              "num_experts = %d must be at least 1" % e, fn)
     ctx = _context(space)
     if capacity is None:
         capacity = _capacity(ctx.handle, lay, n, k, e, alignment)
-    capacity = int(capacity)
+    capacity = _int64(capacity, "capacity")
     if capacity < 0:
         _bad(_lib.MOES_ERR_INVALID_SIZE,
              "capacity = %d is negative" % capacity, fn)
@@ -683,8 +692,8 @@ def align_block_size(topk_ids, block_size, num_experts, expert_map=None,
     _lib.require("align_block_size", (0, 3))
     if not (A.is_torch(topk_ids) or A.is_numpy(topk_ids)):
         A.space_of(topk_ids, "topk_ids")  # the TypeError that names it
-    block_size = int(block_size)
-    num_experts = int(num_experts)
+    block_size = _int64(block_size, "block_size")
+    num_experts = _int64(num_experts, "num_experts")
     if block_size < 1:
         _bad(_lib.MOES_ERR_INVALID_ALIGNMENT,
              "block_size = %d must be at least 1" % block_size, fn)

@@ -233,3 +233,23 @@ def test_ids_rows_must_match_x(device):
                           torch.empty(256, 128, device=device), None,
                           torch.empty(256, dtype=torch.int32, device=device),
                           torch.empty(1, 2, dtype=torch.int32, device=device))
+
+
+def test_ep_scatter_refuses_expanded_scales():
+    # Strides (0, 0) would read as "dense" to the library, which would
+    # then write capacity * S floats from the view's one element.
+    n, e, h = 2, 2, 256
+    x = torch.randn(n, h)
+    xs = torch.ones(n, 2)
+    ids = torch.tensor([[0, 1], [1, 0]], dtype=torch.int32)
+    counts = torch.zeros(e, dtype=torch.int32)
+    start = torch.empty(e, dtype=torch.int32)
+    cap = 256
+    out = torch.empty(cap, h)
+    m_idx = torch.empty(cap, dtype=torch.int32)
+    oi = torch.empty(n, 2, dtype=torch.int32)
+    backing = torch.full((64,), -7.0)
+    out_s = backing[:1].view(1, 1).expand(cap, 2)
+    with pytest.raises(ValueError, match="output_tensor_scale"):
+        compat.ep_scatter(x, xs, ids, counts, start, out, out_s, m_idx, oi)
+    assert bool((backing == -7.0).all())

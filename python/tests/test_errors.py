@@ -139,3 +139,26 @@ def test_error_classes():
         moescatter.scatter_capacity(1, 1, 1, alignment=0)
     assert info.value.status_name == "MOES_ERR_INVALID_ALIGNMENT"
     assert info.value.status == 7
+
+
+def test_integers_past_int64_are_argument_errors():
+    # ctypes stores ints modulo 2**64: 2**64 + 1 must not become 1.
+    x = torch.ones(2, 256)
+    ids = torch.zeros(2, 1, dtype=torch.int32)
+    for kw in ({"alignment": 2 ** 64 + 1}, {"scale_block": 2 ** 64 + 2},
+               {"capacity": 2 ** 63}):
+        name = next(iter(kw))
+        with pytest.raises(moescatter.ArgumentError, match=name):
+            moescatter.scatter(x, ids, 1, **kw)
+    with pytest.raises(moescatter.ArgumentError, match="num_experts"):
+        moescatter.scatter(x, ids, -2 ** 63 - 1)
+
+
+def test_foreign_byte_order_is_a_type_error():
+    numpy = pytest.importorskip("numpy")
+    x = numpy.arange(8, dtype=">f4").reshape(2, 4)
+    ids = numpy.zeros((2, 1), dtype="<i4")
+    with pytest.raises(TypeError, match="byte order"):
+        moescatter.scatter(x, ids, 1)
+    with pytest.raises(TypeError, match="topk_ids"):
+        moescatter.scatter(x.astype("<f4"), ids.astype(">i4"), 1)

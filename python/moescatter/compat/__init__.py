@@ -253,17 +253,26 @@ def _scatter_checked(recv_x, recv_x_scale, recv_topk,
         A.check_space(output_tensor_scale, "output_tensor_scale", space)
         s = -(-h // BLOCK_SCALE)
         sh = output_tensor_scale.shape
-        if output_tensor_scale.dim() != 2 or sh[0] < capacity or sh[1] < s:
+        if len(sh) != 2 or sh[0] < capacity or sh[1] < s:
             raise _arg_error("output_tensor_scale must be [M, S] with M >= %d "
                              "and S >= ceil(H / 128) = %d, got shape %s"
                              % (capacity, s, tuple(sh)))
         A.dtype_code(output_tensor_scale, "output_tensor_scale", _FP32)
-        srs, scs = output_tensor_scale.stride()
+        if A.is_torch(output_tensor_scale):
+            srs, scs = output_tensor_scale.stride()
+        else:
+            srs, scs = A._np_strides(output_tensor_scale) or (0, 0)
+        # The library reads a zero stride as "dense": an expanded view
+        # would have its one element's neighbours written.
+        if (sh[0] > 1 and srs < 1) or (sh[1] > 1 and scs < 1):
+            raise _arg_error("output_tensor_scale has strides %s: its rows "
+                             "and columns must be distinct elements"
+                             % ((srs, scs),))
         if sh[0] <= 1:
             srs = max(s * scs, 1)
         if sh[1] <= 1:
             scs = 1
-        os_ptr = output_tensor_scale.data_ptr()
+        os_ptr = A.ptr(output_tensor_scale)
         sfmt = _lib.SCALES_FP32
     _ops.scatter_into(
         _ops._context(space), space, x_ptr, n, h, x_rs, xcode, recv_topk,
