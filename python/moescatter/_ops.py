@@ -238,6 +238,20 @@ def _capacity(ctx_handle, layout, n, k, e, alignment):
 compile_hook = None
 
 
+def _no_grad_wanted(fn, **tensors):
+    """The calls compute no gradient: a tensor that asks for one (with
+    grad mode on) is refused, rather than an output that silently
+    detaches it from the graph."""
+    if torch is None or not torch.is_grad_enabled():
+        return
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            raise _arg_error("%s requires grad, and %s computes no gradient: "
+                             "call it under torch.no_grad() or "
+                             "torch.inference_mode(), or pass %s.detach()"
+                             % (name, fn, name))
+
+
 def _maybe_compiled(name):
     """Under torch.compile the registered op is traced instead of the
     ctypes call (see _torch_ops)."""
@@ -404,6 +418,7 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
     if x is None or row_source or unpadded_end:
         row_source_pad = _check_index_only(x, x_scales, row_source,
                                            row_source_pad, unpadded_end, fn)
+    _no_grad_wanted("moescatter.scatter", x=x, x_scales=x_scales)
     op = _maybe_compiled("scatter")
     if op is not None:
         return compile_hook.scatter_compiled(
@@ -765,6 +780,7 @@ def gather(y, out_index, weights=None, *, out=None, out_dtype=None,
     ``synchronize()``, with ``out`` left unchanged).
     """
     fn = "moes_gather"
+    _no_grad_wanted("moescatter.gather", y=y, weights=weights, out=out)
     op = _maybe_compiled("gather")
     if op is not None:
         return compile_hook.gather_compiled(op, y, out_index, weights, out,

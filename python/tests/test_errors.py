@@ -162,3 +162,20 @@ def test_foreign_byte_order_is_a_type_error():
         moescatter.scatter(x, ids, 1)
     with pytest.raises(TypeError, match="topk_ids"):
         moescatter.scatter(x.astype("<f4"), ids.astype(">i4"), 1)
+
+
+def test_tensors_that_require_grad_are_refused():
+    # No gradient is computed: an output silently cut from the graph
+    # would fail far from here, or train nothing.
+    x = torch.ones(2, 4, requires_grad=True)
+    ids = torch.zeros(2, 1, dtype=torch.int32)
+    with pytest.raises(moescatter.ArgumentError, match="x requires grad"):
+        moescatter.scatter(x, ids, 1)
+    with torch.no_grad():
+        moescatter.scatter(x, ids, 1)
+    out = moescatter.scatter(x.detach(), ids, 1)
+    w = torch.ones(2, 1, requires_grad=True)
+    with pytest.raises(moescatter.ArgumentError, match="weights"):
+        moescatter.gather(out.out, out.out_index, w)
+    with torch.inference_mode():
+        moescatter.gather(out.out, out.out_index, w)
