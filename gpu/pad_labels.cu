@@ -82,7 +82,9 @@ __device__ __forceinline__ void label_block(int64_t e,
  * index type at a time: the width test and the 64-bit address of a
  * store per element were most of the instructions of this stage. An
  * int32 index means fewer than 2^31 rows (validation), so offsets fit 32
- * bits. */
+ * bits, unsigned: a lane's last step past a block of nearly 2^31 rows
+ * (r + 32 from just under it) must not wrap, as a signed int32 would, to
+ * a negative offset below the block that the loop goes on storing at. */
 template <typename T, typename R, bool BATCHED>
 __device__ __forceinline__ void label_blocks(const gpu_scatter_args &a,
                                              int64_t rows_needed,
@@ -138,8 +140,8 @@ __device__ __forceinline__ void label_blocks_of(const gpu_scatter_args &a,
                                                 int64_t thread, int64_t threads)
 {
     if (a.index_elem == 4)
-        label_blocks<int32_t, int32_t, BATCHED>(a, rows_needed, thread,
-                                                threads);
+        label_blocks<int32_t, uint32_t, BATCHED>(a, rows_needed, thread,
+                                                 threads);
     else
         label_blocks<int64_t, int64_t, BATCHED>(a, rows_needed, thread,
                                                 threads);
