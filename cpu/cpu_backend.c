@@ -111,17 +111,56 @@ int cpu_workspace(moes_context *ctx, int64_t bytes, void **out)
     return MOES_OK;
 }
 
-int cpu_route_prepare(moes_context *ctx, const moes_route_plan *plan,
-                      cpu_route *route, int scatter)
+/* The routing's workspace in *bytes, or the error that it does not fit. */
+static int route_bytes(moes_context *ctx, const moes_route_plan *plan,
+                       int scatter, int64_t *bytes)
 {
-    const int threads = cpu_threads(ctx);
-    int64_t bytes = cpu_route_workspace_bytes(plan, threads, scatter);
-    void *w;
-    if (bytes < 0)
+    *bytes = cpu_route_workspace_bytes(plan, cpu_threads(ctx), scatter);
+    if (*bytes < 0)
         return moes_set_error(ctx, MOES_ERR_OVERFLOW,
             "the routing's workspace for routing->n_tokens * top_k = %lld "
             "choices over n_experts = %lld does not fit a 64-bit byte count",
             (long long)plan->n_choices, (long long)plan->r.n_experts);
+    return MOES_OK;
+}
+
+/* Whether a call that needs `bytes` of workspace can have it (what
+ * cpu_workspace checks before it grows one), growing nothing. */
+static int workspace_can_hold(moes_context *ctx, int64_t bytes)
+{
+    const cpu_state *s = state_of(ctx);
+    return bytes <= s->workspace_bytes
+               ? MOES_OK
+               : moes_workspace_may_grow(ctx, bytes, s->workspace_bytes);
+}
+
+/* MOES_SCATTER_CHECK_ONLY and MOES_GATHER_CHECK_ONLY: the one check the
+ * CPU makes before it runs a call that lib/ has not made, its
+ * workspace's. */
+static int cpu_check_scatter(moes_context *ctx, const moes_scatter_plan *plan)
+{
+    int64_t bytes;
+    MOES_TRY(route_bytes(ctx, &plan->route, 1, &bytes));
+    return workspace_can_hold(ctx, bytes);
+}
+
+static int cpu_check_gather(moes_context *ctx, const moes_gather_plan *plan)
+{
+    if (plan->a.n_tokens == 0)
+        return MOES_OK;
+    return workspace_can_hold(ctx,
+                              cpu_gather_workspace_bytes(cpu_threads(ctx),
+                                                         plan->a.n_tokens,
+                                                         plan->a.hidden));
+}
+
+int cpu_route_prepare(moes_context *ctx, const moes_route_plan *plan,
+                      cpu_route *route, int scatter)
+{
+    const int threads = cpu_threads(ctx);
+    int64_t bytes;
+    void *w;
+    MOES_TRY(route_bytes(ctx, plan, scatter, &bytes));
     MOES_TRY(cpu_workspace(ctx, bytes, &w));
     cpu_route_init(route, plan, threads, scatter, w);
     route->grain = cpu_grain(ctx);
@@ -395,4 +434,6 @@ const moes_backend_ops moes_cpu_backend = {
     .scatter = cpu_scatter,
     .gather = cpu_gather,
     .distinct = cpu_distinct,
+    .check_scatter = cpu_check_scatter,
+    .check_gather = cpu_check_gather,
 };

@@ -158,11 +158,11 @@ int gpu_reserved_workspace_bytes(int64_t n_choices, int64_t n_experts,
            moes_add_i64(*bytes, sort_bytes(n_choices, n_experts), bytes);
 }
 
-int gpu_ensure_workspace(moes_context *ctx, int64_t bytes)
+/* Whether a call that needs `bytes` of workspace can have it (what
+ * gpu_ensure_workspace checks before it grows one), growing nothing. */
+static int workspace_can_hold(moes_context *ctx, int64_t bytes)
 {
     gpu_state *s = gpu_state_of(ctx);
-    CUdeviceptr p = 0;
-    CUresult r;
     if (bytes <= s->workspace_bytes)
         return MOES_OK;
     MOES_TRY(moes_workspace_may_grow(ctx, bytes, s->workspace_bytes));
@@ -177,6 +177,17 @@ int gpu_ensure_workspace(moes_context *ctx, int64_t bytes)
             "CUDA graph, where the workspace cannot grow: reserve it "
             "before capturing (moes_reserve_workspace)",
             (long long)bytes, (long long)s->workspace_bytes);
+    return MOES_OK;
+}
+
+int gpu_ensure_workspace(moes_context *ctx, int64_t bytes)
+{
+    gpu_state *s = gpu_state_of(ctx);
+    CUdeviceptr p = 0;
+    CUresult r;
+    if (bytes <= s->workspace_bytes)
+        return MOES_OK;
+    MOES_TRY(workspace_can_hold(ctx, bytes));
     if (s->workspace) {
         /* Queued kernels may still use the old one. */
         r = s->drv.cuStreamSynchronize(gpu_stream_of(ctx));
@@ -249,6 +260,17 @@ static int route_is_small(const gpu_scatter_args *a)
 
 /* The routing half of the arguments, and the workspace behind it; for a
  * scatter (`places`) whose choices the sort places, the sort's arrays. */
+/* The routing's workspace in *bytes, or the error that it overflows. */
+static int route_bytes(moes_context *ctx, const moes_route_plan *rp,
+                       int64_t *bytes)
+{
+    if (!gpu_route_workspace_bytes(rp->n_choices, rp->r.n_experts, bytes))
+        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
+            "the workspace for %lld experts overflows",
+            (long long)rp->r.n_experts);
+    return MOES_OK;
+}
+
 static int prepare_route(moes_context *ctx, const moes_route_plan *rp,
                          int places, gpu_scatter_args *a)
 {
@@ -257,9 +279,7 @@ static int prepare_route(moes_context *ctx, const moes_route_plan *rp,
     int64_t bytes;
     char *ws;
     memset(a, 0, sizeof *a);
-    if (!gpu_route_workspace_bytes(rp->n_choices, n_experts, &bytes))
-        return moes_set_error(ctx, MOES_ERR_OVERFLOW,
-            "the workspace for %lld experts overflows", (long long)n_experts);
+    MOES_TRY(route_bytes(ctx, rp, &bytes));
     MOES_TRY(gpu_ensure_workspace(ctx, bytes));
     a->state = (gpu_device_state *)(uintptr_t)s->dev_state;
     a->ids = rp->r.ids;
@@ -699,11 +719,15 @@ static int launch_route_and_place(moes_context *ctx, gpu_scatter_args *a)
                            warp_block, a);
 }
 
-/* What a scatter checks before it queues anything. */
+/* What a scatter checks before it queues anything: its buffers, and
+ * that its workspace is there or may grow (MOES_SCATTER_CHECK_ONLY). */
 int gpu_check_scatter(moes_context *ctx, const moes_scatter_plan *plan)
 {
+    int64_t bytes;
     MOES_TRY(gpu_enter(ctx));
-    return gpu_check_scatter_pointers(ctx, plan);
+    MOES_TRY(gpu_check_scatter_pointers(ctx, plan));
+    MOES_TRY(route_bytes(ctx, &plan->route, &bytes));
+    return workspace_can_hold(ctx, bytes);
 }
 
 int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
@@ -713,7 +737,8 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     const unsigned warp_block = WARPS_PER_BLOCK * WARP_THREADS;
     gpu_scatter_args a;
     (void)err;
-    MOES_TRY(gpu_check_scatter(ctx, plan));
+    MOES_TRY(gpu_enter(ctx));
+    MOES_TRY(gpu_check_scatter_pointers(ctx, plan));
     MOES_TRY(prepare_route(ctx, &plan->route, 1, &a));
     a.layout = s->layout;
     a.alignment = s->alignment;

@@ -467,8 +467,9 @@ typedef enum moes_scale_format {
 #define MOES_SCATTER_UNPADDED_END 0x4u
 /* Checks the arguments as the call would and returns: every argument
  * error it would return (on CUDA the buffers' own check too: memory the
- * device can reach), but no data error, since nothing is read; no buffer
- * is read or written, nothing is queued. With the routing of a call still
+ * device can reach), MOES_ERR_WORKSPACE where its workspace could not be
+ * had, but no data error, since nothing is read; no buffer is read or
+ * written, nothing is queued or allocated. With the routing of a call still
  * to come, it tells whether that call can fail before its data exist:
  * expert-parallel ranks agree on it before they exchange. Since 0.3. */
 #define MOES_SCATTER_CHECK_ONLY 0x8u

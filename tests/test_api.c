@@ -711,6 +711,14 @@ Test(api, check_only_checks_arguments_and_touches_nothing)
     cr_expect_eq(moes_scatter(ctx, &r, &s), MOES_ERR_NULL_POINTER);
     cr_expect(strstr(moes_last_error(ctx), "m_indices") != NULL, "%s",
               moes_last_error(ctx));
+    /* A workspace the call cannot have: the call's own error too. */
+    s.m_indices = m_indices;
+    void *ws = dev_new(ctx, 64);
+    cr_assert_eq(moes_set_workspace(ctx, ws, 64), MOES_OK);
+    cr_expect_eq(moes_scatter(ctx, &r, &s), MOES_ERR_WORKSPACE, "%s",
+                 moes_last_error(ctx));
+    cr_assert_eq(moes_set_workspace(ctx, NULL, 0), MOES_OK);
+    dev_free(ctx, ws);
     cr_expect(dev_is_canary(ctx, out, CAP * H * 2), "out was written");
     cr_expect(dev_is_canary(ctx, out_index, N * K * 4),
               "out_index was written");
