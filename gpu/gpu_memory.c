@@ -238,6 +238,13 @@ int gpu_set_workspace(moes_context *ctx, void *ptr, int64_t bytes)
             return st;
     }
     if (s->workspace && !s->workspace_from_caller) {
+        /* Freeing the context's own workspace waits for the stream, which
+         * a capture does not allow (the wait would invalidate it). */
+        if (gpu_capture_status(ctx) == 1)
+            return moes_set_error(ctx, MOES_ERR_WORKSPACE,
+                "the context's own workspace cannot be replaced while its "
+                "stream is being captured into a CUDA graph: set the "
+                "workspace before capturing");
         /* Kernels queued on the stream may still use the context's own
          * workspace. (The caller's needs no wait: it is never freed
          * here, and the caller orders its reuse on the stream.) */

@@ -154,6 +154,10 @@ int gpu_reserved_workspace_bytes(int64_t n_choices, int64_t n_experts,
         return 0;
     if (n_choices > GPU_SORT_MAX_CHOICES)
         n_choices = GPU_SORT_MAX_CHOICES;
+    /* Past INT32_MAX experts nothing sorts, but a smaller call with up to
+     * INT32_MAX does: its arrays (which grow with E) are covered too. */
+    if (n_experts > INT32_MAX)
+        n_experts = INT32_MAX;
     return !sort_places(n_choices, n_experts) ||
            moes_add_i64(*bytes, sort_bytes(n_choices, n_experts), bytes);
 }

@@ -30,6 +30,8 @@
  *     fake driver checks the step), and no launch asks for more dynamic
  *     shared memory than its kernel was allowed (the fake driver fails
  *     it, as a driver does).
+ *   - moes_set_workspace under a capture, where the context's own
+ *     workspace would be freed, fails with MOES_ERR_WORKSPACE.
  *   - A call under a graph capture that would have to grow the workspace
  *     fails with MOES_ERR_WORKSPACE, launching nothing, and runs once
  *     moes_reserve_workspace has made room.
@@ -325,6 +327,13 @@ static void expect_capture_needs_reserve(int old_driver)
                 NULL);
         scatter_case(128, 1, MOES_OK, "moes_scatter_small", NULL);
         scatter_case(4096, 1, MOES_OK, "moes_scatter_grid", NULL);
+        /* Handing over a buffer in a capture would free the context's
+         * own workspace, which waits for the stream: refused. */
+        set_capturing(1);
+        verdict("moes_set_workspace in a capture",
+                moes_set_workspace(ctx, device_buffer(1 << 20), 1 << 20),
+                MOES_ERR_WORKSPACE, "", "before capturing");
+        set_capturing(0);
     }
     moes_context_destroy(ctx);
     buffers_ctx = was;
