@@ -534,8 +534,8 @@ static int64_t copy_width(const moes_scatter_plan *plan)
 {
     const uint64_t bits = (uint64_t)(uintptr_t)plan->a.x |
                           (uint64_t)(uintptr_t)plan->a.out |
-                          (uint64_t)(plan->a.x_stride * (int64_t)plan->x_elem) |
-                          (uint64_t)(plan->a.out_stride * (int64_t)plan->x_elem) |
+                          (uint64_t)plan->a.x_stride * plan->x_elem |
+                          (uint64_t)plan->a.out_stride * plan->x_elem |
                           (uint64_t)plan->row_bytes;
     int64_t w = 16;
     while (w > 1 && (bits & (uint64_t)(w - 1)))
@@ -750,10 +750,13 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     a.flags = s->flags;
     a.out_rows = plan->out_rows;
     a.x = s->x;
-    a.x_stride_bytes = s->x_stride * (int64_t)plan->x_elem;
+    /* In unsigned arithmetic: a buffer of no rows has a stride that
+     * validation never multiplied out (its bytes are 0 whatever it is),
+     * and the kernels read this only where there are rows. */
+    a.x_stride_bytes = (int64_t)((uint64_t)s->x_stride * plan->x_elem);
     a.row_bytes = plan->row_bytes;
     a.out = s->out;
-    a.out_stride_bytes = s->out_stride * (int64_t)plan->x_elem;
+    a.out_stride_bytes = (int64_t)((uint64_t)s->out_stride * plan->x_elem);
     a.copy_width = copy_width(plan);
     a.x_scales = s->x_scales;
     a.x_scales_stride = s->x_scales_stride;
@@ -906,8 +909,8 @@ static int64_t gather_vector(const moes_gather_plan *plan)
     const moes_gather_args *g = &plan->a;
     const uint64_t bits = (uint64_t)(uintptr_t)g->y |
                           (uint64_t)(uintptr_t)g->out |
-                          (uint64_t)(g->y_stride * (int64_t)plan->y_elem) |
-                          (uint64_t)(g->out_stride * (int64_t)plan->out_elem) |
+                          (uint64_t)g->y_stride * plan->y_elem |
+                          (uint64_t)g->out_stride * plan->out_elem |
                           (uint64_t)(GPU_GATHER_VEC * plan->y_elem) |
                           (uint64_t)(GPU_GATHER_VEC * plan->out_elem);
     return g->hidden % GPU_GATHER_VEC == 0 && (bits & 15u) == 0;
