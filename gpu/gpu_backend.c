@@ -202,21 +202,37 @@ int64_t gpu_grid_for(int64_t n, int64_t per_block)
     return blocks < 1 ? 1 : blocks > max_blocks ? max_blocks : blocks;
 }
 
-static void release(gpu_state *s)
+/* Gives back what s holds on the device; every release is tried, and
+ * the first failure is returned (0 when none). */
+static CUresult release_device(gpu_state *s)
 {
+    CUresult first = 0;
+#define KEEP_FIRST(call)                                                    \
+    do {                                                                    \
+        CUresult r_ = (call);                                               \
+        if (!first)                                                         \
+            first = r_;                                                     \
+    } while (0)
     if (s->primary) {
-        s->drv.cuCtxSetCurrent(s->primary);
+        KEEP_FIRST(s->drv.cuCtxSetCurrent(s->primary));
         for (int i = 0; i < MOES_TIMESTAMP_SLOTS; i++)
             if (s->events[i])
-                s->drv.cuEventDestroy(s->events[i]);
+                KEEP_FIRST(s->drv.cuEventDestroy(s->events[i]));
         if (s->workspace && !s->workspace_from_caller)
-            s->drv.cuMemFree(s->workspace);
+            KEEP_FIRST(s->drv.cuMemFree(s->workspace));
         if (s->dev_state)
-            s->drv.cuMemFree(s->dev_state);
+            KEEP_FIRST(s->drv.cuMemFree(s->dev_state));
         if (s->module)
-            s->drv.cuModuleUnload(s->module);
-        s->drv.cuDevicePrimaryCtxRelease(s->device);
+            KEEP_FIRST(s->drv.cuModuleUnload(s->module));
+        KEEP_FIRST(s->drv.cuDevicePrimaryCtxRelease(s->device));
     }
+#undef KEEP_FIRST
+    return first;
+}
+
+static void release(gpu_state *s)
+{
+    (void)release_device(s);
     gpu_driver_close(&s->drv);
     free(s);
 }
@@ -444,6 +460,11 @@ static int cuda_close(moes_context *ctx)
         if (r)
             st = gpu_fail(ctx, r, "waiting for the stream before closing");
     }
+    /* Reported while s (and its driver) are still there. */
+    const CUresult r = release_device(s);
+    if (r && st == MOES_OK)
+        st = gpu_fail(ctx, r, "releasing the context's device memory");
+    s->primary = NULL; /* released: release() gives back the rest */
     release(s);
     ctx->state = NULL;
     return st;
