@@ -417,18 +417,30 @@ int moes_oracle_gather(const moes_gather_args *args)
                     (long long)a->y_rows);
         }
     }
+    /* Each token's placed choices, in k order, listed once: the sum
+     * skips the others, and a wide top_k of mostly -1 (which a fuzzer
+     * finds) must not cost K loads per element. */
+    if (a->n_tokens == 0)
+        return MOES_OK; /* (top_k is then bounded by no buffer) */
+    int64_t *placed = malloc((size_t)a->top_k * sizeof *placed);
+    if (!placed)
+        return oracle_fail(MOES_ERR_OUT_OF_MEMORY, "oracle: out of memory");
     for (int64_t t = 0; t < a->n_tokens; t++) {
+        int64_t n_placed = 0;
+        for (int64_t k = 0; k < a->top_k; k++)
+            if (load_index(a->out_index, g.index_elem,
+                           t * a->out_index_stride + k) >= 0)
+                placed[n_placed++] = k;
         for (int64_t h = 0; h < a->hidden; h++) {
             int64_t o = t * a->out_stride + h;
             float acc = (a->flags & MOES_GATHER_ACCUMULATE)
                             ? load_float(a->out, a->out_dtype, o)
                             : 0.0f;
-            for (int64_t k = 0; k < a->top_k; k++) {
+            for (int64_t i = 0; i < n_placed; i++) {
+                const int64_t k = placed[i];
                 int64_t row = load_index(a->out_index, g.index_elem,
                                          t * a->out_index_stride + k);
                 float w = 1.0f;
-                if (row < 0)
-                    continue;
                 if (a->weights)
                     memcpy(&w, &a->weights[t * a->weights_stride + k], 4);
                 acc = moes_gather_step(
@@ -437,5 +449,6 @@ int moes_oracle_gather(const moes_gather_args *args)
             store_float(a->out, a->out_dtype, o, acc);
         }
     }
+    free(placed);
     return MOES_OK;
 }
