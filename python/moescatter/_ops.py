@@ -438,6 +438,12 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
     else:
         space = A.space_of(x, "x")
         xin, x_ptr, n, h, x_rs, xcode = A.matrix_in(x, "x", _ROWS, space)
+        if h == 0:
+            # An empty tensor's data pointer may be 0, which the library
+            # would take for no x at all (an index-only call).
+            _bad(_lib.MOES_ERR_INVALID_SIZE,
+                 "x has no columns (hidden = 0); an index-only scatter "
+                 "passes x=None", fn)
         A.check_space(topk_ids, "topk_ids", space)
         if topk_ids.ndim != 2 or topk_ids.shape[0] != n:
             raise _arg_error("topk_ids must be [N, K] with N = %d (the rows "

@@ -179,3 +179,16 @@ def test_tensors_that_require_grad_are_refused():
         moescatter.gather(out.out, out.out_index, w)
     with torch.inference_mode():
         moescatter.gather(out.out, out.out_index, w)
+
+
+def test_x_without_columns_is_a_size_error():
+    # torch and NumPy alike: an empty tensor's pointer may be 0, which is
+    # not the index-only call (x=None) that the caller did not ask for.
+    ids = torch.zeros(3, 1, dtype=torch.int32)
+    for x in (torch.empty(3, 0), torch.ones(3, 4)[:, :0]):
+        e = raises_status("cpu", "MOES_ERR_INVALID_SIZE", moescatter.scatter,
+                          x, ids, 1)
+        assert "hidden = 0" in e.message
+    numpy = pytest.importorskip("numpy")
+    e = raises_status("cpu", "MOES_ERR_INVALID_SIZE", moescatter.scatter,
+                      numpy.empty((3, 0), numpy.float32), ids.numpy(), 1)
