@@ -89,6 +89,9 @@ def check_space(a, name, space):
     """a must live where the call's first array does (a cheap test: it runs
     for every array of every call)."""
     if isinstance(a, TorchTensor):
+        if a.layout != torch.strided:
+            raise _arg_error("%s is a %s tensor; the library takes dense "
+                             "(strided) ones" % (name, a.layout))
         if space >= 0:
             if a.is_cuda and a.get_device() == space:
                 return
@@ -285,7 +288,14 @@ def empty(space, shp, code):
         return torch.empty(shp, dtype=_TORCH_FROM_CODE[code], device=device)
     name = _NUMPY_FROM_CODE.get(code)
     if name is None:
-        raise TypeError("NumPy has no %s dtype" % code_name(code))
+        # bf16 and fp8 (inputs of those dtypes came from ml_dtypes): the
+        # output in the same dtype.
+        try:
+            import ml_dtypes
+            name = getattr(ml_dtypes, code_name(code))
+        except (ImportError, AttributeError):
+            raise TypeError("NumPy has no %s dtype (ml_dtypes gives one)"
+                            % code_name(code)) from None
     return numpy.empty(shp, dtype=name)
 
 

@@ -192,3 +192,27 @@ def test_x_without_columns_is_a_size_error():
     numpy = pytest.importorskip("numpy")
     e = raises_status("cpu", "MOES_ERR_INVALID_SIZE", moescatter.scatter,
                       numpy.empty((3, 0), numpy.float32), ids.numpy(), 1)
+
+
+def test_sparse_tensors_are_argument_errors():
+    ids = torch.zeros(2, 1, dtype=torch.int32).to_sparse()
+    with pytest.raises(moescatter.ArgumentError, match="topk_ids is a"):
+        moescatter.scatter(torch.ones(2, 4), ids, 1)
+
+
+def test_numpy_outputs_in_ml_dtypes(monkeypatch):
+    # bf16 and fp8 NumPy arrays come from ml_dtypes: the outputs of their
+    # dtype are allocated from it (a stand-in module here), and without it
+    # the error says where the dtype comes from.
+    import sys
+    import types
+    numpy = pytest.importorskip("numpy")
+    from moescatter import _arrays, _lib
+    fake = types.ModuleType("ml_dtypes")
+    fake.bfloat16 = numpy.dtype("float16")
+    monkeypatch.setitem(sys.modules, "ml_dtypes", fake)
+    out = _arrays.empty(_arrays.NUMPY, (2, 3), _lib.DTYPE_BF16)
+    assert out.dtype == fake.bfloat16 and out.shape == (2, 3)
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)
+    with pytest.raises(TypeError, match="ml_dtypes"):
+        _arrays.empty(_arrays.NUMPY, (2,), _lib.DTYPE_FP8_E4M3)
