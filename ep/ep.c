@@ -136,8 +136,7 @@ static int agree(moes_ep *ep, int status)
 /* Buffers                                                            */
 /* ------------------------------------------------------------------ */
 
-/* Frees b (nothing when it holds nothing); returns moes_free's status. */
-static int release(moes_ep *ep, ep_buffer *b)
+int moes_ep_release(moes_ep *ep, ep_buffer *b)
 {
     int rc = b->ptr ? moes_free(ep->ctx, b->ptr) : MOES_OK;
     b->ptr = NULL;
@@ -145,14 +144,14 @@ static int release(moes_ep *ep, ep_buffer *b)
     return rc;
 }
 
-static int ensure(moes_ep *ep, ep_buffer *b, int64_t bytes)
+int moes_ep_ensure(moes_ep *ep, ep_buffer *b, int64_t bytes)
 {
     if (bytes < 64)
         bytes = 64;
     if (b->ptr && b->bytes >= bytes)
         return MOES_OK;
     const int64_t old_bytes = b->bytes;
-    int rc = release(ep, b);
+    int rc = moes_ep_release(ep, b);
     if (rc != MOES_OK)
         return moes_ep_fail(ep, rc, "cannot free %lld bytes: %s",
                             (long long)old_bytes, moes_last_error(ep->ctx));
@@ -226,8 +225,8 @@ static void set_record(moes_ep *ep)
 static int size_send(moes_ep *ep, int64_t slots)
 {
     int rc;
-    if ((rc = ensure(ep, &ep->send_records, slots * ep->record)) ||
-        (rc = ensure(ep, &ep->back, slots * partial_bytes(ep))))
+    if ((rc = moes_ep_ensure(ep, &ep->send_records, slots * ep->record)) ||
+        (rc = moes_ep_ensure(ep, &ep->back, slots * partial_bytes(ep))))
         return rc;
     return MOES_OK;
 }
@@ -236,9 +235,10 @@ static int size_recv(moes_ep *ep, int64_t slots)
 {
     const int64_t lead = slots + ep->marker_rows;
     int rc;
-    if ((rc = ensure(ep, &ep->recv_records, lead * ep->record)) ||
-        (rc = ensure(ep, &ep->recv_index, lead * ep->opts.top_k * 8)) ||
-        (rc = ensure(ep, &ep->partial, lead * partial_bytes(ep))))
+    if ((rc = moes_ep_ensure(ep, &ep->recv_records, lead * ep->record)) ||
+        (rc = moes_ep_ensure(ep, &ep->recv_index,
+                             lead * ep->opts.top_k * 8)) ||
+        (rc = moes_ep_ensure(ep, &ep->partial, lead * partial_bytes(ep))))
         return rc;
     return MOES_OK;
 }
@@ -405,14 +405,14 @@ static int allocate(moes_ep *ep)
         ep->one_displs[r] = r;
     }
     int rc;
-    if ((rc = ensure(ep, &ep->pack_ids, routing * 4)) ||
-        (rc = ensure(ep, &ep->pack_index, routing * 8)) ||
-        (rc = ensure(ep, &ep->scratch_index, routing * 8)) ||
-        (rc = ensure(ep, &ep->rank_tmp, (int64_t)R * 8)) ||
-        (rc = ensure(ep, &ep->local_counts, El * 8)) ||
-        (rc = ensure(ep, &ep->expert_map, El * R * 4)) ||
-        (rc = ensure(ep, &ep->rank_map, El * R * 4)) ||
-        (rc = ensure(ep, &ep->dropped, 8))) {
+    if ((rc = moes_ep_ensure(ep, &ep->pack_ids, routing * 4)) ||
+        (rc = moes_ep_ensure(ep, &ep->pack_index, routing * 8)) ||
+        (rc = moes_ep_ensure(ep, &ep->scratch_index, routing * 8)) ||
+        (rc = moes_ep_ensure(ep, &ep->rank_tmp, (int64_t)R * 8)) ||
+        (rc = moes_ep_ensure(ep, &ep->local_counts, El * 8)) ||
+        (rc = moes_ep_ensure(ep, &ep->expert_map, El * R * 4)) ||
+        (rc = moes_ep_ensure(ep, &ep->rank_map, El * R * 4)) ||
+        (rc = moes_ep_ensure(ep, &ep->dropped, 8))) {
         free(map);
         free(ranks);
         return rc;
@@ -427,11 +427,12 @@ static int allocate(moes_ep *ep)
         return moes_ep_fail(ep, rc, "cannot copy the expert maps: %s",
                             moes_last_error(ep->ctx));
     if (ep->async &&
-        ((rc = ensure(ep, &ep->marks_send, (int64_t)R * 8)) ||
-         (rc = ensure(ep, &ep->marks_recv, (int64_t)R * 8)) ||
-         (rc = ensure(ep, &ep->back_marks_recv, (int64_t)R * 8)) ||
-         (rc = ensure(ep, &ep->mark_y, (o->tokens_per_pair + 2) * 4)) ||
-         (rc = ensure(ep, &ep->mark_out, (int64_t)R * 4))))
+        ((rc = moes_ep_ensure(ep, &ep->marks_send, (int64_t)R * 8)) ||
+         (rc = moes_ep_ensure(ep, &ep->marks_recv, (int64_t)R * 8)) ||
+         (rc = moes_ep_ensure(ep, &ep->back_marks_recv, (int64_t)R * 8)) ||
+         (rc = moes_ep_ensure(ep, &ep->mark_y,
+                              (o->tokens_per_pair + 2) * 4)) ||
+         (rc = moes_ep_ensure(ep, &ep->mark_out, (int64_t)R * 4))))
         return rc;
     if (o->mode == MOES_EP_MODE_BOUNDED) {
         int64_t slots = o->tokens_per_pair * R;
@@ -450,7 +451,7 @@ static int allocate(moes_ep *ep)
                 return moes_ep_fail(ep, rc, "cannot set the marker rows: %s",
                                     moes_last_error(ep->ctx));
             /* zero_markers' gather takes row 0 for every rank. */
-            if ((rc = ensure(ep, &ep->zero_index, (int64_t)R * 4)))
+            if ((rc = moes_ep_ensure(ep, &ep->zero_index, (int64_t)R * 4)))
                 return rc;
         }
     }
@@ -474,7 +475,7 @@ int moes_ep_destroy(moes_ep *ep)
     int status = MOES_OK;
     if (ep->ctx)
         for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
-            const int rc = release(ep, all[i]);
+            const int rc = moes_ep_release(ep, all[i]);
             if (status == MOES_OK)
                 status = rc;
         }
@@ -636,7 +637,8 @@ static int check_dispatch(moes_ep *ep, const moes_ep_dispatch_args *a)
          a->x_scales, 4},
     };
     for (size_t i = 0; i < sizeof in / sizeof *in; i++) {
-        if (in[i].stride < 0 || (in[i].stride != 0 && in[i].stride < in[i].row))
+        if (in[i].stride < 0 ||
+            (in[i].stride != 0 && in[i].stride < in[i].row))
             return moes_ep_fail(ep, MOES_ERR_INVALID_STRIDE,
                                 "args->%s_stride = %lld is smaller than %s "
                                 "= %lld", in[i].name, (long long)in[i].stride,
@@ -816,13 +818,14 @@ static int copy_rows_by_gather(moes_ep *ep, int64_t n_tokens, int64_t cols,
  * (the receiver's scatter takes every slot as a token), and a UE8M0
  * layout rejects any scale that is not a power of two, so they carry 1.0;
  * on a device the scales and weights of a rank that gives none travel as
- * 1.0 for every slot the same way (no peer learns what it gave). One moes_fill_rows writes these fields of
- * every record, from the first that needs it to the last: rows and
- * weights that a slot past its pair's count carries are never read. On
- * an H200 the whole records' 0xFF memset and a gather of 1.0 scales (a
- * check kernel and the gather in a capture: three kernels) cost 4.8 us
- * of a bounded dispatch of 128 tokens (bench/NOTES.md, v27). a may be
- * NULL (a failed dispatch sends only -1). */
+ * 1.0 for every slot the same way (no peer learns what it gave). One
+ * moes_fill_rows writes these fields of every record, from the first
+ * that needs it to the last: rows and weights that a slot past its
+ * pair's count carries are never read. On an H200 the whole records'
+ * 0xFF memset and a gather of 1.0 scales (a check kernel and the gather
+ * in a capture: three kernels) cost 4.8 us of a bounded dispatch of 128
+ * tokens (bench/NOTES.md, v27). a may be NULL: a failed dispatch sends
+ * only its -1 ids, and on a device the 1.0 scales and weights. */
 static int clear_slots(moes_ep *ep, const moes_ep_dispatch_args *a)
 {
     const int64_t K = ep->opts.top_k;

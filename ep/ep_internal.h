@@ -120,4 +120,11 @@ moes_ep *moes_ep_alloc(moes_context *ctx, const moes_ep_options *opts);
 /* The message of the last failed create in this thread. */
 void moes_ep_set_create_error(const char *message);
 
+/* At least `bytes` (64 at the least) of zeros in b, reallocated when it
+ * holds fewer; on failure the message says which step failed. */
+int moes_ep_ensure(moes_ep *ep, ep_buffer *b, int64_t bytes);
+
+/* Frees b (nothing when it holds nothing); returns moes_free's status. */
+int moes_ep_release(moes_ep *ep, ep_buffer *b);
+
 #endif /* MOES_EP_INTERNAL_H */

@@ -52,20 +52,7 @@ static int nccl_failed(moes_ep *ep, nccl_result err, const char *what)
 static int staging(moes_ep *ep, int64_t count)
 {
     nccl_state *n = ep->transport_state;
-    int64_t bytes = count * 8;
-    if (n->staging.bytes >= bytes)
-        return MOES_OK;
-    int rc = n->staging.ptr ? moes_free(ep->ctx, n->staging.ptr) : MOES_OK;
-    n->staging.ptr = NULL;
-    n->staging.bytes = 0;
-    if (rc != MOES_OK)
-        return moes_ep_fail(ep, rc, "releasing the staging buffer: %s",
-                            moes_last_error(ep->ctx));
-    rc = moes_malloc(ep->ctx, &n->staging.ptr, bytes);
-    if (rc != MOES_OK)
-        return moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
-    n->staging.bytes = bytes;
-    return MOES_OK;
+    return moes_ep_ensure(ep, &n->staging, count * 8);
 }
 
 /* Host in, host out: through the staging buffer, on the context's stream,
@@ -157,9 +144,8 @@ static int nccl_release(moes_ep *ep)
     nccl_state *n = ep->transport_state;
     if (!n)
         return MOES_OK;
-    int rc = MOES_OK;
-    if (n->staging.ptr && ep->ctx)
-        rc = moes_free(ep->ctx, n->staging.ptr);
+    /* (No context where create failed before it had one.) */
+    const int rc = ep->ctx ? moes_ep_release(ep, &n->staging) : MOES_OK;
     if (n->api.library)
         dlclose(n->api.library);
     free(n);
