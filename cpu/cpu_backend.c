@@ -100,7 +100,7 @@ int cpu_workspace(moes_context *ctx, int64_t bytes, void **out)
         *out = s->workspace;
         return MOES_OK;
     }
-    MOES_TRY(moes_workspace_may_grow(ctx, bytes, s->workspace_bytes));
+    MOES_TRY(moes_workspace_can_have(ctx, bytes, s->workspace_bytes));
     if ((uint64_t)bytes > SIZE_MAX || !(w = malloc((size_t)bytes)))
         return moes_set_error(ctx, MOES_ERR_OUT_OF_MEMORY,
             "cannot allocate %lld bytes of workspace", (long long)bytes);
@@ -124,34 +124,25 @@ static int route_bytes(moes_context *ctx, const moes_route_plan *plan,
     return MOES_OK;
 }
 
-/* Whether a call that needs `bytes` of workspace can have it (what
- * cpu_workspace checks before it grows one), growing nothing. */
-static int workspace_can_hold(moes_context *ctx, int64_t bytes)
-{
-    const cpu_state *s = state_of(ctx);
-    return bytes <= s->workspace_bytes
-               ? MOES_OK
-               : moes_workspace_may_grow(ctx, bytes, s->workspace_bytes);
-}
-
 /* MOES_SCATTER_CHECK_ONLY and MOES_GATHER_CHECK_ONLY: the one check the
  * CPU makes before it runs a call that lib/ has not made, its
- * workspace's. */
+ * workspace's (what cpu_workspace asks before it grows one). */
 static int cpu_check_scatter(moes_context *ctx, const moes_scatter_plan *plan)
 {
     int64_t bytes;
     MOES_TRY(route_bytes(ctx, &plan->route, 1, &bytes));
-    return workspace_can_hold(ctx, bytes);
+    return moes_workspace_can_have(ctx, bytes, state_of(ctx)->workspace_bytes);
 }
 
 static int cpu_check_gather(moes_context *ctx, const moes_gather_plan *plan)
 {
     if (plan->a.n_tokens == 0)
         return MOES_OK;
-    return workspace_can_hold(ctx,
-                              cpu_gather_workspace_bytes(cpu_threads(ctx),
-                                                         plan->a.n_tokens,
-                                                         plan->a.hidden));
+    return moes_workspace_can_have(
+        ctx,
+        cpu_gather_workspace_bytes(cpu_threads(ctx), plan->a.n_tokens,
+                                   plan->a.hidden),
+        state_of(ctx)->workspace_bytes);
 }
 
 int cpu_route_prepare(moes_context *ctx, const moes_route_plan *plan,

@@ -230,11 +230,17 @@ static CUresult release_device(gpu_state *s)
     return first;
 }
 
+/* The driver and s itself, once the device holds nothing of s's. */
+static void free_state(gpu_state *s)
+{
+    gpu_driver_close(&s->drv);
+    free(s);
+}
+
 static void release(gpu_state *s)
 {
     (void)release_device(s);
-    gpu_driver_close(&s->drv);
-    free(s);
+    free_state(s);
 }
 
 /* The dynamic shared memory kernel k may take to stage rows
@@ -464,8 +470,7 @@ static int cuda_close(moes_context *ctx)
     const CUresult r = release_device(s);
     if (r && st == MOES_OK)
         st = gpu_fail(ctx, r, "releasing the context's device memory");
-    s->primary = NULL; /* released: release() gives back the rest */
-    release(s);
+    free_state(s);
     ctx->state = NULL;
     return st;
 }

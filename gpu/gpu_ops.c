@@ -169,7 +169,7 @@ static int workspace_can_hold(moes_context *ctx, int64_t bytes)
     gpu_state *s = gpu_state_of(ctx);
     if (bytes <= s->workspace_bytes)
         return MOES_OK;
-    MOES_TRY(moes_workspace_may_grow(ctx, bytes, s->workspace_bytes));
+    MOES_TRY(moes_workspace_can_have(ctx, bytes, s->workspace_bytes));
     /* Growing waits for the stream and allocates, which a stream capture
      * does not allow: the driver fails the call, and a wait on a
      * capturing stream invalidates the capture too. Say what to do
@@ -262,8 +262,6 @@ static int route_is_small(const gpu_scatter_args *a)
            a->out_rows <= GPU_SMALL_ROWS;
 }
 
-/* The routing half of the arguments, and the workspace behind it; for a
- * scatter (`places`) whose choices the sort places, the sort's arrays. */
 /* The routing's workspace in *bytes, or the error that it overflows. */
 static int route_bytes(moes_context *ctx, const moes_route_plan *rp,
                        int64_t *bytes)
@@ -275,6 +273,8 @@ static int route_bytes(moes_context *ctx, const moes_route_plan *rp,
     return MOES_OK;
 }
 
+/* The routing half of the arguments, and the workspace behind it; for a
+ * scatter (`places`) whose choices the sort places, the sort's arrays. */
 static int prepare_route(moes_context *ctx, const moes_route_plan *rp,
                          int places, gpu_scatter_args *a)
 {

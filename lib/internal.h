@@ -47,12 +47,13 @@ int moes_report_data_error(moes_context *ctx, const moes_data_error *err);
             return st_;                                                     \
     } while (0)
 
-/* Asked by a backend before it grows its workspace for a call that needs
- * `need` bytes where it holds `held`: MOES_OK when it may allocate, and
- * MOES_ERR_WORKSPACE, with the message both backends give, when the
- * caller's buffer (moes_set_workspace) or a reservation
- * (moes_reserve_workspace) is in place, since neither ever grows. */
-int moes_workspace_may_grow(moes_context *ctx, int64_t need, int64_t held);
+/* Whether a call that needs `need` bytes of workspace, where the backend
+ * holds `held`, can have them: MOES_OK when `held` covers them or the
+ * workspace may grow, and MOES_ERR_WORKSPACE, with the message both
+ * backends give, when it would have to grow but is the caller's buffer
+ * (moes_set_workspace) or a reservation (moes_reserve_workspace), which
+ * never grow. */
+int moes_workspace_can_have(moes_context *ctx, int64_t need, int64_t held);
 
 /* Checked int64 arithmetic: return 0 on overflow (and leave *out alone). */
 int moes_mul_i64(int64_t a, int64_t b, int64_t *out);

@@ -150,8 +150,10 @@ static int check_workspace_sizes(moes_context *ctx, int64_t n_tokens,
     return MOES_OK;
 }
 
-int moes_workspace_may_grow(moes_context *ctx, int64_t need, int64_t held)
+int moes_workspace_can_have(moes_context *ctx, int64_t need, int64_t held)
 {
+    if (need <= held)
+        return MOES_OK;
     if (ctx->workspace_from_caller)
         return moes_set_error(ctx, MOES_ERR_WORKSPACE,
             "this call needs %lld bytes of workspace, more than the %lld "
