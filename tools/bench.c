@@ -463,8 +463,7 @@ done:
     free(results);
     free(csv_owned);
     moes_free(ctx, clear.buf);
-    st = moes_context_destroy(ctx);
-    if (st != MOES_OK && rc == TOOL_EXIT_OK)
-        rc = tool_library_error("bench", NULL, "moes_context_destroy", st);
+    if (tool_close_context("bench", ctx) != TOOL_EXIT_OK)
+        rc = TOOL_EXIT_FAILURE;
     return rc;
 }

@@ -327,10 +327,16 @@ int tool_bench_ep(int argc, char **argv)
     free(expert_out);
     free(m_indices);
     free(out);
-    moes_ep_destroy(ep);
-    moes_context_destroy(ctx);
+    /* A failure to free is this rank's to report; the others finish. */
+    rc = TOOL_EXIT_OK;
+    int st = moes_ep_destroy(ep);
+    if (st != MOES_OK)
+        rc = tool_fail("bench --ep", "moes_ep_destroy: %s",
+                       moes_strerror(st));
+    if (tool_close_context("bench --ep", ctx) != TOOL_EXIT_OK)
+        rc = TOOL_EXIT_FAILURE;
     MPI_Finalize();
-    return TOOL_EXIT_OK;
+    return rc;
 }
 
 #else /* !MOES_TOOL_EP */

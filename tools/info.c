@@ -84,8 +84,5 @@ int tool_info(int argc, char **argv)
     } else {
         printf("cpu threads: %d\n", info.cpu_threads);
     }
-    st = moes_context_destroy(ctx);
-    if (st != MOES_OK)
-        return tool_library_error("info", NULL, "moes_context_destroy", st);
-    return TOOL_EXIT_OK;
+    return tool_close_context("info", ctx);
 }

@@ -185,6 +185,17 @@ int tool_open_context(const char *command, int backend, int threads,
     return TOOL_EXIT_OK;
 }
 
+int tool_close_context(const char *command, moes_context *ctx)
+{
+    /* The context is gone once this returns, and its message with it:
+     * the status is all there is to print. */
+    int st = moes_context_destroy(ctx);
+    if (st != MOES_OK)
+        return tool_fail(command, "moes_context_destroy: %s",
+                         moes_strerror(st));
+    return TOOL_EXIT_OK;
+}
+
 int tool_library_error(const char *command, moes_context *ctx,
                        const char *call, int status)
 {

@@ -75,6 +75,10 @@ const char *tool_backend_name(int backend);
 int tool_open_context(const char *command, int backend, int threads,
                       moes_context **ctx);
 
+/* Destroys ctx; prints a failure to release it and returns
+ * TOOL_EXIT_FAILURE, else TOOL_EXIT_OK. */
+int tool_close_context(const char *command, moes_context *ctx);
+
 /* Prints a failed library call on ctx ("moescatter bench: moes_scatter:
  * invalid expert id: ids[3][1] = 300 is outside [-1, 256)") and returns
  * TOOL_EXIT_FAILURE. */
