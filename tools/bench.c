@@ -140,8 +140,7 @@ typedef struct bench_options {
     bench_config cfg;
     int backend, json, sweep;
     int64_t threads, min_tokens, max_tokens;
-    int min_given;
-    int tokens_given, max_given, idle;
+    int tokens_given, min_given, max_given, idle;
     const char *csv, *plot;
     int64_t experts;            /* --experts, 0: the preset's           */
     bench_preset custom;        /* the preset with that expert count    */
