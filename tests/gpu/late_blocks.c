@@ -16,7 +16,10 @@
  * block a multiprocessor) and distinct-experts calls, each with one bad
  * id at a random place; the same scatter packing UE8M0 scales, with one
  * scale that UE8M0 cannot hold; a 256-token gather with one bad
- * out_index entry. Each call must fail with its error
+ * out_index entry. The scatters' rows alternate by round between 512
+ * bytes, which each block holds in registers, and DeepSeek-V3's 7168,
+ * which the copy engine stages in the block's shared memory (a kernel of
+ * their own): a block that leaves must first wait for those copies. Each call must fail with its error
  * (MOES_ERR_INVALID_ID, _SCALE, _OUT_INDEX), and every output byte must
  * still hold the pattern.
  *
@@ -48,8 +51,11 @@
 
 #include "moescatter.h"
 
-enum { N = 1024, K = 8, E_GLOBAL = 256, E_LOCAL = 32, H = 512,
-       SCALE_BLOCK = 128, S = H / SCALE_BLOCK, PATTERN = 0xA5,
+enum { N = 1024, K = 8, E_GLOBAL = 256, E_LOCAL = 32,
+       /* the scatters' rows, fp8: preloaded, staged; buffers are sized
+        * for the wider */
+       H_NARROW = 512, H = 7168, SCALE_BLOCK = 128, S = H / SCALE_BLOCK,
+       PATTERN = 0xA5,
        /* the failing gather: 2048 entries, the most a gather checks in
         * every block (GPU_GATHER_SELF_CHECK_ENTRIES) */
        GATHER_TOKENS = 256, GATHER_H = 7168,
@@ -247,8 +253,15 @@ static void victim_routing(const victim *v, moes_routing *r)
 static int untouched(victim *v, const char *what, const void *p, size_t bytes,
                      long round, int t, int k)
 {
+    static unsigned char pattern[4096];
+    size_t i = 0;
+    memset(pattern, PATTERN, sizeof pattern);
     CUDA_OK(cudaMemcpy(v->check, p, bytes, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < bytes; i++)
+    /* Whole blocks by memcmp: the wide scatter's out is 58 MB. */
+    while (i + sizeof pattern <= bytes &&
+           memcmp(v->check + i, pattern, sizeof pattern) == 0)
+        i += sizeof pattern;
+    for (; i < bytes; i++)
         if (v->check[i] != PATTERN) {
             printf("late_blocks: round %ld (bad value at [%d][%d]): %s byte "
                    "%zu written (0x%02x) by a call that failed\n",
@@ -297,11 +310,12 @@ static void poison_scatter_outputs(victim *v)
     CUDA_OK(cudaStreamSynchronize(v->stream));
 }
 
-/* One failing scatter (fp32 scales from x_scales, or UE8M0 from the
- * power-of-two ones) and its checks; 1 when it failed as expected and
- * wrote nothing. */
-static int scatter_fails_clean(victim *v, int ue8m0, int expected,
-                               long round, int t, int k)
+/* One failing scatter of rows `hidden` bytes wide (fp32 scales from
+ * x_scales, or UE8M0 from the power-of-two ones, hidden / SCALE_BLOCK a
+ * token) and its checks; 1 when it failed as expected and wrote
+ * nothing. */
+static int scatter_fails_clean(victim *v, int64_t hidden, int ue8m0,
+                               int expected, long round, int t, int k)
 {
     moes_routing r;
     moes_scatter_args a;
@@ -312,7 +326,7 @@ static int scatter_fails_clean(victim *v, int ue8m0, int expected,
     a.capacity = v->capacity;
     a.x = v->x;
     a.x_dtype = MOES_DTYPE_FP8_E4M3;
-    a.hidden = H;
+    a.hidden = hidden;
     a.x_scales = ue8m0 ? v->pow2 : v->scales;
     a.scale_block = SCALE_BLOCK;
     a.out = v->out;
@@ -347,13 +361,16 @@ int main(int argc, char **argv)
     busy_setup(&busy);
     victim_setup(&v);
     for (long round = 0; round < rounds && failed < 10; round++) {
+        /* Odd rounds: rows the scatter stages in shared memory. */
+        const int64_t hidden = round % 2 ? H : H_NARROW;
+        const int n_scales = (int)(hidden / SCALE_BLOCK);
         int t = (int)(rnd() % N), k = (int)(rnd() % K);
         const int32_t bad = rnd() % 2 ? E_GLOBAL + (int32_t)(rnd() % 100)
                                       : -2 - (int32_t)(rnd() % 5);
         /* Scales UE8M0 cannot hold: a mantissa, zero, a sign, infinity. */
         static const float bad_scales[] = {0.75f, 0.0f, -0.5f, INFINITY};
         const float bad_scale = bad_scales[rnd() % 4];
-        const int s = (int)(rnd() % S);
+        const int s = (int)(rnd() % (unsigned)n_scales);
         const int32_t bad_entry = rnd() % 2
                                       ? GATHER_ROWS + (int32_t)(rnd() % 100)
                                       : -2 - (int32_t)(rnd() % 5);
@@ -367,7 +384,8 @@ int main(int argc, char **argv)
         poison_scatter_outputs(&v);
         busy_feed(&busy);
         if (strchr(calls, 'i') &&
-            !scatter_fails_clean(&v, 0, MOES_ERR_INVALID_ID, round, t, k))
+            !scatter_fails_clean(&v, hidden, 0, MOES_ERR_INVALID_ID, round, t,
+                                 k))
             failed++;
         busy_feed(&busy);
         victim_routing(&v, &r);
@@ -384,13 +402,15 @@ int main(int argc, char **argv)
         /* A bad scale: the scatter packing UE8M0. t, k name the token
          * and scale here. */
         k = s;
-        put4(&v, v.pow2, (size_t)t * S + s, &bad_scale);
+        put4(&v, v.pow2, (size_t)t * n_scales + s, &bad_scale);
         poison_scatter_outputs(&v);
         busy_feed(&busy);
         if (strchr(calls, 's') &&
-            !scatter_fails_clean(&v, 1, MOES_ERR_INVALID_SCALE, round, t, k))
+            !scatter_fails_clean(&v, hidden, 1, MOES_ERR_INVALID_SCALE, round,
+                                 t, k))
             failed++;
-        put4(&v, v.pow2, (size_t)t * S + s, &v.pow2_host[t * S + s]);
+        put4(&v, v.pow2, (size_t)t * n_scales + s,
+             &v.pow2_host[t * n_scales + s]);
 
         /* A bad out_index entry: the gather. */
         t = (int)(rnd() % GATHER_TOKENS);
