@@ -130,6 +130,22 @@ static const scenario scenarios[] = {
     {"bad UE8M0 scale, E=256 fp8 H=7168, N=128 K=8", 128, 8, 256, 0, 7168,
      0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32, MOES_DTYPE_INT32,
      MOES_LAYOUT_CONTIGUOUS, 128, 0, MOES_SCALES_UE8M0, 128, BAD_SCALE},
+    /* Errors where the one-launch scatter stages its blocks' rows in
+     * shared memory (eight tokens of 7168 bytes a block): every block
+     * leaves with the copies into its shared memory in flight, and must
+     * wait for them first. */
+    {"bad id, staged rows, E=32 of 256 fp8 H=7168, N=1024 K=8", 1024, 8,
+     32, 256, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32,
+     MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128, 0, MOES_SCALES_FP32,
+     128, BAD_ID},
+    {"bad UE8M0 scale, staged rows, E=32 of 256 fp8 H=7168, N=1024 K=8",
+     1024, 8, 32, 256, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32,
+     MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128, 0, MOES_SCALES_UE8M0,
+     128, BAD_SCALE},
+    {"bad map entry, staged rows, E=32 of 256 fp8 H=7168, N=1024 K=8",
+     1024, 8, 32, 256, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32,
+     MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128, 0, MOES_SCALES_FP32,
+     128, BAD_MAP},
     {"E=64 bf16 H=16384 masked with drops, UE8M0 scales, N=1000 K=8", 1000,
      8, 64, 0, 16384, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT64,
      MOES_DTYPE_INT32, MOES_LAYOUT_MASKED, 1, MOES_SCATTER_LABEL_PADDING,
