@@ -15,7 +15,8 @@
 #      replayed with new inputs, compared with the CPU; caller_memory:
 #      buffers of every memory kind, the cost of their check, a capture on
 #      the caller's workspace; late_blocks: failing calls whose blocks
-#      start while another stream holds multiprocessors;
+#      start while another stream holds multiprocessors; error_chain: a
+#      deferred data error stops the calls queued after it;
 #   4. sanitize_cases alone, then its scenario past 2^31 elements
 #      (64-bit offsets), then compute-sanitizer memcheck, racecheck,
 #      synccheck and initcheck over sanitize_cases (E = 256 with poisoned
@@ -77,7 +78,7 @@ arch_flag="--with-cuda-arch=$arch"
     make -j"$jobs" &&
     make -j"$jobs" -C tests unit &&
     make -j"$jobs" -C tests/gpu diff_cuda graph_replay sanitize_cases \
-        caller_memory late_blocks
+        caller_memory late_blocks error_chain
 ) >"$out/build.log" 2>&1
 if [ $? -ne 0 ]; then
     add "build" "FAILED (see build.log)"
@@ -118,6 +119,7 @@ result_step caller_memory.log "pointer kinds, caller's workspace" "$build/tests/
 
 # ---------------------------------------------------------------- 3c. late blocks
 result_step late_blocks.log "failing calls beside a busy stream" "$build/tests/gpu/late_blocks"
+result_step error_chain.log "calls after a deferred error write nothing" "$build/tests/gpu/error_chain"
 
 # ---------------------------------------------------------------- 4. sanitizers
 result_step sanitize_plain.log "sanitize_cases (no tool)" "$build/tests/gpu/sanitize_cases"
