@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "moescatter.h"
+#include "test_random.h"
 
 #define CANARY 0xA5
 
@@ -36,14 +37,28 @@ static void check(int ok, const char *what, int64_t n)
     }
 }
 
+static void stop(moes_context *ctx)
+{
+    fprintf(stderr, "error_chain: %s\n", moes_last_error(ctx));
+    exit(2);
+}
+
+/* Device memory of bytes, filled with the canary. */
 static void *dev(moes_context *ctx, int64_t bytes)
 {
     void *p = NULL;
     if (moes_malloc(ctx, &p, bytes) != MOES_OK ||
-        moes_fill(ctx, p, CANARY, bytes) != MOES_OK) {
-        fprintf(stderr, "error_chain: %s\n", moes_last_error(ctx));
-        exit(2);
-    }
+        moes_fill(ctx, p, CANARY, bytes) != MOES_OK)
+        stop(ctx);
+    return p;
+}
+
+/* Device memory holding a copy of bytes of host. */
+static void *dev_copy(moes_context *ctx, const void *host, int64_t bytes)
+{
+    void *p = dev(ctx, bytes);
+    if (moes_copy_to_backend(ctx, p, host, bytes) != MOES_OK)
+        stop(ctx);
     return p;
 }
 
@@ -64,11 +79,12 @@ typedef struct outputs {
         sums_bytes;
 } outputs;
 
-/* A count, a distinct-experts, a scatter and a gather, all valid, into o;
- * returns the first status that is not MOES_OK. */
+/* A count, a distinct-experts, a scatter (s with o's outputs) and a
+ * gather of s's rows through gather_index, all valid, into o; returns the
+ * first status that is not MOES_OK. */
 static int valid_calls(moes_context *ctx, const moes_routing *r,
-                       const moes_scatter_args *s, const outputs *o,
-                       int64_t n, int64_t k, int64_t h)
+                       const moes_scatter_args *s, const void *gather_index,
+                       const outputs *o, int64_t n, int64_t k, int64_t h)
 {
     int st = moes_count(ctx, r, o->counts, MOES_DTYPE_INT64);
     if (st == MOES_OK)
@@ -86,7 +102,7 @@ static int valid_calls(moes_context *ctx, const moes_routing *r,
     g.hidden = h;
     g.y = s->x;        /* any rows: x's n rows, out_index below n */
     g.y_rows = n;
-    g.out_index = s->out_index;
+    g.out_index = gather_index;
     g.out = o->sums;
     if (st == MOES_OK)
         st = moes_gather(ctx, &g);
@@ -97,26 +113,24 @@ static void run(moes_context *ctx, int64_t n)
 {
     const int64_t k = 8, e = 256, h = 512, alignment = 128;
     int64_t cap;
-    moes_scatter_capacity(ctx, MOES_LAYOUT_CONTIGUOUS, n, k, e, alignment,
-                          &cap);
+    if (moes_scatter_capacity(ctx, MOES_LAYOUT_CONTIGUOUS, n, k, e,
+                              alignment, &cap) != MOES_OK)
+        stop(ctx);
     int32_t *ids = malloc((size_t)(n * k) * 4);
     int32_t *index = malloc((size_t)(n * k) * 4);
     uint16_t *x = malloc((size_t)(n * h) * 2);
     uint64_t state = 0x9E3779B97F4A7C15u ^ (uint64_t)n;
     for (int64_t i = 0; i < n * k; i++) {
-        state = state * 6364136223846793005u + 1442695040888963407u;
-        ids[i] = (int32_t)((state >> 33) % (uint64_t)e);
-        index[i] = (int32_t)((state >> 17) % (uint64_t)n); /* rows of x */
+        ids[i] = (int32_t)(test_xorshift(&state) % (uint64_t)e);
+        index[i] = (int32_t)(test_xorshift(&state) % (uint64_t)n); /* x */
     }
     for (int64_t i = 0; i < n * h; i++)
         x[i] = (uint16_t)(0x3C00 + (i * 37) % 1024);
-    void *d_ids = dev(ctx, n * k * 4), *d_bad = dev(ctx, n * k * 4);
-    void *d_x = dev(ctx, n * h * 2), *d_index = dev(ctx, n * k * 4);
-    moes_copy_to_backend(ctx, d_ids, ids, n * k * 4);
-    moes_copy_to_backend(ctx, d_index, index, n * k * 4);
-    moes_copy_to_backend(ctx, d_x, x, n * h * 2);
+    void *d_ids = dev_copy(ctx, ids, n * k * 4);
+    void *d_index = dev_copy(ctx, index, n * k * 4);
+    void *d_x = dev_copy(ctx, x, n * h * 2);
     ids[(n - 1) * k + 3] = (int32_t)e; /* one past the last expert */
-    moes_copy_to_backend(ctx, d_bad, ids, n * k * 4);
+    void *d_bad = dev_copy(ctx, ids, n * k * 4);
 
     outputs o = {0};
     o.counts_bytes = e * 8;
@@ -152,8 +166,7 @@ static void run(moes_context *ctx, int64_t n)
     check(moes_scatter(ctx, &r, &s) == MOES_OK, "the bad scatter's own "
           "status (deferred)", n);
     r.ids = d_ids;
-    s.out_index = d_index; /* the gather's indices */
-    check(valid_calls(ctx, &r, &s, &o, n, k, h) == MOES_OK,
+    check(valid_calls(ctx, &r, &s, d_index, &o, n, k, h) == MOES_OK,
           "the valid calls after it returned an error", n);
     check(moes_synchronize(ctx) == MOES_ERR_INVALID_ID,
           "moes_synchronize did not report the bad id", n);
@@ -174,7 +187,7 @@ static void run(moes_context *ctx, int64_t n)
     check(untouched(ctx, o.sums, o.sums_bytes), "a gather after it wrote", n);
 
     /* Reported and cleared: the same calls write. */
-    check(valid_calls(ctx, &r, &s, &o, n, k, h) == MOES_OK &&
+    check(valid_calls(ctx, &r, &s, d_index, &o, n, k, h) == MOES_OK &&
               moes_synchronize(ctx) == MOES_OK,
           "the valid calls failed after the report", n);
     check(!untouched(ctx, o.counts, o.counts_bytes) &&
@@ -207,7 +220,11 @@ int main(void)
     }
     run(ctx, 16);   /* one launch */
     run(ctx, 4096); /* the grid path */
-    moes_context_destroy(ctx);
+    checks++;
+    if (moes_context_destroy(ctx) != MOES_OK) {
+        failed++;
+        printf("FAIL: moes_context_destroy\n");
+    }
     printf("error_chain: %d checks, %d failed\n", checks, failed);
     return failed != 0;
 }
