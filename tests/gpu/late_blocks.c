@@ -19,9 +19,9 @@
  * out_index entry. The scatters' rows alternate by round between 512
  * bytes, which each block holds in registers, and DeepSeek-V3's 7168,
  * which the copy engine stages in the block's shared memory (a kernel of
- * their own): a block that leaves must first wait for those copies. Each call must fail with its error
- * (MOES_ERR_INVALID_ID, _SCALE, _OUT_INDEX), and every output byte must
- * still hold the pattern.
+ * their own): a block that leaves must first wait for those copies. Each
+ * call must fail with its error (MOES_ERR_INVALID_ID, _SCALE,
+ * _OUT_INDEX), and every output byte must still hold the pattern.
  *
  *     late_blocks [ROUNDS [CALLS]]
  *
@@ -253,7 +253,7 @@ static void victim_routing(const victim *v, moes_routing *r)
 static int untouched(victim *v, const char *what, const void *p, size_t bytes,
                      long round, int t, int k)
 {
-    static unsigned char pattern[4096];
+    unsigned char pattern[4096];
     size_t i = 0;
     memset(pattern, PATTERN, sizeof pattern);
     CUDA_OK(cudaMemcpy(v->check, p, bytes, cudaMemcpyDeviceToHost));
