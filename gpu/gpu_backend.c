@@ -61,6 +61,7 @@ const char *const gpu_kernel_names[GPU_K_COUNT] = {
     [GPU_K_SCATTER_SMALL_STAGED] = "moes_scatter_small_staged",
     [GPU_K_SCATTER_SMALL_UE8M0_STAGED] = "moes_scatter_small_ue8m0_staged",
     [GPU_K_SCATTER_GRID] = "moes_scatter_grid",
+    [GPU_K_SCATTER_GRID_LISTED] = "moes_scatter_grid_listed",
     [GPU_K_SORT_MOVE] = "moes_sort_move",
     [GPU_K_SORT_GRID] = "moes_sort_grid",
     [GPU_K_FILL_ROWS] = "moes_fill_pattern_rows",
@@ -312,8 +313,14 @@ static int load_module(gpu_state *s, char *reason, size_t reason_len)
         s->cooperative_launches = !r && cooperative &&
                                   s->drv.cuLaunchKernelEx != NULL;
     }
-    s->grid_stage_bytes =
-        s->cooperative_launches ? stage_bytes_of(s, GPU_K_SCATTER_GRID) : 0;
+    if (s->cooperative_launches) {
+        /* One size for both forms of the cooperative scatter. */
+        const int64_t plain = stage_bytes_of(s, GPU_K_SCATTER_GRID);
+        const int64_t listed = stage_bytes_of(s, GPU_K_SCATTER_GRID_LISTED);
+        s->grid_stage_bytes = plain < listed ? plain : listed;
+    } else {
+        s->grid_stage_bytes = 0;
+    }
     {
         /* One size for both forms of the one-launch scatter that stage
          * rows; the others are left as they are. */

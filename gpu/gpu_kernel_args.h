@@ -172,6 +172,24 @@ MOES_HD int gpu_small_scatter_preloads(uint32_t n_tokens, uint32_t row_vectors,
 #define GPU_GRID_TABLE_KEYS(blocks) (((blocks) + 1) / 2 * 2)
 #define GPU_GRID_TABLE_BYTES(blocks, experts)                               \
     (GPU_GRID_TABLE_KEYS(blocks) * 8 + (blocks) * 2 * (experts))
+/* Its dynamic shared memory: stage_tokens staged rows of row_bytes; with
+ * an expert map, after them a bit a token of the block (set for the
+ * staged ones) and the staged tokens' offsets from the block's first, in
+ * 16 bits: with a map a block stages the first of its tokens that a
+ * local expert takes, not its first tokens. */
+MOES_HD int64_t gpu_grid_stage_mask_words(int64_t tokens_per_block)
+{
+    return (tokens_per_block + 31) / 32;
+}
+
+MOES_HD int64_t gpu_grid_stage_bytes(int64_t stage_tokens, int64_t row_bytes,
+                                     int map, int64_t tokens_per_block)
+{
+    return stage_tokens * row_bytes +
+           (map ? 4 * gpu_grid_stage_mask_words(tokens_per_block) +
+                      2 * stage_tokens
+                : 0);
+}
 
 /* The grid routing's prefix sums (expert_scan.cu). With few experts, or
  * columns of more than GPU_SCAN_RANGE_MAX_TILES tiles,

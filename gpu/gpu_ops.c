@@ -660,30 +660,48 @@ static int64_t grid_scatter_blocks(const gpu_state *st,
 
 /* Rows of its own tokens each block of the cooperative scatter loads into
  * shared memory while it finishes its routing, to copy them itself once
- * placed (scatter_grid.cu), for a call of 16-byte rows with no map on
- * `blocks` blocks; 0 when less than an eighth of a block's rows would
+ * placed (scatter_grid.cu), for a call of 16-byte rows on `blocks`
+ * blocks; 0 when less than an eighth of a block's tokens' rows would
  * fit (half, for a call that packs UE8M0 scales), where the copy kernel
- * after the routing is left to read them. (With a map, a block would
- * load rows that no local expert takes.) On an H200, where 25 rows of
+ * after the routing is left to read them. On an H200, where 25 rows of
  * DeepSeek-V3's 7 KiB fit a block (26 since v24's smaller tables;
  * bench/NOTES.md, v23): 4096 tokens (25 of each block's 31 or 32 rows
  * staged) 89.9 -> 85.7 us, 8192 172.0 -> 161.5, 12288 255.0 -> 241.2,
  * 16384 336.3 -> 324.0; Qwen3 (45 rows of 4 KiB fit) 8192 97.1 -> 89.4,
  * 16384 182.3 -> 173.7, 32768 354.9 -> 351.2; DeepSeek-V3 2048
  * unchanged. With UE8M0 scales staging lost where less than half fit:
- * 8192 tokens 172.8 -> 174.0, 16384 334.3 -> 342.4 (4096: 94.2 -> 92.0). */
+ * 8192 tokens 172.8 -> 174.0, 16384 334.3 -> 342.4 (4096: 94.2 -> 92.0).
+ * With a map the rows staged are those of the block's first tokens that
+ * a local expert takes (the kernel's listed form); the same share
+ * decides, over all the block's tokens. On an H100 (v43), EP8 prefill
+ * 4096 tokens 34.5-34.7 -> 31.2 us, 8192 52.3 -> 49.6-49.9, 16384
+ * 88.4-88.6 -> 87.0-87.3; at 32768 (249 tokens a block, 26 rows fit)
+ * staging regardless gained nothing and at 65536 lost 1.3 us, and the
+ * share leaves both to the copy kernel. UE8M0 scales with a map stage
+ * nothing (not measured). */
 static int64_t grid_stage_tokens(const gpu_state *st,
                                  const gpu_scatter_args *a, int64_t blocks)
 {
     const int64_t share = packs_ue8m0(a) ? 2 : 8;
     int64_t per_block, fit;
-    if (blocks < 1 || a->map || a->copy_width != 16 || a->row_bytes < 16)
+    if (blocks < 1 || a->copy_width != 16 || a->row_bytes < 16)
         return 0;
     per_block = ceil_div(a->n_tokens, blocks);
-    fit = st->grid_stage_bytes / a->row_bytes;
+    if (a->map) {
+        /* The staged tokens are those a local expert takes, listed
+         * (gpu_grid_stage_bytes); how many a block has is known on the
+         * device only, so the share counts all of its tokens. */
+        if (packs_ue8m0(a))
+            return 0;
+        fit = (st->grid_stage_bytes -
+               4 * gpu_grid_stage_mask_words(per_block)) /
+              (a->row_bytes + 2);
+    } else {
+        fit = st->grid_stage_bytes / a->row_bytes;
+    }
     if (fit > per_block)
         fit = per_block;
-    return share * fit >= per_block ? fit : 0;
+    return fit > 0 && share * fit >= per_block ? fit : 0;
 }
 
 /* With MOES_SCATTER_ZERO_PADDING, the launch that zeroes the rows that
@@ -848,10 +866,14 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     }
     if (cooperative > 0) {
         int launched;
-        MOES_TRY(gpu_launch_cooperative(ctx, GPU_K_SCATTER_GRID, cooperative,
-                                        GPU_GRID_SCATTER_THREADS,
-                                        a.stage_tokens * a.row_bytes, &a,
-                                        &launched));
+        MOES_TRY(gpu_launch_cooperative(
+            ctx,
+            a.map && a.stage_tokens > 0 ? GPU_K_SCATTER_GRID_LISTED
+                                        : GPU_K_SCATTER_GRID,
+            cooperative, GPU_GRID_SCATTER_THREADS,
+            gpu_grid_stage_bytes(a.stage_tokens, a.row_bytes, a.map != NULL,
+                                 ceil_div(a.n_tokens, cooperative)),
+            &a, &launched));
         if (launched)
             return copies && a.stage_tokens == 0
                        ? gpu_launch_next(ctx, GPU_K_COPY_ROWS_WIDE,

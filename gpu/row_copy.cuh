@@ -22,7 +22,8 @@ __device__ __forceinline__ const V *moes_x_row(const gpu_scatter_args &a,
     return (const V *)(a.x + t * a.x_stride_bytes);
 }
 
-/* The first `staged` rows of the block's tokens, from t0 on, into
+/* The first `staged` rows of the block's tokens, from t0 on (with
+ * `list`, the rows of tokens t0 + list[0 .. staged)), into
  * `rows` (a.row_bytes a row, a multiple of 16 as x's rows and stride are:
  * the host takes this path for 16-byte copies only), by the copy engine
  * of the multiprocessor (cp.async.bulk from one thread: one instruction
@@ -38,6 +39,7 @@ __device__ __forceinline__ const V *moes_x_row(const gpu_scatter_args &a,
  * registers, is only there to compile. */
 __device__ __forceinline__ void moes_stage_rows(const gpu_scatter_args &a,
                                                 int64_t t0, int64_t staged,
+                                                const uint16_t *list,
                                                 uint4 *rows,
                                                 unsigned long long *landed)
 {
@@ -58,7 +60,7 @@ __device__ __forceinline__ void moes_stage_rows(const gpu_scatter_args &a,
             : "r"(bar), "r"((unsigned)staged * row_bytes)
             : "memory");
         /* Rows one after the other in x: one copy for all of them. */
-        const bool together = a.x_stride_bytes == a.row_bytes;
+        const bool together = !list && a.x_stride_bytes == a.row_bytes;
         const int64_t copies = together ? 1 : staged;
         const unsigned bytes = together ? (unsigned)staged * row_bytes
                                         : row_bytes;
@@ -69,7 +71,8 @@ __device__ __forceinline__ void moes_stage_rows(const gpu_scatter_args &a,
                 "::bytes [%0], [%1], %2, [%3];"
                 :
                 : "r"((unsigned)__cvta_generic_to_shared(rows + r * n_vec)),
-                  "l"(moes_x_row<uint4>(a, t0 + r)), "r"(bytes),
+                  "l"(moes_x_row<uint4>(a, t0 + (list ? list[r] : r))),
+                  "r"(bytes),
                   "r"(bar)
                 : "memory");
     }
@@ -78,7 +81,8 @@ __device__ __forceinline__ void moes_stage_rows(const gpu_scatter_args &a,
     const int n_vec = (int)(a.row_bytes / (int64_t)sizeof(uint4));
     for (int i = threadIdx.x; i < (int)staged * n_vec; i += blockDim.x) {
         const int r = i / n_vec;
-        rows[i] = moes_x_row<uint4>(a, t0 + r)[i - r * n_vec];
+        const uint4 *row = moes_x_row<uint4>(a, t0 + (list ? list[r] : r));
+        rows[i] = row[i - r * n_vec];
     }
 #endif
 }

@@ -34,7 +34,10 @@
  * The first stage_tokens rows of its tokens it loads into shared memory
  * as the barrier opens (moes_stage_rows: the loads are in flight while
  * the block finishes its routing, and hold no register); the copy then
- * reads them from there and the rest from x. A fan-out that reads its
+ * reads them from there and the rest from x. With an expert map the
+ * staged rows are those of the block's first tokens that a local expert
+ * takes (a token none takes is not copied at all): step 1 marks them,
+ * one warp lists them before the barrier. A fan-out that reads its
  * rows while it writes them moves its bytes more slowly than one that
  * only writes: on an H200, the 235 MB of DeepSeek-V3's prefill rows took
  * 73 us with the 29 MB of x read meanwhile, and 59-61 us stored from the
@@ -190,15 +193,20 @@ __device__ __forceinline__ unsigned long long grid_check_scales(
 
 /* The rows of the block's tokens [t0, t1) to the rows out_index gives
  * them (written by this block's placement), a warp a (token, chunk)
- * item: the first `staged` tokens' rows from shared memory, the others'
- * from x. Those others go first, so that their reads from memory are in
- * flight while the other warps store staged rows, not left for the end,
- * and so that the copy starts before the staged rows have all landed: a
- * warp waits for them (`landed`) at its first staged item. A warp loads
- * its next item's out_index entries while it copies. */
+ * item: the `staged` tokens' rows from shared memory, the others' from
+ * x. The staged tokens are the block's first `staged`, or, LISTED, the
+ * tokens t0 + list[s] (slot s), whose bits are set in `mask`. The
+ * others go first, so that their reads from memory are in flight while
+ * the other warps store staged rows, not left for the end, and so that
+ * the copy starts before the staged rows have all landed: a warp waits
+ * for them (`landed`) at its first staged item. A warp loads its next
+ * item's out_index entries while it copies. */
+template <bool LISTED>
 __device__ __forceinline__ void grid_copy_rows(const gpu_scatter_args &a,
                                                int64_t t0, int64_t t1,
                                                int64_t staged,
+                                               const uint16_t *list,
+                                               const uint32_t *mask,
                                                const uint4 *rows,
                                                unsigned long long *landed)
 {
@@ -206,10 +214,17 @@ __device__ __forceinline__ void grid_copy_rows(const gpu_scatter_args &a,
     const int64_t n_vec = a.row_bytes / (int64_t)sizeof(uint4);
     const int64_t chunks = (n_vec + MOES_WARP * P - 1) / (MOES_WARP * P);
     const int64_t lane = threadIdx.x % MOES_WARP;
-    const int64_t n = t1 - t0, items = n * chunks;
-    /* Item j's token, counted from t0: the unstaged ones first. */
+    const int64_t n = t1 - t0;
+    /* LISTED, every token is walked from x (the staged ones skipped),
+     * then the staged ones by slot. A form of its own, so that the calls
+     * without a map copy as before: with the list's tests in their walk
+     * they were 0.3-0.6 us slower (bench/NOTES.md, v43). */
+    const int64_t items = LISTED ? (n + staged) * chunks : n * chunks;
+    /* Item j's token, counted from t0. */
     auto token_of = [&](int64_t j) {
         const int64_t q = j / chunks;
+        if (LISTED)
+            return q < n ? q : (int64_t)list[q - n];
         return q < n - staged ? staged + q : q - (n - staged);
     };
     int64_t item = threadIdx.x / MOES_WARP;
@@ -220,12 +235,26 @@ __device__ __forceinline__ void grid_copy_rows(const gpu_scatter_args &a,
     for (; item < items; item += GRID_SCATTER_WARPS) {
         const int64_t i = token_of(item), chunk = item % chunks;
         const int64_t t = t0 + i, s0 = chunk * (MOES_WARP * P) + lane;
-        if (i < staged && !landed_seen) {
+        /* Whether its row is staged, and its slot in shared memory. */
+        int64_t slot = i;
+        bool in_shared = i < staged;
+        if (LISTED) {
+            slot = item / chunks - n;
+            in_shared = slot >= 0;
+            if (!in_shared && (mask[i / 32] >> (i % 32) & 1u)) {
+                /* Staged: its slot's item comes later. */
+                if (item + GRID_SCATTER_WARPS < items)
+                    next = token_rows(
+                        a, t0 + token_of(item + GRID_SCATTER_WARPS), 0);
+                continue;
+            }
+        }
+        if (in_shared && !landed_seen) {
             moes_wait_staged(staged, landed);
             landed_seen = true;
         }
-        const uint4 *row = i < staged ? rows + i * n_vec
-                                      : moes_x_row<uint4>(a, t);
+        const uint4 *row = in_shared ? rows + slot * n_vec
+                                     : moes_x_row<uint4>(a, t);
         const moes_row_fetch first = next;
         if (item + GRID_SCATTER_WARPS < items)
             next = token_rows(a, t0 + token_of(item + GRID_SCATTER_WARPS), 0);
@@ -243,13 +272,58 @@ __device__ __forceinline__ void grid_copy_rows(const gpu_scatter_args &a,
     }
 }
 
-extern "C" __global__ void __launch_bounds__(GPU_GRID_SCATTER_THREADS, 1)
-moes_scatter_grid(const gpu_scatter_args args)
+/* With a map, the block's n tokens that a local expert takes: on entry
+ * `mask` has a bit set for each of them; on return only the bits of the
+ * first `stage_tokens` of them, whose offsets from t0 are in `list` in
+ * order (16 bits hold them: a block has at most GPU_GRID_SCATTER_OWN
+ * choices). Returns how many are listed. One warp calls it. */
+__device__ __forceinline__ int grid_list_staged(int64_t n,
+                                                int64_t stage_tokens,
+                                                uint32_t *mask,
+                                                uint16_t *list)
+{
+    const unsigned lane = threadIdx.x % MOES_WARP;
+    const int words = (int)((n + 31) / 32);
+    int found = 0;
+    for (int w0 = 0; w0 < words; w0 += MOES_WARP) {
+        const int w = w0 + (int)lane;
+        uint32_t bits = w < words ? mask[w] : 0u;
+        const int count = __popc(bits);
+        int before = count; /* inclusive, then exclusive, scan */
+#pragma unroll
+        for (int d = 1; d < MOES_WARP; d *= 2) {
+            const int x = __shfl_up_sync(0xFFFFFFFFu, before, d);
+            if ((int)lane >= d)
+                before += x;
+        }
+        const int total = __shfl_sync(0xFFFFFFFFu, before, MOES_WARP - 1);
+        before -= count;
+        uint32_t kept = 0;
+        for (int rank = found + before; bits && rank < stage_tokens; rank++) {
+            const int b = __ffs(bits) - 1;
+            bits &= bits - 1;
+            kept |= 1u << b;
+            list[rank] = (uint16_t)(w * 32 + b);
+        }
+        if (w < words)
+            mask[w] = kept;
+        found += total;
+    }
+    return found < stage_tokens ? found : (int)stage_tokens;
+}
+
+/* LISTED: the form for a call with a map that stages rows (the host
+ * picks it, gpu_ops.c); a kernel of its own, since with the listed
+ * copy beside the other in one kernel ptxas spilled. */
+template <bool LISTED>
+__device__ __forceinline__ void scatter_grid(const gpu_scatter_args &args)
 {
     __shared__ grid_scatter_shared sh;
-    /* stage_tokens rows of row_bytes: the launch's dynamic size. */
+    /* stage_tokens rows of row_bytes, and with a map the staged tokens'
+     * mask and list: the launch's dynamic size (gpu_grid_stage_bytes). */
     extern __shared__ uint4 staged_rows[];
     __shared__ unsigned long long staged_landed; /* an mbarrier */
+    __shared__ int listed_staged;
     enum { T = GPU_GRID_SCATTER_THREADS, R = GRID_SCATTER_ROUNDS };
     gpu_scatter_args a = args;
     a.counts = sh.counts;
@@ -284,8 +358,20 @@ moes_scatter_grid(const gpu_scatter_args args)
     }
     if (moes_dev_failed(a.state))
         return; /* every block alike: none reaches the barrier */
-    const int64_t staged =
+    /* Without a map, the block's first tokens are staged; with one, those
+     * that a local expert takes, listed (gpu_grid_stage_bytes). */
+    const int64_t staged_first =
         a.stage_tokens < t1 - t0 ? a.stage_tokens : t1 - t0;
+    const bool listed = LISTED && a.stage_tokens > 0;
+    uint32_t *stage_mask =
+        (uint32_t *)(staged_rows + a.stage_tokens * (a.row_bytes / 16));
+    uint16_t *stage_list =
+        (uint16_t *)(stage_mask +
+                     gpu_grid_stage_mask_words(
+                         (a.n_tokens + gridDim.x - 1) / gridDim.x));
+    if (listed)
+        for (int i = tid; i < (int)((t1 - t0 + 31) / 32); i += T)
+            stage_mask[i] = 0;
     if (a.map)
         moes_block_load_map<T, false>(a, sh.map, -1, &key);
     for (int i = tid; i < GRID_SCATTER_WARPS * n_experts; i += T)
@@ -320,6 +406,16 @@ moes_scatter_grid(const gpu_scatter_args args)
             sh.warp_count[warp][e] = (uint16_t)(had + __popc(peers));
         __syncwarp();
     }
+    if (listed) {
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const int c = w0 + r * MOES_WARP + (int)lane;
+            if (c < w1 && expert[r] >= 0) {
+                const int i = c / (int)top_k - (int)t0;
+                atomicOr(&stage_mask[i / 32], 1u << (i % 32));
+            }
+        }
+    }
     if (first_bad != INT32_MAX &&
         GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, first_bad) < key)
         key = GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_ID, first_bad);
@@ -342,8 +438,16 @@ moes_scatter_grid(const gpu_scatter_args args)
     }
     if (tid == 0)
         grid_keys(a)[blockIdx.x] = sh.key;
+    if (listed && warp == GRID_SCATTER_WARPS - 1) {
+        const int found =
+            grid_list_staged(t1 - t0, a.stage_tokens, stage_mask, stage_list);
+        if (lane == 0)
+            listed_staged = found;
+    }
     grid_barrier(a.state, 0);
-    moes_stage_rows(a, t0, staged, staged_rows, &staged_landed);
+    const int64_t staged = listed ? (int64_t)listed_staged : staged_first;
+    moes_stage_rows(a, t0, staged, listed ? stage_list : NULL, staged_rows,
+                    &staged_landed);
 
     /* 3. Expert e's count over all blocks and over those before this
      * one, and the smallest key of all. The keys are loaded before the
@@ -405,8 +509,21 @@ moes_scatter_grid(const gpu_scatter_args args)
     if (a.stage_tokens > 0) {
         /* The block's out_index entries, written just above. */
         __syncthreads();
-        grid_copy_rows(a, t0, t1, staged, staged_rows, &staged_landed);
+        grid_copy_rows<LISTED>(a, t0, t1, staged, stage_list, stage_mask,
+                               staged_rows, &staged_landed);
     }
     /* The label warps spread over the grid (block_route.cuh). */
     moes_block_labels_and_outputs<T, true>(a, rows_needed, sh.dropped);
+}
+
+extern "C" __global__ void __launch_bounds__(GPU_GRID_SCATTER_THREADS, 1)
+moes_scatter_grid(const gpu_scatter_args args)
+{
+    scatter_grid<false>(args);
+}
+
+extern "C" __global__ void __launch_bounds__(GPU_GRID_SCATTER_THREADS, 1)
+moes_scatter_grid_listed(const gpu_scatter_args args)
+{
+    scatter_grid<true>(args);
 }

@@ -456,7 +456,8 @@ __device__ __forceinline__ void small_scatter(const gpu_scatter_args &args)
     if (preload) {
         small_preload_rows<F>(a, t0, n_tok, n_vec16, pre);
     } else if (stage) {
-        moes_stage_rows(a, t0, n_tok, small_staged_rows, &sh.staged_landed);
+        moes_stage_rows(a, t0, n_tok, NULL, small_staged_rows,
+                        &sh.staged_landed);
         small_prefetch_scales(a, t0, n_tok);
     } else if (a.x && a.copy_width == 16 &&
                (int64_t)n_tok * a.row_bytes <=

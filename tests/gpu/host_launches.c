@@ -472,6 +472,15 @@ int main(int argc, char **argv)
          * rows it staged meanwhile. */
         expect_scatter(4096, "moes_scatter_grid");
         expect_scatter(32768, "moes_scatter_grid");
+        /* An expert-parallel rank (a map, 32 of 256 experts local): the
+         * cooperative kernel routes, then the copy kernel copies (497
+         * tokens a block, more than eight times the 32 rows that fit
+         * the fake's shared memory); at fewer tokens a block, its listed
+         * form stages the rows of the first tokens that a local expert
+         * takes and copies them all itself. */
+        expect_scatter_of(65536, 7168, 32,
+                          "moes_scatter_grid moes_copy_rows_wide");
+        expect_scatter_of(8192, 7168, 32, "moes_scatter_grid_listed");
         /* A device that cannot hold the grid at once (shared with other
          * work): the call takes the grid path, and the context no longer
          * tries the cooperative kernel. */

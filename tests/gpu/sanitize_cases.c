@@ -313,6 +313,23 @@ static const scenario scenarios[] = {
      256, 0, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT64,
      MOES_DTYPE_INT32, MOES_LAYOUT_GROUPED, 128, 0, MOES_SCALES_FP32, 128,
      BAD_ID},
+    /* With a map the cooperative scatter stages the first of its
+     * tokens that a local expert takes, listed: EP8 prefill's shape
+     * (more local tokens than fit), 4 local experts of 256 (about 15
+     * local tokens a block, fewer than fit), a stride (a row a copy in
+     * either case), and a bad map entry (every block waits for its
+     * listed rows before it exits). */
+    {"E=32 of 256 fp8 H=7168 contiguous, fp32 scales, N=16384 K=8", 16384,
+     8, 32, 256, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32,
+     MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128,
+     MOES_SCATTER_LABEL_PADDING, MOES_SCALES_FP32, 128, VALID},
+    {"E=4 of 256 bf16 H=4096 contiguous A=1, strided, N=16384 K=8",
+     16384, 8, 4, 256, 4096, 8, MOES_DTYPE_BF16, MOES_DTYPE_INT64,
+     MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 1, 0, 0, 128, VALID},
+    {"bad map entry, listed staged rows, E=32 of 256 fp8 H=7168, N=8192 K=8",
+     8192, 8, 32, 256, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32,
+     MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128, 0, MOES_SCALES_FP32,
+     128, BAD_MAP},
     {"E=64 bf16 H=2048 masked with drops, fp32 scales, strided, N=3000 K=6",
      3000, 6, 64, 0, 2048, 8, MOES_DTYPE_BF16, MOES_DTYPE_INT64,
      MOES_DTYPE_INT64, MOES_LAYOUT_MASKED, 1, 0, MOES_SCALES_FP32, 128,
