@@ -267,6 +267,15 @@ static int64_t stage_bytes_of(gpu_state *s, enum gpu_kernel k)
     return optin - fixed;
 }
 
+/* One size for two forms of a kernel that stage rows, which the host
+ * sizes alike: the smaller of what each may have. */
+static int64_t stage_bytes_of_both(gpu_state *s, enum gpu_kernel k1,
+                                   enum gpu_kernel k2)
+{
+    const int64_t b1 = stage_bytes_of(s, k1), b2 = stage_bytes_of(s, k2);
+    return b1 < b2 ? b1 : b2;
+}
+
 /* Loads the embedded module; says precisely why when it cannot. */
 static int load_module(gpu_state *s, char *reason, size_t reason_len)
 {
@@ -313,22 +322,15 @@ static int load_module(gpu_state *s, char *reason, size_t reason_len)
         s->cooperative_launches = !r && cooperative &&
                                   s->drv.cuLaunchKernelEx != NULL;
     }
-    if (s->cooperative_launches) {
-        /* One size for both forms of the cooperative scatter. */
-        const int64_t plain = stage_bytes_of(s, GPU_K_SCATTER_GRID);
-        const int64_t listed = stage_bytes_of(s, GPU_K_SCATTER_GRID_LISTED);
-        s->grid_stage_bytes = plain < listed ? plain : listed;
-    } else {
-        s->grid_stage_bytes = 0;
-    }
-    {
-        /* One size for both forms of the one-launch scatter that stage
-         * rows; the others are left as they are. */
-        const int64_t fp32 = stage_bytes_of(s, GPU_K_SCATTER_SMALL_STAGED);
-        const int64_t ue8m0 =
-            stage_bytes_of(s, GPU_K_SCATTER_SMALL_UE8M0_STAGED);
-        s->small_stage_bytes = fp32 < ue8m0 ? fp32 : ue8m0;
-    }
+    s->grid_stage_bytes =
+        s->cooperative_launches
+            ? stage_bytes_of_both(s, GPU_K_SCATTER_GRID,
+                                  GPU_K_SCATTER_GRID_LISTED)
+            : 0;
+    /* The one-launch scatter's forms that stage rows; the others are
+     * left as they are. */
+    s->small_stage_bytes = stage_bytes_of_both(
+        s, GPU_K_SCATTER_SMALL_STAGED, GPU_K_SCATTER_SMALL_UE8M0_STAGED);
     return MOES_OK;
 }
 

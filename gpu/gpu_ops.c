@@ -683,22 +683,19 @@ static int64_t grid_stage_tokens(const gpu_state *st,
                                  const gpu_scatter_args *a, int64_t blocks)
 {
     const int64_t share = packs_ue8m0(a) ? 2 : 8;
-    int64_t per_block, fit;
-    if (blocks < 1 || a->copy_width != 16 || a->row_bytes < 16)
+    const int map = a->map != NULL;
+    int64_t per_block, fixed, per_row, fit;
+    /* With a map the staged tokens are those a local expert takes,
+     * listed; how many a block has is known on the device only, so the
+     * share counts all of its tokens. */
+    if (blocks < 1 || a->copy_width != 16 || a->row_bytes < 16 ||
+        (map && packs_ue8m0(a)))
         return 0;
     per_block = ceil_div(a->n_tokens, blocks);
-    if (a->map) {
-        /* The staged tokens are those a local expert takes, listed
-         * (gpu_grid_stage_bytes); how many a block has is known on the
-         * device only, so the share counts all of its tokens. */
-        if (packs_ue8m0(a))
-            return 0;
-        fit = (st->grid_stage_bytes -
-               4 * gpu_grid_stage_mask_words(per_block)) /
-              (a->row_bytes + 2);
-    } else {
-        fit = st->grid_stage_bytes / a->row_bytes;
-    }
+    /* The launch's dynamic size is fixed + per_row a staged row. */
+    fixed = gpu_grid_stage_bytes(0, a->row_bytes, map, per_block);
+    per_row = gpu_grid_stage_bytes(1, a->row_bytes, map, per_block) - fixed;
+    fit = (st->grid_stage_bytes - fixed) / per_row;
     if (fit > per_block)
         fit = per_block;
     return fit > 0 && share * fit >= per_block ? fit : 0;

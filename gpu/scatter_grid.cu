@@ -283,7 +283,7 @@ __device__ __forceinline__ int grid_list_staged(int64_t n,
                                                 uint16_t *list)
 {
     const unsigned lane = threadIdx.x % MOES_WARP;
-    const int words = (int)((n + 31) / 32);
+    const int words = (int)gpu_grid_stage_mask_words(n);
     int found = 0;
     for (int w0 = 0; w0 < words; w0 += MOES_WARP) {
         const int w = w0 + (int)lane;
@@ -370,7 +370,8 @@ __device__ __forceinline__ void scatter_grid(const gpu_scatter_args &args)
                      gpu_grid_stage_mask_words(
                          (a.n_tokens + gridDim.x - 1) / gridDim.x));
     if (listed)
-        for (int i = tid; i < (int)((t1 - t0 + 31) / 32); i += T)
+        for (int i = tid; i < (int)gpu_grid_stage_mask_words(t1 - t0);
+             i += T)
             stage_mask[i] = 0;
     if (a.map)
         moes_block_load_map<T, false>(a, sh.map, -1, &key);
