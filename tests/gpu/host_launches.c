@@ -481,6 +481,13 @@ int main(int argc, char **argv)
         expect_scatter_of(65536, 7168, 32,
                           "moes_scatter_grid moes_copy_rows_wide");
         expect_scatter_of(8192, 7168, 32, "moes_scatter_grid_listed");
+        /* With UE8M0 scales, as without a map, half a block's tokens'
+         * rows must fit: 63 tokens a block take the listed form, 125
+         * leave their rows to the copy kernel. */
+        scatter_case_of(8192, 7168, 32, MOES_SCALES_UE8M0, 0, MOES_OK,
+                        "moes_scatter_grid_listed", NULL);
+        scatter_case_of(16384, 7168, 32, MOES_SCALES_UE8M0, 0, MOES_OK,
+                        "moes_scatter_grid moes_copy_rows_wide", NULL);
         /* A device that cannot hold the grid at once (shared with other
          * work): the call takes the grid path, and the context no longer
          * tries the cooperative kernel. */

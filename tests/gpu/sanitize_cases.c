@@ -280,12 +280,14 @@ static const scenario scenarios[] = {
     {"E=200 bf16 H=2056 grouped A=8, fp32 scales, N=1200 K=20", 1200, 20,
      200, 0, 2056, 0, MOES_DTYPE_BF16, MOES_DTYPE_INT64, MOES_DTYPE_INT64,
      MOES_LAYOUT_GROUPED, 8, 0, MOES_SCALES_FP32, 128, VALID},
-    /* The cooperative routing followed by the copy of 16-byte rows:
-     * EP8 prefill's map with UE8M0 scales, which each block checks for
-     * its own tokens (the two bad ones below in different blocks), and a
-     * call with no map large enough to take it too. */
-    {"E=32 of 256 fp8 H=512 contiguous, UE8M0 scales, N=16384 K=8", 16384,
-     8, 32, 256, 512, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32,
+    /* EP8 prefill's map with UE8M0 scales, which each block checks for
+     * its own tokens (the two bad ones below in different blocks): rows
+     * of 7 KiB, more than twice as many tokens a block as rows fit, so
+     * the cooperative routing is followed by the copy of 16-byte rows;
+     * rows of 512 bytes, all of a block's local tokens staged, listed;
+     * and a call with no map large enough to take the copy too. */
+    {"E=32 of 256 fp8 H=7168 contiguous, UE8M0 scales, N=16384 K=8", 16384,
+     8, 32, 256, 7168, 0, MOES_DTYPE_FP8_E4M3, MOES_DTYPE_INT32,
      MOES_DTYPE_INT32, MOES_LAYOUT_CONTIGUOUS, 128,
      MOES_SCATTER_LABEL_PADDING, MOES_SCALES_UE8M0, 128, VALID},
     {"bad UE8M0 scale, E=32 of 256 fp8 H=512, N=16384 K=8", 16384, 8, 32,
