@@ -586,7 +586,8 @@ static int64_t small_scatter_grid(const gpu_state *st,
         blocks = a->n_tokens > label_blocks ? a->n_tokens : label_blocks;
     if (blocks < 1)
         blocks = 1;
-    if (ceil_div(a->n_tokens, blocks) * a->top_k > GPU_SMALL_SCATTER_OWN)
+    if (gpu_tokens_per_block(a->n_tokens, blocks) * a->top_k >
+        GPU_SMALL_SCATTER_OWN)
         return 0;
     return blocks;
 }
@@ -603,7 +604,7 @@ static int64_t small_scatter_grid(const gpu_state *st,
 static int64_t small_stage_tokens(const gpu_state *st,
                                   const gpu_scatter_args *a, int64_t blocks)
 {
-    const int64_t per_block = ceil_div(a->n_tokens, blocks);
+    const int64_t per_block = gpu_tokens_per_block(a->n_tokens, blocks);
     if (!a->x || a->copy_width != 16 || a->row_bytes < 16 ||
         per_block * a->row_bytes > st->small_stage_bytes ||
         gpu_small_scatter_preloads((uint32_t)per_block,
@@ -649,7 +650,8 @@ static int64_t grid_scatter_blocks(const gpu_state *st,
     blocks = spread ? a->n_tokens : ceil_div(a->n_tokens, block_tokens);
     if (blocks > st->multiprocessors) {
         blocks = st->multiprocessors;
-        if (ceil_div(a->n_tokens, blocks) * a->top_k > GPU_GRID_SCATTER_OWN)
+        if (gpu_tokens_per_block(a->n_tokens, blocks) * a->top_k >
+            GPU_GRID_SCATTER_OWN)
             return 0;
     }
     if (blocks < 1 ||
@@ -691,7 +693,7 @@ static int64_t grid_stage_tokens(const gpu_state *st,
      * share counts all of its tokens. */
     if (blocks < 1 || a->copy_width != 16 || a->row_bytes < 16)
         return 0;
-    per_block = ceil_div(a->n_tokens, blocks);
+    per_block = gpu_tokens_per_block(a->n_tokens, blocks);
     /* The launch's dynamic size is fixed + per_row a staged row. */
     fixed = gpu_grid_stage_bytes(0, a->row_bytes, map, per_block);
     per_row = gpu_grid_stage_bytes(1, a->row_bytes, map, per_block) - fixed;
@@ -869,7 +871,8 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
                                         : GPU_K_SCATTER_GRID,
             cooperative, GPU_GRID_SCATTER_THREADS,
             gpu_grid_stage_bytes(a.stage_tokens, a.row_bytes, a.map != NULL,
-                                 ceil_div(a.n_tokens, cooperative)),
+                                 gpu_tokens_per_block(a.n_tokens,
+                                                      cooperative)),
             &a, &launched));
         if (launched)
             return copies && a.stage_tokens == 0

@@ -368,7 +368,7 @@ __device__ __forceinline__ void scatter_grid(const gpu_scatter_args &args)
     uint16_t *stage_list =
         (uint16_t *)(stage_mask +
                      gpu_grid_stage_mask_words(
-                         (a.n_tokens + gridDim.x - 1) / gridDim.x));
+                         gpu_tokens_per_block(a.n_tokens, gridDim.x)));
     if (listed)
         for (int i = tid; i < (int)gpu_grid_stage_mask_words(t1 - t0);
              i += T)
