@@ -180,13 +180,18 @@ __device__ __forceinline__ void grid_column_sums(const gpu_scatter_args &a,
  * [t0, t1) that this thread checks, or key: under UE8M0 every scale of
  * every token must be a power of two that UE8M0 holds, placed or not
  * (moes_stage_check_scales), and the keys meet in the table with the
- * routing's. Four loads in flight a thread. */
+ * routing's. Eight loads in flight a thread: a block's batches are
+ * round trips in a row before the barrier, and with four EP8 prefill's
+ * 249 tokens a block (13,944 scales) took seven. On an H100 with UE8M0
+ * scales (bench/NOTES.md, v44): EP8 prefill 168.7-169.2 -> 167.5-167.7
+ * us, DeepSeek-V3 8192 tokens 218.3-218.5 -> 217.1-217.4, 16384
+ * 421.5-422.0 -> 420.6-420.9; 4096 (one batch either way) unchanged. */
 __device__ __forceinline__ unsigned long long grid_check_scales(
     const gpu_scatter_args &a, int64_t t0, int64_t t1, unsigned long long key)
 {
     if (!a.x_scales || a.out_scales_format != MOES_SCALES_UE8M0)
         return key;
-    return moes_dev_check_scales<int64_t, 4>(
+    return moes_dev_check_scales<int64_t, 8>(
         a, t0 * a.n_scales + threadIdx.x, t1 * a.n_scales,
         GPU_GRID_SCATTER_THREADS, key);
 }
