@@ -172,20 +172,20 @@ MOES_HD int gpu_small_scatter_preloads(uint32_t n_tokens, uint32_t row_vectors,
 #define GPU_GRID_TABLE_KEYS(blocks) (((blocks) + 1) / 2 * 2)
 #define GPU_GRID_TABLE_BYTES(blocks, experts)                               \
     (GPU_GRID_TABLE_KEYS(blocks) * 8 + (blocks) * 2 * (experts))
-/* Its dynamic shared memory: stage_tokens staged rows of row_bytes; with
- * an expert map, after them a bit a token of the block (set for the
- * staged ones) and the staged tokens' offsets from the block's first, in
- * 16 bits: with a map a block stages the first of its tokens that a
- * local expert takes, not its first tokens. */
+/* The most tokens a block of the one-launch or cooperative scatter
+ * takes: block b takes tokens [b n / blocks, (b + 1) n / blocks). The
+ * host sizes its tables and staging with it, and the cooperative kernel
+ * finds the list after the mask with it. */
 MOES_HD int64_t gpu_tokens_per_block(int64_t n_tokens, int64_t blocks)
 {
-    /* Block b of the one-launch and cooperative scatters takes tokens
-     * [b n / blocks, (b + 1) n / blocks): at most this many. The host
-     * sizes its tables and staging with it, and the cooperative kernel
-     * finds the list after the mask with it. */
     return (n_tokens + blocks - 1) / blocks;
 }
 
+/* The cooperative scatter's dynamic shared memory: stage_tokens staged
+ * rows of row_bytes; with an expert map, after them a bit a token of the
+ * block (set for the staged ones) and the staged tokens' offsets from
+ * the block's first, in 16 bits: with a map a block stages the first of
+ * its tokens that a local expert takes, not its first tokens. */
 MOES_HD int64_t gpu_grid_stage_mask_words(int64_t tokens_per_block)
 {
     return (tokens_per_block + 31) / 32;
