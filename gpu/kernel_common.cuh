@@ -150,6 +150,20 @@ __device__ __forceinline__ unsigned long long moes_dev_check_scales(
     return key;
 }
 
+/* Inclusive sum of v over the calling warp's lanes up to `lane`, in 32
+ * bits (every lane calls it). */
+__device__ __forceinline__ int32_t moes_warp_inclusive_sum(int32_t v,
+                                                           unsigned lane)
+{
+#pragma unroll
+    for (int off = 1; off < MOES_WARP; off *= 2) {
+        const int32_t y = __shfl_up_sync(0xFFFFFFFFu, v, off);
+        if (lane >= (unsigned)off)
+            v += y;
+    }
+    return v;
+}
+
 /* Global thread index and stride of a 1-D grid, in 64 bits. */
 __device__ __forceinline__ int64_t moes_dev_thread(void)
 {

@@ -294,15 +294,9 @@ __device__ __forceinline__ int grid_list_staged(int64_t n,
         const int w = w0 + (int)lane;
         uint32_t bits = w < words ? mask[w] : 0u;
         const int count = __popc(bits);
-        int before = count; /* inclusive, then exclusive, scan */
-#pragma unroll
-        for (int d = 1; d < MOES_WARP; d *= 2) {
-            const int x = __shfl_up_sync(0xFFFFFFFFu, before, d);
-            if ((int)lane >= d)
-                before += x;
-        }
-        const int total = __shfl_sync(0xFFFFFFFFu, before, MOES_WARP - 1);
-        before -= count;
+        const int incl = moes_warp_inclusive_sum(count, lane);
+        const int total = __shfl_sync(0xFFFFFFFFu, incl, MOES_WARP - 1);
+        const int before = incl - count;
         uint32_t kept = 0;
         for (int rank = found + before; bits && rank < stage_tokens; rank++) {
             const int b = __ffs(bits) - 1;

@@ -348,18 +348,6 @@ __device__ __forceinline__ uint32_t small_count_word(int c, int c0)
     return c < c0 ? 0x10001u : 1u;
 }
 
-/* Inclusive sum over the warp (32-bit: the host keeps rows below 2^31). */
-__device__ __forceinline__ int32_t small_warp_scan(int32_t v, unsigned lane)
-{
-#pragma unroll
-    for (int off = 1; off < MOES_WARP; off *= 2) {
-        const int32_t y = __shfl_up_sync(0xFFFFFFFFu, v, off);
-        if (lane >= (unsigned)off)
-            v += y;
-    }
-    return v;
-}
-
 __device__ __forceinline__ int32_t small_warp_sum(int32_t v)
 {
 #pragma unroll
@@ -543,7 +531,8 @@ __device__ __forceinline__ void small_scatter(const gpu_scatter_args &args)
         else
             rows = (int32_t)moes_dev_round_up_sat(count, a.alignment);
     }
-    const int32_t rows_incl = small_warp_scan(rows, lane);
+    /* 32 bits: the host keeps rows below 2^31. */
+    const int32_t rows_incl = moes_warp_inclusive_sum(rows, lane);
     dropped = small_warp_sum(dropped);
     if (lane == MOES_WARP - 1)
         sh.warp_rows[warp] = rows_incl;
