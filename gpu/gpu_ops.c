@@ -864,13 +864,14 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
             cooperative = spread;
     }
     if (cooperative > 0) {
+        /* With a map, the rows staged are listed; a launch that stages
+         * none needs no room for the list either. */
+        const int listed = a.map && a.stage_tokens > 0;
         int launched;
         MOES_TRY(gpu_launch_cooperative(
-            ctx,
-            a.map && a.stage_tokens > 0 ? GPU_K_SCATTER_GRID_LISTED
-                                        : GPU_K_SCATTER_GRID,
+            ctx, listed ? GPU_K_SCATTER_GRID_LISTED : GPU_K_SCATTER_GRID,
             cooperative, GPU_GRID_SCATTER_THREADS,
-            gpu_grid_stage_bytes(a.stage_tokens, a.row_bytes, a.map != NULL,
+            gpu_grid_stage_bytes(a.stage_tokens, a.row_bytes, listed,
                                  gpu_tokens_per_block(a.n_tokens,
                                                       cooperative)),
             &a, &launched));
