@@ -688,9 +688,6 @@ static int64_t grid_stage_tokens(const gpu_state *st,
     const int64_t share = packs_ue8m0(a) ? 2 : 8;
     const int map = a->map != NULL;
     int64_t per_block, fixed, per_row, fit;
-    /* With a map the staged tokens are those a local expert takes,
-     * listed; how many a block has is known on the device only, so the
-     * share counts all of its tokens. */
     if (blocks < 1 || a->copy_width != 16 || a->row_bytes < 16)
         return 0;
     per_block = gpu_tokens_per_block(a->n_tokens, blocks);
@@ -700,6 +697,9 @@ static int64_t grid_stage_tokens(const gpu_state *st,
     fit = (st->grid_stage_bytes - fixed) / per_row;
     if (fit > per_block)
         fit = per_block;
+    /* With a map the staged tokens are those a local expert takes,
+     * listed; how many a block has is known on the device only, so the
+     * share counts all of its tokens. */
     return fit > 0 && share * fit >= per_block ? fit : 0;
 }
 
