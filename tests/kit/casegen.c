@@ -229,13 +229,19 @@ static int draw_routing(moes_rng *g, moes_case *c, const moes_case_limits *lim)
 
     if (has_map) {
         int64_t m = moes_rng_below(g, 100);
+        /* A slice's first entry: mid-range, or before entry 0 (the slice
+         * cut short at the front) one time in five. */
+        int64_t first = 0;
         eg = moes_rng_range(g, 1, 2 * e + 5);
+        if (eg > e)
+            first = (eg - e) / 2;
+        if (moes_rng_chance(g, 20))
+            first = -moes_rng_range(g, 0, e - 1);
         if (!alloc_buffer(&c->map, eg * 4))
             return 0;
         for (int64_t i = 0; i < eg; i++) {
             int32_t v;
             if (m < 40) { /* expert parallelism: this rank holds a slice */
-                int64_t first = eg > e ? (eg - e) / 2 : 0;
                 v = (i >= first && i - first < e) ? (int32_t)(i - first) : -1;
             } else if (m < 80) {
                 v = moes_rng_chance(g, 25) ? -1 : (int32_t)moes_rng_below(g, e);
@@ -243,6 +249,14 @@ static int draw_routing(moes_rng *g, moes_case *c, const moes_case_limits *lim)
                 v = (int32_t)moes_rng_below(g, e); /* no -1 at all */
             }
             ((int32_t *)c->map.data)[i] = v;
+        }
+        /* Almost a slice: one entry that breaks the run. */
+        if (m < 40 && moes_rng_chance(g, 25)) {
+            int64_t at = moes_rng_below(g, eg);
+            int32_t *map = c->map.data;
+            map[at] = map[at] >= 0 && moes_rng_chance(g, 50)
+                          ? -1
+                          : (int32_t)moes_rng_below(g, e);
         }
         r->n_experts_global = eg;
     } else {
@@ -408,7 +422,10 @@ static void draw_scales(moes_rng *g, moes_case *c, int64_t *out_scales_bytes)
         rs = cols * cs + moes_rng_range(g, 0, 5);
     } else { /* MN-major: a column's rows are contiguous */
         rs = 1;
-        cs = rows + (moes_rng_chance(g, 50) ? 0 : moes_rng_range(g, 1, 5));
+        /* At least 1 with no rows: a zero column stride beside a row
+         * stride of 1 is an argument error, not this case's fault. */
+        cs = (rows > 0 ? rows : 1) +
+             (moes_rng_chance(g, 50) ? 0 : moes_rng_range(g, 1, 5));
     }
     a->out_scales_row_stride = rs;
     a->out_scales_col_stride = cs;
