@@ -244,6 +244,9 @@ __device__ __forceinline__ void grid_copy_rows(const gpu_scatter_args &a,
         int64_t slot = i;
         bool in_shared = i < staged;
         if (LISTED) {
+            /* item / chunks again, as token_of has it: computed once for
+             * both, the listed kernel spilled and lost 4-7 us at EP8
+             * prefill (bench/NOTES.md, v45). */
             slot = item / chunks - n;
             in_shared = slot >= 0;
             if (!in_shared && (mask[i / 32] >> (i % 32) & 1u)) {
