@@ -52,11 +52,12 @@
  *   element at fault ("ids[3][1] = 300 is outside [-1, 256)").
  *   Bad input never crashes and never writes out of bounds. When ids, the
  *   expert map, out_index, the capacity or a UE8M0 scale are wrong, no
- *   output buffer is modified. On CUDA those are found by the kernels: they write nothing
- *   and the error is returned by the next moes_synchronize() (and by
- *   moes_get_error()); until then the call itself returned MOES_OK, and
- *   the count, distinct-experts, scatter and gather calls queued after
- *   it write nothing either (fills and copies still run).
+ *   output buffer is modified. On CUDA those are found by the kernels:
+ *   they write nothing and the error is returned by the next
+ *   moes_synchronize() (and by moes_get_error()); until then the call
+ *   itself returned MOES_OK, and the count, distinct-experts, scatter and
+ *   gather calls queued after it write nothing either (fills and copies
+ *   still run).
  *
  * STRUCTS AND VERSIONS
  *   Every struct the caller fills starts with struct_size, set by the
@@ -97,8 +98,9 @@ extern "C" {
 #define MOES_VERSION_MAJOR 0
 #define MOES_VERSION_MINOR 3
 #define MOES_VERSION_PATCH 0
-#define MOES_VERSION_NUMBER \
-    (MOES_VERSION_MAJOR * 10000 + MOES_VERSION_MINOR * 100 + MOES_VERSION_PATCH)
+#define MOES_VERSION_NUMBER                                        \
+    (MOES_VERSION_MAJOR * 10000 + MOES_VERSION_MINOR * 100 +           \
+     MOES_VERSION_PATCH)
 
 /* Fills the version of the library actually linked (which may differ from
  * the MOES_VERSION_* macros the caller was compiled with). Any pointer may
@@ -294,7 +296,8 @@ MOES_API int moes_free(moes_context *ctx, void *ptr);
 /* Copies bytes from host memory to backend memory, from backend memory to
  * host memory, and within backend memory. These wait until the copy is
  * done (on CUDA they are ordered on the context's stream). Returns
- * MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE (bytes < 0), MOES_ERR_DEVICE. */
+ * MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE (bytes < 0),
+ * MOES_ERR_DEVICE. */
 MOES_API int moes_copy_to_backend(moes_context *ctx, void *dst,
                                   const void *host_src, int64_t bytes);
 MOES_API int moes_copy_to_host(moes_context *ctx, void *host_dst,
