@@ -98,8 +98,8 @@ extern "C" {
 #define MOES_VERSION_MAJOR 0
 #define MOES_VERSION_MINOR 3
 #define MOES_VERSION_PATCH 0
-#define MOES_VERSION_NUMBER                                        \
-    (MOES_VERSION_MAJOR * 10000 + MOES_VERSION_MINOR * 100 +           \
+#define MOES_VERSION_NUMBER                                                \
+    (MOES_VERSION_MAJOR * 10000 + MOES_VERSION_MINOR * 100 +               \
      MOES_VERSION_PATCH)
 
 /* Fills the version of the library actually linked (which may differ from
