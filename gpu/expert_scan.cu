@@ -29,30 +29,13 @@ enum { SCAN_THREADS = 1024 };
  * SAT (rows; ranks within an expert never reach it); *total gets the
  * block's sum. */
 template <bool SAT>
-__device__ __forceinline__ int64_t scan_add(int64_t x, int64_t y)
-{
-    return SAT ? moes_dev_add_sat(x, y) : x + y;
-}
-
-template <bool SAT>
-__device__ __forceinline__ int64_t warp_scan(int64_t x, unsigned lane)
-{
-    for (int off = 1; off < MOES_WARP; off *= 2) {
-        const int64_t y = __shfl_up_sync(0xFFFFFFFFu, x, off);
-        if (lane >= (unsigned)off)
-            x = scan_add<SAT>(x, y);
-    }
-    return x;
-}
-
-template <bool SAT>
 __device__ int64_t block_exclusive_sum(int64_t v, int64_t *total)
 {
     __shared__ int64_t warp_sums[SCAN_THREADS / MOES_WARP];
     const unsigned lane = threadIdx.x % MOES_WARP;
     const unsigned warp = threadIdx.x / MOES_WARP;
     const unsigned n_warps = blockDim.x / MOES_WARP;
-    const int64_t incl = warp_scan<SAT>(v, lane);
+    const int64_t incl = moes_warp_inclusive_sum<SAT>(v, lane);
     int64_t excl = __shfl_up_sync(0xFFFFFFFFu, incl, 1);
     if (lane == 0)
         excl = 0;
@@ -61,7 +44,7 @@ __device__ int64_t block_exclusive_sum(int64_t v, int64_t *total)
     __syncthreads();
     if (warp == 0) {
         int64_t w = lane < n_warps ? warp_sums[lane] : 0;
-        w = warp_scan<SAT>(w, lane);
+        w = moes_warp_inclusive_sum<SAT>(w, lane);
         if (lane < n_warps)
             warp_sums[lane] = w;
     }
@@ -69,7 +52,7 @@ __device__ int64_t block_exclusive_sum(int64_t v, int64_t *total)
     const int64_t before = warp > 0 ? warp_sums[warp - 1] : 0;
     *total = warp_sums[n_warps - 1];
     __syncthreads(); /* warp_sums may be used again */
-    return scan_add<SAT>(before, excl);
+    return SAT ? moes_dev_add_sat(before, excl) : before + excl;
 }
 
 /* The block's sum of one value per thread (plain: the dropped choices
@@ -139,7 +122,7 @@ __device__ void scan_expert_range(const gpu_scatter_args &a, int64_t e0,
         for (int j = 0; j < RUN; j++) {
             if (j >= run)
                 break;
-            const int64_t incl = warp_scan<true>(v[j], lane);
+            const int64_t incl = moes_warp_inclusive_sum<true>(v[j], lane);
             int64_t excl = __shfl_up_sync(0xFFFFFFFFu, incl, 1);
             if (lane == 0)
                 excl = 0;
@@ -296,12 +279,7 @@ __device__ void scan_range_columns(const gpu_scatter_args &a, int64_t e0,
             const unsigned starts =
                 __ballot_sync(0xFFFFFFFFu, in && tile == 0) &
                 (0xFFFFFFFFu >> (MOES_WARP - 1 - lane));
-            int64_t incl = v[j];
-            for (int off = 1; off < MOES_WARP; off *= 2) {
-                const int64_t y = __shfl_up_sync(0xFFFFFFFFu, incl, off);
-                if (lane >= (unsigned)off)
-                    incl += y;
-            }
+            const int64_t incl = moes_warp_inclusive_sum(v[j], lane);
             const int head = starts ? MOES_WARP - 1 - __clz(starts) : 0;
             const int64_t at = __shfl_sync(0xFFFFFFFFu, incl,
                                            head > 0 ? head - 1 : 0);
@@ -355,7 +333,7 @@ __device__ int64_t rows_before_range(const gpu_scatter_args &a, int64_t r)
             __ballot_sync(0xFFFFFFFFu, flag == RANGE_THROUGH);
         const unsigned stop = inclusive ? __ffs(inclusive) - 1 : MOES_WARP - 1;
         const int64_t sum = __shfl_sync(
-            0xFFFFFFFFu, warp_scan<true>(lane <= stop ? value : 0, lane),
+            0xFFFFFFFFu, moes_warp_inclusive_sum<true>(lane <= stop ? value : 0, lane),
             MOES_WARP - 1);
         prefix = moes_dev_add_sat(prefix, sum);
         if (inclusive)

@@ -150,20 +150,6 @@ __device__ __forceinline__ unsigned long long moes_dev_check_scales(
     return key;
 }
 
-/* Inclusive sum of v over the calling warp's lanes up to `lane`, in 32
- * bits (every lane calls it). */
-__device__ __forceinline__ int32_t moes_warp_inclusive_sum(int32_t v,
-                                                           unsigned lane)
-{
-#pragma unroll
-    for (int off = 1; off < MOES_WARP; off *= 2) {
-        const int32_t y = __shfl_up_sync(0xFFFFFFFFu, v, off);
-        if (lane >= (unsigned)off)
-            v += y;
-    }
-    return v;
-}
-
 /* Global thread index and stride of a 1-D grid, in 64 bits. */
 __device__ __forceinline__ int64_t moes_dev_thread(void)
 {
@@ -226,6 +212,25 @@ __device__ __forceinline__ void moes_walk_step(moes_walk<T> &w, T step_t,
 __device__ __forceinline__ int64_t moes_dev_add_sat(int64_t a, int64_t b)
 {
     return a > INT64_MAX - b ? INT64_MAX : a + b;
+}
+
+/* Inclusive sum of v over the calling warp's lanes up to `lane` (every
+ * lane calls it): 32 bits where the host bounds the sums (block counts),
+ * 64 bits for the grid's rows, saturating at INT64_MAX when SAT. */
+template <bool SAT = false, typename V>
+__device__ __forceinline__ V moes_warp_inclusive_sum(V v, unsigned lane)
+{
+#pragma unroll
+    for (int off = 1; off < MOES_WARP; off *= 2) {
+        const V y = __shfl_up_sync(0xFFFFFFFFu, v, off);
+        if (lane >= (unsigned)off) {
+            if constexpr (SAT)
+                v = moes_dev_add_sat(v, y);
+            else
+                v += y;
+        }
+    }
+    return v;
 }
 
 /* roundup(v, a) saturating at INT64_MAX (CPU: round_up_sat). Values that
