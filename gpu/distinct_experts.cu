@@ -44,7 +44,8 @@ __device__ __forceinline__ bool distinct_self_check(const gpu_scatter_args &a)
  * the L2 for each step of the heap, and 49.7-50.2 this way
  * (bench/NOTES.md, v27). */
 template <int K>
-__device__ __forceinline__ void distinct_rows_counted(const gpu_scatter_args &a)
+__device__ __forceinline__ void
+distinct_rows_counted(const gpu_scatter_args &a)
 {
     const int64_t t = moes_dev_thread();
     const bool mine = t < a.n_tokens;

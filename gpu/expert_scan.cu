@@ -333,7 +333,8 @@ __device__ int64_t rows_before_range(const gpu_scatter_args &a, int64_t r)
             __ballot_sync(0xFFFFFFFFu, flag == RANGE_THROUGH);
         const unsigned stop = inclusive ? __ffs(inclusive) - 1 : MOES_WARP - 1;
         const int64_t sum = __shfl_sync(
-            0xFFFFFFFFu, moes_warp_inclusive_sum<true>(lane <= stop ? value : 0, lane),
+            0xFFFFFFFFu,
+            moes_warp_inclusive_sum<true>(lane <= stop ? value : 0, lane),
             MOES_WARP - 1);
         prefix = moes_dev_add_sat(prefix, sum);
         if (inclusive)

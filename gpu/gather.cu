@@ -345,9 +345,11 @@ __device__ __forceinline__ void add_rows(
                         continue;
 #pragma unroll
                     for (int i = 0; i < V; i++) {
-                        const float yv = VEC ? yio::get(v[b][j], i) : one[b][j];
-                        acc[j][i] = EXACT ? moes_gather_step(acc[j][i], w[b], yv)
-                                          : moes_gather_sum(acc[j][i], w[b], yv);
+                        const float yv =
+                            VEC ? yio::get(v[b][j], i) : one[b][j];
+                        acc[j][i] =
+                            EXACT ? moes_gather_step(acc[j][i], w[b], yv)
+                                  : moes_gather_sum(acc[j][i], w[b], yv);
                     }
                 }
             }

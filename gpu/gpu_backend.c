@@ -280,7 +280,8 @@ static int64_t stage_bytes_of_both(gpu_state *s, enum gpu_kernel k1,
 static int load_module(gpu_state *s, char *reason, size_t reason_len)
 {
     CUresult r = s->drv.cuModuleLoadData(&s->module, moes_gpu_fatbin);
-    if (r == GPU_CUDA_ERROR_NO_BINARY_FOR_GPU || r == GPU_CUDA_ERROR_INVALID_PTX ||
+    if (r == GPU_CUDA_ERROR_NO_BINARY_FOR_GPU ||
+        r == GPU_CUDA_ERROR_INVALID_PTX ||
         r == GPU_CUDA_ERROR_UNSUPPORTED_PTX_VERSION) {
         snprintf(reason, reason_len,
                  "no kernel image for this GPU (sm_%d): %s",
@@ -385,8 +386,8 @@ static int describe_device(gpu_state *s, char *reason, size_t reason_len)
     /* Optional knowledge: where the query fails, host pointers are
      * checked one by one (gpu_check_pointer). */
     if (s->drv.cuDeviceGetAttribute(
-            &s->pageable_access, GPU_CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS,
-            s->device) != 0)
+            &s->pageable_access,
+            GPU_CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS, s->device) != 0)
         s->pageable_access = 0;
     return MOES_OK;
 }

@@ -151,7 +151,8 @@ MOES_HD int gpu_small_scatter_preloads(uint32_t n_tokens, uint32_t row_vectors,
                                        uint32_t n_scale_cols)
 {
     return n_tokens * row_vectors <=
-               (uint32_t)(GPU_SMALL_SCATTER_THREADS * GPU_SMALL_SCATTER_PRELOAD) &&
+               (uint32_t)(GPU_SMALL_SCATTER_THREADS *
+                          GPU_SMALL_SCATTER_PRELOAD) &&
            n_tokens * n_scale_cols <= (uint32_t)GPU_SMALL_SCATTER_THREADS;
 }
 

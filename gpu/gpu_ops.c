@@ -56,7 +56,8 @@ static int64_t sort_tile_for(int64_t n_choices)
 {
     const int64_t rounds =
         n_choices > 0
-            ? ceil_div(n_choices, (int64_t)GPU_SORT_ROUND * GPU_SORT_MAX_BLOCKS)
+            ? ceil_div(n_choices,
+                       (int64_t)GPU_SORT_ROUND * GPU_SORT_MAX_BLOCKS)
             : 1;
     return rounds * GPU_SORT_ROUND;
 }
@@ -359,7 +360,8 @@ static int launch_route(moes_context *ctx, gpu_scatter_args *a)
         const int64_t n = with_map && a->n_global > entries ? a->n_global
                                                             : entries;
         MOES_TRY(gpu_launch(ctx, GPU_K_PREPARE_ROUTE,
-                            resident_grid(gpu_state_of(ctx), n, PREPARE_THREADS,
+                            resident_grid(gpu_state_of(ctx), n,
+                                          PREPARE_THREADS,
                                           THREADS_PER_SM / PREPARE_THREADS),
                             PREPARE_THREADS, a));
     }
@@ -508,7 +510,8 @@ static int64_t row_chunks(int64_t vectors, int64_t per_thread)
     return ceil_div(vectors > 0 ? vectors : 1, WARP_THREADS * per_thread);
 }
 
-static int64_t row_blocks(const gpu_state *st, int64_t n_tokens, int64_t chunks)
+static int64_t row_blocks(const gpu_state *st, int64_t n_tokens,
+                          int64_t chunks)
 {
     /* A few blocks per multiprocessor more than fit at once: each warp then
      * walks several items and fetches the next one's out_index entries
@@ -825,7 +828,8 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
         a.copy_chunks = row_chunks(a.row_bytes / a.copy_width,
                                    wide ? GPU_ROW_WIDE_PER_THREAD
                                         : GPU_ROW_PER_THREAD);
-        a.copy_blocks = row_blocks(gpu_state_of(ctx), a.n_tokens, a.copy_chunks);
+        a.copy_blocks =
+            row_blocks(gpu_state_of(ctx), a.n_tokens, a.copy_chunks);
         walk_stride(a.copy_blocks, a.copy_chunks, &a.copy_walk_tokens,
                     &a.copy_walk_chunks);
     }
@@ -887,8 +891,9 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
          * store per output row, by the grid after it: the copy's last
          * blocks, or a launch of their own when no row is copied. */
         if ((a.m_indices || a.row_source) && a.out_rows > 0)
-            a.label_blocks = label_grid(gpu_state_of(ctx), &a, copies ? GPU_ROW_THREADS
-                                                   : warp_block);
+            a.label_blocks =
+                label_grid(gpu_state_of(ctx), &a,
+                           copies ? GPU_ROW_THREADS : warp_block);
         MOES_TRY(gpu_launch(ctx, GPU_K_ROUTE_SMALL, 1, SMALL_BLOCK, &a));
         if (a.label_blocks && !copies) {
             a.place_blocks = 0;
@@ -901,7 +906,8 @@ int gpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
         MOES_TRY(launch_route(ctx, &a));
         /* Labels and per-expert outputs by the copy's last blocks. */
         if ((a.m_indices || a.row_source) && a.out_rows > 0)
-            a.label_blocks = label_grid(gpu_state_of(ctx), &a, GPU_ROW_THREADS);
+            a.label_blocks =
+                label_grid(gpu_state_of(ctx), &a, GPU_ROW_THREADS);
     } else {
         int routed = 0;
         if (a.sort_first && a.n_choices > 0)

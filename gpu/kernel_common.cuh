@@ -275,8 +275,8 @@ __device__ __forceinline__ moes_expert_rows moes_dev_expert_rows(
 
 /* The local expert of global expert id, or -1 (id -1, mapped to -1, or
  * invalid: invalid ones are reported by the counting kernel). */
-__device__ __forceinline__ int64_t moes_dev_expert_of(const gpu_scatter_args &a,
-                                                      int64_t id)
+__device__ __forceinline__ int64_t
+moes_dev_expert_of(const gpu_scatter_args &a, int64_t id)
 {
     if (id < 0 || id >= a.n_global)
         return -1;
@@ -312,8 +312,8 @@ __device__ __forceinline__ int64_t moes_dev_row_element(int64_t c,
 }
 
 /* The id of choice c = t*K + k. */
-__device__ __forceinline__ int64_t moes_dev_choice_id(const gpu_scatter_args &a,
-                                                      int64_t c)
+__device__ __forceinline__ int64_t
+moes_dev_choice_id(const gpu_scatter_args &a, int64_t c)
 {
     return moes_dev_index_load(a.ids, a.ids_elem,
                                moes_dev_row_element(c, a.top_k, a.ids_stride));
@@ -452,8 +452,8 @@ __device__ __forceinline__ moes_row_fetch moes_dev_fetch_rows(
 /* The warp's ballot of the fetched entries that are valid rows,
  * 0 <= entry < bound: walking its set bits from the lowest
  * (moes_dev_next_row) visits them in k order. Every lane must call it. */
-__device__ __forceinline__ unsigned moes_dev_valid_rows(const moes_row_fetch &f,
-                                                        int64_t bound)
+__device__ __forceinline__ unsigned
+moes_dev_valid_rows(const moes_row_fetch &f, int64_t bound)
 {
     return __ballot_sync(0xFFFFFFFFu, f.row >= 0 && f.row < bound);
 }

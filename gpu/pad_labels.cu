@@ -137,7 +137,8 @@ __device__ __forceinline__ void label_blocks(const gpu_scatter_args &a,
 template <bool BATCHED>
 __device__ __forceinline__ void label_blocks_of(const gpu_scatter_args &a,
                                                 int64_t rows_needed,
-                                                int64_t thread, int64_t threads)
+                                                int64_t thread,
+                                                int64_t threads)
 {
     if (a.index_elem == 4)
         label_blocks<int32_t, uint32_t, BATCHED>(a, rows_needed, thread,
@@ -173,7 +174,8 @@ extern "C" __global__ void moes_zero_padding(const gpu_scatter_args a)
             continue;
         unsigned char *dst = a.out + r * a.out_stride_bytes;
         if (a.copy_width == 16) {
-            for (int64_t i = threadIdx.x; i < a.row_bytes / 16; i += blockDim.x)
+            for (int64_t i = threadIdx.x; i < a.row_bytes / 16;
+                 i += blockDim.x)
                 ((uint4 *)dst)[i] = make_uint4(0, 0, 0, 0);
         } else {
             for (int64_t i = threadIdx.x; i < a.row_bytes; i += blockDim.x)

@@ -31,7 +31,8 @@ extern "C" __global__ void moes_place_and_label(const gpu_scatter_args a)
                 a.label_blocks * blockDim.x);
     } else {
         const int64_t first = a.place_blocks + a.label_blocks;
-        moes_stage_expert_outputs(a, (block - first) * blockDim.x + threadIdx.x,
-                                  ((int64_t)gridDim.x - first) * blockDim.x);
+        moes_stage_expert_outputs(
+            a, (block - first) * blockDim.x + threadIdx.x,
+            ((int64_t)gridDim.x - first) * blockDim.x);
     }
 }

@@ -174,7 +174,8 @@ moes_copy_rows(const gpu_scatter_args a)
         return;
     if (blockIdx.x >= a.copy_blocks) {
         moes_stage_label_blocks(
-            a, (blockIdx.x - a.copy_blocks) * (int64_t)blockDim.x + threadIdx.x,
+            a,
+            (blockIdx.x - a.copy_blocks) * (int64_t)blockDim.x + threadIdx.x,
             ((int64_t)gridDim.x - a.copy_blocks) * blockDim.x);
         return;
     }
@@ -290,7 +291,8 @@ __device__ __forceinline__ int64_t rank_in_tile(const gpu_scatter_args &a,
             const long long sq =
                 __shfl_sync(0xFFFFFFFFu, (long long)tile_start, q);
             const unsigned m = __ballot_sync(
-                0xFFFFFFFFu, it.window[j] >= 0 && it.window[j] == eq && p >= sq);
+                0xFFFFFFFFu,
+                it.window[j] >= 0 && it.window[j] == eq && p >= sq);
             if (lane == q)
                 rank += __popc(m);
         }
@@ -370,6 +372,7 @@ moes_place_copy_rows(const gpu_scatter_args a)
             a, (block - a.copy_blocks) * blockDim.x + threadIdx.x,
             a.label_blocks * blockDim.x);
     else
-        moes_stage_expert_outputs(a, (block - first) * blockDim.x + threadIdx.x,
-                                  ((int64_t)gridDim.x - first) * blockDim.x);
+        moes_stage_expert_outputs(
+            a, (block - first) * blockDim.x + threadIdx.x,
+            ((int64_t)gridDim.x - first) * blockDim.x);
 }

@@ -77,7 +77,8 @@ __device__ __forceinline__ bool moes_count_add(
                                 base + j * MOES_WARP + lane);
             return false;
         }
-        const unsigned peers = __match_any_sync(0xFFFFFFFFu, (long long)entry[j]);
+        const unsigned peers =
+            __match_any_sync(0xFFFFFFFFu, (long long)entry[j]);
         if (entry[j] >= 0 && lane == (unsigned)(__ffs(peers) - 1))
             atomicAdd((unsigned long long *)&a.tile_table[entry[j]],
                       (unsigned long long)__popc(peers));

@@ -481,7 +481,8 @@ __device__ __forceinline__ void scatter_grid(const gpu_scatter_args &args)
     if (tid == 0) {
         sh.dropped = dropped;
         if (!masked && rows > a.capacity)
-            atomicMin(&sh.key, GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_CAPACITY, 0));
+            atomicMin(&sh.key,
+                      GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_CAPACITY, 0));
     }
     __syncthreads();
 

@@ -39,7 +39,8 @@
 #include "row_copy.cuh"
 
 enum {
-    SMALL_SCATTER_ROUNDS = GPU_SMALL_SCATTER_CHOICES / GPU_SMALL_SCATTER_THREADS,
+    SMALL_SCATTER_ROUNDS =
+        GPU_SMALL_SCATTER_CHOICES / GPU_SMALL_SCATTER_THREADS,
     SMALL_SCATTER_WARPS = GPU_SMALL_SCATTER_THREADS / MOES_WARP,
     /* Row vectors each thread loads before it stores them. EP8 decode
      * (about 3,600 vectors a block, 7 a thread) took two trips to DRAM
@@ -166,7 +167,8 @@ small_check_scales(const gpu_scatter_args &a, unsigned long long key)
     const uint32_t per_token = (uint32_t)a.n_scales;
     const uint32_t n = (uint32_t)a.n_tokens * per_token;
     uint32_t i0 = 0;
-    if (a.x_scales_stride == a.n_scales && ((uintptr_t)a.x_scales & 15u) == 0) {
+    if (a.x_scales_stride == a.n_scales &&
+        ((uintptr_t)a.x_scales & 15u) == 0) {
         const uint4 *quad = (const uint4 *)a.x_scales;
         const uint32_t n_quads = n / 4;
         for (uint32_t q0 = threadIdx.x; q0 < n_quads; q0 += B * T) {
@@ -233,9 +235,8 @@ __device__ __forceinline__ void small_preload_rows(const gpu_scatter_args &a,
  * rows' copy: from DRAM, that was the kernel's last wait. One prefetch of
  * the block's span of x_scales, widened to whole 16-byte granules (each
  * holds a byte of the span, so it lies in the span's pages). */
-__device__ __forceinline__ void small_prefetch_scales(const gpu_scatter_args &a,
-                                                      int64_t t0,
-                                                      uint32_t n_tok)
+__device__ __forceinline__ void
+small_prefetch_scales(const gpu_scatter_args &a, int64_t t0, uint32_t n_tok)
 {
     if (!a.x_scales || n_tok == 0 ||
         threadIdx.x != GPU_SMALL_SCATTER_THREADS - 1)
@@ -282,7 +283,8 @@ __device__ __forceinline__ void small_store_preloaded(
             for (uint32_t k = 0; k < top_k; k++) {
                 const int32_t row = sh.own_row[j * top_k + k];
                 if (row >= 0)
-                    ((uint4 *)(a.out + row * a.out_stride_bytes))[s] = pre.v[b];
+                    ((uint4 *)(a.out + row * a.out_stride_bytes))[s] =
+                        pre.v[b];
             }
         }
     }
@@ -564,7 +566,8 @@ __device__ __forceinline__ void small_scatter(const gpu_scatter_args &args)
         sh.rows_needed = masked ? a.out_rows : total;
         sh.dropped = drops;
         if (!masked && total > a.capacity)
-            atomicMin(&sh.key, GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_CAPACITY, 0));
+            atomicMin(&sh.key,
+                      GPU_ERROR_KEY(MOES_DATA_ERROR_RANK_CAPACITY, 0));
     }
     __syncthreads();
 
