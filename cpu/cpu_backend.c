@@ -23,7 +23,7 @@
 #include "distinct_row.h"
 
 #if defined(__FLT_EVAL_METHOD__) && __FLT_EVAL_METHOD__ != 0
-#error "the gather needs fp32 arithmetic rounded at each operation (FLT_EVAL_METHOD 0)"
+#error "the gather needs FLT_EVAL_METHOD 0 (fp32 rounded at each operation)"
 #endif
 
 static cpu_state *state_of(moes_context *ctx)
@@ -243,7 +243,9 @@ static int cpu_count(moes_context *ctx, const moes_count_plan *plan,
         return MOES_OK;
     }
     /* Sparse: zeros, then the experts that have rows. */
-    MOES_OMP(parallel for num_threads(cpu_team(threads, route.grain, n_experts)) schedule(static))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, route.grain,
+                                               n_experts))
+             schedule(static))
     for (int64_t e = 0; e < n_experts; e++)
         moes_index_store(plan->counts, elem, e, 0);
     for (int64_t g = 0; g < route.n_groups; g++)
@@ -270,7 +272,9 @@ static int cpu_distinct(moes_context *ctx, const moes_distinct_plan *plan,
     st = cpu_route_count(&route, threads, err);
     if (st != MOES_OK)
         return st;
-    MOES_OMP(parallel for num_threads(cpu_team(threads, route.grain, rp->n_choices)) schedule(static))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, route.grain,
+                                               rp->n_choices))
+             schedule(static))
     for (int64_t t = 0; t < n_tokens; t++) {
         char *row = (char *)plan->out + (size_t)(t * top_k) * elem;
         for (int64_t k = 0; k < top_k; k++)
@@ -290,8 +294,10 @@ static int cpu_timestamp(moes_context *ctx, int slot)
 static int cpu_elapsed_ms(moes_context *ctx, int from, int to, double *ms)
 {
     const cpu_state *s = state_of(ctx);
-    *ms = (double)(s->timestamps[to].tv_sec - s->timestamps[from].tv_sec) * 1e3 +
-          (double)(s->timestamps[to].tv_nsec - s->timestamps[from].tv_nsec) * 1e-6;
+    *ms = (double)(s->timestamps[to].tv_sec -
+                   s->timestamps[from].tv_sec) * 1e3 +
+          (double)(s->timestamps[to].tv_nsec -
+                   s->timestamps[from].tv_nsec) * 1e-6;
     return MOES_OK;
 }
 
@@ -352,7 +358,8 @@ static int cpu_copy(moes_context *ctx, void *dst, const void *src,
     int64_t parts = split_parts(ctx, bytes);
     /* Overlapping ranges need memmove's order: one piece. */
     uintptr_t ds = (uintptr_t)d, ss = (uintptr_t)s;
-    if (parts == 1 || (ds < ss + (uintptr_t)bytes && ss < ds + (uintptr_t)bytes)) {
+    if (parts == 1 ||
+        (ds < ss + (uintptr_t)bytes && ss < ds + (uintptr_t)bytes)) {
         memmove(dst, src, (size_t)bytes);
         return MOES_OK;
     }

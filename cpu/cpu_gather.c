@@ -51,7 +51,10 @@ static int64_t find_bad_index(const moes_gather_plan *plan, int threads,
 {
     const moes_gather_args *a = &plan->a;
     int64_t bad = INT64_MAX;
-    MOES_OMP(parallel for num_threads(cpu_team(threads, grain, cpu_work(a->n_tokens, a->top_k))) schedule(static) reduction(min:bad))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, grain,
+                                               cpu_work(a->n_tokens,
+                                                        a->top_k)))
+             schedule(static) reduction(min:bad))
     for (int64_t t = 0; t < a->n_tokens; t++) {
         for (int64_t k = 0; k < a->top_k; k++) {
             int64_t v = moes_index_load(a->out_index, plan->index_elem,
@@ -98,12 +101,14 @@ static int store_row(void *dst, const float *src, int dtype, int64_t n,
         float *d = dst;
         if (plain)
             for (int64_t i = 0; i < n; i++) {
-                any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(src[i]));
+                any |= (uint32_t)moes_f32_bits_are_nan(
+                    moes_f32_to_bits(src[i]));
                 d[i] = src[i];
             }
         else
             for (int64_t i = 0; i < n; i++) {
-                any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(src[i]));
+                any |= (uint32_t)moes_f32_bits_are_nan(
+                    moes_f32_to_bits(src[i]));
                 d[i] = moes_f32_canonical(src[i]);
             }
     } else if (dtype == MOES_DTYPE_BF16) {
@@ -116,7 +121,8 @@ static int store_row(void *dst, const float *src, int dtype, int64_t n,
             }
         else
             for (int64_t i = 0; i < n; i++) {
-                any |= (uint32_t)moes_f32_bits_are_nan(moes_f32_to_bits(src[i]));
+                any |= (uint32_t)moes_f32_bits_are_nan(
+                    moes_f32_to_bits(src[i]));
                 d[i] = moes_f32_to_bf16(src[i]);
             }
     } else {
@@ -288,7 +294,8 @@ static void step_chunk(const moes_gather_plan *plan, int64_t t, int64_t h0,
     start_sums(plan, out_chunk, acc, n);
     for (int64_t k = next_placed_k(plan, t, 0, &row); k < a->top_k;
          k = next_placed_k(plan, t, k + 1, &row)) {
-        const char *yr = (const char *)a->y + (row * a->y_stride + h0) * y_elem;
+        const char *yr =
+            (const char *)a->y + (row * a->y_stride + h0) * y_elem;
         const float wk = a->weights ? a->weights[t * a->weights_stride + k]
                                     : 1.0f;
         for (int64_t i = 0; i < n; i++)

@@ -84,7 +84,8 @@ static int64_t find_bad_map_entry(const moes_route_plan *rp, int threads,
     const int32_t *map = rp->r.expert_map;
     const int64_t n = rp->r.n_experts_global, e = rp->r.n_experts;
     int64_t bad = INT64_MAX;
-    MOES_OMP(parallel for num_threads(cpu_team(threads, grain, n)) schedule(static) reduction(min:bad))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, grain, n))
+             schedule(static) reduction(min:bad))
     for (int64_t i = 0; i < n; i++)
         if (!MOES_INDEX_OK(map[i], e) && i < bad)
             bad = i;
@@ -147,7 +148,8 @@ static int count_sparse(cpu_route *route, moes_data_error *err)
         qsort(route->choices, (size_t)valid, sizeof *route->choices,
               compare_choices);
     for (int64_t i = 0; i < valid; i++) {
-        if (i == 0 || route->choices[i].expert != route->choices[i - 1].expert) {
+        if (i == 0 ||
+            route->choices[i].expert != route->choices[i - 1].expert) {
             route->group_expert[groups] = route->choices[i].expert;
             route->group_first[groups] = i;
             groups++;
@@ -182,7 +184,9 @@ int cpu_route_count(cpu_route *route, int threads, moes_data_error *err)
         return count_sparse(route, err);
 
     /* A thread a part at most: parts never exceed threads. */
-    MOES_OMP(parallel for num_threads(cpu_team((int)parts, route->grain, rp->n_choices)) schedule(static, 1) reduction(min:bad))
+    MOES_OMP(parallel for num_threads(cpu_team((int)parts, route->grain,
+                                               rp->n_choices))
+             schedule(static, 1) reduction(min:bad))
     for (int64_t p = 0; p < parts; p++) {
         int64_t *c = route->part_counts + p * n_experts;
         int64_t t_end = cpu_part_begin(n, parts, p + 1);
@@ -209,7 +213,9 @@ int cpu_route_count(cpu_route *route, int threads, moes_data_error *err)
     if (bad != INT64_MAX)
         return bad_id(rp, bad, err);
 
-    MOES_OMP(parallel for num_threads(cpu_team(threads, route->grain, cpu_work(n_experts, parts))) schedule(static))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, route->grain,
+                                               cpu_work(n_experts, parts)))
+             schedule(static))
     for (int64_t e = 0; e < n_experts; e++) {
         int64_t sum = 0;
         for (int64_t p = 0; p < parts; p++)
@@ -223,7 +229,9 @@ void cpu_route_ranks(cpu_route *route, int threads)
 {
     const int64_t n_experts = route->plan->r.n_experts;
     const int64_t parts = route->parts;
-    MOES_OMP(parallel for num_threads(cpu_team(threads, route->grain, cpu_work(n_experts, parts))) schedule(static))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, route->grain,
+                                               cpu_work(n_experts, parts)))
+             schedule(static))
     for (int64_t e = 0; e < n_experts; e++) {
         int64_t run = 0;
         for (int64_t p = 0; p < parts; p++) {

@@ -90,7 +90,9 @@ static int64_t find_bad_scale(const moes_scatter_plan *plan, int threads,
     const moes_scatter_args *a = &plan->a;
     const int64_t n = plan->route.r.n_tokens, n_scales = plan->n_scales;
     int64_t bad = INT64_MAX;
-    MOES_OMP(parallel for num_threads(cpu_team(threads, grain, cpu_work(n, n_scales))) schedule(static) reduction(min:bad))
+    MOES_OMP(parallel for num_threads(cpu_team(threads, grain,
+                                               cpu_work(n, n_scales)))
+             schedule(static) reduction(min:bad))
     for (int64_t t = 0; t < n; t++) {
         const float *row = a->x_scales + t * a->x_scales_stride;
         for (int64_t s = 0; s < n_scales; s++) {
@@ -128,7 +130,8 @@ static void zero_row(const moes_scatter_plan *plan, int64_t row)
            (size_t)plan->row_bytes);
     if (a->x_scales) {
         /* fp32 0.0 and a zero UE8M0 word are both four zero bytes. */
-        uint32_t *dst = (uint32_t *)a->out_scales + row * a->out_scales_row_stride;
+        uint32_t *dst =
+            (uint32_t *)a->out_scales + row * a->out_scales_row_stride;
         for (int64_t c = 0; c < plan->n_scale_cols; c++)
             dst[c * a->out_scales_col_stride] = 0;
     }
@@ -239,7 +242,9 @@ static void place_dense(const moes_scatter_plan *plan, cpu_route *route,
     const int64_t n_experts = rp->r.n_experts;
     const int masked = a->layout == MOES_LAYOUT_MASKED;
     const int64_t cap = a->capacity;
-    MOES_OMP(parallel for num_threads(team < route->parts ? team : (int)route->parts) schedule(static, 1))
+    MOES_OMP(parallel for num_threads(team < route->parts ? team
+                                                          : (int)route->parts)
+             schedule(static, 1))
     for (int64_t p = 0; p < route->parts; p++) {
         int64_t *rank = route->part_counts + p * n_experts;
         int64_t t_end = cpu_part_begin(n, route->parts, p + 1);
@@ -398,7 +403,8 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
             /* Four [E] outputs an expert, and its block's padding. */
             const int64_t work = cpu_work_sum(
                 cpu_work(n_experts, 4), pads ? pad_work(plan, rows_used) : 0);
-            MOES_OMP(parallel for num_threads(cpu_team(threads, grain, work)) schedule(dynamic, 16))
+            MOES_OMP(parallel for num_threads(cpu_team(threads, grain, work))
+                     schedule(dynamic, 16))
             for (int64_t e = 0; e < n_experts; e++)
                 finish_expert(plan, &route, e);
         }

@@ -3,8 +3,9 @@
  * device_harness.h - what the one-GPU ep programs (the NCCL suite,
  * time_nccl) need beside the library: the driver's streams, events and
  * graphs, and an NCCL communicator over one or more GPUs of this process,
- * all opened at run time as the library opens the driver. NCCL brings a CUDA runtime of its own, and a
- * second one linked into the program would take its symbols.
+ * all opened at run time as the library opens the driver. NCCL brings a
+ * CUDA runtime of its own, and a second one linked into the program
+ * would take its symbols.
  */
 #ifndef MOES_EP_DEVICE_HARNESS_H
 #define MOES_EP_DEVICE_HARNESS_H

@@ -1109,8 +1109,9 @@ static int set_markers(moes_ep *ep, ep_buffer *b, int status)
 {
     int rc = moes_fill(ep->ctx, b->ptr, marker_byte(status),
                        (int64_t)ep->n_ranks * 8);
-    return rc == MOES_OK ? MOES_OK
-                         : moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
+    return rc == MOES_OK
+               ? MOES_OK
+               : moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
 }
 
 /* Markers of 0 (a dispatch that kept no token) in all R cells: zeros,
@@ -1121,8 +1122,9 @@ static int zero_markers(moes_ep *ep, ep_buffer *b)
     int rc = copy_rows_by_gather(ep, ep->n_ranks, 2, ep->mark_y.ptr, 1,
                                  ep->zero_index.ptr, MOES_DTYPE_INT32,
                                  b->ptr, 0);
-    return rc == MOES_OK ? MOES_OK
-                         : moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
+    return rc == MOES_OK
+               ? MOES_OK
+               : moes_ep_fail(ep, rc, "%s", moes_last_error(ep->ctx));
 }
 
 /* The rank whose failure marker (markers[r] below -1) is the first, or -1;
@@ -1424,7 +1426,8 @@ static int check_combine(moes_ep *ep, const moes_ep_combine_args *a)
                             "args->flags = 0x%x has unknown bits", a->flags);
     if (ep->n_tokens > 0 && !a->out)
         return moes_ep_fail(ep, MOES_ERR_NULL_POINTER, "args->out is NULL");
-    if (a->out_stride < 0 || (a->out_stride && a->out_stride < ep->opts.hidden))
+    if (a->out_stride < 0 ||
+        (a->out_stride && a->out_stride < ep->opts.hidden))
         return moes_ep_fail(ep, MOES_ERR_INVALID_STRIDE,
                             "args->out_stride = %lld is smaller than hidden",
                             (long long)a->out_stride);

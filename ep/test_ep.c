@@ -268,9 +268,10 @@ static void draw_case(ep_case *c, uint64_t seed)
         random_bytes(&g, in->x, in->n * c->x_stride * (int64_t)c->x_size);
         in->scales = xalloc(in->n * c->xs_stride * 4);
         for (int64_t i = 0; i < in->n * c->xs_stride; i++)
-            in->scales[i] = c->scale_format == MOES_SCALES_UE8M0
-                                ? ldexpf(1.0f, (int)moes_rng_range(&g, -20, 20))
-                                : (float)moes_rng_range(&g, -1000, 1000) / 7.0f;
+            in->scales[i] =
+                c->scale_format == MOES_SCALES_UE8M0
+                    ? ldexpf(1.0f, (int)moes_rng_range(&g, -20, 20))
+                    : (float)moes_rng_range(&g, -1000, 1000) / 7.0f;
         in->ids = xalloc(in->n * c->ids_stride * (int64_t)c->ids_size);
         for (int64_t t = 0; t < in->n; t++)
             for (int64_t k = 0; k < c->ids_stride; k++) {
@@ -941,7 +942,8 @@ static void run_bounded_on_device(uint64_t seed, int graph)
     from_dev(&pairs, dr.pairs_dropped, 8);
     expect_local(&o, &mine->o, seed, graph ? "graph replay" : "no wait");
     expect_same(out, ref_out, out_bytes, seed,
-                graph ? "combined out (graph replay)" : "combined out (no wait)");
+                graph ? "combined out (graph replay)"
+                      : "combined out (no wait)");
     expect(pairs == want_dropped, seed, "n_dropped_device");
 
     if (!graph && in->n > 0) {

@@ -47,7 +47,8 @@ static int mpi_allreduce_max_i64(moes_ep *ep, int64_t *values, int n)
 /* Counts in whole tokens, one datatype per token: the options were checked
  * at create so that both fit an int. */
 static int mpi_alltoallv(moes_ep *ep, const void *send,
-                         const int64_t *send_counts, const int64_t *send_displs,
+                         const int64_t *send_counts,
+                         const int64_t *send_displs,
                          void *recv, const int64_t *recv_counts,
                          const int64_t *recv_displs, int64_t elem_bytes)
 {
@@ -96,8 +97,8 @@ int moes_ep_create_mpi(moes_ep **out, moes_context *ctx,
         return MOES_ERR_NULL_POINTER;
     *out = NULL;
     int initialized = 0;
-    if (comm == MPI_COMM_NULL || MPI_Initialized(&initialized) != MPI_SUCCESS ||
-        !initialized) {
+    if (comm == MPI_COMM_NULL ||
+        MPI_Initialized(&initialized) != MPI_SUCCESS || !initialized) {
         /* No collective is possible: every rank given such a
          * communicator fails alike. */
         moes_ep_set_create_error("comm is MPI_COMM_NULL, or MPI is not "

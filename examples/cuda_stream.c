@@ -75,7 +75,8 @@ int main(void)
         }
         for (int h = 0; h < HIDDEN; h++) {
             seed = seed * 1103515245u + 12345u;
-            x[t * HIDDEN + h] = (float)((int)(seed >> 16) % 2001 - 1000) / 64.0f;
+            x[t * HIDDEN + h] =
+                (float)((int)(seed >> 16) % 2001 - 1000) / 64.0f;
         }
     }
 
@@ -98,7 +99,8 @@ int main(void)
         !cuda_ok(cudaMalloc((void **)&d_ids, sizeof ids), "cudaMalloc") ||
         !cuda_ok(cudaMalloc((void **)&d_index, sizeof ids), "cudaMalloc") ||
         !cuda_ok(cudaMalloc((void **)&d_out, sizeof out), "cudaMalloc") ||
-        !cuda_ok(cudaMalloc((void **)&d_m, (size_t)capacity * 4), "cudaMalloc") ||
+        !cuda_ok(cudaMalloc((void **)&d_m, (size_t)capacity * 4),
+                 "cudaMalloc") ||
         !cuda_ok(cudaMalloc((void **)&d_rows,
                             (size_t)capacity * HIDDEN * sizeof(float)),
                  "cudaMalloc"))

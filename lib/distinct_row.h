@@ -40,7 +40,8 @@ MOES_HD void moes_row_sift(void *row, int64_t elem, int64_t root, int64_t end)
         if (child >= end)
             break;
         if (child + 1 < end &&
-            moes_row_get(row, elem, child) < moes_row_get(row, elem, child + 1))
+            moes_row_get(row, elem, child) <
+                moes_row_get(row, elem, child + 1))
             child++;
         const int64_t c = moes_row_get(row, elem, child);
         if (v >= c)

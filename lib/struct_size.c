@@ -71,7 +71,8 @@ static int check_size(moes_context *ctx, const char *name, const char *type,
 }
 
 #define CHECK(ctx, name, type, given, sizes)                                  \
-    check_size(ctx, name, #type, given, sizes, sizeof(sizes) / sizeof(sizes[0]))
+    check_size(ctx, name, #type, given, sizes,                                \
+               sizeof(sizes) / sizeof(sizes[0]))
 
 /* The caller's bytes over the defaults already in out; struct_size then
  * says this version's size, for the code that reads out. */
@@ -85,7 +86,8 @@ static void copy_over(void *out, size_t out_size, const void *given,
 int moes_scatter_args_size_known(size_t size)
 {
     return known_size(size, scatter_args_sizes,
-                      sizeof scatter_args_sizes / sizeof scatter_args_sizes[0]);
+                      sizeof scatter_args_sizes /
+                          sizeof scatter_args_sizes[0]);
 }
 
 size_t moes_scatter_args_size_0_2(void)

@@ -38,7 +38,8 @@ static int resolve_stride(moes_context *ctx, const char *name,
 
 static int is_float_dtype(int d)
 {
-    return d == MOES_DTYPE_BF16 || d == MOES_DTYPE_FP16 || d == MOES_DTYPE_FP32;
+    return d == MOES_DTYPE_BF16 || d == MOES_DTYPE_FP16 ||
+           d == MOES_DTYPE_FP32;
 }
 
 /* ------------------------------------------------------------------ */
@@ -396,8 +397,8 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "args is NULL");
     MOES_TRY(moes_scatter_args_from_caller(ctx, args, &a));
 
-    if (a.layout != MOES_LAYOUT_CONTIGUOUS && a.layout != MOES_LAYOUT_GROUPED &&
-        a.layout != MOES_LAYOUT_MASKED)
+    if (a.layout != MOES_LAYOUT_CONTIGUOUS &&
+        a.layout != MOES_LAYOUT_GROUPED && a.layout != MOES_LAYOUT_MASKED)
         return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
             "args->layout = %d is not a moes_layout", a.layout);
     if (a.flags & ~SCATTER_FLAGS)
@@ -443,16 +444,18 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
                 "args->scale_block = %lld must be at least 1",
                 LL(a.scale_block));
         plan->n_scales = (a.hidden - 1) / a.scale_block + 1;
-        MOES_TRY(resolve_stride(ctx, "args->x_scales_stride", &a.x_scales_stride,
-                           plan->n_scales, "the scales per row"));
-        MOES_TRY(check_extent(ctx, "args->x_scales", n_tokens, a.x_scales_stride,
-                         4));
+        MOES_TRY(resolve_stride(ctx, "args->x_scales_stride",
+                           &a.x_scales_stride, plan->n_scales,
+                           "the scales per row"));
+        MOES_TRY(check_extent(ctx, "args->x_scales", n_tokens,
+                         a.x_scales_stride, 4));
         if (a.out_scales_format == MOES_SCALES_FP32)
             plan->n_scale_cols = plan->n_scales;
         else if (a.out_scales_format == MOES_SCALES_UE8M0)
             /* ceil(S / 4), without S + 3, which overflows for an S
              * near INT64_MAX (a huge hidden with no tokens is valid). */
-            plan->n_scale_cols = plan->n_scales / 4 + (plan->n_scales % 4 != 0);
+            plan->n_scale_cols =
+                plan->n_scales / 4 + (plan->n_scales % 4 != 0);
         else
             return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
                 "args->out_scales_format = %d is not MOES_SCALES_FP32 or "
@@ -565,7 +568,8 @@ int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
         /* (rows - 1) * rs + (cols - 1) * cs + 1 elements, checked by
          * resolve_scale_strides; written as rows of that stride. Without
          * x_scales there are none, and the strides were not checked. */
-        out[1] = span_rows("args->out_scales", a.x_scales ? a.out_scales : NULL,
+        out[1] = span_rows("args->out_scales",
+                           a.x_scales ? a.out_scales : NULL,
                            out_rows, a.out_scales_row_stride,
                            a.x_scales ? (plan->n_scale_cols - 1) *
                                                 a.out_scales_col_stride + 1
@@ -650,9 +654,10 @@ int moes_validate_gather(moes_context *ctx, const moes_gather_args *args,
     MOES_TRY(resolve_stride(ctx, "args->out_stride", &a.out_stride, a.hidden,
                        "hidden"));
     MOES_TRY(check_extent(ctx, "args->y", a.y_rows, a.y_stride, plan->y_elem));
-    MOES_TRY(check_extent(ctx, "args->out_index", a.n_tokens, a.out_index_stride,
-                     plan->index_elem));
-    MOES_TRY(check_extent(ctx, "args->weights", a.n_tokens, a.weights_stride, 4));
+    MOES_TRY(check_extent(ctx, "args->out_index", a.n_tokens,
+                     a.out_index_stride, plan->index_elem));
+    MOES_TRY(check_extent(ctx, "args->weights", a.n_tokens, a.weights_stride,
+                     4));
     MOES_TRY(check_extent(ctx, "args->out", a.n_tokens, a.out_stride,
                      plan->out_elem));
     if (a.y_rows > 0 && !a.y)

@@ -267,7 +267,8 @@ Test(api, context_info)
     cr_expect_eq(moes_context_get_info(NULL, &info), MOES_ERR_NULL_POINTER);
     cr_assert_eq(moes_backends_compiled(&mask), MOES_OK);
     cr_expect(mask & (1u << MOES_BACKEND_CPU));
-    cr_expect_eq(mask & ~((1u << MOES_BACKEND_CPU) | (1u << MOES_BACKEND_CUDA)),
+    cr_expect_eq(mask & ~((1u << MOES_BACKEND_CPU) |
+                          (1u << MOES_BACKEND_CUDA)),
                  0u);
     cr_expect_eq(moes_backends_compiled(NULL), MOES_ERR_NULL_POINTER);
     cr_expect_eq(moes_context_destroy(NULL), MOES_OK);
@@ -672,7 +673,8 @@ Test(api, check_only_checks_arguments_and_touches_nothing)
         xh[i] = (uint16_t)(0x3D00 + 13 * i);
     void *dev_ids = dev_from(ctx, ids, sizeof ids);
     void *x = dev_from(ctx, xh, sizeof xh);
-    void *out = dev_new(ctx, CAP * H * 2), *out_index = dev_new(ctx, N * K * 4);
+    void *out = dev_new(ctx, CAP * H * 2),
+         *out_index = dev_new(ctx, N * K * 4);
     void *m_indices = dev_new(ctx, CAP * 4);
     moes_routing r;
     moes_routing_init(&r);

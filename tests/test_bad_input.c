@@ -406,7 +406,10 @@ static void scale_col_stride_alone_zero(fixture *f)
     f->s.out_scales_row_stride = S;
     f->s.out_scales_col_stride = 0;
 }
-static void index_dtype_float(fixture *f) { f->s.index_dtype = MOES_DTYPE_FP16; }
+static void index_dtype_float(fixture *f)
+{
+    f->s.index_dtype = MOES_DTYPE_FP16;
+}
 static void out_index_stride_small(fixture *f) { f->s.out_index_stride = 1; }
 static void int32_rows_overflow(fixture *f)
 {

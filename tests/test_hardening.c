@@ -420,7 +420,8 @@ Test(hardening, strides_of_absent_buffers_are_not_read)
     void *x = dev_from(ctx, xh, sizeof xh);
     void *out = dev_new(ctx, 64 * H * 2), *index = dev_new(ctx, N * K * 8);
     void *end = dev_new(ctx, E * 8);
-    void *sums = dev_new(ctx, N * H * 2), *sums_again = dev_new(ctx, N * H * 2);
+    void *sums = dev_new(ctx, N * H * 2),
+         *sums_again = dev_new(ctx, N * H * 2);
     moes_routing r;
     moes_scatter_args a;
     routing_of(&r, ids);

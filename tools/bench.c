@@ -109,11 +109,11 @@ static void usage(void)
         "                     --max-tokens (%d on CUDA, %d on the CPU)\n"
         "  --csv FILE         write the results as CSV\n"
         "  --plot FILE        with --sweep: plot GB/s against tokens into\n"
-        "                     FILE.png or FILE.svg with gnuplot (the CSV goes\n"
-        "                     to --csv, or next to the plot)\n"
+        "                     FILE.png or FILE.svg with gnuplot (the CSV\n"
+        "                     goes to --csv, or next to the plot)\n"
         "\n"
-        "  --ep               expert-parallel dispatch and combine across the\n"
-        "                     ranks of an MPI job instead (mpirun -np R\n"
+        "  --ep               expert-parallel dispatch and combine across\n"
+        "                     the ranks of an MPI job instead (mpirun -np R\n"
         "                     moescatter bench --ep --help for its options)\n"
         "\n"
         "See moescatter(1), BYTES MOVED, for what is counted.\n",
@@ -217,7 +217,9 @@ static int parse(int argc, char **argv, bench_options *o)
                                 &o->cfg.tokens);
             o->tokens_given = 1;
             break;
-        case OPT_BACKEND: rc = tool_parse_backend("bench", v, &o->backend); break;
+        case OPT_BACKEND:
+            rc = tool_parse_backend("bench", v, &o->backend);
+            break;
         case OPT_THREADS:
             rc = tool_parse_i64("bench", "--threads", v, 1, 4096, &o->threads);
             break;
@@ -236,7 +238,9 @@ static int parse(int argc, char **argv, bench_options *o)
         case OPT_EXACT_CAPACITY: o->cfg.exact_capacity = 1; break;
         case OPT_INDEX_ONLY: o->cfg.index_only = 1; break;
         case OPT_JSON: o->json = 1; break;
-        case OPT_SEED: rc = tool_parse_u64("bench", "--seed", v, &o->cfg.seed); break;
+        case OPT_SEED:
+            rc = tool_parse_u64("bench", "--seed", v, &o->cfg.seed);
+            break;
         case OPT_SWEEP: o->sweep = 1; break;
         case OPT_MIN_TOKENS:
             rc = tool_parse_i64("bench", "--min-tokens", v, 1, 1ll << 24,

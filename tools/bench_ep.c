@@ -79,16 +79,19 @@ static int parse(int argc, char **argv, ep_bench_options *o)
     int id, rc = TOOL_EXIT_OK;
     *o = (ep_bench_options){4096, 7168, 8, 8, 10, 0, 0, 0};
     tool_parser_init(&p, "bench", options, argc, argv);
-    while (rc == TOOL_EXIT_OK && (id = tool_next_option(&p, &v)) != TOOL_OPT_END) {
+    while (rc == TOOL_EXIT_OK &&
+           (id = tool_next_option(&p, &v)) != TOOL_OPT_END) {
         switch (id) {
         case TOOL_OPT_ERROR: return TOOL_EXIT_USAGE;
         case TOOL_OPT_HELP: usage(); return TOOL_EXIT_OK;
         case OPT_EP: break;
         case OPT_TOKENS:
-            rc = tool_parse_i64("bench", "--tokens", v, 0, 1ll << 24, &o->tokens);
+            rc = tool_parse_i64("bench", "--tokens", v, 0, 1ll << 24,
+                                &o->tokens);
             break;
         case OPT_HIDDEN:
-            rc = tool_parse_i64("bench", "--hidden", v, 1, 1 << 20, &o->hidden);
+            rc = tool_parse_i64("bench", "--hidden", v, 1, 1 << 20,
+                                &o->hidden);
             break;
         case OPT_TOP_K:
             rc = tool_parse_i64("bench", "--top-k", v, 1, 64, &o->top_k);

@@ -71,7 +71,8 @@ void bench_print_header(FILE *f, const bench_run_info *run)
     else
         fprintf(f, "backend   cpu: %d threads (%s)\n", ci->cpu_threads,
                 ci->reason);
-    fprintf(f, "copy      moes_copy_within of %.0f MiB, the yardstick: %.3f ms, "
+    fprintf(f, "copy      moes_copy_within of %.0f MiB, the yardstick: "
+               "%.3f ms, "
                "%.1f GB/s (bytes read + written)\n",
             (double)run->copy_buffer_bytes / MIB, run->copy.median_ms,
             bench_gbps(run->copy.bytes, run->copy.median_ms));

@@ -23,7 +23,8 @@ const bench_preset bench_presets[] = {
      MOES_DTYPE_BF16, MOES_DTYPE_BF16},
 };
 
-const int bench_n_presets = (int)(sizeof bench_presets / sizeof bench_presets[0]);
+const int bench_n_presets =
+    (int)(sizeof bench_presets / sizeof bench_presets[0]);
 
 const bench_preset *bench_find_preset(const char *name)
 {

@@ -79,8 +79,8 @@ static void draw_routing(const bench_config *cfg, tool_rng *rng, int32_t *ids)
         for (int64_t k = 0; k < k_top; k++) {
             int repeat;
             do {
-                row[k] = (int32_t)tool_rng_below(rng,
-                                                 (uint64_t)p->n_experts_global);
+                row[k] = (int32_t)tool_rng_below(
+                    rng, (uint64_t)p->n_experts_global);
                 repeat = 0;
                 for (int64_t j = 0; j < k && !cfg->allow_repeats; j++)
                     repeat |= row[j] == row[k];
@@ -491,8 +491,9 @@ int bench_workload_create(moes_context *ctx, const bench_config *cfg,
 
     /* Every set's routing, then the sizes that fit them all. */
     {
-        int32_t *more = realloc(ids, (size_t)(w->n_sets * nk > 0 ? w->n_sets * nk : 1) *
-                                         sizeof *ids);
+        int32_t *more =
+            realloc(ids, (size_t)(w->n_sets * nk > 0 ? w->n_sets * nk : 1) *
+                             sizeof *ids);
         if (!more)
             goto out_of_memory;
         ids = more;

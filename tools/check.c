@@ -243,11 +243,15 @@ static int parse(int argc, char **argv, check_options *o)
             rc = tool_parse_i64("check", "--cases", v, 1, INT64_MAX,
                                 &o->cases);
             break;
-        case OPT_SEED: rc = tool_parse_u64("check", "--seed", v, &o->seed); break;
+        case OPT_SEED:
+            rc = tool_parse_u64("check", "--seed", v, &o->seed);
+            break;
         case OPT_TIME:
             rc = tool_parse_seconds("check", "--time", v, &o->seconds);
             break;
-        case OPT_BACKEND: rc = tool_parse_backend("check", v, &o->backend); break;
+        case OPT_BACKEND:
+            rc = tool_parse_backend("check", v, &o->backend);
+            break;
         case OPT_THREADS:
             rc = tool_parse_i64("check", "--threads", v, 1, 4096, &o->threads);
             break;

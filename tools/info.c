@@ -25,7 +25,8 @@ static void usage(void)
         "and the device (name, multiprocessors, memory) or the CPU threads.\n"
         "\n"
         "  --backend B  auto (default), cpu or cuda\n"
-        "  --threads N  OpenMP threads of the CPU backend (default: OpenMP's)\n");
+        "  --threads N  OpenMP threads of the CPU backend "
+        "(default: OpenMP's)\n");
 }
 
 int tool_info(int argc, char **argv)

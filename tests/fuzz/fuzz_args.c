@@ -355,7 +355,10 @@ static size_t decode_struct_size(fz_input *in, size_t right)
     uint8_t b = fz_u8(in);
     if (b < 248)
         return right;
-    return b == 248 ? 0 : b == 249 ? right - 8 : b == 250 ? right + 8 : right - 1;
+    return b == 248 ? 0
+           : b == 249 ? right - 8
+           : b == 250 ? right + 8
+           : right - 1;
 }
 
 /* An index dtype: int32 or int64 mostly, sometimes anything. */
@@ -449,14 +452,15 @@ static void store_index(void *base, size_t elem, int64_t i, int64_t v)
 
 /* ids [N][stride] with values everywhere, padding included (a library
  * that read past K would then see garbage). */
-FZ_NO_COVERAGE static void *decode_ids(fz_input *in, call_buffers *cb, moes_routing *r,
-                        int64_t id_limit)
+FZ_NO_COVERAGE static void *decode_ids(fz_input *in, call_buffers *cb,
+                                       moes_routing *r, int64_t id_limit)
 {
     size_t elem = elem_of(r->ids_dtype), bytes, n;
     void *ids;
     if (elem != 4 && elem != 8)
         elem = 4;
-    bytes = claim(cb, r->n_tokens, r->ids_stride == 0 ? r->top_k : r->ids_stride,
+    bytes = claim(cb, r->n_tokens,
+                  r->ids_stride == 0 ? r->top_k : r->ids_stride,
                   r->top_k, (int64_t)elem);
     ids = add_input(cb, bytes, NULL);
     if (!ids)
@@ -516,8 +520,9 @@ static void decode_routing(fz_input *in, call_buffers *cb, moes_routing *r,
 /* Counts per local expert of the valid (t, k), for choosing capacities
  * near the edge. Returns the rows the contiguous layout needs and the
  * largest count. */
-FZ_NO_COVERAGE static void rows_needed(const moes_routing *r, int64_t alignment,
-                        int64_t *rows, int64_t *largest)
+FZ_NO_COVERAGE static void rows_needed(const moes_routing *r,
+                                       int64_t alignment, int64_t *rows,
+                                       int64_t *largest)
 {
     int64_t counts[64] = {0};
     size_t elem = elem_of(r->ids_dtype);
@@ -733,13 +738,16 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
         a.x_scales_stride = decode_stride(in, n_scales);
         b = fz_u8(in);
         a.out_scales_format = b < 240 ? 1 + b % 2 : (b & 1 ? 0 : 3);
-        cols = a.out_scales_format == MOES_SCALES_UE8M0 ? n_scales / 4 +
-                                                               (n_scales % 4 != 0)
-                                                         : n_scales;
+        cols = a.out_scales_format == MOES_SCALES_UE8M0
+                   ? n_scales / 4 + (n_scales % 4 != 0)
+                   : n_scales;
         b = fz_u8(in);
         switch (b % 6) {
         case 0: rs = 0; cs = 0; break;
-        case 1: cs = 1 + b / 6 % 2; rs = sat((__int128)cols * cs + b / 12 % 3); break;
+        case 1:
+            cs = 1 + b / 6 % 2;
+            rs = sat((__int128)cols * cs + b / 12 % 3);
+            break;
         case 2: rs = 1; cs = sat((__int128)out_rows + b / 6 % 3); break;
         case 3: rs = fz_range(in, 0, 12); cs = fz_range(in, 0, 12); break;
         case 4: rs = fz_wild(in); cs = fz_range(in, 0, 3); break;
@@ -756,7 +764,8 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
          * scale among them; one time in eight the noise stays. */
         if (a.x_scales && a.out_scales_format == MOES_SCALES_UE8M0 &&
             (cb->seed >> 8) % 8 != 0) {
-            size_t n = claim(cb, r.n_tokens, a.x_scales_stride, n_scales, 4) / 4;
+            size_t n =
+                claim(cb, r.n_tokens, a.x_scales_stride, n_scales, 4) / 4;
             uint32_t *xs = (uint32_t *)(void *)a.x_scales;
             for (size_t i = 0; i < n; i++) {
                 uint64_t v = fz_next(&cb->seed);

@@ -8,8 +8,9 @@
  * (padding and gaps included).
  *
  * The input is the seed and size limits of the test kit's case generator,
- * the thread count, then pairs of bytes that overwrite ids entries (kept in range), so that
- * libFuzzer can steer the routing: duplicates, empty experts, -1.
+ * the thread count, then pairs of bytes that overwrite ids entries (kept
+ * in range), so that libFuzzer can steer the routing: duplicates, empty
+ * experts, -1.
  */
 #include <stdint.h>
 #include <stdio.h>

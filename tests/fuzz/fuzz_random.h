@@ -76,7 +76,8 @@ FZ_NO_COVERAGE static inline void fz_fill_elems(void *dst, size_t elem,
 }
 
 /* Fills bytes with noise (for input padding between rows). */
-FZ_NO_COVERAGE static inline void fz_fill_bytes(void *dst, size_t n, uint64_t *s)
+FZ_NO_COVERAGE static inline void fz_fill_bytes(void *dst, size_t n,
+                                                uint64_t *s)
 {
     uint8_t *d = dst;
     for (size_t i = 0; i < n; i++)

@@ -130,7 +130,8 @@ static void pointer_kinds(moes_context *ctx, int pageable)
     make_buffers(&b);
     CUDA_OK(cudaMalloc((void **)&x_dev, bytes));
     CUDA_OK(cudaMemcpy(x_dev, h_x, bytes, cudaMemcpyHostToDevice));
-    CUDA_OK(cudaMallocManaged((void **)&x_managed, bytes, cudaMemAttachGlobal));
+    CUDA_OK(cudaMallocManaged((void **)&x_managed, bytes,
+                              cudaMemAttachGlobal));
     memcpy(x_managed, h_x, bytes);
     CUDA_OK(cudaHostAlloc((void **)&x_hostalloc, bytes, cudaHostAllocMapped));
     memcpy(x_hostalloc, h_x, bytes);

@@ -145,7 +145,8 @@ static void run(moes_context *ctx, int64_t n)
     o.out_index = dev(ctx, o.index_bytes);
     o.m_indices = dev(ctx, o.m_bytes);
     o.sums = dev(ctx, o.sums_bytes);
-    void *bad_out = dev(ctx, o.out_bytes), *bad_index = dev(ctx, o.index_bytes);
+    void *bad_out = dev(ctx, o.out_bytes),
+         *bad_index = dev(ctx, o.index_bytes);
     void *bad_m = dev(ctx, o.m_bytes);
 
     moes_routing r;

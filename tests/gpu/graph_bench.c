@@ -211,9 +211,11 @@ static void setup_case(moes_context *ctx, const bench_case *c, case_state *s)
         b->gather_out = dev_alloc(n * H * 2);
         b->y = dev_alloc(y_bytes);
         {
-            void *block = dev_finite_bf16(y_bytes < y_block ? y_bytes : y_block);
+            void *block =
+                dev_finite_bf16(y_bytes < y_block ? y_bytes : y_block);
             for (int64_t off = 0; off < y_bytes; off += y_block) {
-                int64_t len = y_bytes - off < y_block ? y_bytes - off : y_block;
+                int64_t len =
+                    y_bytes - off < y_block ? y_bytes - off : y_block;
                 CUDA_OK(cudaMemcpy((char *)b->y + off, block, (size_t)len,
                                    cudaMemcpyDeviceToDevice));
             }

@@ -436,7 +436,8 @@ int main(int argc, char **argv)
     /* Counts: a small call routed in one block. */
     expect_routing_op(0, 128, "moes_route_small");
     expect_routing_op(0, 4096,
-                      "moes_count_tiles moes_scan_routing moes_expert_outputs");
+                      "moes_count_tiles moes_scan_routing "
+                      "moes_expert_outputs");
     /* Decode sizes: one launch in which every block routes for itself. */
     expect_scatter(128, "moes_scatter_small");
     /* Eight tokens a block, too many for the registers: their rows are

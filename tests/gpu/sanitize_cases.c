@@ -594,8 +594,10 @@ static int run_scenario(moes_context *cpu_ctx, moes_context *cuda_ctx,
     bytes[B_COUNTS] = sc->e * (int64_t)ie;
     bytes[B_START] = sc->e * (int64_t)ie;
     bytes[B_END] = sc->e * (int64_t)ie;
-    bytes[B_MIDX] = sc->layout == MOES_LAYOUT_MASKED ? 0 : out_rows * (int64_t)ie;
-    bytes[B_MASKED] = sc->layout == MOES_LAYOUT_MASKED ? sc->e * (int64_t)ie : 0;
+    bytes[B_MIDX] =
+        sc->layout == MOES_LAYOUT_MASKED ? 0 : out_rows * (int64_t)ie;
+    bytes[B_MASKED] =
+        sc->layout == MOES_LAYOUT_MASKED ? sc->e * (int64_t)ie : 0;
     bytes[B_DROP] = sc->layout == MOES_LAYOUT_MASKED ? 8 : 0;
     bytes[B_GOUT] = sc->n * sc->h * 2;
     bytes[B_IO_OIDX] = bytes[B_OIDX];
@@ -608,14 +610,16 @@ static int run_scenario(moes_context *cpu_ctx, moes_context *cuda_ctx,
         random_bytes(host[i], bytes[i]);
     }
     for (int64_t c = 0; c < choices; c++) {
-        int64_t id = rnd() % 20 == 0 ? -1 : (int64_t)(rnd() % (uint64_t)e_global);
+        int64_t id =
+            rnd() % 20 == 0 ? -1 : (int64_t)(rnd() % (uint64_t)e_global);
         /* Skewed: half the choices on a few experts, so blocks overflow
          * their alignment and masked experts drop. */
         if (rnd() % 2 == 0)
             id = (int64_t)(rnd() % (e_global < 7 ? (uint64_t)e_global : 7));
         store_index(host[B_IDS], sc->ids_dtype, c, id);
         store_index(host[B_GIDX], sc->index_dtype, c,
-                    rnd() % 10 == 0 ? -1 : (int64_t)(rnd() % (uint64_t)out_rows));
+                    rnd() % 10 == 0 ? -1
+                                    : (int64_t)(rnd() % (uint64_t)out_rows));
         ((float *)host[B_W])[c] = (float)(rnd() % 2001) / 1000.0f - 1.0f;
     }
     for (int64_t i = 0; sc->e_global && i < e_global; i++)

@@ -212,7 +212,8 @@ static int draw_routing(moes_rng *g, moes_case *c, const moes_case_limits *lim)
 
     moes_routing_init(r);
     n = pick_tokens(g, lim->max_tokens);
-    if (n < lim->min_tokens) /* spread over the range, not piled at its floor */
+    /* spread over the range, not piled at its floor */
+    if (n < lim->min_tokens)
         n = moes_rng_range(g, lim->min_tokens, lim->max_tokens);
     if (n == 0 && c->fault != MOES_CASE_VALID && c->fault != MOES_CASE_BAD_MAP)
         n = 1; /* the fault needs a (t, k) to break */
@@ -222,7 +223,8 @@ static int draw_routing(moes_rng *g, moes_case *c, const moes_case_limits *lim)
     r->n_tokens = n;
     r->top_k = k;
     r->n_experts = e;
-    r->ids_dtype = moes_rng_chance(g, 50) ? MOES_DTYPE_INT32 : MOES_DTYPE_INT64;
+    r->ids_dtype =
+        moes_rng_chance(g, 50) ? MOES_DTYPE_INT32 : MOES_DTYPE_INT64;
     ie = dtype_bytes(r->ids_dtype);
     r->ids_stride = draw_stride(g, k);
     ids_stride = resolved(r->ids_stride, k);
@@ -244,7 +246,8 @@ static int draw_routing(moes_rng *g, moes_case *c, const moes_case_limits *lim)
             if (m < 40) { /* expert parallelism: this rank holds a slice */
                 v = (i >= first && i - first < e) ? (int32_t)(i - first) : -1;
             } else if (m < 80) {
-                v = moes_rng_chance(g, 25) ? -1 : (int32_t)moes_rng_below(g, e);
+                v = moes_rng_chance(g, 25) ? -1
+                                           : (int32_t)moes_rng_below(g, e);
             } else {
                 v = (int32_t)moes_rng_below(g, e); /* no -1 at all */
             }
@@ -535,7 +538,8 @@ static int draw_gather(moes_rng *g, moes_case *c, int vector_rows)
         for (int64_t i = 0; i < c->weights.bytes / 4; i++) {
             float w = (float)moes_rng_below(g, 1 << 20) / (float)(1 << 20);
             if (moes_rng_chance(g, 15))
-                draw_value(g, MOES_DTYPE_FP32, (char *)c->weights.data + i * 4);
+                draw_value(g, MOES_DTYPE_FP32,
+                           (char *)c->weights.data + i * 4);
             else
                 memcpy((char *)c->weights.data + i * 4, &w, 4);
         }

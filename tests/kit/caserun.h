@@ -52,11 +52,11 @@ typedef struct moes_case_result {
     moes_case_buffer out[MOES_OUT_COUNT_OF];
 } moes_case_result;
 
-/* Runs count, scatter, gather and distinct experts of c on ctx, or on the oracle when ctx is
- * NULL. Returns MOES_OK when the case could be run (whatever the calls
- * returned: those are in res->status), else the status of the failed
- * allocation or copy, with a message in msg. Free res with
- * moes_case_result_free() in both cases. */
+/* Runs count, scatter, gather and distinct experts of c on ctx, or on the
+ * oracle when ctx is NULL. Returns MOES_OK when the case could be run
+ * (whatever the calls returned: those are in res->status), else the
+ * status of the failed allocation or copy, with a message in msg. Free
+ * res with moes_case_result_free() in both cases. */
 int moes_case_run(moes_context *ctx, const moes_case *c, moes_case_result *res,
                   char *msg, size_t msg_len);
 

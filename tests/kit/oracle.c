@@ -444,7 +444,8 @@ int moes_oracle_gather(const moes_gather_args *args)
                 if (a->weights)
                     memcpy(&w, &a->weights[t * a->weights_stride + k], 4);
                 acc = moes_gather_step(
-                    acc, w, load_float(a->y, a->y_dtype, row * a->y_stride + h));
+                    acc, w,
+                    load_float(a->y, a->y_dtype, row * a->y_stride + h));
             }
             store_float(a->out, a->out_dtype, o, acc);
         }
