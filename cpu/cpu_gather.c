@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cpu_backend.h"
+#include "cpu_fp.h"
 #include "cpu_omp.h"
 #include "numerics.h"
 
@@ -376,9 +377,11 @@ int cpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     MOES_OMP(parallel num_threads((int)team))
     {
         float *acc = accumulators + (int64_t)cpu_thread_num() * chunk;
+        const cpu_fp_mode caller_mode = cpu_fp_keep_subnormals();
         MOES_OMP(for schedule(static))
         for (int64_t t = 0; t < a->n_tokens; t++)
             gather_token(plan, t, acc, chunk);
+        cpu_fp_restore(caller_mode);
     }
     return MOES_OK;
 }

@@ -212,3 +212,66 @@ Test(gather_literal, all_skipped_gives_zero)
     cr_expect_arr_eq(out, want, sizeof want, "0x%08x", out[0]);
     free(out);
 }
+
+/* The calling thread's flush-to-zero bits (x86: FTZ and DAZ in MXCSR,
+ * AArch64: FZ in FPCR), as -ffast-math programs and
+ * torch.set_flush_denormal(True) set them. */
+#if defined(__SSE__) && (defined(__x86_64__) || defined(__i386__))
+#include <xmmintrin.h>
+#define FLUSH_MODES 1
+static uint64_t flush_read(void) { return _mm_getcsr(); }
+static void flush_write(uint64_t m) { _mm_setcsr((unsigned)m); }
+static const uint64_t flush_bits = 0x8040u;
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#define FLUSH_MODES 1
+static uint64_t flush_read(void)
+{
+    uint64_t m;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(m));
+    return m;
+}
+static void flush_write(uint64_t m)
+{
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(m));
+}
+static const uint64_t flush_bits = (uint64_t)1 << 24;
+#else
+#define FLUSH_MODES 0
+#endif
+
+Test(gather_literal, subnormals_kept_when_the_caller_flushes)
+{
+#if FLUSH_MODES
+    /* Even tokens take 1 * 2^-140 (a subnormal input), odd ones
+     * 2^-70 * 2^-70 (a subnormal product of normal inputs): 2^-140,
+     * 0x00000200, every time. With the caller's flush bits set before
+     * the call, the threads the library starts after it inherit them,
+     * and its own thread has them throughout. */
+    enum { N = 64 };
+    const float y[2] = {f32(0x00000200u), f32(0x1C800000u)};
+    int32_t index[N];
+    float w[N];
+    uint32_t *out;
+    float probe;
+    volatile float tiny = f32(0x1C800000u);
+    const uint64_t before = flush_read();
+    for (int t = 0; t < N; t++) {
+        index[t] = t % 2;
+        w[t] = t % 2 ? f32(0x1C800000u) : 1.0f;
+    }
+    flush_write(before | flush_bits);
+    /* The test means something only where the bits take effect. */
+    probe = tiny * tiny;
+    cr_assert_eq(probe, 0.0f, "the flush bits did not take");
+    out = run_gather(y, MOES_DTYPE_FP32, 2, index, w, MOES_DTYPE_FP32,
+                     NULL, 0, N, 1, 1);
+    cr_assert_eq(flush_read() & flush_bits, flush_bits,
+                 "the caller's flush bits were not put back");
+    flush_write(before);
+    for (int t = 0; t < N; t++)
+        cr_expect_eq(out[t], 0x00000200u, "token %d: 0x%08x", t, out[t]);
+    free(out);
+#else
+    cr_skip_test("no flush-to-zero mode known on this CPU");
+#endif
+}
