@@ -10,6 +10,8 @@
  *                              with a 20 KiB stack
  *   host_process threads       a context with the default thread count
  *                              (OMP_NUM_THREADS, set by host_process.test)
+ *   host_process output        nothing printed unless MOES_LOG asks, then
+ *                              one line a context saying its backend
  *
  * Each runs count, scatter and gather and checks their results; it exits 0
  * when they are right, 1 when not, and a call that never returns is ended
@@ -198,6 +200,123 @@ static int run_threads(void)
     return st;
 }
 
+/* What the library writes to standard output and error while f runs
+ * (both sent to one temporary file), into buf; returns f's result, or -1
+ * when the output could not be caught. */
+static int caught_output(int (*f)(void), char *buf, size_t cap)
+{
+    FILE *tmp = tmpfile();
+    int saved_out, saved_err, result;
+    size_t n;
+    if (!tmp)
+        return -1;
+    fflush(NULL);
+    saved_out = dup(1);
+    saved_err = dup(2);
+    if (saved_out < 0 || saved_err < 0 || dup2(fileno(tmp), 1) < 0 ||
+        dup2(fileno(tmp), 2) < 0)
+        return -1;
+    result = f();
+    fflush(NULL);
+    dup2(saved_out, 1);
+    dup2(saved_err, 2);
+    close(saved_out);
+    close(saved_err);
+    rewind(tmp);
+    n = fread(buf, 1, cap - 1, tmp);
+    buf[n] = '\0';
+    fclose(tmp);
+    return result;
+}
+
+static int backend_of(moes_context *ctx)
+{
+    moes_context_info info;
+    info.struct_size = sizeof info;
+    return moes_context_get_info(ctx, &info) == MOES_OK ? info.backend : -1;
+}
+
+static moes_context *open_auto(void)
+{
+    moes_context *ctx = NULL;
+    moes_context_options o;
+    moes_context_options_init(&o);
+    o.backend = MOES_BACKEND_AUTO;
+    o.cpu_threads = 2;
+    if (moes_context_create(&ctx, &o) != MOES_OK)
+        return NULL;
+    return ctx;
+}
+
+/* An AUTO context and a CPU one, each used for good calls, a call with a
+ * bad argument and one with a bad id; 0 when each did what it should. */
+static int two_contexts(void)
+{
+    moes_context *ctxs[2] = {open_auto(), open_cpu(2)};
+    const int32_t bad_ids[2] = {0, 99};
+    int32_t counts[E];
+    moes_routing r;
+    int bad = 0;
+    if (!ctxs[0])
+        return 1;
+    for (int i = 0; i < 2; i++) {
+        moes_context *ctx = ctxs[i];
+        /* The buffers here are host memory: a CUDA context (AUTO on a
+         * machine with a GPU) gets the NULL routing only. */
+        const int on_cpu = backend_of(ctx) == MOES_BACKEND_CPU;
+        if (on_cpu && exercise(ctx) != 0)
+            bad = 1;
+        bad |= moes_count(ctx, NULL, counts, MOES_DTYPE_INT32) !=
+               MOES_ERR_NULL_POINTER;
+        moes_routing_init(&r);
+        r.n_tokens = 1;
+        r.top_k = 2;
+        r.n_experts = E;
+        r.ids = bad_ids;
+        if (on_cpu)
+            bad |= moes_count(ctx, &r, counts, MOES_DTYPE_INT32) !=
+                   MOES_ERR_INVALID_ID;
+        moes_context_destroy(ctx);
+    }
+    return bad;
+}
+
+static int run_output(void)
+{
+    static const char prefix[] = "moescatter: backend ";
+    static char out[4096];
+    int lines = 0;
+    const char *settings[] = {NULL, "", "0"};
+    for (int i = 0; i < 3; i++) {
+        if (settings[i])
+            setenv("MOES_LOG", settings[i], 1);
+        else
+            unsetenv("MOES_LOG");
+        if (caught_output(two_contexts, out, sizeof out) != 0)
+            return fail("calls without MOES_LOG", NULL);
+        if (out[0]) {
+            fprintf(stderr, "host_process: printed with MOES_LOG=%s:\n%s",
+                    settings[i] ? settings[i] : "(unset)", out);
+            return 1;
+        }
+    }
+    setenv("MOES_LOG", "1", 1);
+    if (caught_output(two_contexts, out, sizeof out) != 0)
+        return fail("calls with MOES_LOG=1", NULL);
+    unsetenv("MOES_LOG");
+    printf("MOES_LOG=1:\n%s", out);
+    for (const char *line = out; *line; lines++) {
+        const char *end = strchr(line, '\n');
+        if (!end || strncmp(line, prefix, sizeof prefix - 1) != 0)
+            return fail("MOES_LOG=1 printed a line that is not a backend's",
+                        NULL);
+        line = end + 1;
+    }
+    if (lines != 2)
+        return fail("MOES_LOG=1 did not print one line a context", NULL);
+    return 0;
+}
+
 static void on_alarm(int sig)
 {
     static const char msg[] = "host_process: a call did not return\n";
@@ -218,6 +337,9 @@ int main(int argc, char **argv)
         return run_small_stack();
     if (argc == 2 && strcmp(argv[1], "threads") == 0)
         return run_threads();
-    fprintf(stderr, "usage: host_process fork | small-stack | threads\n");
+    if (argc == 2 && strcmp(argv[1], "output") == 0)
+        return run_output();
+    fprintf(stderr,
+            "usage: host_process fork | small-stack | threads | output\n");
     return 2;
 }
