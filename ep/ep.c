@@ -555,7 +555,8 @@ int moes_ep_finish_create(moes_ep **out, moes_ep *ep, int status)
     if (rc != MOES_OK) {
         moes_ep_set_create_error(ep->message);
         moes_ep_destroy(ep);
-        *out = NULL;
+        if (out) /* a NULL out is this rank's own failure */
+            *out = NULL;
         return rc;
     }
     *out = ep;
@@ -565,8 +566,10 @@ int moes_ep_finish_create(moes_ep **out, moes_ep *ep, int status)
 int moes_ep_capacity(moes_ep *ep, int layout, int64_t alignment,
                      int64_t *capacity)
 {
-    if (!ep || !capacity)
+    if (!ep)
         return MOES_ERR_NULL_POINTER;
+    if (!capacity)
+        return moes_ep_fail(ep, MOES_ERR_NULL_POINTER, "capacity is NULL");
     int64_t per_pair = ep->opts.mode == MOES_EP_MODE_BOUNDED
                            ? ep->opts.tokens_per_pair
                            : ep->opts.max_tokens;
@@ -580,8 +583,10 @@ int moes_ep_capacity(moes_ep *ep, int layout, int64_t alignment,
 
 int moes_ep_get_stats(moes_ep *ep, moes_ep_stats *stats)
 {
-    if (!ep || !stats)
+    if (!ep)
         return MOES_ERR_NULL_POINTER;
+    if (!stats)
+        return moes_ep_fail(ep, MOES_ERR_NULL_POINTER, "stats is NULL");
     if (stats->struct_size != sizeof *stats)
         return moes_ep_fail(ep, MOES_ERR_INVALID_ARGUMENT,
                             "stats->struct_size is %zu, expected %zu",

@@ -111,7 +111,8 @@ int moes_ep_fail(moes_ep *ep, int status, const char *fmt, ...)
 
 /* Shared by the transports' create functions: validates opts, allocates,
  * and checks with the transport that every rank agrees. On failure the ep
- * is freed and *out is NULL. */
+ * is freed and *out is NULL. out may be NULL when local_status is already
+ * a failure: the rank still takes part, so that its peers fail too. */
 int moes_ep_finish_create(moes_ep **out, moes_ep *ep, int local_status);
 
 /* The ep with its options, context and message; transport not yet set. */

@@ -111,11 +111,13 @@ MOES_API int moes_ep_options_init(moes_ep_options *opts);
 #ifdef MPI_VERSION
 /* Creates an ep context over ctx (a CPU context) and the caller's MPI
  * communicator, which must outlive it. Collective: every rank calls it
- * with the same options. Returns MOES_ERR_NULL_POINTER,
- * MOES_ERR_INVALID_SIZE, MOES_ERR_INVALID_DTYPE, MOES_ERR_INVALID_ARGUMENT
- * (the communicator's size is not n_ranks, ranks disagree on the options,
- * a CUDA context), MOES_ERR_OVERFLOW, MOES_ERR_OUT_OF_MEMORY, and the
- * status of a peer that failed. On failure *ep is NULL on every rank. */
+ * with the same options; a rank with bad arguments (ep NULL included)
+ * still takes part, so that every rank fails. Returns
+ * MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE, MOES_ERR_INVALID_DTYPE,
+ * MOES_ERR_INVALID_ARGUMENT (the communicator's size is not n_ranks,
+ * ranks disagree on the options, a CUDA context), MOES_ERR_OVERFLOW,
+ * MOES_ERR_OUT_OF_MEMORY, and the status of a peer that failed. On
+ * failure *ep is NULL on every rank that gave an ep. */
 MOES_API int moes_ep_create_mpi(moes_ep **ep, moes_context *ctx,
                                 const moes_ep_options *opts, MPI_Comm comm);
 #endif

@@ -984,10 +984,115 @@ static void run_bounded_on_device(uint64_t seed, int graph)
 #endif
 
 /* ------------------------------------------------------------------ */
+/* A NULL out on one rank: every rank fails, none waits               */
+/* ------------------------------------------------------------------ */
+
+/* This build's transport, over every rank of the job. */
+static int create_on_job(moes_ep **out, moes_context *ctx,
+                         const moes_ep_options *opts)
+{
+#ifdef EP_TEST_NCCL
+    (void)ctx;
+    return moes_ep_create_nccl(out, dev_ctx, opts, nccl_comm, NULL);
+#else
+    return moes_ep_create_mpi(out, ctx, opts, MPI_COMM_WORLD);
+#endif
+}
+
+/* Rank 0 gives out = NULL, the others good arguments. The peers wait for
+ * rank 0 in the create's agreement: a rank 0 that returned at once would
+ * leave them waiting there, or put their collectives out of step with its
+ * own (the launcher's timeout ends a run that hangs). Every rank must
+ * fail, rank 0 with its own message, the others naming it, and a good
+ * create on every rank after it shows that the communicator's
+ * collectives are still in step. */
+static void null_out(moes_context *ctx)
+{
+    const uint64_t seed = 0x0E1;
+    ep_case c;
+    draw_case(&c, 1);
+    moes_ep_options opts;
+    default_options(&c, &opts);
+    free_case(&c);
+    static char not_an_ep;
+    moes_ep *ep = (moes_ep *)(void *)&not_an_ep; /* must become NULL */
+    int rc = create_on_job(rank == 0 ? NULL : &ep, ctx, &opts);
+    char what[640];
+    snprintf(what, sizeof what, "create with ep NULL on rank 0 returned "
+             "%d (%s)", rc, moes_ep_last_error(NULL));
+    if (rank == 0)
+        expect(rc == MOES_ERR_NULL_POINTER &&
+                   strstr(moes_ep_last_error(NULL), "ep is NULL"),
+               seed, what);
+    else
+        expect(rc == MOES_ERR_NULL_POINTER && ep == NULL &&
+                   strstr(moes_ep_last_error(NULL), "rank 0"),
+               seed, what);
+    ep = NULL;
+    rc = create_on_job(&ep, ctx, &opts);
+    expect(rc == MOES_OK && ep != NULL, seed, moes_ep_last_error(NULL));
+    moes_ep_destroy(ep);
+}
+
+/* ------------------------------------------------------------------ */
 /* Bad input: an error on every rank, nothing written anywhere        */
 /* ------------------------------------------------------------------ */
 
 #ifndef EP_TEST_NCCL
+/* A NULL pointer where ep is good: MOES_ERR_NULL_POINTER and ep's
+ * message naming the argument. */
+static void expect_null(const moes_ep *ep, int rc, const char *name)
+{
+    char what[640];
+    snprintf(what, sizeof what, "NULL %s returned %d, message \"%s\"",
+             name, rc, moes_ep_last_error(ep));
+    char named[64];
+    snprintf(named, sizeof named, "%s is NULL", name);
+    expect(rc == MOES_ERR_NULL_POINTER &&
+               strstr(moes_ep_last_error(ep), named) != NULL,
+           0xBAD, what);
+}
+
+/* Every public function's NULL pointers, with ep good and with ep NULL
+ * (nothing then holds a message: the status alone). The dispatches and
+ * combines are collective, and every rank gives the same NULL. */
+static void null_arguments(moes_ep *ep, const ep_case *c)
+{
+    const uint64_t seed = 0xBAD;
+    int64_t capacity = -1;
+    const int64_t per_pair =
+        c->mode == MOES_EP_MODE_BOUNDED ? c->B : c->max_tokens;
+    expect_null(ep, moes_ep_capacity(ep, MOES_LAYOUT_CONTIGUOUS, 1, NULL),
+                "capacity");
+    expect(moes_ep_capacity(ep, MOES_LAYOUT_CONTIGUOUS, 1, &capacity) ==
+                   MOES_OK && capacity >= per_pair * n_ranks,
+           seed, moes_ep_last_error(ep));
+    expect_null(ep, moes_ep_get_stats(ep, NULL), "stats");
+    moes_ep_stats stats = {.struct_size = sizeof stats};
+    expect(moes_ep_get_stats(ep, &stats) == MOES_OK && stats.rank == rank &&
+               stats.n_ranks == n_ranks,
+           seed, moes_ep_last_error(ep));
+    expect_null(ep, moes_ep_dispatch(ep, NULL), "args");
+    moes_ep_dispatch_args d;
+    dispatch_args(c, NULL, NULL, NULL, &d);
+    expect_null(ep, moes_ep_dispatch(ep, &d), "args->local");
+    expect_null(ep, moes_ep_combine(ep, NULL), "args");
+
+    moes_ep_combine_args ca;
+    moes_ep_combine_args_init(&ca);
+    expect(moes_ep_capacity(NULL, MOES_LAYOUT_CONTIGUOUS, 1, &capacity) ==
+                   MOES_ERR_NULL_POINTER &&
+               moes_ep_get_stats(NULL, &stats) == MOES_ERR_NULL_POINTER &&
+               moes_ep_dispatch(NULL, &d) == MOES_ERR_NULL_POINTER &&
+               moes_ep_combine(NULL, &ca) == MOES_ERR_NULL_POINTER &&
+               moes_ep_synchronize(NULL) == MOES_ERR_NULL_POINTER &&
+               moes_ep_options_init(NULL) == MOES_ERR_NULL_POINTER &&
+               moes_ep_dispatch_args_init(NULL) == MOES_ERR_NULL_POINTER &&
+               moes_ep_combine_args_init(NULL) == MOES_ERR_NULL_POINTER &&
+               moes_ep_destroy(NULL) == MOES_OK,
+           seed, "a NULL ep or args did not return MOES_ERR_NULL_POINTER");
+}
+
 static void bad_inputs(moes_context *ctx)
 {
     const uint64_t seed = 0xBAD;
@@ -1062,6 +1167,7 @@ static void bad_inputs(moes_context *ctx)
     rc = moes_ep_combine(ep, &ca);
     expect(rc == MOES_ERR_INVALID_ARGUMENT, seed,
            "combine before any dispatch");
+    null_arguments(ep, &c);
 
     local_out o, fresh;
     alloc_local(&c, c.max_tokens * n_ranks, &o);
@@ -1238,6 +1344,7 @@ static int suite(void *p)
 #endif
     for (long i = 0; i < cases; i++)
         run_case(ctx, first + (uint64_t)i);
+    null_out(ctx);
 #ifdef EP_TEST_NCCL
     long bounded_cases = cases < 40 ? cases : 40;
     open_graph_api(&cu, rank);

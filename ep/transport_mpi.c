@@ -93,14 +93,20 @@ static const ep_transport mpi_transport = {
 int moes_ep_create_mpi(moes_ep **out, moes_context *ctx,
                        const moes_ep_options *opts, MPI_Comm comm)
 {
-    if (!out)
-        return MOES_ERR_NULL_POINTER;
-    *out = NULL;
+    /* A NULL out is this rank's failure like any other bad argument:
+     * where a collective can run, it goes through the agreement of
+     * moes_ep_finish_create, in which the peers wait for this rank. */
+    if (out)
+        *out = NULL;
     int initialized = 0;
     if (comm == MPI_COMM_NULL ||
         MPI_Initialized(&initialized) != MPI_SUCCESS || !initialized) {
         /* No collective is possible: every rank given such a
          * communicator fails alike. */
+        if (!out) {
+            moes_ep_set_create_error("ep is NULL");
+            return MOES_ERR_NULL_POINTER;
+        }
         moes_ep_set_create_error("comm is MPI_COMM_NULL, or MPI is not "
                                  "initialized");
         return MOES_ERR_INVALID_ARGUMENT;
@@ -130,7 +136,9 @@ int moes_ep_create_mpi(moes_ep **out, moes_context *ctx,
             status = moes_ep_fail(ep, MOES_ERR_OUT_OF_MEMORY,
                                   "cannot allocate the exchange counts");
     moes_context_info info = {.struct_size = sizeof info};
-    if (status == MOES_OK && !ctx)
+    if (status == MOES_OK && !out)
+        status = moes_ep_fail(ep, MOES_ERR_NULL_POINTER, "ep is NULL");
+    else if (status == MOES_OK && !ctx)
         status = moes_ep_fail(ep, MOES_ERR_NULL_POINTER, "ctx is NULL");
     else if (status == MOES_OK && !opts)
         status = moes_ep_fail(ep, MOES_ERR_NULL_POINTER, "opts is NULL");

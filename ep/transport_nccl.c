@@ -192,9 +192,11 @@ static int load_nccl(nccl_api *api)
 int moes_ep_create_nccl(moes_ep **out, moes_context *ctx,
                         const moes_ep_options *opts, void *comm, void *stream)
 {
-    if (!out)
-        return MOES_ERR_NULL_POINTER;
-    *out = NULL;
+    /* A NULL out is this rank's failure like any other bad argument:
+     * where a collective can run, it goes through the agreement of
+     * moes_ep_finish_create, in which the peers wait for this rank. */
+    if (out)
+        *out = NULL;
     nccl_state *n = calloc(1, sizeof *n);
     if (!n) {
         moes_ep_set_create_error("cannot allocate the NCCL state");
@@ -206,6 +208,10 @@ int moes_ep_create_nccl(moes_ep **out, moes_context *ctx,
         if (n->api.library)
             dlclose(n->api.library);
         free(n);
+        if (!out) {
+            moes_ep_set_create_error("ep is NULL");
+            return MOES_ERR_NULL_POINTER;
+        }
         moes_ep_set_create_error(
             comm ? "libnccl.so.2 cannot be opened, or lacks ncclSend"
                  : "nccl_comm is NULL");
@@ -216,6 +222,10 @@ int moes_ep_create_nccl(moes_ep **out, moes_context *ctx,
         n->api.comm_user_rank(comm, &rank) != 0) {
         dlclose(n->api.library);
         free(n);
+        if (!out) {
+            moes_ep_set_create_error("ep is NULL");
+            return MOES_ERR_NULL_POINTER;
+        }
         moes_ep_set_create_error("ncclCommCount or ncclCommUserRank failed");
         return MOES_ERR_DEVICE;
     }
@@ -250,6 +260,8 @@ int moes_ep_create_nccl(moes_ep **out, moes_context *ctx,
                               "must be a CUDA context");
     else if ((status = moes_set_stream(ctx, stream)) != MOES_OK)
         moes_ep_fail(ep, status, "%s", moes_last_error(ctx));
+    else if (!out) /* after the stream: the agreement's copies use it */
+        status = moes_ep_fail(ep, MOES_ERR_NULL_POINTER, "ep is NULL");
     if (status != MOES_OK && !(ctx && info.backend == MOES_BACKEND_CUDA)) {
         /* The agreement below needs device memory on a CUDA context: a
          * rank without one cannot take part. */
