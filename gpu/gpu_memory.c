@@ -34,10 +34,41 @@ int gpu_malloc(moes_context *ctx, void **ptr, int64_t bytes)
     return MOES_OK;
 }
 
+/* Only device memory can come from moes_malloc (cuMemAlloc): host memory,
+ * malloc'd or page-locked, is refused before the driver is asked to free
+ * it, and is left as it is. The driver is asked even where the device
+ * reads pageable host memory (which gpu_check_pointer then lets through):
+ * reading it is not freeing it. Not cached: a free is rare, and forgets
+ * the cache anyway. */
+static int check_freeable(moes_context *ctx, void *ptr)
+{
+    gpu_state *s = gpu_state_of(ctx);
+    unsigned int type = 0;
+    char what[96];
+    CUresult r = s->drv.cuPointerGetAttribute(
+        &type, GPU_CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
+        (CUdeviceptr)(uintptr_t)ptr);
+    if (r == GPU_CUDA_ERROR_INVALID_VALUE)
+        return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+            "ptr = %p is not device memory from moes_malloc (host memory, "
+            "or memory already freed): nothing was freed", ptr);
+    if (!r && type == GPU_CU_MEMORYTYPE_HOST)
+        return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+            "ptr = %p is page-locked host memory, not device memory from "
+            "moes_malloc: nothing was freed", ptr);
+    if (!r)
+        return MOES_OK;
+    snprintf(what, sizeof what, "asking where ptr = %p points", ptr);
+    return gpu_fail(ctx, r, what);
+}
+
 int gpu_free(moes_context *ctx, void *ptr)
 {
     CUresult r;
+    int st;
     ENTER(ctx);
+    if ((st = check_freeable(ctx, ptr)) != MOES_OK)
+        return st;
     /* Its address may come back as other memory: forget what was found. */
     memset(gpu_state_of(ctx)->reachable, 0,
            sizeof gpu_state_of(ctx)->reachable);
@@ -53,10 +84,18 @@ static int wait_stream(moes_context *ctx, CUresult r, const char *what)
     return r ? gpu_fail(ctx, r, what) : MOES_OK;
 }
 
+/* The device-side pointers of the copies and the fill are checked as a
+ * kernel's buffers are (gpu_check_pointer, cached) before the driver sees
+ * them: a host pointer is then an error that names the argument as the
+ * header does, not the driver's words about an address. The host side of
+ * a copy is any host memory, which the driver copies from or to. */
 int gpu_copy_to_backend(moes_context *ctx, void *dst, const void *src,
                         int64_t bytes)
 {
+    int st;
     ENTER(ctx);
+    if ((st = gpu_check_pointer(ctx, "dst", dst)) != MOES_OK)
+        return st;
     return wait_stream(ctx,
         DRV(ctx).cuMemcpyHtoDAsync((CUdeviceptr)(uintptr_t)dst, src,
                                    (size_t)bytes, gpu_stream_of(ctx)),
@@ -66,7 +105,10 @@ int gpu_copy_to_backend(moes_context *ctx, void *dst, const void *src,
 int gpu_copy_to_host(moes_context *ctx, void *dst, const void *src,
                      int64_t bytes)
 {
+    int st;
     ENTER(ctx);
+    if ((st = gpu_check_pointer(ctx, "src", src)) != MOES_OK)
+        return st;
     return wait_stream(ctx,
         DRV(ctx).cuMemcpyDtoHAsync(dst, (CUdeviceptr)(uintptr_t)src,
                                    (size_t)bytes, gpu_stream_of(ctx)),
@@ -76,7 +118,11 @@ int gpu_copy_to_host(moes_context *ctx, void *dst, const void *src,
 int gpu_copy_within(moes_context *ctx, void *dst, const void *src,
                     int64_t bytes)
 {
+    int st;
     ENTER(ctx);
+    if ((st = gpu_check_pointer(ctx, "dst", dst)) != MOES_OK ||
+        (st = gpu_check_pointer(ctx, "src", src)) != MOES_OK)
+        return st;
     return wait_stream(ctx,
         DRV(ctx).cuMemcpyDtoDAsync((CUdeviceptr)(uintptr_t)dst,
                                    (CUdeviceptr)(uintptr_t)src, (size_t)bytes,
@@ -87,7 +133,10 @@ int gpu_copy_within(moes_context *ctx, void *dst, const void *src,
 int gpu_fill(moes_context *ctx, void *ptr, int value, int64_t bytes)
 {
     CUresult r;
+    int st;
     ENTER(ctx);
+    if ((st = gpu_check_pointer(ctx, "ptr", ptr)) != MOES_OK)
+        return st;
     r = DRV(ctx).cuMemsetD8Async((CUdeviceptr)(uintptr_t)ptr,
                                  (unsigned char)value, (size_t)bytes,
                                  gpu_stream_of(ctx));

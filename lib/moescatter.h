@@ -144,8 +144,9 @@ typedef enum moes_status {
                                        of its elements                    */
 } moes_status;
 
-/* The fixed English name of a status ("invalid id"). Never NULL: an unknown
- * value gives "unknown status". */
+/* The fixed English name of a status ("invalid expert id" for
+ * MOES_ERR_INVALID_ID). Never NULL: an unknown value gives "unknown
+ * status". */
 MOES_API const char *moes_strerror(int status);
 
 /* ------------------------------------------------------------------ */
@@ -259,7 +260,13 @@ MOES_API int moes_set_stream(moes_context *ctx, void *stream);
 MOES_API int moes_synchronize(moes_context *ctx);
 
 /* Returns, without waiting, the data error already found by finished work
- * (MOES_OK when none so far). Does not clear it. */
+ * (MOES_OK when none so far; always MOES_OK on the CPU, which defers no
+ * error), with its message in moes_last_error. Does not clear it. Returns
+ * MOES_ERR_NULL_POINTER (ctx NULL: no message is recorded), the data
+ * error's status (MOES_ERR_INVALID_ID, MOES_ERR_INVALID_MAP,
+ * MOES_ERR_INVALID_OUT_INDEX, MOES_ERR_INVALID_SCALE, MOES_ERR_CAPACITY),
+ * or MOES_ERR_DEVICE (the driver failed to query the stream or to read
+ * the error). */
 MOES_API int moes_get_error(moes_context *ctx);
 
 /* ------------------------------------------------------------------ */
@@ -289,15 +296,21 @@ MOES_API int moes_elapsed_ms(moes_context *ctx, int from, int to, double *ms);
  * MOES_ERR_INVALID_SIZE, MOES_ERR_OUT_OF_MEMORY. */
 MOES_API int moes_malloc(moes_context *ctx, void **ptr, int64_t bytes);
 
-/* Frees memory from moes_malloc. NULL ptr is accepted. Returns
- * MOES_ERR_NULL_POINTER (ctx) or MOES_ERR_DEVICE. */
+/* Frees memory from moes_malloc. NULL ptr is accepted and does nothing
+ * (MOES_OK). Returns MOES_ERR_NULL_POINTER (ctx), MOES_ERR_INVALID_ARGUMENT
+ * (on CUDA, ptr is not device memory: host memory, or memory freed
+ * already; nothing is freed and the message names ptr), MOES_ERR_DEVICE. */
 MOES_API int moes_free(moes_context *ctx, void *ptr);
 
 /* Copies bytes from host memory to backend memory, from backend memory to
  * host memory, and within backend memory. These wait until the copy is
- * done (on CUDA they are ordered on the context's stream). Returns
- * MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE (bytes < 0),
- * MOES_ERR_DEVICE. */
+ * done (on CUDA they are ordered on the context's stream). bytes == 0
+ * copies nothing, and then the pointers are not looked at. Returns
+ * MOES_ERR_NULL_POINTER (ctx; a pointer NULL while bytes > 0),
+ * MOES_ERR_INVALID_SIZE (bytes < 0), MOES_ERR_INVALID_ARGUMENT (on CUDA,
+ * a pointer that must be device memory is host memory the GPU cannot
+ * access: dst of moes_copy_to_backend, src of moes_copy_to_host, dst or
+ * src of moes_copy_within, named in the message), MOES_ERR_DEVICE. */
 MOES_API int moes_copy_to_backend(moes_context *ctx, void *dst,
                                   const void *host_src, int64_t bytes);
 MOES_API int moes_copy_to_host(moes_context *ctx, void *host_dst,
@@ -306,8 +319,10 @@ MOES_API int moes_copy_within(moes_context *ctx, void *dst, const void *src,
                               int64_t bytes);
 
 /* Sets bytes of backend memory to value (0..255), asynchronously on CUDA.
- * Returns MOES_ERR_NULL_POINTER, MOES_ERR_INVALID_SIZE,
- * MOES_ERR_INVALID_ARGUMENT (value outside 0..255), MOES_ERR_DEVICE. */
+ * Returns MOES_ERR_NULL_POINTER (ctx; ptr while bytes > 0),
+ * MOES_ERR_INVALID_SIZE (bytes < 0), MOES_ERR_INVALID_ARGUMENT (value
+ * outside 0..255; on CUDA, ptr is host memory the GPU cannot access, named
+ * in the message), MOES_ERR_DEVICE. */
 MOES_API int moes_fill(moes_context *ctx, void *ptr, int value, int64_t bytes);
 
 /* The longest pattern moes_fill_rows writes, in bytes. */

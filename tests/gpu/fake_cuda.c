@@ -9,7 +9,14 @@
  * fake_cuda_take_launches. fake_cuda_set_capturing
  * makes every stream report a graph capture in progress,
  * fake_cuda_refuse_cooperative every cooperative launch fail for want of
- * room, fake_cuda_fail_launches every launch fail outright. Built with
+ * room, fake_cuda_fail_launches every launch fail outright. Two switches
+ * are environment variables instead, read by the calls that open a
+ * context, since they act before a test can reach the fake's functions:
+ * FAKE_CUDA_NO_DEVICE (set, not "0") makes cuDeviceGetCount report no
+ * device, as a driver on a machine without a GPU does, and
+ * FAKE_CUDA_NO_KERNEL_IMAGE makes cuModuleLoadData fail with
+ * CUDA_ERROR_NO_BINARY_FOR_GPU, as on a GPU the fatbin has no code for.
+ * Built with
  * FAKE_OLD_DRIVER it lacks the entry points the backend takes as
  * optional (cuLaunchKernelEx, cuFuncSetAttribute, cuStreamIsCapturing),
  * as a driver older than CUDA 12 does.
@@ -31,6 +38,7 @@
 #define _DEFAULT_SOURCE 1 /* MAP_ANONYMOUS */
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -66,6 +74,15 @@ struct CUfunc_st {
 static struct CUfunc_st functions[256];
 static int n_functions;
 static int context_token, module_token;
+
+/* An environment switch: on when the variable is set, not empty and not
+ * "0". Read at each call, so that one process may open contexts with and
+ * without it. */
+static int env_switch(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
 
 /* The launches written down since the last call, into buf (NULL: they
  * are dropped); returns the bytes written. */
@@ -152,13 +169,16 @@ FAKE_ACCEPTS(cuEventSynchronize, CUevent)
 FAKE_EXPORT CUresult cuGetErrorString(CUresult error, const char **str)
 {
     *str = error == FAKE_LAUNCH_FAILED ? "unspecified launch failure (fake)"
-                                       : "fake CUDA error";
+           : error == GPU_CUDA_ERROR_NO_BINARY_FOR_GPU
+               ? "no kernel image is available for execution on the "
+                 "device (fake)"
+               : "fake CUDA error";
     return GPU_CUDA_SUCCESS;
 }
 
 FAKE_EXPORT CUresult cuDeviceGetCount(int *count)
 {
-    *count = 1;
+    *count = env_switch("FAKE_CUDA_NO_DEVICE") ? 0 : 1;
     return GPU_CUDA_SUCCESS;
 }
 
@@ -212,6 +232,8 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *ctx, CUdevice device)
 FAKE_EXPORT CUresult cuModuleLoadData(CUmodule *module, const void *image)
 {
     (void)image;
+    if (env_switch("FAKE_CUDA_NO_KERNEL_IMAGE"))
+        return GPU_CUDA_ERROR_NO_BINARY_FOR_GPU;
     *module = (CUmodule)(void *)&module_token;
     return GPU_CUDA_SUCCESS;
 }

@@ -38,6 +38,16 @@
  *   - A gather given host memory from malloc fails with
  *     MOES_ERR_INVALID_ARGUMENT naming the argument, launching nothing;
  *     one whose launch fails returns MOES_ERR_DEVICE naming the kernel.
+ *   - moes_fill, moes_copy_to_backend, moes_copy_to_host and
+ *     moes_copy_within given host memory from malloc where device memory
+ *     is needed, and moes_free given host memory, fail with
+ *     MOES_ERR_INVALID_ARGUMENT naming the argument, touching nothing;
+ *     on device memory they work, and a freed pointer is no longer taken
+ *     for device memory.
+ *   - host_launches unusable CAUSE, against the fake switched by
+ *     FAKE_CUDA_NO_DEVICE or FAKE_CUDA_NO_KERNEL_IMAGE: a context that
+ *     asks for CUDA fails with MOES_ERR_BACKEND_UNAVAILABLE naming CAUSE,
+ *     and an AUTO context runs on the CPU with CAUSE in its reason.
  *   - host_launches old-driver, against the fake without cuLaunchKernelEx,
  *     cuFuncSetAttribute and cuStreamIsCapturing: every gather has its
  *     check kernel, no scatter is cooperative and none stages rows.
@@ -393,6 +403,173 @@ static void expect_fill_rows(void)
     release_buffers();
 }
 
+/* The bytes of n at p are all `value`. */
+static int all_bytes(const unsigned char *p, size_t n, int value)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != value)
+            return 0;
+    return 1;
+}
+
+/* Writes down a failure unless `ok`. */
+static void expect_true(const char *what, int ok)
+{
+    if (ok) {
+        printf("ok: %s\n", what);
+    } else {
+        fprintf(stderr, "FAIL: %s\n", what);
+        failures++;
+    }
+}
+
+/* The fill and the copies take device memory where the header says
+ * backend memory, and moes_free only memory from moes_malloc: host memory
+ * from malloc there fails before the driver is asked (which here would
+ * write the host memory, the fake's device memory being host memory),
+ * naming the argument; device memory works, twice over (the second time
+ * from the cache of pointers found reachable). */
+static void expect_memory_calls(void)
+{
+    enum { BYTES = 4096 };
+    unsigned char *host = malloc(BYTES), *back = malloc(BYTES);
+    unsigned char *d1 = device_buffer(BYTES), *d2 = device_buffer(BYTES);
+    void *spare = NULL;
+    take_launches(NULL, 0);
+    if (!host || !back || !d1 || !d2) {
+        expect_true("host and device buffers for the memory calls", 0);
+        goto done;
+    }
+    memset(host, 0x11, BYTES);
+
+    /* Host memory where device memory is needed. */
+    verdict("fill of host memory", moes_fill(buffers_ctx, host, 0x5A, BYTES),
+            MOES_ERR_INVALID_ARGUMENT, "", "ptr = ");
+    expect_true("fill of host memory left it alone",
+                all_bytes(host, BYTES, 0x11));
+    verdict("copy_to_backend into host memory",
+            moes_copy_to_backend(buffers_ctx, back, host, BYTES),
+            MOES_ERR_INVALID_ARGUMENT, "", "dst = ");
+    verdict("copy_to_host from host memory",
+            moes_copy_to_host(buffers_ctx, back, host, BYTES),
+            MOES_ERR_INVALID_ARGUMENT, "", "src = ");
+    verdict("copy_within into host memory",
+            moes_copy_within(buffers_ctx, host, d1, BYTES),
+            MOES_ERR_INVALID_ARGUMENT, "", "dst = ");
+    verdict("copy_within from host memory",
+            moes_copy_within(buffers_ctx, d1, host, BYTES),
+            MOES_ERR_INVALID_ARGUMENT, "", "src = ");
+    verdict("free of host memory", moes_free(buffers_ctx, host),
+            MOES_ERR_INVALID_ARGUMENT, "", "ptr = ");
+    /* Nothing to copy is a valid copy of nothing, wherever it points. */
+    verdict("copy_to_backend of 0 bytes into host memory",
+            moes_copy_to_backend(buffers_ctx, host, host, 0), MOES_OK, "",
+            NULL);
+    verdict("free of NULL", moes_free(buffers_ctx, NULL), MOES_OK, "",
+            NULL);
+
+    /* Device memory: every call works, the second round from the cache. */
+    for (int round = 0; round < 2; round++) {
+        verdict("fill of device memory",
+                moes_fill(buffers_ctx, d1, 0x5A, BYTES), MOES_OK, "", NULL);
+        verdict("copy_to_host from device memory",
+                moes_copy_to_host(buffers_ctx, back, d1, BYTES), MOES_OK, "",
+                NULL);
+        expect_true("the fill reached the device memory",
+                    all_bytes(back, BYTES, 0x5A));
+        verdict("copy_to_backend into device memory",
+                moes_copy_to_backend(buffers_ctx, d1, host, BYTES), MOES_OK,
+                "", NULL);
+        verdict("copy_within device memory",
+                moes_copy_within(buffers_ctx, d2, d1, BYTES), MOES_OK, "",
+                NULL);
+        memset(back, 0, BYTES);
+        verdict("copy_to_host of the copy",
+                moes_copy_to_host(buffers_ctx, back, d2, BYTES), MOES_OK, "",
+                NULL);
+        expect_true("the copies carried the bytes",
+                    all_bytes(back, BYTES, 0x11));
+    }
+
+    /* Freed, a pointer the cache held is asked about again. */
+    if (moes_malloc(buffers_ctx, &spare, BYTES) != MOES_OK) {
+        expect_true("moes_malloc for the free", 0);
+        goto done;
+    }
+    verdict("fill before the free", moes_fill(buffers_ctx, spare, 0, BYTES),
+            MOES_OK, "", NULL);
+    verdict("free of device memory", moes_free(buffers_ctx, spare), MOES_OK,
+            "", NULL);
+    verdict("fill after the free", moes_fill(buffers_ctx, spare, 0, BYTES),
+            MOES_ERR_INVALID_ARGUMENT, "", "ptr = ");
+    verdict("a second free", moes_free(buffers_ctx, spare),
+            MOES_ERR_INVALID_ARGUMENT, "", "already freed");
+done:
+    free(host);
+    free(back);
+    release_buffers();
+}
+
+/* With the fake switched to a machine where CUDA cannot run (no device,
+ * no kernel image for the GPU): CUDA asked for fails naming the cause,
+ * and AUTO falls back to the CPU, saying why, and works. */
+static int expect_unusable(const char *cause)
+{
+    moes_context_options o;
+    moes_context_info info;
+    moes_context *ctx = NULL;
+    void *p = NULL;
+    int rc;
+    moes_context_options_init(&o);
+    o.backend = MOES_BACKEND_CUDA;
+    rc = moes_context_create(&ctx, &o);
+    if (rc != MOES_ERR_BACKEND_UNAVAILABLE || ctx ||
+        !strstr(moes_last_error(NULL), cause)) {
+        fprintf(stderr, "FAIL: CUDA asked for: status %d (expected %d), "
+                "message \"%s\" (expected \"%s\")\n", rc,
+                MOES_ERR_BACKEND_UNAVAILABLE, moes_last_error(NULL), cause);
+        failures++;
+    } else {
+        printf("ok: CUDA asked for: %s\n", moes_last_error(NULL));
+    }
+    moes_context_destroy(ctx);
+
+    ctx = NULL;
+    rc = moes_context_create(&ctx, NULL);
+    if (rc != MOES_OK) {
+        fprintf(stderr, "FAIL: AUTO: status %d: %s\n", rc,
+                moes_last_error(NULL));
+        return 1;
+    }
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    rc = moes_context_get_info(ctx, &info);
+    if (rc != MOES_OK || info.backend != MOES_BACKEND_CPU ||
+        !strstr(info.reason, "CPU chosen by AUTO") ||
+        !strstr(info.reason, cause)) {
+        fprintf(stderr, "FAIL: AUTO: status %d, backend %d (expected %d), "
+                "reason \"%s\" (expected the CPU because \"%s\")\n", rc,
+                info.backend, MOES_BACKEND_CPU, info.reason, cause);
+        failures++;
+    } else {
+        printf("ok: AUTO: %s\n", info.reason);
+    }
+    /* The CPU context works. */
+    if (moes_malloc(ctx, &p, 64) != MOES_OK ||
+        moes_fill(ctx, p, 7, 64) != MOES_OK ||
+        !all_bytes(p, 64, 7) || moes_free(ctx, p) != MOES_OK) {
+        fprintf(stderr, "FAIL: AUTO's CPU context: %s\n",
+                moes_last_error(ctx));
+        failures++;
+    }
+    moes_context_destroy(ctx);
+    if (failures)
+        fprintf(stderr, "host_launches unusable: %d failed\n", failures);
+    else
+        printf("host_launches unusable: %s\n", cause);
+    return failures != 0;
+}
+
 int main(int argc, char **argv)
 {
     /* The fake built as a driver older than CUDA 12 (host-launches.test). */
@@ -415,6 +592,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "FAIL: libcuda.so.1 is not the fake driver\n");
         return 1;
     }
+    /* The fake switched to no device or no kernel image
+     * (host-launches.test). */
+    if (argc > 2 && strcmp(argv[1], "unusable") == 0)
+        return expect_unusable(argv[2]);
 
     moes_context *ctx = cuda_context();
     if (!ctx)
@@ -523,6 +704,7 @@ int main(int argc, char **argv)
     }
     expect_capture_needs_reserve(old_driver);
     expect_fill_rows();
+    expect_memory_calls();
     /* Last: a failed launch may leave the context unusable. */
     expect_gather_errors(old_driver ? "launching moes_check_out_index"
                                     : "launching moes_gather_checked_");
