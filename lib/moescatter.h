@@ -255,8 +255,10 @@ MOES_API int moes_set_stream(moes_context *ctx, void *stream);
 
 /* Waits for all work queued on the context's stream, then returns the first
  * data error found on the device since the last synchronize (and clears
- * it), or MOES_ERR_DEVICE. On the CPU there is nothing to wait for: returns
- * MOES_OK. */
+ * it): MOES_ERR_INVALID_ID, MOES_ERR_INVALID_MAP,
+ * MOES_ERR_INVALID_OUT_INDEX, MOES_ERR_INVALID_SCALE or MOES_ERR_CAPACITY;
+ * or MOES_ERR_DEVICE, or MOES_ERR_NULL_POINTER (ctx). On the CPU there is
+ * nothing to wait for: returns MOES_OK. */
 MOES_API int moes_synchronize(moes_context *ctx);
 
 /* Returns, without waiting, the data error already found by finished work
