@@ -276,7 +276,8 @@ static int cpu_distinct(moes_context *ctx, const moes_distinct_plan *plan,
                                                rp->n_choices))
              schedule(static))
     for (int64_t t = 0; t < n_tokens; t++) {
-        char *row = (char *)plan->out + (size_t)(t * top_k) * elem;
+        char *row =
+            (char *)plan->out + (size_t)(t * plan->out_stride) * elem;
         for (int64_t k = 0; k < top_k; k++)
             moes_index_store(row, elem, k, cpu_local_expert(rp, t, k));
         moes_distinct_row(row, (int64_t)elem, top_k);

@@ -709,7 +709,7 @@ static int route(moes_ep *ep, const moes_ep_dispatch_args *a)
     r.n_experts_global = ep->opts.experts_per_rank * ep->n_ranks;
     r.n_experts = ep->n_ranks;
     int rc = moes_distinct_experts(ep->ctx, &r, ep->pack_ids.ptr,
-                                   MOES_DTYPE_INT32);
+                                   MOES_DTYPE_INT32, 0);
     return rc == MOES_OK ? MOES_OK : fail_ids(ep, rc);
 }
 

@@ -73,7 +73,8 @@ distinct_rows_counted(const gpu_scatter_args &a)
         kept |= (unsigned)first << i;
     }
     unsigned char *row =
-        (unsigned char *)a.distinct_out + t * a.top_k * a.index_elem;
+        (unsigned char *)a.distinct_out +
+        t * a.distinct_out_stride * a.index_elem;
 #pragma unroll
     for (int i = 0; i < K; i++) {
         if (!(kept >> i & 1u))
@@ -108,7 +109,8 @@ moes_distinct_rows(const gpu_scatter_args a)
     if (t >= a.n_tokens)
         return;
     unsigned char *row =
-        (unsigned char *)a.distinct_out + t * a.top_k * a.index_elem;
+        (unsigned char *)a.distinct_out +
+        t * a.distinct_out_stride * a.index_elem;
     for (int64_t k = 0; k < a.top_k; k++) {
         int64_t id;
         moes_dev_index_store(row, a.index_elem, k,

@@ -365,11 +365,13 @@ typedef struct gpu_scatter_args {
     void *row_source;            /* [out_rows] or NULL                    */
     int64_t row_source_pad;      /* its value on rows without a choice    */
 
-    /* moes_distinct_experts: [N][K] of index_elem bytes, dense; NULL for
-     * a count or a scatter. distinct_self_check: 1 when the kernel checks
-     * the map and ids itself (no routing kernels before it). */
+    /* moes_distinct_experts: [N][distinct_out_stride] of index_elem
+     * bytes; NULL for a count or a scatter. distinct_self_check: 1 when
+     * the kernel checks the map and ids itself (no routing kernels before
+     * it). */
     void *distinct_out;
     int64_t distinct_self_check;
+    int64_t distinct_out_stride;
 } gpu_scatter_args;
 
 typedef struct gpu_gather_args {

@@ -466,6 +466,7 @@ int gpu_distinct(moes_context *ctx, const moes_distinct_plan *plan,
     MOES_TRY(prepare_route(ctx, &plan->route, 0, &a));
     a.index_elem = (int64_t)moes_index_dtype_size(plan->out_dtype);
     a.distinct_out = plan->out;
+    a.distinct_out_stride = plan->out_stride;
     if (a.n_choices <= GPU_DISTINCT_SELF_CHECK_MAX &&
         (!a.map || a.n_global <= GPU_DISTINCT_SELF_CHECK_MAX)) {
         /* One launch that checks as it goes (distinct_experts.cu); one

@@ -38,8 +38,9 @@ typedef struct moes_count_plan {
 
 typedef struct moes_distinct_plan {
     moes_route_plan route;
-    void *out;                /* [N][K], dense                             */
+    void *out;                /* [N][out_stride]                           */
     int out_dtype;            /* MOES_DTYPE_INT32 or MOES_DTYPE_INT64      */
+    int64_t out_stride;       /* >= K, resolved (never 0)                  */
 } moes_distinct_plan;
 
 /* A scatter, validated. Every stride in a is resolved (never 0). */

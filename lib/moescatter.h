@@ -431,15 +431,18 @@ MOES_API int moes_count(moes_context *ctx, const moes_routing *routing,
 /* Each token's distinct local experts: out[t][j] for j < K is the j-th
  * smallest of the local experts that token t's choices map to, each once,
  * and -1 after the last of them (a token whose choices are all -1, or
- * mapped to -1, gets a row of -1). out is [N][K] of out_dtype (int32 or
- * int64), dense. Used as ids with top_k K and E experts, it sends a token
- * once to each expert it chose, however many of its choices name that
- * expert: with an expert_map from experts to devices or ranks, once to
- * each of those (the ep layer's dispatch does this). Cost follows N*K,
- * whatever E is. Returns the codes of moes_count; out is then unchanged. */
+ * mapped to -1, gets a row of -1). out is [N][out_stride] of out_dtype
+ * (int32 or int64), out_stride >= K, 0 meaning K; entries past K of a
+ * row are not touched. Used as ids with top_k K, ids_stride out_stride
+ * and E experts, it sends a token once to each expert it chose, however
+ * many of its choices name that expert: with an expert_map from experts
+ * to devices or ranks, once to each of those (the ep layer's dispatch
+ * does this). Cost follows N*K, whatever E is. Returns the codes of
+ * moes_count, and MOES_ERR_INVALID_STRIDE for an out_stride below K;
+ * out is then unchanged. */
 MOES_API int moes_distinct_experts(moes_context *ctx,
                                    const moes_routing *routing, void *out,
-                                   int out_dtype);
+                                   int out_dtype, int64_t out_stride);
 
 /* ------------------------------------------------------------------ */
 /* Scatter                                                            */

@@ -87,14 +87,15 @@ MOES_API int moes_count(moes_context *ctx, const moes_routing *routing,
 
 MOES_API int moes_distinct_experts(moes_context *ctx,
                                    const moes_routing *routing, void *out,
-                                   int out_dtype)
+                                   int out_dtype, int64_t out_stride)
 {
     moes_distinct_plan plan;
     moes_data_error err = {0};
     int st;
     if (!ctx)
         return MOES_ERR_NULL_POINTER;
-    st = moes_validate_distinct(ctx, routing, out, out_dtype, &plan);
+    st = moes_validate_distinct(ctx, routing, out, out_dtype, out_stride,
+                                &plan);
     if (st != MOES_OK)
         return st;
     return finish(ctx, ctx->ops->distinct(ctx, &plan, &err), &err);

@@ -259,7 +259,7 @@ int moes_validate_count(moes_context *ctx, const moes_routing *routing,
 }
 
 int moes_validate_distinct(moes_context *ctx, const moes_routing *routing,
-                           void *out, int out_dtype,
+                           void *out, int out_dtype, int64_t out_stride,
                            moes_distinct_plan *plan)
 {
     size_t elem;
@@ -274,13 +274,16 @@ int moes_validate_distinct(moes_context *ctx, const moes_routing *routing,
         return moes_set_error(ctx, MOES_ERR_NULL_POINTER, "out is NULL");
     MOES_TRY(check_index_range(ctx, "out", "routing->n_experts",
                                rp->r.n_experts, elem, rp->r.n_experts - 1));
-    MOES_TRY(check_extent(ctx, "out", rp->r.n_tokens, rp->r.top_k, elem));
+    MOES_TRY(resolve_stride(ctx, "out_stride", &out_stride, rp->r.top_k,
+                            "routing->top_k"));
+    MOES_TRY(check_extent(ctx, "out", rp->r.n_tokens, out_stride, elem));
     plan->out = out;
     plan->out_dtype = out_dtype;
+    plan->out_stride = out_stride;
     {
         moes_span in[2], outs[1];
         int n_in = routing_spans(rp, in);
-        outs[0] = span_rows("out", out, rp->r.n_tokens, rp->r.top_k,
+        outs[0] = span_rows("out", out, rp->r.n_tokens, out_stride,
                             rp->r.top_k, elem);
         MOES_TRY(check_alignment(ctx, in, n_in));
         MOES_TRY(check_alignment(ctx, outs, 1));

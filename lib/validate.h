@@ -18,7 +18,7 @@ int moes_validate_count(moes_context *ctx, const moes_routing *routing,
                         void *counts, int counts_dtype,
                         moes_count_plan *plan);
 int moes_validate_distinct(moes_context *ctx, const moes_routing *routing,
-                           void *out, int out_dtype,
+                           void *out, int out_dtype, int64_t out_stride,
                            moes_distinct_plan *plan);
 int moes_validate_scatter(moes_context *ctx, const moes_routing *routing,
                           const moes_scatter_args *args,

@@ -18,7 +18,7 @@
 static int distinct(moes_context *ctx, const moes_routing *r, void *out,
                     int dtype)
 {
-    int st = moes_distinct_experts(ctx, r, out, dtype);
+    int st = moes_distinct_experts(ctx, r, out, dtype, 0);
     int sync = moes_synchronize(ctx);
     return st != MOES_OK ? st : sync;
 }
@@ -66,6 +66,51 @@ Test(distinct, repeats_and_empty_tokens)
                          (long long)get_index(host, dtypes[d], i),
                          (long long)want[i]);
         free(host);
+        dev_free(ctx, out);
+        dev_free(ctx, dids);
+        test_close(ctx);
+    }
+}
+
+Test(distinct, strided_rows)
+{
+    /* N = 3, K = 3, E = 4, rows 5 entries apart: entries 3 and 4 of each
+     * row are not the call's and keep the canary. */
+    static const int32_t ids[9] = {2, 0, 2, -1, 3, 1, 1, 1, 1};
+    static const int64_t want[9] = {0, 2, -1, 1, 3, -1, 1, -1, -1};
+    const int dtypes[2] = {MOES_DTYPE_INT32, MOES_DTYPE_INT64};
+    for (int d = 0; d < 2; d++) {
+        moes_context *ctx = test_open(2);
+        void *dids = dev_from(ctx, ids, sizeof ids);
+        const int64_t elem = dtypes[d] == MOES_DTYPE_INT32 ? 4 : 8;
+        void *out = dev_new(ctx, 15 * elem);
+        void *canary = dev_get(ctx, out, 15 * elem);
+        moes_routing r = routing_of(dids, 3, 3, 4);
+        cr_assert_eq(moes_distinct_experts(ctx, &r, out, dtypes[d], 5),
+                     MOES_OK, "%s", moes_last_error(ctx));
+        cr_assert_eq(moes_synchronize(ctx), MOES_OK, "%s",
+                     moes_last_error(ctx));
+        void *host = dev_get(ctx, out, 15 * elem);
+        for (int t = 0; t < 3; t++) {
+            for (int j = 0; j < 3; j++)
+                cr_expect_eq(get_index(host, dtypes[d], t * 5 + j),
+                             want[t * 3 + j], "dtype %d, out[%d][%d] = %lld",
+                             dtypes[d], t, j,
+                             (long long)get_index(host, dtypes[d],
+                                                  t * 5 + j));
+            cr_expect(memcmp((char *)host + (t * 5 + 3) * elem,
+                             (char *)canary + (t * 5 + 3) * elem,
+                             (size_t)(2 * elem)) == 0,
+                      "dtype %d: row %d's entries past K were written",
+                      dtypes[d], t);
+        }
+        /* A stride below K. */
+        cr_expect_eq(moes_distinct_experts(ctx, &r, out, dtypes[d], 2),
+                     MOES_ERR_INVALID_STRIDE);
+        cr_expect(strstr(moes_last_error(ctx), "out_stride = 2") != NULL,
+                  "%s", moes_last_error(ctx));
+        free(host);
+        free(canary);
         dev_free(ctx, out);
         dev_free(ctx, dids);
         test_close(ctx);
@@ -138,28 +183,28 @@ Test(distinct, arguments)
     void *dids = dev_from(ctx, ids, sizeof ids);
     void *out = dev_new(ctx, 6 * 8);
     moes_routing r = routing_of(dids, 2, 3, 5);
-    cr_expect_eq(moes_distinct_experts(NULL, &r, out, MOES_DTYPE_INT32),
+    cr_expect_eq(moes_distinct_experts(NULL, &r, out, MOES_DTYPE_INT32, 0),
                  MOES_ERR_NULL_POINTER);
-    cr_expect_eq(moes_distinct_experts(ctx, NULL, out, MOES_DTYPE_INT32),
+    cr_expect_eq(moes_distinct_experts(ctx, NULL, out, MOES_DTYPE_INT32, 0),
                  MOES_ERR_NULL_POINTER);
-    cr_expect_eq(moes_distinct_experts(ctx, &r, NULL, MOES_DTYPE_INT32),
+    cr_expect_eq(moes_distinct_experts(ctx, &r, NULL, MOES_DTYPE_INT32, 0),
                  MOES_ERR_NULL_POINTER);
     cr_expect(strstr(moes_last_error(ctx), "out is NULL") != NULL);
-    cr_expect_eq(moes_distinct_experts(ctx, &r, out, MOES_DTYPE_FP32),
+    cr_expect_eq(moes_distinct_experts(ctx, &r, out, MOES_DTYPE_FP32, 0),
                  MOES_ERR_INVALID_DTYPE);
     cr_expect(strstr(moes_last_error(ctx), "out_dtype") != NULL);
     /* out over the ids it reads. */
-    cr_expect_eq(moes_distinct_experts(ctx, &r, dids, MOES_DTYPE_INT32),
+    cr_expect_eq(moes_distinct_experts(ctx, &r, dids, MOES_DTYPE_INT32, 0),
                  MOES_ERR_OVERLAP);
     cr_expect(strstr(moes_last_error(ctx), "routing->ids") != NULL, "%s",
               moes_last_error(ctx));
     /* Misaligned int64 rows. */
     cr_expect_eq(moes_distinct_experts(ctx, &r, (char *)out + 4,
-                                       MOES_DTYPE_INT64),
+                                       MOES_DTYPE_INT64, 0),
                  MOES_ERR_MISALIGNED);
     /* int32 cannot name expert 2^31. */
     r.n_experts = (int64_t)INT32_MAX + 2;
-    cr_expect_eq(moes_distinct_experts(ctx, &r, out, MOES_DTYPE_INT32),
+    cr_expect_eq(moes_distinct_experts(ctx, &r, out, MOES_DTYPE_INT32, 0),
                  MOES_ERR_OVERFLOW);
     cr_expect(strstr(moes_last_error(ctx), "routing->n_experts") != NULL,
               "%s", moes_last_error(ctx));
@@ -195,7 +240,8 @@ static void random_against_oracle(int64_t n, int64_t k, int64_t e,
     }
     moes_routing r = routing_of(ids, n, k, e);
     r.ids_dtype = MOES_DTYPE_INT64;
-    cr_assert_eq(moes_oracle_distinct_experts(&r, want, dtype), MOES_OK);
+    cr_assert_eq(moes_oracle_distinct_experts(&r, want, dtype, 0),
+                 MOES_OK);
 
     moes_context *ctx = test_open(2);
     void *dids = dev_from(ctx, ids, n * k * 8);

@@ -270,7 +270,7 @@ def _load():
     # Since 0.3: each token's distinct experts.
     try:
         lib.moes_distinct_experts.argtypes = [c_void_p, c_void_p, c_void_p,
-                                              c_int]
+                                              c_int, c_int64]
         lib.moes_distinct_experts.restype = c_int
     except AttributeError:
         pass

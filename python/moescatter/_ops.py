@@ -330,7 +330,7 @@ def distinct_experts(topk_ids, num_experts, *, expert_map=None, dtype=None):
                               "moes_distinct_experts")
         ws = _enter(ctx, n, k, max(num_experts, 1), workspace=True)
         st = LIB.moes_distinct_experts(ctx.handle, ctx.routing_ref,
-                                       A.ptr(out), code)
+                                       A.ptr(out), code, 0)
         if st != _lib.MOES_OK:
             ctx.fail(st, "moes_distinct_experts")
     del keep, ws

@@ -587,16 +587,31 @@ static int oracle_too_slow(const moes_routing *r)
 }
 
 /* moes_count and moes_distinct_experts: a routing and one index output,
- * [1][E] for the counts, [N][K] for the distinct experts. */
+ * [1][E] for the counts, [N][stride] for the distinct experts. */
 typedef struct routing_call {
     const char *name, *output;
     int distinct;
-    int (*lib)(moes_context *, const moes_routing *, void *, int);
-    int (*oracle)(const moes_routing *, void *, int);
+    int (*lib)(moes_context *, const moes_routing *, void *, int, int64_t);
+    int (*oracle)(const moes_routing *, void *, int, int64_t);
 } routing_call;
 
+/* The counts are one row: no stride. */
+static int count_lib(moes_context *ctx, const moes_routing *r, void *out,
+                     int dtype, int64_t stride)
+{
+    (void)stride;
+    return moes_count(ctx, r, out, dtype);
+}
+
+static int count_oracle(const moes_routing *r, void *out, int dtype,
+                        int64_t stride)
+{
+    (void)stride;
+    return moes_oracle_count(r, out, dtype);
+}
+
 static const routing_call count_call = {"moes_count", "counts", 0,
-                                        moes_count, moes_oracle_count};
+                                        count_lib, count_oracle};
 static const routing_call distinct_call = {
     "moes_distinct_experts", "out", 1, moes_distinct_experts,
     moes_oracle_distinct_experts};
@@ -606,25 +621,27 @@ static void fuzz_routing_call(fz_input *in, call_buffers *cb,
 {
     moes_routing r;
     int routing_null, dtype, got, want;
+    int64_t stride;
     void *out = NULL;
     uint8_t present;
 
     decode_routing(in, cb, &r, &routing_null);
     dtype = decode_index_dtype(in);
+    stride = call->distinct ? decode_stride(in, r.top_k) : 0;
     present = fz_u8(in);
     if (present < 240) {
         size_t elem = elem_of(dtype);
         const int64_t rows = call->distinct ? r.n_tokens : 1;
         const int64_t cols = call->distinct ? r.top_k : r.n_experts;
         out = add_output(cb, call->output,
-                         claim(cb, rows, cols, cols,
-                               elem ? (int64_t)elem : 8),
+                         claim(cb, rows, call->distinct ? stride : cols,
+                               cols, elem ? (int64_t)elem : 8),
                          NULL);
     }
     if (cb->skip)
         return;
     if (call->distinct && oracle_distinct_too_slow(&r)) {
-        call->lib(ctx, routing_null ? NULL : &r, out, dtype);
+        call->lib(ctx, routing_null ? NULL : &r, out, dtype, stride);
         return;
     }
     if (cb->arena) {
@@ -633,18 +650,20 @@ static void fuzz_routing_call(fz_input *in, call_buffers *cb,
         routing_in_arena(cb, &r, cb->lib_arena.data);
         routing_in_arena(cb, &ro, cb->oracle_arena);
         got = call->lib(ctx, routing_null ? NULL : &r,
-                        in_arena(cb, out, cb->lib_arena.data), dtype);
+                        in_arena(cb, out, cb->lib_arena.data), dtype,
+                        stride);
         want = cb->overflowed
                    ? MOES_OK
                    : call->oracle(routing_null ? NULL : &ro,
-                                  in_arena(cb, out, cb->oracle_arena), dtype);
+                                  in_arena(cb, out, cb->oracle_arena), dtype,
+                                  stride);
         judge_arena(cb, call->name, ctx, got, want);
         return;
     }
-    got = call->lib(ctx, routing_null ? NULL : &r, out, dtype);
+    got = call->lib(ctx, routing_null ? NULL : &r, out, dtype, stride);
     want = cb->overflowed ? MOES_OK
                           : call->oracle(routing_null ? NULL : &r,
-                                         expected_of(cb, out), dtype);
+                                         expected_of(cb, out), dtype, stride);
     judge(cb, call->name, ctx, got, want);
 }
 

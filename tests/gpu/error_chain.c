@@ -88,7 +88,8 @@ static int valid_calls(moes_context *ctx, const moes_routing *r,
 {
     int st = moes_count(ctx, r, o->counts, MOES_DTYPE_INT64);
     if (st == MOES_OK)
-        st = moes_distinct_experts(ctx, r, o->distinct, MOES_DTYPE_INT32);
+        st = moes_distinct_experts(ctx, r, o->distinct, MOES_DTYPE_INT32,
+                                   0);
     moes_scatter_args a = *s;
     a.out = o->out;
     a.out_index = o->out_index;

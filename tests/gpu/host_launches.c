@@ -369,7 +369,7 @@ static void expect_routing_op(int distinct, int64_t n, const char *expected)
     if (r.ids && out)
         verdict(what,
                 distinct ? moes_distinct_experts(buffers_ctx, &r, out,
-                                                 MOES_DTYPE_INT32)
+                                                 MOES_DTYPE_INT32, 0)
                          : moes_count(buffers_ctx, &r, out, MOES_DTYPE_INT64),
                 MOES_OK, expected, NULL);
     release_buffers();

@@ -392,7 +392,7 @@ int main(int argc, char **argv)
         if (strchr(calls, 'd') &&
             (!failed_as_expected(&v, "moes_distinct_experts",
                                  moes_distinct_experts(v.ctx, &r, v.distinct,
-                                                       MOES_DTYPE_INT32),
+                                                       MOES_DTYPE_INT32, 0),
                                  MOES_ERR_INVALID_ID, round) ||
              !untouched(&v, "distinct", v.distinct, v.index_bytes, round, t,
                         k)))

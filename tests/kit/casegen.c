@@ -671,7 +671,10 @@ static int draw_case(moes_rng *g, moes_case *c, const moes_case_limits *lim)
     c->counts_dtype = moes_rng_chance(g, 50) ? MOES_DTYPE_INT32
                                              : MOES_DTYPE_INT64;
     c->count_bytes = e * (int64_t)dtype_bytes(c->counts_dtype);
-    c->distinct_bytes = n * k * ie;
+    /* The distinct experts' out takes the out_index's row stride (0 or
+     * K and more), so that no draw is added. */
+    c->distinct_stride = a->out_index_stride;
+    c->distinct_bytes = extent(n, resolved(c->distinct_stride, k), k, ie);
 
     if (!draw_gather(g, c, vector_rows))
         return 0;

@@ -79,7 +79,8 @@ typedef struct moes_case {
 
     /* Byte sizes of the outputs (0 = not asked for). */
     int64_t count_bytes;        /* moes_count's counts                      */
-    int64_t distinct_bytes;     /* moes_distinct_experts' out: N*K indices  */
+    int64_t distinct_bytes;     /* moes_distinct_experts' out: [N][stride]  */
+    int64_t distinct_stride;    /* its out_stride (0 means K)               */
     int64_t out_bytes, out_scales_bytes, out_index_bytes;
     int64_t expert_array_bytes; /* counts, start, end, masked_m: E entries  */
     int64_t m_indices_bytes;

@@ -181,10 +181,12 @@ static int run_calls(side *s, const moes_case *c, run_buffers *b,
     /* distinct experts, in the scatter's index dtype */
     st = s->ctx ? moes_distinct_experts(s->ctx, &routing,
                                         b->out[MOES_OUT_DISTINCT],
-                                        c->scatter.index_dtype)
+                                        c->scatter.index_dtype,
+                                        c->distinct_stride)
                 : moes_oracle_distinct_experts(&routing,
                                                b->out[MOES_OUT_DISTINCT],
-                                               c->scatter.index_dtype);
+                                               c->scatter.index_dtype,
+                                               c->distinct_stride);
     finish_call(s, st, &res->status[MOES_CALL_DISTINCT],
                 res->message[MOES_CALL_DISTINCT], sizeof res->message[0]);
 

@@ -46,7 +46,8 @@ static geometry geometry_of(const moes_case *c, int i)
         geo.elem = dtype_bytes(c->counts_dtype);
         break;
     case MOES_OUT_DISTINCT:
-        geo.row_stride = c->routing.top_k;
+        geo.row_stride = c->distinct_stride ? c->distinct_stride
+                                            : c->routing.top_k;
         geo.col_stride = 1;
         geo.row_len = c->routing.top_k;
         break;

@@ -122,12 +122,13 @@ int moes_oracle_count(const moes_routing *routing, void *counts,
 }
 
 int moes_oracle_distinct_experts(const moes_routing *routing, void *out,
-                                 int out_dtype)
+                                 int out_dtype, int64_t out_stride)
 {
     oracle_routing or_;
     size_t elem;
     int64_t *local, *c;
-    int st = oracle_check_distinct(routing, out, out_dtype, &or_, &elem);
+    int st = oracle_check_distinct(routing, out, out_dtype, &out_stride,
+                                   &or_, &elem);
     if (st != MOES_OK)
         return st;
     st = route(&or_, &local, &c);
@@ -146,11 +147,11 @@ int moes_oracle_distinct_experts(const moes_routing *routing, void *out,
             }
             if (next < 0)
                 break;
-            store_index(out, elem, t * k_top + j++, next);
+            store_index(out, elem, t * out_stride + j++, next);
             last = next;
         }
         for (; j < k_top; j++)
-            store_index(out, elem, t * k_top + j, -1);
+            store_index(out, elem, t * out_stride + j, -1);
     }
     free(local);
     free(c);

@@ -26,7 +26,7 @@ int moes_oracle_count(const moes_routing *routing, void *counts,
 
 /* out[t][j]: token t's distinct local experts ascending, then -1. */
 int moes_oracle_distinct_experts(const moes_routing *routing, void *out,
-                                 int out_dtype);
+                                 int out_dtype, int64_t out_stride);
 
 /* The scatter of moes_scatter(), every pointer a host pointer. */
 int moes_oracle_scatter(const moes_routing *routing,

@@ -221,8 +221,8 @@ int oracle_check_count(const moes_routing *routing, const void *counts,
 }
 
 int oracle_check_distinct(const moes_routing *routing, const void *out,
-                          int out_dtype, oracle_routing *or_,
-                          size_t *out_elem)
+                          int out_dtype, int64_t *out_stride,
+                          oracle_routing *or_, size_t *out_elem)
 {
     CHECK(oracle_check_routing(routing, or_));
     *out_elem = index_elem(out_dtype);
@@ -232,7 +232,11 @@ int oracle_check_distinct(const moes_routing *routing, const void *out,
         return oracle_fail(MOES_ERR_NULL_POINTER, "out is NULL");
     if (*out_elem == 4 && or_->r.n_experts - 1 > INT32_MAX)
         return oracle_fail(MOES_ERR_OVERFLOW, "experts do not fit int32");
-    if (!bytes_fit(or_->r.n_tokens, or_->r.top_k, *out_elem))
+    if (*out_stride == 0)
+        *out_stride = or_->r.top_k;
+    if (*out_stride < or_->r.top_k)
+        return oracle_fail(MOES_ERR_INVALID_STRIDE, "out_stride");
+    if (!bytes_fit(or_->r.n_tokens, *out_stride, *out_elem))
         return oracle_fail(MOES_ERR_OVERFLOW, "out bytes");
     {
         const moes_routing *r = &or_->r;
@@ -241,7 +245,7 @@ int oracle_check_distinct(const moes_routing *routing, const void *out,
                        or_->ids_elem);
         in[1] = extent(r->expert_map, 1, r->n_experts_global,
                        r->n_experts_global, 4);
-        o[0] = extent(out, r->n_tokens, r->top_k, r->top_k, *out_elem);
+        o[0] = extent(out, r->n_tokens, *out_stride, r->top_k, *out_elem);
         CHECK(pointers_ok(in, 2, o, 1));
     }
     return MOES_OK;

@@ -41,9 +41,10 @@ int oracle_check_routing(const moes_routing *routing, oracle_routing *out);
 int oracle_check_count(const moes_routing *routing, const void *counts,
                        int counts_dtype, oracle_routing *out,
                        size_t *counts_elem);
+/* *out_stride comes back resolved (0 means K). */
 int oracle_check_distinct(const moes_routing *routing, const void *out,
-                          int out_dtype, oracle_routing *or_,
-                          size_t *out_elem);
+                          int out_dtype, int64_t *out_stride,
+                          oracle_routing *or_, size_t *out_elem);
 int oracle_check_scatter(const moes_routing *routing,
                          const moes_scatter_args *args, oracle_scatter *out);
 int oracle_check_gather(const moes_gather_args *args, oracle_gather *out);
