@@ -25,9 +25,10 @@
  *   No output may share a byte with an input of the call or with another
  *   output, over the extent its arguments give it (first element to the
  *   last one the call may touch): MOES_ERR_OVERLAP, naming both. Buffers
- *   of rows with the same stride in bytes are compared row by row, so
- *   the fields of records in one allocation (a row and its scales) are
- *   separate buffers as long as no two rows share a byte. Every
+ *   of rows with the same stride in bytes, or a buffer of one row beside
+ *   one of many rows, are compared row by row, so the fields of records
+ *   in one allocation (a row and its scales) are separate buffers as
+ *   long as no two rows share a byte. Every
  *   pointer must be aligned to the size of its elements:
  *   MOES_ERR_MISALIGNED. The work and the workspace of a call grow with
  *   what it reads and writes, never with an unused capacity or with the

@@ -105,13 +105,32 @@ static int check_alignment(moes_context *ctx, const moes_span *spans, int n)
  * past its end and end at or before the next one: records of several
  * fields in one buffer (a row and its scales, say), each field an
  * argument of its own. */
+/* A single row has no period of its own (span_rows gives it its stride,
+ * which nothing repeats): against rows of another period that it fits
+ * in, it takes theirs, so that a row inside another buffer's row gaps is
+ * no overlap whatever stride it was given. */
+static int span_is_one_row(const moes_span *s)
+{
+    return s->period != 0 && s->end - s->begin == s->row_bytes;
+}
+
+static uintptr_t period_against(const moes_span *s, const moes_span *other)
+{
+    return span_is_one_row(s) && other->period >= s->row_bytes
+               ? other->period
+               : s->period;
+}
+
 static int spans_overlap(const moes_span *a, const moes_span *b)
 {
     if (!(a->begin < a->end && b->begin < b->end && a->begin < b->end &&
           b->begin < a->end))
         return 0;
-    const uintptr_t p = a->period;
-    if (p == 0 || p != b->period || a->row_bytes > p - b->row_bytes)
+    /* Two single rows whose ranges meet share a byte. */
+    if (span_is_one_row(a) && span_is_one_row(b))
+        return 1;
+    const uintptr_t p = period_against(a, b);
+    if (p == 0 || p != period_against(b, a) || a->row_bytes > p - b->row_bytes)
         return 1;
     /* b's first row, from the row of a at or before it. */
     const uintptr_t d = b->begin >= a->begin

@@ -406,6 +406,63 @@ Test(hardening, adjacent_buffers_are_not_an_overlap)
     test_close(ctx);
 }
 
+/* A single output row inside the gaps of an input's rows shares no
+ * byte with them, whatever stride it is given (its stride places no
+ * second row); one element further it does. y: 2 rows of 3 floats, 6
+ * apart; out: one token's row at y + 3, between them, or at y + 4. The
+ * oracle's argument checks agree each time. */
+Test(hardening, one_row_in_the_gaps_of_another_buffer)
+{
+    static const float y_rows[2 * 6] = {1, 2, 3, -9, -9, -9,
+                                        4, 5, 6, -9, -9, -9};
+    static const int32_t index[2] = {1, 0};
+    moes_context *ctx = test_open(1);
+    float *buf = dev_from(ctx, y_rows, sizeof y_rows);
+    float *dev_index = dev_from(ctx, index, sizeof index);
+    const int64_t strides[3] = {3, 6, 1000};
+    moes_gather_args g;
+    oracle_gather checked;
+    moes_gather_args_init(&g);
+    g.n_tokens = 1;
+    g.top_k = 2;
+    g.hidden = 3;
+    g.y = buf;
+    g.y_rows = 2;
+    g.y_stride = 6;
+    g.y_dtype = MOES_DTYPE_FP32;
+    g.out_index = dev_index;
+    g.index_dtype = MOES_DTYPE_INT32;
+    g.out_dtype = MOES_DTYPE_FP32;
+    for (int s = 0; s < 3; s++) {
+        g.out_stride = strides[s];
+        g.out = buf + 3;
+        cr_expect_eq(oracle_check_gather(&g, &checked), MOES_OK,
+                     "stride %lld: %s", (long long)strides[s],
+                     moes_oracle_last_error());
+        cr_expect_eq(moes_gather(ctx, &g), MOES_OK, "stride %lld: %s",
+                     (long long)strides[s], moes_last_error(ctx));
+        cr_expect_eq(moes_synchronize(ctx), MOES_OK);
+        float *got = dev_get(ctx, buf, sizeof y_rows);
+        cr_expect(got[3] == 5.0f && got[4] == 7.0f && got[5] == 9.0f,
+                  "stride %lld: out = {%g, %g, %g}", (long long)strides[s],
+                  (double)got[3], (double)got[4], (double)got[5]);
+        cr_expect(got[0] == 1.0f && got[6] == 4.0f && got[8] == 6.0f,
+                  "stride %lld: y was written", (long long)strides[s]);
+        free(got);
+        cr_expect_eq(moes_copy_to_backend(ctx, buf, y_rows, sizeof y_rows),
+                     MOES_OK);
+        g.out = buf + 4;
+        cr_expect_eq(moes_gather(ctx, &g), MOES_ERR_OVERLAP,
+                     "stride %lld, one element into y's second row",
+                     (long long)strides[s]);
+        expect_message_names(ctx, "args->out", "args->y");
+        cr_expect_eq(oracle_check_gather(&g, &checked), MOES_ERR_OVERLAP);
+    }
+    dev_free(ctx, buf);
+    dev_free(ctx, dev_index);
+    test_close(ctx);
+}
+
 /* The strides of buffers not given are not looked at: out_scales' with
  * no scales (INT64_MIN, whose span would overflow if it were formed) and
  * the gather's weights_stride with no weights (-1, which is no stride at
