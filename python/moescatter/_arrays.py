@@ -299,8 +299,9 @@ def empty(space, shp, code):
     return numpy.empty(shp, dtype=name)
 
 
-def index_code(index_dtype):
-    """int32 or int64 from a torch dtype, a NumPy dtype or a name."""
+def index_code(index_dtype, name="index_dtype"):
+    """int32 or int64 from a torch dtype, a NumPy dtype or a name; the
+    error names the caller's argument, `name`."""
     if index_dtype is None:
         return _lib.DTYPE_INT32
     if torch is not None and isinstance(index_dtype, torch.dtype):
@@ -313,8 +314,8 @@ def index_code(index_dtype):
             name = str(index_dtype)
         code = _NUMPY_NAMES.get(name)
     if code not in (_lib.DTYPE_INT32, _lib.DTYPE_INT64):
-        raise TypeError("index_dtype must be int32 or int64, got %s"
-                        % (index_dtype,))
+        raise TypeError("%s must be int32 or int64, got %s"
+                        % (name, index_dtype))
     return code
 
 

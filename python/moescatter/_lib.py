@@ -85,8 +85,9 @@ class Error(Exception):
 
     Attributes: ``status`` (the moes_status number), ``status_name``
     ("MOES_ERR_INVALID_ID"), ``reason`` (the fixed English name of the
-    status, "invalid expert id") and ``message`` (the library's detailed message,
-    which names the argument and, for data errors, the element at fault).
+    status, "invalid expert id") and ``message`` (the library's detailed
+    message, which names the argument and, for data errors, the element at
+    fault).
     Errors about arguments and data are also ``ValueError`` (see
     ``ArgumentError``); errors of the machine (memory, driver, workspace)
     are also ``RuntimeError`` (see ``BackendError``).

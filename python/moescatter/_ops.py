@@ -3,6 +3,7 @@
 turned into the library's structs, outputs allocated where the caller gave
 none, the call made on the context of the arrays' device."""
 import ctypes
+import operator
 import threading
 from typing import NamedTuple, Optional, Any
 
@@ -15,8 +16,14 @@ _arg_error = _lib.argument_error
 
 def _int64(value, name):
     """value as a Python int that the library's int64 fields hold:
-    ctypes would store a larger one modulo 2**64."""
-    v = int(value)
+    ctypes would store a larger one modulo 2**64. Only integers (Python,
+    NumPy, a one-element integer tensor): int() would truncate 3.9 to 3
+    and read "4" as 4, and the call would go on with a size nobody gave."""
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise _arg_error("%s = %r is not an integer" % (name, value)) \
+            from None
     if not -2 ** 63 <= v < 2 ** 63:
         raise _arg_error("%s = %d does not fit a 64-bit integer" % (name, v))
     return v
@@ -275,7 +282,7 @@ def count(topk_ids, num_experts, *, expert_map=None, dtype=None):
     Raises ``moescatter.Error`` (a ValueError) for ids or map entries out of
     range; on CUDA those are found by the kernels: see ``synchronize``.
     """
-    code = A.index_code(dtype)
+    code = A.index_code(dtype, "dtype")
     op = _maybe_compiled("count")
     if op is not None:
         return op(topk_ids, num_experts, expert_map, code == _lib.DTYPE_INT64)
@@ -311,7 +318,7 @@ def distinct_experts(topk_ids, num_experts, *, expert_map=None, dtype=None):
     ``moescatter.Error`` (a ValueError) for ids or map entries out of
     range; on CUDA those are found by the kernels: see ``synchronize``.
     """
-    code = A.index_code(dtype)
+    code = A.index_code(dtype, "dtype")
     if not hasattr(LIB, "moes_distinct_experts"):
         raise NotImplementedError(
             "the loaded libmoescatter has no moes_distinct_experts (0.3 and "
@@ -601,7 +608,7 @@ def scatter_into(ctx, space, x_ptr, n, h, x_rs, xcode, topk_ids, e,
         xs, xs_ptr, xs_n, xs_s, xs_rs, _ = A.matrix_in(
             x_scales, "x_scales", (_lib.DTYPE_FP32,), space)
         s = -(-h // scale_block)
-        if xs_n != n or xs_s < s:
+        if xs_n != n or xs_s != s:
             raise _arg_error("x_scales must be [N, S] with N = %d and S = "
                              "ceil(H / scale_block) = %d, got shape %s"
                              % (n, s, A.shape(xs)))

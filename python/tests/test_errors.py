@@ -216,3 +216,34 @@ def test_numpy_outputs_in_ml_dtypes(monkeypatch):
     monkeypatch.setitem(sys.modules, "ml_dtypes", None)
     with pytest.raises(TypeError, match="ml_dtypes"):
         _arrays.empty(_arrays.NUMPY, (2,), _lib.DTYPE_FP8_E4M3)
+
+
+def test_sizes_must_be_integers(device):
+    """3.9 experts is not 3, nor "4" 4: a size that is not an integer is
+    refused by name before anything runs."""
+    ids = torch.tensor([[0, 1], [2, 0]], dtype=torch.int32, device=device)
+    x = torch.ones(2, 4, device=device)
+    for bad in (3.9, "4", 1.5):
+        e = raises_status(device, "MOES_ERR_INVALID_ARGUMENT",
+                          moescatter.scatter, x, ids, bad)
+        assert "num_experts" in e.message and "not an integer" in e.message
+    e = raises_status(device, "MOES_ERR_INVALID_ARGUMENT", moescatter.scatter,
+                      x, ids, 3, alignment=2.5)
+    assert "alignment" in e.message
+
+
+def test_scales_must_have_exactly_s_columns(device):
+    """x_scales wider than ceil(H / scale_block) would have its extra
+    columns ignored, the scales of a different block size read as these."""
+    ids = torch.tensor([[0], [1]], dtype=torch.int32, device=device)
+    x = torch.ones(2, 8, device=device)
+    wide = torch.ones(2, 5, device=device)
+    e = raises_status(device, "MOES_ERR_INVALID_ARGUMENT", moescatter.scatter,
+                      x, ids, 2, wide, scale_block=2)
+    assert "x_scales" in e.message
+
+
+def test_count_dtype_error_names_dtype():
+    ids = torch.zeros(1, 1, dtype=torch.int32)
+    with pytest.raises(TypeError, match="^dtype must be int32 or int64"):
+        moescatter.count(ids, 2, dtype=torch.float32)
