@@ -44,6 +44,16 @@ void moes_ep_set_create_error(const char *message)
     snprintf(create_error, sizeof create_error, "%s", message);
 }
 
+int moes_ep_fail_alone(moes_ep **out, int status, const char *message)
+{
+    if (!out) {
+        status = MOES_ERR_NULL_POINTER;
+        message = "ep is NULL";
+    }
+    moes_ep_set_create_error(message);
+    return status;
+}
+
 int moes_ep_fail(moes_ep *ep, int status, const char *fmt, ...)
 {
     va_list ap;

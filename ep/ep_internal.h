@@ -121,6 +121,12 @@ moes_ep *moes_ep_alloc(moes_context *ctx, const moes_ep_options *opts);
 /* The message of the last failed create in this thread. */
 void moes_ep_set_create_error(const char *message);
 
+/* A rank that cannot take part in the creation's agreement (no usable
+ * communicator) fails at once: with MOES_ERR_NULL_POINTER and "ep is
+ * NULL" when out is NULL, else with status and message. Returns the
+ * status. */
+int moes_ep_fail_alone(moes_ep **out, int status, const char *message);
+
 /* At least `bytes` (64 at the least) of zeros in b, reallocated when it
  * holds fewer; on failure the message says which step failed. */
 int moes_ep_ensure(moes_ep *ep, ep_buffer *b, int64_t bytes);

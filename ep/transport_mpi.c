@@ -103,13 +103,9 @@ int moes_ep_create_mpi(moes_ep **out, moes_context *ctx,
         MPI_Initialized(&initialized) != MPI_SUCCESS || !initialized) {
         /* No collective is possible: every rank given such a
          * communicator fails alike. */
-        if (!out) {
-            moes_ep_set_create_error("ep is NULL");
-            return MOES_ERR_NULL_POINTER;
-        }
-        moes_ep_set_create_error("comm is MPI_COMM_NULL, or MPI is not "
-                                 "initialized");
-        return MOES_ERR_INVALID_ARGUMENT;
+        return moes_ep_fail_alone(out, MOES_ERR_INVALID_ARGUMENT,
+                                  "comm is MPI_COMM_NULL, or MPI is not "
+                                  "initialized");
     }
     moes_ep *ep = moes_ep_alloc(ctx, opts);
     mpi_state *m = ep ? calloc(1, sizeof *m) : NULL;

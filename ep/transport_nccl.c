@@ -208,26 +208,18 @@ int moes_ep_create_nccl(moes_ep **out, moes_context *ctx,
         if (n->api.library)
             dlclose(n->api.library);
         free(n);
-        if (!out) {
-            moes_ep_set_create_error("ep is NULL");
-            return MOES_ERR_NULL_POINTER;
-        }
-        moes_ep_set_create_error(
+        return moes_ep_fail_alone(
+            out, comm ? MOES_ERR_BACKEND_UNAVAILABLE : MOES_ERR_NULL_POINTER,
             comm ? "libnccl.so.2 cannot be opened, or lacks ncclSend"
                  : "nccl_comm is NULL");
-        return comm ? MOES_ERR_BACKEND_UNAVAILABLE : MOES_ERR_NULL_POINTER;
     }
     int size = 0, rank = 0;
     if (n->api.comm_count(comm, &size) != 0 ||
         n->api.comm_user_rank(comm, &rank) != 0) {
         dlclose(n->api.library);
         free(n);
-        if (!out) {
-            moes_ep_set_create_error("ep is NULL");
-            return MOES_ERR_NULL_POINTER;
-        }
-        moes_ep_set_create_error("ncclCommCount or ncclCommUserRank failed");
-        return MOES_ERR_DEVICE;
+        return moes_ep_fail_alone(out, MOES_ERR_DEVICE,
+                                  "ncclCommCount or ncclCommUserRank failed");
     }
     moes_ep *ep = moes_ep_alloc(ctx, opts);
     if (!ep) {
