@@ -34,6 +34,22 @@ int gpu_malloc(moes_context *ctx, void **ptr, int64_t bytes)
     return MOES_OK;
 }
 
+/* What CUDA knows of the memory at ptr: a GPU_CU_MEMORYTYPE_*, or 0 for
+ * memory it does not know (not allocated, registered or mapped through
+ * CUDA: malloc'd, or freed already); else the driver's error. */
+static CUresult memory_type(gpu_state *s, const void *ptr,
+                            unsigned int *type)
+{
+    CUresult r = s->drv.cuPointerGetAttribute(
+        type, GPU_CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
+        (CUdeviceptr)(uintptr_t)ptr);
+    if (r == GPU_CUDA_ERROR_INVALID_VALUE) {
+        *type = 0;
+        return 0;
+    }
+    return r;
+}
+
 /* Only device memory can come from moes_malloc (cuMemAlloc): host memory,
  * malloc'd or page-locked, is refused before the driver is asked to free
  * it, and is left as it is. The driver is asked even where the device
@@ -42,24 +58,22 @@ int gpu_malloc(moes_context *ctx, void **ptr, int64_t bytes)
  * the cache anyway. */
 static int check_freeable(moes_context *ctx, void *ptr)
 {
-    gpu_state *s = gpu_state_of(ctx);
     unsigned int type = 0;
     char what[96];
-    CUresult r = s->drv.cuPointerGetAttribute(
-        &type, GPU_CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
-        (CUdeviceptr)(uintptr_t)ptr);
-    if (r == GPU_CUDA_ERROR_INVALID_VALUE)
+    CUresult r = memory_type(gpu_state_of(ctx), ptr, &type);
+    if (r) {
+        snprintf(what, sizeof what, "asking where ptr = %p points", ptr);
+        return gpu_fail(ctx, r, what);
+    }
+    if (type == 0)
         return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
             "ptr = %p is not device memory from moes_malloc (host memory, "
             "or memory already freed): nothing was freed", ptr);
-    if (!r && type == GPU_CU_MEMORYTYPE_HOST)
+    if (type == GPU_CU_MEMORYTYPE_HOST)
         return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
             "ptr = %p is page-locked host memory, not device memory from "
             "moes_malloc: nothing was freed", ptr);
-    if (!r)
-        return MOES_OK;
-    snprintf(what, sizeof what, "asking where ptr = %p points", ptr);
-    return gpu_fail(ctx, r, what);
+    return MOES_OK;
 }
 
 int gpu_free(moes_context *ctx, void *ptr)
@@ -337,13 +351,7 @@ static int device_reaches(gpu_state *s, const void *ptr, CUresult *r)
     const CUdeviceptr p = (CUdeviceptr)(uintptr_t)ptr;
     unsigned int type = 0;
     CUdeviceptr mapped = 0;
-    *r = s->drv.cuPointerGetAttribute(&type,
-                                      GPU_CU_POINTER_ATTRIBUTE_MEMORY_TYPE, p);
-    if (*r == GPU_CUDA_ERROR_INVALID_VALUE) {
-        /* Not allocated, registered or mapped through CUDA. */
-        *r = 0;
-        return 0;
-    }
+    *r = memory_type(s, ptr, &type);
     if (*r)
         return -1;
     if (type == GPU_CU_MEMORYTYPE_DEVICE || type == GPU_CU_MEMORYTYPE_UNIFIED)
