@@ -118,11 +118,15 @@ static oracle_extent extent(const void *p, int64_t rows, int64_t stride,
  * share a byte exactly when those two sets of offsets meet. */
 /* One row alone repeats at no period: against another extent's rows it
  * is taken to repeat at theirs when it fits in one period. */
+static int one_row(const oracle_extent *x)
+{
+    return x->period != 0 && x->end - x->begin == x->row_bytes;
+}
+
 static wide period_seen_by(const oracle_extent *x, const oracle_extent *other)
 {
-    const int alone = x->period != 0 && x->end - x->begin == x->row_bytes;
-    return alone && other->period >= x->row_bytes ? other->period
-                                                  : x->period;
+    return one_row(x) && other->period >= x->row_bytes ? other->period
+                                                       : x->period;
 }
 
 static int extents_overlap(const oracle_extent *a, const oracle_extent *b)
@@ -131,8 +135,7 @@ static int extents_overlap(const oracle_extent *a, const oracle_extent *b)
     if (!(a->begin < a->end && b->begin < b->end && a->begin < b->end &&
           b->begin < a->end))
         return 0;
-    if (a->period != 0 && a->end - a->begin == a->row_bytes &&
-        b->period != 0 && b->end - b->begin == b->row_bytes)
+    if (one_row(a) && one_row(b))
         return 1; /* two single rows whose ranges meet */
     p = period_seen_by(a, b);
     if (p == 0 || p != period_seen_by(b, a))
