@@ -59,6 +59,7 @@ static CUresult memory_type(gpu_state *s, const void *ptr,
 static int check_freeable(moes_context *ctx, void *ptr)
 {
     unsigned int type = 0;
+    CUdeviceptr start = 0;
     char what[96];
     CUresult r = memory_type(gpu_state_of(ctx), ptr, &type);
     if (r) {
@@ -73,6 +74,22 @@ static int check_freeable(moes_context *ctx, void *ptr)
         return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
             "ptr = %p is page-locked host memory, not device memory from "
             "moes_malloc: nothing was freed", ptr);
+    /* The driver frees only an allocation's first address, and says no
+     * more than "invalid value" for any other. */
+    r = gpu_state_of(ctx)->drv.cuPointerGetAttribute(
+        &start, GPU_CU_POINTER_ATTRIBUTE_RANGE_START_ADDR,
+        (CUdeviceptr)(uintptr_t)ptr);
+    if (r) {
+        snprintf(what, sizeof what, "asking where ptr = %p points", ptr);
+        return gpu_fail(ctx, r, what);
+    }
+    if (start != (CUdeviceptr)(uintptr_t)ptr)
+        return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
+            "ptr = %p lies %llu bytes inside the allocation that starts at "
+            "%p: give moes_free the pointer moes_malloc gave; nothing was "
+            "freed", ptr,
+            (unsigned long long)((CUdeviceptr)(uintptr_t)ptr - start),
+            (void *)(uintptr_t)start);
     return MOES_OK;
 }
 

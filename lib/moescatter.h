@@ -301,8 +301,9 @@ MOES_API int moes_malloc(moes_context *ctx, void **ptr, int64_t bytes);
 
 /* Frees memory from moes_malloc. NULL ptr is accepted and does nothing
  * (MOES_OK). Returns MOES_ERR_NULL_POINTER (ctx), MOES_ERR_INVALID_ARGUMENT
- * (on CUDA, ptr is not device memory: host memory, or memory freed
- * already; nothing is freed and the message names ptr), MOES_ERR_DEVICE. */
+ * (on CUDA, ptr is not the start of device memory: host memory, memory
+ * freed already, or an address inside an allocation; nothing is freed and
+ * the message names ptr), MOES_ERR_DEVICE. */
 MOES_API int moes_free(moes_context *ctx, void *ptr);
 
 /* Copies bytes from host memory to backend memory, from backend memory to

@@ -14,8 +14,9 @@
  *      moes_copy_within (dst, then src) given a malloc'd pointer return
  *      MOES_ERR_INVALID_ARGUMENT naming the argument and leave the host
  *      memory as it was (unless the GPU reads pageable memory); moes_free
- *      refuses malloc'd memory, page-locked memory and device memory it
- *      freed already, naming ptr, on any GPU.
+ *      refuses malloc'd memory, page-locked memory, device memory it
+ *      freed already and an address inside an allocation, naming ptr, on
+ *      any GPU.
  *   3. The cost of the check: host time per call of a repeated gather
  *      (pointers cached), against the same call right after the cache was
  *      emptied (moes_free), and one cudaPointerGetAttributes.
@@ -256,6 +257,8 @@ static void host_pointers(moes_context *ctx, int pageable)
                    "ptr");
     expect_refused(ctx, moes_free(ctx, freed), "moes_free (freed already)",
                    "ptr");
+    expect_refused(ctx, moes_free(ctx, dev + 64),
+                   "moes_free (inside an allocation)", "ptr");
     /* The refused frees freed nothing: the memory is still usable. */
     memset(pinned, 0x5A, BYTES);
     EXPECT(moes_copy_to_backend(ctx, dev, pinned, BYTES) == MOES_OK, "%s",

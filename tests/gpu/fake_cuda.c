@@ -429,6 +429,8 @@ FAKE_EXPORT CUresult cuPointerGetAttribute(void *data, int attribute,
             *(unsigned *)data = GPU_CU_MEMORYTYPE_DEVICE;
         else if (attribute == GPU_CU_POINTER_ATTRIBUTE_DEVICE_POINTER)
             *(CUdeviceptr *)data = ptr;
+        else if (attribute == GPU_CU_POINTER_ATTRIBUTE_RANGE_START_ADDR)
+            *(CUdeviceptr *)data = base;
         else
             return GPU_CUDA_ERROR_INVALID_VALUE;
         return GPU_CUDA_SUCCESS;

@@ -498,6 +498,11 @@ static void expect_memory_calls(void)
     }
     verdict("fill before the free", moes_fill(buffers_ctx, spare, 0, BYTES),
             MOES_OK, "", NULL);
+    verdict("free of a pointer inside the allocation",
+            moes_free(buffers_ctx, (unsigned char *)spare + 64),
+            MOES_ERR_INVALID_ARGUMENT, "", "64 bytes inside");
+    verdict("fill after the refused free",
+            moes_fill(buffers_ctx, spare, 0, BYTES), MOES_OK, "", NULL);
     verdict("free of device memory", moes_free(buffers_ctx, spare), MOES_OK,
             "", NULL);
     verdict("fill after the free", moes_fill(buffers_ctx, spare, 0, BYTES),
