@@ -580,7 +580,11 @@ def _check_index_only(x, x_scales, row_source, row_source_pad, unpadded_end,
         _lib.require("unpadded_end", (0, 3))
     pad = row_source_pad
     if not isinstance(pad, int) and not _symbolic(pad):
-        pad = int(pad)  # a NumPy or torch integer
+        try:
+            pad = operator.index(pad)  # a NumPy or torch integer
+        except TypeError:
+            raise _arg_error("row_source_pad = %r is not an integer"
+                             % (pad,)) from None
     # ctypes would wrap a value past int64 silently; the library checks
     # the index dtype's range.
     if row_source and isinstance(pad, int) and \
@@ -666,8 +670,10 @@ def scatter_capacity(n_tokens, top_k, num_experts, *, layout="contiguous",
                          % (", ".join(LAYOUTS), layout))
     ctx = _lib.context(_lib.BACKEND_CPU, 0)
     with ctx.lock:
-        return _capacity(ctx.handle, lay, int(n_tokens), int(top_k),
-                         int(num_experts), int(alignment))
+        return _capacity(ctx.handle, lay, _int64(n_tokens, "n_tokens"),
+                         _int64(top_k, "top_k"),
+                         _int64(num_experts, "num_experts"),
+                         _int64(alignment, "alignment"))
 
 
 # ---------------------------------------------------------------- align
@@ -936,7 +942,8 @@ def reserve_workspace(n_tokens, top_k, num_experts, device=None):
     with ctx.lock:
         if backend == _lib.BACKEND_CUDA:
             _set_stream(ctx)
-        st = LIB.moes_reserve_workspace(ctx.handle, int(n_tokens), int(top_k),
-                                        int(num_experts))
+        st = LIB.moes_reserve_workspace(
+            ctx.handle, _int64(n_tokens, "n_tokens"), _int64(top_k, "top_k"),
+            _int64(num_experts, "num_experts"))
         if st != _lib.MOES_OK:
             ctx.fail(st, "moes_reserve_workspace")

@@ -230,6 +230,18 @@ def test_sizes_must_be_integers(device):
     e = raises_status(device, "MOES_ERR_INVALID_ARGUMENT", moescatter.scatter,
                       x, ids, 3, alignment=2.5)
     assert "alignment" in e.message
+    e = raises_status(device, "MOES_ERR_INVALID_ARGUMENT", moescatter.scatter,
+                      x, ids, 3, row_source=True, row_source_pad=1.5)
+    assert "row_source_pad" in e.message and "not an integer" in e.message
+    for call, name in ((lambda: moescatter.scatter_capacity(2, 2.5, 3), "top_k"),
+                       (lambda: moescatter.scatter_capacity(2, 2, "3"),
+                        "num_experts"),
+                       (lambda: moescatter.reserve_workspace(2.0, 2, 3,
+                                                             device=device),
+                        "n_tokens")):
+        with pytest.raises(moescatter.Error) as info:
+            call()
+        assert name in str(info.value) and "not an integer" in str(info.value)
 
 
 def test_scales_must_have_exactly_s_columns(device):
