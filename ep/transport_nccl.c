@@ -244,15 +244,17 @@ int moes_ep_create_nccl(moes_ep **out, moes_context *ctx,
         status = moes_ep_fail(ep, MOES_ERR_NULL_POINTER, "ctx is NULL");
     else if ((status = moes_context_get_info(ctx, &info)) != MOES_OK)
         moes_ep_fail(ep, status, "%s", moes_last_error(ctx));
-    else if (!opts)
-        status = moes_ep_fail(ep, MOES_ERR_NULL_POINTER, "opts is NULL");
     else if (info.backend != MOES_BACKEND_CUDA)
         status = moes_ep_fail(ep, MOES_ERR_INVALID_ARGUMENT,
                               "the NCCL transport moves device buffers: ctx "
                               "must be a CUDA context");
     else if ((status = moes_set_stream(ctx, stream)) != MOES_OK)
         moes_ep_fail(ep, status, "%s", moes_last_error(ctx));
-    else if (!out) /* after the stream: the agreement's copies use it */
+    /* After the stream, so that a rank that fails here still takes part
+     * in the agreement on the stream its peers use. */
+    else if (!opts)
+        status = moes_ep_fail(ep, MOES_ERR_NULL_POINTER, "opts is NULL");
+    else if (!out)
         status = moes_ep_fail(ep, MOES_ERR_NULL_POINTER, "ep is NULL");
     if (status != MOES_OK && !(ctx && info.backend == MOES_BACKEND_CUDA)) {
         /* The agreement below needs device memory on a CUDA context: a
