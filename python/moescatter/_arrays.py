@@ -278,7 +278,27 @@ def ptr(a):
 _DEVICES = {}
 
 
-def empty(space, shp, code):
+def empty(space, shp, code, name):
+    """A new array of shape shp; a failed allocation (an output sized by a
+    huge num_experts or capacity, say) is MOES_ERR_OUT_OF_MEMORY naming
+    the output, not the allocator's words alone."""
+    try:
+        return _empty(space, shp, code)
+    except (RuntimeError, MemoryError) as e:
+        # torch says "can't allocate memory" (CPU) or raises
+        # OutOfMemoryError, a RuntimeError (CUDA); NumPy a MemoryError.
+        if not isinstance(e, MemoryError) and \
+                "alloc" not in str(e) and "memory" not in str(e):
+            raise
+        where = "cpu" if space in (CPU, NUMPY) else "cuda:%d" % space
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise _lib.make_error(
+            _lib.MOES_ERR_OUT_OF_MEMORY,
+            "cannot allocate %s: shape %s of %s on %s (%s)"
+            % (name, tuple(shp), code_name(code), where, first)) from None
+
+
+def _empty(space, shp, code):
     if space != NUMPY:
         device = _DEVICES.get(space)
         if device is None:

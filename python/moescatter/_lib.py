@@ -48,6 +48,7 @@ MOES_ERR_OVERFLOW = 4
 MOES_ERR_INVALID_DTYPE = 5
 MOES_ERR_INVALID_ALIGNMENT = 7
 MOES_ERR_INVALID_ARGUMENT = 12
+MOES_ERR_OUT_OF_MEMORY = 13
 # Statuses that say the arguments or the data were wrong (the caller's
 # fault), as opposed to the machine (memory, driver, workspace).
 ARGUMENT_STATUSES = frozenset(list(range(1, 13)) + [17, 18, 19])

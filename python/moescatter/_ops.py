@@ -289,7 +289,7 @@ def count(topk_ids, num_experts, *, expert_map=None, dtype=None):
     space = A.space_of(topk_ids, "topk_ids")
     num_experts = _int64(num_experts, "num_experts")
     ctx = _context(space)
-    counts = A.empty(space, (max(num_experts, 0),), code)
+    counts = A.empty(space, (max(num_experts, 0),), code, "counts")
     with ctx.lock:
         keep, n, k = _routing(ctx, topk_ids, num_experts, expert_map, space,
                               "moes_count")
@@ -331,7 +331,7 @@ def distinct_experts(topk_ids, num_experts, *, expert_map=None, dtype=None):
         _bad(_lib.MOES_ERR_INVALID_SIZE,
              "topk_ids must be [N, K], got shape %s" % (shape,),
              "moes_distinct_experts")
-    out = A.empty(space, shape, code)
+    out = A.empty(space, shape, code, "out")
     with ctx.lock:
         keep, n, k = _routing(ctx, topk_ids, num_experts, expert_map, space,
                               "moes_distinct_experts")
@@ -474,7 +474,8 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
     # The data's leading shape: [rows], or [E, C] when masked.
     lead = (e, capacity) if masked else (rows,)
 
-    out = A.empty(space, lead + (h,), xcode) if x is not None else None
+    out = A.empty(space, lead + (h,), xcode, "out") \
+        if x is not None else None
     out_scales = None
     sfmt = _lib.SCALES_NONE
     srs = scs = 0
@@ -494,19 +495,21 @@ def scatter(x, topk_ids, num_experts, x_scales=None, *, layout="contiguous",
             if masked:
                 raise _arg_error("scales_mn_major: the masked layout's scales "
                                  "are row-major only")
-            out_scales = A.empty(space, (cols, rows), scode)
+            out_scales = A.empty(space, (cols, rows), scode, "out_scales")
             out_scales = out_scales.T if A.is_numpy(out_scales) \
                 else out_scales.t()
             srs, scs = 1, max(rows, 1)
         else:
-            out_scales = A.empty(space, lead + (cols,), scode)
+            out_scales = A.empty(space, lead + (cols,), scode,
+                                 "out_scales")
             srs, scs = cols, 1
     elif scales_mn_major:
         raise _arg_error("scales_mn_major without x_scales")
     out_index, counts, start, end, m_indices, masked_m, sources = \
         _index_outputs(space, icode, n, k, e, rows, lead,
                        lay == _lib.LAYOUT_CONTIGUOUS, masked, row_source)
-    n_dropped = A.empty(space, (), _lib.DTYPE_INT64) if masked else None
+    n_dropped = A.empty(space, (), _lib.DTYPE_INT64, "n_dropped") \
+        if masked else None
     flags = ((_lib.SCATTER_ZERO_PADDING if zero_padding else 0)
              | (_lib.SCATTER_LABEL_PADDING if label_padding else 0)
              | (_lib.SCATTER_UNPADDED_END if unpadded_end else 0))
@@ -539,12 +542,15 @@ def _index_outputs(space, icode, n, k, e, rows, lead, contiguous, masked,
     rest of a small call's Python work does (None where not made)."""
     made = (True, True, True, True, contiguous, masked, bool(row_source))
     sizes = (n * k, e, e, e, rows, e, rows)
+    names = ("out_index", "counts", "expert_start", "expert_end",
+             "m_indices", "masked_m", "row_source")
     if getattr(_separate_outputs, "on", False):
-        views = [A.empty(space, (size,), icode) if want else None
-                 for want, size in zip(made, sizes)]
+        views = [A.empty(space, (size,), icode, name) if want else None
+                 for want, size, name in zip(made, sizes, names)]
     else:
         flat = A.empty(space, (sum(s for w, s in zip(made, sizes) if w),),
-                       icode)
+                       icode, "the index outputs (%s)"
+                       % ", ".join(nm for w, nm in zip(made, names) if w))
         views, at = [], 0
         for want, size in zip(made, sizes):
             views.append(flat[at:at + size] if want else None)
@@ -824,7 +830,7 @@ def gather(y, out_index, weights=None, *, out=None, out_dtype=None,
             raise _arg_error("accumulate=True needs out (the values to add "
                              "onto)")
         ocode = A.float_code(out_dtype) if out_dtype is not None else ycode
-        out = A.empty(space, (n, h), ocode)
+        out = A.empty(space, (n, h), ocode, "out")
         o_ptr = A.ptr(out)
         o_rs = h
     else:

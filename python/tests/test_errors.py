@@ -211,11 +211,11 @@ def test_numpy_outputs_in_ml_dtypes(monkeypatch):
     fake = types.ModuleType("ml_dtypes")
     fake.bfloat16 = numpy.dtype("float16")
     monkeypatch.setitem(sys.modules, "ml_dtypes", fake)
-    out = _arrays.empty(_arrays.NUMPY, (2, 3), _lib.DTYPE_BF16)
+    out = _arrays.empty(_arrays.NUMPY, (2, 3), _lib.DTYPE_BF16, "out")
     assert out.dtype == fake.bfloat16 and out.shape == (2, 3)
     monkeypatch.setitem(sys.modules, "ml_dtypes", None)
     with pytest.raises(TypeError, match="ml_dtypes"):
-        _arrays.empty(_arrays.NUMPY, (2,), _lib.DTYPE_FP8_E4M3)
+        _arrays.empty(_arrays.NUMPY, (2,), _lib.DTYPE_FP8_E4M3, "out")
 
 
 def test_sizes_must_be_integers(device):
@@ -253,6 +253,28 @@ def test_scales_must_have_exactly_s_columns(device):
     e = raises_status(device, "MOES_ERR_INVALID_ARGUMENT", moescatter.scatter,
                       x, ids, 2, wide, scale_block=2)
     assert "x_scales" in e.message
+
+
+def test_outputs_too_large_to_allocate_are_named():
+    """An output sized by a huge num_experts or capacity cannot be
+    allocated: MOES_ERR_OUT_OF_MEMORY naming it, before the library runs
+    (4 TiB, which no allocator here hands out)."""
+    ids = torch.tensor([[0, 1], [2, 0]], dtype=torch.int32)
+    with pytest.raises(moescatter.Error) as info:
+        moescatter.count(ids, 2 ** 40)
+    e = info.value
+    assert e.status_name == "MOES_ERR_OUT_OF_MEMORY"
+    assert isinstance(e, RuntimeError)
+    assert e.message.startswith("cannot allocate counts: shape (%d,) of int32"
+                                % 2 ** 40)
+    x = torch.ones(2, 4)
+    with pytest.raises(moescatter.Error) as info:
+        moescatter.scatter(x, ids, 3, capacity=2 ** 40)
+    assert info.value.status_name == "MOES_ERR_OUT_OF_MEMORY"
+    assert "cannot allocate out:" in info.value.message
+    with pytest.raises(moescatter.Error) as info:
+        moescatter.count(ids.numpy(), 2 ** 40)
+    assert "cannot allocate counts" in info.value.message
 
 
 def test_count_dtype_error_names_dtype():
