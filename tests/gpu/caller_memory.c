@@ -283,7 +283,7 @@ static void check_cost(moes_context *ctx)
     int32_t *idx;
     moes_gather_args g;
     void *scratch;
-    double t0, cached, waited, emptied, attr;
+    double t0, cached, emptied, attr;
     struct cudaPointerAttributes pa;
 
     CUDA_OK(cudaMalloc((void **)&y, N * K * H * 4));
@@ -307,45 +307,33 @@ static void check_cost(moes_context *ctx)
     EXPECT(moes_gather(ctx, &g) == MOES_OK, "%s", moes_last_error(ctx));
     CUDA_OK(cudaDeviceSynchronize());
 
-    t0 = now_us();
-    for (int i = 0; i < CALLS; i++)
-        moes_gather(ctx, &g);
-    cached = (now_us() - t0) / CALLS;
-    CUDA_OK(cudaDeviceSynchronize());
-
-    /* moes_free empties the cache: each call then asks the driver. A
-     * free waits for the work queued before it, so both loops wait for
-     * each call, and the allocation and free, timed apart, are taken off:
-     * what is left over the cached loop is the check's own cost. */
-    t0 = now_us();
+    /* Only the call itself is timed, each on an idle stream: the host's
+     * part of it, launch included, with the pointers cached, then right
+     * after moes_free has emptied the cache, when the call asks the
+     * driver about each pointer again. */
+    cached = emptied = 0;
     for (int i = 0; i < CALLS / 10; i++) {
-        moes_gather(ctx, &g);
         moes_synchronize(ctx);
-    }
-    waited = (now_us() - t0) / (CALLS / 10);
-    t0 = now_us();
-    for (int i = 0; i < CALLS / 10; i++) {
+        t0 = now_us();
+        moes_gather(ctx, &g);
+        cached += now_us() - t0;
+        moes_synchronize(ctx);
         moes_malloc(ctx, &scratch, 256);
         moes_free(ctx, scratch);
-        moes_synchronize(ctx);
-    }
-    attr = (now_us() - t0) / (CALLS / 10);
-    t0 = now_us();
-    for (int i = 0; i < CALLS / 10; i++) {
-        moes_malloc(ctx, &scratch, 256);
-        moes_free(ctx, scratch);
+        t0 = now_us();
         moes_gather(ctx, &g);
-        moes_synchronize(ctx);
+        emptied += now_us() - t0;
     }
-    emptied = (now_us() - t0) / (CALLS / 10) - attr - waited;
+    moes_synchronize(ctx);
+    cached /= CALLS / 10;
+    emptied /= CALLS / 10;
     t0 = now_us();
     for (int i = 0; i < CALLS; i++)
         cudaPointerGetAttributes(&pa, y);
     attr = (now_us() - t0) / CALLS;
-    printf("host time per gather call: %.3f us with the pointers cached; "
-           "a call waited for: %.3f us, and %.3f us more with the cache "
-           "emptied before it; one cudaPointerGetAttributes: %.3f us\n",
-           cached, waited, emptied, attr);
+    printf("host time per gather call: %.3f us with the pointers cached, "
+           "%.3f us with the cache emptied before it; one "
+           "cudaPointerGetAttributes: %.3f us\n", cached, emptied, attr);
     cudaFree(y);
     cudaFree(out);
     cudaFree(w);
