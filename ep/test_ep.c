@@ -984,7 +984,7 @@ static void run_bounded_on_device(uint64_t seed, int graph)
 #endif
 
 /* ------------------------------------------------------------------ */
-/* A NULL out on one rank: every rank fails, none waits               */
+/* A NULL out or opts on one rank: every rank fails, none waits       */
 /* ------------------------------------------------------------------ */
 
 /* This build's transport, over every rank of the job. */
@@ -1028,6 +1028,21 @@ static void null_out(moes_context *ctx)
         expect(rc == MOES_ERR_NULL_POINTER && ep == NULL &&
                    strstr(moes_ep_last_error(NULL), "rank 0"),
                seed, what);
+    ep = NULL;
+    rc = create_on_job(&ep, ctx, &opts);
+    expect(rc == MOES_OK && ep != NULL, seed, moes_ep_last_error(NULL));
+    moes_ep_destroy(ep);
+
+    /* The same with opts NULL on rank 0 (on NCCL it fails after setting
+     * the stream, so that the agreement runs where its peers' does). */
+    ep = (moes_ep *)(void *)&not_an_ep;
+    rc = create_on_job(&ep, ctx, rank == 0 ? NULL : &opts);
+    snprintf(what, sizeof what, "create with opts NULL on rank 0 returned "
+             "%d (%s)", rc, moes_ep_last_error(NULL));
+    expect(rc == MOES_ERR_NULL_POINTER && ep == NULL &&
+               strstr(moes_ep_last_error(NULL),
+                      rank == 0 ? "opts is NULL" : "rank 0"),
+           seed, what);
     ep = NULL;
     rc = create_on_job(&ep, ctx, &opts);
     expect(rc == MOES_OK && ep != NULL, seed, moes_ep_last_error(NULL));
