@@ -999,54 +999,47 @@ static int create_on_job(moes_ep **out, moes_context *ctx,
 #endif
 }
 
-/* Rank 0 gives out = NULL, the others good arguments. The peers wait for
- * rank 0 in the create's agreement: a rank 0 that returned at once would
- * leave them waiting there, or put their collectives out of step with its
- * own (the launcher's timeout ends a run that hangs). Every rank must
- * fail, rank 0 with its own message, the others naming it, and a good
- * create on every rank after it shows that the communicator's
- * collectives are still in step. */
-static void null_out(moes_context *ctx)
+/* Rank 0 gives a NULL out (ep) or opts, the others good arguments. The
+ * peers wait for rank 0 in the create's agreement: a rank 0 that
+ * returned at once would leave them waiting there, or put their
+ * collectives out of step with its own (the launcher's timeout ends a
+ * run that hangs). Every rank must fail, rank 0 with its own message,
+ * the others naming it, and a good create on every rank after it shows
+ * that the communicator's collectives are still in step. With opts NULL
+ * the NCCL create fails after setting the stream, so that the agreement
+ * runs where its peers' does. */
+static void null_on_rank0(moes_context *ctx, const moes_ep_options *opts,
+                          int null_opts)
 {
     const uint64_t seed = 0x0E1;
+    const char *arg = null_opts ? "opts" : "ep";
+    const int null_ep = rank == 0 && !null_opts;
+    static char not_an_ep;
+    moes_ep *ep = (moes_ep *)(void *)&not_an_ep; /* must become NULL */
+    int rc = create_on_job(null_ep ? NULL : &ep, ctx,
+                           rank == 0 && null_opts ? NULL : opts);
+    char what[640], own[32];
+    snprintf(what, sizeof what, "create with %s NULL on rank 0 returned "
+             "%d (%s)", arg, rc, moes_ep_last_error(NULL));
+    snprintf(own, sizeof own, "%s is NULL", arg);
+    expect(rc == MOES_ERR_NULL_POINTER && (null_ep || ep == NULL) &&
+               strstr(moes_ep_last_error(NULL), rank == 0 ? own : "rank 0"),
+           seed, what);
+    ep = NULL;
+    rc = create_on_job(&ep, ctx, opts);
+    expect(rc == MOES_OK && ep != NULL, seed, moes_ep_last_error(NULL));
+    moes_ep_destroy(ep);
+}
+
+static void null_out(moes_context *ctx)
+{
     ep_case c;
     draw_case(&c, 1);
     moes_ep_options opts;
     default_options(&c, &opts);
     free_case(&c);
-    static char not_an_ep;
-    moes_ep *ep = (moes_ep *)(void *)&not_an_ep; /* must become NULL */
-    int rc = create_on_job(rank == 0 ? NULL : &ep, ctx, &opts);
-    char what[640];
-    snprintf(what, sizeof what, "create with ep NULL on rank 0 returned "
-             "%d (%s)", rc, moes_ep_last_error(NULL));
-    if (rank == 0)
-        expect(rc == MOES_ERR_NULL_POINTER &&
-                   strstr(moes_ep_last_error(NULL), "ep is NULL"),
-               seed, what);
-    else
-        expect(rc == MOES_ERR_NULL_POINTER && ep == NULL &&
-                   strstr(moes_ep_last_error(NULL), "rank 0"),
-               seed, what);
-    ep = NULL;
-    rc = create_on_job(&ep, ctx, &opts);
-    expect(rc == MOES_OK && ep != NULL, seed, moes_ep_last_error(NULL));
-    moes_ep_destroy(ep);
-
-    /* The same with opts NULL on rank 0 (on NCCL it fails after setting
-     * the stream, so that the agreement runs where its peers' does). */
-    ep = (moes_ep *)(void *)&not_an_ep;
-    rc = create_on_job(&ep, ctx, rank == 0 ? NULL : &opts);
-    snprintf(what, sizeof what, "create with opts NULL on rank 0 returned "
-             "%d (%s)", rc, moes_ep_last_error(NULL));
-    expect(rc == MOES_ERR_NULL_POINTER && ep == NULL &&
-               strstr(moes_ep_last_error(NULL),
-                      rank == 0 ? "opts is NULL" : "rank 0"),
-           seed, what);
-    ep = NULL;
-    rc = create_on_job(&ep, ctx, &opts);
-    expect(rc == MOES_OK && ep != NULL, seed, moes_ep_last_error(NULL));
-    moes_ep_destroy(ep);
+    null_on_rank0(ctx, &opts, 0);
+    null_on_rank0(ctx, &opts, 1);
 }
 
 /* ------------------------------------------------------------------ */
