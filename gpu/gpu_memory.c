@@ -50,6 +50,16 @@ static CUresult memory_type(gpu_state *s, const void *ptr,
     return r;
 }
 
+/* The driver's error when it could not say where the argument `name`
+ * points. */
+static int query_failed(moes_context *ctx, CUresult r, const char *name,
+                        const void *ptr)
+{
+    char what[160];
+    snprintf(what, sizeof what, "asking where %s = %p points", name, ptr);
+    return gpu_fail(ctx, r, what);
+}
+
 /* Only device memory can come from moes_malloc (cuMemAlloc): host memory,
  * malloc'd or page-locked, is refused before the driver is asked to free
  * it, and is left as it is. The driver is asked even where the device
@@ -60,12 +70,9 @@ static int check_freeable(moes_context *ctx, void *ptr)
 {
     unsigned int type = 0;
     CUdeviceptr start = 0;
-    char what[96];
     CUresult r = memory_type(gpu_state_of(ctx), ptr, &type);
-    if (r) {
-        snprintf(what, sizeof what, "asking where ptr = %p points", ptr);
-        return gpu_fail(ctx, r, what);
-    }
+    if (r)
+        return query_failed(ctx, r, "ptr", ptr);
     if (type == 0)
         return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
             "ptr = %p is not device memory from moes_malloc (host memory, "
@@ -79,10 +86,8 @@ static int check_freeable(moes_context *ctx, void *ptr)
     r = gpu_state_of(ctx)->drv.cuPointerGetAttribute(
         &start, GPU_CU_POINTER_ATTRIBUTE_RANGE_START_ADDR,
         (CUdeviceptr)(uintptr_t)ptr);
-    if (r) {
-        snprintf(what, sizeof what, "asking where ptr = %p points", ptr);
-        return gpu_fail(ctx, r, what);
-    }
+    if (r)
+        return query_failed(ctx, r, "ptr", ptr);
     if (start != (CUdeviceptr)(uintptr_t)ptr)
         return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
             "ptr = %p lies %llu bytes inside the allocation that starts at "
@@ -400,12 +405,8 @@ int gpu_check_pointer(moes_context *ctx, const char *name, const void *ptr)
     if (!ptr || s->pageable_access || s->reachable[slot] == p)
         return MOES_OK;
     reaches = device_reaches(s, ptr, &r);
-    if (reaches < 0) {
-        char what[160];
-        snprintf(what, sizeof what, "asking where %s = %p points", name,
-                 ptr);
-        return gpu_fail(ctx, r, what);
-    }
+    if (reaches < 0)
+        return query_failed(ctx, r, name, ptr);
     if (!reaches)
         return moes_set_error(ctx, MOES_ERR_INVALID_ARGUMENT,
             "%s = %p is host memory that the GPU cannot access (malloc'd, "
