@@ -124,6 +124,12 @@ graph_copy() {
         "$out/graph_bench.log" | head -1 |
         awk -v single="${3:-}" '{ print (single == "" ? $1 : $2) " us" }'
 }
+# graph_floor CASE: graph_bench's floor for CASE's scatter (its routing
+# alone, plus a memset of its placed rows, less an empty call's memset).
+graph_floor() {
+    sed -n "s/^graph_bench: $1 .*so a floor of \([0-9.]*\) us from a graph.*/\1 us/p" \
+        "$out/graph_bench.log" | head -1
+}
 copy=$(sed -n 's/^copy .* \([0-9.]*\) GB\/s (bytes read + written).*/\1/p' "$log" | head -1)
 
 row() {
@@ -149,6 +155,8 @@ row() {
     row "EP8 decode 1024, graph replay" "$(graph "EP8 decode" scatter)" "<= 7 us" "$(graph "EP8 decode" gather)" "<= 7 us"
     row "decode 128, copy of same bytes" "$(graph_copy decode scatter)" "-" "$(graph_copy decode gather)" "-"
     row "EP8 decode 1024, copy, same bytes" "$(graph_copy "EP8 decode" scatter)" "-" "$(graph_copy "EP8 decode" gather)" "-"
+    row "decode 128, floor (route + store)" "$(graph_floor decode)" "-" "-" "-"
+    row "EP8 decode 1024, floor, the same" "$(graph_floor "EP8 decode")" "-" "-" "-"
     row "decode 128, graph, inputs in L2" "$(graph decode scatter graph_bench_l2.log)" "-" "$(graph decode gather graph_bench_l2.log)" "-"
     row "EP8 decode 1024, graph, in L2" "$(graph "EP8 decode" scatter graph_bench_l2.log)" "-" "$(graph "EP8 decode" gather graph_bench_l2.log)" "-"
     row "decode 128, single call" "$(us "$(field decode scatter 2)")" "<= 12 us" "$(us "$(field decode gather 2)")" "<= 10 us"

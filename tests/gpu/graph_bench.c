@@ -26,6 +26,13 @@
  *                 them), so it reads and writes what the call does, timed
  *                 the same three ways from input sets of their own: the
  *                 yardstick of a decode call's time, launch included.
+ *   floor         the same scatter with no rows (its routing and index
+ *                 outputs), a memset of the bytes of its placed rows and
+ *                 scales (their stores), and a memset of 16 bytes (an
+ *                 empty call), from a graph: a row cannot be stored
+ *                 before the routing has placed it, so routing + stores
+ *                 - empty is a floor that only overlapping the two could
+ *                 go below.
  * Then the index-only scatter (no x, no out: out_index, m_indices and
  * row_source with vLLM's pad N*K, alignment IDX_A) for those two cases
  * and for 4096 tokens over 256 experts and 32768 over 32 of 256.
@@ -86,6 +93,9 @@ typedef struct case_state {
     /* Bytes each call moves at the fewest (set 0's routing), and the
      * yardstick copy's current length: half of one of them. */
     int64_t scatter_bytes, gather_bytes, copy_bytes;
+    /* The bytes a scatter stores into out and out_scales (its placed
+     * rows), and the current length of store_call's memset. */
+    int64_t placed_bytes, store_bytes;
     set_buffers sets[SETS];
 } case_state;
 
@@ -139,6 +149,7 @@ static void count_bytes(case_state *s, const int32_t *ids)
                        (touched + placed) * (H + S * 4) + n * K * 4 +
                        s->capacity * 4;
     s->gather_bytes = placed * H * 2 + n * K * 8 + n * H * 2;
+    s->placed_bytes = placed * (H + S * 4);
 }
 
 static void setup_case(moes_context *ctx, const bench_case *c, case_state *s)
@@ -276,6 +287,16 @@ static void scatter_call(moes_context *ctx, const case_state *s, int i)
     MOES_OK_OR_DIE(ctx, moes_scatter(ctx, &r, &a));
 }
 
+/* The same scatter without rows: its routing and index outputs alone. */
+static void routing_call(moes_context *ctx, const case_state *s, int i)
+{
+    const set_buffers *b = &s->sets[i % sets_used];
+    moes_routing r;
+    moes_scatter_args a;
+    scatter_common(s, b, A, &r, &a);
+    MOES_OK_OR_DIE(ctx, moes_scatter(ctx, &r, &a));
+}
+
 /* vLLM's moe_align_block_size: sorted_token_ids (row_source, padded with
  * N*K), the expert of each block (m_indices[b * IDX_A]). */
 static void index_only_call(moes_context *ctx, const case_state *s, int i)
@@ -320,6 +341,18 @@ static void copy_call(moes_context *ctx, const case_state *s, int i)
     (void)ctx;
     CUDA_OK(cudaMemcpyAsync(b->copy_dst, b->copy_src, (size_t)s->copy_bytes,
                             cudaMemcpyDeviceToDevice, bench_stream));
+}
+
+/* The floor of a scatter's stores: the runtime's memset of
+ * s->store_bytes at the start of the set's out (the scatter's rows land
+ * in the same buffer, at the places its routing gives them). With 16
+ * bytes it is the cost of one call's node and nothing else. */
+static void store_call(moes_context *ctx, const case_state *s, int i)
+{
+    const set_buffers *b = &s->sets[i % sets_used];
+    (void)ctx;
+    CUDA_OK(cudaMemsetAsync(b->out, 0x5A, (size_t)s->store_bytes,
+                            bench_stream));
 }
 
 typedef void (*call_fn)(moes_context *, const case_state *, int);
@@ -453,6 +486,25 @@ int main(int argc, char **argv)
                copy_us[0][SINGLE], s.gather_bytes / 1e6,
                copy_us[1][BACK_TO_BACK], copy_us[1][GRAPH],
                copy_us[1][SINGLE]);
+        /* The scatter's floor: a row's store cannot start before the
+         * routing has placed it, so no scatter of these ids takes less
+         * than its routing plus its stores, less the one call's cost
+         * that both of those carry. */
+        {
+            double route[TIMINGS], stores[TIMINGS], empty[TIMINGS];
+            time_op(ctx, stream, &s, routing_call, route);
+            s.store_bytes = s.placed_bytes;
+            time_op(ctx, stream, &s, store_call, stores);
+            s.store_bytes = 16;
+            time_op(ctx, stream, &s, store_call, empty);
+            printf("graph_bench: %s: the scatter's parts: its routing alone "
+                   "%.2f us from a graph; its stores alone (a memset of its "
+                   "%.2f MB of placed rows) %.2f; an empty call (a memset of "
+                   "16 bytes) %.2f; so a floor of %.2f us from a graph\n",
+                   cases[c].name, route[GRAPH], s.placed_bytes / 1e6,
+                   stores[GRAPH], empty[GRAPH],
+                   route[GRAPH] + stores[GRAPH] - empty[GRAPH]);
+        }
         free_case(&s);
     }
     for (size_t c = 0; c < sizeof index_cases / sizeof index_cases[0]; c++) {
