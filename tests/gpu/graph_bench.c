@@ -31,8 +31,8 @@
  *                 scales (their stores), and a memset of 16 bytes (an
  *                 empty call), from a graph: a row cannot be stored
  *                 before the routing has placed it, so routing + stores
- *                 - empty is a floor that only overlapping the two could
- *                 go below.
+ *                 - empty is the floor of a call with this routing; only
+ *                 a faster routing, or stores that overlap it, go below.
  * Then the index-only scatter (no x, no out: out_index, m_indices and
  * row_source with vLLM's pad N*K, alignment IDX_A) for those two cases
  * and for 4096 tokens over 256 experts and 32768 over 32 of 256.
@@ -487,9 +487,9 @@ int main(int argc, char **argv)
                copy_us[1][BACK_TO_BACK], copy_us[1][GRAPH],
                copy_us[1][SINGLE]);
         /* The scatter's floor: a row's store cannot start before the
-         * routing has placed it, so no scatter of these ids takes less
-         * than its routing plus its stores, less the one call's cost
-         * that both of those carry. */
+         * routing has placed it, so with this routing a scatter of these
+         * ids takes at least its routing plus its stores, less the one
+         * call's cost that both of those carry. */
         {
             double route[TIMINGS], stores[TIMINGS], empty[TIMINGS];
             time_op(ctx, stream, &s, routing_call, route);
