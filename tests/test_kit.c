@@ -151,6 +151,22 @@ Test(kit, errors_leave_canaries)
     }
 }
 
+/* Where map (eg entries) holds experts 0..e-1 as one run and -1 around
+ * it, as an expert-parallel rank's slice does: the run's first entry;
+ * else -1. */
+static int64_t slice_first(const int32_t *map, int64_t eg, int64_t e)
+{
+    int64_t first = -1;
+    for (int64_t i = 0; i < eg; i++) {
+        if (map[i] == 0 && first < 0 && i + e <= eg)
+            first = i;
+        const int inside = first >= 0 && i >= first && i - first < e;
+        if (map[i] != (inside ? (int32_t)(i - first) : -1))
+            return -1;
+    }
+    return first;
+}
+
 /* Over the seeds the differential tests use, the generator reaches every
  * feature docs/design-rules.md names. */
 Test(kit, generator_coverage)
@@ -162,6 +178,7 @@ Test(kit, generator_coverage)
     int drops = 0, tail = 0, scales[3] = {0}, mn_major = 0, flags[4] = {0};
     int acc = 0, no_w = 0, y[6] = {0}, out[6] = {0}, gaps = 0, faults = 0;
     int index_only[4] = {0}, row_source = 0, pads[3] = {0}, unpadded = 0;
+    int slice_front = 0, slice_back = 0, slice_mid = 0;
     for (uint64_t s = 0; s < SEEDS; s++) {
         moes_case c;
         const moes_routing *r = &c.routing;
@@ -182,6 +199,16 @@ Test(kit, generator_coverage)
                 map_neg++;
                 break;
             }
+        /* Slices that random maps do not make by chance: several
+         * experts, several entries outside them. */
+        if (c.map.data && r->n_experts >= 4 &&
+            r->n_experts_global >= r->n_experts + 4) {
+            const int64_t eg = r->n_experts_global, e = r->n_experts;
+            const int64_t first = slice_first(c.map.data, eg, e);
+            slice_front += first == 0;
+            slice_back += first == eg - e;
+            slice_mid += first > 0 && first < eg - e;
+        }
         ie = r->ids_dtype == MOES_DTYPE_INT32 ? 4 : 8;
         stride = r->ids_stride ? r->ids_stride : r->top_k;
         for (int64_t t = 0; t < r->n_tokens; t++) {
@@ -241,6 +268,9 @@ Test(kit, generator_coverage)
     cr_expect_gt(ebig, 0);
     cr_expect_gt(map, 0);
     cr_expect_gt(map_neg, 0);
+    cr_expect_gt(slice_front, 0, "no first rank's slice of a map");
+    cr_expect_gt(slice_back, 0, "no last rank's slice of a map");
+    cr_expect_gt(slice_mid, 0, "no middle rank's slice of a map");
     cr_expect_gt(ids_neg, 0);
     cr_expect_gt(dup, 0);
     cr_expect_gt(h1, 0);

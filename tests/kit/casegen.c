@@ -231,14 +231,24 @@ static int draw_routing(moes_rng *g, moes_case *c, const moes_case_limits *lim)
 
     if (has_map) {
         int64_t m = moes_rng_below(g, 100);
-        /* A slice's first entry: mid-range, or before entry 0 (the slice
-         * cut short at the front) one time in five. */
+        /* A slice's first entry: the first rank's (0), the last rank's
+         * (eg - e), one in the middle or anywhere between; one time in
+         * five before entry 0 or past eg - e (the slice cut short at the
+         * front or at the back). */
         int64_t first = 0;
         eg = moes_rng_range(g, 1, 2 * e + 5);
-        if (eg > e)
-            first = (eg - e) / 2;
+        if (eg > e) {
+            switch (moes_rng_below(g, 4)) {
+            case 0: first = 0; break;
+            case 1: first = eg - e; break;
+            case 2: first = (eg - e) / 2; break;
+            default: first = moes_rng_range(g, 0, eg - e); break;
+            }
+        }
         if (moes_rng_chance(g, 20))
-            first = -moes_rng_range(g, 0, e - 1);
+            first = moes_rng_chance(g, 50)
+                        ? -moes_rng_range(g, 0, e - 1)
+                        : eg - e + moes_rng_range(g, 0, e - 1);
         if (!alloc_buffer(&c->map, eg * 4))
             return 0;
         for (int64_t i = 0; i < eg; i++) {
