@@ -233,7 +233,8 @@ static int draw_routing(moes_rng *g, moes_case *c, const moes_case_limits *lim)
         int64_t m = moes_rng_below(g, 100);
         /* A slice's first entry: the first rank's (0), the last rank's
          * (eg - e), one in the middle or anywhere between; one time in
-         * five before entry 0 or past eg - e (the slice cut short at the
+         * five from e - 1 entries before entry 0 up to 0, or from eg - e
+         * up to e - 1 entries past it (mostly a slice cut short at the
          * front or at the back). */
         int64_t first = 0;
         eg = moes_rng_range(g, 1, 2 * e + 5);
