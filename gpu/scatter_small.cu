@@ -49,7 +49,13 @@ enum {
      * the registers cost nothing): EP8 decode 10.45 -> 10.25, with UE8M0
      * scales 18.3 -> 16.9 us a call, Qwen3 1024 tokens 18.35 -> 17.55,
      * Mixtral 4096 36.45 -> 36.0 (bench/NOTES.md, v21). */
-    SMALL_SCATTER_COPY_BATCH = 16
+    SMALL_SCATTER_COPY_BATCH = 16,
+    /* The same for rows staged in shared memory, whose loads wait tens
+     * of cycles, not a trip to DRAM. The 16-wide batch is some 700
+     * instructions that a warp runs once, and a profile of EP8 decode
+     * put a quarter of its samples in fetching them (bench/NOTES.md,
+     * v45); four a thread is a quarter of the code. */
+    SMALL_SCATTER_STAGED_BATCH = 4
 };
 
 /* Thread e scans expert e, and thread i ranks own choice i. */
@@ -90,20 +96,19 @@ struct small_row_source {
     int32_t first_token;
 };
 
-/* Rows of the copy list, SMALL_SCATTER_COPY_BATCH vectors a thread in
- * flight; a token placed in several rows is read once per row (from L2
- * after the first, or from shared memory where the block staged them).
+/* Rows of the copy list, B vectors a thread in flight; a token placed in
+ * several rows is read once per row (from L2 after the first, or from
+ * shared memory where the block staged them).
  * A thread walks its (entry, vector) positions by the block's threads
  * split once into entries and vectors (moes_walk), and walks the batch a
  * second time for the stores instead of keeping a pointer per vector:
  * sixteen pointers made ptxas spill. A division by the row's vectors for
  * each load and store had been the loop's longest chain. */
-template <typename V>
+template <typename V, int B>
 __device__ void small_copy_rows(const gpu_scatter_args &a,
                                 const small_scatter_shared &sh,
                                 const small_row_source src)
 {
-    enum { B = SMALL_SCATTER_COPY_BATCH };
     const uint32_t n_vec = (uint32_t)(a.row_bytes / (int64_t)sizeof(V));
     const uint32_t copies = (uint32_t)sh.copies;
     /* Never 0 with rows to copy (hidden >= 1); no division by it if so. */
@@ -652,12 +657,17 @@ __device__ __forceinline__ void small_scatter(const gpu_scatter_args &args)
             src.stride = a.row_bytes;
             src.first_token = (int32_t)t0;
         }
-        switch (a.copy_width) {
-        case 16: small_copy_rows<uint4>(a, sh, src); break;
-        case 8: small_copy_rows<uint2>(a, sh, src); break;
-        case 4: small_copy_rows<uint32_t>(a, sh, src); break;
-        case 2: small_copy_rows<uint16_t>(a, sh, src); break;
-        default: small_copy_rows<unsigned char>(a, sh, src); break;
+        enum { B = SMALL_SCATTER_COPY_BATCH };
+        if (stage) {
+            small_copy_rows<uint4, SMALL_SCATTER_STAGED_BATCH>(a, sh, src);
+        } else {
+            switch (a.copy_width) {
+            case 16: small_copy_rows<uint4, B>(a, sh, src); break;
+            case 8: small_copy_rows<uint2, B>(a, sh, src); break;
+            case 4: small_copy_rows<uint32_t, B>(a, sh, src); break;
+            case 2: small_copy_rows<uint16_t, B>(a, sh, src); break;
+            default: small_copy_rows<unsigned char, B>(a, sh, src); break;
+            }
         }
         if (a.x_scales)
             small_copy_scales<F>(a, sh);
