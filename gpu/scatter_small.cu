@@ -658,6 +658,8 @@ __device__ __forceinline__ void small_scatter(const gpu_scatter_args &args)
             src.first_token = (int32_t)t0;
         }
         enum { B = SMALL_SCATTER_COPY_BATCH };
+        /* A block stages only rows of 16-byte vectors (stage above), so
+         * its copy needs no switch on the width. */
         if (stage) {
             small_copy_rows<uint4, SMALL_SCATTER_STAGED_BATCH>(a, sh, src);
         } else {
