@@ -54,10 +54,10 @@ enum {
      * of cycles, not a trip to DRAM. The 16-wide batch is some 700
      * instructions that a warp runs once, and a profile of EP8 decode
      * put a quarter of its samples in fetching them (bench/NOTES.md,
-     * v45). One a thread, the shortest code: EP8 decode 9.23 -> 8.54 us
-     * a graph replay on an H200 with four, and on an H100 9.37 (four)
-     * -> 9.21 (two) -> 9.14 (one), decode 128 the same in each
-     * (bench/NOTES.md, v51-v52). */
+     * v45). Fewer a thread, less code: EP8 decode from sixteen to four
+     * 9.23 -> 8.54 us a graph replay on an H200; on an H100 four 9.37,
+     * two 9.21, one 9.14; decode 128 the same in each (bench/NOTES.md,
+     * v51-v52). */
     SMALL_SCATTER_STAGED_BATCH = 1
 };
 
