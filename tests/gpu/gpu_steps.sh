@@ -30,10 +30,12 @@ ensure_configure() {
 
 # run_sanitizers LABEL LOG PICK PROGRAM [ARGS...]: runs PROGRAM under
 # compute-sanitizer memcheck (with leak checking), racecheck, synccheck
-# and initcheck, adds a line "compute-sanitizer TOOL LABEL" per tool with
-# its summary (and, when PICK is not empty, the last line that the sed
-# script PICK prints from the output), and appends the four logs to
-# $out/LOG. Returns 1 when any tool failed.
+# and initcheck, the four at once (each its own process and context, so
+# none sees another's work; together they take the slowest one's time),
+# adds a line "compute-sanitizer TOOL LABEL" per tool with its summary
+# (and, when PICK is not empty, the last line that the sed script PICK
+# prints from the output), and appends the four logs to $out/LOG.
+# Returns 1 when any tool failed.
 run_sanitizers() {
     label=$1 log=$2 pick=$3
     shift 3
@@ -44,11 +46,15 @@ run_sanitizers() {
     for tool in memcheck racecheck synccheck initcheck; do
         extra=""
         [ $tool = memcheck ] && extra="--leak-check full"
-        tool_log="$out/sanitizer-$tool.log"
         # shellcheck disable=SC2086
         timeout "${step_timeout:-600}" "$sanitizer" --tool $tool $extra \
-            --error-exitcode 99 "$@" >"$tool_log" 2>&1
+            --error-exitcode 99 "$@" >"$out/sanitizer-$tool.log" 2>&1 &
+        eval "sanitizer_pid_$tool=\$!"
+    done
+    for tool in memcheck racecheck synccheck initcheck; do
+        eval "wait \$sanitizer_pid_$tool"
         rc=$?
+        tool_log="$out/sanitizer-$tool.log"
         # racecheck ends with its own summary line.
         errors=$(grep -a -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$tool_log" |
                  tail -1 | sed 's/.* SUMMARY: //')

@@ -2,15 +2,23 @@
 # SPDX-License-Identifier: MIT
 # run-on-gpu.sh - everything about the CUDA backend that needs a GPU.
 #
-# Run from anywhere on a machine with an NVIDIA GPU, its driver, the CUDA
-# toolkit (nvcc, compute-sanitizer) and Criterion:
+# Run from anywhere on a machine with an NVIDIA GPU, its driver and
+# compute-sanitizer:
 #
-#     tests/gpu/run-on-gpu.sh
+#     tests/gpu/run-on-gpu.sh            configure, build, then run
+#     tests/gpu/run-on-gpu.sh BUILT      run what BUILT already holds
 #
-# It configures and builds the library with CUDA in its own build folder,
-# then runs:
-#   1. the whole Criterion suite (tests/unit) with MOES_BACKEND=cuda;
-#   2. diff_cuda: CPU vs CUDA, bit for bit, on random cases of the test kit;
+# Without an argument it needs the CUDA toolkit and Criterion too: it
+# configures and builds the library with CUDA in its own build folder.
+# BUILT is a CUDA build made earlier (this script's, or any configured
+# with --with-cuda whose test programs are made), or a folder unpacked
+# from tests/gpu/pack-built.sh, so that a machine without nvcc or
+# Criterion runs programs built on another one. Then it runs:
+#   1. the whole Criterion suite (tests/unit) with MOES_BACKEND=cuda,
+#      and the host-process checks (tests/host_process.test: fork, a
+#      small thread stack, quiet output, thread counts) on the GPU;
+#   2. diff_cuda: CPU vs CUDA, bit for bit, on random cases of the test
+#      kit, in MOES_DIFF_JOBS processes started beside step 1;
 #   3. graph_replay: count + scatter + gather captured in a CUDA graph and
 #      replayed with new inputs, compared with the CPU; caller_memory:
 #      buffers of every memory kind, the cost of their check, a capture on
@@ -22,10 +30,14 @@
 #      synccheck and initcheck over sanitize_cases (E = 256 with poisoned
 #      workspace and outputs, E = 65536, data-error cases);
 # and prints a summary table last. Logs go to $OUT (or ./gpu-results).
+# The performance table is tests/gpu/bench-on-gpu.sh's, on the same
+# folder.
 #
 # Knobs (environment):
 #   MOES_CUDA_ARCH    architectures to build (default 90; "auto" = all)
 #   MOES_DIFF_CASES   differential cases (default 10000)
+#   MOES_DIFF_SEED    the first case's seed (default 1)
+#   MOES_DIFF_JOBS    processes sharing the differential cases (default 1)
 #   MOES_BUILD_DIR    build folder (default /tmp/moes-gpu-build)
 #   MOES_STEP_TIMEOUT seconds each step may take (default 600)
 #   MAKE_JOBS         parallel make jobs (default: the number of CPUs)
@@ -36,9 +48,20 @@ out=${OUT:-$(pwd)/gpu-results}
 build=${MOES_BUILD_DIR:-/tmp/moes-gpu-build}
 arch=${MOES_CUDA_ARCH:-90}
 cases=${MOES_DIFF_CASES:-10000}
+first_seed=${MOES_DIFF_SEED:-1}
+diff_jobs=${MOES_DIFF_JOBS:-1}
 step_timeout=${MOES_STEP_TIMEOUT:-600}
 jobs=${MAKE_JOBS:-$(nproc 2>/dev/null || echo 4)}
+built=""
+if [ $# -gt 0 ]; then
+    built=$(cd "$1" 2>/dev/null && pwd) || {
+        echo "run-on-gpu.sh: no folder $1" >&2
+        exit 2
+    }
+    build=$built
+fi
 mkdir -p "$out" "$build"
+out=$(cd "$out" && pwd)
 . "$src/tests/gpu/gpu_steps.sh"
 
 # A step's command under a time limit, its output in a log.
@@ -65,28 +88,38 @@ result_step() {
 }
 
 # ---------------------------------------------------------------- build
-ensure_configure || {
-    add "build" "FAILED (autogen.sh, see autogen.log)"
-    print_summary "GPU summary"
-    exit 1
-}
-arch_flag="--with-cuda-arch=$arch"
-[ "$arch" = auto ] && arch_flag="--with-cuda-arch=all"
-(
-    cd "$build" &&
-    "$src/configure" --with-cuda --enable-werror $arch_flag &&
-    make -j"$jobs" &&
-    make -j"$jobs" -C tests unit &&
-    make -j"$jobs" -C tests/gpu diff_cuda graph_replay sanitize_cases \
-        caller_memory late_blocks error_chain
-) >"$out/build.log" 2>&1
-if [ $? -ne 0 ]; then
-    add "build" "FAILED (see build.log)"
-    tail -30 "$out/build.log"
-    print_summary "GPU summary"
-    exit 1
+if [ -n "$built" ]; then
+    add "build" "made earlier: $built"
+    # A packed folder carries the unit suite's shared libraries (Criterion
+    # and what it links) for a machine that has none.
+    if [ -d "$built/runtime-libs" ]; then
+        LD_LIBRARY_PATH="$built/runtime-libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        export LD_LIBRARY_PATH
+    fi
+else
+    ensure_configure || {
+        add "build" "FAILED (autogen.sh, see autogen.log)"
+        print_summary "GPU summary"
+        exit 1
+    }
+    arch_flag="--with-cuda-arch=$arch"
+    [ "$arch" = auto ] && arch_flag="--with-cuda-arch=all"
+    (
+        cd "$build" &&
+        "$src/configure" --with-cuda --enable-werror $arch_flag &&
+        make -j"$jobs" &&
+        make -j"$jobs" -C tests unit host_process &&
+        make -j"$jobs" -C tests/gpu diff_cuda graph_replay sanitize_cases \
+            caller_memory late_blocks error_chain
+    ) >"$out/build.log" 2>&1
+    if [ $? -ne 0 ]; then
+        add "build" "FAILED (see build.log)"
+        tail -30 "$out/build.log"
+        print_summary "GPU summary"
+        exit 1
+    fi
+    add "build" "ok (sm: $(sed -n 's/^MOES_CUDA_ARCHS = //p' "$build/Makefile"))"
 fi
-add "build" "ok (sm: $(sed -n 's/^MOES_CUDA_ARCHS = //p' "$build/Makefile"))"
 status=0
 
 # ---------------------------------------------------------------- device
@@ -95,6 +128,21 @@ if command -v nvidia-smi >/dev/null 2>&1; then
                      --format=csv,noheader 2>&1 | head -1)"
 fi
 
+# ---------------------------------------------------------------- 2. diff, started
+# Job j takes its share of the cases from its own first seed, so the
+# jobs together check seeds first_seed .. first_seed + cases - 1, each
+# once, however many jobs there are.
+[ "$diff_jobs" -ge 1 ] 2>/dev/null || diff_jobs=1
+j=0
+while [ $j -lt "$diff_jobs" ]; do
+    share=$((cases / diff_jobs))
+    [ $j -eq $((diff_jobs - 1)) ] && share=$((cases - share * j))
+    timeout "$step_timeout" "$build/tests/gpu/diff_cuda" "$share" \
+        $((first_seed + cases / diff_jobs * j)) >"$out/diff_cuda.$j.log" 2>&1 &
+    eval "diff_pid_$j=\$!"
+    j=$((j + 1))
+done
+
 # ---------------------------------------------------------------- 1. unit
 step unit.log env MOES_BACKEND=cuda "$build/tests/unit"
 rc=$?
@@ -102,14 +150,37 @@ synthesis=$(grep -a 'Synthesis' "$out/unit.log" | tail -1 | sed 's/.*Synthesis: 
 add "Criterion (MOES_BACKEND=cuda)" "${synthesis:-no synthesis line} (exit $rc)"
 [ $rc -eq 0 ] || status=1
 
-# ---------------------------------------------------------------- 2. diff
-step diff_cuda.log "$build/tests/gpu/diff_cuda" "$cases"
+# host_process.test runs ./host_process; with no MOES_BACKEND the
+# library picks the GPU.
+(cd "$build/tests" && step host_process.log sh "$src/tests/host_process.test")
 rc=$?
-line=$(grep -a '^diff_cuda:' "$out/diff_cuda.log" | tail -1 | sed 's/^diff_cuda: //')
-[ -n "$line" ] || line=$(grep -a '^progress:' "$out/diff_cuda.log" | tail -1 |
-                         sed 's/^progress: /stopped after /')
-add "CPU vs CUDA differential" "${line:-did not finish} (exit $rc)"
+failed=$(grep -a -c '^FAIL' "$out/host_process.log")
+add "host process (fork, stack, threads)" \
+    "$(grep -a -c '^ok:' "$out/host_process.log") ok, $failed failed (exit $rc)"
 [ $rc -eq 0 ] || status=1
+
+# ---------------------------------------------------------------- 2. diff, collected
+j=0
+diff_rc=0
+while [ $j -lt "$diff_jobs" ]; do
+    eval "wait \$diff_pid_$j" || diff_rc=$?
+    cat "$out/diff_cuda.$j.log" >>"$out/diff_cuda.log"
+    rm -f "$out/diff_cuda.$j.log"
+    j=$((j + 1))
+done
+# Each job ends with "diff_cuda: N cases, D different, E errors", or has
+# only its progress lines if it stopped; both are summed.
+line=$(awk -v jobs="$diff_jobs" '
+    /^diff_cuda: [0-9]+ cases/ { done++; n += $2; d += $4; e += $6 }
+    END {
+        if (done < jobs)
+            printf "%d of %d jobs finished", done, jobs
+        else
+            printf "%d cases, %d different, %d errors%s", n, d, e,
+                   (jobs > 1 ? " (" jobs " jobs)" : "")
+    }' "$out/diff_cuda.log")
+add "CPU vs CUDA differential" "$line (exit $diff_rc)"
+[ $diff_rc -eq 0 ] || status=1
 
 # ---------------------------------------------------------------- 3. graph
 result_step graph_replay.log "CUDA graph capture + replay" "$build/tests/gpu/graph_replay"
