@@ -160,25 +160,33 @@ add "host process (fork, stack, threads)" \
 [ $rc -eq 0 ] || status=1
 
 # ---------------------------------------------------------------- 2. diff, collected
+# Each job's log ends with "diff_cuda: N cases, D different, E errors",
+# or, when the job stopped, with its last "progress:" line of the same
+# form; the figures are summed either way, so a stopped job's
+# differences still show.
+: >"$out/diff_cuda.log"
+rm -f "$out/diff_cuda.summed"
 j=0
 diff_rc=0
 while [ $j -lt "$diff_jobs" ]; do
     eval "wait \$diff_pid_$j" || diff_rc=$?
+    grep -a -E '^(diff_cuda|progress): [0-9]+ cases' "$out/diff_cuda.$j.log" |
+        tail -1 >>"$out/diff_cuda.summed"
     cat "$out/diff_cuda.$j.log" >>"$out/diff_cuda.log"
     rm -f "$out/diff_cuda.$j.log"
     j=$((j + 1))
 done
-# Each job ends with "diff_cuda: N cases, D different, E errors", or has
-# only its progress lines if it stopped; both are summed.
 line=$(awk -v jobs="$diff_jobs" '
-    /^diff_cuda: [0-9]+ cases/ { done++; n += $2; d += $4; e += $6 }
+    { n += $2; d += $4; e += $6 }
+    /^diff_cuda:/ { done++ }
     END {
+        printf "%d cases, %d different, %d errors", n, d, e
         if (done < jobs)
-            printf "%d of %d jobs finished", done, jobs
-        else
-            printf "%d cases, %d different, %d errors%s", n, d, e,
-                   (jobs > 1 ? " (" jobs " jobs)" : "")
-    }' "$out/diff_cuda.log")
+            printf "; STOPPED: %d of %d jobs finished", done, jobs
+        else if (jobs > 1)
+            printf " (%d jobs)", jobs
+    }' "$out/diff_cuda.summed")
+rm -f "$out/diff_cuda.summed"
 add "CPU vs CUDA differential" "$line (exit $diff_rc)"
 [ $diff_rc -eq 0 ] || status=1
 
