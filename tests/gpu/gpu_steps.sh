@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
-# gpu_steps.sh - what run-on-gpu.sh and fuzz-on-gpu.sh share, sourced by
-# both: the summary table printed last, the configure script of a git
-# checkout, and the four compute-sanitizer tools over one program.
+# gpu_steps.sh - what the GPU scripts share (tests/gpu/run-on-gpu.sh,
+# tests/gpu/fuzz-on-gpu.sh, python/run-on-gpu.sh), sourced by each: the
+# summary table printed last, the configure script of a git checkout,
+# and the four compute-sanitizer tools over one program.
 # The caller sets $src (the source tree) and $out (the log folder), and
 # may set $step_timeout (seconds a step may take, default 600).
 
@@ -21,11 +22,15 @@ print_summary() {
     echo "logs: $out"
 }
 
-# ensure_configure: a git checkout has no configure script until
-# autogen.sh has run. Fails (with the reason in autogen.log) if it cannot.
+# ensure_configure TITLE: a git checkout has no configure script until
+# autogen.sh has run. When it cannot run, the summary TITLE says so (the
+# reason is in autogen.log) and the script exits with status 1.
 ensure_configure() {
     [ -x "$src/configure" ] && return 0
-    (cd "$src" && ./autogen.sh) >"$out/autogen.log" 2>&1
+    (cd "$src" && ./autogen.sh) >"$out/autogen.log" 2>&1 && return 0
+    add "build" "FAILED (autogen.sh, see autogen.log)"
+    print_summary "$1"
+    exit 1
 }
 
 # run_sanitizers LABEL LOG PICK PROGRAM [ARGS...]: runs PROGRAM under
