@@ -7,10 +7,15 @@
 # may set $step_timeout (seconds a step may take, default 600).
 
 summary=""
+steps_started=$(date +%s)
 
-# add LABEL VALUE: one line of the summary table.
+# add LABEL VALUE: one line of the summary table, ending with the
+# seconds from the start to the moment it was added, so that the time
+# each step took (the difference from the line before, for steps run one
+# after another) is in the table, where a short GPU session looks first.
 add() {
-    summary="$summary$(printf '%-36s %s' "$1" "$2")
+    summary="$summary$(printf '%-36s %s [%d s]' "$1" "$2" \
+                           $(($(date +%s) - steps_started)))
 "
 }
 
@@ -19,6 +24,7 @@ print_summary() {
     echo
     echo "==================== $1 ===================="
     printf '%s' "$summary"
+    echo "[N s]: seconds from the start when the line was written"
     echo "logs: $out"
 }
 
