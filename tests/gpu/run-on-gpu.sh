@@ -129,12 +129,13 @@ fi
 # jobs together check seeds first_seed .. first_seed + cases - 1, each
 # once, however many jobs there are.
 [ "$diff_jobs" -ge 1 ] 2>/dev/null || diff_jobs=1
+per_job=$((cases / diff_jobs))
 j=0
 while [ $j -lt "$diff_jobs" ]; do
-    share=$((cases / diff_jobs))
-    [ $j -eq $((diff_jobs - 1)) ] && share=$((cases - share * j))
+    share=$per_job
+    [ $j -eq $((diff_jobs - 1)) ] && share=$((cases - per_job * j))
     timeout "$step_timeout" "$build/tests/gpu/diff_cuda" "$share" \
-        $((first_seed + cases / diff_jobs * j)) >"$out/diff_cuda.$j.log" 2>&1 &
+        $((first_seed + per_job * j)) >"$out/diff_cuda.$j.log" 2>&1 &
     eval "diff_pid_$j=\$!"
     j=$((j + 1))
 done
@@ -161,18 +162,20 @@ add "host process (fork, stack, threads)" \
 # form; the figures are summed either way, so a stopped job's
 # differences still show.
 : >"$out/diff_cuda.log"
-rm -f "$out/diff_cuda.summed"
+last_lines=""
 j=0
 diff_rc=0
 while [ $j -lt "$diff_jobs" ]; do
     eval "wait \$diff_pid_$j" || diff_rc=$?
-    grep -a -E '^(diff_cuda|progress): [0-9]+ cases' "$out/diff_cuda.$j.log" |
-        tail -1 >>"$out/diff_cuda.summed"
+    last_lines="$last_lines$(grep -a -E '^(diff_cuda|progress): [0-9]+ cases' \
+                                 "$out/diff_cuda.$j.log" | tail -1)
+"
     cat "$out/diff_cuda.$j.log" >>"$out/diff_cuda.log"
     rm -f "$out/diff_cuda.$j.log"
     j=$((j + 1))
 done
-line=$(awk -v jobs="$diff_jobs" '
+line=$(printf '%s' "$last_lines" | awk -v jobs="$diff_jobs" '
+    NF == 0 { next }
     { n += $2; d += $4; e += $6 }
     /^diff_cuda:/ { done++ }
     END {
@@ -181,8 +184,7 @@ line=$(awk -v jobs="$diff_jobs" '
             printf "; STOPPED: %d of %d jobs finished", done, jobs
         else if (jobs > 1)
             printf " (%d jobs)", jobs
-    }' "$out/diff_cuda.summed")
-rm -f "$out/diff_cuda.summed"
+    }')
 add "CPU vs CUDA differential" "$line (exit $diff_rc)"
 [ $diff_rc -eq 0 ] || status=1
 
