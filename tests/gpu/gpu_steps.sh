@@ -1,10 +1,17 @@
 # SPDX-License-Identifier: MIT
 # gpu_steps.sh - what the GPU scripts share (tests/gpu/run-on-gpu.sh,
-# tests/gpu/fuzz-on-gpu.sh, python/run-on-gpu.sh), sourced by each: the
+# tests/gpu/fuzz-on-gpu.sh, python/run-on-gpu.sh; pack-built.sh takes
+# the list of programs), sourced by each: the GPU test programs, the
 # summary table printed last, the configure script of a git checkout,
 # and the four compute-sanitizer tools over one program.
 # The caller sets $src (the source tree) and $out (the log folder), and
 # may set $step_timeout (seconds a step may take, default 600).
+
+# The GPU-only programs of tests/gpu (built on demand, never by a plain
+# make) that run-on-gpu.sh runs; pack-built.sh packs them, and
+# graph_bench beside them for bench-on-gpu.sh.
+gpu_test_programs="diff_cuda graph_replay sanitize_cases caller_memory \
+late_blocks error_chain"
 
 summary=""
 steps_started=$(date +%s)

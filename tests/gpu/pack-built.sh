@@ -12,6 +12,8 @@
 #     make -C tests/gpu diff_cuda graph_replay sanitize_cases \
 #         caller_memory late_blocks error_chain graph_bench
 #
+# (gpu_steps.sh's gpu_test_programs, and graph_bench).
+#
 # The archive holds one folder, NAME, with the programs where the build
 # has them (tools/, tests/, tests/gpu/) and, in runtime-libs/, the shared
 # libraries the unit suite links beyond the C library (Criterion and
@@ -28,6 +30,8 @@ if [ $# -ne 2 ]; then
 fi
 build=$1
 archive=$2
+src=$(cd "$(dirname "$0")/../.." && pwd)
+. "$src/tests/gpu/gpu_steps.sh"
 name=$(basename "$archive" .tar.xz)
 for p in tools/moescatter tests/unit tests/gpu/diff_cuda; do
     [ -x "$build/$p" ] || {
@@ -43,8 +47,7 @@ cp "$build/tools/moescatter" "$folder/tools/"
 for p in unit host_process; do
     [ -x "$build/tests/$p" ] && cp "$build/tests/$p" "$folder/tests/"
 done
-for p in diff_cuda graph_replay sanitize_cases caller_memory late_blocks \
-         error_chain graph_bench; do
+for p in $gpu_test_programs graph_bench; do
     [ -x "$build/tests/gpu/$p" ] && cp "$build/tests/gpu/$p" "$folder/tests/gpu/"
 done
 # The C library's own parts stay the GPU machine's.

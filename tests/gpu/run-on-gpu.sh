@@ -105,8 +105,7 @@ else
         "$src/configure" --with-cuda --enable-werror $arch_flag &&
         make -j"$jobs" &&
         make -j"$jobs" -C tests unit host_process &&
-        make -j"$jobs" -C tests/gpu diff_cuda graph_replay sanitize_cases \
-            caller_memory late_blocks error_chain
+        make -j"$jobs" -C tests/gpu $gpu_test_programs
     ) >"$out/build.log" 2>&1
     if [ $? -ne 0 ]; then
         add "build" "FAILED (see build.log)"
