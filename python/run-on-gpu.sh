@@ -41,11 +41,10 @@ step() {
 }
 
 ensure_configure "Python GPU summary"
-arch_flag="--with-cuda-arch=$arch"
-[ "$arch" = auto ] && arch_flag=""
+arch_flag=$(cuda_arch_flag "$arch")
 (
     cd "$build" &&
-    "$src/configure" --with-cuda --enable-shared $arch_flag \
+    "$src/configure" --with-cuda --enable-shared "$arch_flag" \
         PYTHON="$(command -v "$python")" &&
     make -j"$jobs"
 ) >"$out/build.log" 2>&1

@@ -55,11 +55,10 @@ step_timeout=900
 
 # ---------------------------------------------------------------- build
 ensure_configure "GPU fuzz summary"
-arch_flag="--with-cuda-arch=$arch"
-[ "$arch" = auto ] && arch_flag="--with-cuda-arch=all"
+arch_flag=$(cuda_arch_flag "$arch")
 (
     cd "$build" &&
-    { [ -f Makefile ] || "$src/configure" --with-cuda --enable-werror $arch_flag; } &&
+    { [ -f Makefile ] || "$src/configure" --with-cuda --enable-werror "$arch_flag"; } &&
     make -j"$jobs" &&
     make -j"$jobs" -C tests/fuzz fuzz_diff_replay
 ) >"$out/fuzz-build.log" 2>&1

@@ -3,7 +3,8 @@
 # tests/gpu/fuzz-on-gpu.sh, python/run-on-gpu.sh; pack-built.sh takes
 # the list of programs), sourced by each: the GPU test programs, the
 # summary table printed last, the configure script of a git checkout,
-# and the four compute-sanitizer tools over one program.
+# configure's architecture flag, and the four compute-sanitizer tools
+# over one program.
 # The caller sets $src (the source tree) and $out (the log folder), and
 # may set $step_timeout (seconds a step may take, default 600).
 
@@ -12,6 +13,17 @@
 # graph_bench beside them for bench-on-gpu.sh.
 gpu_test_programs="diff_cuda graph_replay sanitize_cases caller_memory \
 late_blocks error_chain"
+
+# cuda_arch_flag ARCH: configure's --with-cuda-arch for the scripts'
+# MOES_CUDA_ARCH, where "auto" means every architecture nvcc supports
+# ("all"), the same in each script.
+cuda_arch_flag() {
+    if [ "$1" = auto ]; then
+        echo "--with-cuda-arch=all"
+    else
+        echo "--with-cuda-arch=$1"
+    fi
+}
 
 summary=""
 steps_started=$(date +%s)

@@ -98,11 +98,10 @@ if [ -n "$built" ]; then
     fi
 else
     ensure_configure "GPU summary"
-    arch_flag="--with-cuda-arch=$arch"
-    [ "$arch" = auto ] && arch_flag="--with-cuda-arch=all"
+    arch_flag=$(cuda_arch_flag "$arch")
     (
         cd "$build" &&
-        "$src/configure" --with-cuda --enable-werror $arch_flag &&
+        "$src/configure" --with-cuda --enable-werror "$arch_flag" &&
         make -j"$jobs" &&
         make -j"$jobs" -C tests unit host_process &&
         make -j"$jobs" -C tests/gpu $gpu_test_programs
