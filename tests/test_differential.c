@@ -30,33 +30,37 @@ typedef struct block {
      * cases is one, so half the blocks of each thread count set
      * MOES_CPU_WORK_PER_THREAD=1 to run its threaded paths too. */
     int full_teams;
+    int sparse_gather; /* moes_case_limits.sparse_gather */
 } block;
 
-/* For each thread count: 10 blocks of 250 small cases (faults drawn from
- * the seed; in the last two, K up to 40, past a warp's 32), and for each
- * fault kind one block of 25 cases of full size, every other block with
- * full teams past one thread. 4 x (2500 + 125) =
- * 10,500 cases per run. */
+/* For each thread count: 11 blocks of 250 small cases (faults drawn from
+ * the seed; in the ninth and tenth, K up to 40, past a warp's 32; the
+ * eleventh, an expert-parallel rank's gather: most out_index entries -1,
+ * finite data but for a few rows), and for each fault kind one block of
+ * 25 cases of full size, every other block with full teams past one
+ * thread. 4 x (2750 + 150) = 11,600 cases per run. */
 enum { SMALL_BLOCK = 250, LARGE_BLOCK = 25 };
 
 static const int thread_counts[] = {1, 2, 3, 7};
 
 ParameterizedTestParameters(differential, random_cases)
 {
-    static block b[64];
+    static block b[4 * (11 + MOES_CASE_FAULT_COUNT)];
     int n = 0;
     for (int t = 0; t < 4; t++) {
         for (int r = 0; r < 10; r++)
             b[n++] = (block){thread_counts[t], -1,
                              0x5EED0000ull + (uint64_t)(t * 10 + r) * 1000,
                              SMALL_BLOCK, 48, 96, 64, r >= 8 ? 40 : 0,
-                             thread_counts[t] > 1 && r % 2 == 1};
+                             thread_counts[t] > 1 && r % 2 == 1, 0};
+        b[n++] = (block){thread_counts[t], -1,
+                         0x5BA50000ull + (uint64_t)t * 1000, SMALL_BLOCK,
+                         48, 96, 64, 0, thread_counts[t] > 1, 1};
         for (int f = 0; f < MOES_CASE_FAULT_COUNT; f++)
-            if (n < 64)
-                b[n++] = (block){thread_counts[t], f,
-                                 0xFA170000ull + (uint64_t)(t * 8 + f) * 1000,
-                                 LARGE_BLOCK, 0, 0, 0, 0,
-                                 thread_counts[t] > 1 && f % 2 == 1};
+            b[n++] = (block){thread_counts[t], f,
+                             0xFA170000ull + (uint64_t)(t * 8 + f) * 1000,
+                             LARGE_BLOCK, 0, 0, 0, 0,
+                             thread_counts[t] > 1 && f % 2 == 1, 0};
     }
     return cr_make_param_array(block, b, (size_t)n);
 }
@@ -84,7 +88,7 @@ ParameterizedTest(block *b, differential, random_cases)
         setenv("MOES_CPU_WORK_PER_THREAD", "1", 1);
     ctx = open_quietly(b->threads);
     moes_case_limits lim = {b->max_tokens, b->max_hidden, b->max_experts,
-                            b->max_top_k, 0, 0};
+                            b->max_top_k, 0, 0, b->sparse_gather};
     char msg[4096];
     int differ = 0;
     for (int i = 0; i < b->n_cases; i++) {

@@ -300,6 +300,87 @@ Test(kit, generator_coverage)
     cr_expect_gt(faults, SEEDS / 3);
 }
 
+/* Entry (t, k) of a case's gather out_index. */
+static int64_t gather_entry(const moes_case *c, int64_t t, int64_t k)
+{
+    const int64_t i = t * c->gather.out_index_stride + k;
+    if (c->gather.index_dtype == MOES_DTYPE_INT32) {
+        int32_t v;
+        memcpy(&v, (const char *)c->gather_index.data + i * 4, 4);
+        return v;
+    }
+    int64_t v;
+    memcpy(&v, (const char *)c->gather_index.data + i * 8, 8);
+    return v;
+}
+
+/* Whether y's element i is a NaN. */
+static int y_is_nan(const moes_case *c, int64_t i)
+{
+    const char *y = c->y.data;
+    if (c->gather.y_dtype == MOES_DTYPE_FP32) {
+        uint32_t u;
+        memcpy(&u, y + i * 4, 4);
+        return (u & 0x7FFFFFFFu) > 0x7F800000u;
+    }
+    uint16_t h;
+    memcpy(&h, y + i * 2, 2);
+    return (h & 0x7FFFu) > (c->gather.y_dtype == MOES_DTYPE_BF16 ? 0x7F80u
+                                                                 : 0x7C00u);
+}
+
+/* diff_cuda's expert-parallel class (sparse_gather) gives what it is
+ * there for: the gather's large shape (the tokens and vector rows of the
+ * vector class), K <= 16, about one valid out_index entry in eight, so
+ * that most tokens have one row or none, and y finite but for a few rows,
+ * so that most items are summed without the NaN rule, though some are
+ * not. */
+Test(kit, ep_rank_class_coverage)
+{
+    enum { SEEDS = 40 };
+    const moes_case_limits lim = {4000, 0, 0, 16, 2200, 1, 1};
+    int64_t entries = 0, valid = 0, tokens = 0, one_or_none = 0;
+    int64_t y_values = 0, y_nans = 0;
+    for (uint64_t s = 0; s < SEEDS; s++) {
+        const unsigned long long seed = 10 * s + 7; /* diff_cuda's class */
+        moes_case c;
+        const moes_gather_args *g = &c.gather;
+        cr_assert_eq(moes_case_generate(&c, seed, MOES_CASE_VALID, &lim),
+                     MOES_OK);
+        cr_expect(g->n_tokens >= 2200 && g->n_tokens <= 4000,
+                  "seed %llu: %lld tokens", seed, (long long)g->n_tokens);
+        cr_expect(g->top_k >= 1 && g->top_k <= 16, "seed %llu: K %lld", seed,
+                  (long long)g->top_k);
+        for (int64_t t = 0; t < g->n_tokens; t++) {
+            int rows = 0;
+            for (int64_t k = 0; k < g->top_k; k++) {
+                const int64_t e = gather_entry(&c, t, k);
+                cr_assert(e >= -1 && e < g->y_rows, "seed %llu: entry %lld",
+                          seed, (long long)e);
+                rows += e >= 0;
+            }
+            entries += g->top_k;
+            valid += rows;
+            tokens++;
+            one_or_none += rows <= 1;
+        }
+        const int64_t ye = g->y_dtype == MOES_DTYPE_FP32 ? 4 : 2;
+        for (int64_t i = 0; i < c.y.bytes / ye; i++)
+            y_nans += y_is_nan(&c, i);
+        y_values += c.y.bytes / ye;
+        moes_case_free(&c);
+    }
+    /* One in eight, less the few that were -1 anyway. */
+    cr_expect(valid * 10 > entries && valid * 7 < entries,
+              "%lld valid entries of %lld", (long long)valid,
+              (long long)entries);
+    cr_expect(one_or_none * 2 > tokens, "%lld of %lld tokens with <= 1 row",
+              (long long)one_or_none, (long long)tokens);
+    cr_expect(y_nans > 0 && y_nans * 200 < y_values,
+              "%lld NaNs in %lld values of y", (long long)y_nans,
+              (long long)y_values);
+}
+
 /* The limits that steer cases to the GPU gather's large shape (diff_cuda's
  * vector class) do: every case has the minimum of tokens, rows of 16-byte
  * vectors wherever the hidden size is a multiple of 8 (y and out strides
@@ -309,7 +390,7 @@ Test(kit, generator_coverage)
 Test(kit, vector_class_coverage)
 {
     enum { SEEDS = 60 };
-    const moes_case_limits lim = {4000, 0, 0, 40, 2200, 1};
+    const moes_case_limits lim = {4000, 0, 0, 40, 2200, 1, 0};
     int vector = 0, sparse = 0, wide = 0;
     for (uint64_t s = 0; s < SEEDS; s++) {
         const unsigned long long seed = 10 * s + 3; /* diff_cuda's class */

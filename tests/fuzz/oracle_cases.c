@@ -16,7 +16,7 @@
 
 int main(int argc, char **argv)
 {
-    const moes_case_limits limits = {48, 300, 40, 0, 0, 0};
+    const moes_case_limits limits = {48, 300, 40, 0, 0, 0, 0};
     long cases = argc > 1 ? atol(argv[1]) : 300;
     uint64_t first = argc > 2 ? strtoull(argv[2], NULL, 10) : 1;
     moes_context *ctx[3];

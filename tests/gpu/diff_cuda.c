@@ -14,10 +14,16 @@
  * 32 entries a fetch; and every tenth from 3 from 2200 up to 4000 tokens
  * with K up to 40 and rows of 16-byte vectors where they fit, so that the
  * gather takes its large shape (more items than the warps that fit),
- * some from a y of fewer rows than half the entries, as on an
- * expert-parallel rank; a random case seldom does: of seeds 1-20,000, 7
- * cases did before this class, 1,625 with it, 212 of them with K past 32
- * (on a GPU of 132 multiprocessors). The seed alone still says which.
+ * some from a y of fewer rows than half the entries; a random case
+ * seldom does: of seeds 1-20,000, 7 cases did before this class, 1,625
+ * with it, 212 of them with K past 32 (on a GPU of 132 multiprocessors).
+ * Every tenth from 7 is the same with K up to 16 and the gather of an
+ * expert-parallel rank (moes_case_limits.sparse_gather): most out_index
+ * entries -1, so that many items have one row or none, and finite data
+ * but for a few rows and weights, so that the items are mostly summed
+ * without the NaN sign rule, as a layer's are; in the other classes
+ * nearly every item of a large row meets a NaN or an infinity somewhere.
+ * The seed alone still says which class a case is of.
  *
  * Prints one line per difference (the seed replays it) and a last line
  * "diff_cuda: <cases> cases, <n> different, <n> errors". Exit status 0
@@ -61,13 +67,15 @@ int main(int argc, char **argv)
         return 2;
     for (long long i = 0; i < cases; i++) {
         uint64_t seed = first + (uint64_t)i;
-        static const moes_case_limits large = {4000, 0, 20000, 0, 0, 0};
-        static const moes_case_limits wide = {2000, 0, 0, 48, 0, 0};
-        static const moes_case_limits vectors = {4000, 0, 0, 40, 2200, 1};
+        static const moes_case_limits large = {4000, 0, 20000, 0, 0, 0, 0};
+        static const moes_case_limits wide = {2000, 0, 0, 48, 0, 0, 0};
+        static const moes_case_limits vectors = {4000, 0, 0, 40, 2200, 1, 0};
+        static const moes_case_limits ep_rank = {4000, 0, 0, 16, 2200, 1, 1};
         int v = moes_case_check(cuda, cpu, seed, -1,
                                 seed % 10 == 0   ? &large
                                 : seed % 10 == 5 ? &wide
                                 : seed % 10 == 3 ? &vectors
+                                : seed % 10 == 7 ? &ep_rank
                                                  : NULL,
                                 msg, sizeof msg);
         if ((i + 1) % 1000 == 0) {

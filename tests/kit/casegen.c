@@ -43,20 +43,38 @@ static const uint16_t special_16[] = {
 
 #define COUNT_OF(a) ((int64_t)(sizeof(a) / sizeof((a)[0])))
 
+/* A finite fp32 number of either sign between 2^-10 and 2^11. */
+static uint32_t moderate_f32_bits(moes_rng *g)
+{
+    uint32_t sign = (uint32_t)moes_rng_below(g, 2) << 31;
+    uint32_t exp = (uint32_t)moes_rng_range(g, 127 - 10, 127 + 10);
+    uint32_t mant = (uint32_t)moes_rng_below(g, 1 << 23);
+    return sign | exp << 23 | mant;
+}
+
 /* An fp32 value: mostly moderate numbers, sometimes any bits, sometimes
  * one of the special values. */
 static uint32_t draw_f32_bits(moes_rng *g)
 {
     int64_t r = moes_rng_below(g, 100);
-    if (r < 70) {
-        uint32_t sign = (uint32_t)moes_rng_below(g, 2) << 31;
-        uint32_t exp = (uint32_t)moes_rng_range(g, 127 - 10, 127 + 10);
-        uint32_t mant = (uint32_t)moes_rng_below(g, 1 << 23);
-        return sign | exp << 23 | mant;
-    }
+    if (r < 70)
+        return moderate_f32_bits(g);
     if (r < 82)
         return (uint32_t)moes_rng_next(g);
     return special_f32[moes_rng_below(g, COUNT_OF(special_f32))];
+}
+
+/* The fp32 value bits at p in dtype (fp32, bf16, fp16), rounded. */
+static void store_as(int dtype, uint32_t bits, void *p)
+{
+    uint16_t h;
+    if (dtype == MOES_DTYPE_FP32) {
+        memcpy(p, &bits, 4);
+        return;
+    }
+    h = dtype == MOES_DTYPE_BF16 ? moes_f32_to_bf16(moes_bits_to_f32(bits))
+                                 : moes_f32_to_f16(moes_bits_to_f32(bits));
+    memcpy(p, &h, 2);
 }
 
 /* A value of a float dtype (fp32, bf16, fp16) stored at p. */
@@ -65,18 +83,25 @@ static void draw_value(moes_rng *g, int dtype, void *p)
     uint32_t bits = draw_f32_bits(g);
     uint16_t h;
     if (dtype == MOES_DTYPE_FP32) {
-        memcpy(p, &bits, 4);
+        store_as(dtype, bits, p);
         return;
     }
-    if (moes_rng_chance(g, 10))
+    if (moes_rng_chance(g, 10)) {
         h = special_16[moes_rng_below(g, COUNT_OF(special_16))];
-    else if (moes_rng_chance(g, 10))
+    } else if (moes_rng_chance(g, 10)) {
         h = (uint16_t)moes_rng_next(g);
-    else if (dtype == MOES_DTYPE_BF16)
-        h = moes_f32_to_bf16(moes_bits_to_f32(bits));
-    else
-        h = moes_f32_to_f16(moes_bits_to_f32(bits));
+    } else {
+        store_as(dtype, bits, p);
+        return;
+    }
     memcpy(p, &h, 2);
+}
+
+/* A moderate number of a float dtype at p, never a NaN or an infinity:
+ * what a layer's activations and weights mostly are. */
+static void draw_finite(moes_rng *g, int dtype, void *p)
+{
+    store_as(dtype, moderate_f32_bits(g), p);
 }
 
 static size_t dtype_bytes(int dtype)
@@ -510,7 +535,8 @@ static int64_t draw_row_stride(moes_rng *g, int64_t row, int vector_rows)
     return vector_rows ? round_up(s, 8) : s;
 }
 
-static int draw_gather(moes_rng *g, moes_case *c, int vector_rows)
+static int draw_gather(moes_rng *g, moes_case *c, int vector_rows,
+                       int sparse)
 {
     moes_gather_args *ga = &c->gather;
     const moes_scatter_args *sa = &c->scatter;
@@ -539,8 +565,24 @@ static int draw_gather(moes_rng *g, moes_case *c, int vector_rows)
     if (!alloc_buffer(&c->y, extent(c->out_rows, resolved(ga->y_stride, h), h,
                                     ye)))
         return 0;
-    for (int64_t i = 0; i < c->y.bytes / (int64_t)ye; i++)
-        draw_value(g, ga->y_dtype, (char *)c->y.data + i * (int64_t)ye);
+    if (sparse) {
+        /* Row by row (with the stride's padding after each): one in 64
+         * drawn as usual, the others finite. */
+        const int64_t row_elems = resolved(ga->y_stride, h);
+        int usual = 0;
+        for (int64_t i = 0; i < c->y.bytes / (int64_t)ye; i++) {
+            char *value = (char *)c->y.data + i * (int64_t)ye;
+            if (i % row_elems == 0)
+                usual = moes_rng_below(g, 64) == 0;
+            if (usual)
+                draw_value(g, ga->y_dtype, value);
+            else
+                draw_finite(g, ga->y_dtype, value);
+        }
+    } else {
+        for (int64_t i = 0; i < c->y.bytes / (int64_t)ye; i++)
+            draw_value(g, ga->y_dtype, (char *)c->y.data + i * (int64_t)ye);
+    }
 
     if (moes_rng_chance(g, 70)) {
         int64_t ws = resolved(ga->weights_stride, k);
@@ -548,7 +590,7 @@ static int draw_gather(moes_rng *g, moes_case *c, int vector_rows)
             return 0;
         for (int64_t i = 0; i < c->weights.bytes / 4; i++) {
             float w = (float)moes_rng_below(g, 1 << 20) / (float)(1 << 20);
-            if (moes_rng_chance(g, 15))
+            if (sparse ? moes_rng_below(g, 64) == 0 : moes_rng_chance(g, 15))
                 draw_value(g, MOES_DTYPE_FP32,
                            (char *)c->weights.data + i * 4);
             else
@@ -561,10 +603,16 @@ static int draw_gather(moes_rng *g, moes_case *c, int vector_rows)
         return 0;
     fill_random_bytes(g, &c->gather_index);
     for (int64_t t = 0; t < n; t++)
-        for (int64_t j = 0; j < k; j++)
+        for (int64_t j = 0; j < k; j++) {
+            int64_t row = moes_rng_below(g, c->out_rows + 1) - 1;
+            /* An expert-parallel rank holds the rows of one expert in
+             * eight: most of a token's entries are -1, many tokens have
+             * one row or none. */
+            if (sparse && moes_rng_below(g, 8) != 0)
+                row = -1;
             store_index(c->gather_index.data, ie,
-                        t * ga->out_index_stride + j,
-                        moes_rng_below(g, c->out_rows + 1) - 1);
+                        t * ga->out_index_stride + j, row);
+        }
 
     c->gather_out_bytes = extent(n, resolved(ga->out_stride, h), h, oe);
     if (ga->flags & MOES_GATHER_ACCUMULATE) {
@@ -687,7 +735,7 @@ static int draw_case(moes_rng *g, moes_case *c, const moes_case_limits *lim)
     c->distinct_stride = a->out_index_stride;
     c->distinct_bytes = extent(n, resolved(c->distinct_stride, k), k, ie);
 
-    if (!draw_gather(g, c, vector_rows))
+    if (!draw_gather(g, c, vector_rows, lim->sparse_gather))
         return 0;
     if (c->fault != MOES_CASE_VALID && c->fault != MOES_CASE_BAD_CAPACITY)
         inject_fault(g, c);
@@ -698,7 +746,7 @@ int moes_case_generate(moes_case *c, uint64_t seed, int fault,
                        const moes_case_limits *limits)
 {
     moes_rng g;
-    moes_case_limits lim = {400, 1100, 3000, 9, 0, 0};
+    moes_case_limits lim = {400, 1100, 3000, 9, 0, 0, 0};
     memset(c, 0, sizeof *c);
     moes_rng_seed(&g, seed);
     if (limits) {
@@ -715,6 +763,7 @@ int moes_case_generate(moes_case *c, uint64_t seed, int fault,
                                  ? limits->min_tokens
                                  : lim.max_tokens;
         lim.vector_rows = limits->vector_rows;
+        lim.sparse_gather = limits->sparse_gather;
     }
     if (fault < 0 || fault >= MOES_CASE_FAULT_COUNT)
         fault = moes_rng_chance(&g, 50)

@@ -42,6 +42,11 @@ typedef struct moes_case_limits {
     int vector_rows;      /* nonzero: the hidden size and the gather's y and
                            * out strides a multiple of 8 elements, where
                            * the buffer budget allows 8 (else as drawn) */
+    int sparse_gather;    /* nonzero: the gather of an expert-parallel rank:
+                           * an out_index entry names a row one time in
+                           * eight (else -1), and y and the weights are
+                           * finite numbers but for one y row and one
+                           * weight in 64, drawn as usual */
 } moes_case_limits;
 
 /* A host buffer of the case: bytes long, NULL when bytes is 0. */
