@@ -37,8 +37,8 @@ typedef struct block {
  * the seed; in the ninth and tenth, K up to 40, past a warp's 32; the
  * eleventh, an expert-parallel rank's gather: most out_index entries -1,
  * finite data but for a few rows), and for each fault kind one block of
- * 25 cases of full size, every other block with full teams past one
- * thread. 4 x (2750 + 150) = 11,600 cases per run. */
+ * 25 cases of full size; past one thread, every other block with full
+ * teams, and the eleventh too. 4 x (2750 + 150) = 11,600 cases per run. */
 enum { SMALL_BLOCK = 250, LARGE_BLOCK = 25 };
 
 static const int thread_counts[] = {1, 2, 3, 7};
