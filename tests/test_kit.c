@@ -7,10 +7,12 @@
  * difference would make every other randomized test pass for nothing.
  */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "elements.h"
 #include "helpers.h"
 #include "testkit.h"
 
@@ -300,35 +302,6 @@ Test(kit, generator_coverage)
     cr_expect_gt(faults, SEEDS / 3);
 }
 
-/* Entry (t, k) of a case's gather out_index. */
-static int64_t gather_entry(const moes_case *c, int64_t t, int64_t k)
-{
-    const int64_t i = t * c->gather.out_index_stride + k;
-    if (c->gather.index_dtype == MOES_DTYPE_INT32) {
-        int32_t v;
-        memcpy(&v, (const char *)c->gather_index.data + i * 4, 4);
-        return v;
-    }
-    int64_t v;
-    memcpy(&v, (const char *)c->gather_index.data + i * 8, 8);
-    return v;
-}
-
-/* Whether y's element i is a NaN. */
-static int y_is_nan(const moes_case *c, int64_t i)
-{
-    const char *y = c->y.data;
-    if (c->gather.y_dtype == MOES_DTYPE_FP32) {
-        uint32_t u;
-        memcpy(&u, y + i * 4, 4);
-        return (u & 0x7FFFFFFFu) > 0x7F800000u;
-    }
-    uint16_t h;
-    memcpy(&h, y + i * 2, 2);
-    return (h & 0x7FFFu) > (c->gather.y_dtype == MOES_DTYPE_BF16 ? 0x7F80u
-                                                                 : 0x7C00u);
-}
-
 /* diff_cuda's expert-parallel class (sparse_gather) gives what it is
  * there for: the gather's large shape (the tokens and vector rows of the
  * vector class), K <= 16, about one valid out_index entry in eight, so
@@ -351,10 +324,13 @@ Test(kit, ep_rank_class_coverage)
                   "seed %llu: %lld tokens", seed, (long long)g->n_tokens);
         cr_expect(g->top_k >= 1 && g->top_k <= 16, "seed %llu: K %lld", seed,
                   (long long)g->top_k);
+        const size_t index_elem = g->index_dtype == MOES_DTYPE_INT32 ? 4 : 8;
         for (int64_t t = 0; t < g->n_tokens; t++) {
             int rows = 0;
             for (int64_t k = 0; k < g->top_k; k++) {
-                const int64_t e = gather_entry(&c, t, k);
+                const int64_t e =
+                    load_index(c.gather_index.data, index_elem,
+                               t * g->out_index_stride + k);
                 outside += e < -1 || e >= g->y_rows;
                 rows += e >= 0;
             }
@@ -365,7 +341,7 @@ Test(kit, ep_rank_class_coverage)
         }
         const int64_t ye = g->y_dtype == MOES_DTYPE_FP32 ? 4 : 2;
         for (int64_t i = 0; i < c.y.bytes / ye; i++)
-            y_nans += y_is_nan(&c, i);
+            y_nans += isnan(load_float(c.y.data, g->y_dtype, i));
         y_values += c.y.bytes / ye;
         moes_case_free(&c);
     }

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "elements.h"
 #include "fuzz_check.h"
 #include "fuzz_context.h"
 #include "fuzz_extent.h"
@@ -438,16 +439,6 @@ FZ_NO_COVERAGE static int64_t decode_entry(fz_input *in, int64_t limit)
     if (b < 248)
         return -2 - b % 3;
     return fz_wild(in);
-}
-
-static void store_index(void *base, size_t elem, int64_t i, int64_t v)
-{
-    if (elem == 4) {
-        int32_t w = (int32_t)v;
-        memcpy((char *)base + 4 * i, &w, 4);
-    } else {
-        memcpy((char *)base + 8 * i, &v, 8);
-    }
 }
 
 /* ids [N][stride] with values everywhere, padding included (a library

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "casegen.h"
+#include "elements.h"
 #include "numerics.h"
 #include "rng.h"
 
@@ -151,28 +152,6 @@ static void fill_random_bytes(moes_rng *g, moes_case_buffer *b)
     unsigned char *p = b->data;
     for (int64_t i = 0; i < b->bytes; i++)
         p[i] = (unsigned char)moes_rng_next(g);
-}
-
-static int64_t load_index(const void *base, size_t elem, int64_t i)
-{
-    if (elem == 4) {
-        int32_t v;
-        memcpy(&v, (const char *)base + i * 4, 4);
-        return v;
-    }
-    int64_t v;
-    memcpy(&v, (const char *)base + i * 8, 8);
-    return v;
-}
-
-static void store_index(void *base, size_t elem, int64_t i, int64_t v)
-{
-    if (elem == 4) {
-        int32_t w = (int32_t)v;
-        memcpy((char *)base + i * 4, &w, 4);
-    } else {
-        memcpy((char *)base + i * 8, &v, 8);
-    }
 }
 
 static int64_t pick_tokens(moes_rng *g, int64_t max)

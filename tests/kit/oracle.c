@@ -9,32 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "elements.h"
 #include "numerics.h"
 #include "oracle.h"
 #include "oracle_args.h"
-
-static int64_t load_index(const void *base, size_t elem, int64_t i)
-{
-    if (elem == 4) {
-        int32_t v;
-        memcpy(&v, (const char *)base + i * 4, 4);
-        return v;
-    } else {
-        int64_t v;
-        memcpy(&v, (const char *)base + i * 8, 8);
-        return v;
-    }
-}
-
-static void store_index(void *base, size_t elem, int64_t i, int64_t v)
-{
-    if (elem == 4) {
-        int32_t w = (int32_t)v;
-        memcpy((char *)base + i * 4, &w, 4);
-    } else {
-        memcpy((char *)base + i * 8, &v, 8);
-    }
-}
 
 static int64_t round_up(int64_t v, int64_t a)
 {
@@ -369,18 +347,6 @@ int moes_oracle_scatter(const moes_routing *routing,
     free(start);
     free(block);
     return MOES_OK;
-}
-
-static float load_float(const void *base, int dtype, int64_t i)
-{
-    if (dtype == MOES_DTYPE_FP32) {
-        float f;
-        memcpy(&f, (const char *)base + i * 4, 4);
-        return f;
-    }
-    uint16_t h;
-    memcpy(&h, (const char *)base + i * 2, 2);
-    return dtype == MOES_DTYPE_BF16 ? moes_bf16_to_f32(h) : moes_f16_to_f32(h);
 }
 
 static void store_float(void *base, int dtype, int64_t i, float f)
