@@ -311,19 +311,21 @@ Test(kit, generator_coverage)
 Test(kit, ep_rank_class_coverage)
 {
     enum { SEEDS = 40 };
-    const moes_case_limits lim = {4000, 0, 0, 16, 2200, 1, 1};
+    const moes_case_limits *lim = moes_case_class_limits(7);
+    cr_assert(lim && lim->sparse_gather && lim->vector_rows);
     int64_t entries = 0, valid = 0, tokens = 0, one_or_none = 0, outside = 0;
     int64_t y_values = 0, y_nans = 0;
     for (uint64_t s = 0; s < SEEDS; s++) {
-        const unsigned long long seed = 10 * s + 7; /* diff_cuda's class */
+        const unsigned long long seed = 10 * s + 7;
         moes_case c;
         const moes_gather_args *g = &c.gather;
-        cr_assert_eq(moes_case_generate(&c, seed, MOES_CASE_VALID, &lim),
+        cr_assert_eq(moes_case_generate(&c, seed, MOES_CASE_VALID, lim),
                      MOES_OK);
-        cr_expect(g->n_tokens >= 2200 && g->n_tokens <= 4000,
+        cr_expect(g->n_tokens >= lim->min_tokens &&
+                      g->n_tokens <= lim->max_tokens,
                   "seed %llu: %lld tokens", seed, (long long)g->n_tokens);
-        cr_expect(g->top_k >= 1 && g->top_k <= 16, "seed %llu: K %lld", seed,
-                  (long long)g->top_k);
+        cr_expect(g->top_k >= 1 && g->top_k <= lim->max_top_k,
+                  "seed %llu: K %lld", seed, (long long)g->top_k);
         const size_t index_elem = g->index_dtype == MOES_DTYPE_INT32 ? 4 : 8;
         for (int64_t t = 0; t < g->n_tokens; t++) {
             int rows = 0;
@@ -367,14 +369,16 @@ Test(kit, ep_rank_class_coverage)
 Test(kit, vector_class_coverage)
 {
     enum { SEEDS = 60 };
-    const moes_case_limits lim = {4000, 0, 0, 40, 2200, 1, 0};
+    const moes_case_limits *lim = moes_case_class_limits(3);
+    cr_assert(lim && lim->vector_rows && lim->max_top_k > 32);
     int vector = 0, sparse = 0, wide = 0;
     for (uint64_t s = 0; s < SEEDS; s++) {
-        const unsigned long long seed = 10 * s + 3; /* diff_cuda's class */
+        const unsigned long long seed = 10 * s + 3;
         moes_case c;
         const moes_gather_args *g = &c.gather;
-        cr_assert_eq(moes_case_generate(&c, seed, -1, &lim), MOES_OK);
-        cr_expect(g->n_tokens >= 2200 && g->n_tokens <= 4000,
+        cr_assert_eq(moes_case_generate(&c, seed, -1, lim), MOES_OK);
+        cr_expect(g->n_tokens >= lim->min_tokens &&
+                      g->n_tokens <= lim->max_tokens,
                   "seed %llu: %lld tokens", seed, (long long)g->n_tokens);
         if (g->hidden % 8 == 0) {
             cr_expect(g->y_stride % 8 == 0 && g->out_stride % 8 == 0,

@@ -23,7 +23,8 @@
  * but for a few rows and weights, so that the items are mostly summed
  * without the NaN sign rule, as a layer's are; in the other classes
  * nearly every item of a large row meets a NaN or an infinity somewhere.
- * The seed alone still says which class a case is of.
+ * The seed alone still says which class a case is of: the kit holds the
+ * classes' limits (moes_case_class_limits), which its own tests check.
  *
  * Prints one line per difference (the seed replays it) and a last line
  * "diff_cuda: <cases> cases, <n> different, <n> errors". Exit status 0
@@ -67,16 +68,8 @@ int main(int argc, char **argv)
         return 2;
     for (long long i = 0; i < cases; i++) {
         uint64_t seed = first + (uint64_t)i;
-        static const moes_case_limits large = {4000, 0, 20000, 0, 0, 0, 0};
-        static const moes_case_limits wide = {2000, 0, 0, 48, 0, 0, 0};
-        static const moes_case_limits vectors = {4000, 0, 0, 40, 2200, 1, 0};
-        static const moes_case_limits ep_rank = {4000, 0, 0, 16, 2200, 1, 1};
         int v = moes_case_check(cuda, cpu, seed, -1,
-                                seed % 10 == 0   ? &large
-                                : seed % 10 == 5 ? &wide
-                                : seed % 10 == 3 ? &vectors
-                                : seed % 10 == 7 ? &ep_rank
-                                                 : NULL,
+                                moes_case_class_limits(seed),
                                 msg, sizeof msg);
         if ((i + 1) % 1000 == 0) {
             printf("progress: %lld cases, %lld different, %lld errors\n",

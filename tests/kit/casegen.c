@@ -769,6 +769,26 @@ void moes_case_free(moes_case *c)
     }
 }
 
+const moes_case_limits *moes_case_class_limits(uint64_t seed)
+{
+    static const moes_case_limits large = {4000, 0, 20000, 0, 0, 0, 0};
+    static const moes_case_limits wide = {2000, 0, 0, 48, 0, 0, 0};
+    static const moes_case_limits vectors = {4000, 0, 0, 40, 2200, 1, 0};
+    static const moes_case_limits ep_rank = {4000, 0, 0, 16, 2200, 1, 1};
+    switch (seed % 10) {
+    case 0:
+        return &large;
+    case 3:
+        return &vectors;
+    case 5:
+        return &wide;
+    case 7:
+        return &ep_rank;
+    default:
+        return NULL;
+    }
+}
+
 const char *moes_case_fault_name(int fault)
 {
     switch (fault) {

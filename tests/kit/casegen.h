@@ -103,6 +103,19 @@ typedef struct moes_case {
 int moes_case_generate(moes_case *c, uint64_t seed, int fault,
                        const moes_case_limits *limits);
 
+/* The limits of the seed classes of the differential against the GPU
+ * (tests/gpu/diff_cuda.c): the last decimal digit of the seed picks a
+ * class, so that the seed alone replays a case. Returns NULL (the
+ * generator's defaults) for the digits with no class of their own.
+ *   0: up to 4000 tokens and 20000 experts (calls past 8192 choices, and
+ *      of experts enough that the sort places them);
+ *   3: 2200 to 4000 tokens, K up to 40 and rows of 16-byte vectors where
+ *      they fit (the GPU gather's large shape, K past a warp's 32 entries);
+ *   5: up to 2000 tokens with K up to 48;
+ *   7: as 3 with K up to 16 and the gather of an expert-parallel rank
+ *      (sparse_gather). */
+const moes_case_limits *moes_case_class_limits(uint64_t seed);
+
 /* Frees the host buffers of c (c may be half-built or zeroed). */
 void moes_case_free(moes_case *c);
 
