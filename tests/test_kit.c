@@ -211,7 +211,7 @@ Test(kit, generator_coverage)
             slice_back += first == eg - e;
             slice_mid += first > 0 && first < eg - e;
         }
-        ie = r->ids_dtype == MOES_DTYPE_INT32 ? 4 : 8;
+        ie = moes_case_dtype_bytes(r->ids_dtype);
         stride = r->ids_stride ? r->ids_stride : r->top_k;
         for (int64_t t = 0; t < r->n_tokens; t++) {
             int64_t prev = -5;
@@ -326,7 +326,7 @@ Test(kit, ep_rank_class_coverage)
                   "seed %llu: %lld tokens", seed, (long long)g->n_tokens);
         cr_expect(g->top_k >= 1 && g->top_k <= lim->max_top_k,
                   "seed %llu: K %lld", seed, (long long)g->top_k);
-        const size_t index_elem = g->index_dtype == MOES_DTYPE_INT32 ? 4 : 8;
+        const size_t index_elem = moes_case_dtype_bytes(g->index_dtype);
         for (int64_t t = 0; t < g->n_tokens; t++) {
             int rows = 0;
             for (int64_t k = 0; k < g->top_k; k++) {
@@ -341,7 +341,7 @@ Test(kit, ep_rank_class_coverage)
             tokens++;
             one_or_none += rows <= 1;
         }
-        const int64_t ye = g->y_dtype == MOES_DTYPE_FP32 ? 4 : 2;
+        const int64_t ye = (int64_t)moes_case_dtype_bytes(g->y_dtype);
         for (int64_t i = 0; i < c.y.bytes / ye; i++)
             y_nans += isnan(load_float(c.y.data, g->y_dtype, i));
         y_values += c.y.bytes / ye;

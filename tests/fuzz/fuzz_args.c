@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "casegen.h"
 #include "elements.h"
 #include "fuzz_check.h"
 #include "fuzz_context.h"
@@ -418,13 +419,6 @@ static uint8_t decode_nulls(fz_input *in)
     return fz_u8(in) >= 224 ? fz_u8(in) : 0;
 }
 
-static size_t elem_of(int dtype)
-{
-    size_t s = 0;
-    moes_dtype_size(dtype, &s);
-    return s;
-}
-
 /* An id or map entry in [-1, limit) mostly, sometimes just outside, or
  * anything. */
 FZ_NO_COVERAGE static int64_t decode_entry(fz_input *in, int64_t limit)
@@ -446,7 +440,7 @@ FZ_NO_COVERAGE static int64_t decode_entry(fz_input *in, int64_t limit)
 FZ_NO_COVERAGE static void *decode_ids(fz_input *in, call_buffers *cb,
                                        moes_routing *r, int64_t id_limit)
 {
-    size_t elem = elem_of(r->ids_dtype), bytes, n;
+    size_t elem = moes_case_dtype_bytes(r->ids_dtype), bytes, n;
     void *ids;
     if (elem != 4 && elem != 8)
         elem = 4;
@@ -516,7 +510,7 @@ FZ_NO_COVERAGE static void rows_needed(const moes_routing *r,
                                        int64_t *largest)
 {
     int64_t counts[64] = {0};
-    size_t elem = elem_of(r->ids_dtype);
+    size_t elem = moes_case_dtype_bytes(r->ids_dtype);
     int64_t stride = r->ids_stride ? r->ids_stride : r->top_k;
     if (!r->ids || r->n_experts < 1 || r->n_experts > 64 || r->n_tokens > 64 ||
         r->top_k > 64 || stride < r->top_k || (elem != 4 && elem != 8))
@@ -621,7 +615,7 @@ static void fuzz_routing_call(fz_input *in, call_buffers *cb,
     stride = call->distinct ? decode_stride(in, r.top_k) : 0;
     present = fz_u8(in);
     if (present < 240) {
-        size_t elem = elem_of(dtype);
+        size_t elem = moes_case_dtype_bytes(dtype);
         const int64_t rows = call->distinct ? r.n_tokens : 1;
         const int64_t cols = call->distinct ? r.top_k : r.n_experts;
         out = add_output(cb, call->output,
@@ -722,8 +716,8 @@ static void fuzz_scatter(fz_input *in, call_buffers *cb, moes_context *ctx)
      * value of the index type, anything); bit 3 index-only (no x, out
      * or scales) when bit 0 of present leaves the scales out. */
     rows_byte = fz_u8(in);
-    x_elem = elem_of(a.x_dtype);
-    ie = elem_of(a.index_dtype);
+    x_elem = moes_case_dtype_bytes(a.x_dtype);
+    ie = moes_case_dtype_bytes(a.index_dtype);
     if (!x_elem)
         x_elem = 1;
     if (!ie)
@@ -968,9 +962,9 @@ static void fuzz_gather(fz_input *in, call_buffers *cb, moes_context *ctx)
         nulls |= 4; /* weights given */
     else
         nulls &= (uint8_t)~4;
-    y_elem = elem_of(a.y_dtype);
-    out_elem = elem_of(a.out_dtype);
-    ie = elem_of(a.index_dtype);
+    y_elem = moes_case_dtype_bytes(a.y_dtype);
+    out_elem = moes_case_dtype_bytes(a.out_dtype);
+    ie = moes_case_dtype_bytes(a.index_dtype);
     if (!y_elem)
         y_elem = 4;
     if (!out_elem)

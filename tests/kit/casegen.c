@@ -105,13 +105,6 @@ static void draw_finite(moes_rng *g, int dtype, void *p)
     store_as(dtype, moderate_f32_bits(g), p);
 }
 
-static size_t dtype_bytes(int dtype)
-{
-    size_t s = 0;
-    moes_dtype_size(dtype, &s);
-    return s;
-}
-
 /* Bytes of [rows][stride] elements of which each row uses row_len. */
 static int64_t extent(int64_t rows, int64_t stride, int64_t row_len,
                       size_t elem)
@@ -229,7 +222,7 @@ static int draw_routing(moes_rng *g, moes_case *c, const moes_case_limits *lim)
     r->n_experts = e;
     r->ids_dtype =
         moes_rng_chance(g, 50) ? MOES_DTYPE_INT32 : MOES_DTYPE_INT64;
-    ie = dtype_bytes(r->ids_dtype);
+    ie = moes_case_dtype_bytes(r->ids_dtype);
     r->ids_stride = draw_stride(g, k);
     ids_stride = resolved(r->ids_stride, k);
 
@@ -313,7 +306,7 @@ static int draw_routing(moes_rng *g, moes_case *c, const moes_case_limits *lim)
 static void count_routing(const moes_case *c, int64_t *counts)
 {
     const moes_routing *r = &c->routing;
-    size_t ie = dtype_bytes(r->ids_dtype);
+    size_t ie = moes_case_dtype_bytes(r->ids_dtype);
     int64_t stride = resolved(r->ids_stride, r->top_k);
     memset(counts, 0, (size_t)r->n_experts * sizeof *counts);
     for (int64_t t = 0; t < r->n_tokens; t++) {
@@ -340,7 +333,7 @@ static int64_t rows_needed(const int64_t *counts, int64_t e, int64_t a)
 static void force_one_placed(moes_case *c)
 {
     moes_routing *r = &c->routing;
-    size_t ie = dtype_bytes(r->ids_dtype);
+    size_t ie = moes_case_dtype_bytes(r->ids_dtype);
     int64_t id = 0;
     if (c->map.data) {
         int32_t *map = c->map.data;
@@ -463,7 +456,7 @@ static void inject_fault(moes_rng *g, moes_case *c)
     for (int64_t i = 0; i < n_bad; i++) {
         int64_t v = 0, pick = moes_rng_below(g, 4);
         if (c->fault == MOES_CASE_BAD_ID) {
-            size_t ie = dtype_bytes(r->ids_dtype);
+            size_t ie = moes_case_dtype_bytes(r->ids_dtype);
             int64_t eg = r->n_experts_global ? r->n_experts_global
                                              : r->n_experts;
             int64_t t = moes_rng_below(g, r->n_tokens);
@@ -493,7 +486,7 @@ static void inject_fault(moes_rng *g, moes_case *c)
                        (t * resolved(a->x_scales_stride, s) + j) * 4,
                    &bits, 4);
         } else if (c->fault == MOES_CASE_BAD_OUT_INDEX) {
-            size_t ie = dtype_bytes(c->scatter.index_dtype);
+            size_t ie = moes_case_dtype_bytes(c->scatter.index_dtype);
             int64_t t = moes_rng_below(g, r->n_tokens);
             int64_t j = moes_rng_below(g, r->top_k);
             v = pick == 0 ? c->out_rows : pick == 1
@@ -521,7 +514,7 @@ static int draw_gather(moes_rng *g, moes_case *c, int vector_rows,
     const moes_scatter_args *sa = &c->scatter;
     const int64_t n = c->routing.n_tokens, k = c->routing.top_k;
     const int64_t h = sa->hidden;
-    size_t ie = dtype_bytes(sa->index_dtype), ye, oe;
+    size_t ie = moes_case_dtype_bytes(sa->index_dtype), ye, oe;
     static const int float_dtypes[] = {MOES_DTYPE_BF16, MOES_DTYPE_FP16,
                                        MOES_DTYPE_FP32};
 
@@ -538,8 +531,8 @@ static int draw_gather(moes_rng *g, moes_case *c, int vector_rows,
     ga->out_index_stride = resolved(sa->out_index_stride, k);
     ga->weights_stride = draw_stride(g, k);
     ga->out_stride = draw_row_stride(g, h, vector_rows);
-    ye = dtype_bytes(ga->y_dtype);
-    oe = dtype_bytes(ga->out_dtype);
+    ye = moes_case_dtype_bytes(ga->y_dtype);
+    oe = moes_case_dtype_bytes(ga->out_dtype);
 
     if (!alloc_buffer(&c->y, extent(c->out_rows, resolved(ga->y_stride, h), h,
                                     ye)))
@@ -631,7 +624,7 @@ static int draw_case(moes_rng *g, moes_case *c, const moes_case_limits *lim)
 
     /* The hidden size, kept so that the biggest buffer fits the budget. */
     a->x_dtype = x_dtypes[moes_rng_below(g, 5)];
-    xe = dtype_bytes(a->x_dtype);
+    xe = moes_case_dtype_bytes(a->x_dtype);
     {
         int64_t r100 = moes_rng_below(g, 100);
         h = r100 < 8 ? 1 : r100 < 40 ? moes_rng_range(g, 2, 16)
@@ -681,7 +674,7 @@ static int draw_case(moes_rng *g, moes_case *c, const moes_case_limits *lim)
 
     a->index_dtype = moes_rng_chance(g, 50) ? MOES_DTYPE_INT32
                                             : MOES_DTYPE_INT64;
-    ie = dtype_bytes(a->index_dtype);
+    ie = moes_case_dtype_bytes(a->index_dtype);
     a->out_index_stride = draw_stride(g, k);
     c->out_index_bytes = extent(n, resolved(a->out_index_stride, k), k, ie);
     c->expert_array_bytes = e * (int64_t)ie;
@@ -708,7 +701,7 @@ static int draw_case(moes_rng *g, moes_case *c, const moes_case_limits *lim)
 
     c->counts_dtype = moes_rng_chance(g, 50) ? MOES_DTYPE_INT32
                                              : MOES_DTYPE_INT64;
-    c->count_bytes = e * (int64_t)dtype_bytes(c->counts_dtype);
+    c->count_bytes = e * (int64_t)moes_case_dtype_bytes(c->counts_dtype);
     /* The distinct experts' out takes the out_index's row stride (0 or
      * K and more), so that no draw is added. */
     c->distinct_stride = a->out_index_stride;
@@ -787,6 +780,14 @@ const moes_case_limits *moes_case_class_limits(uint64_t seed)
     default:
         return NULL;
     }
+}
+
+size_t moes_case_dtype_bytes(int dtype)
+{
+    size_t s = 0;
+    if (moes_dtype_size(dtype, &s) != MOES_OK)
+        return 0;
+    return s;
 }
 
 const char *moes_case_fault_name(int fault)

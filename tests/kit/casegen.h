@@ -122,6 +122,11 @@ void moes_case_free(moes_case *c);
 /* One line with the case's parameters, for failure messages. */
 void moes_case_describe(const moes_case *c, char *buf, size_t len);
 
+/* Bytes of one element of dtype (moes_dtype_size), 0 for a value that
+ * is not a dtype: the one place the kit and its users size buffers by
+ * dtype. */
+size_t moes_case_dtype_bytes(int dtype);
+
 /* The name of a fault ("valid", "bad id", ...). */
 const char *moes_case_fault_name(int fault);
 

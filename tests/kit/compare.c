@@ -29,21 +29,14 @@ typedef struct geometry {
     int64_t row_len;                /* columns in use per row          */
 } geometry;
 
-static size_t dtype_bytes(int dtype)
-{
-    size_t s = 0;
-    moes_dtype_size(dtype, &s);
-    return s;
-}
-
 static geometry geometry_of(const moes_case *c, int i)
 {
     const moes_scatter_args *a = &c->scatter;
     const moes_gather_args *g = &c->gather;
-    geometry geo = {dtype_bytes(a->index_dtype), 1, 0, 0, 0};
+    geometry geo = {moes_case_dtype_bytes(a->index_dtype), 1, 0, 0, 0};
     switch (i) {
     case MOES_OUT_COUNT_COUNTS:
-        geo.elem = dtype_bytes(c->counts_dtype);
+        geo.elem = moes_case_dtype_bytes(c->counts_dtype);
         break;
     case MOES_OUT_DISTINCT:
         geo.row_stride = c->distinct_stride ? c->distinct_stride
@@ -52,7 +45,7 @@ static geometry geometry_of(const moes_case *c, int i)
         geo.row_len = c->routing.top_k;
         break;
     case MOES_OUT_DATA:
-        geo.elem = dtype_bytes(a->x_dtype);
+        geo.elem = moes_case_dtype_bytes(a->x_dtype);
         geo.integer = 0;
         geo.row_stride = a->out_stride ? a->out_stride : a->hidden;
         geo.col_stride = 1;
@@ -81,7 +74,7 @@ static geometry geometry_of(const moes_case *c, int i)
         geo.elem = 8;
         break;
     case MOES_OUT_GATHER:
-        geo.elem = dtype_bytes(g->out_dtype);
+        geo.elem = moes_case_dtype_bytes(g->out_dtype);
         geo.integer = 0;
         geo.row_stride = g->out_stride ? g->out_stride : g->hidden;
         geo.col_stride = 1;
