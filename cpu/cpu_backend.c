@@ -243,17 +243,26 @@ static int cpu_count(moes_context *ctx, const moes_count_plan *plan,
         return MOES_OK;
     }
     /* Sparse: zeros, then the experts that have rows. */
-    MOES_OMP(parallel for num_threads(cpu_team(threads, route.grain,
-                                               n_experts))
-             schedule(static))
-    for (int64_t e = 0; e < n_experts; e++)
-        moes_index_store(plan->counts, elem, e, 0);
+    CPU_FOR_TEAM(cpu_team(threads, route.grain, n_experts), schedule(static),
+                 e, n_experts, moes_index_store(plan->counts, elem, e, 0));
     for (int64_t g = 0; g < route.n_groups; g++)
         moes_index_store(plan->counts, elem, route.group_expert[g],
                          (g + 1 < route.n_groups ? route.group_first[g + 1]
                                                  : route.n_valid) -
                              route.group_first[g]);
     return MOES_OK;
+}
+
+/* Token t's row of the distinct experts' output. */
+static void distinct_token(const moes_distinct_plan *plan, int64_t t)
+{
+    const moes_route_plan *rp = &plan->route;
+    const int64_t top_k = rp->r.top_k;
+    const size_t elem = moes_index_dtype_size(plan->out_dtype);
+    char *row = (char *)plan->out + (size_t)(t * plan->out_stride) * elem;
+    for (int64_t k = 0; k < top_k; k++)
+        moes_index_store(row, elem, k, cpu_local_expert(rp, t, k));
+    moes_distinct_row(row, (int64_t)elem, top_k);
 }
 
 /* The routing pass checks the map and the ids (its counts go unused), and
@@ -263,25 +272,15 @@ static int cpu_distinct(moes_context *ctx, const moes_distinct_plan *plan,
 {
     cpu_route route;
     const moes_route_plan *rp = &plan->route;
-    const int64_t n_tokens = rp->r.n_tokens, top_k = rp->r.top_k;
     const int threads = cpu_threads(ctx);
-    const size_t elem = moes_index_dtype_size(plan->out_dtype);
     int st = cpu_route_prepare(ctx, rp, &route, 0);
     if (st != MOES_OK)
         return st;
     st = cpu_route_count(&route, threads, err);
     if (st != MOES_OK)
         return st;
-    MOES_OMP(parallel for num_threads(cpu_team(threads, route.grain,
-                                               rp->n_choices))
-             schedule(static))
-    for (int64_t t = 0; t < n_tokens; t++) {
-        char *row =
-            (char *)plan->out + (size_t)(t * plan->out_stride) * elem;
-        for (int64_t k = 0; k < top_k; k++)
-            moes_index_store(row, elem, k, cpu_local_expert(rp, t, k));
-        moes_distinct_row(row, (int64_t)elem, top_k);
-    }
+    CPU_FOR_TEAM(cpu_team(threads, route.grain, rp->n_choices),
+                 schedule(static), t, rp->r.n_tokens, distinct_token(plan, t));
     return MOES_OK;
 }
 
@@ -351,6 +350,31 @@ static int64_t split_parts(const moes_context *ctx, int64_t bytes)
     return parts < 1 ? 1 : parts;
 }
 
+/* The first byte of part p of `parts` over `bytes` (p == parts: the end). */
+static int64_t byte_part_begin(int64_t bytes, int64_t parts, int64_t p)
+{
+    return p == parts ? bytes : bytes / parts * p;
+}
+
+/* Part p of a copy split into `parts`, with streaming stores. */
+static void copy_part(char *d, const char *s, int64_t bytes, int64_t parts,
+                      int64_t p)
+{
+    const int64_t begin = byte_part_begin(bytes, parts, p);
+    const int64_t end = byte_part_begin(bytes, parts, p + 1);
+    cpu_copy_row(d + begin, s + begin, (size_t)(end - begin));
+    cpu_copy_fence();
+}
+
+/* Part p of a fill split into `parts`. */
+static void fill_part(char *d, int value, int64_t bytes, int64_t parts,
+                      int64_t p)
+{
+    const int64_t begin = byte_part_begin(bytes, parts, p);
+    const int64_t end = byte_part_begin(bytes, parts, p + 1);
+    memset(d + begin, value, (size_t)(end - begin));
+}
+
 static int cpu_copy(moes_context *ctx, void *dst, const void *src,
                     int64_t bytes)
 {
@@ -367,13 +391,8 @@ static int cpu_copy(moes_context *ctx, void *dst, const void *src,
     /* Streaming stores, as the scatter's rows go out: a large copy's
      * destination is not read back soon, and reading it into the cache
      * first (write-allocate) would cost a third more traffic. */
-    MOES_OMP(parallel for num_threads((int)parts) schedule(static, 1))
-    for (int64_t p = 0; p < parts; p++) {
-        int64_t begin = bytes / parts * p;
-        int64_t end = p == parts - 1 ? bytes : bytes / parts * (p + 1);
-        cpu_copy_row(d + begin, s + begin, (size_t)(end - begin));
-        cpu_copy_fence();
-    }
+    CPU_FOR_TEAM((int)parts, schedule(static, 1), p, parts,
+                 copy_part(d, s, bytes, parts, p));
     return MOES_OK;
 }
 
@@ -381,12 +400,8 @@ static int cpu_fill(moes_context *ctx, void *ptr, int value, int64_t bytes)
 {
     char *d = ptr;
     int64_t parts = split_parts(ctx, bytes);
-    MOES_OMP(parallel for num_threads((int)parts) schedule(static, 1))
-    for (int64_t p = 0; p < parts; p++) {
-        int64_t begin = bytes / parts * p;
-        int64_t end = p == parts - 1 ? bytes : bytes / parts * (p + 1);
-        memset(d + begin, value, (size_t)(end - begin));
-    }
+    CPU_FOR_TEAM((int)parts, schedule(static, 1), p, parts,
+                 fill_part(d, value, bytes, parts, p));
     return MOES_OK;
 }
 
@@ -402,9 +417,8 @@ static int cpu_fill_rows(moes_context *ctx, void *dst, int64_t rows,
     int64_t parts = split_parts(ctx, rows * pattern_bytes);
     if (parts > rows)
         parts = rows;
-    MOES_OMP(parallel for num_threads((int)parts) schedule(static))
-    for (int64_t r = 0; r < rows; r++)
-        memcpy(d + r * row_stride, copy, (size_t)pattern_bytes);
+    CPU_FOR_TEAM((int)parts, schedule(static), r, rows,
+                 memcpy(d + r * row_stride, copy, (size_t)pattern_bytes));
     return MOES_OK;
 }
 

@@ -46,26 +46,30 @@ int64_t cpu_gather_workspace_bytes(int threads, int64_t n_tokens,
 #define MOES_VECTOR_CLONES
 #endif
 
+/* The flat index t*K+k of token t's first out_index entry outside
+ * [-1, M), or bad when that is smaller or there is none. */
+static int64_t first_bad_entry(const moes_gather_plan *plan, int64_t t,
+                               int64_t bad)
+{
+    const moes_gather_args *a = &plan->a;
+    for (int64_t k = 0; k < a->top_k; k++) {
+        int64_t v = moes_index_load(a->out_index, plan->index_elem,
+                                    t * a->out_index_stride + k);
+        if (!MOES_INDEX_OK(v, a->y_rows))
+            return t * a->top_k + k < bad ? t * a->top_k + k : bad;
+    }
+    return bad;
+}
+
 /* Smallest flat index t*K+k of an out_index entry outside [-1, M), or -1. */
 static int64_t find_bad_index(const moes_gather_plan *plan, int threads,
                               int64_t grain)
 {
     const moes_gather_args *a = &plan->a;
     int64_t bad = INT64_MAX;
-    MOES_OMP(parallel for num_threads(cpu_team(threads, grain,
-                                               cpu_work(a->n_tokens,
-                                                        a->top_k)))
-             schedule(static) reduction(min:bad))
-    for (int64_t t = 0; t < a->n_tokens; t++) {
-        for (int64_t k = 0; k < a->top_k; k++) {
-            int64_t v = moes_index_load(a->out_index, plan->index_elem,
-                                        t * a->out_index_stride + k);
-            if (!MOES_INDEX_OK(v, a->y_rows) && t * a->top_k + k < bad) {
-                bad = t * a->top_k + k;
-                break;
-            }
-        }
-    }
+    CPU_FOR_TEAM(cpu_team(threads, grain, cpu_work(a->n_tokens, a->top_k)),
+                 schedule(static) reduction(min:bad), t, a->n_tokens,
+                 bad = first_bad_entry(plan, t, bad));
     return bad == INT64_MAX ? -1 : bad;
 }
 
@@ -330,13 +334,18 @@ static void gather_chunk(const moes_gather_plan *plan, int64_t t, int64_t h0,
     }
 }
 
-static void gather_token(const moes_gather_plan *plan, int64_t t, float *acc,
-                         int64_t chunk)
+/* Tokens [first, end) with accumulators acc of chunk floats, subnormals
+ * kept whatever the caller's mode. */
+static void gather_tokens(const moes_gather_plan *plan, int64_t first,
+                          int64_t end, float *acc, int64_t chunk)
 {
     const int64_t hidden = plan->a.hidden;
-    for (int64_t h0 = 0; h0 < hidden; h0 += chunk)
-        gather_chunk(plan, t, h0, hidden - h0 < chunk ? hidden - h0 : chunk,
-                     acc);
+    const cpu_fp_mode caller_mode = cpu_fp_keep_subnormals();
+    for (int64_t t = first; t < end; t++)
+        for (int64_t h0 = 0; h0 < hidden; h0 += chunk)
+            gather_chunk(plan, t, h0,
+                         hidden - h0 < chunk ? hidden - h0 : chunk, acc);
+    cpu_fp_restore(caller_mode);
 }
 
 int cpu_gather(moes_context *ctx, const moes_gather_plan *plan,
@@ -374,14 +383,10 @@ int cpu_gather(moes_context *ctx, const moes_gather_plan *plan,
                                                            a->hidden),
                            &w));
     accumulators = w;
-    MOES_OMP(parallel num_threads((int)team))
-    {
-        float *acc = accumulators + (int64_t)cpu_thread_num() * chunk;
-        const cpu_fp_mode caller_mode = cpu_fp_keep_subnormals();
-        MOES_OMP(for schedule(static))
-        for (int64_t t = 0; t < a->n_tokens; t++)
-            gather_token(plan, t, acc, chunk);
-        cpu_fp_restore(caller_mode);
-    }
+    /* A part of the tokens a thread, each with its own accumulators. */
+    CPU_FOR_TEAM((int)team, schedule(static, 1), p, team,
+                 gather_tokens(plan, cpu_part_begin(a->n_tokens, team, p),
+                               cpu_part_begin(a->n_tokens, team, p + 1),
+                               accumulators + p * chunk, chunk));
     return MOES_OK;
 }

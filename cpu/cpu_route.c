@@ -84,11 +84,9 @@ static int64_t find_bad_map_entry(const moes_route_plan *rp, int threads,
     const int32_t *map = rp->r.expert_map;
     const int64_t n = rp->r.n_experts_global, e = rp->r.n_experts;
     int64_t bad = INT64_MAX;
-    MOES_OMP(parallel for num_threads(cpu_team(threads, grain, n))
-             schedule(static) reduction(min:bad))
-    for (int64_t i = 0; i < n; i++)
-        if (!MOES_INDEX_OK(map[i], e) && i < bad)
-            bad = i;
+    CPU_FOR_TEAM(cpu_team(threads, grain, n),
+                 schedule(static) reduction(min:bad), i, n,
+                 if (!MOES_INDEX_OK(map[i], e) && i < bad) bad = i);
     return bad == INT64_MAX ? -1 : bad;
 }
 
@@ -159,12 +157,63 @@ static int count_sparse(cpu_route *route, moes_data_error *err)
     return MOES_OK;
 }
 
-int cpu_route_count(cpu_route *route, int threads, moes_data_error *err)
+/* Counts part p's choices into its row of part_counts. Returns bad, or
+ * the flat index of the part's first bad id when that is smaller (the
+ * part then stops there). */
+static int64_t count_part(cpu_route *route, int64_t p, int64_t bad)
 {
     const moes_route_plan *rp = route->plan;
     const int64_t n = rp->r.n_tokens, k_top = rp->r.top_k;
     const int64_t n_experts = rp->r.n_experts;
     const int64_t n_global = rp->r.n_experts_global;
+    const int32_t *map = rp->r.expert_map;
+    int64_t *c = route->part_counts + p * n_experts;
+    const int64_t t_end = cpu_part_begin(n, route->parts, p + 1);
+    memset(c, 0, (size_t)n_experts * sizeof *c);
+    for (int64_t t = cpu_part_begin(n, route->parts, p); t < t_end; t++) {
+        for (int64_t k = 0; k < k_top; k++) {
+            int64_t id = moes_index_load(rp->r.ids, rp->ids_elem,
+                                         t * rp->r.ids_stride + k);
+            if (!MOES_INDEX_OK(id, n_global))
+                /* The first bad one of this part is its smallest. */
+                return t * k_top + k < bad ? t * k_top + k : bad;
+            if (id >= 0) {
+                int64_t e = map ? map[id] : id;
+                if (e >= 0 && e < n_experts)
+                    c[e]++;
+            }
+        }
+    }
+    return bad;
+}
+
+/* Expert e's count: the sum of the parts' counts. */
+static void sum_part_counts(cpu_route *route, int64_t e)
+{
+    const int64_t n_experts = route->plan->r.n_experts;
+    int64_t sum = 0;
+    for (int64_t p = 0; p < route->parts; p++)
+        sum += route->part_counts[p * n_experts + e];
+    route->counts[e] = sum;
+}
+
+/* Expert e's first rank in each part: an exclusive scan over the parts'
+ * counts, in place. */
+static void rank_parts(cpu_route *route, int64_t e)
+{
+    const int64_t n_experts = route->plan->r.n_experts;
+    int64_t run = 0;
+    for (int64_t p = 0; p < route->parts; p++) {
+        int64_t c = route->part_counts[p * n_experts + e];
+        route->part_counts[p * n_experts + e] = run;
+        run += c;
+    }
+}
+
+int cpu_route_count(cpu_route *route, int threads, moes_data_error *err)
+{
+    const moes_route_plan *rp = route->plan;
+    const int64_t n_experts = rp->r.n_experts;
     const int64_t parts = route->parts;
     const int32_t *map = rp->r.expert_map;
     int64_t bad = INT64_MAX;
@@ -184,62 +233,23 @@ int cpu_route_count(cpu_route *route, int threads, moes_data_error *err)
         return count_sparse(route, err);
 
     /* A thread a part at most: parts never exceed threads. */
-    MOES_OMP(parallel for num_threads(cpu_team((int)parts, route->grain,
-                                               rp->n_choices))
-             schedule(static, 1) reduction(min:bad))
-    for (int64_t p = 0; p < parts; p++) {
-        int64_t *c = route->part_counts + p * n_experts;
-        int64_t t_end = cpu_part_begin(n, parts, p + 1);
-        memset(c, 0, (size_t)n_experts * sizeof *c);
-        for (int64_t t = cpu_part_begin(n, parts, p); t < t_end; t++) {
-            for (int64_t k = 0; k < k_top; k++) {
-                int64_t id = moes_index_load(rp->r.ids, rp->ids_elem,
-                                             t * rp->r.ids_stride + k);
-                if (!MOES_INDEX_OK(id, n_global)) {
-                    /* The first bad one of this part is its smallest. */
-                    if (t * k_top + k < bad)
-                        bad = t * k_top + k;
-                    t = t_end;
-                    break;
-                }
-                if (id >= 0) {
-                    int64_t e = map ? map[id] : id;
-                    if (e >= 0 && e < n_experts)
-                        c[e]++;
-                }
-            }
-        }
-    }
+    CPU_FOR_TEAM(cpu_team((int)parts, route->grain, rp->n_choices),
+                 schedule(static, 1) reduction(min:bad), p, parts,
+                 bad = count_part(route, p, bad));
     if (bad != INT64_MAX)
         return bad_id(rp, bad, err);
 
-    MOES_OMP(parallel for num_threads(cpu_team(threads, route->grain,
-                                               cpu_work(n_experts, parts)))
-             schedule(static))
-    for (int64_t e = 0; e < n_experts; e++) {
-        int64_t sum = 0;
-        for (int64_t p = 0; p < parts; p++)
-            sum += route->part_counts[p * n_experts + e];
-        route->counts[e] = sum;
-    }
+    CPU_FOR_TEAM(cpu_team(threads, route->grain, cpu_work(n_experts, parts)),
+                 schedule(static), e, n_experts, sum_part_counts(route, e));
     return MOES_OK;
 }
 
 void cpu_route_ranks(cpu_route *route, int threads)
 {
     const int64_t n_experts = route->plan->r.n_experts;
-    const int64_t parts = route->parts;
-    MOES_OMP(parallel for num_threads(cpu_team(threads, route->grain,
-                                               cpu_work(n_experts, parts)))
-             schedule(static))
-    for (int64_t e = 0; e < n_experts; e++) {
-        int64_t run = 0;
-        for (int64_t p = 0; p < parts; p++) {
-            int64_t c = route->part_counts[p * n_experts + e];
-            route->part_counts[p * n_experts + e] = run;
-            run += c;
-        }
-    }
+    CPU_FOR_TEAM(cpu_team(threads, route->grain,
+                          cpu_work(n_experts, route->parts)),
+                 schedule(static), e, n_experts, rank_parts(route, e));
 }
 
 int64_t cpu_route_find_group(const cpu_route *route, int64_t e,

@@ -82,27 +82,30 @@ static void expert_rows(const cpu_route *route, const moes_scatter_plan *plan,
         *start = 0;
 }
 
+/* The flat index t*S+s of token t's first scale UE8M0 cannot hold, or
+ * bad when that is smaller or there is none. */
+static int64_t first_bad_scale(const moes_scatter_plan *plan, int64_t t,
+                               int64_t bad)
+{
+    const moes_scatter_args *a = &plan->a;
+    const float *row = a->x_scales + t * a->x_scales_stride;
+    for (int64_t s = 0; s < plan->n_scales; s++)
+        if (!moes_ue8m0_scale_ok(moes_f32_to_bits(row[s])))
+            return t * plan->n_scales + s < bad ? t * plan->n_scales + s
+                                                : bad;
+    return bad;
+}
+
 /* Smallest flat index t*S+s of a scale UE8M0 cannot hold, or -1. Every
  * scale of every token is checked, placed or not. */
 static int64_t find_bad_scale(const moes_scatter_plan *plan, int threads,
                               int64_t grain)
 {
-    const moes_scatter_args *a = &plan->a;
-    const int64_t n = plan->route.r.n_tokens, n_scales = plan->n_scales;
+    const int64_t n = plan->route.r.n_tokens;
     int64_t bad = INT64_MAX;
-    MOES_OMP(parallel for num_threads(cpu_team(threads, grain,
-                                               cpu_work(n, n_scales)))
-             schedule(static) reduction(min:bad))
-    for (int64_t t = 0; t < n; t++) {
-        const float *row = a->x_scales + t * a->x_scales_stride;
-        for (int64_t s = 0; s < n_scales; s++) {
-            if (!moes_ue8m0_scale_ok(moes_f32_to_bits(row[s]))) {
-                if (t * n_scales + s < bad)
-                    bad = t * n_scales + s;
-                break;
-            }
-        }
-    }
+    CPU_FOR_TEAM(cpu_team(threads, grain, cpu_work(n, plan->n_scales)),
+                 schedule(static) reduction(min:bad), t, n,
+                 bad = first_bad_scale(plan, t, bad));
     return bad == INT64_MAX ? -1 : bad;
 }
 
@@ -231,40 +234,54 @@ static void place_choice(const moes_scatter_plan *plan, int64_t t,
         copy_scales(plan, t, row);
 }
 
-/* Dense: each part walks its tokens in t*K+k order and hands out ranks;
- * team threads share the parts. */
-static void place_dense(const moes_scatter_plan *plan, cpu_route *route,
-                        int team)
+/* Dense: part p walks its tokens in t*K+k order and hands out ranks. */
+static void place_dense_part(const moes_scatter_plan *plan, cpu_route *route,
+                             int64_t p)
 {
     const moes_scatter_args *a = &plan->a;
     const moes_route_plan *rp = &plan->route;
     const int64_t n = rp->r.n_tokens, k_top = rp->r.top_k;
-    const int64_t n_experts = rp->r.n_experts;
     const int masked = a->layout == MOES_LAYOUT_MASKED;
     const int64_t cap = a->capacity;
-    MOES_OMP(parallel for num_threads(team < route->parts ? team
-                                                          : (int)route->parts)
-             schedule(static, 1))
-    for (int64_t p = 0; p < route->parts; p++) {
-        int64_t *rank = route->part_counts + p * n_experts;
-        int64_t t_end = cpu_part_begin(n, route->parts, p + 1);
-        for (int64_t t = cpu_part_begin(n, route->parts, p); t < t_end; t++) {
-            for (int64_t k = 0; k < k_top; k++) {
-                int64_t e = cpu_local_expert(rp, t, k);
-                int64_t row = -1;
-                if (e >= 0) {
-                    int64_t r = rank[e]++;
-                    /* r < counts[e] holds unless ids changed since they
-                     * were counted; then the row would be another
-                     * expert's (or past the capacity): not placed. */
-                    if (r < route->counts[e] && (!masked || r < cap))
-                        row = route->start[e] + r;
-                }
-                place_choice(plan, t, k, row);
+    int64_t *rank = route->part_counts + p * rp->r.n_experts;
+    const int64_t t_end = cpu_part_begin(n, route->parts, p + 1);
+    for (int64_t t = cpu_part_begin(n, route->parts, p); t < t_end; t++) {
+        for (int64_t k = 0; k < k_top; k++) {
+            int64_t e = cpu_local_expert(rp, t, k);
+            int64_t row = -1;
+            if (e >= 0) {
+                int64_t r = rank[e]++;
+                /* r < counts[e] holds unless ids changed since they
+                 * were counted; then the row would be another
+                 * expert's (or past the capacity): not placed. */
+                if (r < route->counts[e] && (!masked || r < cap))
+                    row = route->start[e] + r;
             }
+            place_choice(plan, t, k, row);
         }
-        cpu_copy_fence();
     }
+    cpu_copy_fence();
+}
+
+/* Dense: the parts over team threads. */
+static void place_dense(const moes_scatter_plan *plan, cpu_route *route,
+                        int team)
+{
+    CPU_FOR_TEAM(team < route->parts ? team : (int)route->parts,
+                 schedule(static, 1), p, route->parts,
+                 place_dense_part(plan, route, p));
+}
+
+/* Sparse: the choices of tokens [first, end), each to its row in row_of
+ * (-1: none). */
+static void place_tokens(const moes_scatter_plan *plan, const int64_t *row_of,
+                         int64_t first, int64_t end)
+{
+    const int64_t k_top = plan->route.r.top_k;
+    for (int64_t t = first; t < end; t++)
+        for (int64_t k = 0; k < k_top; k++)
+            place_choice(plan, t, k, row_of[t * k_top + k]);
+    cpu_copy_fence();
 }
 
 /* Sparse: each choice's row from its place in the sorted list, then the
@@ -273,7 +290,7 @@ static void place_sparse(const moes_scatter_plan *plan, cpu_route *route,
                          int team)
 {
     const moes_scatter_args *a = &plan->a;
-    const int64_t n = plan->route.r.n_tokens, k_top = plan->route.r.top_k;
+    const int64_t n = plan->route.r.n_tokens;
     const int64_t nk = plan->route.n_choices;
     const int masked = a->layout == MOES_LAYOUT_MASKED;
     const int64_t cap = a->capacity;
@@ -291,14 +308,9 @@ static void place_sparse(const moes_scatter_plan *plan, cpu_route *route,
     }
     if (parts < 1)
         parts = 1;
-    MOES_OMP(parallel for num_threads((int)parts) schedule(static, 1))
-    for (int64_t p = 0; p < parts; p++) {
-        int64_t t_end = cpu_part_begin(n, parts, p + 1);
-        for (int64_t t = cpu_part_begin(n, parts, p); t < t_end; t++)
-            for (int64_t k = 0; k < k_top; k++)
-                place_choice(plan, t, k, route->row_of[t * k_top + k]);
-        cpu_copy_fence();
-    }
+    CPU_FOR_TEAM((int)parts, schedule(static, 1), p, parts,
+                 place_tokens(plan, route->row_of, cpu_part_begin(n, parts, p),
+                              cpu_part_begin(n, parts, p + 1)));
 }
 
 /* Labels, padding and the [E] outputs of expert e. */
@@ -403,10 +415,8 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
             /* Four [E] outputs an expert, and its block's padding. */
             const int64_t work = cpu_work_sum(
                 cpu_work(n_experts, 4), pads ? pad_work(plan, rows_used) : 0);
-            MOES_OMP(parallel for num_threads(cpu_team(threads, grain, work))
-                     schedule(dynamic, 16))
-            for (int64_t e = 0; e < n_experts; e++)
-                finish_expert(plan, &route, e);
+            CPU_FOR_TEAM(cpu_team(threads, grain, work), schedule(dynamic, 16),
+                         e, n_experts, finish_expert(plan, &route, e));
         }
     } else if (pads) {
         for (int64_t g = 0; g < route.n_groups; g++)
@@ -419,10 +429,10 @@ int cpu_scatter(moes_context *ctx, const moes_scatter_plan *plan,
     if (!masked && pads) {
         const int64_t tail = cap - rows_used;
         const int64_t parts = cpu_team(threads, grain, pad_work(plan, tail));
-        MOES_OMP(parallel for num_threads((int)parts) schedule(static, 1))
-        for (int64_t p = 0; p < parts; p++)
-            pad_rows(plan, rows_used + cpu_part_begin(tail, parts, p),
-                     rows_used + cpu_part_begin(tail, parts, p + 1), -1);
+        CPU_FOR_TEAM((int)parts, schedule(static, 1), p, parts,
+                     pad_rows(plan, rows_used + cpu_part_begin(tail, parts, p),
+                              rows_used + cpu_part_begin(tail, parts, p + 1),
+                              -1));
     }
     if (a->n_dropped) {
         int64_t dropped = 0;
