@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cpu_copy.h - copying a token's row into the scatter output.
+ * cpu_copy.h - copying a row into an output the call does not read back:
+ * a token's row into the scatter's output, a chunk of a token's sums into
+ * the gather's.
  *
  * The output of a prefill scatter is K times the input and far larger
  * than any cache, and it is not read back by this call: plain stores would

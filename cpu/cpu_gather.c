@@ -7,17 +7,25 @@
 #include <string.h>
 
 #include "cpu_backend.h"
+#include "cpu_copy.h"
 #include "cpu_fp.h"
 #include "cpu_omp.h"
 #include "numerics.h"
 
 /* 2048 fp32 accumulators (8 KiB) stay in L1 and give each row of y a
  * long enough sequential run for the hardware prefetcher (which the sums
- * help along: PREFETCH_AHEAD). They live in
- * the context's workspace, one buffer per thread, not on the caller's
- * stack: callers on small stacks (fibers, small pthreads) must keep
- * working. */
+ * help along: PREFETCH_AHEAD). Beside them, the chunk's output is staged
+ * in its dtype (up to 8 KiB more) and then streamed out (gather_chunk).
+ * Both live in the context's workspace, one pair per thread, not on the
+ * caller's stack: callers on small stacks (fibers, small pthreads) must
+ * keep working. */
 enum { CHUNK = 2048 };
+
+/* The floats of one thread's accumulators and staged output. */
+static int64_t thread_floats(int64_t chunk)
+{
+    return 2 * chunk;
+}
 
 int64_t cpu_gather_workspace_bytes(int threads, int64_t n_tokens,
                                    int64_t hidden)
@@ -28,7 +36,8 @@ int64_t cpu_gather_workspace_bytes(int threads, int64_t n_tokens,
         team = 1;
     if (chunk < 1)
         chunk = 1;
-    return team * chunk * (int64_t)sizeof(float); /* <= threads * 8 KiB */
+    /* <= threads * 16 KiB */
+    return team * thread_floats(chunk) * (int64_t)sizeof(float);
 }
 
 /* Built for AVX-512 (x86-64-v4) and AVX2 as well as the baseline where
@@ -336,37 +345,49 @@ static void step_chunk(const moes_gather_plan *plan, int64_t t, int64_t h0,
  * never) is summed again with the step's NaN sign rule. Without
  * accumulate the NaN test rides on the store, and such a chunk is stored
  * twice; with it the old output is the sums' start, so the test comes
- * first. */
+ * first.
+ *
+ * A chunk of CPU_STREAM_MIN_BYTES or more is stored into stage and then
+ * streamed to out (cpu_copy_row): the output is written and not read by
+ * the call, and plain stores would first read each of its lines from
+ * memory. One stream a chunk, also when it was stored twice. */
 static void gather_chunk(const moes_gather_plan *plan, int64_t t, int64_t h0,
-                         int64_t n, float *acc)
+                         int64_t n, float *acc, void *stage)
 {
     const moes_gather_args *a = &plan->a;
+    const size_t bytes = (size_t)n * plan->out_elem;
     char *out_chunk = (char *)a->out +
                       (t * a->out_stride + h0) * (int64_t)plan->out_elem;
+    void *dst = bytes >= CPU_STREAM_MIN_BYTES ? stage : out_chunk;
     sum_chunk(plan, t, h0, n, out_chunk, acc);
     if (a->flags & MOES_GATHER_ACCUMULATE) {
         /* No NaN in acc: the plain store is the canonical one. */
         const int nan = any_nan(acc, n);
         if (nan)
             step_chunk(plan, t, h0, n, out_chunk, acc);
-        store_row(out_chunk, acc, a->out_dtype, n, !nan);
-    } else if (store_row(out_chunk, acc, a->out_dtype, n, 1)) {
+        store_row(dst, acc, a->out_dtype, n, !nan);
+    } else if (store_row(dst, acc, a->out_dtype, n, 1)) {
         step_chunk(plan, t, h0, n, out_chunk, acc);
-        store_row(out_chunk, acc, a->out_dtype, n, 0);
+        store_row(dst, acc, a->out_dtype, n, 0);
     }
+    if (dst == stage)
+        cpu_copy_row(out_chunk, stage, bytes);
 }
 
-/* Tokens [first, end) with accumulators acc of chunk floats, subnormals
- * kept whatever the caller's mode. */
+/* Tokens [first, end) with the thread's buffers (thread_floats(chunk)
+ * floats: the accumulators, then the staged output), subnormals kept
+ * whatever the caller's mode. */
 static void gather_tokens(const moes_gather_plan *plan, int64_t first,
-                          int64_t end, float *acc, int64_t chunk)
+                          int64_t end, float *buffers, int64_t chunk)
 {
     const int64_t hidden = plan->a.hidden;
     const cpu_fp_mode caller_mode = cpu_fp_keep_subnormals();
     for (int64_t t = first; t < end; t++)
         for (int64_t h0 = 0; h0 < hidden; h0 += chunk)
             gather_chunk(plan, t, h0,
-                         hidden - h0 < chunk ? hidden - h0 : chunk, acc);
+                         hidden - h0 < chunk ? hidden - h0 : chunk, buffers,
+                         buffers + chunk);
+    cpu_copy_fence();
     cpu_fp_restore(caller_mode);
 }
 
@@ -379,14 +400,14 @@ int cpu_gather(moes_context *ctx, const moes_gather_plan *plan,
     int64_t bad = find_bad_index(plan, threads, grain);
     /* A token's work: its rows read, 16 bytes a unit. A thread takes
      * whole tokens, so never more threads than tokens (the workspace
-     * holds an accumulator for each of those only). */
+     * holds buffers for each of those only). */
     const int64_t token_work =
         cpu_work(cpu_work(a->top_k, plan->y_elem), a->hidden) / 16;
     int64_t team = cpu_team(threads, grain, cpu_work(a->n_tokens, token_work));
     if (team > a->n_tokens)
         team = a->n_tokens;
     int64_t chunk = a->hidden < CHUNK ? a->hidden : CHUNK;
-    float *accumulators;
+    float *buffers;
     void *w;
     if (bad >= 0) {
         err->status = MOES_ERR_INVALID_OUT_INDEX;
@@ -404,11 +425,11 @@ int cpu_gather(moes_context *ctx, const moes_gather_plan *plan,
                                                            a->n_tokens,
                                                            a->hidden),
                            &w));
-    accumulators = w;
-    /* A part of the tokens a thread, each with its own accumulators. */
+    buffers = w;
+    /* A part of the tokens a thread, each with its own buffers. */
     CPU_FOR_TEAM((int)team, schedule(static, 1), p, team,
                  gather_tokens(plan, cpu_part_begin(a->n_tokens, team, p),
                                cpu_part_begin(a->n_tokens, team, p + 1),
-                               accumulators + p * chunk, chunk));
+                               buffers + p * thread_floats(chunk), chunk));
     return MOES_OK;
 }
