@@ -216,9 +216,7 @@ Test(kit, generator_coverage)
         for (int64_t t = 0; t < r->n_tokens; t++) {
             int64_t prev = -5;
             for (int64_t j = 0; j < r->top_k; j++) {
-                int64_t id = ie == 4
-                    ? ((int32_t *)c.ids.data)[t * stride + j]
-                    : ((int64_t *)c.ids.data)[t * stride + j];
+                int64_t id = load_index(c.ids.data, ie, t * stride + j);
                 ids_neg += id == -1;
                 dup += id == prev && id >= 0;
                 prev = id;
