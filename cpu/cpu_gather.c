@@ -271,6 +271,14 @@ static int64_t next_placed_k(const moes_gather_plan *plan, int64_t t,
     return a->top_k;
 }
 
+/* Element h0 of row `row` of y. */
+static const char *y_at(const moes_gather_plan *plan, int64_t row,
+                        int64_t h0)
+{
+    return (const char *)plan->a.y +
+           (row * plan->a.y_stride + h0) * (int64_t)plan->y_elem;
+}
+
 /* acc = the token's old output (accumulate) or 0, over one chunk. */
 static void start_sums(const moes_gather_plan *plan, const char *out_chunk,
                        float *acc, int64_t n)
@@ -288,7 +296,6 @@ static void sum_chunk(const moes_gather_plan *plan, int64_t t, int64_t h0,
                       int64_t n, const char *out_chunk, float *acc)
 {
     const moes_gather_args *a = &plan->a;
-    const int64_t y_elem = plan->y_elem;
     const void *y[ROWS_PER_PASS];
     float w[ROWS_PER_PASS];
     int64_t row;
@@ -299,7 +306,7 @@ static void sum_chunk(const moes_gather_plan *plan, int64_t t, int64_t h0,
         start_sums(plan, out_chunk, acc, n);
     for (int64_t k = next_placed_k(plan, t, 0, &row); k < a->top_k;
          k = next_placed_k(plan, t, k + 1, &row)) {
-        y[g] = (const char *)a->y + (row * a->y_stride + h0) * y_elem;
+        y[g] = y_at(plan, row, h0);
         w[g] = a->weights ? a->weights[t * a->weights_stride + k] : 1.0f;
         if (++g == ROWS_PER_PASS) {
             sum_rows_for(a->y_dtype, g)(acc, y, w, n, from_zero);
@@ -325,13 +332,11 @@ static void step_chunk(const moes_gather_plan *plan, int64_t t, int64_t h0,
                        int64_t n, const char *out_chunk, float *acc)
 {
     const moes_gather_args *a = &plan->a;
-    const int64_t y_elem = plan->y_elem;
     int64_t row;
     start_sums(plan, out_chunk, acc, n);
     for (int64_t k = next_placed_k(plan, t, 0, &row); k < a->top_k;
          k = next_placed_k(plan, t, k + 1, &row)) {
-        const char *yr =
-            (const char *)a->y + (row * a->y_stride + h0) * y_elem;
+        const char *yr = y_at(plan, row, h0);
         const float wk = a->weights ? a->weights[t * a->weights_stride + k]
                                     : 1.0f;
         for (int64_t i = 0; i < n; i++)
@@ -387,7 +392,7 @@ static void prefetch_row_heads(const moes_gather_plan *plan, int64_t t)
     int64_t row;
     for (int64_t k = next_placed_k(plan, t, 0, &row); k < a->top_k;
          k = next_placed_k(plan, t, k + 1, &row)) {
-        const char *y = (const char *)a->y + row * a->y_stride * plan->y_elem;
+        const char *y = y_at(plan, row, 0);
         for (int64_t b = 0; b < head; b += 64)
             __builtin_prefetch(y + b, 0, 3);
     }
